@@ -1,0 +1,830 @@
+//! From YAML nodes to the typed [`Stack`]: strict keys, types, units, expressions, includes and
+//! modules. Every check records a diagnostic and carries on, so one run reports every mistake.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use sha2::{Digest, Sha256};
+
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::load::{FileSystem, normalize};
+use crate::model::{Lifecycle, Reconcile, Resource, Scope, ScopeId, SecretSource, Stack, Value, ValueKind};
+use crate::resolve;
+use crate::schema::{self, AttrType, KindSchema};
+use crate::source::{SourceMap, Span};
+use crate::suggest::closest;
+use crate::units;
+use crate::yaml::{self, Key, Node, Value as Y};
+
+/// Names an expression in a stack file may start with.
+pub const NAMED_VALUES: &[&str] = &["vars", "secrets", "env", "inputs", "resources", "modules"];
+
+const ROOT_KEYS: &[&str] = &["name", "description", "include", "vars", "secrets", "modules", "resources", "outputs"];
+const INCLUDE_KEYS: &[&str] = &["include", "vars", "secrets", "modules", "resources", "outputs"];
+const MODULE_KEYS: &[&str] = &["description", "include", "inputs", "modules", "resources", "outputs"];
+const MODULE_CALL_KEYS: &[&str] = &["source", "inputs", "description"];
+const INPUT_DECL_KEYS: &[&str] = &["type", "default", "description"];
+const INPUT_TYPES: &[&str] = &["string", "number", "boolean", "list", "map", "any"];
+const LIFECYCLE_KEYS: &[&str] = &["create_before_destroy", "prevent_destroy", "ignore_changes"];
+const MAX_MODULE_DEPTH: usize = 16;
+
+/// Loading failed: every mistake found, and the files they point into.
+#[derive(Debug)]
+pub struct LoadFailure {
+    /// The files read, to render the diagnostics.
+    pub sources: SourceMap,
+    /// Every mistake, in file and position order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads and validates a stack from its root file (`kiln.yaml`).
+pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFailure>> {
+    let mut cx = Compiler {
+        fs,
+        sources: SourceMap::default(),
+        diags: Diagnostics::default(),
+        scopes: Vec::new(),
+        resources: IndexMap::new(),
+        vars: IndexMap::new(),
+        secrets: IndexMap::new(),
+        name: String::new(),
+        module_chain: Vec::new(),
+        input_types: Vec::new(),
+    };
+    cx.root(root_file);
+    if cx.diags.is_empty() {
+        let mut diags = std::mem::take(&mut cx.diags);
+        resolve::resolve(&mut cx.as_view(), &mut diags);
+        cx.diags = diags;
+    }
+    let Compiler { sources, diags, scopes, resources, vars, secrets, name, .. } = cx;
+    if !diags.is_empty() {
+        return Err(Box::new(LoadFailure {
+            sources,
+            diagnostics: diags.into_sorted(),
+        }));
+    }
+    let digest = digest(&sources);
+    Ok(Stack {
+        name,
+        sources,
+        digest,
+        vars,
+        secrets,
+        scopes,
+        resources,
+    })
+}
+
+fn digest(sources: &SourceMap) -> String {
+    let mut hasher = Sha256::new();
+    for (_, file) in sources.files() {
+        hasher.update(file.path.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(file.text.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// What the reference resolver needs from a finished compile.
+pub(crate) struct View<'a> {
+    pub scopes: &'a [Scope],
+    pub resources: &'a mut IndexMap<String, Resource>,
+    pub vars: &'a IndexMap<String, serde_json::Value>,
+    pub secrets: &'a IndexMap<String, SecretSource>,
+    pub sources: &'a SourceMap,
+}
+
+struct Compiler<'fs> {
+    fs: &'fs dyn FileSystem,
+    sources: SourceMap,
+    diags: Diagnostics,
+    scopes: Vec<Scope>,
+    resources: IndexMap<String, Resource>,
+    vars: IndexMap<String, serde_json::Value>,
+    secrets: IndexMap<String, SecretSource>,
+    name: String,
+    /// Module sources being loaded, outermost first, to refuse a module that calls itself.
+    module_chain: Vec<PathBuf>,
+    /// Declared input types per scope (for type checks of literal inputs).
+    input_types: Vec<IndexMap<String, String>>,
+}
+
+/// The sections of one scope gathered from its file and its includes, with the key of each entry
+/// so duplicates can cite both places.
+#[derive(Default)]
+struct Sections<'n> {
+    vars: Vec<(&'n Key, &'n Node)>,
+    secrets: Vec<(&'n Key, &'n Node)>,
+    modules: Vec<(&'n Key, &'n Node)>,
+    resources: Vec<(&'n Key, &'n Node)>,
+    outputs: Vec<(&'n Key, &'n Node)>,
+    inputs: Vec<(&'n Key, &'n Node)>,
+}
+
+impl<'fs> Compiler<'fs> {
+    fn as_view(&mut self) -> View<'_> {
+        View {
+            scopes: &self.scopes,
+            resources: &mut self.resources,
+            vars: &self.vars,
+            secrets: &self.secrets,
+            sources: &self.sources,
+        }
+    }
+
+    fn emit(&mut self, diagnostic: Diagnostic) {
+        self.diags.push(diagnostic);
+    }
+
+    fn err(&mut self, code: Code, span: Span, path: &str, message: impl Into<String>) -> &mut Diagnostic {
+        self.diags.push_mut(Diagnostic::new(code, span, path, message))
+    }
+
+    fn read(&mut self, path: &Path, from: Option<(Span, &str)>) -> Option<(crate::source::FileId, Node)> {
+        let path = normalize(path);
+        let text = match self.fs.read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) => {
+                let message = format!("cannot read {}: {err}", path.display());
+                match from {
+                    Some((span, key_path)) => {
+                        self.emit(Diagnostic::new(Code::BadSource, span, key_path, message).label("referenced here"));
+                    }
+                    None => self.diags.push(Diagnostic::unplaced(Code::Io, message)),
+                }
+                return None;
+            }
+        };
+        let file = self.sources.add(path, text);
+        let text = self.sources.file(file).text.clone();
+        let node = yaml::parse(file, &text, &mut self.diags)?;
+        Some((file, node))
+    }
+
+    fn root(&mut self, root_file: &Path) {
+        let Some((_, node)) = self.read(root_file, None) else { return };
+        let base = root_file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let Some(entries) = self.map(&node, "", "the stack: a mapping with `name:` and sections such as `resources:`") else {
+            return;
+        };
+        self.check_keys(entries, ROOT_KEYS, "", "the stack file");
+        self.section_types(entries, "");
+        match entries.iter().find(|(k, _)| k.text == "name") {
+            Some((_, v)) => self.name = self.stack_name(v),
+            None => {
+                self.emit(Diagnostic::new(Code::MissingKey, node.span, "name", "the stack has no `name`")
+                    .help("add `name: my-stack` at the top of the file").label("expected a `name:` key in this mapping"));
+            }
+        }
+        let includes = self.includes(entries, &base, "");
+        let mut sections = Sections::default();
+        Self::gather(entries, &mut sections);
+        for (_, inc) in &includes {
+            if let Y::Map(inc_entries) = &inc.value {
+                Self::gather(inc_entries, &mut sections);
+            }
+        }
+        self.scopes.push(Scope {
+            prefix: String::new(),
+            parent: None,
+            inputs: IndexMap::new(),
+            outputs: IndexMap::new(),
+            modules: IndexMap::new(),
+        });
+        self.input_types.push(IndexMap::new());
+        self.root_sections(&sections);
+        self.scope_body(0, &sections, &base);
+    }
+
+    fn stack_name(&mut self, node: &Node) -> String {
+        let Some(name) = self.string(node, "name") else { return String::new() };
+        if !is_name(&name) {
+            self.emit(Diagnostic::new(Code::InvalidValue, node.span, "name", format!("`{name}` is not a valid stack name"))
+                .help("use letters, digits, `-` and `_`, starting with a letter").label("invalid name"));
+        }
+        name
+    }
+
+    /// Reads `include:` files (recursively), returning their top nodes after checking their keys.
+    fn includes(&mut self, entries: &[(Key, Node)], base: &Path, scope_path: &str) -> Vec<(PathBuf, Node)> {
+        let mut out = Vec::new();
+        let mut queue: Vec<(PathBuf, Span, String)> = Vec::new();
+        self.include_list(entries, base, scope_path, &mut queue);
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let mut budget = 256usize;
+        while let Some((path, span, key_path)) = queue.pop() {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                break;
+            }
+            let path = normalize(&path);
+            if seen.contains(&path) || self.sources.find(&path).is_some() {
+                self.emit(Diagnostic::new(Code::DuplicateName, span, &key_path, format!("{} is included more than once", path.display())).label("included again here"));
+                continue;
+            }
+            seen.push(path.clone());
+            let Some((_, node)) = self.read(&path, Some((span, &key_path))) else { continue };
+            let Some(inc) = self.map(&node, "", "an included file: a mapping of sections such as `resources:`") else { continue };
+            self.check_keys(inc, INCLUDE_KEYS, "", "an included file");
+            self.section_types(inc, "");
+            let inc_base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            self.include_list(inc, &inc_base, scope_path, &mut queue);
+            out.push((path, node));
+        }
+        out
+    }
+
+    fn include_list(&mut self, entries: &[(Key, Node)], base: &Path, scope_path: &str, queue: &mut Vec<(PathBuf, Span, String)>) {
+        let Some((_, list)) = entries.iter().find(|(k, _)| k.text == "include") else { return };
+        let key_path = join(scope_path, "include");
+        let items: Vec<&Node> = match &list.value {
+            Y::Seq(items) => items.iter().collect(),
+            Y::String { .. } => vec![list],
+            _ => {
+                self.wrong_type(list, &key_path, "a list of file paths");
+                return;
+            }
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let item_path = format!("{key_path}[{i}]");
+            if let Some(rel) = self.string(item, &item_path) {
+                queue.push((base.join(rel), item.span, item_path));
+            }
+        }
+    }
+
+    fn gather<'n>(entries: &'n [(Key, Node)], out: &mut Sections<'n>) {
+        for (key, node) in entries {
+            let Y::Map(items) = &node.value else { continue };
+            let target = match key.text.as_str() {
+                "vars" => &mut out.vars,
+                "secrets" => &mut out.secrets,
+                "modules" => &mut out.modules,
+                "resources" => &mut out.resources,
+                "outputs" => &mut out.outputs,
+                "inputs" => &mut out.inputs,
+                _ => continue,
+            };
+            target.extend(items.iter().map(|(k, v)| (k, v)));
+        }
+    }
+
+    /// Checks that sections which must be mappings are mappings.
+    fn section_types(&mut self, entries: &[(Key, Node)], scope_path: &str) {
+        for (key, node) in entries {
+            if matches!(key.text.as_str(), "vars" | "secrets" | "modules" | "resources" | "outputs" | "inputs")
+                && !matches!(node.value, Y::Map(_) | Y::Null)
+            {
+                self.wrong_type(node, &join(scope_path, &key.text), "a mapping of names to entries");
+            }
+        }
+    }
+
+    fn root_sections(&mut self, sections: &Sections<'_>) {
+        for (key, node) in self.unique(&sections.vars, "vars") {
+            self.vars.insert(key.text.clone(), node.to_json());
+        }
+        for (key, node) in self.unique(&sections.secrets, "secrets") {
+            if let Some(source) = self.secret(key, node) {
+                self.secrets.insert(key.text.clone(), source);
+            }
+        }
+    }
+
+    fn secret(&mut self, key: &Key, node: &Node) -> Option<SecretSource> {
+        let path = format!("secrets.{}", key.text);
+        let entries = self.map(node, &path, "a mapping with `env:` (a variable name) or `file:` (a path)")?;
+        self.check_keys(entries, &["env", "file", "description"], &path, "a secret");
+        let env = entries.iter().find(|(k, _)| k.text == "env");
+        let file = entries.iter().find(|(k, _)| k.text == "file");
+        match (env, file) {
+            (Some((_, v)), None) => self.string(v, &format!("{path}.env")).map(SecretSource::Env),
+            (None, Some((_, v))) => self.string(v, &format!("{path}.file")).map(SecretSource::File),
+            _ => {
+                self.emit(Diagnostic::new(Code::InvalidValue, node.span, &path, "a secret needs exactly one of `env:` or `file:`")
+                    .help("e.g. `db_url: { env: DATABASE_URL }`").label("here"));
+                None
+            }
+        }
+    }
+
+    /// Entries with unique, valid names; duplicates (across files too) are reported with both places.
+    fn unique<'n>(&mut self, entries: &[(&'n Key, &'n Node)], section: &str) -> Vec<(&'n Key, &'n Node)> {
+        let mut seen: IndexMap<&str, Span> = IndexMap::new();
+        let mut out = Vec::new();
+        for &(key, node) in entries {
+            let path = format!("{section}.{}", key.text);
+            if let Some(first) = seen.get(key.text.as_str()) {
+                let first = *first;
+                self.emit(Diagnostic::new(Code::DuplicateName, key.span, &path, format!("`{}` is declared twice in `{section}`", key.text))
+                    .related(first, "first declared here")
+                    .help("rename one of them; names must be unique within a section").label("declared again here"));
+                continue;
+            }
+            if !is_name(&key.text) {
+                self.emit(Diagnostic::new(Code::InvalidValue, key.span, &path, format!("`{}` is not a valid name", key.text))
+                    .help("use letters, digits, `-` and `_`, starting with a letter").label("invalid name"));
+            }
+            seen.insert(&key.text, key.span);
+            out.push((key, node));
+        }
+        out
+    }
+
+    fn scope_body(&mut self, scope: ScopeId, sections: &Sections<'_>, base: &Path) {
+        let prefix = self.scopes[scope].prefix.clone();
+        for (key, node) in self.unique(&sections.outputs, &format!("{prefix}outputs")) {
+            let value = self.value(node, &format!("{prefix}outputs.{}", key.text));
+            self.scopes[scope].outputs.insert(key.text.clone(), value);
+        }
+        for (key, node) in self.unique(&sections.resources, &format!("{prefix}resources")) {
+            self.resource(scope, key, node);
+        }
+        for (key, node) in self.unique(&sections.modules, &format!("{prefix}modules")) {
+            self.module_call(scope, key, node, base);
+        }
+    }
+
+    fn resource(&mut self, scope: ScopeId, key: &Key, node: &Node) {
+        let address = format!("{}resources.{}", self.scopes[scope].prefix, key.text);
+        let Some(entries) = self.map(node, &address, "a resource: a mapping with `kind:` and its attributes") else { return };
+        let kind = match entries.iter().find(|(k, _)| k.text == "kind") {
+            None => {
+                let kinds: Vec<&str> = schema::KINDS.iter().map(|k| k.kind).collect();
+                self.emit(Diagnostic::new(Code::MissingKey, key.span, &format!("{address}.kind"), "the resource has no `kind`")
+                    .help(format!("add `kind:` with one of: {}", kinds.join(", "))).label("this resource needs `kind:`"));
+                None
+            }
+            Some((_, k)) => self.kind(k, &format!("{address}.kind")),
+        };
+        let mut resource = Resource {
+            address: address.clone(),
+            scope,
+            kind: kind.map(|k| k.kind.to_owned()).unwrap_or_default(),
+            attrs: IndexMap::new(),
+            depends_on: BTreeMap::new(),
+            lifecycle: Lifecycle::default(),
+            reconcile: Reconcile::default(),
+            span: key.span,
+        };
+        for (k, v) in entries {
+            let path = format!("{address}.{}", k.text);
+            match k.text.as_str() {
+                "kind" | "description" => {}
+                "depends_on" => self.depends_on(v, &path, scope, &mut resource),
+                "lifecycle" => resource.lifecycle = self.lifecycle(v, &path),
+                "reconcile" => resource.reconcile = self.reconcile(v, &path),
+                _ => {
+                    let Some(kind) = kind else { continue };
+                    match kind.attr(&k.text) {
+                        Some(attr) => {
+                            let value = self.attribute(v, &path, attr.ty);
+                            resource.attrs.insert(k.text.clone(), value);
+                        }
+                        None => self.unknown_key(k, &address, kind.attrs.iter().map(|a| a.name).chain(schema::META_KEYS.iter().copied()), &format!("a `{}` resource", kind.kind)),
+                    }
+                }
+            }
+        }
+        if let Some(kind) = kind {
+            self.required_attrs(kind, &resource, node.span, &address);
+            self.lifecycle_attrs(kind, &resource, &address);
+        }
+        self.resources.insert(address, resource);
+    }
+
+    fn kind(&mut self, node: &Node, path: &str) -> Option<&'static KindSchema> {
+        let name = self.string(node, path)?;
+        let found = schema::kind(&name);
+        if found.is_none() {
+            let kinds: Vec<&str> = schema::KINDS.iter().map(|k| k.kind).collect();
+            let d = self.err(Code::InvalidValue, node.span, path, format!("unknown resource kind `{name}`"));
+            d.label = format!("expected one of: {}", kinds.join(", "));
+            if let Some(best) = closest(&name, kinds.iter().copied()) {
+                d.help = Some(format!("did you mean `{best}`?"));
+            }
+        }
+        found
+    }
+
+    fn required_attrs(&mut self, kind: &KindSchema, resource: &Resource, span: Span, address: &str) {
+        for attr in kind.attrs.iter().filter(|a| a.required) {
+            if !resource.attrs.contains_key(attr.name) {
+                self.emit(Diagnostic::new(Code::MissingKey, resource.span, &format!("{address}.{}", attr.name), format!("the `{}` resource has no `{}`", kind.kind, attr.name))
+                    .help(format!("add `{}:` ({}): {}", attr.name, attr.ty.describe(), attr.doc)).label(format!("`{}` is required", attr.name)));
+            }
+        }
+        for group in kind.one_of {
+            let given: Vec<&str> = group.iter().copied().filter(|a| resource.attrs.contains_key(*a)).collect();
+            if given.len() != 1 {
+                let names = group.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(" or ");
+                let message = if given.is_empty() {
+                    format!("the `{}` resource needs {names}", kind.kind)
+                } else {
+                    format!("the `{}` resource takes only one of {names}", kind.kind)
+                };
+                self.emit(Diagnostic::new(Code::MissingKey, if given.is_empty() { resource.span } else { span }, address, message)
+                    .help(format!("give exactly one of {names}")).label("here"));
+            }
+        }
+    }
+
+    fn lifecycle_attrs(&mut self, kind: &KindSchema, resource: &Resource, address: &str) {
+        for name in &resource.lifecycle.ignore_changes {
+            if kind.attr(name).is_none() {
+                let names: Vec<&str> = kind.attrs.iter().map(|a| a.name).collect();
+                let d = self.err(Code::InvalidValue, resource.span, &format!("{address}.lifecycle.ignore_changes"), format!("`ignore_changes` names `{name}`, which a `{}` resource does not have", kind.kind));
+                d.label = format!("attributes: {}", names.join(", "));
+                if let Some(best) = closest(name, names.iter().copied()) {
+                    d.help = Some(format!("did you mean `{best}`?"));
+                }
+            }
+        }
+    }
+
+    fn depends_on(&mut self, node: &Node, path: &str, scope: ScopeId, resource: &mut Resource) {
+        let Y::Seq(items) = &node.value else {
+            self.wrong_type(node, path, "a list of addresses, like [resources.migrate]");
+            return;
+        };
+        let prefix = self.scopes[scope].prefix.clone();
+        for (i, item) in items.iter().enumerate() {
+            let Some(target) = self.string(item, &format!("{path}[{i}]")) else { continue };
+            resource.depends_on.insert(format!("{prefix}{target}"), item.span);
+        }
+    }
+
+    fn lifecycle(&mut self, node: &Node, path: &str) -> Lifecycle {
+        let mut out = Lifecycle::default();
+        let Some(entries) = self.map(node, path, "a mapping of lifecycle rules") else { return out };
+        self.check_keys(entries, LIFECYCLE_KEYS, path, "`lifecycle`");
+        for (k, v) in entries {
+            let p = format!("{path}.{}", k.text);
+            match k.text.as_str() {
+                "create_before_destroy" => out.create_before_destroy = self.boolean(v, &p),
+                "prevent_destroy" => out.prevent_destroy = self.boolean(v, &p),
+                "ignore_changes" => match &v.value {
+                    Y::Seq(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            if let Some(s) = self.string(item, &format!("{p}[{i}]")) {
+                                out.ignore_changes.push(s);
+                            }
+                        }
+                    }
+                    _ => self.wrong_type(v, &p, "a list of attribute names"),
+                },
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn reconcile(&mut self, node: &Node, path: &str) -> Reconcile {
+        match self.string(node, path).as_deref() {
+            Some("auto") => Reconcile::Auto,
+            Some("report") | None => Reconcile::Report,
+            Some(other) => {
+                self.emit(Diagnostic::new(Code::InvalidValue, node.span, path, format!("`reconcile` is `{other}`"))
+                    .help("use `auto` (repair drift by itself) or `report` (only report it)").label("expected `auto` or `report`"));
+                Reconcile::Report
+            }
+        }
+    }
+
+    fn module_call(&mut self, parent: ScopeId, key: &Key, node: &Node, base: &Path) {
+        let parent_prefix = self.scopes[parent].prefix.clone();
+        let path = format!("{parent_prefix}modules.{}", key.text);
+        let Some(entries) = self.map(node, &path, "a module call: a mapping with `source:` and `inputs:`") else { return };
+        self.check_keys(entries, MODULE_CALL_KEYS, &path, "a module call");
+        let Some((_, source_node)) = entries.iter().find(|(k, _)| k.text == "source") else {
+            self.emit(Diagnostic::new(Code::MissingKey, key.span, &format!("{path}.source"), "the module has no `source`")
+                .help("add `source: ./modules/NAME` (a directory with a kiln.yaml)").label("needs `source:`"));
+            return;
+        };
+        let Some(source) = self.string(source_node, &format!("{path}.source")) else { return };
+        let dir = normalize(&base.join(&source));
+        let file = if self.fs.is_dir(&dir) { dir.join("kiln.yaml") } else { dir.clone() };
+        if self.module_chain.contains(&file) || self.module_chain.len() >= MAX_MODULE_DEPTH {
+            let chain: Vec<String> = self.module_chain.iter().map(|p| p.display().to_string()).collect();
+            self.emit(Diagnostic::new(Code::Cycle, source_node.span, &format!("{path}.source"), format!("module {} calls itself: {} → {}", file.display(), chain.join(" → "), file.display()))
+                .help("modules may nest, but not in a loop").label("called again here"));
+            return;
+        }
+        let Some((_, module_node)) = self.read(&file, Some((source_node.span, &format!("{path}.source")))) else { return };
+        let module_base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let Some(module_entries) = self.map(&module_node, "", "a module file: a mapping with `inputs:`, `resources:` and `outputs:`") else { return };
+        self.check_keys(module_entries, MODULE_KEYS, "", "a module file");
+        self.section_types(module_entries, "");
+
+        let scope = self.scopes.len();
+        self.scopes.push(Scope {
+            prefix: format!("{path}."),
+            parent: Some(parent),
+            inputs: IndexMap::new(),
+            outputs: IndexMap::new(),
+            modules: IndexMap::new(),
+        });
+        self.input_types.push(IndexMap::new());
+        self.scopes[parent].modules.insert(key.text.clone(), scope);
+
+        let includes = self.includes(module_entries, &module_base, &path);
+        let mut sections = Sections::default();
+        Self::gather(module_entries, &mut sections);
+        for (_, inc) in &includes {
+            if let Y::Map(inc_entries) = &inc.value {
+                Self::gather(inc_entries, &mut sections);
+            }
+        }
+        let given = entries.iter().find(|(k, _)| k.text == "inputs").map(|(_, v)| v);
+        self.module_inputs(scope, &sections, given, key.span, &path);
+        self.module_chain.push(file);
+        self.scope_body(scope, &sections, &module_base);
+        self.module_chain.pop();
+    }
+
+    fn module_inputs(&mut self, scope: ScopeId, sections: &Sections<'_>, given: Option<&Node>, call_span: Span, path: &str) {
+        let mut declared: IndexMap<String, (Option<Node>, String)> = IndexMap::new();
+        for (key, node) in self.unique(&sections.inputs, "inputs") {
+            let decl_path = format!("inputs.{}", key.text);
+            let Some(entries) = self.map(node, &decl_path, "an input declaration: `{ type: string, default: ..., description: ... }`") else { continue };
+            self.check_keys(entries, INPUT_DECL_KEYS, &decl_path, "an input declaration");
+            let ty = match entries.iter().find(|(k, _)| k.text == "type") {
+                None => "any".to_owned(),
+                Some((_, t)) => {
+                    let t_name = self.string(t, &format!("{decl_path}.type")).unwrap_or_else(|| "any".into());
+                    if !INPUT_TYPES.contains(&t_name.as_str()) {
+                        self.emit(Diagnostic::new(Code::InvalidValue, t.span, &format!("{decl_path}.type"), format!("unknown input type `{t_name}`")).label(format!("expected one of: {}", INPUT_TYPES.join(", "))));
+                    }
+                    t_name
+                }
+            };
+            let default = entries.iter().find(|(k, _)| k.text == "default").map(|(_, v)| v.clone());
+            declared.insert(key.text.clone(), (default, ty));
+        }
+        let mut values: IndexMap<String, Value> = IndexMap::new();
+        if let Some(given) = given {
+            let inputs_path = format!("{path}.inputs");
+            if let Some(entries) = self.map(given, &inputs_path, "a mapping of input names to values") {
+                for (k, v) in entries {
+                    let p = format!("{inputs_path}.{}", k.text);
+                    match declared.get(&k.text) {
+                        None => {
+                            let d = self.err(Code::ModuleInput, k.span, &p, format!("the module has no input `{}`", k.text));
+                            d.label = "unknown input".into();
+                            d.help = Some(match closest(&k.text, declared.keys().map(String::as_str)) {
+                                Some(best) => format!("did you mean `{best}`?"),
+                                None => format!("declared inputs: {}", declared.keys().cloned().collect::<Vec<_>>().join(", ")),
+                            });
+                        }
+                        Some((_, ty)) => {
+                            let value = self.value(v, &p);
+                            self.check_input_type(&value, v, ty, &p);
+                            values.insert(k.text.clone(), value);
+                        }
+                    }
+                }
+            }
+        }
+        for (name, (default, ty)) in &declared {
+            if values.contains_key(name) {
+                continue;
+            }
+            match default {
+                Some(d) => {
+                    let value = self.value(d, &format!("inputs.{name}.default"));
+                    values.insert(name.clone(), value);
+                }
+                None => {
+                    self.emit(Diagnostic::new(Code::ModuleInput, call_span, &format!("{path}.inputs.{name}"), format!("the module's required input `{name}` is not given"))
+                        .help(format!("add `{name}:` ({ty}) under `inputs:` of this module call")).label(format!("missing input `{name}`")));
+                }
+            }
+        }
+        self.input_types[scope] = declared.into_iter().map(|(k, (_, t))| (k, t)).collect();
+        self.scopes[scope].inputs = values;
+    }
+
+    fn check_input_type(&mut self, value: &Value, node: &Node, ty: &str, path: &str) {
+        let ValueKind::Literal(json) = &value.kind else { return };
+        let ok = match ty {
+            "string" => json.is_string(),
+            "number" => json.is_number(),
+            "boolean" => json.is_boolean(),
+            "list" => json.is_array(),
+            "map" => json.is_object(),
+            _ => true,
+        };
+        if !ok {
+            self.emit(Diagnostic::new(Code::ModuleInput, node.span, path, format!("the input expects a {ty}, found {}", node.value.type_name()))
+                .help(format!("give a {ty} here")).label(format!("expected a {ty}")));
+        }
+    }
+
+    /// A resource attribute: its value with expressions parsed, then its type checked when the
+    /// value is known now.
+    fn attribute(&mut self, node: &Node, path: &str, ty: AttrType) -> Value {
+        let value = self.value(node, path);
+        if let ValueKind::Literal(json) = &value.kind {
+            if let Some(normalised) = self.check_attr(node, json, path, ty) {
+                return Value {
+                    kind: ValueKind::Literal(normalised),
+                    span: value.span,
+                };
+            }
+        }
+        value
+    }
+
+    /// Checks a literal attribute value against its type; returns the normalised value
+    /// (durations in milliseconds).
+    fn check_attr(&mut self, node: &Node, json: &serde_json::Value, path: &str, ty: AttrType) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        match (ty, json) {
+            (AttrType::Any, _) => Some(json.clone()),
+            (AttrType::String | AttrType::Path | AttrType::TemplateFile, J::String(_)) => Some(json.clone()),
+            (AttrType::String, J::Number(_) | J::Bool(_)) => Some(J::String(node_text(node, json))),
+            (AttrType::FileMode, J::String(s)) => {
+                if s.len() < 3 || s.len() > 4 || !s.chars().all(|c| ('0'..='7').contains(&c)) {
+                    self.emit(Diagnostic::new(Code::InvalidValue, node.span, path, format!("`{s}` is not an octal file mode"))
+                        .help("write the mode as a quoted octal string, like \"0644\" or \"0755\"").label("expected 3 or 4 octal digits"));
+                }
+                Some(json.clone())
+            }
+            (AttrType::Duration, J::String(s)) => match units::parse_duration(s) {
+                Ok(ms) => Some(J::from(ms)),
+                Err(why) => {
+                    self.emit(Diagnostic::new(Code::BadUnit, node.span, path, format!("invalid duration: {why}"))
+                        .help("write a number with a unit: `500ms`, `30s`, `5m`, `1h`").label("expected a duration"));
+                    None
+                }
+            },
+            (AttrType::Command, J::String(s)) if !s.trim().is_empty() => Some(json.clone()),
+            (AttrType::Command, J::Array(items)) if !items.is_empty() && items.iter().all(J::is_string) => Some(json.clone()),
+            (AttrType::List, J::Array(_)) => Some(json.clone()),
+            (AttrType::StringMap, J::Object(m)) if m.values().all(|v| !v.is_object() && !v.is_array()) => {
+                Some(J::Object(m.iter().map(|(k, v)| (k.clone(), J::String(json_scalar_text(v)))).collect()))
+            }
+            _ => {
+                let found = if matches!(ty, AttrType::Command) && json.as_str().is_some_and(|s| s.trim().is_empty()) {
+                    "an empty string".to_owned()
+                } else {
+                    node.value.type_name().to_owned()
+                };
+                let d = self.err(Code::WrongType, node.span, path, format!("expected {}, found {found}", ty.describe()));
+                d.label = format!("expected {}", ty.describe());
+                if matches!(ty, AttrType::FileMode) && json.is_number() {
+                    d.help = Some("quote the mode so YAML keeps the leading zero: mode: \"0644\"".into());
+                } else if matches!(ty, AttrType::Duration) && json.is_number() {
+                    d.help = Some(format!("add a unit: `{}s`", node_text(node, json)));
+                }
+                None
+            }
+        }
+    }
+
+    /// Converts a node to a declared value, parsing every `${{ }}` it holds.
+    fn value(&mut self, node: &Node, path: &str) -> Value {
+        let kind = match &node.value {
+            Y::String { text, .. } if text.contains("${{") => self.template(node, text, path),
+            Y::Seq(items) => {
+                let values: Vec<Value> = items.iter().enumerate().map(|(i, n)| self.value(n, &format!("{path}[{i}]"))).collect();
+                if values.iter().all(Value::is_literal) {
+                    ValueKind::Literal(node.to_json())
+                } else {
+                    ValueKind::List(values)
+                }
+            }
+            Y::Map(entries) => {
+                let values: IndexMap<String, Value> = entries.iter().map(|(k, n)| (k.text.clone(), self.value(n, &format!("{path}.{}", k.text)))).collect();
+                if values.values().all(Value::is_literal) {
+                    ValueKind::Literal(node.to_json())
+                } else {
+                    ValueKind::Map(values)
+                }
+            }
+            _ => ValueKind::Literal(node.to_json()),
+        };
+        Value { kind, span: node.span }
+    }
+
+    fn template(&mut self, node: &Node, text: &str, path: &str) -> ValueKind {
+        let opts = kiln_expr::ParseOptions {
+            named_values: NAMED_VALUES,
+            extra_functions: &[],
+        };
+        match kiln_expr::Template::parse(text, &opts) {
+            Ok(template) => ValueKind::Template {
+                template: Box::new(template),
+                text: text.to_owned(),
+            },
+            Err(err) => {
+                let span = text_span(&self.sources, node.span, text, err.offset, err.len.max(1));
+                self.emit(Diagnostic::new(Code::BadExpression, span, path, format!("invalid expression: {}", err.message))
+                    .help("expressions are written `${{ vars.name }}`; they may read vars, secrets, env, inputs, resources and modules").label("here"));
+                ValueKind::Literal(serde_json::Value::String(text.to_owned()))
+            }
+        }
+    }
+
+    // ---- small typed readers ----
+
+    fn map<'n>(&mut self, node: &'n Node, path: &str, expected: &str) -> Option<&'n [(Key, Node)]> {
+        match &node.value {
+            Y::Map(entries) => Some(entries),
+            Y::Null => Some(&[]),
+            _ => {
+                self.wrong_type(node, path, expected);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            Y::String { text, .. } => Some(text.clone()),
+            _ => {
+                self.wrong_type(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, path: &str) -> bool {
+        match &node.value {
+            Y::Bool(b) => *b,
+            _ => {
+                let d = self.err(Code::WrongType, node.span, path, format!("expected true or false, found {}", node.value.type_name()));
+                d.label = "expected a boolean".into();
+                if let Y::String { text, .. } = &node.value {
+                    if matches!(text.to_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n") {
+                        d.help = Some(format!("YAML 1.2 reads `{text}` as a string; write `true` or `false`"));
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+        self.emit(Diagnostic::new(Code::WrongType, node.span, path, format!("expected {expected}, found {}", node.value.type_name())).label(format!("expected {}", expected.split(':').next().unwrap_or(expected))));
+    }
+
+    fn check_keys(&mut self, entries: &[(Key, Node)], allowed: &[&str], path: &str, what: &str) {
+        for (key, _) in entries {
+            if !allowed.contains(&key.text.as_str()) {
+                self.unknown_key(key, path, allowed.iter().copied(), what);
+            }
+        }
+    }
+
+    fn unknown_key<'a>(&mut self, key: &Key, path: &str, allowed: impl Iterator<Item = &'a str> + Clone, what: &str) {
+        let d = self.err(Code::UnknownKey, key.span, &join(path, &key.text), format!("unknown key `{}` in {what}", key.text));
+        d.label = "unknown key".into();
+        d.help = Some(match closest(&key.text, allowed.clone()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("valid keys: {}", allowed.collect::<Vec<_>>().join(", ")),
+        });
+    }
+}
+
+/// Maps a byte range of a scalar's processed text back to the source when the source spells the
+/// text the same way (plain or simply quoted); otherwise points at the whole scalar.
+pub(crate) fn text_span(sources: &SourceMap, span: Span, text: &str, offset: usize, len: usize) -> Span {
+    let source = &sources.file(span.file).text;
+    let raw = source.get(span.start..span.end).unwrap_or("");
+    if raw == text {
+        return span.sub(offset, len);
+    }
+    if raw.len() == text.len() + 2 && raw.get(1..raw.len() - 1) == Some(text) {
+        return span.sub(offset + 1, len);
+    }
+    span
+}
+
+fn node_text(node: &Node, json: &serde_json::Value) -> String {
+    let _ = node;
+    json_scalar_text(json)
+}
+
+fn json_scalar_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// Names of resources, modules, vars and secrets: a letter, then letters, digits, `-`, `_`.
+pub fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.len() <= 64
+}

@@ -1,0 +1,146 @@
+//! The typed stack: what `kiln.yaml` and everything it pulls in declare, after validation.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+
+use crate::source::{SourceMap, Span};
+
+/// Index of a [`Scope`] in [`Stack::scopes`]; the root stack is scope 0.
+pub type ScopeId = usize;
+
+/// A validated stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// `name:` of the root file.
+    pub name: String,
+    /// Every file read, for diagnostics and the digest.
+    pub sources: SourceMap,
+    /// sha256 over every file read, in load order.
+    pub digest: String,
+    /// `vars:` with their declared defaults (the caller may override them).
+    pub vars: IndexMap<String, serde_json::Value>,
+    /// `secrets:`: where each secret's value comes from.
+    pub secrets: IndexMap<String, SecretSource>,
+    /// The root and one scope per module instance.
+    pub scopes: Vec<Scope>,
+    /// Every resource by address, in declaration order.
+    pub resources: IndexMap<String, Resource>,
+}
+
+/// Where a secret's value is read from at plan time. Values never enter the state in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of the kiln process.
+    Env(String),
+    /// A file, relative to the stack's directory.
+    File(String),
+}
+
+/// The root stack or one module instance.
+#[derive(Debug)]
+pub struct Scope {
+    /// Address prefix of everything in the scope: `""` for the root, `modules.db.` for a module.
+    pub prefix: String,
+    /// The scope the module was called from.
+    pub parent: Option<ScopeId>,
+    /// Input values as written at the call site (evaluated in the parent scope), with defaults.
+    pub inputs: IndexMap<String, Value>,
+    /// Declared outputs (evaluated in this scope).
+    pub outputs: IndexMap<String, Value>,
+    /// Module instances called from this scope, by name.
+    pub modules: IndexMap<String, ScopeId>,
+}
+
+/// A resource to manage.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Full address, e.g. `resources.motd` or `modules.db.resources.server`.
+    pub address: String,
+    /// The scope it is declared in.
+    pub scope: ScopeId,
+    /// Its kind (`file`, `exec`).
+    pub kind: String,
+    /// Declared attributes, in file order.
+    pub attrs: IndexMap<String, Value>,
+    /// Every resource this one depends on (explicit and through references), by address,
+    /// with the place that creates the dependency.
+    pub depends_on: BTreeMap<String, Span>,
+    /// Lifecycle rules.
+    pub lifecycle: Lifecycle,
+    /// What the control plane does on drift.
+    pub reconcile: Reconcile,
+    /// Where the resource is declared (its key).
+    pub span: Span,
+}
+
+/// Terraform-style lifecycle rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// On replacement, create the new one before destroying the old one.
+    pub create_before_destroy: bool,
+    /// Refuse any plan that destroys this resource.
+    pub prevent_destroy: bool,
+    /// Attributes whose changes are ignored after creation.
+    pub ignore_changes: Vec<String>,
+}
+
+/// What the control plane does when it observes drift.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Report drift as an event; `kiln apply` repairs it.
+    #[default]
+    Report,
+    /// Repair drift by itself.
+    Auto,
+}
+
+/// A declared value that may contain `${{ }}` expressions.
+#[derive(Debug, Clone)]
+pub struct Value {
+    /// The value.
+    pub kind: ValueKind,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// The shapes a declared value takes.
+#[derive(Debug, Clone)]
+pub enum ValueKind {
+    /// A value without expressions.
+    Literal(serde_json::Value),
+    /// A string with `${{ }}` in it.
+    Template {
+        /// The parsed template.
+        template: Box<kiln_expr::Template>,
+        /// The string as written (after YAML escapes), to map expression offsets to the file.
+        text: String,
+    },
+    /// A list that contains templates.
+    List(Vec<Value>),
+    /// A mapping that contains templates.
+    Map(IndexMap<String, Value>),
+}
+
+impl Value {
+    /// True when nothing in the value needs evaluating.
+    pub fn is_literal(&self) -> bool {
+        matches!(self.kind, ValueKind::Literal(_))
+    }
+
+    /// Every `${{ }}` template in the value, with the span of the string that holds it.
+    pub fn templates(&self) -> Vec<(&kiln_expr::Template, &str, Span)> {
+        let mut out = Vec::new();
+        self.collect_templates(&mut out);
+        out
+    }
+
+    fn collect_templates<'a>(&'a self, out: &mut Vec<(&'a kiln_expr::Template, &'a str, Span)>) {
+        match &self.kind {
+            ValueKind::Literal(_) => {}
+            ValueKind::Template { template, text } => out.push((template, text, self.span)),
+            ValueKind::List(items) => items.iter().for_each(|v| v.collect_templates(out)),
+            ValueKind::Map(entries) => entries.values().for_each(|v| v.collect_templates(out)),
+        }
+    }
+}
