@@ -266,6 +266,28 @@ async fn timeout_kills_a_grandchild_that_ignores_sigterm() {
 }
 
 #[tokio::test]
+async fn abandoning_a_run_kills_its_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let script = "sleep 100 & echo $! > grandchild.pid; sleep 100";
+    let run =
+        tokio::spawn(
+            async move { create(&root, json!({ "create": script, "timeout": 60_000 })).await },
+        );
+    let pid_file = dir.path().join("grandchild.pid");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while std::fs::metadata(&pid_file).map_or(true, |m| m.len() == 0) {
+        assert!(Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The engine cancels an apply by dropping the future; the commands must not outlive it.
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    let pid = read_pid(&pid_file);
+    assert!(wait_dead(pid), "grandchild {pid} survived");
+}
+
+#[tokio::test]
 async fn destroy_gets_the_recorded_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = context(dir.path());
