@@ -269,3 +269,378 @@ impl RawPending {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+    use crate::types::{
+        EventQuery, NewRevision, ResourceRecordInput, ResourceStatus, RevisionStatus,
+    };
+    use serde_json::{Value, json};
+
+    fn store_with_revision() -> (Store, u64) {
+        let mut s = Store::open_in_memory().unwrap();
+        let r = s
+            .begin_revision(&NewRevision {
+                user: "ann".into(),
+                command: "apply".into(),
+                files_digest: "d".into(),
+                plan: Value::Null,
+            })
+            .unwrap();
+        (s, r.serial)
+    }
+
+    fn input(address: &str, n: i64) -> ResourceRecordInput {
+        ResourceRecordInput {
+            address: address.into(),
+            kind: "docker.container".into(),
+            attributes: json!({"image": "nginx", "n": n}),
+            outputs: json!({"id": format!("c-{n}")}),
+            private: json!({"etag": n}),
+            dependencies: vec!["net.default".into()],
+        }
+    }
+
+    fn event_kinds(s: &Store) -> Vec<String> {
+        s.events(&EventQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+    }
+
+    #[test]
+    fn create_then_read_back() {
+        let (mut s, serial) = store_with_revision();
+        let op = s
+            .begin_operation(serial, "svc.web", "docker.container", Operation::Create)
+            .unwrap();
+        assert_eq!(s.pending_operations().unwrap().len(), 1);
+        assert_eq!(s.resource("svc.web").unwrap(), None);
+        s.complete_operation(op, OperationOutcome::Written(input("svc.web", 1)))
+            .unwrap();
+        assert!(s.pending_operations().unwrap().is_empty());
+        let r = s.resource("svc.web").unwrap().unwrap();
+        assert_eq!(r.kind, "docker.container");
+        assert_eq!(r.attributes, json!({"image": "nginx", "n": 1}));
+        assert_eq!(r.outputs, json!({"id": "c-1"}));
+        assert_eq!(r.private, json!({"etag": 1}));
+        assert_eq!(r.dependencies, vec!["net.default".to_string()]);
+        assert_eq!(r.status, ResourceStatus::Ready);
+        assert_eq!(r.serial, serial);
+        assert_eq!(s.resources().unwrap(), vec![r]);
+        assert_eq!(s.resource_count().unwrap(), 1);
+        assert_eq!(event_kinds(&s), vec!["resource.created"]);
+    }
+
+    #[test]
+    fn update_replace_delete() {
+        let (mut s, serial) = store_with_revision();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 1)))
+            .unwrap();
+        s.finish_revision(serial, RevisionStatus::Applied, Value::Null)
+            .unwrap();
+        let s2 = s
+            .begin_revision(&NewRevision {
+                user: "bob".into(),
+                command: "apply".into(),
+                files_digest: "d2".into(),
+                plan: Value::Null,
+            })
+            .unwrap()
+            .serial;
+        let op = s.begin_operation(s2, "a", "k", Operation::Update).unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 2)))
+            .unwrap();
+        let r = s.resource("a").unwrap().unwrap();
+        assert_eq!((r.attributes["n"].clone(), r.serial), (json!(2), s2));
+        let op = s.begin_operation(s2, "a", "k", Operation::Replace).unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 3)))
+            .unwrap();
+        let op = s.begin_operation(s2, "a", "k", Operation::Delete).unwrap();
+        s.complete_operation(op, OperationOutcome::Deleted).unwrap();
+        assert_eq!(s.resource("a").unwrap(), None);
+        assert_eq!(
+            event_kinds(&s),
+            vec![
+                "resource.created",
+                "resource.updated",
+                "resource.replaced",
+                "resource.deleted"
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_without_change_leaves_resource_alone() {
+        let (mut s, serial) = store_with_revision();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 1)))
+            .unwrap();
+        let before = s.resource("a").unwrap();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Update)
+            .unwrap();
+        s.complete_operation(
+            op,
+            OperationOutcome::Failed {
+                message: "quota".into(),
+                changed: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.resource("a").unwrap(), before);
+        let op = s
+            .begin_operation(serial, "new", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(
+            op,
+            OperationOutcome::Failed {
+                message: "no".into(),
+                changed: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(s.resource("new").unwrap(), None);
+        assert!(s.pending_operations().unwrap().is_empty());
+        let evs = s
+            .events(&EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(evs[1].kind, "resource.failed");
+        assert_eq!(evs[1].data["changed"], json!(false));
+        assert!(evs[1].message.contains("quota"));
+    }
+
+    #[test]
+    fn failure_with_change_taints_existing_or_new() {
+        let (mut s, serial) = store_with_revision();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 1)))
+            .unwrap();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Update)
+            .unwrap();
+        s.complete_operation(
+            op,
+            OperationOutcome::Failed {
+                message: "half".into(),
+                changed: true,
+            },
+        )
+        .unwrap();
+        let a = s.resource("a").unwrap().unwrap();
+        assert_eq!(a.status, ResourceStatus::Tainted);
+        assert_eq!(
+            a.attributes,
+            json!({"image": "nginx", "n": 1}),
+            "attributes kept for re-observe"
+        );
+        let op = s
+            .begin_operation(serial, "b", "kind.b", Operation::Create)
+            .unwrap();
+        s.complete_operation(
+            op,
+            OperationOutcome::Failed {
+                message: "half".into(),
+                changed: true,
+            },
+        )
+        .unwrap();
+        let b = s.resource("b").unwrap().unwrap();
+        assert_eq!(
+            (b.status, b.kind.as_str()),
+            (ResourceStatus::Tainted, "kind.b")
+        );
+        assert_eq!(b.attributes, json!({}));
+        // A later successful write clears the taint.
+        let op = s
+            .begin_operation(serial, "b", "kind.b", Operation::Replace)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("b", 5)))
+            .unwrap();
+        assert_eq!(
+            s.resource("b").unwrap().unwrap().status,
+            ResourceStatus::Ready
+        );
+    }
+
+    #[test]
+    fn protocol_misuse_is_rejected_without_side_effects() {
+        let (mut s, serial) = store_with_revision();
+        assert!(matches!(
+            s.complete_operation(99, OperationOutcome::Deleted),
+            Err(StateError::NotFound {
+                what: "pending operation",
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.begin_operation(serial + 1, "a", "k", Operation::Create),
+            Err(StateError::NotFound {
+                what: "revision",
+                ..
+            })
+        ));
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        assert!(matches!(
+            s.complete_operation(op, OperationOutcome::Written(input("other", 1))),
+            Err(StateError::Invalid(_))
+        ));
+        assert_eq!(s.pending_operations().unwrap().len(), 1, "rolled back");
+        s.complete_operation(op, OperationOutcome::Deleted).unwrap();
+        assert!(
+            s.complete_operation(op, OperationOutcome::Deleted).is_err(),
+            "twice"
+        );
+        s.finish_revision(serial, RevisionStatus::Applied, Value::Null)
+            .unwrap();
+        assert!(matches!(
+            s.begin_operation(serial, "a", "k", Operation::Create),
+            Err(StateError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn batches_are_all_or_nothing() {
+        let (mut s, serial) = store_with_revision();
+        let ids = s
+            .begin_operations(
+                serial,
+                &[("a", "k", Operation::Create), ("b", "k", Operation::Create)],
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0] < ids[1]);
+        let bad = vec![
+            (ids[0], OperationOutcome::Written(input("a", 1))),
+            (12345, OperationOutcome::Deleted),
+        ];
+        assert!(s.complete_operations(bad).is_err());
+        assert_eq!(s.resources().unwrap(), vec![]);
+        assert_eq!(s.pending_operations().unwrap().len(), 2);
+        let good = vec![
+            (ids[1], OperationOutcome::Written(input("b", 2))),
+            (ids[0], OperationOutcome::Written(input("a", 1))),
+        ];
+        s.complete_operations(good).unwrap();
+        let addrs: Vec<_> = s
+            .resources()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.address)
+            .collect();
+        assert_eq!(addrs, vec!["a", "b"]);
+        assert!(
+            s.begin_operations::<&str, &str>(serial, &[])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn recover_pending_taints_and_clears() {
+        let (mut s, serial) = store_with_revision();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 1)))
+            .unwrap();
+        s.begin_operations(
+            serial,
+            &[
+                ("a", "k", Operation::Delete),
+                ("new", "kn", Operation::Create),
+            ],
+        )
+        .unwrap();
+        let recovered = s.recover_pending().unwrap();
+        assert_eq!(recovered.len(), 2);
+        assert_eq!(recovered[1].operation, Operation::Create);
+        assert!(s.pending_operations().unwrap().is_empty());
+        let all = s.resources().unwrap();
+        assert!(all.iter().all(|r| r.status == ResourceStatus::Tainted));
+        assert_eq!(all[1].kind, "kn");
+        assert_eq!(s.recover_pending().unwrap(), vec![]);
+        let kinds = event_kinds(&s);
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "resource.recovered").count(),
+            2
+        );
+    }
+
+    #[test]
+    fn set_resource_status_by_hand() {
+        let (mut s, serial) = store_with_revision();
+        assert!(matches!(
+            s.set_resource_status("a", ResourceStatus::Tainted),
+            Err(StateError::NotFound {
+                what: "resource",
+                ..
+            })
+        ));
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 1)))
+            .unwrap();
+        s.set_resource_status("a", ResourceStatus::Tainted).unwrap();
+        assert_eq!(
+            s.resource("a").unwrap().unwrap().status,
+            ResourceStatus::Tainted
+        );
+        s.set_resource_status("a", ResourceStatus::Ready).unwrap();
+        assert_eq!(
+            s.resource("a").unwrap().unwrap().status,
+            ResourceStatus::Ready
+        );
+        let kinds = event_kinds(&s);
+        assert_eq!(&kinds[1..], ["resource.tainted", "resource.ready"]);
+    }
+
+    #[test]
+    fn corrupt_resource_rows_are_errors() {
+        let (mut s, serial) = store_with_revision();
+        let op = s
+            .begin_operation(serial, "a", "k", Operation::Create)
+            .unwrap();
+        s.complete_operation(op, OperationOutcome::Written(input("a", 1)))
+            .unwrap();
+        s.conn
+            .execute("UPDATE resources SET dependencies = '{\"x\":1}'", [])
+            .unwrap();
+        assert!(matches!(s.resources(), Err(StateError::Corrupt(_))));
+        s.conn
+            .execute(
+                "UPDATE resources SET dependencies = '[]', status = 'gone'",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(s.resource("a"), Err(StateError::Corrupt(_))));
+        s.begin_operation(serial, "b", "k", Operation::Create)
+            .unwrap();
+        s.conn
+            .execute("UPDATE pending_operations SET operation = 'explode'", [])
+            .unwrap();
+        assert!(matches!(
+            s.pending_operations(),
+            Err(StateError::Corrupt(_))
+        ));
+    }
+}
