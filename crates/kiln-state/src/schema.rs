@@ -1,0 +1,180 @@
+//! Hand-written schema migrations.
+//!
+//! `MIGRATIONS` is append-only: a released migration is never edited, a
+//! change is a new entry. Each one runs in its own IMMEDIATE transaction that
+//! re-reads the current version first, so two processes opening a fresh state
+//! at once cannot both apply the same step.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::codec::now;
+use crate::error::{SqlContext, StateError};
+
+/// Ordered `(version, sql)` steps; versions strictly increase from 1.
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+/// The newest schema version this binary understands.
+pub fn supported_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+const V1: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- At most one row: the singleton check makes a second INSERT fail, which is
+-- what serialises writers across processes.
+CREATE TABLE state_lock (
+    singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+    id         TEXT NOT NULL,
+    who        TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    operation  TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE revisions (
+    serial       INTEGER PRIMARY KEY,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    user         TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    files_digest TEXT NOT NULL,
+    plan         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    summary      TEXT NOT NULL
+);
+CREATE INDEX revisions_in_progress ON revisions (status) WHERE status = 'in_progress';
+
+CREATE TABLE resources (
+    address      TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    attributes   TEXT NOT NULL,
+    outputs      TEXT NOT NULL,
+    private      TEXT NOT NULL,
+    dependencies TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    serial       INTEGER NOT NULL REFERENCES revisions (serial),
+    updated_at   TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE pending_operations (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    serial     INTEGER NOT NULL REFERENCES revisions (serial),
+    address    TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    operation  TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+
+-- AUTOINCREMENT so ids are never reused: they are cursors for followers.
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time    TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    address TEXT,
+    serial  INTEGER,
+    message TEXT NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX events_by_address ON events (address, id) WHERE address IS NOT NULL;
+"#;
+
+/// Brings the database up to `supported_version()`, or refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at TEXT NOT NULL
+         );",
+    )
+    .ctx("creating schema_migrations")?;
+    check_not_too_new(conn)?;
+    for (version, sql) in MIGRATIONS {
+        apply_one(conn, *version, sql)?;
+    }
+    Ok(())
+}
+
+/// The highest applied version (0 on a fresh database).
+pub(crate) fn current_version(conn: &Connection) -> Result<i64, StateError> {
+    conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |row| {
+        row.get::<_, Option<i64>>(0)
+    })
+    .optional()
+    .ctx("reading schema version")
+    .map(|v| v.flatten().unwrap_or(0))
+}
+
+fn check_not_too_new(conn: &Connection) -> Result<(), StateError> {
+    let found = current_version(conn)?;
+    let supported = supported_version();
+    if found > supported {
+        return Err(StateError::SchemaTooNew { found, supported });
+    }
+    Ok(())
+}
+
+fn apply_one(conn: &mut Connection, version: i64, sql: &str) -> Result<(), StateError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("starting migration")?;
+    // Re-read inside the write transaction: another process may have just
+    // applied this step.
+    if current_version(&tx)? >= version {
+        return Ok(());
+    }
+    tx.execute_batch(sql).ctx("applying migration")?;
+    tx.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+        (version, now()),
+    )
+    .ctx("recording migration")?;
+    tx.commit().ctx("committing migration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_strictly_increase_from_one() {
+        for (expected, (v, _)) in (1..).zip(MIGRATIONS) {
+            assert_eq!(*v, expected);
+        }
+    }
+
+    #[test]
+    fn migrate_is_idempotent_on_one_connection() -> Result<(), StateError> {
+        let mut conn = Connection::open_in_memory().ctx("open")?;
+        migrate(&mut conn)?;
+        migrate(&mut conn)?;
+        assert_eq!(current_version(&conn)?, supported_version());
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .ctx("count")?;
+        assert_eq!(rows, i64::try_from(MIGRATIONS.len()).unwrap_or(-1));
+        Ok(())
+    }
+
+    #[test]
+    fn newer_schema_is_refused() -> Result<(), StateError> {
+        let mut conn = Connection::open_in_memory().ctx("open")?;
+        migrate(&mut conn)?;
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 'x')",
+            [supported_version() + 5],
+        )
+        .ctx("insert")?;
+        match migrate(&mut conn) {
+            Err(StateError::SchemaTooNew { found, supported }) => {
+                assert_eq!(found, supported_version() + 5);
+                assert_eq!(supported, supported_version());
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+        Ok(())
+    }
+}
