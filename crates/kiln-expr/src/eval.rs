@@ -33,10 +33,9 @@ pub trait Host {
 }
 
 /// A [`Host`] over a map of named values, matched case-insensitively; it has no functions.
+/// The map is public so callers can build it directly: `MapHost(map)`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct MapHost {
-    values: IndexMap<String, Value>,
-}
+pub struct MapHost(pub IndexMap<String, Value>);
 
 impl MapHost {
     pub fn new() -> Self {
@@ -45,26 +44,21 @@ impl MapHost {
 
     /// Adds or replaces a named value.
     pub fn insert(&mut self, name: impl Into<String>, value: Value) -> &mut Self {
-        self.values.insert(name.into(), value);
+        self.0.insert(name.into(), value);
         self
-    }
-
-    /// The named values as given.
-    pub fn values(&self) -> &IndexMap<String, Value> {
-        &self.values
     }
 }
 
 impl From<IndexMap<String, Value>> for MapHost {
     fn from(values: IndexMap<String, Value>) -> Self {
-        MapHost { values }
+        MapHost(values)
     }
 }
 
 impl Host for MapHost {
     fn named_value(&self, name: &str) -> Option<Value> {
-        let index = find_key(&self.values, name)?;
-        self.values.get_index(index).map(|(_, v)| v.clone())
+        let index = find_key(&self.0, name)?;
+        self.0.get_index(index).map(|(_, v)| v.clone())
     }
 }
 
@@ -234,7 +228,10 @@ impl Evaluator<'_> {
         let span_error =
             |message: String| EvalError::new(message, node.start, node.end - node.start);
         let value = match builtin {
-            Some(builtin) => functions::call(builtin, &values).map_err(span_error)?,
+            Some(builtin) => {
+                let max_len = MAX_MEMORY_BYTES.saturating_sub(self.memory) / 2;
+                functions::call(builtin, &values, max_len).map_err(span_error)?
+            }
             None => self
                 .host_call(name, values)
                 .map_err(|e| span_error(e.message))?,
@@ -289,7 +286,7 @@ impl Evaluator<'_> {
     fn charge(&mut self, bytes: usize, node: &Node) -> Result<(), EvalError> {
         self.memory = self.memory.saturating_add(bytes);
         if self.memory > MAX_MEMORY_BYTES {
-            let message = "The maximum allowed memory size was exceeded";
+            let message = functions::MEMORY_EXCEEDED;
             return Err(EvalError::new(message, node.start, node.end - node.start));
         }
         Ok(())

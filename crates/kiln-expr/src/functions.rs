@@ -99,16 +99,21 @@ pub(crate) fn lookup(name: &str) -> Option<(Builtin, FunctionSig)> {
         .find(|(_, sig)| sig.name.eq_ignore_ascii_case(name))
 }
 
+/// GitHub's message when an evaluation outgrows its memory budget.
+pub(crate) const MEMORY_EXCEEDED: &str = "The maximum allowed memory size was exceeded";
+
 /// Calls an eagerly evaluated built-in. The error is the message; the caller adds the span.
+/// `max_len` bounds the bytes a string result may take: `format` and `join` check it while
+/// building, so a large context value repeated many times fails before it is allocated.
 /// `case` never reaches here.
-pub(crate) fn call(builtin: Builtin, args: &[Val]) -> Result<Value, String> {
+pub(crate) fn call(builtin: Builtin, args: &[Val], max_len: usize) -> Result<Value, String> {
     let arg = |i: usize| args.get(i).map_or(&Value::Null, |a| &a.value);
     match builtin {
         Builtin::Contains => Ok(Value::Bool(contains(args))),
         Builtin::StartsWith => Ok(Value::Bool(affix(arg(0), arg(1), |s, p| s.starts_with(p)))),
         Builtin::EndsWith => Ok(Value::Bool(affix(arg(0), arg(1), |s, p| s.ends_with(p)))),
-        Builtin::Format => format(args).map(Value::String),
-        Builtin::Join => Ok(Value::String(join(arg(0), args.get(1).map(|a| &a.value)))),
+        Builtin::Format => format(args, max_len).map(Value::String),
+        Builtin::Join => join(arg(0), args.get(1).map(|a| &a.value), max_len).map(Value::String),
         Builtin::ToJson => Ok(Value::String(arg(0).to_json_pretty())),
         Builtin::FromJson => from_json(arg(0)),
         Builtin::Case => Err("case is evaluated by the evaluator".to_owned()),
@@ -149,7 +154,7 @@ fn affix(subject: &Value, part: &Value, test: fn(&str, &str) -> bool) -> bool {
 }
 
 /// `format('{0} and {1}', a, b)`; `{{` and `}}` stand for literal braces.
-fn format(args: &[Val]) -> Result<String, String> {
+fn format(args: &[Val], max_len: usize) -> Result<String, String> {
     let fs = args
         .first()
         .map(|a| a.value.to_display_string())
@@ -189,6 +194,9 @@ fn format(args: &[Val]) -> Result<String, String> {
             ));
         };
         out.push_str(&value.value.to_display_string());
+        if out.len() > max_len {
+            return Err(MEMORY_EXCEEDED.to_owned());
+        }
         i = close + 1;
     }
     out.push_str(&fs[i..]);
@@ -196,20 +204,28 @@ fn format(args: &[Val]) -> Result<String, String> {
 }
 
 /// `join(array, separator = ',')`. A scalar joins to itself; an object to nothing.
-fn join(items: &Value, separator: Option<&Value>) -> String {
+fn join(items: &Value, separator: Option<&Value>, max_len: usize) -> Result<String, String> {
     let separator = match separator {
         Some(s) if s.is_primitive() => s.to_display_string(),
         _ => ",".to_owned(),
     };
-    match items {
-        Value::Array(items) => items
-            .iter()
-            .map(Value::to_display_string)
-            .collect::<Vec<_>>()
-            .join(&separator),
-        Value::Object(_) => String::new(),
-        scalar => scalar.to_display_string(),
+    let items = match items {
+        Value::Array(items) => items,
+        Value::Object(_) => return Ok(String::new()),
+        scalar => return Ok(scalar.to_display_string()),
+    };
+    let texts: Vec<String> = items.iter().map(Value::to_display_string).collect();
+    let separators = separator
+        .len()
+        .saturating_mul(texts.len().saturating_sub(1));
+    let total = texts
+        .iter()
+        .map(String::len)
+        .fold(separators, usize::saturating_add);
+    if total > max_len {
+        return Err(MEMORY_EXCEEDED.to_owned());
     }
+    Ok(texts.join(&separator))
 }
 
 fn from_json(text: &Value) -> Result<Value, String> {
@@ -228,7 +244,7 @@ mod tests {
     }
 
     fn fmt(args: &[Value]) -> Result<String, String> {
-        format(&vals(args))
+        format(&vals(args), usize::MAX)
     }
 
     #[test]
@@ -264,8 +280,19 @@ mod tests {
     #[test]
     fn join_and_contains() {
         let list = Value::Array(vec!["a".into(), Value::Null, Value::Number(1.5)]);
-        assert_eq!(join(&list, None), "a,,1.5");
-        assert_eq!(join(&list, Some(&" | ".into())), "a |  | 1.5");
+        assert_eq!(join(&list, None, 100), Ok("a,,1.5".into()));
+        assert_eq!(
+            join(&list, Some(&" | ".into()), 100),
+            Ok("a |  | 1.5".into())
+        );
+        assert_eq!(
+            join(&list, Some(&" | ".into()), 9),
+            Err(MEMORY_EXCEEDED.into())
+        );
+        assert_eq!(
+            format(&vals(&["{0}{0}".into(), "abc".into()]), 5),
+            Err(MEMORY_EXCEEDED.into())
+        );
         assert!(contains(&vals(&["Hello".into(), "ELL".into()])));
         assert!(contains(&vals(&[list, Value::Number(1.5)])));
         assert!(!contains(&vals(&[
