@@ -156,4 +156,28 @@ mod tests {
             assert_eq!(h.call(|s| s.last_event_id()).await.unwrap(), 50);
         });
     }
+
+    #[test]
+    fn the_store_thread_ends_when_the_last_handle_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let wal = dir.path().join("state.db-wal");
+        let h = StateHandle::spawn(Store::open(&path).unwrap());
+        let h2 = h.clone();
+        runtime().block_on(async {
+            h.call(|s| s.last_event_id()).await.unwrap();
+        });
+        assert!(wal.exists(), "WAL file exists while the store is open");
+        drop(h);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(wal.exists(), "one handle still holds the store open");
+        drop(h2);
+        // SQLite removes the WAL file when the last connection closes,
+        // i.e. when the store thread has dropped the Store.
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !wal.exists()
+        });
+        assert!(gone, "store thread did not drop the store");
+    }
 }

@@ -46,6 +46,11 @@ impl Store {
         Self::init(conn, true)
     }
 
+    /// Opens the state of the stack in `stack_dir` (its `.kiln/state.db`).
+    pub fn open_in_stack(stack_dir: &Path) -> Result<Store, StateError> {
+        Self::open(&stack_dir.join(crate::STATE_DB_PATH))
+    }
+
     /// A private in-memory store, for tests.
     pub fn open_in_memory() -> Result<Store, StateError> {
         let conn = Connection::open_in_memory().ctx("opening in-memory state")?;
@@ -98,10 +103,7 @@ fn configure(conn: &Connection, on_disk: bool) -> Result<(), StateError> {
         .ctx("setting busy timeout")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if on_disk {
-        // WAL: readers (e.g. `kiln status`) never block the writer.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .ctx("enabling WAL")?;
+        let mode = enable_wal(conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StateError::Invalid(format!(
                 "state database refused WAL mode (got {mode}); is it on a network filesystem?"
@@ -114,6 +116,28 @@ fn configure(conn: &Connection, on_disk: bool) -> Result<(), StateError> {
     // take minutes.
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         .ctx("setting pragmas")
+}
+
+/// Switches the database to WAL (readers, e.g. `kiln status`, then never
+/// block the writer) and returns the journal mode now in force.
+///
+/// Switching needs an exclusive lock and SQLite reports BUSY at once, without
+/// calling the busy handler, when another process is opening the same fresh
+/// file; so retry here until `BUSY_TIMEOUT`. WAL is persistent, so only the
+/// very first open of a state ever contends.
+fn enable_wal(conn: &Connection) -> Result<String, StateError> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.ctx("enabling WAL"),
+        }
+    }
 }
 
 fn ensure_lineage(conn: &mut Connection) -> Result<String, StateError> {
@@ -147,7 +171,7 @@ mod tests {
             source,
         })?;
         let path = dir.path().join("stack/.kiln/state.db");
-        let store = Store::open(&path)?;
+        let store = Store::open_in_stack(&dir.path().join("stack"))?;
         assert!(path.exists());
         assert_eq!(store.serial()?, 0);
         assert_eq!(store.schema_version()?, schema::supported_version());
