@@ -8,6 +8,28 @@
 //!
 //! GitHub's own conformance data (in `tests/conformance/`) is the specification; see
 //! `tests/conformance.rs`.
+//!
+//! ```
+//! use kiln_expr::{MapHost, ParseOptions, Template, Value, evaluate, parse};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut host = MapHost::new();
+//! host.insert("vars", Value::from_json(&serde_json::json!({ "region": "eu", "replicas": 3 })));
+//! let opts = ParseOptions { named_values: &["vars"], extra_functions: &[] };
+//!
+//! let expr = parse("vars.replicas > 2 && format('{0}-big', vars.REGION)", &opts)?;
+//! assert_eq!(evaluate(&expr, &host)?, Value::from("eu-big"));
+//! assert_eq!(expr.references()[0].path, ["vars", "replicas"]);
+//!
+//! let template = Template::parse("replicas: ${{ vars.replicas }}", &opts)?;
+//! assert_eq!(template.render(&host)?, Value::from("replicas: 3"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Limits: expressions nest at most [`MAX_DEPTH`] (GitHub's 50) deep and are at most
+//! [`MAX_LENGTH`] characters; one evaluation builds at most [`MAX_MEMORY_BYTES`] of strings.
+//! No input panics.
 
 mod ast;
 mod compare;

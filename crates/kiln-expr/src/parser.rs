@@ -565,6 +565,18 @@ mod tests {
         );
         let chain = vec!["1"; 100].join(" == ");
         assert!(err(&chain).message.contains("depth"));
+        // Hostile shapes just under the length limit fail cleanly instead of recursing.
+        for hostile in [
+            "(".repeat(20_000),
+            "!".repeat(20_000),
+            "[".repeat(20_000),
+            format!("a{}", ".b".repeat(10_000)),
+            format!("a{}", "[0]".repeat(6_000)),
+            "f(".repeat(10_000),
+            vec!["1"; 5_000].join("<"),
+        ] {
+            assert!(parse(&hostile, &ParseOptions::default()).is_err());
+        }
         let long = format!("'{}'", "a".repeat(MAX_LENGTH));
         assert!(err(&long).message.contains("max expression length"));
     }
