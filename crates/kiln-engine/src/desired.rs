@@ -24,6 +24,7 @@ pub struct Inputs {
 }
 
 /// Evaluation context over fixed inputs and the outputs known so far.
+#[derive(Debug)]
 pub struct Knowledge<'a> {
     /// Outside inputs.
     pub inputs: &'a Inputs,
