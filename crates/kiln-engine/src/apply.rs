@@ -90,10 +90,18 @@ pub struct Apply {
     pub parallelism: usize,
 }
 
-type TaskResult = (String, Result<(Action, Option<ResourceRecord>), String>, Duration);
+type TaskResult = (
+    String,
+    Result<(Action, Option<ResourceRecord>), String>,
+    Duration,
+);
 
 /// Runs the plan. Never returns early on a failed change: the report says what happened to each.
-pub async fn apply(run: &Apply, plan: &Plan, progress: &UnboundedSender<Progress>) -> Result<Report, kiln_state::StateError> {
+pub async fn apply(
+    run: &Apply,
+    plan: &Plan,
+    progress: &UnboundedSender<Progress>,
+) -> Result<Report, kiln_state::StateError> {
     let records: BTreeMap<String, ResourceRecord> = run
         .state
         .call(|s| s.resources())
@@ -101,7 +109,10 @@ pub async fn apply(run: &Apply, plan: &Plan, progress: &UnboundedSender<Progress
         .into_iter()
         .map(|r| (r.address.clone(), r))
         .collect();
-    let mut known: BTreeMap<String, Known> = records.iter().map(|(a, r)| (a.clone(), known_from(r))).collect();
+    let mut known: BTreeMap<String, Known> = records
+        .iter()
+        .map(|(a, r)| (a.clone(), known_from(r)))
+        .collect();
     let changes: BTreeMap<String, Change> = plan
         .changes
         .iter()
@@ -113,7 +124,16 @@ pub async fn apply(run: &Apply, plan: &Plan, progress: &UnboundedSender<Progress
     }
     let mut waiting: BTreeMap<String, BTreeSet<String>> = changes
         .iter()
-        .map(|(a, c)| (a.clone(), c.after.iter().filter(|d| changes.contains_key(*d)).cloned().collect()))
+        .map(|(a, c)| {
+            (
+                a.clone(),
+                c.after
+                    .iter()
+                    .filter(|d| changes.contains_key(*d))
+                    .cloned()
+                    .collect(),
+            )
+        })
         .collect();
     let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (a, deps) in &waiting {
@@ -126,10 +146,17 @@ pub async fn apply(run: &Apply, plan: &Plan, progress: &UnboundedSender<Progress
     let mut records = records;
     let parallelism = run.parallelism.max(1);
     loop {
-        let ready: Vec<String> = waiting.iter().filter(|(_, w)| w.is_empty()).map(|(a, _)| a.clone()).take(parallelism.saturating_sub(tasks.len())).collect();
+        let ready: Vec<String> = waiting
+            .iter()
+            .filter(|(_, w)| w.is_empty())
+            .map(|(a, _)| a.clone())
+            .take(parallelism.saturating_sub(tasks.len()))
+            .collect();
         for address in ready {
             waiting.remove(&address);
-            let Some(change) = changes.get(&address).cloned() else { continue };
+            let Some(change) = changes.get(&address).cloned() else {
+                continue;
+            };
             let _ = progress.send(Progress::Started {
                 address: address.clone(),
                 action: change.action,
@@ -146,10 +173,16 @@ pub async fn apply(run: &Apply, plan: &Plan, progress: &UnboundedSender<Progress
                 (address, result, started.elapsed())
             });
         }
-        let Some(joined) = tasks.join_next().await else { break };
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         let (address, result, elapsed) = match joined {
             Ok(r) => r,
-            Err(e) => return Err(kiln_state::StateError::Invalid(format!("an apply task failed: {e}"))),
+            Err(e) => {
+                return Err(kiln_state::StateError::Invalid(format!(
+                    "an apply task failed: {e}"
+                )));
+            }
         };
         match result {
             Ok((action, record)) => {
@@ -188,7 +221,13 @@ pub async fn apply(run: &Apply, plan: &Plan, progress: &UnboundedSender<Progress
     Ok(report)
 }
 
-fn skip_dependents(failed: &str, dependents: &BTreeMap<String, Vec<String>>, waiting: &mut BTreeMap<String, BTreeSet<String>>, report: &mut Report, progress: &UnboundedSender<Progress>) {
+fn skip_dependents(
+    failed: &str,
+    dependents: &BTreeMap<String, Vec<String>>,
+    waiting: &mut BTreeMap<String, BTreeSet<String>>,
+    report: &mut Report,
+    progress: &UnboundedSender<Progress>,
+) {
     let mut stack: Vec<String> = dependents.get(failed).cloned().unwrap_or_default();
     while let Some(address) = stack.pop() {
         if waiting.remove(&address).is_none() {
@@ -221,15 +260,30 @@ impl Task {
     }
 
     async fn delete(&self) -> Result<(), String> {
-        let Some(record) = &self.record else { return Ok(()) };
+        let Some(record) = &self.record else {
+            return Ok(());
+        };
         let op = self.begin(Operation::Delete).await?;
-        let provider = self.run.providers.get(&record.kind).map_err(|e| e.to_string())?;
-        let result = provider.delete(&self.run.providers.context, &to_provider_record(record)).await;
+        let provider = self
+            .run
+            .providers
+            .get(&record.kind)
+            .map_err(|e| e.to_string())?;
+        let result = provider
+            .delete(&self.run.providers.context, &to_provider_record(record))
+            .await;
         match result {
             Ok(()) => self.complete(op, OperationOutcome::Deleted).await,
             Err(e) => {
                 let message = e.to_string();
-                self.complete(op, OperationOutcome::Failed { message: message.clone(), changed: false }).await?;
+                self.complete(
+                    op,
+                    OperationOutcome::Failed {
+                        message: message.clone(),
+                        changed: false,
+                    },
+                )
+                .await?;
                 Err(message)
             }
         }
@@ -240,10 +294,19 @@ impl Task {
             inputs: &self.run.inputs,
             resources: &self.known,
         };
-        let desired = evaluate_one(&self.run.stack, &self.change.address, &knowledge).map_err(|f| f.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+        let desired =
+            evaluate_one(&self.run.stack, &self.change.address, &knowledge).map_err(|f| {
+                f.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
         if !desired.unknown.is_empty() {
             let names: Vec<&str> = desired.unknown.iter().map(String::as_str).collect();
-            return Err(format!("values still unknown at apply time: {}", names.join(", ")));
+            return Err(format!(
+                "values still unknown at apply time: {}",
+                names.join(", ")
+            ));
         }
         // An update planned only because values were unknown may turn out to change nothing.
         let mut action = self.change.action;
@@ -255,7 +318,12 @@ impl Task {
             }
             action = again.action;
         }
-        let provider = self.run.providers.get(&desired.kind).map_err(|e| e.to_string())?.clone();
+        let provider = self
+            .run
+            .providers
+            .get(&desired.kind)
+            .map_err(|e| e.to_string())?
+            .clone();
         let ctx = &self.run.providers.context;
         let op_kind = match action {
             Action::Create => Operation::Create,
@@ -264,18 +332,36 @@ impl Task {
         };
         let op = self.begin(op_kind).await?;
         let result = match (action, &self.record) {
-            (Action::Update, Some(record)) => provider.update(ctx, &to_provider_record(record), &desired.attrs).await,
+            (Action::Update, Some(record)) => {
+                provider
+                    .update(ctx, &to_provider_record(record), &desired.attrs)
+                    .await
+            }
             (Action::Replace, Some(record)) if !self.change.create_before_destroy => {
                 match provider.delete(ctx, &to_provider_record(record)).await {
-                    Ok(()) => provider.create(ctx, &desired.kind, &desired.address, &desired.attrs).await,
+                    Ok(()) => {
+                        provider
+                            .create(ctx, &desired.kind, &desired.address, &desired.attrs)
+                            .await
+                    }
                     Err(e) => Err(e),
                 }
             }
-            (Action::Replace, Some(record)) => match provider.create(ctx, &desired.kind, &desired.address, &desired.attrs).await {
-                Ok(applied) => provider.delete(ctx, &to_provider_record(record)).await.map(|()| applied),
+            (Action::Replace, Some(record)) => match provider
+                .create(ctx, &desired.kind, &desired.address, &desired.attrs)
+                .await
+            {
+                Ok(applied) => provider
+                    .delete(ctx, &to_provider_record(record))
+                    .await
+                    .map(|()| applied),
                 Err(e) => Err(e),
             },
-            _ => provider.create(ctx, &desired.kind, &desired.address, &desired.attrs).await,
+            _ => {
+                provider
+                    .create(ctx, &desired.kind, &desired.address, &desired.attrs)
+                    .await
+            }
         };
         match result {
             Ok(applied) => {
@@ -298,13 +384,26 @@ impl Task {
                 };
                 self.complete(op, OperationOutcome::Written(input)).await?;
                 let address = desired.address.clone();
-                let record = self.run.state.call(move |s| s.resource(&address)).await.map_err(|e| e.to_string())?;
+                let record = self
+                    .run
+                    .state
+                    .call(move |s| s.resource(&address))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok((action, record))
             }
             Err(e) => {
-                let changed = matches!(e, crate::provider::ProviderError::Partial { .. }) || action == Action::Replace;
+                let changed = matches!(e, crate::provider::ProviderError::Partial { .. })
+                    || action == Action::Replace;
                 let message = e.to_string();
-                self.complete(op, OperationOutcome::Failed { message: message.clone(), changed }).await?;
+                self.complete(
+                    op,
+                    OperationOutcome::Failed {
+                        message: message.clone(),
+                        changed,
+                    },
+                )
+                .await?;
                 Err(message)
             }
         }
@@ -314,10 +413,18 @@ impl Task {
         let serial = self.run.serial;
         let address = self.change.address.clone();
         let kind = self.change.kind.clone();
-        self.run.state.call(move |s| s.begin_operation(serial, &address, &kind, op)).await.map_err(|e| e.to_string())
+        self.run
+            .state
+            .call(move |s| s.begin_operation(serial, &address, &kind, op))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn complete(&self, op: i64, outcome: OperationOutcome) -> Result<(), String> {
-        self.run.state.call(move |s| s.complete_operation(op, outcome)).await.map_err(|e| e.to_string())
+        self.run
+            .state
+            .call(move |s| s.complete_operation(op, outcome))
+            .await
+            .map_err(|e| e.to_string())
     }
 }

@@ -43,7 +43,10 @@ impl eval::Context for Knowledge<'_> {
         self.inputs.env.get(name).cloned()
     }
     fn resource(&self, address: &str) -> Known {
-        self.resources.get(address).cloned().unwrap_or(Known::Unknown)
+        self.resources
+            .get(address)
+            .cloned()
+            .unwrap_or(Known::Unknown)
     }
     fn read_template(&self, path: &str) -> Result<String, String> {
         std::fs::read_to_string(self.inputs.root.join(path)).map_err(|e| e.to_string())
@@ -67,12 +70,20 @@ pub fn recorded_from(record: &kiln_state::ResourceRecord) -> Recorded {
         attrs: record.attributes.as_object().cloned().unwrap_or_default(),
         depends_on: record.dependencies.iter().cloned().collect(),
         tainted: record.status == kiln_state::ResourceStatus::Tainted,
-        prevent_destroy: record.private.pointer("/lifecycle/prevent_destroy").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        prevent_destroy: record
+            .private
+            .pointer("/lifecycle/prevent_destroy")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
     }
 }
 
 /// Evaluates one resource against the given knowledge.
-pub fn evaluate_one(stack: &Stack, address: &str, knowledge: &Knowledge<'_>) -> Result<Desired, Vec<EvalFailure>> {
+pub fn evaluate_one(
+    stack: &Stack,
+    address: &str,
+    knowledge: &Knowledge<'_>,
+) -> Result<Desired, Vec<EvalFailure>> {
     let Some(resource) = stack.resources.get(address) else {
         return Err(vec![EvalFailure {
             address: address.to_owned(),
@@ -112,7 +123,8 @@ pub fn evaluate_all(
             Ok(desired) => {
                 let record = records.get(&address);
                 let recorded = record.map(recorded_from);
-                let change = kiln_plan::change_for(&desired, recorded.as_ref(), observed.get(&address));
+                let change =
+                    kiln_plan::change_for(&desired, recorded.as_ref(), observed.get(&address));
                 let state = match (change.action, record) {
                     (Action::NoOp, Some(r)) => known_from(r),
                     _ => Known::Unknown,
@@ -126,7 +138,11 @@ pub fn evaluate_all(
             }
         }
     }
-    if failures.is_empty() { Ok(out) } else { Err(failures) }
+    if failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(failures)
+    }
 }
 
 /// Addresses with dependencies first (the spec guarantees there is no cycle).

@@ -24,7 +24,9 @@ pub struct Providers {
 
 impl std::fmt::Debug for Providers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Providers").field("kinds", &self.by_kind.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Providers")
+            .field("kinds", &self.by_kind.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -45,6 +47,10 @@ impl Providers {
 
     /// The provider of a kind.
     pub fn get(&self, kind: &str) -> Result<&Arc<dyn Provider>, provider::ProviderError> {
-        self.by_kind.get(kind).ok_or_else(|| provider::ProviderError::UnknownKind { kind: kind.to_owned() })
+        self.by_kind
+            .get(kind)
+            .ok_or_else(|| provider::ProviderError::UnknownKind {
+                kind: kind.to_owned(),
+            })
     }
 }

@@ -11,7 +11,11 @@ use crate::provider::{Observation, Recorded};
 /// Observes every recorded resource, at most `parallelism` at a time. A resource whose provider
 /// fails to observe it is reported in the error list and left out of the map (planned as if
 /// unchanged), so one unreadable resource does not hide the state of the others.
-pub async fn refresh(providers: &Providers, records: &[kiln_state::ResourceRecord], parallelism: usize) -> (BTreeMap<String, Observed>, Vec<(String, String)>) {
+pub async fn refresh(
+    providers: &Providers,
+    records: &[kiln_state::ResourceRecord],
+    parallelism: usize,
+) -> (BTreeMap<String, Observed>, Vec<(String, String)>) {
     let mut observed = BTreeMap::new();
     let mut errors = Vec::new();
     let mut tasks: JoinSet<(String, Result<Observation, String>)> = JoinSet::new();
@@ -25,13 +29,18 @@ pub async fn refresh(providers: &Providers, records: &[kiln_state::ResourceRecor
             let context = providers.context.clone();
             tasks.spawn(async move {
                 let result = match provider {
-                    Ok(p) => p.observe(&context, &recorded).await.map_err(|e| e.to_string()),
+                    Ok(p) => p
+                        .observe(&context, &recorded)
+                        .await
+                        .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 (recorded.address, result)
             });
         }
-        let Some(joined) = tasks.join_next().await else { break };
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         match joined {
             Ok((address, Ok(observation))) => {
                 observed.insert(address, to_observed(observation));
@@ -59,6 +68,8 @@ fn to_observed(observation: Observation) -> Observed {
     match observation {
         Observation::Absent => Observed::Absent,
         Observation::Present { drift } if drift.is_empty() => Observed::Unchanged,
-        Observation::Present { drift } => Observed::Drifted(drift.into_iter().map(|d| (d.attribute, d.reason)).collect()),
+        Observation::Present { drift } => {
+            Observed::Drifted(drift.into_iter().map(|d| (d.attribute, d.reason)).collect())
+        }
     }
 }

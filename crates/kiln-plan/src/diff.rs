@@ -30,7 +30,11 @@ const SENSITIVE: &str = "(sensitive)";
 const UNKNOWN: &str = "(known after apply)";
 
 fn show(value: &serde_json::Value, sensitive: bool) -> String {
-    if sensitive { SENSITIVE.into() } else { shown_value(value) }
+    if sensitive {
+        SENSITIVE.into()
+    } else {
+        shown_value(value)
+    }
 }
 
 /// A resource that is no longer wanted.
@@ -47,7 +51,11 @@ pub fn delete(recorded: &Recorded, why: &str) -> Change {
 }
 
 /// The change for a desired resource.
-pub fn resource(desired: &Desired, recorded: Option<&Recorded>, observed: Option<&Observed>) -> Change {
+pub fn resource(
+    desired: &Desired,
+    recorded: Option<&Recorded>,
+    observed: Option<&Observed>,
+) -> Change {
     let mut change = Change {
         address: desired.address.clone(),
         kind: desired.kind.clone(),
@@ -64,7 +72,10 @@ pub fn resource(desired: &Desired, recorded: Option<&Recorded>, observed: Option
     };
     if recorded.kind != desired.kind {
         change.action = Action::Replace;
-        change.reasons.push(format!("replace because the kind changed from `{}` to `{}`", recorded.kind, desired.kind));
+        change.reasons.push(format!(
+            "replace because the kind changed from `{}` to `{}`",
+            recorded.kind, desired.kind
+        ));
         change.attrs = creation_attrs(desired);
         return change;
     }
@@ -76,14 +87,21 @@ pub fn resource(desired: &Desired, recorded: Option<&Recorded>, observed: Option
     }
     if recorded.tainted {
         change.action = Action::Replace;
-        change.reasons.push("replace because an earlier operation on it was interrupted (tainted)".into());
+        change
+            .reasons
+            .push("replace because an earlier operation on it was interrupted (tainted)".into());
         change.attrs = creation_attrs(desired);
         return change;
     }
     let schema = kiln_spec::schema::kind(&desired.kind);
     let ignored = |name: &str| desired.lifecycle.ignore_changes.iter().any(|i| i == name);
     let mut force = Vec::new();
-    let mut names: Vec<&String> = desired.attrs.keys().chain(desired.unknown.iter()).chain(recorded.attrs.keys()).collect();
+    let mut names: Vec<&String> = desired
+        .attrs
+        .keys()
+        .chain(desired.unknown.iter())
+        .chain(recorded.attrs.keys())
+        .collect();
     names.sort();
     names.dedup();
     for name in names {
@@ -92,11 +110,17 @@ pub fn resource(desired: &Desired, recorded: Option<&Recorded>, observed: Option
         }
         let sensitive = desired.sensitive.contains(name);
         let before = recorded.attrs.get(name);
-        let forces = schema.and_then(|s| s.attr(name)).is_some_and(|a| a.force_new);
+        let forces = schema
+            .and_then(|s| s.attr(name))
+            .is_some_and(|a| a.force_new);
         let after_shown = if desired.unknown.contains(name) {
             Some(UNKNOWN.to_owned())
         } else if let Some(after) = desired.attrs.get(name) {
-            let compared = if sensitive { digest_value(after) } else { after.clone() };
+            let compared = if sensitive {
+                digest_value(after)
+            } else {
+                after.clone()
+            };
             if before == Some(&compared) {
                 continue;
             }
@@ -106,7 +130,10 @@ pub fn resource(desired: &Desired, recorded: Option<&Recorded>, observed: Option
         } else {
             None
         };
-        let before_sensitive = before.and_then(|b| b.as_str()).is_some_and(|s| s.starts_with("sha256:")) && sensitive;
+        let before_sensitive = before
+            .and_then(|b| b.as_str())
+            .is_some_and(|s| s.starts_with("sha256:"))
+            && sensitive;
         change.attrs.push(AttrChange {
             name: name.clone(),
             before: before.map(|b| show(b, before_sensitive)),
@@ -140,21 +167,39 @@ pub fn resource(desired: &Desired, recorded: Option<&Recorded>, observed: Option
     if !force.is_empty() {
         change.action = Action::Replace;
         let names: Vec<String> = force.iter().map(|n| format!("`{n}`")).collect();
-        change.reasons.insert(0, format!("replace because {} changed", names.join(", ")));
+        change
+            .reasons
+            .insert(0, format!("replace because {} changed", names.join(", ")));
         return change;
     }
     if let Some(required) = schema.and_then(|s| s.in_place_requires) {
         if !desired.attrs.contains_key(required) && !desired.unknown.contains(required) {
             change.action = Action::Replace;
-            let names: Vec<String> = change.attrs.iter().map(|a| format!("`{}`", a.name)).collect();
-            change.reasons.insert(0, format!("replace because {} changed and there is no `{required}` to change it in place", names.join(", ")));
+            let names: Vec<String> = change
+                .attrs
+                .iter()
+                .map(|a| format!("`{}`", a.name))
+                .collect();
+            change.reasons.insert(
+                0,
+                format!(
+                    "replace because {} changed and there is no `{required}` to change it in place",
+                    names.join(", ")
+                ),
+            );
             return change;
         }
     }
     change.action = Action::Update;
     if change.reasons.is_empty() {
-        let names: Vec<String> = change.attrs.iter().map(|a| format!("`{}`", a.name)).collect();
-        change.reasons.push(format!("update because {} changed", names.join(", ")));
+        let names: Vec<String> = change
+            .attrs
+            .iter()
+            .map(|a| format!("`{}`", a.name))
+            .collect();
+        change
+            .reasons
+            .push(format!("update because {} changed", names.join(", ")));
     }
     change
 }

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 
 pub use diff::{digest_value, resource as change_for, shown_value};
 
-
 /// A resource as the files declare it, after evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -204,8 +203,10 @@ pub fn plan(
     observed: &BTreeMap<String, Observed>,
     options: &Options,
 ) -> Result<Plan, Vec<PlanError>> {
-    let recorded_by: BTreeMap<&str, &Recorded> = recorded.iter().map(|r| (r.address.as_str(), r)).collect();
-    let desired_by: BTreeMap<&str, &Desired> = desired.iter().map(|d| (d.address.as_str(), d)).collect();
+    let recorded_by: BTreeMap<&str, &Recorded> =
+        recorded.iter().map(|r| (r.address.as_str(), r)).collect();
+    let desired_by: BTreeMap<&str, &Desired> =
+        desired.iter().map(|d| (d.address.as_str(), d)).collect();
     let mut changes: BTreeMap<String, Change> = BTreeMap::new();
     if options.destroy {
         for r in recorded {
@@ -213,11 +214,21 @@ pub fn plan(
         }
     } else {
         for d in desired {
-            let change = diff::resource(d, recorded_by.get(d.address.as_str()).copied(), observed.get(&d.address));
+            let change = diff::resource(
+                d,
+                recorded_by.get(d.address.as_str()).copied(),
+                observed.get(&d.address),
+            );
             changes.insert(d.address.clone(), change);
         }
-        for r in recorded.iter().filter(|r| !desired_by.contains_key(r.address.as_str())) {
-            changes.insert(r.address.clone(), diff::delete(r, "no longer in the stack files"));
+        for r in recorded
+            .iter()
+            .filter(|r| !desired_by.contains_key(r.address.as_str()))
+        {
+            changes.insert(
+                r.address.clone(),
+                diff::delete(r, "no longer in the stack files"),
+            );
         }
     }
     propagate_unknowns(&mut changes, &desired_by);
@@ -227,7 +238,11 @@ pub fn plan(
         let protected = desired_by
             .get(change.address.as_str())
             .map(|d| d.lifecycle.prevent_destroy)
-            .or_else(|| recorded_by.get(change.address.as_str()).map(|r| r.prevent_destroy))
+            .or_else(|| {
+                recorded_by
+                    .get(change.address.as_str())
+                    .map(|r| r.prevent_destroy)
+            })
             .unwrap_or(false);
         let action = match change.action {
             Action::Delete => "destroy",
@@ -241,7 +256,11 @@ pub fn plan(
             });
         }
     }
-    if errors.is_empty() { Ok(Plan { changes: ordered }) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Plan { changes: ordered })
+    } else {
+        Err(errors)
+    }
 }
 
 /// A resource that reads another which is being created, updated or replaced cannot know its
@@ -249,10 +268,14 @@ pub fn plan(
 /// make sure a resource with unknown attributes is at least an update.
 fn propagate_unknowns(changes: &mut BTreeMap<String, Change>, desired: &BTreeMap<&str, &Desired>) {
     for change in changes.values_mut() {
-        let Some(d) = desired.get(change.address.as_str()) else { continue };
+        let Some(d) = desired.get(change.address.as_str()) else {
+            continue;
+        };
         if change.action == Action::NoOp && !d.unknown.is_empty() {
             change.action = Action::Update;
-            change.reasons.push("reads values known only after apply".into());
+            change
+                .reasons
+                .push("reads values known only after apply".into());
         }
     }
 }
@@ -266,7 +289,11 @@ fn select(
 ) -> Vec<PlanError> {
     let mut errors = Vec::new();
     for address in options.targets.iter().chain(&options.excludes) {
-        if !changes.contains_key(address) && !changes.keys().any(|a| a.starts_with(&format!("{address}."))) {
+        if !changes.contains_key(address)
+            && !changes
+                .keys()
+                .any(|a| a.starts_with(&format!("{address}.")))
+        {
             errors.push(PlanError::UnknownTarget {
                 address: address.clone(),
             });
@@ -279,7 +306,11 @@ fn select(
         desired
             .get(a)
             .map(|d| d.depends_on.iter().cloned().collect())
-            .or_else(|| recorded.get(a).map(|r| r.depends_on.iter().cloned().collect()))
+            .or_else(|| {
+                recorded
+                    .get(a)
+                    .map(|r| r.depends_on.iter().cloned().collect())
+            })
             .unwrap_or_default()
     };
     let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -288,12 +319,19 @@ fn select(
             dependents.entry(dep).or_default().push(a.clone());
         }
     }
-    let matches = |set: &[String], a: &str| set.iter().any(|t| a == t || a.starts_with(&format!("{t}.")));
+    let matches = |set: &[String], a: &str| {
+        set.iter()
+            .any(|t| a == t || a.starts_with(&format!("{t}.")))
+    };
     let keys: Vec<String> = changes.keys().cloned().collect();
     let mut selected: BTreeSet<String> = if options.targets.is_empty() {
         keys.iter().cloned().collect()
     } else {
-        let roots: Vec<String> = keys.iter().filter(|a| matches(&options.targets, a)).cloned().collect();
+        let roots: Vec<String> = keys
+            .iter()
+            .filter(|a| matches(&options.targets, a))
+            .cloned()
+            .collect();
         // Applying a target applies what it needs; destroying a target destroys what needs it.
         if options.destroy {
             closure(roots, |a| dependents.get(a).cloned().unwrap_or_default())
@@ -301,8 +339,14 @@ fn select(
             closure(roots, |a| deps(a))
         }
     };
-    let excluded_roots: Vec<String> = keys.iter().filter(|a| matches(&options.excludes, a)).cloned().collect();
-    for a in closure(excluded_roots, |a| dependents.get(a).cloned().unwrap_or_default()) {
+    let excluded_roots: Vec<String> = keys
+        .iter()
+        .filter(|a| matches(&options.excludes, a))
+        .cloned()
+        .collect();
+    for a in closure(excluded_roots, |a| {
+        dependents.get(a).cloned().unwrap_or_default()
+    }) {
         selected.remove(&a);
     }
     for (address, change) in changes.iter_mut() {

@@ -11,7 +11,9 @@ pub fn execution_order(
     desired: &BTreeMap<&str, &Desired>,
     recorded: &BTreeMap<&str, &Recorded>,
 ) -> Vec<Change> {
-    let acting = |a: &str, changes: &BTreeMap<String, Change>| changes.get(a).is_some_and(|c| c.action != Action::NoOp);
+    let acting = |a: &str, changes: &BTreeMap<String, Change>| {
+        changes.get(a).is_some_and(|c| c.action != Action::NoOp)
+    };
     let mut waits: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (address, change) in &changes {
         let mut after = BTreeSet::new();
@@ -20,7 +22,9 @@ pub fn execution_order(
                 // Everything recorded as depending on this one, and going away too, goes first.
                 for (other, r) in recorded {
                     if r.depends_on.contains(address)
-                        && changes.get(*other).is_some_and(|c| c.action == Action::Delete)
+                        && changes
+                            .get(*other)
+                            .is_some_and(|c| c.action == Action::Delete)
                     {
                         after.insert((*other).to_owned());
                     }
@@ -29,7 +33,9 @@ pub fn execution_order(
             _ => {
                 if let Some(d) = desired.get(address.as_str()) {
                     for dep in &d.depends_on {
-                        if acting(dep, &changes) && changes.get(dep).is_some_and(|c| c.action != Action::Delete) {
+                        if acting(dep, &changes)
+                            && changes.get(dep).is_some_and(|c| c.action != Action::Delete)
+                        {
                             after.insert(dep.clone());
                         }
                     }
@@ -51,14 +57,26 @@ pub fn execution_order(
 
 /// Kahn's algorithm with an ordered ready set; anything left in a cycle comes last, by address.
 fn kahn(waits: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
-    let mut remaining: BTreeMap<&str, usize> = waits.iter().map(|(a, w)| (a.as_str(), w.iter().filter(|d| waits.contains_key(*d)).count())).collect();
+    let mut remaining: BTreeMap<&str, usize> = waits
+        .iter()
+        .map(|(a, w)| {
+            (
+                a.as_str(),
+                w.iter().filter(|d| waits.contains_key(*d)).count(),
+            )
+        })
+        .collect();
     let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (a, w) in waits {
         for d in w.iter().filter(|d| waits.contains_key(*d)) {
             dependents.entry(d.as_str()).or_default().push(a.as_str());
         }
     }
-    let mut ready: BTreeSet<&str> = remaining.iter().filter(|(_, n)| **n == 0).map(|(a, _)| *a).collect();
+    let mut ready: BTreeSet<&str> = remaining
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(a, _)| *a)
+        .collect();
     let mut out = Vec::with_capacity(waits.len());
     while let Some(a) = ready.pop_first() {
         out.push(a.to_owned());

@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::load::{FileSystem, normalize};
-use crate::model::{Lifecycle, Reconcile, Resource, Scope, ScopeId, SecretSource, Stack, Value, ValueKind};
+use crate::model::{
+    Lifecycle, Reconcile, Resource, Scope, ScopeId, SecretSource, Stack, Value, ValueKind,
+};
 use crate::resolve;
 use crate::schema::{self, AttrType, KindSchema};
 use crate::source::{SourceMap, Span};
@@ -20,9 +22,32 @@ use crate::yaml::{self, Key, Node, Value as Y};
 /// Names an expression in a stack file may start with.
 pub const NAMED_VALUES: &[&str] = &["vars", "secrets", "env", "inputs", "resources", "modules"];
 
-const ROOT_KEYS: &[&str] = &["name", "description", "include", "vars", "secrets", "modules", "resources", "outputs"];
-const INCLUDE_KEYS: &[&str] = &["include", "vars", "secrets", "modules", "resources", "outputs"];
-const MODULE_KEYS: &[&str] = &["description", "include", "inputs", "modules", "resources", "outputs"];
+const ROOT_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "include",
+    "vars",
+    "secrets",
+    "modules",
+    "resources",
+    "outputs",
+];
+const INCLUDE_KEYS: &[&str] = &[
+    "include",
+    "vars",
+    "secrets",
+    "modules",
+    "resources",
+    "outputs",
+];
+const MODULE_KEYS: &[&str] = &[
+    "description",
+    "include",
+    "inputs",
+    "modules",
+    "resources",
+    "outputs",
+];
 const MODULE_CALL_KEYS: &[&str] = &["source", "inputs", "description"];
 const INPUT_DECL_KEYS: &[&str] = &["type", "default", "description"];
 const INPUT_TYPES: &[&str] = &["string", "number", "boolean", "list", "map", "any"];
@@ -58,7 +83,16 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         resolve::resolve(&mut cx.as_view(), &mut diags);
         cx.diags = diags;
     }
-    let Compiler { sources, diags, scopes, resources, vars, secrets, name, .. } = cx;
+    let Compiler {
+        sources,
+        diags,
+        scopes,
+        resources,
+        vars,
+        secrets,
+        name,
+        ..
+    } = cx;
     if !diags.is_empty() {
         return Err(Box::new(LoadFailure {
             sources,
@@ -139,11 +173,22 @@ impl<'fs> Compiler<'fs> {
         self.diags.push(diagnostic);
     }
 
-    fn err(&mut self, code: Code, span: Span, path: &str, message: impl Into<String>) -> &mut Diagnostic {
-        self.diags.push_mut(Diagnostic::new(code, span, path, message))
+    fn err(
+        &mut self,
+        code: Code,
+        span: Span,
+        path: &str,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.diags
+            .push_mut(Diagnostic::new(code, span, path, message))
     }
 
-    fn read(&mut self, path: &Path, from: Option<(Span, &str)>) -> Option<(crate::source::FileId, Node)> {
+    fn read(
+        &mut self,
+        path: &Path,
+        from: Option<(Span, &str)>,
+    ) -> Option<(crate::source::FileId, Node)> {
         let path = normalize(path);
         let text = match self.fs.read_to_string(&path) {
             Ok(text) => text,
@@ -151,7 +196,10 @@ impl<'fs> Compiler<'fs> {
                 let message = format!("cannot read {}: {err}", path.display());
                 match from {
                     Some((span, key_path)) => {
-                        self.emit(Diagnostic::new(Code::BadSource, span, key_path, message).label("referenced here"));
+                        self.emit(
+                            Diagnostic::new(Code::BadSource, span, key_path, message)
+                                .label("referenced here"),
+                        );
                     }
                     None => self.diags.push(Diagnostic::unplaced(Code::Io, message)),
                 }
@@ -165,9 +213,18 @@ impl<'fs> Compiler<'fs> {
     }
 
     fn root(&mut self, root_file: &Path) {
-        let Some((_, node)) = self.read(root_file, None) else { return };
-        let base = root_file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let Some(entries) = self.map(&node, "", "the stack: a mapping with `name:` and sections such as `resources:`") else {
+        let Some((_, node)) = self.read(root_file, None) else {
+            return;
+        };
+        let base = root_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let Some(entries) = self.map(
+            &node,
+            "",
+            "the stack: a mapping with `name:` and sections such as `resources:`",
+        ) else {
             return;
         };
         self.check_keys(entries, ROOT_KEYS, "", "the stack file");
@@ -175,8 +232,16 @@ impl<'fs> Compiler<'fs> {
         match entries.iter().find(|(k, _)| k.text == "name") {
             Some((_, v)) => self.name = self.stack_name(v),
             None => {
-                self.emit(Diagnostic::new(Code::MissingKey, node.span, "name", "the stack has no `name`")
-                    .help("add `name: my-stack` at the top of the file").label("expected a `name:` key in this mapping"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::MissingKey,
+                        node.span,
+                        "name",
+                        "the stack has no `name`",
+                    )
+                    .help("add `name: my-stack` at the top of the file")
+                    .label("expected a `name:` key in this mapping"),
+                );
             }
         }
         let includes = self.includes(entries, &base, "");
@@ -200,16 +265,31 @@ impl<'fs> Compiler<'fs> {
     }
 
     fn stack_name(&mut self, node: &Node) -> String {
-        let Some(name) = self.string(node, "name") else { return String::new() };
+        let Some(name) = self.string(node, "name") else {
+            return String::new();
+        };
         if !is_name(&name) {
-            self.emit(Diagnostic::new(Code::InvalidValue, node.span, "name", format!("`{name}` is not a valid stack name"))
-                .help("use letters, digits, `-` and `_`, starting with a letter").label("invalid name"));
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    node.span,
+                    "name",
+                    format!("`{name}` is not a valid stack name"),
+                )
+                .help("use letters, digits, `-` and `_`, starting with a letter")
+                .label("invalid name"),
+            );
         }
         name
     }
 
     /// Reads `include:` files (recursively), returning their top nodes after checking their keys.
-    fn includes(&mut self, entries: &[(Key, Node)], base: &Path, scope_path: &str) -> Vec<(PathBuf, Node)> {
+    fn includes(
+        &mut self,
+        entries: &[(Key, Node)],
+        base: &Path,
+        scope_path: &str,
+    ) -> Vec<(PathBuf, Node)> {
         let mut out = Vec::new();
         let mut queue: Vec<(PathBuf, Span, String)> = Vec::new();
         self.include_list(entries, base, scope_path, &mut queue);
@@ -222,12 +302,28 @@ impl<'fs> Compiler<'fs> {
             }
             let path = normalize(&path);
             if seen.contains(&path) || self.sources.find(&path).is_some() {
-                self.emit(Diagnostic::new(Code::DuplicateName, span, &key_path, format!("{} is included more than once", path.display())).label("included again here"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        span,
+                        &key_path,
+                        format!("{} is included more than once", path.display()),
+                    )
+                    .label("included again here"),
+                );
                 continue;
             }
             seen.push(path.clone());
-            let Some((_, node)) = self.read(&path, Some((span, &key_path))) else { continue };
-            let Some(inc) = self.map(&node, "", "an included file: a mapping of sections such as `resources:`") else { continue };
+            let Some((_, node)) = self.read(&path, Some((span, &key_path))) else {
+                continue;
+            };
+            let Some(inc) = self.map(
+                &node,
+                "",
+                "an included file: a mapping of sections such as `resources:`",
+            ) else {
+                continue;
+            };
             self.check_keys(inc, INCLUDE_KEYS, "", "an included file");
             self.section_types(inc, "");
             let inc_base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -237,8 +333,16 @@ impl<'fs> Compiler<'fs> {
         out
     }
 
-    fn include_list(&mut self, entries: &[(Key, Node)], base: &Path, scope_path: &str, queue: &mut Vec<(PathBuf, Span, String)>) {
-        let Some((_, list)) = entries.iter().find(|(k, _)| k.text == "include") else { return };
+    fn include_list(
+        &mut self,
+        entries: &[(Key, Node)],
+        base: &Path,
+        scope_path: &str,
+        queue: &mut Vec<(PathBuf, Span, String)>,
+    ) {
+        let Some((_, list)) = entries.iter().find(|(k, _)| k.text == "include") else {
+            return;
+        };
         let key_path = join(scope_path, "include");
         let items: Vec<&Node> = match &list.value {
             Y::Seq(items) => items.iter().collect(),
@@ -275,10 +379,16 @@ impl<'fs> Compiler<'fs> {
     /// Checks that sections which must be mappings are mappings.
     fn section_types(&mut self, entries: &[(Key, Node)], scope_path: &str) {
         for (key, node) in entries {
-            if matches!(key.text.as_str(), "vars" | "secrets" | "modules" | "resources" | "outputs" | "inputs")
-                && !matches!(node.value, Y::Map(_) | Y::Null)
+            if matches!(
+                key.text.as_str(),
+                "vars" | "secrets" | "modules" | "resources" | "outputs" | "inputs"
+            ) && !matches!(node.value, Y::Map(_) | Y::Null)
             {
-                self.wrong_type(node, &join(scope_path, &key.text), "a mapping of names to entries");
+                self.wrong_type(
+                    node,
+                    &join(scope_path, &key.text),
+                    "a mapping of names to entries",
+                );
             }
         }
     }
@@ -296,37 +406,73 @@ impl<'fs> Compiler<'fs> {
 
     fn secret(&mut self, key: &Key, node: &Node) -> Option<SecretSource> {
         let path = format!("secrets.{}", key.text);
-        let entries = self.map(node, &path, "a mapping with `env:` (a variable name) or `file:` (a path)")?;
+        let entries = self.map(
+            node,
+            &path,
+            "a mapping with `env:` (a variable name) or `file:` (a path)",
+        )?;
         self.check_keys(entries, &["env", "file", "description"], &path, "a secret");
         let env = entries.iter().find(|(k, _)| k.text == "env");
         let file = entries.iter().find(|(k, _)| k.text == "file");
         match (env, file) {
-            (Some((_, v)), None) => self.string(v, &format!("{path}.env")).map(SecretSource::Env),
-            (None, Some((_, v))) => self.string(v, &format!("{path}.file")).map(SecretSource::File),
+            (Some((_, v)), None) => self
+                .string(v, &format!("{path}.env"))
+                .map(SecretSource::Env),
+            (None, Some((_, v))) => self
+                .string(v, &format!("{path}.file"))
+                .map(SecretSource::File),
             _ => {
-                self.emit(Diagnostic::new(Code::InvalidValue, node.span, &path, "a secret needs exactly one of `env:` or `file:`")
-                    .help("e.g. `db_url: { env: DATABASE_URL }`").label("here"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        node.span,
+                        &path,
+                        "a secret needs exactly one of `env:` or `file:`",
+                    )
+                    .help("e.g. `db_url: { env: DATABASE_URL }`")
+                    .label("here"),
+                );
                 None
             }
         }
     }
 
     /// Entries with unique, valid names; duplicates (across files too) are reported with both places.
-    fn unique<'n>(&mut self, entries: &[(&'n Key, &'n Node)], section: &str) -> Vec<(&'n Key, &'n Node)> {
+    fn unique<'n>(
+        &mut self,
+        entries: &[(&'n Key, &'n Node)],
+        section: &str,
+    ) -> Vec<(&'n Key, &'n Node)> {
         let mut seen: IndexMap<&str, Span> = IndexMap::new();
         let mut out = Vec::new();
         for &(key, node) in entries {
             let path = format!("{section}.{}", key.text);
             if let Some(first) = seen.get(key.text.as_str()) {
                 let first = *first;
-                self.emit(Diagnostic::new(Code::DuplicateName, key.span, &path, format!("`{}` is declared twice in `{section}`", key.text))
+                self.emit(
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        key.span,
+                        &path,
+                        format!("`{}` is declared twice in `{section}`", key.text),
+                    )
                     .related(first, "first declared here")
-                    .help("rename one of them; names must be unique within a section").label("declared again here"));
+                    .help("rename one of them; names must be unique within a section")
+                    .label("declared again here"),
+                );
                 continue;
             }
             if !is_name(&key.text) {
-                self.emit(Diagnostic::new(Code::InvalidValue, key.span, &path, format!("`{}` is not a valid name", key.text))
-                    .help("use letters, digits, `-` and `_`, starting with a letter").label("invalid name"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        key.span,
+                        &path,
+                        format!("`{}` is not a valid name", key.text),
+                    )
+                    .help("use letters, digits, `-` and `_`, starting with a letter")
+                    .label("invalid name"),
+                );
             }
             seen.insert(&key.text, key.span);
             out.push((key, node));
@@ -350,12 +496,26 @@ impl<'fs> Compiler<'fs> {
 
     fn resource(&mut self, scope: ScopeId, key: &Key, node: &Node) {
         let address = format!("{}resources.{}", self.scopes[scope].prefix, key.text);
-        let Some(entries) = self.map(node, &address, "a resource: a mapping with `kind:` and its attributes") else { return };
+        let Some(entries) = self.map(
+            node,
+            &address,
+            "a resource: a mapping with `kind:` and its attributes",
+        ) else {
+            return;
+        };
         let kind = match entries.iter().find(|(k, _)| k.text == "kind") {
             None => {
                 let kinds: Vec<&str> = schema::KINDS.iter().map(|k| k.kind).collect();
-                self.emit(Diagnostic::new(Code::MissingKey, key.span, &format!("{address}.kind"), "the resource has no `kind`")
-                    .help(format!("add `kind:` with one of: {}", kinds.join(", "))).label("this resource needs `kind:`"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::MissingKey,
+                        key.span,
+                        &format!("{address}.kind"),
+                        "the resource has no `kind`",
+                    )
+                    .help(format!("add `kind:` with one of: {}", kinds.join(", ")))
+                    .label("this resource needs `kind:`"),
+                );
                 None
             }
             Some((_, k)) => self.kind(k, &format!("{address}.kind")),
@@ -384,7 +544,15 @@ impl<'fs> Compiler<'fs> {
                             let value = self.attribute(v, &path, attr.ty);
                             resource.attrs.insert(k.text.clone(), value);
                         }
-                        None => self.unknown_key(k, &address, kind.attrs.iter().map(|a| a.name).chain(schema::META_KEYS.iter().copied()), &format!("a `{}` resource", kind.kind)),
+                        None => self.unknown_key(
+                            k,
+                            &address,
+                            kind.attrs
+                                .iter()
+                                .map(|a| a.name)
+                                .chain(schema::META_KEYS.iter().copied()),
+                            &format!("a `{}` resource", kind.kind),
+                        ),
                     }
                 }
             }
@@ -401,7 +569,12 @@ impl<'fs> Compiler<'fs> {
         let found = schema::kind(&name);
         if found.is_none() {
             let kinds: Vec<&str> = schema::KINDS.iter().map(|k| k.kind).collect();
-            let d = self.err(Code::InvalidValue, node.span, path, format!("unknown resource kind `{name}`"));
+            let d = self.err(
+                Code::InvalidValue,
+                node.span,
+                path,
+                format!("unknown resource kind `{name}`"),
+            );
             d.label = format!("expected one of: {}", kinds.join(", "));
             if let Some(best) = closest(&name, kinds.iter().copied()) {
                 d.help = Some(format!("did you mean `{best}`?"));
@@ -410,24 +583,63 @@ impl<'fs> Compiler<'fs> {
         found
     }
 
-    fn required_attrs(&mut self, kind: &KindSchema, resource: &Resource, span: Span, address: &str) {
+    fn required_attrs(
+        &mut self,
+        kind: &KindSchema,
+        resource: &Resource,
+        span: Span,
+        address: &str,
+    ) {
         for attr in kind.attrs.iter().filter(|a| a.required) {
             if !resource.attrs.contains_key(attr.name) {
-                self.emit(Diagnostic::new(Code::MissingKey, resource.span, &format!("{address}.{}", attr.name), format!("the `{}` resource has no `{}`", kind.kind, attr.name))
-                    .help(format!("add `{}:` ({}): {}", attr.name, attr.ty.describe(), attr.doc)).label(format!("`{}` is required", attr.name)));
+                self.emit(
+                    Diagnostic::new(
+                        Code::MissingKey,
+                        resource.span,
+                        &format!("{address}.{}", attr.name),
+                        format!("the `{}` resource has no `{}`", kind.kind, attr.name),
+                    )
+                    .help(format!(
+                        "add `{}:` ({}): {}",
+                        attr.name,
+                        attr.ty.describe(),
+                        attr.doc
+                    ))
+                    .label(format!("`{}` is required", attr.name)),
+                );
             }
         }
         for group in kind.one_of {
-            let given: Vec<&str> = group.iter().copied().filter(|a| resource.attrs.contains_key(*a)).collect();
+            let given: Vec<&str> = group
+                .iter()
+                .copied()
+                .filter(|a| resource.attrs.contains_key(*a))
+                .collect();
             if given.len() != 1 {
-                let names = group.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(" or ");
+                let names = group
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 let message = if given.is_empty() {
                     format!("the `{}` resource needs {names}", kind.kind)
                 } else {
                     format!("the `{}` resource takes only one of {names}", kind.kind)
                 };
-                self.emit(Diagnostic::new(Code::MissingKey, if given.is_empty() { resource.span } else { span }, address, message)
-                    .help(format!("give exactly one of {names}")).label("here"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::MissingKey,
+                        if given.is_empty() {
+                            resource.span
+                        } else {
+                            span
+                        },
+                        address,
+                        message,
+                    )
+                    .help(format!("give exactly one of {names}"))
+                    .label("here"),
+                );
             }
         }
     }
@@ -436,7 +648,15 @@ impl<'fs> Compiler<'fs> {
         for name in &resource.lifecycle.ignore_changes {
             if kind.attr(name).is_none() {
                 let names: Vec<&str> = kind.attrs.iter().map(|a| a.name).collect();
-                let d = self.err(Code::InvalidValue, resource.span, &format!("{address}.lifecycle.ignore_changes"), format!("`ignore_changes` names `{name}`, which a `{}` resource does not have", kind.kind));
+                let d = self.err(
+                    Code::InvalidValue,
+                    resource.span,
+                    &format!("{address}.lifecycle.ignore_changes"),
+                    format!(
+                        "`ignore_changes` names `{name}`, which a `{}` resource does not have",
+                        kind.kind
+                    ),
+                );
                 d.label = format!("attributes: {}", names.join(", "));
                 if let Some(best) = closest(name, names.iter().copied()) {
                     d.help = Some(format!("did you mean `{best}`?"));
@@ -452,14 +672,20 @@ impl<'fs> Compiler<'fs> {
         };
         let prefix = self.scopes[scope].prefix.clone();
         for (i, item) in items.iter().enumerate() {
-            let Some(target) = self.string(item, &format!("{path}[{i}]")) else { continue };
-            resource.depends_on.insert(format!("{prefix}{target}"), item.span);
+            let Some(target) = self.string(item, &format!("{path}[{i}]")) else {
+                continue;
+            };
+            resource
+                .depends_on
+                .insert(format!("{prefix}{target}"), item.span);
         }
     }
 
     fn lifecycle(&mut self, node: &Node, path: &str) -> Lifecycle {
         let mut out = Lifecycle::default();
-        let Some(entries) = self.map(node, path, "a mapping of lifecycle rules") else { return out };
+        let Some(entries) = self.map(node, path, "a mapping of lifecycle rules") else {
+            return out;
+        };
         self.check_keys(entries, LIFECYCLE_KEYS, path, "`lifecycle`");
         for (k, v) in entries {
             let p = format!("{path}.{}", k.text);
@@ -487,8 +713,16 @@ impl<'fs> Compiler<'fs> {
             Some("auto") => Reconcile::Auto,
             Some("report") | None => Reconcile::Report,
             Some(other) => {
-                self.emit(Diagnostic::new(Code::InvalidValue, node.span, path, format!("`reconcile` is `{other}`"))
-                    .help("use `auto` (repair drift by itself) or `report` (only report it)").label("expected `auto` or `report`"));
+                self.emit(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        node.span,
+                        path,
+                        format!("`reconcile` is `{other}`"),
+                    )
+                    .help("use `auto` (repair drift by itself) or `report` (only report it)")
+                    .label("expected `auto` or `report`"),
+                );
                 Reconcile::Report
             }
         }
@@ -497,25 +731,72 @@ impl<'fs> Compiler<'fs> {
     fn module_call(&mut self, parent: ScopeId, key: &Key, node: &Node, base: &Path) {
         let parent_prefix = self.scopes[parent].prefix.clone();
         let path = format!("{parent_prefix}modules.{}", key.text);
-        let Some(entries) = self.map(node, &path, "a module call: a mapping with `source:` and `inputs:`") else { return };
-        self.check_keys(entries, MODULE_CALL_KEYS, &path, "a module call");
-        let Some((_, source_node)) = entries.iter().find(|(k, _)| k.text == "source") else {
-            self.emit(Diagnostic::new(Code::MissingKey, key.span, &format!("{path}.source"), "the module has no `source`")
-                .help("add `source: ./modules/NAME` (a directory with a kiln.yaml)").label("needs `source:`"));
+        let Some(entries) = self.map(
+            node,
+            &path,
+            "a module call: a mapping with `source:` and `inputs:`",
+        ) else {
             return;
         };
-        let Some(source) = self.string(source_node, &format!("{path}.source")) else { return };
+        self.check_keys(entries, MODULE_CALL_KEYS, &path, "a module call");
+        let Some((_, source_node)) = entries.iter().find(|(k, _)| k.text == "source") else {
+            self.emit(
+                Diagnostic::new(
+                    Code::MissingKey,
+                    key.span,
+                    &format!("{path}.source"),
+                    "the module has no `source`",
+                )
+                .help("add `source: ./modules/NAME` (a directory with a kiln.yaml)")
+                .label("needs `source:`"),
+            );
+            return;
+        };
+        let Some(source) = self.string(source_node, &format!("{path}.source")) else {
+            return;
+        };
         let dir = normalize(&base.join(&source));
-        let file = if self.fs.is_dir(&dir) { dir.join("kiln.yaml") } else { dir.clone() };
+        let file = if self.fs.is_dir(&dir) {
+            dir.join("kiln.yaml")
+        } else {
+            dir.clone()
+        };
         if self.module_chain.contains(&file) || self.module_chain.len() >= MAX_MODULE_DEPTH {
-            let chain: Vec<String> = self.module_chain.iter().map(|p| p.display().to_string()).collect();
-            self.emit(Diagnostic::new(Code::Cycle, source_node.span, &format!("{path}.source"), format!("module {} calls itself: {} → {}", file.display(), chain.join(" → "), file.display()))
-                .help("modules may nest, but not in a loop").label("called again here"));
+            let chain: Vec<String> = self
+                .module_chain
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            self.emit(
+                Diagnostic::new(
+                    Code::Cycle,
+                    source_node.span,
+                    &format!("{path}.source"),
+                    format!(
+                        "module {} calls itself: {} → {}",
+                        file.display(),
+                        chain.join(" → "),
+                        file.display()
+                    ),
+                )
+                .help("modules may nest, but not in a loop")
+                .label("called again here"),
+            );
             return;
         }
-        let Some((_, module_node)) = self.read(&file, Some((source_node.span, &format!("{path}.source")))) else { return };
+        let Some((_, module_node)) =
+            self.read(&file, Some((source_node.span, &format!("{path}.source"))))
+        else {
+            return;
+        };
         let module_base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let Some(module_entries) = self.map(&module_node, "", "a module file: a mapping with `inputs:`, `resources:` and `outputs:`") else { return };
+        let Some(module_entries) = self.map(
+            &module_node,
+            "",
+            "a module file: a mapping with `inputs:`, `resources:` and `outputs:`",
+        ) else {
+            return;
+        };
         self.check_keys(module_entries, MODULE_KEYS, "", "a module file");
         self.section_types(module_entries, "");
 
@@ -538,46 +819,87 @@ impl<'fs> Compiler<'fs> {
                 Self::gather(inc_entries, &mut sections);
             }
         }
-        let given = entries.iter().find(|(k, _)| k.text == "inputs").map(|(_, v)| v);
+        let given = entries
+            .iter()
+            .find(|(k, _)| k.text == "inputs")
+            .map(|(_, v)| v);
         self.module_inputs(scope, &sections, given, key.span, &path);
         self.module_chain.push(file);
         self.scope_body(scope, &sections, &module_base);
         self.module_chain.pop();
     }
 
-    fn module_inputs(&mut self, scope: ScopeId, sections: &Sections<'_>, given: Option<&Node>, call_span: Span, path: &str) {
+    fn module_inputs(
+        &mut self,
+        scope: ScopeId,
+        sections: &Sections<'_>,
+        given: Option<&Node>,
+        call_span: Span,
+        path: &str,
+    ) {
         let mut declared: IndexMap<String, (Option<Node>, String)> = IndexMap::new();
         for (key, node) in self.unique(&sections.inputs, "inputs") {
             let decl_path = format!("inputs.{}", key.text);
-            let Some(entries) = self.map(node, &decl_path, "an input declaration: `{ type: string, default: ..., description: ... }`") else { continue };
+            let Some(entries) = self.map(
+                node,
+                &decl_path,
+                "an input declaration: `{ type: string, default: ..., description: ... }`",
+            ) else {
+                continue;
+            };
             self.check_keys(entries, INPUT_DECL_KEYS, &decl_path, "an input declaration");
             let ty = match entries.iter().find(|(k, _)| k.text == "type") {
                 None => "any".to_owned(),
                 Some((_, t)) => {
-                    let t_name = self.string(t, &format!("{decl_path}.type")).unwrap_or_else(|| "any".into());
+                    let t_name = self
+                        .string(t, &format!("{decl_path}.type"))
+                        .unwrap_or_else(|| "any".into());
                     if !INPUT_TYPES.contains(&t_name.as_str()) {
-                        self.emit(Diagnostic::new(Code::InvalidValue, t.span, &format!("{decl_path}.type"), format!("unknown input type `{t_name}`")).label(format!("expected one of: {}", INPUT_TYPES.join(", "))));
+                        self.emit(
+                            Diagnostic::new(
+                                Code::InvalidValue,
+                                t.span,
+                                &format!("{decl_path}.type"),
+                                format!("unknown input type `{t_name}`"),
+                            )
+                            .label(format!("expected one of: {}", INPUT_TYPES.join(", "))),
+                        );
                     }
                     t_name
                 }
             };
-            let default = entries.iter().find(|(k, _)| k.text == "default").map(|(_, v)| v.clone());
+            let default = entries
+                .iter()
+                .find(|(k, _)| k.text == "default")
+                .map(|(_, v)| v.clone());
             declared.insert(key.text.clone(), (default, ty));
         }
         let mut values: IndexMap<String, Value> = IndexMap::new();
         if let Some(given) = given {
             let inputs_path = format!("{path}.inputs");
-            if let Some(entries) = self.map(given, &inputs_path, "a mapping of input names to values") {
+            if let Some(entries) =
+                self.map(given, &inputs_path, "a mapping of input names to values")
+            {
                 for (k, v) in entries {
                     let p = format!("{inputs_path}.{}", k.text);
                     match declared.get(&k.text) {
                         None => {
-                            let d = self.err(Code::ModuleInput, k.span, &p, format!("the module has no input `{}`", k.text));
+                            let d = self.err(
+                                Code::ModuleInput,
+                                k.span,
+                                &p,
+                                format!("the module has no input `{}`", k.text),
+                            );
                             d.label = "unknown input".into();
-                            d.help = Some(match closest(&k.text, declared.keys().map(String::as_str)) {
-                                Some(best) => format!("did you mean `{best}`?"),
-                                None => format!("declared inputs: {}", declared.keys().cloned().collect::<Vec<_>>().join(", ")),
-                            });
+                            d.help = Some(
+                                match closest(&k.text, declared.keys().map(String::as_str)) {
+                                    Some(best) => format!("did you mean `{best}`?"),
+                                    None => format!(
+                                        "declared inputs: {}",
+                                        declared.keys().cloned().collect::<Vec<_>>().join(", ")
+                                    ),
+                                },
+                            );
                         }
                         Some((_, ty)) => {
                             let value = self.value(v, &p);
@@ -598,8 +920,18 @@ impl<'fs> Compiler<'fs> {
                     values.insert(name.clone(), value);
                 }
                 None => {
-                    self.emit(Diagnostic::new(Code::ModuleInput, call_span, &format!("{path}.inputs.{name}"), format!("the module's required input `{name}` is not given"))
-                        .help(format!("add `{name}:` ({ty}) under `inputs:` of this module call")).label(format!("missing input `{name}`")));
+                    self.emit(
+                        Diagnostic::new(
+                            Code::ModuleInput,
+                            call_span,
+                            &format!("{path}.inputs.{name}"),
+                            format!("the module's required input `{name}` is not given"),
+                        )
+                        .help(format!(
+                            "add `{name}:` ({ty}) under `inputs:` of this module call"
+                        ))
+                        .label(format!("missing input `{name}`")),
+                    );
                 }
             }
         }
@@ -608,7 +940,9 @@ impl<'fs> Compiler<'fs> {
     }
 
     fn check_input_type(&mut self, value: &Value, node: &Node, ty: &str, path: &str) {
-        let ValueKind::Literal(json) = &value.kind else { return };
+        let ValueKind::Literal(json) = &value.kind else {
+            return;
+        };
         let ok = match ty {
             "string" => json.is_string(),
             "number" => json.is_number(),
@@ -618,8 +952,16 @@ impl<'fs> Compiler<'fs> {
             _ => true,
         };
         if !ok {
-            self.emit(Diagnostic::new(Code::ModuleInput, node.span, path, format!("the input expects a {ty}, found {}", node.value.type_name()))
-                .help(format!("give a {ty} here")).label(format!("expected a {ty}")));
+            self.emit(
+                Diagnostic::new(
+                    Code::ModuleInput,
+                    node.span,
+                    path,
+                    format!("the input expects a {ty}, found {}", node.value.type_name()),
+                )
+                .help(format!("give a {ty} here"))
+                .label(format!("expected a {ty}")),
+            );
         }
     }
 
@@ -627,6 +969,27 @@ impl<'fs> Compiler<'fs> {
     /// value is known now.
     fn attribute(&mut self, node: &Node, path: &str, ty: AttrType) -> Value {
         let value = self.value(node, path);
+        if let ValueKind::Template { template, .. } = &value.kind {
+            let whole = template
+                .parts()
+                .iter()
+                .filter(
+                    |p| !matches!(p, kiln_expr::TemplatePart::Literal(t) if t.trim().is_empty()),
+                )
+                .count()
+                == 1
+                && template
+                    .parts()
+                    .iter()
+                    .any(|p| matches!(p, kiln_expr::TemplatePart::Expr { .. }));
+            if !whole && matches!(ty, AttrType::List | AttrType::StringMap) {
+                self.emit(
+                    Diagnostic::new(Code::WrongType, node.span, path, format!("expected {}, found a string", ty.describe()))
+                        .label(format!("expected {}", ty.describe()))
+                        .help("text around `${{ }}` always makes a string; use a YAML list or mapping, or one whole `${{ }}` expression"),
+                );
+            }
+        }
         if let ValueKind::Literal(json) = &value.kind {
             if let Some(normalised) = self.check_attr(node, json, path, ty) {
                 return Value {
@@ -640,43 +1003,86 @@ impl<'fs> Compiler<'fs> {
 
     /// Checks a literal attribute value against its type; returns the normalised value
     /// (durations in milliseconds).
-    fn check_attr(&mut self, node: &Node, json: &serde_json::Value, path: &str, ty: AttrType) -> Option<serde_json::Value> {
+    fn check_attr(
+        &mut self,
+        node: &Node,
+        json: &serde_json::Value,
+        path: &str,
+        ty: AttrType,
+    ) -> Option<serde_json::Value> {
         use serde_json::Value as J;
         match (ty, json) {
             (AttrType::Any, _) => Some(json.clone()),
-            (AttrType::String | AttrType::Path | AttrType::TemplateFile, J::String(_)) => Some(json.clone()),
+            (AttrType::String | AttrType::Path | AttrType::TemplateFile, J::String(_)) => {
+                Some(json.clone())
+            }
             (AttrType::String, J::Number(_) | J::Bool(_)) => Some(J::String(node_text(node, json))),
             (AttrType::FileMode, J::String(s)) => {
                 if s.len() < 3 || s.len() > 4 || !s.chars().all(|c| ('0'..='7').contains(&c)) {
-                    self.emit(Diagnostic::new(Code::InvalidValue, node.span, path, format!("`{s}` is not an octal file mode"))
-                        .help("write the mode as a quoted octal string, like \"0644\" or \"0755\"").label("expected 3 or 4 octal digits"));
+                    self.emit(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            node.span,
+                            path,
+                            format!("`{s}` is not an octal file mode"),
+                        )
+                        .help("write the mode as a quoted octal string, like \"0644\" or \"0755\"")
+                        .label("expected 3 or 4 octal digits"),
+                    );
                 }
                 Some(json.clone())
             }
             (AttrType::Duration, J::String(s)) => match units::parse_duration(s) {
                 Ok(ms) => Some(J::from(ms)),
                 Err(why) => {
-                    self.emit(Diagnostic::new(Code::BadUnit, node.span, path, format!("invalid duration: {why}"))
-                        .help("write a number with a unit: `500ms`, `30s`, `5m`, `1h`").label("expected a duration"));
+                    self.emit(
+                        Diagnostic::new(
+                            Code::BadUnit,
+                            node.span,
+                            path,
+                            format!("invalid duration: {why}"),
+                        )
+                        .help("write a number with a unit: `500ms`, `30s`, `5m`, `1h`")
+                        .label("expected a duration"),
+                    );
                     None
                 }
             },
             (AttrType::Command, J::String(s)) if !s.trim().is_empty() => Some(json.clone()),
-            (AttrType::Command, J::Array(items)) if !items.is_empty() && items.iter().all(J::is_string) => Some(json.clone()),
+            (AttrType::Command, J::Array(items))
+                if !items.is_empty() && items.iter().all(J::is_string) =>
+            {
+                Some(json.clone())
+            }
             (AttrType::List, J::Array(_)) => Some(json.clone()),
-            (AttrType::StringMap, J::Object(m)) if m.values().all(|v| !v.is_object() && !v.is_array()) => {
-                Some(J::Object(m.iter().map(|(k, v)| (k.clone(), J::String(json_scalar_text(v)))).collect()))
+            (AttrType::StringMap, J::Object(m))
+                if m.values().all(|v| !v.is_object() && !v.is_array()) =>
+            {
+                Some(J::Object(
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), J::String(json_scalar_text(v))))
+                        .collect(),
+                ))
             }
             _ => {
-                let found = if matches!(ty, AttrType::Command) && json.as_str().is_some_and(|s| s.trim().is_empty()) {
+                let found = if matches!(ty, AttrType::Command)
+                    && json.as_str().is_some_and(|s| s.trim().is_empty())
+                {
                     "an empty string".to_owned()
                 } else {
                     node.value.type_name().to_owned()
                 };
-                let d = self.err(Code::WrongType, node.span, path, format!("expected {}, found {found}", ty.describe()));
+                let d = self.err(
+                    Code::WrongType,
+                    node.span,
+                    path,
+                    format!("expected {}, found {found}", ty.describe()),
+                );
                 d.label = format!("expected {}", ty.describe());
                 if matches!(ty, AttrType::FileMode) && json.is_number() {
-                    d.help = Some("quote the mode so YAML keeps the leading zero: mode: \"0644\"".into());
+                    d.help = Some(
+                        "quote the mode so YAML keeps the leading zero: mode: \"0644\"".into(),
+                    );
                 } else if matches!(ty, AttrType::Duration) && json.is_number() {
                     d.help = Some(format!("add a unit: `{}s`", node_text(node, json)));
                 }
@@ -690,7 +1096,11 @@ impl<'fs> Compiler<'fs> {
         let kind = match &node.value {
             Y::String { text, .. } if text.contains("${{") => self.template(node, text, path),
             Y::Seq(items) => {
-                let values: Vec<Value> = items.iter().enumerate().map(|(i, n)| self.value(n, &format!("{path}[{i}]"))).collect();
+                let values: Vec<Value> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| self.value(n, &format!("{path}[{i}]")))
+                    .collect();
                 if values.iter().all(Value::is_literal) {
                     ValueKind::Literal(node.to_json())
                 } else {
@@ -698,7 +1108,10 @@ impl<'fs> Compiler<'fs> {
                 }
             }
             Y::Map(entries) => {
-                let values: IndexMap<String, Value> = entries.iter().map(|(k, n)| (k.text.clone(), self.value(n, &format!("{path}.{}", k.text)))).collect();
+                let values: IndexMap<String, Value> = entries
+                    .iter()
+                    .map(|(k, n)| (k.text.clone(), self.value(n, &format!("{path}.{}", k.text))))
+                    .collect();
                 if values.values().all(Value::is_literal) {
                     ValueKind::Literal(node.to_json())
                 } else {
@@ -707,7 +1120,10 @@ impl<'fs> Compiler<'fs> {
             }
             _ => ValueKind::Literal(node.to_json()),
         };
-        Value { kind, span: node.span }
+        Value {
+            kind,
+            span: node.span,
+        }
     }
 
     fn template(&mut self, node: &Node, text: &str, path: &str) -> ValueKind {
@@ -756,11 +1172,21 @@ impl<'fs> Compiler<'fs> {
         match &node.value {
             Y::Bool(b) => *b,
             _ => {
-                let d = self.err(Code::WrongType, node.span, path, format!("expected true or false, found {}", node.value.type_name()));
+                let d = self.err(
+                    Code::WrongType,
+                    node.span,
+                    path,
+                    format!("expected true or false, found {}", node.value.type_name()),
+                );
                 d.label = "expected a boolean".into();
                 if let Y::String { text, .. } = &node.value {
-                    if matches!(text.to_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n") {
-                        d.help = Some(format!("YAML 1.2 reads `{text}` as a string; write `true` or `false`"));
+                    if matches!(
+                        text.to_lowercase().as_str(),
+                        "yes" | "no" | "on" | "off" | "y" | "n"
+                    ) {
+                        d.help = Some(format!(
+                            "YAML 1.2 reads `{text}` as a string; write `true` or `false`"
+                        ));
                     }
                 }
                 false
@@ -769,7 +1195,18 @@ impl<'fs> Compiler<'fs> {
     }
 
     fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
-        self.emit(Diagnostic::new(Code::WrongType, node.span, path, format!("expected {expected}, found {}", node.value.type_name())).label(format!("expected {}", expected.split(':').next().unwrap_or(expected))));
+        self.emit(
+            Diagnostic::new(
+                Code::WrongType,
+                node.span,
+                path,
+                format!("expected {expected}, found {}", node.value.type_name()),
+            )
+            .label(format!(
+                "expected {}",
+                expected.split(':').next().unwrap_or(expected)
+            )),
+        );
     }
 
     fn check_keys(&mut self, entries: &[(Key, Node)], allowed: &[&str], path: &str, what: &str) {
@@ -780,8 +1217,19 @@ impl<'fs> Compiler<'fs> {
         }
     }
 
-    fn unknown_key<'a>(&mut self, key: &Key, path: &str, allowed: impl Iterator<Item = &'a str> + Clone, what: &str) {
-        let d = self.err(Code::UnknownKey, key.span, &join(path, &key.text), format!("unknown key `{}` in {what}", key.text));
+    fn unknown_key<'a>(
+        &mut self,
+        key: &Key,
+        path: &str,
+        allowed: impl Iterator<Item = &'a str> + Clone,
+        what: &str,
+    ) {
+        let d = self.err(
+            Code::UnknownKey,
+            key.span,
+            &join(path, &key.text),
+            format!("unknown key `{}` in {what}", key.text),
+        );
         d.label = "unknown key".into();
         d.help = Some(match closest(&key.text, allowed.clone()) {
             Some(best) => format!("did you mean `{best}`?"),
@@ -792,7 +1240,13 @@ impl<'fs> Compiler<'fs> {
 
 /// Maps a byte range of a scalar's processed text back to the source when the source spells the
 /// text the same way (plain or simply quoted); otherwise points at the whole scalar.
-pub(crate) fn text_span(sources: &SourceMap, span: Span, text: &str, offset: usize, len: usize) -> Span {
+pub(crate) fn text_span(
+    sources: &SourceMap,
+    span: Span,
+    text: &str,
+    offset: usize,
+    len: usize,
+) -> Span {
     let source = &sources.file(span.file).text;
     let raw = source.get(span.start..span.end).unwrap_or("");
     if raw == text {
@@ -818,7 +1272,11 @@ fn json_scalar_text(v: &serde_json::Value) -> String {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Names of resources, modules, vars and secrets: a letter, then letters, digits, `-`, `_`.

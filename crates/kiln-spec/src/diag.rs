@@ -70,7 +70,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at `span` for `key_path`.
-    pub fn new(code: Code, span: Span, key_path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        code: Code,
+        span: Span,
+        key_path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             code,
             message: message.into(),
@@ -151,7 +156,8 @@ impl Diagnostics {
 
     /// Everything recorded, in file then position order (stable for snapshots).
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.list.sort_by_key(|d| d.span.map(|s| (s.file, s.start, s.end)));
+        self.list
+            .sort_by_key(|d| d.span.map(|s| (s.file, s.start, s.end)));
         self.list.dedup();
         self.list
     }

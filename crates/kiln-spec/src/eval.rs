@@ -75,12 +75,18 @@ struct Out {
 }
 
 /// Evaluates every attribute of a resource.
-pub fn evaluate_resource(stack: &Stack, resource: &Resource, cx: &dyn Context) -> Result<Evaluated, Vec<EvalFailure>> {
+pub fn evaluate_resource(
+    stack: &Stack,
+    resource: &Resource,
+    cx: &dyn Context,
+) -> Result<Evaluated, Vec<EvalFailure>> {
     let mut evaluated = Evaluated::default();
     let mut failures = Vec::new();
     let kind = schema::kind(&resource.kind);
     for (name, value) in &resource.attrs {
-        let ty = kind.and_then(|k| k.attr(name)).map_or(AttrType::Any, |a| a.ty);
+        let ty = kind
+            .and_then(|k| k.attr(name))
+            .map_or(AttrType::Any, |a| a.ty);
         let fail = |message: String| EvalFailure {
             address: resource.address.clone(),
             attribute: name.clone(),
@@ -108,14 +114,28 @@ pub fn evaluate_resource(stack: &Stack, resource: &Resource, cx: &dyn Context) -
         }
     }
     render_template_file(stack, resource, cx, &mut evaluated, &mut failures);
-    if failures.is_empty() { Ok(evaluated) } else { Err(failures) }
+    if failures.is_empty() {
+        Ok(evaluated)
+    } else {
+        Err(failures)
+    }
 }
 
 /// A `template:` attribute names a file whose text is rendered into `content`.
-fn render_template_file(stack: &Stack, resource: &Resource, cx: &dyn Context, evaluated: &mut Evaluated, failures: &mut Vec<EvalFailure>) {
-    let Some(kind) = schema::kind(&resource.kind) else { return };
+fn render_template_file(
+    stack: &Stack,
+    resource: &Resource,
+    cx: &dyn Context,
+    evaluated: &mut Evaluated,
+    failures: &mut Vec<EvalFailure>,
+) {
+    let Some(kind) = schema::kind(&resource.kind) else {
+        return;
+    };
     for attr in kind.attrs.iter().filter(|a| a.ty == AttrType::TemplateFile) {
-        let Some(serde_json::Value::String(path)) = evaluated.attrs.get(attr.name).cloned() else { continue };
+        let Some(serde_json::Value::String(path)) = evaluated.attrs.get(attr.name).cloned() else {
+            continue;
+        };
         let fail = |message: String| EvalFailure {
             address: resource.address.clone(),
             attribute: attr.name.to_owned(),
@@ -135,7 +155,10 @@ fn render_template_file(stack: &Stack, resource: &Resource, cx: &dyn Context, ev
         let template = match kiln_expr::Template::parse(&text, &opts) {
             Ok(t) => t,
             Err(err) => {
-                failures.push(fail(format!("{path}: invalid expression at byte {}: {}", err.offset, err.message)));
+                failures.push(fail(format!(
+                    "{path}: invalid expression at byte {}: {}",
+                    err.offset, err.message
+                )));
                 continue;
             }
         };
@@ -147,12 +170,17 @@ fn render_template_file(stack: &Stack, resource: &Resource, cx: &dyn Context, ev
             span: resource.span,
         };
         match eval_value(stack, resource.scope, &value, cx, 0) {
-            Ok(Out { value: Some(v), sensitive }) => {
+            Ok(Out {
+                value: Some(v),
+                sensitive,
+            }) => {
                 let content = match v {
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 };
-                evaluated.attrs.insert("content".into(), serde_json::Value::String(content));
+                evaluated
+                    .attrs
+                    .insert("content".into(), serde_json::Value::String(content));
                 if sensitive {
                     evaluated.sensitive.insert("content".into());
                 }
@@ -166,14 +194,25 @@ fn render_template_file(stack: &Stack, resource: &Resource, cx: &dyn Context, ev
 }
 
 /// Evaluates one declared output of a scope (the root's outputs are shown after apply).
-pub fn evaluate_output(stack: &Stack, scope: ScopeId, name: &str, cx: &dyn Context) -> Result<(Option<serde_json::Value>, bool), String> {
+pub fn evaluate_output(
+    stack: &Stack,
+    scope: ScopeId,
+    name: &str,
+    cx: &dyn Context,
+) -> Result<(Option<serde_json::Value>, bool), String> {
     let Some(value) = stack.scopes.get(scope).and_then(|s| s.outputs.get(name)) else {
         return Err(format!("no output `{name}`"));
     };
     eval_value(stack, scope, value, cx, 0).map(|o| (o.value, o.sensitive))
 }
 
-fn eval_value(stack: &Stack, scope: ScopeId, value: &Value, cx: &dyn Context, hops: usize) -> Result<Out, String> {
+fn eval_value(
+    stack: &Stack,
+    scope: ScopeId,
+    value: &Value,
+    cx: &dyn Context,
+    hops: usize,
+) -> Result<Out, String> {
     match &value.kind {
         ValueKind::Literal(json) => Ok(Out {
             value: Some(json.clone()),
@@ -186,7 +225,12 @@ fn eval_value(stack: &Stack, scope: ScopeId, value: &Value, cx: &dyn Context, ho
             for item in items {
                 let o = eval_value(stack, scope, item, cx, hops)?;
                 sensitive |= o.sensitive;
-                let Some(v) = o.value else { return Ok(Out { value: None, sensitive }) };
+                let Some(v) = o.value else {
+                    return Ok(Out {
+                        value: None,
+                        sensitive,
+                    });
+                };
                 out.push(v);
             }
             Ok(Out {
@@ -200,7 +244,12 @@ fn eval_value(stack: &Stack, scope: ScopeId, value: &Value, cx: &dyn Context, ho
             for (k, item) in entries {
                 let o = eval_value(stack, scope, item, cx, hops)?;
                 sensitive |= o.sensitive;
-                let Some(v) = o.value else { return Ok(Out { value: None, sensitive }) };
+                let Some(v) = o.value else {
+                    return Ok(Out {
+                        value: None,
+                        sensitive,
+                    });
+                };
                 out.insert(k.clone(), v);
             }
             Ok(Out {
@@ -212,7 +261,13 @@ fn eval_value(stack: &Stack, scope: ScopeId, value: &Value, cx: &dyn Context, ho
 }
 
 /// Builds a host holding only what the template reads, then renders it.
-fn eval_template(stack: &Stack, scope: ScopeId, template: &kiln_expr::Template, cx: &dyn Context, hops: usize) -> Result<Out, String> {
+fn eval_template(
+    stack: &Stack,
+    scope: ScopeId,
+    template: &kiln_expr::Template,
+    cx: &dyn Context,
+    hops: usize,
+) -> Result<Out, String> {
     if hops > MAX_HOPS {
         return Err("references go through too many modules".into());
     }
@@ -241,22 +296,38 @@ struct Contexts {
 
 impl Contexts {
     /// Adds what one reference path reads; false when the value is known only after apply.
-    fn add(&mut self, stack: &Stack, scope: ScopeId, path: &[String], cx: &dyn Context, hops: usize) -> Result<bool, String> {
-        let Some(head) = path.first() else { return Ok(true) };
+    fn add(
+        &mut self,
+        stack: &Stack,
+        scope: ScopeId,
+        path: &[String],
+        cx: &dyn Context,
+        hops: usize,
+    ) -> Result<bool, String> {
+        let Some(head) = path.first() else {
+            return Ok(true);
+        };
         let head = head.to_ascii_lowercase();
         let Some(name) = path.get(1) else {
-            return Err(format!("`{head}` must be followed by a name, like `{head}.NAME`"));
+            return Err(format!(
+                "`{head}` must be followed by a name, like `{head}.NAME`"
+            ));
         };
         let value = match head.as_str() {
             "vars" => X::from_json(&cx.var(name).unwrap_or(serde_json::Value::Null)),
             "secrets" => {
                 self.sensitive = true;
-                X::String(cx.secret(name).ok_or_else(|| format!("secret `{name}` has no value"))?)
+                X::String(
+                    cx.secret(name)
+                        .ok_or_else(|| format!("secret `{name}` has no value"))?,
+                )
             }
             "env" => cx.env(name).map_or(X::Null, X::String),
             "inputs" => {
                 let s = &stack.scopes[scope];
-                let (Some(parent), Some(input)) = (s.parent, s.inputs.get(name)) else { return Ok(true) };
+                let (Some(parent), Some(input)) = (s.parent, s.inputs.get(name)) else {
+                    return Ok(true);
+                };
                 let out = eval_value(stack, parent, input, cx, hops + 1)?;
                 self.sensitive |= out.sensitive;
                 let Some(v) = out.value else { return Ok(false) };
@@ -266,7 +337,11 @@ impl Contexts {
                 let address = format!("{}resources.{name}", stack.scopes[scope].prefix);
                 match cx.resource(&address) {
                     Known::Unknown => return Ok(false),
-                    Known::Known { attributes, outputs, sensitive } => {
+                    Known::Known {
+                        attributes,
+                        outputs,
+                        sensitive,
+                    } => {
                         self.sensitive |= sensitive;
                         let mut object = attributes;
                         object.insert("outputs".into(), serde_json::Value::Object(outputs));
@@ -275,14 +350,18 @@ impl Contexts {
                 }
             }
             "modules" => {
-                let Some(&module) = stack.scopes[scope].modules.get(name) else { return Ok(true) };
+                let Some(&module) = stack.scopes[scope].modules.get(name) else {
+                    return Ok(true);
+                };
                 let mut outputs = serde_json::Map::new();
                 let wanted: Vec<&String> = match path.get(3) {
                     Some(o) => vec![o],
                     None => stack.scopes[module].outputs.keys().collect(),
                 };
                 for output in wanted {
-                    let Some(value) = stack.scopes[module].outputs.get(output) else { continue };
+                    let Some(value) = stack.scopes[module].outputs.get(output) else {
+                        continue;
+                    };
                     let out = eval_value(stack, module, value, cx, hops + 1)?;
                     self.sensitive |= out.sensitive;
                     let Some(v) = out.value else { return Ok(false) };
@@ -312,11 +391,22 @@ fn convert(ty: AttrType, json: serde_json::Value) -> Result<serde_json::Value, S
     match (ty, json) {
         (AttrType::Duration, J::String(s)) => units::parse_duration(&s).map(J::from),
         (AttrType::Duration, J::Number(n)) => Ok(J::Number(n)),
-        (AttrType::String | AttrType::Path | AttrType::TemplateFile | AttrType::FileMode, J::Number(n)) => Ok(J::String(n.to_string())),
-        (AttrType::String | AttrType::Path | AttrType::TemplateFile | AttrType::FileMode, J::Bool(b)) => Ok(J::String(b.to_string())),
-        (AttrType::String | AttrType::Path | AttrType::TemplateFile | AttrType::FileMode, J::String(s)) => Ok(J::String(s)),
+        (
+            AttrType::String | AttrType::Path | AttrType::TemplateFile | AttrType::FileMode,
+            J::Number(n),
+        ) => Ok(J::String(n.to_string())),
+        (
+            AttrType::String | AttrType::Path | AttrType::TemplateFile | AttrType::FileMode,
+            J::Bool(b),
+        ) => Ok(J::String(b.to_string())),
+        (
+            AttrType::String | AttrType::Path | AttrType::TemplateFile | AttrType::FileMode,
+            J::String(s),
+        ) => Ok(J::String(s)),
         (AttrType::Command, J::String(s)) if !s.trim().is_empty() => Ok(J::String(s)),
-        (AttrType::Command, J::Array(a)) if !a.is_empty() && a.iter().all(J::is_string) => Ok(J::Array(a)),
+        (AttrType::Command, J::Array(a)) if !a.is_empty() && a.iter().all(J::is_string) => {
+            Ok(J::Array(a))
+        }
         (AttrType::List, J::Array(a)) => Ok(J::Array(a)),
         (AttrType::StringMap, J::Object(m)) => Ok(J::Object(
             m.into_iter()
@@ -331,7 +421,11 @@ fn convert(ty: AttrType, json: serde_json::Value) -> Result<serde_json::Value, S
                 .collect(),
         )),
         (AttrType::Any, v) => Ok(v),
-        (ty, v) => Err(format!("evaluates to {}, expected {}", json_type(&v), ty.describe())),
+        (ty, v) => Err(format!(
+            "evaluates to {}, expected {}",
+            json_type(&v),
+            ty.describe()
+        )),
     }
 }
 

@@ -6,17 +6,17 @@
 //! [`load::FileSystem`] trait that the caller passes in, so that validation is pure and tests
 //! run on in-memory trees.
 
+pub mod compile;
 pub mod diag;
 pub mod eval;
-pub mod source;
-pub mod yaml;
-pub mod compile;
 pub mod load;
 pub mod model;
 mod resolve;
 pub mod schema;
+pub mod source;
 pub mod suggest;
 pub mod units;
+pub mod yaml;
 
 pub use compile::{LoadFailure, load};
 pub use diag::{Code, Diagnostic};

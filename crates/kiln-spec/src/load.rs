@@ -33,10 +33,9 @@ impl MemoryFs {
 
 impl FileSystem for MemoryFs {
     fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
-        self.files
-            .get(&normalize(path))
-            .cloned()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"))
+        self.files.get(&normalize(path)).cloned().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory")
+        })
     }
 
     fn is_dir(&self, path: &Path) -> bool {

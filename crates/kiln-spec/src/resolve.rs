@@ -38,17 +38,33 @@ pub(crate) fn resolve(view: &mut View<'_>, diags: &mut Diagnostics) {
                         }
                     }
                     Err((message, help)) => {
-                        let d = diags.push_mut(Diagnostic::new(Code::UnknownReference, at, address.clone(), message).label("unknown reference"));
+                        let d = diags.push_mut(
+                            Diagnostic::new(Code::UnknownReference, at, address.clone(), message)
+                                .label("unknown reference"),
+                        );
                         d.help = help;
                     }
                 }
             }
         }
-        let explicit: Vec<(String, Span)> = view.resources[address].depends_on.iter().map(|(a, s)| (a.clone(), *s)).collect();
+        let explicit: Vec<(String, Span)> = view.resources[address]
+            .depends_on
+            .iter()
+            .map(|(a, s)| (a.clone(), *s))
+            .collect();
         for (target, span) in explicit {
             if !view.resources.contains_key(&target) {
-                let d = diags.push_mut(Diagnostic::new(Code::UnknownReference, span, format!("{address}.depends_on"), format!("`depends_on` names `{target}`, which does not exist")).label("unknown resource"));
-                d.help = closest(&target, view.resources.keys().map(String::as_str)).map(|b| format!("did you mean `{b}`?"));
+                let d = diags.push_mut(
+                    Diagnostic::new(
+                        Code::UnknownReference,
+                        span,
+                        format!("{address}.depends_on"),
+                        format!("`depends_on` names `{target}`, which does not exist"),
+                    )
+                    .label("unknown resource"),
+                );
+                d.help = closest(&target, view.resources.keys().map(String::as_str))
+                    .map(|b| format!("did you mean `{b}`?"));
             }
         }
         if let Some(r) = view.resources.get_mut(address) {
@@ -67,11 +83,22 @@ pub(crate) fn resolve(view: &mut View<'_>, diags: &mut Diagnostics) {
 type Unresolved = (String, Option<String>);
 
 /// The resources a reference path (seen from `scope`) depends on.
-fn targets(view: &View<'_>, scope: ScopeId, path: &[String], hops: usize) -> Result<BTreeSet<String>, Unresolved> {
+fn targets(
+    view: &View<'_>,
+    scope: ScopeId,
+    path: &[String],
+    hops: usize,
+) -> Result<BTreeSet<String>, Unresolved> {
     if hops > MAX_HOPS {
-        return Err(("references go through too many modules (a loop between module inputs and outputs?)".into(), None));
+        return Err((
+            "references go through too many modules (a loop between module inputs and outputs?)"
+                .into(),
+            None,
+        ));
     }
-    let Some(head) = path.first() else { return Ok(BTreeSet::new()) };
+    let Some(head) = path.first() else {
+        return Ok(BTreeSet::new());
+    };
     let name = path.get(1);
     let s = &view.scopes[scope];
     match head.to_ascii_lowercase().as_str() {
@@ -84,7 +111,10 @@ fn targets(view: &View<'_>, scope: ScopeId, path: &[String], hops: usize) -> Res
         "secrets" => known(name, view.secrets.keys(), "secret").map(|()| BTreeSet::new()),
         "inputs" => {
             let Some(parent) = s.parent else {
-                return Err(("`inputs` can only be read inside a module".into(), Some("at the top level, use `vars`".into())));
+                return Err((
+                    "`inputs` can only be read inside a module".into(),
+                    Some("at the top level, use `vars`".into()),
+                ));
             };
             known(name, s.inputs.keys(), "input")?;
             match name.and_then(|n| s.inputs.get(n)) {
@@ -93,32 +123,48 @@ fn targets(view: &View<'_>, scope: ScopeId, path: &[String], hops: usize) -> Res
             }
         }
         "resources" => {
-            let Some(name) = name else { return Ok(scope_resources(view, &s.prefix)) };
+            let Some(name) = name else {
+                return Ok(scope_resources(view, &s.prefix));
+            };
             let address = format!("{}resources.{name}", s.prefix);
             let Some(resource) = view.resources.get(&address) else {
                 let local: Vec<&str> = view
                     .resources
                     .keys()
-                    .filter_map(|a| a.strip_prefix(&s.prefix).and_then(|r| r.strip_prefix("resources.")))
+                    .filter_map(|a| {
+                        a.strip_prefix(&s.prefix)
+                            .and_then(|r| r.strip_prefix("resources."))
+                    })
                     .filter(|r| !r.contains('.'))
                     .collect();
-                return Err((format!("there is no resource `{name}`"), closest(name, local).map(|b| format!("did you mean `resources.{b}`?"))));
+                return Err((
+                    format!("there is no resource `{name}`"),
+                    closest(name, local).map(|b| format!("did you mean `resources.{b}`?")),
+                ));
             };
             if let Some(field) = path.get(2) {
                 let is_attr = schema::kind(&resource.kind).is_some_and(|k| k.attr(field).is_some());
                 if field != "outputs" && !is_attr {
                     return Err((
                         format!("`{address}` has no `{field}`"),
-                        Some(format!("read `{address}.outputs.NAME`, or one of its attributes")),
+                        Some(format!(
+                            "read `{address}.outputs.NAME`, or one of its attributes"
+                        )),
                     ));
                 }
             }
             Ok(BTreeSet::from([address]))
         }
         "modules" => {
-            let Some(name) = name else { return Ok(scope_resources(view, &format!("{}modules.", s.prefix))) };
+            let Some(name) = name else {
+                return Ok(scope_resources(view, &format!("{}modules.", s.prefix)));
+            };
             let Some(&module) = s.modules.get(name) else {
-                return Err((format!("there is no module `{name}`"), closest(name, s.modules.keys().map(String::as_str)).map(|b| format!("did you mean `modules.{b}`?"))));
+                return Err((
+                    format!("there is no module `{name}`"),
+                    closest(name, s.modules.keys().map(String::as_str))
+                        .map(|b| format!("did you mean `modules.{b}`?")),
+                ));
             };
             let m = &view.scopes[module];
             match (path.get(2).map(String::as_str), path.get(3)) {
@@ -127,33 +173,56 @@ fn targets(view: &View<'_>, scope: ScopeId, path: &[String], hops: usize) -> Res
                     Some(value) => value_targets(view, module, value, hops + 1),
                     None => Err((
                         format!("module `{name}` has no output `{output}`"),
-                        closest(output, m.outputs.keys().map(String::as_str)).map(|b| format!("did you mean `{b}`?")),
+                        closest(output, m.outputs.keys().map(String::as_str))
+                            .map(|b| format!("did you mean `{b}`?")),
                     )),
                 },
-                (Some(other), _) => Err((format!("`modules.{name}.{other}`: a module exposes only `outputs`"), Some(format!("write `modules.{name}.outputs.NAME`")))),
+                (Some(other), _) => Err((
+                    format!("`modules.{name}.{other}`: a module exposes only `outputs`"),
+                    Some(format!("write `modules.{name}.outputs.NAME`")),
+                )),
             }
         }
         other => Err((format!("unknown name `{other}`"), None)),
     }
 }
 
-fn known<'a>(name: Option<&String>, keys: impl Iterator<Item = &'a String> + Clone, what: &str) -> Result<(), Unresolved> {
+fn known<'a>(
+    name: Option<&String>,
+    keys: impl Iterator<Item = &'a String> + Clone,
+    what: &str,
+) -> Result<(), Unresolved> {
     let Some(name) = name else { return Ok(()) };
     if keys.clone().any(|k| k == name) {
         return Ok(());
     }
-    let help = closest(name, keys.clone().map(String::as_str)).map(|b| format!("did you mean `{b}`?")).or_else(|| {
-        let all: Vec<&str> = keys.map(String::as_str).collect();
-        Some(if all.is_empty() { format!("declare it under `{what}s:`") } else { format!("declared: {}", all.join(", ")) })
-    });
+    let help = closest(name, keys.clone().map(String::as_str))
+        .map(|b| format!("did you mean `{b}`?"))
+        .or_else(|| {
+            let all: Vec<&str> = keys.map(String::as_str).collect();
+            Some(if all.is_empty() {
+                format!("declare it under `{what}s:`")
+            } else {
+                format!("declared: {}", all.join(", "))
+            })
+        });
     Err((format!("there is no {what} `{name}`"), help))
 }
 
 fn scope_resources(view: &View<'_>, prefix: &str) -> BTreeSet<String> {
-    view.resources.keys().filter(|a| a.starts_with(prefix)).cloned().collect()
+    view.resources
+        .keys()
+        .filter(|a| a.starts_with(prefix))
+        .cloned()
+        .collect()
 }
 
-fn value_targets(view: &View<'_>, scope: ScopeId, value: &Value, hops: usize) -> Result<BTreeSet<String>, Unresolved> {
+fn value_targets(
+    view: &View<'_>,
+    scope: ScopeId,
+    value: &Value,
+    hops: usize,
+) -> Result<BTreeSet<String>, Unresolved> {
     let mut out = BTreeSet::new();
     for (template, _, _) in value.templates() {
         for reference in template.references() {
@@ -170,8 +239,17 @@ fn check_module_outputs(view: &View<'_>, diags: &mut Diagnostics) {
             for (template, text, span) in value.templates() {
                 for reference in template.references() {
                     if let Err((message, help)) = targets(view, id, &reference.path, 0) {
-                        let at = text_span(view.sources, span, text, reference.offset, reference.len);
-                        let d = diags.push_mut(Diagnostic::new(Code::UnknownReference, at, format!("{}outputs.{name}", scope.prefix), message).label("unknown reference"));
+                        let at =
+                            text_span(view.sources, span, text, reference.offset, reference.len);
+                        let d = diags.push_mut(
+                            Diagnostic::new(
+                                Code::UnknownReference,
+                                at,
+                                format!("{}outputs.{name}", scope.prefix),
+                                message,
+                            )
+                            .label("unknown reference"),
+                        );
                         d.help = help;
                     }
                 }
@@ -182,11 +260,21 @@ fn check_module_outputs(view: &View<'_>, diags: &mut Diagnostics) {
 
 /// Finds every cycle (one per strongly connected component) and reports its full path.
 fn report_cycles(view: &View<'_>, diags: &mut Diagnostics) {
-    let index: BTreeMap<&str, usize> = view.resources.keys().enumerate().map(|(i, a)| (a.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = view
+        .resources
+        .keys()
+        .enumerate()
+        .map(|(i, a)| (a.as_str(), i))
+        .collect();
     let edges: Vec<Vec<usize>> = view
         .resources
         .values()
-        .map(|r| r.depends_on.keys().filter_map(|a| index.get(a.as_str()).copied()).collect())
+        .map(|r| {
+            r.depends_on
+                .keys()
+                .filter_map(|a| index.get(a.as_str()).copied())
+                .collect()
+        })
         .collect();
     for component in strongly_connected(&edges) {
         let single = component.len() == 1;
@@ -195,14 +283,37 @@ fn report_cycles(view: &View<'_>, diags: &mut Diagnostics) {
             continue;
         }
         let cycle = cycle_path(&edges, &component);
-        let names: Vec<&str> = cycle.iter().map(|&i| view.resources.get_index(i).map_or("", |(a, _)| a.as_str())).collect();
-        let Some((_, start)) = view.resources.get_index(cycle[0]) else { continue };
-        let Some(&first_edge) = start.depends_on.get(names.get(1).copied().unwrap_or(names[0])) else { continue };
-        let mut d = Diagnostic::new(Code::Cycle, first_edge, start.address.clone(), format!("dependency cycle: {}", names.join(" → ")))
-            .label(format!("{} depends on {}", names[0], names.get(1).unwrap_or(&names[0])))
-            .help("break the loop: remove one of these references or `depends_on` entries");
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| view.resources.get_index(i).map_or("", |(a, _)| a.as_str()))
+            .collect();
+        let Some((_, start)) = view.resources.get_index(cycle[0]) else {
+            continue;
+        };
+        let Some(&first_edge) = start
+            .depends_on
+            .get(names.get(1).copied().unwrap_or(names[0]))
+        else {
+            continue;
+        };
+        let mut d = Diagnostic::new(
+            Code::Cycle,
+            first_edge,
+            start.address.clone(),
+            format!("dependency cycle: {}", names.join(" → ")),
+        )
+        .label(format!(
+            "{} depends on {}",
+            names[0],
+            names.get(1).unwrap_or(&names[0])
+        ))
+        .help("break the loop: remove one of these references or `depends_on` entries");
         for pair in names.windows(2).skip(1) {
-            if let Some(span) = view.resources.get(pair[0]).and_then(|r| r.depends_on.get(pair[1])) {
+            if let Some(span) = view
+                .resources
+                .get(pair[0])
+                .and_then(|r| r.depends_on.get(pair[1]))
+            {
                 d = d.related(*span, format!("{} depends on {}", pair[0], pair[1]));
             }
         }

@@ -101,10 +101,22 @@ const fn force_new(mut a: AttrSchema) -> AttrSchema {
 pub const FILE: KindSchema = KindSchema {
     kind: "file",
     attrs: &[
-        required(force_new(attr("path", AttrType::Path, "where the file is written"))),
+        required(force_new(attr(
+            "path",
+            AttrType::Path,
+            "where the file is written",
+        ))),
         attr("content", AttrType::String, "the file's text"),
-        attr("template", AttrType::TemplateFile, "a file whose text, with ${{ }} rendered, becomes the content"),
-        attr("mode", AttrType::FileMode, "permission bits, default \"0644\""),
+        attr(
+            "template",
+            AttrType::TemplateFile,
+            "a file whose text, with ${{ }} rendered, becomes the content",
+        ),
+        attr(
+            "mode",
+            AttrType::FileMode,
+            "permission bits, default \"0644\"",
+        ),
     ],
     one_of: &[&["content", "template"]],
     in_place_requires: None,
@@ -114,14 +126,46 @@ pub const FILE: KindSchema = KindSchema {
 pub const EXEC: KindSchema = KindSchema {
     kind: "exec",
     attrs: &[
-        required(force_new(attr("create", AttrType::Command, "run when the resource is created"))),
-        attr("update", AttrType::Command, "run when `input` or `env` change; without it they replace"),
-        attr("destroy", AttrType::Command, "run when the resource is destroyed"),
-        force_new(attr("triggers", AttrType::List, "values whose change re-runs create")),
-        attr("input", AttrType::Any, "a value passed to the commands as KILN_INPUT (JSON)"),
-        attr("env", AttrType::StringMap, "environment variables for the commands"),
-        attr("workdir", AttrType::Path, "working directory, default the stack's directory"),
-        attr("timeout", AttrType::Duration, "how long a command may run, default 10m"),
+        required(force_new(attr(
+            "create",
+            AttrType::Command,
+            "run when the resource is created",
+        ))),
+        attr(
+            "update",
+            AttrType::Command,
+            "run when `input` or `env` change; without it they replace",
+        ),
+        attr(
+            "destroy",
+            AttrType::Command,
+            "run when the resource is destroyed",
+        ),
+        force_new(attr(
+            "triggers",
+            AttrType::List,
+            "values whose change re-runs create",
+        )),
+        attr(
+            "input",
+            AttrType::Any,
+            "a value passed to the commands as KILN_INPUT (JSON)",
+        ),
+        attr(
+            "env",
+            AttrType::StringMap,
+            "environment variables for the commands",
+        ),
+        attr(
+            "workdir",
+            AttrType::Path,
+            "working directory, default the stack's directory",
+        ),
+        attr(
+            "timeout",
+            AttrType::Duration,
+            "how long a command may run, default 10m",
+        ),
     ],
     one_of: &[],
     in_place_requires: Some("update"),
@@ -136,4 +180,10 @@ pub fn kind(name: &str) -> Option<&'static KindSchema> {
 }
 
 /// Keys every resource accepts besides its kind's attributes.
-pub const META_KEYS: &[&str] = &["kind", "depends_on", "lifecycle", "reconcile", "description"];
+pub const META_KEYS: &[&str] = &[
+    "kind",
+    "depends_on",
+    "lifecycle",
+    "reconcile",
+    "description",
+];

@@ -31,7 +31,11 @@ impl Span {
     /// A sub-range of this span, `offset` bytes in and `len` bytes long, clamped to the span.
     pub fn sub(&self, offset: usize, len: usize) -> Span {
         let start = (self.start + offset).min(self.end);
-        Span::new(self.file, start, (start + len).min(self.end.max(start + len)))
+        Span::new(
+            self.file,
+            start,
+            (start + len).min(self.end.max(start + len)),
+        )
     }
 }
 

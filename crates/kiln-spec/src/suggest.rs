@@ -37,7 +37,10 @@ mod tests {
 
     #[test]
     fn finds_typos() {
-        assert_eq!(closest("conten", ["path", "content", "mode"]), Some("content"));
+        assert_eq!(
+            closest("conten", ["path", "content", "mode"]),
+            Some("content")
+        );
         assert_eq!(closest("pth", ["path", "content", "mode"]), Some("path"));
         assert_eq!(closest("zzzzzz", ["path", "content", "mode"]), None);
         assert_eq!(edit_distance("ab", "ba"), 1);

@@ -20,20 +20,30 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("`{text}` must start with a number, like `30s`"));
         }
         let (number, after) = rest.split_at(digits);
-        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         if unit.is_empty() {
-            return Err(format!("`{text}` has no unit; write `{number}s` or `{number}ms`"));
+            return Err(format!(
+                "`{text}` has no unit; write `{number}s` or `{number}ms`"
+            ));
         }
         let Some(&(_, factor)) = DURATION_UNITS.iter().find(|(u, _)| *u == unit) else {
-            return Err(format!("unknown duration unit `{unit}` in `{text}`; use ms, s, m, h, d or w"));
+            return Err(format!(
+                "unknown duration unit `{unit}` in `{text}`; use ms, s, m, h, d or w"
+            ));
         };
-        let value: f64 = number.parse().map_err(|_| format!("`{number}` is not a number"))?;
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{number}` is not a number"))?;
         let ms = value * factor as f64;
         if !ms.is_finite() || ms > u64::MAX as f64 / 2.0 {
             return Err(format!("`{text}` is too long"));
@@ -62,15 +72,21 @@ const SIZE_UNITS: &[(&str, u64)] = &[
 /// Parses a size such as `256Mi`, `1G` or `512` (bytes) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
         return Err(format!("`{text}` must start with a number, like `256Mi`"));
     }
     let Some(&(_, factor)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err(format!("unknown size unit `{unit}` in `{text}`; use Ki, Mi, Gi, Ti, k, M, G or T"));
+        return Err(format!(
+            "unknown size unit `{unit}` in `{text}`; use Ki, Mi, Gi, Ti, k, M, G or T"
+        ));
     };
-    let value: f64 = number.parse().map_err(|_| format!("`{number}` is not a number"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{number}` is not a number"))?;
     let bytes = value * factor as f64;
     if !bytes.is_finite() || bytes > u64::MAX as f64 / 2.0 {
         return Err(format!("`{text}` is too large"));
@@ -82,9 +98,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn parse_percent(text: &str) -> Result<f64, String> {
     let text = text.trim();
     let Some(number) = text.strip_suffix('%') else {
-        return Err(format!("`{text}` is not a percentage; write it with a `%`, like `99.9%`"));
+        return Err(format!(
+            "`{text}` is not a percentage; write it with a `%`, like `99.9%`"
+        ));
     };
-    let value: f64 = number.trim().parse().map_err(|_| format!("`{number}` is not a number"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{number}` is not a number"))?;
     if !(0.0..=100.0).contains(&value) {
         return Err(format!("`{text}` is outside 0%..100%"));
     }
@@ -102,7 +123,11 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
         assert_eq!(parse_duration("1.5s"), Ok(1_500));
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5x").unwrap_err().contains("unknown duration unit"));
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
         assert!(parse_duration("s").is_err());
     }
 

@@ -78,7 +78,9 @@ impl Node {
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Number(n) => number_to_json(*n),
             Value::String { text, .. } => serde_json::Value::String(text.clone()),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
             Value::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
@@ -142,9 +144,16 @@ impl Builder<'_> {
     fn syntax_error(&mut self, offset: usize, message: String) {
         let span = Span::new(self.file, offset, offset);
         self.diags.push(
-            Diagnostic::new(Code::YamlSyntax, span, "", format!("invalid YAML: {message}"))
-                .label("here")
-                .help("check indentation and quoting around this place; `kiln validate` reads YAML 1.2"),
+            Diagnostic::new(
+                Code::YamlSyntax,
+                span,
+                "",
+                format!("invalid YAML: {message}"),
+            )
+            .label("here")
+            .help(
+                "check indentation and quoting around this place; `kiln validate` reads YAML 1.2",
+            ),
         );
     }
 
@@ -170,9 +179,14 @@ impl Builder<'_> {
                     documents += 1;
                     if documents > 1 {
                         self.diags.push(
-                            Diagnostic::new(Code::Unsupported, span, "", "a stack file holds one YAML document")
-                                .label("a second document starts here")
-                                .help("split stacks with `include:` instead of `---`"),
+                            Diagnostic::new(
+                                Code::Unsupported,
+                                span,
+                                "",
+                                "a stack file holds one YAML document",
+                            )
+                            .label("a second document starts here")
+                            .help("split stacks with `include:` instead of `---`"),
                         );
                         return None;
                     }
@@ -245,8 +259,13 @@ impl Builder<'_> {
     fn push_frame(&mut self, stack: &mut Vec<Frame>, span: Span) -> bool {
         if stack.len() >= MAX_DEPTH {
             self.diags.push(
-                Diagnostic::new(Code::Unsupported, span, "", format!("nesting deeper than {MAX_DEPTH} levels"))
-                    .label("too deep"),
+                Diagnostic::new(
+                    Code::Unsupported,
+                    span,
+                    "",
+                    format!("nesting deeper than {MAX_DEPTH} levels"),
+                )
+                .label("too deep"),
             );
             return false;
         }
@@ -269,9 +288,14 @@ impl Builder<'_> {
 
     fn refuse_tag(&mut self, span: Span) {
         self.diags.push(
-            Diagnostic::new(Code::Unsupported, span, "", "YAML tags are not supported in stack files")
-                .label("tagged node")
-                .help("remove the `!tag`; write the value plainly"),
+            Diagnostic::new(
+                Code::Unsupported,
+                span,
+                "",
+                "YAML tags are not supported in stack files",
+            )
+            .label("tagged node")
+            .help("remove the `!tag`; write the value plainly"),
         );
     }
 
@@ -282,9 +306,17 @@ impl Builder<'_> {
     }
 
     fn alias(&mut self, id: usize, span: Span) -> Option<Node> {
-        let found = self.anchors.iter().rev().find(|(a, _)| *a == id).map(|(_, n)| n.clone());
+        let found = self
+            .anchors
+            .iter()
+            .rev()
+            .find(|(a, _)| *a == id)
+            .map(|(_, n)| n.clone());
         let Some(node) = found else {
-            self.diags.push(Diagnostic::new(Code::YamlSyntax, span, "", "alias to an unknown anchor").label("unknown anchor"));
+            self.diags.push(
+                Diagnostic::new(Code::YamlSyntax, span, "", "alias to an unknown anchor")
+                    .label("unknown anchor"),
+            );
             return None;
         };
         let size = count_nodes(&node);
@@ -299,7 +331,11 @@ impl Builder<'_> {
 
     fn close(&mut self, frame: Frame, end: usize) -> Node {
         let node = match frame {
-            Frame::Seq { start, anchor, items } => {
+            Frame::Seq {
+                start,
+                anchor,
+                items,
+            } => {
                 let node = Node {
                     value: Value::Seq(items),
                     span: Span::new(self.file, start, end),
@@ -328,7 +364,9 @@ impl Builder<'_> {
         match frame {
             Frame::Seq { items, .. } => items.push(node),
             Frame::Map {
-                entries, pending_key, ..
+                entries,
+                pending_key,
+                ..
             } => match pending_key.take() {
                 None => *pending_key = Some(self.key(node)),
                 Some(key) => self.insert(entries, key, node),
@@ -341,34 +379,57 @@ impl Builder<'_> {
             Value::String { text, .. } => text.clone(),
             Value::Null => "null".to_owned(),
             Value::Bool(b) => b.to_string(),
-            Value::Number(_) => self.text.get(node.span.start..node.span.end).unwrap_or("").trim().to_owned(),
+            Value::Number(_) => self
+                .text
+                .get(node.span.start..node.span.end)
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
             Value::Seq(_) | Value::Map(_) => {
                 self.diags.push(
-                    Diagnostic::new(Code::Unsupported, node.span, "", "mapping keys must be plain strings")
-                        .label("complex key"),
+                    Diagnostic::new(
+                        Code::Unsupported,
+                        node.span,
+                        "",
+                        "mapping keys must be plain strings",
+                    )
+                    .label("complex key"),
                 );
                 String::new()
             }
         };
-        Key { text, span: node.span }
+        Key {
+            text,
+            span: node.span,
+        }
     }
 
     fn insert(&mut self, entries: &mut Vec<(Key, Node)>, key: Key, node: Node) {
         if key.text == "<<" {
             self.diags.push(
-                Diagnostic::new(Code::Unsupported, key.span, "", "YAML merge keys (`<<`) are not supported")
-                    .label("merge key")
-                    .help("repeat the keys, or move the shared part into a module"),
+                Diagnostic::new(
+                    Code::Unsupported,
+                    key.span,
+                    "",
+                    "YAML merge keys (`<<`) are not supported",
+                )
+                .label("merge key")
+                .help("repeat the keys, or move the shared part into a module"),
             );
             return;
         }
         if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
             let first_span = first.span;
             self.diags.push(
-                Diagnostic::new(Code::DuplicateKey, key.span, key.text.clone(), format!("duplicate key `{}`", key.text))
-                    .label("defined again here")
-                    .related(first_span, "first defined here")
-                    .help("remove one of the two; YAML keeps only one value per key"),
+                Diagnostic::new(
+                    Code::DuplicateKey,
+                    key.span,
+                    key.text.clone(),
+                    format!("duplicate key `{}`", key.text),
+                )
+                .label("defined again here")
+                .related(first_span, "first defined here")
+                .help("remove one of the two; YAML keeps only one value per key"),
             );
             return;
         }
@@ -379,7 +440,12 @@ impl Builder<'_> {
 fn count_nodes(node: &Node) -> usize {
     match &node.value {
         Value::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        Value::Map(entries) => 1 + entries.iter().map(|(_, v)| 1 + count_nodes(v)).sum::<usize>(),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(_, v)| 1 + count_nodes(v))
+                .sum::<usize>()
+        }
         _ => 1,
     }
 }
@@ -419,7 +485,11 @@ fn parse_number(text: &str) -> Option<f64> {
     }
     match digits {
         ".inf" | ".Inf" | ".INF" => {
-            return Some(if text.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY });
+            return Some(if text.starts_with('-') {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            });
         }
         ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
         _ => {}
@@ -428,7 +498,10 @@ fn parse_number(text: &str) -> Option<f64> {
     if !(first.is_ascii_digit() || first == '.') {
         return None;
     }
-    if !digits.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')) {
+    if !digits
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+    {
         return None;
     }
     text.parse::<f64>().ok()
@@ -449,15 +522,22 @@ mod tests {
     fn scalars_resolve_by_core_schema() {
         let n = parse_ok("a: 1\nb: '1'\nc: true\nd: ~\ne: hello\nf: 1.5\ng: 0x1f\n");
         let json = n.to_json();
-        assert_eq!(json, serde_json::json!({"a":1,"b":"1","c":true,"d":null,"e":"hello","f":1.5,"g":31}));
+        assert_eq!(
+            json,
+            serde_json::json!({"a":1,"b":"1","c":true,"d":null,"e":"hello","f":1.5,"g":31})
+        );
     }
 
     #[test]
     fn spans_point_at_values_and_keys() {
         let text = "top:\n  inner: value\n";
         let n = parse_ok(text);
-        let Value::Map(entries) = &n.value else { panic!() };
-        let Value::Map(inner) = &entries[0].1.value else { panic!() };
+        let Value::Map(entries) = &n.value else {
+            panic!()
+        };
+        let Value::Map(inner) = &entries[0].1.value else {
+            panic!()
+        };
         let (k, v) = &inner[0];
         assert_eq!(&text[k.span.start..k.span.end], "inner");
         assert_eq!(&text[v.span.start..v.span.end], "value");

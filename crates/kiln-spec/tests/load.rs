@@ -16,7 +16,13 @@ fn codes(files: &[(&str, &str)]) -> Vec<(Code, String, String)> {
         Err(f) => f
             .diagnostics
             .iter()
-            .map(|d| (d.code, d.key_path.clone(), d.span.map(|s| f.sources.location(s)).unwrap_or_default()))
+            .map(|d| {
+                (
+                    d.code,
+                    d.key_path.clone(),
+                    d.span.map(|s| f.sources.location(s)).unwrap_or_default(),
+                )
+            })
             .collect(),
     }
 }
@@ -41,7 +47,11 @@ fn a_valid_stack_loads_with_dependencies() {
     let b = &stack.resources["resources.b"];
     assert!(b.depends_on.contains_key("resources.a"));
     let f = &stack.resources["modules.m.resources.f"];
-    assert!(f.depends_on.contains_key("resources.b"), "{:?}", f.depends_on);
+    assert!(
+        f.depends_on.contains_key("resources.b"),
+        "{:?}",
+        f.depends_on
+    );
 }
 
 #[test]
@@ -68,6 +78,9 @@ fn cycles_name_the_whole_path() {
     )
     .unwrap_err();
     assert_eq!(found.diagnostics.len(), 1, "{:#?}", found.diagnostics);
-    assert_eq!(found.diagnostics[0].message, "dependency cycle: resources.a → resources.b → resources.c → resources.a");
+    assert_eq!(
+        found.diagnostics[0].message,
+        "dependency cycle: resources.a → resources.b → resources.c → resources.a"
+    );
     assert_eq!(found.diagnostics[0].related.len(), 2);
 }

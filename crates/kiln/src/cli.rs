@@ -1,0 +1,163 @@
+//! The command line, defined once: parsing, help and examples.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kiln: declare, plan, apply, converge, observe.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+pub struct Cli {
+    /// The stack's directory (holding kiln.yaml).
+    #[arg(short = 'C', long = "dir", global = true, default_value = ".")]
+    pub dir: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the stack files and report every mistake at once.
+    #[command(
+        after_help = "Example:\n  kiln -C examples/shop validate\n  kiln validate --json | jq '.diagnostics[].message'"
+    )]
+    Validate(Output),
+    /// Show what apply would change, and why.
+    #[command(
+        after_help = "Example:\n  kiln plan\n  kiln plan --out plan.json --target resources.motd\n  kiln plan --json"
+    )]
+    Plan(PlanArgs),
+    /// Carry out the changes (or a plan saved with `kiln plan --out`).
+    #[command(
+        after_help = "Example:\n  kiln apply\n  kiln apply plan.json\n  kiln apply --parallelism 20 --var team=platform"
+    )]
+    Apply(ApplyArgs),
+    /// Destroy everything the state records, in reverse dependency order.
+    #[command(after_help = "Example:\n  kiln destroy\n  kiln destroy --target resources.motd")]
+    Destroy(ApplyArgs),
+    /// Rebuild and keep converging: apply, then watch for drift until interrupted.
+    #[command(
+        after_help = "Example:\n  kiln up            # apply, then reconcile every 5s until Ctrl-C\n  kiln up --fresh    # destroy everything recorded, then build it again\n  kiln up --once     # apply and stop"
+    )]
+    Up(UpArgs),
+    /// Inspect the recorded state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// List the recorded revisions (every apply and destroy).
+    #[command(after_help = "Example:\n  kiln history --limit 5\n  kiln history --json")]
+    History(HistoryArgs),
+    /// Remove a lock left by a process that is gone.
+    #[command(
+        name = "force-unlock",
+        after_help = "Example:\n  kiln force-unlock 0190a1b2-..."
+    )]
+    ForceUnlock {
+        /// The lock id printed by the command that found the state locked.
+        lock_id: String,
+    },
+}
+
+/// `--json`.
+#[derive(Debug, Args, Clone)]
+pub struct Output {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by plan, apply and destroy.
+#[derive(Debug, Args, Clone)]
+pub struct Selection {
+    /// Only this address and what it needs (repeatable).
+    #[arg(long = "target", value_name = "ADDRESS")]
+    pub targets: Vec<String>,
+    /// Leave this address and what depends on it alone (repeatable).
+    #[arg(long = "exclude", value_name = "ADDRESS")]
+    pub excludes: Vec<String>,
+    /// Override a variable (repeatable): NAME=VALUE, VALUE parsed as YAML.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Skip asking providers what exists (plan from the recorded state alone).
+    #[arg(long)]
+    pub no_refresh: bool,
+}
+
+/// `kiln plan`.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// What to select.
+    #[command(flatten)]
+    pub select: Selection,
+    /// Plan the destruction of everything recorded.
+    #[arg(long)]
+    pub destroy: bool,
+    /// Save the plan to this file for `kiln apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `kiln apply` and `kiln destroy`.
+#[derive(Debug, Args, Clone)]
+pub struct ApplyArgs {
+    /// A plan saved by `kiln plan --out` (apply only).
+    pub plan_file: Option<PathBuf>,
+    /// What to select.
+    #[command(flatten)]
+    pub select: Selection,
+    /// How many changes may run at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `kiln up`.
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// Destroy everything recorded first, then build from nothing.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Apply once and stop instead of reconciling.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between reconcile passes.
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
+    /// How many changes may run at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+}
+
+/// `kiln state ...`.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List recorded resources.
+    #[command(after_help = "Example:\n  kiln state list\n  kiln state list --json")]
+    List(Output),
+    /// Show one recorded resource.
+    #[command(after_help = "Example:\n  kiln state show resources.motd")]
+    Show {
+        /// Its address.
+        address: String,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// `kiln history`.
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    /// Show at most this many revisions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}

@@ -1,0 +1,6 @@
+//! The `kiln` binary's library half: the command line, the commands and terminal rendering.
+//! **Architecture invariant:** this is the only crate that prints or picks exit codes.
+
+pub mod cli;
+pub mod commands;
+pub mod render;

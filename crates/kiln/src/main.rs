@@ -1,0 +1,41 @@
+//! `kiln`: parse the command line, run the command, map its failure to an exit code.
+
+use clap::Parser;
+use kiln::cli::{Cli, Command};
+use kiln::commands::{self, Failure};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(5);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    if let Err(failure) = result {
+        let message = failure.message();
+        if !message.is_empty() {
+            eprintln!("{}", message.trim_end());
+        }
+        std::process::exit(failure.exit_code());
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let dir = cli.dir.as_path();
+    match &cli.command {
+        Command::Validate(output) => commands::validate(dir, output),
+        Command::Plan(args) => commands::plan(dir, args).await,
+        Command::Apply(args) => commands::apply(dir, args, false).await,
+        Command::Destroy(args) => commands::apply(dir, args, true).await,
+        Command::Up(args) => commands::up(dir, args).await,
+        Command::State(command) => commands::state(dir, command),
+        Command::History(args) => commands::history(dir, args),
+        Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),
+    }
+}
