@@ -310,7 +310,13 @@ impl Task {
         }
         // An update planned only because values were unknown may turn out to change nothing.
         let mut action = self.change.action;
-        if action == Action::Update {
+        let had_unknown = self
+            .change
+            .attrs
+            .iter()
+            .any(|a| a.after.as_deref() == Some(kiln_plan::UNKNOWN));
+        let drifted = self.change.reasons.iter().any(|r| r.starts_with("drift:"));
+        if action == Action::Update && had_unknown && !drifted {
             let recorded = self.record.as_ref().map(crate::desired::recorded_from);
             let again = kiln_plan::change_for(&desired, recorded.as_ref(), None);
             if again.action == Action::NoOp {

@@ -27,7 +27,8 @@ pub fn shown_value(value: &serde_json::Value) -> String {
 }
 
 const SENSITIVE: &str = "(sensitive)";
-const UNKNOWN: &str = "(known after apply)";
+/// How a value known only after apply is shown.
+pub const UNKNOWN: &str = "(known after apply)";
 
 fn show(value: &serde_json::Value, sensitive: bool) -> String {
     if sensitive {
@@ -172,23 +173,24 @@ pub fn resource(
             .insert(0, format!("replace because {} changed", names.join(", ")));
         return change;
     }
-    if let Some(required) = schema.and_then(|s| s.in_place_requires) {
-        if !desired.attrs.contains_key(required) && !desired.unknown.contains(required) {
-            change.action = Action::Replace;
-            let names: Vec<String> = change
-                .attrs
-                .iter()
-                .map(|a| format!("`{}`", a.name))
-                .collect();
-            change.reasons.insert(
-                0,
-                format!(
-                    "replace because {} changed and there is no `{required}` to change it in place",
-                    names.join(", ")
-                ),
-            );
-            return change;
-        }
+    if let Some(required) = schema.and_then(|s| s.in_place_requires)
+        && !desired.attrs.contains_key(required)
+        && !desired.unknown.contains(required)
+    {
+        change.action = Action::Replace;
+        let names: Vec<String> = change
+            .attrs
+            .iter()
+            .map(|a| format!("`{}`", a.name))
+            .collect();
+        change.reasons.insert(
+            0,
+            format!(
+                "replace because {} changed and there is no `{required}` to change it in place",
+                names.join(", ")
+            ),
+        );
+        return change;
     }
     change.action = Action::Update;
     if change.reasons.is_empty() {

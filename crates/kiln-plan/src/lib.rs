@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use diff::{digest_value, resource as change_for, shown_value};
+pub use diff::{UNKNOWN, digest_value, resource as change_for, shown_value};
 
 /// A resource as the files declare it, after evaluation.
 #[derive(Debug, Clone, PartialEq)]

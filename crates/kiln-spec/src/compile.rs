@@ -510,7 +510,7 @@ impl<'fs> Compiler<'fs> {
                     Diagnostic::new(
                         Code::MissingKey,
                         key.span,
-                        &format!("{address}.kind"),
+                        format!("{address}.kind"),
                         "the resource has no `kind`",
                     )
                     .help(format!("add `kind:` with one of: {}", kinds.join(", ")))
@@ -596,7 +596,7 @@ impl<'fs> Compiler<'fs> {
                     Diagnostic::new(
                         Code::MissingKey,
                         resource.span,
-                        &format!("{address}.{}", attr.name),
+                        format!("{address}.{}", attr.name),
                         format!("the `{}` resource has no `{}`", kind.kind, attr.name),
                     )
                     .help(format!(
@@ -744,7 +744,7 @@ impl<'fs> Compiler<'fs> {
                 Diagnostic::new(
                     Code::MissingKey,
                     key.span,
-                    &format!("{path}.source"),
+                    format!("{path}.source"),
                     "the module has no `source`",
                 )
                 .help("add `source: ./modules/NAME` (a directory with a kiln.yaml)")
@@ -771,7 +771,7 @@ impl<'fs> Compiler<'fs> {
                 Diagnostic::new(
                     Code::Cycle,
                     source_node.span,
-                    &format!("{path}.source"),
+                    format!("{path}.source"),
                     format!(
                         "module {} calls itself: {} → {}",
                         file.display(),
@@ -859,7 +859,7 @@ impl<'fs> Compiler<'fs> {
                             Diagnostic::new(
                                 Code::InvalidValue,
                                 t.span,
-                                &format!("{decl_path}.type"),
+                                format!("{decl_path}.type"),
                                 format!("unknown input type `{t_name}`"),
                             )
                             .label(format!("expected one of: {}", INPUT_TYPES.join(", "))),
@@ -924,7 +924,7 @@ impl<'fs> Compiler<'fs> {
                         Diagnostic::new(
                             Code::ModuleInput,
                             call_span,
-                            &format!("{path}.inputs.{name}"),
+                            format!("{path}.inputs.{name}"),
                             format!("the module's required input `{name}` is not given"),
                         )
                         .help(format!(
@@ -990,13 +990,13 @@ impl<'fs> Compiler<'fs> {
                 );
             }
         }
-        if let ValueKind::Literal(json) = &value.kind {
-            if let Some(normalised) = self.check_attr(node, json, path, ty) {
-                return Value {
-                    kind: ValueKind::Literal(normalised),
-                    span: value.span,
-                };
-            }
+        if let ValueKind::Literal(json) = &value.kind
+            && let Some(normalised) = self.check_attr(node, json, path, ty)
+        {
+            return Value {
+                kind: ValueKind::Literal(normalised),
+                span: value.span,
+            };
         }
         value
     }
@@ -1179,15 +1179,15 @@ impl<'fs> Compiler<'fs> {
                     format!("expected true or false, found {}", node.value.type_name()),
                 );
                 d.label = "expected a boolean".into();
-                if let Y::String { text, .. } = &node.value {
-                    if matches!(
+                if let Y::String { text, .. } = &node.value
+                    && matches!(
                         text.to_lowercase().as_str(),
                         "yes" | "no" | "on" | "off" | "y" | "n"
-                    ) {
-                        d.help = Some(format!(
-                            "YAML 1.2 reads `{text}` as a string; write `true` or `false`"
-                        ));
-                    }
+                    )
+                {
+                    d.help = Some(format!(
+                        "YAML 1.2 reads `{text}` as a string; write `true` or `false`"
+                    ));
                 }
                 false
             }

@@ -192,10 +192,7 @@ impl Builder<'_> {
                     }
                     continue;
                 }
-                Event::Alias(id) => match self.alias(id, span) {
-                    Some(n) => n,
-                    None => return None,
-                },
+                Event::Alias(id) => self.alias(id, span)?,
                 Event::Scalar(text, style, anchor, tag) => {
                     if tag.is_some() {
                         self.refuse_tag(span);
@@ -211,7 +208,7 @@ impl Builder<'_> {
                     if tag.is_some() {
                         self.refuse_tag(span);
                     }
-                    if !self.push_frame(&mut stack, span) {
+                    if !self.push_frame(&stack, span) {
                         return None;
                     }
                     stack.push(Frame::Seq {
@@ -225,7 +222,7 @@ impl Builder<'_> {
                     if tag.is_some() {
                         self.refuse_tag(span);
                     }
-                    if !self.push_frame(&mut stack, span) {
+                    if !self.push_frame(&stack, span) {
                         return None;
                     }
                     stack.push(Frame::Map {
@@ -256,7 +253,7 @@ impl Builder<'_> {
         }))
     }
 
-    fn push_frame(&mut self, stack: &mut Vec<Frame>, span: Span) -> bool {
+    fn push_frame(&mut self, stack: &[Frame], span: Span) -> bool {
         if stack.len() >= MAX_DEPTH {
             self.diags.push(
                 Diagnostic::new(
@@ -330,7 +327,7 @@ impl Builder<'_> {
     }
 
     fn close(&mut self, frame: Frame, end: usize) -> Node {
-        let node = match frame {
+        match frame {
             Frame::Seq {
                 start,
                 anchor,
@@ -356,8 +353,7 @@ impl Builder<'_> {
                 self.remember(anchor, &node);
                 node
             }
-        };
-        node
+        }
     }
 
     fn add_child(&mut self, frame: &mut Frame, node: Node) {

@@ -383,7 +383,16 @@ pub async fn plan(dir: &Path, args: &PlanArgs) -> Result<(), Failure> {
 }
 
 fn who() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let uid = nix::unistd::getuid();
+    let user = std::env::var("USER")
+        .ok()
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid-{uid}"));
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
