@@ -48,9 +48,6 @@ impl eval::Context for Knowledge<'_> {
             .cloned()
             .unwrap_or(Known::Unknown)
     }
-    fn read_template(&self, path: &str) -> Result<String, String> {
-        std::fs::read_to_string(self.inputs.root.join(path)).map_err(|e| e.to_string())
-    }
 }
 
 /// What the state recorded of a resource, as evaluation sees it.

@@ -487,14 +487,14 @@ impl<'fs> Compiler<'fs> {
             self.scopes[scope].outputs.insert(key.text.clone(), value);
         }
         for (key, node) in self.unique(&sections.resources, &format!("{prefix}resources")) {
-            self.resource(scope, key, node);
+            self.resource(scope, key, node, base);
         }
         for (key, node) in self.unique(&sections.modules, &format!("{prefix}modules")) {
             self.module_call(scope, key, node, base);
         }
     }
 
-    fn resource(&mut self, scope: ScopeId, key: &Key, node: &Node) {
+    fn resource(&mut self, scope: ScopeId, key: &Key, node: &Node, base: &Path) {
         let address = format!("{}resources.{}", self.scopes[scope].prefix, key.text);
         let Some(entries) = self.map(
             node,
@@ -525,6 +525,7 @@ impl<'fs> Compiler<'fs> {
             scope,
             kind: kind.map(|k| k.kind.to_owned()).unwrap_or_default(),
             attrs: IndexMap::new(),
+            rendered: IndexMap::new(),
             depends_on: BTreeMap::new(),
             lifecycle: Lifecycle::default(),
             reconcile: Reconcile::default(),
@@ -558,10 +559,74 @@ impl<'fs> Compiler<'fs> {
             }
         }
         if let Some(kind) = kind {
+            self.template_files(kind, &mut resource, base);
             self.required_attrs(kind, &resource, node.span, &address);
             self.lifecycle_attrs(kind, &resource, &address);
         }
         self.resources.insert(address, resource);
+    }
+
+    /// Reads and parses template files named by literal `template:` paths.
+    fn template_files(&mut self, kind: &KindSchema, resource: &mut Resource, base: &Path) {
+        for attr in kind.attrs.iter().filter(|a| a.ty == AttrType::TemplateFile) {
+            let Some(value) = resource.attrs.get(attr.name) else {
+                continue;
+            };
+            let ValueKind::Literal(serde_json::Value::String(rel)) = &value.kind else {
+                continue;
+            };
+            let key_path = format!("{}.{}", resource.address, attr.name);
+            let path = normalize(&base.join(rel));
+            let text = match self.fs.read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) => {
+                    self.emit(
+                        Diagnostic::new(
+                            Code::BadSource,
+                            value.span,
+                            &key_path,
+                            format!("cannot read template {}: {err}", path.display()),
+                        )
+                        .label("template named here")
+                        .help("the path is relative to the file that declares the resource"),
+                    );
+                    continue;
+                }
+            };
+            let file = self.sources.add(path, text.clone());
+            let whole = Span::new(file, 0, text.len());
+            let opts = kiln_expr::ParseOptions {
+                named_values: NAMED_VALUES,
+                extra_functions: &[],
+            };
+            let rendered = match kiln_expr::Template::parse(&text, &opts) {
+                Ok(t) if t.is_literal() => ValueKind::Literal(serde_json::Value::String(text)),
+                Ok(template) => ValueKind::Template {
+                    template: Box::new(template),
+                    text,
+                },
+                Err(err) => {
+                    self.emit(
+                        Diagnostic::new(
+                            Code::BadExpression,
+                            whole.sub(err.offset, err.len.max(1)),
+                            &key_path,
+                            format!("invalid expression in the template: {}", err.message),
+                        )
+                        .label("here")
+                        .help("templates use the same `${{ }}` expressions as kiln.yaml"),
+                    );
+                    continue;
+                }
+            };
+            resource.rendered.insert(
+                "content".into(),
+                Value {
+                    kind: rendered,
+                    span: whole,
+                },
+            );
+        }
     }
 
     fn kind(&mut self, node: &Node, path: &str) -> Option<&'static KindSchema> {

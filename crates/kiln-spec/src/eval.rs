@@ -26,8 +26,6 @@ pub trait Context {
     fn env(&self, name: &str) -> Option<String>;
     /// What is known of a resource's outputs and attributes.
     fn resource(&self, address: &str) -> Known;
-    /// Reads a template file (path relative to the stack's directory).
-    fn read_template(&self, path: &str) -> Result<String, String>;
 }
 
 /// What is known of another resource when evaluating one that reads it.
@@ -121,7 +119,7 @@ pub fn evaluate_resource(
     }
 }
 
-/// A `template:` attribute names a file whose text is rendered into `content`.
+/// Attributes rendered from template files (read at load time) join the others.
 fn render_template_file(
     stack: &Stack,
     resource: &Resource,
@@ -129,47 +127,8 @@ fn render_template_file(
     evaluated: &mut Evaluated,
     failures: &mut Vec<EvalFailure>,
 ) {
-    let Some(kind) = schema::kind(&resource.kind) else {
-        return;
-    };
-    for attr in kind.attrs.iter().filter(|a| a.ty == AttrType::TemplateFile) {
-        let Some(serde_json::Value::String(path)) = evaluated.attrs.get(attr.name).cloned() else {
-            continue;
-        };
-        let fail = |message: String| EvalFailure {
-            address: resource.address.clone(),
-            attribute: attr.name.to_owned(),
-            message,
-        };
-        let text = match cx.read_template(&path) {
-            Ok(text) => text,
-            Err(why) => {
-                failures.push(fail(format!("cannot read template {path}: {why}")));
-                continue;
-            }
-        };
-        let opts = kiln_expr::ParseOptions {
-            named_values: crate::compile::NAMED_VALUES,
-            extra_functions: &[],
-        };
-        let template = match kiln_expr::Template::parse(&text, &opts) {
-            Ok(t) => t,
-            Err(err) => {
-                failures.push(fail(format!(
-                    "{path}: invalid expression at byte {}: {}",
-                    err.offset, err.message
-                )));
-                continue;
-            }
-        };
-        let value = Value {
-            kind: ValueKind::Template {
-                template: Box::new(template),
-                text,
-            },
-            span: resource.span,
-        };
-        match eval_value(stack, resource.scope, &value, cx, 0) {
+    for (name, value) in &resource.rendered {
+        match eval_value(stack, resource.scope, value, cx, 0) {
             Ok(Out {
                 value: Some(v),
                 sensitive,
@@ -180,15 +139,19 @@ fn render_template_file(
                 };
                 evaluated
                     .attrs
-                    .insert("content".into(), serde_json::Value::String(content));
+                    .insert(name.clone(), serde_json::Value::String(content));
                 if sensitive {
-                    evaluated.sensitive.insert("content".into());
+                    evaluated.sensitive.insert(name.clone());
                 }
             }
             Ok(Out { value: None, .. }) => {
-                evaluated.unknown.insert("content".into());
+                evaluated.unknown.insert(name.clone());
             }
-            Err(message) => failures.push(fail(message)),
+            Err(message) => failures.push(EvalFailure {
+                address: resource.address.clone(),
+                attribute: name.clone(),
+                message,
+            }),
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct Resource {
     pub kind: String,
     /// Declared attributes, in file order.
     pub attrs: IndexMap<String, Value>,
+    /// Attributes rendered from template files (`template:` becomes `content`), read at load
+    /// time so that their references are dependencies like any other.
+    pub rendered: IndexMap<String, Value>,
     /// Every resource this one depends on (explicit and through references), by address,
     /// with the place that creates the dependency.
     pub depends_on: BTreeMap<String, Span>,

@@ -22,6 +22,7 @@ pub(crate) fn resolve(view: &mut View<'_>, diags: &mut Diagnostics) {
             let templates: Vec<(String, Span, Vec<kiln_expr::Reference>)> = r
                 .attrs
                 .values()
+                .chain(r.rendered.values())
                 .flat_map(Value::templates)
                 .map(|(t, text, span)| (text.to_owned(), span, t.references()))
                 .collect();
