@@ -21,7 +21,8 @@ use crate::desired::{Inputs, Knowledge, evaluate_one, known_from};
 use crate::refresh::to_provider_record;
 
 /// What the executor reports as it goes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Progress {
     /// A change started.
     Started {
@@ -56,7 +57,7 @@ pub enum Progress {
 }
 
 /// The result of an apply.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Changes carried out, by action.
     pub done: BTreeMap<String, Action>,

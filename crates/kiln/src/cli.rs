@@ -37,11 +37,17 @@ pub enum Command {
     /// Destroy everything the state records, in reverse dependency order.
     #[command(after_help = "Example:\n  kiln destroy\n  kiln destroy --target resources.motd")]
     Destroy(ApplyArgs),
-    /// Rebuild and keep converging: apply, then watch for drift until interrupted.
+    /// Run the control plane: apply, then keep converging until stopped.
     #[command(
-        after_help = "Example:\n  kiln up            # apply, then reconcile every 5s until Ctrl-C\n  kiln up --fresh    # destroy everything recorded, then build it again\n  kiln up --once     # apply and stop"
+        after_help = "Example:\n  kiln up            # apply, then reconcile every 5s until Ctrl-C\n  kiln up -d         # the same in the background; `kiln down` stops it\n  kiln up --fresh    # destroy everything recorded, then build it again\n  kiln up --once     # apply and stop"
     )]
     Up(UpArgs),
+    /// Stop a control plane started with `kiln up -d` (it drains first).
+    #[command(after_help = "Example:\n  kiln down")]
+    Down,
+    /// Show the running control plane's status.
+    #[command(after_help = "Example:\n  kiln status\n  kiln status --json")]
+    Status(Output),
     /// Inspect the recorded state.
     #[command(subcommand)]
     State(StateCommand),
@@ -126,6 +132,9 @@ pub struct UpArgs {
     /// Apply once and stop instead of reconciling.
     #[arg(long)]
     pub once: bool,
+    /// Run in the background; returns once the first apply is done.
+    #[arg(short = 'd', long = "detach")]
+    pub detach: bool,
     /// Seconds between reconcile passes.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,

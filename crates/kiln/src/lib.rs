@@ -2,5 +2,8 @@
 //! **Architecture invariant:** this is the only crate that prints or picks exit codes.
 
 pub mod cli;
+pub mod client;
 pub mod commands;
+pub mod daemon;
+pub mod ops;
 pub mod render;

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use kiln::cli::{Cli, Command};
-use kiln::commands::{self, Failure};
+use kiln::commands;
+use kiln::ops::Failure;
 
 fn main() {
     let cli = Cli::parse();
@@ -34,6 +35,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Apply(args) => commands::apply(dir, args, false).await,
         Command::Destroy(args) => commands::apply(dir, args, true).await,
         Command::Up(args) => commands::up(dir, args).await,
+        Command::Down => commands::down(dir).await,
+        Command::Status(output) => commands::status(dir, output).await,
         Command::State(command) => commands::state(dir, command),
         Command::History(args) => commands::history(dir, args),
         Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),

@@ -67,3 +67,21 @@ fn snippet(out: &mut String, sources: &SourceMap, span: Span, label: &str) {
         "^".repeat(carets.max(1))
     );
 }
+
+/// A diagnostic as JSON (for `--json`).
+pub fn diagnostic_json(sources: &SourceMap, d: &Diagnostic) -> serde_json::Value {
+    let place = |span: Span| {
+        let file = sources.file(span.file);
+        let (line, column) = file.line_col(span.start);
+        serde_json::json!({ "file": file.path, "line": line, "column": column })
+    };
+    serde_json::json!({
+        "code": d.code,
+        "message": d.message,
+        "location": d.span.map(place),
+        "key_path": d.key_path,
+        "label": d.label,
+        "help": d.help,
+        "related": d.related.iter().map(|r| serde_json::json!({ "message": r.message, "location": place(r.span) })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,570 @@
+//! Operations shared by the command line and the control plane: load a stack, plan it, apply
+//! it. Nothing here prints: progress goes out as [`Event`]s, failures as [`Failure`]s.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_engine::Providers;
+use kiln_engine::apply::{Apply, Progress, Report};
+use kiln_engine::desired::{self, Inputs};
+use kiln_engine::provider::ProviderContext;
+use kiln_plan::Plan;
+use kiln_spec::{FileSystem, Stack};
+use kiln_state::{
+    LockHolder, NewEvent, NewRevision, RevisionStatus, StateError, StateHandle, Store,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::render;
+
+/// How an operation failed; each kind has its own exit code (see README.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum Failure {
+    /// The stack files are invalid (exit 1). The text is the rendered diagnostics.
+    Invalid(String),
+    /// An apply or destroy ran and some changes failed (exit 3).
+    Apply(String),
+    /// The state is locked by another process (exit 4).
+    Locked(String),
+    /// The state store, the file system or the control plane failed (exit 5).
+    State(String),
+    /// A saved plan no longer matches the state or the files (exit 6).
+    StalePlan(String),
+    /// The plan cannot be applied as asked (prevent_destroy, unknown target) (exit 7).
+    Refused(String),
+}
+
+impl Failure {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Invalid(_) => 1,
+            Failure::Apply(_) => 3,
+            Failure::Locked(_) => 4,
+            Failure::State(_) => 5,
+            Failure::StalePlan(_) => 6,
+            Failure::Refused(_) => 7,
+        }
+    }
+
+    /// The message to print.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Invalid(m)
+            | Failure::Apply(m)
+            | Failure::Locked(m)
+            | Failure::State(m)
+            | Failure::StalePlan(m)
+            | Failure::Refused(m) => m,
+        }
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Locked { .. } => Failure::Locked(e.to_string()),
+            other => Failure::State(other.to_string()),
+        }
+    }
+}
+
+/// What an apply reports as it goes, to a terminal or over the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A note for the user (a released stale lock, a recovered operation).
+    Note {
+        /// The text.
+        message: String,
+    },
+    /// The plan about to be applied.
+    Planned {
+        /// The plan.
+        plan: Plan,
+    },
+    /// A change's progress.
+    Progress {
+        /// What happened.
+        progress: Progress,
+    },
+}
+
+/// The end of an apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// What was planned.
+    pub plan: Plan,
+    /// What happened to each change (empty when there was nothing to do).
+    pub report: Report,
+    /// Wall time of the execution.
+    pub elapsed: Duration,
+}
+
+/// What selects the parts of the graph and the inputs of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Only these addresses and what they need.
+    pub targets: Vec<String>,
+    /// Leave these and what depends on them alone.
+    pub excludes: Vec<String>,
+    /// `NAME=VALUE` variable overrides.
+    pub vars: Vec<String>,
+    /// Plan from the recorded state alone.
+    pub no_refresh: bool,
+}
+
+/// A plan saved by `kiln plan --out`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedPlan {
+    /// Format version.
+    pub format: u32,
+    /// The state's lineage when planned.
+    pub lineage: String,
+    /// The state's serial when planned.
+    pub serial: u64,
+    /// Digest of the stack files when planned.
+    pub files_digest: String,
+    /// A destroy plan.
+    pub destroy: bool,
+    /// Variable overrides it was made with.
+    pub vars: Vec<String>,
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// Reads stack files from disk for the spec crate.
+#[derive(Debug)]
+pub struct DiskFs;
+
+impl FileSystem for DiskFs {
+    fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+}
+
+/// Loads and validates the stack in `dir`, rendering every mistake on failure.
+pub fn load_stack(dir: &Path) -> Result<Stack, Failure> {
+    kiln_spec::load(&DiskFs, &dir.join("kiln.yaml"))
+        .map_err(|f| Failure::Invalid(render::diagnostics(&f.sources, &f.diagnostics)))
+}
+
+/// Builds evaluation inputs: vars with overrides, secret values, the environment.
+pub fn inputs(stack: &Stack, dir: &Path, overrides: &[String]) -> Result<Inputs, Failure> {
+    let mut vars: BTreeMap<String, serde_json::Value> = stack
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut problems = Vec::new();
+    for item in overrides {
+        let Some((name, value)) = item.split_once('=') else {
+            problems.push(format!("error: --var {item}: expected NAME=VALUE"));
+            continue;
+        };
+        if !stack.vars.contains_key(name) {
+            let declared: Vec<&str> = stack.vars.keys().map(String::as_str).collect();
+            problems.push(format!(
+                "error: --var {name}: the stack declares no var `{name}` (declared: {})",
+                declared.join(", ")
+            ));
+            continue;
+        }
+        let parsed = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        vars.insert(name.to_owned(), parsed);
+    }
+    let mut secrets = BTreeMap::new();
+    for (name, source) in &stack.secrets {
+        let value = match source {
+            kiln_spec::model::SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                format!("error: secret `{name}`: environment variable {var} is not set")
+            }),
+            kiln_spec::model::SecretSource::File(path) => std::fs::read_to_string(dir.join(path))
+                .map(|s| s.trim_end_matches('\n').to_owned())
+                .map_err(|e| format!("error: secret `{name}`: cannot read {path}: {e}")),
+        };
+        match value {
+            Ok(v) => {
+                secrets.insert(name.clone(), v);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Failure::Invalid(problems.join("\n")));
+    }
+    Ok(Inputs {
+        vars,
+        secrets,
+        env: std::env::vars().collect(),
+        root: dir.to_path_buf(),
+    })
+}
+
+/// A stack loaded with everything needed to plan and apply it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated stack.
+    pub stack: Arc<Stack>,
+    /// Evaluation inputs.
+    pub inputs: Arc<Inputs>,
+    /// The providers, acting in the stack's directory.
+    pub providers: Providers,
+}
+
+/// Loads the stack, its inputs and the providers.
+pub fn load_all(dir: &Path, vars: &[String]) -> Result<Loaded, Failure> {
+    let stack = load_stack(dir)?;
+    let inputs = inputs(&stack, dir, vars)?;
+    let providers = Providers::new(
+        kiln_providers::builtin_providers(),
+        ProviderContext {
+            root: dir.to_path_buf(),
+            stack: stack.name.clone(),
+        },
+    );
+    Ok(Loaded {
+        stack: Arc::new(stack),
+        inputs: Arc::new(inputs),
+        providers,
+    })
+}
+
+/// Opens the state store of the stack in `dir`.
+pub fn open_store(dir: &Path) -> Result<Store, Failure> {
+    Store::open_in_stack(dir).map_err(Failure::from)
+}
+
+/// Refreshes, evaluates and plans.
+pub async fn make_plan(
+    loaded: &Loaded,
+    store: &Store,
+    select: &Selection,
+    destroy: bool,
+    parallelism: usize,
+    events: &UnboundedSender<Event>,
+) -> Result<Plan, Failure> {
+    let records = store.resources()?;
+    let pending: Vec<String> = store
+        .pending_operations()?
+        .into_iter()
+        .map(|p| p.address)
+        .collect();
+    let observed = if select.no_refresh {
+        BTreeMap::new()
+    } else {
+        let (observed, errors) =
+            kiln_engine::refresh::refresh(&loaded.providers, &records, parallelism).await;
+        for (address, message) in errors {
+            let _ = events.send(Event::Note {
+                message: format!("warning: cannot observe {address}: {message}"),
+            });
+        }
+        observed
+    };
+    let by_address: BTreeMap<String, kiln_state::ResourceRecord> = records
+        .iter()
+        .map(|r| (r.address.clone(), r.clone()))
+        .collect();
+    let desired = if destroy {
+        Vec::new()
+    } else {
+        desired::evaluate_all(&loaded.stack, &loaded.inputs, &by_address, &observed).map_err(
+            |f| {
+                Failure::Invalid(
+                    f.iter()
+                        .map(|e| format!("error: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            },
+        )?
+    };
+    let mut recorded: Vec<kiln_plan::Recorded> =
+        records.iter().map(desired::recorded_from).collect();
+    for r in &mut recorded {
+        r.tainted |= pending.contains(&r.address);
+    }
+    let options = kiln_plan::Options {
+        destroy,
+        targets: select.targets.clone(),
+        excludes: select.excludes.clone(),
+    };
+    kiln_plan::plan(&desired, &recorded, &observed, &options).map_err(|errors| {
+        Failure::Refused(
+            errors
+                .iter()
+                .map(|e| format!("error: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
+}
+
+/// `user@host` of this process, for locks and revisions.
+pub fn who() -> String {
+    let uid = nix::unistd::getuid();
+    let user = std::env::var("USER")
+        .ok()
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid-{uid}"));
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+/// Takes the state lock; a lock left by a dead process of this host is taken over, with an event.
+fn lock(
+    store: &mut Store,
+    operation: &str,
+    events: &UnboundedSender<Event>,
+) -> Result<String, Failure> {
+    let holder = LockHolder {
+        who: who(),
+        pid: std::process::id(),
+        operation: operation.to_owned(),
+    };
+    match store.acquire_lock(&holder) {
+        Ok(info) => Ok(info.id),
+        Err(StateError::Locked { holder: current })
+            if current.who == holder.who && !process_alive(current.pid) =>
+        {
+            store.force_unlock(&current.id)?;
+            let message = format!(
+                "released the lock of {} (pid {}, {}), whose process is gone",
+                current.who, current.pid, current.operation
+            );
+            store.append_event(&kiln_state::NewEvent {
+                kind: "lock.stale_released".into(),
+                address: None,
+                serial: None,
+                message: message.clone(),
+                data: serde_json::Value::Null,
+            })?;
+            let _ = events.send(Event::Note {
+                message: format!("note: {message}"),
+            });
+            Ok(store.acquire_lock(&holder)?.id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when a process with this pid exists.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// What an apply is asked to do.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// Selection and variables.
+    pub select: Selection,
+    /// Destroy everything recorded instead.
+    pub destroy: bool,
+    /// A saved plan to apply instead of planning now.
+    pub saved: Option<Box<SavedPlanRef>>,
+    /// Changes at once.
+    pub parallelism: usize,
+}
+
+/// A saved plan travelling inside an [`ApplyRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedPlanRef(pub serde_json::Value);
+
+/// Locks, plans (or checks a saved plan), records a revision and applies.
+pub async fn apply(
+    dir: &Path,
+    request: &ApplyRequest,
+    events: &UnboundedSender<Event>,
+) -> Result<Outcome, Failure> {
+    let saved: Option<SavedPlan> = match &request.saved {
+        Some(raw) => Some(
+            serde_json::from_value(raw.0.clone())
+                .map_err(|e| Failure::StalePlan(format!("not a kiln plan: {e}")))?,
+        ),
+        None => None,
+    };
+    let vars = saved
+        .as_ref()
+        .map_or_else(|| request.select.vars.clone(), |s| s.vars.clone());
+    let loaded = load_all(dir, &vars)?;
+    let mut store = open_store(dir)?;
+    let lock_id = lock(
+        &mut store,
+        if request.destroy { "destroy" } else { "apply" },
+        events,
+    )?;
+    let result = apply_locked(&loaded, &mut store, request, saved, &lock_id, events).await;
+    match result {
+        Ok(Locked::Done(outcome)) => Ok(outcome),
+        Ok(Locked::Run(plan, serial)) => {
+            execute(
+                &loaded,
+                store,
+                plan,
+                serial,
+                request.parallelism,
+                lock_id,
+                events,
+            )
+            .await
+        }
+        Err(e) => {
+            store.release_lock(&lock_id)?;
+            Err(e)
+        }
+    }
+}
+
+enum Locked {
+    Done(Outcome),
+    Run(Plan, u64),
+}
+
+async fn apply_locked(
+    loaded: &Loaded,
+    store: &mut Store,
+    request: &ApplyRequest,
+    saved: Option<SavedPlan>,
+    lock_id: &str,
+    events: &UnboundedSender<Event>,
+) -> Result<Locked, Failure> {
+    for op in store.recover_pending()? {
+        let _ = events.send(Event::Note {
+            message: format!("note: {} was being changed when kiln stopped; it is marked tainted and will be replaced", op.address),
+        });
+    }
+    store.mark_interrupted_revisions()?;
+    let plan = match saved {
+        Some(saved) => {
+            if saved.lineage != store.lineage()? || saved.serial != store.serial()? {
+                return Err(Failure::StalePlan("the saved plan is stale: the state changed since it was made; run `kiln plan --out FILE` again".into()));
+            }
+            if saved.files_digest != loaded.stack.digest {
+                return Err(Failure::StalePlan("the saved plan is stale: the stack files changed since it was made; run `kiln plan --out FILE` again".into()));
+            }
+            saved.plan
+        }
+        None => {
+            make_plan(
+                loaded,
+                store,
+                &request.select,
+                request.destroy,
+                request.parallelism,
+                events,
+            )
+            .await?
+        }
+    };
+    let _ = events.send(Event::Planned { plan: plan.clone() });
+    if plan.is_empty() {
+        store.release_lock(lock_id)?;
+        return Ok(Locked::Done(Outcome {
+            plan,
+            report: Report::default(),
+            elapsed: Duration::ZERO,
+        }));
+    }
+    let plan_json = serde_json::to_value(&plan).map_err(|e| Failure::State(e.to_string()))?;
+    let revision = store.begin_revision(&NewRevision {
+        user: who(),
+        command: if request.destroy {
+            "destroy".into()
+        } else {
+            "apply".into()
+        },
+        files_digest: loaded.stack.digest.clone(),
+        plan: plan_json,
+    })?;
+    Ok(Locked::Run(plan, revision.serial))
+}
+
+async fn execute(
+    loaded: &Loaded,
+    store: Store,
+    plan: Plan,
+    serial: u64,
+    parallelism: usize,
+    lock_id: String,
+    events: &UnboundedSender<Event>,
+) -> Result<Outcome, Failure> {
+    let state = StateHandle::spawn(store);
+    let run = Apply {
+        stack: loaded.stack.clone(),
+        inputs: loaded.inputs.clone(),
+        providers: loaded.providers.clone(),
+        state: state.clone(),
+        serial,
+        parallelism: parallelism.max(1),
+    };
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(progress) = rx.recv().await {
+                let _ = events.send(Event::Progress { progress });
+            }
+        })
+    };
+    let outcome = kiln_engine::apply::apply(&run, &plan, &tx).await;
+    drop(tx);
+    let _ = forward.await;
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = state.call(move |s| s.release_lock(&lock_id)).await;
+            return Err(e.into());
+        }
+    };
+    let status = if report.succeeded() {
+        RevisionStatus::Applied
+    } else {
+        RevisionStatus::Failed
+    };
+    let summary = serde_json::to_value(&report).map_err(|e| Failure::State(e.to_string()))?;
+    state
+        .call(move |s| {
+            s.finish_revision(serial, status, summary)?;
+            s.append_event(&NewEvent {
+                kind: "revision.finished".into(),
+                address: None,
+                serial: Some(serial),
+                message: format!(
+                    "revision {serial} {}",
+                    if status == RevisionStatus::Applied {
+                        "applied"
+                    } else {
+                        "failed"
+                    }
+                ),
+                data: serde_json::Value::Null,
+            })?;
+            s.release_lock(&lock_id)
+        })
+        .await?;
+    Ok(Outcome {
+        plan,
+        report,
+        elapsed: started.elapsed(),
+    })
+}
