@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `kiln` binary in a scratch directory.
 
-#![allow(dead_code)]
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
