@@ -1,5 +1,8 @@
 //! The whole cycle through the real binary: validate, plan, apply, drift, destroy, locks.
 
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Scratch;

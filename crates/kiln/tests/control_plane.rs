@@ -1,6 +1,9 @@
 //! The control plane: `kiln up -d`, the API on its socket, reconcile, `kiln down`, and recovery
 //! from SIGKILL.
 
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! SIGKILL in the middle of an apply of 200 resources: the next plan shows only the unfinished
 //! work, and a second apply completes it.
 
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Stdio;

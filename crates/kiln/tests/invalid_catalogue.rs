@@ -1,6 +1,9 @@
 //! Every stack under `tests/invalid/` is wrong on purpose; each must be refused with the
 //! diagnostics recorded in its snapshot (file:line:column, key path, expectation, fix).
 
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use kiln::commands::DiskFs;

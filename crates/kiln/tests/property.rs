@@ -1,5 +1,8 @@
 //! For random resource graphs: apply, then plan reports no changes; destroy leaves nothing.
 
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::Scratch;
