@@ -789,7 +789,10 @@ impl Actor {
         self.instances
             .values()
             .map(|i| {
-                let stat = i.proc.as_ref().and_then(|p| procfs::stat(p.pid));
+                let usage = i
+                    .proc
+                    .as_ref()
+                    .map(|p| procfs::group_usage(p.pid, p.start_ticks));
                 let health = match (&i.failing, i.ready) {
                     (_, true) => "ready".to_owned(),
                     (Some((kind, reason, _)), false) => format!("{kind} failing: {reason}"),
@@ -803,8 +806,8 @@ impl Actor {
                     health,
                     restarts: i.restarts,
                     uptime: i.proc.as_ref().map(|p| p.started_at.elapsed()),
-                    cpu_seconds: stat.map(|s| s.cpu_seconds()),
-                    rss_bytes: i.proc.as_ref().and_then(|p| procfs::rss_bytes(p.pid)),
+                    cpu_seconds: usage.map(|u| u.0),
+                    rss_bytes: usage.map(|u| u.1),
                     release: i.release.clone(),
                     limits_in_force: i.in_force,
                     adopted: i.adopted,

@@ -162,6 +162,7 @@ pub struct InstanceStatus {
     pub health: String,
     pub restarts: u32,
     pub uptime: Option<Duration>,
+    /// CPU time and resident memory of the instance's whole process group (from /proc).
     pub cpu_seconds: Option<f64>,
     pub rss_bytes: Option<u64>,
     pub release: String,
@@ -193,6 +194,8 @@ pub enum SupervisorError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("the supervisor must be started inside a tokio runtime")]
+    NoRuntime,
     #[error("the supervisor has shut down")]
     ShutDown,
 }

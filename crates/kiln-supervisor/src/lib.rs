@@ -73,6 +73,8 @@ impl Supervisor {
     pub fn start(
         config: SupervisorConfig,
     ) -> Result<(SupervisorHandle, broadcast::Receiver<Event>), SupervisorError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| SupervisorError::NoRuntime)?;
         let run_dir = pidfile::run_dir(&config.state_dir);
         for dir in [&run_dir, &config.state_dir.join("logs")] {
             std::fs::create_dir_all(dir).map_err(|source| SupervisorError::StateDir {
@@ -91,7 +93,7 @@ impl Supervisor {
             events: events.clone(),
             internal: internal_tx,
         };
-        tokio::spawn(Actor::new(shared).run(requests_rx, internal_rx));
+        runtime.spawn(Actor::new(shared).run(requests_rx, internal_rx));
         let handle = SupervisorHandle {
             requests: requests_tx,
             events,

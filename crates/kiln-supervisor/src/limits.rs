@@ -179,6 +179,27 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_files_get_kernel_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            memory_bytes: Some(1 << 20),
+            cpu: Some(0.5),
+            pids: None,
+        };
+        write_cgroup(dir.path(), &limits).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert_eq!(read("memory.max"), "1048576");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("pids.max"), "max");
+        std::fs::write(
+            dir.path().join("memory.events"),
+            "low 0\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(dir.path()), Some(2));
+    }
+
+    #[test]
     fn no_limits_means_nothing_in_force() {
         let id = InstanceId {
             service: "a".into(),

@@ -82,6 +82,20 @@ pub(crate) fn group_members(pgid: i32, not_before_ticks: u64) -> Vec<u32> {
         .collect()
 }
 
+/// CPU seconds and resident bytes of the whole process group led by `pgid` (an instance is
+/// often a shell wrapper plus the real program, or a master plus workers).
+pub(crate) fn group_usage(pgid: u32, not_before_ticks: u64) -> (f64, u64) {
+    let Ok(group) = i32::try_from(pgid) else {
+        return (0.0, 0);
+    };
+    group_members(group, not_before_ticks)
+        .into_iter()
+        .fold((0.0, 0), |(cpu, rss), pid| {
+            let cpu_here = stat(pid).map_or(0.0, |s| s.cpu_seconds());
+            (cpu + cpu_here, rss + rss_bytes(pid).unwrap_or(0))
+        })
+}
+
 /// How long ago a process that started at `start_ticks` started, by the boot clock.
 pub(crate) fn age(start_ticks: u64) -> Option<Duration> {
     let uptime = std::fs::read_to_string("/proc/uptime").ok()?;

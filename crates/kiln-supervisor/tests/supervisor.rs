@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use kiln_supervisor::{
-    Check, Command, Event, ExitReason, InstanceState, Probe, ProbeKind, ServiceSpec, Supervisor,
-    SupervisorConfig, SupervisorError, SupervisorHandle, read_logs,
+    Check, Command, Event, ExitReason, InstanceState, Limits, LimitsInForce, Probe, ProbeKind,
+    ServiceSpec, Supervisor, SupervisorConfig, SupervisorError, SupervisorHandle, read_logs,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::Receiver;
@@ -336,6 +336,12 @@ async fn a_service_ignoring_sigterm_is_killed_after_its_grace() {
     spec.stop.grace = Duration::from_millis(300);
     supervisor.apply(spec).await.unwrap();
     let (pid, _) = started(&mut events).await;
+    // Stopping before the shell has installed its trap would just kill it.
+    let state = dir.path().join("state");
+    eventually("the trap to be set", || {
+        !read_logs(&state, "stubborn", None, None, None).is_empty()
+    })
+    .await;
     let began = Instant::now();
     supervisor.remove("stubborn").await.unwrap();
     let took = began.elapsed();
@@ -540,4 +546,136 @@ fn instances_survive_a_control_plane_crash_and_are_adopted_or_replaced() {
     assert_eq!(killed.len(), 1);
     eventually_blocking("the orphan to be gone", || !running(second));
     assert!(kiln_supervisor::cleanup_orphans(&state).is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_stops_everything_and_kills_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (supervisor, mut events) = start(dir.path());
+    let trap = "trap '' TERM; echo up; while :; do sleep 0.05; done";
+    let mut stubborn = shell("stubborn", trap, dir.path());
+    stubborn.stop.grace = Duration::from_secs(30);
+    supervisor.apply(stubborn).await.unwrap();
+    let (stubborn_pid, _) = started(&mut events).await;
+    let state = dir.path().join("state");
+    eventually("the trap to be set", || {
+        !read_logs(&state, "stubborn", None, None, None).is_empty()
+    })
+    .await;
+    let mut polite = shell("polite", "exec sleep 300", dir.path());
+    polite.replicas = 2;
+    supervisor.apply(polite).await.unwrap();
+    let pids: Vec<u32> = supervisor
+        .status()
+        .await
+        .iter()
+        .filter_map(|s| s.pid)
+        .collect();
+    assert_eq!(pids.len(), 3);
+
+    let began = Instant::now();
+    supervisor.shutdown(Duration::from_millis(400)).await;
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    for pid in pids {
+        eventually("every instance to be gone", || !running(pid)).await;
+    }
+    assert!(!running(stubborn_pid));
+    let run_dir = dir.path().join("state/run");
+    assert_eq!(
+        std::fs::read_dir(run_dir).unwrap().count(),
+        0,
+        "pidfiles and FIFOs are cleaned up"
+    );
+    assert!(matches!(
+        supervisor.apply(shell("late", "true", dir.path())).await,
+        Err(SupervisorError::ShutDown)
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_startup_probe_restarts_and_gates_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let (supervisor, mut events) = start(dir.path());
+    let mut spec = shell("slow", "exec sleep 300", dir.path());
+    spec.probes.startup = Some(Probe {
+        interval: Duration::from_millis(30),
+        failure_threshold: 2,
+        ..Probe::new(Check::Exec {
+            command: Command::Shell("echo not yet >&2; exit 1".into()),
+        })
+    });
+    supervisor.apply(spec).await.unwrap();
+    let (pid, _) = started(&mut events).await;
+    let (_, seen) = until(&mut events, "Restarting", |e| {
+        matches!(e, Event::Restarting { .. })
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::Unhealthy { probe: ProbeKind::Startup, reason, .. } if reason.contains("not yet"))),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Exited { pid: p, .. } if *p == pid))
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Ready { .. })),
+        "startup gates readiness"
+    );
+    supervisor.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_command_that_cannot_start_fails_the_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (supervisor, _events) = start(dir.path());
+    let mut spec = shell("missing", "", dir.path());
+    spec.command = Command::Argv(vec!["/nonexistent/kiln-test-binary".into()]);
+    let outcome = supervisor.apply(spec).await;
+    assert!(
+        matches!(outcome, Err(SupervisorError::Spawn { .. })),
+        "{outcome:?}"
+    );
+    let status = supervisor.status().await;
+    assert!(
+        matches!(status[0].state, InstanceState::Backoff { .. }),
+        "still retried: {status:?}"
+    );
+    supervisor.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn limits_are_applied_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (supervisor, mut events) = start(dir.path());
+    let mut spec = shell(
+        "limited",
+        "echo \"data=$(ulimit -d)\"; exec sleep 300",
+        dir.path(),
+    );
+    spec.limits = Limits {
+        memory_bytes: Some(256 * 1024 * 1024),
+        cpu: Some(0.5),
+        pids: Some(512),
+    };
+    supervisor.apply(spec).await.unwrap();
+    started(&mut events).await;
+    let status = supervisor.status().await;
+    let in_force = status[0].limits_in_force;
+    assert_ne!(in_force, LimitsInForce::None);
+    eprintln!("limits in force on this machine: {in_force}");
+    if in_force == LimitsInForce::Rlimit {
+        let state = dir.path().join("state");
+        eventually("the ulimit line", || {
+            !read_logs(&state, "limited", None, None, None).is_empty()
+        })
+        .await;
+        let lines = read_logs(&state, "limited", None, None, None);
+        assert_eq!(lines[0].text, "data=262144");
+    }
+    supervisor.shutdown(Duration::from_secs(1)).await;
 }
