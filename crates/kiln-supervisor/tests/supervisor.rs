@@ -36,6 +36,25 @@ print("listening on", os.environ["PORT"], flush=True)
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
+/// A temporary directory whose instances are killed when the test ends, even by a panic.
+struct TestDir(tempfile::TempDir);
+
+impl TestDir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        kiln_supervisor::cleanup_orphans(&self.0.path().join("state"));
+    }
+}
+
 fn shell(name: &str, script: &str, dir: &Path) -> ServiceSpec {
     let mut spec = ServiceSpec::new(name, Command::Shell(script.into()), dir);
     spec.restart.backoff_initial = Duration::from_millis(20);
@@ -150,7 +169,7 @@ fn eventually_blocking(what: &str, mut condition: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn a_crashing_service_backs_off_exponentially_and_shows_a_crash_loop() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     supervisor
         .apply(shell("crasher", "echo boom; exit 3", dir.path()))
@@ -208,7 +227,7 @@ async fn a_crashing_service_backs_off_exponentially_and_shows_a_crash_loop() {
 
 #[tokio::test]
 async fn a_liveness_failure_restarts_the_instance() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let mut spec = python("live", HTTP_SERVICE, dir.path());
     spec.probes.startup = Some(startup_tcp());
@@ -244,7 +263,7 @@ async fn a_liveness_failure_restarts_the_instance() {
 
 #[tokio::test]
 async fn a_readiness_failure_marks_unready_but_does_not_kill() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let mut spec = python("ready", HTTP_SERVICE, dir.path());
     spec.probes.startup = Some(startup_tcp());
@@ -295,7 +314,7 @@ async fn a_readiness_failure_marks_unready_but_does_not_kill() {
 
 #[tokio::test]
 async fn a_grandchild_dies_with_its_instance() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let pidfile = dir.path().join("grandchild.pid");
     // The grandchild ignores SIGTERM, so only the group SIGKILL after the leader's exit ends it.
@@ -326,7 +345,7 @@ async fn a_grandchild_dies_with_its_instance() {
 
 #[tokio::test]
 async fn a_service_ignoring_sigterm_is_killed_after_its_grace() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let mut spec = shell(
         "stubborn",
@@ -362,7 +381,7 @@ async fn a_service_ignoring_sigterm_is_killed_after_its_grace() {
 
 #[tokio::test]
 async fn logs_are_captured_with_timestamps_and_tail_works() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let before = SystemTime::now();
     let script = "echo one; echo two >&2; echo three; exec sleep 300";
@@ -399,7 +418,7 @@ async fn logs_are_captured_with_timestamps_and_tail_works() {
 
 #[tokio::test]
 async fn each_replica_gets_its_own_port() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, _events) = start(dir.path());
     let listen = "import os, socket, time\n\
                   s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n\
@@ -426,7 +445,7 @@ async fn each_replica_gets_its_own_port() {
 
 #[tokio::test]
 async fn an_update_replaces_instances_one_at_a_time_and_scaling_keeps_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, _events) = start(dir.path());
     let mut spec = shell(
         "rolling",
@@ -486,7 +505,7 @@ async fn an_update_replaces_instances_one_at_a_time_and_scaling_keeps_the_rest()
 /// `cleanup_orphans` kills what an abandoned control plane left.
 #[test]
 fn instances_survive_a_control_plane_crash_and_are_adopted_or_replaced() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let state = dir.path().join("state");
     let spec = shell(
         "sleeper",
@@ -550,7 +569,7 @@ fn instances_survive_a_control_plane_crash_and_are_adopted_or_replaced() {
 
 #[tokio::test]
 async fn shutdown_stops_everything_and_kills_at_the_deadline() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let trap = "trap '' TERM; echo up; while :; do sleep 0.05; done";
     let mut stubborn = shell("stubborn", trap, dir.path());
@@ -598,7 +617,7 @@ async fn shutdown_stops_everything_and_kills_at_the_deadline() {
 
 #[tokio::test]
 async fn a_failing_startup_probe_restarts_and_gates_readiness() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let mut spec = shell("slow", "exec sleep 300", dir.path());
     spec.probes.startup = Some(Probe {
@@ -631,7 +650,7 @@ async fn a_failing_startup_probe_restarts_and_gates_readiness() {
 
 #[tokio::test]
 async fn a_command_that_cannot_start_fails_the_apply() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, _events) = start(dir.path());
     let mut spec = shell("missing", "", dir.path());
     spec.command = Command::Argv(vec!["/nonexistent/kiln-test-binary".into()]);
@@ -650,7 +669,7 @@ async fn a_command_that_cannot_start_fails_the_apply() {
 
 #[tokio::test]
 async fn limits_are_applied_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (supervisor, mut events) = start(dir.path());
     let mut spec = shell(
         "limited",
