@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::backoff::CRASH_LOOP_RESTARTS;
 use crate::event::{Event, InstanceId, InstanceStatus, ProbeKind, SupervisorError};
-use crate::instance::{AfterStop, Instance, Internal, Phase, Shared};
+use crate::instance::{AfterExit, AfterStop, Instance, Internal, Phase, Shared, after_exit};
 use crate::logs::Stream;
 use crate::pidfile::{self, PidRecord};
 use crate::probe::ProbeEvent;
@@ -429,29 +429,11 @@ impl Actor {
             exit: exit.clone(),
             last_log_lines,
         });
-        match instance.phase.clone() {
-            Phase::Stopping {
-                then: AfterStop::Remove,
-            } => self.forget(id),
-            Phase::Stopping {
-                then: AfterStop::Replace,
-            } => self.launch(id),
-            Phase::Stopping {
-                then: AfterStop::Backoff,
-            } => {
-                schedule_restart(shared, instance, &spec.restart, uptime);
-            }
-            _ => match spec.restart.mode {
-                RestartMode::Never => {
-                    instance.phase = if exit.is_failure() {
-                        Phase::Failed
-                    } else {
-                        Phase::Stopped
-                    };
-                }
-                RestartMode::OnFailure if !exit.is_failure() => instance.phase = Phase::Stopped,
-                _ => schedule_restart(shared, instance, &spec.restart, uptime),
-            },
+        match after_exit(&instance.phase, spec.restart.mode, &exit) {
+            AfterExit::Forget => self.forget(id),
+            AfterExit::Relaunch => self.launch(id),
+            AfterExit::Backoff => schedule_restart(shared, instance, &spec.restart, uptime),
+            AfterExit::Rest(phase) => instance.phase = phase,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::pidfile::{self, PidRecord};
 use crate::probe::{self, ProbeEvent};
 use crate::process::{self, Launch};
 use crate::procfs;
-use crate::spec::ServiceSpec;
+use crate::spec::{RestartMode, ServiceSpec};
 
 /// How often an adopted process (not our child, so no exit notification) is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
@@ -79,6 +79,44 @@ pub(crate) enum AfterStop {
     Backoff,
     /// Forget the instance (scale down, remove, shutdown).
     Remove,
+}
+
+/// What an instance does once its process has exited.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AfterExit {
+    /// Drop the instance (it was being removed).
+    Forget,
+    /// Start again now with the current spec (it was being replaced).
+    Relaunch,
+    /// Start again after the backoff delay.
+    Backoff,
+    /// Stay down in this phase.
+    Rest(Phase),
+}
+
+/// The exit step of the lifecycle: the one place that decides what an exit leads to, from the
+/// phase the instance was in, the restart mode and how the process ended.
+pub(crate) fn after_exit(phase: &Phase, mode: RestartMode, exit: &ExitReason) -> AfterExit {
+    match phase {
+        Phase::Stopping {
+            then: AfterStop::Remove,
+        } => AfterExit::Forget,
+        Phase::Stopping {
+            then: AfterStop::Replace,
+        } => AfterExit::Relaunch,
+        Phase::Stopping {
+            then: AfterStop::Backoff,
+        } => AfterExit::Backoff,
+        Phase::Starting | Phase::Running => match (mode, exit.is_failure()) {
+            (RestartMode::Always, _) | (RestartMode::OnFailure, true) => AfterExit::Backoff,
+            (RestartMode::OnFailure, false) | (RestartMode::Never, false) => {
+                AfterExit::Rest(Phase::Stopped)
+            }
+            (RestartMode::Never, true) => AfterExit::Rest(Phase::Failed),
+        },
+        // These phases have no process, so no exit arrives in them; nothing changes.
+        Phase::Backoff { .. } | Phase::Stopped | Phase::Failed => AfterExit::Rest(phase.clone()),
+    }
 }
 
 /// A live process of an instance.
@@ -492,4 +530,37 @@ async fn watch_adopted(record: PidRecord, internal: UnboundedSender<Internal>, g
         generation,
         exit: ExitReason::Unknown,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_lead_where_the_phase_and_policy_say() {
+        use AfterExit::{Backoff, Forget, Relaunch, Rest};
+        use RestartMode::{Always, Never, OnFailure};
+        let crash = ExitReason::Code(1);
+        let clean = ExitReason::Code(0);
+        let killed = ExitReason::Signal("SIGKILL".into());
+        let stopping = |then| Phase::Stopping { then };
+        let cases = [
+            (stopping(AfterStop::Remove), Always, &crash, Forget),
+            (stopping(AfterStop::Replace), Never, &killed, Relaunch),
+            (stopping(AfterStop::Backoff), Never, &killed, Backoff),
+            (Phase::Running, Always, &clean, Backoff),
+            (Phase::Starting, OnFailure, &crash, Backoff),
+            (Phase::Running, OnFailure, &clean, Rest(Phase::Stopped)),
+            (Phase::Running, Never, &killed, Rest(Phase::Failed)),
+            (Phase::Running, Never, &clean, Rest(Phase::Stopped)),
+            (Phase::Stopped, Always, &crash, Rest(Phase::Stopped)),
+        ];
+        for (phase, mode, exit, want) in cases {
+            assert_eq!(
+                after_exit(&phase, mode, exit),
+                want,
+                "{phase:?} {mode:?} {exit}"
+            );
+        }
+    }
 }

@@ -7,6 +7,15 @@
 //! It knows nothing of kiln's other crates: it takes plain [`ServiceSpec`]s and emits
 //! [`Event`]s. One actor task owns all state (see `actor`); the [`SupervisorHandle`] talks to it.
 //!
+//! **Architecture invariants.** This crate depends on no other kiln crate (checked by
+//! `tests/tidy.rs`). Only the actor task mutates supervisor state; instance tasks report over
+//! channels and are aborted with their instance. A process the supervisor did not just spawn is
+//! only ever signalled after its pid *and* start time match a pidfile. Dropping every handle
+//! never stops a service: processes outlive the control plane and are adopted by the next one.
+//!
+//! Known limits: a process that leaves its process group (`setsid`) escapes group signals unless
+//! a cgroup is in force; an adopted instance's exit status is unknown (it is not our child).
+//!
 //! Files under the state directory:
 //! - `run/<service>-<instance>.json`: the pidfile (pid, pgid, port, start time, spec hash);
 //! - `run/<service>-<instance>.stdout|.stderr`: the FIFOs the instance writes its output to;
