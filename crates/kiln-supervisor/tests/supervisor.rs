@@ -698,3 +698,45 @@ async fn limits_are_applied_and_reported() {
     }
     supervisor.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn restart_replaces_every_instance_one_at_a_time() {
+    let dir = TestDir::new();
+    let (supervisor, _events) = start(dir.path());
+    let mut spec = shell("again", "exec sleep 300", dir.path());
+    spec.replicas = 2;
+    supervisor.apply(spec).await.unwrap();
+    let before: Vec<u32> = supervisor
+        .status()
+        .await
+        .iter()
+        .filter_map(|s| s.pid)
+        .collect();
+    let mut events = supervisor.subscribe();
+    supervisor.restart("again").await.unwrap();
+    let after: Vec<u32> = supervisor
+        .status()
+        .await
+        .iter()
+        .filter_map(|s| s.pid)
+        .collect();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "{before:?} -> {after:?}"
+    );
+    let mut order = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::Exited { id, .. } => order.push(format!("exit {}", id.instance)),
+            Event::Started { id, .. } => order.push(format!("start {}", id.instance)),
+            _ => {}
+        }
+    }
+    assert_eq!(order, ["exit 0", "start 0", "exit 1", "start 1"]);
+    assert!(matches!(
+        supervisor.restart("nope").await,
+        Err(SupervisorError::UnknownService(_))
+    ));
+    supervisor.shutdown(Duration::from_secs(1)).await;
+}
