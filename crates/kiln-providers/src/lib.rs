@@ -5,7 +5,10 @@
 //! - [`ExecProvider`] owns the `exec` kind: local commands run on create, update and destroy,
 //!   like Terraform's `terraform_data` with a `local-exec` provisioner.
 //!
-//! The engine gets both through [`builtin_providers`].
+//! - [`ServiceProvider`] owns the `service` kind: it hands specs to the supervisor running in
+//!   the control plane and completes when the instances are ready.
+//!
+//! The engine gets them through [`builtin_providers`].
 
 use std::sync::Arc;
 
@@ -15,11 +18,20 @@ mod attrs;
 mod exec;
 mod file;
 mod process;
+mod service;
 
 pub use exec::ExecProvider;
 pub use file::FileProvider;
+pub use service::{ServiceProvider, service_spec, supervisor_name};
 
-/// Every provider built into kiln, ready to register with the engine.
-pub fn builtin_providers() -> Vec<Arc<dyn Provider>> {
-    vec![Arc::new(FileProvider::new()), Arc::new(ExecProvider::new())]
+/// Every provider built into kiln, ready to register with the engine. Services are supervised
+/// only when a supervisor is given (inside the control plane).
+pub fn builtin_providers(
+    supervisor: Option<kiln_supervisor::SupervisorHandle>,
+) -> Vec<Arc<dyn Provider>> {
+    vec![
+        Arc::new(FileProvider::new()),
+        Arc::new(ExecProvider::new()),
+        Arc::new(ServiceProvider::new(supervisor)),
+    ]
 }

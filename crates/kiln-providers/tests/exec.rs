@@ -406,10 +406,10 @@ async fn observe_finds_no_drift() {
 }
 
 #[tokio::test]
-async fn builtin_providers_cover_both_kinds() {
-    let kinds: Vec<&str> = kiln_providers::builtin_providers()
+async fn builtin_providers_cover_every_kind() {
+    let kinds: Vec<&str> = kiln_providers::builtin_providers(None)
         .iter()
         .flat_map(|p| p.kinds().iter().copied())
         .collect();
-    assert_eq!(kinds, ["file", "exec"]);
+    assert_eq!(kinds, ["file", "exec", "service"]);
 }

@@ -20,9 +20,18 @@ use crate::units;
 use crate::yaml::{self, Key, Node, Value as Y};
 
 /// Names an expression in a stack file may start with.
-pub const NAMED_VALUES: &[&str] = &["vars", "secrets", "env", "inputs", "resources", "modules"];
+pub const NAMED_VALUES: &[&str] = &[
+    "vars",
+    "secrets",
+    "env",
+    "inputs",
+    "resources",
+    "services",
+    "modules",
+];
 
 const ROOT_KEYS: &[&str] = &[
+    "services",
     "name",
     "description",
     "include",
@@ -33,6 +42,7 @@ const ROOT_KEYS: &[&str] = &[
     "outputs",
 ];
 const INCLUDE_KEYS: &[&str] = &[
+    "services",
     "include",
     "vars",
     "secrets",
@@ -41,6 +51,7 @@ const INCLUDE_KEYS: &[&str] = &[
     "outputs",
 ];
 const MODULE_KEYS: &[&str] = &[
+    "services",
     "description",
     "include",
     "inputs",
@@ -154,6 +165,7 @@ struct Sections<'n> {
     secrets: Vec<(&'n Key, &'n Node)>,
     modules: Vec<(&'n Key, &'n Node)>,
     resources: Vec<(&'n Key, &'n Node)>,
+    services: Vec<(&'n Key, &'n Node)>,
     outputs: Vec<(&'n Key, &'n Node)>,
     inputs: Vec<(&'n Key, &'n Node)>,
 }
@@ -368,6 +380,7 @@ impl<'fs> Compiler<'fs> {
                 "secrets" => &mut out.secrets,
                 "modules" => &mut out.modules,
                 "resources" => &mut out.resources,
+                "services" => &mut out.services,
                 "outputs" => &mut out.outputs,
                 "inputs" => &mut out.inputs,
                 _ => continue,
@@ -381,7 +394,7 @@ impl<'fs> Compiler<'fs> {
         for (key, node) in entries {
             if matches!(
                 key.text.as_str(),
-                "vars" | "secrets" | "modules" | "resources" | "outputs" | "inputs"
+                "vars" | "secrets" | "modules" | "resources" | "services" | "outputs" | "inputs"
             ) && !matches!(node.value, Y::Map(_) | Y::Null)
             {
                 self.wrong_type(
@@ -487,24 +500,42 @@ impl<'fs> Compiler<'fs> {
             self.scopes[scope].outputs.insert(key.text.clone(), value);
         }
         for (key, node) in self.unique(&sections.resources, &format!("{prefix}resources")) {
-            self.resource(scope, key, node, base);
+            self.resource(scope, key, node, base, None);
+        }
+        for (key, node) in self.unique(&sections.services, &format!("{prefix}services")) {
+            self.resource(scope, key, node, base, Some(&schema::SERVICE));
         }
         for (key, node) in self.unique(&sections.modules, &format!("{prefix}modules")) {
             self.module_call(scope, key, node, base);
         }
     }
 
-    fn resource(&mut self, scope: ScopeId, key: &Key, node: &Node, base: &Path) {
-        let address = format!("{}resources.{}", self.scopes[scope].prefix, key.text);
-        let Some(entries) = self.map(
-            node,
-            &address,
-            "a resource: a mapping with `kind:` and its attributes",
-        ) else {
+    /// A resource under `resources:` (its `kind:` names the kind), or under a section whose kind
+    /// is implied (`services:`).
+    fn resource(
+        &mut self,
+        scope: ScopeId,
+        key: &Key,
+        node: &Node,
+        base: &Path,
+        implied: Option<&'static KindSchema>,
+    ) {
+        let section = if implied.is_some() {
+            "services"
+        } else {
+            "resources"
+        };
+        let address = format!("{}{section}.{}", self.scopes[scope].prefix, key.text);
+        let expected = match implied {
+            Some(_) => "a service: a mapping with `run:` and its settings",
+            None => "a resource: a mapping with `kind:` and its attributes",
+        };
+        let Some(entries) = self.map(node, &address, expected) else {
             return;
         };
-        let kind = match entries.iter().find(|(k, _)| k.text == "kind") {
-            None => {
+        let kind = match (implied, entries.iter().find(|(k, _)| k.text == "kind")) {
+            (Some(kind), _) => Some(kind),
+            (None, None) => {
                 let kinds: Vec<&str> = schema::KINDS.iter().map(|k| k.kind).collect();
                 self.emit(
                     Diagnostic::new(
@@ -518,7 +549,7 @@ impl<'fs> Compiler<'fs> {
                 );
                 None
             }
-            Some((_, k)) => self.kind(k, &format!("{address}.kind")),
+            (None, Some((_, k))) => self.kind(k, &format!("{address}.kind")),
         };
         let mut resource = Resource {
             address: address.clone(),
@@ -534,8 +565,9 @@ impl<'fs> Compiler<'fs> {
         for (k, v) in entries {
             let path = format!("{address}.{}", k.text);
             match k.text.as_str() {
-                "kind" | "description" => {}
-                "depends_on" => self.depends_on(v, &path, scope, &mut resource),
+                "kind" if implied.is_none() => {}
+                "description" => {}
+                "depends_on" => self.depends_on(v, &path, scope, &mut resource, section),
                 "lifecycle" => resource.lifecycle = self.lifecycle(v, &path),
                 "reconcile" => resource.reconcile = self.reconcile(v, &path),
                 _ => {
@@ -552,7 +584,11 @@ impl<'fs> Compiler<'fs> {
                                 .iter()
                                 .map(|a| a.name)
                                 .chain(schema::META_KEYS.iter().copied()),
-                            &format!("a `{}` resource", kind.kind),
+                            &if implied.is_some() {
+                                "a service".to_owned()
+                            } else {
+                                format!("a `{}` resource", kind.kind)
+                            },
                         ),
                     }
                 }
@@ -631,7 +667,20 @@ impl<'fs> Compiler<'fs> {
 
     fn kind(&mut self, node: &Node, path: &str) -> Option<&'static KindSchema> {
         let name = self.string(node, path)?;
-        let found = schema::kind(&name);
+        let found = schema::KINDS.iter().find(|k| k.kind == name);
+        if name == "service" {
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    node.span,
+                    path,
+                    "services are declared under `services:`, not `resources:`",
+                )
+                .label("not a resource kind")
+                .help("move this entry to the `services:` section and drop `kind:`"),
+            );
+            return None;
+        }
         if found.is_none() {
             let kinds: Vec<&str> = schema::KINDS.iter().map(|k| k.kind).collect();
             let d = self.err(
@@ -730,7 +779,15 @@ impl<'fs> Compiler<'fs> {
         }
     }
 
-    fn depends_on(&mut self, node: &Node, path: &str, scope: ScopeId, resource: &mut Resource) {
+    /// `depends_on:` names addresses; in `services:` a bare name means another service.
+    fn depends_on(
+        &mut self,
+        node: &Node,
+        path: &str,
+        scope: ScopeId,
+        resource: &mut Resource,
+        section: &str,
+    ) {
         let Y::Seq(items) = &node.value else {
             self.wrong_type(node, path, "a list of addresses, like [resources.migrate]");
             return;
@@ -739,6 +796,11 @@ impl<'fs> Compiler<'fs> {
         for (i, item) in items.iter().enumerate() {
             let Some(target) = self.string(item, &format!("{path}[{i}]")) else {
                 continue;
+            };
+            let target = if section == "services" && !target.contains('.') {
+                format!("services.{target}")
+            } else {
+                target
             };
             resource
                 .depends_on
@@ -1120,6 +1182,52 @@ impl<'fs> Compiler<'fs> {
                 Some(json.clone())
             }
             (AttrType::List, J::Array(_)) => Some(json.clone()),
+            (AttrType::Bool, J::Bool(_)) => Some(json.clone()),
+            (AttrType::Int { min, max }, J::Number(n))
+                if n.as_f64().is_some_and(|f| f.fract() == 0.0) =>
+            {
+                let v = n.as_f64().unwrap_or_default();
+                self.range(node, path, v, min as f64, max as f64);
+                Some(json.clone())
+            }
+            (AttrType::Number { min, max }, J::Number(n)) => {
+                self.range(node, path, n.as_f64().unwrap_or_default(), min, max);
+                Some(json.clone())
+            }
+            (AttrType::Size, J::Number(_)) => Some(json.clone()),
+            (AttrType::Size, J::String(text)) => match units::parse_size(text) {
+                Ok(bytes) => Some(J::from(bytes)),
+                Err(why) => {
+                    self.emit(
+                        Diagnostic::new(
+                            Code::BadUnit,
+                            node.span,
+                            path,
+                            format!("invalid size: {why}"),
+                        )
+                        .help("write a number with a unit: `512Mi`, `1Gi`, `100M`")
+                        .label("expected a size"),
+                    );
+                    None
+                }
+            },
+            (AttrType::Enum(words), J::String(word)) => {
+                if !words.contains(&word.as_str()) {
+                    let mut d = Diagnostic::new(
+                        Code::InvalidValue,
+                        node.span,
+                        path,
+                        format!("`{word}` is not allowed here"),
+                    )
+                    .label(format!("expected one of: {}", words.join(", ")));
+                    if let Some(best) = closest(word, words.iter().copied()) {
+                        d = d.help(format!("did you mean `{best}`?"));
+                    }
+                    self.emit(d);
+                }
+                Some(json.clone())
+            }
+            (AttrType::Object(schema), J::Object(_)) => Some(self.check_object(node, schema, path)),
             (AttrType::StringMap, J::Object(m))
                 if m.values().all(|v| !v.is_object() && !v.is_array()) =>
             {
@@ -1154,6 +1262,81 @@ impl<'fs> Compiler<'fs> {
                 None
             }
         }
+    }
+
+    fn range(&mut self, node: &Node, path: &str, value: f64, min: f64, max: f64) {
+        if value < min || value > max {
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    node.span,
+                    path,
+                    format!("{value} is out of range"),
+                )
+                .label(format!("expected {min} to {max}"))
+                .help(format!("give a value between {min} and {max}")),
+            );
+        }
+    }
+
+    /// A nested mapping with known keys: each key checked against its type, unknown keys
+    /// reported with the closest valid one, `one_of` enforced.
+    fn check_object(
+        &mut self,
+        node: &Node,
+        schema: &schema::ObjectSchema,
+        path: &str,
+    ) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        let Y::Map(entries) = &node.value else {
+            return serde_json::Value::Object(out);
+        };
+        for (key, child) in entries {
+            let child_path = format!("{path}.{}", key.text);
+            match schema.fields.iter().find(|(name, _)| *name == key.text) {
+                None => self.unknown_key(
+                    key,
+                    path,
+                    schema.fields.iter().map(|(n, _)| *n),
+                    schema.what.split(':').next().unwrap_or(schema.what),
+                ),
+                Some((_, ty)) => {
+                    if let Some(v) = self.check_attr(child, &child.to_json(), &child_path, *ty) {
+                        out.insert(key.text.clone(), v);
+                    }
+                }
+            }
+        }
+        if !schema.one_of.is_empty() {
+            let given: Vec<&str> = schema
+                .one_of
+                .iter()
+                .copied()
+                .filter(|k| entries.iter().any(|(e, _)| e.text == *k))
+                .collect();
+            if given.len() != 1 {
+                let names: Vec<String> = schema.one_of.iter().map(|n| format!("`{n}`")).collect();
+                self.emit(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        node.span,
+                        path,
+                        format!(
+                            "{} needs exactly one of {}",
+                            schema.what.split(':').next().unwrap_or("this"),
+                            names.join(", ")
+                        ),
+                    )
+                    .label(if given.is_empty() {
+                        "none given".to_owned()
+                    } else {
+                        format!("{} given", given.join(" and "))
+                    })
+                    .help("e.g. `{ http: /healthz }`, `{ tcp: true }` or `{ exec: ./check.sh }`"),
+                );
+            }
+        }
+        serde_json::Value::Object(out)
     }
 
     /// Converts a node to a declared value, parsing every `${{ }}` it holds.

@@ -312,6 +312,25 @@ impl Contexts {
                     }
                 }
             }
+            "services" => {
+                let address = format!("{}services.{name}", stack.scopes[scope].prefix);
+                match cx.resource(&address) {
+                    Known::Unknown => return Ok(false),
+                    Known::Known {
+                        attributes,
+                        outputs,
+                        sensitive,
+                    } => {
+                        self.sensitive |= sensitive;
+                        let mut object = attributes;
+                        for (k, v) in &outputs {
+                            object.insert(k.clone(), v.clone());
+                        }
+                        object.insert("outputs".into(), serde_json::Value::Object(outputs));
+                        X::from_json(&serde_json::Value::Object(object))
+                    }
+                }
+            }
             "modules" => {
                 let Some(&module) = stack.scopes[scope].modules.get(name) else {
                     return Ok(true);
@@ -384,6 +403,36 @@ fn convert(ty: AttrType, json: serde_json::Value) -> Result<serde_json::Value, S
                 .collect(),
         )),
         (AttrType::Any, v) => Ok(v),
+        (AttrType::Bool, J::Bool(b)) => Ok(J::Bool(b)),
+        (AttrType::Int { min, max }, J::Number(n))
+            if n.as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f >= min as f64 && f <= max as f64) =>
+        {
+            Ok(J::Number(n))
+        }
+        (AttrType::Number { min, max }, J::Number(n))
+            if n.as_f64().is_some_and(|f| f >= min && f <= max) =>
+        {
+            Ok(J::Number(n))
+        }
+        (AttrType::Int { .. } | AttrType::Number { .. }, J::String(s))
+            if s.trim().parse::<f64>().is_ok() =>
+        {
+            convert(ty, serde_json::from_str(s.trim()).unwrap_or(J::Null))
+        }
+        (AttrType::Size, J::String(s)) => units::parse_size(&s).map(J::from),
+        (AttrType::Size, J::Number(n)) => Ok(J::Number(n)),
+        (AttrType::Enum(words), J::String(s)) if words.contains(&s.as_str()) => Ok(J::String(s)),
+        (AttrType::Object(schema), J::Object(m)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m {
+                let Some((_, field)) = schema.fields.iter().find(|(n, _)| *n == k) else {
+                    return Err(format!("`{k}` is not a key of {}", schema.what));
+                };
+                out.insert(k, convert(*field, v)?);
+            }
+            Ok(J::Object(out))
+        }
         (ty, v) => Err(format!(
             "evaluates to {}, expected {}",
             json_type(&v),

@@ -16,6 +16,7 @@ pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod units;
+pub mod words;
 pub mod yaml;
 
 pub use compile::{LoadFailure, load};

@@ -156,6 +156,39 @@ fn targets(
             }
             Ok(BTreeSet::from([address]))
         }
+        "services" => {
+            let Some(name) = name else {
+                return Ok(scope_resources(view, &format!("{}services.", s.prefix)));
+            };
+            let address = format!("{}services.{name}", s.prefix);
+            if !view.resources.contains_key(&address) {
+                let local: Vec<&str> = view
+                    .resources
+                    .keys()
+                    .filter_map(|a| {
+                        a.strip_prefix(&s.prefix)
+                            .and_then(|r| r.strip_prefix("services."))
+                    })
+                    .filter(|r| !r.contains('.'))
+                    .collect();
+                return Err((
+                    format!("there is no service `{name}`"),
+                    closest(name, local).map(|b| format!("did you mean `services.{b}`?")),
+                ));
+            }
+            if let Some(field) = path.get(2) {
+                let is_attr = schema::SERVICE.attr(field).is_some();
+                if !["url", "port", "ports", "outputs"].contains(&field.as_str()) && !is_attr {
+                    return Err((
+                        format!("`{address}` has no `{field}`"),
+                        Some(format!(
+                            "read `{address}.url`, `{address}.port` or one of its settings"
+                        )),
+                    ));
+                }
+            }
+            Ok(BTreeSet::from([address]))
+        }
         "modules" => {
             let Some(name) = name else {
                 return Ok(scope_resources(view, &format!("{}modules.", s.prefix)));

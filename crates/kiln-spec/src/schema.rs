@@ -3,7 +3,7 @@
 //! written once.
 
 /// The type an attribute's value must have after evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AttrType {
     /// Any string.
     String,
@@ -23,6 +23,39 @@ pub enum AttrType {
     StringMap,
     /// Any value.
     Any,
+    /// A whole number in a range.
+    Int {
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
+    /// A number in a range.
+    Number {
+        /// Smallest allowed.
+        min: f64,
+        /// Largest allowed.
+        max: f64,
+    },
+    /// A size (`256Mi`); normalised to bytes.
+    Size,
+    /// `true` or `false`.
+    Bool,
+    /// One of a few words.
+    Enum(&'static [&'static str]),
+    /// A mapping with known keys (strict), each of its own type.
+    Object(&'static ObjectSchema),
+}
+
+/// The keys of a nested mapping.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ObjectSchema {
+    /// What the mapping is, for messages ("a probe").
+    pub what: &'static str,
+    /// Its keys.
+    pub fields: &'static [(&'static str, AttrType)],
+    /// Keys of which exactly one must be given (empty: no such rule).
+    pub one_of: &'static [&'static str],
 }
 
 impl AttrType {
@@ -37,6 +70,12 @@ impl AttrType {
             AttrType::List => "a list",
             AttrType::StringMap => "a mapping of names to strings",
             AttrType::Any => "any value",
+            AttrType::Int { .. } => "a whole number",
+            AttrType::Number { .. } => "a number",
+            AttrType::Size => "a size, like `256Mi` or `1G`",
+            AttrType::Bool => "true or false",
+            AttrType::Enum(_) => "one of the listed words",
+            AttrType::Object(o) => o.what,
         }
     }
 }
@@ -171,12 +210,175 @@ pub const EXEC: KindSchema = KindSchema {
     in_place_requires: Some("update"),
 };
 
+const PROBE_FIELDS: &[(&str, AttrType)] = &[
+    ("http", AttrType::String),
+    ("status", AttrType::Int { min: 100, max: 599 }),
+    ("tcp", AttrType::Bool),
+    ("exec", AttrType::Command),
+    ("interval", AttrType::Duration),
+    ("timeout", AttrType::Duration),
+    ("success_threshold", AttrType::Int { min: 1, max: 100 }),
+    ("failure_threshold", AttrType::Int { min: 1, max: 100 }),
+    ("initial_delay", AttrType::Duration),
+];
+
+/// One probe: exactly one of `http` (a path), `tcp: true` or `exec` (a command).
+pub const PROBE: ObjectSchema = ObjectSchema {
+    what: "a probe: { http: /healthz | tcp: true | exec: CMD, interval, timeout, success_threshold, failure_threshold, initial_delay }",
+    fields: PROBE_FIELDS,
+    one_of: &["http", "tcp", "exec"],
+};
+
+/// `health:` either is a probe (used for readiness and liveness) or names each probe.
+pub const HEALTH: ObjectSchema = ObjectSchema {
+    what: "health checks: a probe, or { startup, readiness, liveness } probes",
+    fields: &[
+        ("startup", AttrType::Object(&PROBE)),
+        ("readiness", AttrType::Object(&PROBE)),
+        ("liveness", AttrType::Object(&PROBE)),
+        ("http", AttrType::String),
+        ("status", AttrType::Int { min: 100, max: 599 }),
+        ("tcp", AttrType::Bool),
+        ("exec", AttrType::Command),
+        ("interval", AttrType::Duration),
+        ("timeout", AttrType::Duration),
+        ("success_threshold", AttrType::Int { min: 1, max: 100 }),
+        ("failure_threshold", AttrType::Int { min: 1, max: 100 }),
+        ("initial_delay", AttrType::Duration),
+    ],
+    one_of: &[],
+};
+
+/// `resources:` of a service.
+pub const LIMITS: ObjectSchema = ObjectSchema {
+    what: "resource limits: { memory: 256Mi, cpu: 0.5, pids: 100 }",
+    fields: &[
+        ("memory", AttrType::Size),
+        (
+            "cpu",
+            AttrType::Number {
+                min: 0.01,
+                max: 1024.0,
+            },
+        ),
+        (
+            "pids",
+            AttrType::Int {
+                min: 1,
+                max: 1_000_000,
+            },
+        ),
+    ],
+    one_of: &[],
+};
+
+/// `stop:` of a service.
+pub const STOP: ObjectSchema = ObjectSchema {
+    what: "how to stop: { signal: SIGTERM, grace: 10s }",
+    fields: &[
+        (
+            "signal",
+            AttrType::Enum(&[
+                "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL",
+            ]),
+        ),
+        ("grace", AttrType::Duration),
+    ],
+    one_of: &[],
+};
+
+/// `backoff:` of a service.
+pub const BACKOFF: ObjectSchema = ObjectSchema {
+    what: "restart backoff: { initial: 200ms, max: 30s, reset_after: 60s }",
+    fields: &[
+        ("initial", AttrType::Duration),
+        ("max", AttrType::Duration),
+        ("reset_after", AttrType::Duration),
+    ],
+    one_of: &[],
+};
+
+/// `service`: a supervised process with replicas, health checks and restarts (the `services:`
+/// section; the kind is implied).
+pub const SERVICE: KindSchema = KindSchema {
+    kind: "service",
+    attrs: &[
+        required(attr(
+            "run",
+            AttrType::Command,
+            "the command: argv words (no shell unless `shell: true`) or a list",
+        )),
+        attr("shell", AttrType::Bool, "run `run` with sh -c"),
+        attr(
+            "path",
+            AttrType::Path,
+            "the directory the service runs from (its release), default the stack's",
+        ),
+        attr(
+            "workdir",
+            AttrType::Path,
+            "working directory, default `path`",
+        ),
+        attr(
+            "env",
+            AttrType::StringMap,
+            "environment variables (kiln adds PORT, KILN_SERVICE, KILN_INSTANCE, KILN_RELEASE)",
+        ),
+        attr(
+            "env_file",
+            AttrType::Path,
+            "a file of NAME=value lines added to the environment",
+        ),
+        attr(
+            "replicas",
+            AttrType::Int { min: 0, max: 1000 },
+            "how many instances, default 1",
+        ),
+        attr(
+            "user",
+            AttrType::String,
+            "run as this user (kiln must run as root)",
+        ),
+        attr(
+            "health",
+            AttrType::Object(&HEALTH),
+            "startup, readiness and liveness probes",
+        ),
+        attr(
+            "restart",
+            AttrType::Enum(&["always", "on-failure", "never"]),
+            "when to restart an instance that exits, default always",
+        ),
+        attr("backoff", AttrType::Object(&BACKOFF), "restart backoff"),
+        attr(
+            "stop",
+            AttrType::Object(&STOP),
+            "stop signal and grace period",
+        ),
+        attr(
+            "resources",
+            AttrType::Object(&LIMITS),
+            "memory, cpu and pids limits",
+        ),
+        attr(
+            "ready_timeout",
+            AttrType::Duration,
+            "how long an apply waits for readiness, default 60s",
+        ),
+    ],
+    one_of: &[],
+    in_place_requires: None,
+};
+
 /// Every kind that may appear under `resources:`.
 pub const KINDS: &[KindSchema] = &[FILE, EXEC];
 
+/// Every kind, including those with their own sections.
+pub const ALL_KINDS: &[KindSchema] = &[FILE, EXEC, SERVICE];
+
 /// The schema of a kind by name.
 pub fn kind(name: &str) -> Option<&'static KindSchema> {
-    KINDS.iter().find(|k| k.kind == name)
+    ALL_KINDS.iter().find(|k| k.kind == name)
 }
 
 /// Keys every resource accepts besides its kind's attributes.

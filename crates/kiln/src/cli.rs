@@ -45,6 +45,26 @@ pub enum Command {
     /// Stop a control plane started with `kiln up -d` (it drains first).
     #[command(after_help = "Example:\n  kiln down")]
     Down,
+    /// List service instances: pid, port, health, restarts, uptime, CPU, memory.
+    #[command(after_help = "Example:\n  kiln ps\n  kiln ps --json")]
+    Ps(Output),
+    /// Show service logs, interleaved by time like `docker compose logs`.
+    #[command(
+        after_help = "Example:\n  kiln logs                  # every service\n  kiln logs -f api web/0     # follow api and web's first instance\n  kiln logs --since 10m --tail 50 api"
+    )]
+    Logs(LogsArgs),
+    /// Restart every instance of a service, one at a time.
+    #[command(after_help = "Example:\n  kiln restart api")]
+    Restart {
+        /// The service.
+        service: String,
+    },
+    /// Change a service's replica count now (the next plan shows it as drift against the files).
+    #[command(after_help = "Example:\n  kiln scale api=3")]
+    Scale {
+        /// SERVICE=REPLICAS.
+        assignment: String,
+    },
     /// Show the running control plane's status.
     #[command(after_help = "Example:\n  kiln status\n  kiln status --json")]
     Status(Output),
@@ -166,6 +186,25 @@ pub struct HistoryArgs {
     /// Show at most this many revisions.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `kiln logs`.
+#[derive(Debug, Args, Clone)]
+pub struct LogsArgs {
+    /// Services, or SERVICE/INSTANCE; all services when none is given.
+    pub targets: Vec<String>,
+    /// Keep printing new lines as they come.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines newer than this (a duration such as 10m, 1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only the last N lines (of each target).
+    #[arg(long)]
+    pub tail: Option<usize>,
     /// Output format.
     #[command(flatten)]
     pub output: Output,

@@ -9,7 +9,7 @@ use kiln_engine::apply::{Progress, Report};
 use kiln_plan::{Action, Plan};
 use tokio::sync::mpsc;
 
-use crate::cli::{ApplyArgs, HistoryArgs, Output, PlanArgs, StateCommand, UpArgs};
+use crate::cli::{ApplyArgs, HistoryArgs, LogsArgs, Output, PlanArgs, StateCommand, UpArgs};
 use crate::client;
 use crate::daemon::{self, Paths, UpOptions};
 use crate::ops::{self, ApplyRequest, Event, Failure, Outcome, SavedPlan, SavedPlanRef, Selection};
@@ -108,36 +108,50 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
     serde_json::json!({ "changes": plan.changes.iter().filter(|c| c.action != Action::NoOp).collect::<Vec<_>>(), "counts": plan.counts() })
 }
 
-/// `kiln plan` (read-only: it plans from the state directly, also while the control plane runs).
+/// `kiln plan`: through the control plane when it runs (its providers see the services), directly
+/// otherwise.
 pub async fn plan(dir: &Path, args: &PlanArgs) -> Result<(), Failure> {
     let select = selection(&args.select);
-    let loaded = ops::load_all(dir, &select.vars)?;
-    let store = ops::open_store(dir)?;
-    let (events, mut notes) = mpsc::unbounded_channel();
-    let plan = ops::make_plan(&loaded, &store, &select, args.destroy, 10, &events).await?;
-    drop(events);
-    while let Ok(Event::Note { message }) = notes.try_recv() {
-        eprintln!("{message}");
-    }
+    let saved = match client::connect(&Paths::new(dir).socket).await {
+        Some(stream) => {
+            let body = serde_json::json!({ "select": select, "destroy": args.destroy });
+            let (code, answer) =
+                client::request_json(stream, "POST", "/v1/plan", Some(body)).await?;
+            if code != 200 {
+                return Err(serde_json::from_value(answer.clone())
+                    .unwrap_or_else(|_| Failure::State(answer.to_string())));
+            }
+            serde_json::from_value::<SavedPlan>(answer).map_err(|e| {
+                Failure::State(format!("unexpected answer from the control plane: {e}"))
+            })?
+        }
+        None => {
+            let (events, mut notes) = mpsc::unbounded_channel();
+            let saved = ops::plan_saved(
+                dir,
+                &select,
+                args.destroy,
+                &ops::Runtime::default(),
+                &events,
+            )
+            .await?;
+            drop(events);
+            while let Ok(Event::Note { message }) = notes.try_recv() {
+                eprintln!("{message}");
+            }
+            saved
+        }
+    };
     if let Some(out) = &args.out {
-        let saved = SavedPlan {
-            format: 1,
-            lineage: store.lineage()?,
-            serial: store.serial()?,
-            files_digest: loaded.stack.digest.clone(),
-            destroy: args.destroy,
-            vars: select.vars.clone(),
-            plan: plan.clone(),
-        };
         let text =
             serde_json::to_string_pretty(&saved).map_err(|e| Failure::State(e.to_string()))?;
         std::fs::write(out, text)
             .map_err(|e| Failure::State(format!("cannot write {}: {e}", out.display())))?;
     }
     if args.output.json {
-        println!("{:#}", plan_json(&plan));
+        println!("{:#}", plan_json(&saved.plan));
     } else {
-        print_plan(&plan);
+        print_plan(&saved.plan);
         if let Some(out) = &args.out {
             println!(
                 "Saved the plan to {}; apply it with `kiln apply {}`.",
@@ -175,7 +189,8 @@ pub async fn apply(dir: &Path, args: &ApplyArgs, destroy: bool) -> Result<(), Fa
         Some(stream) => apply_remote(stream, &request, &mut printer).await?,
         None => {
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let run = ops::apply(dir, &request, &tx);
+            let runtime = ops::Runtime::default();
+            let run = ops::apply(dir, &request, &runtime, &tx);
             tokio::pin!(run);
             loop {
                 tokio::select! {
@@ -366,7 +381,7 @@ async fn run_printed(
     printer: &mut Printer,
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let result = ops::apply(dir, request, tx).await;
+    let result = ops::apply(dir, request, &ops::Runtime::default(), tx).await;
     while let Ok(event) = rx.try_recv() {
         printer.event(&event);
     }
@@ -602,4 +617,208 @@ pub fn force_unlock(dir: &Path, lock_id: &str) -> Result<(), Failure> {
         info.who, info.pid, info.operation, info.created_at
     );
     Ok(())
+}
+
+async fn control_plane(dir: &Path) -> Result<tokio::net::UnixStream, Failure> {
+    client::connect(&Paths::new(dir).socket)
+        .await
+        .ok_or_else(|| {
+            Failure::State(format!(
+                "kiln is not running for {}; `kiln up -d` starts it",
+                dir.display()
+            ))
+        })
+}
+
+/// `kiln ps`.
+pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
+    let (_, list) =
+        client::request_json(control_plane(dir).await?, "GET", "/v1/services", None).await?;
+    if output.json {
+        println!("{list:#}");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:>4} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  HEALTH",
+        "SERVICE", "#", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "CPU", "RSS"
+    );
+    for i in list.as_array().into_iter().flatten() {
+        let num = |k: &str| {
+            i[k].as_u64()
+                .map_or_else(|| "-".to_owned(), |n| n.to_string())
+        };
+        let rss = i["rss_bytes"].as_u64().map_or_else(
+            || "-".to_owned(),
+            |b| format!("{:.1}Mi", b as f64 / 1_048_576.0),
+        );
+        let cpu = i["cpu_seconds"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}s"));
+        let uptime = i["uptime_seconds"]
+            .as_u64()
+            .map_or_else(|| "-".to_owned(), |s| format!("{s}s"));
+        let mut state = i["state"].as_str().unwrap_or("?").to_owned();
+        if let Some(detail) = i["detail"].as_str() {
+            state = format!("{state} ({detail})");
+        }
+        println!(
+            "{:<16} {:>4} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  {}",
+            i["service"].as_str().unwrap_or("?"),
+            num("instance"),
+            num("pid"),
+            num("port"),
+            state,
+            num("restarts"),
+            uptime,
+            cpu,
+            rss,
+            i["health"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `kiln restart SERVICE`.
+pub async fn restart(dir: &Path, service: &str) -> Result<(), Failure> {
+    let path = format!("/v1/services/{service}/restart");
+    let (code, answer) =
+        client::request_json(control_plane(dir).await?, "POST", &path, None).await?;
+    if code != 200 {
+        return Err(Failure::Refused(format!(
+            "error: {}",
+            answer["message"].as_str().unwrap_or("restart failed")
+        )));
+    }
+    println!("{service}: restarted");
+    Ok(())
+}
+
+/// `kiln scale SERVICE=N`.
+pub async fn scale(dir: &Path, assignment: &str) -> Result<(), Failure> {
+    let Some((service, replicas)) = assignment.split_once('=') else {
+        return Err(Failure::Invalid(format!(
+            "error: `{assignment}`: expected SERVICE=REPLICAS, like api=3"
+        )));
+    };
+    let replicas: u32 = replicas
+        .parse()
+        .map_err(|_| Failure::Invalid(format!("error: `{replicas}` is not a replica count")))?;
+    let path = format!("/v1/services/{service}/scale");
+    let (code, answer) = client::request_json(
+        control_plane(dir).await?,
+        "POST",
+        &path,
+        Some(serde_json::json!({ "replicas": replicas })),
+    )
+    .await?;
+    if code != 200 {
+        return Err(Failure::Refused(format!(
+            "error: {}",
+            answer["message"].as_str().unwrap_or("scale failed")
+        )));
+    }
+    println!(
+        "{service}: scaled to {replicas}; `kiln plan` shows this against the files until they say the same"
+    );
+    Ok(())
+}
+
+/// `kiln logs`: reads the log files directly (they are the source, whether kiln runs or not).
+pub async fn logs(dir: &Path, args: &LogsArgs) -> Result<(), Failure> {
+    let state_dir = Paths::new(dir).kiln_dir.join("services");
+    let since = match &args.since {
+        Some(text) => {
+            let ms = kiln_spec::units::parse_duration(text)
+                .map_err(|e| Failure::Invalid(format!("error: --since: {e}")))?;
+            Some(std::time::SystemTime::now() - Duration::from_millis(ms))
+        }
+        None => None,
+    };
+    let mut targets: Vec<(String, Option<u32>)> = Vec::new();
+    for t in &args.targets {
+        let (service, instance) = match t.split_once('/') {
+            Some((s, i)) => (
+                s.to_owned(),
+                Some(i.parse().map_err(|_| {
+                    Failure::Invalid(format!("error: `{t}`: expected SERVICE/INSTANCE"))
+                })?),
+            ),
+            None => (t.clone(), None),
+        };
+        targets.push((service, instance));
+    }
+    if targets.is_empty() {
+        let mut names: Vec<String> = std::fs::read_dir(state_dir.join("logs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        targets = names.into_iter().map(|n| (n, None)).collect();
+    }
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    let mut shown: std::collections::HashMap<(String, u32), std::time::SystemTime> =
+        std::collections::HashMap::new();
+    let mut first = true;
+    loop {
+        let mut lines: Vec<kiln_supervisor::LogLine> = Vec::new();
+        for (service, instance) in &targets {
+            let tail = if first { args.tail } else { None };
+            lines.extend(kiln_supervisor::read_logs(
+                &state_dir, service, *instance, since, tail,
+            ));
+        }
+        lines.sort_by_key(|l| l.time);
+        for line in lines {
+            let key = (line.service.clone(), line.instance);
+            if shown.get(&key).is_some_and(|t| line.time <= *t) {
+                continue;
+            }
+            shown.insert(key, line.time);
+            print_log_line(&line, args.output.json, colour);
+        }
+        first = false;
+        if !args.follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+fn print_log_line(line: &kiln_supervisor::LogLine, json: bool, colour: bool) {
+    let time = jiff::Timestamp::try_from(line.time)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let stream = match line.stream {
+        kiln_supervisor::Stream::Stdout => "stdout",
+        kiln_supervisor::Stream::Stderr => "stderr",
+        kiln_supervisor::Stream::Supervisor => "kiln",
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "time": time, "service": line.service, "instance": line.instance, "stream": stream, "text": line.text })
+        );
+        return;
+    }
+    let prefix = format!("{}/{}", line.service, line.instance);
+    if colour {
+        let palette = [36, 33, 32, 35, 34, 31];
+        let hash = line
+            .service
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        println!(
+            "\x1b[{}m{prefix:<12} |\x1b[0m {}",
+            palette[hash % palette.len()],
+            line.text
+        );
+    } else {
+        println!("{prefix:<12} | {time} {}", line.text);
+    }
 }

@@ -89,6 +89,14 @@ pub struct Status {
 }
 
 enum Command {
+    Plan(
+        Selection,
+        bool,
+        oneshot::Sender<Result<ops::SavedPlan, Failure>>,
+    ),
+    Services(oneshot::Sender<Vec<kiln_supervisor::InstanceStatus>>),
+    Restart(String, oneshot::Sender<Result<(), String>>),
+    Scale(String, u32, oneshot::Sender<Result<(), String>>),
     Apply(
         ApplyRequest,
         mpsc::UnboundedSender<Event>,
@@ -115,6 +123,19 @@ pub async fn run(
     let listener = bind(&paths).await?;
     std::fs::write(&paths.pidfile, std::process::id().to_string())
         .map_err(|e| Failure::State(format!("cannot write {}: {e}", paths.pidfile.display())))?;
+    let (supervisor, supervisor_events) = kiln_supervisor::Supervisor::start(
+        kiln_supervisor::SupervisorConfig::new(paths.kiln_dir.join("services")),
+    )
+    .map_err(|e| Failure::State(format!("cannot start the supervisor: {e}")))?;
+    let runtime = ops::Runtime {
+        supervisor: Some(supervisor.clone()),
+    };
+    let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
+    tokio::spawn(record_supervisor_events(
+        dir.to_path_buf(),
+        supervisor_events,
+        announce.clone(),
+    ));
     let (commands, inbox) = mpsc::channel(64);
     let (stop_api, api_stopped) = watch::channel(false);
     let api = Api {
@@ -138,9 +159,12 @@ pub async fn run(
             repaired: 0,
             last_error: None,
         },
-        announce: Arc::new(announce),
+        announce,
+        runtime,
     };
     let result = controller.run(inbox).await;
+    // Stopping the control plane stops its services: no process outlives `kiln down`.
+    supervisor.shutdown(DRAIN_DEADLINE).await;
     let _ = stop_api.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = std::fs::remove_file(&paths.socket);
@@ -196,6 +220,7 @@ struct Controller {
     started: SystemTime,
     status: Status,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
+    runtime: ops::Runtime,
 }
 
 impl Controller {
@@ -236,8 +261,38 @@ impl Controller {
 
     async fn handle(&mut self, command: Command) {
         match command {
+            Command::Plan(select, destroy, reply) => {
+                let (events, _ignored) = mpsc::unbounded_channel();
+                let _ = reply.send(
+                    ops::plan_saved(&self.dir, &select, destroy, &self.runtime, &events).await,
+                );
+            }
+            Command::Services(reply) => {
+                let status = match &self.runtime.supervisor {
+                    Some(s) => s.status().await,
+                    None => Vec::new(),
+                };
+                let _ = reply.send(status);
+            }
+            Command::Restart(service, reply) => {
+                let result = match &self.runtime.supervisor {
+                    Some(s) => s.restart(&service).await.map_err(|e| e.to_string()),
+                    None => Err("no supervisor".into()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Scale(service, replicas, reply) => {
+                let result = match &self.runtime.supervisor {
+                    Some(s) => s.scale(&service, replicas).await.map_err(|e| e.to_string()),
+                    None => Err("no supervisor".into()),
+                };
+                if result.is_ok() {
+                    self.record(&format!("services.{service}"), "service.scaled", &format!("{service} scaled to {replicas} by `kiln scale`; the next plan shows it as drift against the files"));
+                }
+                let _ = reply.send(result);
+            }
             Command::Apply(request, events, reply) => {
-                let result = ops::apply(&self.dir, &request, &events).await;
+                let result = ops::apply(&self.dir, &request, &self.runtime, &events).await;
                 self.refresh_counts();
                 let _ = reply.send(result);
             }
@@ -262,7 +317,7 @@ impl Controller {
                 announce(&event);
             }
         });
-        let result = ops::apply(&self.dir, request, &tx).await;
+        let result = ops::apply(&self.dir, request, &self.runtime, &tx).await;
         drop(tx);
         let _ = printer.await;
         let outcome = result?;
@@ -278,6 +333,18 @@ impl Controller {
             ));
         }
         Ok(outcome)
+    }
+
+    fn record(&self, address: &str, kind: &str, message: &str) {
+        if let Ok(mut store) = ops::open_store(&self.dir) {
+            let _ = store.append_event(&kiln_state::NewEvent {
+                kind: kind.into(),
+                address: Some(address.into()),
+                serial: None,
+                message: message.into(),
+                data: serde_json::Value::Null,
+            });
+        }
     }
 
     fn refresh_counts(&mut self) {
@@ -298,7 +365,7 @@ impl Controller {
     /// One level-triggered pass: observe everything, repair what says `reconcile: auto`, record
     /// the rest as drift. Returns the addresses left drifting.
     async fn reconcile(&mut self) -> Result<Vec<String>, Failure> {
-        let loaded = ops::load_all(&self.dir, &[])?;
+        let loaded = ops::load_all(&self.dir, &[], &self.runtime)?;
         let store = ops::open_store(&self.dir)?;
         let (events, _ignored) = mpsc::unbounded_channel();
         let plan = ops::make_plan(
@@ -384,8 +451,258 @@ impl Controller {
     }
 }
 
+/// Every supervisor event goes to the event log (and to the terminal of a foreground `kiln up`).
+async fn record_supervisor_events(
+    dir: PathBuf,
+    mut events: tokio::sync::broadcast::Receiver<kiln_supervisor::Event>,
+    announce: Arc<dyn Fn(&Event) + Send + Sync>,
+) {
+    let Ok(store) = ops::open_store(&dir) else {
+        return;
+    };
+    let state = kiln_state::StateHandle::spawn(store);
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                announce(&Event::Note {
+                    message: format!(
+                        "note: {n} supervisor events were dropped from the log (too many at once)"
+                    ),
+                });
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let (kind, address, message, data) = describe(&event);
+        announce(&Event::Note {
+            message: message.clone(),
+        });
+        let record = kiln_state::NewEvent {
+            kind: kind.into(),
+            address: Some(address),
+            serial: None,
+            message,
+            data,
+        };
+        let _ = state.call(move |s| s.append_event(&record)).await;
+    }
+}
+
+/// An event's kind, the service address, a sentence, and its data.
+fn describe(event: &kiln_supervisor::Event) -> (&'static str, String, String, serde_json::Value) {
+    use kiln_supervisor::Event as E;
+    let address = |id: &kiln_supervisor::InstanceId| format!("services.{}", id.service);
+    match event {
+        E::Started { id, pid, port } => (
+            "instance.started",
+            address(id),
+            format!("{id}: started (pid {pid}, port {port})"),
+            serde_json::json!({ "pid": pid, "port": port }),
+        ),
+        E::Adopted { id, pid, port } => (
+            "instance.adopted",
+            address(id),
+            format!("{id}: adopted after a restart of kiln (pid {pid}, port {port})"),
+            serde_json::json!({ "pid": pid, "port": port }),
+        ),
+        E::Ready { id } => (
+            "instance.ready",
+            address(id),
+            format!("{id}: ready"),
+            serde_json::Value::Null,
+        ),
+        E::Unhealthy { id, probe, reason } => (
+            "instance.unhealthy",
+            address(id),
+            format!("{id}: {probe} probe failing: {reason}"),
+            serde_json::json!({ "probe": probe.to_string(), "reason": reason }),
+        ),
+        E::Exited {
+            id,
+            pid,
+            exit,
+            last_log_lines,
+        } => (
+            "instance.exited",
+            address(id),
+            format!(
+                "{id}: pid {pid} exited ({exit}){}",
+                last_log_lines
+                    .last()
+                    .map(|l| format!("; last log line: {l}"))
+                    .unwrap_or_default()
+            ),
+            serde_json::json!({ "pid": pid, "exit": exit.to_string(), "last_log_lines": last_log_lines }),
+        ),
+        E::Restarting { id, attempt, delay } => (
+            "instance.restarting",
+            address(id),
+            format!("{id}: restarting in {delay:?} (attempt {attempt})"),
+            serde_json::json!({ "attempt": attempt, "delay_ms": delay.as_millis() as u64 }),
+        ),
+        E::CrashLooping {
+            id,
+            restarts_in_window,
+            window,
+            next_try_in,
+        } => (
+            "instance.crash_looping",
+            address(id),
+            format!(
+                "{id}: crash-looping, next try in {next_try_in:?}, {restarts_in_window} restarts in {window:?}"
+            ),
+            serde_json::json!({ "restarts_in_window": restarts_in_window, "window_s": window.as_secs(), "next_try_in_ms": next_try_in.as_millis() as u64 }),
+        ),
+        E::Stopped { id } => (
+            "instance.stopped",
+            address(id),
+            format!("{id}: stopped"),
+            serde_json::Value::Null,
+        ),
+        E::OrphanKilled { id, pid } => (
+            "instance.orphan_killed",
+            address(id),
+            format!("{id}: killed an instance left by an earlier kiln (pid {pid})"),
+            serde_json::json!({ "pid": pid }),
+        ),
+    }
+}
+
+/// A JSON view of an instance, for `kiln ps` and the API.
+fn instance_json(s: &kiln_supervisor::InstanceStatus) -> serde_json::Value {
+    use kiln_supervisor::InstanceState as S;
+    let (state, detail) = match &s.state {
+        S::Starting => ("starting", None),
+        S::Running => ("running", None),
+        S::Ready => ("ready", None),
+        S::Unhealthy => ("unhealthy", None),
+        S::Backoff {
+            until,
+            restarts_in_window,
+        } => (
+            "crash-looping",
+            Some(format!(
+                "next try in {}s, {restarts_in_window} restarts in the window",
+                until
+                    .duration_since(SystemTime::now())
+                    .map_or(0, |d| d.as_secs())
+            )),
+        ),
+        S::Stopping => ("stopping", None),
+        S::Stopped => ("stopped", None),
+        S::Failed => ("failed", None),
+    };
+    serde_json::json!({
+        "service": s.id.service,
+        "instance": s.id.instance,
+        "pid": s.pid,
+        "port": s.port,
+        "state": state,
+        "detail": detail,
+        "health": s.health,
+        "restarts": s.restarts,
+        "uptime_seconds": s.uptime.map(|u| u.as_secs()),
+        "cpu_seconds": s.cpu_seconds,
+        "rss_bytes": s.rss_bytes,
+        "release": s.release,
+        "limits": format!("{:?}", s.limits_in_force),
+        "adopted": s.adopted,
+    })
+}
+
+async fn services(State(api): State<Api>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api.commands.send(Command::Services(reply)).await.is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(list) => axum::Json(list.iter().map(instance_json).collect::<Vec<_>>()).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn restart_service(
+    State(api): State<Api>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api
+        .commands
+        .send(Command::Restart(name, reply))
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    reply_result(answer.await)
+}
+
+#[derive(Deserialize)]
+struct ScaleBody {
+    replicas: u32,
+}
+
+async fn scale_service(
+    State(api): State<Api>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<ScaleBody>,
+) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api
+        .commands
+        .send(Command::Scale(name, body.replicas, reply))
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    reply_result(answer.await)
+}
+
+fn reply_result(answer: Result<Result<(), String>, oneshot::error::RecvError>) -> Response {
+    match answer {
+        Ok(Ok(())) => axum::Json(serde_json::json!({ "ok": true })).into_response(),
+        Ok(Err(message)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(serde_json::json!({ "ok": false, "message": message })),
+        )
+            .into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PlanBody {
+    #[serde(default)]
+    select: Selection,
+    #[serde(default)]
+    destroy: bool,
+}
+
+async fn plan(State(api): State<Api>, axum::Json(body): axum::Json<PlanBody>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api
+        .commands
+        .send(Command::Plan(body.select, body.destroy, reply))
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(saved)) => axum::Json(saved).into_response(),
+        Ok(Err(failure)) => (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(failure)).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
 async fn serve(listener: UnixListener, api: Api, mut stop: watch::Receiver<bool>) {
     let router = Router::new()
+        .route("/v1/plan", post(plan))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{name}/restart", post(restart_service))
+        .route("/v1/services/{name}/scale", post(scale_service))
         .route("/v1/status", get(status))
         .route("/v1/apply", post(apply))
         .route("/v1/reconcile", post(reconcile))

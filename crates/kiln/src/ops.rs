@@ -220,12 +220,20 @@ pub struct Loaded {
     pub providers: Providers,
 }
 
+/// What the running process offers the providers: the control plane has a supervisor, a
+/// one-shot command does not.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    /// The control plane's supervisor of services.
+    pub supervisor: Option<kiln_supervisor::SupervisorHandle>,
+}
+
 /// Loads the stack, its inputs and the providers.
-pub fn load_all(dir: &Path, vars: &[String]) -> Result<Loaded, Failure> {
+pub fn load_all(dir: &Path, vars: &[String], runtime: &Runtime) -> Result<Loaded, Failure> {
     let stack = load_stack(dir)?;
     let inputs = inputs(&stack, dir, vars)?;
     let providers = Providers::new(
-        kiln_providers::builtin_providers(),
+        kiln_providers::builtin_providers(runtime.supervisor.clone()),
         ProviderContext {
             root: dir.to_path_buf(),
             stack: stack.name.clone(),
@@ -306,6 +314,28 @@ pub async fn make_plan(
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
+    })
+}
+
+/// Plans and returns the plan with what a saved plan needs (lineage, serial, files digest).
+pub async fn plan_saved(
+    dir: &Path,
+    select: &Selection,
+    destroy: bool,
+    runtime: &Runtime,
+    events: &UnboundedSender<Event>,
+) -> Result<SavedPlan, Failure> {
+    let loaded = load_all(dir, &select.vars, runtime)?;
+    let store = open_store(dir)?;
+    let plan = make_plan(&loaded, &store, select, destroy, 10, events).await?;
+    Ok(SavedPlan {
+        format: 1,
+        lineage: store.lineage()?,
+        serial: store.serial()?,
+        files_digest: loaded.stack.digest.clone(),
+        destroy,
+        vars: select.vars.clone(),
+        plan,
     })
 }
 
@@ -393,6 +423,7 @@ pub struct SavedPlanRef(pub serde_json::Value);
 pub async fn apply(
     dir: &Path,
     request: &ApplyRequest,
+    runtime: &Runtime,
     events: &UnboundedSender<Event>,
 ) -> Result<Outcome, Failure> {
     let saved: Option<SavedPlan> = match &request.saved {
@@ -405,7 +436,7 @@ pub async fn apply(
     let vars = saved
         .as_ref()
         .map_or_else(|| request.select.vars.clone(), |s| s.vars.clone());
-    let loaded = load_all(dir, &vars)?;
+    let loaded = load_all(dir, &vars, runtime)?;
     let mut store = open_store(dir)?;
     let lock_id = lock(
         &mut store,
