@@ -1,0 +1,228 @@
+//! Services through the real binary and control plane: start in dependency order with
+//! `${{ services.x.url }}`, self-heal after kill -9, scale shows as drift, `kiln down` leaves no
+//! process, and a SIGKILLed control plane's instances are adopted, not duplicated.
+
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Scratch, wait_until};
+
+const SERVER: &str = r#"
+const http = require('http');
+const server = http.createServer((req, res) => {
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ upstream: process.env.UPSTREAM || null, port: process.env.PORT, service: process.env.KILN_SERVICE }));
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
+const STACK: &str = r#"
+name: svc
+services:
+  backend:
+    run: node server.js
+    replicas: 2
+    health: { http: /, interval: 200ms, timeout: 1s }
+    stop: { grace: 2s }
+    backoff: { initial: 50ms, max: 1s }
+  front:
+    run: node server.js
+    env: { UPSTREAM: "${{ services.backend.url }}" }
+    health: { http: /, interval: 200ms, timeout: 1s }
+"#;
+
+struct Running<'a>(&'a Scratch);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
+        for pid in all_pids(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn scratch() -> Scratch {
+    let s = Scratch::new(STACK);
+    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    s
+}
+
+fn ps(s: &Scratch) -> Vec<serde_json::Value> {
+    let out = s.run(&["ps", "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn ready(s: &Scratch, n: usize) -> bool {
+    let list = ps(s);
+    list.len() == n && list.iter().all(|i| i["state"] == "ready")
+}
+
+fn all_pids(s: &Scratch) -> Vec<i32> {
+    let dir = s.file(".kiln/services/run");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        // Only the pidfiles: the log FIFOs beside them would block a read.
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .filter_map(|v| v["pid"].as_i64().map(|p| p as i32))
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is not alive: /proc/PID/stat's third field is `Z`.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn services_start_heal_scale_and_stop_with_the_control_plane() {
+    let s = scratch();
+    s.ok(&["up", "-d", "--interval", "1"]);
+    let _guard = Running(&s);
+    assert!(
+        wait_until(Duration::from_secs(20), || ready(&s, 3)),
+        "{:?}",
+        ps(&s)
+    );
+
+    // The front reads the backend's URL from its env.
+    let state = s.ok(&["state", "show", "services.backend", "--json"]);
+    let backend: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let url = backend["outputs"]["url"].as_str().unwrap().to_owned();
+    let front = ps(&s)
+        .into_iter()
+        .find(|i| i["service"] == "front")
+        .unwrap();
+    let reply = http_get(front["port"].as_u64().unwrap() as u16);
+    assert_eq!(reply["upstream"], url.as_str(), "{reply}");
+
+    // kill -9 of one instance: it comes back on its own.
+    let victim = ps(&s)
+        .into_iter()
+        .find(|i| i["service"] == "backend")
+        .unwrap();
+    let pid = victim["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || ps(&s).iter().any(
+            |i| i["service"] == "backend"
+                && i["instance"] == victim["instance"]
+                && i["restarts"].as_u64() >= Some(1)
+                && i["state"] == "ready"
+        )),
+        "{:?}",
+        ps(&s)
+    );
+    let events = s.ok(&["history", "--json"]);
+    assert!(!events.is_empty());
+
+    // kiln scale is recorded and shows as drift; apply goes back to the files.
+    s.ok(&["scale", "backend=3"]);
+    assert!(wait_until(Duration::from_secs(20), || ready(&s, 4)));
+    let plan = s.ok(&["plan"]);
+    assert!(
+        plan.contains("3 instances run (scaled outside the files), the files say 2"),
+        "{plan}"
+    );
+    s.ok(&["apply"]);
+    assert!(wait_until(Duration::from_secs(20), || ready(&s, 3)));
+
+    // kiln down: no process outlives it.
+    let pids = all_pids(&s);
+    assert_eq!(pids.len(), 3);
+    s.ok(&["down"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || pids.iter().all(|p| !alive(*p))),
+        "instances left behind"
+    );
+}
+
+#[test]
+fn instances_survive_a_sigkilled_control_plane_and_are_adopted_once() {
+    let s = scratch();
+    s.ok(&["up", "-d", "--interval", "1"]);
+    let _guard = Running(&s);
+    assert!(wait_until(Duration::from_secs(20), || ready(&s, 3)));
+    let before: Vec<i64> = ps(&s).iter().map(|i| i["pid"].as_i64().unwrap()).collect();
+    let daemon: i32 = std::fs::read_to_string(s.file(".kiln/kiln.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !alive(daemon)));
+    assert!(
+        before.iter().all(|p| alive(*p as i32)),
+        "instances keep serving while kiln is down"
+    );
+
+    s.ok(&["up", "-d", "--interval", "1"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || ready(&s, 3)),
+        "{:?}",
+        ps(&s)
+    );
+    let mut after: Vec<i64> = ps(&s).iter().map(|i| i["pid"].as_i64().unwrap()).collect();
+    let mut before = before;
+    before.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(
+        before, after,
+        "the same processes were adopted: no duplicates, no orphans"
+    );
+    assert!(ps(&s).iter().all(|i| i["adopted"] == true));
+    s.ok(&["down"]);
+    assert!(wait_until(Duration::from_secs(10), || after
+        .iter()
+        .all(|p| !alive(*p as i32))));
+}
+
+#[test]
+fn services_without_a_control_plane_say_how_to_start_one() {
+    let s = scratch();
+    let out = s.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kiln up"));
+}
+
+fn http_get(port: u16) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap()
+}
