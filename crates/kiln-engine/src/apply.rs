@@ -146,14 +146,17 @@ pub async fn apply(
     let mut tasks: JoinSet<TaskResult> = JoinSet::new();
     let mut records = records;
     let parallelism = run.parallelism.max(1);
+    // Changes whose dependencies are all done, in address order so runs are reproducible.
+    let mut ready: BTreeSet<String> = waiting
+        .iter()
+        .filter(|(_, w)| w.is_empty())
+        .map(|(a, _)| a.clone())
+        .collect();
     loop {
-        let ready: Vec<String> = waiting
-            .iter()
-            .filter(|(_, w)| w.is_empty())
-            .map(|(a, _)| a.clone())
-            .take(parallelism.saturating_sub(tasks.len()))
-            .collect();
-        for address in ready {
+        while tasks.len() < parallelism {
+            let Some(address) = ready.pop_first() else {
+                break;
+            };
             waiting.remove(&address);
             let Some(change) = changes.get(&address).cloned() else {
                 continue;
@@ -164,9 +167,9 @@ pub async fn apply(
             });
             let task = Task {
                 run: run.clone(),
+                known: knowledge_for(&run.stack, &address, &known),
                 change,
                 record: records.get(&address).cloned(),
-                known: known.clone(),
             };
             tasks.spawn(async move {
                 let started = Instant::now();
@@ -206,6 +209,9 @@ pub async fn apply(
                 for d in dependents.get(&address).into_iter().flatten() {
                     if let Some(w) = waiting.get_mut(d) {
                         w.remove(&address);
+                        if w.is_empty() {
+                            ready.insert(d.clone());
+                        }
                     }
                 }
             }
@@ -220,6 +226,25 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// What a task may read: only the resources its own declaration depends on, so that spawning a
+/// task costs in proportion to its references, not to the size of the stack.
+fn knowledge_for(
+    stack: &Stack,
+    address: &str,
+    known: &BTreeMap<String, Known>,
+) -> BTreeMap<String, Known> {
+    stack
+        .resources
+        .get(address)
+        .map(|r| {
+            r.depends_on
+                .keys()
+                .filter_map(|d| known.get(d).map(|k| (d.clone(), k.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn skip_dependents(

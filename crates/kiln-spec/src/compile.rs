@@ -595,11 +595,60 @@ impl<'fs> Compiler<'fs> {
             }
         }
         if let Some(kind) = kind {
+            if kind.kind == schema::SERVICE.kind {
+                self.check_program(&resource, base);
+            }
             self.template_files(kind, &mut resource, base);
             self.required_attrs(kind, &resource, node.span, &address);
             self.lifecycle_attrs(kind, &resource, &address);
         }
         self.resources.insert(address, resource);
+    }
+
+    /// A service's program must exist before anything starts.
+    fn check_program(&mut self, resource: &Resource, base: &Path) {
+        let literal = |name: &str| match resource.attrs.get(name).map(|v| &v.kind) {
+            Some(ValueKind::Literal(json)) => Some(json.clone()),
+            _ => None,
+        };
+        if literal("shell") == Some(serde_json::Value::Bool(true)) {
+            return;
+        }
+        let Some(run) = resource.attrs.get("run") else {
+            return;
+        };
+        let program = match literal("run") {
+            Some(serde_json::Value::String(line)) => crate::words::split_command(&line)
+                .ok()
+                .and_then(|w| w.into_iter().next()),
+            Some(serde_json::Value::Array(items)) => {
+                items.first().and_then(|v| v.as_str().map(str::to_owned))
+            }
+            _ => None,
+        };
+        let Some(program) = program else { return };
+        let dir = [literal("workdir"), literal("path")]
+            .into_iter()
+            .flatten()
+            .find_map(|v| v.as_str().map(|p| base.join(p)))
+            .unwrap_or_else(|| base.to_path_buf());
+        if !self.fs.program_exists(&program, &dir) {
+            let where_ = if program.contains('/') {
+                format!("in {}", dir.display())
+            } else {
+                "on PATH".to_owned()
+            };
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    run.span,
+                    format!("{}.run", resource.address),
+                    format!("`{program}` is not an executable {where_}"),
+                )
+                .label("cannot be run")
+                .help("install it, fix its name, or give a path relative to the service's `path`"),
+            );
+        }
     }
 
     /// Reads and parses template files named by literal `template:` paths.

@@ -10,6 +10,12 @@ pub trait FileSystem {
     fn read_to_string(&self, path: &Path) -> std::io::Result<String>;
     /// True when `path` is a directory.
     fn is_dir(&self, path: &Path) -> bool;
+    /// True when `program` can be run from `dir`: a path (with a `/`) to an executable file, or a
+    /// name found on `PATH`. The default says yes, for trees that hold no programs.
+    fn program_exists(&self, program: &str, dir: &Path) -> bool {
+        let _ = (program, dir);
+        true
+    }
 }
 
 /// An in-memory file tree, for tests and for tools that hold files already.

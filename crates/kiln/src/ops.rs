@@ -148,6 +148,18 @@ impl FileSystem for DiskFs {
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
     }
+    fn program_exists(&self, program: &str, dir: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let executable = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if program.contains('/') {
+            return executable(&dir.join(program));
+        }
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|d| executable(&d.join(program)))
+        })
+    }
 }
 
 /// Loads and validates the stack in `dir`, rendering every mistake on failure.

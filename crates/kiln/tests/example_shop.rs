@@ -17,7 +17,10 @@ fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name();
-        if [".kiln", "out", "node_modules", "data", "dist"].iter().any(|skip| name == *skip) {
+        if [".kiln", "out", "node_modules", "data", "dist"]
+            .iter()
+            .any(|skip| name == *skip)
+        {
             continue;
         }
         let target = to.join(&name);
@@ -32,7 +35,9 @@ fn copy_tree(from: &Path, to: &Path) {
 
 fn http(port: u16, request: &str) -> String {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
@@ -42,30 +47,62 @@ fn http(port: u16, request: &str) -> String {
 #[test]
 fn the_example_shop_comes_up_serves_orders_and_goes_down() {
     let s = Scratch::new("");
-    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"), s.path());
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"),
+        s.path(),
+    );
     s.ok(&["validate"]);
     s.ok(&["up", "-d", "--interval", "2"]);
-    let ps = || -> Vec<serde_json::Value> { serde_json::from_slice::<serde_json::Value>(&s.run(&["ps", "--json"]).stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default() };
+    let ps = || -> Vec<serde_json::Value> {
+        serde_json::from_slice::<serde_json::Value>(&s.run(&["ps", "--json"]).stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
     let stop = scopeguard(&s);
-    assert!(wait_until(Duration::from_secs(30), || { let l = ps(); l.len() == 4 && l.iter().all(|i| i["state"] == "ready") }), "{:?}", ps());
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let l = ps();
+            l.len() == 4 && l.iter().all(|i| i["state"] == "ready")
+        }),
+        "{:?}",
+        ps()
+    );
 
     let motd = std::fs::read_to_string(s.file("out/motd")).unwrap();
     assert!(motd.contains("Shop front: http://127.0.0.1:"), "{motd}");
-    let web = ps().into_iter().find(|i| i["service"] == "web").unwrap()["port"].as_u64().unwrap() as u16;
+    let web = ps().into_iter().find(|i| i["service"] == "web").unwrap()["port"]
+        .as_u64()
+        .unwrap() as u16;
     let page = http(web, "GET / HTTP/1.0\r\nHost: shop\r\n\r\n");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
 
     // An order through the api is fulfilled by the worker.
-    let api = ps().into_iter().find(|i| i["service"] == "api").unwrap()["port"].as_u64().unwrap() as u16;
+    let api = ps().into_iter().find(|i| i["service"] == "api").unwrap()["port"]
+        .as_u64()
+        .unwrap() as u16;
     let products = http(api, "GET /api/products HTTP/1.0\r\nHost: shop\r\n\r\n");
     let body = products.split("\r\n\r\n").nth(1).unwrap();
     let list: serde_json::Value = serde_json::from_str(body).unwrap();
-    let first = list.as_array().map(|a| a[0].clone()).or_else(|| list["products"].as_array().map(|a| a[0].clone())).unwrap();
+    let first = list
+        .as_array()
+        .map(|a| a[0].clone())
+        .or_else(|| list["products"].as_array().map(|a| a[0].clone()))
+        .unwrap();
     let order = format!("{{\"productId\": {}, \"quantity\": 1}}", first["id"]);
-    let placed = http(api, &format!("POST /api/orders HTTP/1.0\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{order}", order.len()));
+    let placed = http(
+        api,
+        &format!(
+            "POST /api/orders HTTP/1.0\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{order}",
+            order.len()
+        ),
+    );
     assert!(placed.starts_with("HTTP/1.1 201"), "{placed}");
     assert!(
-        wait_until(Duration::from_secs(20), || std::fs::read_to_string(s.file("out/data/worker/fulfilled.log")).is_ok_and(|l| !l.is_empty())),
+        wait_until(Duration::from_secs(20), || std::fs::read_to_string(
+            s.file("out/data/worker/fulfilled.log")
+        )
+        .is_ok_and(|l| !l.is_empty())),
         "the worker did not fulfil the order"
     );
     drop(stop);

@@ -251,3 +251,29 @@ test('SIGTERM: stops accepting, finishes the in-flight request, exits 0', async 
   const onDisk = JSON.parse(fs.readFileSync(path.join(dir, 'store.json'), 'utf8'));
   assert.equal(onDisk.orders.length, 1, 'the in-flight order was stored');
 });
+
+test('replicas sharing a DATA_DIR see each other\'s orders and never lose one', async () => {
+  const shared = tmpDir();
+  dirs.push(shared);
+  const a = await startService('api/server.js', { DATA_DIR: shared });
+  const b = await startService('api/server.js', { DATA_DIR: shared });
+  try {
+    const post = (svc, productId) => json(`${svc.url}/api/orders`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ productId, quantity: 1 }),
+    });
+    const placed = await Promise.all([post(a, 1), post(b, 2), post(a, 3), post(b, 1), post(a, 2), post(b, 3)]);
+    for (const p of placed) assert.equal(p.status, 201);
+    const ids = placed.map((p) => p.data.id ?? p.data.order?.id);
+    assert.equal(new Set(ids).size, 6, `six distinct order ids: ${ids}`);
+    const fromA = await json(`${a.url}/api/orders`);
+    const fromB = await json(`${b.url}/api/orders`);
+    const count = (r) => (Array.isArray(r.data) ? r.data : r.data.orders).length;
+    assert.equal(count(fromA), 6);
+    assert.equal(count(fromB), 6);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
