@@ -768,13 +768,14 @@ impl Actor {
     }
 
     fn status(&self) -> Vec<InstanceStatus> {
+        let groups = procfs::scan_groups();
         self.instances
             .values()
             .map(|i| {
                 let usage = i
                     .proc
                     .as_ref()
-                    .map(|p| procfs::group_usage(p.pid, p.start_ticks));
+                    .map(|p| procfs::group_usage_in(&groups, p.pid, p.start_ticks));
                 let health = match (&i.failing, i.ready) {
                     (_, true) => "ready".to_owned(),
                     (Some((kind, reason, _)), false) => format!("{kind} failing: {reason}"),
