@@ -74,6 +74,11 @@ pub enum Command {
     /// List the recorded revisions (every apply and destroy).
     #[command(after_help = "Example:\n  kiln history --limit 5\n  kiln history --json")]
     History(HistoryArgs),
+    /// Show the event log: applies, drift, restarts, crashes, scaling (oldest first).
+    #[command(
+        after_help = "Example:\n  kiln events --limit 20\n  kiln events --address services.api --json"
+    )]
+    Events(EventsArgs),
     /// Remove a lock left by a process that is gone.
     #[command(
         name = "force-unlock",
@@ -205,6 +210,20 @@ pub struct LogsArgs {
     /// Only the last N lines (of each target).
     #[arg(long)]
     pub tail: Option<usize>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `kiln events`.
+#[derive(Debug, Args, Clone)]
+pub struct EventsArgs {
+    /// Only events of this address.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Only the newest N events.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
     /// Output format.
     #[command(flatten)]
     pub output: Output,

@@ -9,7 +9,9 @@ use kiln_engine::apply::{Progress, Report};
 use kiln_plan::{Action, Plan};
 use tokio::sync::mpsc;
 
-use crate::cli::{ApplyArgs, HistoryArgs, LogsArgs, Output, PlanArgs, StateCommand, UpArgs};
+use crate::cli::{
+    ApplyArgs, EventsArgs, HistoryArgs, LogsArgs, Output, PlanArgs, StateCommand, UpArgs,
+};
 use crate::client;
 use crate::daemon::{self, Paths, UpOptions};
 use crate::ops::{self, ApplyRequest, Event, Failure, Outcome, SavedPlan, SavedPlanRef, Selection};
@@ -604,6 +606,30 @@ pub fn history(dir: &Path, args: &HistoryArgs) -> Result<(), Failure> {
     }
     if revisions.is_empty() {
         println!("no revisions yet: `kiln apply` records the first one");
+    }
+    Ok(())
+}
+
+/// `kiln events`: the newest `--limit` events, oldest first.
+pub fn events(dir: &Path, args: &EventsArgs) -> Result<(), Failure> {
+    let store = ops::open_store(dir)?;
+    let query = kiln_state::EventQuery {
+        after_id: None,
+        address: args.address.clone(),
+        limit: usize::MAX,
+    };
+    let mut list = store.events(&query)?;
+    let skip = list.len().saturating_sub(args.limit);
+    list.drain(..skip);
+    if args.output.json {
+        println!(
+            "{:#}",
+            serde_json::to_value(&list).map_err(|e| Failure::State(e.to_string()))?
+        );
+        return Ok(());
+    }
+    for e in &list {
+        println!("{:>6}  {}  {:<22} {}", e.id, e.time, e.kind, e.message);
     }
     Ok(())
 }

@@ -131,7 +131,7 @@ pub async fn run(
         supervisor: Some(supervisor.clone()),
     };
     let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
-    tokio::spawn(record_supervisor_events(
+    let recorder = tokio::spawn(record_supervisor_events(
         dir.to_path_buf(),
         supervisor_events,
         announce.clone(),
@@ -163,13 +163,64 @@ pub async fn run(
         runtime,
     };
     let result = controller.run(inbox).await;
-    // Stopping the control plane stops its services: no process outlives `kiln down`.
+    // Stopping the control plane stops its services (no process outlives `kiln down`), dependents
+    // before what they depend on; whatever is left after that is stopped together.
+    stop_in_reverse_order(dir, &supervisor).await;
     supervisor.shutdown(DRAIN_DEADLINE).await;
+    // Once every handle is gone the supervisor's event stream closes; wait for the last stop
+    // events to reach the log.
+    drop(controller);
+    drop(supervisor);
+    let _ = tokio::time::timeout(Duration::from_secs(5), recorder).await;
     let _ = stop_api.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = std::fs::remove_file(&paths.socket);
     let _ = std::fs::remove_file(&paths.pidfile);
     result
+}
+
+/// Stops services in the reverse of their dependency order, as recorded by the last apply.
+async fn stop_in_reverse_order(dir: &Path, supervisor: &kiln_supervisor::SupervisorHandle) {
+    let Ok(store) = ops::open_store(dir) else {
+        return;
+    };
+    let Ok(records) = store.resources() else {
+        return;
+    };
+    let services: Vec<&kiln_state::ResourceRecord> =
+        records.iter().filter(|r| r.kind == "service").collect();
+    let names: std::collections::BTreeSet<&str> =
+        services.iter().map(|r| r.address.as_str()).collect();
+    // Repeatedly stop the services nothing still running depends on.
+    let mut running: Vec<&kiln_state::ResourceRecord> = services.clone();
+    for _ in 0..=services.len() {
+        if running.is_empty() {
+            break;
+        }
+        let needed: std::collections::BTreeSet<&str> = running
+            .iter()
+            .flat_map(|r| r.dependencies.iter().map(String::as_str))
+            .filter(|d| names.contains(d))
+            .collect();
+        let (leaves, rest): (Vec<_>, Vec<_>) = running
+            .into_iter()
+            .partition(|r| !needed.contains(r.address.as_str()));
+        let leaves = if leaves.is_empty() {
+            rest.clone()
+        } else {
+            leaves
+        };
+        let leaf_names: Vec<String> = leaves
+            .iter()
+            .map(|r| kiln_providers::supervisor_name(&r.address))
+            .collect();
+        let stops = leaf_names.iter().map(|name| supervisor.remove(name));
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, futures_util::future::join_all(stops)).await;
+        running = rest
+            .into_iter()
+            .filter(|r| !leaves.iter().any(|l| l.address == r.address))
+            .collect();
+    }
 }
 
 /// Binds the API socket, refusing to start beside a running control plane.

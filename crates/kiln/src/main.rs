@@ -43,6 +43,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(output) => commands::status(dir, output).await,
         Command::State(command) => commands::state(dir, command),
         Command::History(args) => commands::history(dir, args),
+        Command::Events(args) => commands::events(dir, args),
         Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),
     }
 }
