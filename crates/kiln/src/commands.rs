@@ -242,23 +242,106 @@ async fn apply_remote(
     })
 }
 
-/// Prints events as they come: the plan, then one line per change.
+/// Prints events as they come: the plan, then one line per finished change. On a terminal a
+/// status line at the bottom shows what is running and how far along the apply is; without one
+/// (CI, pipes) every start and finish is its own plain line.
 struct Printer {
     json: bool,
+    tty: bool,
+    total: usize,
+    finished: usize,
+    running: std::collections::BTreeSet<String>,
+    status_shown: bool,
 }
 
 impl Printer {
     fn new(json: bool) -> Printer {
-        Printer { json }
+        let tty = !json
+            && std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("CI").is_none();
+        Printer {
+            json,
+            tty,
+            total: 0,
+            finished: 0,
+            running: std::collections::BTreeSet::new(),
+            status_shown: false,
+        }
     }
 
     fn event(&mut self, event: &Event) {
         match event {
-            Event::Note { message } => eprintln!("{message}"),
-            Event::Planned { plan } if !self.json => print_plan(plan),
-            Event::Progress { progress } if !self.json => print_progress(progress),
+            Event::Note { message } => {
+                self.clear_status();
+                eprintln!("{message}");
+            }
+            Event::Planned { plan } if !self.json => {
+                self.total = plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.action != Action::NoOp)
+                    .count();
+                print_plan(plan);
+            }
+            Event::Progress { progress } if !self.json => self.progress(progress),
             _ => {}
         }
+        self.draw_status();
+    }
+
+    fn progress(&mut self, progress: &Progress) {
+        match progress {
+            Progress::Started { address, .. } => {
+                self.running.insert(address.clone());
+                if self.tty {
+                    return;
+                }
+            }
+            Progress::Done { address, .. }
+            | Progress::Failed { address, .. }
+            | Progress::Skipped { address, .. } => {
+                self.running.remove(address);
+                self.finished += 1;
+            }
+        }
+        self.clear_status();
+        print_progress(progress);
+    }
+
+    fn clear_status(&mut self) {
+        if self.status_shown {
+            print!("\r\x1b[2K");
+            self.status_shown = false;
+        }
+    }
+
+    fn draw_status(&mut self) {
+        if !self.tty || self.running.is_empty() {
+            self.clear_status();
+            return;
+        }
+        let mut names: Vec<&str> = self.running.iter().take(3).map(String::as_str).collect();
+        let more = self.running.len().saturating_sub(names.len());
+        let extra = if more > 0 {
+            format!(" (+{more})")
+        } else {
+            String::new()
+        };
+        names.sort_unstable();
+        print!(
+            "\r\x1b[2K[{}/{}] running: {}{extra}",
+            self.finished,
+            self.total,
+            names.join(", ")
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        self.status_shown = true;
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        self.clear_status();
     }
 }
 
