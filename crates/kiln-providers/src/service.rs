@@ -258,6 +258,8 @@ impl ServiceProvider {
         let name = spec.name.clone();
         let hash = spec.spec_hash();
         let replicas = spec.replicas;
+        let job = desired.get("job").and_then(Value::as_bool).unwrap_or(false);
+        let events = supervisor.subscribe();
         supervisor
             .apply(spec)
             .await
@@ -265,7 +267,9 @@ impl ServiceProvider {
                 message: e.to_string(),
             })?;
         let timeout = millis(desired.get("ready_timeout")).unwrap_or(READY_TIMEOUT);
-        if replicas > 0 {
+        if job {
+            wait_completed(supervisor, &name, replicas, events, timeout).await?;
+        } else if replicas > 0 {
             supervisor
                 .wait_ready(&name, timeout)
                 .await
@@ -298,6 +302,78 @@ impl ServiceProvider {
     }
 }
 
+/// Waits until every instance of a job exited with status 0; fails on the first instance that
+/// fails for good, or at the deadline, with the last exits and log lines.
+async fn wait_completed(
+    supervisor: &SupervisorHandle,
+    name: &str,
+    replicas: u32,
+    mut events: tokio::sync::broadcast::Receiver<kiln_supervisor::Event>,
+    timeout: Duration,
+) -> Result<(), ProviderError> {
+    use kiln_supervisor::{Event, InstanceState};
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_exit = String::new();
+    loop {
+        let states: Vec<InstanceState> = supervisor
+            .status()
+            .await
+            .into_iter()
+            .filter(|s| s.id.service == name)
+            .map(|s| s.state)
+            .collect();
+        if states.len() as u32 == replicas && states.iter().all(|s| *s == InstanceState::Stopped) {
+            return Ok(());
+        }
+        if states.contains(&InstanceState::Failed) {
+            // The exit that failed it may still be queued: take it for the message.
+            while let Ok(event) = events.try_recv() {
+                if let Event::Exited {
+                    id,
+                    exit,
+                    last_log_lines,
+                    ..
+                } = event
+                    && id.service == name
+                {
+                    last_exit = format!(
+                        "{id}: {exit}; last log lines: {}",
+                        last_log_lines.join(" / ")
+                    );
+                }
+            }
+            return Err(ProviderError::Partial {
+                message: format!("job {name} failed: {last_exit}"),
+            });
+        }
+        let event = tokio::time::timeout_at(deadline, events.recv()).await;
+        match event {
+            Err(_) => {
+                return Err(ProviderError::Partial {
+                    message: format!(
+                        "job {name} did not complete within {timeout:?}; last exit: {last_exit}"
+                    ),
+                });
+            }
+            Ok(Ok(Event::Exited {
+                id,
+                exit,
+                last_log_lines,
+                ..
+            })) if id.service == name => {
+                last_exit = format!(
+                    "{id}: {exit}; last log lines: {}",
+                    last_log_lines.join(" / ")
+                );
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return Err(failed("the supervisor stopped"));
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
 impl Provider for ServiceProvider {
     fn kinds(&self) -> &'static [&'static str] {
         &["service"]
@@ -313,6 +389,10 @@ impl Provider for ServiceProvider {
                 // Outside the control plane nothing is watching the processes; report no drift.
                 return Ok(Observation::Present { drift: Vec::new() });
             };
+            if recorded.attributes.get("job").and_then(Value::as_bool) == Some(true) {
+                // A job that completed leaves nothing running to observe.
+                return Ok(Observation::Present { drift: Vec::new() });
+            }
             let name = supervisor_name(&recorded.address);
             let instances: Vec<_> = supervisor
                 .status()

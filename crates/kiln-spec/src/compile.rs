@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::load::{FileSystem, normalize};
 use crate::model::{
-    Lifecycle, Reconcile, Resource, Scope, ScopeId, SecretSource, Stack, Value, ValueKind,
+    Condition, Lifecycle, Reconcile, Resource, Scope, ScopeId, SecretSource, Stack, Value,
+    ValueKind,
 };
 use crate::resolve;
 use crate::schema::{self, AttrType, KindSchema};
@@ -558,6 +559,7 @@ impl<'fs> Compiler<'fs> {
             attrs: IndexMap::new(),
             rendered: IndexMap::new(),
             depends_on: BTreeMap::new(),
+            conditions: BTreeMap::new(),
             lifecycle: Lifecycle::default(),
             reconcile: Reconcile::default(),
             span: key.span,
@@ -580,10 +582,12 @@ impl<'fs> Compiler<'fs> {
                         None => self.unknown_key(
                             k,
                             &address,
-                            kind.attrs
-                                .iter()
-                                .map(|a| a.name)
-                                .chain(schema::META_KEYS.iter().copied()),
+                            kind.attrs.iter().map(|a| a.name).chain(
+                                schema::META_KEYS
+                                    .iter()
+                                    .copied()
+                                    .filter(|k| implied.is_none() || *k != "kind"),
+                            ),
                             &if implied.is_some() {
                                 "a service".to_owned()
                             } else {
@@ -597,12 +601,44 @@ impl<'fs> Compiler<'fs> {
         if let Some(kind) = kind {
             if kind.kind == schema::SERVICE.kind {
                 self.check_program(&resource, base);
+                self.check_job(&resource);
             }
             self.template_files(kind, &mut resource, base);
             self.required_attrs(kind, &resource, node.span, &address);
             self.lifecycle_attrs(kind, &resource, &address);
         }
         self.resources.insert(address, resource);
+    }
+
+    /// A job runs to completion, so it cannot be restarted whatever happens.
+    fn check_job(&mut self, resource: &Resource) {
+        let Some(job) = resource.attrs.get("job") else {
+            return;
+        };
+        if !matches!(job.kind, ValueKind::Literal(serde_json::Value::Bool(true))) {
+            return;
+        }
+        let restart = resource.attrs.get("restart").and_then(|v| match &v.kind {
+            ValueKind::Literal(serde_json::Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        });
+        if !matches!(restart, Some("never" | "on-failure")) {
+            let span = resource.attrs.get("restart").map_or(job.span, |v| v.span);
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    span,
+                    format!("{}.restart", resource.address),
+                    "a job must not restart after it succeeds",
+                )
+                .label(if restart.is_some() {
+                    "restarts always"
+                } else {
+                    "restart defaults to always"
+                })
+                .help("set `restart: on-failure` (retry until it succeeds) or `restart: never`"),
+            );
+        }
     }
 
     /// A service's program must exist before anything starts.
@@ -837,23 +873,75 @@ impl<'fs> Compiler<'fs> {
         resource: &mut Resource,
         section: &str,
     ) {
-        let Y::Seq(items) = &node.value else {
-            self.wrong_type(node, path, "a list of addresses, like [resources.migrate]");
-            return;
-        };
         let prefix = self.scopes[scope].prefix.clone();
-        for (i, item) in items.iter().enumerate() {
-            let Some(target) = self.string(item, &format!("{path}[{i}]")) else {
-                continue;
-            };
+        let address = |target: String| {
             let target = if section == "services" && !target.contains('.') {
                 format!("services.{target}")
             } else {
                 target
             };
-            resource
-                .depends_on
-                .insert(format!("{prefix}{target}"), item.span);
+            format!("{prefix}{target}")
+        };
+        match &node.value {
+            Y::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(target) = self.string(item, &format!("{path}[{i}]")) {
+                        resource.depends_on.insert(address(target), item.span);
+                    }
+                }
+            }
+            // Services may name a condition per dependency, as docker compose does.
+            Y::Map(entries) if section == "services" => {
+                for (key, value) in entries {
+                    let condition = self.dependency_condition(value, &format!("{path}.{}", key.text));
+                    let target = address(key.text.clone());
+                    resource.depends_on.insert(target.clone(), key.span);
+                    resource.conditions.insert(target, condition);
+                }
+            }
+            _ => self.wrong_type(
+                node,
+                path,
+                if section == "services" {
+                    "a list of services, or a mapping of services to `{ condition: started | healthy | completed_successfully }`"
+                } else {
+                    "a list of addresses, like [resources.migrate]"
+                },
+            ),
+        }
+    }
+
+    fn dependency_condition(&mut self, node: &Node, path: &str) -> Condition {
+        let Some(entries) = self.map(
+            node,
+            path,
+            "`{ condition: started | healthy | completed_successfully }`",
+        ) else {
+            return Condition::Healthy;
+        };
+        self.check_keys(entries, &["condition"], path, "a dependency");
+        let Some((_, value)) = entries.iter().find(|(k, _)| k.text == "condition") else {
+            return Condition::Healthy;
+        };
+        match self.string(value, &format!("{path}.condition")).as_deref() {
+            Some("started") => Condition::Started,
+            Some("healthy") | None => Condition::Healthy,
+            Some("completed_successfully") => Condition::CompletedSuccessfully,
+            Some(other) => {
+                let words = ["started", "healthy", "completed_successfully"];
+                let mut d = Diagnostic::new(
+                    Code::InvalidValue,
+                    value.span,
+                    format!("{path}.condition"),
+                    format!("unknown condition `{other}`"),
+                )
+                .label("expected started, healthy or completed_successfully");
+                if let Some(best) = closest(other, words) {
+                    d = d.help(format!("did you mean `{best}`?"));
+                }
+                self.emit(d);
+                Condition::Healthy
+            }
         }
     }
 

@@ -69,12 +69,26 @@ pub struct Resource {
     /// Every resource this one depends on (explicit and through references), by address,
     /// with the place that creates the dependency.
     pub depends_on: BTreeMap<String, Span>,
+    /// For services: what a dependency must reach before this one starts (absent: healthy).
+    pub conditions: BTreeMap<String, Condition>,
     /// Lifecycle rules.
     pub lifecycle: Lifecycle,
     /// What the control plane does on drift.
     pub reconcile: Reconcile,
     /// Where the resource is declared (its key).
     pub span: Span,
+}
+
+/// What a service waits for in a dependency (docker compose's `depends_on` conditions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// The dependency's instances have started. kiln applies a service only once it is ready,
+    /// so this waits as long as `healthy` does; it is accepted for compose compatibility.
+    Started,
+    /// The dependency's instances are ready (their readiness probes pass).
+    Healthy,
+    /// The dependency is a `job` whose instances all exited with status 0.
+    CompletedSuccessfully,
 }
 
 /// Terraform-style lifecycle rules.

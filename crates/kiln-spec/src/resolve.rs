@@ -75,6 +75,7 @@ pub(crate) fn resolve(view: &mut View<'_>, diags: &mut Diagnostics) {
             }
         }
     }
+    check_conditions(view, diags);
     check_module_outputs(view, diags);
     if diags.is_empty() {
         report_cycles(view, diags);
@@ -264,6 +265,39 @@ fn value_targets(
         }
     }
     Ok(out)
+}
+
+/// `completed_successfully` only makes sense for a job, which ends.
+fn check_conditions(view: &View<'_>, diags: &mut Diagnostics) {
+    for resource in view.resources.values() {
+        for (target, condition) in &resource.conditions {
+            if *condition != crate::model::Condition::CompletedSuccessfully {
+                continue;
+            }
+            let Some(dependency) = view.resources.get(target) else {
+                continue;
+            };
+            let is_job = dependency.attrs.get("job").is_some_and(|v| {
+                matches!(
+                    v.kind,
+                    crate::model::ValueKind::Literal(serde_json::Value::Bool(true))
+                )
+            });
+            if !is_job {
+                let span = resource
+                    .depends_on
+                    .get(target)
+                    .copied()
+                    .unwrap_or(resource.span);
+                diags.push(
+                    Diagnostic::new(Code::InvalidValue, span, format!("{}.depends_on", resource.address), format!("`{target}` never completes: it is not a job"))
+                        .label("waits for completion")
+                        .related(dependency.span, "declared here without `job: true`")
+                        .help("mark it `job: true` (with `restart: on-failure` or `never`), or wait for `healthy` instead"),
+                );
+            }
+        }
+    }
 }
 
 /// Outputs are checked where they are declared, even when nothing reads them.

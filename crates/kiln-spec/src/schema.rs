@@ -335,11 +335,6 @@ pub const SERVICE: KindSchema = KindSchema {
             "how many instances, default 1",
         ),
         attr(
-            "user",
-            AttrType::String,
-            "run as this user (kiln must run as root)",
-        ),
-        attr(
             "health",
             AttrType::Object(&HEALTH),
             "startup, readiness and liveness probes",
@@ -363,7 +358,12 @@ pub const SERVICE: KindSchema = KindSchema {
         attr(
             "ready_timeout",
             AttrType::Duration,
-            "how long an apply waits for readiness, default 60s",
+            "how long an apply waits for readiness (a job for completion), default 60s",
+        ),
+        attr(
+            "job",
+            AttrType::Bool,
+            "a one-shot job: apply waits until every instance exited with status 0",
         ),
     ],
     one_of: &[],

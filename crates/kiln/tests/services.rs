@@ -226,3 +226,69 @@ fn http_get(port: u16) -> serde_json::Value {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     serde_json::from_str(body).unwrap()
 }
+
+#[test]
+fn a_job_runs_to_completion_before_what_waits_for_it() {
+    let s = Scratch::new(
+        r#"
+name: jobs
+services:
+  migrate:
+    run: sh -c "echo migrated >> migrations.log"
+    job: true
+    restart: on-failure
+  app:
+    run: node server.js
+    health: { http: /, interval: 200ms }
+    depends_on:
+      migrate: { condition: completed_successfully }
+"#,
+    );
+    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    s.ok(&["up", "-d", "--interval", "1"]);
+    let _guard = Running(&s);
+    assert_eq!(
+        std::fs::read_to_string(s.file("migrations.log")).unwrap(),
+        "migrated\n"
+    );
+    assert!(
+        ps(&s)
+            .iter()
+            .any(|i| i["service"] == "app" && i["state"] == "ready")
+    );
+    // The next plan leaves the finished job alone.
+    assert_eq!(s.counts()["no_op"], 2);
+    s.ok(&["down"]);
+}
+
+#[test]
+fn a_failing_job_stops_what_waits_for_it() {
+    let s = Scratch::new(
+        r#"
+name: jobs
+services:
+  migrate:
+    run: sh -c "echo schema broken >&2; exit 4"
+    job: true
+    restart: never
+  app:
+    run: node server.js
+    depends_on:
+      migrate: { condition: completed_successfully }
+"#,
+    );
+    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    let out = s.run(&["up", "-d", "--interval", "1"]);
+    let _guard = Running(&s);
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("exit code 4") && message.contains("schema broken"),
+        "{message}"
+    );
+    assert!(
+        message.contains("services.app: skipped because services.migrate failed"),
+        "{message}"
+    );
+    assert!(!message.contains("app/0: started"), "{message}");
+}
