@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ops::{self, ApplyRequest, Event, Failure, Outcome, Selection};
 
+/// How long file changes settle before a pass (an editor writes a file in several steps).
+const WATCH_SETTLE: Duration = Duration::from_millis(50);
+
 /// How long a drain may take after the first signal before kiln exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -179,6 +182,69 @@ pub async fn run(
     result
 }
 
+/// Watches the stack's directory and the directories of managed files, so that a change outside
+/// kiln triggers a reconcile pass at once instead of at the next interval. Paths under `.kiln/`
+/// (the state, logs) are ignored: kiln's own writes there must not wake it.
+struct Watcher {
+    inner: Option<notify::RecommendedWatcher>,
+    watched: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Watcher {
+    fn new(changed: mpsc::UnboundedSender<()>) -> Watcher {
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            if event
+                .paths
+                .iter()
+                .all(|p| p.components().any(|c| c.as_os_str() == ".kiln"))
+            {
+                return;
+            }
+            let _ = changed.send(());
+        };
+        Watcher {
+            inner: notify::recommended_watcher(handler).ok(),
+            watched: std::collections::BTreeSet::new(),
+        }
+    }
+
+    /// Adds the stack directory and every recorded file's directory (new ones after an apply).
+    fn watch(&mut self, dir: &Path) {
+        use notify::Watcher as _;
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        let mut wanted = vec![dir.to_path_buf()];
+        if let Ok(store) = ops::open_store(dir) {
+            for record in store.resources().unwrap_or_default() {
+                if let Some(path) = record
+                    .outputs
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .filter(|_| record.kind == "file")
+                {
+                    if let Some(parent) = Path::new(path).parent() {
+                        wanted.push(parent.to_path_buf());
+                    }
+                }
+            }
+        }
+        for path in wanted {
+            if !self.watched.contains(&path)
+                && inner
+                    .watch(&path, notify::RecursiveMode::NonRecursive)
+                    .is_ok()
+            {
+                self.watched.insert(path);
+            }
+        }
+    }
+}
+
 /// Stops services in the reverse of their dependency order, as recorded by the last apply.
 async fn stop_in_reverse_order(dir: &Path, supervisor: &kiln_supervisor::SupervisorHandle) {
     let Ok(store) = ops::open_store(dir) else {
@@ -294,6 +360,9 @@ impl Controller {
         let mut tick = tokio::time::interval(self.options.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
+        let mut watcher = Watcher::new(changed_tx);
+        watcher.watch(&self.dir);
         loop {
             tokio::select! {
                 command = inbox.recv() => match command {
@@ -303,6 +372,15 @@ impl Controller {
                 _ = tick.tick() => {
                     let result = self.reconcile().await;
                     self.note_pass(&result);
+                    watcher.watch(&self.dir);
+                }
+                Some(()) = changed.recv() => {
+                    // Level-triggered: one pass covers every change that arrived meanwhile.
+                    tokio::time::sleep(WATCH_SETTLE).await;
+                    while changed.try_recv().is_ok() {}
+                    let result = self.reconcile().await;
+                    self.note_pass(&result);
+                    tick.reset();
                 }
             }
         }

@@ -156,3 +156,27 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     assert!(!s.file(".kiln/kiln.sock").exists());
 }
+
+#[test]
+fn a_change_outside_kiln_is_repaired_at_once_not_at_the_next_interval() {
+    let s = Scratch::new(STACK);
+    // An hour between passes: only the file watcher can bring the repair within the deadline.
+    s.ok(&["up", "-d", "--interval", "3600"]);
+    let _guard = Running(&s);
+    std::fs::remove_file(s.file("out/auto")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+            s.file("out/auto")
+        )
+        .is_ok_and(|c| c == "v1")),
+        "the deleted file was not rewritten"
+    );
+    std::fs::write(s.file("out/manual"), "edited").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || status(&s)["drift"]
+            == serde_json::json!(["resources.manual"])),
+        "{}",
+        status(&s)
+    );
+    s.ok(&["down"]);
+}
