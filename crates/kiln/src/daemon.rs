@@ -226,10 +226,9 @@ impl Watcher {
                     .get("path")
                     .and_then(|p| p.as_str())
                     .filter(|_| record.kind == "file")
+                    && let Some(parent) = Path::new(path).parent()
                 {
-                    if let Some(parent) = Path::new(path).parent() {
-                        wanted.push(parent.to_path_buf());
-                    }
+                    wanted.push(parent.to_path_buf());
                 }
             }
         }
