@@ -104,7 +104,7 @@ async fn forward(
         return local_error(&ProxyError::BodyTooLarge { limit });
     }
     let client_upgrade = upgrade::take_client_upgrade(&mut parts);
-    let outgoing = prepare(ctx, route, host, &parts, body.is_end_stream());
+    let outgoing = prepare(ctx, route, host, &mut parts, body.is_end_stream());
     let reclaim = Arc::new(Reclaim::default());
     let first_body = UpstreamBody::new(
         body,
@@ -149,25 +149,14 @@ fn prepare(
     ctx: &Context<'_>,
     route: &CompiledRoute,
     host: &str,
-    parts: &Parts,
+    parts: &mut Parts,
     bodiless: bool,
 ) -> Outgoing {
-    let path = parts.uri.path();
-    let path = if route.strip_prefix {
-        strip(&route.path_prefix, path)
-    } else {
-        path.to_owned()
-    };
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
-    // The inbound URI parsed, so its pieces re-parse; "/" is a harmless fallback.
-    let path_and_query =
-        PathAndQuery::try_from(path_and_query).unwrap_or_else(|_| PathAndQuery::from_static("/"));
+    let path_and_query = upstream_path(route, &parts.uri);
     let websocket =
         parts.version == Version::HTTP_11 && headers::is_websocket_upgrade(&parts.headers);
-    let mut out = parts.headers.clone();
+    // The inbound headers are not needed after this; take them instead of copying.
+    let mut out = std::mem::take(&mut parts.headers);
     headers::strip_hop_by_hop(&mut out);
     if websocket {
         headers::restore_websocket_upgrade(&mut out);
@@ -189,6 +178,22 @@ fn prepare(
         websocket,
         bodiless,
     }
+}
+
+/// The path and query the upstream sees; shared with the inbound URI when unchanged.
+fn upstream_path(route: &CompiledRoute, uri: &Uri) -> PathAndQuery {
+    if !route.strip_prefix
+        && let Some(unchanged) = uri.path_and_query()
+    {
+        return unchanged.clone();
+    }
+    let path = strip(&route.path_prefix, uri.path());
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    // The inbound URI parsed, so its pieces re-parse; "/" is a harmless fallback.
+    PathAndQuery::try_from(path_and_query).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
 type Attempted = (Response<Incoming>, InFlight);
