@@ -1,0 +1,48 @@
+//! kiln-ingress: kiln's built-in HTTP reverse proxy.
+//!
+//! It routes requests by host (exact, wildcard, any) and longest path prefix to a route's
+//! backend sets (one per release: "stable", "canary"), splits traffic between the sets by weight
+//! (optionally pinned by a sticky cookie), balances over a set's endpoints (round robin or least
+//! requests with two random choices), ejects endpoints that keep failing (passive health, never
+//! the last one of a set), retries connect failures and idempotent 502/503/504 on another
+//! endpoint within a retry budget, and records per route and set metrics.
+//!
+//! The control plane drives it through an [`IngressHandle`]: [`IngressHandle::swap`] replaces
+//! the whole [`RouteTable`] atomically (requests in flight finish on the table they started
+//! with), [`IngressHandle::set_endpoint_ready`] gates endpoints on active health,
+//! [`IngressHandle::shutdown`] drains under a deadline.
+//!
+//! **Architecture invariants.** This crate depends on no other kiln crate (checked by
+//! `tests/it/tidy.rs`). The request path takes no lock held across an await: the table is read
+//! through `arc-swap` and kept as an `Arc` for the request's life; endpoint and metric state are
+//! atomics. Locks (`std::sync::Mutex`) guard only the registries touched by swaps, snapshots
+//! and the rare ejection decision. No input from a client or an upstream may panic the proxy.
+//!
+//! Module map: `config` (the declared table) → `table` (compiled, matched) → `proxy` (one
+//! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`; `metrics` (atomic
+//! counters, snapshots, Prometheus text); `server` (accept loop, connections, shutdown).
+
+mod balance;
+mod body;
+mod budget;
+mod config;
+mod error;
+mod headers;
+mod health;
+mod metrics;
+mod proxy;
+mod rand;
+mod server;
+mod table;
+mod upgrade;
+
+pub use config::{
+    BackendSet, Balance, Endpoint, HostMatch, OutlierPolicy, RetryPolicy, Route, RouteTable,
+    Timeouts,
+};
+pub use error::TableError;
+pub use health::{EndpointHealth, EndpointState};
+pub use metrics::{
+    HistogramSnapshot, LATENCY_BOUNDS, MetricsSnapshot, SetMetricsSnapshot, render_prometheus,
+};
+pub use server::{Ingress, IngressConfig, IngressHandle, Scheme, ShutdownReport};

@@ -1,0 +1,436 @@
+//! One proxied request, from route lookup to the relayed response.
+//!
+//! Expected flow: match a route (404) → choose a backend set (503 when the route has none) →
+//! check the declared body size (413) → rewrite headers → try an endpoint (503 when none is
+//! available) → on a connect failure, or a 502/503/504 to a bodiless idempotent request, try
+//! another endpoint while attempts and the retry budget last → relay the response (502 for an
+//! upstream error, 504 for a timeout). Every outcome feeds the endpoint's passive health and
+//! the set's metrics. Nothing here holds a lock across an await, and no input panics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::http::uri::{PathAndQuery, Scheme as UriScheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::balance::{Tried, choose_endpoint, choose_set};
+use crate::body::{ProxyBody, Reclaim, UpstreamBody};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::health::{Clock, InFlight};
+use crate::metrics::{InFlightRequest, MetricsRegistry};
+use crate::table::{CompiledRoute, CompiledSet, CompiledTable, normalise_host, strip};
+use crate::upgrade;
+
+pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// What the request path needs from the ingress.
+pub(crate) struct Context<'a> {
+    pub(crate) table: Arc<CompiledTable>,
+    pub(crate) clock: &'a Clock,
+    pub(crate) registry: &'a MetricsRegistry,
+    pub(crate) peer: SocketAddr,
+    pub(crate) scheme: &'static str,
+}
+
+/// Handles one request; always produces a response.
+pub(crate) async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let host = request_host(&req);
+    let table = ctx.table.clone();
+    let Some(route) = table.find(&normalise_host(&host), req.uri().path()) else {
+        ctx.registry.add_unmatched();
+        let path = req.uri().path().to_owned();
+        return local_error(&ProxyError::NoRoute { host, path });
+    };
+    let started = Instant::now();
+    let Some((set_index, issue_cookie)) = choose_set(route, req.headers()) else {
+        let response = local_error(&ProxyError::NoEndpoint {
+            route: route.name.clone(),
+        });
+        route
+            .route_metrics
+            .record(response.status().as_u16(), started.elapsed());
+        return response;
+    };
+    let set = &route.sets[set_index];
+    let guard = set.metrics.start();
+    let mut response = forward(&ctx, route, set, &host, req, guard).await;
+    set.metrics
+        .record(response.status().as_u16(), started.elapsed());
+    finish_response(route, set, issue_cookie, &mut response);
+    response
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`.
+fn request_host(req: &Request<Incoming>) -> String {
+    if let Some(authority) = req.uri().authority() {
+        return authority.as_str().to_owned();
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One request's upstream template, rebuilt into a fresh `Request` for each attempt.
+struct Outgoing {
+    method: Method,
+    path_and_query: PathAndQuery,
+    headers: hyper::HeaderMap,
+    request_id: HeaderValue,
+    websocket: bool,
+    bodiless: bool,
+}
+
+async fn forward(
+    ctx: &Context<'_>,
+    route: &CompiledRoute,
+    set: &CompiledSet,
+    host: &str,
+    req: Request<Incoming>,
+    guard: InFlightRequest,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(limit) = route.max_body_bytes
+        && declared_length(&parts).is_some_and(|len| len > limit)
+    {
+        return local_error(&ProxyError::BodyTooLarge { limit });
+    }
+    let client_upgrade = upgrade::take_client_upgrade(&mut parts);
+    let outgoing = prepare(ctx, route, host, &mut parts, body.is_end_stream());
+    let reclaim = Arc::new(Reclaim::default());
+    let first_body = UpstreamBody::new(
+        body,
+        route.max_body_bytes,
+        reclaim.clone(),
+        set.metrics.clone(),
+    );
+    let result = attempts(ctx, route, set, &outgoing, first_body, &reclaim).await;
+    let request_id = outgoing.request_id.clone();
+    let mut response = match result {
+        Ok((upstream, endpoint)) => relay(
+            route,
+            set,
+            upstream,
+            endpoint,
+            guard,
+            client_upgrade,
+            outgoing.websocket,
+        ),
+        Err(error) => local_error(&error),
+    };
+    response
+        .headers_mut()
+        .entry(&headers::X_REQUEST_ID)
+        .or_insert(request_id);
+    response
+}
+
+/// The body length the client declared, if any.
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn prepare(
+    ctx: &Context<'_>,
+    route: &CompiledRoute,
+    host: &str,
+    parts: &mut Parts,
+    bodiless: bool,
+) -> Outgoing {
+    let path_and_query = upstream_path(route, &parts.uri);
+    let websocket =
+        parts.version == Version::HTTP_11 && headers::is_websocket_upgrade(&parts.headers);
+    // The inbound headers are not needed after this; take them instead of copying.
+    let mut out = std::mem::take(&mut parts.headers);
+    headers::strip_hop_by_hop(&mut out);
+    if websocket {
+        headers::restore_websocket_upgrade(&mut out);
+    }
+    if !out.contains_key(header::HOST) {
+        // HTTP/2 carries the host as :authority; an HTTP/1.1 upstream needs it as Host.
+        if let Ok(value) = HeaderValue::try_from(host) {
+            out.insert(header::HOST, value);
+        }
+    }
+    headers::add_forwarded(&mut out, ctx.peer.ip(), ctx.scheme, host);
+    let request_id = headers::ensure_request_id(&mut out);
+    headers::set_all(&mut out, &route.request_headers);
+    Outgoing {
+        method: parts.method.clone(),
+        path_and_query,
+        headers: out,
+        request_id,
+        websocket,
+        bodiless,
+    }
+}
+
+/// The path and query the upstream sees; shared with the inbound URI when unchanged.
+fn upstream_path(route: &CompiledRoute, uri: &Uri) -> PathAndQuery {
+    if !route.strip_prefix
+        && let Some(unchanged) = uri.path_and_query()
+    {
+        return unchanged.clone();
+    }
+    let path = strip(&route.path_prefix, uri.path());
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    // The inbound URI parsed, so its pieces re-parse; "/" is a harmless fallback.
+    PathAndQuery::try_from(path_and_query).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+type Attempted = (Response<Incoming>, InFlight);
+
+/// Tries endpoints until one answers acceptably or retries run out.
+async fn attempts(
+    ctx: &Context<'_>,
+    route: &CompiledRoute,
+    set: &CompiledSet,
+    outgoing: &Outgoing,
+    first_body: UpstreamBody,
+    reclaim: &Arc<Reclaim>,
+) -> Result<Attempted, ProxyError> {
+    let mut tried = Tried::default();
+    let mut body = Some(first_body);
+    let mut attempt = 0u32;
+    loop {
+        let now = ctx.clock.now_ms();
+        let Some(index) = choose_endpoint(set, route.balance, now, tried) else {
+            return Err(ProxyError::NoEndpoint {
+                route: route.name.clone(),
+            });
+        };
+        tried.add(index);
+        let endpoint = &set.endpoints[index];
+        let in_flight = endpoint.runtime.start();
+        let request = build_request(
+            outgoing,
+            &endpoint.authority,
+            body.take().unwrap_or_else(UpstreamBody::empty),
+        );
+        let outcome =
+            tokio::time::timeout(route.timeouts.request, route.client.request(request)).await;
+        let may_retry = attempt < route.retry.attempts;
+        attempt += 1;
+        match outcome {
+            Err(_elapsed) => {
+                report_failure(ctx, route, set, index);
+                return Err(ProxyError::Timeout);
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                report_failure(ctx, route, set, index);
+                tracing::debug!(endpoint = %endpoint.id, %error, "upstream connect failed");
+                // The body was never read, so the failed attempt handed it back.
+                body = reclaim.take().map(|b| {
+                    UpstreamBody::new(
+                        b,
+                        route.max_body_bytes,
+                        reclaim.clone(),
+                        set.metrics.clone(),
+                    )
+                });
+                let body_ready = outgoing.bodiless || body.is_some();
+                if !(may_retry
+                    && route.retry.on_connect_failure
+                    && body_ready
+                    && withdraw(route, set))
+                {
+                    return Err(ProxyError::Upstream);
+                }
+            }
+            Ok(Err(error)) => {
+                if reclaim.over_limit() {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: route.max_body_bytes.unwrap_or(0),
+                    });
+                }
+                report_failure(ctx, route, set, index);
+                tracing::debug!(endpoint = %endpoint.id, %error, "upstream request failed");
+                return Err(ProxyError::Upstream);
+            }
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if status.is_server_error() {
+                    report_failure(ctx, route, set, index);
+                } else {
+                    endpoint.runtime.record_success(&route.outlier);
+                    route.budget.deposit();
+                }
+                let retryable = may_retry
+                    && route.retry.on_5xx_for_idempotent
+                    && is_idempotent(&outgoing.method)
+                    && outgoing.bodiless
+                    && matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                if !(retryable && withdraw(route, set)) {
+                    return Ok((response, in_flight));
+                }
+            }
+        }
+    }
+}
+
+/// Spends a retry token; counts the retry when there was one.
+fn withdraw(route: &CompiledRoute, set: &CompiledSet) -> bool {
+    let granted = route.budget.try_withdraw();
+    if granted {
+        set.metrics.add_retry();
+    }
+    granted
+}
+
+fn report_failure(ctx: &Context<'_>, route: &CompiledRoute, set: &CompiledSet, index: usize) {
+    let now = ctx.clock.now_ms();
+    let endpoint = &set.endpoints[index];
+    let others_available = || {
+        set.endpoints
+            .iter()
+            .enumerate()
+            .any(|(i, e)| i != index && e.runtime.is_available(now))
+    };
+    if endpoint
+        .runtime
+        .record_failure(&route.outlier, now, &set.eject_lock, others_available)
+    {
+        set.metrics.add_ejection();
+        tracing::info!(route = %route.name, set = %set.name, endpoint = %endpoint.id, "endpoint ejected");
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+fn build_request(
+    outgoing: &Outgoing,
+    authority: &hyper::http::uri::Authority,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
+    // Built from already-valid parts, so this cannot fail; "/" would only 404 upstream.
+    let uri = Uri::builder()
+        .scheme(UriScheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(outgoing.path_and_query.clone())
+        .build()
+        .unwrap_or_default();
+    let mut request = Request::new(body);
+    *request.method_mut() = outgoing.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = outgoing.headers.clone();
+    request
+}
+
+fn relay(
+    route: &CompiledRoute,
+    set: &CompiledSet,
+    upstream: Response<Incoming>,
+    endpoint: InFlight,
+    guard: InFlightRequest,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    websocket: bool,
+) -> Response<ProxyBody> {
+    let switching = upstream.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let (true, Some(client)) = (websocket, client_upgrade) {
+            return upgrade::tunnel(upstream, client);
+        }
+        // A 101 we did not ask for cannot be relayed as a normal response.
+        return local_error(&ProxyError::Upstream);
+    }
+    let (mut parts, body) = upstream.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let body = ProxyBody::relay(
+        body,
+        route.timeouts.idle,
+        set.metrics.clone(),
+        guard,
+        Some(endpoint),
+    );
+    Response::from_parts(parts, body)
+}
+
+fn finish_response(
+    route: &CompiledRoute,
+    set: &CompiledSet,
+    issue_cookie: bool,
+    response: &mut Response<ProxyBody>,
+) {
+    headers::set_all(response.headers_mut(), &route.response_headers);
+    if let (true, Some(cookie)) = (issue_cookie, &route.sticky_cookie) {
+        let value = format!("{cookie}={}; Path=/; HttpOnly; SameSite=Lax", set.name);
+        if let Ok(value) = HeaderValue::try_from(value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+}
+
+/// A short text response written by the proxy itself.
+pub(crate) fn local_error(error: &ProxyError) -> Response<ProxyBody> {
+    let mut text = error.to_string();
+    // Echoed request parts are capped so a huge path cannot make a huge error page.
+    if text.len() > 512 {
+        let mut cut = 512;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text.push('\n');
+    let mut response = Response::new(ProxyBody::text(text));
+    *response.status_mut() = error.status();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Used by `upgrade` for the client-facing 101 and by tests of the body type.
+pub(crate) fn empty_response(status: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages_are_short_text() {
+        let long = "x".repeat(10_000);
+        let response = local_error(&ProxyError::NoRoute {
+            host: "h".into(),
+            path: long,
+        });
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let ProxyBody::Local(_) = response.body() else {
+            panic!("not local")
+        };
+    }
+}

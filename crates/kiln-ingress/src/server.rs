@@ -1,0 +1,404 @@
+//! The ingress itself: shared state, the handle the control plane holds, the accept loop and
+//! per-connection tasks (HTTP/1.1 and h2c on one port), and graceful shutdown.
+//!
+//! Lifecycle: `Serving` → (`shutdown`) `Draining`: listeners stop accepting, every connection
+//! is asked to finish its in-flight requests and close → (deadline passed) `Closed`:
+//! connections still open are dropped. `shutdown` returns when no connection is left.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::body::ProxyBody;
+use crate::config::{RouteTable, Timeouts};
+use crate::health::{Clock, EndpointHealth, EndpointRuntime};
+use crate::metrics::{MetricsRegistry, MetricsSnapshot, SetMetrics};
+use crate::proxy::{self, UpstreamClient};
+use crate::table::{CompiledTable, Resolver};
+
+/// Settings for the whole ingress (per-route settings live in [`crate::Route`]).
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per upstream endpoint.
+    pub pool_max_idle_per_host: usize,
+    /// Time a client gets to send a request's headers (slowloris guard, HTTP/1.1).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 128,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The scheme clients used to reach us, reported upstream as X-Forwarded-Proto. The TLS seam:
+/// a TLS acceptor hands its streams to [`IngressHandle::serve_connection`] with `Https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What [`IngressHandle::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True when every connection finished before the deadline.
+    pub drained: bool,
+    /// Connections still open at the deadline, which were then closed.
+    pub forced: usize,
+}
+
+/// Builds ingresses.
+#[derive(Debug)]
+pub struct Ingress;
+
+impl Ingress {
+    /// A new ingress with an empty route table (everything 404s until the first swap).
+    #[expect(
+        clippy::new_ret_no_self,
+        reason = "an ingress is only ever used through its cloneable handle"
+    )]
+    pub fn new(config: IngressConfig) -> IngressHandle {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let (phase, _) = watch::channel(Phase::Serving);
+        IngressHandle {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(CompiledTable::default()),
+                clock: Clock::new(),
+                registry: MetricsRegistry::default(),
+                endpoints: Mutex::new(HashMap::new()),
+                clients: Mutex::new(HashMap::new()),
+                builder,
+                phase,
+                connections: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+                config,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining,
+    Closed,
+}
+
+/// A registered endpoint: its state, and whether a table has named it yet (endpoints marked
+/// ready or not before their first table are kept across swaps until one does).
+#[derive(Debug)]
+struct Registered {
+    runtime: Arc<EndpointRuntime>,
+    in_table: bool,
+}
+
+struct Shared {
+    table: ArcSwap<CompiledTable>,
+    clock: Clock,
+    registry: MetricsRegistry,
+    endpoints: Mutex<HashMap<String, Registered>>,
+    /// One pooled client per connect timeout (the timeout is a connector setting).
+    clients: Mutex<HashMap<Duration, UpstreamClient>>,
+    builder: auto::Builder<TokioExecutor>,
+    phase: watch::Sender<Phase>,
+    connections: AtomicUsize,
+    all_closed: Notify,
+    config: IngressConfig,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("connections", &self.connections.load(Ordering::Relaxed))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The control plane's handle; cheap to clone, all clones drive the same ingress.
+#[derive(Debug, Clone)]
+pub struct IngressHandle {
+    shared: Arc<Shared>,
+}
+
+impl IngressHandle {
+    /// Replaces the route table atomically. Requests already in flight finish against the
+    /// table (and endpoints) they started with; new requests see only the new one.
+    pub fn swap(&self, table: RouteTable) {
+        let compiled = CompiledTable::compile(table.routes(), &*self.shared);
+        self.shared.table.store(Arc::new(compiled));
+        self.forget_endpoints_not_in(&table);
+    }
+
+    /// Current metrics for every route and set seen since the ingress started.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.registry.snapshot()
+    }
+
+    /// The health of every endpoint in the current table, in table order, each id once.
+    pub fn endpoint_health(&self) -> Vec<EndpointHealth> {
+        let table = self.shared.table.load_full();
+        let now = self.shared.clock.now_ms();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for route in &table.routes {
+            for set in &route.sets {
+                for ep in &set.endpoints {
+                    if seen.insert(ep.id.as_str()) {
+                        out.push(EndpointHealth {
+                            id: ep.id.clone(),
+                            state: ep.runtime.state(now),
+                            in_flight: ep.runtime.in_flight(),
+                            ejections: ep.runtime.ejections(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Gates an endpoint on the control plane's active health checks. Works before the
+    /// endpoint's first table too, so a new release can be added to the table not ready.
+    pub fn set_endpoint_ready(&self, id: &str, ready: bool) {
+        self.shared.endpoint(id).set_ready(ready);
+    }
+
+    /// Accepts connections until [`IngressHandle::shutdown`]; the listener is dropped (new
+    /// connections refused) as soon as draining starts.
+    pub async fn serve(&self, listener: TcpListener) {
+        let mut phase = self.shared.phase.subscribe();
+        loop {
+            if *phase.borrow_and_update() != Phase::Serving {
+                return;
+            }
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // Small responses go out at once instead of waiting for Nagle.
+                        let _ = stream.set_nodelay(true);
+                        let handle = self.clone();
+                        tokio::spawn(async move {
+                            handle.serve_connection(TokioIo::new(stream), peer, Scheme::Http).await;
+                        });
+                    }
+                    Err(error) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+                _ = phase.changed() => {}
+            }
+        }
+    }
+
+    /// Serves one already-accepted connection (HTTP/1.1 or h2c, detected from its preface).
+    /// The seam for TLS: wrap the stream, then call this with [`Scheme::Https`].
+    pub async fn serve_connection<IO>(&self, io: IO, peer: SocketAddr, scheme: Scheme)
+    where
+        IO: Read + Write + Unpin + Send + 'static,
+    {
+        let _tracked = ConnectionGuard::new(&self.shared);
+        let shared = self.shared.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(shared.handle(req, peer, scheme).await) }
+        });
+        let conn = self
+            .shared
+            .builder
+            .serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let mut phase = self.shared.phase.subscribe();
+        let mut draining = false;
+        loop {
+            let current = *phase.borrow_and_update();
+            if current == Phase::Closed {
+                return;
+            }
+            if current == Phase::Draining && !draining {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        // The ingress is gone; finish this connection undisturbed.
+                        let _ = conn.as_mut().await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish until `deadline`, then closes what is
+    /// left. Safe to call more than once.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.shared.phase.send_if_modified(|p| {
+            let changed = *p == Phase::Serving;
+            if changed {
+                *p = Phase::Draining;
+            }
+            changed
+        });
+        let drained = tokio::time::timeout(deadline, self.wait_for_connections())
+            .await
+            .is_ok();
+        if drained {
+            return ShutdownReport { drained, forced: 0 };
+        }
+        let forced = self.shared.connections.load(Ordering::Acquire);
+        self.shared.phase.send_replace(Phase::Closed);
+        // Closed connections drop at their next poll; wait for that, briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.wait_for_connections()).await;
+        ShutdownReport { drained, forced }
+    }
+
+    async fn wait_for_connections(&self) {
+        loop {
+            let notified = self.shared.all_closed.notified();
+            if self.shared.connections.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn forget_endpoints_not_in(&self, table: &RouteTable) {
+        let named: std::collections::HashSet<&str> = table
+            .routes()
+            .iter()
+            .flat_map(|r| &r.backends)
+            .flat_map(|s| &s.endpoints)
+            .map(|e| e.id.as_str())
+            .collect();
+        if let Ok(mut endpoints) = self.shared.endpoints.lock() {
+            endpoints.retain(|id, reg| {
+                let keep = named.contains(id.as_str());
+                reg.in_table |= keep;
+                keep || !reg.in_table
+            });
+        }
+    }
+}
+
+impl Shared {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+    ) -> Response<ProxyBody> {
+        let ctx = proxy::Context {
+            table: self.table.load_full(),
+            clock: &self.clock,
+            registry: &self.registry,
+            peer,
+            scheme: scheme.as_str(),
+        };
+        proxy::handle(ctx, req).await
+    }
+}
+
+impl Resolver for Shared {
+    fn endpoint(&self, id: &str) -> Arc<EndpointRuntime> {
+        let Ok(mut endpoints) = self.endpoints.lock() else {
+            return Arc::new(EndpointRuntime::new(true));
+        };
+        endpoints
+            .entry(id.to_owned())
+            .or_insert_with(|| Registered {
+                runtime: Arc::new(EndpointRuntime::new(true)),
+                in_table: false,
+            })
+            .runtime
+            .clone()
+    }
+
+    fn series(&self, route: &str, set: &str) -> Arc<SetMetrics> {
+        self.registry.series(route, set)
+    }
+
+    fn client(&self, timeouts: &Timeouts) -> UpstreamClient {
+        let build = || {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(timeouts.connect));
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(self.config.pool_idle_timeout)
+                .pool_max_idle_per_host(self.config.pool_max_idle_per_host)
+                .build(connector)
+        };
+        match self.clients.lock() {
+            Ok(mut clients) => clients
+                .entry(timeouts.connect)
+                .or_insert_with(build)
+                .clone(),
+            Err(_) => build(),
+        }
+    }
+}
+
+/// Counts a live connection; the last one out wakes `shutdown`.
+struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
