@@ -1,0 +1,21 @@
+//! kiln-pipelines: runs GitHub Actions workflow files on the host, without Docker.
+//!
+//! The path is the same for every run:
+//! 1. [`load`] reads a workflow (and the local reusable workflows it calls) into the typed model
+//!    of [`workflow`], strictly and with every mistake reported at once (pure apart from reading
+//!    the files);
+//! 2. [`plan`] expands matrices into job instances and their dependency graph (pure);
+//! 3. [`runner`] executes the graph: processes, environment files, workflow commands, masking,
+//!    the built-in actions, caches and artifacts, reporting [`events`] and results to a
+//!    [`events::RunStore`].
+//!
+//! **Architecture invariant:** expressions are kiln-expr's; YAML positions and diagnostics are
+//! kiln-spec's. This crate never re-implements either.
+
+pub mod condition;
+mod decode;
+pub mod load;
+pub mod plan;
+pub mod workflow;
+
+pub use load::{LoadError, WorkflowSet, load, parse_workflow};
