@@ -12,10 +12,24 @@
 //! **Architecture invariant:** expressions are kiln-expr's; YAML positions and diagnostics are
 //! kiln-spec's. This crate never re-implements either.
 
+pub mod builtins;
+mod cache;
+pub mod commands;
 pub mod condition;
+mod context;
 mod decode;
+pub mod events;
+pub mod glob;
+mod job;
 pub mod load;
 pub mod plan;
+mod process;
+pub mod runner;
 pub mod workflow;
 
+pub use builtins::version_satisfies;
+pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
+pub use events::{JobRecord, MemoryStore, RunEvent, RunRecord, RunStore, Status, StepRecord};
+pub use glob::hash_files;
 pub use load::{LoadError, WorkflowSet, load, parse_workflow};
+pub use runner::{RunError, RunOptions, RunResult, run};
