@@ -1,0 +1,416 @@
+//! Native equivalents of the actions kiln knows: `actions/checkout`, `actions/upload-artifact`,
+//! `actions/download-artifact`, `actions/cache`, `actions/setup-node`, `actions/setup-python`.
+//!
+//! Each takes the action's `with` inputs (rendered) and returns outputs, log lines, `PATH`
+//! additions and possibly a post step (cache saves happen at job end, as the real actions'
+//! post steps do, and only when the job succeeded).
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+
+use crate::cache;
+use crate::glob;
+use crate::runner::{Shared, extract};
+use crate::workflow::Builtin;
+
+/// What a built-in action needs from its surroundings.
+pub(crate) struct Cx<'a> {
+    pub shared: &'a Shared,
+    pub temp: &'a Path,
+}
+
+/// What a built-in action produced.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub outputs: IndexMap<String, String>,
+    pub logs: Vec<String>,
+    pub path: Vec<String>,
+    pub post: Option<Post>,
+}
+
+/// Work left for the end of the job.
+#[derive(Debug, Clone)]
+pub(crate) enum Post {
+    /// Save `paths` under `key` (skipped when the job failed).
+    SaveCache { key: String, paths: Vec<String> },
+}
+
+fn lines(s: Option<&String>) -> Vec<String> {
+    s.map(|s| {
+        s.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Runs a built-in action.
+pub(crate) async fn run(
+    b: Builtin,
+    cx: &Cx<'_>,
+    with: &IndexMap<String, String>,
+) -> Result<Out, String> {
+    match b {
+        Builtin::Checkout => checkout(cx, with).await,
+        Builtin::UploadArtifact => upload(cx, with),
+        Builtin::DownloadArtifact => download(cx, with),
+        Builtin::Cache => restore_cache(cx, with).await,
+        Builtin::SetupNode => setup_node(cx, with).await,
+        Builtin::SetupPython => setup_python(cx, with).await,
+    }
+}
+
+/// The workspace already holds the repository at the commit; `path:` gets its own copy.
+async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let mut out = Out::default();
+    if let Some(repo) = with
+        .get("repository")
+        .filter(|r| !r.is_empty() && **r != cx.shared.opts.repository)
+    {
+        return Err(format!(
+            "checking out another repository (`{repo}`) is not supported; only the run's own"
+        ));
+    }
+    match with
+        .get("path")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty() && *p != ".")
+    {
+        None => out.logs.push(format!(
+            "Workspace already holds {} at {}",
+            cx.shared.opts.repository, cx.shared.sha
+        )),
+        Some(path) => {
+            let dest = cx.shared.workspace.join(path);
+            extract(&cx.shared.opts.repo, &cx.shared.sha, &dest).await?;
+            out.logs
+                .push(format!("Checked out {} into {path}", cx.shared.sha));
+        }
+    }
+    Ok(out)
+}
+
+fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let name = with
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "artifact".to_owned());
+    let patterns = lines(with.get("path"));
+    if patterns.is_empty() {
+        return Err("Input required and not supplied: path".to_owned());
+    }
+    let s = cx.shared;
+    let count = cache::upload(
+        &s.opts.artifacts_dir,
+        s.opts.run_id,
+        &name,
+        &patterns,
+        &s.workspace,
+    )?;
+    let mut out = Out::default();
+    if count == 0 {
+        let message = format!(
+            "No files were found with the provided path: {}. No artifacts will be uploaded.",
+            patterns.join(", ")
+        );
+        match with.get("if-no-files-found").map(String::as_str) {
+            Some("error") => return Err(message),
+            Some("ignore") => {}
+            _ => out.logs.push(format!("##[warning]{message}")),
+        }
+        return Ok(out);
+    }
+    out.logs
+        .push(format!("Uploaded artifact `{name}` ({count} files)"));
+    out.outputs.insert("artifact-id".to_owned(), name);
+    Ok(out)
+}
+
+fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let s = cx.shared;
+    let name = with
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .map(String::as_str);
+    let dest = with
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| s.workspace.clone(), |p| s.workspace.join(p));
+    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, name, &dest)?;
+    let mut out = Out::default();
+    out.logs.push(format!("Downloaded {}", names.join(", ")));
+    out.outputs.insert(
+        "download-path".to_owned(),
+        dest.to_string_lossy().into_owned(),
+    );
+    Ok(out)
+}
+
+async fn restore_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let key = with
+        .get("key")
+        .filter(|k| !k.is_empty())
+        .ok_or("Input required and not supplied: key")?
+        .clone();
+    let paths = lines(with.get("path"));
+    if paths.is_empty() {
+        return Err("Input required and not supplied: path".to_owned());
+    }
+    let restore_keys = lines(with.get("restore-keys"));
+    let mut out = Out::default();
+    let matched = restore_into(cx.shared, &key, &restore_keys, &paths, &mut out.logs).await?;
+    let hit = matched.as_deref() == Some(key.as_str());
+    if matched.is_none() && with.get("fail-on-cache-miss").is_some_and(|v| v == "true") {
+        return Err(format!(
+            "Failed to restore cache entry. Exiting as fail-on-cache-miss is set. Input key: {key}"
+        ));
+    }
+    out.outputs.insert("cache-hit".to_owned(), hit.to_string());
+    out.outputs
+        .insert("cache-primary-key".to_owned(), key.clone());
+    out.outputs
+        .insert("cache-matched-key".to_owned(), matched.unwrap_or_default());
+    let lookup_only = with.get("lookup-only").is_some_and(|v| v == "true");
+    if !hit && !lookup_only {
+        out.post = Some(Post::SaveCache { key, paths });
+    }
+    Ok(out)
+}
+
+async fn restore_into(
+    shared: &Shared,
+    key: &str,
+    restore_keys: &[String],
+    paths: &[String],
+    logs: &mut Vec<String>,
+) -> Result<Option<String>, String> {
+    let _guard = shared.cache_lock.lock().await;
+    let matched = cache::restore(
+        &shared.opts.cache_dir,
+        key,
+        restore_keys,
+        paths,
+        &shared.workspace,
+        &shared.opts.home,
+    )?;
+    logs.push(match &matched {
+        Some(m) => format!("Cache restored from key: {m}"),
+        None => format!(
+            "Cache not found for input keys: {}",
+            std::iter::once(key)
+                .chain(restore_keys.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
+    Ok(matched)
+}
+
+/// Runs a post step; returns its log lines.
+pub(crate) async fn post(shared: &Shared, post: &Post, job_ok: bool) -> Vec<String> {
+    match post {
+        Post::SaveCache { key, paths } => {
+            if !job_ok {
+                return vec![format!("Not saving cache `{key}`: the job did not succeed")];
+            }
+            let _guard = shared.cache_lock.lock().await;
+            match cache::save(
+                &shared.opts.cache_dir,
+                key,
+                paths,
+                &shared.workspace,
+                &shared.opts.home,
+            ) {
+                Ok(true) => vec![format!("Cache saved with key: {key}")],
+                Ok(false) => vec![format!("Cache with key `{key}` already exists; not saved")],
+                Err(e) => vec![format!("##[warning]Failed to save cache: {e}")],
+            }
+        }
+    }
+}
+
+async fn tool_version(program: &str, arg: &str) -> Option<String> {
+    let out = tokio::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.split_whitespace()
+        .map(|w| w.trim_start_matches('v'))
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_owned)
+}
+
+async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let version = tool_version("node", "--version")
+        .await
+        .ok_or("node is not installed on this host")?;
+    let spec = with
+        .get("node-version")
+        .map(|s| s.trim())
+        .unwrap_or_default();
+    if !spec.is_empty() && !version_satisfies(&version, spec) {
+        return Err(format!(
+            "node-version `{spec}` is not satisfied by the host's node {version}; install a matching node"
+        ));
+    }
+    let mut out = Out::default();
+    out.logs.push(format!("Using the host's node {version}"));
+    out.outputs
+        .insert("node-version".to_owned(), format!("v{version}"));
+    if with.get("cache").is_some_and(|c| c == "npm") {
+        let lockfiles = match with.get("cache-dependency-path").filter(|p| !p.is_empty()) {
+            Some(p) => lines(Some(p)),
+            None => vec![
+                "**/package-lock.json".to_owned(),
+                "**/npm-shrinkwrap.json".to_owned(),
+            ],
+        };
+        let hash = glob::hash_files(&cx.shared.workspace, &lockfiles).map_err(|e| e.to_string())?;
+        if hash.is_empty() {
+            return Err("Dependencies lock file is not found. Supported file patterns: package-lock.json,npm-shrinkwrap.json,yarn.lock".to_owned());
+        }
+        let key = format!("node-cache-Linux-{}-npm-{hash}", std::env::consts::ARCH);
+        let paths = vec!["~/.npm".to_owned()];
+        let matched = restore_into(cx.shared, &key, &[], &paths, &mut out.logs).await?;
+        let hit = matched.is_some();
+        out.outputs.insert("cache-hit".to_owned(), hit.to_string());
+        if !hit {
+            out.post = Some(Post::SaveCache { key, paths });
+        }
+    }
+    Ok(out)
+}
+
+async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let (program, version) = match tool_version("python3", "--version").await {
+        Some(v) => ("python3", v),
+        None => (
+            "python",
+            tool_version("python", "--version")
+                .await
+                .ok_or("python is not installed on this host")?,
+        ),
+    };
+    let spec = with
+        .get("python-version")
+        .map(|s| s.trim())
+        .unwrap_or_default();
+    if !spec.is_empty() && !version_satisfies(&version, spec) {
+        return Err(format!(
+            "python-version `{spec}` is not satisfied by the host's python {version}; install a matching python"
+        ));
+    }
+    let mut out = Out::default();
+    // The real action puts a `python` on PATH; give the host's python3 that name too.
+    let shim = cx.temp.join("setup-python-bin");
+    std::fs::create_dir_all(&shim).map_err(|e| e.to_string())?;
+    let link = shim.join("python");
+    if !link.exists() {
+        let target = which(program).ok_or("python3 is not on PATH")?;
+        std::os::unix::fs::symlink(target, &link).map_err(|e| e.to_string())?;
+    }
+    out.path.push(shim.to_string_lossy().into_owned());
+    out.logs.push(format!("Using the host's python {version}"));
+    out.outputs.insert("python-version".to_owned(), version);
+    out.outputs.insert(
+        "python-path".to_owned(),
+        link.to_string_lossy().into_owned(),
+    );
+    Ok(out)
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether `version` (e.g. `20.11.1`) satisfies a setup-* spec: `20`, `20.x`, `20.11`, `>=18`,
+/// `^20.1`, `~20.11`, ranges joined by spaces and alternatives by `||`; `lts/*`, `latest`,
+/// `node` and `*` accept any host version.
+pub fn version_satisfies(version: &str, spec: &str) -> bool {
+    let v = parse_version(version);
+    spec.split("||").any(|alt| {
+        alt.split_whitespace().all(|part| {
+            if matches!(
+                part,
+                "*" | "x" | "latest" | "node" | "current" | "lts" | "stable"
+            ) || part.starts_with("lts/")
+            {
+                return true;
+            }
+            let part = part.trim_start_matches('v');
+            let (op, rest) = ["<=", ">=", "<", ">", "^", "~", "="]
+                .iter()
+                .find_map(|op| {
+                    part.strip_prefix(op)
+                        .map(|r| (*op, r.trim_start_matches('v')))
+                })
+                .unwrap_or(("", part));
+            let want = parse_version(rest);
+            let cmp = |n: usize| compare(&v, &want, n);
+            let given = rest
+                .split('.')
+                .take_while(|c| c.parse::<u64>().is_ok())
+                .count();
+            match op {
+                ">=" => cmp(3) != std::cmp::Ordering::Less,
+                ">" => cmp(3) == std::cmp::Ordering::Greater,
+                "<=" => cmp(3) != std::cmp::Ordering::Greater,
+                "<" => cmp(3) == std::cmp::Ordering::Less,
+                "^" => v[0] == want[0] && cmp(3) != std::cmp::Ordering::Less,
+                "~" => v[0] == want[0] && v[1] == want[1] && cmp(3) != std::cmp::Ordering::Less,
+                _ => given > 0 && cmp(given) == std::cmp::Ordering::Equal,
+            }
+        })
+    })
+}
+
+fn parse_version(s: &str) -> [u64; 3] {
+    let mut out = [0; 3];
+    for (slot, part) in out.iter_mut().zip(s.split('.')) {
+        *slot = part
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0);
+    }
+    out
+}
+
+fn compare(a: &[u64; 3], b: &[u64; 3], n: usize) -> std::cmp::Ordering {
+    a[..n.min(3)].cmp(&b[..n.min(3)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_satisfies as ok;
+
+    #[test]
+    fn versions() {
+        assert!(ok("20.11.1", "20"));
+        assert!(ok("20.11.1", "20.x"));
+        assert!(ok("20.11.1", "20.11"));
+        assert!(!ok("20.11.1", "18"));
+        assert!(ok("20.11.1", ">=18"));
+        assert!(!ok("16.0.0", ">=18"));
+        assert!(ok("20.11.1", "^20.1"));
+        assert!(ok("20.11.1", ">=18 <21"));
+        assert!(ok("20.11.1", "18 || 20"));
+        assert!(ok("3.11.7", "3.x"));
+        assert!(ok("20.11.1", "lts/*"));
+    }
+}

@@ -1,0 +1,311 @@
+//! The content-addressed stores behind `actions/cache` and the artifact actions.
+//!
+//! Caches: each saved path is a tarball named by its SHA-256 under `blobs/`; an entry
+//! (`entries/<sha256(key)>.json`) lists the key, the paths as written and their blobs. Restore
+//! tries the exact key, then each restore key as a prefix (newest entry first), and only
+//! entries saved for the same `path` list match, as GitHub's cache version does.
+//! Artifacts: files are blobs under `blobs/`; `runs/<run>/<name>.json` maps relative paths to
+//! blobs. Writes go to a temporary name and are renamed, so a reader never sees half a file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::glob;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    key: String,
+    created: u128,
+    paths: Vec<String>,
+    blobs: Vec<Option<String>>,
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn io(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// `~/x` against `home`, relative paths against `workspace`.
+pub(crate) fn resolve(path: &str, workspace: &Path, home: &Path) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/") {
+        home.join(rest)
+    } else if path == "~" {
+        home.to_path_buf()
+    } else {
+        workspace.join(path)
+    }
+}
+
+/// Stores `bytes` under `blobs/<sha>` (once) and returns the sha.
+fn put_blob(dir: &Path, bytes: &[u8]) -> Result<String, String> {
+    let sha = sha_hex(bytes);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).map_err(io)?;
+    let target = blobs.join(&sha);
+    if !target.exists() {
+        write_atomic(&target, bytes)?;
+    }
+    Ok(sha)
+}
+
+fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = target.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, target).map_err(io)
+}
+
+fn tar(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = Command::new("tar").args(args).output().map_err(io)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "tar failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Restores the best entry for `key`/`restore_keys`; returns the matched key.
+pub(crate) fn restore(
+    dir: &Path,
+    key: &str,
+    restore_keys: &[String],
+    paths: &[String],
+    workspace: &Path,
+    home: &Path,
+) -> Result<Option<String>, String> {
+    let entries = dir.join("entries");
+    let exact = std::fs::read(entries.join(format!("{}.json", sha_hex(key.as_bytes()))))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+        .filter(|e| e.paths == paths);
+    let found = match exact {
+        Some(e) => Some(e),
+        None => {
+            let all: Vec<Entry> = std::fs::read_dir(&entries)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|f| std::fs::read(f.path()).ok())
+                        .filter_map(|b| serde_json::from_slice::<Entry>(&b).ok())
+                        .filter(|e| e.paths == paths)
+                        .collect()
+                })
+                .unwrap_or_default();
+            restore_keys.iter().find_map(|prefix| {
+                all.iter()
+                    .filter(|e| e.key.starts_with(prefix.as_str()))
+                    .max_by_key(|e| e.created)
+                    .map(|e| Entry {
+                        key: e.key.clone(),
+                        created: e.created,
+                        paths: e.paths.clone(),
+                        blobs: e.blobs.clone(),
+                    })
+            })
+        }
+    };
+    let Some(entry) = found else { return Ok(None) };
+    for (path, blob) in entry.paths.iter().zip(&entry.blobs) {
+        let Some(blob) = blob else { continue };
+        let target = resolve(path, workspace, home);
+        let parent = target.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let blob = dir.join("blobs").join(blob);
+        tar(&[
+            "-xf".as_ref(),
+            blob.as_os_str(),
+            "-C".as_ref(),
+            parent.as_os_str(),
+        ])?;
+    }
+    Ok(Some(entry.key))
+}
+
+/// Saves `paths` under `key` unless an entry already exists (caches are immutable, as on GitHub).
+pub(crate) fn save(
+    dir: &Path,
+    key: &str,
+    paths: &[String],
+    workspace: &Path,
+    home: &Path,
+) -> Result<bool, String> {
+    let entries = dir.join("entries");
+    let entry_file = entries.join(format!("{}.json", sha_hex(key.as_bytes())));
+    if entry_file.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(&entries).map_err(io)?;
+    let mut blobs = Vec::new();
+    for path in paths {
+        let source = resolve(path, workspace, home);
+        let (Some(parent), Some(name)) = (source.parent(), source.file_name()) else {
+            blobs.push(None);
+            continue;
+        };
+        if !source.exists() {
+            blobs.push(None);
+            continue;
+        }
+        let tmp = dir.join(format!(
+            "pack-{}-{}.tar",
+            std::process::id(),
+            sha_hex(path.as_bytes())
+        ));
+        tar(&[
+            "-cf".as_ref(),
+            tmp.as_os_str(),
+            "-C".as_ref(),
+            parent.as_os_str(),
+            name,
+        ])?;
+        let bytes = std::fs::read(&tmp).map_err(io)?;
+        let _ = std::fs::remove_file(&tmp);
+        blobs.push(Some(put_blob(dir, &bytes)?));
+    }
+    if blobs.iter().all(Option::is_none) {
+        return Err("none of the cache paths exist; nothing saved".to_owned());
+    }
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let entry = Entry {
+        key: key.to_owned(),
+        created,
+        paths: paths.to_vec(),
+        blobs,
+    };
+    write_atomic(&entry_file, &serde_json::to_vec(&entry).map_err(io)?)?;
+    Ok(true)
+}
+
+/// Where a run's artifact manifests live.
+fn manifest_dir(dir: &Path, run_id: u64) -> PathBuf {
+    dir.join("runs").join(run_id.to_string())
+}
+
+/// Uploads the files matched by `patterns` as artifact `name`; returns the file count.
+pub(crate) fn upload(
+    dir: &Path,
+    run_id: u64,
+    name: &str,
+    patterns: &[String],
+    workspace: &Path,
+) -> Result<usize, String> {
+    let files = glob::select(workspace, patterns);
+    let root = artifact_root(patterns, workspace);
+    let mut manifest = IndexMap::new();
+    for file in &files {
+        let bytes = std::fs::read(workspace.join(file)).map_err(io)?;
+        let rel = Path::new(file)
+            .strip_prefix(&root)
+            .unwrap_or(Path::new(file));
+        manifest.insert(rel.to_string_lossy().into_owned(), put_blob(dir, &bytes)?);
+    }
+    if manifest.is_empty() {
+        return Ok(0);
+    }
+    let mdir = manifest_dir(dir, run_id);
+    std::fs::create_dir_all(&mdir).map_err(io)?;
+    let target = mdir.join(format!("{name}.json"));
+    if target.exists() {
+        return Err(format!(
+            "an artifact named `{name}` already exists in this run"
+        ));
+    }
+    write_atomic(&target, &serde_json::to_vec(&manifest).map_err(io)?)?;
+    Ok(manifest.len())
+}
+
+/// The least common ancestor of the patterns' search roots (the part before any wildcard),
+/// relative to the workspace; a plain file's root is its directory.
+fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
+    let roots: Vec<PathBuf> = patterns
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty() && !p.starts_with('!'))
+        .map(|p| {
+            let p = p.trim_start_matches("./");
+            let literal: Vec<&str> = p
+                .split('/')
+                .take_while(|s| !s.contains(['*', '?', '[']))
+                .collect();
+            let path = PathBuf::from(literal.join("/"));
+            if literal.len() == p.split('/').count() && workspace.join(&path).is_file() {
+                path.parent().map(Path::to_path_buf).unwrap_or_default()
+            } else {
+                path
+            }
+        })
+        .collect();
+    let Some(first) = roots.first() else {
+        return PathBuf::new();
+    };
+    let mut common: Vec<_> = first.components().collect();
+    for r in &roots[1..] {
+        let comps: Vec<_> = r.components().collect();
+        let n = common
+            .iter()
+            .zip(&comps)
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.truncate(n);
+    }
+    common.iter().collect()
+}
+
+/// Downloads artifact `name` (or every artifact, each into `<dest>/<name>`); returns names.
+pub(crate) fn download(
+    dir: &Path,
+    run_id: u64,
+    name: Option<&str>,
+    dest: &Path,
+) -> Result<Vec<String>, String> {
+    let mdir = manifest_dir(dir, run_id);
+    let names: Vec<String> = match name {
+        Some(n) => vec![n.to_owned()],
+        None => {
+            let mut all: Vec<String> = std::fs::read_dir(&mdir)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_string_lossy()
+                                .strip_suffix(".json")
+                                .map(str::to_owned)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            all.sort();
+            all
+        }
+    };
+    for n in &names {
+        let bytes = std::fs::read(mdir.join(format!("{n}.json")))
+            .map_err(|_| format!("artifact `{n}` not found in this run"))?;
+        let manifest: IndexMap<String, String> = serde_json::from_slice(&bytes).map_err(io)?;
+        let base = if name.is_some() {
+            dest.to_path_buf()
+        } else {
+            dest.join(n)
+        };
+        for (rel, blob) in manifest {
+            let target = base.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::copy(dir.join("blobs").join(blob), &target).map_err(io)?;
+        }
+    }
+    Ok(names)
+}

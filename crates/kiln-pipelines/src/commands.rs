@@ -1,0 +1,211 @@
+//! The runner's text protocols, exactly as GitHub's runner reads them: environment files
+//! (`GITHUB_ENV`, `GITHUB_OUTPUT`, with the multiline `name<<DELIMITER` form), `GITHUB_PATH`,
+//! workflow commands (`::error file=a::message`) and secret masking.
+
+use indexmap::IndexMap;
+
+/// A malformed environment file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvFileError {
+    /// A line is neither `name=value` nor `name<<DELIMITER`.
+    #[error("invalid format `{0}` in {1}")]
+    BadLine(String, &'static str),
+    /// A `name<<DELIMITER` block never ends.
+    #[error("matching delimiter not found `{0}` in {1}")]
+    Unterminated(String, &'static str),
+    /// An empty name.
+    #[error("invalid format: empty name in {0}")]
+    EmptyName(&'static str),
+}
+
+/// Parses a `GITHUB_ENV`/`GITHUB_OUTPUT` file: `name=value` lines and `name<<DELIM` blocks.
+pub fn parse_env_file(
+    text: &str,
+    which: &'static str,
+) -> Result<Vec<(String, String)>, EnvFileError> {
+    let mut out = Vec::new();
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        let eq = line.find('=');
+        let heredoc = line.find("<<");
+        let use_heredoc = match (eq, heredoc) {
+            (Some(e), Some(h)) => h < e,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if use_heredoc {
+            let h = heredoc.unwrap_or(0);
+            let (name, delimiter) = (&line[..h], &line[h + 2..]);
+            if name.is_empty() {
+                return Err(EnvFileError::EmptyName(which));
+            }
+            if delimiter.is_empty() {
+                return Err(EnvFileError::BadLine(line.to_owned(), which));
+            }
+            let mut value: Vec<&str> = Vec::new();
+            let mut closed = false;
+            for l in lines.by_ref() {
+                if l == delimiter {
+                    closed = true;
+                    break;
+                }
+                value.push(l);
+            }
+            if !closed {
+                return Err(EnvFileError::Unterminated(delimiter.to_owned(), which));
+            }
+            out.push((name.to_owned(), value.join("\n")));
+        } else if let Some(e) = eq {
+            let name = &line[..e];
+            if name.is_empty() {
+                return Err(EnvFileError::EmptyName(which));
+            }
+            out.push((name.to_owned(), line[e + 1..].to_owned()));
+        } else {
+            return Err(EnvFileError::BadLine(line.to_owned(), which));
+        }
+    }
+    Ok(out)
+}
+
+/// A workflow command found in a line of output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The command name, e.g. `error`.
+    pub name: String,
+    /// `key=value` properties, unescaped.
+    pub properties: IndexMap<String, String>,
+    /// The message after `::`, unescaped.
+    pub data: String,
+}
+
+/// Parses `::name k=v,k2=v2::data`; `None` for an ordinary line.
+pub fn parse_command(line: &str) -> Option<Command> {
+    let rest = line.trim_start().strip_prefix("::")?;
+    let end = rest.find("::")?;
+    let (head, data) = (&rest[..end], &rest[end + 2..]);
+    let (name, props) = match head.split_once(' ') {
+        Some((n, p)) => (n, p),
+        None => (head, ""),
+    };
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return None;
+    }
+    let mut properties = IndexMap::new();
+    for prop in props.split(',').filter(|p| !p.is_empty()) {
+        if let Some((k, v)) = prop.split_once('=') {
+            properties.insert(k.trim().to_owned(), unescape_property(v));
+        }
+    }
+    Some(Command {
+        name: name.to_owned(),
+        properties,
+        data: unescape_data(data),
+    })
+}
+
+fn unescape_data(s: &str) -> String {
+    s.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%25", "%")
+}
+
+fn unescape_property(s: &str) -> String {
+    s.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%3A", ":")
+        .replace("%2C", ",")
+        .replace("%25", "%")
+}
+
+/// Replaces every registered secret in a line with `***`.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so a secret containing another is masked whole.
+    secrets: Vec<String>,
+}
+
+impl Masker {
+    /// Registers a value; multiline values are also masked line by line, as GitHub does.
+    pub fn add(&mut self, value: &str) {
+        let value = value.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return;
+        }
+        let mut new = vec![value.to_owned()];
+        if value.contains('\n') {
+            new.extend(
+                value
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r'))
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        for v in new {
+            if !self.secrets.contains(&v) {
+                self.secrets.push(v);
+            }
+        }
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    /// The line with every secret replaced.
+    pub fn mask(&self, line: &str) -> String {
+        let mut out = line.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files() {
+        let parsed = parse_env_file("A=1\n\nB<<EOF\nx\ny=z\nEOF\nC=a=b\n", "GITHUB_ENV").unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x\ny=z".into()),
+                ("C".into(), "a=b".into())
+            ]
+        );
+        assert!(matches!(
+            parse_env_file("X<<E\nnever", "f"),
+            Err(EnvFileError::Unterminated(..))
+        ));
+        assert!(matches!(
+            parse_env_file("justtext", "f"),
+            Err(EnvFileError::BadLine(..))
+        ));
+    }
+
+    #[test]
+    fn commands() {
+        let c = parse_command("::error file=a.rs,line=3::bad%0Athing").unwrap();
+        assert_eq!(c.name, "error");
+        assert_eq!(c.properties["file"], "a.rs");
+        assert_eq!(c.data, "bad\nthing");
+        assert_eq!(parse_command("::add-mask::s3cret").unwrap().data, "s3cret");
+        assert!(parse_command("plain :: text").is_none());
+    }
+
+    #[test]
+    fn masking() {
+        let mut m = Masker::default();
+        m.add("abc");
+        m.add("abcdef");
+        m.add("l1\nl2");
+        assert_eq!(m.mask("x abcdef abc l2"), "x *** *** ***");
+    }
+}

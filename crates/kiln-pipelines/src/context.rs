@@ -1,0 +1,121 @@
+//! The expression host of a job or step: the contexts (`github`, `env`, `matrix`, `steps`, ...)
+//! as values, the status functions and `hashFiles` over the workspace.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use kiln_expr::{EvalError, Host, ParseOptions, Template, Value, WORKFLOW_FUNCTIONS};
+
+use crate::condition::{self, Condition};
+use crate::glob;
+use crate::workflow::Text;
+
+/// Every named value; validation already narrowed each place to GitHub's table.
+pub(crate) const ALL_NAMES: &[&str] = &[
+    "github", "env", "vars", "secrets", "inputs", "matrix", "strategy", "needs", "steps", "job",
+    "runner", "jobs",
+];
+
+pub(crate) fn all_options() -> ParseOptions<'static> {
+    ParseOptions {
+        named_values: ALL_NAMES,
+        extra_functions: WORKFLOW_FUNCTIONS,
+    }
+}
+
+/// What the status functions return in one place.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Flags {
+    /// Something before failed (a step in this job, or an ancestor job).
+    pub failed: bool,
+    /// The job or run is being cancelled.
+    pub cancelled: bool,
+}
+
+/// Contexts plus status flags.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ctx {
+    pub values: IndexMap<String, Value>,
+    pub flags: Flags,
+    pub workspace: PathBuf,
+}
+
+impl Ctx {
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.values.insert(name.to_owned(), value);
+    }
+
+    /// Renders a value that may hold `${{ }}`, keeping the type of a lone expression.
+    pub fn value(&self, text: &Text) -> Result<Value, String> {
+        let template = Template::parse(&text.text, &all_options()).map_err(|e| e.message)?;
+        template.render(self).map_err(|e| e.message)
+    }
+
+    /// Renders to a string, as GitHub interpolates.
+    pub fn string(&self, text: &Text) -> Result<String, String> {
+        self.value(text).map(|v| v.to_display_string())
+    }
+
+    /// Evaluates an `if`.
+    pub fn condition(&self, text: &Text) -> Result<bool, String> {
+        let cond: Condition = condition::parse(&text.text, &all_options()).map_err(|(m, _)| m)?;
+        let success = !self.flags.failed && !self.flags.cancelled;
+        cond.evaluate(self, success).map_err(|e| e.message)
+    }
+
+    /// A boolean setting such as `continue-on-error` (`true`, or an expression).
+    pub fn flag(&self, text: Option<&Text>) -> Result<bool, String> {
+        let Some(text) = text else { return Ok(false) };
+        Ok(match self.value(text)? {
+            Value::String(s) => s == "true",
+            v => v.is_truthy(),
+        })
+    }
+
+    /// A number setting such as `timeout-minutes`.
+    pub fn number(&self, text: Option<&Text>) -> Result<Option<f64>, String> {
+        let Some(text) = text else { return Ok(None) };
+        let n = self.value(text)?.to_number();
+        if n.is_nan() || n < 0.0 {
+            return Err(format!("`{}` is not a non-negative number", text.text));
+        }
+        Ok(Some(n))
+    }
+}
+
+impl Host for Ctx {
+    fn named_value(&self, name: &str) -> Option<Value> {
+        self.values
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
+        let ok = !self.flags.failed && !self.flags.cancelled;
+        Some(Ok(match name {
+            "success" => Value::Bool(ok),
+            "always" => Value::Bool(true),
+            "failure" => Value::Bool(self.flags.failed && !self.flags.cancelled),
+            "cancelled" => Value::Bool(self.flags.cancelled),
+            "hashFiles" => {
+                let patterns: Vec<String> = args.iter().map(Value::to_display_string).collect();
+                return Some(
+                    glob::hash_files(&self.workspace, &patterns)
+                        .map(Value::String)
+                        .map_err(|e| EvalError::new(format!("hashFiles failed: {e}"), 0, 0)),
+                );
+            }
+            _ => return None,
+        }))
+    }
+}
+
+/// A string map as an object value.
+pub(crate) fn object(map: &IndexMap<String, String>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}

@@ -1,0 +1,1463 @@
+//! Strict decoding of a workflow file (and of a composite `action.yml`) from the positioned YAML
+//! tree into [`crate::workflow`] types.
+//!
+//! Like GitHub, unknown keys are errors; unlike GitHub, every mistake in the file is collected
+//! before anything is reported. Every `${{ }}` is parsed where it is written, with the named
+//! values GitHub's context-availability table allows at that key, so `matrix` in a job without a
+//! strategy or `secrets` in a step's `if` fail at load time rather than mid-run.
+
+use indexmap::IndexMap;
+use kiln_expr::{FunctionSig, ParseOptions, Template, WORKFLOW_FUNCTIONS};
+use kiln_spec::diag::{Code, Diagnostic, Diagnostics};
+use kiln_spec::source::Span;
+use kiln_spec::suggest::closest;
+use kiln_spec::yaml::{Key, Node, Value as Y};
+
+use crate::condition;
+use crate::workflow::{
+    ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Input, InputType, Job, JobBody,
+    Matrix, MatrixTable, Name, RunDefaults, Step, StepAction, Strategy, Text, TextMap, Trigger,
+    Vector, resolve_action,
+};
+
+/// Where an expression is written decides which named values and functions it may use.
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    names: Vec<&'static str>,
+    functions: &'static [FunctionSig],
+}
+
+const STATUS_AND_HASH: &[FunctionSig] = WORKFLOW_FUNCTIONS;
+const NO_FUNCTIONS: &[FunctionSig] = &[];
+
+fn status_only() -> &'static [FunctionSig] {
+    WORKFLOW_FUNCTIONS
+        .iter()
+        .position(|f| f.name == "hashFiles")
+        .map_or(WORKFLOW_FUNCTIONS, |i| &WORKFLOW_FUNCTIONS[..i])
+}
+
+fn hash_only() -> &'static [FunctionSig] {
+    WORKFLOW_FUNCTIONS
+        .iter()
+        .position(|f| f.name == "hashFiles")
+        .map_or(NO_FUNCTIONS, |i| &WORKFLOW_FUNCTIONS[i..])
+}
+
+impl Scope {
+    fn new(names: &[&'static str], functions: &'static [FunctionSig]) -> Scope {
+        Scope {
+            names: names.to_vec(),
+            functions,
+        }
+    }
+
+    /// Drops `matrix` for jobs without a strategy (GitHub: "Unrecognized named-value").
+    fn for_job(mut self, has_matrix: bool) -> Scope {
+        if !has_matrix {
+            self.names.retain(|n| *n != "matrix");
+        }
+        self
+    }
+
+    fn options(&self) -> ParseOptions<'_> {
+        ParseOptions {
+            named_values: &self.names,
+            extra_functions: self.functions,
+        }
+    }
+}
+
+// GitHub's context availability table, one row per key kiln evaluates.
+const RUN_NAME: &[&str] = &["github", "inputs", "vars"];
+const WORKFLOW_ENV: &[&str] = &["github", "secrets", "inputs", "vars"];
+const JOB_IF: &[&str] = &["github", "needs", "vars", "inputs"];
+const JOB_PLAIN: &[&str] = &["github", "needs", "strategy", "matrix", "vars", "inputs"];
+const JOB_ENV: &[&str] = &[
+    "github", "needs", "strategy", "matrix", "vars", "secrets", "inputs",
+];
+const JOB_DEFAULTS: &[&str] = &[
+    "github", "needs", "strategy", "matrix", "env", "vars", "inputs",
+];
+const STEP_ALL: &[&str] = &[
+    "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "secrets", "steps",
+    "inputs",
+];
+const STEP_IF: &[&str] = &[
+    "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "steps", "inputs",
+];
+const STRATEGY: &[&str] = &["github", "needs", "vars", "inputs"];
+const CALL_SECRETS: &[&str] = &[
+    "github", "needs", "strategy", "matrix", "secrets", "inputs", "vars",
+];
+const CALL_INPUT_DEFAULT: &[&str] = &["github", "inputs", "vars"];
+const CALL_OUTPUT: &[&str] = &["github", "jobs", "vars", "inputs"];
+// Composite actions see no `secrets` and no `needs`.
+const COMPOSITE_STEP: &[&str] = &[
+    "github", "strategy", "matrix", "job", "runner", "env", "vars", "steps", "inputs",
+];
+
+const WORKFLOW_KEYS: &[&str] = &[
+    "name",
+    "run-name",
+    "on",
+    "env",
+    "defaults",
+    "permissions",
+    "concurrency",
+    "jobs",
+];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "if",
+    "runs-on",
+    "env",
+    "defaults",
+    "outputs",
+    "timeout-minutes",
+    "continue-on-error",
+    "strategy",
+    "steps",
+    "uses",
+    "with",
+    "secrets",
+    "permissions",
+    "concurrency",
+    "environment",
+    "services",
+    "container",
+];
+const CALL_JOB_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "if",
+    "uses",
+    "with",
+    "secrets",
+    "permissions",
+    "concurrency",
+    "strategy",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "if",
+    "run",
+    "uses",
+    "with",
+    "env",
+    "shell",
+    "working-directory",
+    "continue-on-error",
+    "timeout-minutes",
+];
+const EVENTS: &[&str] = &[
+    "branch_protection_rule",
+    "check_run",
+    "check_suite",
+    "create",
+    "delete",
+    "deployment",
+    "deployment_status",
+    "discussion",
+    "discussion_comment",
+    "fork",
+    "gollum",
+    "issue_comment",
+    "issues",
+    "label",
+    "merge_group",
+    "milestone",
+    "page_build",
+    "project",
+    "project_card",
+    "project_column",
+    "public",
+    "pull_request",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "pull_request_target",
+    "push",
+    "registry_package",
+    "release",
+    "repository_dispatch",
+    "schedule",
+    "status",
+    "watch",
+    "workflow_call",
+    "workflow_dispatch",
+    "workflow_run",
+];
+
+/// Collects diagnostics while decoding one file.
+pub(crate) struct Decoder<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) diags: &'a mut Diagnostics,
+}
+
+/// The decoded top level of a workflow (the path is filled in by the loader).
+pub(crate) struct WorkflowParts {
+    pub name: Option<String>,
+    pub run_name: Option<Text>,
+    pub on: IndexMap<String, Trigger>,
+    pub env: TextMap,
+    pub defaults: RunDefaults,
+    pub jobs: IndexMap<String, Job>,
+}
+
+impl Decoder<'_> {
+    fn emit(&mut self, code: Code, span: Span, path: &str, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(code, span, path, message));
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+        self.diags.push(
+            Diagnostic::new(
+                Code::WrongType,
+                node.span,
+                path,
+                format!(
+                    "`{path}` must be {expected}, found {}",
+                    node.value.type_name()
+                ),
+            )
+            .label(format!("expected {expected}")),
+        );
+    }
+
+    fn map<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [(Key, Node)]> {
+        match &node.value {
+            Y::Map(entries) => Some(entries),
+            _ => {
+                self.wrong_type(node, path, "a mapping");
+                None
+            }
+        }
+    }
+
+    /// Reports keys outside `allowed`, each with the closest allowed key as a suggestion.
+    fn check_keys(&mut self, entries: &[(Key, Node)], allowed: &[&str], path: &str) {
+        for (key, _) in entries {
+            if allowed.contains(&key.text.as_str()) {
+                continue;
+            }
+            let key_path = join(path, &key.text);
+            let mut d = Diagnostic::new(
+                Code::UnknownKey,
+                key.span,
+                key_path,
+                format!("unknown key `{}` in `{}`", key.text, display_path(path)),
+            )
+            .label("not allowed here");
+            d = match closest(&key.text, allowed.iter().copied()) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!("allowed keys: {}", allowed.join(", "))),
+            };
+            self.diags.push(d);
+        }
+    }
+
+    fn scalar_text(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            Y::String { text, .. } => Some(text.clone()),
+            Y::Bool(b) => Some(b.to_string()),
+            Y::Number(_) => Some(
+                self.source
+                    .get(node.span.start..node.span.end)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned(),
+            ),
+            _ => {
+                self.wrong_type(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    fn plain_string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            Y::String { text, .. } => Some(text.clone()),
+            _ => {
+                self.wrong_type(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    /// A value that may hold `${{ }}`, checked against `scope`.
+    pub(crate) fn text(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
+        let text = self.scalar_text(node, path)?;
+        let text = Text {
+            text,
+            span: node.span,
+        };
+        self.check_template(&text, path, scope);
+        Some(text)
+    }
+
+    fn check_template(&mut self, text: &Text, path: &str, scope: &Scope) {
+        if let Err(e) = Template::parse(&text.text, &scope.options()) {
+            self.bad_expression(text, path, &e.message, e.offset);
+        }
+    }
+
+    /// An `if`: an expression with or without `${{ }}`.
+    fn condition(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
+        let text = self.scalar_text(node, path)?;
+        let text = Text {
+            text,
+            span: node.span,
+        };
+        if let Err((message, offset)) = condition::check(&text.text, &scope.options()) {
+            self.bad_expression(&text, path, &message, offset);
+        }
+        Some(text)
+    }
+
+    fn bad_expression(&mut self, text: &Text, path: &str, message: &str, offset: usize) {
+        let unknown = message.starts_with("Unrecognized named-value");
+        let code = if unknown {
+            Code::UnknownReference
+        } else {
+            Code::BadExpression
+        };
+        // Offsets are exact for plain scalars; quoted ones shift by the quote, so clamp.
+        let span = text.span.sub(offset, 1);
+        let mut d = Diagnostic::new(code, span, path, format!("invalid expression: {message}"))
+            .label("here");
+        if unknown && message.contains("'matrix'") {
+            d = d.help("`matrix` is only available in jobs with `strategy.matrix`");
+        } else if unknown {
+            d = d.help(
+                "GitHub's context availability table decides which contexts each key may read",
+            );
+        }
+        self.diags.push(d);
+    }
+
+    fn text_map(&mut self, node: &Node, path: &str, scope: &Scope) -> TextMap {
+        let mut out = TextMap::new();
+        if matches!(node.value, Y::Null) {
+            return out;
+        }
+        let Some(entries) = self.map(node, path) else {
+            return out;
+        };
+        for (key, value) in entries {
+            let key_path = join(path, &key.text);
+            let text = match &value.value {
+                Y::Null => Some(Text {
+                    text: String::new(),
+                    span: value.span,
+                }),
+                _ => self.text(value, &key_path, scope),
+            };
+            if let Some(text) = text {
+                out.insert(key.text.clone(), text);
+            }
+        }
+        out
+    }
+
+    fn string_list(&mut self, node: &Node, path: &str) -> Vec<String> {
+        match &node.value {
+            Y::Seq(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| self.scalar_text(n, &format!("{path}[{i}]")))
+                .collect(),
+            Y::Null => Vec::new(),
+            _ => self.scalar_text(node, path).into_iter().collect(),
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, path: &str) -> bool {
+        match &node.value {
+            Y::Bool(b) => *b,
+            _ => {
+                self.wrong_type(node, path, "a boolean");
+                false
+            }
+        }
+    }
+
+    /// The whole workflow file.
+    pub(crate) fn workflow(&mut self, root: &Node) -> Option<WorkflowParts> {
+        let entries = self.map(root, "")?;
+        self.check_keys(entries, WORKFLOW_KEYS, "");
+        let mut parts = WorkflowParts {
+            name: None,
+            run_name: None,
+            on: IndexMap::new(),
+            env: TextMap::new(),
+            defaults: RunDefaults::default(),
+            jobs: IndexMap::new(),
+        };
+        let mut seen_on = false;
+        let mut seen_jobs = false;
+        for (key, value) in entries {
+            match key.text.as_str() {
+                "name" => parts.name = self.scalar_text(value, "name"),
+                "run-name" => {
+                    parts.run_name = self.text(value, "run-name", &Scope::new(RUN_NAME, &[]));
+                }
+                "on" => {
+                    seen_on = true;
+                    parts.on = self.triggers(value);
+                }
+                "env" => parts.env = self.text_map(value, "env", &Scope::new(WORKFLOW_ENV, &[])),
+                "defaults" => {
+                    parts.defaults = self.defaults(value, "defaults", &Scope::new(JOB_IF, &[]));
+                }
+                "jobs" => {
+                    seen_jobs = true;
+                    parts.jobs = self.jobs(value, &parts.on);
+                }
+                _ => {}
+            }
+        }
+        if !seen_on {
+            self.missing(root.span, "", "on", "the events that trigger the workflow");
+        }
+        if !seen_jobs {
+            self.missing(root.span, "", "jobs", "at least one job");
+        }
+        Some(parts)
+    }
+
+    fn missing(&mut self, span: Span, path: &str, key: &str, what: &str) {
+        let span = Span::new(span.file, span.start, span.start);
+        self.diags.push(
+            Diagnostic::new(
+                Code::MissingKey,
+                span,
+                path,
+                format!("`{}` is missing `{key}`", display_path(path)),
+            )
+            .label(format!("add `{key}:` here"))
+            .help(format!("`{key}` holds {what}")),
+        );
+    }
+
+    fn triggers(&mut self, node: &Node) -> IndexMap<String, Trigger> {
+        let mut out = IndexMap::new();
+        match &node.value {
+            Y::String { .. } => {
+                if let Some(name) = self.event_name(node, "on") {
+                    out.insert(name, Trigger::default());
+                }
+            }
+            Y::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(name) = self.event_name(item, &format!("on[{i}]")) {
+                        out.insert(name, Trigger::default());
+                    }
+                }
+            }
+            Y::Map(entries) => {
+                for (key, value) in entries {
+                    let path = format!("on.{}", key.text);
+                    if !self.known_event(&key.text, key.span, &path) {
+                        continue;
+                    }
+                    let trigger = self.trigger(&key.text, value, &path);
+                    out.insert(key.text.clone(), trigger);
+                }
+            }
+            _ => self.wrong_type(node, "on", "an event name, a list or a mapping"),
+        }
+        out
+    }
+
+    fn event_name(&mut self, node: &Node, path: &str) -> Option<String> {
+        let name = self.plain_string(node, path)?;
+        self.known_event(&name, node.span, path).then_some(name)
+    }
+
+    fn known_event(&mut self, name: &str, span: Span, path: &str) -> bool {
+        if EVENTS.contains(&name) {
+            return true;
+        }
+        let mut d = Diagnostic::new(
+            Code::InvalidValue,
+            span,
+            path,
+            format!("unknown event `{name}`"),
+        )
+        .label("not a GitHub Actions event");
+        if let Some(s) = closest(name, EVENTS.iter().copied()) {
+            d = d.help(format!("did you mean `{s}`?"));
+        }
+        self.diags.push(d);
+        false
+    }
+
+    fn trigger(&mut self, event: &str, node: &Node, path: &str) -> Trigger {
+        let mut trigger = Trigger::default();
+        if event == "schedule" {
+            return self.schedule(node, path);
+        }
+        if matches!(node.value, Y::Null) {
+            return trigger;
+        }
+        let Some(entries) = self.map(node, path) else {
+            return trigger;
+        };
+        let allowed: &[&str] = match event {
+            "push" => &[
+                "branches",
+                "branches-ignore",
+                "tags",
+                "tags-ignore",
+                "paths",
+                "paths-ignore",
+            ],
+            "pull_request" | "pull_request_target" => &[
+                "types",
+                "branches",
+                "branches-ignore",
+                "paths",
+                "paths-ignore",
+            ],
+            "workflow_dispatch" => &["inputs"],
+            "workflow_call" => &["inputs", "outputs", "secrets"],
+            "workflow_run" => &["workflows", "types", "branches", "branches-ignore"],
+            _ => &["types"],
+        };
+        self.check_keys(entries, allowed, path);
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            match key.text.as_str() {
+                "branches" => trigger.branches = self.string_list(value, &p),
+                "branches-ignore" => trigger.branches_ignore = self.string_list(value, &p),
+                "tags" => trigger.tags = self.string_list(value, &p),
+                "tags-ignore" => trigger.tags_ignore = self.string_list(value, &p),
+                "paths" => trigger.paths = self.string_list(value, &p),
+                "paths-ignore" => trigger.paths_ignore = self.string_list(value, &p),
+                "types" | "workflows" => trigger.types = self.string_list(value, &p),
+                "inputs" => trigger.inputs = self.inputs(value, &p, event == "workflow_call"),
+                "outputs" => trigger.outputs = self.call_outputs(value, &p, CALL_OUTPUT),
+                "secrets" => trigger.secrets = self.call_secrets_decl(value, &p),
+                _ => {}
+            }
+        }
+        for (a, b) in [
+            ("branches", "branches-ignore"),
+            ("tags", "tags-ignore"),
+            ("paths", "paths-ignore"),
+        ] {
+            let both = entries.iter().any(|(k, _)| k.text == a)
+                && entries.iter().any(|(k, _)| k.text == b);
+            if both {
+                self.emit(
+                    Code::InvalidValue,
+                    node.span,
+                    path,
+                    format!("`{a}` and `{b}` cannot be used together for the same event"),
+                );
+            }
+        }
+        trigger
+    }
+
+    fn schedule(&mut self, node: &Node, path: &str) -> Trigger {
+        let mut trigger = Trigger::default();
+        let Y::Seq(items) = &node.value else {
+            self.wrong_type(node, path, "a list of `- cron:` entries");
+            return trigger;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Some(entries) = self.map(item, &p) else {
+                continue;
+            };
+            self.check_keys(entries, &["cron"], &p);
+            for (key, value) in entries {
+                if key.text == "cron"
+                    && let Some(cron) = self.plain_string(value, &join(&p, "cron"))
+                {
+                    if cron.split_whitespace().count() != 5 {
+                        self.emit(
+                            Code::InvalidValue,
+                            value.span,
+                            &p,
+                            format!("`{cron}` is not a cron expression with five fields"),
+                        );
+                    }
+                    trigger.cron.push(cron);
+                }
+            }
+        }
+        trigger
+    }
+
+    pub(crate) fn inputs(
+        &mut self,
+        node: &Node,
+        path: &str,
+        call: bool,
+    ) -> IndexMap<String, Input> {
+        let mut out = IndexMap::new();
+        if matches!(node.value, Y::Null) {
+            return out;
+        }
+        let Some(entries) = self.map(node, path) else {
+            return out;
+        };
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            if let Some(input) = self.input(value, &p, call, key.span) {
+                out.insert(key.text.clone(), input);
+            }
+        }
+        out
+    }
+
+    fn input(&mut self, node: &Node, path: &str, call: bool, span: Span) -> Option<Input> {
+        let mut input = Input {
+            description: None,
+            required: false,
+            default: None,
+            kind: InputType::String,
+            span,
+        };
+        if matches!(node.value, Y::Null) {
+            return Some(input);
+        }
+        let entries = self.map(node, path)?;
+        let allowed: &[&str] = if call {
+            &["description", "required", "default", "type"]
+        } else {
+            &["description", "required", "default", "type", "options"]
+        };
+        self.check_keys(entries, allowed, path);
+        let mut options = Vec::new();
+        let mut type_name = None;
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            match key.text.as_str() {
+                "description" => input.description = self.scalar_text(value, &p),
+                "required" => input.required = self.boolean(value, &p),
+                "default" => {
+                    input.default = self.text(value, &p, &Scope::new(CALL_INPUT_DEFAULT, &[]));
+                }
+                "options" => options = self.string_list(value, &p),
+                "type" => type_name = self.plain_string(value, &p).map(|t| (t, value.span)),
+                _ => {}
+            }
+        }
+        let types: &[&str] = if call {
+            &["string", "boolean", "number"]
+        } else {
+            &["string", "boolean", "number", "choice", "environment"]
+        };
+        match type_name {
+            None if call => {
+                self.missing(node.span, path, "type", "`string`, `boolean` or `number`")
+            }
+            None => {}
+            Some((t, span)) => {
+                input.kind = match t.as_str() {
+                    "string" => InputType::String,
+                    "boolean" => InputType::Boolean,
+                    "number" => InputType::Number,
+                    "choice" if !call => InputType::Choice(options),
+                    "environment" if !call => InputType::Environment,
+                    _ => {
+                        self.emit(
+                            Code::InvalidValue,
+                            span,
+                            path,
+                            format!("input type `{t}` is not one of {}", types.join(", ")),
+                        );
+                        InputType::String
+                    }
+                };
+            }
+        }
+        Some(input)
+    }
+
+    pub(crate) fn call_outputs(
+        &mut self,
+        node: &Node,
+        path: &str,
+        names: &[&'static str],
+    ) -> IndexMap<String, CallOutput> {
+        let mut out = IndexMap::new();
+        let Some(entries) = self.map(node, path) else {
+            return out;
+        };
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            let Some(fields) = self.map(value, &p) else {
+                continue;
+            };
+            self.check_keys(fields, &["description", "value"], &p);
+            let mut description = None;
+            let mut text = None;
+            for (k, v) in fields {
+                match k.text.as_str() {
+                    "description" => description = self.scalar_text(v, &join(&p, "description")),
+                    "value" => text = self.text(v, &join(&p, "value"), &Scope::new(names, &[])),
+                    _ => {}
+                }
+            }
+            match text {
+                Some(value) => {
+                    out.insert(key.text.clone(), CallOutput { description, value });
+                }
+                None => self.missing(value.span, &p, "value", "the output's expression"),
+            }
+        }
+        out
+    }
+
+    fn call_secrets_decl(&mut self, node: &Node, path: &str) -> IndexMap<String, bool> {
+        let mut out = IndexMap::new();
+        let Some(entries) = self.map(node, path) else {
+            return out;
+        };
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            let mut required = false;
+            if let Y::Map(fields) = &value.value {
+                self.check_keys(fields, &["description", "required"], &p);
+                for (k, v) in fields {
+                    if k.text == "required" {
+                        required = self.boolean(v, &join(&p, "required"));
+                    }
+                }
+            } else if !matches!(value.value, Y::Null) {
+                self.wrong_type(value, &p, "a mapping");
+            }
+            out.insert(key.text.clone(), required);
+        }
+        out
+    }
+
+    fn defaults(&mut self, node: &Node, path: &str, scope: &Scope) -> RunDefaults {
+        let mut out = RunDefaults::default();
+        let Some(entries) = self.map(node, path) else {
+            return out;
+        };
+        self.check_keys(entries, &["run"], path);
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            let Some(run) = self.map(value, &p) else {
+                continue;
+            };
+            self.check_keys(run, &["shell", "working-directory"], &p);
+            for (k, v) in run {
+                let pp = join(&p, &k.text);
+                match k.text.as_str() {
+                    "shell" => out.shell = self.text(v, &pp, scope),
+                    "working-directory" => out.working_directory = self.text(v, &pp, scope),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn jobs(&mut self, node: &Node, on: &IndexMap<String, Trigger>) -> IndexMap<String, Job> {
+        let mut out = IndexMap::new();
+        let Some(entries) = self.map(node, "jobs") else {
+            return out;
+        };
+        if entries.is_empty() {
+            self.emit(
+                Code::InvalidValue,
+                node.span,
+                "jobs",
+                "a workflow needs at least one job",
+            );
+        }
+        let _ = on;
+        for (key, value) in entries {
+            self.job_id(key);
+            if let Some(job) = self.job(key, value) {
+                out.insert(key.text.clone(), job);
+            }
+        }
+        out
+    }
+
+    fn job_id(&mut self, key: &Key) {
+        let ok = key
+            .text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key
+                .text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    key.span,
+                    format!("jobs.{}", key.text),
+                    format!("invalid job id `{}`", key.text),
+                )
+                .help("a job id starts with a letter or `_` and holds only letters, digits, `-` and `_`"),
+            );
+        }
+    }
+
+    fn job(&mut self, key: &Key, node: &Node) -> Option<Job> {
+        let path = format!("jobs.{}", key.text);
+        let entries = self.map(node, &path)?;
+        let get = |name: &str| entries.iter().find(|(k, _)| k.text == name).map(|(_, v)| v);
+        let is_call = get("uses").is_some();
+        self.check_keys(
+            entries,
+            if is_call { CALL_JOB_KEYS } else { JOB_KEYS },
+            &path,
+        );
+        let has_matrix = get("strategy").is_some();
+        let sc = |names: &[&'static str], f: &'static [FunctionSig]| {
+            Scope::new(names, f).for_job(has_matrix)
+        };
+        let mut job = Job {
+            id: Name {
+                name: key.text.clone(),
+                span: key.span,
+            },
+            name: None,
+            needs: Vec::new(),
+            condition: None,
+            env: TextMap::new(),
+            defaults: RunDefaults::default(),
+            outputs: TextMap::new(),
+            timeout_minutes: None,
+            continue_on_error: None,
+            strategy: None,
+            body: JobBody::Steps(Vec::new()),
+        };
+        let mut steps = None;
+        for (k, v) in entries {
+            let p = join(&path, &k.text);
+            match k.text.as_str() {
+                "name" => job.name = self.text(v, &p, &sc(JOB_PLAIN, &[])),
+                "needs" => job.needs = self.needs(v, &p),
+                "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
+                "runs-on" => self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
+                "env" => job.env = self.text_map(v, &p, &sc(JOB_ENV, &[])),
+                "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
+                "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
+                "timeout-minutes" => job.timeout_minutes = self.text(v, &p, &sc(JOB_PLAIN, &[])),
+                "continue-on-error" => {
+                    job.continue_on_error = self.text(v, &p, &sc(JOB_PLAIN, &[]));
+                }
+                "strategy" => job.strategy = self.strategy(v, &p),
+                "steps" => steps = Some(self.steps(v, &p, &sc(STEP_ALL, hash_only()), &sc(STEP_IF, STATUS_AND_HASH))),
+                "services" | "container" => self.diags.push(
+                    Diagnostic::new(
+                        Code::Unsupported,
+                        k.span,
+                        p.clone(),
+                        format!("`{}` is not supported without a container engine", k.text),
+                    )
+                    .label("needs Docker")
+                    .help("kiln runs jobs on the host; start the service as a step, or run it as a kiln service"),
+                ),
+                _ => {}
+            }
+        }
+        if let Some(uses) = get("uses") {
+            job.body =
+                JobBody::Call(self.call(uses, get("with"), get("secrets"), &path, has_matrix)?);
+        } else {
+            if get("runs-on").is_none() {
+                self.missing(
+                    node.span,
+                    &path,
+                    "runs-on",
+                    "the runner label (any value runs on the host)",
+                );
+            }
+            match steps {
+                Some(steps) => job.body = JobBody::Steps(steps),
+                None => self.missing(node.span, &path, "steps", "the job's steps"),
+            }
+        }
+        Some(job)
+    }
+
+    fn runs_on(&mut self, node: &Node, path: &str, scope: &Scope) {
+        // Accepted in any shape GitHub accepts; the value only matters for validation here.
+        match &node.value {
+            Y::String { .. } => {
+                let _ = self.text(node, path, scope);
+            }
+            Y::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let _ = self.text(item, &format!("{path}[{i}]"), scope);
+                }
+            }
+            Y::Map(entries) => self.check_keys(entries, &["group", "labels"], path),
+            _ => self.wrong_type(node, path, "a label, a list of labels or a mapping"),
+        }
+    }
+
+    fn needs(&mut self, node: &Node, path: &str) -> Vec<Name> {
+        let items: Vec<&Node> = match &node.value {
+            Y::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        items
+            .into_iter()
+            .filter_map(|n| {
+                let name = self.plain_string(n, path)?;
+                Some(Name { name, span: n.span })
+            })
+            .collect()
+    }
+
+    fn call(
+        &mut self,
+        uses: &Node,
+        with: Option<&Node>,
+        secrets: Option<&Node>,
+        path: &str,
+        has_matrix: bool,
+    ) -> Option<Call> {
+        let uses = self.text(uses, &join(path, "uses"), &Scope::new(&[], &[]))?;
+        if !uses.text.starts_with("./")
+            || !(uses.text.ends_with(".yml") || uses.text.ends_with(".yaml"))
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::Unsupported,
+                    uses.span,
+                    join(path, "uses"),
+                    format!(
+                        "reusable workflow `{}` is not a local workflow file",
+                        uses.text
+                    ),
+                )
+                .label("kiln runs local reusable workflows only")
+                .help("use `./.github/workflows/<file>.yml`"),
+            );
+        }
+        let with = match with {
+            Some(n) => self.text_map(
+                n,
+                &join(path, "with"),
+                &Scope::new(JOB_PLAIN, &[]).for_job(has_matrix),
+            ),
+            None => TextMap::new(),
+        };
+        let secrets = match secrets {
+            None => CallSecrets::Map(TextMap::new()),
+            Some(n) if matches!(&n.value, Y::String { text, .. } if text == "inherit") => {
+                CallSecrets::Inherit
+            }
+            Some(n) => CallSecrets::Map(self.text_map(
+                n,
+                &join(path, "secrets"),
+                &Scope::new(CALL_SECRETS, &[]).for_job(has_matrix),
+            )),
+        };
+        Some(Call {
+            uses,
+            with,
+            secrets,
+        })
+    }
+
+    fn strategy(&mut self, node: &Node, path: &str) -> Option<Strategy> {
+        let entries = self.map(node, path)?;
+        self.check_keys(entries, &["matrix", "fail-fast", "max-parallel"], path);
+        let scope = Scope::new(STRATEGY, &[]);
+        let mut matrix = None;
+        let mut fail_fast = None;
+        let mut max_parallel = None;
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "matrix" => matrix = self.matrix(v, &p, &scope),
+                "fail-fast" => fail_fast = self.text(v, &p, &scope),
+                "max-parallel" => max_parallel = self.text(v, &p, &scope),
+                _ => {}
+            }
+        }
+        let Some(matrix) = matrix else {
+            if !entries.iter().any(|(k, _)| k.text == "matrix") {
+                self.missing(node.span, path, "matrix", "the matrix of job variations");
+            }
+            return None;
+        };
+        Some(Strategy {
+            matrix,
+            fail_fast,
+            max_parallel,
+            span: node.span,
+        })
+    }
+
+    fn matrix(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Matrix> {
+        if let Y::String { .. } = node.value {
+            let text = self.text(node, path, scope)?;
+            if !text.text.contains("${{") {
+                self.wrong_type(node, path, "a mapping or an expression");
+                return None;
+            }
+            return Some(Matrix::Expr(text));
+        }
+        let entries = self.map(node, path)?;
+        let mut table = MatrixTable::default();
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            let vector = self.vector(
+                value,
+                &p,
+                scope,
+                key.text == "include" || key.text == "exclude",
+            );
+            match (key.text.as_str(), vector) {
+                ("include", v) => table.include = v,
+                ("exclude", v) => table.exclude = v,
+                (_, Some(v)) => {
+                    table.vectors.insert(key.text.clone(), v);
+                }
+                _ => {}
+            }
+        }
+        let has_include = matches!(&table.include, Some(Vector::List(l, _)) if !l.is_empty())
+            || matches!(table.include, Some(Vector::Expr(_)));
+        if table.vectors.is_empty()
+            && !has_include
+            && entries
+                .iter()
+                .all(|(k, _)| k.text == "include" || k.text == "exclude")
+        {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    node.span,
+                    path,
+                    "matrix must define at least one vector",
+                )
+                .label("empty matrix")
+                .help("add a key with a list of values, e.g. `os: [linux]`, or an `include` entry"),
+            );
+        }
+        self.check_exclude_keys(&table, path);
+        Some(Matrix::Table(table))
+    }
+
+    fn vector(&mut self, node: &Node, path: &str, scope: &Scope, objects: bool) -> Option<Vector> {
+        match &node.value {
+            Y::String { .. } => {
+                let text = self.text(node, path, scope)?;
+                if text.text.contains("${{") {
+                    return Some(Vector::Expr(text));
+                }
+                self.wrong_type(node, path, "a list or an expression");
+                None
+            }
+            Y::Seq(items) => {
+                if items.is_empty() && !objects {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            node.span,
+                            path,
+                            format!("matrix vector `{}` does not contain any values", last(path)),
+                        )
+                        .label("empty list"),
+                    );
+                    return None;
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    if objects && !matches!(item.value, Y::Map(_)) {
+                        self.wrong_type(item, &p, "a mapping of matrix keys to values");
+                    }
+                    self.check_json_expressions(item, &p, scope);
+                }
+                Some(Vector::List(
+                    items.iter().map(Node::to_json).collect(),
+                    node.span,
+                ))
+            }
+            _ => {
+                self.wrong_type(node, path, "a list");
+                None
+            }
+        }
+    }
+
+    fn check_json_expressions(&mut self, node: &Node, path: &str, scope: &Scope) {
+        match &node.value {
+            Y::String { text, .. } if text.contains("${{") => {
+                let _ = self.text(node, path, scope);
+            }
+            Y::Seq(items) => {
+                for item in items {
+                    self.check_json_expressions(item, path, scope);
+                }
+            }
+            Y::Map(entries) => {
+                for (k, v) in entries {
+                    self.check_json_expressions(v, &join(path, &k.text), scope);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// GitHub rejects an `exclude` entry naming a key the matrix does not define.
+    fn check_exclude_keys(&mut self, table: &MatrixTable, path: &str) {
+        let Some(Vector::List(items, span)) = &table.exclude else {
+            return;
+        };
+        if table.vectors.values().any(|v| matches!(v, Vector::Expr(_))) {
+            return;
+        }
+        for item in items {
+            let Some(object) = item.as_object() else {
+                continue;
+            };
+            for key in object.keys() {
+                if !table.vectors.contains_key(key) {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            *span,
+                            join(path, "exclude"),
+                            format!("matrix exclude key `{key}` does not match any key within the matrix"),
+                        )
+                        .label("in this exclude list"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn steps(&mut self, node: &Node, path: &str, scope: &Scope, if_scope: &Scope) -> Vec<Step> {
+        let Y::Seq(items) = &node.value else {
+            self.wrong_type(node, path, "a list of steps");
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.emit(
+                Code::InvalidValue,
+                node.span,
+                path,
+                "a job needs at least one step",
+            );
+        }
+        let steps: Vec<Step> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.step(n, &format!("{path}[{i}]"), scope, if_scope, false))
+            .collect();
+        self.unique_step_ids(&steps, path);
+        steps
+    }
+
+    fn unique_step_ids(&mut self, steps: &[Step], path: &str) {
+        for (i, step) in steps.iter().enumerate() {
+            let Some(id) = &step.id else { continue };
+            if let Some(first) = steps[..i]
+                .iter()
+                .filter_map(|s| s.id.as_ref())
+                .find(|f| f.name == id.name)
+            {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        id.span,
+                        path,
+                        format!("the step id `{}` is used twice", id.name),
+                    )
+                    .label("second use")
+                    .related(first.span, "first use"),
+                );
+            }
+        }
+    }
+
+    /// One step; `composite` steps must name their `shell` (GitHub requires it there).
+    pub(crate) fn step(
+        &mut self,
+        node: &Node,
+        path: &str,
+        scope: &Scope,
+        if_scope: &Scope,
+        composite: bool,
+    ) -> Option<Step> {
+        let entries = self.map(node, path)?;
+        self.check_keys(entries, STEP_KEYS, path);
+        let mut step = Step {
+            span: node.span,
+            id: None,
+            name: None,
+            condition: None,
+            action: StepAction::Run(Text {
+                text: String::new(),
+                span: node.span,
+            }),
+            env: TextMap::new(),
+            shell: None,
+            working_directory: None,
+            continue_on_error: None,
+            timeout_minutes: None,
+        };
+        let mut run = None;
+        let mut uses = None;
+        let mut with = None;
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "id" => step.id = self.step_id(v, &p),
+                "name" => step.name = self.text(v, &p, scope),
+                "if" => step.condition = self.condition(v, &p, if_scope),
+                "run" => run = self.text(v, &p, scope),
+                "uses" => uses = self.uses(v, &p),
+                "with" => with = Some(self.text_map(v, &p, scope)),
+                "env" => step.env = self.text_map(v, &p, scope),
+                "shell" => step.shell = self.text(v, &p, scope),
+                "working-directory" => step.working_directory = self.text(v, &p, scope),
+                "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),
+                "timeout-minutes" => step.timeout_minutes = self.text(v, &p, scope),
+                _ => {}
+            }
+        }
+        match (run, uses) {
+            (Some(_), Some((_, text))) => {
+                self.emit(
+                    Code::InvalidValue,
+                    text.span,
+                    path,
+                    "a step has either `run` or `uses`, not both",
+                );
+                return None;
+            }
+            (Some(run), None) => {
+                if with.is_some() {
+                    self.emit(
+                        Code::InvalidValue,
+                        node.span,
+                        path,
+                        "`with` is only allowed with `uses`",
+                    );
+                }
+                if composite && step.shell.is_none() {
+                    self.missing(
+                        node.span,
+                        path,
+                        "shell",
+                        "the shell (required for `run` steps in composite actions)",
+                    );
+                }
+                step.action = StepAction::Run(run);
+            }
+            (None, Some((action, uses))) => {
+                let with = with.unwrap_or_default();
+                self.check_with(&action, &with, path);
+                step.action = StepAction::Uses { action, uses, with };
+            }
+            (None, None) => {
+                if !entries
+                    .iter()
+                    .any(|(k, _)| k.text == "run" || k.text == "uses")
+                {
+                    self.missing(
+                        node.span,
+                        path,
+                        "run",
+                        "the command to run (or `uses:` an action)",
+                    );
+                }
+                return None;
+            }
+        }
+        Some(step)
+    }
+
+    fn step_id(&mut self, node: &Node, path: &str) -> Option<Name> {
+        let name = self.plain_string(node, path)?;
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            self.emit(
+                Code::InvalidValue,
+                node.span,
+                path,
+                format!("invalid step id `{name}`: start with a letter or `_`, then letters, digits, `-` or `_`"),
+            );
+        }
+        Some(Name {
+            name,
+            span: node.span,
+        })
+    }
+
+    fn uses(&mut self, node: &Node, path: &str) -> Option<(ActionRef, Text)> {
+        let text = self.plain_string(node, path)?;
+        let text = Text {
+            text,
+            span: node.span,
+        };
+        match resolve_action(&text.text) {
+            Some(action) => Some((action, text)),
+            None => {
+                let builtins: Vec<&str> = crate::workflow::Builtin::ALL
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect();
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::Unsupported,
+                        node.span,
+                        path,
+                        format!("unknown action `{}`", text.text),
+                    )
+                    .label("kiln cannot run this action")
+                    .help(format!(
+                        "kiln runs local composite actions (`./path`) and these built-ins (with `@<version>`): {}",
+                        builtins.join(", ")
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_with(&mut self, action: &ActionRef, with: &TextMap, path: &str) {
+        let ActionRef::Builtin(builtin) = action else {
+            return;
+        };
+        let allowed = builtin.inputs();
+        for (key, value) in with {
+            if allowed.contains(&key.as_str()) {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::UnknownKey,
+                value.span,
+                join(&join(path, "with"), key),
+                format!("unexpected input `{key}` for this action"),
+            )
+            .label("unknown input");
+            if let Some(s) = closest(key, allowed.iter().copied()) {
+                d = d.help(format!("did you mean `{s}`?"));
+            }
+            self.diags.push(d);
+        }
+    }
+
+    /// A composite `action.yml`.
+    pub(crate) fn composite(&mut self, root: &Node) -> Option<CompositeAction> {
+        let entries = self.map(root, "")?;
+        self.check_keys(
+            entries,
+            &[
+                "name",
+                "author",
+                "description",
+                "inputs",
+                "outputs",
+                "runs",
+                "branding",
+            ],
+            "",
+        );
+        let mut action = CompositeAction {
+            name: String::new(),
+            inputs: IndexMap::new(),
+            outputs: IndexMap::new(),
+            steps: Vec::new(),
+        };
+        let mut runs = None;
+        for (k, v) in entries {
+            match k.text.as_str() {
+                "name" => action.name = self.scalar_text(v, "name").unwrap_or_default(),
+                "inputs" => action.inputs = self.inputs(v, "inputs", false),
+                "outputs" => action.outputs = self.call_outputs(v, "outputs", COMPOSITE_STEP),
+                "runs" => runs = Some(v),
+                _ => {}
+            }
+        }
+        let Some(runs) = runs else {
+            self.missing(root.span, "", "runs", "`using: composite` and the steps");
+            return None;
+        };
+        action.steps = self.composite_runs(runs)?;
+        Some(action)
+    }
+
+    fn composite_runs(&mut self, node: &Node) -> Option<Vec<Step>> {
+        let entries = self.map(node, "runs")?;
+        let using = entries.iter().find(|(k, _)| k.text == "using");
+        match using.map(|(_, v)| (self.plain_string(v, "runs.using"), v.span)) {
+            Some((Some(u), _)) if u == "composite" => {}
+            Some((Some(u), span)) => {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::Unsupported,
+                        span,
+                        "runs.using",
+                        format!("`using: {u}` actions are not supported"),
+                    )
+                    .help("kiln runs composite actions only"),
+                );
+                return None;
+            }
+            _ => {
+                self.missing(node.span, "runs", "using", "`composite`");
+                return None;
+            }
+        }
+        self.check_keys(entries, &["using", "steps"], "runs");
+        let scope = Scope::new(COMPOSITE_STEP, hash_only());
+        let if_scope = Scope::new(COMPOSITE_STEP, STATUS_AND_HASH);
+        let steps_node = entries
+            .iter()
+            .find(|(k, _)| k.text == "steps")
+            .map(|(_, v)| v)?;
+        let Y::Seq(items) = &steps_node.value else {
+            self.wrong_type(steps_node, "runs.steps", "a list of steps");
+            return None;
+        };
+        let steps: Vec<Step> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.step(n, &format!("runs.steps[{i}]"), &scope, &if_scope, true))
+            .collect();
+        self.unique_step_ids(&steps, "runs.steps");
+        Some(steps)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn last(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "the workflow"
+    } else {
+        path
+    }
+}

@@ -1,0 +1,1028 @@
+//! One job instance: its environment, its steps in order (with composite actions run inline),
+//! post steps, outputs and its record.
+//!
+//! A step's lifecycle: its `if` is evaluated (default `success()`), then it runs (a script in
+//! its shell, a built-in action, or a composite action's steps), then the environment files it
+//! wrote are applied, then its outcome and conclusion (after `continue-on-error`) are recorded
+//! in the `steps` context.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use kiln_expr::Value;
+use tokio::sync::watch;
+
+use crate::builtins::{self, Post};
+use crate::commands::{parse_command, parse_env_file};
+use crate::context::{Ctx, object};
+use crate::events::{JobRecord, Level, RunEvent, Status, StepRecord};
+use crate::process::{self, Exit, Spawn};
+use crate::runner::{Scope, Shared, runner_arch};
+use crate::workflow::{ActionRef, Job, JobBody, Step, StepAction, Text};
+
+/// GitHub's default job timeout.
+const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
+
+/// One instance of a job (one matrix combination).
+pub(crate) struct Instance {
+    pub display: String,
+    pub ctx: Ctx,
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// What a job instance accumulates while its steps run.
+struct JobState {
+    /// Workflow + job `env`.
+    env: IndexMap<String, String>,
+    /// Set through `GITHUB_ENV`.
+    added_env: IndexMap<String, String>,
+    /// Added through `GITHUB_PATH`, first entry first in `PATH`.
+    path: Vec<String>,
+    failed: bool,
+    cancelled: bool,
+    timed_out: bool,
+    posts: Vec<Post>,
+    summary: String,
+    pgids: Vec<i32>,
+    records: Vec<StepRecord>,
+    temp: PathBuf,
+    deadline: Instant,
+    cancel: watch::Receiver<bool>,
+}
+
+/// The `steps` and `inputs` of the job itself or of a composite action being run.
+struct Frame {
+    steps: IndexMap<String, Value>,
+    inputs: Value,
+    action_path: Option<PathBuf>,
+    failed: bool,
+}
+
+/// What one step did.
+struct StepResult {
+    outcome: Status,
+    exit_code: Option<i32>,
+    outputs: IndexMap<String, String>,
+}
+
+impl StepResult {
+    fn failed(outcome: Status) -> StepResult {
+        StepResult {
+            outcome,
+            exit_code: None,
+            outputs: IndexMap::new(),
+        }
+    }
+}
+
+/// Runs one job instance: returns its status, whether `continue-on-error` applies, its outputs.
+pub(crate) async fn run_instance(
+    shared: &Shared,
+    scope: &Scope,
+    job: &Job,
+    inst: Instance,
+) -> (Status, bool, IndexMap<String, String>) {
+    let started = Instant::now();
+    shared.emit(RunEvent::JobStarted {
+        job: inst.display.clone(),
+    });
+    let mut state = match prepare(shared, scope, job, &inst) {
+        Ok(s) => s,
+        Err(e) => {
+            log(shared, &inst.display, &format!("##[error]{e}"));
+            finish(
+                shared,
+                scope,
+                job,
+                &inst,
+                Status::Failure,
+                IndexMap::new(),
+                Vec::new(),
+                String::new(),
+                started,
+            );
+            return (Status::Failure, false, IndexMap::new());
+        }
+    };
+    let continue_on_error = inst
+        .ctx
+        .flag(job.continue_on_error.as_ref())
+        .unwrap_or(false);
+    let mut frame = Frame {
+        steps: IndexMap::new(),
+        inputs: scope.inputs.clone(),
+        action_path: None,
+        failed: false,
+    };
+    if let JobBody::Steps(steps) = &job.body {
+        run_steps(shared, job, scope, &inst, &mut state, &mut frame, steps).await;
+    }
+    state.failed |= frame.failed;
+    run_posts(shared, &inst, &mut state).await;
+    for pgid in &state.pgids {
+        process::kill_group(*pgid);
+    }
+    let status = if state.timed_out || state.failed {
+        Status::Failure
+    } else if state.cancelled {
+        Status::Cancelled
+    } else {
+        Status::Success
+    };
+    let outputs = job_outputs(shared, &inst, &state, &frame, job);
+    let records = std::mem::take(&mut state.records);
+    finish(
+        shared,
+        scope,
+        job,
+        &inst,
+        status,
+        outputs.clone(),
+        records,
+        state.summary.clone(),
+        started,
+    );
+    (status, continue_on_error, outputs)
+}
+
+fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result<JobState, String> {
+    let temp = shared.fresh_dir("job").map_err(|e| e.to_string())?;
+    let mut ctx = inst.ctx.clone();
+    let mut env = IndexMap::new();
+    for source in [&scope.workflow.env, &job.env] {
+        for (k, t) in source {
+            env.insert(k.clone(), ctx.string(t)?);
+        }
+        ctx.set("env", object(&env));
+    }
+    let minutes = inst
+        .ctx
+        .number(job.timeout_minutes.as_ref())?
+        .unwrap_or(DEFAULT_JOB_TIMEOUT_MINUTES);
+    Ok(JobState {
+        env,
+        added_env: IndexMap::new(),
+        path: Vec::new(),
+        failed: false,
+        cancelled: false,
+        timed_out: false,
+        posts: Vec::new(),
+        summary: String::new(),
+        pgids: Vec::new(),
+        records: Vec::new(),
+        temp,
+        deadline: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
+        cancel: inst.cancel.clone(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename these.
+fn finish(
+    shared: &Shared,
+    scope: &Scope,
+    job: &Job,
+    inst: &Instance,
+    status: Status,
+    outputs: IndexMap<String, String>,
+    steps: Vec<StepRecord>,
+    summary: String,
+    started: Instant,
+) {
+    let duration = started.elapsed();
+    shared.emit(RunEvent::JobFinished {
+        job: inst.display.clone(),
+        status,
+        duration,
+    });
+    let record = JobRecord {
+        id: format!("{}{}", scope.prefix, job.id.name),
+        name: inst.display.clone(),
+        status,
+        outputs,
+        steps,
+        summary,
+        duration,
+    };
+    shared.store.job_finished(shared.opts.run_id, &record);
+    if let Ok(mut r) = shared.records.lock() {
+        r.push(record);
+    }
+}
+
+fn log(shared: &Shared, job: &str, line: &str) {
+    shared.emit(RunEvent::Log {
+        job: job.to_owned(),
+        line: shared.mask(line),
+    });
+}
+
+/// Job outputs; like GitHub, an output that would reveal a secret is dropped with a warning.
+fn job_outputs(
+    shared: &Shared,
+    inst: &Instance,
+    state: &JobState,
+    frame: &Frame,
+    job: &Job,
+) -> IndexMap<String, String> {
+    let mut ctx = inst.ctx.clone();
+    ctx.set("steps", Value::Object(frame.steps.clone()));
+    ctx.set("env", object(&merged_env(state)));
+    let mut out = IndexMap::new();
+    for (name, text) in &job.outputs {
+        match ctx.string(text) {
+            Ok(v) if shared.mask(&v) != v => {
+                log(
+                    shared,
+                    &inst.display,
+                    &format!("##[warning]Skip output '{name}' since it may contain secret."),
+                );
+            }
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(e) => log(
+                shared,
+                &inst.display,
+                &format!("##[error]output `{name}`: {e}"),
+            ),
+        }
+    }
+    out
+}
+
+fn merged_env(state: &JobState) -> IndexMap<String, String> {
+    let mut env = state.env.clone();
+    env.extend(state.added_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+fn run_steps<'a>(
+    shared: &'a Shared,
+    job: &'a Job,
+    scope: &'a Scope,
+    inst: &'a Instance,
+    state: &'a mut JobState,
+    frame: &'a mut Frame,
+    steps: &'a [Step],
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        for (index, step) in steps.iter().enumerate() {
+            if *state.cancel.borrow() {
+                state.cancelled = true;
+            }
+            if Instant::now() >= state.deadline && !state.timed_out {
+                state.timed_out = true;
+                log(
+                    shared,
+                    &inst.display,
+                    "##[error]The job has exceeded the maximum execution time",
+                );
+            }
+            run_step(shared, job, scope, inst, state, frame, step, index).await;
+        }
+    })
+}
+
+fn step_name(step: &Step, ctx: &Ctx) -> String {
+    if let Some(n) = &step.name {
+        return ctx.string(n).unwrap_or_else(|_| n.text.clone());
+    }
+    match &step.action {
+        StepAction::Run(t) => format!("Run {}", t.text.lines().next().unwrap_or_default().trim()),
+        StepAction::Uses { uses, .. } => format!("Run {}", uses.text),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // The step's whole surroundings; bundled into `Exec` below.
+async fn run_step(
+    shared: &Shared,
+    job: &Job,
+    scope: &Scope,
+    inst: &Instance,
+    state: &mut JobState,
+    frame: &mut Frame,
+    step: &Step,
+    index: usize,
+) {
+    let started = Instant::now();
+    let mut ctx = inst.ctx.clone();
+    ctx.set("steps", Value::Object(frame.steps.clone()));
+    ctx.set("inputs", frame.inputs.clone());
+    ctx.set("env", object(&merged_env(state)));
+    ctx.set(
+        "job",
+        Value::from_json(&serde_json::json!({ "status": job_status(state, frame) })),
+    );
+    ctx.flags.failed = frame.failed || state.failed || state.timed_out;
+    ctx.flags.cancelled = state.cancelled || state.timed_out;
+    let name = step_name(step, &ctx);
+    let run_it = match &step.condition {
+        None => !ctx.flags.failed && !ctx.flags.cancelled,
+        Some(c) => match ctx.condition(c) {
+            Ok(b) => b,
+            Err(e) => {
+                log(
+                    shared,
+                    &inst.display,
+                    &format!("##[error]step `{name}`: invalid `if`: {e}"),
+                );
+                record(
+                    shared,
+                    inst,
+                    state,
+                    frame,
+                    step,
+                    &name,
+                    StepResult::failed(Status::Failure),
+                    false,
+                    started,
+                );
+                return;
+            }
+        },
+    };
+    if !run_it {
+        record(
+            shared,
+            inst,
+            state,
+            frame,
+            step,
+            &name,
+            StepResult::failed(Status::Skipped),
+            false,
+            started,
+        );
+        return;
+    }
+    shared.emit(RunEvent::StepStarted {
+        job: inst.display.clone(),
+        step: name.clone(),
+    });
+    let mut env = merged_env(state);
+    let mut result = None;
+    for (k, t) in &step.env {
+        match ctx.string(t) {
+            Ok(v) => {
+                env.insert(k.clone(), v);
+            }
+            Err(e) => {
+                log(shared, &inst.display, &format!("##[error]env `{k}`: {e}"));
+                result = Some(StepResult::failed(Status::Failure));
+            }
+        }
+    }
+    ctx.set("env", object(&env));
+    let continue_on_error = ctx.flag(step.continue_on_error.as_ref()).unwrap_or(false);
+    let timeout = match ctx.number(step.timeout_minutes.as_ref()) {
+        Ok(t) => t.map(|m| Duration::from_secs_f64(m * 60.0)),
+        Err(e) => {
+            log(shared, &inst.display, &format!("##[error]{e}"));
+            result = Some(StepResult::failed(Status::Failure));
+            None
+        }
+    };
+    let result = match result {
+        Some(r) => r,
+        None => {
+            let exec = Exec {
+                shared,
+                job,
+                scope,
+                inst,
+                ctx: &ctx,
+                env: &env,
+                timeout,
+                index,
+            };
+            match &step.action {
+                StepAction::Run(script) => exec.script(state, frame, step, script).await,
+                StepAction::Uses {
+                    action: ActionRef::Builtin(b),
+                    with,
+                    ..
+                } => exec.builtin(state, *b, with).await,
+                StepAction::Uses {
+                    action: ActionRef::Local(path),
+                    with,
+                    ..
+                } => exec.composite(state, path, with).await,
+            }
+        }
+    };
+    record(
+        shared,
+        inst,
+        state,
+        frame,
+        step,
+        &name,
+        result,
+        continue_on_error,
+        started,
+    );
+}
+
+fn job_status(state: &JobState, frame: &Frame) -> &'static str {
+    if state.cancelled {
+        "cancelled"
+    } else if state.failed || frame.failed || state.timed_out {
+        "failure"
+    } else {
+        "success"
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // One record per step; a struct would only rename these.
+fn record(
+    shared: &Shared,
+    inst: &Instance,
+    state: &mut JobState,
+    frame: &mut Frame,
+    step: &Step,
+    name: &str,
+    result: StepResult,
+    continue_on_error: bool,
+    started: Instant,
+) {
+    let conclusion = if result.outcome == Status::Failure && continue_on_error {
+        Status::Success
+    } else {
+        result.outcome
+    };
+    if conclusion == Status::Failure {
+        frame.failed = true;
+    }
+    if result.outcome == Status::Cancelled {
+        state.cancelled = true;
+    }
+    if let Some(id) = &step.id {
+        frame.steps.insert(
+            id.name.clone(),
+            Value::Object(IndexMap::from([
+                ("outputs".to_owned(), object(&result.outputs)),
+                (
+                    "outcome".to_owned(),
+                    Value::String(result.outcome.as_str().to_owned()),
+                ),
+                (
+                    "conclusion".to_owned(),
+                    Value::String(conclusion.as_str().to_owned()),
+                ),
+            ])),
+        );
+    }
+    let duration = started.elapsed();
+    if result.outcome != Status::Skipped {
+        shared.emit(RunEvent::StepFinished {
+            job: inst.display.clone(),
+            step: name.to_owned(),
+            status: conclusion,
+            exit_code: result.exit_code,
+            duration,
+        });
+    }
+    state.records.push(StepRecord {
+        name: name.to_owned(),
+        id: step.id.as_ref().map(|i| i.name.clone()),
+        outcome: result.outcome,
+        conclusion,
+        exit_code: result.exit_code,
+        outputs: result.outputs,
+        duration,
+    });
+}
+
+/// Everything a running step needs, bundled.
+struct Exec<'a> {
+    shared: &'a Shared,
+    job: &'a Job,
+    scope: &'a Scope,
+    inst: &'a Instance,
+    ctx: &'a Ctx,
+    env: &'a IndexMap<String, String>,
+    timeout: Option<Duration>,
+    index: usize,
+}
+
+/// The environment files of one step.
+struct Files {
+    env: PathBuf,
+    path: PathBuf,
+    output: PathBuf,
+    summary: PathBuf,
+    state: PathBuf,
+}
+
+impl<'a> Exec<'a> {
+    fn log(&self, line: &str) {
+        log(self.shared, &self.inst.display, line);
+    }
+
+    fn files(&self, state: &JobState) -> std::io::Result<Files> {
+        let dir = state.temp.join("_runner_file_commands");
+        std::fs::create_dir_all(&dir)?;
+        let n = self
+            .shared
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let make = |what: &str| -> std::io::Result<PathBuf> {
+            let p = dir.join(format!("{what}_{n}"));
+            std::fs::write(&p, "")?;
+            Ok(p)
+        };
+        Ok(Files {
+            env: make("set_env")?,
+            path: make("add_path")?,
+            output: make("set_output")?,
+            summary: make("step_summary")?,
+            state: make("save_state")?,
+        })
+    }
+
+    /// The process environment: host, defaults, `env`, and `PATH` with `GITHUB_PATH` entries.
+    fn process_env(
+        &self,
+        state: &JobState,
+        files: &Files,
+        action_path: Option<&Path>,
+    ) -> Vec<(String, String)> {
+        let s = self.shared;
+        let o = &s.opts;
+        let github = |k: &str| {
+            self.ctx
+                .values
+                .get("github")
+                .and_then(|g| g.get_property(k))
+                .map(Value::to_display_string)
+                .unwrap_or_default()
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("CI".into(), "true".into()),
+            ("GITHUB_ACTIONS".into(), "true".into()),
+            (
+                "GITHUB_WORKSPACE".into(),
+                s.workspace.to_string_lossy().into_owned(),
+            ),
+            ("GITHUB_SHA".into(), s.sha.clone()),
+            ("GITHUB_REF".into(), o.git_ref.clone()),
+            ("GITHUB_REF_NAME".into(), github("ref_name")),
+            ("GITHUB_REF_TYPE".into(), github("ref_type")),
+            ("GITHUB_EVENT_NAME".into(), o.event_name.clone()),
+            ("GITHUB_RUN_ID".into(), o.run_id.to_string()),
+            ("GITHUB_RUN_NUMBER".into(), o.run_id.to_string()),
+            ("GITHUB_RUN_ATTEMPT".into(), "1".into()),
+            ("GITHUB_JOB".into(), github("job")),
+            ("GITHUB_WORKFLOW".into(), github("workflow")),
+            ("GITHUB_REPOSITORY".into(), o.repository.clone()),
+            ("GITHUB_REPOSITORY_OWNER".into(), github("repository_owner")),
+            ("GITHUB_ACTOR".into(), "kiln".into()),
+            ("GITHUB_SERVER_URL".into(), github("server_url")),
+            ("GITHUB_API_URL".into(), github("api_url")),
+            ("GITHUB_ACTION".into(), format!("__run_{}", self.index)),
+            (
+                "GITHUB_ENV".into(),
+                files.env.to_string_lossy().into_owned(),
+            ),
+            (
+                "GITHUB_PATH".into(),
+                files.path.to_string_lossy().into_owned(),
+            ),
+            (
+                "GITHUB_OUTPUT".into(),
+                files.output.to_string_lossy().into_owned(),
+            ),
+            (
+                "GITHUB_STEP_SUMMARY".into(),
+                files.summary.to_string_lossy().into_owned(),
+            ),
+            (
+                "GITHUB_STATE".into(),
+                files.state.to_string_lossy().into_owned(),
+            ),
+            ("RUNNER_OS".into(), "Linux".into()),
+            ("RUNNER_ARCH".into(), runner_arch().into()),
+            ("RUNNER_NAME".into(), "kiln".into()),
+            (
+                "RUNNER_TEMP".into(),
+                state.temp.to_string_lossy().into_owned(),
+            ),
+            (
+                "RUNNER_TOOL_CACHE".into(),
+                s.temp.join("tool-cache").to_string_lossy().into_owned(),
+            ),
+            (
+                "RUNNER_WORKSPACE".into(),
+                s.workspace
+                    .parent()
+                    .unwrap_or(&s.workspace)
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        ];
+        if let Some(p) = action_path {
+            env.push((
+                "GITHUB_ACTION_PATH".into(),
+                p.to_string_lossy().into_owned(),
+            ));
+        }
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let host_path = self
+            .env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        let mut path = state.path.clone();
+        path.push(host_path);
+        env.push(("PATH".into(), path.join(":")));
+        env
+    }
+
+    async fn script(
+        &self,
+        state: &mut JobState,
+        frame: &Frame,
+        step: &Step,
+        script: &Text,
+    ) -> StepResult {
+        let body = match self.ctx.string(script) {
+            Ok(b) => b,
+            Err(e) => {
+                self.log(&format!("##[error]{e}"));
+                return StepResult::failed(Status::Failure);
+            }
+        };
+        let shell = [step.shell.as_ref(), self.job_default(|d| d.shell.as_ref())]
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
+        let wd = [
+            step.working_directory.as_ref(),
+            self.job_default(|d| d.working_directory.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
+        let cwd = wd.map_or_else(
+            || self.shared.workspace.clone(),
+            |w| self.shared.workspace.join(w),
+        );
+        let (files, script_path) = match self.files(state).and_then(|f| {
+            let n = self
+                .shared
+                .counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ext = if shell.as_deref().is_some_and(|s| s.starts_with("python")) {
+                "py"
+            } else {
+                "sh"
+            };
+            let p = state.temp.join(format!("step-{n}.{ext}"));
+            std::fs::write(&p, &body)?;
+            Ok((f, p))
+        }) {
+            Ok(x) => x,
+            Err(e) => {
+                self.log(&format!("##[error]cannot write the step's files: {e}"));
+                return StepResult::failed(Status::Failure);
+            }
+        };
+        let (program, args) = match shell_command(shell.as_deref(), &script_path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.log(&format!("##[error]{e}"));
+                return StepResult::failed(Status::Failure);
+            }
+        };
+        let spawn = Spawn {
+            program,
+            args,
+            cwd,
+            env: self.process_env(state, &files, frame.action_path.as_deref()),
+            timeout: self.remaining(state),
+            grace: self.shared.opts.kill_grace,
+        };
+        self.execute(state, spawn, &files).await
+    }
+
+    /// `defaults.run` of the job, then of the workflow.
+    fn job_default(
+        &self,
+        pick: impl Fn(&'a crate::workflow::RunDefaults) -> Option<&'a Text>,
+    ) -> Option<&'a Text> {
+        pick(&self.job.defaults).or_else(|| pick(&self.scope.workflow.defaults))
+    }
+
+    /// The tighter of the step's timeout and what is left of the job's.
+    fn remaining(&self, state: &JobState) -> Option<Duration> {
+        let left = state.deadline.saturating_duration_since(Instant::now());
+        Some(self.timeout.map_or(left, |t| t.min(left)))
+    }
+
+    async fn execute(&self, state: &mut JobState, spawn: Spawn, files: &Files) -> StepResult {
+        let mut handler = Lines {
+            exec: self,
+            outputs: IndexMap::new(),
+            stop_token: None,
+        };
+        let mut cancel = state.cancel.clone();
+        let (exit, pgid) = process::run(spawn, &mut cancel, |line| handler.line(&line)).await;
+        let mut outputs = std::mem::take(&mut handler.outputs);
+        if let Some(p) = pgid {
+            state.pgids.push(p);
+        }
+        if let Err(e) = self.apply_files(state, files, &mut outputs) {
+            self.log(&format!("##[error]{e}"));
+            return StepResult {
+                outcome: Status::Failure,
+                exit_code: None,
+                outputs,
+            };
+        }
+        let (outcome, exit_code) = match exit {
+            Exit::Code(0) => (Status::Success, Some(0)),
+            Exit::Code(code) => {
+                self.log(&format!(
+                    "##[error]Process completed with exit code {code}."
+                ));
+                (Status::Failure, Some(code))
+            }
+            Exit::TimedOut => {
+                let job_over = Instant::now() >= state.deadline;
+                self.log(&format!(
+                    "##[error]The {} has timed out.",
+                    if job_over { "job" } else { "action" }
+                ));
+                if job_over {
+                    state.timed_out = true;
+                }
+                (Status::Failure, None)
+            }
+            Exit::Cancelled => {
+                self.log("##[error]The operation was canceled.");
+                (Status::Cancelled, None)
+            }
+            Exit::SpawnFailed(e) => {
+                self.log(&format!("##[error]cannot start the step: {e}"));
+                (Status::Failure, None)
+            }
+        };
+        StepResult {
+            outcome,
+            exit_code,
+            outputs,
+        }
+    }
+
+    fn apply_files(
+        &self,
+        state: &mut JobState,
+        files: &Files,
+        outputs: &mut IndexMap<String, String>,
+    ) -> Result<(), String> {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+        for (k, v) in parse_env_file(&read(&files.env)?, "GITHUB_ENV").map_err(|e| e.to_string())? {
+            state.added_env.insert(k, v);
+        }
+        for line in read(&files.path)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            state.path.insert(0, line.to_owned());
+        }
+        for (k, v) in
+            parse_env_file(&read(&files.output)?, "GITHUB_OUTPUT").map_err(|e| e.to_string())?
+        {
+            outputs.insert(k, v);
+        }
+        state.summary.push_str(&read(&files.summary)?);
+        Ok(())
+    }
+
+    async fn builtin(
+        &self,
+        state: &mut JobState,
+        builtin: crate::workflow::Builtin,
+        with: &IndexMap<String, Text>,
+    ) -> StepResult {
+        let mut inputs = IndexMap::new();
+        for (k, t) in with {
+            match self.ctx.string(t) {
+                Ok(v) => {
+                    inputs.insert(k.clone(), v);
+                }
+                Err(e) => {
+                    self.log(&format!("##[error]input `{k}`: {e}"));
+                    return StepResult::failed(Status::Failure);
+                }
+            }
+        }
+        let cx = builtins::Cx {
+            shared: self.shared,
+            temp: &state.temp,
+        };
+        match builtins::run(builtin, &cx, &inputs).await {
+            Ok(out) => {
+                for line in &out.logs {
+                    self.log(line);
+                }
+                state.path.splice(0..0, out.path);
+                state.posts.extend(out.post);
+                StepResult {
+                    outcome: Status::Success,
+                    exit_code: None,
+                    outputs: out.outputs,
+                }
+            }
+            Err(e) => {
+                self.log(&format!("##[error]{e}"));
+                StepResult::failed(Status::Failure)
+            }
+        }
+    }
+
+    async fn composite(
+        &self,
+        state: &mut JobState,
+        path: &str,
+        with: &IndexMap<String, Text>,
+    ) -> StepResult {
+        let dir = self.shared.workspace.join(path.trim_start_matches("./"));
+        let action = match crate::load::load_action(&dir) {
+            Ok(a) => a,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    self.log(&format!("##[error]{line}"));
+                }
+                return StepResult::failed(Status::Failure);
+            }
+        };
+        let mut inputs = IndexMap::new();
+        for (name, input) in &action.inputs {
+            let text = with.get(name).or(input.default.as_ref());
+            let value = match text.map(|t| self.ctx.string(t)).transpose() {
+                Ok(v) => v.unwrap_or_default(),
+                Err(e) => {
+                    self.log(&format!("##[error]input `{name}`: {e}"));
+                    return StepResult::failed(Status::Failure);
+                }
+            };
+            if input.required && text.is_none() {
+                self.log(&format!(
+                    "##[warning]Input required and not supplied: {name}"
+                ));
+            }
+            inputs.insert(name.clone(), Value::String(value));
+        }
+        for name in with.keys().filter(|k| !action.inputs.contains_key(*k)) {
+            self.log(&format!(
+                "##[warning]Unexpected input(s) '{name}', valid inputs are {:?}",
+                action.inputs.keys().collect::<Vec<_>>()
+            ));
+        }
+        let mut frame = Frame {
+            steps: IndexMap::new(),
+            inputs: Value::Object(inputs),
+            action_path: Some(dir),
+            failed: false,
+        };
+        run_steps(
+            self.shared,
+            self.job,
+            self.scope,
+            self.inst,
+            state,
+            &mut frame,
+            &action.steps,
+        )
+        .await;
+        let mut ctx = self.ctx.clone();
+        ctx.set("steps", Value::Object(frame.steps.clone()));
+        ctx.set("inputs", frame.inputs.clone());
+        let outputs = action
+            .outputs
+            .iter()
+            .map(|(k, o)| (k.clone(), ctx.string(&o.value).unwrap_or_default()))
+            .collect();
+        let outcome = if frame.failed {
+            Status::Failure
+        } else if state.cancelled {
+            Status::Cancelled
+        } else {
+            Status::Success
+        };
+        StepResult {
+            outcome,
+            exit_code: None,
+            outputs,
+        }
+    }
+}
+
+/// Turns each output line into a log line or a workflow command.
+struct Lines<'a> {
+    exec: &'a Exec<'a>,
+    outputs: IndexMap<String, String>,
+    stop_token: Option<String>,
+}
+
+impl Lines<'_> {
+    fn line(&mut self, line: &str) {
+        let shared = self.exec.shared;
+        let job = &self.exec.inst.display;
+        let Some(cmd) = parse_command(line) else {
+            log(shared, job, line);
+            return;
+        };
+        if let Some(token) = &self.stop_token {
+            if cmd.name == *token {
+                self.stop_token = None;
+            } else {
+                log(shared, job, line);
+            }
+            return;
+        }
+        match cmd.name.as_str() {
+            "add-mask" => shared.add_mask(&cmd.data),
+            "stop-commands" => self.stop_token = Some(cmd.data),
+            "group" => log(shared, job, &format!("##[group]{}", cmd.data)),
+            "endgroup" => log(shared, job, "##[endgroup]"),
+            "debug" => {}
+            "error" | "warning" | "notice" => {
+                let level = match cmd.name.as_str() {
+                    "error" => Level::Error,
+                    "warning" => Level::Warning,
+                    _ => Level::Notice,
+                };
+                let message = shared.mask(&cmd.data);
+                log(shared, job, &format!("##[{}]{message}", cmd.name));
+                shared.emit(RunEvent::Annotation {
+                    job: job.clone(),
+                    level,
+                    message,
+                });
+            }
+            "set-output" => {
+                let warning = "The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.";
+                log(shared, job, &format!("##[warning]{warning}"));
+                shared.emit(RunEvent::Annotation {
+                    job: job.clone(),
+                    level: Level::Warning,
+                    message: warning.to_owned(),
+                });
+                if let Some(name) = cmd.properties.get("name") {
+                    self.outputs.insert(name.clone(), cmd.data);
+                }
+            }
+            "set-env" | "add-path" => {
+                let message = format!(
+                    "The `{}` command is disabled. Please upgrade to using Environment Files.",
+                    cmd.name
+                );
+                log(shared, job, &format!("##[error]{message}"));
+            }
+            _ => log(shared, job, line),
+        }
+    }
+}
+
+/// The program and arguments for a shell, as GitHub documents them for Linux.
+fn shell_command(shell: Option<&str>, script: &Path) -> Result<(String, Vec<String>), String> {
+    let path = script.to_string_lossy().into_owned();
+    let format: &str = match shell.map(str::trim) {
+        // GitHub: unspecified means `bash -e {0}` (falling back to sh when bash is missing).
+        None | Some("") => "bash -e {0}",
+        Some("bash") => "bash --noprofile --norc -eo pipefail {0}",
+        Some("sh") => "sh -e {0}",
+        Some("python") => "python {0}",
+        Some("pwsh") => "pwsh -command \". '{0}'\"",
+        Some(custom) => {
+            if !custom.contains("{0}") {
+                return Err(format!(
+                    "the custom shell `{custom}` must contain `{{0}}` for the script path"
+                ));
+            }
+            custom
+        }
+    };
+    let mut parts = format.split_whitespace().map(|p| p.replace("{0}", &path));
+    let program = parts.next().ok_or("empty shell")?;
+    Ok((program, parts.collect()))
+}
+
+async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
+    let posts = std::mem::take(&mut state.posts);
+    let ok = !state.failed && !state.cancelled && !state.timed_out;
+    for post in posts.into_iter().rev() {
+        for line in builtins::post(shared, &post, ok).await {
+            log(shared, &inst.display, &line);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! kiln-pipelines: runs GitHub Actions workflow files on the host, without Docker.
+//!
+//! The path is the same for every run:
+//! 1. [`load`] reads a workflow (and the local reusable workflows it calls) into the typed model
+//!    of [`workflow`], strictly and with every mistake reported at once (pure apart from reading
+//!    the files);
+//! 2. [`plan`] expands matrices into job instances and their dependency graph (pure);
+//! 3. [`runner`] executes the graph: processes, environment files, workflow commands, masking,
+//!    the built-in actions, caches and artifacts, reporting [`events`] and results to a
+//!    [`events::RunStore`].
+//!
+//! **Architecture invariant:** expressions are kiln-expr's; YAML positions and diagnostics are
+//! kiln-spec's. This crate never re-implements either.
+
+pub mod builtins;
+mod cache;
+pub mod commands;
+pub mod condition;
+mod context;
+mod decode;
+pub mod events;
+pub mod glob;
+mod job;
+pub mod load;
+pub mod plan;
+mod process;
+pub mod runner;
+pub mod workflow;
+
+pub use builtins::version_satisfies;
+pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
+pub use events::{JobRecord, MemoryStore, RunEvent, RunRecord, RunStore, Status, StepRecord};
+pub use glob::hash_files;
+pub use load::{LoadError, WorkflowSet, load, parse_workflow};
+pub use runner::{RunError, RunOptions, RunResult, run};

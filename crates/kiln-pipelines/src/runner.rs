@@ -1,0 +1,857 @@
+//! Running a validated workflow on the host.
+//!
+//! One dispatcher per workflow (the graph loop in [`run_graph`]) starts jobs when their `needs`
+//! are done, evaluates job `if`s, expands matrices and runs instances in parallel up to the run's
+//! limit; each instance ([`crate::job`]) runs its steps in order. Reusable workflows are run by
+//! the same loop, nested. Nothing here prints: progress goes out as [`RunEvent`]s, results to the
+//! [`RunStore`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use kiln_expr::Value;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::commands::Masker;
+use crate::context::{Ctx, Flags, object};
+use crate::events::{JobRecord, RunEvent, RunRecord, RunStore, Status};
+use crate::job::{self, Instance};
+use crate::load::WorkflowSet;
+use crate::plan::{self, Combination};
+use crate::workflow::{CallSecrets, Job, JobBody, Matrix, Vector, Workflow};
+
+/// Everything a run needs besides the workflow.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The repository to run from (a git checkout).
+    pub repo: PathBuf,
+    /// The commit (or any revision) to run at.
+    pub revision: String,
+    /// Where run directories are created (`<work_dir>/run-<id>/{workspace,temp}`).
+    pub work_dir: PathBuf,
+    /// Content-addressed artifact store.
+    pub artifacts_dir: PathBuf,
+    /// Content-addressed cache store.
+    pub cache_dir: PathBuf,
+    /// Home directory for `~` in cache paths (defaults to `$HOME`).
+    pub home: PathBuf,
+    /// The run id (`GITHUB_RUN_ID`).
+    pub run_id: u64,
+    /// The event name (`push`, `workflow_dispatch`, ...).
+    pub event_name: String,
+    /// The event payload (`github.event`).
+    pub event: serde_json::Value,
+    /// `GITHUB_REF`, e.g. `refs/heads/main`.
+    pub git_ref: String,
+    /// `owner/name`.
+    pub repository: String,
+    /// `workflow_dispatch` inputs.
+    pub inputs: IndexMap<String, serde_json::Value>,
+    /// Secrets (masked in every log line).
+    pub secrets: IndexMap<String, String>,
+    /// Configuration variables (`vars`).
+    pub vars: IndexMap<String, String>,
+    /// Jobs running at once (default: the number of cores).
+    pub max_parallel: usize,
+    /// Time between SIGTERM and SIGKILL when a step is stopped.
+    pub kill_grace: Duration,
+}
+
+impl RunOptions {
+    /// Defaults for a run of `repo` at `revision`, with stores under `state_dir`.
+    pub fn new(repo: &Path, revision: &str, state_dir: &Path) -> RunOptions {
+        RunOptions {
+            repo: repo.to_path_buf(),
+            revision: revision.to_owned(),
+            work_dir: state_dir.join("runs"),
+            artifacts_dir: state_dir.join("artifacts"),
+            cache_dir: state_dir.join("cache"),
+            home: std::env::var_os("HOME").map_or_else(|| state_dir.join("home"), PathBuf::from),
+            run_id: 1,
+            event_name: "push".to_owned(),
+            event: serde_json::json!({}),
+            git_ref: "refs/heads/main".to_owned(),
+            repository: "local/repo".to_owned(),
+            inputs: IndexMap::new(),
+            secrets: IndexMap::new(),
+            vars: IndexMap::new(),
+            max_parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Preparing the workspace failed.
+    #[error("cannot prepare the workspace: {0}")]
+    Workspace(String),
+}
+
+/// State shared by every job of a run.
+pub(crate) struct Shared {
+    pub opts: RunOptions,
+    pub set: WorkflowSet,
+    pub events: mpsc::UnboundedSender<RunEvent>,
+    pub store: Arc<dyn RunStore>,
+    pub masker: Mutex<Masker>,
+    pub slots: Semaphore,
+    pub workspace: PathBuf,
+    pub temp: PathBuf,
+    pub sha: String,
+    pub records: Mutex<Vec<JobRecord>>,
+    pub cache_lock: tokio::sync::Mutex<()>,
+    pub counter: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    pub fn emit(&self, event: RunEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn mask(&self, line: &str) -> String {
+        self.masker
+            .lock()
+            .map(|m| m.mask(line))
+            .unwrap_or_else(|_| "***".to_owned())
+    }
+
+    pub fn add_mask(&self, value: &str) {
+        if let Ok(mut m) = self.masker.lock() {
+            m.add(value);
+        }
+    }
+
+    /// A fresh directory under the run's temp.
+    pub fn fresh_dir(&self, what: &str) -> std::io::Result<PathBuf> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.temp.join(format!("{what}-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// The base `github` context.
+    pub fn github(&self, workflow: &Workflow, job_id: &str) -> Value {
+        let o = &self.opts;
+        let ref_name = o
+            .git_ref
+            .rsplit('/')
+            .next()
+            .unwrap_or(&o.git_ref)
+            .to_owned();
+        let ref_type = if o.git_ref.starts_with("refs/tags/") {
+            "tag"
+        } else {
+            "branch"
+        };
+        let owner = o
+            .repository
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Value::from_json(&serde_json::json!({
+            "action": "", "actor": "kiln", "api_url": "http://localhost/api",
+            "event": o.event, "event_name": o.event_name, "job": job_id,
+            "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
+            "repository": o.repository, "repository_owner": owner,
+            "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
+            "server_url": "http://localhost", "sha": self.sha, "token": "",
+            "workflow": workflow_name(workflow), "workspace": self.workspace.to_string_lossy(),
+            "retention_days": "90",
+        }))
+    }
+}
+
+fn workflow_name(w: &Workflow) -> String {
+    w.name
+        .clone()
+        .unwrap_or_else(|| w.path.to_string_lossy().into_owned())
+}
+
+/// The result of a whole run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Conclusion.
+    pub status: Status,
+    /// Every job (by id), aggregated over matrix instances.
+    pub jobs: IndexMap<String, Status>,
+    /// The workspace the run used.
+    pub workspace: PathBuf,
+}
+
+/// Runs `set.root` at `opts.revision`, sending events to `events` and results to `store`.
+pub async fn run(
+    set: WorkflowSet,
+    opts: RunOptions,
+    events: mpsc::UnboundedSender<RunEvent>,
+    store: Arc<dyn RunStore>,
+) -> Result<RunResult, RunError> {
+    let started = Instant::now();
+    let run_dir = opts.work_dir.join(format!("run-{}", opts.run_id));
+    let workspace = run_dir.join("workspace");
+    let temp = run_dir.join("temp");
+    let sha = prepare_workspace(&opts.repo, &opts.revision, &workspace).await?;
+    std::fs::create_dir_all(&temp).map_err(|e| RunError::Workspace(e.to_string()))?;
+    let mut masker = Masker::default();
+    for secret in opts.secrets.values() {
+        masker.add(secret);
+    }
+    let root = set.root.clone();
+    let shared = Arc::new(Shared {
+        slots: Semaphore::new(opts.max_parallel.max(1)),
+        opts,
+        set,
+        events,
+        store,
+        masker: Mutex::new(masker),
+        workspace: workspace.clone(),
+        temp,
+        sha,
+        records: Mutex::new(Vec::new()),
+        cache_lock: tokio::sync::Mutex::new(()),
+        counter: std::sync::atomic::AtomicUsize::new(0),
+    });
+    shared.emit(RunEvent::RunStarted {
+        run_id: shared.opts.run_id,
+        workflow: workflow_name(&root),
+    });
+    let inputs = dispatch_inputs(&root, &shared.opts.inputs);
+    let scope = Arc::new(Scope {
+        workflow: Arc::new(root.clone()),
+        inputs,
+        secrets: shared.opts.secrets.clone(),
+        prefix: String::new(),
+    });
+    let results = run_graph(shared.clone(), scope).await;
+    let status = conclusion(results.values().map(|r| r.status));
+    let duration = started.elapsed();
+    shared.emit(RunEvent::RunFinished { status, duration });
+    let record = RunRecord {
+        run_id: shared.opts.run_id,
+        workflow: workflow_name(&root),
+        status,
+        jobs: shared.records.lock().map(|r| r.clone()).unwrap_or_default(),
+        duration,
+    };
+    shared.store.run_finished(&record);
+    Ok(RunResult {
+        status,
+        jobs: results.into_iter().map(|(k, v)| (k, v.status)).collect(),
+        workspace,
+    })
+}
+
+/// `inputs` for the root workflow: declared defaults, overridden by what was passed.
+fn dispatch_inputs(workflow: &Workflow, given: &IndexMap<String, serde_json::Value>) -> Value {
+    let mut out = IndexMap::new();
+    for trigger in workflow.on.values() {
+        for (name, input) in &trigger.inputs {
+            if let Some(d) = &input.default {
+                out.insert(name.clone(), Value::String(d.text.clone()));
+            }
+        }
+    }
+    for (k, v) in given {
+        out.insert(k.clone(), Value::from_json(v));
+    }
+    Value::Object(out)
+}
+
+/// A clean copy of the repository at `revision`: `git archive | tar -x` (no `.git`, nothing
+/// untracked). Returns the full commit sha.
+async fn prepare_workspace(
+    repo: &Path,
+    revision: &str,
+    workspace: &Path,
+) -> Result<String, RunError> {
+    let fail = |e: String| RunError::Workspace(e);
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", "--verify"])
+        .arg(format!("{revision}^{{commit}}"))
+        .output()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "unknown revision `{revision}`: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    extract(repo, &sha, workspace).await.map_err(fail)?;
+    Ok(sha)
+}
+
+/// Extracts the tree of `sha` into `dest` (used for the workspace and by `actions/checkout`).
+pub(crate) async fn extract(repo: &Path, sha: &str, dest: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+    let out = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            "git -C \"$1\" archive --format=tar \"$2\" | tar -x -C \"$3\"",
+            "sh",
+        ])
+        .arg(repo)
+        .arg(sha)
+        .arg(dest)
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// The workflow being run by one graph loop, with what its caller passed.
+pub(crate) struct Scope {
+    pub workflow: Arc<Workflow>,
+    pub inputs: Value,
+    pub secrets: IndexMap<String, String>,
+    /// `caller / ` for jobs of a called workflow.
+    pub prefix: String,
+}
+
+/// A finished job (all instances).
+#[derive(Debug, Clone)]
+pub(crate) struct JobResult {
+    pub status: Status,
+    pub outputs: IndexMap<String, String>,
+}
+
+/// The overall conclusion of a set of results.
+pub(crate) fn conclusion(statuses: impl Iterator<Item = Status>) -> Status {
+    let all: Vec<Status> = statuses.collect();
+    if all.contains(&Status::Failure) {
+        Status::Failure
+    } else if all.contains(&Status::Cancelled) {
+        Status::Cancelled
+    } else if !all.is_empty() && all.iter().all(|s| *s == Status::Skipped) {
+        Status::Skipped
+    } else {
+        Status::Success
+    }
+}
+
+/// Runs every job of `scope.workflow` as the graph allows.
+/// Boxed with an explicit `Send` bound because reusable workflows make it recursive.
+pub(crate) fn run_graph(shared: Arc<Shared>, scope: Arc<Scope>) -> GraphFuture {
+    Box::pin(graph_loop(shared, scope))
+}
+
+type GraphFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = IndexMap<String, JobResult>> + Send>>;
+
+async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, JobResult> {
+    let workflow = scope.workflow.clone();
+    let mut done: IndexMap<String, JobResult> = IndexMap::new();
+    let mut pending: Vec<String> = workflow.jobs.keys().cloned().collect();
+    let mut running: JoinSet<(String, JobResult)> = JoinSet::new();
+    loop {
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let ready: Vec<String> = pending
+                .iter()
+                .filter(|id| {
+                    workflow
+                        .jobs
+                        .get(*id)
+                        .is_some_and(|j| j.needs.iter().all(|n| done.contains_key(&n.name)))
+                })
+                .cloned()
+                .collect();
+            for id in ready {
+                pending.retain(|p| *p != id);
+                let Some(job) = workflow.jobs.get(&id).cloned() else {
+                    continue;
+                };
+                let needs = needs_context(&job, &done);
+                let flags = Flags {
+                    failed: ancestor_failed(&workflow, &id, &done),
+                    cancelled: false,
+                };
+                let all_needs_ok = job.needs.iter().all(|n| {
+                    done.get(&n.name)
+                        .is_some_and(|r| r.status == Status::Success)
+                });
+                let mut ctx = base_ctx(&shared, &scope, &id);
+                ctx.set("needs", needs.clone());
+                ctx.flags = Flags {
+                    failed: flags.failed || !all_needs_ok,
+                    cancelled: false,
+                };
+                let run_it = match &job.condition {
+                    None => all_needs_ok,
+                    Some(c) => match ctx.condition(c) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            job_error(&shared, &scope, &id, &format!("invalid `if`: {e}"));
+                            done.insert(
+                                id.clone(),
+                                JobResult {
+                                    status: Status::Failure,
+                                    outputs: IndexMap::new(),
+                                },
+                            );
+                            progressed = true;
+                            continue;
+                        }
+                    },
+                };
+                if !run_it {
+                    skipped(&shared, &scope, &job);
+                    done.insert(
+                        id.clone(),
+                        JobResult {
+                            status: Status::Skipped,
+                            outputs: IndexMap::new(),
+                        },
+                    );
+                    progressed = true;
+                    continue;
+                }
+                let (shared2, scope2) = (shared.clone(), scope.clone());
+                running.spawn(async move {
+                    let result = run_job(shared2, scope2, job, ctx).await;
+                    (id, result)
+                });
+            }
+        }
+        match running.join_next().await {
+            Some(Ok((id, result))) => {
+                done.insert(id, result);
+            }
+            Some(Err(_)) => {}
+            None => break,
+        }
+    }
+    // Jobs whose needs never finished (a dependency panicked) count as failed.
+    for id in pending {
+        done.insert(
+            id,
+            JobResult {
+                status: Status::Failure,
+                outputs: IndexMap::new(),
+            },
+        );
+    }
+    workflow
+        .jobs
+        .keys()
+        .filter_map(|k| done.get(k).map(|r| (k.clone(), r.clone())))
+        .collect()
+}
+
+fn ancestor_failed(workflow: &Workflow, id: &str, done: &IndexMap<String, JobResult>) -> bool {
+    let mut stack = vec![id.to_owned()];
+    let mut seen = Vec::new();
+    while let Some(j) = stack.pop() {
+        let Some(job) = workflow.jobs.get(&j) else {
+            continue;
+        };
+        for n in &job.needs {
+            if seen.contains(&n.name) {
+                continue;
+            }
+            seen.push(n.name.clone());
+            if done
+                .get(&n.name)
+                .is_some_and(|r| r.status == Status::Failure)
+            {
+                return true;
+            }
+            stack.push(n.name.clone());
+        }
+    }
+    false
+}
+
+fn needs_context(job: &Job, done: &IndexMap<String, JobResult>) -> Value {
+    let mut needs = IndexMap::new();
+    for n in &job.needs {
+        if let Some(r) = done.get(&n.name) {
+            let mut o = IndexMap::new();
+            o.insert(
+                "result".to_owned(),
+                Value::String(r.status.as_str().to_owned()),
+            );
+            o.insert("outputs".to_owned(), object(&r.outputs));
+            needs.insert(n.name.clone(), Value::Object(o));
+        }
+    }
+    Value::Object(needs)
+}
+
+/// The contexts every place of a job sees.
+pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
+    let mut ctx = Ctx {
+        workspace: shared.workspace.clone(),
+        ..Ctx::default()
+    };
+    ctx.set("github", shared.github(&scope.workflow, job_id));
+    ctx.set("inputs", scope.inputs.clone());
+    ctx.set("vars", object(&shared.opts.vars));
+    ctx.set("secrets", object(&scope.secrets));
+    ctx.set("needs", Value::Object(IndexMap::new()));
+    ctx.set("strategy", Value::Object(IndexMap::new()));
+    ctx.set("matrix", Value::Null);
+    ctx.set("env", Value::Object(IndexMap::new()));
+    ctx.set("steps", Value::Object(IndexMap::new()));
+    ctx.set("runner", runner_context(&shared.temp));
+    ctx
+}
+
+pub(crate) fn runner_context(temp: &Path) -> Value {
+    Value::from_json(&serde_json::json!({
+        "os": "Linux", "arch": runner_arch(), "name": "kiln", "environment": "self-hosted",
+        "temp": temp.to_string_lossy(), "tool_cache": temp.join("tool-cache").to_string_lossy(),
+        "debug": "",
+    }))
+}
+
+pub(crate) fn runner_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "X64",
+        "aarch64" => "ARM64",
+        "arm" => "ARM",
+        _ => "X86",
+    }
+}
+
+fn job_error(shared: &Shared, scope: &Scope, id: &str, message: &str) {
+    let job = format!("{}{id}", scope.prefix);
+    shared.emit(RunEvent::Annotation {
+        job: job.clone(),
+        level: crate::events::Level::Error,
+        message: shared.mask(message),
+    });
+    shared.emit(RunEvent::JobFinished {
+        job,
+        status: Status::Failure,
+        duration: Duration::ZERO,
+    });
+}
+
+fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
+    let name = format!(
+        "{}{}",
+        scope.prefix,
+        job.name
+            .as_ref()
+            .map_or(job.id.name.as_str(), |n| n.text.as_str())
+    );
+    shared.emit(RunEvent::JobFinished {
+        job: name.clone(),
+        status: Status::Skipped,
+        duration: Duration::ZERO,
+    });
+    let record = JobRecord {
+        id: format!("{}{}", scope.prefix, job.id.name),
+        name,
+        status: Status::Skipped,
+        outputs: IndexMap::new(),
+        steps: Vec::new(),
+        summary: String::new(),
+        duration: Duration::ZERO,
+    };
+    shared.store.job_finished(shared.opts.run_id, &record);
+    if let Ok(mut r) = shared.records.lock() {
+        r.push(record);
+    }
+}
+
+/// Expands the job's matrix (if any) and runs its instances.
+async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> JobResult {
+    let (combos, fail_fast, max_parallel) = match strategy(&job, &ctx) {
+        Ok(s) => s,
+        Err(e) => {
+            job_error(&shared, &scope, &job.id.name, &e);
+            return JobResult {
+                status: Status::Failure,
+                outputs: IndexMap::new(),
+            };
+        }
+    };
+    let total = combos.as_ref().map_or(1, Vec::len);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let cancel_tx = Arc::new(cancel_tx);
+    let limit = Arc::new(Semaphore::new(max_parallel.unwrap_or(total).max(1)));
+    let mut set: JoinSet<(Status, bool, IndexMap<String, String>)> = JoinSet::new();
+    let instances: Vec<Option<Combination>> = match combos {
+        Some(c) => c.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    for (index, combo) in instances.into_iter().enumerate() {
+        let mut ictx = ctx.clone();
+        if let Some(c) = &combo {
+            ictx.set("matrix", Value::Object(c.clone()));
+        }
+        ictx.set(
+            "strategy",
+            Value::from_json(&serde_json::json!({
+                "fail-fast": fail_fast, "job-index": index, "job-total": total,
+                "max-parallel": max_parallel.unwrap_or(total),
+            })),
+        );
+        let display = display_name(&job, &ictx, combo.as_ref(), &scope.prefix);
+        let (shared, scope, job, limit, mut cancel) = (
+            shared.clone(),
+            scope.clone(),
+            job.clone(),
+            limit.clone(),
+            cancel_rx.clone(),
+        );
+        let cancel_tx = cancel_tx.clone();
+        set.spawn(async move {
+            let _own = limit.acquire().await;
+            let _slot = shared.slots.acquire().await;
+            if *cancel.borrow_and_update() {
+                shared.emit(RunEvent::JobFinished {
+                    job: display,
+                    status: Status::Cancelled,
+                    duration: Duration::ZERO,
+                });
+                return (Status::Cancelled, false, IndexMap::new());
+            }
+            let instance = Instance {
+                display,
+                ctx: ictx,
+                cancel,
+            };
+            let (status, continue_on_error, outputs) = match &job.body {
+                JobBody::Steps(_) => job::run_instance(&shared, &scope, &job, instance).await,
+                JobBody::Call(_) => run_call(shared.clone(), scope.clone(), &job, instance).await,
+            };
+            if status == Status::Failure && !continue_on_error && fail_fast {
+                let _ = cancel_tx.send(true);
+            }
+            (status, continue_on_error, outputs)
+        });
+    }
+    let mut statuses = Vec::new();
+    let mut outputs = IndexMap::new();
+    while let Some(joined) = set.join_next().await {
+        let Ok((status, continue_on_error, out)) = joined else {
+            statuses.push(Status::Failure);
+            continue;
+        };
+        // A failed job with `continue-on-error` does not fail its dependents.
+        statuses.push(if status == Status::Failure && continue_on_error {
+            Status::Success
+        } else {
+            status
+        });
+        for (k, v) in out {
+            if !v.is_empty() || !outputs.contains_key(&k) {
+                outputs.insert(k, v);
+            }
+        }
+    }
+    JobResult {
+        status: conclusion(statuses.into_iter()),
+        outputs,
+    }
+}
+
+type StrategyPlan = (Option<Vec<Combination>>, bool, Option<usize>);
+
+fn strategy(job: &Job, ctx: &Ctx) -> Result<StrategyPlan, String> {
+    let Some(strategy) = &job.strategy else {
+        return Ok((None, true, None));
+    };
+    let fail_fast = match &strategy.fail_fast {
+        None => true,
+        Some(_) => ctx.flag(strategy.fail_fast.as_ref())?,
+    };
+    let max_parallel = ctx
+        .number(strategy.max_parallel.as_ref())?
+        .map(|n| n.max(1.0) as usize);
+    let (vectors, include, exclude) = match &strategy.matrix {
+        Matrix::Expr(text) => match ctx.value(text)? {
+            Value::Object(mut m) => {
+                let include = take_list(&mut m, "include");
+                let exclude = take_list(&mut m, "exclude");
+                (m, include, exclude)
+            }
+            other => {
+                return Err(format!(
+                    "the matrix expression gave {}, not an object",
+                    other.kind_name()
+                ));
+            }
+        },
+        Matrix::Table(table) => {
+            let mut vectors = IndexMap::new();
+            for (k, v) in &table.vectors {
+                vectors.insert(k.clone(), vector_value(v, ctx)?);
+            }
+            let list = |v: &Option<Vector>| -> Result<Vec<Value>, String> {
+                match v {
+                    None => Ok(Vec::new()),
+                    Some(v) => match vector_value(v, ctx)? {
+                        Value::Array(a) => Ok(a),
+                        Value::Null => Ok(Vec::new()),
+                        other => Err(format!(
+                            "matrix include/exclude gave {}, not a list",
+                            other.kind_name()
+                        )),
+                    },
+                }
+            };
+            (vectors, list(&table.include)?, list(&table.exclude)?)
+        }
+    };
+    let combos = plan::expand_matrix(&vectors, &include, &exclude).map_err(|e| e.to_string())?;
+    Ok((Some(combos), fail_fast, max_parallel))
+}
+
+fn take_list(m: &mut IndexMap<String, Value>, key: &str) -> Vec<Value> {
+    match m.shift_remove(key) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// A vector's values, with `${{ }}` inside literal lists rendered.
+fn vector_value(v: &Vector, ctx: &Ctx) -> Result<Value, String> {
+    match v {
+        Vector::Expr(text) => ctx.value(text),
+        Vector::List(items, span) => {
+            let rendered: Result<Vec<Value>, String> =
+                items.iter().map(|j| render_json(j, ctx, *span)).collect();
+            Ok(Value::Array(rendered?))
+        }
+    }
+}
+
+fn render_json(
+    j: &serde_json::Value,
+    ctx: &Ctx,
+    span: kiln_spec::source::Span,
+) -> Result<Value, String> {
+    Ok(match j {
+        serde_json::Value::String(s) if s.contains("${{") => ctx.value(&crate::workflow::Text {
+            text: s.clone(),
+            span,
+        })?,
+        serde_json::Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_json(x, ctx, span))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), render_json(x, ctx, span)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => Value::from_json(other),
+    })
+}
+
+fn display_name(job: &Job, ctx: &Ctx, combo: Option<&Combination>, prefix: &str) -> String {
+    let (base, uses_matrix) = match &job.name {
+        Some(n) => (
+            ctx.string(n).unwrap_or_else(|_| n.text.clone()),
+            n.text.contains("matrix"),
+        ),
+        None => (job.id.name.clone(), false),
+    };
+    format!("{prefix}{}", plan::display_name(&base, uses_matrix, combo))
+}
+
+/// Runs a call of a reusable workflow as a nested graph; its outputs come from
+/// `on.workflow_call.outputs` evaluated over the `jobs` context.
+async fn run_call(
+    shared: Arc<Shared>,
+    scope: Arc<Scope>,
+    job: &Job,
+    instance: Instance,
+) -> (Status, bool, IndexMap<String, String>) {
+    let JobBody::Call(call) = &job.body else {
+        return (Status::Failure, false, IndexMap::new());
+    };
+    let key = call.uses.text.trim_start_matches("./");
+    let Some(child) = shared.set.called.get(key).cloned() else {
+        job_error(
+            &shared,
+            &scope,
+            &job.id.name,
+            &format!("reusable workflow `{}` was not loaded", call.uses.text),
+        );
+        return (Status::Failure, false, IndexMap::new());
+    };
+    let ctx = &instance.ctx;
+    let mut inputs = IndexMap::new();
+    if let Some(trigger) = child.workflow_call() {
+        for (name, input) in &trigger.inputs {
+            let value = match (call.with.get(name), &input.default) {
+                (Some(t), _) | (None, Some(t)) => match ctx.value(t) {
+                    Ok(v) => coerce_input(v, &input.kind),
+                    Err(e) => {
+                        job_error(&shared, &scope, &job.id.name, &e);
+                        return (Status::Failure, false, IndexMap::new());
+                    }
+                },
+                (None, None) => Value::Null,
+            };
+            inputs.insert(name.clone(), value);
+        }
+    }
+    let secrets = match &call.secrets {
+        CallSecrets::Inherit => scope.secrets.clone(),
+        CallSecrets::Map(m) => m
+            .iter()
+            .filter_map(|(k, t)| ctx.string(t).ok().map(|v| (k.clone(), v)))
+            .collect(),
+    };
+    let child_scope = Arc::new(Scope {
+        workflow: Arc::new(child.clone()),
+        inputs: Value::Object(inputs),
+        secrets,
+        prefix: format!("{} / ", instance.display),
+    });
+    let results = run_graph(shared.clone(), child_scope.clone()).await;
+    let status = conclusion(results.values().map(|r| r.status));
+    let mut jobs = IndexMap::new();
+    for (id, r) in &results {
+        let mut o = IndexMap::new();
+        o.insert(
+            "result".to_owned(),
+            Value::String(r.status.as_str().to_owned()),
+        );
+        o.insert("outputs".to_owned(), object(&r.outputs));
+        jobs.insert(id.clone(), Value::Object(o));
+    }
+    let mut octx = base_ctx(&shared, &child_scope, &job.id.name);
+    octx.set("jobs", Value::Object(jobs));
+    let mut outputs = IndexMap::new();
+    if let Some(trigger) = child.workflow_call() {
+        for (name, out) in &trigger.outputs {
+            outputs.insert(name.clone(), octx.string(&out.value).unwrap_or_default());
+        }
+    }
+    (status, false, outputs)
+}
+
+fn coerce_input(v: Value, kind: &crate::workflow::InputType) -> Value {
+    use crate::workflow::InputType;
+    match (kind, v) {
+        (InputType::Boolean, Value::String(s)) => Value::Bool(s == "true"),
+        (InputType::Number, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map_or(Value::String(s), Value::Number),
+        (_, v) => v,
+    }
+}

@@ -1,0 +1,416 @@
+//! The typed model of a GitHub Actions workflow file and of a local composite action.
+//!
+//! Values that may hold `${{ }}` are kept as [`Text`] (the source text plus its place) and are
+//! only evaluated when the runner knows the contexts; everything else is decoded once, strictly,
+//! by [`crate::decode`]. Positions stay on every name and value a diagnostic may point at.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use kiln_spec::source::Span;
+
+/// A value as written, possibly holding `${{ }}` expressions. Scalars are kept as their text
+/// (`0.01`, `true`), so one evaluation path serves strings, numbers and booleans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text {
+    /// The text, after YAML escape processing.
+    pub text: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A name with the place it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name {
+    /// The name.
+    pub name: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// An ordered `name: value` map of expression texts (`env`, `with`, `outputs`).
+pub type TextMap = IndexMap<String, Text>;
+
+/// One workflow file.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// The path relative to the repository root, e.g. `.github/workflows/ci.yml`.
+    pub path: PathBuf,
+    /// `name`, or the path when absent (as GitHub shows it).
+    pub name: Option<String>,
+    /// `run-name`.
+    pub run_name: Option<Text>,
+    /// `on`.
+    pub on: IndexMap<String, Trigger>,
+    /// `env`.
+    pub env: TextMap,
+    /// `defaults.run`.
+    pub defaults: RunDefaults,
+    /// `jobs`, in file order.
+    pub jobs: IndexMap<String, Job>,
+}
+
+impl Workflow {
+    /// The `workflow_call` trigger, when this workflow is reusable.
+    pub fn workflow_call(&self) -> Option<&Trigger> {
+        self.on.get("workflow_call")
+    }
+}
+
+/// One event under `on`, with its filters and declarations.
+#[derive(Debug, Clone, Default)]
+pub struct Trigger {
+    /// `branches` (push, pull_request).
+    pub branches: Vec<String>,
+    /// `branches-ignore`.
+    pub branches_ignore: Vec<String>,
+    /// `tags` (push).
+    pub tags: Vec<String>,
+    /// `tags-ignore`.
+    pub tags_ignore: Vec<String>,
+    /// `paths`.
+    pub paths: Vec<String>,
+    /// `paths-ignore`.
+    pub paths_ignore: Vec<String>,
+    /// `types` (activity types).
+    pub types: Vec<String>,
+    /// `cron` entries of `schedule`.
+    pub cron: Vec<String>,
+    /// `inputs` of `workflow_dispatch` / `workflow_call`.
+    pub inputs: IndexMap<String, Input>,
+    /// `outputs` of `workflow_call`.
+    pub outputs: IndexMap<String, CallOutput>,
+    /// `secrets` of `workflow_call`: name → required.
+    pub secrets: IndexMap<String, bool>,
+}
+
+/// The type of an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputType {
+    /// `string` (the default).
+    String,
+    /// `boolean`.
+    Boolean,
+    /// `number`.
+    Number,
+    /// `choice` with its options (workflow_dispatch).
+    Choice(Vec<String>),
+    /// `environment` (workflow_dispatch).
+    Environment,
+}
+
+/// An input of `workflow_dispatch`, `workflow_call` or a composite action.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// `description`.
+    pub description: Option<String>,
+    /// `required`.
+    pub required: bool,
+    /// `default` (may be an expression for `workflow_call`).
+    pub default: Option<Text>,
+    /// `type`.
+    pub kind: InputType,
+    /// Where the input is declared.
+    pub span: Span,
+}
+
+/// An output of a reusable workflow or a composite action.
+#[derive(Debug, Clone)]
+pub struct CallOutput {
+    /// `description`.
+    pub description: Option<String>,
+    /// `value`.
+    pub value: Text,
+}
+
+/// `defaults.run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunDefaults {
+    /// `shell`.
+    pub shell: Option<Text>,
+    /// `working-directory`.
+    pub working_directory: Option<Text>,
+}
+
+/// One job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job id (its key under `jobs`).
+    pub id: Name,
+    /// `name`.
+    pub name: Option<Text>,
+    /// `needs`.
+    pub needs: Vec<Name>,
+    /// `if`.
+    pub condition: Option<Text>,
+    /// `env`.
+    pub env: TextMap,
+    /// `defaults.run`.
+    pub defaults: RunDefaults,
+    /// `outputs`.
+    pub outputs: TextMap,
+    /// `timeout-minutes` (default 360).
+    pub timeout_minutes: Option<Text>,
+    /// `continue-on-error`.
+    pub continue_on_error: Option<Text>,
+    /// `strategy`.
+    pub strategy: Option<Strategy>,
+    /// What the job does.
+    pub body: JobBody,
+}
+
+/// A job runs steps or calls a reusable workflow.
+#[derive(Debug, Clone)]
+pub enum JobBody {
+    /// `steps`.
+    Steps(Vec<Step>),
+    /// `uses: ./.github/workflows/x.yml`.
+    Call(Call),
+}
+
+/// A call of a local reusable workflow.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The `uses` path, e.g. `./.github/workflows/build.yml`.
+    pub uses: Text,
+    /// `with`.
+    pub with: TextMap,
+    /// `secrets`.
+    pub secrets: CallSecrets,
+}
+
+/// `secrets` of a reusable-workflow call.
+#[derive(Debug, Clone)]
+pub enum CallSecrets {
+    /// `secrets: inherit`.
+    Inherit,
+    /// Explicit mapping (possibly empty).
+    Map(TextMap),
+}
+
+/// `strategy`.
+#[derive(Debug, Clone)]
+pub struct Strategy {
+    /// `matrix`.
+    pub matrix: Matrix,
+    /// `fail-fast` (default true).
+    pub fail_fast: Option<Text>,
+    /// `max-parallel`.
+    pub max_parallel: Option<Text>,
+    /// Where `strategy` is written.
+    pub span: Span,
+}
+
+/// `strategy.matrix`, as written.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    /// The whole matrix is one expression, e.g. `${{ fromJSON(needs.a.outputs.m) }}`.
+    Expr(Text),
+    /// Vectors plus include/exclude.
+    Table(MatrixTable),
+}
+
+/// A matrix written as a table.
+#[derive(Debug, Clone, Default)]
+pub struct MatrixTable {
+    /// The vectors, in order: name → values (or an expression giving the list).
+    pub vectors: IndexMap<String, Vector>,
+    /// `include`.
+    pub include: Option<Vector>,
+    /// `exclude`.
+    pub exclude: Option<Vector>,
+}
+
+/// A list in a matrix, literal or an expression that evaluates to one.
+#[derive(Debug, Clone)]
+pub enum Vector {
+    /// Values as written (strings may hold `${{ }}`).
+    List(Vec<serde_json::Value>, Span),
+    /// An expression giving the list.
+    Expr(Text),
+}
+
+/// One step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Where the step is written.
+    pub span: Span,
+    /// `id`.
+    pub id: Option<Name>,
+    /// `name`.
+    pub name: Option<Text>,
+    /// `if`.
+    pub condition: Option<Text>,
+    /// `run` or `uses`.
+    pub action: StepAction,
+    /// `env`.
+    pub env: TextMap,
+    /// `shell`.
+    pub shell: Option<Text>,
+    /// `working-directory`.
+    pub working_directory: Option<Text>,
+    /// `continue-on-error`.
+    pub continue_on_error: Option<Text>,
+    /// `timeout-minutes`.
+    pub timeout_minutes: Option<Text>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum StepAction {
+    /// `run`.
+    Run(Text),
+    /// `uses` with `with`.
+    Uses {
+        /// The resolved action.
+        action: ActionRef,
+        /// The `uses` text as written.
+        uses: Text,
+        /// `with`.
+        with: TextMap,
+    },
+}
+
+/// An action kiln can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRef {
+    /// One of the actions kiln implements natively.
+    Builtin(Builtin),
+    /// `./path` to a directory holding `action.yml` with `runs.using: composite`.
+    Local(String),
+}
+
+/// The actions kiln implements natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// `actions/checkout`.
+    Checkout,
+    /// `actions/upload-artifact`.
+    UploadArtifact,
+    /// `actions/download-artifact`.
+    DownloadArtifact,
+    /// `actions/cache`.
+    Cache,
+    /// `actions/setup-node`.
+    SetupNode,
+    /// `actions/setup-python`.
+    SetupPython,
+}
+
+impl Builtin {
+    /// Every built-in with its `owner/repo`.
+    pub const ALL: &[(&'static str, Builtin)] = &[
+        ("actions/checkout", Builtin::Checkout),
+        ("actions/upload-artifact", Builtin::UploadArtifact),
+        ("actions/download-artifact", Builtin::DownloadArtifact),
+        ("actions/cache", Builtin::Cache),
+        ("actions/setup-node", Builtin::SetupNode),
+        ("actions/setup-python", Builtin::SetupPython),
+    ];
+
+    /// The `with` keys the action accepts (GitHub warns on others; so does kiln).
+    pub fn inputs(self) -> &'static [&'static str] {
+        match self {
+            Builtin::Checkout => &[
+                "repository",
+                "ref",
+                "token",
+                "ssh-key",
+                "ssh-known-hosts",
+                "ssh-strict",
+                "persist-credentials",
+                "path",
+                "clean",
+                "filter",
+                "sparse-checkout",
+                "sparse-checkout-cone-mode",
+                "fetch-depth",
+                "fetch-tags",
+                "show-progress",
+                "lfs",
+                "submodules",
+                "set-safe-directory",
+                "github-server-url",
+            ],
+            Builtin::UploadArtifact => &[
+                "name",
+                "path",
+                "if-no-files-found",
+                "retention-days",
+                "compression-level",
+                "overwrite",
+                "include-hidden-files",
+            ],
+            Builtin::DownloadArtifact => &[
+                "name",
+                "path",
+                "pattern",
+                "merge-multiple",
+                "github-token",
+                "repository",
+                "run-id",
+            ],
+            Builtin::Cache => &[
+                "path",
+                "key",
+                "restore-keys",
+                "upload-chunk-size",
+                "enableCrossOsArchive",
+                "fail-on-cache-miss",
+                "lookup-only",
+                "save-always",
+            ],
+            Builtin::SetupNode => &[
+                "node-version",
+                "node-version-file",
+                "architecture",
+                "check-latest",
+                "registry-url",
+                "scope",
+                "token",
+                "cache",
+                "cache-dependency-path",
+                "always-auth",
+            ],
+            Builtin::SetupPython => &[
+                "python-version",
+                "python-version-file",
+                "cache",
+                "architecture",
+                "check-latest",
+                "token",
+                "cache-dependency-path",
+                "update-environment",
+                "allow-prereleases",
+            ],
+        }
+    }
+}
+
+/// Resolves a `uses` value of a step; `None` when kiln cannot run that action.
+pub fn resolve_action(uses: &str) -> Option<ActionRef> {
+    if uses.starts_with("./") {
+        return Some(ActionRef::Local(uses.to_owned()));
+    }
+    let (repo, version) = uses.split_once('@')?;
+    if version.is_empty() {
+        return None;
+    }
+    Builtin::ALL
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(repo))
+        .map(|(_, b)| ActionRef::Builtin(*b))
+}
+
+/// A local composite action (`action.yml`).
+#[derive(Debug, Clone)]
+pub struct CompositeAction {
+    /// `name`.
+    pub name: String,
+    /// `inputs`.
+    pub inputs: IndexMap<String, Input>,
+    /// `outputs`.
+    pub outputs: IndexMap<String, CallOutput>,
+    /// `runs.steps`.
+    pub steps: Vec<Step>,
+}

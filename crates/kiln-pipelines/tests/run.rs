@@ -1,0 +1,595 @@
+//! End to end: real workflows in temporary git repositories, run on the host.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers may panic: that is how tests fail.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_pipelines::{MemoryStore, RunEvent, RunOptions, RunResult, Status, load, run};
+use tempfile::TempDir;
+
+/// A git repository holding `files`, committed.
+fn repo(files: &[(&str, &str)]) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "init"]);
+    dir
+}
+
+struct Ran {
+    result: RunResult,
+    events: Vec<RunEvent>,
+    store: Arc<MemoryStore>,
+}
+
+impl Ran {
+    fn logs(&self, job: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Log { job: j, line } if j == job => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn job(&self, name: &str) -> kiln_pipelines::JobRecord {
+        self.store
+            .jobs()
+            .into_iter()
+            .map(|(_, j)| j)
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no job {name}: {:?}",
+                    self.store
+                        .jobs()
+                        .iter()
+                        .map(|(_, j)| &j.name)
+                        .collect::<Vec<_>>()
+                )
+            })
+    }
+}
+
+async fn run_in(
+    repo: &Path,
+    state: &Path,
+    workflow: &str,
+    tweak: impl FnOnce(&mut RunOptions),
+) -> Ran {
+    let set = load(repo, workflow).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = RunOptions::new(repo, "HEAD", state);
+    opts.home = state.join("home");
+    tweak(&mut opts);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(MemoryStore::default());
+    let result = run(set, opts, tx, store.clone()).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    Ran {
+        result,
+        events,
+        store,
+    }
+}
+
+async fn run_one(files: &[(&str, &str)], tweak: impl FnOnce(&mut RunOptions)) -> Ran {
+    let repo = repo(files);
+    let state = TempDir::new().unwrap();
+    run_in(repo.path(), state.path(), ".github/workflows/ci.yml", tweak).await
+}
+
+const WF: &str = ".github/workflows/ci.yml";
+
+#[tokio::test]
+async fn matrix_and_needs_outputs() {
+    let ran = run_one(
+        &[(WF, r#"
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      version: ${{ steps.v.outputs.version }}
+    steps:
+      - id: v
+        run: echo "version=1.2" >> "$GITHUB_OUTPUT"
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        svc: [api, web]
+        include: [{ svc: api, port: 80 }]
+    steps:
+      - run: echo "svc=${{ matrix.svc }} port=${{ matrix.port }} v=${{ needs.build.outputs.version }} r=${{ needs.build.result }} i=${{ strategy.job-index }}"
+"#)],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("test (api, 80)"),
+        ["svc=api port=80 v=1.2 r=success i=0"]
+    );
+    assert_eq!(
+        ran.logs("test (web)"),
+        ["svc=web port= v=1.2 r=success i=1"]
+    );
+}
+
+#[tokio::test]
+async fn status_functions_and_continue_on_error() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - id: soft
+        run: exit 3
+        continue-on-error: true
+      - run: echo "after soft ${{ steps.soft.outcome }} ${{ steps.soft.conclusion }}"
+      - run: exit 1
+      - run: echo never
+      - if: failure()
+        run: echo on-failure
+      - if: always()
+        run: echo always
+      - if: success()
+        run: echo never-either
+  b:
+    needs: a
+    runs-on: x
+    steps: [ { run: echo b } ]
+  c:
+    needs: a
+    if: failure()
+    runs-on: x
+    steps: [ { run: "echo c sees ${{ needs.a.result }}" } ]
+  d:
+    needs: a
+    if: always()
+    runs-on: x
+    steps: [ { run: echo d } ]
+"#,
+        )],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Failure);
+    let a = ran.logs("a");
+    assert!(
+        a.contains(&"after soft failure success".to_owned()),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&"on-failure".to_owned()) && a.contains(&"always".to_owned()),
+        "{a:?}"
+    );
+    assert!(!a.iter().any(|l| l.starts_with("never")), "{a:?}");
+    assert!(
+        a.contains(&"##[error]Process completed with exit code 1.".to_owned()),
+        "{a:?}"
+    );
+    assert_eq!(ran.result.jobs["b"], Status::Skipped);
+    assert_eq!(ran.logs("c"), ["c sees failure"]);
+    assert_eq!(ran.logs("d"), ["d"]);
+    let steps = ran.job("a").steps;
+    assert_eq!(steps[0].exit_code, Some(3));
+    assert_eq!(steps[3].outcome, Status::Skipped);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let started = Instant::now();
+    let ran = run_one(
+        &[(WF, "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: 'sleep 100 & sleep 100'\n        timeout-minutes: 0.01\n      - if: always()\n        run: echo after\n")],
+        |o| o.kill_grace = Duration::from_millis(200),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ran.result.status, Status::Failure);
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"##[error]The action has timed out.".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"after".to_owned()), "{logs:?}");
+}
+
+#[tokio::test]
+async fn secrets_are_masked() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    outputs: { leak: "${{ steps.s.outputs.x }}" }
+    steps:
+      - id: s
+        run: |
+          echo "token is ${{ secrets.TOKEN }} and $TOKEN"
+          echo "::add-mask::dynamic-value"
+          echo "now dynamic-value is hidden"
+          echo "x=${{ secrets.TOKEN }}" >> "$GITHUB_OUTPUT"
+          echo "::warning::careful with hunter2"
+        env: { TOKEN: "${{ secrets.TOKEN }}" }
+"#,
+        )],
+        |o| {
+            o.secrets.insert("TOKEN".into(), "hunter2".into());
+        },
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"token is *** and ***".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"now *** is hidden".to_owned()), "{logs:?}");
+    assert!(
+        !ran.events
+            .iter()
+            .any(|e| format!("{e:?}").contains("hunter2")),
+        "{:?}",
+        ran.events
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("Skip output 'leak'")),
+        "{logs:?}"
+    );
+    assert!(ran.events.iter().any(
+        |e| matches!(e, RunEvent::Annotation { message, .. } if message == "careful with ***")
+    ));
+}
+
+#[tokio::test]
+async fn environment_files() {
+    let ran = run_one(
+        &[(WF, r#"
+on: push
+env: { LEVEL: workflow, KEEP: w }
+jobs:
+  a:
+    runs-on: x
+    env: { LEVEL: job }
+    outputs: { multi: "${{ steps.o.outputs.multi }}" }
+    steps:
+      - run: |
+          echo "FROM_FILE=one" >> "$GITHUB_ENV"
+          { echo "MULTI<<EOF"; echo "line 1"; echo "line 2"; echo "EOF"; } >> "$GITHUB_ENV"
+          mkdir -p "$RUNNER_TEMP/bin" && printf '#!/bin/sh\necho tool ran\n' > "$RUNNER_TEMP/bin/mytool" && chmod +x "$RUNNER_TEMP/bin/mytool"
+          echo "$RUNNER_TEMP/bin" >> "$GITHUB_PATH"
+          echo "summary line" >> "$GITHUB_STEP_SUMMARY"
+      - id: o
+        run: |
+          echo "$LEVEL $KEEP $FROM_FILE ${{ env.FROM_FILE }}"
+          echo "$MULTI"
+          mytool
+          echo "CI=$CI GA=$GITHUB_ACTIONS OS=$RUNNER_OS EV=$GITHUB_EVENT_NAME REF=$GITHUB_REF_NAME"
+          { echo "multi<<XYZ"; echo "a=b"; echo "c"; echo "XYZ"; } >> "$GITHUB_OUTPUT"
+        env: { LEVEL: step }
+      - run: echo "${{ steps.o.outputs.multi }}" | wc -l
+"#)],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(
+        logs,
+        [
+            "step w one one",
+            "line 1",
+            "line 2",
+            "tool ran",
+            "CI=true GA=true OS=Linux EV=push REF=main",
+            "2"
+        ]
+    );
+    let job = ran.job("a");
+    assert_eq!(job.outputs["multi"], "a=b\nc");
+    assert_eq!(job.summary, "summary line\n");
+}
+
+#[tokio::test]
+async fn composite_actions_and_reusable_workflows() {
+    let ran = run_one(
+        &[
+            (
+                ".github/actions/greet/action.yml",
+                r#"
+name: greet
+inputs:
+  who: { description: who, default: world }
+  punct: { default: "!" }
+outputs:
+  said: { value: "${{ steps.say.outputs.said }}" }
+runs:
+  using: composite
+  steps:
+    - id: say
+      shell: bash
+      run: |
+        echo "hello ${{ inputs.who }}${{ inputs.punct }}"
+        echo "said=hello ${{ inputs.who }}" >> "$GITHUB_OUTPUT"
+        test -f "$GITHUB_ACTION_PATH/action.yml"
+"#,
+            ),
+            (
+                ".github/workflows/lib.yml",
+                r#"
+on:
+  workflow_call:
+    inputs:
+      name: { type: string, required: true }
+      loud: { type: boolean, default: false }
+    secrets:
+      key: { required: true }
+    outputs:
+      result: { value: "${{ jobs.inner.outputs.r }}" }
+jobs:
+  inner:
+    runs-on: x
+    outputs: { r: "${{ steps.x.outputs.r }}" }
+    steps:
+      - id: x
+        run: |
+          echo "inner ${{ inputs.name }} loud=${{ inputs.loud }} key=${{ secrets.key }}"
+          echo "r=done-${{ inputs.name }}" >> "$GITHUB_OUTPUT"
+"#,
+            ),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  local:
+    runs-on: x
+    steps:
+      - uses: ./.github/actions/greet
+        id: g
+        with: { who: kiln }
+      - uses: ./.github/actions/greet
+      - run: echo "got ${{ steps.g.outputs.said }}"
+  call:
+    uses: ./.github/workflows/lib.yml
+    with: { name: lib, loud: true }
+    secrets: { key: s3 }
+  after:
+    needs: call
+    runs-on: x
+    steps: [ { run: "echo ${{ needs.call.outputs.result }}" } ]
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("local"),
+        ["hello kiln!", "hello world!", "got hello kiln"]
+    );
+    assert_eq!(ran.logs("call / inner"), ["inner lib loud=true key=s3"]);
+    assert_eq!(ran.logs("after"), ["done-lib"]);
+}
+
+#[tokio::test]
+async fn cache_miss_then_hit() {
+    let files = [
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - id: c
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-${{ hashFiles('lock.txt') }}
+          restore-keys: deps-
+      - run: echo "hit=${{ steps.c.outputs.cache-hit }}"
+      - if: steps.c.outputs.cache-hit != 'true'
+        run: mkdir -p deps && echo built > deps/out.txt
+      - run: cat deps/out.txt
+"#,
+        ),
+        ("lock.txt", "v1"),
+    ];
+    let repo = repo(&files);
+    let state = TempDir::new().unwrap();
+    let first = run_in(repo.path(), state.path(), WF, |o| o.run_id = 1).await;
+    assert_eq!(first.logs("a")[1], "hit=false", "{:?}", first.logs("a"));
+    let second = run_in(repo.path(), state.path(), WF, |o| o.run_id = 2).await;
+    let logs = second.logs("a");
+    assert_eq!(logs[1], "hit=true", "{logs:?}");
+    assert_eq!(logs.last().unwrap(), "built");
+    // A new lockfile misses the key but restores through the prefix.
+    std::fs::write(repo.path().join("lock.txt"), "v2").unwrap();
+    Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qam",
+            "v2",
+        ])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    let third = run_in(repo.path(), state.path(), WF, |o| o.run_id = 3).await;
+    let logs = third.logs("a");
+    assert!(
+        logs[0].starts_with("Cache restored from key: deps-"),
+        "{logs:?}"
+    );
+    assert_eq!(logs[1], "hit=false");
+    assert_eq!(logs[logs.len() - 2], "built");
+    assert!(
+        logs.last()
+            .unwrap()
+            .starts_with("Cache saved with key: deps-"),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn artifacts_across_jobs_and_hash_files() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  make:
+    runs-on: x
+    steps:
+      - run: mkdir -p dist/sub && echo one > dist/a.txt && echo two > dist/sub/b.txt
+      - uses: actions/upload-artifact@v4
+        with: { name: dist, path: dist/ }
+  use:
+    needs: make
+    runs-on: x
+    steps:
+      - uses: actions/download-artifact@v4
+        with: { name: dist, path: got }
+      - run: cat got/a.txt got/sub/b.txt
+      - run: echo "${{ hashFiles('src/**/*.txt', '!src/skip.txt') }}"
+"#,
+            ),
+            ("src/x.txt", "x"),
+            ("src/skip.txt", "s"),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("use");
+    assert_eq!(&logs[1..3], ["one", "two"]);
+    let expected = {
+        use sha2::{Digest, Sha256};
+        let mut all = Sha256::new();
+        all.update(Sha256::digest(b"x"));
+        hex::encode(all.finalize())
+    };
+    assert_eq!(logs[3], expected);
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_matrix_siblings() {
+    let started = Instant::now();
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  t:
+    runs-on: x
+    strategy:
+      matrix: { kind: [fail, slow] }
+    steps:
+      - run: |
+          if [ "${{ matrix.kind }}" = fail ]; then exit 1; fi
+          sleep 100
+"#,
+        )],
+        |o| {
+            o.max_parallel = 2;
+            o.kill_grace = Duration::from_millis(200);
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ran.job("t (fail)").status, Status::Failure);
+    assert_eq!(ran.job("t (slow)").status, Status::Cancelled);
+    assert_eq!(ran.result.status, Status::Failure);
+}
+
+#[tokio::test]
+async fn shells_and_working_directory() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+on: push
+defaults: { run: { working-directory: sub } }
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - run: pwd | xargs basename
+      - shell: sh
+        run: echo "sh $0" | sed 's/ .*\// /'
+      - shell: python
+        run: print("py", 1 + 1)
+      - shell: bash {0}
+        working-directory: .
+        run: false; echo "no -e here"
+"#,
+            ),
+            ("sub/keep", ""),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(logs[0], "sub");
+    assert!(logs[1].starts_with("sh "), "{logs:?}");
+    assert_eq!(&logs[2..], ["py 2", "no -e here"]);
+}

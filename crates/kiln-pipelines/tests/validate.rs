@@ -1,0 +1,190 @@
+//! Validation: one case per class of bad input, each checked for its message and position.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers may panic: that is how tests fail.
+
+use std::path::Path;
+
+use kiln_pipelines::parse_workflow;
+
+/// Every diagnostic as `line:col message`, in order.
+fn errors(yaml: &str) -> Vec<String> {
+    let err = parse_workflow(Path::new("ci.yml"), yaml).expect_err("expected errors");
+    err.diagnostics
+        .iter()
+        .map(|d| {
+            let (line, col) = d
+                .span
+                .map(|s| err.sources.file(s.file).line_col(s.start))
+                .unwrap_or((0, 0));
+            format!("{line}:{col} {}", d.message)
+        })
+        .collect()
+}
+
+fn ok(yaml: &str) {
+    if let Err(e) = parse_workflow(Path::new("ci.yml"), yaml) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn a_full_workflow_parses() {
+    ok(r#"
+name: CI
+run-name: "CI for ${{ github.ref }}"
+on:
+  push: { branches: [main], paths-ignore: ["docs/**"] }
+  pull_request: { types: [opened] }
+  workflow_dispatch:
+    inputs:
+      level: { type: choice, options: [a, b], default: a }
+  schedule: [{ cron: "0 0 * * *" }]
+permissions: read-all
+concurrency: ci
+env: { A: "${{ secrets.X }}" }
+defaults: { run: { shell: bash, working-directory: . } }
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs: { v: "${{ steps.s.outputs.v }}" }
+    steps:
+      - uses: actions/checkout@v4
+      - id: s
+        run: echo "v=1" >> "$GITHUB_OUTPUT"
+  test:
+    needs: build
+    if: needs.build.outputs.v == '1' && success()
+    runs-on: [self-hosted, linux]
+    timeout-minutes: 5
+    strategy:
+      fail-fast: false
+      max-parallel: 2
+      matrix:
+        svc: [api, web]
+        include: [{ svc: api, extra: true }]
+        exclude: [{ svc: web }]
+    steps:
+      - run: echo ${{ matrix.svc }} ${{ hashFiles('**/*.rs') }}
+        if: ${{ always() }}
+        continue-on-error: ${{ matrix.svc == 'api' }}
+"#);
+}
+
+#[test]
+fn malformed_yaml() {
+    let e = errors("on: push\njobs:\n  a: [1, 2\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].contains("invalid YAML"), "{e:?}");
+}
+
+#[test]
+fn unknown_keys_are_all_reported_with_suggestions() {
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: x\n    step:\n      - run: x\n    tiemout-minutes: 3\n";
+    let err = parse_workflow(Path::new("ci.yml"), yaml).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("ci.yml:5:5: error: unknown key `step`"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `steps`?"), "{text}");
+    assert!(
+        text.contains("ci.yml:7:5: error: unknown key `tiemout-minutes`"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `timeout-minutes`?"), "{text}");
+    assert!(text.contains("is missing `steps`"), "{text}");
+}
+
+#[test]
+fn bad_expressions_and_context_availability() {
+    let e = errors(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ matrix.x }}\n      - run: echo ${{ 1 + }}\n      - run: x\n        if: secrets.token\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].starts_with("6:") && e[0].contains("Unrecognized named-value: 'matrix'"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("7:") && e[1].contains("invalid expression"),
+        "{e:?}"
+    );
+    assert!(
+        e[2].starts_with("9:") && e[2].contains("'secrets'"),
+        "{e:?}"
+    );
+    // Job-level `if` cannot read `matrix` even with a strategy.
+    let e = errors(
+        "on: push\njobs:\n  a:\n    if: matrix.x\n    runs-on: x\n    strategy: { matrix: { x: [1] } }\n    steps: [ { run: x } ]\n",
+    );
+    assert!(e[0].contains("'matrix'"), "{e:?}");
+}
+
+#[test]
+fn missing_and_cyclic_needs() {
+    let e = errors(
+        "on: push\njobs:\n  a: { runs-on: x, needs: c, steps: [ { run: x } ] }\n  b: { runs-on: x, needs: [a], steps: [ { run: x } ] }\n  c: { runs-on: x, needs: [b], steps: [ { run: x } ] }\n  d: { runs-on: x, needs: [bb], steps: [ { run: x } ] }\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("cycle: a -> b -> c -> a")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("6:") && m.contains("needs `bb`")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_actions_are_named() {
+    let e = errors(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n      - uses: actions/checkout@v4\n        with: { deph: 1 }\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("6:15 unknown action `someone/thing@v1`"),
+        "{e:?}"
+    );
+    assert!(e[1].contains("unexpected input `deph`"), "{e:?}");
+}
+
+#[test]
+fn invalid_matrices() {
+    let e = errors(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix: {}\n    steps: [ { run: x } ]\n  b:\n    runs-on: x\n    strategy:\n      matrix: { os: [], v: 3, exclude: [ { nope: 1 } ] }\n    steps: [ { run: x } ]\n",
+    );
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e[0].contains("at least one vector"), "{e:?}");
+    assert!(e[1].contains("`os` does not contain any values"), "{e:?}");
+    assert!(e[2].contains("must be a list"), "{e:?}");
+    assert!(e[3].contains("exclude key `nope`"), "{e:?}");
+    // An include with new keys is fine, as GitHub documents.
+    ok(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    strategy: { matrix: { os: [a], include: [ { extra: 1 } ] } }\n    steps: [ { run: x } ]\n",
+    );
+}
+
+#[test]
+fn containers_are_refused_clearly() {
+    let e = errors(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    services: { db: { image: postgres } }\n    container: node\n    steps: [ { run: x } ]\n",
+    );
+    assert_eq!(e.len(), 2);
+    assert!(
+        e[0].contains("`services` is not supported without a container engine"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn events_and_steps() {
+    let e = errors(
+        "on: [pus]\njobs:\n  a:\n    runs-on: x\n    steps:\n      - name: nothing\n      - run: x\n        uses: actions/cache@v4\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].contains("unknown event `pus`"), "{e:?}");
+    assert!(e[1].contains("missing `run`"), "{e:?}");
+    assert!(e[2].contains("either `run` or `uses`"), "{e:?}");
+}
