@@ -9,9 +9,25 @@ use tokio::net::UnixStream;
 
 use crate::ops::Failure;
 
-/// The socket of a running control plane, if one answers.
+/// The socket of a running control plane, if one answers. A socket that accepts connections
+/// while the process in `kiln.pid` beside it is gone is not trusted: after a SIGKILL, a child
+/// caught between fork and exec can hold the listening socket open for a moment, and nothing
+/// would ever answer on it.
 pub async fn connect(socket: &Path) -> Option<UnixStream> {
+    let pidfile = socket.with_file_name("kiln.pid");
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    if !crate::ops::process_alive(pid) || is_zombie(pid) {
+        return None;
+    }
     UnixStream::connect(socket).await.ok()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z'))
+    })
 }
 
 /// Sends a request and calls `on_line` for every line of the response body as it arrives.
