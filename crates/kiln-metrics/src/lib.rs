@@ -1,9 +1,15 @@
 //! kiln-metrics: an embedded time-series store with a PromQL subset.
 //!
 //! - [`chunk`]: the Gorilla codec (delta-of-delta timestamps, XOR values), 120 samples a chunk.
-//! - [`Labels`]: sorted label sets, the identity of a series.
+//! - [`Labels`] and [`Matcher`]: series identity and selection (regexes anchored).
+//! - [`Store`]: head + write-ahead log + immutable segments, retention and compaction.
 
 pub mod chunk;
 mod labels;
+mod matcher;
+pub mod store;
 
+pub use chunk::Sample;
 pub use labels::{Label, Labels, METRIC_NAME};
+pub use matcher::{BadRegex, MatchOp, Matcher};
+pub use store::{AppendStats, Options, Series, SeriesRef, Stats, Store, StoreError};
