@@ -199,13 +199,11 @@ fn numbered_files(
     for entry in fs::read_dir(dir).map_err(io_err("read dir", dir))? {
         let path = entry.map_err(io_err("read dir", dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(n) = name
+        let number = name
             .strip_prefix(prefix)
-            .and_then(|r| r.strip_suffix(suffix))
-        {
-            if let Ok(n) = n.parse::<u64>() {
-                out.push((n, path));
-            }
+            .and_then(|r| r.strip_suffix(suffix));
+        if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
+            out.push((n, path));
         }
     }
     out.sort();
