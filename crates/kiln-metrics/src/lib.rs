@@ -3,10 +3,12 @@
 //! - [`chunk`]: the Gorilla codec (delta-of-delta timestamps, XOR values), 120 samples a chunk.
 //! - [`Labels`] and [`Matcher`]: series identity and selection (regexes anchored).
 //! - [`Store`]: head + write-ahead log + immutable segments, retention and compaction.
+//! - [`query::Engine`]: PromQL instant and range queries over a [`query::Source`] (the store).
 
 pub mod chunk;
 mod labels;
 mod matcher;
+pub mod query;
 pub mod store;
 
 pub use chunk::Sample;
