@@ -188,11 +188,12 @@ fn extrapolated_rate(
     } else {
         avg / 2.0
     };
-    result *= interval / sampled;
+    // One combined factor, in this order, to round exactly like Prometheus 2.x.
+    let mut factor = interval / sampled;
     if rate {
-        result /= (range_end - range_start) as f64 / 1000.0;
+        factor /= (range_end - range_start) as f64 / 1000.0;
     }
-    Some(result)
+    Some(result * factor)
 }
 
 /// `irate`/`idelta`: from the last two samples only.
@@ -230,7 +231,7 @@ fn over_time<S: Source>(
     }
     let (_, series) = matrix_arg(ev, arg(args, 0)?, t)?;
     let f: fn(&[Sample]) -> Option<f64> = match name {
-        "avg_over_time" => |s| Some(incremental_mean(s.iter().map(|x| x.v))),
+        "avg_over_time" => |s| Some(kahan_mean(s)),
         "min_over_time" => |s| {
             s.iter()
                 .map(|x| x.v)
@@ -241,7 +242,7 @@ fn over_time<S: Source>(
                 .map(|x| x.v)
                 .reduce(|a, b| if b > a || a.is_nan() { b } else { a })
         },
-        "sum_over_time" => |s| Some(s.iter().map(|x| x.v).sum()),
+        "sum_over_time" => |s| Some(kahan_sum(s.iter().map(|x| x.v))),
         "count_over_time" => |s| Some(s.len() as f64),
         "last_over_time" => |s| s.last().map(|x| x.v),
         other => return Err(QueryError::Unsupported(format!("function {other}()"))),
@@ -252,6 +253,44 @@ fn over_time<S: Source>(
         f,
         name != "last_over_time",
     )))
+}
+
+/// One step of Kahan–Neumaier compensated summation: returns the new sum and compensation.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Compensated sum, as Prometheus computes `sum_over_time`.
+fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for v in values {
+        (sum, c) = kahan_inc(v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
+}
+
+/// Compensated running mean, as Prometheus computes `avg_over_time`.
+fn kahan_mean(s: &[Sample]) -> f64 {
+    let (mut mean, mut c, mut count) = (0.0f64, 0.0, 0.0);
+    for x in s {
+        count += 1.0;
+        if mean.is_infinite() {
+            if x.v.is_infinite() && (mean > 0.0) == (x.v > 0.0) {
+                continue;
+            }
+            if !x.v.is_infinite() && !x.v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(x.v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() { mean } else { mean + c }
 }
 
 /// The running mean Prometheus uses (robust against overflow for huge values).
