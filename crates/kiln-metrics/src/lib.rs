@@ -3,9 +3,11 @@
 //! - [`chunk`]: the Gorilla codec (delta-of-delta timestamps, XOR values), 120 samples a chunk.
 //! - [`Labels`] and [`Matcher`]: series identity and selection (regexes anchored).
 //! - [`Store`]: head + write-ahead log + immutable segments, retention and compaction.
+//! - [`exposition`]: Prometheus text and OpenMetrics parsing, for scraping.
 //! - [`query::Engine`]: PromQL instant and range queries over a [`query::Source`] (the store).
 
 pub mod chunk;
+pub mod exposition;
 mod labels;
 mod matcher;
 pub mod query;
