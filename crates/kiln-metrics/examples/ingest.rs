@@ -56,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Half counters with small increments, half gauges that mostly hold still.
                 if i % 2 == 0 {
                     *v += (rng % 10) as f64
-                } else if rng % 4 == 0 {
+                } else if rng.is_multiple_of(4) {
                     *v = (rng % 1000) as f64
                 }
                 (r, t, *v)
