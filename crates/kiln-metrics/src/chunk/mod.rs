@@ -1,0 +1,298 @@
+//! Gorilla-compressed chunks: delta-of-delta timestamps and XOR-compressed values.
+//!
+//! A chunk holds up to [`MAX_SAMPLES`] samples spanning at most [`MAX_SPAN_MS`]. Layout of the
+//! bit stream (after Facebook's Gorilla paper, as Prometheus's TSDB uses it):
+//!
+//! - sample 0: 64-bit timestamp, 64-bit value;
+//! - timestamps after that: the delta of deltas `dod` (with the first delta taken against 0),
+//!   coded `0` (dod = 0), `10`+14 bits, `110`+17 bits, `1110`+20 bits, or `1111`+64 bits;
+//! - values after that: `v XOR prev`; `0` when equal, `10`+meaningful bits when they fit the
+//!   previous leading/trailing-zero window, else `11`+5 bits leading zeros+6 bits length+bits.
+//!
+//! The sample count is kept outside the bit stream (in the chunk header on disk), so the
+//! iterator knows where the stream ends without a terminator.
+
+mod bits;
+
+pub use bits::{BitReader, BitWriter, BitsExhausted};
+
+/// Most samples in one chunk (Prometheus's value: ~1.3 bytes/sample is reached by then).
+pub const MAX_SAMPLES: u16 = 120;
+/// Longest time span of one chunk, in milliseconds (2 hours).
+pub const MAX_SPAN_MS: i64 = 2 * 60 * 60 * 1000;
+
+/// One `(timestamp ms, value)` pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Milliseconds since the Unix epoch.
+    pub t: i64,
+    /// The value.
+    pub v: f64,
+}
+
+/// An append-only compressed chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    w: BitWriter,
+    count: u16,
+    min_t: i64,
+    last_t: i64,
+    last_delta: i64,
+    last_v: u64,
+    leading: u32,
+    trailing: u32,
+}
+
+impl Default for Chunk {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chunk {
+    /// An empty chunk.
+    pub fn new() -> Self {
+        Chunk {
+            w: BitWriter::new(),
+            count: 0,
+            min_t: 0,
+            last_t: 0,
+            last_delta: 0,
+            last_v: 0,
+            // 0xff marks "no window yet" so the first XOR always writes a fresh window.
+            leading: 0xff,
+            trailing: 0,
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// First timestamp (meaningless when empty).
+    pub fn min_t(&self) -> i64 {
+        self.min_t
+    }
+
+    /// Last timestamp (meaningless when empty).
+    pub fn max_t(&self) -> i64 {
+        self.last_t
+    }
+
+    /// Compressed bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.w.bytes()
+    }
+
+    /// True when the chunk cannot take a sample at `t` (full, or `t` past the span limit).
+    pub fn is_full_for(&self, t: i64) -> bool {
+        self.count >= MAX_SAMPLES || (self.count > 0 && t.saturating_sub(self.min_t) >= MAX_SPAN_MS)
+    }
+
+    /// Appends a sample. The caller keeps timestamps non-decreasing and checks [`Self::is_full_for`].
+    pub fn append(&mut self, t: i64, v: f64) {
+        let bits = v.to_bits();
+        if self.count == 0 {
+            self.w.write_bits(t as u64, 64);
+            self.w.write_bits(bits, 64);
+            self.min_t = t;
+        } else {
+            let delta = t.wrapping_sub(self.last_t);
+            self.write_dod(delta.wrapping_sub(self.last_delta));
+            self.last_delta = delta;
+            self.write_xor(bits);
+        }
+        self.last_t = t;
+        self.last_v = bits;
+        self.count += 1;
+    }
+
+    fn write_dod(&mut self, dod: i64) {
+        // Each bucket holds a signed value in two's complement of the given width.
+        let fits = |bits: u32| dod >= -(1i64 << (bits - 1)) && dod < (1i64 << (bits - 1));
+        if dod == 0 {
+            self.w.write_bit(false);
+        } else if fits(14) {
+            self.w.write_bits(0b10, 2);
+            self.w.write_bits(dod as u64, 14);
+        } else if fits(17) {
+            self.w.write_bits(0b110, 3);
+            self.w.write_bits(dod as u64, 17);
+        } else if fits(20) {
+            self.w.write_bits(0b1110, 4);
+            self.w.write_bits(dod as u64, 20);
+        } else {
+            self.w.write_bits(0b1111, 4);
+            self.w.write_bits(dod as u64, 64);
+        }
+    }
+
+    fn write_xor(&mut self, bits: u64) {
+        let xor = bits ^ self.last_v;
+        if xor == 0 {
+            self.w.write_bit(false);
+            return;
+        }
+        self.w.write_bit(true);
+        // Leading zeros are capped at 31 to fit 5 bits.
+        let leading = xor.leading_zeros().min(31);
+        let trailing = xor.trailing_zeros();
+        if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
+            self.w.write_bit(false);
+            let sig = 64 - self.leading - self.trailing;
+            self.w.write_bits(xor >> self.trailing, sig);
+        } else {
+            self.w.write_bit(true);
+            let sig = 64 - leading - trailing;
+            self.w.write_bits(u64::from(leading), 5);
+            // 64 significant bits do not fit in 6 bits; 0 stands for 64 (0 is impossible).
+            self.w.write_bits(u64::from(sig & 63), 6);
+            self.w.write_bits(xor >> trailing, sig);
+            self.leading = leading;
+            self.trailing = trailing;
+        }
+    }
+
+    /// Iterates the samples.
+    pub fn iter(&self) -> ChunkIter<'_> {
+        ChunkIter::new(self.w.bytes(), self.count)
+    }
+
+    /// Decodes every sample (stops quietly at corrupt data; see [`ChunkIter`]).
+    pub fn samples(&self) -> Vec<Sample> {
+        self.iter().collect()
+    }
+
+    /// Rebuilds a chunk from its persisted form by re-appending (validates the bytes too).
+    pub fn from_bytes(bytes: &[u8], count: u16) -> Result<Chunk, BitsExhausted> {
+        let mut c = Chunk::new();
+        let mut it = ChunkIter::new(bytes, count);
+        for s in &mut it {
+            c.append(s.t, s.v);
+        }
+        if it.error || c.count != count {
+            return Err(BitsExhausted);
+        }
+        Ok(c)
+    }
+}
+
+/// Decoding iterator over a chunk's bit stream.
+///
+/// Corrupt or short input ends the iteration early and sets [`ChunkIter::error`] rather than
+/// panicking.
+#[derive(Debug, Clone)]
+pub struct ChunkIter<'a> {
+    r: BitReader<'a>,
+    remaining: u16,
+    read: u16,
+    t: i64,
+    delta: i64,
+    v: u64,
+    leading: u32,
+    trailing: u32,
+    /// Set when the stream ended before `count` samples were read.
+    pub error: bool,
+}
+
+impl<'a> ChunkIter<'a> {
+    /// An iterator over `count` samples in `bytes`.
+    pub fn new(bytes: &'a [u8], count: u16) -> Self {
+        ChunkIter {
+            r: BitReader::new(bytes),
+            remaining: count,
+            read: 0,
+            t: 0,
+            delta: 0,
+            v: 0,
+            leading: 0,
+            trailing: 0,
+            error: false,
+        }
+    }
+
+    fn next_sample(&mut self) -> Result<Sample, BitsExhausted> {
+        if self.read == 0 {
+            self.t = self.r.read_bits(64)? as i64;
+            self.v = self.r.read_bits(64)?;
+        } else {
+            let dod = self.read_dod()?;
+            self.delta = self.delta.wrapping_add(dod);
+            self.t = self.t.wrapping_add(self.delta);
+            self.read_xor()?;
+        }
+        self.read += 1;
+        Ok(Sample {
+            t: self.t,
+            v: f64::from_bits(self.v),
+        })
+    }
+
+    fn read_dod(&mut self) -> Result<i64, BitsExhausted> {
+        let mut prefix = 0;
+        while prefix < 4 && self.r.read_bit()? {
+            prefix += 1;
+        }
+        let width = match prefix {
+            0 => return Ok(0),
+            1 => 14,
+            2 => 17,
+            3 => 20,
+            _ => 64,
+        };
+        let raw = self.r.read_bits(width)?;
+        // Sign-extend the two's-complement value of `width` bits.
+        Ok(if width == 64 {
+            raw as i64
+        } else {
+            ((raw << (64 - width)) as i64) >> (64 - width)
+        })
+    }
+
+    fn read_xor(&mut self) -> Result<(), BitsExhausted> {
+        if !self.r.read_bit()? {
+            return Ok(());
+        }
+        if self.r.read_bit()? {
+            self.leading = self.r.read_bits(5)? as u32;
+            let sig = self.r.read_bits(6)? as u32;
+            let sig = if sig == 0 { 64 } else { sig };
+            self.trailing = 64u32.saturating_sub(self.leading + sig);
+        }
+        let sig = 64u32.saturating_sub(self.leading + self.trailing);
+        if sig == 0 {
+            // Only a corrupt stream can describe an empty window.
+            return Err(BitsExhausted);
+        }
+        let xor = self.r.read_bits(sig)? << self.trailing;
+        self.v ^= xor;
+        Ok(())
+    }
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Sample;
+
+    fn next(&mut self) -> Option<Sample> {
+        if self.remaining == 0 || self.error {
+            return None;
+        }
+        self.remaining -= 1;
+        match self.next_sample() {
+            Ok(s) => Some(s),
+            Err(BitsExhausted) => {
+                self.error = true;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,19 @@
+//! kiln-metrics: an embedded time-series store with a PromQL subset.
+//!
+//! - [`chunk`]: the Gorilla codec (delta-of-delta timestamps, XOR values), 120 samples a chunk.
+//! - [`Labels`] and [`Matcher`]: series identity and selection (regexes anchored).
+//! - [`Store`]: head + write-ahead log + immutable segments, retention and compaction.
+//! - [`exposition`]: Prometheus text and OpenMetrics parsing, for scraping.
+//! - [`query::Engine`]: PromQL instant and range queries over a [`query::Source`] (the store).
+
+pub mod chunk;
+pub mod exposition;
+mod labels;
+mod matcher;
+pub mod query;
+pub mod store;
+
+pub use chunk::Sample;
+pub use labels::{Label, Labels, METRIC_NAME};
+pub use matcher::{BadRegex, MatchOp, Matcher};
+pub use store::{AppendStats, Options, Series, SeriesRef, Stats, Store, StoreError};

@@ -1,0 +1,336 @@
+//! The evaluator: walks the AST at one timestamp at a time.
+//!
+//! Each selector's series are loaded once per query, for the whole time window every step
+//! needs, and cached by the selector's address in the AST; steps then binary-search them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+
+use super::{InstantSample, Limits, QueryError, Source, Value};
+use crate::chunk::Sample;
+use crate::labels::{Labels, METRIC_NAME};
+use crate::matcher::{MatchOp, Matcher};
+use crate::store::Series;
+
+/// Prometheus's staleness marker: a NaN with this exact bit pattern ends a series.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// True for the staleness marker.
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// An instant vector element during evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elem {
+    pub labels: Labels,
+    pub v: f64,
+}
+
+/// Intermediate values.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Elem>),
+    Matrix(Vec<Series>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "vector",
+            Val::Matrix(_) => "matrix",
+        }
+    }
+}
+
+pub fn ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => ms(&d),
+        Err(e) => -ms(&e.duration()),
+    }
+}
+
+/// Converts the parser's matchers (plus the metric name) into store matchers.
+pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(QueryError::Unsupported("`or` inside label matchers".into()));
+    }
+    let mut out = Vec::new();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::eq(METRIC_NAME, name.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Eq,
+            PMatchOp::NotEqual => MatchOp::Ne,
+            PMatchOp::Re(_) => MatchOp::Re,
+            PMatchOp::NotRe(_) => MatchOp::Nre,
+        };
+        out.push(Matcher::new(m.name.clone(), op, m.value.clone()));
+    }
+    Ok(out)
+}
+
+pub struct Evaluator<'a, S: Source> {
+    source: &'a S,
+    pub limits: &'a Limits,
+    start: i64,
+    end: i64,
+    step: i64,
+    cache: HashMap<(usize, i64), Rc<Vec<Series>>>,
+    series_loaded: usize,
+    samples_loaded: usize,
+}
+
+impl<'a, S: Source> Evaluator<'a, S> {
+    pub fn new(source: &'a S, limits: &'a Limits, start: i64, end: i64, step: i64) -> Self {
+        Evaluator {
+            source,
+            limits,
+            start,
+            end,
+            step,
+            cache: HashMap::new(),
+            series_loaded: 0,
+            samples_loaded: 0,
+        }
+    }
+
+    /// Evaluates an instant query.
+    pub fn instant(&mut self, e: &Expr, t: i64) -> Result<Value, QueryError> {
+        Ok(match self.eval(e, t)? {
+            Val::Scalar(v) => Value::Scalar { t, v },
+            Val::Str(v) => Value::String { t, v },
+            Val::Vector(els) => Value::Vector(
+                els.into_iter()
+                    .map(|e| InstantSample {
+                        labels: e.labels,
+                        t,
+                        v: e.v,
+                    })
+                    .collect(),
+            ),
+            Val::Matrix(m) => Value::Matrix(m),
+        })
+    }
+
+    /// Evaluates a range query: every step, collected into series.
+    pub fn range(&mut self, e: &Expr) -> Result<Value, QueryError> {
+        if !matches!(e.value_type(), ValueType::Scalar | ValueType::Vector) {
+            return Err(QueryError::Eval(format!(
+                "range queries need a scalar or instant vector expression, got {}",
+                e.value_type()
+            )));
+        }
+        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut points = 0usize;
+        let mut t = self.start;
+        while t <= self.end {
+            match self.eval(e, t)? {
+                Val::Scalar(v) => out
+                    .entry(Labels::default())
+                    .or_default()
+                    .push(Sample { t, v }),
+                Val::Vector(els) => {
+                    points += els.len();
+                    for el in els {
+                        out.entry(el.labels)
+                            .or_default()
+                            .push(Sample { t, v: el.v });
+                    }
+                }
+                other => {
+                    return Err(QueryError::Eval(format!(
+                        "unexpected {}",
+                        other.type_name()
+                    )));
+                }
+            }
+            self.check_samples(points)?;
+            t += self.step;
+        }
+        Ok(Value::Matrix(
+            out.into_iter()
+                .map(|(labels, samples)| Series { labels, samples })
+                .collect(),
+        ))
+    }
+
+    fn check_samples(&self, extra: usize) -> Result<(), QueryError> {
+        if self.samples_loaded + extra > self.limits.max_samples {
+            return Err(QueryError::Limit(format!(
+                "more than {} samples (max_samples)",
+                self.limits.max_samples
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => Ok(match self.eval(&u.expr, t)? {
+                Val::Scalar(v) => Val::Scalar(-v),
+                Val::Vector(els) => Val::Vector(
+                    els.into_iter()
+                        .map(|e| Elem {
+                            labels: e.labels.without(&[METRIC_NAME]),
+                            v: -e.v,
+                        })
+                        .collect(),
+                ),
+                other => {
+                    return Err(QueryError::Eval(format!(
+                        "cannot negate a {}",
+                        other.type_name()
+                    )));
+                }
+            }),
+            Expr::VectorSelector(vs) => self.vector_selector(vs, t).map(Val::Vector),
+            Expr::MatrixSelector(m) => self
+                .matrix_selector(&m.vs, ms(&m.range), t)
+                .map(Val::Matrix),
+            Expr::Binary(b) => super::binary::eval(self, b, t),
+            Expr::Aggregate(a) => super::aggregate::eval(self, a, t),
+            Expr::Call(c) => super::functions::eval(self, c, t),
+            Expr::Subquery(_) => Err(QueryError::Unsupported("subqueries".into())),
+            Expr::Extension(_) => Err(QueryError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    /// Reference time of a selector evaluated at `t`, after `@` and `offset`.
+    pub fn ref_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+        let base = match &vs.at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(st)) => system_time_ms(st),
+        };
+        base - offset_ms(&vs.offset)
+    }
+
+    /// Loads (once) the series a selector needs for every step; `window` is range or lookback.
+    fn load(&mut self, vs: &VectorSelector, window: i64) -> Result<Rc<Vec<Series>>, QueryError> {
+        let key = (std::ptr::from_ref(vs) as usize, window);
+        if let Some(s) = self.cache.get(&key) {
+            return Ok(Rc::clone(s));
+        }
+        let (lo, hi) = if vs.at.is_some() {
+            let r = self.ref_time(vs, self.start);
+            (r, r)
+        } else {
+            (self.ref_time(vs, self.start), self.ref_time(vs, self.end))
+        };
+        let series = self
+            .source
+            .select(&matchers_of(vs)?, lo.saturating_sub(window), hi)?;
+        self.series_loaded += series.len();
+        if self.series_loaded > self.limits.max_series {
+            return Err(QueryError::Limit(format!(
+                "more than {} series (max_series)",
+                self.limits.max_series
+            )));
+        }
+        self.samples_loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
+        self.check_samples(0)?;
+        let rc = Rc::new(series);
+        self.cache.insert(key, Rc::clone(&rc));
+        Ok(rc)
+    }
+
+    pub fn vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<Elem>, QueryError> {
+        let lookback = ms(&self.limits.lookback);
+        let series = self.load(vs, lookback)?;
+        let r = self.ref_time(vs, t);
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let i = s.samples.partition_point(|x| x.t <= r);
+            let Some(last) = i.checked_sub(1).map(|i| s.samples[i]) else {
+                continue;
+            };
+            if last.t >= r - lookback && !is_stale(last.v) {
+                out.push(Elem {
+                    labels: s.labels.clone(),
+                    v: last.v,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn matrix_selector(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        let series = self.load(vs, range)?;
+        let r = self.ref_time(vs, t);
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let lo = s.samples.partition_point(|x| x.t < r - range);
+            let hi = s.samples.partition_point(|x| x.t <= r);
+            let samples: Vec<Sample> = s.samples[lo..hi]
+                .iter()
+                .copied()
+                .filter(|x| !is_stale(x.v))
+                .collect();
+            if !samples.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Evaluates to an instant vector or fails with the expected-type message.
+    pub fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Elem>, QueryError> {
+        match self.eval(e, t)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(QueryError::Eval(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates to a scalar or fails.
+    pub fn scalar(&mut self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(e, t)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(QueryError::Eval(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,734 @@
+//! The store: a head of in-memory chunks, a write-ahead log, and immutable on-disk segments.
+//!
+//! ## Design
+//! - **Append** resolves labels to a head series (creating it, and logging a series record,
+//!   under the head's write lock only when new), then appends to the series' open chunk and
+//!   encodes the sample into the in-memory WAL buffer. No file I/O happens on this path.
+//! - **WAL flusher**: a background thread moves the WAL buffer into the current `wal-<gen>.log`
+//!   and fsyncs it every [`Options::flush_interval`] (1 s), so a crash loses at most ~1 s.
+//! - **Persist** (every [`Options::persist_interval`], when the head holds
+//!   [`Options::persist_after_samples`], or on [`Store::close`]): under short locks it takes
+//!   every head chunk into a new in-memory [`segment::Segment`] that readers see at once, and
+//!   starts a new WAL generation; then, without those locks, it writes `seg-<seq>.kms` and
+//!   deletes WAL generations the segment covers. A crash in between replays the old WAL; samples
+//!   already in a segment are skipped on replay.
+//! - **Retention** drops whole segments older than [`Options::retention`] (relative to the
+//!   newest sample) and the oldest segments while their total exceeds
+//!   [`Options::retention_bytes`]. **Compaction** merges runs of small adjacent segments into
+//!   one with full chunks.
+//! - **Readers** snapshot the head (cloning matching chunks under each series' lock), then the
+//!   segment list, and decode outside every lock; a persist racing a read can only make a
+//!   sample appear twice, which the merge removes.
+//!
+//! Lock order (outermost first): maintenance → WAL file → head → WAL buffer → series.
+//! Dropping a [`Store`] without [`Store::close`] behaves like a crash (nothing more is
+//! flushed), which is what the crash tests rely on.
+
+mod codec;
+mod head;
+mod index;
+pub mod segment;
+mod wal;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::chunk::Sample;
+use crate::labels::Labels;
+use crate::matcher::{BadRegex, CompiledMatcher, Matcher, compile_all};
+use head::{Head, HeadSeries};
+use segment::{SegSeries, Segment};
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Keep data this long, measured back from the newest sample (default 15 days).
+    pub retention: Duration,
+    /// Keep at most this many bytes of segments (default: no limit).
+    pub retention_bytes: Option<u64>,
+    /// How often the WAL is fsynced (default 1 s): the most a crash can lose.
+    pub flush_interval: Duration,
+    /// Persist the head at least this often (default 2 h).
+    pub persist_interval: Duration,
+    /// Persist the head once it holds this many samples (default 4 million, ~6 MB compressed).
+    pub persist_after_samples: usize,
+    /// Segments smaller than this are merged with small neighbours (default 16 MiB).
+    pub compact_below_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retention: Duration::from_secs(15 * 24 * 3600),
+            retention_bytes: None,
+            flush_interval: Duration::from_secs(1),
+            persist_interval: Duration::from_secs(2 * 3600),
+            persist_after_samples: 4_000_000,
+            compact_below_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A segment file failed its checksum or structure check.
+    #[error("corrupt segment file {0}")]
+    CorruptSegment(PathBuf),
+    /// A sample not newer than the series' last one.
+    #[error("out-of-order sample for {labels} at {t} (last is {last})")]
+    OutOfOrder {
+        /// The series.
+        labels: Labels,
+        /// The rejected timestamp.
+        t: i64,
+        /// The newest accepted timestamp.
+        last: i64,
+    },
+    /// A matcher's regex is invalid.
+    #[error(transparent)]
+    BadRegex(#[from] BadRegex),
+    /// The background flusher failed earlier; the WAL may be missing data.
+    #[error("WAL flush failed: {0}")]
+    Flush(String),
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// A handle to a head series for fast repeated appends (see [`Store::series_ref`]).
+#[derive(Debug, Clone)]
+pub struct SeriesRef(Arc<HeadSeries>);
+
+/// One selected series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its labels.
+    pub labels: Labels,
+    /// Samples in time order.
+    pub samples: Vec<Sample>,
+}
+
+/// Outcome of a batch append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Samples stored.
+    pub appended: usize,
+    /// Samples dropped because they were not newer than their series' last sample.
+    pub out_of_order: usize,
+}
+
+/// Sizes, for monitoring and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Series in the head.
+    pub head_series: usize,
+    /// Samples in the head not yet persisted.
+    pub head_samples: usize,
+    /// Number of segments.
+    pub segments: usize,
+    /// Bytes of segment files.
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug)]
+struct WalFile {
+    file: File,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    opts: Options,
+    maintenance: Mutex<()>,
+    wal: Mutex<WalFile>,
+    head: RwLock<Head>,
+    buf: Mutex<Vec<u8>>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    next_seq: AtomicU64,
+    head_samples: AtomicUsize,
+    max_t: AtomicI64,
+    flush_error: Mutex<Option<String>>,
+    stop: (Mutex<bool>, Condvar),
+}
+
+/// An embedded time-series store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+    worker: Option<JoinHandle<()>>,
+}
+
+// Poisoned locks are taken over: every critical section leaves the data consistent, since
+// nothing in them panics by design.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn numbered_files(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("read dir", dir))? {
+        let path = entry.map_err(io_err("read dir", dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let number = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(suffix));
+        if let Some(n) = number.and_then(|n| n.parse::<u64>().ok()) {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn wal_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("wal-{generation:08}.log"))
+}
+
+fn seg_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("seg-{seq:08}.kms"))
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(bytes).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync dir", dir))
+}
+
+impl Store {
+    /// Opens (or creates) a store in `dir`: loads segments, replays the WAL, starts the flusher.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
+        let segments = load_segments(&dir)?;
+        let next_seq = segments.last().map_or(1, |s| s.seq + 1);
+        let max_t = segments.iter().map(|s| s.max_t).max().unwrap_or(i64::MIN);
+        let wal_files = numbered_files(&dir, "wal-", ".log")?;
+        let generation = wal_files.last().map_or(1, |(g, _)| g + 1);
+        let path = wal_path(&dir, generation);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        let inner = Arc::new(Inner {
+            dir,
+            opts,
+            maintenance: Mutex::new(()),
+            wal: Mutex::new(WalFile { file, generation }),
+            head: RwLock::new(Head::default()),
+            buf: Mutex::new(Vec::new()),
+            segments: RwLock::new(segments),
+            next_seq: AtomicU64::new(next_seq),
+            head_samples: AtomicUsize::new(0),
+            max_t: AtomicI64::new(max_t),
+            flush_error: Mutex::new(None),
+            stop: (Mutex::new(false), Condvar::new()),
+        });
+        inner.replay(&wal_files)?;
+        inner.apply_retention()?;
+        let worker_inner = Arc::clone(&inner);
+        let worker = std::thread::Builder::new()
+            .name("kiln-metrics-wal".into())
+            .spawn(move || worker_inner.background())
+            .map_err(io_err("spawn flusher", Path::new("")))?;
+        Ok(Store {
+            inner,
+            worker: Some(worker),
+        })
+    }
+
+    /// Appends one sample. Timestamps per series must increase.
+    pub fn append(&self, labels: &Labels, t: i64, v: f64) -> Result<(), StoreError> {
+        let r = self.series_ref(labels);
+        let stats = self.append_refs(&[(&r, t, v)]);
+        if stats.out_of_order > 0 {
+            let last = r.0.lock().last_t;
+            return Err(StoreError::OutOfOrder {
+                labels: labels.clone(),
+                t,
+                last,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends many samples at once; out-of-order ones are counted and skipped.
+    pub fn append_batch(&self, batch: &[(Labels, i64, f64)]) -> AppendStats {
+        let refs: Vec<SeriesRef> = batch.iter().map(|(l, _, _)| self.series_ref(l)).collect();
+        let items: Vec<(&SeriesRef, i64, f64)> = refs
+            .iter()
+            .zip(batch)
+            .map(|(r, (_, t, v))| (r, *t, *v))
+            .collect();
+        self.append_refs(&items)
+    }
+
+    /// Resolves labels to a head series, creating it if needed; keep it to skip label hashing.
+    pub fn series_ref(&self, labels: &Labels) -> SeriesRef {
+        SeriesRef(self.inner.get_or_create(labels))
+    }
+
+    /// Appends samples to resolved series (the fastest path).
+    pub fn append_refs(&self, items: &[(&SeriesRef, i64, f64)]) -> AppendStats {
+        self.inner.append_refs(items)
+    }
+
+    /// Series (with samples in `[start, end]`, inclusive, in ms) matching all matchers, sorted
+    /// by labels.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, StoreError> {
+        self.inner.select(matchers, start, end)
+    }
+
+    /// Label sets of series matching all matchers (with or without samples left in range).
+    pub fn series(&self, matchers: &[Matcher]) -> Result<Vec<Labels>, StoreError> {
+        Ok(self
+            .select(matchers, i64::MIN, i64::MAX)?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
+    /// All label names, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.inner
+            .collect_index(|idx, out| out.extend(idx.label_names().cloned()))
+    }
+
+    /// All values of one label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.inner
+            .collect_index(|idx, out| out.extend(idx.label_values(name).cloned()))
+    }
+
+    /// Writes and fsyncs the WAL buffer now.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+
+    /// Moves the head into a new segment now (also applies retention and compaction).
+    pub fn persist(&self) -> Result<(), StoreError> {
+        self.inner.persist()
+    }
+
+    /// Current sizes.
+    pub fn stats(&self) -> Stats {
+        let segs = read(&self.inner.segments);
+        Stats {
+            head_series: read(&self.inner.head).series.len(),
+            head_samples: self.inner.head_samples.load(Ordering::Relaxed),
+            segments: segs.len(),
+            segment_bytes: segs.iter().map(|s| s.bytes).sum(),
+        }
+    }
+
+    /// Stops the flusher and persists everything: a clean shutdown.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop_worker();
+        self.inner.persist()
+    }
+
+    fn stop_worker(&mut self) {
+        let (m, cv) = &self.inner.stop;
+        *lock(m) = true;
+        cv.notify_all();
+        if let Some(w) = self.worker.take() {
+            // A panicked worker has nothing left to clean up.
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Stops the flusher without flushing: an unclosed store behaves like a crashed one.
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
+    // Leftover temporaries are from a crash mid-write; their data is still in the WAL.
+    for entry in fs::read_dir(dir)
+        .map_err(io_err("read dir", dir))?
+        .flatten()
+    {
+        if entry.path().extension().is_some_and(|e| e == "tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let mut out = Vec::new();
+    for (seq, path) in numbered_files(dir, "seg-", ".kms")? {
+        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+        out.push(Segment::decode(seq, &bytes).map_err(|_| StoreError::CorruptSegment(path))?);
+    }
+    Ok(out)
+}
+
+impl Inner {
+    fn replay(&self, files: &[(u64, PathBuf)]) -> Result<(), StoreError> {
+        // Newest persisted time per series: WAL samples at or before it are already in a segment.
+        let mut persisted: std::collections::HashMap<Labels, i64> = Default::default();
+        for seg in read(&self.segments).iter() {
+            for s in seg.series() {
+                let t = s.chunks.last().map_or(i64::MIN, |c| c.max_t());
+                let e = persisted.entry(s.labels.clone()).or_insert(i64::MIN);
+                *e = (*e).max(t);
+            }
+        }
+        for (_, path) in files {
+            let bytes = fs::read(path).map_err(io_err("read", path))?;
+            let (records, _valid) = wal::decode_all(&bytes);
+            let mut ids: std::collections::HashMap<u64, Arc<HeadSeries>> = Default::default();
+            for rec in records {
+                match rec {
+                    wal::Record::Series(id, labels) => {
+                        let last = persisted.get(&labels).copied().unwrap_or(i64::MIN);
+                        ids.insert(id, self.get_or_create_with(&labels, last));
+                    }
+                    wal::Record::Samples(samples) => {
+                        let refs: Vec<_> = samples
+                            .iter()
+                            .filter_map(|(id, t, v)| ids.get(id).map(|s| (s, *t, *v)))
+                            .collect();
+                        self.append_series(&refs);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get_or_create(&self, labels: &Labels) -> Arc<HeadSeries> {
+        self.get_or_create_with(labels, i64::MIN)
+    }
+
+    fn get_or_create_with(&self, labels: &Labels, last_t: i64) -> Arc<HeadSeries> {
+        if let Some(s) = read(&self.head).get(labels) {
+            return Arc::clone(s);
+        }
+        let mut head = write(&self.head);
+        if let Some(s) = head.get(labels) {
+            return Arc::clone(s);
+        }
+        let s = head.create(labels, last_t);
+        // Logged under the head lock so no sample of this id can precede its series record.
+        wal::encode_series(&mut lock(&self.buf), s.id, labels);
+        s
+    }
+
+    fn append_refs(&self, items: &[(&SeriesRef, i64, f64)]) -> AppendStats {
+        let refs: Vec<(&Arc<HeadSeries>, i64, f64)> =
+            items.iter().map(|(r, t, v)| (&r.0, *t, *v)).collect();
+        self.append_series(&refs)
+    }
+
+    fn append_series(&self, items: &[(&Arc<HeadSeries>, i64, f64)]) -> AppendStats {
+        let mut stats = AppendStats::default();
+        let mut batch = wal::SampleBatch::default();
+        let mut max_t = i64::MIN;
+        // Holding the buffer across the batch keeps each series' WAL records in time order.
+        let mut buf = lock(&self.buf);
+        for &(s, t, v) in items {
+            if s.lock().append(t, v) {
+                batch.push(s.id, t, v);
+                stats.appended += 1;
+                max_t = max_t.max(t);
+            } else {
+                stats.out_of_order += 1;
+            }
+        }
+        batch.finish(&mut buf);
+        drop(buf);
+        self.head_samples
+            .fetch_add(stats.appended, Ordering::Relaxed);
+        self.max_t.fetch_max(max_t, Ordering::Relaxed);
+        stats
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if let Some(e) = lock(&self.flush_error).take() {
+            return Err(StoreError::Flush(e));
+        }
+        let mut wal = lock(&self.wal);
+        let bytes = std::mem::take(&mut *lock(&self.buf));
+        self.write_wal(&mut wal, &bytes)
+    }
+
+    fn write_wal(&self, wal: &mut WalFile, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let path = wal_path(&self.dir, wal.generation);
+        wal.file.write_all(bytes).map_err(io_err("write", &path))?;
+        wal.file.sync_data().map_err(io_err("fsync", &path))
+    }
+
+    fn background(&self) {
+        let mut last_persist = Instant::now();
+        loop {
+            let (m, cv) = &self.stop;
+            let stopped = lock(m);
+            let (stopped, _) = cv
+                .wait_timeout(stopped, self.opts.flush_interval)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *stopped {
+                return;
+            }
+            drop(stopped);
+            let due = last_persist.elapsed() >= self.opts.persist_interval
+                || self.head_samples.load(Ordering::Relaxed) >= self.opts.persist_after_samples;
+            let result = if due {
+                last_persist = Instant::now();
+                self.persist()
+            } else {
+                self.flush()
+            };
+            if let Err(e) = result {
+                *lock(&self.flush_error) = Some(e.to_string());
+            }
+        }
+    }
+
+    fn persist(&self) -> Result<(), StoreError> {
+        let _m = lock(&self.maintenance);
+        let mut wal = lock(&self.wal);
+        let (old_bytes, seg) = self.cut_head();
+        self.write_wal(&mut wal, &old_bytes)?;
+        let generation = wal.generation + 1;
+        let path = wal_path(&self.dir, generation);
+        wal.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        wal.generation = generation;
+        drop(wal);
+        if let Some(seg) = seg {
+            write_atomically(&self.dir, &seg_path(&self.dir, seg.seq), &seg.encode())?;
+        }
+        // Every sample of older generations is now in a segment file.
+        for (g, path) in numbered_files(&self.dir, "wal-", ".log")? {
+            if g < generation {
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+        self.apply_retention()?;
+        self.compact()
+    }
+
+    /// Takes all head chunks into a new (visible) segment and starts a new WAL buffer that
+    /// begins with every series record. Returns the old buffer and the segment, if non-empty.
+    fn cut_head(&self) -> (Vec<u8>, Option<Arc<Segment>>) {
+        let head = read(&self.head);
+        let mut buf = lock(&self.buf);
+        let mut fresh = Vec::new();
+        let mut taken = Vec::new();
+        for s in &head.series {
+            wal::encode_series(&mut fresh, s.id, &s.labels);
+            let chunks = std::mem::take(&mut s.lock().chunks);
+            if !chunks.is_empty() {
+                taken.push(SegSeries {
+                    labels: s.labels.clone(),
+                    chunks,
+                });
+            }
+        }
+        let old = std::mem::replace(&mut *buf, fresh);
+        self.head_samples.store(0, Ordering::Relaxed);
+        let seg = (!taken.is_empty()).then(|| {
+            let seg = Segment::new(self.next_seq.fetch_add(1, Ordering::Relaxed), taken);
+            write(&self.segments).push(Arc::clone(&seg));
+            seg
+        });
+        (old, seg)
+    }
+
+    fn apply_retention(&self) -> Result<(), StoreError> {
+        let now = self.max_t.load(Ordering::Relaxed);
+        let retention_ms = i64::try_from(self.opts.retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(retention_ms);
+        let dropped: Vec<Arc<Segment>> = {
+            let mut segs = write(&self.segments);
+            let mut dropped = Vec::new();
+            segs.retain(|s| {
+                let keep = s.max_t >= cutoff;
+                if !keep {
+                    dropped.push(Arc::clone(s));
+                }
+                keep
+            });
+            if let Some(limit) = self.opts.retention_bytes {
+                while !segs.is_empty() && segs.iter().map(|s| s.bytes).sum::<u64>() > limit {
+                    dropped.push(segs.remove(0));
+                }
+            }
+            dropped
+        };
+        for seg in dropped {
+            let path = seg_path(&self.dir, seg.seq);
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Merges the first run of two or more adjacent small segments.
+    fn compact(&self) -> Result<(), StoreError> {
+        let segs = read(&self.segments).clone();
+        let small = |s: &Arc<Segment>| s.bytes < self.opts.compact_below_bytes;
+        let Some(start) =
+            (0..segs.len()).find(|&i| small(&segs[i]) && segs.get(i + 1).is_some_and(small))
+        else {
+            return Ok(());
+        };
+        let end = (start..segs.len())
+            .take_while(|&i| small(&segs[i]))
+            .last()
+            .unwrap_or(start);
+        let run = &segs[start..=end];
+        let merged = segment::merge(run[run.len() - 1].seq, run);
+        // Renaming over the newest file of the run is atomic; the older files are then
+        // redundant, and a crash before their removal only leaves duplicates the merge ignores.
+        write_atomically(
+            &self.dir,
+            &seg_path(&self.dir, merged.seq),
+            &merged.encode(),
+        )?;
+        {
+            let mut live = write(&self.segments);
+            live.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));
+            let pos = live.partition_point(|s| s.seq < merged.seq);
+            live.insert(pos, merged);
+        }
+        for s in &run[..run.len() - 1] {
+            let path = seg_path(&self.dir, s.seq);
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+        Ok(())
+    }
+
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, StoreError> {
+        let ms = compile_all(matchers)?;
+        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        // Head first, then segments: a concurrent persist can then only duplicate samples.
+        for (labels, chunks) in self.head_chunks(&ms, start, end) {
+            let v = out.entry(labels).or_default();
+            v.extend(
+                chunks
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .filter(|s| s.t >= start && s.t <= end),
+            );
+        }
+        let segs = read(&self.segments).clone();
+        for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
+            for s in seg.select(&ms) {
+                let samples = s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.max_t() >= start && c.min_t() <= end)
+                    .flat_map(|c| c.iter())
+                    .filter(|x| x.t >= start && x.t <= end);
+                out.entry(s.labels.clone()).or_default().extend(samples);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter_map(|(labels, mut samples)| {
+                samples.sort_by_key(|s| s.t);
+                samples.dedup_by_key(|s| s.t);
+                (!samples.is_empty()).then_some(Series { labels, samples })
+            })
+            .collect())
+    }
+
+    fn head_chunks(
+        &self,
+        ms: &[CompiledMatcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<(Labels, Vec<crate::chunk::Chunk>)> {
+        let head = read(&self.head);
+        let mut out = Vec::new();
+        for id in head.index.candidates(ms) {
+            let Some(s) = head.series.get(id as usize) else {
+                continue;
+            };
+            if !ms.iter().all(|m| m.matches_labels(&s.labels)) {
+                continue;
+            }
+            let chunks: Vec<_> = s
+                .lock()
+                .chunks
+                .iter()
+                .filter(|c| c.max_t() >= start && c.min_t() <= end)
+                .cloned()
+                .collect();
+            if !chunks.is_empty() {
+                out.push((s.labels.clone(), chunks));
+            }
+        }
+        out
+    }
+
+    fn collect_index(&self, f: impl Fn(&index::Index, &mut Vec<String>)) -> Vec<String> {
+        let mut out = Vec::new();
+        f(&read(&self.head).index, &mut out);
+        for seg in read(&self.segments).iter() {
+            f(seg.index(), &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+//! Store tests: crash recovery, retention, compaction, matchers.
+
+use super::*;
+use crate::matcher::MatchOp;
+
+fn lbl(name: &str, job: &str) -> Labels {
+    Labels::new([("__name__", name), ("job", job)])
+}
+
+fn opts() -> Options {
+    // No background persist during tests unless a test asks for it.
+    Options {
+        persist_interval: Duration::from_secs(3600),
+        ..Options::default()
+    }
+}
+
+fn all(store: &Store) -> Vec<Series> {
+    store
+        .select(
+            &[Matcher::new("__name__", MatchOp::Re, ".+")],
+            i64::MIN,
+            i64::MAX,
+        )
+        .unwrap()
+}
+
+fn count(store: &Store) -> usize {
+    all(store).iter().map(|s| s.samples.len()).sum()
+}
+
+#[test]
+fn crash_keeps_everything_up_to_the_last_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for t in 0..100 {
+        store.append(&lbl("up", "a"), t * 1000, t as f64).unwrap();
+    }
+    store.flush().unwrap();
+    // Never flushed: may be lost, must not corrupt anything.
+    store.append(&lbl("up", "a"), 100_000, 1.0).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let s = all(&store);
+    assert_eq!(s.len(), 1);
+    assert!(s[0].samples.len() >= 100);
+    assert_eq!(s[0].samples[99], Sample { t: 99_000, v: 99.0 });
+}
+
+#[test]
+fn background_flusher_syncs_within_about_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        flush_interval: Duration::from_millis(100),
+        ..opts()
+    };
+    let store = Store::open(dir.path(), o.clone()).unwrap();
+    store.append(&lbl("up", "a"), 1, 1.0).unwrap();
+    // Several flush intervals, so a loaded machine still gets one in.
+    std::thread::sleep(Duration::from_millis(800));
+    drop(store);
+    assert_eq!(count(&Store::open(dir.path(), o).unwrap()), 1);
+}
+
+#[test]
+fn truncated_wal_tail_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for t in 0..10 {
+        store.append(&lbl("up", "a"), t, 1.0).unwrap();
+        store.flush().unwrap();
+    }
+    drop(store);
+    let (_, path) = numbered_files(dir.path(), "wal-", ".log")
+        .unwrap()
+        .pop()
+        .unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(count(&store), 9, "only the torn last record is lost");
+    // And appending continues after the torn tail.
+    store.append(&lbl("up", "a"), 50, 2.0).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    assert_eq!(count(&Store::open(dir.path(), opts()).unwrap()), 10);
+}
+
+#[test]
+fn persist_then_crash_and_reopen_has_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for t in 0..300 {
+        store.append(&lbl("up", "a"), t * 1000, t as f64).unwrap();
+    }
+    store.persist().unwrap();
+    for t in 300..400 {
+        store.append(&lbl("up", "a"), t * 1000, t as f64).unwrap();
+    }
+    assert_eq!(count(&store), 400);
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(count(&store), 400);
+    assert!(
+        store.append(&lbl("up", "a"), 5, 0.0).is_err(),
+        "older than persisted data"
+    );
+    store.close().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(count(&store), 400);
+    assert_eq!(store.stats().head_samples, 0);
+}
+
+#[test]
+fn retention_by_age_drops_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        retention: Duration::from_secs(3600),
+        compact_below_bytes: 0,
+        ..opts()
+    };
+    let store = Store::open(dir.path(), o).unwrap();
+    store.append(&lbl("up", "old"), 0, 1.0).unwrap();
+    store.persist().unwrap();
+    let two_hours = 2 * 3600 * 1000;
+    store.append(&lbl("up", "new"), two_hours, 1.0).unwrap();
+    store.persist().unwrap();
+    let jobs: Vec<_> = all(&store)
+        .iter()
+        .map(|s| s.labels.get("job").unwrap().to_string())
+        .collect();
+    assert_eq!(jobs, ["new"]);
+    assert_eq!(store.stats().segments, 1);
+}
+
+#[test]
+fn retention_by_size_drops_oldest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        retention_bytes: Some(100),
+        compact_below_bytes: 0,
+        ..opts()
+    };
+    let store = Store::open(dir.path(), o).unwrap();
+    for i in 0..3 {
+        store.append(&lbl("up", &format!("j{i}")), i, 1.0).unwrap();
+        store.persist().unwrap();
+    }
+    let st = store.stats();
+    assert!(st.segment_bytes <= 100 && st.segments < 3, "{st:?}");
+    assert_eq!(all(&store).last().unwrap().labels.get("job"), Some("j2"));
+}
+
+#[test]
+fn compaction_merges_small_segments_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for round in 0..4 {
+        for t in 0..50 {
+            store
+                .append(&lbl("up", "a"), round * 1000 + t, t as f64)
+                .unwrap();
+        }
+        store.persist().unwrap();
+    }
+    assert_eq!(store.stats().segments, 1);
+    assert_eq!(count(&store), 200);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(count(&store), 200);
+    assert_eq!(numbered_files(dir.path(), "seg-", ".kms").unwrap().len(), 1);
+}
+
+#[test]
+fn matchers_select_like_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append(&lbl("http", "api"), 1, 1.0).unwrap();
+    store.append(&lbl("http", "apix"), 1, 1.0).unwrap();
+    store
+        .append(&Labels::new([("__name__", "http")]), 1, 1.0)
+        .unwrap();
+    store.append(&lbl("up", "web"), 1, 1.0).unwrap();
+    let sel = |ms: Vec<Matcher>| -> Vec<String> {
+        store
+            .select(&ms, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|s| s.labels.to_string())
+            .collect()
+    };
+    let name = || Matcher::eq("__name__", "http");
+    assert_eq!(
+        sel(vec![name(), Matcher::new("job", MatchOp::Re, "api")]),
+        [r#"http{job="api"}"#]
+    );
+    assert_eq!(
+        sel(vec![name(), Matcher::new("job", MatchOp::Nre, "api.*")]),
+        ["http{}"]
+    );
+    assert_eq!(sel(vec![name(), Matcher::eq("job", "")]), ["http{}"]);
+    assert_eq!(
+        sel(vec![name(), Matcher::new("job", MatchOp::Ne, "api")]).len(),
+        2
+    );
+    assert_eq!(
+        sel(vec![Matcher::new("job", MatchOp::Re, "a.*|web")]).len(),
+        3
+    );
+    assert!(
+        store
+            .select(&[Matcher::new("job", MatchOp::Re, "(")], 0, 1)
+            .is_err()
+    );
+    assert_eq!(store.label_names(), ["__name__", "job"]);
+    assert_eq!(store.label_values("__name__"), ["http", "up"]);
+    assert_eq!(
+        store.series(&[Matcher::eq("job", "web")]).unwrap(),
+        [lbl("up", "web")]
+    );
+}
+
+#[test]
+fn out_of_order_is_rejected_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append(&lbl("up", "a"), 10, 1.0).unwrap();
+    assert!(matches!(
+        store.append(&lbl("up", "a"), 10, 1.0),
+        Err(StoreError::OutOfOrder { .. })
+    ));
+    let stats = store.append_batch(&[(lbl("up", "a"), 5, 1.0), (lbl("up", "a"), 20, 1.0)]);
+    assert_eq!(
+        stats,
+        AppendStats {
+            appended: 1,
+            out_of_order: 1
+        }
+    );
+}
+
+#[test]
+fn readers_and_writers_run_concurrently() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts()).unwrap());
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for t in 0..2000 {
+                store
+                    .append(&lbl("up", &format!("j{}", t % 10)), t, 1.0)
+                    .unwrap();
+                if t % 500 == 0 {
+                    store.persist().unwrap();
+                }
+            }
+        })
+    };
+    for _ in 0..50 {
+        let _ = all(&store);
+    }
+    writer.join().unwrap();
+    assert_eq!(count(&store), 2000);
+}
