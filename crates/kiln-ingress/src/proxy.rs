@@ -263,7 +263,16 @@ async fn attempts(
                 }
                 report_failure(ctx, route, set, index);
                 tracing::debug!(endpoint = %endpoint.id, %error, "upstream request failed");
-                return Err(ProxyError::Upstream);
+                // The connection broke after the request may have been sent (an instance killed
+                // mid-request, a pooled connection it closed): safe to repeat only when the
+                // method is idempotent and no body was streamed.
+                let retryable = may_retry
+                    && route.retry.on_connect_failure
+                    && is_idempotent(&outgoing.method)
+                    && outgoing.bodiless;
+                if !(retryable && withdraw(route, set)) {
+                    return Err(ProxyError::Upstream);
+                }
             }
             Ok(Ok(response)) => {
                 let status = response.status();

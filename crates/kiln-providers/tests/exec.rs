@@ -407,9 +407,9 @@ async fn observe_finds_no_drift() {
 
 #[tokio::test]
 async fn builtin_providers_cover_every_kind() {
-    let kinds: Vec<&str> = kiln_providers::builtin_providers(None)
+    let kinds: Vec<&str> = kiln_providers::builtin_providers(None, None)
         .iter()
         .flat_map(|p| p.kinds().iter().copied())
         .collect();
-    assert_eq!(kinds, ["file", "exec", "service"]);
+    assert_eq!(kinds, ["file", "exec", "service", "route"]);
 }

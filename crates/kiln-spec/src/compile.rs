@@ -28,10 +28,13 @@ pub const NAMED_VALUES: &[&str] = &[
     "inputs",
     "resources",
     "services",
+    "routes",
     "modules",
 ];
 
 const ROOT_KEYS: &[&str] = &[
+    "routes",
+    "ingress",
     "services",
     "name",
     "description",
@@ -43,6 +46,7 @@ const ROOT_KEYS: &[&str] = &[
     "outputs",
 ];
 const INCLUDE_KEYS: &[&str] = &[
+    "routes",
     "services",
     "include",
     "vars",
@@ -88,6 +92,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         name: String::new(),
         module_chain: Vec::new(),
         input_types: Vec::new(),
+        ingress_listen: None,
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -103,6 +108,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         vars,
         secrets,
         name,
+        ingress_listen,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -120,6 +126,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         secrets,
         scopes,
         resources,
+        ingress_listen,
     })
 }
 
@@ -156,6 +163,8 @@ struct Compiler<'fs> {
     module_chain: Vec<PathBuf>,
     /// Declared input types per scope (for type checks of literal inputs).
     input_types: Vec<IndexMap<String, String>>,
+    /// `ingress.listen`, or the default when the stack has routes.
+    ingress_listen: Option<std::net::SocketAddr>,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -275,6 +284,230 @@ impl<'fs> Compiler<'fs> {
         self.input_types.push(IndexMap::new());
         self.root_sections(&sections);
         self.scope_body(0, &sections, &base);
+        self.ingress(entries);
+        let mut route_lists: Vec<&Node> = entries
+            .iter()
+            .filter(|(k, _)| k.text == "routes")
+            .map(|(_, v)| v)
+            .collect();
+        for (_, inc) in &includes {
+            if let Y::Map(inc_entries) = &inc.value {
+                route_lists.extend(
+                    inc_entries
+                        .iter()
+                        .filter(|(k, _)| k.text == "routes")
+                        .map(|(_, v)| v),
+                );
+            }
+        }
+        self.routes(&route_lists);
+    }
+
+    /// `ingress: { listen: ADDRESS }`.
+    fn ingress(&mut self, entries: &[(Key, Node)]) {
+        let Some((_, node)) = entries.iter().find(|(k, _)| k.text == "ingress") else {
+            return;
+        };
+        let Some(fields) = self.map(node, "ingress", "`{ listen: 127.0.0.1:8080 }`") else {
+            return;
+        };
+        self.check_keys(fields, &["listen"], "ingress", "`ingress`");
+        let Some((_, listen)) = fields.iter().find(|(k, _)| k.text == "listen") else {
+            self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+            return;
+        };
+        let text = match &listen.value {
+            Y::String { text, .. } => text.clone(),
+            Y::Number(n) => format!("127.0.0.1:{n}"),
+            _ => String::new(),
+        };
+        let parsed = text.parse::<std::net::SocketAddr>().ok().or_else(|| {
+            text.parse::<u16>()
+                .ok()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+        });
+        match parsed {
+            Some(addr) => self.ingress_listen = Some(addr),
+            None => self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    listen.span,
+                    "ingress.listen",
+                    format!("`{text}` is not an address to listen on"),
+                )
+                .label("expected IP:PORT")
+                .help("e.g. `127.0.0.1:8080`, `0.0.0.0:80`, or a port alone (8080)"),
+            ),
+        }
+    }
+
+    /// `routes:`: a list of rules; each becomes a `route` resource named after its host and path
+    /// (or its `name:`), so reordering the list changes nothing.
+    fn routes(&mut self, lists: &[&Node]) {
+        let mut seen: IndexMap<(String, String), Span> = IndexMap::new();
+        for list in lists {
+            let Y::Seq(items) = &list.value else {
+                self.wrong_type(
+                    list,
+                    "routes",
+                    "a list of routes: `- { host: shop.localhost, path: /api, service: api }`",
+                );
+                continue;
+            };
+            for (i, item) in items.iter().enumerate() {
+                self.route(item, i, &mut seen);
+            }
+        }
+        if !seen.is_empty() && self.ingress_listen.is_none() {
+            self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+        }
+    }
+
+    fn route(&mut self, item: &Node, index: usize, seen: &mut IndexMap<(String, String), Span>) {
+        let path = format!("routes[{index}]");
+        let Some(entries) = self.map(
+            item,
+            &path,
+            "a route: `{ host: shop.localhost, path: /api, service: api }`",
+        ) else {
+            return;
+        };
+        let literal = |key: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| k.text == key)
+                .and_then(|(_, v)| match &v.value {
+                    Y::String { text, .. } => Some((text.clone(), v.span)),
+                    _ => None,
+                })
+        };
+        let host = literal("host");
+        let prefix = literal("path").map_or_else(|| "/".to_owned(), |(p, _)| p);
+        let name = literal("name").map(|(n, _)| n).unwrap_or_else(|| {
+            let raw = format!(
+                "{}{}",
+                host.as_ref().map_or("", |(h, _)| h.as_str()),
+                if prefix == "/" { "" } else { prefix.as_str() }
+            );
+            let slug: String = raw
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let slug = slug.trim_matches('-').to_owned();
+            if slug.is_empty() {
+                format!("route-{index}")
+            } else if slug.starts_with(|c: char| c.is_ascii_digit()) {
+                format!("r-{slug}")
+            } else {
+                slug
+            }
+        });
+        let address = format!("routes.{name}");
+        let mut resource = Resource {
+            address: address.clone(),
+            scope: 0,
+            kind: schema::ROUTE.kind.to_owned(),
+            attrs: IndexMap::new(),
+            rendered: IndexMap::new(),
+            depends_on: BTreeMap::new(),
+            conditions: BTreeMap::new(),
+            lifecycle: Lifecycle::default(),
+            reconcile: Reconcile::default(),
+            span: item.span,
+        };
+        for (k, v) in entries {
+            let key_path = format!("{address}.{}", k.text);
+            match (k.text.as_str(), schema::ROUTE.attr(&k.text)) {
+                ("name" | "description", _) => {}
+                (_, Some(attr)) => {
+                    let value = self.attribute(v, &key_path, attr.ty);
+                    resource.attrs.insert(k.text.clone(), value);
+                }
+                (_, None) => self.unknown_key(
+                    k,
+                    &address,
+                    schema::ROUTE
+                        .attrs
+                        .iter()
+                        .map(|a| a.name)
+                        .chain(["name", "description"]),
+                    "a route",
+                ),
+            }
+        }
+        self.required_attrs(&schema::ROUTE, &resource, item.span, &address);
+        if let Some((host, span)) = &host
+            && let Err(why) = check_host(host)
+        {
+            self.emit(
+                    Diagnostic::new(Code::InvalidValue, *span, format!("{address}.host"), format!("`{host}` is not a host pattern: {why}"))
+                        .label("invalid host")
+                        .help("use a name like `shop.localhost`, a wildcard like `*.shop.localhost`, or `*` for any host"),
+                );
+        }
+        if let Some((p, span)) = literal("path")
+            && (!p.starts_with('/') || p.contains(char::is_whitespace))
+        {
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    span,
+                    format!("{address}.path"),
+                    format!("`{p}` is not a path prefix"),
+                )
+                .label("expected a path starting with `/`")
+                .help("e.g. `/`, `/api`"),
+            );
+        }
+        if let Some((service, span)) = literal("service") {
+            resource
+                .depends_on
+                .insert(format!("services.{service}"), span);
+        }
+        if let Some((host, span)) = host {
+            let key = (
+                host.to_ascii_lowercase(),
+                prefix.trim_end_matches('/').to_owned(),
+            );
+            if let Some(first) = seen.get(&key) {
+                let first = *first;
+                self.emit(
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        span,
+                        address.clone(),
+                        format!("two routes claim host `{}` and path `{prefix}`", key.0),
+                    )
+                    .label("claimed again here")
+                    .related(first, "first claimed here")
+                    .help("remove one, or give them different paths"),
+                );
+            } else {
+                seen.insert(key, span);
+            }
+        }
+        if let Some(first) = self.resources.get(&address) {
+            let first = first.span;
+            self.emit(
+                Diagnostic::new(
+                    Code::DuplicateName,
+                    item.span,
+                    address.clone(),
+                    format!("two routes are named `{name}`"),
+                )
+                .label("named again here")
+                .related(first, "first named here")
+                .help("give one of them its own `name:`"),
+            );
+            return;
+        }
+        self.resources.insert(address, resource);
     }
 
     fn stack_name(&mut self, node: &Node) -> String {
@@ -1662,6 +1895,31 @@ fn join(path: &str, key: &str) -> String {
     } else {
         format!("{path}.{key}")
     }
+}
+
+/// A host pattern: DNS labels, optionally starting with `*.`, or `*` alone.
+fn check_host(host: &str) -> Result<(), &'static str> {
+    if host == "*" {
+        return Ok(());
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() || name.len() > 253 {
+        return Err("empty or too long");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("a label is empty or longer than 63 characters");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(
+                "labels hold letters, digits and inner hyphens; `*` only as the first label",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Names of resources, modules, vars and secrets: a letter, then letters, digits, `-`, `_`.

@@ -312,8 +312,12 @@ impl Contexts {
                     }
                 }
             }
-            "services" => {
-                let address = format!("{}services.{name}", stack.scopes[scope].prefix);
+            "services" | "routes" => {
+                let address = if head == "routes" {
+                    format!("routes.{name}")
+                } else {
+                    format!("{}services.{name}", stack.scopes[scope].prefix)
+                };
                 match cx.resource(&address) {
                     Known::Unknown => return Ok(false),
                     Known::Known {

@@ -26,6 +26,8 @@ pub struct Stack {
     pub scopes: Vec<Scope>,
     /// Every resource by address, in declaration order.
     pub resources: IndexMap<String, Resource>,
+    /// Where the ingress listens (`ingress: { listen: ... }`), when the stack has one.
+    pub ingress_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where a secret's value is read from at plan time. Values never enter the state in clear.

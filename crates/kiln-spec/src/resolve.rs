@@ -55,14 +55,21 @@ pub(crate) fn resolve(view: &mut View<'_>, diags: &mut Diagnostics) {
             .collect();
         for (target, span) in explicit {
             if !view.resources.contains_key(&target) {
-                let d = diags.push_mut(
-                    Diagnostic::new(
-                        Code::UnknownReference,
-                        span,
+                let is_route = view.resources[address].kind == "route";
+                let (key, message) = if is_route {
+                    (
+                        format!("{address}.service"),
+                        format!("the route sends traffic to `{target}`, which does not exist"),
+                    )
+                } else {
+                    (
                         format!("{address}.depends_on"),
                         format!("`depends_on` names `{target}`, which does not exist"),
                     )
-                    .label("unknown resource"),
+                };
+                let d = diags.push_mut(
+                    Diagnostic::new(Code::UnknownReference, span, key, message)
+                        .label("unknown resource"),
                 );
                 d.help = closest(&target, view.resources.keys().map(String::as_str))
                     .map(|b| format!("did you mean `{b}`?"));
@@ -154,6 +161,33 @@ fn targets(
                         )),
                     ));
                 }
+            }
+            Ok(BTreeSet::from([address]))
+        }
+        "routes" => {
+            let Some(name) = name else {
+                return Ok(scope_resources(view, "routes."));
+            };
+            let address = format!("routes.{name}");
+            if !view.resources.contains_key(&address) {
+                let names: Vec<&str> = view
+                    .resources
+                    .keys()
+                    .filter_map(|a| a.strip_prefix("routes."))
+                    .collect();
+                return Err((
+                    format!("there is no route `{name}`"),
+                    closest(name, names).map(|b| format!("did you mean `routes.{b}`? (a route is named after its host and path, or its `name:`)")),
+                ));
+            }
+            if let Some(field) = path.get(2)
+                && !["url", "outputs"].contains(&field.as_str())
+                && schema::ROUTE.attr(field).is_none()
+            {
+                return Err((
+                    format!("`{address}` has no `{field}`"),
+                    Some(format!("read `{address}.url`")),
+                ));
             }
             Ok(BTreeSet::from([address]))
         }

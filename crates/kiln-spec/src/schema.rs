@@ -370,11 +370,60 @@ pub const SERVICE: KindSchema = KindSchema {
     in_place_requires: None,
 };
 
+/// `route`: an ingress rule sending a host and path prefix to a service (the `routes:` list).
+pub const ROUTE: KindSchema = KindSchema {
+    kind: "route",
+    attrs: &[
+        required(attr(
+            "host",
+            AttrType::String,
+            "the host: `shop.localhost`, `*.shop.localhost` or `*` for any",
+        )),
+        attr(
+            "path",
+            AttrType::String,
+            "the path prefix, default `/` (the longest match wins)",
+        ),
+        required(attr(
+            "service",
+            AttrType::String,
+            "the service that serves it",
+        )),
+        attr(
+            "strip_prefix",
+            AttrType::Bool,
+            "remove the prefix before forwarding",
+        ),
+        attr(
+            "timeout",
+            AttrType::Duration,
+            "time to the upstream's response headers, default 30s",
+        ),
+        attr(
+            "max_body",
+            AttrType::Size,
+            "largest request body (413 above it)",
+        ),
+        attr(
+            "request_headers",
+            AttrType::StringMap,
+            "headers set on the way to the service",
+        ),
+        attr(
+            "response_headers",
+            AttrType::StringMap,
+            "headers set on the way back",
+        ),
+    ],
+    one_of: &[],
+    in_place_requires: None,
+};
+
 /// Every kind that may appear under `resources:`.
 pub const KINDS: &[KindSchema] = &[FILE, EXEC];
 
 /// Every kind, including those with their own sections.
-pub const ALL_KINDS: &[KindSchema] = &[FILE, EXEC, SERVICE];
+pub const ALL_KINDS: &[KindSchema] = &[FILE, EXEC, SERVICE, ROUTE];
 
 /// The schema of a kind by name.
 pub fn kind(name: &str) -> Option<&'static KindSchema> {

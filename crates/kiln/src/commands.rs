@@ -606,6 +606,9 @@ pub async fn status(dir: &Path, output: &Output) -> Result<(), Failure> {
         status["passes"],
         status["repaired"]
     );
+    if let Some(address) = status["ingress"].as_str() {
+        println!("  ingress: http://{address}");
+    }
     for drift in status["drift"].as_array().into_iter().flatten() {
         println!(
             "  drift: {} (reconcile: report)",

@@ -89,6 +89,8 @@ pub struct Status {
     pub repaired: u64,
     /// The last pass's error, if it failed.
     pub last_error: Option<String>,
+    /// Where the ingress listens, when the stack has routes.
+    pub ingress: Option<String>,
 }
 
 enum Command {
@@ -130,8 +132,18 @@ pub async fn run(
         kiln_supervisor::SupervisorConfig::new(paths.kiln_dir.join("services")),
     )
     .map_err(|e| Failure::State(format!("cannot start the supervisor: {e}")))?;
+    let listen = ops::load_stack(dir)
+        .ok()
+        .and_then(|stack| stack.ingress_listen);
+    let ingress = match listen {
+        Some(listen) => Some(crate::ingress::start(listen, supervisor.clone()).await?),
+        None => None,
+    };
     let runtime = ops::Runtime {
         supervisor: Some(supervisor.clone()),
+        routes: ingress
+            .as_ref()
+            .map(|i| Arc::new(i.routes.clone()) as Arc<dyn kiln_providers::RouteSink>),
     };
     let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
     let recorder = tokio::spawn(record_supervisor_events(
@@ -161,11 +173,16 @@ pub async fn run(
             drift: Vec::new(),
             repaired: 0,
             last_error: None,
+            ingress: ingress.as_ref().map(|i| i.address.to_string()),
         },
         announce,
         runtime,
     };
     let result = controller.run(inbox).await;
+    // Stop taking requests (those in flight finish) before the services behind them go away.
+    if let Some(ingress) = &ingress {
+        ingress.handle.shutdown(Duration::from_secs(10)).await;
+    }
     // Stopping the control plane stops its services (no process outlives `kiln down`), dependents
     // before what they depend on; whatever is left after that is stopped together.
     stop_in_reverse_order(dir, &supervisor).await;
@@ -173,6 +190,8 @@ pub async fn run(
     // Once every handle is gone the supervisor's event stream closes; wait for the last stop
     // events to reach the log.
     drop(controller);
+    // The ingress's route actor holds a supervisor handle until its inbox closes.
+    drop(ingress);
     drop(supervisor);
     let _ = tokio::time::timeout(Duration::from_secs(5), recorder).await;
     let _ = stop_api.send(true);

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod daemon;
+pub mod ingress;
 pub mod ops;
 pub mod render;

@@ -234,10 +234,21 @@ pub struct Loaded {
 
 /// What the running process offers the providers: the control plane has a supervisor, a
 /// one-shot command does not.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Runtime {
     /// The control plane's supervisor of services.
     pub supervisor: Option<kiln_supervisor::SupervisorHandle>,
+    /// The control plane's ingress, when the stack has routes.
+    pub routes: Option<Arc<dyn kiln_providers::RouteSink>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("supervisor", &self.supervisor.is_some())
+            .field("routes", &self.routes.is_some())
+            .finish()
+    }
 }
 
 /// Loads the stack, its inputs and the providers.
@@ -245,7 +256,7 @@ pub fn load_all(dir: &Path, vars: &[String], runtime: &Runtime) -> Result<Loaded
     let stack = load_stack(dir)?;
     let inputs = inputs(&stack, dir, vars)?;
     let providers = Providers::new(
-        kiln_providers::builtin_providers(runtime.supervisor.clone()),
+        kiln_providers::builtin_providers(runtime.supervisor.clone(), runtime.routes.clone()),
         ProviderContext {
             root: dir.to_path_buf(),
             stack: stack.name.clone(),

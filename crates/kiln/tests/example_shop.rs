@@ -51,6 +51,11 @@ fn the_example_shop_comes_up_serves_orders_and_goes_down() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"),
         s.path(),
     );
+    // The example listens on 8080; here the OS picks a free port.
+    let stack = std::fs::read_to_string(s.file("kiln.yaml"))
+        .unwrap()
+        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+    std::fs::write(s.file("kiln.yaml"), stack).unwrap();
     s.ok(&["validate"]);
     s.ok(&["up", "-d", "--interval", "2"]);
     let ps = || -> Vec<serde_json::Value> {
@@ -70,12 +75,27 @@ fn the_example_shop_comes_up_serves_orders_and_goes_down() {
     );
 
     let motd = std::fs::read_to_string(s.file("out/motd")).unwrap();
-    assert!(motd.contains("Shop front: http://127.0.0.1:"), "{motd}");
-    let web = ps().into_iter().find(|i| i["service"] == "web").unwrap()["port"]
-        .as_u64()
-        .unwrap() as u16;
-    let page = http(web, "GET / HTTP/1.0\r\nHost: shop\r\n\r\n");
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(motd.contains("Shop: http://shop.localhost:"), "{motd}");
+    // Through the ingress: the front page from web, the products from api.
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let ingress: u16 = status["ingress"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let page = http(ingress, "GET / HTTP/1.0\r\nHost: shop.localhost\r\n\r\n");
+    assert!(
+        page.split(' ').nth(1) == Some("200") && page.contains("<html"),
+        "{page}"
+    );
+    let via_route = http(
+        ingress,
+        "GET /api/products HTTP/1.0\r\nHost: shop.localhost\r\n\r\n",
+    );
+    assert_eq!(via_route.split(' ').nth(1), Some("200"), "{via_route}");
 
     // An order through the api is fulfilled by the worker.
     let api = ps().into_iter().find(|i| i["service"] == "api").unwrap()["port"]
