@@ -80,7 +80,10 @@ pub enum Command {
     )]
     Events(EventsArgs),
     /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln ci validate\n  kiln ci run ci.yml --secret TOKEN=...\n  kiln ci list\n  kiln ci show 3\n  kiln ci logs 3 --job test"
+    )]
     Ci(CiCommand),
     /// Remove a lock left by a process that is gone.
     #[command(
