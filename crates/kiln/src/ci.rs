@@ -24,6 +24,7 @@ use kiln_pipelines::events::Level;
 use kiln_pipelines::workflow::{Matrix, Vector, Workflow};
 use kiln_pipelines::{JobRecord, Masker, RunEvent, RunOptions, RunRecord, RunStore, Status};
 use kiln_state::{NewPipelineRun, PipelineJob, PipelineStep, Store};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::cli::{CiCommand, CiRunArgs, Output};
@@ -434,8 +435,13 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     let mut printer = RunPrinter::new(&log_dir, masker.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let store_dyn: Arc<dyn RunStore> = recorder.clone();
-    let running = kiln_pipelines::run(set, opts, tx, store_dyn);
-    tokio::pin!(running);
+    let mut running = Box::pin(kiln_pipelines::run(set, opts, tx, store_dyn));
+    let signals =
+        |kind| signal(kind).map_err(|e| Failure::State(format!("cannot handle signals: {e}")));
+    let (mut interrupt, mut terminate) = (
+        signals(SignalKind::interrupt())?,
+        signals(SignalKind::terminate())?,
+    );
     let result = loop {
         tokio::select! {
             Some(event) = rx.recv() => printer.event(&event),
@@ -443,9 +449,31 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
                 while let Ok(event) = rx.try_recv() {
                     printer.event(&event);
                 }
-                break result;
+                break Some(result);
             }
+            _ = interrupt.recv() => break None,
+            _ = terminate.recv() => break None,
         }
+    };
+    let Some(result) = result else {
+        // Dropping the run aborts its tasks; each step's process group is killed as its task is
+        // dropped (kiln-pipelines' group guard). Those drops happen on the runtime's workers, so
+        // give them a moment before recording and exiting.
+        drop(running);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(event) = rx.try_recv() {
+            printer.event(&event);
+        }
+        printer.close();
+        let _ = std::fs::remove_dir_all(&work_dir);
+        let summary =
+            serde_json::json!({ "error": "interrupted", "duration_ms": millis(started.elapsed()) });
+        recorder.with_store("finishing the run", |s| {
+            s.finish_pipeline_run(run_id, "cancelled", &summary)
+        });
+        return Err(Failure::Apply(format!(
+            "error: run {run_id} interrupted: recorded as cancelled (see `kiln ci show {run_id}`)"
+        )));
     };
     printer.close();
     // The workspace is a throwaway copy of the commit; artifacts and caches live elsewhere.

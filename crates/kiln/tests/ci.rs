@@ -225,3 +225,54 @@ fn secrets_never_reach_the_stored_logs_or_state() {
     }
     assert!(seen >= 2);
 }
+
+#[test]
+fn an_interrupted_run_is_recorded_as_cancelled_and_leaves_no_process() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("sleep.pid");
+    let workflow = format!(
+        "on: push\njobs:\n  slow:\n    runs-on: x\n    steps:\n      - run: |\n          sleep 30 &\n          echo $! > {}\n          echo started\n          wait\n",
+        pid_file.display()
+    );
+    let s = repo(&[("ci.yml", &workflow)]);
+    let mut child = s
+        .command(&["ci", "run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The step wrote its background child's pid: the run is under way.
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || { std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n')) }
+    ));
+    let sleep_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let shown = json(&s, &["ci", "show", "1", "--json"]);
+    assert_eq!(shown["status"], "cancelled", "{shown:#}");
+    // The step's background `sleep` was in its process group: it is gone (or a zombie
+    // waiting for init to reap it).
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{sleep_pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || !alive()
+    ));
+}
