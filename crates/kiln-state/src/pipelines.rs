@@ -1,8 +1,8 @@
 //! Recorded CI runs: `kiln ci run` keeps each workflow run, its jobs and their steps here.
 //!
 //! The store knows nothing of kiln-pipelines: statuses are the short strings GitHub uses
-//! (`success`, `failure`, `cancelled`, `skipped`, plus `running` and `error` for a run that is
-//! under way or could not start), outputs and summaries are JSON. Log lines are *not* kept in
+//! (`success`, `failure`, `cancelled`, `skipped`, plus `running`, `error` and `interrupted` for a
+//! run that is under way, could not start, or whose process died), outputs and summaries are JSON. Log lines are *not* kept in
 //! SQLite: a busy workflow writes megabytes of output, so the binary writes them to files under
 //! `.kiln/ci/<run>/` and the database holds only the structure.
 
@@ -26,6 +26,8 @@ pub struct NewPipelineRun {
     pub rev: String,
     /// The full commit sha it resolved to.
     pub commit: String,
+    /// The process running it, so a run whose process died can be told from one under way.
+    pub pid: u32,
 }
 
 /// One recorded run.
@@ -43,6 +45,8 @@ pub struct PipelineRun {
     pub rev: String,
     /// The commit sha.
     pub commit: String,
+    /// The process that ran it.
+    pub pid: u32,
     /// `running`, `success`, `failure`, `cancelled`, `skipped` or `error`.
     pub status: String,
     /// RFC 3339, UTC.
@@ -103,8 +107,9 @@ impl Store {
         self.conn
             .prepare_cached(
                 "INSERT INTO pipeline_runs
-                 (workflow, workflow_path, event, rev, commit_sha, status, started_at, summary)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, '{}')",
+                 (workflow, workflow_path, event, rev, commit_sha, pid, status, started_at,
+                  summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, '{}')",
             )
             .and_then(|mut st| {
                 st.execute((
@@ -113,6 +118,7 @@ impl Store {
                     &run.event,
                     &run.rev,
                     &run.commit,
+                    run.pid,
                     now(),
                 ))
             })
@@ -195,6 +201,35 @@ impl Store {
             return Err(StateError::Invalid(format!("no pipeline run {run_id}")));
         }
         Ok(())
+    }
+
+    /// Marks `running` runs whose process is gone (`alive(pid)` is false) as `interrupted`, so
+    /// the state never shows a run under way that nobody runs; returns their ids.
+    pub fn mark_interrupted_pipeline_runs(
+        &mut self,
+        alive: impl Fn(u32) -> bool,
+    ) -> Result<Vec<u64>, StateError> {
+        let tx = self.write_tx("marking interrupted pipeline runs")?;
+        let running: Vec<(i64, u32)> = tx
+            .prepare_cached("SELECT id, pid FROM pipeline_runs WHERE status = 'running'")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            })
+            .ctx("reading running pipeline runs")?;
+        let mut marked = Vec::new();
+        for (id, _) in running.into_iter().filter(|(_, pid)| !alive(*pid)) {
+            tx.prepare_cached(
+                "UPDATE pipeline_runs SET status = 'interrupted', finished_at = ?2,
+                 summary = '{\"error\":\"its process ended before the run finished\"}'
+                 WHERE id = ?1",
+            )
+            .and_then(|mut st| st.execute((id, now())))
+            .ctx("marking interrupted pipeline runs")?;
+            marked.push(serial_from_sql(id, "pipeline_runs")?);
+        }
+        tx.commit().ctx("marking interrupted pipeline runs")?;
+        Ok(marked)
     }
 
     /// Runs, newest first, at most `limit`.
@@ -293,8 +328,8 @@ impl Store {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, workflow, workflow_path, event, rev, commit_sha, status,
-        started_at, finished_at, summary FROM pipeline_runs";
+const RUN_COLUMNS: &str = "SELECT id, workflow, workflow_path, event, rev, commit_sha, pid,
+        status, started_at, finished_at, summary FROM pipeline_runs";
 
 /// A pipeline_runs row before its id and JSON are checked.
 struct RawRun {
@@ -314,12 +349,13 @@ impl RawRun {
                 event: r.get(3)?,
                 rev: r.get(4)?,
                 commit: r.get(5)?,
-                status: r.get(6)?,
-                started_at: r.get(7)?,
-                finished_at: r.get(8)?,
+                pid: r.get(6)?,
+                status: r.get(7)?,
+                started_at: r.get(8)?,
+                finished_at: r.get(9)?,
                 summary: serde_json::Value::Null,
             },
-            summary: r.get(9)?,
+            summary: r.get(10)?,
         })
     }
 
@@ -359,6 +395,7 @@ mod tests {
             event: "push".into(),
             rev: "HEAD".into(),
             commit: "abc".into(),
+            pid: 42,
         };
         let first = store.begin_pipeline_run(&new)?;
         let second = store.begin_pipeline_run(&new)?;
@@ -391,6 +428,21 @@ mod tests {
         assert_eq!(store.pipeline_jobs(first)?, vec![job]);
         assert!(store.pipeline_jobs(second)?.is_empty());
         assert!(store.pipeline_run(99)?.is_none());
+        // The second run's process is gone: it is marked once, the finished one is left alone.
+        assert_eq!(
+            store.mark_interrupted_pipeline_runs(|pid| pid == 42)?,
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            store.mark_interrupted_pipeline_runs(|_| false)?,
+            vec![second]
+        );
+        assert_eq!(
+            store.mark_interrupted_pipeline_runs(|_| false)?,
+            Vec::<u64>::new()
+        );
+        let second_run = store.pipeline_run(second)?;
+        assert_eq!(second_run.map(|r| r.status), Some("interrupted".to_owned()));
         assert!(
             store
                 .finish_pipeline_run(99, "success", &serde_json::json!({}))

@@ -92,11 +92,14 @@ CREATE TABLE pipeline_runs (
     event         TEXT NOT NULL,
     rev           TEXT NOT NULL,
     commit_sha    TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
     status        TEXT NOT NULL,
     started_at    TEXT NOT NULL,
     finished_at   TEXT,
     summary       TEXT NOT NULL
 );
+
+CREATE INDEX pipeline_runs_running ON pipeline_runs (status) WHERE status = 'running';
 
 CREATE TABLE pipeline_jobs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -383,7 +383,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     }
     .unwrap_or_else(|| "refs/heads/main".to_owned());
 
-    let mut store = ops::open_store(dir)?;
+    let mut store = open_store(dir)?;
     let workflow_name = set.root.name.clone().unwrap_or_else(|| rel.clone());
     let run_id = store.begin_pipeline_run(&NewPipelineRun {
         workflow: workflow_name.clone(),
@@ -391,6 +391,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         event: args.event.clone(),
         rev: args.rev.clone(),
         commit: sha.clone(),
+        pid: std::process::id(),
     })?;
     // Absolute paths: steps run with the workspace as their working directory, so a relative
     // `-C` (the default `.`) would point somewhere else inside them.
@@ -854,6 +855,13 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// The state store, with runs whose process died (SIGKILL, a crash) marked `interrupted` first.
+fn open_store(dir: &Path) -> Result<Store, Failure> {
+    let mut store = ops::open_store(dir)?;
+    store.mark_interrupted_pipeline_runs(ops::process_alive)?;
+    Ok(store)
+}
+
 /// Wall time between two stored timestamps.
 fn span(started: &str, finished: Option<&str>) -> Option<Duration> {
     let a: jiff::Timestamp = started.parse().ok()?;
@@ -863,7 +871,7 @@ fn span(started: &str, finished: Option<&str>) -> Option<Duration> {
 
 /// `kiln ci list`.
 fn list(dir: &Path, output: &Output) -> Result<(), Failure> {
-    let store = ops::open_store(dir)?;
+    let store = open_store(dir)?;
     let runs = store.pipeline_runs(usize::MAX)?;
     if output.json {
         let list: Vec<serde_json::Value> = runs
@@ -909,7 +917,7 @@ fn find_run(store: &Store, run: u64) -> Result<kiln_state::PipelineRun, Failure>
 
 /// `kiln ci show`.
 fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
-    let store = ops::open_store(dir)?;
+    let store = open_store(dir)?;
     let record = find_run(&store, run)?;
     let jobs = store.pipeline_jobs(run)?;
     if output.json {
@@ -960,7 +968,7 @@ fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
 
 /// `kiln ci logs`.
 fn logs(dir: &Path, run: u64, job: Option<&str>) -> Result<(), Failure> {
-    let store = ops::open_store(dir)?;
+    let store = open_store(dir)?;
     find_run(&store, run)?;
     let jobs = store.pipeline_jobs(run)?;
     let log_dir = dir.join(".kiln/ci").join(run.to_string());

@@ -276,3 +276,38 @@ fn an_interrupted_run_is_recorded_as_cancelled_and_leaves_no_process() {
         || !alive()
     ));
 }
+
+#[test]
+fn a_run_whose_process_was_killed_shows_as_interrupted() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("step.pid");
+    let workflow = format!(
+        "on: push\njobs:\n  slow:\n    runs-on: x\n    steps:\n      - run: |\n          echo $$ > {}\n          sleep 30\n",
+        pid_file.display()
+    );
+    let s = repo(&[("ci.yml", &workflow)]);
+    let mut child = s
+        .command(&["ci", "run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // SIGKILL leaves the step's group behind (nothing can clean up after it): do it here.
+    let step: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(step),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let runs = json(&s, &["ci", "list", "--json"]);
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:#}");
+    assert!(runs[0]["finished_at"].is_string());
+}
