@@ -337,6 +337,54 @@ fn filter_matrix(
     Ok(())
 }
 
+/// Warns when the workflow does not trigger on `event` (GitHub would not run it; a local run
+/// still may, to try it), and checks `--input`s against `on.<event>.inputs`: unknown names and
+/// missing required inputs are refused, as GitHub refuses such a dispatch.
+fn check_trigger(
+    workflow: &Workflow,
+    event: &str,
+    inputs: &IndexMap<String, String>,
+) -> Result<(), Failure> {
+    let Some(trigger) = workflow.on.get(event) else {
+        eprintln!(
+            "warning: the workflow has no `on: {event}` trigger (it has: {}); running it anyway",
+            workflow.on.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    };
+    if inputs.is_empty() && trigger.inputs.is_empty() {
+        return Ok(());
+    }
+    let declared = || {
+        trigger
+            .inputs
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(unknown) = inputs.keys().find(|k| !trigger.inputs.contains_key(*k)) {
+        return Err(Failure::Refused(format!(
+            "error: `on.{event}` declares no input `{unknown}`; its inputs are: {}",
+            if trigger.inputs.is_empty() {
+                "(none)".to_owned()
+            } else {
+                declared()
+            }
+        )));
+    }
+    if let Some((missing, _)) = trigger
+        .inputs
+        .iter()
+        .find(|(k, i)| i.required && i.default.is_none() && !inputs.contains_key(*k))
+    {
+        return Err(Failure::Refused(format!(
+            "error: input `{missing}` of `on.{event}` is required: pass --input {missing}=VALUE"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `git` in the repository and returns its trimmed stdout, or None when it fails.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
@@ -360,6 +408,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     }
     filter_matrix(&mut set.root, &pairs(&args.matrix, "--matrix")?)?;
     let inputs = pairs(&args.inputs, "--input")?;
+    check_trigger(&set.root, &args.event, &inputs)?;
     let mut secrets = match &args.secret_file {
         Some(path) => secret_file(path)?,
         None => IndexMap::new(),
@@ -1054,6 +1103,31 @@ mod tests {
         assert_eq!(s.get("A").map(String::as_str), Some("1"));
         assert_eq!(s.get("B").map(String::as_str), Some("two words"));
         assert_eq!(s.get("C").map(String::as_str), Some("x=y"));
+        Ok(())
+    }
+
+    #[test]
+    fn dispatch_inputs_are_checked_against_the_trigger() -> Result<(), Failure> {
+        let text = "on:\n  workflow_dispatch:\n    inputs:\n      env: { required: true }\n      level: { default: '1' }\njobs:\n  a: { runs-on: x, steps: [ { run: 'true' } ] }\n";
+        let (w, _) = kiln_pipelines::parse_workflow(Path::new("w.yml"), text)
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        let given = |list: &[(&str, &str)]| -> IndexMap<String, String> {
+            list.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        check_trigger(&w, "workflow_dispatch", &given(&[("env", "prod")]))?;
+        assert!(check_trigger(&w, "workflow_dispatch", &given(&[])).is_err());
+        assert!(
+            check_trigger(
+                &w,
+                "workflow_dispatch",
+                &given(&[("env", "x"), ("nope", "1")])
+            )
+            .is_err()
+        );
+        // Another event only warns.
+        check_trigger(&w, "push", &given(&[]))?;
         Ok(())
     }
 
