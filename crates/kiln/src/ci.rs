@@ -385,6 +385,57 @@ fn check_trigger(
     Ok(())
 }
 
+/// Loads `rel` as committed at `sha`, as GitHub runs the workflow of the commit, not the one
+/// being edited: `.github` (and the workflow, if it lives elsewhere) is extracted from the
+/// commit into a scratch directory under `.kiln/runs/` and loaded from there.
+fn load_committed(
+    dir: &Path,
+    sha: &str,
+    rel: &str,
+) -> Result<kiln_pipelines::WorkflowSet, Failure> {
+    let scratch = dir
+        .join(".kiln/runs")
+        .join(format!("workflows-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Failure::State(format!("cannot create {}: {e}", scratch.display())))?;
+    let mut paths = vec![WORKFLOWS_DIR.to_owned()];
+    if !rel.starts_with(&format!("{WORKFLOWS_DIR}/")) {
+        paths.push(rel.to_owned());
+    }
+    let extracted = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "dest=$0 repo=$1 commit=$2; shift 2; \
+             git -C \"$repo\" archive --format=tar \"$commit\" -- \"$@\" | tar -x -C \"$dest\"",
+        ])
+        .arg(&scratch)
+        .arg(dir)
+        .arg(sha)
+        .args(&paths)
+        .output();
+    let result = match extracted {
+        Ok(out) if out.status.success() && scratch.join(rel).is_file() => {
+            kiln_pipelines::load(&scratch, rel)
+                .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics)))
+        }
+        Ok(_) => Err(Failure::Refused(format!(
+            "error: {rel} is not in commit {} (commit it first)",
+            sha.get(..12).unwrap_or(sha)
+        ))),
+        Err(e) => Err(Failure::State(format!("cannot run git: {e}"))),
+    };
+    if result.is_ok() && std::fs::read(dir.join(rel)).ok() != std::fs::read(scratch.join(rel)).ok()
+    {
+        eprintln!(
+            "note: running {rel} as committed in {}; the working tree's copy differs",
+            sha.get(..12).unwrap_or(sha)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
 /// Runs `git` in the repository and returns its trimmed stdout, or None when it fails.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
@@ -401,19 +452,6 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// `kiln ci run`.
 async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     let rel = resolve_run_workflow(dir, args.workflow.as_deref())?;
-    let mut set = kiln_pipelines::load(dir, &rel)
-        .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics)))?;
-    if let Some(job) = &args.job {
-        select_job(&mut set.root, job)?;
-    }
-    filter_matrix(&mut set.root, &pairs(&args.matrix, "--matrix")?)?;
-    let inputs = pairs(&args.inputs, "--input")?;
-    check_trigger(&set.root, &args.event, &inputs)?;
-    let mut secrets = match &args.secret_file {
-        Some(path) => secret_file(path)?,
-        None => IndexMap::new(),
-    };
-    secrets.extend(pairs(&args.secrets, "--secret")?);
     let sha = git(
         dir,
         &["rev-parse", "--verify", &format!("{}^{{commit}}", args.rev)],
@@ -425,6 +463,18 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             dir.display()
         ))
     })?;
+    let mut set = load_committed(dir, &sha, &rel)?;
+    if let Some(job) = &args.job {
+        select_job(&mut set.root, job)?;
+    }
+    filter_matrix(&mut set.root, &pairs(&args.matrix, "--matrix")?)?;
+    let inputs = pairs(&args.inputs, "--input")?;
+    check_trigger(&set.root, &args.event, &inputs)?;
+    let mut secrets = match &args.secret_file {
+        Some(path) => secret_file(path)?,
+        None => IndexMap::new(),
+    };
+    secrets.extend(pairs(&args.secrets, "--secret")?);
     let git_ref = if args.rev == "HEAD" {
         git(dir, &["symbolic-ref", "-q", "HEAD"])
     } else {

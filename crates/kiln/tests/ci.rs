@@ -114,6 +114,16 @@ fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
     assert_eq!(names, ["build", "test (2)"]);
     let newest = json(&s, &["ci", "list", "--json"]);
     assert_eq!(newest[0]["id"], 2, "newest first");
+
+    // The commit's workflow runs, not the working tree's edit of it.
+    std::fs::write(
+        s.file(".github/workflows/ci.yml"),
+        GREEN.replace("echo second-step", "exit 1"),
+    )
+    .unwrap();
+    let out = s.run(&["ci", "run", "--job", "build"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the working tree's copy differs"));
 }
 
 #[test]
