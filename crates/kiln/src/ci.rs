@@ -875,7 +875,7 @@ impl RunPrinter {
                     &format!("job {} in {}", status.as_str(), human(*duration)),
                     true,
                 );
-                if let Some(mut f) = self.files.remove(job) {
+                if let Some(mut f) = self.files.remove(&self.masker.mask(job)) {
                     let _ = f.flush();
                 }
             }
@@ -885,6 +885,8 @@ impl RunPrinter {
     fn line(&mut self, job: &str, text: &str, marker: bool) {
         // The runner masked it already; masking again is cheap insurance for what is stored.
         let text = self.masker.mask(text);
+        // The job's name names its log file: a secret in a matrix value must not reach it.
+        let job = &self.masker.mask(job);
         let stored = if marker {
             format!("##[kiln] {text}")
         } else {
@@ -1060,6 +1062,12 @@ fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
                 step.exit_code
                     .map_or(String::new(), |c| format!("exit {c}"))
             );
+        }
+        if !job.summary.trim().is_empty() {
+            println!("  summary:");
+            for line in job.summary.lines() {
+                println!("    {line}");
+            }
         }
     }
     Ok(())

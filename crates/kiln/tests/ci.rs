@@ -21,6 +21,7 @@ jobs:
       - name: greet
         run: echo "hello from ${{ github.event_name }}"
       - run: echo second-step
+      - run: echo 'build *summary* line' >> "$GITHUB_STEP_SUMMARY"
   test:
     needs: build
     runs-on: ubuntu-latest
@@ -87,7 +88,11 @@ fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
     assert_eq!(build["steps"][0]["name"], "greet");
     assert_eq!(build["steps"][0]["exit_code"], 0);
     assert!(build["steps"][0]["started_at"].is_string());
-    assert!(s.ok(&["ci", "show", "1"]).contains("greet"));
+    let text = s.ok(&["ci", "show", "1"]);
+    assert!(
+        text.contains("greet") && text.contains("build *summary* line"),
+        "{text}"
+    );
 
     let logs = s.ok(&["ci", "logs", "1"]);
     assert!(
