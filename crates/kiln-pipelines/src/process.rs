@@ -60,6 +60,9 @@ pub(crate) async fn run(
         Err(e) => return (Exit::SpawnFailed(format!("{}: {e}", spec.program)), None),
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    // `kill_on_drop` reaches only the direct child: if this future is dropped (the whole run is
+    // abandoned, e.g. `kiln ci run` interrupted), the guard kills the rest of the group too.
+    let mut guard = GroupGuard(pgid);
     let (tx, mut rx) = mpsc::unbounded_channel();
     if let Some(out) = child.stdout.take() {
         tokio::spawn(read_lines(out, tx.clone()));
@@ -97,6 +100,8 @@ pub(crate) async fn run(
             }
         }
     };
+    // Finished or stopped as designed: background leftovers are the job's to clean up.
+    guard.0 = None;
     // Output written just before exit is still in the pipe.
     let drain = async {
         while let Some(line) = rx.recv().await {
@@ -130,6 +135,18 @@ async fn stop_group(pgid: Option<i32>, child: &mut tokio::process::Child, grace:
     }
     // Whatever else is left in the group gets no second chance either.
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+}
+
+/// SIGKILLs a step's process group when dropped while armed (the step's future was dropped
+/// before the process ended).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            kill_group(pgid);
+        }
+    }
 }
 
 /// Kills what a step left running in its group (at job end, as GitHub cleans up orphans).

@@ -8,7 +8,8 @@
 //! - the **resources**: address, kind and JSON attributes/outputs, written
 //!   only through a crash-safe intent/outcome protocol (`begin_operation`,
 //!   `complete_operation`, `recover_pending`);
-//! - an append-only **event log**.
+//! - an append-only **event log**;
+//! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps.
 //!
 //! The crate knows nothing of kiln's other crates. [`Store`] is synchronous;
 //! [`StateHandle`] runs one on its own thread for async callers.
@@ -64,6 +65,7 @@ mod events;
 mod handle;
 mod lock;
 mod operations;
+mod pipelines;
 mod resources;
 mod revisions;
 pub mod schema;
@@ -72,6 +74,7 @@ mod types;
 
 pub use error::StateError;
 pub use handle::StateHandle;
+pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
 pub use store::Store;
 pub use types::{
     Event, EventQuery, LockHolder, LockInfo, NewEvent, NewRevision, Operation, OperationOutcome,

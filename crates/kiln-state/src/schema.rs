@@ -11,7 +11,7 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -80,6 +80,54 @@ CREATE TABLE events (
     data    TEXT NOT NULL
 );
 CREATE INDEX events_by_address ON events (address, id) WHERE address IS NOT NULL;
+"#;
+
+/// CI runs recorded by `kiln ci run` (see `pipelines.rs`); log lines live in files under
+/// `.kiln/ci/<run>/`, not here, because of their volume.
+const V2: &str = r#"
+CREATE TABLE pipeline_runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow      TEXT NOT NULL,
+    workflow_path TEXT NOT NULL,
+    event         TEXT NOT NULL,
+    rev           TEXT NOT NULL,
+    commit_sha    TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    summary       TEXT NOT NULL
+);
+
+CREATE INDEX pipeline_runs_running ON pipeline_runs (status) WHERE status = 'running';
+
+CREATE TABLE pipeline_jobs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      INTEGER NOT NULL REFERENCES pipeline_runs (id),
+    job_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    outputs     TEXT NOT NULL,
+    summary     TEXT NOT NULL
+);
+CREATE INDEX pipeline_jobs_by_run ON pipeline_jobs (run_id, id);
+
+CREATE TABLE pipeline_steps (
+    job         INTEGER NOT NULL REFERENCES pipeline_jobs (id),
+    position    INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    step_id     TEXT,
+    outcome     TEXT NOT NULL,
+    conclusion  TEXT NOT NULL,
+    exit_code   INTEGER,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, position)
+) WITHOUT ROWID;
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

@@ -79,6 +79,12 @@ pub enum Command {
         after_help = "Example:\n  kiln events --limit 20\n  kiln events --address services.api --json"
     )]
     Events(EventsArgs),
+    /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln ci validate\n  kiln ci run ci.yml --secret TOKEN=...\n  kiln ci list\n  kiln ci show 3\n  kiln ci logs 3 --job test"
+    )]
+    Ci(CiCommand),
     /// Remove a lock left by a process that is gone.
     #[command(
         name = "force-unlock",
@@ -227,4 +233,74 @@ pub struct EventsArgs {
     /// Output format.
     #[command(flatten)]
     pub output: Output,
+}
+
+/// `kiln ci ...`: GitHub Actions workflows of the repository at `-C DIR`.
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Check workflows and report every mistake at once.
+    #[command(
+        after_help = "Example:\n  kiln ci validate                # every file in .github/workflows\n  kiln ci validate ci.yml release.yml\n  kiln ci validate --json"
+    )]
+    Validate {
+        /// Workflow files (`ci.yml` or a path); all of `.github/workflows` when none is given.
+        workflows: Vec<String>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Run a workflow at a commit, print its output live and record it.
+    #[command(
+        after_help = "Example:\n  kiln ci run                              # the only workflow, at HEAD, as a push\n  kiln ci run ci.yml --job test --matrix service=api\n  kiln ci run deploy.yml --event workflow_dispatch --input env=staging --secret-file .secrets\n\nExit code: 0 when the run succeeded, 3 when it failed or was cancelled."
+    )]
+    Run(CiRunArgs),
+    /// List recorded runs, newest first.
+    #[command(after_help = "Example:\n  kiln ci list\n  kiln ci list --json")]
+    List(Output),
+    /// Show a run's jobs and steps: status, times, exit codes.
+    #[command(after_help = "Example:\n  kiln ci show 3\n  kiln ci show 3 --json")]
+    Show {
+        /// The run id (from `kiln ci list`).
+        run: u64,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Print a run's stored logs (secrets masked).
+    #[command(after_help = "Example:\n  kiln ci logs 3\n  kiln ci logs 3 --job test")]
+    Logs {
+        /// The run id (from `kiln ci list`).
+        run: u64,
+        /// Only this job (its id, or a display name such as `test (api)`).
+        #[arg(long)]
+        job: Option<String>,
+    },
+}
+
+/// `kiln ci run`.
+#[derive(Debug, Args, Clone)]
+pub struct CiRunArgs {
+    /// The workflow file (`ci.yml` or a path); default: the only one in `.github/workflows`.
+    pub workflow: Option<String>,
+    /// Run only this job and the jobs it needs.
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
+    /// Run only matrix instances where KEY is VALUE (repeatable).
+    #[arg(long = "matrix", value_name = "KEY=VALUE")]
+    pub matrix: Vec<String>,
+    /// The triggering event (`github.event_name`).
+    #[arg(long, default_value = "push")]
+    pub event: String,
+    /// A `workflow_dispatch` input (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+    /// A secret (repeatable); masked in every log line and never stored.
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    /// Secrets from a file of NAME=VALUE lines (`#` comments and blank lines skipped).
+    #[arg(long = "secret-file", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The revision to run at (a commit, branch or tag).
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
 }

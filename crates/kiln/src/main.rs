@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use kiln::cli::{Cli, Command};
-use kiln::commands;
 use kiln::ops::Failure;
+use kiln::{ci, commands};
 
 fn main() {
     let cli = Cli::parse();
@@ -44,6 +44,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::State(command) => commands::state(dir, command),
         Command::History(args) => commands::history(dir, args),
         Command::Events(args) => commands::events(dir, args),
+        Command::Ci(command) => ci::command(dir, command).await,
         Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),
     }
 }

@@ -1,0 +1,1234 @@
+//! `kiln ci`: GitHub Actions workflows of the repository at `-C DIR`, validated and run on this
+//! machine by kiln-pipelines, and recorded in the state store.
+//!
+//! Where things go:
+//! - runs, jobs and steps: `.kiln/state.db` (kiln-state's `pipeline_*` tables), written through
+//!   [`StateRunStore`], kiln-pipelines' `RunStore` over the state store;
+//! - log lines: files, `.kiln/ci/<run>/<job>.log` — a chatty build writes megabytes and SQLite
+//!   rows would only make the state file big and slow to copy; the database keeps the structure;
+//! - artifacts and caches: `.kiln/artifacts/` and `.kiln/cache/` (content-addressed by the runner);
+//! - the run's workspace: `.kiln/runs/run-<id>/`, removed when the run ends.
+//!
+//! Secrets are masked by the runner in every line it reports; everything stored here (log lines,
+//! job outputs, summaries) is masked once more with the secrets given, so a line the runner
+//! missed still never reaches the disk in clear.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use kiln_pipelines::events::Level;
+use kiln_pipelines::workflow::{Matrix, Vector, Workflow};
+use kiln_pipelines::{JobRecord, Masker, RunEvent, RunOptions, RunRecord, RunStore, Status};
+use kiln_state::{NewPipelineRun, PipelineJob, PipelineStep, Store};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::cli::{CiCommand, CiRunArgs, Output};
+use crate::ops::{self, Failure};
+use crate::render;
+
+/// Where workflows live, relative to the repository.
+const WORKFLOWS_DIR: &str = ".github/workflows";
+
+/// Runs a `kiln ci` subcommand.
+pub async fn command(dir: &Path, command: &CiCommand) -> Result<(), Failure> {
+    match command {
+        CiCommand::Validate { workflows, output } => validate(dir, workflows, output),
+        CiCommand::Run(args) => run(dir, args).await,
+        CiCommand::List(output) => list(dir, output),
+        CiCommand::Show { run, output } => show(dir, *run, output),
+        CiCommand::Logs { run, job } => logs(dir, *run, job.as_deref()),
+    }
+}
+
+/// The workflow files of the repository, relative to it, sorted.
+fn workflow_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(WORKFLOWS_DIR)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
+        .map(|n| format!("{WORKFLOWS_DIR}/{n}"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A workflow named on the command line, as a path relative to the repository: a bare file name
+/// is looked up in `.github/workflows`, anything with a `/` is a path (from the repository, or
+/// absolute inside it).
+fn resolve_named(dir: &Path, name: &str) -> Result<String, Failure> {
+    if !name.contains('/') {
+        let rel = format!("{WORKFLOWS_DIR}/{name}");
+        if dir.join(&rel).is_file() {
+            return Ok(rel);
+        }
+        return Err(unknown_workflow(dir, name));
+    }
+    let path = Path::new(name);
+    let rel = if path.is_absolute() {
+        let root = std::fs::canonicalize(dir)
+            .map_err(|e| Failure::State(format!("cannot resolve {}: {e}", dir.display())))?;
+        let full = std::fs::canonicalize(path).map_err(|_| unknown_workflow(dir, name))?;
+        full.strip_prefix(&root)
+            .map_err(|_| {
+                Failure::Refused(format!(
+                    "{name} is not inside the repository {}",
+                    dir.display()
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        name.trim_start_matches("./").to_owned()
+    };
+    if dir.join(&rel).is_file() {
+        Ok(rel)
+    } else {
+        Err(unknown_workflow(dir, name))
+    }
+}
+
+fn unknown_workflow(dir: &Path, name: &str) -> Failure {
+    let found = workflow_files(dir);
+    Failure::Refused(format!(
+        "error: no workflow `{name}` in {}; {}",
+        dir.join(WORKFLOWS_DIR).display(),
+        listing(&found)
+    ))
+}
+
+fn listing(found: &[String]) -> String {
+    if found.is_empty() {
+        "there are no workflow files (.yml) there".to_owned()
+    } else {
+        format!("the workflows are: {}", found.join(", "))
+    }
+}
+
+/// The workflow to run: the one named, or the only one there is.
+fn resolve_run_workflow(dir: &Path, name: Option<&str>) -> Result<String, Failure> {
+    if let Some(name) = name {
+        return resolve_named(dir, name);
+    }
+    let found = workflow_files(dir);
+    match found.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(Failure::Refused(format!(
+            "error: no workflow to run: {} holds no .yml files",
+            dir.join(WORKFLOWS_DIR).display()
+        ))),
+        _ => Err(Failure::Refused(format!(
+            "error: several workflows; name one (e.g. `kiln ci run {}`): {}",
+            found[0].rsplit('/').next().unwrap_or(&found[0]),
+            listing(&found)
+        ))),
+    }
+}
+
+/// `kiln ci validate`.
+fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure> {
+    let files = if names.is_empty() {
+        let found = workflow_files(dir);
+        if found.is_empty() {
+            return Err(Failure::Invalid(format!(
+                "error: no workflows: {} holds no .yml files",
+                dir.join(WORKFLOWS_DIR).display()
+            )));
+        }
+        found
+    } else {
+        names
+            .iter()
+            .map(|n| resolve_named(dir, n))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let results: Vec<(String, Result<kiln_pipelines::WorkflowSet, _>)> = files
+        .into_iter()
+        .map(|f| {
+            let loaded = kiln_pipelines::load(dir, &f);
+            (f, loaded)
+        })
+        .collect();
+    let mistakes: usize = results
+        .iter()
+        .map(|(_, r)| r.as_ref().err().map_or(0, |e| e.diagnostics.len()))
+        .sum();
+    if output.json {
+        let list: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(path, r)| match r {
+                Ok(set) => serde_json::json!({ "path": path, "valid": true, "name": set.root.name, "jobs": set.root.jobs.len(), "diagnostics": [] }),
+                Err(e) => serde_json::json!({ "path": path, "valid": false, "diagnostics": e.diagnostics.iter().map(|d| render::diagnostic_json(&e.sources, d)).collect::<Vec<_>>() }),
+            })
+            .collect();
+        println!(
+            "{:#}",
+            serde_json::json!({ "valid": mistakes == 0, "workflows": list })
+        );
+        return if mistakes == 0 {
+            Ok(())
+        } else {
+            Err(Failure::Invalid(String::new()))
+        };
+    }
+    let mut report = String::new();
+    for (path, r) in &results {
+        match r {
+            Ok(set) => println!("{path}: valid ({} jobs)", set.root.jobs.len()),
+            Err(e) => {
+                for d in &e.diagnostics {
+                    report.push_str(&render::diagnostic(&e.sources, d));
+                    report.push('\n');
+                }
+            }
+        }
+    }
+    if mistakes == 0 {
+        return Ok(());
+    }
+    let invalid = results.iter().filter(|(_, r)| r.is_err()).count();
+    report.push_str(&format!(
+        "{mistakes} {} found in {invalid} {}",
+        if mistakes == 1 { "mistake" } else { "mistakes" },
+        if invalid == 1 {
+            "workflow"
+        } else {
+            "workflows"
+        }
+    ));
+    Err(Failure::Invalid(report))
+}
+
+/// `NAME=VALUE` pairs from the command line.
+fn pairs(list: &[String], what: &str) -> Result<IndexMap<String, String>, Failure> {
+    let mut out = IndexMap::new();
+    for item in list {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(Failure::Refused(format!(
+                "error: {what} `{}` is not NAME=VALUE",
+                // Never echo what may be a secret's value.
+                if what == "--secret" { "…" } else { item }
+            )));
+        };
+        out.insert(k.trim().to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+/// Secrets from a `NAME=VALUE` file.
+fn secret_file(path: &Path) -> Result<IndexMap<String, String>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::State(format!("cannot read {}: {e}", path.display())))?;
+    let mut out = IndexMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(Failure::Refused(format!(
+                "error: {}:{}: not NAME=VALUE",
+                path.display(),
+                n + 1
+            )));
+        };
+        let v = v.trim();
+        // `KEY="value"` as dotenv files write it.
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(v);
+        out.insert(k.trim().to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+/// Keeps `job` and every job it needs, transitively.
+fn select_job(workflow: &mut Workflow, job: &str) -> Result<(), Failure> {
+    if !workflow.jobs.contains_key(job) {
+        return Err(Failure::Refused(format!(
+            "error: the workflow has no job `{job}`; its jobs are: {}",
+            workflow.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut keep = BTreeSet::new();
+    let mut stack = vec![job.to_owned()];
+    while let Some(j) = stack.pop() {
+        if !keep.insert(j.clone()) {
+            continue;
+        }
+        if let Some(found) = workflow.jobs.get(&j) {
+            stack.extend(found.needs.iter().map(|n| n.name.clone()));
+        }
+    }
+    workflow.jobs.retain(|id, _| keep.contains(id));
+    Ok(())
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Narrows matrices to the instances where each `key` is `value`: literal vectors keep the
+/// matching values, and `include` entries that would add another value of `key` are dropped.
+/// Every key must name a vector of some job, so a typo is not a silent no-op.
+fn filter_matrix(
+    workflow: &mut Workflow,
+    filters: &IndexMap<String, String>,
+) -> Result<(), Failure> {
+    let mut used = BTreeSet::new();
+    for job in workflow.jobs.values_mut() {
+        let Some(strategy) = job.strategy.as_mut() else {
+            continue;
+        };
+        let Matrix::Table(table) = &mut strategy.matrix else {
+            if !filters.is_empty() {
+                return Err(Failure::Refused(format!(
+                    "error: job `{}` computes its whole matrix with an expression; --matrix cannot filter it",
+                    job.id.name
+                )));
+            }
+            continue;
+        };
+        for (key, want) in filters {
+            if let Some(vector) = table.vectors.get_mut(key) {
+                used.insert(key.clone());
+                match vector {
+                    Vector::List(items, _) => {
+                        items.retain(|v| json_text(v) == *want);
+                        if items.is_empty() {
+                            return Err(Failure::Refused(format!(
+                                "error: job `{}` has no matrix value {key}={want}",
+                                job.id.name
+                            )));
+                        }
+                    }
+                    Vector::Expr(_) => {
+                        return Err(Failure::Refused(format!(
+                            "error: job `{}` computes matrix vector `{key}` with an expression; --matrix cannot filter it",
+                            job.id.name
+                        )));
+                    }
+                }
+            }
+            if let Some(Vector::List(items, _)) = &mut table.include {
+                items.retain(|entry| entry.get(key).is_none_or(|v| json_text(v) == *want));
+                if table.vectors.is_empty() && !items.is_empty() {
+                    used.insert(key.clone());
+                }
+            }
+        }
+    }
+    if let Some(unused) = filters.keys().find(|k| !used.contains(*k)) {
+        return Err(Failure::Refused(format!(
+            "error: no job of the workflow has a matrix vector `{unused}`"
+        )));
+    }
+    Ok(())
+}
+
+/// Warns when the workflow does not trigger on `event` (GitHub would not run it; a local run
+/// still may, to try it), and checks `--input`s against `on.<event>.inputs`: unknown names and
+/// missing required inputs are refused, as GitHub refuses such a dispatch.
+fn check_trigger(
+    workflow: &Workflow,
+    event: &str,
+    inputs: &IndexMap<String, String>,
+) -> Result<(), Failure> {
+    let Some(trigger) = workflow.on.get(event) else {
+        eprintln!(
+            "warning: the workflow has no `on: {event}` trigger (it has: {}); running it anyway",
+            workflow.on.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Ok(());
+    };
+    if inputs.is_empty() && trigger.inputs.is_empty() {
+        return Ok(());
+    }
+    let declared = || {
+        trigger
+            .inputs
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(unknown) = inputs.keys().find(|k| !trigger.inputs.contains_key(*k)) {
+        return Err(Failure::Refused(format!(
+            "error: `on.{event}` declares no input `{unknown}`; its inputs are: {}",
+            if trigger.inputs.is_empty() {
+                "(none)".to_owned()
+            } else {
+                declared()
+            }
+        )));
+    }
+    if let Some((missing, _)) = trigger
+        .inputs
+        .iter()
+        .find(|(k, i)| i.required && i.default.is_none() && !inputs.contains_key(*k))
+    {
+        return Err(Failure::Refused(format!(
+            "error: input `{missing}` of `on.{event}` is required: pass --input {missing}=VALUE"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads `rel` as committed at `sha`, as GitHub runs the workflow of the commit, not the one
+/// being edited: `.github` (and the workflow, if it lives elsewhere) is extracted from the
+/// commit into a scratch directory under `.kiln/runs/` and loaded from there.
+fn load_committed(
+    dir: &Path,
+    sha: &str,
+    rel: &str,
+) -> Result<kiln_pipelines::WorkflowSet, Failure> {
+    let scratch = dir
+        .join(".kiln/runs")
+        .join(format!("workflows-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| Failure::State(format!("cannot create {}: {e}", scratch.display())))?;
+    let mut paths = vec![WORKFLOWS_DIR.to_owned()];
+    if !rel.starts_with(&format!("{WORKFLOWS_DIR}/")) {
+        paths.push(rel.to_owned());
+    }
+    let extracted = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "dest=$0 repo=$1 commit=$2; shift 2; \
+             git -C \"$repo\" archive --format=tar \"$commit\" -- \"$@\" | tar -x -C \"$dest\"",
+        ])
+        .arg(&scratch)
+        .arg(dir)
+        .arg(sha)
+        .args(&paths)
+        .output();
+    let result = match extracted {
+        Ok(out) if out.status.success() && scratch.join(rel).is_file() => {
+            kiln_pipelines::load(&scratch, rel)
+                .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics)))
+        }
+        Ok(_) => Err(Failure::Refused(format!(
+            "error: {rel} is not in commit {} (commit it first)",
+            sha.get(..12).unwrap_or(sha)
+        ))),
+        Err(e) => Err(Failure::State(format!("cannot run git: {e}"))),
+    };
+    if result.is_ok() && std::fs::read(dir.join(rel)).ok() != std::fs::read(scratch.join(rel)).ok()
+    {
+        eprintln!(
+            "note: running {rel} as committed in {}; the working tree's copy differs",
+            sha.get(..12).unwrap_or(sha)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Runs `git` in the repository and returns its trimmed stdout, or None when it fails.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `kiln ci run`.
+async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
+    let rel = resolve_run_workflow(dir, args.workflow.as_deref())?;
+    let sha = git(
+        dir,
+        &["rev-parse", "--verify", &format!("{}^{{commit}}", args.rev)],
+    )
+    .ok_or_else(|| {
+        Failure::Refused(format!(
+            "error: `{}` is not a commit of a git repository at {} (kiln ci runs committed files: `git init` and commit first)",
+            args.rev,
+            dir.display()
+        ))
+    })?;
+    let mut set = load_committed(dir, &sha, &rel)?;
+    if let Some(job) = &args.job {
+        select_job(&mut set.root, job)?;
+    }
+    filter_matrix(&mut set.root, &pairs(&args.matrix, "--matrix")?)?;
+    let inputs = pairs(&args.inputs, "--input")?;
+    check_trigger(&set.root, &args.event, &inputs)?;
+    let mut secrets = match &args.secret_file {
+        Some(path) => secret_file(path)?,
+        None => IndexMap::new(),
+    };
+    secrets.extend(pairs(&args.secrets, "--secret")?);
+    let git_ref = if args.rev == "HEAD" {
+        git(dir, &["symbolic-ref", "-q", "HEAD"])
+    } else {
+        git(dir, &["rev-parse", "--symbolic-full-name", &args.rev]).filter(|r| !r.is_empty())
+    }
+    .unwrap_or_else(|| "refs/heads/main".to_owned());
+
+    let mut store = open_store(dir)?;
+    let workflow_name = set.root.name.clone().unwrap_or_else(|| rel.clone());
+    let run_id = store.begin_pipeline_run(&NewPipelineRun {
+        workflow: workflow_name.clone(),
+        workflow_path: rel.clone(),
+        event: args.event.clone(),
+        rev: args.rev.clone(),
+        commit: sha.clone(),
+        pid: std::process::id(),
+    })?;
+    // Absolute paths: steps run with the workspace as their working directory, so a relative
+    // `-C` (the default `.`) would point somewhere else inside them.
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| Failure::State(format!("cannot resolve {}: {e}", dir.display())))?;
+    let state_dir = root.join(".kiln");
+    let mut opts = RunOptions::new(&root, &sha, &state_dir);
+    opts.run_id = run_id;
+    opts.event_name = args.event.clone();
+    opts.git_ref = git_ref.clone();
+    let repo_name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "repo".to_owned());
+    opts.repository = format!("local/{repo_name}");
+    opts.event = event_payload(&args.event, &git_ref, &sha, &inputs);
+    opts.inputs = inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    opts.secrets = secrets.clone();
+    let mut masker = Masker::default();
+    for secret in secrets.values() {
+        masker.add(secret);
+    }
+    let masker = Arc::new(masker);
+    let log_dir = state_dir.join("ci").join(run_id.to_string());
+    let recorder = Arc::new(StateRunStore {
+        store: Mutex::new(store),
+        masker: masker.clone(),
+        errors: Mutex::new(Vec::new()),
+    });
+    let work_dir = opts.work_dir.join(format!("run-{run_id}"));
+
+    println!(
+        "Run {run_id}: {workflow_name} ({rel}) on {} at {} ({})",
+        args.event,
+        args.rev,
+        sha.get(..12).unwrap_or(&sha)
+    );
+    let started = Instant::now();
+    let mut printer = RunPrinter::new(&log_dir, masker.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let store_dyn: Arc<dyn RunStore> = recorder.clone();
+    let mut running = Box::pin(kiln_pipelines::run(set, opts, tx, store_dyn));
+    let signals =
+        |kind| signal(kind).map_err(|e| Failure::State(format!("cannot handle signals: {e}")));
+    let (mut interrupt, mut terminate) = (
+        signals(SignalKind::interrupt())?,
+        signals(SignalKind::terminate())?,
+    );
+    let result = loop {
+        tokio::select! {
+            Some(event) = rx.recv() => printer.event(&event),
+            result = &mut running => {
+                while let Ok(event) = rx.try_recv() {
+                    printer.event(&event);
+                }
+                break Some(result);
+            }
+            _ = interrupt.recv() => break None,
+            _ = terminate.recv() => break None,
+        }
+    };
+    let Some(result) = result else {
+        // Dropping the run aborts its tasks; each step's process group is killed as its task is
+        // dropped (kiln-pipelines' group guard). Those drops happen on the runtime's workers, so
+        // give them a moment before recording and exiting.
+        drop(running);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(event) = rx.try_recv() {
+            printer.event(&event);
+        }
+        printer.close();
+        let _ = std::fs::remove_dir_all(&work_dir);
+        let summary =
+            serde_json::json!({ "error": "interrupted", "duration_ms": millis(started.elapsed()) });
+        recorder.with_store("finishing the run", |s| {
+            s.finish_pipeline_run(run_id, "cancelled", &summary)
+        });
+        return Err(Failure::Apply(format!(
+            "error: run {run_id} interrupted: recorded as cancelled (see `kiln ci show {run_id}`)"
+        )));
+    };
+    printer.close();
+    // The workspace is a throwaway copy of the commit; artifacts and caches live elsewhere.
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let message = masker.mask(&e.to_string());
+            recorder.finish_error(run_id, &message);
+            return Err(Failure::State(format!("error: run {run_id}: {message}")));
+        }
+    };
+    let errors = recorder
+        .errors
+        .lock()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    if !errors.is_empty() {
+        return Err(Failure::State(format!(
+            "error: run {run_id} ran but could not be fully recorded:\n{}",
+            errors.join("\n")
+        )));
+    }
+    let failed: Vec<&str> = result
+        .jobs
+        .iter()
+        .filter(|(_, s)| matches!(s, Status::Failure | Status::Cancelled))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    println!(
+        "Run {run_id} {} in {} ({} jobs: {}).",
+        result.status.as_str(),
+        human(started.elapsed()),
+        result.jobs.len(),
+        result
+            .jobs
+            .iter()
+            .map(|(id, s)| format!("{id} {}", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match result.status {
+        Status::Success | Status::Skipped => Ok(()),
+        Status::Failure | Status::Cancelled => Err(Failure::Apply(format!(
+            "error: run {run_id} {}: {} (see `kiln ci show {run_id}` and `kiln ci logs {run_id}`)",
+            result.status.as_str(),
+            if failed.is_empty() {
+                "no job succeeded".to_owned()
+            } else {
+                format!("job {} did not succeed", failed.join(", "))
+            }
+        ))),
+    }
+}
+
+/// `github.event` for a local run: enough of GitHub's payload for the usual expressions.
+fn event_payload(
+    event: &str,
+    git_ref: &str,
+    sha: &str,
+    inputs: &IndexMap<String, String>,
+) -> serde_json::Value {
+    match event {
+        "workflow_dispatch" => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
+        "pull_request" | "pull_request_target" => serde_json::json!({
+            "action": "opened",
+            "pull_request": { "head": { "sha": sha, "ref": git_ref }, "base": { "ref": "main" } },
+        }),
+        _ => serde_json::json!({ "ref": git_ref, "after": sha, "head_commit": { "id": sha } }),
+    }
+}
+
+/// kiln-pipelines' [`RunStore`] over the state store: each finished job is one transaction.
+/// A recording error cannot stop the run (the trait returns nothing), so errors are kept and
+/// reported when the run ends.
+struct StateRunStore {
+    store: Mutex<Store>,
+    masker: Arc<Masker>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for StateRunStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateRunStore")
+    }
+}
+
+impl StateRunStore {
+    fn with_store(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Store) -> Result<(), kiln_state::StateError>,
+    ) {
+        let result = match self.store.lock() {
+            Ok(mut store) => f(&mut store).map_err(|e| e.to_string()),
+            Err(_) => Err("the state store is unusable after a panic".to_owned()),
+        };
+        if let Err(e) = result
+            && let Ok(mut errors) = self.errors.lock()
+        {
+            errors.push(format!("{what}: {e}"));
+        }
+    }
+
+    fn finish_error(&self, run_id: u64, message: &str) {
+        let summary = serde_json::json!({ "error": message });
+        self.with_store("finishing the run", |s| {
+            s.finish_pipeline_run(run_id, "error", &summary)
+        });
+    }
+}
+
+/// A timestamp as the state store writes them (RFC 3339, UTC, microseconds).
+fn stamp(t: jiff::Timestamp) -> String {
+    format!("{t:.6}")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `now - d`, saturating at `now` if `d` is absurd.
+fn before(now: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| now.checked_sub(d).ok())
+        .unwrap_or(now)
+}
+
+fn after(t: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(t)
+}
+
+impl RunStore for StateRunStore {
+    fn job_finished(&self, run_id: u64, job: &JobRecord) {
+        // The runner reports durations; the job ends now, and its steps ran back to back from
+        // its start (setup between steps is small), which is how the times below are derived.
+        let finished = jiff::Timestamp::now();
+        let started = before(finished, job.duration);
+        let mut cursor = started;
+        let steps = job
+            .steps
+            .iter()
+            .map(|s| {
+                let begin = cursor;
+                cursor = after(cursor, s.duration);
+                PipelineStep {
+                    name: self.masker.mask(&s.name),
+                    step_id: s.id.clone(),
+                    outcome: s.outcome.as_str().to_owned(),
+                    conclusion: s.conclusion.as_str().to_owned(),
+                    exit_code: s.exit_code,
+                    started_at: stamp(begin),
+                    finished_at: stamp(cursor),
+                    duration_ms: millis(s.duration),
+                }
+            })
+            .collect();
+        let outputs: serde_json::Map<String, serde_json::Value> = job
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(self.masker.mask(v))))
+            .collect();
+        let record = PipelineJob {
+            job_id: job.id.clone(),
+            name: self.masker.mask(&job.name),
+            status: job.status.as_str().to_owned(),
+            started_at: stamp(started),
+            finished_at: stamp(finished),
+            duration_ms: millis(job.duration),
+            outputs: serde_json::Value::Object(outputs),
+            summary: job
+                .summary
+                .lines()
+                .map(|l| self.masker.mask(l))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            steps,
+        };
+        self.with_store("recording a job", |s| {
+            s.record_pipeline_job(run_id, &record)
+        });
+    }
+
+    fn run_finished(&self, run: &RunRecord) {
+        let jobs: serde_json::Map<String, serde_json::Value> = run
+            .jobs
+            .iter()
+            .map(|j| {
+                (
+                    self.masker.mask(&j.name),
+                    serde_json::Value::String(j.status.as_str().to_owned()),
+                )
+            })
+            .collect();
+        let summary = serde_json::json!({ "duration_ms": millis(run.duration), "jobs": jobs });
+        self.with_store("finishing the run", |s| {
+            s.finish_pipeline_run(run.run_id, run.status.as_str(), &summary)
+        });
+    }
+}
+
+/// A job display name as a file name: `test (api)` → `test-api`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches(['-', '.']).to_owned();
+    if out.is_empty() {
+        "job".to_owned()
+    } else {
+        out
+    }
+}
+
+/// Prints run events as they come and writes each job's lines to its log file. On a terminal
+/// lines get a padded, coloured `job │` prefix; without one (CI, pipes) a plain `[job]` prefix,
+/// so parallel jobs stay tellable apart in a captured log.
+struct RunPrinter {
+    dir: PathBuf,
+    masker: Arc<Masker>,
+    tty: bool,
+    files: BTreeMap<String, std::io::BufWriter<std::fs::File>>,
+    width: usize,
+    warned: bool,
+}
+
+impl RunPrinter {
+    fn new(dir: &Path, masker: Arc<Masker>) -> RunPrinter {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("CI").is_none()
+            && std::env::var_os("NO_COLOR").is_none();
+        RunPrinter {
+            dir: dir.to_path_buf(),
+            masker,
+            tty,
+            files: BTreeMap::new(),
+            width: 12,
+            warned: false,
+        }
+    }
+
+    fn event(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
+            RunEvent::JobStarted { job } => self.line(job, "job started", true),
+            RunEvent::StepStarted { job, step } => self.line(job, &format!("▶ {step}"), true),
+            RunEvent::Log { job, line } => self.line(job, line, false),
+            RunEvent::Annotation {
+                job,
+                level,
+                message,
+            } => {
+                let level = match level {
+                    Level::Error => "error",
+                    Level::Warning => "warning",
+                    Level::Notice => "notice",
+                };
+                self.line(job, &format!("{level}: {message}"), true);
+            }
+            RunEvent::StepFinished {
+                job,
+                step,
+                status,
+                exit_code,
+                duration,
+            } => {
+                let mark = if *status == Status::Success {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                let code = exit_code.map_or(String::new(), |c| format!(", exit {c}"));
+                self.line(
+                    job,
+                    &format!(
+                        "{mark} {step}: {}{code} ({})",
+                        status.as_str(),
+                        human(*duration)
+                    ),
+                    true,
+                );
+            }
+            RunEvent::JobFinished {
+                job,
+                status,
+                duration,
+            } => {
+                self.line(
+                    job,
+                    &format!("job {} in {}", status.as_str(), human(*duration)),
+                    true,
+                );
+                if let Some(mut f) = self.files.remove(&self.masker.mask(job)) {
+                    let _ = f.flush();
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, job: &str, text: &str, marker: bool) {
+        // The runner masked it already; masking again is cheap insurance for what is stored.
+        let text = self.masker.mask(text);
+        // The job's name names its log file: a secret in a matrix value must not reach it.
+        let job = &self.masker.mask(job);
+        let stored = if marker {
+            format!("##[kiln] {text}")
+        } else {
+            text.clone()
+        };
+        self.write(job, &stored);
+        if self.tty {
+            self.width = self.width.max(job.chars().count().min(32));
+            let color = 31
+                + (job
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                    % 6);
+            let style = if marker { "\x1b[2m" } else { "" };
+            println!(
+                "\x1b[{color}m{job:<width$}\x1b[0m │ {style}{text}\x1b[0m",
+                width = self.width
+            );
+        } else {
+            println!("[{job}] {text}");
+        }
+    }
+
+    fn write(&mut self, job: &str, line: &str) {
+        if !self.files.contains_key(job) {
+            let path = self.dir.join(format!("{}.log", slug(job)));
+            let opened = std::fs::create_dir_all(&self.dir).and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+            });
+            match opened {
+                Ok(f) => {
+                    self.files
+                        .insert(job.to_owned(), std::io::BufWriter::new(f));
+                }
+                Err(e) => {
+                    if !self.warned {
+                        eprintln!("warning: cannot write {}: {e}", path.display());
+                        self.warned = true;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(f) = self.files.get_mut(job) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn close(&mut self) {
+        for f in self.files.values_mut() {
+            let _ = f.flush();
+        }
+        self.files.clear();
+    }
+}
+
+/// `1.23s`, `2m03s`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.2}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// The state store, with runs whose process died (SIGKILL, a crash) marked `interrupted` first.
+fn open_store(dir: &Path) -> Result<Store, Failure> {
+    let mut store = ops::open_store(dir)?;
+    store.mark_interrupted_pipeline_runs(ops::process_alive)?;
+    Ok(store)
+}
+
+/// Wall time between two stored timestamps.
+fn span(started: &str, finished: Option<&str>) -> Option<Duration> {
+    let a: jiff::Timestamp = started.parse().ok()?;
+    let b: jiff::Timestamp = finished?.parse().ok()?;
+    Duration::try_from(b.duration_since(a)).ok()
+}
+
+/// `kiln ci list`.
+fn list(dir: &Path, output: &Output) -> Result<(), Failure> {
+    let store = open_store(dir)?;
+    let runs = store.pipeline_runs(usize::MAX)?;
+    if output.json {
+        let list: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["duration_ms"] = span(&r.started_at, r.finished_at.as_deref())
+                    .map_or(serde_json::Value::Null, |d| millis(d).into());
+                v
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no CI runs yet: `kiln ci run` records the first one");
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:<20} {:<18} {:<12} {:<9} {:>8}  started",
+        "run", "workflow", "event", "commit", "status", "duration"
+    );
+    for r in &runs {
+        println!(
+            "{:>5}  {:<20} {:<18} {:<12} {:<9} {:>8}  {}",
+            r.id,
+            r.workflow,
+            r.event,
+            r.commit.get(..12).unwrap_or(&r.commit),
+            r.status,
+            span(&r.started_at, r.finished_at.as_deref()).map_or("-".to_owned(), human),
+            r.started_at.get(..19).unwrap_or(&r.started_at)
+        );
+    }
+    Ok(())
+}
+
+fn find_run(store: &Store, run: u64) -> Result<kiln_state::PipelineRun, Failure> {
+    store
+        .pipeline_run(run)?
+        .ok_or_else(|| Failure::Refused(format!("error: no CI run {run} (see `kiln ci list`)")))
+}
+
+/// `kiln ci show`.
+fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
+    let store = open_store(dir)?;
+    let record = find_run(&store, run)?;
+    let jobs = store.pipeline_jobs(run)?;
+    if output.json {
+        let mut v = serde_json::to_value(&record).map_err(|e| Failure::State(e.to_string()))?;
+        v["jobs"] = serde_json::to_value(&jobs).map_err(|e| Failure::State(e.to_string()))?;
+        println!("{v:#}");
+        return Ok(());
+    }
+    println!(
+        "run {}: {} ({}) on {} at {} ({})",
+        record.id, record.workflow, record.workflow_path, record.event, record.rev, record.commit
+    );
+    println!(
+        "status {}, started {}, {}",
+        record.status,
+        record.started_at,
+        span(&record.started_at, record.finished_at.as_deref()).map_or(
+            "still running or interrupted".to_owned(),
+            |d| format!("took {}", human(d))
+        )
+    );
+    if let Some(error) = record.summary.get("error").and_then(|e| e.as_str()) {
+        println!("error: {error}");
+    }
+    for job in &jobs {
+        println!(
+            "\njob {} ({}): {}  {} → {}  {}",
+            job.name,
+            job.job_id,
+            job.status,
+            job.started_at.get(11..19).unwrap_or(&job.started_at),
+            job.finished_at.get(11..19).unwrap_or(&job.finished_at),
+            human(Duration::from_millis(job.duration_ms))
+        );
+        for step in &job.steps {
+            println!(
+                "  {:<9} {:<40} {:>8}  {}",
+                step.conclusion,
+                step.name,
+                human(Duration::from_millis(step.duration_ms)),
+                step.exit_code
+                    .map_or(String::new(), |c| format!("exit {c}"))
+            );
+        }
+        if !job.summary.trim().is_empty() {
+            println!("  summary:");
+            for line in job.summary.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kiln ci logs`.
+fn logs(dir: &Path, run: u64, job: Option<&str>) -> Result<(), Failure> {
+    let store = open_store(dir)?;
+    find_run(&store, run)?;
+    let jobs = store.pipeline_jobs(run)?;
+    let log_dir = dir.join(".kiln/ci").join(run.to_string());
+    // Recorded jobs first, in finishing order, then logs of jobs that never produced a record
+    // (an `if` that could not be evaluated fails the job before it starts).
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for j in &jobs {
+        if job.is_none_or(|want| {
+            j.job_id == want || j.name == want || j.name.starts_with(&format!("{want} ("))
+        }) {
+            files.push((
+                j.name.clone(),
+                log_dir.join(format!("{}.log", slug(&j.name))),
+            ));
+        }
+    }
+    if job.is_none()
+        && let Ok(entries) = std::fs::read_dir(&log_dir)
+    {
+        let mut extra: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| !files.iter().any(|(_, f)| f == p))
+            .collect();
+        extra.sort();
+        for p in extra {
+            let name = p
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            files.push((name, p));
+        }
+    }
+    if files.is_empty() {
+        return Err(Failure::Refused(match job {
+            Some(want) => format!(
+                "error: run {run} has no job `{want}`; its jobs are: {}",
+                jobs.iter()
+                    .map(|j| j.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!("error: run {run} left no logs"),
+        }));
+    }
+    let prefix = files.len() > 1;
+    let mut out = std::io::stdout().lock();
+    for (name, path) in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            let written = if prefix {
+                writeln!(out, "[{name}] {line}")
+            } else {
+                writeln!(out, "{line}")
+            };
+            // A closed pipe (`| head`) ends the listing quietly.
+            if written.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(slug("test (api)"), "test-api");
+        assert_eq!(slug("build / deploy (a, 1)"), "build-deploy-a-1");
+        assert_eq!(slug("../x"), "x");
+        assert_eq!(slug("()"), "job");
+    }
+
+    #[test]
+    fn secret_files_skip_comments_and_strip_quotes() -> Result<(), Failure> {
+        let dir = tempfile::tempdir().map_err(|e| Failure::State(e.to_string()))?;
+        let path = dir.path().join("s");
+        std::fs::write(&path, "# c\n\nA=1\nB=\"two words\"\nC=x=y\n")
+            .map_err(|e| Failure::State(e.to_string()))?;
+        let s = secret_file(&path)?;
+        assert_eq!(s.get("A").map(String::as_str), Some("1"));
+        assert_eq!(s.get("B").map(String::as_str), Some("two words"));
+        assert_eq!(s.get("C").map(String::as_str), Some("x=y"));
+        Ok(())
+    }
+
+    #[test]
+    fn dispatch_inputs_are_checked_against_the_trigger() -> Result<(), Failure> {
+        let text = "on:\n  workflow_dispatch:\n    inputs:\n      env: { required: true }\n      level: { default: '1' }\njobs:\n  a: { runs-on: x, steps: [ { run: 'true' } ] }\n";
+        let (w, _) = kiln_pipelines::parse_workflow(Path::new("w.yml"), text)
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        let given = |list: &[(&str, &str)]| -> IndexMap<String, String> {
+            list.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        check_trigger(&w, "workflow_dispatch", &given(&[("env", "prod")]))?;
+        assert!(check_trigger(&w, "workflow_dispatch", &given(&[])).is_err());
+        assert!(
+            check_trigger(
+                &w,
+                "workflow_dispatch",
+                &given(&[("env", "x"), ("nope", "1")])
+            )
+            .is_err()
+        );
+        // Another event only warns.
+        check_trigger(&w, "push", &given(&[]))?;
+        Ok(())
+    }
+
+    #[test]
+    fn job_selection_keeps_what_is_needed() -> Result<(), Failure> {
+        let text = "on: push\njobs:\n  a: { runs-on: x, steps: [ { run: 'true' } ] }\n  b: { runs-on: x, needs: a, steps: [ { run: 'true' } ] }\n  c: { runs-on: x, steps: [ { run: 'true' } ] }\n";
+        let (mut w, _) = kiln_pipelines::parse_workflow(Path::new("w.yml"), text)
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        select_job(&mut w, "b")?;
+        assert_eq!(w.jobs.keys().cloned().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(select_job(&mut w, "zz").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn matrix_filter_narrows_vectors_and_rejects_unknown_keys() -> Result<(), Failure> {
+        let text = "on: push\njobs:\n  t:\n    runs-on: x\n    strategy: { matrix: { s: [a, b, c], n: [1, 2] } }\n    steps: [ { run: 'true' } ]\n";
+        let (mut w, _) = kiln_pipelines::parse_workflow(Path::new("w.yml"), text)
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
+        let mut f = IndexMap::new();
+        f.insert("s".to_owned(), "b".to_owned());
+        f.insert("n".to_owned(), "2".to_owned());
+        filter_matrix(&mut w, &f)?;
+        let Some(Matrix::Table(t)) = w
+            .jobs
+            .get("t")
+            .and_then(|j| j.strategy.as_ref())
+            .map(|s| &s.matrix)
+        else {
+            return Err(Failure::State("no table".into()));
+        };
+        let lens: Vec<usize> = t
+            .vectors
+            .values()
+            .map(|v| match v {
+                Vector::List(items, _) => items.len(),
+                Vector::Expr(_) => 0,
+            })
+            .collect();
+        assert_eq!(lens, [1, 1]);
+        let mut bad = IndexMap::new();
+        bad.insert("nope".to_owned(), "1".to_owned());
+        assert!(filter_matrix(&mut w, &bad).is_err());
+        Ok(())
+    }
+}

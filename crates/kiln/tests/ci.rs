@@ -1,0 +1,328 @@
+//! `kiln ci` through the real binary, in scratch git repositories: runs are recorded (list, show,
+//! logs), failures exit 3 and are recorded as such, validation points at line:column, and
+//! secrets never reach the stored logs or the state database.
+
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Scratch;
+
+const GREEN: &str = r#"name: ci
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - name: greet
+        run: echo "hello from ${{ github.event_name }}"
+      - run: echo second-step
+      - run: echo 'build *summary* line' >> "$GITHUB_STEP_SUMMARY"
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        n: [1, 2]
+    steps:
+      - run: echo "instance-${{ matrix.n }}"
+"#;
+
+/// A scratch git repository holding `workflows` (name → text), committed.
+fn repo(workflows: &[(&str, &str)]) -> Scratch {
+    let s = Scratch::new("name: demo\nresources: {}\n");
+    std::fs::create_dir_all(s.file(".github/workflows")).unwrap();
+    for (name, text) in workflows {
+        std::fs::write(s.file(&format!(".github/workflows/{name}")), text).unwrap();
+    }
+    git(s.path(), &["init", "-q", "-b", "main"]);
+    git(s.path(), &["add", "-A"]);
+    git(s.path(), &["commit", "-q", "-m", "init"]);
+    s
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+fn json(s: &Scratch, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&s.ok(args)).unwrap()
+}
+
+#[test]
+fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
+    let s = repo(&[("ci.yml", GREEN)]);
+    let out = s.ok(&["ci", "run"]);
+    assert!(out.contains("[build] hello from push"), "{out}");
+    assert!(out.contains("[test (2)] instance-2"), "{out}");
+
+    let runs = json(&s, &["ci", "list", "--json"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["id"], 1);
+    assert_eq!(runs[0]["workflow"], "ci");
+    assert_eq!(runs[0]["event"], "push");
+    assert_eq!(runs[0]["status"], "success");
+    assert_eq!(runs[0]["commit"].as_str().unwrap().len(), 40);
+    assert!(s.ok(&["ci", "list"]).contains("success"));
+
+    let shown = json(&s, &["ci", "show", "1", "--json"]);
+    let jobs = shown["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3, "{shown:#}");
+    let build = jobs.iter().find(|j| j["name"] == "build").unwrap();
+    assert_eq!(build["status"], "success");
+    assert_eq!(build["steps"][0]["name"], "greet");
+    assert_eq!(build["steps"][0]["exit_code"], 0);
+    assert!(build["steps"][0]["started_at"].is_string());
+    let text = s.ok(&["ci", "show", "1"]);
+    assert!(
+        text.contains("greet") && text.contains("build *summary* line"),
+        "{text}"
+    );
+
+    let logs = s.ok(&["ci", "logs", "1"]);
+    assert!(
+        logs.contains("hello from push") && logs.contains("instance-1"),
+        "{logs}"
+    );
+    let one = s.ok(&["ci", "logs", "1", "--job", "test (1)"]);
+    assert!(
+        one.contains("instance-1") && !one.contains("instance-2"),
+        "{one}"
+    );
+    assert!(s.file(".kiln/ci/1/build.log").is_file());
+
+    // --job keeps what the job needs; --matrix narrows its instances.
+    s.ok(&["ci", "run", "ci.yml", "--job", "test", "--matrix", "n=2"]);
+    let shown = json(&s, &["ci", "show", "2", "--json"]);
+    let mut names: Vec<&str> = shown["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["build", "test (2)"]);
+    let newest = json(&s, &["ci", "list", "--json"]);
+    assert_eq!(newest[0]["id"], 2, "newest first");
+
+    // The commit's workflow runs, not the working tree's edit of it.
+    std::fs::write(
+        s.file(".github/workflows/ci.yml"),
+        GREEN.replace("echo second-step", "exit 1"),
+    )
+    .unwrap();
+    let out = s.run(&["ci", "run", "--job", "build"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the working tree's copy differs"));
+}
+
+#[test]
+fn a_failing_step_exits_3_and_is_recorded_as_failed() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  check:\n    runs-on: x\n    steps:\n      - run: echo before\n      - name: breaks\n        run: exit 7\n      - run: echo never-printed\n",
+    )]);
+    let out = s.run(&["ci", "run"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run 1 failure"));
+    let shown = json(&s, &["ci", "show", "1", "--json"]);
+    assert_eq!(shown["status"], "failure");
+    let steps = shown["jobs"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps[1]["name"], "breaks");
+    assert_eq!(steps[1]["conclusion"], "failure");
+    assert_eq!(steps[1]["exit_code"], 7);
+    assert_eq!(steps[2]["conclusion"], "skipped");
+    assert!(!s.ok(&["ci", "logs", "1"]).contains("never-printed"));
+}
+
+#[test]
+fn validate_reports_an_unknown_key_with_line_and_column() {
+    let s = repo(&[
+        ("ci.yml", GREEN),
+        (
+            "bad.yml",
+            "on: push\njobs:\n  a:\n    runs-on: x\n    stepz:\n      - run: 'true'\n",
+        ),
+    ]);
+    let out = s.run(&["ci", "validate"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(".github/workflows/bad.yml:5:5"), "{stderr}");
+    assert!(stderr.contains("unknown key `stepz`"), "{stderr}");
+    assert!(stderr.contains("did you mean `steps`?"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ci.yml: valid"));
+    s.ok(&["ci", "validate", "ci.yml"]);
+
+    let out = s.run(&["ci", "validate", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let bad = &v["workflows"][0];
+    assert_eq!(bad["path"], ".github/workflows/bad.yml");
+    let unknown = bad["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "unknown-key")
+        .unwrap();
+    assert_eq!(unknown["location"]["line"], 5);
+    assert_eq!(unknown["location"]["column"], 5);
+
+    // Two workflows and none named: the run is refused, listing them.
+    let out = s.run(&["ci", "run"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml, .github/workflows/ci.yml"));
+}
+
+#[test]
+fn secrets_never_reach_the_stored_logs_or_state() {
+    const SECRET: &str = "hunter2-very-secret";
+    const FILE_SECRET: &str = "from-the-file-xyzzy";
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  leak:\n    runs-on: x\n    outputs:\n      out: ${{ steps.o.outputs.v }}\n    steps:\n      - run: echo \"token is $T and $U\"\n        env: { T: '${{ secrets.TOKEN }}', U: '${{ secrets.OTHER }}' }\n      - id: o\n        run: echo \"v=${{ secrets.TOKEN }}\" >> \"$GITHUB_OUTPUT\"\n",
+    )]);
+    std::fs::write(
+        s.file("secrets.env"),
+        format!("# test\nOTHER={FILE_SECRET}\n"),
+    )
+    .unwrap();
+    let out = s.ok(&[
+        "ci",
+        "run",
+        "--secret",
+        &format!("TOKEN={SECRET}"),
+        "--secret-file",
+        s.file("secrets.env").to_str().unwrap(),
+    ]);
+    assert!(out.contains("token is *** and ***"), "{out}");
+    let logs = s.ok(&["ci", "logs", "1"]);
+    assert!(logs.contains("token is *** and ***"), "{logs}");
+    let shown = s.ok(&["ci", "show", "1", "--json"]);
+    for text in [&out, &logs, &shown] {
+        assert!(!text.contains(SECRET) && !text.contains(FILE_SECRET));
+    }
+    // Every byte kiln keeps: the database (and its WAL) and the log files.
+    let mut stack = vec![s.file(".kiln")];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            seen += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            for secret in [SECRET, FILE_SECRET] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} found in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(seen >= 2);
+}
+
+#[test]
+fn an_interrupted_run_is_recorded_as_cancelled_and_leaves_no_process() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("sleep.pid");
+    let workflow = format!(
+        "on: push\njobs:\n  slow:\n    runs-on: x\n    steps:\n      - run: |\n          sleep 30 &\n          echo $! > {}\n          echo started\n          wait\n",
+        pid_file.display()
+    );
+    let s = repo(&[("ci.yml", &workflow)]);
+    let mut child = s
+        .command(&["ci", "run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The step wrote its background child's pid: the run is under way.
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || { std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n')) }
+    ));
+    let sleep_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let shown = json(&s, &["ci", "show", "1", "--json"]);
+    assert_eq!(shown["status"], "cancelled", "{shown:#}");
+    // The step's background `sleep` was in its process group: it is gone (or a zombie
+    // waiting for init to reap it).
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{sleep_pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(5),
+        || !alive()
+    ));
+}
+
+#[test]
+fn a_run_whose_process_was_killed_shows_as_interrupted() {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("step.pid");
+    let workflow = format!(
+        "on: push\njobs:\n  slow:\n    runs-on: x\n    steps:\n      - run: |\n          echo $$ > {}\n          sleep 30\n",
+        pid_file.display()
+    );
+    let s = repo(&[("ci.yml", &workflow)]);
+    let mut child = s
+        .command(&["ci", "run"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(20),
+        || std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // SIGKILL leaves the step's group behind (nothing can clean up after it): do it here.
+    let step: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(step),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let runs = json(&s, &["ci", "list", "--json"]);
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:#}");
+    assert!(runs[0]["finished_at"].is_string());
+}
