@@ -1,7 +1,6 @@
 //! From YAML nodes to the typed [`Stack`]: strict keys, types, units, expressions, includes and
 //! modules. Every check records a diagnostic and carries on, so one run reports every mistake.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -409,18 +408,7 @@ impl<'fs> Compiler<'fs> {
             }
         });
         let address = format!("routes.{name}");
-        let mut resource = Resource {
-            address: address.clone(),
-            scope: 0,
-            kind: schema::ROUTE.kind.to_owned(),
-            attrs: IndexMap::new(),
-            rendered: IndexMap::new(),
-            depends_on: BTreeMap::new(),
-            conditions: BTreeMap::new(),
-            lifecycle: Lifecycle::default(),
-            reconcile: Reconcile::default(),
-            span: item.span,
-        };
+        let mut resource = Resource::new(address.clone(), 0, schema::ROUTE.kind, item.span);
         for (k, v) in entries {
             let key_path = format!("{address}.{}", k.text);
             match (k.text.as_str(), schema::ROUTE.attr(&k.text)) {
@@ -785,18 +773,12 @@ impl<'fs> Compiler<'fs> {
             }
             (None, Some((_, k))) => self.kind(k, &format!("{address}.kind")),
         };
-        let mut resource = Resource {
-            address: address.clone(),
+        let mut resource = Resource::new(
+            address.clone(),
             scope,
-            kind: kind.map(|k| k.kind.to_owned()).unwrap_or_default(),
-            attrs: IndexMap::new(),
-            rendered: IndexMap::new(),
-            depends_on: BTreeMap::new(),
-            conditions: BTreeMap::new(),
-            lifecycle: Lifecycle::default(),
-            reconcile: Reconcile::default(),
-            span: key.span,
-        };
+            kind.map_or("", |k| k.kind),
+            key.span,
+        );
         for (k, v) in entries {
             let path = format!("{address}.{}", k.text);
             match k.text.as_str() {

@@ -81,6 +81,24 @@ pub struct Resource {
     pub span: Span,
 }
 
+impl Resource {
+    /// A resource with no attributes, dependencies or rules yet.
+    pub fn new(address: String, scope: ScopeId, kind: &str, span: Span) -> Resource {
+        Resource {
+            address,
+            scope,
+            kind: kind.to_owned(),
+            attrs: IndexMap::new(),
+            rendered: IndexMap::new(),
+            depends_on: BTreeMap::new(),
+            conditions: BTreeMap::new(),
+            lifecycle: Lifecycle::default(),
+            reconcile: Reconcile::default(),
+            span,
+        }
+    }
+}
+
 /// What a service waits for in a dependency (docker compose's `depends_on` conditions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
