@@ -169,6 +169,39 @@ fn env_file(root: &Path, rel: &str) -> Result<BTreeMap<String, String>, Provider
     Ok(out)
 }
 
+/// Runs the command as `user` through util-linux's `setpriv`, which switches uid, gid and
+/// supplementary groups and then execs the command itself: the instance's pid, process group
+/// and signals stay the command's own. Also sets the user's HOME, USER and LOGNAME.
+fn as_user(run: Command, user: &str) -> Result<(Command, BTreeMap<String, String>), ProviderError> {
+    let account = nix::unistd::User::from_name(user)
+        .map_err(|e| failed(format!("user `{user}`: {e}")))?
+        .ok_or_else(|| failed(format!("there is no user `{user}` on this machine")))?;
+    if !nix::unistd::geteuid().is_root() && account.uid != nix::unistd::geteuid() {
+        return Err(failed(format!(
+            "running a service as `{user}` needs kiln to run as root"
+        )));
+    }
+    let mut argv = vec![
+        "setpriv".to_owned(),
+        "--reuid".to_owned(),
+        account.uid.to_string(),
+        "--regid".to_owned(),
+        account.gid.to_string(),
+        "--init-groups".to_owned(),
+        "--".to_owned(),
+    ];
+    match run {
+        Command::Argv(words) => argv.extend(words),
+        Command::Shell(line) => argv.extend(["sh".to_owned(), "-c".to_owned(), line]),
+    }
+    let env = BTreeMap::from([
+        ("HOME".to_owned(), account.dir.display().to_string()),
+        ("USER".to_owned(), account.name.clone()),
+        ("LOGNAME".to_owned(), account.name),
+    ]);
+    Ok((Command::Argv(argv), env))
+}
+
 fn signal_number(name: &str) -> i32 {
     name.parse::<nix::sys::signal::Signal>()
         .map_or(libc_sigterm(), |s| s as i32)
@@ -185,7 +218,11 @@ pub fn service_spec(
     attrs: &Attributes,
 ) -> Result<ServiceSpec, ProviderError> {
     let shell = attrs.get("shell").and_then(Value::as_bool).unwrap_or(false);
-    let run = command(attrs.get("run").unwrap_or(&Value::Null), shell)?;
+    let mut run = command(attrs.get("run").unwrap_or(&Value::Null), shell)?;
+    let mut user_env = BTreeMap::new();
+    if let Some(user) = attrs.get("user").and_then(Value::as_str) {
+        (run, user_env) = as_user(run, user)?;
+    }
     let base = ctx
         .root
         .join(attrs.get("path").and_then(Value::as_str).unwrap_or("."));
@@ -197,6 +234,7 @@ pub fn service_spec(
     if let Some(file) = attrs.get("env_file").and_then(Value::as_str) {
         spec.env.extend(env_file(&ctx.root, file)?);
     }
+    spec.env.extend(user_env);
     if let Some(Value::Object(env)) = attrs.get("env") {
         for (k, v) in env {
             spec.env.insert(

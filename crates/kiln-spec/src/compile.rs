@@ -817,12 +817,35 @@ impl<'fs> Compiler<'fs> {
             if kind.kind == schema::SERVICE.kind {
                 self.check_program(&resource, base);
                 self.check_job(&resource);
+                self.check_user(&resource);
             }
             self.template_files(kind, &mut resource, base);
             self.required_attrs(kind, &resource, node.span, &address);
             self.lifecycle_attrs(kind, &resource, &address);
         }
         self.resources.insert(address, resource);
+    }
+
+    /// `user:` must name an account of this machine.
+    fn check_user(&mut self, resource: &Resource) {
+        let Some(value) = resource.attrs.get("user") else {
+            return;
+        };
+        let ValueKind::Literal(serde_json::Value::String(name)) = &value.kind else {
+            return;
+        };
+        if !self.fs.user_exists(name) {
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    value.span,
+                    format!("{}.user", resource.address),
+                    format!("there is no user `{name}` on this machine"),
+                )
+                .label("unknown user")
+                .help("create the account, or remove `user:` to run as kiln's own user"),
+            );
+        }
     }
 
     /// A job runs to completion, so it cannot be restarted whatever happens.

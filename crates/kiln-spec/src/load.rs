@@ -16,6 +16,11 @@ pub trait FileSystem {
         let _ = (program, dir);
         true
     }
+    /// True when a user of this name exists on the machine. The default says yes.
+    fn user_exists(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
 }
 
 /// An in-memory file tree, for tests and for tools that hold files already.

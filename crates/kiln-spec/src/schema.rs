@@ -365,6 +365,11 @@ pub const SERVICE: KindSchema = KindSchema {
             AttrType::Bool,
             "a one-shot job: apply waits until every instance exited with status 0",
         ),
+        attr(
+            "user",
+            AttrType::String,
+            "run as this user (and its groups); kiln must run as root",
+        ),
     ],
     one_of: &[],
     in_place_requires: None,

@@ -160,6 +160,9 @@ impl FileSystem for DiskFs {
             std::env::split_paths(&paths).any(|d| executable(&d.join(program)))
         })
     }
+    fn user_exists(&self, name: &str) -> bool {
+        nix::unistd::User::from_name(name).ok().flatten().is_some()
+    }
 }
 
 /// Loads and validates the stack in `dir`, rendering every mistake on failure.

@@ -292,3 +292,40 @@ services:
     );
     assert!(!message.contains("app/0: started"), "{message}");
 }
+
+#[test]
+fn a_service_runs_as_its_user() {
+    let s = Scratch::new(
+        r#"
+name: users
+services:
+  low:
+    run: sh -c "echo uid=$(id -u) home=$HOME; exec sleep 1000"
+    user: nobody
+"#,
+    );
+    if !nix::unistd::geteuid().is_root() {
+        let out = s.run(&["up", "-d"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("needs kiln to run as root"));
+        return;
+    }
+    s.ok(&["up", "-d", "--interval", "5"]);
+    let _guard = Running(&s);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let expected = format!("uid={}", nobody.uid);
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .ok(&["logs", "low"])
+            .contains(&expected)),
+        "{}",
+        s.ok(&["logs", "low"])
+    );
+    s.ok(&["down"]);
+
+    let unknown = Scratch::new(
+        "name: users\nservices:\n  low: { run: sleep 1000, user: no-such-user-kiln }\n",
+    );
+    let out = unknown.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no user `no-such-user-kiln`"));
+}
