@@ -6,6 +6,7 @@ use kiln::ops::Failure;
 use kiln::{ci, commands};
 
 fn main() {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,4 +48,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ci(command) => ci::command(dir, command).await,
         Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),
     }
+}
+
+/// `kiln ... | head` closes stdout early; `println!` then panics with EPIPE. Exit quietly the way a
+/// process killed by SIGPIPE does (status 141) instead of printing a panic.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
