@@ -74,6 +74,20 @@ pub enum Command {
     /// List the recorded revisions (every apply and destroy).
     #[command(after_help = "Example:\n  kiln history --limit 5\n  kiln history --json")]
     History(HistoryArgs),
+    /// Evaluate a PromQL query over the control plane's metrics (Prometheus's /api/v1/query).
+    #[command(
+        after_help = "Example:\n  kiln query 'sum by (route, code_class) (rate(http_requests_total[1m]))'\n  kiln query 'kiln_instance_memory_rss_bytes' --json"
+    )]
+    Query {
+        /// The PromQL expression.
+        expr: String,
+        /// Evaluation time (unix seconds or RFC 3339), default now.
+        #[arg(long)]
+        time: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
     /// Show the event log: applies, drift, restarts, crashes, scaling (oldest first).
     #[command(
         after_help = "Example:\n  kiln events --limit 20\n  kiln events --address services.api --json"

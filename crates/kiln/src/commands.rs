@@ -790,6 +790,63 @@ pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `kiln query EXPR`: PromQL over the control plane's metrics.
+pub async fn query(
+    dir: &Path,
+    expr: &str,
+    time: Option<&str>,
+    output: &Output,
+) -> Result<(), Failure> {
+    let mut path = format!("/api/v1/query?query={}", percent_encode(expr));
+    if let Some(t) = time {
+        path.push_str(&format!("&time={}", percent_encode(t)));
+    }
+    let (code, answer) =
+        client::request_json(control_plane(dir).await?, "GET", &path, None).await?;
+    if code != 200 {
+        return Err(Failure::Invalid(format!(
+            "error: {}",
+            answer["error"].as_str().unwrap_or("query failed")
+        )));
+    }
+    if output.json {
+        println!("{answer:#}");
+        return Ok(());
+    }
+    let data = &answer["data"];
+    match data["resultType"].as_str() {
+        Some("vector") => {
+            for sample in data["result"].as_array().into_iter().flatten() {
+                let labels: Vec<String> = sample["metric"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap_or("")))
+                    .collect();
+                println!(
+                    "{{{}}} {}",
+                    labels.join(", "),
+                    sample["value"][1].as_str().unwrap_or("")
+                );
+            }
+        }
+        _ => println!("{}", data["result"]),
+    }
+    Ok(())
+}
+
+/// Percent-encodes everything but unreserved characters, for a query string.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// `kiln restart SERVICE`.
 pub async fn restart(dir: &Path, service: &str) -> Result<(), Failure> {
     let path = format!("/v1/services/{service}/restart");

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ops::{self, ApplyRequest, Event, Failure, Outcome, Selection};
 
+/// How often the collector records the ingress's and the instances' metrics.
+const METRICS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long file changes settle before a pass (an editor writes a file in several steps).
 const WATCH_SETTLE: Duration = Duration::from_millis(50);
 
@@ -139,6 +142,23 @@ pub async fn run(
         Some(listen) => Some(crate::ingress::start(listen, supervisor.clone()).await?),
         None => None,
     };
+    let metrics = match crate::metrics::open(&paths.kiln_dir) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            announce(&Event::Note {
+                message: format!("warning: {}; running without metrics", e.message()),
+            });
+            None
+        }
+    };
+    if let Some(store) = &metrics {
+        tokio::spawn(crate::metrics::collect(
+            store.clone(),
+            ingress.as_ref().map(|i| i.handle.clone()),
+            supervisor.clone(),
+            METRICS_INTERVAL,
+        ));
+    }
     let runtime = ops::Runtime {
         supervisor: Some(supervisor.clone()),
         routes: ingress
@@ -157,7 +177,7 @@ pub async fn run(
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
     };
-    let server = tokio::spawn(serve(listener, api, api_stopped));
+    let server = tokio::spawn(serve(listener, api, metrics.clone(), api_stopped));
     tokio::spawn(watch_signals(commands.clone()));
     let mut controller = Controller {
         dir: dir.to_path_buf(),
@@ -194,6 +214,9 @@ pub async fn run(
     drop(ingress);
     drop(supervisor);
     let _ = tokio::time::timeout(Duration::from_secs(5), recorder).await;
+    if let Some(store) = &metrics {
+        let _ = store.flush();
+    }
     let _ = stop_api.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = std::fs::remove_file(&paths.socket);
@@ -844,7 +867,27 @@ async fn plan(State(api): State<Api>, axum::Json(body): axum::Json<PlanBody>) ->
     }
 }
 
-async fn serve(listener: UnixListener, api: Api, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    listener: UnixListener,
+    api: Api,
+    metrics: crate::metrics::Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let prometheus = Router::new()
+        .route(
+            "/api/v1/query",
+            get(crate::metrics::query).post(crate::metrics::query),
+        )
+        .route(
+            "/api/v1/query_range",
+            get(crate::metrics::query_range).post(crate::metrics::query_range),
+        )
+        .route("/api/v1/labels", get(crate::metrics::labels))
+        .route(
+            "/api/v1/label/{name}/values",
+            get(crate::metrics::label_values),
+        )
+        .with_state(metrics);
     let router = Router::new()
         .route("/v1/plan", post(plan))
         .route("/v1/services", get(services))
@@ -854,7 +897,8 @@ async fn serve(listener: UnixListener, api: Api, mut stop: watch::Receiver<bool>
         .route("/v1/apply", post(apply))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/shutdown", post(shutdown))
-        .with_state(api);
+        .with_state(api)
+        .merge(prometheus);
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

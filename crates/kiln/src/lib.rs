@@ -7,5 +7,6 @@ pub mod client;
 pub mod commands;
 pub mod daemon;
 pub mod ingress;
+pub mod metrics;
 pub mod ops;
 pub mod render;

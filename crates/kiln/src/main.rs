@@ -45,6 +45,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::State(command) => commands::state(dir, command),
         Command::History(args) => commands::history(dir, args),
         Command::Events(args) => commands::events(dir, args),
+        Command::Query { expr, time, output } => {
+            commands::query(dir, expr, time.as_deref(), output).await
+        }
         Command::Ci(command) => ci::command(dir, command).await,
         Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),
     }

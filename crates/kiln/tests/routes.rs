@@ -99,6 +99,28 @@ fn the_ingress_routes_to_ready_instances_and_survives_a_kill() {
         }
     }
     assert_eq!(failures, 0);
+    // The collector records the ingress's request counts: PromQL over them answers.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let out = s.run(&[
+                "query",
+                "sum(http_requests_total{route=\"routes.shop-localhost-api\"})",
+                "--json",
+            ]);
+            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            answer["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|n| n >= 201.0)
+        }),
+        "{}",
+        s.ok(&["query", "http_requests_total"])
+    );
+    let ready = s.ok(&["query", "sum(kiln_instance_ready)"]);
+    assert!(
+        ready.trim().ends_with(" 2") || ready.trim().ends_with(" 1"),
+        "{ready}"
+    );
     assert!(wait_until(Duration::from_secs(10), || {
         let ps: serde_json::Value =
             serde_json::from_slice(&s.run(&["ps", "--json"]).stdout).unwrap_or_default();
