@@ -69,7 +69,10 @@ pub enum Command {
     #[command(after_help = "Example:\n  kiln status\n  kiln status --json")]
     Status(Output),
     /// Inspect the recorded state.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln state list\n  kiln state show resources.motd --json"
+    )]
     State(StateCommand),
     /// List the recorded revisions (every apply and destroy).
     #[command(after_help = "Example:\n  kiln history --limit 5\n  kiln history --json")]
