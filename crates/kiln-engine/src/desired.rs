@@ -21,6 +21,9 @@ pub struct Inputs {
     pub env: BTreeMap<String, String>,
     /// Directory that template paths are relative to.
     pub root: PathBuf,
+    /// Attribute values that replace the evaluated ones for this run, by address: how
+    /// `kiln rollback` and `kiln deploy --release` run another release than the tree's.
+    pub overrides: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Evaluation context over fixed inputs and the outputs known so far.
@@ -88,7 +91,12 @@ pub fn evaluate_one(
             message: "not in the stack".into(),
         }]);
     };
-    let evaluated = eval::evaluate_resource(stack, resource, knowledge)?;
+    let mut evaluated = eval::evaluate_resource(stack, resource, knowledge)?;
+    if let Some(overrides) = knowledge.inputs.overrides.get(address) {
+        for (name, value) in overrides {
+            evaluated.attrs.insert(name.clone(), value.clone());
+        }
+    }
     Ok(Desired {
         address: resource.address.clone(),
         kind: resource.kind.clone(),

@@ -22,7 +22,7 @@ impl Tried {
         }
     }
 
-    fn contains(self, index: usize) -> bool {
+    pub(crate) fn contains(self, index: usize) -> bool {
         index < 64 && self.0 & (1 << index) != 0
     }
 }

@@ -60,10 +60,12 @@ pub(crate) async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response
     };
     let set = &route.sets[set_index];
     let guard = set.metrics.start();
-    let mut response = forward(&ctx, route, set, &host, req, guard).await;
-    set.metrics
+    let (mut response, served) = forward(&ctx, route, set_index, &host, req, guard).await;
+    let served = &route.sets[served];
+    served
+        .metrics
         .record(response.status().as_u16(), started.elapsed());
-    finish_response(route, set, issue_cookie, &mut response);
+    finish_response(route, served, issue_cookie, &mut response);
     response
 }
 
@@ -89,19 +91,22 @@ struct Outgoing {
     bodiless: bool,
 }
 
+/// Forwards the request; returns the response and the set that served it (a retry may have
+/// moved it to another set).
 async fn forward(
     ctx: &Context<'_>,
     route: &CompiledRoute,
-    set: &CompiledSet,
+    set_index: usize,
     host: &str,
     req: Request<Incoming>,
     guard: InFlightRequest,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, usize) {
+    let set = &route.sets[set_index];
     let (mut parts, body) = req.into_parts();
     if let Some(limit) = route.max_body_bytes
         && declared_length(&parts).is_some_and(|len| len > limit)
     {
-        return local_error(&ProxyError::BodyTooLarge { limit });
+        return (local_error(&ProxyError::BodyTooLarge { limit }), set_index);
     }
     let client_upgrade = upgrade::take_client_upgrade(&mut parts);
     let outgoing = prepare(ctx, route, host, &mut parts, body.is_end_stream());
@@ -112,12 +117,13 @@ async fn forward(
         reclaim.clone(),
         set.metrics.clone(),
     );
-    let result = attempts(ctx, route, set, &outgoing, first_body, &reclaim).await;
+    let mut served = set_index;
+    let result = attempts(ctx, route, &mut served, &outgoing, first_body, &reclaim).await;
     let request_id = outgoing.request_id.clone();
     let mut response = match result {
         Ok((upstream, endpoint)) => relay(
             route,
-            set,
+            &route.sets[served],
             upstream,
             endpoint,
             guard,
@@ -130,7 +136,7 @@ async fn forward(
         .headers_mut()
         .entry(&headers::X_REQUEST_ID)
         .or_insert(request_id);
-    response
+    (response, served)
 }
 
 /// The body length the client declared, if any.
@@ -198,11 +204,14 @@ fn upstream_path(route: &CompiledRoute, uri: &Uri) -> PathAndQuery {
 
 type Attempted = (Response<Incoming>, InFlight);
 
-/// Tries endpoints until one answers acceptably or retries run out.
+/// Tries endpoints until one answers acceptably or retries run out. A retry goes to another
+/// endpoint of the same set while one is left untried, then to another set of the route (a
+/// broken canary's failures are retried on the stable side); `set_index` ends as the set of
+/// the last attempt, and each abandoned set counts the failure it gave.
 async fn attempts(
     ctx: &Context<'_>,
     route: &CompiledRoute,
-    set: &CompiledSet,
+    set_index: &mut usize,
     outgoing: &Outgoing,
     first_body: UpstreamBody,
     reclaim: &Arc<Reclaim>,
@@ -210,8 +219,21 @@ async fn attempts(
     let mut tried = Tried::default();
     let mut body = Some(first_body);
     let mut attempt = 0u32;
+    let mut failed_status = 0u16;
+    let started = Instant::now();
     loop {
         let now = ctx.clock.now_ms();
+        if attempt > 0
+            && !has_untried(&route.sets[*set_index], now, tried)
+            && let Some(other) = fallback_set(route, *set_index, now)
+        {
+            route.sets[*set_index]
+                .metrics
+                .record(failed_status, started.elapsed());
+            *set_index = other;
+            tried = Tried::default();
+        }
+        let set = &route.sets[*set_index];
         let Some(index) = choose_endpoint(set, route.balance, now, tried) else {
             return Err(ProxyError::NoEndpoint {
                 route: route.name.clone(),
@@ -236,6 +258,7 @@ async fn attempts(
             }
             Ok(Err(error)) if error.is_connect() => {
                 report_failure(ctx, route, set, index);
+                failed_status = StatusCode::BAD_GATEWAY.as_u16();
                 tracing::debug!(endpoint = %endpoint.id, %error, "upstream connect failed");
                 // The body was never read, so the failed attempt handed it back.
                 body = reclaim.take().map(|b| {
@@ -262,6 +285,7 @@ async fn attempts(
                     });
                 }
                 report_failure(ctx, route, set, index);
+                failed_status = StatusCode::BAD_GATEWAY.as_u16();
                 tracing::debug!(endpoint = %endpoint.id, %error, "upstream request failed");
                 // The connection broke after the request may have been sent (an instance killed
                 // mid-request, a pooled connection it closed): safe to repeat only when the
@@ -278,6 +302,7 @@ async fn attempts(
                 let status = response.status();
                 if status.is_server_error() {
                     report_failure(ctx, route, set, index);
+                    failed_status = status.as_u16();
                 } else {
                     endpoint.runtime.record_success(&route.outlier);
                     route.budget.deposit();
@@ -298,6 +323,29 @@ async fn attempts(
             }
         }
     }
+}
+
+/// Whether `set` has an available endpoint this request has not tried.
+fn has_untried(set: &CompiledSet, now_ms: u64, tried: Tried) -> bool {
+    set.endpoints
+        .iter()
+        .enumerate()
+        .any(|(i, e)| !tried.contains(i) && e.runtime.is_available(now_ms))
+}
+
+/// Another set of the route with traffic and an available endpoint: the heaviest one.
+fn fallback_set(route: &CompiledRoute, current: usize, now_ms: u64) -> Option<usize> {
+    route
+        .sets
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            *i != current
+                && s.weight > 0
+                && s.endpoints.iter().any(|e| e.runtime.is_available(now_ms))
+        })
+        .max_by_key(|(_, s)| s.weight)
+        .map(|(i, _)| i)
 }
 
 /// Spends a retry token; counts the retry when there was one.

@@ -175,6 +175,9 @@ pub struct Options {
     pub targets: Vec<String>,
     /// Leave these addresses (and what depends on them) alone.
     pub excludes: Vec<String>,
+    /// Only the targets themselves: what they depend on keeps its recorded state (how
+    /// `kiln deploy` changes one service and nothing else).
+    pub only: bool,
 }
 
 /// A plan that must not be applied.
@@ -333,7 +336,9 @@ fn select(
             .cloned()
             .collect();
         // Applying a target applies what it needs; destroying a target destroys what needs it.
-        if options.destroy {
+        if options.only {
+            roots.into_iter().collect()
+        } else if options.destroy {
             closure(roots, |a| dependents.get(a).cloned().unwrap_or_default())
         } else {
             closure(roots, |a| deps(a))

@@ -24,18 +24,21 @@ mod service;
 pub use exec::ExecProvider;
 pub use file::FileProvider;
 pub use route::{RouteProvider, RouteSink, RouteSpec, route_spec};
-pub use service::{ServiceProvider, service_spec, supervisor_name};
+pub use service::{
+    DeployEntry, DeployJournal, ReleaseEntry, ServiceProvider, ServiceRuntime, TREE_RELEASE,
+    deploy_config, service_spec, supervisor_name,
+};
 
 /// Every provider built into kiln, ready to register with the engine. Services are supervised,
 /// and routes served, only inside the control plane (which passes its supervisor and ingress).
 pub fn builtin_providers(
-    supervisor: Option<kiln_supervisor::SupervisorHandle>,
+    services: Option<ServiceRuntime>,
     routes: Option<Arc<dyn RouteSink>>,
 ) -> Vec<Arc<dyn Provider>> {
     vec![
         Arc::new(FileProvider::new()),
         Arc::new(ExecProvider::new()),
-        Arc::new(ServiceProvider::new(supervisor)),
+        Arc::new(ServiceProvider::new(services)),
         Arc::new(RouteProvider::new(routes)),
     ]
 }

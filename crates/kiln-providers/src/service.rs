@@ -3,9 +3,13 @@
 //! ready, or fail with the supervisor's account of which instance failed which probe.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_deploy::{
+    Canary, DeployConfig, DeployReport, DeployRequest, DeployResult, Deployer, Strategy, release,
+};
 use kiln_engine::provider::{
     Applied, Attributes, Drift, Observation, Provider, ProviderContext, ProviderError,
     ProviderFuture, Recorded,
@@ -15,31 +19,83 @@ use kiln_supervisor::{
 };
 use serde_json::Value;
 
+/// The release of a service without `path:`: it runs from the stack directory as it is.
+pub const TREE_RELEASE: &str = "tree";
+
 /// Default wait for readiness when a service does not say.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs services through the supervisor of the control plane.
+/// Runs services through the control plane's deploy engine and supervisor.
 #[derive(Clone)]
 pub struct ServiceProvider {
-    supervisor: Option<SupervisorHandle>,
+    runtime: Option<ServiceRuntime>,
+}
+
+/// What the control plane gives the service provider.
+#[derive(Clone)]
+pub struct ServiceRuntime {
+    pub deployer: Arc<Deployer>,
+    /// Where releases and deploys are recorded.
+    pub journal: Arc<dyn DeployJournal>,
+    /// Where release snapshots are kept (`.kiln/releases`).
+    pub releases_dir: PathBuf,
+}
+
+/// A release kiln made from a service's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseEntry {
+    /// The service's address.
+    pub service: String,
+    pub digest: String,
+    /// `path:<dir relative to the stack>`.
+    pub source: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// A finished deploy.
+#[derive(Debug, Clone)]
+pub struct DeployEntry {
+    /// The service's address.
+    pub service: String,
+    /// The releases that ran before (none for a first start).
+    pub from_releases: Vec<String>,
+    pub to_release: String,
+    pub started_at: std::time::SystemTime,
+    pub report: DeployReport,
+}
+
+/// Records releases and deploys (the control plane implements it over the state store).
+pub trait DeployJournal: Send + Sync {
+    fn release(&self, entry: ReleaseEntry) -> ProviderFuture<'_, ()>;
+    fn deploy(&self, entry: DeployEntry) -> ProviderFuture<'_, ()>;
+}
+
+impl std::fmt::Debug for ServiceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceRuntime")
+            .field("deployer", &self.deployer)
+            .field("releases_dir", &self.releases_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ServiceProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceProvider")
-            .field("supervised", &self.supervisor.is_some())
+            .field("supervised", &self.runtime.is_some())
             .finish()
     }
 }
 
 impl ServiceProvider {
-    /// A provider; without a supervisor it can plan but not start anything.
-    pub fn new(supervisor: Option<SupervisorHandle>) -> ServiceProvider {
-        ServiceProvider { supervisor }
+    /// A provider; without a control plane it can plan but not start anything.
+    pub fn new(runtime: Option<ServiceRuntime>) -> ServiceProvider {
+        ServiceProvider { runtime }
     }
 
-    fn supervisor(&self) -> Result<&SupervisorHandle, ProviderError> {
-        self.supervisor.as_ref().ok_or_else(|| ProviderError::Failed {
+    fn runtime(&self) -> Result<&ServiceRuntime, ProviderError> {
+        self.runtime.as_ref().ok_or_else(|| ProviderError::Failed {
             message: "services run under the control plane: start it with `kiln up` (or `kiln up -d`), which applies the stack".into(),
         })
     }
@@ -284,42 +340,220 @@ pub fn service_spec(
     Ok(spec)
 }
 
+/// Where a service's release comes from: the directory its `path` names.
+fn release_root(ctx: &ProviderContext, attrs: &Attributes) -> PathBuf {
+    ctx.root
+        .join(attrs.get("path").and_then(Value::as_str).unwrap_or("."))
+}
+
+/// Parses the `deploy:` block (validated by the spec; defaults fill the rest).
+pub fn deploy_config(attrs: &Attributes) -> DeployConfig {
+    let mut config = DeployConfig::default();
+    let Some(Value::Object(d)) = attrs.get("deploy") else {
+        return config;
+    };
+    let count = |key: &str, default: u32| {
+        d.get(key)
+            .and_then(Value::as_u64)
+            .map_or(default, |n| u32::try_from(n).unwrap_or(default))
+    };
+    let ratio = |v: Option<&Value>, default: f64| {
+        v.and_then(Value::as_f64)
+            .filter(|r| r.is_finite())
+            .unwrap_or(default)
+    };
+    config.strategy = match d.get("strategy").and_then(Value::as_str) {
+        Some("blue-green") => Strategy::BlueGreen {
+            keep_old: millis(d.get("keep_old")).unwrap_or(Duration::ZERO),
+        },
+        Some("canary") => {
+            let defaults = Canary::default();
+            let steps = match d.get("steps") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_f64().or_else(|| v.as_u64().map(|n| n as f64)))
+                    .map(|p| if p <= 1.0 { p * 100.0 } else { p })
+                    .map(|p| p.round().clamp(1.0, 99.0) as u32)
+                    .collect(),
+                _ => defaults.steps.clone(),
+            };
+            let analysis = match d.get("analysis") {
+                Some(Value::Object(a)) => a.clone(),
+                _ => serde_json::Map::new(),
+            };
+            Strategy::Canary(Canary {
+                steps,
+                pause: millis(d.get("pause")).unwrap_or(defaults.pause),
+                max_error_increase: ratio(
+                    analysis.get("max_error_increase"),
+                    defaults.max_error_increase,
+                ),
+                max_latency_ratio: ratio(
+                    analysis.get("max_latency_ratio"),
+                    defaults.max_latency_ratio,
+                ),
+                latency_slack: millis(analysis.get("latency_slack"))
+                    .unwrap_or(defaults.latency_slack),
+                min_requests: analysis
+                    .get("min_requests")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(defaults.min_requests),
+            })
+        }
+        _ => Strategy::Rolling {
+            max_surge: count("max_surge", 1),
+            max_unavailable: count("max_unavailable", 0),
+        },
+    };
+    if let Some(d) = millis(d.get("healthy_deadline")) {
+        config.healthy_deadline = d;
+    } else if let Some(d) = millis(attrs.get("ready_timeout")) {
+        config.healthy_deadline = d;
+    }
+    if let Some(d) = millis(d.get("min_healthy_time")) {
+        config.min_healthy_time = d;
+    }
+    if let Some(d) = millis(d.get("drain_timeout")) {
+        config.drain_timeout = d;
+    }
+    if let Some(auto) = d.get("auto_rollback").and_then(Value::as_bool) {
+        config.auto_rollback = auto;
+    }
+    config
+}
+
 impl ServiceProvider {
+    /// Makes (or finds) the release the attributes name and points the spec at it: the
+    /// instances run from the snapshot, never from the working tree.
+    async fn release(
+        &self,
+        ctx: &ProviderContext,
+        address: &str,
+        desired: &Attributes,
+        spec: &mut ServiceSpec,
+    ) -> Result<String, ProviderError> {
+        let runtime = self.runtime()?;
+        if desired.get("path").is_none() {
+            // Run from the stack directory itself: nothing is snapshotted (it holds data and
+            // kiln's own files); deploys still go by the strategy, keyed by the spec.
+            spec.release = TREE_RELEASE.to_owned();
+            return Ok(TREE_RELEASE.to_owned());
+        }
+        let root = release_root(ctx, desired);
+        let expected = desired
+            .get("release")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let releases = runtime.releases_dir.clone();
+        let source_root = root.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            // A release named by digest may no longer match the tree (a rollback): use the
+            // snapshot on disk then.
+            if let Some(digest) = &expected
+                && let Ok(dir) = release::existing(&releases, digest)
+            {
+                return release::digest_tree(&dir).map(|tree| release::Snapshot {
+                    tree,
+                    dir,
+                    created: false,
+                });
+            }
+            release::snapshot(&source_root, &releases, expected.as_deref())
+        })
+        .await
+        .map_err(|e| failed(format!("releasing {}: {e}", root.display())))?
+        .map_err(|e| failed(e.to_string()))?;
+        // Recorded every time: the store keeps the first sighting of a release.
+        let source = root
+            .strip_prefix(&ctx.root)
+            .map_or_else(|_| root.display().to_string(), |r| r.display().to_string());
+        runtime
+            .journal
+            .release(ReleaseEntry {
+                service: address.to_owned(),
+                digest: snapshot.tree.digest.clone(),
+                source: format!("path:{}", if source.is_empty() { "." } else { &source }),
+                files: snapshot.tree.files,
+                bytes: snapshot.tree.bytes,
+            })
+            .await?;
+        if let Ok(inside) = spec.workdir.strip_prefix(&root) {
+            spec.workdir = snapshot.dir.join(inside);
+        }
+        spec.release = release::short(&snapshot.tree.digest).to_owned();
+        Ok(snapshot.tree.digest)
+    }
+
     async fn start(
         &self,
         ctx: &ProviderContext,
         address: &str,
         desired: &Attributes,
     ) -> Result<Applied, ProviderError> {
-        let supervisor = self.supervisor()?;
-        let spec = service_spec(ctx, address, desired)?;
-        let name = spec.name.clone();
-        let hash = spec.spec_hash();
+        let runtime = self.runtime()?;
+        let supervisor = runtime.deployer.supervisor();
+        let mut spec = service_spec(ctx, address, desired)?;
+        let digest = self.release(ctx, address, desired, &mut spec).await?;
+        let service = spec.name.clone();
         let replicas = spec.replicas;
         let job = desired.get("job").and_then(Value::as_bool).unwrap_or(false);
-        let events = supervisor.subscribe();
-        supervisor
-            .apply(spec)
+        let previous: Vec<String> = runtime
+            .deployer
+            .sets(&service)
             .await
-            .map_err(|e| ProviderError::Partial {
-                message: e.to_string(),
-            })?;
-        let timeout = millis(desired.get("ready_timeout")).unwrap_or(READY_TIMEOUT);
-        if job {
-            wait_completed(supervisor, &name, replicas, events, timeout).await?;
-        } else if replicas > 0 {
-            supervisor
-                .wait_ready(&name, timeout)
-                .await
-                .map_err(|e| ProviderError::Partial {
-                    message: e.to_string(),
-                })?;
-        }
+            .values()
+            .filter_map(|i| i.first().map(|i| i.release.clone()))
+            .collect();
+        let started_at = std::time::SystemTime::now();
+        let set = if job {
+            self.run_job(runtime, &service, spec, desired).await?
+        } else {
+            let report = runtime
+                .deployer
+                .deploy(DeployRequest {
+                    service: service.clone(),
+                    spec,
+                    config: deploy_config(desired),
+                })
+                .await;
+            let set = report.set.clone();
+            let result = report.result.clone();
+            let steps = report.steps.clone();
+            runtime
+                .journal
+                .deploy(DeployEntry {
+                    service: address.to_owned(),
+                    from_releases: previous,
+                    to_release: digest.clone(),
+                    started_at,
+                    report,
+                })
+                .await?;
+            match result {
+                DeployResult::Succeeded => set,
+                DeployResult::Failed { reason } => {
+                    return Err(ProviderError::Partial {
+                        message: format!(
+                            "the deploy of {address} failed: {reason}\n  steps: {}",
+                            steps.join("; ")
+                        ),
+                    });
+                }
+                DeployResult::RolledBack { reason } => {
+                    return Err(ProviderError::Failed {
+                        message: format!(
+                            "the deploy of {address} failed and was rolled back (the previous release serves): {reason}\n  steps: {}",
+                            steps.join("; ")
+                        ),
+                    });
+                }
+            }
+        };
         let mut ports: Vec<u16> = supervisor
             .status()
             .await
             .into_iter()
-            .filter(|s| s.id.service == name)
+            .filter(|s| s.id.service == set)
             .filter_map(|s| s.port)
             .collect();
         ports.sort_unstable();
@@ -333,10 +567,40 @@ impl ServiceProvider {
         }
         outputs.insert("ports".into(), Value::from(ports));
         outputs.insert("instances".into(), Value::from(replicas));
+        outputs.insert("release".into(), Value::String(digest.clone()));
         Ok(Applied {
             outputs,
-            private: serde_json::json!({ "spec_hash": hash }),
+            private: serde_json::json!({ "set": set, "release": digest }),
         })
+    }
+
+    /// A one-shot job runs its version directly (no strategy: nothing serves traffic).
+    async fn run_job(
+        &self,
+        runtime: &ServiceRuntime,
+        service: &str,
+        mut spec: ServiceSpec,
+        desired: &Attributes,
+    ) -> Result<String, ProviderError> {
+        let supervisor = runtime.deployer.supervisor();
+        let set = kiln_deploy::set_name(service, &spec);
+        spec.name = set.clone();
+        let replicas = spec.replicas;
+        for old in runtime.deployer.sets(service).await.into_keys() {
+            if old != set {
+                let _ = supervisor.remove(&old).await;
+            }
+        }
+        let events = supervisor.subscribe();
+        supervisor
+            .apply(spec)
+            .await
+            .map_err(|e| ProviderError::Partial {
+                message: e.to_string(),
+            })?;
+        let timeout = millis(desired.get("ready_timeout")).unwrap_or(READY_TIMEOUT);
+        wait_completed(supervisor, &set, replicas, events, timeout).await?;
+        Ok(set)
     }
 }
 
@@ -423,7 +687,7 @@ impl Provider for ServiceProvider {
         recorded: &'a Recorded,
     ) -> ProviderFuture<'a, Observation> {
         Box::pin(async move {
-            let Some(supervisor) = &self.supervisor else {
+            let Some(runtime) = &self.runtime else {
                 // Outside the control plane nothing is watching the processes; report no drift.
                 return Ok(Observation::Present { drift: Vec::new() });
             };
@@ -432,12 +696,17 @@ impl Provider for ServiceProvider {
                 return Ok(Observation::Present { drift: Vec::new() });
             }
             let name = supervisor_name(&recorded.address);
-            let instances: Vec<_> = supervisor
-                .status()
-                .await
-                .into_iter()
-                .filter(|s| s.id.service == name)
-                .collect();
+            let sets = runtime.deployer.sets(&name).await;
+            if sets.is_empty() {
+                return Ok(Observation::Absent);
+            }
+            // The set the last deploy made; while a blue-green deploy keeps the previous set
+            // idle for a rollback, that one is not drift.
+            let current = recorded.private.get("set").and_then(Value::as_str);
+            let instances: Vec<_> = match current.and_then(|c| sets.get(c)) {
+                Some(instances) => instances.clone(),
+                None => sets.into_values().flatten().collect(),
+            };
             if instances.is_empty() {
                 return Ok(Observation::Absent);
             }
@@ -456,11 +725,9 @@ impl Provider for ServiceProvider {
                     ),
                 });
             }
-            let recorded_hash = recorded.private.get("spec_hash").and_then(Value::as_str);
-            if let (Some(recorded_hash), Ok(spec)) = (
-                recorded_hash,
-                service_spec(ctx, &recorded.address, &recorded.attributes),
-            ) && spec.spec_hash() != recorded_hash
+            let _ = ctx;
+            if let Some(current) = current
+                && instances.iter().any(|i| i.id.service != current)
             {
                 drift.push(Drift {
                     attribute: "run".into(),
@@ -496,8 +763,12 @@ impl Provider for ServiceProvider {
         recorded: &'a Recorded,
     ) -> ProviderFuture<'a, ()> {
         Box::pin(async move {
-            let supervisor = self.supervisor()?;
-            match supervisor.remove(&supervisor_name(&recorded.address)).await {
+            let runtime = self.runtime()?;
+            match runtime
+                .deployer
+                .remove(&supervisor_name(&recorded.address))
+                .await
+            {
                 Ok(()) | Err(kiln_supervisor::SupervisorError::UnknownService(_)) => Ok(()),
                 Err(e) => Err(failed(e.to_string())),
             }

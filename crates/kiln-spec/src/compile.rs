@@ -818,12 +818,54 @@ impl<'fs> Compiler<'fs> {
                 self.check_program(&resource, base);
                 self.check_job(&resource);
                 self.check_user(&resource);
+                self.release_digest(&mut resource, base);
             }
             self.template_files(kind, &mut resource, base);
             self.required_attrs(kind, &resource, node.span, &address);
             self.lifecycle_attrs(kind, &resource, &address);
         }
         self.resources.insert(address, resource);
+    }
+
+    /// A service's code is part of its declared state: the digest of the tree its `path`
+    /// names becomes its `release` attribute (a literal `path` only; one computed from an
+    /// expression is released at apply time instead).
+    fn release_digest(&mut self, resource: &mut Resource, base: &Path) {
+        // Without `path:` a service runs from the stack's own directory, which also holds
+        // its data and kiln's outputs: no release is made of that.
+        let rel = match resource.attrs.get("path").map(|v| &v.kind) {
+            Some(ValueKind::Literal(serde_json::Value::String(rel))) => rel.as_str(),
+            _ => return,
+        };
+        let span = resource.attrs.get("path").map_or(resource.span, |v| v.span);
+        let dir = normalize(&base.join(rel));
+        match self.fs.tree_digest(&dir) {
+            None => {}
+            Some(Ok(digest)) => {
+                resource.rendered.insert(
+                    "release".into(),
+                    Value {
+                        kind: ValueKind::Literal(serde_json::Value::String(digest)),
+                        span,
+                    },
+                );
+            }
+            Some(Err(err)) => self.emit(
+                Diagnostic::new(
+                    Code::BadSource,
+                    span,
+                    format!("{}.path", resource.address),
+                    format!(
+                        "cannot read the service's code under {}: {err}",
+                        dir.display()
+                    ),
+                )
+                .label("the service's release is made from this directory")
+                .help(
+                    "`path:` names the directory the service runs from, relative to the stack file",
+                ),
+            ),
+        }
     }
 
     /// `user:` must name an account of this machine.

@@ -21,6 +21,13 @@ pub trait FileSystem {
         let _ = name;
         true
     }
+    /// The content digest (`sha256:...`) of the tree under `dir`, which becomes a service's
+    /// `release` attribute so that a change of its code is a change of the declared state.
+    /// `None` when the file system cannot tell (the default, and in-memory trees).
+    fn tree_digest(&self, dir: &Path) -> Option<std::io::Result<String>> {
+        let _ = dir;
+        None
+    }
 }
 
 /// An in-memory file tree, for tests and for tools that hold files already.

@@ -298,6 +298,55 @@ pub const BACKOFF: ObjectSchema = ObjectSchema {
     one_of: &[],
 };
 
+/// The canary analysis of a `deploy:` block.
+pub const ANALYSIS: ObjectSchema = ObjectSchema {
+    what: "a canary analysis: { max_error_increase: 0.01, max_latency_ratio: 1.5, latency_slack: 50ms, min_requests: 20 }",
+    fields: &[
+        (
+            "max_error_increase",
+            AttrType::Number { min: 0.0, max: 1.0 },
+        ),
+        (
+            "max_latency_ratio",
+            AttrType::Number {
+                min: 1.0,
+                max: 1000.0,
+            },
+        ),
+        ("latency_slack", AttrType::Duration),
+        (
+            "min_requests",
+            AttrType::Int {
+                min: 0,
+                max: 1_000_000_000,
+            },
+        ),
+    ],
+    one_of: &[],
+};
+
+/// `deploy:` of a service: how a new release replaces the running one.
+pub const DEPLOY: ObjectSchema = ObjectSchema {
+    what: "a deploy strategy: { strategy: rolling | blue-green | canary, max_surge, max_unavailable, min_healthy_time, healthy_deadline, keep_old, steps, pause, analysis, auto_rollback, drain_timeout }",
+    fields: &[
+        (
+            "strategy",
+            AttrType::Enum(&["rolling", "blue-green", "canary"]),
+        ),
+        ("max_surge", AttrType::Int { min: 0, max: 1000 }),
+        ("max_unavailable", AttrType::Int { min: 0, max: 1000 }),
+        ("min_healthy_time", AttrType::Duration),
+        ("healthy_deadline", AttrType::Duration),
+        ("keep_old", AttrType::Duration),
+        ("steps", AttrType::List),
+        ("pause", AttrType::Duration),
+        ("analysis", AttrType::Object(&ANALYSIS)),
+        ("auto_rollback", AttrType::Bool),
+        ("drain_timeout", AttrType::Duration),
+    ],
+    one_of: &[],
+};
+
 /// `service`: a supervised process with replicas, health checks and restarts (the `services:`
 /// section; the kind is implied).
 pub const SERVICE: KindSchema = KindSchema {
@@ -369,6 +418,11 @@ pub const SERVICE: KindSchema = KindSchema {
             "user",
             AttrType::String,
             "run as this user (and its groups); kiln must run as root",
+        ),
+        attr(
+            "deploy",
+            AttrType::Object(&DEPLOY),
+            "how a new release replaces the running one: rolling (default), blue-green or canary",
         ),
     ],
     one_of: &[],

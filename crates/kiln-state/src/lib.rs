@@ -60,6 +60,7 @@
 //! one batch of 10,000 costs about a tenth of that.
 
 mod codec;
+mod deploys;
 mod error;
 mod events;
 mod handle;
@@ -72,6 +73,7 @@ pub mod schema;
 mod store;
 mod types;
 
+pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};

@@ -11,7 +11,7 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -128,6 +128,38 @@ CREATE TABLE pipeline_steps (
     duration_ms INTEGER NOT NULL,
     PRIMARY KEY (job, position)
 ) WITHOUT ROWID;
+"#;
+
+/// Releases (immutable, content-addressed versions of a service's code; the files live under
+/// `.kiln/releases/<digest>/`) and the deploys between them (see `deploys.rs`).
+const V3: &str = r#"
+CREATE TABLE releases (
+    service     TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    commit_sha  TEXT,
+    run_id      INTEGER,
+    files       INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    PRIMARY KEY (service, digest)
+) WITHOUT ROWID;
+
+CREATE TABLE deploys (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    service      TEXT NOT NULL,
+    from_release TEXT,
+    to_release   TEXT NOT NULL,
+    strategy     TEXT NOT NULL,
+    trigger      TEXT NOT NULL,
+    user         TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    result       TEXT NOT NULL,
+    detail       TEXT NOT NULL
+);
+CREATE INDEX deploys_by_service ON deploys (service, id);
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

@@ -51,6 +51,13 @@ pub use spec::{
 use actor::{Actor, Request};
 use instance::Shared;
 
+/// The service a supervisor name belongs to. A deploy runs each version of a service as its own
+/// set, named `service@version` (`api@3f2a1c9e`); every set of a service shares its
+/// `KILN_SERVICE`, its routes and its metrics labels.
+pub fn service_of(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(service, _)| service)
+}
+
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_CAPACITY: usize = 1024;
 

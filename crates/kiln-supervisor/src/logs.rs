@@ -250,22 +250,45 @@ pub fn read_logs(
     since: Option<SystemTime>,
     tail: Option<usize>,
 ) -> Vec<LogLine> {
-    let dir = state_dir.join("logs").join(service);
-    let instances: Vec<u32> = match instance {
-        Some(n) => vec![n],
-        None => list_instances(&dir),
-    };
-    let mut lines: Vec<LogLine> = instances
-        .into_iter()
-        .flat_map(|n| read_instance(&log_path(state_dir, service, n), service, n))
-        .filter(|line| since.is_none_or(|since| line.time >= since))
-        .collect();
+    let mut lines: Vec<LogLine> = Vec::new();
+    for set in sets_of(state_dir, service) {
+        let dir = state_dir.join("logs").join(&set);
+        let instances: Vec<u32> = match instance {
+            Some(n) => vec![n],
+            None => list_instances(&dir),
+        };
+        lines.extend(
+            instances
+                .into_iter()
+                .flat_map(|n| read_instance(&log_path(state_dir, &set, n), &set, n))
+                .filter(|line| since.is_none_or(|since| line.time >= since)),
+        );
+    }
     // Stable: lines of one instance with equal stamps keep their file order.
     lines.sort_by_key(|line| line.time);
     if let Some(tail) = tail {
         lines.drain(..lines.len().saturating_sub(tail));
     }
     lines
+}
+
+/// The log directories of `service`: its own, and one per set (`service@version`) a deploy
+/// ran; a name with `@` is one set only.
+fn sets_of(state_dir: &Path, service: &str) -> Vec<String> {
+    if service.contains('@') {
+        return vec![service.to_owned()];
+    }
+    let prefix = format!("{service}@");
+    let mut sets: Vec<String> = std::fs::read_dir(state_dir.join("logs"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name == service || name.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    sets.sort();
+    sets
 }
 
 fn list_instances(dir: &Path) -> Vec<u32> {

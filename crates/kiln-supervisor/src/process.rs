@@ -44,7 +44,10 @@ pub(crate) fn fifo_paths(run_dir: &Path, id: &InstanceId) -> (PathBuf, PathBuf) 
 pub(crate) fn instance_env(id: &InstanceId, port: u16, release: &str) -> Vec<(String, String)> {
     vec![
         ("PORT".to_owned(), port.to_string()),
-        ("KILN_SERVICE".to_owned(), id.service.clone()),
+        (
+            "KILN_SERVICE".to_owned(),
+            crate::service_of(&id.service).to_owned(),
+        ),
         ("KILN_INSTANCE".to_owned(), id.instance.to_string()),
         ("KILN_RELEASE".to_owned(), release.to_owned()),
     ]

@@ -62,9 +62,14 @@ impl ServiceSpec {
     /// Reports the first problem that would make the spec unrunnable or unsafe as a file name.
     pub fn validate(&self) -> Result<(), String> {
         let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
-        if self.name.is_empty() || !self.name.chars().all(safe) || self.name.starts_with('.') {
+        let part_ok = |p: &str| !p.is_empty() && p.chars().all(safe) && !p.starts_with('.');
+        let valid = match self.name.split_once('@') {
+            Some((service, set)) => part_ok(service) && part_ok(set),
+            None => part_ok(&self.name),
+        };
+        if !valid {
             return Err(format!(
-                "service name `{}` must be non-empty and use only letters, digits, `-`, `_`, `.`",
+                "service name `{}` must be non-empty and use only letters, digits, `-`, `_`, `.` (and one `@` before a set name)",
                 self.name
             ));
         }

@@ -65,6 +65,40 @@ pub enum Command {
         /// SERVICE=REPLICAS.
         assignment: String,
     },
+    /// Deploy a service: its current tree as a new release, or a recorded release, by its
+    /// `deploy:` strategy (rolling, blue-green or canary).
+    #[command(
+        after_help = "Example:\n  kiln deploy api                   # the code under its path, as a new release\n  kiln deploy api --release 3f2a1c  # a release kiln recorded (see `kiln releases api`)"
+    )]
+    Deploy {
+        /// The service (`api` or `services.api`).
+        service: String,
+        /// A recorded release: its digest or at least 4 leading hex digits.
+        #[arg(long)]
+        release: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Return a service to its previous release (or the one named), by its deploy strategy;
+    /// the next `kiln plan` shows the tree's release as the change an apply would make.
+    #[command(after_help = "Example:\n  kiln rollback api\n  kiln rollback api --to 3f2a1c")]
+    Rollback {
+        /// The service (`api` or `services.api`).
+        service: String,
+        /// The release to return to (default: the one before the current).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List a service's releases (the running one marked) and its recent deploys.
+    #[command(after_help = "Example:\n  kiln releases api\n  kiln releases api --json")]
+    Releases {
+        /// The service (`api` or `services.api`).
+        service: String,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Show the running control plane's status.
     #[command(after_help = "Example:\n  kiln status\n  kiln status --json")]
     Status(Output),

@@ -25,6 +25,8 @@ fn selection(args: &crate::cli::Selection) -> Selection {
         excludes: args.excludes.clone(),
         vars: args.vars.clone(),
         no_refresh: args.no_refresh,
+        overrides: Default::default(),
+        only: false,
     }
 }
 
@@ -183,6 +185,7 @@ pub async fn apply(dir: &Path, args: &ApplyArgs, destroy: bool) -> Result<(), Fa
         destroy,
         saved,
         parallelism: args.parallelism,
+        trigger: String::new(),
     };
     let json = args.output.json;
     let mut printer = Printer::new(json);
@@ -751,8 +754,8 @@ pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>4} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  HEALTH",
-        "SERVICE", "#", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "CPU", "RSS"
+        "{:<16} {:>4} {:<13} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  HEALTH",
+        "SERVICE", "#", "RELEASE", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "CPU", "RSS"
     );
     for i in list.as_array().into_iter().flatten() {
         let num = |k: &str| {
@@ -774,9 +777,10 @@ pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
             state = format!("{state} ({detail})");
         }
         println!(
-            "{:<16} {:>4} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  {}",
+            "{:<16} {:>4} {:<13} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  {}",
             i["service"].as_str().unwrap_or("?"),
             num("instance"),
+            i["release"].as_str().unwrap_or("-"),
             num("pid"),
             num("port"),
             state,
@@ -917,13 +921,19 @@ pub async fn logs(dir: &Path, args: &LogsArgs) -> Result<(), Failure> {
         targets.push((service, instance));
     }
     if targets.is_empty() {
-        let mut names: Vec<String> = std::fs::read_dir(state_dir.join("logs"))
+        let names: Vec<String> = std::fs::read_dir(state_dir.join("logs"))
             .map(|d| {
                 d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect()
             })
             .unwrap_or_default();
+        // By service, not by set: a deploy during `--follow` starts new sets.
+        let mut names: Vec<String> = names
+            .iter()
+            .map(|n| kiln_supervisor::service_of(n).to_owned())
+            .collect();
         names.sort();
+        names.dedup();
         targets = names.into_iter().map(|n| (n, None)).collect();
     }
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
@@ -990,4 +1000,67 @@ fn print_log_line(line: &kiln_supervisor::LogLine, json: bool, colour: bool) {
     } else {
         println!("{prefix:<12} | {time} {}", line.text);
     }
+}
+
+/// `kiln deploy SERVICE [--release R]` and `kiln rollback SERVICE [--to R]`: an apply of that
+/// service alone, with its release pinned when one is named (the tree's otherwise).
+pub async fn deploy(
+    dir: &Path,
+    service: &str,
+    release: Option<&str>,
+    rollback: bool,
+    output: &Output,
+) -> Result<(), Failure> {
+    let address = crate::deploys::service_address(service);
+    let stream = control_plane(dir).await?;
+    let pinned = {
+        let store = ops::open_store(dir)?;
+        if store.resource(&address)?.is_none() && rollback {
+            return Err(Failure::Refused(format!(
+                "error: {address} is not deployed; nothing to roll back"
+            )));
+        }
+        match (release, rollback) {
+            (Some(r), _) => Some(crate::deploys::resolve_release(&store, &address, r)?),
+            (None, true) => Some(crate::deploys::previous_release(&store, &address)?),
+            (None, false) => None,
+        }
+    };
+    let mut overrides = std::collections::BTreeMap::new();
+    if let Some(digest) = &pinned {
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("release".into(), serde_json::Value::String(digest.clone()));
+        overrides.insert(address.clone(), attrs);
+        if !output.json {
+            println!(
+                "{} {address} to release {}",
+                if rollback {
+                    "rolling back"
+                } else {
+                    "deploying"
+                },
+                kiln_deploy::release::short(digest)
+            );
+        }
+    }
+    let request = ApplyRequest {
+        select: Selection {
+            targets: vec![address],
+            overrides,
+            only: true,
+            ..Selection::default()
+        },
+        parallelism: 10,
+        trigger: if rollback { "rollback" } else { "deploy" }.into(),
+        ..ApplyRequest::default()
+    };
+    let mut printer = Printer::new(output.json);
+    let started = Instant::now();
+    let outcome = apply_remote(stream, &request, &mut printer).await?;
+    if outcome.plan.is_empty() && !output.json {
+        println!(
+            "nothing to deploy: the service already runs that release with this configuration"
+        );
+    }
+    finish(&outcome, started.elapsed(), output.json)
 }

@@ -159,11 +159,23 @@ pub async fn run(
             METRICS_INTERVAL,
         ));
     }
+    let traffic: Arc<dyn kiln_deploy::Traffic> = match &ingress {
+        Some(i) => Arc::new(i.routes.clone()),
+        None => Arc::new(kiln_deploy::NoTraffic),
+    };
+    let deployer = kiln_deploy::Deployer::new(supervisor.clone(), traffic);
+    let journal = crate::deploys::StateJournal::new(dir);
     let runtime = ops::Runtime {
         supervisor: Some(supervisor.clone()),
         routes: ingress
             .as_ref()
             .map(|i| Arc::new(i.routes.clone()) as Arc<dyn kiln_providers::RouteSink>),
+        trigger: Some(journal.trigger.clone()),
+        services: Some(kiln_providers::ServiceRuntime {
+            deployer,
+            journal: Arc::new(journal),
+            releases_dir: paths.kiln_dir.join("releases"),
+        }),
     };
     let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
     let recorder = tokio::spawn(record_supervisor_events(
@@ -321,13 +333,61 @@ async fn stop_in_reverse_order(dir: &Path, supervisor: &kiln_supervisor::Supervi
             .iter()
             .map(|r| kiln_providers::supervisor_name(&r.address))
             .collect();
-        let stops = leaf_names.iter().map(|name| supervisor.remove(name));
+        // Every set (version) of each service: `api@3f2a1c9e`, and one kept by a blue-green
+        // deploy too.
+        let status = supervisor.status().await;
+        let mut sets: Vec<String> = status
+            .iter()
+            .filter(|i| {
+                leaf_names
+                    .iter()
+                    .any(|n| n == kiln_supervisor::service_of(&i.id.service))
+            })
+            .map(|i| i.id.service.clone())
+            .collect();
+        sets.sort();
+        sets.dedup();
+        sets.extend(leaf_names.iter().cloned());
+        let stops = sets.iter().map(|name| supervisor.remove(name));
         let _ = tokio::time::timeout(DRAIN_DEADLINE, futures_util::future::join_all(stops)).await;
         running = rest
             .into_iter()
             .filter(|r| !leaves.iter().any(|l| l.address == r.address))
             .collect();
     }
+}
+
+/// Restarts every instance of every set (version) of `service`.
+async fn restart_sets(deployer: &kiln_deploy::Deployer, service: &str) -> Result<(), String> {
+    let sets: Vec<String> = deployer.sets(service).await.into_keys().collect();
+    if sets.is_empty() {
+        return Err(format!("no service named `{service}` is running"));
+    }
+    for set in sets {
+        deployer
+            .supervisor()
+            .restart(&set)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Scales the set that serves `service` (the largest, when a deploy keeps another idle).
+async fn scale_current(
+    deployer: &kiln_deploy::Deployer,
+    service: &str,
+    replicas: u32,
+) -> Result<(), String> {
+    let sets = deployer.sets(service).await;
+    let Some((set, _)) = sets.iter().max_by_key(|(_, instances)| instances.len()) else {
+        return Err(format!("no service named `{service}` is running"));
+    };
+    deployer
+        .supervisor()
+        .scale(set, replicas)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Binds the API socket, refusing to start beside a running control plane.
@@ -445,15 +505,15 @@ impl Controller {
                 let _ = reply.send(status);
             }
             Command::Restart(service, reply) => {
-                let result = match &self.runtime.supervisor {
-                    Some(s) => s.restart(&service).await.map_err(|e| e.to_string()),
+                let result = match &self.runtime.services {
+                    Some(s) => restart_sets(&s.deployer, &service).await,
                     None => Err("no supervisor".into()),
                 };
                 let _ = reply.send(result);
             }
             Command::Scale(service, replicas, reply) => {
-                let result = match &self.runtime.supervisor {
-                    Some(s) => s.scale(&service, replicas).await.map_err(|e| e.to_string()),
+                let result = match &self.runtime.services {
+                    Some(s) => scale_current(&s.deployer, &service, replicas).await,
                     None => Err("no supervisor".into()),
                 };
                 if result.is_ok() {
@@ -764,7 +824,8 @@ fn instance_json(s: &kiln_supervisor::InstanceStatus) -> serde_json::Value {
         S::Failed => ("failed", None),
     };
     serde_json::json!({
-        "service": s.id.service,
+        "service": kiln_supervisor::service_of(&s.id.service),
+        "set": s.id.service,
         "instance": s.id.instance,
         "pid": s.pid,
         "port": s.port,

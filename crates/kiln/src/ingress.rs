@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use kiln_deploy::{SetStats, Split, Traffic, TrafficFuture};
 use kiln_engine::provider::{ProviderError, ProviderFuture};
 use kiln_ingress::{
-    BackendSet, Endpoint, HostMatch, Ingress, IngressConfig, IngressHandle, Route, RouteTable,
+    BackendSet, Endpoint, HostMatch, Ingress, IngressConfig, IngressHandle, LATENCY_BOUNDS, Route,
+    RouteTable,
 };
 use kiln_providers::{RouteSink, RouteSpec};
-use kiln_supervisor::{InstanceState, SupervisorHandle};
+use kiln_supervisor::{InstanceState, InstanceStatus, SupervisorHandle, service_of};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ops::Failure;
@@ -21,14 +23,28 @@ use crate::ops::Failure;
 enum Msg {
     Set(RouteSpec, oneshot::Sender<Result<(), String>>),
     Remove(String, oneshot::Sender<()>),
+    /// Which sets serve a service (from the deploy engine).
+    Split(String, Split, oneshot::Sender<()>),
+    /// Instances to take out of rotation before they are stopped.
+    Drain(Vec<String>, oneshot::Sender<()>),
 }
 
 /// The ingress as the route provider sees it.
 #[derive(Clone, Debug)]
 pub struct Routes {
     messages: mpsc::Sender<Msg>,
-    served: Arc<RwLock<BTreeSet<String>>>,
+    served: Arc<RwLock<Served>>,
     address: SocketAddr,
+    ingress: IngressHandle,
+}
+
+/// What the actor publishes for lock-free reads: route addresses, and which route serves
+/// which service.
+#[derive(Debug, Default)]
+struct Served {
+    routes: BTreeSet<String>,
+    /// Route address → service.
+    services: BTreeMap<String, String>,
 }
 
 /// A running ingress: the proxy, its address, and the sink the route provider writes to.
@@ -54,38 +70,47 @@ pub async fn start(listen: SocketAddr, supervisor: SupervisorHandle) -> Result<R
     let server = handle.clone();
     tokio::spawn(async move { server.serve(listener).await });
     let (messages, inbox) = mpsc::channel(64);
-    let served = Arc::new(RwLock::new(BTreeSet::new()));
+    let served = Arc::new(RwLock::new(Served::default()));
     tokio::spawn(run(inbox, handle.clone(), supervisor, served.clone()));
     Ok(Running {
         address,
-        handle,
+        handle: handle.clone(),
         routes: Routes {
             messages,
             served,
             address,
+            ingress: handle,
         },
     })
+}
+
+/// The actor's state: declared routes, each service's split, instances being drained.
+#[derive(Debug, Default)]
+struct Desired {
+    routes: BTreeMap<String, RouteSpec>,
+    splits: BTreeMap<String, Split>,
+    draining: BTreeSet<String>,
 }
 
 async fn run(
     mut inbox: mpsc::Receiver<Msg>,
     ingress: IngressHandle,
     supervisor: SupervisorHandle,
-    served: Arc<RwLock<BTreeSet<String>>>,
+    served: Arc<RwLock<Served>>,
 ) {
     let mut events = supervisor.subscribe();
-    let mut routes: BTreeMap<String, RouteSpec> = BTreeMap::new();
+    let mut desired = Desired::default();
     loop {
         tokio::select! {
             message = inbox.recv() => match message {
                 None => return,
                 Some(Msg::Set(spec, reply)) => {
-                    let mut next = routes.clone();
-                    next.insert(spec.address.clone(), spec);
-                    match table(&next, &supervisor).await {
+                    let mut routes = desired.routes.clone();
+                    routes.insert(spec.address.clone(), spec);
+                    match table(&routes, &desired, &supervisor).await {
                         Ok(t) => {
                             ingress.swap(t);
-                            routes = next;
+                            desired.routes = routes;
                             let _ = reply.send(Ok(()));
                         }
                         Err(why) => {
@@ -94,10 +119,26 @@ async fn run(
                     }
                 }
                 Some(Msg::Remove(address, reply)) => {
-                    routes.remove(&address);
-                    if let Ok(t) = table(&routes, &supervisor).await {
-                        ingress.swap(t);
+                    desired.routes.remove(&address);
+                    rebuild(&mut desired, &ingress, &supervisor).await;
+                    let _ = reply.send(());
+                }
+                Some(Msg::Split(service, split, reply)) => {
+                    if split == Split::All {
+                        desired.splits.remove(&service);
+                    } else {
+                        desired.splits.insert(service, split);
                     }
+                    rebuild(&mut desired, &ingress, &supervisor).await;
+                    let _ = reply.send(());
+                }
+                Some(Msg::Drain(ids, reply)) => {
+                    for id in &ids {
+                        // Kept in the table (so its requests in flight stay visible) but
+                        // given no new ones.
+                        ingress.set_endpoint_ready(id, false);
+                    }
+                    desired.draining.extend(ids);
                     let _ = reply.send(());
                 }
             },
@@ -106,44 +147,97 @@ async fn run(
                     return;
                 }
                 // Any instance change may change who serves: rebuild (a lagged stream too).
-                if let Ok(t) = table(&routes, &supervisor).await {
-                    ingress.swap(t);
-                }
+                rebuild(&mut desired, &ingress, &supervisor).await;
             }
         }
-        if let Ok(mut set) = served.write() {
-            *set = routes.keys().cloned().collect();
+        if let Ok(mut shared) = served.write() {
+            shared.routes = desired.routes.keys().cloned().collect();
+            shared.services = desired
+                .routes
+                .iter()
+                .map(|(address, spec)| (address.clone(), spec.service.clone()))
+                .collect();
         }
     }
 }
 
-/// The proxy's table: each route's endpoints are its service's ready instances.
+/// Rebuilds and swaps the table. Every ready instance is marked ready in the proxy unless it
+/// is being drained; a drained instance that is no longer ready is forgotten (a later one may
+/// take its id, and must not inherit its mark).
+async fn rebuild(desired: &mut Desired, ingress: &IngressHandle, supervisor: &SupervisorHandle) {
+    let instances = supervisor.status().await;
+    let present: BTreeSet<String> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Ready)
+        .map(|i| i.id.to_string())
+        .collect();
+    desired.draining.retain(|id| present.contains(id));
+    if let Ok(t) = build(&desired.routes, desired, &instances) {
+        ingress.swap(t);
+        for id in &present {
+            ingress.set_endpoint_ready(id, !desired.draining.contains(id));
+        }
+    }
+}
+
+/// The proxy's table from the current instances.
 async fn table(
     routes: &BTreeMap<String, RouteSpec>,
+    desired: &Desired,
     supervisor: &SupervisorHandle,
 ) -> Result<RouteTable, String> {
     let instances = supervisor.status().await;
-    let mut out = Vec::with_capacity(routes.len());
-    for spec in routes.values() {
-        let endpoints: Vec<Endpoint> = instances
+    build(routes, desired, &instances)
+}
+
+/// Each route's endpoints are its service's ready instances: all of them evenly, or, while a
+/// deploy splits the service, one weighted backend set per instance set.
+fn build(
+    routes: &BTreeMap<String, RouteSpec>,
+    desired: &Desired,
+    instances: &[InstanceStatus],
+) -> Result<RouteTable, String> {
+    let endpoints_of = |matches: &dyn Fn(&str) -> bool| -> Vec<Endpoint> {
+        instances
             .iter()
-            .filter(|i| i.id.service == spec.service && i.state == InstanceState::Ready)
+            .filter(|i| matches(&i.id.service) && i.state == InstanceState::Ready)
             .filter_map(|i| {
                 i.port
                     .map(|p| Endpoint::new(i.id.to_string(), SocketAddr::from(([127, 0, 0, 1], p))))
             })
-            .collect();
-        let set = BackendSet {
-            name: "stable".into(),
-            weight: 1,
-            endpoints,
+            .collect()
+    };
+    let mut out = Vec::with_capacity(routes.len());
+    for spec in routes.values() {
+        let (sets, sticky) = match desired.splits.get(&spec.service) {
+            Some(Split::Weighted { sets, sticky }) => (
+                sets.iter()
+                    .map(|(set, weight)| BackendSet {
+                        name: set.clone(),
+                        weight: *weight,
+                        endpoints: endpoints_of(&|s| s == set),
+                    })
+                    .collect(),
+                *sticky,
+            ),
+            _ => (
+                vec![BackendSet {
+                    name: STABLE.into(),
+                    weight: 1,
+                    endpoints: endpoints_of(&|s| service_of(s) == spec.service),
+                }],
+                false,
+            ),
         };
         let mut route = Route::new(
             spec.address.clone(),
             HostMatch::parse(&spec.host),
             spec.path.clone(),
-            vec![set],
+            sets,
         );
+        if sticky {
+            route.sticky_cookie = Some(format!("kiln-{}", spec.service));
+        }
         route.strip_prefix = spec.strip_prefix;
         if let Some(ms) = spec.timeout_ms {
             route.timeouts.request = Duration::from_millis(ms);
@@ -160,6 +254,86 @@ async fn table(
             .collect::<Vec<_>>()
             .join("; ")
     })
+}
+
+/// The backend set's name when a service is not split.
+const STABLE: &str = "stable";
+
+impl Routes {
+    async fn ask(&self, message: impl FnOnce(oneshot::Sender<()>) -> Msg) {
+        let (reply, answer) = oneshot::channel();
+        if self.messages.send(message(reply)).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+impl Traffic for Routes {
+    fn split(&self, service: &str, split: Split) -> TrafficFuture<'_, ()> {
+        let service = service.to_owned();
+        Box::pin(async move { self.ask(|reply| Msg::Split(service, split, reply)).await })
+    }
+
+    fn drain(&self, instances: Vec<String>, deadline: Duration) -> TrafficFuture<'_, ()> {
+        Box::pin(async move {
+            let ids: BTreeSet<String> = instances.iter().cloned().collect();
+            self.ask(|reply| Msg::Drain(instances, reply)).await;
+            // Poll the lock-free endpoint counters: requests in flight finish on their own
+            // time, and nothing signals their end.
+            let until = tokio::time::Instant::now() + deadline;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while tokio::time::Instant::now() < until {
+                tick.tick().await;
+                let busy = self
+                    .ingress
+                    .endpoint_health()
+                    .iter()
+                    .any(|e| ids.contains(&e.id) && e.in_flight > 0);
+                if !busy {
+                    return;
+                }
+            }
+        })
+    }
+
+    fn stats(&self, service: &str) -> TrafficFuture<'_, BTreeMap<String, SetStats>> {
+        let service = service.to_owned();
+        Box::pin(async move {
+            let routes: BTreeSet<String> = self.served.read().map_or_else(
+                |_| BTreeSet::new(),
+                |s| {
+                    s.services
+                        .iter()
+                        .filter(|(_, svc)| **svc == service)
+                        .map(|(address, _)| address.clone())
+                        .collect()
+                },
+            );
+            let mut out: BTreeMap<String, SetStats> = BTreeMap::new();
+            for set in self.ingress.metrics().sets {
+                if !routes.contains(&set.route) {
+                    continue;
+                }
+                let entry = out.entry(set.set.clone()).or_default();
+                entry.requests += set.requests();
+                entry.errors += set.requests_by_class[4];
+                let bounds = LATENCY_BOUNDS.iter().copied().chain([f64::INFINITY]);
+                if entry.latency.is_empty() {
+                    entry.latency = bounds.map(|b| (b, 0)).collect();
+                }
+                for (slot, count) in entry.latency.iter_mut().zip(&set.latency.counts) {
+                    slot.1 += count;
+                }
+            }
+            out
+        })
+    }
+
+    fn routed(&self, service: &str) -> bool {
+        self.served
+            .read()
+            .is_ok_and(|s| s.services.values().any(|svc| svc == service))
+    }
 }
 
 impl RouteSink for Routes {
@@ -203,6 +377,6 @@ impl RouteSink for Routes {
     }
 
     fn contains(&self, address: &str) -> bool {
-        self.served.read().is_ok_and(|s| s.contains(address))
+        self.served.read().is_ok_and(|s| s.routes.contains(address))
     }
 }

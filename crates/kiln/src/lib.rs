@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod daemon;
+pub mod deploys;
 pub mod ingress;
 pub mod metrics;
 pub mod ops;

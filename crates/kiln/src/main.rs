@@ -3,7 +3,7 @@
 use clap::Parser;
 use kiln::cli::{Cli, Command};
 use kiln::ops::Failure;
-use kiln::{ci, commands};
+use kiln::{ci, commands, deploys};
 
 fn main() {
     quiet_on_broken_pipe();
@@ -41,6 +41,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logs(args) => commands::logs(dir, args).await,
         Command::Restart { service } => commands::restart(dir, service).await,
         Command::Scale { assignment } => commands::scale(dir, assignment).await,
+        Command::Deploy {
+            service,
+            release,
+            output,
+        } => commands::deploy(dir, service, release.as_deref(), false, output).await,
+        Command::Rollback {
+            service,
+            to,
+            output,
+        } => commands::deploy(dir, service, to.as_deref(), true, output).await,
+        Command::Releases { service, output } => deploys::list(dir, service, output.json),
         Command::Status(output) => commands::status(dir, output).await,
         Command::State(command) => commands::state(dir, command),
         Command::History(args) => commands::history(dir, args),

@@ -100,10 +100,19 @@ fn instances_exposition(instances: &[InstanceStatus]) -> String {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for i in instances {
             if let Some(v) = value(i) {
+                // A deploy runs versions side by side (`api@3f2a1c9e/0` next to
+                // `api@9c1d0b2e/0`): the set joins the instance label so series stay distinct.
+                let set = i.id.service.split_once('@').map_or("", |(_, set)| set);
+                let instance = if set.is_empty() {
+                    i.id.instance.to_string()
+                } else {
+                    format!("{set}/{}", i.id.instance)
+                };
                 let _ = writeln!(
                     out,
-                    "{name}{{service=\"{}\",instance=\"{}\"}} {v}",
-                    i.id.service, i.id.instance
+                    "{name}{{service=\"{}\",instance=\"{instance}\",release=\"{}\"}} {v}",
+                    kiln_supervisor::service_of(&i.id.service),
+                    i.release
                 );
             }
         }

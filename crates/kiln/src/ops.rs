@@ -116,6 +116,13 @@ pub struct Selection {
     pub vars: Vec<String>,
     /// Plan from the recorded state alone.
     pub no_refresh: bool,
+    /// Attribute values replacing the evaluated ones, by address (`kiln rollback` and
+    /// `kiln deploy --release` pin a service's `release` this way).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overrides: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// The targets alone, without what they depend on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only: bool,
 }
 
 /// A plan saved by `kiln plan --out`.
@@ -162,6 +169,13 @@ impl FileSystem for DiskFs {
     }
     fn user_exists(&self, name: &str) -> bool {
         nix::unistd::User::from_name(name).ok().flatten().is_some()
+    }
+    fn tree_digest(&self, dir: &Path) -> Option<std::io::Result<String>> {
+        Some(
+            kiln_deploy::release::digest_tree(dir)
+                .map(|tree| tree.digest)
+                .map_err(std::io::Error::other),
+        )
     }
 }
 
@@ -221,6 +235,7 @@ pub fn inputs(stack: &Stack, dir: &Path, overrides: &[String]) -> Result<Inputs,
         secrets,
         env: std::env::vars().collect(),
         root: dir.to_path_buf(),
+        overrides: BTreeMap::new(),
     })
 }
 
@@ -243,6 +258,10 @@ pub struct Runtime {
     pub supervisor: Option<kiln_supervisor::SupervisorHandle>,
     /// The control plane's ingress, when the stack has routes.
     pub routes: Option<Arc<dyn kiln_providers::RouteSink>>,
+    /// The control plane's deploy engine and journal.
+    pub services: Option<kiln_providers::ServiceRuntime>,
+    /// What the current apply was asked by, for the deploy journal.
+    pub trigger: Option<Arc<std::sync::Mutex<String>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -259,7 +278,7 @@ pub fn load_all(dir: &Path, vars: &[String], runtime: &Runtime) -> Result<Loaded
     let stack = load_stack(dir)?;
     let inputs = inputs(&stack, dir, vars)?;
     let providers = Providers::new(
-        kiln_providers::builtin_providers(runtime.supervisor.clone(), runtime.routes.clone()),
+        kiln_providers::builtin_providers(runtime.services.clone(), runtime.routes.clone()),
         ProviderContext {
             root: dir.to_path_buf(),
             stack: stack.name.clone(),
@@ -331,6 +350,7 @@ pub async fn make_plan(
         destroy,
         targets: select.targets.clone(),
         excludes: select.excludes.clone(),
+        only: select.only,
     };
     kiln_plan::plan(&desired, &recorded, &observed, &options).map_err(|errors| {
         Failure::Refused(
@@ -439,6 +459,9 @@ pub struct ApplyRequest {
     pub saved: Option<Box<SavedPlanRef>>,
     /// Changes at once.
     pub parallelism: usize,
+    /// What asked for it, recorded with each deploy: `apply` (empty), `deploy`, `rollback`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trigger: String,
 }
 
 /// A saved plan travelling inside an [`ApplyRequest`].
@@ -462,7 +485,15 @@ pub async fn apply(
     let vars = saved
         .as_ref()
         .map_or_else(|| request.select.vars.clone(), |s| s.vars.clone());
-    let loaded = load_all(dir, &vars, runtime)?;
+    let mut loaded = load_all(dir, &vars, runtime)?;
+    if !request.select.overrides.is_empty() {
+        Arc::make_mut(&mut loaded.inputs).overrides = request.select.overrides.clone();
+    }
+    if let Some(trigger) = &runtime.trigger
+        && let Ok(mut t) = trigger.lock()
+    {
+        t.clone_from(&request.trigger);
+    }
     let mut store = open_store(dir)?;
     let lock_id = lock(
         &mut store,

@@ -81,3 +81,148 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
     }
     condition()
 }
+
+/// Constant HTTP load on loopback: `clients` threads, each on its own keep-alive connection,
+/// sending `GET path` with `Host: host` until stopped. Every non-2xx answer and every
+/// connection error counts as a failure.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadTally>>,
+}
+
+/// What a load run saw.
+#[derive(Debug, Default, Clone)]
+pub struct LoadTally {
+    pub ok: u64,
+    pub failed: u64,
+    /// The first few failures, for the assertion message.
+    pub failures: Vec<String>,
+    /// Response bodies seen, with counts (e.g. which release answered).
+    pub bodies: std::collections::BTreeMap<String, u64>,
+}
+
+impl Load {
+    pub fn start(addr: &str, host: &str, path: &str, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let (addr, host, path, stop) = (
+                    addr.to_owned(),
+                    host.to_owned(),
+                    path.to_owned(),
+                    stop.clone(),
+                );
+                std::thread::spawn(move || load_loop(&addr, &host, &path, &stop))
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn finish(self) -> LoadTally {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = LoadTally::default();
+        for t in self.threads {
+            let tally = t.join().unwrap();
+            total.ok += tally.ok;
+            total.failed += tally.failed;
+            total.failures.extend(tally.failures);
+            for (body, n) in tally.bodies {
+                *total.bodies.entry(body).or_default() += n;
+            }
+        }
+        total.failures.truncate(20);
+        total
+    }
+}
+
+fn load_loop(
+    addr: &str,
+    host: &str,
+    path: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> LoadTally {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut tally = LoadTally::default();
+    let fail = |tally: &mut LoadTally, why: String| {
+        tally.failed += 1;
+        if tally.failures.len() < 20 {
+            tally.failures.push(why);
+        }
+    };
+    let mut connection: Option<BufReader<std::net::TcpStream>> = None;
+    // Bounded: a run lasts at most ten minutes whatever the caller does.
+    let started = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+        && started.elapsed() < Duration::from_secs(600)
+    {
+        if connection.is_none() {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    connection = Some(BufReader::new(s));
+                }
+                Err(e) => {
+                    fail(&mut tally, format!("connect: {e}"));
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        let Some(reader) = connection.as_mut() else {
+            continue;
+        };
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        if let Err(e) = reader.get_mut().write_all(request.as_bytes()) {
+            fail(&mut tally, format!("write: {e}"));
+            connection = None;
+            continue;
+        }
+        let mut status_line = String::new();
+        if reader.read_line(&mut status_line).unwrap_or(0) == 0 {
+            fail(&mut tally, "the connection closed before a response".into());
+            connection = None;
+            continue;
+        }
+        let code: u16 = status_line
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                close = true;
+                break;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if lower == "connection: close" {
+                close = true;
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            fail(&mut tally, "the body was cut short".into());
+            connection = None;
+            continue;
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if (200..300).contains(&code) {
+            tally.ok += 1;
+            *tally.bodies.entry(body).or_default() += 1;
+        } else {
+            fail(&mut tally, format!("{} {}", status_line.trim(), body));
+        }
+        if close {
+            connection = None;
+        }
+    }
+    tally
+}

@@ -1,0 +1,746 @@
+//! The deploy engine: moves a service to a new version by its strategy, over the supervisor
+//! (which runs each version as its own set of instances, `service@version`) and the traffic
+//! interface (which decides which sets serve). One deploy per service at a time.
+//!
+//! Invariants every strategy keeps:
+//! - traffic only ever moves to instances that passed their readiness probe (and stayed
+//!   ready for `min_healthy_time`);
+//! - an instance leaves rotation and its requests in flight finish before it is stopped;
+//! - a failed deploy never leaves traffic on the new version: with `auto_rollback` the old
+//!   version is restored to its full size and the new one removed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_supervisor::{InstanceState, InstanceStatus, ServiceSpec, SupervisorHandle, service_of};
+
+use crate::strategy::{Canary, DeployConfig, Strategy};
+use crate::traffic::{SetStats, Split, Traffic};
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// The service (a supervisor name without `@`).
+    pub service: String,
+    /// The version to run; its name is replaced by the set's (`service@version`).
+    pub spec: ServiceSpec,
+    pub config: DeployConfig,
+}
+
+/// How a deploy ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployResult {
+    Succeeded,
+    /// It failed and the new version was left as it was (`auto_rollback: false`).
+    Failed {
+        reason: String,
+    },
+    /// It failed and the previous version was restored.
+    RolledBack {
+        reason: String,
+    },
+}
+
+impl DeployResult {
+    /// `succeeded`, `failed` or `rolled-back`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeployResult::Succeeded => "succeeded",
+            DeployResult::Failed { .. } => "failed",
+            DeployResult::RolledBack { .. } => "rolled-back",
+        }
+    }
+}
+
+/// The account of one deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployReport {
+    /// The strategy used: `initial` (nothing ran before), `in-place` (same version, e.g. a
+    /// replica change), `switch-back` (instant return to a kept blue-green set), or the
+    /// configured one.
+    pub strategy: String,
+    /// The new version's set.
+    pub set: String,
+    /// The sets that served before.
+    pub previous: Vec<String>,
+    /// What happened, in order, for the record and the error message.
+    pub steps: Vec<String>,
+    pub result: DeployResult,
+    pub duration: Duration,
+}
+
+/// Per-service memory of the deployer: sets kept idle after a blue-green switch.
+#[derive(Debug, Default)]
+struct Kept {
+    sets: Vec<String>,
+    /// Bumped by every deploy, so a retirement timer of an older deploy does nothing.
+    generation: u64,
+}
+
+/// Deploys services; cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Deployer {
+    supervisor: SupervisorHandle,
+    traffic: Arc<dyn Traffic>,
+    locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    kept: Mutex<BTreeMap<String, Kept>>,
+}
+
+/// The set name of a version: `service@` and eight hex digits of its spec's hash.
+pub fn set_name(service: &str, spec: &ServiceSpec) -> String {
+    let mut shape = spec.clone();
+    shape.name = service.to_owned();
+    let hash = shape.spec_hash();
+    format!("{service}@{}", &hash[..8.min(hash.len())])
+}
+
+type Failure = String;
+
+/// A service's sets and their instances.
+type Sets = BTreeMap<String, Vec<InstanceStatus>>;
+
+impl Deployer {
+    pub fn new(supervisor: SupervisorHandle, traffic: Arc<dyn Traffic>) -> Arc<Deployer> {
+        Arc::new(Deployer {
+            supervisor,
+            traffic,
+            locks: Mutex::new(BTreeMap::new()),
+            kept: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn supervisor(&self) -> &SupervisorHandle {
+        &self.supervisor
+    }
+
+    fn lock_for(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(service.to_owned()).or_default().clone()
+    }
+
+    /// Every set of `service` that has instances, with them (sorted by index).
+    pub async fn sets(&self, service: &str) -> BTreeMap<String, Vec<InstanceStatus>> {
+        let mut sets: BTreeMap<String, Vec<InstanceStatus>> = BTreeMap::new();
+        for instance in self.supervisor.status().await {
+            if service_of(&instance.id.service) == service && instance.id.service != service {
+                sets.entry(instance.id.service.clone())
+                    .or_default()
+                    .push(instance);
+            }
+        }
+        for instances in sets.values_mut() {
+            instances.sort_by_key(|i| i.id.instance);
+        }
+        sets
+    }
+
+    /// Stops every set of `service` and forgets it.
+    pub async fn remove(&self, service: &str) -> Result<(), kiln_supervisor::SupervisorError> {
+        let lock = self.lock_for(service);
+        let _held = lock.lock().await;
+        self.kept_mut(service, |k| {
+            k.sets.clear();
+            k.generation += 1;
+        });
+        let names: Vec<String> = self.sets(service).await.into_keys().collect();
+        let removals = names.iter().map(|n| self.supervisor.remove(n));
+        for outcome in futures_util::future::join_all(removals).await {
+            match outcome {
+                Ok(()) | Err(kiln_supervisor::SupervisorError::UnknownService(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.traffic.split(service, Split::All).await;
+        Ok(())
+    }
+
+    fn kept_mut<R>(&self, service: &str, f: impl FnOnce(&mut Kept) -> R) -> R {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        f(kept.entry(service.to_owned()).or_default())
+    }
+
+    /// Runs one deploy to completion (or rollback); never leaves the lock held.
+    pub async fn deploy(self: &Arc<Self>, request: DeployRequest) -> DeployReport {
+        let lock = self.lock_for(&request.service);
+        let _held = lock.lock().await;
+        let started = Instant::now();
+        let mut run = Run {
+            deployer: self,
+            service: request.service.clone(),
+            set: set_name(&request.service, &request.spec),
+            config: request.config.clone(),
+            steps: Vec::new(),
+        };
+        let mut spec = request.spec;
+        spec.name = run.set.clone();
+        let (strategy, previous, result) = run.execute(spec).await;
+        DeployReport {
+            strategy,
+            set: run.set,
+            previous,
+            steps: run.steps,
+            result,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+/// One deploy in progress.
+struct Run<'a> {
+    deployer: &'a Arc<Deployer>,
+    service: String,
+    set: String,
+    config: DeployConfig,
+    steps: Vec<String>,
+}
+
+impl Run<'_> {
+    fn step(&mut self, text: impl Into<String>) {
+        self.steps.push(text.into());
+    }
+
+    fn supervisor(&self) -> &SupervisorHandle {
+        &self.deployer.supervisor
+    }
+
+    fn traffic(&self) -> &dyn Traffic {
+        self.deployer.traffic.as_ref()
+    }
+
+    /// Splits the service's traffic over these sets by weight.
+    async fn weigh(&self, sets: Vec<(String, u32)>, sticky: bool) {
+        self.traffic()
+            .split(&self.service, Split::Weighted { sets, sticky })
+            .await;
+    }
+
+    async fn execute(&mut self, spec: ServiceSpec) -> (String, Vec<String>, DeployResult) {
+        let n = spec.replicas;
+        let kept = self.deployer.kept_mut(&self.service, |k| {
+            k.generation += 1;
+            std::mem::take(&mut k.sets)
+        });
+        let sets = self.deployer.sets(&self.service).await;
+        let previous: Vec<String> = sets.keys().filter(|s| **s != self.set).cloned().collect();
+
+        // Back to a set kept idle by a blue-green deploy: an instant switch.
+        if kept.contains(&self.set)
+            && sets
+                .get(&self.set)
+                .is_some_and(|i| i.len() as u32 == n && i.iter().all(ready))
+        {
+            let result = self.switch_back(&sets).await;
+            return ("switch-back".into(), previous, result);
+        }
+        // Sets kept idle for a rollback that is not this one: retire them first.
+        let mut sets = sets;
+        let current = self.set.clone();
+        for name in kept.iter().filter(|s| **s != current) {
+            if sets.remove(name).is_some() {
+                self.step(format!("retired idle set {name}"));
+                let _ = self.supervisor().remove(name).await;
+            }
+        }
+        self.traffic().split(&self.service, Split::All).await;
+        let old: Vec<(String, u32)> = sets
+            .iter()
+            .filter(|(name, _)| **name != self.set)
+            .map(|(name, instances)| (name.clone(), instances.len() as u32))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        let existing = sets.get(&self.set).map_or(0, |i| i.len() as u32);
+
+        if old.is_empty() {
+            let label = if existing > 0 { "in-place" } else { "initial" };
+            let result = self.in_place(spec).await;
+            return (label.into(), previous, result);
+        }
+        let strategy = self.config.strategy.clone();
+        let result = match &strategy {
+            Strategy::Rolling {
+                max_surge,
+                max_unavailable,
+            } => {
+                self.rolling(spec, existing, old, *max_surge, *max_unavailable)
+                    .await
+            }
+            Strategy::BlueGreen { keep_old } => self.blue_green(spec, old, *keep_old).await,
+            Strategy::Canary(canary) => self.canary(spec, existing, old, canary).await,
+        };
+        (strategy.name().into(), previous, result)
+    }
+
+    /// No other version runs: start (or resize) this one and wait until it is healthy.
+    async fn in_place(&mut self, spec: ServiceSpec) -> DeployResult {
+        let n = spec.replicas;
+        if let Err(e) = self.supervisor().apply(spec).await {
+            return DeployResult::Failed {
+                reason: e.to_string(),
+            };
+        }
+        self.step(format!("started {} with {n} instance(s)", self.set));
+        if n == 0 {
+            return DeployResult::Succeeded;
+        }
+        match self.healthy(&self.set.clone()).await {
+            Ok(()) => DeployResult::Succeeded,
+            Err(reason) => DeployResult::Failed { reason },
+        }
+    }
+
+    /// Waits until every instance of `set` is ready, then that it stays so for
+    /// `min_healthy_time` without a restart.
+    async fn healthy(&mut self, set: &str) -> Result<(), Failure> {
+        self.supervisor()
+            .wait_ready(set, self.config.healthy_deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.config.min_healthy_time.is_zero() {
+            return Ok(());
+        }
+        let before = self.deployer.sets(&self.service).await;
+        tokio::time::sleep(self.config.min_healthy_time).await;
+        let after = self.deployer.sets(&self.service).await;
+        let (Some(before), Some(after)) = (before.get(set), after.get(set)) else {
+            return Err(format!("{set} disappeared while proving itself healthy"));
+        };
+        for instance in after {
+            let restarts_before = before
+                .iter()
+                .find(|b| b.id == instance.id)
+                .map_or(0, |b| b.restarts);
+            if !ready(instance) || instance.restarts != restarts_before {
+                return Err(format!(
+                    "{} did not stay healthy for {} ms (state {:?}, {}, restarts {})",
+                    instance.id,
+                    self.config.min_healthy_time.as_millis(),
+                    instance.state,
+                    instance.health,
+                    instance.restarts
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the highest-numbered instance of the largest old set out of rotation, waits for
+    /// its requests to finish, and stops it.
+    async fn retire_one(&mut self, old: &mut [(String, u32)]) -> Result<(), Failure> {
+        let Some((name, count)) = old
+            .iter_mut()
+            .filter(|(_, c)| *c > 0)
+            .max_by_key(|(_, c)| *c)
+        else {
+            return Ok(());
+        };
+        let id = format!("{name}/{}", *count - 1);
+        self.deployer
+            .traffic
+            .drain(vec![id.clone()], self.config.drain_timeout)
+            .await;
+        *count -= 1;
+        let (name, count) = (name.clone(), *count);
+        self.supervisor()
+            .scale(&name, count)
+            .await
+            .map_err(|e| format!("cannot stop {id}: {e}"))?;
+        self.step(format!("drained and stopped {id}"));
+        Ok(())
+    }
+
+    async fn rolling(
+        &mut self,
+        mut spec: ServiceSpec,
+        existing: u32,
+        mut old: Vec<(String, u32)>,
+        max_surge: u32,
+        max_unavailable: u32,
+    ) -> DeployResult {
+        let n = spec.replicas;
+        let original = old.clone();
+        let (surge, unavailable) = if max_surge == 0 && max_unavailable == 0 {
+            (1, 0)
+        } else {
+            (max_surge, max_unavailable)
+        };
+        spec.replicas = existing.min(n);
+        let mut new_count = spec.replicas;
+        if let Err(e) = self.supervisor().apply(spec).await {
+            return self.fail(e.to_string(), &original).await;
+        }
+        let total_old: u32 = old.iter().map(|(_, c)| c).sum();
+        // Each pass adds or removes at least one instance, so this bound is never reached by
+        // a deploy that progresses.
+        for _ in 0..(2 * (n + total_old) + 4) {
+            let old_total: u32 = old.iter().map(|(_, c)| c).sum();
+            if new_count >= n && old_total == 0 {
+                break;
+            }
+            let mut progressed = false;
+            let target = n.min((n + surge).saturating_sub(old_total));
+            if target > new_count {
+                if let Err(e) = self.supervisor().scale(&self.set, target).await {
+                    return self.fail(e.to_string(), &original).await;
+                }
+                self.step(format!("scaled {} to {target}", self.set));
+                new_count = target;
+                progressed = true;
+                let set = self.set.clone();
+                if let Err(reason) = self.healthy(&set).await {
+                    return self.fail(reason, &original).await;
+                }
+            }
+            let keep = n.saturating_sub(unavailable);
+            let removable = (old_total + new_count).saturating_sub(keep).min(old_total);
+            for _ in 0..removable {
+                if let Err(reason) = self.retire_one(&mut old).await {
+                    return self.fail(reason, &original).await;
+                }
+                progressed = true;
+            }
+            if !progressed {
+                return self
+                    .fail(
+                        "the rolling update cannot progress with these max_surge and max_unavailable"
+                            .into(),
+                        &original,
+                    )
+                    .await;
+            }
+        }
+        for (name, _) in &original {
+            let _ = self.supervisor().remove(name).await;
+        }
+        self.step("removed the previous version's sets");
+        DeployResult::Succeeded
+    }
+
+    async fn blue_green(
+        &mut self,
+        spec: ServiceSpec,
+        old: Vec<(String, u32)>,
+        keep_old: Duration,
+    ) -> DeployResult {
+        // The new set must not get traffic before the switch.
+        self.weigh(old.clone(), false).await;
+        let n = spec.replicas;
+        if let Err(e) = self.supervisor().apply(spec).await {
+            return self.fail(e.to_string(), &old).await;
+        }
+        self.step(format!("started {} with {n} instance(s), idle", self.set));
+        let set = self.set.clone();
+        if let Err(reason) = self.healthy(&set).await {
+            return self.fail(reason, &old).await;
+        }
+        self.cut_over(&old, keep_old, "switched all traffic to")
+            .await;
+        DeployResult::Succeeded
+    }
+
+    /// Sends all traffic to the new set at once, drains the old sets, then removes them (or
+    /// keeps them idle for `keep_old`, for an instant switch back).
+    async fn cut_over(&mut self, old: &[(String, u32)], keep_old: Duration, what: &str) {
+        let mut weights = vec![(self.set.clone(), 1)];
+        weights.extend(old.iter().map(|(name, _)| (name.clone(), 0)));
+        self.weigh(weights, false).await;
+        self.step(format!("{what} {}", self.set));
+        self.drain_sets(old).await;
+        if keep_old.is_zero() {
+            for (name, _) in old {
+                let _ = self.supervisor().remove(name).await;
+            }
+            self.traffic().split(&self.service, Split::All).await;
+            self.step("removed the previous version's sets");
+        } else {
+            self.keep(old.iter().map(|(name, _)| name.clone()).collect(), keep_old);
+        }
+    }
+
+    /// Keeps idle sets for a while so that a rollback is an instant switch, then retires them.
+    fn keep(&mut self, sets: Vec<String>, keep_old: Duration) {
+        self.step(format!(
+            "keeping {} idle for {} s for an instant rollback",
+            sets.join(", "),
+            keep_old.as_secs()
+        ));
+        let generation = self.deployer.kept_mut(&self.service, |k| {
+            k.sets = sets;
+            k.generation
+        });
+        let deployer = self.deployer.clone();
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(keep_old).await;
+            let lock = deployer.lock_for(&service);
+            let _held = lock.lock().await;
+            let retired = deployer.kept_mut(&service, |k| {
+                if k.generation == generation {
+                    std::mem::take(&mut k.sets)
+                } else {
+                    Vec::new()
+                }
+            });
+            if retired.is_empty() {
+                return;
+            }
+            for name in &retired {
+                let _ = deployer.supervisor.remove(name).await;
+            }
+            deployer.traffic.split(&service, Split::All).await;
+        });
+    }
+
+    async fn switch_back(&mut self, sets: &Sets) -> DeployResult {
+        let others: Vec<(String, u32)> = sets
+            .iter()
+            .filter(|(name, _)| **name != self.set)
+            .map(|(name, i)| (name.clone(), i.len() as u32))
+            .collect();
+        let keep_old = match self.config.strategy {
+            Strategy::BlueGreen { keep_old } => keep_old,
+            _ => Duration::ZERO,
+        };
+        self.cut_over(
+            &others,
+            keep_old,
+            "switched all traffic back to the idle set",
+        )
+        .await;
+        DeployResult::Succeeded
+    }
+
+    async fn drain_sets(&mut self, sets: &[(String, u32)]) {
+        let ids: Vec<String> = sets
+            .iter()
+            .flat_map(|(name, count)| (0..*count).map(move |i| format!("{name}/{i}")))
+            .collect();
+        if !ids.is_empty() {
+            self.traffic().drain(ids, self.config.drain_timeout).await;
+            self.step(format!(
+                "drained {}",
+                sets.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+
+    async fn canary(
+        &mut self,
+        mut spec: ServiceSpec,
+        existing: u32,
+        old: Vec<(String, u32)>,
+        canary: &Canary,
+    ) -> DeployResult {
+        let n = spec.replicas;
+        let routed = self.traffic().routed(&self.service);
+        spec.replicas = existing.min(n);
+        let mut new_count = spec.replicas;
+        if let Err(e) = self.supervisor().apply(spec).await {
+            return self.fail(e.to_string(), &old).await;
+        }
+        let old_total: u32 = old.iter().map(|(_, c)| c).sum::<u32>().max(1);
+        for &percent in &canary.steps {
+            let want = (n * percent).div_ceil(100).clamp(1, n.max(1));
+            if want > new_count {
+                if let Err(e) = self.supervisor().scale(&self.set, want).await {
+                    return self.fail(e.to_string(), &old).await;
+                }
+                new_count = want;
+                let set = self.set.clone();
+                if let Err(reason) = self.healthy(&set).await {
+                    return self.fail(reason, &old).await;
+                }
+            }
+            let mut weights: Vec<(String, u32)> = old
+                .iter()
+                .map(|(name, count)| (name.clone(), (100 - percent) * count / old_total))
+                .collect();
+            weights.push((self.set.clone(), percent));
+            self.weigh(weights, true).await;
+            let before_stats = self.traffic().stats(&self.service).await;
+            let before = self.deployer.sets(&self.service).await;
+            tokio::time::sleep(canary.pause).await;
+            let after_stats = self.traffic().stats(&self.service).await;
+            let after = self.deployer.sets(&self.service).await;
+            let verdict = self.analyse(
+                canary,
+                routed,
+                &old,
+                (&before_stats, &after_stats),
+                (&before, &after),
+            );
+            match verdict {
+                Ok(text) => self.step(format!("{percent}% to {}: {text}", self.set)),
+                Err(reason) => {
+                    let reason = format!("canary analysis at {percent}%: {reason}");
+                    return self.fail(reason, &old).await;
+                }
+            }
+        }
+        // Promote.
+        if new_count < n {
+            if let Err(e) = self.supervisor().scale(&self.set, n).await {
+                return self.fail(e.to_string(), &old).await;
+            }
+            let set = self.set.clone();
+            if let Err(reason) = self.healthy(&set).await {
+                return self.fail(reason, &old).await;
+            }
+        }
+        self.cut_over(&old, Duration::ZERO, "promoted to all traffic:")
+            .await;
+        DeployResult::Succeeded
+    }
+
+    /// Judges one canary step: health first, then traffic against the stable side.
+    fn analyse(
+        &self,
+        canary: &Canary,
+        routed: bool,
+        old: &[(String, u32)],
+        stats: (&BTreeMap<String, SetStats>, &BTreeMap<String, SetStats>),
+        sets: (&Sets, &Sets),
+    ) -> Result<String, Failure> {
+        let (before, after) = sets;
+        for instance in after.get(&self.set).map(Vec::as_slice).unwrap_or_default() {
+            let restarts_before = before
+                .get(&self.set)
+                .and_then(|i| i.iter().find(|b| b.id == instance.id))
+                .map_or(0, |b| b.restarts);
+            if instance.restarts > restarts_before {
+                return Err(format!(
+                    "{} restarted during the pause ({} restart(s))",
+                    instance.id,
+                    instance.restarts - restarts_before
+                ));
+            }
+            if !ready(instance) {
+                return Err(format!("{} is not ready: {}", instance.id, instance.health));
+            }
+        }
+        if !routed {
+            return Ok("healthy (no route: health only)".into());
+        }
+        let (before, after) = stats;
+        let delta = |name: &str| {
+            let now = after.get(name).cloned().unwrap_or_default();
+            let then = before.get(name).cloned().unwrap_or_default();
+            now.since(&then)
+        };
+        let new = delta(&self.set);
+        let mut stable = SetStats::default();
+        for (name, _) in old {
+            let d = delta(name);
+            stable.requests += d.requests;
+            stable.errors += d.errors;
+            if stable.latency.is_empty() {
+                stable.latency = d.latency;
+            } else {
+                for (slot, (_, count)) in stable.latency.iter_mut().zip(d.latency) {
+                    slot.1 += count;
+                }
+            }
+        }
+        if new.requests < canary.min_requests {
+            return Ok(format!(
+                "healthy; traffic analysis inconclusive ({} canary request(s), {} needed)",
+                new.requests, canary.min_requests
+            ));
+        }
+        let (new_errors, stable_errors) = (new.error_ratio(), stable.error_ratio());
+        if new_errors > stable_errors + canary.max_error_increase {
+            return Err(format!(
+                "error ratio {:.2}% over {} requests vs {:.2}% on the stable version (allowed: +{:.2} points)",
+                new_errors * 100.0,
+                new.requests,
+                stable_errors * 100.0,
+                canary.max_error_increase * 100.0
+            ));
+        }
+        let (new_p99, stable_p99) = (new.quantile(0.99), stable.quantile(0.99));
+        if let (Some(n99), Some(s99)) = (new_p99, stable_p99)
+            && n99 > s99 * canary.max_latency_ratio
+            && n99 - s99 > canary.latency_slack.as_secs_f64()
+        {
+            return Err(format!(
+                "p99 latency {:.1} ms vs {:.1} ms on the stable version (allowed: ×{} and +{} ms)",
+                n99 * 1000.0,
+                s99 * 1000.0,
+                canary.max_latency_ratio,
+                canary.latency_slack.as_millis()
+            ));
+        }
+        Ok(format!(
+            "error ratio {:.2}% vs {:.2}%, p99 {} vs {} over {} requests",
+            new_errors * 100.0,
+            stable_errors * 100.0,
+            ms(new_p99),
+            ms(stable_p99),
+            new.requests
+        ))
+    }
+
+    /// A failed deploy: back to the old sets at their original size (with `auto_rollback`),
+    /// or left where it stopped.
+    async fn fail(&mut self, reason: String, original: &[(String, u32)]) -> DeployResult {
+        self.step(format!("failed: {reason}"));
+        if !self.config.auto_rollback {
+            // Traffic stays on the old version whatever the strategy did so far.
+            if !original.is_empty() {
+                let mut weights: Vec<(String, u32)> = original.to_vec();
+                weights.push((self.set.clone(), 0));
+                if !matches!(self.config.strategy, Strategy::Rolling { .. }) {
+                    self.weigh(weights, false).await;
+                }
+            }
+            return DeployResult::Failed { reason };
+        }
+        for (name, count) in original {
+            if let Err(e) = self.supervisor().scale(name, *count).await {
+                self.step(format!("cannot restore {name}: {e}"));
+            }
+        }
+        let mut weights: Vec<(String, u32)> = original.to_vec();
+        weights.push((self.set.clone(), 0));
+        self.weigh(weights, false).await;
+        let current: Vec<(String, u32)> = self
+            .deployer
+            .sets(&self.service)
+            .await
+            .get(&self.set)
+            .map(|i| vec![(self.set.clone(), i.len() as u32)])
+            .unwrap_or_default();
+        self.drain_sets(&current).await;
+        let _ = self.supervisor().remove(&self.set).await;
+        self.traffic().split(&self.service, Split::All).await;
+        for (name, _) in original {
+            if let Err(e) = self
+                .supervisor()
+                .wait_ready(name, self.config.healthy_deadline)
+                .await
+            {
+                self.step(format!("the restored {name} is not healthy: {e}"));
+            }
+        }
+        self.step(format!(
+            "rolled back to {}",
+            original
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        DeployResult::RolledBack { reason }
+    }
+}
+
+fn ready(instance: &InstanceStatus) -> bool {
+    instance.state == InstanceState::Ready
+}
+
+fn ms(seconds: Option<f64>) -> String {
+    seconds.map_or_else(|| "-".into(), |s| format!("{:.1} ms", s * 1000.0))
+}

@@ -1,0 +1,323 @@
+//! Releases and deploys in the binary: the journal the service provider records them through
+//! (over the state store), and the `kiln deploy`, `kiln rollback` and `kiln releases` commands.
+//! Deploy and rollback are applies of one service with its `release` pinned, so they go through
+//! the same plan → apply path (and the same lock and revision records) as everything else; the
+//! next `kiln plan` shows what a later apply would undo.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_engine::provider::{ProviderError, ProviderFuture};
+use kiln_providers::{DeployEntry, DeployJournal, ReleaseEntry};
+use kiln_state::{DeployRecord, NewDeploy, ReleaseRecord, Store};
+
+use crate::ops::{self, Failure};
+
+/// Records releases and deploys in the stack's state store.
+#[derive(Debug, Clone)]
+pub struct StateJournal {
+    dir: PathBuf,
+    /// What the apply under way was asked by (set by `ops::apply`).
+    pub trigger: Arc<Mutex<String>>,
+}
+
+impl StateJournal {
+    pub fn new(dir: &Path) -> StateJournal {
+        StateJournal {
+            dir: dir.to_path_buf(),
+            trigger: Arc::new(Mutex::new(String::new())),
+        }
+    }
+}
+
+fn store_failure(e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Failed {
+        message: format!("cannot record in the state store: {e}"),
+    }
+}
+
+fn timestamp(at: std::time::SystemTime) -> String {
+    jiff::Timestamp::try_from(at).map_or_else(|_| String::new(), |t| format!("{t:.6}"))
+}
+
+/// The commit the tree under `dir` is at, when it is in a git repository.
+fn git_head(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+impl DeployJournal for StateJournal {
+    fn release(&self, entry: ReleaseEntry) -> ProviderFuture<'_, ()> {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let source_dir = dir.join(entry.source.trim_start_matches("path:"));
+                let mut store = Store::open_in_stack(&dir).map_err(store_failure)?;
+                store
+                    .record_release(&ReleaseRecord {
+                        service: entry.service,
+                        digest: entry.digest,
+                        created_at: timestamp(std::time::SystemTime::now()),
+                        source: entry.source,
+                        commit: git_head(&source_dir),
+                        run_id: None,
+                        files: entry.files,
+                        bytes: entry.bytes,
+                    })
+                    .map_err(store_failure)
+            })
+            .await
+            .map_err(store_failure)?
+        })
+    }
+
+    fn deploy(&self, entry: DeployEntry) -> ProviderFuture<'_, ()> {
+        let dir = self.dir.clone();
+        let trigger = self.trigger.lock().map(|t| t.clone()).unwrap_or_default();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut store = Store::open_in_stack(&dir).map_err(store_failure)?;
+                let known = store.releases(&entry.service).map_err(store_failure)?;
+                let expand = |short: &str| {
+                    known
+                        .iter()
+                        .find(|r| kiln_deploy::release::hex_of(&r.digest).starts_with(short))
+                        .map_or_else(|| short.to_owned(), |r| r.digest.clone())
+                };
+                let from: Vec<String> = entry.from_releases.iter().map(|s| expand(s)).collect();
+                let report = &entry.report;
+                let (result, reason) = match &report.result {
+                    kiln_deploy::DeployResult::Succeeded => ("succeeded", None),
+                    kiln_deploy::DeployResult::Failed { reason } => ("failed", Some(reason)),
+                    kiln_deploy::DeployResult::RolledBack { reason } => {
+                        ("rolled-back", Some(reason))
+                    }
+                };
+                let trigger = if trigger.is_empty() {
+                    "apply".to_owned()
+                } else {
+                    trigger
+                };
+                let record = NewDeploy {
+                    service: entry.service.clone(),
+                    from_release: from.first().cloned(),
+                    to_release: entry.to_release.clone(),
+                    strategy: report.strategy.clone(),
+                    trigger,
+                    user: ops::who(),
+                    started_at: timestamp(entry.started_at),
+                    duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+                    result: result.into(),
+                    detail: serde_json::json!({
+                        "set": report.set,
+                        "previous_sets": report.previous,
+                        "steps": report.steps,
+                        "reason": reason,
+                    }),
+                };
+                store.record_deploy(&record).map_err(store_failure)?;
+                let short = kiln_deploy::release::short(&entry.to_release);
+                let message = match reason {
+                    None => format!(
+                        "deployed release {short} ({}, {} ms)",
+                        report.strategy,
+                        report.duration.as_millis()
+                    ),
+                    Some(reason) => format!("deploy of release {short} {result}: {reason}"),
+                };
+                store
+                    .append_event(&kiln_state::NewEvent {
+                        kind: format!("deploy.{}", result.replace('-', "_")),
+                        address: Some(entry.service),
+                        serial: None,
+                        message,
+                        data: record.detail,
+                    })
+                    .map_err(store_failure)?;
+                Ok(())
+            })
+            .await
+            .map_err(store_failure)?
+        })
+    }
+}
+
+/// `api` → `services.api`; addresses pass through.
+pub fn service_address(service: &str) -> String {
+    if service.contains('.') {
+        service.to_owned()
+    } else {
+        format!("services.{service}")
+    }
+}
+
+/// Finds a release of `service` by digest or a prefix of its hex (at least 4 digits).
+pub fn resolve_release(store: &Store, service: &str, wanted: &str) -> Result<String, Failure> {
+    let releases = store.releases(service)?;
+    let hex = kiln_deploy::release::hex_of(wanted);
+    if hex.len() < 4 {
+        return Err(Failure::Invalid(format!(
+            "error: `{wanted}` is too short to name a release; give at least 4 hex digits (see `kiln releases {service}`)"
+        )));
+    }
+    let matches: Vec<&ReleaseRecord> = releases
+        .iter()
+        .filter(|r| kiln_deploy::release::hex_of(&r.digest).starts_with(hex))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.digest.clone()),
+        [] => Err(Failure::Invalid(format!(
+            "error: {service} has no release `{wanted}`; `kiln releases {service}` lists them"
+        ))),
+        _ => Err(Failure::Invalid(format!(
+            "error: `{wanted}` names {} releases of {service}; give more digits",
+            matches.len()
+        ))),
+    }
+}
+
+/// The release `service` runs according to the state.
+pub fn current_release(store: &Store, service: &str) -> Result<Option<String>, Failure> {
+    Ok(store.resource(service)?.and_then(|r| {
+        r.attributes
+            .get("release")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }))
+}
+
+/// The release before the current one: where the last successful deploy to the current
+/// release came from, else the newest older release.
+pub fn previous_release(store: &Store, service: &str) -> Result<String, Failure> {
+    let current = current_release(store, service)?.ok_or_else(|| {
+        Failure::Refused(format!(
+            "error: {service} has not been deployed yet, so there is nothing to roll back"
+        ))
+    })?;
+    if current == kiln_providers::TREE_RELEASE {
+        return Err(Failure::Refused(format!(
+            "error: {service} has no `path:`, so it runs from the stack directory and kiln keeps no releases of it; give it `path:` (its own directory) to get releases and rollbacks"
+        )));
+    }
+    let deploys = store.deploys(Some(service), 200)?;
+    let from_deploy = deploys
+        .iter()
+        .filter(|d| d.deploy.to_release == current && d.deploy.result == "succeeded")
+        .find_map(|d| d.deploy.from_release.clone())
+        .filter(|from| *from != current);
+    if let Some(from) = from_deploy {
+        return Ok(from);
+    }
+    let releases = store.releases(service)?;
+    let position = releases.iter().position(|r| r.digest == current);
+    position
+        .and_then(|p| releases.get(p + 1))
+        .map(|r| r.digest.clone())
+        .ok_or_else(|| {
+            Failure::Refused(format!(
+                "error: {service} has no release older than {} to roll back to",
+                kiln_deploy::release::short(&current)
+            ))
+        })
+}
+
+/// `kiln releases SERVICE`.
+pub fn list(dir: &Path, service: &str, json: bool) -> Result<(), Failure> {
+    let address = service_address(service);
+    let store = ops::open_store(dir)?;
+    let releases = store.releases(&address)?;
+    let deploys = store.deploys(Some(&address), 20)?;
+    let current = current_release(&store, &address)?;
+    if json {
+        let value = serde_json::json!({
+            "service": address,
+            "current": current,
+            "releases": releases,
+            "deploys": deploys,
+        });
+        println!("{value:#}");
+        return Ok(());
+    }
+    if releases.is_empty() {
+        println!(
+            "{address} has no releases yet: `kiln apply` (or `kiln deploy {service}`) makes the first"
+        );
+        return Ok(());
+    }
+    println!(
+        "RELEASE       CREATED                      SOURCE        COMMIT        FILES        SIZE"
+    );
+    for r in &releases {
+        let marker = if current.as_deref() == Some(r.digest.as_str()) {
+            "  ← running"
+        } else {
+            ""
+        };
+        println!(
+            "{:<13} {:<28} {:<13} {:<13} {:>5} {:>11}{marker}",
+            kiln_deploy::release::short(&r.digest),
+            r.created_at,
+            r.source,
+            r.commit
+                .as_deref()
+                .map_or("-", |c| c.get(..12).unwrap_or(c)),
+            r.files,
+            human_bytes(r.bytes),
+        );
+    }
+    if !deploys.is_empty() {
+        println!(
+            "\nDEPLOY  STARTED                      FROM          TO            STRATEGY     TRIGGER   RESULT       DURATION  USER"
+        );
+        for d in &deploys {
+            print_deploy(d);
+        }
+    }
+    Ok(())
+}
+
+fn print_deploy(d: &DeployRecord) {
+    let deploy = &d.deploy;
+    println!(
+        "{:>6}  {:<28} {:<13} {:<13} {:<12} {:<9} {:<12} {:>6} ms  {}",
+        d.id,
+        deploy.started_at,
+        deploy
+            .from_release
+            .as_deref()
+            .map_or("-", kiln_deploy::release::short),
+        kiln_deploy::release::short(&deploy.to_release),
+        deploy.strategy,
+        deploy.trigger,
+        deploy.result,
+        deploy.duration_ms,
+        deploy.user
+    );
+    if let Some(reason) = deploy.detail.get("reason").and_then(|r| r.as_str()) {
+        println!("        reason: {reason}");
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

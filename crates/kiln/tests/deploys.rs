@@ -1,0 +1,188 @@
+//! Zero-downtime deploys through the real binary: under constant load on the ingress, releases
+//! are deployed by each strategy, a release that fails its health check and a canary whose
+//! error rate trips the analysis are rolled back, and not one request fails.
+
+// Tests panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Load, Scratch, wait_until};
+
+/// A release of the test service: answers `v<version>`; its `mode` file makes it unhealthy
+/// (503 on /healthz) or broken (503 on everything else). It drains on SIGTERM.
+const SERVER: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const read = (f, d) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch { return d; } };
+const mode = read('mode', 'ok');
+const version = read('version', '0');
+const server = http.createServer((req, res) => {
+  if (req.url === '/healthz') {
+    res.statusCode = mode === 'unhealthy' ? 503 : 200;
+    return res.end(mode);
+  }
+  if (mode === 'errors') {
+    res.statusCode = 503;
+    return res.end('broken release');
+  }
+  res.end('v' + version);
+});
+server.keepAliveTimeout = 30000;
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => {
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+});
+"#;
+
+fn stack(deploy: &str) -> String {
+    format!(
+        r#"
+name: deploys
+ingress: {{ listen: "127.0.0.1:0" }}
+services:
+  app:
+    path: app
+    run: node server.js
+    replicas: 2
+    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 1s, failure_threshold: 1 }} }}
+    stop: {{ grace: 5s }}
+    deploy: {deploy}
+routes:
+  - {{ host: app.localhost, path: /, service: app }}
+"#
+    )
+}
+
+const ROLLING: &str =
+    "{ strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 10s }";
+const BLUE_GREEN: &str = "{ strategy: blue-green, healthy_deadline: 10s }";
+const CANARY: &str = "{ strategy: canary, steps: [50], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5 } }";
+/// A small first step: the ingress's retry budget (a fifth of successes) covers the canary's
+/// share, so every one of its errors is retried on the stable side.
+const SMALL_CANARY: &str = "{ strategy: canary, steps: [10], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5 } }";
+
+struct Down<'a>(&'a Scratch);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
+    }
+}
+
+fn release(s: &Scratch, version: u32, mode: &str, deploy: &str) {
+    std::fs::write(s.file("app/version"), version.to_string()).unwrap();
+    std::fs::write(s.file("app/mode"), mode).unwrap();
+    std::fs::write(s.file("kiln.yaml"), stack(deploy)).unwrap();
+}
+
+#[test]
+fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
+    let s = Scratch::new(&stack(ROLLING));
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    std::fs::write(s.file("app/server.js"), SERVER).unwrap();
+    release(&s, 0, "ok", ROLLING);
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = Down(&s);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let addr = status["ingress"].as_str().unwrap().to_owned();
+    let load = Load::start(&addr, "app.localhost", "/", 4);
+
+    let strategies = [ROLLING, BLUE_GREEN, CANARY, ROLLING, BLUE_GREEN, CANARY];
+    for (i, deploy) in strategies.iter().enumerate() {
+        let version = i as u32 + 1;
+        release(&s, version, "ok", deploy);
+        let out = s.ok(&["deploy", "app"]);
+        assert!(out.contains("updated"), "{out}");
+    }
+    let last = strategies.len() as u32;
+
+    // A release that never becomes healthy: the deploy fails, the old one keeps serving.
+    release(&s, 100, "unhealthy", ROLLING);
+    let failed = s.run(&["deploy", "app"]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    assert!(
+        stderr.contains("readiness"),
+        "names the failing probe: {stderr}"
+    );
+
+    // A canary that answers 503: its analysis fails and it is rolled back; the ingress retried
+    // its errors on the stable side, so no client saw them.
+    release(&s, 200, "errors", SMALL_CANARY);
+    let failed = s.run(&["deploy", "app"]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("canary analysis"), "{stderr}");
+    assert!(stderr.contains("error ratio"), "{stderr}");
+
+    // The last good release serves; a rollback goes back one more.
+    let expected = format!("v{last}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        common_get(&addr) == expected
+    }));
+    let tally = load.finish();
+    assert_eq!(
+        tally.failed,
+        0,
+        "{} of {} requests failed: {:#?}",
+        tally.failed,
+        tally.ok + tally.failed,
+        tally.failures
+    );
+    assert!(tally.ok > 200, "the load ran: {tally:?}");
+    assert!(!tally.bodies.contains_key("v100") && !tally.bodies.contains_key("v200"));
+
+    let releases: serde_json::Value =
+        serde_json::from_str(&s.ok(&["releases", "app", "--json"])).unwrap();
+    let deploys = releases["deploys"].as_array().unwrap();
+    let results: Vec<&str> = deploys
+        .iter()
+        .map(|d| d["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| **r == "rolled-back").count(),
+        2,
+        "{results:?}"
+    );
+    let strategies_used: std::collections::BTreeSet<&str> = deploys
+        .iter()
+        .map(|d| d["strategy"].as_str().unwrap())
+        .collect();
+    for s in ["initial", "rolling", "blue-green", "canary"] {
+        assert!(strategies_used.contains(s), "{strategies_used:?}");
+    }
+
+    // Roll back: the previous release serves, and the plan says an apply would undo it.
+    let rollback = s.ok(&["rollback", "app"]);
+    let previous = format!("v{}", last - 1);
+    assert!(
+        wait_until(Duration::from_secs(10), || common_get(&addr) == previous),
+        "serving {:?} after:\n{rollback}\n{}",
+        common_get(&addr),
+        s.ok(&["releases", "app"])
+    );
+    let plan = s.ok(&["plan"]);
+    assert!(plan.contains("release"), "{plan}");
+}
+
+fn common_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
