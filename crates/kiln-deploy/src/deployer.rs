@@ -114,6 +114,10 @@ impl Deployer {
         &self.supervisor
     }
 
+    pub fn traffic(&self) -> &dyn Traffic {
+        self.traffic.as_ref()
+    }
+
     fn lock_for(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(service.to_owned()).or_default().clone()
@@ -152,6 +156,7 @@ impl Deployer {
             }
         }
         self.traffic.split(service, Split::All).await;
+        self.traffic.unexpose(service).await;
         Ok(())
     }
 

@@ -99,6 +99,11 @@ pub trait Traffic: Send + Sync + std::fmt::Debug {
     fn drain(&self, instances: Vec<String>, deadline: Duration) -> TrafficFuture<'_, ()>;
     /// Statistics per set of `service`'s routes (sets named as in [`Split::Weighted`]).
     fn stats(&self, service: &str) -> TrafficFuture<'_, BTreeMap<String, SetStats>>;
+    /// A stable address for `service` that load-balances over its ready instances whatever
+    /// deploys do (the same one on every call, and across restarts when the port is free).
+    fn expose(&self, service: &str) -> TrafficFuture<'_, Result<std::net::SocketAddr, String>>;
+    /// Releases the address of a service that is gone.
+    fn unexpose(&self, service: &str) -> TrafficFuture<'_, ()>;
     /// Whether any route sends requests to `service`.
     fn routed(&self, service: &str) -> bool;
 }
@@ -116,6 +121,13 @@ impl Traffic for NoTraffic {
     }
     fn stats(&self, _service: &str) -> TrafficFuture<'_, BTreeMap<String, SetStats>> {
         Box::pin(async { BTreeMap::new() })
+    }
+    fn expose(&self, service: &str) -> TrafficFuture<'_, Result<std::net::SocketAddr, String>> {
+        let message = format!("no ingress runs to give {service} an address");
+        Box::pin(async move { Err(message) })
+    }
+    fn unexpose(&self, _service: &str) -> TrafficFuture<'_, ()> {
+        Box::pin(async {})
     }
     fn routed(&self, _service: &str) -> bool {
         false

@@ -558,11 +558,22 @@ impl ServiceProvider {
             .collect();
         ports.sort_unstable();
         let mut outputs = Attributes::new();
-        if let Some(first) = ports.first() {
+        // The service's own stable address (unchanged by deploys and restarts) when the
+        // control plane can give one; an instance's port otherwise.
+        let stable = if job {
+            None
+        } else {
+            runtime.deployer.traffic().expose(&service).await.ok()
+        };
+        if let Some(address) = stable {
+            outputs.insert("url".into(), Value::String(format!("http://{address}")));
+        } else if let Some(first) = ports.first() {
             outputs.insert(
                 "url".into(),
                 Value::String(format!("http://127.0.0.1:{first}")),
             );
+        }
+        if let Some(first) = ports.first() {
             outputs.insert("port".into(), Value::from(*first));
         }
         outputs.insert("ports".into(), Value::from(ports));

@@ -138,10 +138,9 @@ pub async fn run(
     let listen = ops::load_stack(dir)
         .ok()
         .and_then(|stack| stack.ingress_listen);
-    let ingress = match listen {
-        Some(listen) => Some(crate::ingress::start(listen, supervisor.clone()).await?),
-        None => None,
-    };
+    // The route actor runs even without routes: it gives services their stable addresses.
+    let router = crate::ingress::start(listen, supervisor.clone(), &paths.kiln_dir).await?;
+    let ingress = listen.map(|_| &router);
     let metrics = match crate::metrics::open(&paths.kiln_dir) {
         Ok(store) => Some(store),
         Err(e) => {
@@ -159,10 +158,7 @@ pub async fn run(
             METRICS_INTERVAL,
         ));
     }
-    let traffic: Arc<dyn kiln_deploy::Traffic> = match &ingress {
-        Some(i) => Arc::new(i.routes.clone()),
-        None => Arc::new(kiln_deploy::NoTraffic),
-    };
+    let traffic: Arc<dyn kiln_deploy::Traffic> = Arc::new(router.routes.clone());
     let deployer = kiln_deploy::Deployer::new(supervisor.clone(), traffic);
     let journal = crate::deploys::StateJournal::new(dir);
     let runtime = ops::Runtime {
@@ -223,7 +219,7 @@ pub async fn run(
     // events to reach the log.
     drop(controller);
     // The ingress's route actor holds a supervisor handle until its inbox closes.
-    drop(ingress);
+    drop(router);
     drop(supervisor);
     let _ = tokio::time::timeout(Duration::from_secs(5), recorder).await;
     if let Some(store) = &metrics {

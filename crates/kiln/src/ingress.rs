@@ -27,6 +27,9 @@ enum Msg {
     Split(String, Split, oneshot::Sender<()>),
     /// Instances to take out of rotation before they are stopped.
     Drain(Vec<String>, oneshot::Sender<()>),
+    /// A stable address for a service (its own listener), created once.
+    Expose(String, oneshot::Sender<Result<SocketAddr, String>>),
+    Unexpose(String, oneshot::Sender<()>),
 }
 
 /// The ingress as the route provider sees it.
@@ -38,6 +41,16 @@ pub struct Routes {
     ingress: IngressHandle,
 }
 
+/// Every proxy the actor feeds: the ingress's, and one per exposed service.
+#[derive(Clone, Debug, Default)]
+struct Proxies(Arc<RwLock<Vec<IngressHandle>>>);
+
+impl Proxies {
+    fn all(&self) -> Vec<IngressHandle> {
+        self.0.read().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
 /// What the actor publishes for lock-free reads: route addresses, and which route serves
 /// which service.
 #[derive(Debug, Default)]
@@ -45,6 +58,8 @@ struct Served {
     routes: BTreeSet<String>,
     /// Route address → service.
     services: BTreeMap<String, String>,
+    /// Every proxy's handle, for draining.
+    proxies: Proxies,
 }
 
 /// A running ingress: the proxy, its address, and the sink the route provider writes to.
@@ -58,20 +73,35 @@ pub struct Running {
     pub routes: Routes,
 }
 
-/// Binds the listener and starts the proxy and the route actor.
-pub async fn start(listen: SocketAddr, supervisor: SupervisorHandle) -> Result<Running, Failure> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Failure::State(format!("the ingress cannot listen on {listen}: {e}")))?;
-    let address = listener
-        .local_addr()
-        .map_err(|e| Failure::State(e.to_string()))?;
+/// Binds the listener and starts the proxy and the route actor. Without `listen` (a stack
+/// without routes) only the actor runs: it still gives services their stable addresses.
+pub async fn start(
+    listen: Option<SocketAddr>,
+    supervisor: SupervisorHandle,
+    kiln_dir: &std::path::Path,
+) -> Result<Running, Failure> {
     let handle = Ingress::new(IngressConfig::default());
-    let server = handle.clone();
-    tokio::spawn(async move { server.serve(listener).await });
+    let address = match listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                Failure::State(format!("the ingress cannot listen on {listen}: {e}"))
+            })?;
+            let address = listener
+                .local_addr()
+                .map_err(|e| Failure::State(e.to_string()))?;
+            let server = handle.clone();
+            tokio::spawn(async move { server.serve(listener).await });
+            address
+        }
+        None => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
     let (messages, inbox) = mpsc::channel(64);
     let served = Arc::new(RwLock::new(Served::default()));
-    tokio::spawn(run(inbox, handle.clone(), supervisor, served.clone()));
+    if let Ok(mut s) = served.write() {
+        s.proxies = Proxies(Arc::new(RwLock::new(vec![handle.clone()])));
+    }
+    let vips = VipPorts::load(kiln_dir.join("service-ports.json"));
+    tokio::spawn(run(inbox, handle.clone(), supervisor, served.clone(), vips));
     Ok(Running {
         address,
         handle: handle.clone(),
@@ -84,12 +114,92 @@ pub async fn start(listen: SocketAddr, supervisor: SupervisorHandle) -> Result<R
     })
 }
 
-/// The actor's state: declared routes, each service's split, instances being drained.
+/// The actor's state: declared routes, each service's split, instances being drained, and
+/// the services' own listeners.
 #[derive(Debug, Default)]
 struct Desired {
     routes: BTreeMap<String, RouteSpec>,
     splits: BTreeMap<String, Split>,
     draining: BTreeSet<String>,
+    vips: BTreeMap<String, Vip>,
+}
+
+/// A service's stable address: a proxy of its own over all its ready instances, so that
+/// `services.api.url` stays the same across deploys, restarts and scaling (like a
+/// Kubernetes Service's cluster IP).
+#[derive(Debug)]
+struct Vip {
+    address: SocketAddr,
+    handle: IngressHandle,
+}
+
+/// The ports of the services' addresses, kept in a file so that they survive a restart of
+/// the control plane (dependents read them from their environment).
+#[derive(Debug)]
+struct VipPorts {
+    path: std::path::PathBuf,
+    ports: BTreeMap<String, u16>,
+}
+
+impl VipPorts {
+    fn load(path: std::path::PathBuf) -> VipPorts {
+        let ports = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        VipPorts { path, ports }
+    }
+
+    fn save(&self) {
+        if let Ok(text) = serde_json::to_string_pretty(&self.ports) {
+            let temp = self.path.with_extension("json.tmp");
+            if std::fs::write(&temp, text).is_ok() {
+                let _ = std::fs::rename(&temp, &self.path);
+            }
+        }
+    }
+}
+
+/// Binds a service's address: its previous port when it is free, else a new one.
+async fn expose(
+    service: &str,
+    ports: &mut VipPorts,
+) -> Result<(SocketAddr, IngressHandle), String> {
+    let previous = ports.ports.get(service).copied();
+    let mut listener = None;
+    if let Some(port) = previous {
+        listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .ok();
+    }
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| format!("cannot bind an address for {service}: {e}"))?,
+    };
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let handle = Ingress::new(IngressConfig::default());
+    let server = handle.clone();
+    tokio::spawn(async move { server.serve(listener).await });
+    ports.ports.insert(service.to_owned(), address.port());
+    ports.save();
+    Ok((address, handle))
+}
+
+/// The catch-all route of a service's own listener.
+fn vip_route(service: &str) -> RouteSpec {
+    RouteSpec {
+        address: format!("services.{service}"),
+        host: "*".into(),
+        path: "/".into(),
+        service: service.to_owned(),
+        strip_prefix: false,
+        timeout_ms: None,
+        max_body: None,
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
+    }
 }
 
 async fn run(
@@ -97,6 +207,7 @@ async fn run(
     ingress: IngressHandle,
     supervisor: SupervisorHandle,
     served: Arc<RwLock<Served>>,
+    mut vip_ports: VipPorts,
 ) {
     let mut events = supervisor.subscribe();
     let mut desired = Desired::default();
@@ -138,7 +249,38 @@ async fn run(
                         // given no new ones.
                         ingress.set_endpoint_ready(id, false);
                     }
+                    for vip in desired.vips.values() {
+                        for id in &ids {
+                            vip.handle.set_endpoint_ready(id, false);
+                        }
+                    }
                     desired.draining.extend(ids);
+                    let _ = reply.send(());
+                }
+                Some(Msg::Expose(service, reply)) => {
+                    if let Some(vip) = desired.vips.get(&service) {
+                        let _ = reply.send(Ok(vip.address));
+                        continue;
+                    }
+                    match expose(&service, &mut vip_ports).await {
+                        Ok((address, handle)) => {
+                            desired.vips.insert(service, Vip { address, handle });
+                            publish_proxies(&served, &ingress, &desired);
+                            rebuild(&mut desired, &ingress, &supervisor).await;
+                            let _ = reply.send(Ok(address));
+                        }
+                        Err(why) => {
+                            let _ = reply.send(Err(why));
+                        }
+                    }
+                }
+                Some(Msg::Unexpose(service, reply)) => {
+                    if let Some(vip) = desired.vips.remove(&service) {
+                        vip.handle.shutdown(Duration::from_secs(5)).await;
+                        vip_ports.ports.remove(&service);
+                        vip_ports.save();
+                        publish_proxies(&served, &ingress, &desired);
+                    }
                     let _ = reply.send(());
                 }
             },
@@ -161,6 +303,16 @@ async fn run(
     }
 }
 
+fn publish_proxies(served: &RwLock<Served>, ingress: &IngressHandle, desired: &Desired) {
+    let mut all = vec![ingress.clone()];
+    all.extend(desired.vips.values().map(|v| v.handle.clone()));
+    if let Ok(s) = served.read()
+        && let Ok(mut proxies) = s.proxies.0.write()
+    {
+        *proxies = all;
+    }
+}
+
 /// Rebuilds and swaps the table. Every ready instance is marked ready in the proxy unless it
 /// is being drained; a drained instance that is no longer ready is forgotten (a later one may
 /// take its id, and must not inherit its mark).
@@ -172,10 +324,20 @@ async fn rebuild(desired: &mut Desired, ingress: &IngressHandle, supervisor: &Su
         .map(|i| i.id.to_string())
         .collect();
     desired.draining.retain(|id| present.contains(id));
+    let mark = |proxy: &IngressHandle| {
+        for id in &present {
+            proxy.set_endpoint_ready(id, !desired.draining.contains(id));
+        }
+    };
     if let Ok(t) = build(&desired.routes, desired, &instances) {
         ingress.swap(t);
-        for id in &present {
-            ingress.set_endpoint_ready(id, !desired.draining.contains(id));
+        mark(ingress);
+    }
+    for (service, vip) in &desired.vips {
+        let routes = BTreeMap::from([(service.clone(), vip_route(service))]);
+        if let Ok(t) = build(&routes, desired, &instances) {
+            vip.handle.swap(t);
+            mark(&vip.handle);
         }
     }
 }
@@ -282,13 +444,19 @@ impl Traffic for Routes {
             // time, and nothing signals their end.
             let until = tokio::time::Instant::now() + deadline;
             let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let proxies = self
+                .served
+                .read()
+                .map(|s| s.proxies.all())
+                .unwrap_or_else(|_| vec![self.ingress.clone()]);
             while tokio::time::Instant::now() < until {
                 tick.tick().await;
-                let busy = self
-                    .ingress
-                    .endpoint_health()
-                    .iter()
-                    .any(|e| ids.contains(&e.id) && e.in_flight > 0);
+                let busy = proxies.iter().any(|proxy| {
+                    proxy
+                        .endpoint_health()
+                        .iter()
+                        .any(|e| ids.contains(&e.id) && e.in_flight > 0)
+                });
                 if !busy {
                     return;
                 }
@@ -327,6 +495,23 @@ impl Traffic for Routes {
             }
             out
         })
+    }
+
+    fn expose(&self, service: &str) -> TrafficFuture<'_, Result<SocketAddr, String>> {
+        let service = service.to_owned();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.messages
+                .send(Msg::Expose(service, reply))
+                .await
+                .map_err(|_| "the ingress stopped".to_owned())?;
+            answer.await.map_err(|_| "the ingress stopped".to_owned())?
+        })
+    }
+
+    fn unexpose(&self, service: &str) -> TrafficFuture<'_, ()> {
+        let service = service.to_owned();
+        Box::pin(async move { self.ask(|reply| Msg::Unexpose(service, reply)).await })
     }
 
     fn routed(&self, service: &str) -> bool {
