@@ -28,6 +28,17 @@ pub mod runner;
 pub mod workflow;
 
 pub use builtins::version_satisfies;
+
+/// Writes the files of artifact `name` uploaded by run `run_id` into `dest`; returns the
+/// artifact's name (for the control plane, which makes releases of artifacts).
+pub fn download_artifact(
+    artifacts_dir: &std::path::Path,
+    run_id: u64,
+    name: &str,
+    dest: &std::path::Path,
+) -> Result<(), String> {
+    cache::download(artifacts_dir, run_id, Some(name), dest).map(|_| ())
+}
 pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
 pub use events::{JobRecord, MemoryStore, RunEvent, RunRecord, RunStore, Status, StepRecord};
 pub use glob::hash_files;

@@ -433,6 +433,9 @@ impl ServiceProvider {
         spec: &mut ServiceSpec,
     ) -> Result<String, ProviderError> {
         let runtime = self.runtime()?;
+        if desired.get("release").is_some() {
+            return self.built_release(runtime, address, desired, spec).await;
+        }
         if desired.get("path").is_none() {
             // Run from the stack directory itself: nothing is snapshotted (it holds data and
             // kiln's own files); deploys still go by the strategy, keyed by the spec.
@@ -441,7 +444,7 @@ impl ServiceProvider {
         }
         let root = release_root(ctx, desired);
         let expected = desired
-            .get("release")
+            .get("release_id")
             .and_then(Value::as_str)
             .map(str::to_owned);
         let releases = runtime.releases_dir.clone();
@@ -482,6 +485,38 @@ impl ServiceProvider {
         }
         spec.release = release::short(&snapshot.tree.digest).to_owned();
         Ok(snapshot.tree.digest)
+    }
+
+    /// A release a pipeline built: made into a release directory when the stack was loaded,
+    /// so it only has to be there.
+    async fn built_release(
+        &self,
+        runtime: &ServiceRuntime,
+        address: &str,
+        desired: &Attributes,
+        spec: &mut ServiceSpec,
+    ) -> Result<String, ProviderError> {
+        let digest = desired
+            .get("release_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| failed("the pipeline release is not known; run `kiln plan` again"))?
+            .to_owned();
+        let dir =
+            release::existing(&runtime.releases_dir, &digest).map_err(|e| failed(e.to_string()))?;
+        let tree = release::digest_tree(&dir).map_err(|e| failed(e.to_string()))?;
+        runtime
+            .journal
+            .release(ReleaseEntry {
+                service: address.to_owned(),
+                digest: digest.clone(),
+                source: "pipeline".into(),
+                files: tree.files,
+                bytes: tree.bytes,
+            })
+            .await?;
+        spec.workdir = dir;
+        spec.release = release::short(&digest).to_owned();
+        Ok(digest)
     }
 
     async fn start(

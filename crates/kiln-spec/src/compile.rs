@@ -92,6 +92,10 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         module_chain: Vec::new(),
         input_types: Vec::new(),
         ingress_listen: None,
+        stack_dir: root_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -164,6 +168,8 @@ struct Compiler<'fs> {
     input_types: Vec<IndexMap<String, String>>,
     /// `ingress.listen`, or the default when the stack has routes.
     ingress_listen: Option<std::net::SocketAddr>,
+    /// The root file's directory, where pipeline artifacts are looked up.
+    stack_dir: PathBuf,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -828,9 +834,13 @@ impl<'fs> Compiler<'fs> {
     }
 
     /// A service's code is part of its declared state: the digest of the tree its `path`
-    /// names becomes its `release` attribute (a literal `path` only; one computed from an
+    /// names becomes its `release_id` attribute (a literal `path` only; one computed from an
     /// expression is released at apply time instead).
     fn release_digest(&mut self, resource: &mut Resource, base: &Path) {
+        if let Some(source) = resource.attrs.get("release") {
+            self.artifact_release(resource, source.clone());
+            return;
+        }
         // Without `path:` a service runs from the stack's own directory, which also holds
         // its data and kiln's outputs: no release is made of that.
         let rel = match resource.attrs.get("path").map(|v| &v.kind) {
@@ -843,7 +853,7 @@ impl<'fs> Compiler<'fs> {
             None => {}
             Some(Ok(digest)) => {
                 resource.rendered.insert(
-                    "release".into(),
+                    "release_id".into(),
                     Value {
                         kind: ValueKind::Literal(serde_json::Value::String(digest)),
                         span,
@@ -864,6 +874,54 @@ impl<'fs> Compiler<'fs> {
                 .help(
                     "`path:` names the directory the service runs from, relative to the stack file",
                 ),
+            ),
+        }
+    }
+
+    /// `release: { pipeline, artifact }`: the newest successful run of that pipeline that
+    /// uploaded that artifact gives the release (build once, deploy that).
+    fn artifact_release(&mut self, resource: &mut Resource, source: Value) {
+        let key_path = format!("{}.release", resource.address);
+        if resource.attrs.contains_key("path") {
+            self.emit(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    source.span,
+                    &key_path,
+                    "a service runs either from `path:` or from a pipeline's `release:`, not both",
+                )
+                .label("the release comes from a pipeline here")
+                .help("remove `path:` (the artifact's files are the service's directory) or `release:`"),
+            );
+            return;
+        }
+        let ValueKind::Literal(serde_json::Value::Object(fields)) = &source.kind else {
+            return;
+        };
+        let field = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let (pipeline, artifact) = (field("pipeline"), field("artifact"));
+        match self.fs.artifact_release(&self.stack_dir, pipeline, artifact) {
+            None => {}
+            Some(Ok(digest)) => {
+                resource.rendered.insert(
+                    "release_id".into(),
+                    Value {
+                        kind: ValueKind::Literal(serde_json::Value::String(digest)),
+                        span: source.span,
+                    },
+                );
+            }
+            Some(Err(err)) => self.emit(
+                Diagnostic::new(
+                    Code::BadSource,
+                    source.span,
+                    &key_path,
+                    format!("no release of artifact `{artifact}` from pipeline `{pipeline}`: {err}"),
+                )
+                .label("the service's release comes from here")
+                .help(format!(
+                    "run the pipeline first (`kiln ci run`): the newest successful run of `{pipeline}` that uploads `{artifact}` becomes the release"
+                )),
             ),
         }
     }

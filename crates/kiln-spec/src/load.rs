@@ -22,10 +22,22 @@ pub trait FileSystem {
         true
     }
     /// The content digest (`sha256:...`) of the tree under `dir`, which becomes a service's
-    /// `release` attribute so that a change of its code is a change of the declared state.
+    /// `release_id` attribute so that a change of its code is a change of the declared state.
     /// `None` when the file system cannot tell (the default, and in-memory trees).
     fn tree_digest(&self, dir: &Path) -> Option<std::io::Result<String>> {
         let _ = dir;
+        None
+    }
+    /// The release (`sha256:...`) made of `artifact` from the newest successful run of
+    /// `pipeline` recorded for the stack in `stack_dir`; `None` when the file system cannot
+    /// tell (the default, and in-memory trees).
+    fn artifact_release(
+        &self,
+        stack_dir: &Path,
+        pipeline: &str,
+        artifact: &str,
+    ) -> Option<std::io::Result<String>> {
+        let _ = (stack_dir, pipeline, artifact);
         None
     }
 }

@@ -298,6 +298,16 @@ pub const BACKOFF: ObjectSchema = ObjectSchema {
     one_of: &[],
 };
 
+/// `release:` of a service: an artifact a pipeline uploaded.
+pub const RELEASE_SOURCE: ObjectSchema = ObjectSchema {
+    what: "a pipeline artifact: { pipeline: ci, artifact: api }",
+    fields: &[
+        ("pipeline", AttrType::String),
+        ("artifact", AttrType::String),
+    ],
+    one_of: &[],
+};
+
 /// The canary analysis of a `deploy:` block.
 pub const ANALYSIS: ObjectSchema = ObjectSchema {
     what: "a canary analysis: { max_error_increase: 0.01, max_latency_ratio: 1.5, latency_slack: 50ms, min_requests: 20 }",
@@ -418,6 +428,11 @@ pub const SERVICE: KindSchema = KindSchema {
             "user",
             AttrType::String,
             "run as this user (and its groups); kiln must run as root",
+        ),
+        attr(
+            "release",
+            AttrType::Object(&RELEASE_SOURCE),
+            "run the newest release a pipeline built (`{ pipeline: ci, artifact: api }`) instead of `path`",
         ),
         attr(
             "deploy",

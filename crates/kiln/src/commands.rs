@@ -1029,7 +1029,10 @@ pub async fn deploy(
     let mut overrides = std::collections::BTreeMap::new();
     if let Some(digest) = &pinned {
         let mut attrs = serde_json::Map::new();
-        attrs.insert("release".into(), serde_json::Value::String(digest.clone()));
+        attrs.insert(
+            "release_id".into(),
+            serde_json::Value::String(digest.clone()),
+        );
         overrides.insert(address.clone(), attrs);
         if !output.json {
             println!(

@@ -1,6 +1,6 @@
 //! Releases and deploys in the binary: the journal the service provider records them through
 //! (over the state store), and the `kiln deploy`, `kiln rollback` and `kiln releases` commands.
-//! Deploy and rollback are applies of one service with its `release` pinned, so they go through
+//! Deploy and rollback are applies of one service with its `release_id` pinned, so they go through
 //! the same plan → apply path (and the same lock and revision records) as everything else; the
 //! next `kiln plan` shows what a later apply would undo.
 
@@ -60,16 +60,29 @@ impl DeployJournal for StateJournal {
         let dir = self.dir.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let source_dir = dir.join(entry.source.trim_start_matches("path:"));
+                let sidecar = dir.join(".kiln/releases").join(format!(
+                    "{}.source.json",
+                    kiln_deploy::release::hex_of(&entry.digest)
+                ));
+                let built: Option<ArtifactSource> = std::fs::read(&sidecar)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                let (source, commit, run_id) = match built {
+                    Some(b) => (b.source, Some(b.commit), Some(b.run_id)),
+                    None => {
+                        let source_dir = dir.join(entry.source.trim_start_matches("path:"));
+                        (entry.source, git_head(&source_dir), None)
+                    }
+                };
                 let mut store = Store::open_in_stack(&dir).map_err(store_failure)?;
                 store
                     .record_release(&ReleaseRecord {
                         service: entry.service,
                         digest: entry.digest,
                         created_at: timestamp(std::time::SystemTime::now()),
-                        source: entry.source,
-                        commit: git_head(&source_dir),
-                        run_id: None,
+                        source,
+                        commit,
+                        run_id,
                         files: entry.files,
                         bytes: entry.bytes,
                     })
@@ -151,6 +164,80 @@ impl DeployJournal for StateJournal {
     }
 }
 
+/// Where a release made from a pipeline artifact says it came from (`<hex>.source.json`
+/// beside its directory).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactSource {
+    pub source: String,
+    pub run_id: u64,
+    pub commit: String,
+}
+
+/// The release made of `artifact` from the newest successful run of `pipeline` (a workflow's
+/// name or its file's stem): the artifact's files are copied under `.kiln/releases/<hex>/`
+/// once (build once, deploy that), and its digest returned.
+pub fn artifact_release(
+    stack_dir: &Path,
+    pipeline: &str,
+    artifact: &str,
+) -> Result<String, String> {
+    let kiln_dir = stack_dir.join(".kiln");
+    if !kiln_dir.join("state.db").exists() {
+        return Err("no pipeline run is recorded for this stack yet".into());
+    }
+    let store = Store::open_in_stack(stack_dir).map_err(|e| e.to_string())?;
+    let runs = store.pipeline_runs(1000).map_err(|e| e.to_string())?;
+    let named = |run: &kiln_state::PipelineRun| {
+        run.workflow == pipeline
+            || Path::new(&run.workflow_path)
+                .file_stem()
+                .is_some_and(|s| s == pipeline)
+    };
+    let artifacts = kiln_dir.join("artifacts");
+    let releases = kiln_dir.join("releases");
+    let Some(run) = runs.iter().find(|run| {
+        run.status == "success"
+            && named(run)
+            && artifacts
+                .join("runs")
+                .join(run.id.to_string())
+                .join(format!("{artifact}.json"))
+                .exists()
+    }) else {
+        let any = runs.iter().any(named);
+        return Err(if any {
+            format!("no successful run of `{pipeline}` uploaded an artifact named `{artifact}`")
+        } else {
+            format!("`{pipeline}` has never run here")
+        });
+    };
+    let seen = releases
+        .join(".artifacts")
+        .join(format!("{}-{artifact}", run.id));
+    if let Ok(digest) = std::fs::read_to_string(&seen)
+        && kiln_deploy::release::existing(&releases, digest.trim()).is_ok()
+    {
+        return Ok(digest.trim().to_owned());
+    }
+    let io = |e: std::io::Error| e.to_string();
+    std::fs::create_dir_all(seen.parent().unwrap_or(&releases)).map_err(io)?;
+    let staging = releases.join(format!(".staging-artifact-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    kiln_pipelines::download_artifact(&artifacts, run.id, artifact, &staging)?;
+    let made = kiln_deploy::release::snapshot(&staging, &releases, None).map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&staging);
+    let made = made?;
+    let source = ArtifactSource {
+        source: format!("pipeline:{pipeline}/{artifact}"),
+        run_id: run.id,
+        commit: run.commit.clone(),
+    };
+    let sidecar = releases.join(format!("{}.source.json", made.tree.hex()));
+    std::fs::write(&sidecar, serde_json::to_vec(&source).unwrap_or_default()).map_err(io)?;
+    std::fs::write(&seen, &made.tree.digest).map_err(io)?;
+    Ok(made.tree.digest)
+}
+
 /// `api` → `services.api`; addresses pass through.
 pub fn service_address(service: &str) -> String {
     if service.contains('.') {
@@ -189,7 +276,7 @@ pub fn resolve_release(store: &Store, service: &str, wanted: &str) -> Result<Str
 pub fn current_release(store: &Store, service: &str) -> Result<Option<String>, Failure> {
     Ok(store.resource(service)?.and_then(|r| {
         r.attributes
-            .get("release")
+            .get("release_id")
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     }))
@@ -235,7 +322,7 @@ pub fn list(dir: &Path, service: &str, json: bool) -> Result<(), Failure> {
     let address = service_address(service);
     let store = ops::open_store(dir)?;
     let releases = store.releases(&address)?;
-    let deploys = store.deploys(Some(&address), 20)?;
+    let deploys = store.deploys(Some(&address), if json { 1000 } else { 20 })?;
     let current = current_release(&store, &address)?;
     if json {
         let value = serde_json::json!({

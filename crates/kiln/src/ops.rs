@@ -170,6 +170,17 @@ impl FileSystem for DiskFs {
     fn user_exists(&self, name: &str) -> bool {
         nix::unistd::User::from_name(name).ok().flatten().is_some()
     }
+    fn artifact_release(
+        &self,
+        stack_dir: &Path,
+        pipeline: &str,
+        artifact: &str,
+    ) -> Option<std::io::Result<String>> {
+        Some(
+            crate::deploys::artifact_release(stack_dir, pipeline, artifact)
+                .map_err(std::io::Error::other),
+        )
+    }
     fn tree_digest(&self, dir: &Path) -> Option<std::io::Result<String>> {
         Some(
             kiln_deploy::release::digest_tree(dir)

@@ -167,7 +167,7 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
         s.ok(&["releases", "app"])
     );
     let plan = s.ok(&["plan"]);
-    assert!(plan.contains("release"), "{plan}");
+    assert!(plan.contains("release_id"), "{plan}");
 }
 
 fn common_get(addr: &str) -> String {
@@ -185,4 +185,93 @@ fn common_get(addr: &str) -> String {
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+/// Build once, deploy that: a workflow uploads the service's files as an artifact; the
+/// service names it, and runs the artifact's files (not the tree's) as a release recorded with
+/// its run and commit.
+#[test]
+fn a_pipeline_artifact_becomes_the_release_a_service_runs() {
+    let s = Scratch::new(
+        r#"
+name: built
+services:
+  app:
+    release: { pipeline: ci, artifact: app }
+    run: node server.js
+    health: { readiness: { http: /healthz, interval: 100ms } }
+"#,
+    );
+    std::fs::create_dir_all(s.file("src")).unwrap();
+    std::fs::write(s.file("src/server.js"), SERVER).unwrap();
+    std::fs::create_dir_all(s.file(".github/workflows")).unwrap();
+    std::fs::write(
+        s.file(".github/workflows/ci.yml"),
+        r#"
+name: ci
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: mkdir -p dist && cp src/server.js dist/ && echo 7 > dist/version
+      - uses: actions/upload-artifact@v4
+        with: { name: app, path: dist/ }
+"#,
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    ] {
+        let out = std::process::Command::new("git")
+            .current_dir(s.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Before the pipeline ran, the release cannot be known: validation says what to do.
+    let early = s.run(&["validate"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("kiln ci run"),
+        "{early:?}"
+    );
+    s.ok(&["ci", "run", "ci.yml"]);
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = Down(&s);
+    let state: serde_json::Value =
+        serde_json::from_str(&s.ok(&["state", "show", "services.app", "--json"])).unwrap();
+    let url = state["outputs"]["url"].as_str().unwrap().to_owned();
+    let addr = url.trim_start_matches("http://").to_owned();
+    // The artifact's version file, which the tree does not have.
+    assert!(wait_until(Duration::from_secs(10), || {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect(&addr) else {
+            return false;
+        };
+        let _ = write!(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = c.read_to_string(&mut text);
+        text.ends_with("v7")
+    }));
+    let releases: serde_json::Value =
+        serde_json::from_str(&s.ok(&["releases", "app", "--json"])).unwrap();
+    let release = &releases["releases"][0];
+    assert_eq!(release["source"], "pipeline:ci/app", "{releases:#}");
+    assert_eq!(release["run_id"], 1);
+    assert_eq!(release["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(releases["current"], release["digest"]);
 }
