@@ -16,8 +16,8 @@ use kiln_spec::yaml::{Key, Node, Value as Y};
 use crate::condition;
 use crate::workflow::{
     ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Input, InputType, Job, JobBody,
-    Matrix, MatrixTable, Name, RunDefaults, Step, StepAction, Strategy, Text, TextMap, Trigger,
-    Vector, resolve_action,
+    Matrix, MatrixTable, Name, RunDefaults, RunsOn, Step, StepAction, Strategy, Text, TextMap,
+    Trigger, Vector, resolve_action,
 };
 
 /// Where an expression is written decides which named values and functions it may use.
@@ -836,6 +836,7 @@ impl Decoder<'_> {
             timeout_minutes: None,
             continue_on_error: None,
             strategy: None,
+            runs_on: RunsOn::default(),
             body: JobBody::Steps(Vec::new()),
         };
         let mut steps = None;
@@ -845,7 +846,7 @@ impl Decoder<'_> {
                 "name" => job.name = self.text(v, &p, &sc(JOB_PLAIN, &[])),
                 "needs" => job.needs = self.needs(v, &p),
                 "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
-                "runs-on" => self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
+                "runs-on" => job.runs_on = self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
                 "env" => job.env = self.text_map(v, &p, &sc(JOB_ENV, &[])),
                 "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
                 "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
@@ -888,20 +889,31 @@ impl Decoder<'_> {
         Some(job)
     }
 
-    fn runs_on(&mut self, node: &Node, path: &str, scope: &Scope) {
-        // Accepted in any shape GitHub accepts; the value only matters for validation here.
+    fn runs_on(&mut self, node: &Node, path: &str, scope: &Scope) -> RunsOn {
+        // Accepted in any shape GitHub accepts; the runner decides whether this host matches.
+        let mut out = RunsOn::default();
         match &node.value {
-            Y::String { .. } => {
-                let _ = self.text(node, path, scope);
-            }
+            Y::String { .. } => out.labels.extend(self.text(node, path, scope)),
             Y::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let _ = self.text(item, &format!("{path}[{i}]"), scope);
+                    out.labels
+                        .extend(self.text(item, &format!("{path}[{i}]"), scope));
                 }
             }
-            Y::Map(entries) => self.check_keys(entries, &["group", "labels"], path),
+            Y::Map(entries) => {
+                self.check_keys(entries, &["group", "labels"], path);
+                for (k, v) in entries {
+                    let p = join(path, &k.text);
+                    match k.text.as_str() {
+                        "group" => out.group = self.text(v, &p, scope),
+                        "labels" => out.labels = self.runs_on(v, &p, scope).labels,
+                        _ => {}
+                    }
+                }
+            }
             _ => self.wrong_type(node, path, "a label, a list of labels or a mapping"),
         }
+        out
     }
 
     fn needs(&mut self, node: &Node, path: &str) -> Vec<Name> {

@@ -48,6 +48,8 @@ struct JobState {
     summary: String,
     pgids: Vec<i32>,
     records: Vec<StepRecord>,
+    /// This instance's own `GITHUB_WORKSPACE` (empty until `actions/checkout`).
+    workspace: PathBuf,
     temp: PathBuf,
     deadline: Instant,
     cancel: watch::Receiver<bool>,
@@ -83,12 +85,36 @@ pub(crate) async fn run_instance(
     shared: &Shared,
     scope: &Scope,
     job: &Job,
-    inst: Instance,
+    mut inst: Instance,
 ) -> (Status, bool, IndexMap<String, String>) {
     let started = Instant::now();
     shared.emit(RunEvent::JobStarted {
         job: inst.display.clone(),
     });
+    let unmet = match runs_on_unmet(shared, job, &inst) {
+        Ok(u) => u,
+        Err(e) => Some(format!("runs-on: {e}")),
+    };
+    if let Some(message) = unmet {
+        log(shared, &inst.display, &format!("##[error]{message}"));
+        shared.emit(RunEvent::Annotation {
+            job: inst.display.clone(),
+            level: Level::Error,
+            message: shared.mask(&message),
+        });
+        finish(
+            shared,
+            scope,
+            job,
+            &inst,
+            Status::Failure,
+            IndexMap::new(),
+            Vec::new(),
+            String::new(),
+            started,
+        );
+        return (Status::Failure, false, IndexMap::new());
+    }
     let mut state = match prepare(shared, scope, job, &inst) {
         Ok(s) => s,
         Err(e) => {
@@ -107,6 +133,14 @@ pub(crate) async fn run_instance(
             return (Status::Failure, false, IndexMap::new());
         }
     };
+    inst.ctx.workspace = state.workspace.clone();
+    if let Some(Value::Object(mut github)) = inst.ctx.values.get("github").cloned() {
+        github.insert(
+            "workspace".to_owned(),
+            Value::String(state.workspace.to_string_lossy().into_owned()),
+        );
+        inst.ctx.set("github", Value::Object(github));
+    }
     let continue_on_error = inst
         .ctx
         .flag(job.continue_on_error.as_ref())
@@ -148,8 +182,49 @@ pub(crate) async fn run_instance(
     (status, continue_on_error, outputs)
 }
 
+/// Why this host cannot run the job (`None` when it can). GitHub would queue such a job until
+/// a matching runner appears; kiln has only the host, so it says so and fails the job.
+fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<String>, String> {
+    let mut labels = Vec::new();
+    for text in &job.runs_on.labels {
+        match inst.ctx.value(text)? {
+            Value::Array(items) => labels.extend(items.iter().map(Value::to_display_string)),
+            v => labels.push(v.to_display_string()),
+        }
+    }
+    if let Some(group) = &job.runs_on.group {
+        let group = inst.ctx.string(group)?;
+        return Ok(Some(format!(
+            "runs-on names the runner group `{group}`: kiln runs jobs on this host only, which is in no group (GitHub would wait for a runner of that group)"
+        )));
+    }
+    let missing = crate::runner::missing_labels(&labels, &shared.opts.runner_labels);
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let mut have: Vec<String> = crate::runner::HOST_LABELS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    have.push(runner_arch().to_ascii_lowercase());
+    have.extend(shared.opts.runner_labels.iter().cloned());
+    Ok(Some(format!(
+        "no runner matches runs-on label{} {}: kiln runs jobs on this host, whose labels are {} (GitHub would wait for a matching runner; if this host can run the job, pass --runner-label {})",
+        if missing.len() == 1 { "" } else { "s" },
+        missing
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        have.join(", "),
+        missing[0]
+    )))
+}
+
 fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result<JobState, String> {
-    let temp = shared.fresh_dir("job").map_err(|e| e.to_string())?;
+    let (workspace, temp) = shared
+        .job_dirs()
+        .map_err(|e| format!("cannot create the job's directories: {e}"))?;
     let mut ctx = inst.ctx.clone();
     let mut env = IndexMap::new();
     for source in [&scope.workflow.env, &job.env] {
@@ -173,6 +248,7 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         summary: String::new(),
         pgids: Vec::new(),
         records: Vec::new(),
+        workspace,
         temp,
         deadline: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
         cancel: inst.cancel.clone(),
@@ -565,7 +641,7 @@ impl<'a> Exec<'a> {
             ("GITHUB_ACTIONS".into(), "true".into()),
             (
                 "GITHUB_WORKSPACE".into(),
-                s.workspace.to_string_lossy().into_owned(),
+                state.workspace.to_string_lossy().into_owned(),
             ),
             ("GITHUB_SHA".into(), s.sha.clone()),
             ("GITHUB_REF".into(), o.git_ref.clone()),
@@ -616,9 +692,10 @@ impl<'a> Exec<'a> {
             ),
             (
                 "RUNNER_WORKSPACE".into(),
-                s.workspace
+                state
+                    .workspace
                     .parent()
-                    .unwrap_or(&s.workspace)
+                    .unwrap_or(&state.workspace)
                     .to_string_lossy()
                     .into_owned(),
             ),
@@ -669,10 +746,7 @@ impl<'a> Exec<'a> {
         .flatten()
         .next()
         .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
-        let cwd = wd.map_or_else(
-            || self.shared.workspace.clone(),
-            |w| self.shared.workspace.join(w),
-        );
+        let cwd = wd.map_or_else(|| state.workspace.clone(), |w| state.workspace.join(w));
         let (files, script_path) = match self.files(state).and_then(|f| {
             let n = self
                 .shared
@@ -732,6 +806,10 @@ impl<'a> Exec<'a> {
             stop_token: None,
         };
         let mut cancel = state.cancel.clone();
+        // A cancellation that came before this step does not stop it: the step runs because
+        // its `if` asked to run after a cancel (`always()`, `cancelled()`), as cleanup does on
+        // GitHub.
+        cancel.borrow_and_update();
         let (exit, pgid) = process::run(spawn, &mut cancel, |line| handler.line(&line)).await;
         let mut outputs = std::mem::take(&mut handler.outputs);
         if let Some(p) = pgid {
@@ -827,6 +905,7 @@ impl<'a> Exec<'a> {
         let cx = builtins::Cx {
             shared: self.shared,
             temp: &state.temp,
+            workspace: &state.workspace,
         };
         match builtins::run(builtin, &cx, &inputs).await {
             Ok(out) => {
@@ -854,7 +933,7 @@ impl<'a> Exec<'a> {
         path: &str,
         with: &IndexMap<String, Text>,
     ) -> StepResult {
-        let dir = self.shared.workspace.join(path.trim_start_matches("./"));
+        let dir = state.workspace.join(path.trim_start_matches("./"));
         let action = match crate::load::load_action(&dir) {
             Ok(a) => a,
             Err(e) => {

@@ -155,8 +155,19 @@ pub struct Job {
     pub continue_on_error: Option<Text>,
     /// `strategy`.
     pub strategy: Option<Strategy>,
+    /// `runs-on` (empty for a reusable-workflow call).
+    pub runs_on: RunsOn,
     /// What the job does.
     pub body: JobBody,
+}
+
+/// `runs-on`: labels (each may be an expression) and an optional runner group.
+#[derive(Debug, Clone, Default)]
+pub struct RunsOn {
+    /// The labels, all of which the runner must have.
+    pub labels: Vec<Text>,
+    /// `group`.
+    pub group: Option<Text>,
 }
 
 /// A job runs steps or calls a reusable workflow.
