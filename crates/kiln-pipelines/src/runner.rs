@@ -60,6 +60,9 @@ pub struct RunOptions {
     pub kill_grace: Duration,
     /// Labels this host answers to besides [`HOST_LABELS`] (e.g. a self-hosted runner's).
     pub runner_labels: Vec<String>,
+    /// Keep the directories (workspace, temp) of jobs that did not succeed; others are
+    /// removed as each job ends.
+    pub keep_workspace: bool,
 }
 
 /// The `runs-on` labels the host stands in for: GitHub's Linux runners and a self-hosted
@@ -112,6 +115,7 @@ impl RunOptions {
             max_parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             kill_grace: Duration::from_secs(5),
             runner_labels: Vec::new(),
+            keep_workspace: false,
         }
     }
 }
@@ -139,6 +143,8 @@ pub(crate) struct Shared {
     pub records: Mutex<Vec<JobRecord>>,
     pub cache_lock: tokio::sync::Mutex<()>,
     pub counter: std::sync::atomic::AtomicUsize,
+    /// Directory removals under way (awaited before the run returns).
+    pub cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -156,6 +162,18 @@ impl Shared {
     pub fn add_mask(&self, value: &str) {
         if let Ok(mut m) = self.masker.lock() {
             m.add(value);
+        }
+    }
+
+    /// Removes a finished job's directory off the async workers, so that removing many small
+    /// files does not hold the next job.
+    pub fn remove_later(&self, dir: Option<PathBuf>) {
+        let Some(dir) = dir else { return };
+        let handle = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        if let Ok(mut c) = self.cleanups.lock() {
+            c.push(handle);
         }
     }
 
@@ -251,6 +269,7 @@ pub async fn run(
         records: Mutex::new(Vec::new()),
         cache_lock: tokio::sync::Mutex::new(()),
         counter: std::sync::atomic::AtomicUsize::new(0),
+        cleanups: Mutex::new(Vec::new()),
     });
     shared.emit(RunEvent::RunStarted {
         run_id: shared.opts.run_id,
@@ -264,6 +283,14 @@ pub async fn run(
         prefix: String::new(),
     });
     let results = run_graph(shared.clone(), scope).await;
+    let cleanups = shared
+        .cleanups
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    for c in cleanups {
+        let _ = c.await;
+    }
     let status = conclusion(results.values().map(|r| r.status));
     let duration = started.elapsed();
     shared.emit(RunEvent::RunFinished { status, duration });

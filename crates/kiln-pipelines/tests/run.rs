@@ -918,3 +918,62 @@ jobs:
     assert_eq!(ran.logs("a"), ["node true true low true", "sh on"]);
     assert_eq!(ran.logs("b"), ["python 3", "perl"]);
 }
+
+#[tokio::test]
+async fn local_javascript_actions_with_inputs_state_and_post() {
+    let main_js = r#"
+const fs = require("fs");
+const who = process.env.INPUT_WHO;
+console.log(`hello ${who} from ${process.env.INPUT_SPACED_NAME}`);
+fs.appendFileSync(process.env.GITHUB_OUTPUT, `greeting=hi ${who}\n`);
+fs.appendFileSync(process.env.GITHUB_STATE, `started=${who}\n`);
+console.log("::notice::from js");
+"#;
+    let post_js =
+        r#"console.log(`post sees ${process.env.STATE_started} and ${process.env.INPUT_WHO}`);"#;
+    let ran = run_one(
+        &[
+            (
+                ".github/actions/js/action.yml",
+                "name: js\ninputs:\n  who: { default: world }\n  spaced name: { default: two words }\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n",
+            ),
+            (".github/actions/js/main.js", main_js),
+            (".github/actions/js/post.js", post_js),
+            (
+                ".github/actions/skip-post/action.yml",
+                "name: s\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n  post-if: failure()\n",
+            ),
+            (".github/actions/skip-post/main.js", "console.log('s main')"),
+            (".github/actions/skip-post/post.js", "console.log('s post')"),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: g
+        uses: ./.github/actions/js
+        with: { who: kiln }
+      - uses: ./.github/actions/skip-post
+      - run: echo "output ${{ steps.g.outputs.greeting }}"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a")[1..],
+        [
+            "hello kiln from two words",
+            "##[notice]from js",
+            "s main",
+            "output hi kiln",
+            "post sees kiln and kiln"
+        ]
+    );
+}

@@ -538,6 +538,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         .collect();
     opts.secrets = secrets.clone();
     opts.runner_labels = args.runner_labels.clone();
+    opts.keep_workspace = args.keep_workspace;
     let mut masker = Masker::default();
     for secret in secrets.values() {
         masker.add(secret);
