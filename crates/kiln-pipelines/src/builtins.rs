@@ -5,19 +5,21 @@
 //! additions and possibly a post step (cache saves happen at job end, as the real actions'
 //! post steps do, and only when the job succeeded).
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use indexmap::IndexMap;
 
 use crate::cache;
 use crate::glob;
-use crate::runner::{Shared, extract};
+use crate::runner::{Shared, extract, resolve_commit};
 use crate::workflow::Builtin;
 
 /// What a built-in action needs from its surroundings.
 pub(crate) struct Cx<'a> {
     pub shared: &'a Shared,
     pub temp: &'a Path,
+    /// The job's workspace (`GITHUB_WORKSPACE`).
+    pub workspace: &'a Path,
 }
 
 /// What a built-in action produced.
@@ -33,7 +35,11 @@ pub(crate) struct Out {
 #[derive(Debug, Clone)]
 pub(crate) enum Post {
     /// Save `paths` under `key` (skipped when the job failed).
-    SaveCache { key: String, paths: Vec<String> },
+    SaveCache {
+        key: String,
+        paths: Vec<String>,
+        workspace: std::path::PathBuf,
+    },
 }
 
 fn lines(s: Option<&String>) -> Vec<String> {
@@ -63,33 +69,54 @@ pub(crate) async fn run(
     }
 }
 
-/// The workspace already holds the repository at the commit; `path:` gets its own copy.
+/// A clone of the run's repository at the run's commit (or `ref`) in the workspace, or in
+/// `path` under it; like the real action, what the directory held is replaced.
 async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
     let mut out = Out::default();
+    let opts = &cx.shared.opts;
     if let Some(repo) = with
         .get("repository")
-        .filter(|r| !r.is_empty() && **r != cx.shared.opts.repository)
+        .filter(|r| !r.is_empty() && **r != opts.repository)
     {
         return Err(format!(
             "checking out another repository (`{repo}`) is not supported; only the run's own"
         ));
     }
-    match with
+    let path = with
         .get("path")
         .map(|p| p.trim())
-        .filter(|p| !p.is_empty() && *p != ".")
-    {
-        None => out.logs.push(format!(
-            "Workspace already holds {} at {}",
-            cx.shared.opts.repository, cx.shared.sha
-        )),
-        Some(path) => {
-            let dest = cx.shared.workspace.join(path);
-            extract(&cx.shared.opts.repo, &cx.shared.sha, &dest).await?;
-            out.logs
-                .push(format!("Checked out {} into {path}", cx.shared.sha));
-        }
+        .filter(|p| !p.is_empty() && *p != ".");
+    if let Some(p) = path.filter(|p| {
+        Path::new(p)
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    }) {
+        return Err(format!(
+            "repository path '{p}' is not under the workspace '{}'",
+            cx.workspace.display()
+        ));
     }
+    let (sha, branch) = match with.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty()) {
+        None => (
+            cx.shared.sha.clone(),
+            opts.git_ref.strip_prefix("refs/heads/").map(str::to_owned),
+        ),
+        Some(r) => {
+            let sha = resolve_commit(&opts.repo, r)
+                .await
+                .map_err(|e| e.to_string())?;
+            let branch = r.strip_prefix("refs/heads/").unwrap_or(r);
+            let is_branch = branch != sha && !r.starts_with("refs/tags/");
+            (sha, is_branch.then(|| branch.to_owned()))
+        }
+    };
+    let dest = path.map_or_else(|| cx.workspace.to_path_buf(), |p| cx.workspace.join(p));
+    extract(&opts.repo, &sha, branch.as_deref(), &dest).await?;
+    out.logs.push(format!(
+        "Checked out {} at {sha} into {}",
+        opts.repository,
+        path.unwrap_or("the workspace")
+    ));
     Ok(out)
 }
 
@@ -109,7 +136,7 @@ fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
         s.opts.run_id,
         &name,
         &patterns,
-        &s.workspace,
+        cx.workspace,
     )?;
     let mut out = Out::default();
     if count == 0 {
@@ -139,7 +166,7 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
     let dest = with
         .get("path")
         .filter(|p| !p.is_empty())
-        .map_or_else(|| s.workspace.clone(), |p| s.workspace.join(p));
+        .map_or_else(|| cx.workspace.to_path_buf(), |p| cx.workspace.join(p));
     let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, name, &dest)?;
     let mut out = Out::default();
     out.logs.push(format!("Downloaded {}", names.join(", ")));
@@ -162,7 +189,7 @@ async fn restore_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<O
     }
     let restore_keys = lines(with.get("restore-keys"));
     let mut out = Out::default();
-    let matched = restore_into(cx.shared, &key, &restore_keys, &paths, &mut out.logs).await?;
+    let matched = restore_into(cx, &key, &restore_keys, &paths, &mut out.logs).await?;
     let hit = matched.as_deref() == Some(key.as_str());
     if matched.is_none() && with.get("fail-on-cache-miss").is_some_and(|v| v == "true") {
         return Err(format!(
@@ -176,25 +203,30 @@ async fn restore_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<O
         .insert("cache-matched-key".to_owned(), matched.unwrap_or_default());
     let lookup_only = with.get("lookup-only").is_some_and(|v| v == "true");
     if !hit && !lookup_only {
-        out.post = Some(Post::SaveCache { key, paths });
+        out.post = Some(Post::SaveCache {
+            key,
+            paths,
+            workspace: cx.workspace.to_path_buf(),
+        });
     }
     Ok(out)
 }
 
 async fn restore_into(
-    shared: &Shared,
+    cx: &Cx<'_>,
     key: &str,
     restore_keys: &[String],
     paths: &[String],
     logs: &mut Vec<String>,
 ) -> Result<Option<String>, String> {
+    let shared = cx.shared;
     let _guard = shared.cache_lock.lock().await;
     let matched = cache::restore(
         &shared.opts.cache_dir,
         key,
         restore_keys,
         paths,
-        &shared.workspace,
+        cx.workspace,
         &shared.opts.home,
     )?;
     logs.push(match &matched {
@@ -213,7 +245,11 @@ async fn restore_into(
 /// Runs a post step; returns its log lines.
 pub(crate) async fn post(shared: &Shared, post: &Post, job_ok: bool) -> Vec<String> {
     match post {
-        Post::SaveCache { key, paths } => {
+        Post::SaveCache {
+            key,
+            paths,
+            workspace,
+        } => {
             if !job_ok {
                 return vec![format!("Not saving cache `{key}`: the job did not succeed")];
             }
@@ -222,7 +258,7 @@ pub(crate) async fn post(shared: &Shared, post: &Post, job_ok: bool) -> Vec<Stri
                 &shared.opts.cache_dir,
                 key,
                 paths,
-                &shared.workspace,
+                workspace,
                 &shared.opts.home,
             ) {
                 Ok(true) => vec![format!("Cache saved with key: {key}")],
@@ -275,17 +311,21 @@ async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out,
                 "**/npm-shrinkwrap.json".to_owned(),
             ],
         };
-        let hash = glob::hash_files(&cx.shared.workspace, &lockfiles).map_err(|e| e.to_string())?;
+        let hash = glob::hash_files(cx.workspace, &lockfiles).map_err(|e| e.to_string())?;
         if hash.is_empty() {
             return Err("Dependencies lock file is not found. Supported file patterns: package-lock.json,npm-shrinkwrap.json,yarn.lock".to_owned());
         }
         let key = format!("node-cache-Linux-{}-npm-{hash}", std::env::consts::ARCH);
         let paths = vec!["~/.npm".to_owned()];
-        let matched = restore_into(cx.shared, &key, &[], &paths, &mut out.logs).await?;
+        let matched = restore_into(cx, &key, &[], &paths, &mut out.logs).await?;
         let hit = matched.is_some();
         out.outputs.insert("cache-hit".to_owned(), hit.to_string());
         if !hit {
-            out.post = Some(Post::SaveCache { key, paths });
+            out.post = Some(Post::SaveCache {
+                key,
+                paths,
+                workspace: cx.workspace.to_path_buf(),
+            });
         }
     }
     Ok(out)

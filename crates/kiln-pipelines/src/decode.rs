@@ -16,8 +16,8 @@ use kiln_spec::yaml::{Key, Node, Value as Y};
 use crate::condition;
 use crate::workflow::{
     ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Input, InputType, Job, JobBody,
-    Matrix, MatrixTable, Name, RunDefaults, Step, StepAction, Strategy, Text, TextMap, Trigger,
-    Vector, resolve_action,
+    Matrix, MatrixTable, Name, NodeRuns, RunDefaults, RunsOn, Step, StepAction, Strategy, Text,
+    TextMap, Trigger, Vector, resolve_action,
 };
 
 /// Where an expression is written decides which named values and functions it may use.
@@ -836,6 +836,7 @@ impl Decoder<'_> {
             timeout_minutes: None,
             continue_on_error: None,
             strategy: None,
+            runs_on: RunsOn::default(),
             body: JobBody::Steps(Vec::new()),
         };
         let mut steps = None;
@@ -845,7 +846,7 @@ impl Decoder<'_> {
                 "name" => job.name = self.text(v, &p, &sc(JOB_PLAIN, &[])),
                 "needs" => job.needs = self.needs(v, &p),
                 "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
-                "runs-on" => self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
+                "runs-on" => job.runs_on = self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
                 "env" => job.env = self.text_map(v, &p, &sc(JOB_ENV, &[])),
                 "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
                 "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
@@ -888,20 +889,31 @@ impl Decoder<'_> {
         Some(job)
     }
 
-    fn runs_on(&mut self, node: &Node, path: &str, scope: &Scope) {
-        // Accepted in any shape GitHub accepts; the value only matters for validation here.
+    fn runs_on(&mut self, node: &Node, path: &str, scope: &Scope) -> RunsOn {
+        // Accepted in any shape GitHub accepts; the runner decides whether this host matches.
+        let mut out = RunsOn::default();
         match &node.value {
-            Y::String { .. } => {
-                let _ = self.text(node, path, scope);
-            }
+            Y::String { .. } => out.labels.extend(self.text(node, path, scope)),
             Y::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    let _ = self.text(item, &format!("{path}[{i}]"), scope);
+                    out.labels
+                        .extend(self.text(item, &format!("{path}[{i}]"), scope));
                 }
             }
-            Y::Map(entries) => self.check_keys(entries, &["group", "labels"], path),
+            Y::Map(entries) => {
+                self.check_keys(entries, &["group", "labels"], path);
+                for (k, v) in entries {
+                    let p = join(path, &k.text);
+                    match k.text.as_str() {
+                        "group" => out.group = self.text(v, &p, scope),
+                        "labels" => out.labels = self.runs_on(v, &p, scope).labels,
+                        _ => {}
+                    }
+                }
+            }
             _ => self.wrong_type(node, path, "a label, a list of labels or a mapping"),
         }
+        out
     }
 
     fn needs(&mut self, node: &Node, path: &str) -> Vec<Name> {
@@ -1380,6 +1392,7 @@ impl Decoder<'_> {
             inputs: IndexMap::new(),
             outputs: IndexMap::new(),
             steps: Vec::new(),
+            node: None,
         };
         let mut runs = None;
         for (k, v) in entries {
@@ -1395,15 +1408,21 @@ impl Decoder<'_> {
             self.missing(root.span, "", "runs", "`using: composite` and the steps");
             return None;
         };
-        action.steps = self.composite_runs(runs)?;
+        match self.composite_runs(runs)? {
+            Runs::Steps(steps) => action.steps = steps,
+            Runs::Node(node) => action.node = Some(node),
+        }
         Some(action)
     }
 
-    fn composite_runs(&mut self, node: &Node) -> Option<Vec<Step>> {
+    fn composite_runs(&mut self, node: &Node) -> Option<Runs> {
         let entries = self.map(node, "runs")?;
         let using = entries.iter().find(|(k, _)| k.text == "using");
         match using.map(|(_, v)| (self.plain_string(v, "runs.using"), v.span)) {
             Some((Some(u), _)) if u == "composite" => {}
+            Some((Some(u), _)) if NODE_VERSIONS.contains(&u.as_str()) => {
+                return self.node_runs(entries, u, node);
+            }
             Some((Some(u), span)) => {
                 self.diags.push(
                     Diagnostic::new(
@@ -1412,7 +1431,15 @@ impl Decoder<'_> {
                         "runs.using",
                         format!("`using: {u}` actions are not supported"),
                     )
-                    .help("kiln runs composite actions only"),
+                    .label(if u == "docker" {
+                        "needs Docker"
+                    } else {
+                        "unknown runtime"
+                    })
+                    .help(format!(
+                        "kiln runs composite actions and JavaScript actions ({})",
+                        NODE_VERSIONS.join(", ")
+                    )),
                 );
                 return None;
             }
@@ -1438,9 +1465,60 @@ impl Decoder<'_> {
             .filter_map(|(i, n)| self.step(n, &format!("runs.steps[{i}]"), &scope, &if_scope, true))
             .collect();
         self.unique_step_ids(&steps, "runs.steps");
-        Some(steps)
+        Some(Runs::Steps(steps))
+    }
+
+    fn node_runs(&mut self, entries: &[(Key, Node)], using: String, node: &Node) -> Option<Runs> {
+        self.check_keys(
+            entries,
+            &["using", "main", "pre", "pre-if", "post", "post-if"],
+            "runs",
+        );
+        let if_scope = Scope::new(COMPOSITE_STEP, STATUS_AND_HASH);
+        let mut runs = NodeRuns {
+            using,
+            main: String::new(),
+            pre: None,
+            pre_if: None,
+            post: None,
+            post_if: None,
+        };
+        let mut main = None;
+        for (k, v) in entries {
+            let p = join("runs", &k.text);
+            match k.text.as_str() {
+                "main" => main = self.plain_string(v, &p),
+                "pre" => runs.pre = self.plain_string(v, &p),
+                "post" => runs.post = self.plain_string(v, &p),
+                "pre-if" => runs.pre_if = self.condition(v, &p, &if_scope),
+                "post-if" => runs.post_if = self.condition(v, &p, &if_scope),
+                _ => {}
+            }
+        }
+        match main {
+            Some(m) => runs.main = m,
+            None => {
+                self.missing(
+                    node.span,
+                    "runs",
+                    "main",
+                    "the script `node` runs, e.g. `index.js`",
+                );
+                return None;
+            }
+        }
+        Some(Runs::Node(runs))
     }
 }
+
+/// What an action's `runs` holds.
+enum Runs {
+    Steps(Vec<Step>),
+    Node(NodeRuns),
+}
+
+/// The `using:` values of JavaScript actions; all run on the host's `node`.
+const NODE_VERSIONS: &[&str] = &["node12", "node16", "node20", "node24"];
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {

@@ -44,10 +44,12 @@ struct JobState {
     failed: bool,
     cancelled: bool,
     timed_out: bool,
-    posts: Vec<Post>,
+    posts: Vec<JobPost>,
     summary: String,
     pgids: Vec<i32>,
     records: Vec<StepRecord>,
+    /// This instance's own `GITHUB_WORKSPACE` (empty until `actions/checkout`).
+    workspace: PathBuf,
     temp: PathBuf,
     deadline: Instant,
     cancel: watch::Receiver<bool>,
@@ -83,12 +85,36 @@ pub(crate) async fn run_instance(
     shared: &Shared,
     scope: &Scope,
     job: &Job,
-    inst: Instance,
+    mut inst: Instance,
 ) -> (Status, bool, IndexMap<String, String>) {
     let started = Instant::now();
     shared.emit(RunEvent::JobStarted {
         job: inst.display.clone(),
     });
+    let unmet = match runs_on_unmet(shared, job, &inst) {
+        Ok(u) => u,
+        Err(e) => Some(format!("runs-on: {e}")),
+    };
+    if let Some(message) = unmet {
+        log(shared, &inst.display, &format!("##[error]{message}"));
+        shared.emit(RunEvent::Annotation {
+            job: inst.display.clone(),
+            level: Level::Error,
+            message: shared.mask(&message),
+        });
+        finish(
+            shared,
+            scope,
+            job,
+            &inst,
+            Status::Failure,
+            IndexMap::new(),
+            Vec::new(),
+            String::new(),
+            started,
+        );
+        return (Status::Failure, false, IndexMap::new());
+    }
     let mut state = match prepare(shared, scope, job, &inst) {
         Ok(s) => s,
         Err(e) => {
@@ -107,6 +133,14 @@ pub(crate) async fn run_instance(
             return (Status::Failure, false, IndexMap::new());
         }
     };
+    inst.ctx.workspace = state.workspace.clone();
+    if let Some(Value::Object(mut github)) = inst.ctx.values.get("github").cloned() {
+        github.insert(
+            "workspace".to_owned(),
+            Value::String(state.workspace.to_string_lossy().into_owned()),
+        );
+        inst.ctx.set("github", Value::Object(github));
+    }
     let continue_on_error = inst
         .ctx
         .flag(job.continue_on_error.as_ref())
@@ -134,6 +168,9 @@ pub(crate) async fn run_instance(
     };
     let outputs = job_outputs(shared, &inst, &state, &frame, job);
     let records = std::mem::take(&mut state.records);
+    if status == Status::Success || !shared.opts.keep_workspace {
+        shared.remove_later(state.workspace.parent().map(Path::to_path_buf));
+    }
     finish(
         shared,
         scope,
@@ -148,8 +185,49 @@ pub(crate) async fn run_instance(
     (status, continue_on_error, outputs)
 }
 
+/// Why this host cannot run the job (`None` when it can). GitHub would queue such a job until
+/// a matching runner appears; kiln has only the host, so it says so and fails the job.
+fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<String>, String> {
+    let mut labels = Vec::new();
+    for text in &job.runs_on.labels {
+        match inst.ctx.value(text)? {
+            Value::Array(items) => labels.extend(items.iter().map(Value::to_display_string)),
+            v => labels.push(v.to_display_string()),
+        }
+    }
+    if let Some(group) = &job.runs_on.group {
+        let group = inst.ctx.string(group)?;
+        return Ok(Some(format!(
+            "runs-on names the runner group `{group}`: kiln runs jobs on this host only, which is in no group (GitHub would wait for a runner of that group)"
+        )));
+    }
+    let missing = crate::runner::missing_labels(&labels, &shared.opts.runner_labels);
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let mut have: Vec<String> = crate::runner::HOST_LABELS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    have.push(runner_arch().to_ascii_lowercase());
+    have.extend(shared.opts.runner_labels.iter().cloned());
+    Ok(Some(format!(
+        "no runner matches runs-on label{} {}: kiln runs jobs on this host, whose labels are {} (GitHub would wait for a matching runner; if this host can run the job, pass --runner-label {})",
+        if missing.len() == 1 { "" } else { "s" },
+        missing
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        have.join(", "),
+        missing[0]
+    )))
+}
+
 fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result<JobState, String> {
-    let temp = shared.fresh_dir("job").map_err(|e| e.to_string())?;
+    let (workspace, temp) = shared
+        .job_dirs()
+        .map_err(|e| format!("cannot create the job's directories: {e}"))?;
     let mut ctx = inst.ctx.clone();
     let mut env = IndexMap::new();
     for source in [&scope.workflow.env, &job.env] {
@@ -173,6 +251,7 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         summary: String::new(),
         pgids: Vec::new(),
         records: Vec::new(),
+        workspace,
         temp,
         deadline: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
         cancel: inst.cancel.clone(),
@@ -522,16 +601,15 @@ impl<'a> Exec<'a> {
         log(self.shared, &self.inst.display, line);
     }
 
+    /// The step's environment files, empty. One set per job, truncated for each step: steps run
+    /// one at a time, and creating and later deleting five files per step was a measurable
+    /// part of a trivial step's cost (see docs/benchmarks.md).
     fn files(&self, state: &JobState) -> std::io::Result<Files> {
         let dir = state.temp.join("_runner_file_commands");
         std::fs::create_dir_all(&dir)?;
-        let n = self
-            .shared
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let make = |what: &str| -> std::io::Result<PathBuf> {
-            let p = dir.join(format!("{what}_{n}"));
-            std::fs::write(&p, "")?;
+            let p = dir.join(what);
+            std::fs::File::create(&p)?;
             Ok(p)
         };
         Ok(Files {
@@ -565,7 +643,7 @@ impl<'a> Exec<'a> {
             ("GITHUB_ACTIONS".into(), "true".into()),
             (
                 "GITHUB_WORKSPACE".into(),
-                s.workspace.to_string_lossy().into_owned(),
+                state.workspace.to_string_lossy().into_owned(),
             ),
             ("GITHUB_SHA".into(), s.sha.clone()),
             ("GITHUB_REF".into(), o.git_ref.clone()),
@@ -616,9 +694,10 @@ impl<'a> Exec<'a> {
             ),
             (
                 "RUNNER_WORKSPACE".into(),
-                s.workspace
+                state
+                    .workspace
                     .parent()
-                    .unwrap_or(&s.workspace)
+                    .unwrap_or(&state.workspace)
                     .to_string_lossy()
                     .into_owned(),
             ),
@@ -669,10 +748,7 @@ impl<'a> Exec<'a> {
         .flatten()
         .next()
         .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
-        let cwd = wd.map_or_else(
-            || self.shared.workspace.clone(),
-            |w| self.shared.workspace.join(w),
-        );
+        let cwd = wd.map_or_else(|| state.workspace.clone(), |w| state.workspace.join(w));
         let (files, script_path) = match self.files(state).and_then(|f| {
             let n = self
                 .shared
@@ -732,6 +808,10 @@ impl<'a> Exec<'a> {
             stop_token: None,
         };
         let mut cancel = state.cancel.clone();
+        // A cancellation that came before this step does not stop it: the step runs because
+        // its `if` asked to run after a cancel (`always()`, `cancelled()`), as cleanup does on
+        // GitHub.
+        cancel.borrow_and_update();
         let (exit, pgid) = process::run(spawn, &mut cancel, |line| handler.line(&line)).await;
         let mut outputs = std::mem::take(&mut handler.outputs);
         if let Some(p) = pgid {
@@ -786,7 +866,11 @@ impl<'a> Exec<'a> {
         files: &Files,
         outputs: &mut IndexMap<String, String>,
     ) -> Result<(), String> {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+        // A step may have deleted a file: that reads as empty.
+        let read = |p: &Path| match std::fs::read_to_string(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            r => r.map_err(|e| e.to_string()),
+        };
         for (k, v) in parse_env_file(&read(&files.env)?, "GITHUB_ENV").map_err(|e| e.to_string())? {
             state.added_env.insert(k, v);
         }
@@ -827,6 +911,7 @@ impl<'a> Exec<'a> {
         let cx = builtins::Cx {
             shared: self.shared,
             temp: &state.temp,
+            workspace: &state.workspace,
         };
         match builtins::run(builtin, &cx, &inputs).await {
             Ok(out) => {
@@ -834,7 +919,7 @@ impl<'a> Exec<'a> {
                     self.log(line);
                 }
                 state.path.splice(0..0, out.path);
-                state.posts.extend(out.post);
+                state.posts.extend(out.post.map(JobPost::Builtin));
                 StepResult {
                     outcome: Status::Success,
                     exit_code: None,
@@ -854,7 +939,7 @@ impl<'a> Exec<'a> {
         path: &str,
         with: &IndexMap<String, Text>,
     ) -> StepResult {
-        let dir = self.shared.workspace.join(path.trim_start_matches("./"));
+        let dir = state.workspace.join(path.trim_start_matches("./"));
         let action = match crate::load::load_action(&dir) {
             Ok(a) => a,
             Err(e) => {
@@ -881,11 +966,18 @@ impl<'a> Exec<'a> {
             }
             inputs.insert(name.clone(), Value::String(value));
         }
-        for name in with.keys().filter(|k| !action.inputs.contains_key(*k)) {
+        for (name, text) in with.iter().filter(|(k, _)| !action.inputs.contains_key(*k)) {
             self.log(&format!(
                 "##[warning]Unexpected input(s) '{name}', valid inputs are {:?}",
                 action.inputs.keys().collect::<Vec<_>>()
             ));
+            // The runner still hands them to a JavaScript action.
+            if let Ok(v) = self.ctx.string(text) {
+                inputs.insert(name.clone(), Value::String(v));
+            }
+        }
+        if let Some(runs) = &action.node {
+            return self.node_action(state, &dir, runs, &inputs).await;
         }
         let mut frame = Frame {
             steps: IndexMap::new(),
@@ -924,6 +1016,102 @@ impl<'a> Exec<'a> {
             outputs,
         }
     }
+}
+
+impl Exec<'_> {
+    /// A JavaScript action: `pre` (if any) then `main` on the host's `node`, inputs as
+    /// `INPUT_<NAME>`; `post` is queued for the end of the job with what `main` saved in
+    /// `GITHUB_STATE` as `STATE_<name>`.
+    async fn node_action(
+        &self,
+        state: &mut JobState,
+        dir: &Path,
+        runs: &crate::workflow::NodeRuns,
+        inputs: &IndexMap<String, Value>,
+    ) -> StepResult {
+        let input_env: Vec<(String, String)> = inputs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    format!("INPUT_{}", k.replace(' ', "_").to_uppercase()),
+                    v.to_display_string(),
+                )
+            })
+            .collect();
+        let mut scripts = Vec::new();
+        if let Some(pre) = &runs.pre {
+            match runs.pre_if.as_ref().map(|c| self.ctx.condition(c)) {
+                None | Some(Ok(true)) => scripts.push(pre.as_str()),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
+                    self.log(&format!("##[error]pre-if: {e}"));
+                    return StepResult::failed(Status::Failure);
+                }
+            }
+        }
+        scripts.push(runs.main.as_str());
+        let mut result = StepResult::failed(Status::Failure);
+        let mut saved = Vec::new();
+        let mut env = Vec::new();
+        for script in scripts {
+            let files = match self.files(state) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.log(&format!("##[error]cannot write the step's files: {e}"));
+                    return StepResult::failed(Status::Failure);
+                }
+            };
+            env = self.process_env(state, &files, Some(dir));
+            env.extend(input_env.iter().cloned());
+            env.extend(saved.iter().cloned());
+            let spawn = Spawn {
+                program: "node".to_owned(),
+                args: vec![dir.join(script).to_string_lossy().into_owned()],
+                cwd: state.workspace.clone(),
+                env: env.clone(),
+                timeout: self.remaining(state),
+                grace: self.shared.opts.kill_grace,
+            };
+            result = self.execute(state, spawn, &files).await;
+            match std::fs::read_to_string(&files.state)
+                .map_err(|e| e.to_string())
+                .and_then(|t| parse_env_file(&t, "GITHUB_STATE").map_err(|e| e.to_string()))
+            {
+                Ok(pairs) => {
+                    saved.extend(pairs.into_iter().map(|(k, v)| (format!("STATE_{k}"), v)))
+                }
+                Err(e) => self.log(&format!("##[warning]GITHUB_STATE: {e}")),
+            }
+            if result.outcome != Status::Success {
+                return result;
+            }
+        }
+        if let Some(post) = &runs.post {
+            env.extend(saved);
+            state.posts.push(JobPost::Node {
+                script: dir.join(post),
+                env,
+                cwd: state.workspace.clone(),
+                condition: runs.post_if.clone(),
+                ctx: self.ctx.clone(),
+            });
+        }
+        result
+    }
+}
+
+/// Work queued for the end of the job, run in reverse order.
+enum JobPost {
+    /// A built-in action's post step (cache saves).
+    Builtin(Post),
+    /// A JavaScript action's `post` script with the environment of its `main`.
+    Node {
+        script: PathBuf,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        condition: Option<Text>,
+        ctx: Ctx,
+    },
 }
 
 /// Turns each output line into a log line or a workflow command.
@@ -1021,8 +1209,58 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
     let posts = std::mem::take(&mut state.posts);
     let ok = !state.failed && !state.cancelled && !state.timed_out;
     for post in posts.into_iter().rev() {
-        for line in builtins::post(shared, &post, ok).await {
-            log(shared, &inst.display, &line);
+        match post {
+            JobPost::Builtin(post) => {
+                for line in builtins::post(shared, &post, ok).await {
+                    log(shared, &inst.display, &line);
+                }
+            }
+            JobPost::Node {
+                script,
+                env,
+                cwd,
+                condition,
+                mut ctx,
+            } => {
+                ctx.flags.failed = state.failed || state.timed_out;
+                ctx.flags.cancelled = state.cancelled;
+                // `post-if` defaults to `always()`.
+                match condition.as_ref().map(|c| ctx.condition(c)) {
+                    None | Some(Ok(true)) => {}
+                    Some(Ok(false)) => continue,
+                    Some(Err(e)) => {
+                        log(shared, &inst.display, &format!("##[error]post-if: {e}"));
+                        continue;
+                    }
+                }
+                let spawn = Spawn {
+                    program: "node".to_owned(),
+                    args: vec![script.to_string_lossy().into_owned()],
+                    cwd,
+                    env,
+                    timeout: Some(state.deadline.saturating_duration_since(Instant::now())),
+                    grace: shared.opts.kill_grace,
+                };
+                let mut cancel = state.cancel.clone();
+                cancel.borrow_and_update();
+                let (exit, pgid) =
+                    process::run(spawn, &mut cancel, |line| log(shared, &inst.display, &line))
+                        .await;
+                if let Some(p) = pgid {
+                    state.pgids.push(p);
+                }
+                if exit != Exit::Code(0) {
+                    // A failed post step fails the job, as on GitHub.
+                    state.failed = true;
+                    let how = match exit {
+                        Exit::Code(c) => format!("Process completed with exit code {c}."),
+                        Exit::TimedOut => "The job has exceeded the maximum execution time".into(),
+                        Exit::Cancelled => "The operation was canceled.".into(),
+                        Exit::SpawnFailed(e) => format!("cannot start the post script: {e}"),
+                    };
+                    log(shared, &inst.display, &format!("##[error]{how}"));
+                }
+            }
         }
     }
 }

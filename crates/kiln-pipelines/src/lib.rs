@@ -19,6 +19,7 @@ pub mod condition;
 mod context;
 mod decode;
 pub mod events;
+pub mod filter;
 pub mod glob;
 mod job;
 pub mod load;
@@ -41,6 +42,7 @@ pub fn download_artifact(
 }
 pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
 pub use events::{JobRecord, MemoryStore, RunEvent, RunRecord, RunStore, Status, StepRecord};
+pub use filter::{Push, PushSkip, push_runs};
 pub use glob::hash_files;
 pub use load::{LoadError, WorkflowSet, load, parse_workflow};
 pub use runner::{RunError, RunOptions, RunResult, run};

@@ -58,6 +58,40 @@ pub struct RunOptions {
     pub max_parallel: usize,
     /// Time between SIGTERM and SIGKILL when a step is stopped.
     pub kill_grace: Duration,
+    /// Labels this host answers to besides [`HOST_LABELS`] (e.g. a self-hosted runner's).
+    pub runner_labels: Vec<String>,
+    /// Keep the directories (workspace, temp) of jobs that did not succeed; others are
+    /// removed as each job ends.
+    pub keep_workspace: bool,
+}
+
+/// The `runs-on` labels the host stands in for: GitHub's Linux runners and a self-hosted
+/// Linux runner of the host's architecture ([`runner_arch`]). Compared case-insensitively.
+pub const HOST_LABELS: &[&str] = &[
+    "self-hosted",
+    "linux",
+    "ubuntu-latest",
+    "ubuntu-24.04",
+    "ubuntu-22.04",
+    "ubuntu-20.04",
+    "kiln",
+];
+
+/// The labels of `runs_on` this host does not have; empty when it can run the job.
+pub fn missing_labels(labels: &[String], extra: &[String]) -> Vec<String> {
+    let arch = runner_arch().to_ascii_lowercase();
+    labels
+        .iter()
+        .filter(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            let base = l.strip_suffix("-arm").unwrap_or(&l);
+            let arm_ok = l == base || arch == "arm64";
+            !(l == arch
+                || (arm_ok && HOST_LABELS.contains(&base))
+                || extra.iter().any(|e| e.eq_ignore_ascii_case(&l)))
+        })
+        .cloned()
+        .collect()
 }
 
 impl RunOptions {
@@ -80,6 +114,8 @@ impl RunOptions {
             vars: IndexMap::new(),
             max_parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             kill_grace: Duration::from_secs(5),
+            runner_labels: Vec::new(),
+            keep_workspace: false,
         }
     }
 }
@@ -100,12 +136,15 @@ pub(crate) struct Shared {
     pub store: Arc<dyn RunStore>,
     pub masker: Mutex<Masker>,
     pub slots: Semaphore,
-    pub workspace: PathBuf,
+    /// `<work_dir>/run-<id>`: each job instance gets `job-<n>/{workspace,temp}` in it.
+    pub run_dir: PathBuf,
     pub temp: PathBuf,
     pub sha: String,
     pub records: Mutex<Vec<JobRecord>>,
     pub cache_lock: tokio::sync::Mutex<()>,
     pub counter: std::sync::atomic::AtomicUsize,
+    /// Directory removals under way (awaited before the run returns).
+    pub cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -126,17 +165,31 @@ impl Shared {
         }
     }
 
-    /// A fresh directory under the run's temp.
-    pub fn fresh_dir(&self, what: &str) -> std::io::Result<PathBuf> {
+    /// Removes a finished job's directory off the async workers, so that removing many small
+    /// files does not hold the next job.
+    pub fn remove_later(&self, dir: Option<PathBuf>) {
+        let Some(dir) = dir else { return };
+        let handle = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+        });
+        if let Ok(mut c) = self.cleanups.lock() {
+            c.push(handle);
+        }
+    }
+
+    /// A job instance's own empty workspace and temp directory, as a fresh GitHub runner has.
+    pub fn job_dirs(&self) -> std::io::Result<(PathBuf, PathBuf)> {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.temp.join(format!("{what}-{n}"));
-        std::fs::create_dir_all(&dir)?;
-        Ok(dir)
+        let dir = self.run_dir.join(format!("job-{n}"));
+        let (workspace, temp) = (dir.join("workspace"), dir.join("temp"));
+        std::fs::create_dir_all(&workspace)?;
+        std::fs::create_dir_all(&temp)?;
+        Ok((workspace, temp))
     }
 
-    /// The base `github` context.
+    /// The base `github` context (its `workspace` is set per job instance).
     pub fn github(&self, workflow: &Workflow, job_id: &str) -> Value {
         let o = &self.opts;
         let ref_name = o
@@ -163,7 +216,7 @@ impl Shared {
             "repository": o.repository, "repository_owner": owner,
             "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
             "server_url": "http://localhost", "sha": self.sha, "token": "",
-            "workflow": workflow_name(workflow), "workspace": self.workspace.to_string_lossy(),
+            "workflow": workflow_name(workflow), "workspace": "",
             "retention_days": "90",
         }))
     }
@@ -182,8 +235,8 @@ pub struct RunResult {
     pub status: Status,
     /// Every job (by id), aggregated over matrix instances.
     pub jobs: IndexMap<String, Status>,
-    /// The workspace the run used.
-    pub workspace: PathBuf,
+    /// The run's directory (job workspaces and temp directories).
+    pub run_dir: PathBuf,
 }
 
 /// Runs `set.root` at `opts.revision`, sending events to `events` and results to `store`.
@@ -195,9 +248,8 @@ pub async fn run(
 ) -> Result<RunResult, RunError> {
     let started = Instant::now();
     let run_dir = opts.work_dir.join(format!("run-{}", opts.run_id));
-    let workspace = run_dir.join("workspace");
     let temp = run_dir.join("temp");
-    let sha = prepare_workspace(&opts.repo, &opts.revision, &workspace).await?;
+    let sha = resolve_commit(&opts.repo, &opts.revision).await?;
     std::fs::create_dir_all(&temp).map_err(|e| RunError::Workspace(e.to_string()))?;
     let mut masker = Masker::default();
     for secret in opts.secrets.values() {
@@ -211,18 +263,19 @@ pub async fn run(
         events,
         store,
         masker: Mutex::new(masker),
-        workspace: workspace.clone(),
+        run_dir: run_dir.clone(),
         temp,
         sha,
         records: Mutex::new(Vec::new()),
         cache_lock: tokio::sync::Mutex::new(()),
         counter: std::sync::atomic::AtomicUsize::new(0),
+        cleanups: Mutex::new(Vec::new()),
     });
     shared.emit(RunEvent::RunStarted {
         run_id: shared.opts.run_id,
         workflow: workflow_name(&root),
     });
-    let inputs = dispatch_inputs(&root, &shared.opts.inputs);
+    let inputs = dispatch_inputs(&root, &shared.opts.event_name, &shared.opts.inputs);
     let scope = Arc::new(Scope {
         workflow: Arc::new(root.clone()),
         inputs,
@@ -230,6 +283,14 @@ pub async fn run(
         prefix: String::new(),
     });
     let results = run_graph(shared.clone(), scope).await;
+    let cleanups = shared
+        .cleanups
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    for c in cleanups {
+        let _ = c.await;
+    }
     let status = conclusion(results.values().map(|r| r.status));
     let duration = started.elapsed();
     shared.emit(RunEvent::RunFinished { status, duration });
@@ -244,33 +305,40 @@ pub async fn run(
     Ok(RunResult {
         status,
         jobs: results.into_iter().map(|(k, v)| (k, v.status)).collect(),
-        workspace,
+        run_dir,
     })
 }
 
-/// `inputs` for the root workflow: declared defaults, overridden by what was passed.
-fn dispatch_inputs(workflow: &Workflow, given: &IndexMap<String, serde_json::Value>) -> Value {
+/// `inputs` for the root workflow: declared defaults, overridden by what was passed, typed as
+/// declared — GitHub's `inputs` context keeps booleans and numbers as such (only
+/// `github.event.inputs` holds strings).
+fn dispatch_inputs(
+    workflow: &Workflow,
+    event: &str,
+    given: &IndexMap<String, serde_json::Value>,
+) -> Value {
     let mut out = IndexMap::new();
-    for trigger in workflow.on.values() {
-        for (name, input) in &trigger.inputs {
-            if let Some(d) = &input.default {
-                out.insert(name.clone(), Value::String(d.text.clone()));
-            }
-        }
+    let declared = workflow.on.get(event).map(|t| &t.inputs);
+    for (name, input) in declared.into_iter().flatten() {
+        let value = match (given.get(name), &input.default) {
+            (Some(v), _) => Value::from_json(v),
+            (None, Some(d)) => Value::String(d.text.clone()),
+            // GitHub gives an undeclared-default boolean `false` and other types ''.
+            (None, None) if input.kind == crate::workflow::InputType::Boolean => Value::Bool(false),
+            (None, None) => Value::String(String::new()),
+        };
+        out.insert(name.clone(), coerce_input(value, &input.kind));
     }
     for (k, v) in given {
-        out.insert(k.clone(), Value::from_json(v));
+        if !out.contains_key(k) {
+            out.insert(k.clone(), Value::from_json(v));
+        }
     }
     Value::Object(out)
 }
 
-/// A clean copy of the repository at `revision`: `git archive | tar -x` (no `.git`, nothing
-/// untracked). Returns the full commit sha.
-async fn prepare_workspace(
-    repo: &Path,
-    revision: &str,
-    workspace: &Path,
-) -> Result<String, RunError> {
+/// The full sha of `revision`.
+pub(crate) async fn resolve_commit(repo: &Path, revision: &str) -> Result<String, RunError> {
     let fail = |e: String| RunError::Workspace(e);
     let out = tokio::process::Command::new("git")
         .arg("-C")
@@ -286,30 +354,72 @@ async fn prepare_workspace(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    extract(repo, &sha, workspace).await.map_err(fail)?;
-    Ok(sha)
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Extracts the tree of `sha` into `dest` (used for the workspace and by `actions/checkout`).
-pub(crate) async fn extract(repo: &Path, sha: &str, dest: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-    let out = tokio::process::Command::new("sh")
-        .args([
-            "-c",
-            "git -C \"$1\" archive --format=tar \"$2\" | tar -x -C \"$3\"",
-            "sh",
-        ])
-        .arg(repo)
-        .arg(sha)
-        .arg(dest)
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
+/// Checks out `sha` of `repo` into `dest` (the workspace, and `actions/checkout` with `path`).
+/// A `--shared` clone borrows the repository's objects instead of copying them, so it costs
+/// what writing the files costs; it lives only as long as the run.
+pub(crate) async fn extract(
+    repo: &Path,
+    sha: &str,
+    branch: Option<&str>,
+    dest: &Path,
+) -> Result<(), String> {
+    // Like actions/checkout, whatever the directory held is replaced.
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let git = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE");
+        cmd
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let clone = git(&[
+        &os("clone"),
+        &os("--quiet"),
+        &os("--shared"),
+        &os("--no-checkout"),
+        repo.as_os_str(),
+        dest.as_os_str(),
+    ])
+    .output()
+    .await
+    .map_err(|e| e.to_string())?;
+    if !clone.status.success() {
+        return Err(format!(
+            "git clone: {}",
+            String::from_utf8_lossy(&clone.stderr).trim()
+        ));
+    }
+    let mut args = vec![
+        os("-C"),
+        dest.as_os_str().to_owned(),
+        os("checkout"),
+        os("--quiet"),
+    ];
+    match branch {
+        Some(b) => args.extend([os("-B"), os(b)]),
+        None => args.push(os("--detach")),
+    }
+    args.push(os(sha));
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let checkout = git(&refs).output().await.map_err(|e| e.to_string())?;
+    if checkout.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        Err(format!(
+            "git checkout {sha}: {}",
+            String::from_utf8_lossy(&checkout.stderr).trim()
+        ))
     }
 }
 
@@ -495,10 +605,7 @@ fn needs_context(job: &Job, done: &IndexMap<String, JobResult>) -> Value {
 
 /// The contexts every place of a job sees.
 pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
-    let mut ctx = Ctx {
-        workspace: shared.workspace.clone(),
-        ..Ctx::default()
-    };
+    let mut ctx = Ctx { ..Ctx::default() };
     ctx.set("github", shared.github(&scope.workflow, job_id));
     ctx.set("inputs", scope.inputs.clone());
     ctx.set("vars", object(&shared.opts.vars));

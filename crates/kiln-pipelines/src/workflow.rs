@@ -155,8 +155,19 @@ pub struct Job {
     pub continue_on_error: Option<Text>,
     /// `strategy`.
     pub strategy: Option<Strategy>,
+    /// `runs-on` (empty for a reusable-workflow call).
+    pub runs_on: RunsOn,
     /// What the job does.
     pub body: JobBody,
+}
+
+/// `runs-on`: labels (each may be an expression) and an optional runner group.
+#[derive(Debug, Clone, Default)]
+pub struct RunsOn {
+    /// The labels, all of which the runner must have.
+    pub labels: Vec<Text>,
+    /// `group`.
+    pub group: Option<Text>,
 }
 
 /// A job runs steps or calls a reusable workflow.
@@ -402,7 +413,24 @@ pub fn resolve_action(uses: &str) -> Option<ActionRef> {
         .map(|(_, b)| ActionRef::Builtin(*b))
 }
 
-/// A local composite action (`action.yml`).
+/// `runs` of a JavaScript action (`using: node20`): scripts run by the host's `node`.
+#[derive(Debug, Clone)]
+pub struct NodeRuns {
+    /// `using`, e.g. `node20`.
+    pub using: String,
+    /// `main`, relative to the action's directory.
+    pub main: String,
+    /// `pre` (run just before `main`: a local action is only found once the step runs).
+    pub pre: Option<String>,
+    /// `pre-if` (default `always()`).
+    pub pre_if: Option<Text>,
+    /// `post` (run when the job ends, in reverse order of the steps).
+    pub post: Option<String>,
+    /// `post-if` (default `always()`).
+    pub post_if: Option<Text>,
+}
+
+/// A local action (`action.yml`): composite steps, or a JavaScript action.
 #[derive(Debug, Clone)]
 pub struct CompositeAction {
     /// `name`.
@@ -411,6 +439,8 @@ pub struct CompositeAction {
     pub inputs: IndexMap<String, Input>,
     /// `outputs`.
     pub outputs: IndexMap<String, CallOutput>,
-    /// `runs.steps`.
+    /// `runs.steps` (composite actions).
     pub steps: Vec<Step>,
+    /// `runs` of a JavaScript action; `None` for a composite one.
+    pub node: Option<NodeRuns>,
 }

@@ -158,7 +158,7 @@ async fn status_functions_and_continue_on_error() {
 on: push
 jobs:
   a:
-    runs-on: x
+    runs-on: ubuntu-latest
     steps:
       - id: soft
         run: exit 3
@@ -174,17 +174,17 @@ jobs:
         run: echo never-either
   b:
     needs: a
-    runs-on: x
+    runs-on: ubuntu-latest
     steps: [ { run: echo b } ]
   c:
     needs: a
     if: failure()
-    runs-on: x
+    runs-on: ubuntu-latest
     steps: [ { run: "echo c sees ${{ needs.a.result }}" } ]
   d:
     needs: a
     if: always()
-    runs-on: x
+    runs-on: ubuntu-latest
     steps: [ { run: echo d } ]
 "#,
         )],
@@ -218,7 +218,7 @@ jobs:
 async fn timeout_kills_the_whole_process_group() {
     let started = Instant::now();
     let ran = run_one(
-        &[(WF, "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: 'sleep 100 & sleep 100'\n        timeout-minutes: 0.01\n      - if: always()\n        run: echo after\n")],
+        &[(WF, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'sleep 100 & sleep 100'\n        timeout-minutes: 0.01\n      - if: always()\n        run: echo after\n")],
         |o| o.kill_grace = Duration::from_millis(200),
     )
     .await;
@@ -245,7 +245,7 @@ async fn secrets_are_masked() {
 on: push
 jobs:
   a:
-    runs-on: x
+    runs-on: ubuntu-latest
     outputs: { leak: "${{ steps.s.outputs.x }}" }
     steps:
       - id: s
@@ -293,7 +293,7 @@ on: push
 env: { LEVEL: workflow, KEEP: w }
 jobs:
   a:
-    runs-on: x
+    runs-on: ubuntu-latest
     env: { LEVEL: job }
     outputs: { multi: "${{ steps.o.outputs.multi }}" }
     steps:
@@ -372,7 +372,7 @@ on:
       result: { value: "${{ jobs.inner.outputs.r }}" }
 jobs:
   inner:
-    runs-on: x
+    runs-on: ubuntu-latest
     outputs: { r: "${{ steps.x.outputs.r }}" }
     steps:
       - id: x
@@ -387,8 +387,9 @@ jobs:
 on: push
 jobs:
   local:
-    runs-on: x
+    runs-on: ubuntu-latest
     steps:
+      - uses: actions/checkout@v4
       - uses: ./.github/actions/greet
         id: g
         with: { who: kiln }
@@ -400,7 +401,7 @@ jobs:
     secrets: { key: s3 }
   after:
     needs: call
-    runs-on: x
+    runs-on: ubuntu-latest
     steps: [ { run: "echo ${{ needs.call.outputs.result }}" } ]
 "#,
             ),
@@ -410,7 +411,7 @@ jobs:
     .await;
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(
-        ran.logs("local"),
+        ran.logs("local")[1..],
         ["hello kiln!", "hello world!", "got hello kiln"]
     );
     assert_eq!(ran.logs("call / inner"), ["inner lib loud=true key=s3"]);
@@ -426,8 +427,9 @@ async fn cache_miss_then_hit() {
 on: push
 jobs:
   a:
-    runs-on: x
+    runs-on: ubuntu-latest
     steps:
+      - uses: actions/checkout@v4
       - id: c
         uses: actions/cache@v4
         with:
@@ -445,10 +447,10 @@ jobs:
     let repo = repo(&files);
     let state = TempDir::new().unwrap();
     let first = run_in(repo.path(), state.path(), WF, |o| o.run_id = 1).await;
-    assert_eq!(first.logs("a")[1], "hit=false", "{:?}", first.logs("a"));
+    assert_eq!(first.logs("a")[2], "hit=false", "{:?}", first.logs("a"));
     let second = run_in(repo.path(), state.path(), WF, |o| o.run_id = 2).await;
     let logs = second.logs("a");
-    assert_eq!(logs[1], "hit=true", "{logs:?}");
+    assert_eq!(logs[2], "hit=true", "{logs:?}");
     assert_eq!(logs.last().unwrap(), "built");
     // A new lockfile misses the key but restores through the prefix.
     std::fs::write(repo.path().join("lock.txt"), "v2").unwrap();
@@ -468,10 +470,10 @@ jobs:
     let third = run_in(repo.path(), state.path(), WF, |o| o.run_id = 3).await;
     let logs = third.logs("a");
     assert!(
-        logs[0].starts_with("Cache restored from key: deps-"),
+        logs[1].starts_with("Cache restored from key: deps-"),
         "{logs:?}"
     );
-    assert_eq!(logs[1], "hit=false");
+    assert_eq!(logs[2], "hit=false");
     assert_eq!(logs[logs.len() - 2], "built");
     assert!(
         logs.last()
@@ -491,18 +493,20 @@ async fn artifacts_across_jobs_and_hash_files() {
 on: push
 jobs:
   make:
-    runs-on: x
+    runs-on: ubuntu-latest
     steps:
       - run: mkdir -p dist/sub && echo one > dist/a.txt && echo two > dist/sub/b.txt
       - uses: actions/upload-artifact@v4
         with: { name: dist, path: dist/ }
   use:
     needs: make
-    runs-on: x
+    runs-on: ubuntu-latest
     steps:
       - uses: actions/download-artifact@v4
         with: { name: dist, path: got }
       - run: cat got/a.txt got/sub/b.txt
+      - run: echo "before checkout '${{ hashFiles('src/**/*.txt') }}'"
+      - uses: actions/checkout@v4
       - run: echo "${{ hashFiles('src/**/*.txt', '!src/skip.txt') }}"
 "#,
             ),
@@ -514,14 +518,14 @@ jobs:
     .await;
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     let logs = ran.logs("use");
-    assert_eq!(&logs[1..3], ["one", "two"]);
+    assert_eq!(&logs[1..4], ["one", "two", "before checkout ''"]);
     let expected = {
         use sha2::{Digest, Sha256};
         let mut all = Sha256::new();
         all.update(Sha256::digest(b"x"));
         hex::encode(all.finalize())
     };
-    assert_eq!(logs[3], expected);
+    assert_eq!(logs[5], expected);
 }
 
 #[tokio::test]
@@ -534,7 +538,7 @@ async fn fail_fast_cancels_matrix_siblings() {
 on: push
 jobs:
   t:
-    runs-on: x
+    runs-on: ubuntu-latest
     strategy:
       matrix: { kind: [fail, slow] }
     steps:
@@ -570,8 +574,9 @@ on: push
 defaults: { run: { working-directory: sub } }
 jobs:
   a:
-    runs-on: x
+    runs-on: ubuntu-latest
     steps:
+      - uses: actions/checkout@v4
       - run: pwd | xargs basename
       - shell: sh
         run: echo "sh $0" | sed 's/ .*\// /'
@@ -588,8 +593,387 @@ jobs:
     )
     .await;
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
-    let logs = ran.logs("a");
+    let logs = &ran.logs("a")[1..];
     assert_eq!(logs[0], "sub");
     assert!(logs[1].starts_with("sh "), "{logs:?}");
     assert_eq!(&logs[2..], ["py 2", "no -e here"]);
+}
+
+#[tokio::test]
+async fn each_job_gets_its_own_workspace_and_checkout_makes_a_git_repository() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: ls -A | wc -l
+      - uses: actions/checkout@v4
+      - run: |
+          git rev-parse HEAD
+          git branch --show-current
+          git status --porcelain | wc -l
+          echo scratch > left-by-a
+  b:
+    needs: a
+    runs-on: [self-hosted, linux]
+    steps:
+      - run: test ! -e left-by-a && echo clean
+"#,
+        )],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    let sha = &logs[2];
+    assert_eq!(sha.len(), 40, "{logs:?}");
+    assert_eq!(logs[0], "0");
+    assert_eq!(&logs[3..], ["main", "0"]);
+    assert_eq!(ran.logs("b"), ["clean"]);
+}
+
+#[tokio::test]
+async fn unknown_runner_labels_fail_the_job_clearly() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  t:
+    strategy:
+      fail-fast: false
+      matrix: { os: [ubuntu-latest, windows-latest] }
+    runs-on: ${{ matrix.os }}
+    steps: [ { run: echo ran } ]
+  gpu:
+    runs-on: [self-hosted, gpu]
+    steps: [ { run: echo ran } ]
+  extra:
+    runs-on: [self-hosted, big]
+    steps: [ { run: echo ran } ]
+"#,
+        )],
+        |o| o.runner_labels = vec!["BIG".to_owned()],
+    )
+    .await;
+    assert_eq!(ran.logs("t (ubuntu-latest)"), ["ran"]);
+    assert_eq!(ran.logs("extra"), ["ran"]);
+    assert_eq!(ran.job("t (windows-latest)").status, Status::Failure);
+    let windows = ran.logs("t (windows-latest)");
+    assert!(
+        windows[0].starts_with(
+            "##[error]no runner matches runs-on label `windows-latest`: kiln runs jobs on this host"
+        ),
+        "{windows:?}"
+    );
+    assert!(
+        ran.logs("gpu")[0].contains("`gpu`"),
+        "{:?}",
+        ran.logs("gpu")
+    );
+    assert_eq!(ran.result.status, Status::Failure);
+}
+
+#[tokio::test]
+async fn matrix_include_exclude_and_max_parallel() {
+    let state = TempDir::new().unwrap();
+    let trace = state.path().join("trace");
+    let workflow = format!(
+        r#"
+on: push
+jobs:
+  t:
+    runs-on: ubuntu-latest
+    strategy:
+      max-parallel: 1
+      matrix:
+        os: [a, b]
+        v: [1, 2]
+        exclude: [{{ os: b, v: 2 }}]
+        include:
+          - {{ os: a, v: 1, extra: yes }}
+          - {{ os: z }}
+    steps:
+      - run: |
+          echo "start ${{{{ matrix.os }}}}${{{{ matrix.v }}}}" >> {trace}
+          echo "${{{{ matrix.os }}}}-${{{{ matrix.v }}}}-${{{{ matrix.extra }}}} of ${{{{ strategy.job-total }}}}"
+          sleep 0.05
+          echo "end ${{{{ matrix.os }}}}${{{{ matrix.v }}}}" >> {trace}
+"#,
+        trace = trace.display()
+    );
+    let repo = repo(&[(WF, &workflow)]);
+    let ran = run_in(repo.path(), state.path(), WF, |o| o.max_parallel = 4).await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let mut names: Vec<String> = ran.store.jobs().into_iter().map(|(_, j)| j.name).collect();
+    names.sort();
+    assert_eq!(names, ["t (a, 1, yes)", "t (a, 2)", "t (b, 1)", "t (z)"]);
+    assert_eq!(ran.logs("t (a, 1, yes)"), ["a-1-yes of 4"]);
+    assert_eq!(ran.logs("t (z)"), ["z-- of 4"]);
+    // max-parallel: 1 — every instance ends before the next starts.
+    let lines: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0].replace("start", "end"), pair[1], "{lines:?}");
+    }
+}
+
+#[tokio::test]
+async fn cancelled_steps_and_job_level_continue_on_error() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  t:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: { kind: [fail, slow] }
+    steps:
+      - run: |
+          if [ "${{ matrix.kind }}" = fail ]; then exit 1; fi
+          sleep 100
+      - if: cancelled()
+        run: echo "cleanup after cancel"
+      - if: failure()
+        run: echo "failure handler"
+  soft:
+    runs-on: ubuntu-latest
+    continue-on-error: true
+    steps: [ { run: exit 4 } ]
+  after-soft:
+    needs: soft
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo soft was ${{ needs.soft.result }}" } ]
+"#,
+        )],
+        |o| {
+            o.max_parallel = 4;
+            o.kill_grace = Duration::from_millis(200);
+        },
+    )
+    .await;
+    let slow = ran.logs("t (slow)");
+    assert!(
+        slow.contains(&"cleanup after cancel".to_owned()),
+        "{slow:?}"
+    );
+    assert!(!slow.contains(&"failure handler".to_owned()), "{slow:?}");
+    assert_eq!(ran.logs("t (fail)").last().unwrap(), "failure handler");
+    assert_eq!(ran.job("soft").status, Status::Failure);
+    assert_eq!(ran.logs("after-soft"), ["soft was success"]);
+}
+
+#[tokio::test]
+async fn a_timed_out_step_leaves_no_grandchild() {
+    let state = TempDir::new().unwrap();
+    let pidfile = state.path().join("pid");
+    let workflow = format!(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          (sleep 100; echo never) &\n          echo $! > {}\n          sleep 100\n        timeout-minutes: 0.005\n",
+        pidfile.display()
+    );
+    let repo = repo(&[(WF, &workflow)]);
+    let ran = run_in(repo.path(), state.path(), WF, |o| {
+        o.kill_grace = Duration::from_millis(100);
+    })
+    .await;
+    assert_eq!(ran.result.status, Status::Failure);
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    // The subshell was SIGKILLed with its group; it is gone once reaped (or a zombie meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .chars()
+            .next();
+        if matches!(state, None | Some('Z' | 'X')) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} still runs: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn workflow_commands_and_multiline_secrets() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs: { o: "${{ steps.s.outputs.text }}" }
+    steps:
+      - id: s
+        run: |
+          printf '%s\n' "$KEY"
+          echo "::group::Build things"
+          echo "inside"
+          echo "::endgroup::"
+          echo "::stop-commands::pause-token"
+          echo "::warning::not a command now"
+          echo "::pause-token::"
+          echo "::notice file=a.txt,line=3::a command again"
+          d="ghadelimiter_5b1c"
+          { echo "text<<$d"; echo "x=1"; echo "y<<z"; echo "$d"; } >> "$GITHUB_OUTPUT"
+          { echo "MY_ENV<<$d"; echo "a"; echo "b"; echo "$d"; } >> "$GITHUB_ENV"
+          echo "saved=1" >> "$GITHUB_STATE"
+        env: { KEY: "${{ secrets.KEY }}" }
+      - run: |
+          echo "$MY_ENV" | tr '\n' ' '
+          echo
+"#,
+        )],
+        |o| {
+            o.secrets.insert(
+                "KEY".into(),
+                "-----BEGIN-----\nsecret-body\n-----END-----".into(),
+            );
+        },
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "***",
+            "***",
+            "***",
+            "##[group]Build things",
+            "inside",
+            "##[endgroup]",
+            "::warning::not a command now",
+            "##[notice]a command again",
+            "a b "
+        ]
+    );
+    assert!(!format!("{:?}", ran.events).contains("secret-body"));
+    let annotations: Vec<&RunEvent> = ran
+        .events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Annotation { .. }))
+        .collect();
+    assert_eq!(annotations.len(), 1, "{annotations:?}");
+    assert_eq!(ran.job("a").outputs["o"], "x=1\ny<<z");
+}
+
+#[tokio::test]
+async fn dispatch_inputs_are_typed_and_defaults_and_custom_shells_apply() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on:
+  workflow_dispatch:
+    inputs:
+      flag: { type: boolean, default: false }
+      count: { type: number, default: 2 }
+      level: { type: choice, options: [low, high], default: low }
+defaults:
+  run: { shell: python }
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    defaults: { run: { shell: "node {0}" } }
+    steps:
+      - run: console.log("node", ${{ inputs.flag == true }}, ${{ inputs.count == 3 }}, "${{ inputs.level }}", "${{ github.event.inputs.flag }}")
+      - shell: sh
+        run: echo "sh ${{ inputs.flag && 'on' || 'off' }}"
+  b:
+    runs-on: ubuntu-latest
+    steps:
+      - run: print("python", "${{ inputs.count }}")
+      - shell: perl {0}
+        run: print "perl\n";
+"#,
+        )],
+        |o| {
+            o.event_name = "workflow_dispatch".into();
+            o.event = serde_json::json!({ "inputs": { "flag": "true", "count": "3" } });
+            o.inputs.insert("flag".into(), "true".into());
+            o.inputs.insert("count".into(), "3".into());
+        },
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("a"), ["node true true low true", "sh on"]);
+    assert_eq!(ran.logs("b"), ["python 3", "perl"]);
+}
+
+#[tokio::test]
+async fn local_javascript_actions_with_inputs_state_and_post() {
+    let main_js = r#"
+const fs = require("fs");
+const who = process.env.INPUT_WHO;
+console.log(`hello ${who} from ${process.env.INPUT_SPACED_NAME}`);
+fs.appendFileSync(process.env.GITHUB_OUTPUT, `greeting=hi ${who}\n`);
+fs.appendFileSync(process.env.GITHUB_STATE, `started=${who}\n`);
+console.log("::notice::from js");
+"#;
+    let post_js =
+        r#"console.log(`post sees ${process.env.STATE_started} and ${process.env.INPUT_WHO}`);"#;
+    let ran = run_one(
+        &[
+            (
+                ".github/actions/js/action.yml",
+                "name: js\ninputs:\n  who: { default: world }\n  spaced name: { default: two words }\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n",
+            ),
+            (".github/actions/js/main.js", main_js),
+            (".github/actions/js/post.js", post_js),
+            (
+                ".github/actions/skip-post/action.yml",
+                "name: s\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n  post-if: failure()\n",
+            ),
+            (".github/actions/skip-post/main.js", "console.log('s main')"),
+            (".github/actions/skip-post/post.js", "console.log('s post')"),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: g
+        uses: ./.github/actions/js
+        with: { who: kiln }
+      - uses: ./.github/actions/skip-post
+      - run: echo "output ${{ steps.g.outputs.greeting }}"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a")[1..],
+        [
+            "hello kiln from two words",
+            "##[notice]from js",
+            "s main",
+            "output hi kiln",
+            "post sees kiln and kiln"
+        ]
+    );
 }

@@ -7,7 +7,9 @@
 //! - log lines: files, `.kiln/ci/<run>/<job>.log` — a chatty build writes megabytes and SQLite
 //!   rows would only make the state file big and slow to copy; the database keeps the structure;
 //! - artifacts and caches: `.kiln/artifacts/` and `.kiln/cache/` (content-addressed by the runner);
-//! - the run's workspace: `.kiln/runs/run-<id>/`, removed when the run ends.
+//! - the run's directory: `.kiln/runs/run-<id>/`, one empty workspace per job instance that
+//!   `actions/checkout` fills with a clone at the commit; removed when the run ends (kept on
+//!   failure with `--keep-workspace`).
 //!
 //! Secrets are masked by the runner in every line it reports; everything stored here (log lines,
 //! job outputs, summaries) is masked once more with the secrets given, so a line the runner
@@ -436,6 +438,26 @@ fn load_committed(
     result
 }
 
+/// GitHub runs the pushed commit, never a working tree: so does `kiln ci run`. Say so when the
+/// working tree holds changes the run will not see (kiln's own `.kiln/` aside).
+fn note_uncommitted(dir: &Path, sha: &str) {
+    let Some(status) = git(
+        dir,
+        &["status", "--porcelain", "--", ".", ":(exclude).kiln"],
+    ) else {
+        return;
+    };
+    let changed = status.lines().count();
+    if changed > 0 {
+        eprintln!(
+            "note: {changed} uncommitted change{} in the working tree {} not part of the run: it runs commit {} as committed, as GitHub runs the pushed commit (commit to include them)",
+            if changed == 1 { "" } else { "s" },
+            if changed == 1 { "is" } else { "are" },
+            sha.get(..12).unwrap_or(sha)
+        );
+    }
+}
+
 /// Runs `git` in the repository and returns its trimmed stdout, or None when it fails.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
@@ -463,6 +485,9 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             dir.display()
         ))
     })?;
+    if args.rev == "HEAD" {
+        note_uncommitted(dir, &sha);
+    }
     let mut set = load_committed(dir, &sha, &rel)?;
     if let Some(job) = &args.job {
         select_job(&mut set.root, job)?;
@@ -512,6 +537,8 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
     opts.secrets = secrets.clone();
+    opts.runner_labels = args.runner_labels.clone();
+    opts.keep_workspace = args.keep_workspace;
     let mut masker = Masker::default();
     for secret in secrets.values() {
         masker.add(secret);
@@ -576,8 +603,19 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         )));
     };
     printer.close();
-    // The workspace is a throwaway copy of the commit; artifacts and caches live elsewhere.
-    let _ = std::fs::remove_dir_all(&work_dir);
+    // Workspaces are throwaway clones of the commit; artifacts and caches live elsewhere.
+    let succeeded = matches!(
+        &result,
+        Ok(r) if matches!(r.status, Status::Success | Status::Skipped)
+    );
+    if args.keep_workspace && !succeeded {
+        eprintln!(
+            "note: kept the run's workspaces under {}",
+            work_dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -354,4 +354,11 @@ pub struct CiRunArgs {
     /// The revision to run at (a commit, branch or tag).
     #[arg(long, default_value = "HEAD")]
     pub rev: String,
+    /// Keep the run's job workspaces (under `.kiln/runs/`) when the run fails.
+    #[arg(long)]
+    pub keep_workspace: bool,
+    /// A `runs-on` label this host also answers to (repeatable), besides `ubuntu-latest`,
+    /// `self-hosted`, `linux` and the like.
+    #[arg(long = "runner-label", value_name = "LABEL")]
+    pub runner_labels: Vec<String>,
 }

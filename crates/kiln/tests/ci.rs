@@ -135,7 +135,7 @@ fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
 fn a_failing_step_exits_3_and_is_recorded_as_failed() {
     let s = repo(&[(
         "ci.yml",
-        "on: push\njobs:\n  check:\n    runs-on: x\n    steps:\n      - run: echo before\n      - name: breaks\n        run: exit 7\n      - run: echo never-printed\n",
+        "on: push\njobs:\n  check:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo before\n      - name: breaks\n        run: exit 7\n      - run: echo never-printed\n",
     )]);
     let out = s.run(&["ci", "run"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -156,7 +156,7 @@ fn validate_reports_an_unknown_key_with_line_and_column() {
         ("ci.yml", GREEN),
         (
             "bad.yml",
-            "on: push\njobs:\n  a:\n    runs-on: x\n    stepz:\n      - run: 'true'\n",
+            "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    stepz:\n      - run: 'true'\n",
         ),
     ]);
     let out = s.run(&["ci", "validate"]);
@@ -195,7 +195,7 @@ fn secrets_never_reach_the_stored_logs_or_state() {
     const FILE_SECRET: &str = "from-the-file-xyzzy";
     let s = repo(&[(
         "ci.yml",
-        "on: push\njobs:\n  leak:\n    runs-on: x\n    outputs:\n      out: ${{ steps.o.outputs.v }}\n    steps:\n      - run: echo \"token is $T and $U\"\n        env: { T: '${{ secrets.TOKEN }}', U: '${{ secrets.OTHER }}' }\n      - id: o\n        run: echo \"v=${{ secrets.TOKEN }}\" >> \"$GITHUB_OUTPUT\"\n",
+        "on: push\njobs:\n  leak:\n    runs-on: ubuntu-latest\n    outputs:\n      out: ${{ steps.o.outputs.v }}\n    steps:\n      - run: echo \"token is $T and $U\"\n        env: { T: '${{ secrets.TOKEN }}', U: '${{ secrets.OTHER }}' }\n      - id: o\n        run: echo \"v=${{ secrets.TOKEN }}\" >> \"$GITHUB_OUTPUT\"\n",
     )]);
     std::fs::write(
         s.file("secrets.env"),
@@ -246,7 +246,7 @@ fn an_interrupted_run_is_recorded_as_cancelled_and_leaves_no_process() {
     let pid_dir = tempfile::tempdir().unwrap();
     let pid_file = pid_dir.path().join("sleep.pid");
     let workflow = format!(
-        "on: push\njobs:\n  slow:\n    runs-on: x\n    steps:\n      - run: |\n          sleep 30 &\n          echo $! > {}\n          echo started\n          wait\n",
+        "on: push\njobs:\n  slow:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          sleep 30 &\n          echo $! > {}\n          echo started\n          wait\n",
         pid_file.display()
     );
     let s = repo(&[("ci.yml", &workflow)]);
@@ -297,7 +297,7 @@ fn a_run_whose_process_was_killed_shows_as_interrupted() {
     let pid_dir = tempfile::tempdir().unwrap();
     let pid_file = pid_dir.path().join("step.pid");
     let workflow = format!(
-        "on: push\njobs:\n  slow:\n    runs-on: x\n    steps:\n      - run: |\n          echo $$ > {}\n          sleep 30\n",
+        "on: push\njobs:\n  slow:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo $$ > {}\n          sleep 30\n",
         pid_file.display()
     );
     let s = repo(&[("ci.yml", &workflow)]);
@@ -325,4 +325,52 @@ fn a_run_whose_process_was_killed_shows_as_interrupted() {
     let runs = json(&s, &["ci", "list", "--json"]);
     assert_eq!(runs[0]["status"], "interrupted", "{runs:#}");
     assert!(runs[0]["finished_at"].is_string());
+}
+
+#[test]
+fn runs_use_the_commit_not_the_working_tree_and_keep_workspaces_only_when_asked() {
+    let wf = "on: push\njobs:\n  look:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: cat data.txt; test ! -e new.txt && echo no-untracked\n      - run: test \"$FAIL\" != yes\n        env: { FAIL: '${{ vars.FAIL }}' }\n";
+    let s = repo(&[("ci.yml", wf)]);
+    std::fs::write(s.file("data.txt"), "committed\n").unwrap();
+    git(s.path(), &["add", "data.txt"]);
+    git(s.path(), &["commit", "-q", "-m", "data"]);
+    std::fs::write(s.file("data.txt"), "edited\n").unwrap();
+    std::fs::write(s.file("new.txt"), "untracked\n").unwrap();
+    let out = s.run(&["ci", "run"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("[look] committed") && stdout.contains("[look] no-untracked"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("note: 2 uncommitted changes in the working tree are not part of the run"),
+        "{stderr}"
+    );
+    // A green run leaves nothing behind.
+    assert!(!s.file(".kiln/runs/run-1").exists());
+    // A failing run with --keep-workspace keeps the job's clone for a look.
+    git(s.path(), &["checkout", "-q", "data.txt"]);
+    std::fs::remove_file(s.file("new.txt")).unwrap();
+    std::fs::write(
+        s.file(".github/workflows/ci.yml"),
+        wf.replace("'${{ vars.FAIL }}'", "'yes'"),
+    )
+    .unwrap();
+    git(s.path(), &["commit", "-q", "-am", "fail"]);
+    let out = s.run(&["ci", "run", "--keep-workspace"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kept the run's workspaces under"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("uncommitted"), "{stderr}");
+    assert!(
+        s.file(".kiln/runs/run-2/job-0/workspace/data.txt")
+            .is_file()
+    );
 }
