@@ -298,6 +298,24 @@ pub const BACKOFF: ObjectSchema = ObjectSchema {
     one_of: &[],
 };
 
+/// `metrics:` of a service: where the control plane scrapes each ready instance.
+pub const SCRAPE: ObjectSchema = ObjectSchema {
+    what: "a scrape config: { path: /metrics, interval: 15s }",
+    fields: &[
+        ("path", AttrType::String),
+        ("interval", AttrType::Duration),
+        ("timeout", AttrType::Duration),
+        (
+            "sample_limit",
+            AttrType::Int {
+                min: 1,
+                max: 10_000_000,
+            },
+        ),
+    ],
+    one_of: &[],
+};
+
 /// `service`: a supervised process with replicas, health checks and restarts (the `services:`
 /// section; the kind is implied).
 pub const SERVICE: KindSchema = KindSchema {
@@ -369,6 +387,11 @@ pub const SERVICE: KindSchema = KindSchema {
             "user",
             AttrType::String,
             "run as this user (and its groups); kiln must run as root",
+        ),
+        attr(
+            "metrics",
+            AttrType::Object(&SCRAPE),
+            "scrape each ready instance's Prometheus metrics: { path: /metrics, interval: 15s }",
         ),
     ],
     one_of: &[],
