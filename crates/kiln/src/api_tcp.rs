@@ -3,6 +3,9 @@
 //! accepted (the token travels in clear over plain HTTP), and every request must carry
 //! `Authorization: Bearer <token>` with the token kept in `.kiln/api-token` (mode 0600,
 //! created on first use and kept across restarts so a configured data source keeps working).
+//! HTTP basic auth with the token as the password (any user name) is accepted too: clients
+//! without bearer support, like Debian's promtool 2.42, can then put it in the URL
+//! (`http://kiln:TOKEN@127.0.0.1:PORT`).
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -75,17 +78,54 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Standard base64 with padding (what HTTP basic auth uses).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c)? << (18 - 6 * i);
+        }
+        let produced = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        out.extend_from_slice(&n.to_be_bytes()[1..=produced]);
+    }
+    Some(out)
+}
+
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
-    let given = request
+    let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .unwrap_or("");
+    let given: Option<Vec<u8>> = if let Some(bearer) = header.strip_prefix("Bearer ") {
+        Some(bearer.trim().as_bytes().to_vec())
+    } else if let Some(basic) = header.strip_prefix("Basic ") {
+        base64_decode(basic.trim()).and_then(|pair| {
+            let colon = pair.iter().position(|b| *b == b':')?;
+            Some(pair[colon + 1..].to_vec())
+        })
+    } else {
+        None
+    };
     match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
+        Some(given) if constant_time_eq(&given, token.as_bytes()) => next.run(request).await,
         _ => (
             axum::http::StatusCode::UNAUTHORIZED,
             [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
@@ -114,6 +154,15 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn basic_auth_decodes() {
+        assert_eq!(base64_decode("a2lsbjpzZWNyZXQ=").unwrap(), b"kiln:secret");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert!(base64_decode("a").is_none());
+        assert!(base64_decode("a$==").is_none());
     }
 
     #[test]

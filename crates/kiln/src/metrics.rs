@@ -615,4 +615,53 @@ mod tests {
         assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000_500));
         assert_eq!(parse_step("15s"), Some(15_000));
     }
+
+    #[test]
+    fn errors_use_prometheus_types_and_statuses() {
+        let status = |e: QueryError| query_error(&e).status().as_u16();
+        assert_eq!(status(QueryError::Parse("x".into())), 400);
+        assert_eq!(status(QueryError::Unsupported("x".into())), 400);
+        assert_eq!(status(QueryError::Limit("more than 2 series".into())), 422);
+        let too_many = kiln_metrics::StoreError::TooMany {
+            what: "series",
+            limit: 2,
+        };
+        assert!(matches!(QueryError::from(too_many), QueryError::Limit(_)));
+    }
+
+    #[tokio::test]
+    async fn a_query_over_the_series_limit_is_an_execution_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+        let t = now_ms();
+        for i in 0..5 {
+            store
+                .append(
+                    &Labels::new([("__name__", "m"), ("i", &i.to_string())]),
+                    t,
+                    1.0,
+                )
+                .unwrap();
+        }
+        let api = Api {
+            store: Some(store),
+            scrapes: Arc::default(),
+            own: Arc::default(),
+            supervisor: None,
+            ingress: None,
+            limits: Limits {
+                max_series: 3,
+                ..Limits::default()
+            },
+        };
+        let params = Params(vec![("query".into(), "sum(m)".into())]);
+        let response = query(State(api), params).await;
+        assert_eq!(response.status().as_u16(), 422);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["errorType"], "execution");
+        assert_eq!(json["error"], "query limit exceeded: more than 3 series");
+    }
 }
