@@ -83,7 +83,7 @@ def start_wrk(addr, connections):
     with open(script, "w") as f:
         f.write(WRK_LUA)
     return subprocess.Popen(
-        ["wrk", "-t", "2", "-c", str(connections), "-d", "3600s", "--latency", "-s", script,
+        ["wrk", "-t", "2", "-c", str(connections), "-d", "3600s", "--timeout", "10s", "--latency", "-s", script,
          "-H", "Host: app.localhost", f"http://{addr}/"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

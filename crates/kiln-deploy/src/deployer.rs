@@ -565,9 +565,13 @@ impl Run<'_> {
                 .collect();
             weights.push((self.set.clone(), percent));
             self.weigh(weights, true).await;
-            let before_stats = self.traffic().stats(&self.service).await;
+            // The first third of the pause is a warm-up (a new process is slow at first: cold
+            // caches, a JIT): its traffic counts for health, not for the comparison.
             let before = self.deployer.sets(&self.service).await;
-            tokio::time::sleep(canary.pause).await;
+            let warmup = canary.pause / 3;
+            tokio::time::sleep(warmup).await;
+            let before_stats = self.traffic().stats(&self.service).await;
+            tokio::time::sleep(canary.pause.saturating_sub(warmup)).await;
             let after_stats = self.traffic().stats(&self.service).await;
             let after = self.deployer.sets(&self.service).await;
             let verdict = self.analyse(

@@ -233,8 +233,19 @@ async fn attempts(
             *set_index = other;
             tried = Tried::default();
         }
-        let set = &route.sets[*set_index];
-        let Some(index) = choose_endpoint(set, route.balance, now, tried) else {
+        let mut set = &route.sets[*set_index];
+        let mut chosen = choose_endpoint(set, route.balance, now, tried);
+        if chosen.is_none()
+            && let Some(other) = fallback_set(route, *set_index, now)
+        {
+            // The set has nothing available (its endpoints ejected or draining): nothing was
+            // sent yet, so moving to another set costs no retry.
+            *set_index = other;
+            set = &route.sets[other];
+            tried = Tried::default();
+            chosen = choose_endpoint(set, route.balance, now, tried);
+        }
+        let Some(index) = chosen else {
             return Err(ProxyError::NoEndpoint {
                 route: route.name.clone(),
             });

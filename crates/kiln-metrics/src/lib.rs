@@ -16,4 +16,4 @@ pub mod store;
 pub use chunk::Sample;
 pub use labels::{Label, Labels, METRIC_NAME};
 pub use matcher::{BadRegex, MatchOp, Matcher};
-pub use store::{AppendStats, Options, Series, SeriesRef, Stats, Store, StoreError};
+pub use store::{AppendStats, Options, SelectLimits, Series, SeriesRef, Stats, Store, StoreError};

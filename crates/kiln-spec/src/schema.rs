@@ -335,6 +335,24 @@ pub const ANALYSIS: ObjectSchema = ObjectSchema {
     one_of: &[],
 };
 
+/// `metrics:` of a service: where the control plane scrapes each ready instance.
+pub const SCRAPE: ObjectSchema = ObjectSchema {
+    what: "a scrape config: { path: /metrics, interval: 15s }",
+    fields: &[
+        ("path", AttrType::String),
+        ("interval", AttrType::Duration),
+        ("timeout", AttrType::Duration),
+        (
+            "sample_limit",
+            AttrType::Int {
+                min: 1,
+                max: 10_000_000,
+            },
+        ),
+    ],
+    one_of: &[],
+};
+
 /// `deploy:` of a service: how a new release replaces the running one.
 pub const DEPLOY: ObjectSchema = ObjectSchema {
     what: "a deploy strategy: { strategy: rolling | blue-green | canary, max_surge, max_unavailable, min_healthy_time, healthy_deadline, keep_old, steps, pause, analysis, auto_rollback, drain_timeout }",
@@ -438,6 +456,11 @@ pub const SERVICE: KindSchema = KindSchema {
             "deploy",
             AttrType::Object(&DEPLOY),
             "how a new release replaces the running one: rolling (default), blue-green or canary",
+        ),
+        attr(
+            "metrics",
+            AttrType::Object(&SCRAPE),
+            "scrape each ready instance's Prometheus metrics: { path: /metrics, interval: 15s }",
         ),
     ],
     one_of: &[],

@@ -223,6 +223,10 @@ pub struct UpArgs {
     /// How many changes may run at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
+    /// Also serve the Prometheus API (for promtool and Grafana) on this loopback address, with
+    /// the bearer token in .kiln/api-token; port 0 picks a free port (see `kiln status`).
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<std::net::SocketAddr>,
 }
 
 /// `kiln state ...`.

@@ -427,6 +427,7 @@ pub async fn up(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
         fresh: args.fresh,
         interval: Duration::from_secs(args.interval.max(1)),
         parallelism: args.parallelism,
+        api_listen: args.api_listen,
     };
     let mut printer = Printer::new(false);
     if args.once {
@@ -510,6 +511,9 @@ async fn detach(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
         .arg(args.parallelism.to_string());
     if args.fresh {
         command.arg("--fresh");
+    }
+    if let Some(addr) = args.api_listen {
+        command.arg("--api-listen").arg(addr.to_string());
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command

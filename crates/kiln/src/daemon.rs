@@ -69,6 +69,8 @@ pub struct UpOptions {
     pub interval: Duration,
     /// Changes at once.
     pub parallelism: usize,
+    /// Also serve the Prometheus API on this loopback TCP address, behind a bearer token.
+    pub api_listen: Option<std::net::SocketAddr>,
 }
 
 /// What the control plane reports about itself.
@@ -94,6 +96,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Where the ingress listens, when the stack has routes.
     pub ingress: Option<String>,
+    /// Where the Prometheus API listens on TCP (`kiln up --api-listen`).
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 enum Command {
@@ -129,6 +134,10 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let paths = Paths::new(dir);
     let listener = bind(&paths).await?;
+    let api_listener = match options.api_listen {
+        Some(addr) => Some(crate::api_tcp::bind(addr, &paths.kiln_dir).await?),
+        None => None,
+    };
     std::fs::write(&paths.pidfile, std::process::id().to_string())
         .map_err(|e| Failure::State(format!("cannot write {}: {e}", paths.pidfile.display())))?;
     let (supervisor, supervisor_events) = kiln_supervisor::Supervisor::start(
@@ -150,17 +159,57 @@ pub async fn run(
             None
         }
     };
+    let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
+    let scrapes = Arc::new(crate::scrape::Scrapes::default());
+    let own = Arc::new(crate::metrics::own::Own::default());
     if let Some(store) = &metrics {
         tokio::spawn(crate::metrics::collect(
             store.clone(),
             ingress.as_ref().map(|i| i.handle.clone()),
             supervisor.clone(),
+            scrapes.clone(),
+            METRICS_INTERVAL,
+        ));
+        tokio::spawn(crate::scrape::run(
+            store.clone(),
+            supervisor.clone(),
+            dir.to_path_buf(),
+            scrapes.clone(),
+            announce.clone(),
             METRICS_INTERVAL,
         ));
     }
     let traffic: Arc<dyn kiln_deploy::Traffic> = Arc::new(router.routes.clone());
     let deployer = kiln_deploy::Deployer::new(supervisor.clone(), traffic);
     let journal = crate::deploys::StateJournal::new(dir);
+    let prometheus = crate::metrics::Api {
+        store: metrics.clone(),
+        scrapes,
+        own: own.clone(),
+        supervisor: Some(supervisor.clone()),
+        ingress: ingress.as_ref().map(|i| i.handle.clone()),
+        limits: kiln_metrics::query::Limits::default(),
+    };
+    let api_address = match api_listener {
+        Some((listener, token)) => {
+            let address = listener
+                .local_addr()
+                .map_err(|e| Failure::State(format!("cannot read the API address: {e}")))?;
+            announce(&Event::Note {
+                message: format!(
+                    "kiln: Prometheus API on http://{address} (bearer token in {})",
+                    paths.kiln_dir.join(crate::api_tcp::TOKEN_FILE).display()
+                ),
+            });
+            tokio::spawn(crate::api_tcp::serve(
+                listener,
+                token,
+                crate::metrics::prometheus_router(prometheus.clone()),
+            ));
+            Some(address.to_string())
+        }
+        None => None,
+    };
     let runtime = ops::Runtime {
         supervisor: Some(supervisor.clone()),
         routes: ingress
@@ -173,11 +222,11 @@ pub async fn run(
             releases_dir: paths.kiln_dir.join("releases"),
         }),
     };
-    let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
     let recorder = tokio::spawn(record_supervisor_events(
         dir.to_path_buf(),
         supervisor_events,
         announce.clone(),
+        own.clone(),
     ));
     let (commands, inbox) = mpsc::channel(64);
     let (stop_api, api_stopped) = watch::channel(false);
@@ -185,7 +234,7 @@ pub async fn run(
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
     };
-    let server = tokio::spawn(serve(listener, api, metrics.clone(), api_stopped));
+    let server = tokio::spawn(serve(listener, api, prometheus, api_stopped));
     tokio::spawn(watch_signals(commands.clone()));
     let mut controller = Controller {
         dir: dir.to_path_buf(),
@@ -202,9 +251,11 @@ pub async fn run(
             repaired: 0,
             last_error: None,
             ingress: ingress.as_ref().map(|i| i.address.to_string()),
+            api: api_address,
         },
         announce,
         runtime,
+        own,
     };
     let result = controller.run(inbox).await;
     // Stop taking requests (those in flight finish) before the services behind them go away.
@@ -435,6 +486,7 @@ struct Controller {
     status: Status,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
     runtime: ops::Runtime,
+    own: Arc<crate::metrics::own::Own>,
 }
 
 impl Controller {
@@ -518,7 +570,12 @@ impl Controller {
                 let _ = reply.send(result);
             }
             Command::Apply(request, events, reply) => {
+                let started = std::time::Instant::now();
                 let result = ops::apply(&self.dir, &request, &self.runtime, &events).await;
+                self.own.apply_done(
+                    result.as_ref().is_ok_and(|o| o.report.succeeded()),
+                    started.elapsed(),
+                );
                 self.refresh_counts();
                 let _ = reply.send(result);
             }
@@ -543,7 +600,12 @@ impl Controller {
                 announce(&event);
             }
         });
+        let started = std::time::Instant::now();
         let result = ops::apply(&self.dir, request, &self.runtime, &tx).await;
+        self.own.apply_done(
+            result.as_ref().is_ok_and(|o| o.report.succeeded()),
+            started.elapsed(),
+        );
         drop(tx);
         let _ = printer.await;
         let outcome = result?;
@@ -591,6 +653,13 @@ impl Controller {
     /// One level-triggered pass: observe everything, repair what says `reconcile: auto`, record
     /// the rest as drift. Returns the addresses left drifting.
     async fn reconcile(&mut self) -> Result<Vec<String>, Failure> {
+        let started = std::time::Instant::now();
+        let result = self.reconcile_pass().await;
+        self.own.pass_done(result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn reconcile_pass(&mut self) -> Result<Vec<String>, Failure> {
         let loaded = ops::load_all(&self.dir, &[], &self.runtime)?;
         let store = ops::open_store(&self.dir)?;
         let (events, _ignored) = mpsc::unbounded_channel();
@@ -682,6 +751,7 @@ async fn record_supervisor_events(
     dir: PathBuf,
     mut events: tokio::sync::broadcast::Receiver<kiln_supervisor::Event>,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
+    own: Arc<crate::metrics::own::Own>,
 ) {
     let Ok(store) = ops::open_store(&dir) else {
         return;
@@ -701,6 +771,7 @@ async fn record_supervisor_events(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let (kind, address, message, data) = describe(&event);
+        own.supervisor_event(kind);
         announce(&Event::Note {
             message: message.clone(),
         });
@@ -927,24 +998,9 @@ async fn plan(State(api): State<Api>, axum::Json(body): axum::Json<PlanBody>) ->
 async fn serve(
     listener: UnixListener,
     api: Api,
-    metrics: crate::metrics::Shared,
+    prometheus: crate::metrics::Api,
     mut stop: watch::Receiver<bool>,
 ) {
-    let prometheus = Router::new()
-        .route(
-            "/api/v1/query",
-            get(crate::metrics::query).post(crate::metrics::query),
-        )
-        .route(
-            "/api/v1/query_range",
-            get(crate::metrics::query_range).post(crate::metrics::query_range),
-        )
-        .route("/api/v1/labels", get(crate::metrics::labels))
-        .route(
-            "/api/v1/label/{name}/values",
-            get(crate::metrics::label_values),
-        )
-        .with_state(metrics);
     let router = Router::new()
         .route("/v1/plan", post(plan))
         .route("/v1/services", get(services))
@@ -955,7 +1011,7 @@ async fn serve(
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/shutdown", post(shutdown))
         .with_state(api)
-        .merge(prometheus);
+        .merge(crate::metrics::prometheus_router(prometheus));
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

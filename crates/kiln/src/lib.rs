@@ -1,6 +1,7 @@
 //! The `kiln` binary's library half: the command line, the commands and terminal rendering.
 //! **Architecture invariant:** this is the only crate that prints or picks exit codes.
 
+pub mod api_tcp;
 pub mod ci;
 pub mod cli;
 pub mod client;
@@ -11,3 +12,4 @@ pub mod ingress;
 pub mod metrics;
 pub mod ops;
 pub mod render;
+pub mod scrape;

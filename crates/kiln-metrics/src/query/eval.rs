@@ -244,9 +244,13 @@ impl<'a, S: Source> Evaluator<'a, S> {
         } else {
             (self.ref_time(vs, self.start), self.ref_time(vs, self.end))
         };
-        let series = self
-            .source
-            .select(&matchers_of(vs)?, lo.saturating_sub(window), hi)?;
+        let budget = crate::store::SelectLimits {
+            max_series: self.limits.max_series.saturating_sub(self.series_loaded),
+            max_samples: self.limits.max_samples.saturating_sub(self.samples_loaded),
+        };
+        let series =
+            self.source
+                .select_limited(&matchers_of(vs)?, lo.saturating_sub(window), hi, budget)?;
         self.series_loaded += series.len();
         if self.series_loaded > self.limits.max_series {
             return Err(QueryError::Limit(format!(

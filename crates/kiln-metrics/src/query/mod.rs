@@ -14,6 +14,7 @@
 mod aggregate;
 mod binary;
 mod eval;
+pub use eval::{STALE_NAN_BITS, is_stale};
 mod functions;
 #[cfg(test)]
 mod tests;
@@ -22,13 +23,26 @@ use std::time::Duration;
 
 use crate::labels::Labels;
 use crate::matcher::Matcher;
-use crate::store::{Series, Store, StoreError};
+use crate::store::{SelectLimits, Series, Store, StoreError};
 
 /// Where queries read series from.
 pub trait Source {
     /// Series matching all matchers with their samples in `[start, end]` (ms, inclusive).
     fn select(&self, matchers: &[Matcher], start: i64, end: i64)
     -> Result<Vec<Series>, StoreError>;
+
+    /// Like `select`, but may fail early with [`StoreError::TooMany`] past `limits` (the
+    /// engine checks its limits after every selection either way).
+    fn select_limited(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        limits: SelectLimits,
+    ) -> Result<Vec<Series>, StoreError> {
+        let _ = limits;
+        self.select(matchers, start, end)
+    }
 }
 
 impl Source for Store {
@@ -39,6 +53,26 @@ impl Source for Store {
         end: i64,
     ) -> Result<Vec<Series>, StoreError> {
         Store::select(self, matchers, start, end)
+    }
+
+    fn select_limited(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        limits: SelectLimits,
+    ) -> Result<Vec<Series>, StoreError> {
+        Store::select_limited(self, matchers, start, end, limits)
+    }
+}
+
+/// The matchers of a series selector (`up{job="api"}`), as `/api/v1/series` takes them.
+pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
+    match promql_parser::parser::parse(text).map_err(QueryError::Parse)? {
+        promql_parser::parser::Expr::VectorSelector(vs) => eval::matchers_of(&vs),
+        _ => Err(QueryError::Parse(format!(
+            "{text:?} is not a series selector"
+        ))),
     }
 }
 
@@ -129,7 +163,16 @@ pub enum QueryError {
     Eval(String),
     /// Reading series failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooMany { .. } => QueryError::Limit(e.to_string()),
+            other => QueryError::Store(other),
+        }
+    }
 }
 
 /// Evaluates PromQL against a [`Source`].

@@ -104,6 +104,14 @@ pub enum StoreError {
     /// A matcher's regex is invalid.
     #[error(transparent)]
     BadRegex(#[from] BadRegex),
+    /// A selection matched more series or samples than its [`SelectLimits`] allow.
+    #[error("more than {limit} {what}")]
+    TooMany {
+        /// `series` or `samples`.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// The background flusher failed earlier; the WAL may be missing data.
     #[error("WAL flush failed: {0}")]
     Flush(String),
@@ -136,6 +144,25 @@ pub struct AppendStats {
     pub out_of_order: usize,
 }
 
+/// Bounds on one selection, checked before samples are decoded, so a query that matches too
+/// much fails fast instead of decoding everything first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectLimits {
+    /// Most series.
+    pub max_series: usize,
+    /// Most samples (counted per chunk overlapping the range).
+    pub max_samples: usize,
+}
+
+impl Default for SelectLimits {
+    fn default() -> Self {
+        SelectLimits {
+            max_series: usize::MAX,
+            max_samples: usize::MAX,
+        }
+    }
+}
+
 /// Sizes, for monitoring and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -147,6 +174,10 @@ pub struct Stats {
     pub segments: usize,
     /// Bytes of segment files.
     pub segment_bytes: u64,
+    /// Bytes written to the WAL since the store was opened.
+    pub wal_bytes_written: u64,
+    /// WAL fsyncs since the store was opened.
+    pub wal_syncs: u64,
 }
 
 #[derive(Debug)]
@@ -166,6 +197,8 @@ struct Inner {
     segments: RwLock<Vec<Arc<Segment>>>,
     next_seq: AtomicU64,
     head_samples: AtomicUsize,
+    wal_bytes_written: AtomicU64,
+    wal_syncs: AtomicU64,
     max_t: AtomicI64,
     flush_error: Mutex<Option<String>>,
     stop: (Mutex<bool>, Condvar),
@@ -259,6 +292,8 @@ impl Store {
             segments: RwLock::new(segments),
             next_seq: AtomicU64::new(next_seq),
             head_samples: AtomicUsize::new(0),
+            wal_bytes_written: AtomicU64::new(0),
+            wal_syncs: AtomicU64::new(0),
             max_t: AtomicI64::new(max_t),
             flush_error: Mutex::new(None),
             stop: (Mutex::new(false), Condvar::new()),
@@ -320,7 +355,19 @@ impl Store {
         start: i64,
         end: i64,
     ) -> Result<Vec<Series>, StoreError> {
-        self.inner.select(matchers, start, end)
+        self.inner
+            .select(matchers, start, end, SelectLimits::default())
+    }
+
+    /// Like [`Store::select`], failing with [`StoreError::TooMany`] past `limits`.
+    pub fn select_limited(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        limits: SelectLimits,
+    ) -> Result<Vec<Series>, StoreError> {
+        self.inner.select(matchers, start, end, limits)
     }
 
     /// Label sets of series matching all matchers (with or without samples left in range).
@@ -362,6 +409,8 @@ impl Store {
             head_samples: self.inner.head_samples.load(Ordering::Relaxed),
             segments: segs.len(),
             segment_bytes: segs.iter().map(|s| s.bytes).sum(),
+            wal_bytes_written: self.inner.wal_bytes_written.load(Ordering::Relaxed),
+            wal_syncs: self.inner.wal_syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -503,7 +552,11 @@ impl Inner {
         }
         let path = wal_path(&self.dir, wal.generation);
         wal.file.write_all(bytes).map_err(io_err("write", &path))?;
-        wal.file.sync_data().map_err(io_err("fsync", &path))
+        self.wal_bytes_written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        wal.file.sync_data().map_err(io_err("fsync", &path))?;
+        self.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn background(&self) {
@@ -654,11 +707,32 @@ impl Inner {
         matchers: &[Matcher],
         start: i64,
         end: i64,
+        limits: SelectLimits,
     ) -> Result<Vec<Series>, StoreError> {
         let ms = compile_all(matchers)?;
         let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut samples_seen = 0usize;
+        let mut budget = |chunks: &mut dyn Iterator<Item = usize>| {
+            samples_seen = samples_seen.saturating_add(chunks.sum());
+            if samples_seen > limits.max_samples {
+                return Err(StoreError::TooMany {
+                    what: "samples",
+                    limit: limits.max_samples,
+                });
+            }
+            Ok(())
+        };
+        let too_many_series = StoreError::TooMany {
+            what: "series",
+            limit: limits.max_series,
+        };
         // Head first, then segments: a concurrent persist can then only duplicate samples.
-        for (labels, chunks) in self.head_chunks(&ms, start, end) {
+        let head = self.head_chunks(&ms, start, end, limits.max_series);
+        let Some(head) = head else {
+            return Err(too_many_series);
+        };
+        for (labels, chunks) in head {
+            budget(&mut chunks.iter().map(crate::chunk::Chunk::len))?;
             let v = out.entry(labels).or_default();
             v.extend(
                 chunks
@@ -670,6 +744,17 @@ impl Inner {
         let segs = read(&self.segments).clone();
         for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
             for s in seg.select(&ms) {
+                let overlapping = s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.max_t() >= start && c.min_t() <= end);
+                budget(&mut overlapping.map(crate::chunk::Chunk::len))?;
+                if !out.contains_key(&s.labels) && out.len() >= limits.max_series {
+                    return Err(StoreError::TooMany {
+                        what: "series",
+                        limit: limits.max_series,
+                    });
+                }
                 let samples = s
                     .chunks
                     .iter()
@@ -694,7 +779,8 @@ impl Inner {
         ms: &[CompiledMatcher],
         start: i64,
         end: i64,
-    ) -> Vec<(Labels, Vec<crate::chunk::Chunk>)> {
+        max_series: usize,
+    ) -> Option<Vec<(Labels, Vec<crate::chunk::Chunk>)>> {
         let head = read(&self.head);
         let mut out = Vec::new();
         for id in head.index.candidates(ms) {
@@ -704,6 +790,7 @@ impl Inner {
             if !ms.iter().all(|m| m.matches_labels(&s.labels)) {
                 continue;
             }
+
             let chunks: Vec<_> = s
                 .lock()
                 .chunks
@@ -712,10 +799,13 @@ impl Inner {
                 .cloned()
                 .collect();
             if !chunks.is_empty() {
+                if out.len() >= max_series {
+                    return None;
+                }
                 out.push((s.labels.clone(), chunks));
             }
         }
-        out
+        Some(out)
     }
 
     fn collect_index(&self, f: impl Fn(&index::Index, &mut Vec<String>)) -> Vec<String> {

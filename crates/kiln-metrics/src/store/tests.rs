@@ -265,3 +265,40 @@ fn readers_and_writers_run_concurrently() {
     writer.join().unwrap();
     assert_eq!(count(&store), 2000);
 }
+
+#[test]
+fn limited_selections_fail_before_decoding_too_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for i in 0..20 {
+        for t in 0..50 {
+            store
+                .append(&lbl("m", &format!("j{i}")), t * 1000, 1.0)
+                .unwrap();
+        }
+    }
+    // Half in a segment, half in the head: both paths count.
+    store.persist().unwrap();
+    for i in 0..20 {
+        store
+            .append(&lbl("m", &format!("j{i}")), 60_000, 1.0)
+            .unwrap();
+    }
+    let all = [Matcher::new("__name__", MatchOp::Eq, "m")];
+    let limited = |max_series, max_samples| {
+        store.select_limited(
+            &all,
+            0,
+            i64::MAX,
+            SelectLimits {
+                max_series,
+                max_samples,
+            },
+        )
+    };
+    assert_eq!(limited(20, 1020).unwrap().len(), 20);
+    let err = limited(19, usize::MAX).unwrap_err();
+    assert_eq!(err.to_string(), "more than 19 series");
+    let err = limited(100, 500).unwrap_err();
+    assert_eq!(err.to_string(), "more than 500 samples");
+}

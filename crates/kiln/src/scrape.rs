@@ -1,0 +1,618 @@
+//! Scraping: every ready instance of a service that declares `metrics: { path, interval }` is
+//! fetched over HTTP on its loopback port at that interval, and its Prometheus text or
+//! OpenMetrics samples are recorded with `job`, `service`, `instance` and `release` labels,
+//! plus `up`, `scrape_duration_seconds` and `scrape_samples_scraped` like Prometheus records.
+//!
+//! Each target has its own task, and each scrape is bounded: a timeout (at most the interval),
+//! a body size limit and a sample limit. A target that hangs, answers garbage or floods only
+//! fails its own scrape (`up` 0, a note in the log, `lastError` in `/api/v1/targets`); the
+//! store and the other targets never wait on it. Series that disappear (from a scrape, or with
+//! their target) get Prometheus's staleness marker, so queries stop seeing them at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use kiln_metrics::exposition::{Family, Format, MetricType, parse_exposition};
+use kiln_metrics::query::STALE_NAN_BITS;
+use kiln_metrics::{Labels, Store};
+use kiln_supervisor::{InstanceState, InstanceStatus, SupervisorHandle};
+use tokio::sync::oneshot;
+
+use crate::ops::{self, Event};
+
+/// Scrape interval when `metrics:` gives none (Prometheus's default is 1m; kiln's docs say 15s).
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+/// Scrape timeout when none is given (Prometheus's default); never longer than the interval.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Samples one scrape may return before it is rejected whole (like Prometheus's `sample_limit`).
+pub const DEFAULT_SAMPLE_LIMIT: usize = 50_000;
+/// Largest response body accepted.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+/// Prometheus's Accept header: OpenMetrics preferred, the text format accepted.
+const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The service name of a supervisor name: `api@3f2a1c9e` (a versioned release) is `api`.
+pub fn service_of(supervisor_name: &str) -> &str {
+    supervisor_name
+        .split_once('@')
+        .map_or(supervisor_name, |(service, _)| service)
+}
+
+/// A service's `metrics:` attribute, evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeConfig {
+    /// The HTTP path (`/metrics`).
+    pub path: String,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// How long one scrape may take (at most `interval`).
+    pub timeout: Duration,
+    /// Most samples one scrape may return.
+    pub sample_limit: usize,
+}
+
+impl ScrapeConfig {
+    /// From a recorded `metrics` attribute (durations are normalised to milliseconds).
+    pub fn from_attribute(value: &serde_json::Value) -> Option<ScrapeConfig> {
+        let object = value.as_object()?;
+        let ms = |key: &str| {
+            object
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+        };
+        let interval = ms("interval").unwrap_or(DEFAULT_INTERVAL);
+        let path = object
+            .get("path")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("/metrics");
+        Some(ScrapeConfig {
+            path: if path.starts_with('/') {
+                path.to_owned()
+            } else {
+                format!("/{path}")
+            },
+            interval,
+            timeout: ms("timeout").unwrap_or(DEFAULT_TIMEOUT).min(interval),
+            sample_limit: object
+                .get("sample_limit")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(DEFAULT_SAMPLE_LIMIT),
+        })
+    }
+}
+
+/// One instance to scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The instance's loopback port.
+    pub port: u16,
+    /// How to scrape it.
+    pub config: ScrapeConfig,
+    /// The service (before any `@version`).
+    pub service: String,
+    /// The instance number.
+    pub instance: String,
+    /// The release the instance runs (may be empty).
+    pub release: String,
+}
+
+impl Target {
+    /// The URL scraped.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, self.config.path)
+    }
+
+    /// The labels kiln adds to every sample of this target, in name order.
+    pub fn labels(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![
+            ("instance", self.instance.as_str()),
+            ("job", self.service.as_str()),
+        ];
+        if !self.release.is_empty() {
+            out.push(("release", self.release.as_str()));
+        }
+        out.push(("service", self.service.as_str()));
+        out
+    }
+
+    fn series(&self, name: &str) -> Labels {
+        Labels::new(
+            self.labels()
+                .into_iter()
+                .chain([(kiln_metrics::METRIC_NAME, name)]),
+        )
+    }
+}
+
+/// The targets: ready instances (with a port) of services that declare `metrics`, keyed by
+/// instance id. `declared` is keyed by supervisor name without any `@version`.
+pub fn targets(
+    declared: &BTreeMap<String, ScrapeConfig>,
+    instances: &[InstanceStatus],
+) -> BTreeMap<String, Target> {
+    instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Ready)
+        .filter_map(|i| {
+            let service = service_of(&i.id.service);
+            let config = declared.get(service)?;
+            Some((
+                i.id.to_string(),
+                Target {
+                    port: i.port?,
+                    config: config.clone(),
+                    service: service.to_owned(),
+                    instance: i.id.instance.to_string(),
+                    release: i.release.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// No connection.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The whole scrape took longer than its timeout.
+    #[error("no complete answer within {} ms (the scrape timeout)", .0.as_millis())]
+    Timeout(Duration),
+    /// A status other than 200.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// The body could not be read or was too large.
+    #[error("reading the body: {0}")]
+    Body(String),
+    /// The exposition does not parse.
+    #[error("malformed exposition, line {line}: {message}")]
+    Malformed {
+        /// 1-based line (0: the whole body).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Too many samples.
+    #[error("{got} samples exceed the sample limit of {limit}")]
+    SampleLimit {
+        /// Samples in the answer.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// The last scrape of a target, for `/api/v1/targets`.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// The target.
+    pub target: Target,
+    /// When it was last scraped (ms since the epoch; 0: not yet).
+    pub last_scrape_ms: i64,
+    /// How long it took.
+    pub last_duration: Duration,
+    /// Why it failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// Totals over every target, for kiln's own metrics.
+#[derive(Debug, Default)]
+pub struct ScrapeStats {
+    /// Scrapes attempted.
+    pub scrapes: AtomicU64,
+    /// Scrapes that failed.
+    pub failures: AtomicU64,
+    /// Samples recorded from scrapes.
+    pub samples: AtomicU64,
+}
+
+/// A metric family's metadata as `/api/v1/metadata` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// `counter`, `gauge`, `histogram`, ...
+    pub kind: &'static str,
+    /// The HELP text.
+    pub help: String,
+    /// The UNIT (OpenMetrics).
+    pub unit: String,
+}
+
+/// Shared by the scraper, the collector and the API.
+#[derive(Debug, Default)]
+pub struct Scrapes {
+    /// Per instance id, the last scrape.
+    pub health: Mutex<BTreeMap<String, Health>>,
+    /// Totals.
+    pub stats: ScrapeStats,
+    /// Per family name, the last metadata seen (kept in memory, like Prometheus).
+    pub metadata: Mutex<BTreeMap<String, Metadata>>,
+}
+
+/// Families kept in [`Scrapes::metadata`] at most, so a target inventing names cannot grow it
+/// without bound.
+const MAX_METADATA: usize = 100_000;
+
+impl Scrapes {
+    /// Records the families of an exposition.
+    pub fn note_families(&self, families: &[Family]) {
+        let Ok(mut all) = self.metadata.lock() else {
+            return;
+        };
+        for f in families {
+            if all.len() >= MAX_METADATA && !all.contains_key(&f.name) {
+                continue;
+            }
+            all.insert(
+                f.name.clone(),
+                Metadata {
+                    kind: type_name(f.kind),
+                    help: f.help.clone().unwrap_or_default(),
+                    unit: f.unit.clone().unwrap_or_default(),
+                },
+            );
+        }
+    }
+
+    /// A copy of every target's health.
+    pub fn health(&self) -> Vec<Health> {
+        self.health
+            .lock()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn type_name(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::GaugeHistogram => "gaugehistogram",
+        MetricType::Summary => "summary",
+        MetricType::Info => "info",
+        MetricType::StateSet => "stateset",
+        MetricType::Unknown => "unknown",
+    }
+}
+
+type Announce = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Keeps one scraping task per target, refreshing the target list every `refresh` from the
+/// recorded services and the supervisor's instances.
+pub async fn run(
+    store: Arc<Store>,
+    supervisor: SupervisorHandle,
+    dir: PathBuf,
+    scrapes: Arc<Scrapes>,
+    announce: Announce,
+    refresh: Duration,
+) {
+    let mut tick = tokio::time::interval(refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: HashMap<String, (Target, oneshot::Sender<()>)> = HashMap::new();
+    loop {
+        tick.tick().await;
+        let dir = dir.clone();
+        let Ok(declared) = tokio::task::spawn_blocking(move || declared(&dir)).await else {
+            continue;
+        };
+        let wanted = targets(&declared, &supervisor.status().await);
+        running.retain(|id, (target, _)| wanted.get(id) == Some(target));
+        if let Ok(mut health) = scrapes.health.lock() {
+            health.retain(|id, _| wanted.contains_key(id));
+        }
+        for (id, target) in wanted {
+            if running.contains_key(&id) {
+                continue;
+            }
+            let (stop, stopped) = oneshot::channel();
+            tokio::spawn(scrape_loop(
+                id.clone(),
+                target.clone(),
+                store.clone(),
+                scrapes.clone(),
+                announce.clone(),
+                stopped,
+            ));
+            running.insert(id, (target, stop));
+        }
+    }
+}
+
+/// Scrape configs of the recorded services, by supervisor name.
+fn declared(dir: &Path) -> BTreeMap<String, ScrapeConfig> {
+    let Ok(store) = ops::open_store(dir) else {
+        return BTreeMap::new();
+    };
+    let Ok(records) = store.resources() else {
+        return BTreeMap::new();
+    };
+    records
+        .iter()
+        .filter(|r| r.kind == "service")
+        .filter_map(|r| {
+            let config = ScrapeConfig::from_attribute(r.attributes.get("metrics")?)?;
+            Some((kiln_providers::supervisor_name(&r.address), config))
+        })
+        .collect()
+}
+
+/// Scrapes one target until `stop` fires (or its sender is dropped), then marks its series
+/// stale.
+async fn scrape_loop(
+    id: String,
+    target: Target,
+    store: Arc<Store>,
+    scrapes: Arc<Scrapes>,
+    announce: Announce,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(target.config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: HashSet<Labels> = HashSet::new();
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let (report, seen) = scrape_once(&target, &store, &scrapes, previous).await;
+        previous = seen;
+        let stats = &scrapes.stats;
+        stats.scrapes.fetch_add(1, Ordering::Relaxed);
+        match &report.error {
+            None => {
+                stats
+                    .samples
+                    .fetch_add(report.samples as u64, Ordering::Relaxed);
+                if last_error.is_some() {
+                    announce(&Event::Note {
+                        message: format!("{id}: metrics scrape of {} recovered", target.url()),
+                    });
+                }
+            }
+            Some(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                if last_error.as_deref() != Some(e) {
+                    announce(&Event::Note {
+                        message: format!("{id}: metrics scrape of {} failed: {e}", target.url()),
+                    });
+                }
+            }
+        }
+        last_error.clone_from(&report.error);
+        if let Ok(mut health) = scrapes.health.lock() {
+            health.insert(
+                id.clone(),
+                Health {
+                    target: target.clone(),
+                    last_scrape_ms: report.t,
+                    last_duration: report.duration,
+                    last_error: report.error,
+                },
+            );
+        }
+    }
+    let t = crate::metrics::now_ms();
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let mut batch: Vec<(Labels, i64, f64)> = previous.into_iter().map(|l| (l, t, stale)).collect();
+    for name in REPORT_SERIES {
+        batch.push((target.series(name), t, stale));
+    }
+    let _ = tokio::task::spawn_blocking(move || store.append_batch(&batch)).await;
+}
+
+/// Series kiln writes about each scrape.
+const REPORT_SERIES: [&str; 3] = ["up", "scrape_duration_seconds", "scrape_samples_scraped"];
+
+/// What one scrape did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// When it started (ms since the epoch).
+    pub t: i64,
+    /// How long it took.
+    pub duration: Duration,
+    /// Samples it returned (0 when it failed).
+    pub samples: usize,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Scrapes `target` once and records the samples and the report series. `previous` are the
+/// series of the last scrape; those missing now are marked stale. Returns this scrape's series.
+pub async fn scrape_once(
+    target: &Target,
+    store: &Arc<Store>,
+    scrapes: &Arc<Scrapes>,
+    previous: HashSet<Labels>,
+) -> (Report, HashSet<Labels>) {
+    let t = crate::metrics::now_ms();
+    let started = Instant::now();
+    let fetched = match tokio::time::timeout(target.config.timeout, fetch(target)).await {
+        Ok(result) => result,
+        Err(_) => Err(ScrapeError::Timeout(target.config.timeout)),
+    };
+    let ingested = match fetched {
+        Ok((body, format)) => {
+            let (store, target, scrapes) = (store.clone(), target.clone(), scrapes.clone());
+            tokio::task::spawn_blocking(move || {
+                ingest(&store, &scrapes, &target, &body, format, t, previous)
+            })
+            .await
+            .unwrap_or_else(|e| (Err(ScrapeError::Body(e.to_string())), HashSet::new()))
+        }
+        Err(e) => (Err(e), previous),
+    };
+    let (result, mut seen) = ingested;
+    let duration = started.elapsed();
+    let samples = *result.as_ref().unwrap_or(&0);
+    let mut batch = vec![
+        (
+            target.series("up"),
+            t,
+            if result.is_ok() { 1.0 } else { 0.0 },
+        ),
+        (
+            target.series("scrape_duration_seconds"),
+            t,
+            duration.as_secs_f64(),
+        ),
+        (target.series("scrape_samples_scraped"), t, samples as f64),
+    ];
+    if result.is_err() {
+        // Like Prometheus: a failed scrape ends every series the target had.
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        batch.extend(seen.drain().map(|l| (l, t, stale)));
+    }
+    let store = store.clone();
+    let _ = tokio::task::spawn_blocking(move || store.append_batch(&batch)).await;
+    let report = Report {
+        t,
+        duration,
+        samples,
+        error: result.err().map(|e| e.to_string()),
+    };
+    (report, seen)
+}
+
+/// Aborts a spawned connection task when the scrape is done or cancelled by its timeout.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn fetch(target: &Target) -> Result<(Bytes, Format), ScrapeError> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", target.port))
+        .await
+        .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+    let _connection = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let request = hyper::Request::builder()
+        .uri(&target.config.path)
+        .header("host", format!("127.0.0.1:{}", target.port))
+        .header("accept", ACCEPT)
+        .header("user-agent", concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "x-prometheus-scrape-timeout-seconds",
+            target.config.timeout.as_secs_f64().to_string(),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ScrapeError::Connect(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ScrapeError::Body(e.to_string()))?;
+    if response.status() != hyper::StatusCode::OK {
+        return Err(ScrapeError::Status(response.status().as_u16()));
+    }
+    let format = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Format::Prometheus, Format::from_content_type);
+    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| ScrapeError::Body(e.to_string()))?
+        .to_bytes();
+    Ok((body, format))
+}
+
+/// Parses, checks the limit, labels and appends one answer. Returns the sample count and the
+/// series seen; series of `previous` not seen again get a staleness marker.
+fn ingest(
+    store: &Store,
+    scrapes: &Scrapes,
+    target: &Target,
+    body: &[u8],
+    format: Format,
+    t: i64,
+    previous: HashSet<Labels>,
+) -> (Result<usize, ScrapeError>, HashSet<Labels>) {
+    let parsed = std::str::from_utf8(body)
+        .map_err(|e| ScrapeError::Malformed {
+            line: 0,
+            message: format!("not UTF-8: {e}"),
+        })
+        .and_then(|text| {
+            parse_exposition(text, format).map_err(|e| ScrapeError::Malformed {
+                line: e.line,
+                message: e.message,
+            })
+        });
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => return (Err(e), previous),
+    };
+    if parsed.samples.len() > target.config.sample_limit {
+        let got = parsed.samples.len();
+        return (
+            Err(ScrapeError::SampleLimit {
+                got,
+                limit: target.config.sample_limit,
+            }),
+            previous,
+        );
+    }
+    scrapes.note_families(&parsed.families);
+    let own = target.labels();
+    let mut seen = HashSet::with_capacity(parsed.samples.len());
+    let mut batch = Vec::with_capacity(parsed.samples.len() + previous.len());
+    for sample in parsed.samples {
+        let labels = with_target_labels(&sample.labels, &own);
+        batch.push((
+            labels.clone(),
+            sample.timestamp_ms.unwrap_or(t),
+            sample.value,
+        ));
+        seen.insert(labels);
+    }
+    let count = batch.len();
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    batch.extend(
+        previous
+            .into_iter()
+            .filter(|l| !seen.contains(l))
+            .map(|l| (l, t, stale)),
+    );
+    store.append_batch(&batch);
+    (Ok(count), seen)
+}
+
+/// Adds the target's labels; a sample's own label of the same name is kept as `exported_NAME`
+/// (Prometheus's `honor_labels: false`).
+fn with_target_labels(labels: &Labels, own: &[(&'static str, &str)]) -> Labels {
+    let mut pairs: Vec<(String, String)> = labels
+        .iter()
+        .map(|l| {
+            if own.iter().any(|(n, _)| *n == l.name) {
+                (format!("exported_{}", l.name), l.value.clone())
+            } else {
+                (l.name.clone(), l.value.clone())
+            }
+        })
+        .collect();
+    pairs.extend(own.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
+    Labels::new(pairs)
+}
+
+#[cfg(test)]
+mod tests;

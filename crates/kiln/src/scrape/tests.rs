@@ -1,0 +1,318 @@
+//! Scrapes of real HTTP targets on loopback: good answers in both formats, malformed text, a
+//! target that hangs, one over the sample limit, and series that disappear.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_metrics::query::{Engine, Value, is_stale};
+use kiln_metrics::{Labels, Matcher, Options, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// What a test target answers.
+#[derive(Clone)]
+enum Answer {
+    Body(&'static str, String),
+    Hang,
+}
+
+/// Serves `answer` (it can change between scrapes) on 127.0.0.1, port 0.
+async fn serve(answer: Arc<Mutex<Answer>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut hung = Vec::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer = answer.lock().unwrap().clone();
+            match answer {
+                Answer::Hang => hung.push(socket),
+                Answer::Body(content_type, body) => {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                }
+            }
+        }
+    });
+    port
+}
+
+fn target(port: u16, timeout: Duration, sample_limit: usize) -> Target {
+    Target {
+        port,
+        config: ScrapeConfig {
+            path: "/metrics".into(),
+            interval: Duration::from_secs(15),
+            timeout,
+            sample_limit,
+        },
+        service: "api".into(),
+        instance: "0".into(),
+        release: "r1".into(),
+    }
+}
+
+fn scrapes() -> Arc<Scrapes> {
+    Arc::new(Scrapes::default())
+}
+
+fn store() -> (tempfile::TempDir, Arc<Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    (dir, store)
+}
+
+fn instant(store: &Store, query: &str) -> Vec<(Labels, f64)> {
+    match Engine::new(store).query(query, now_ms_for_tests()).unwrap() {
+        Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.v)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn now_ms_for_tests() -> i64 {
+    crate::metrics::now_ms() + 1
+}
+
+const TEXT: &str = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\nhttp_requests_total{code=\"200\",instance=\"mine\"} 7\nhttp_requests_total{code=\"500\"} 1\n";
+
+#[tokio::test]
+async fn a_good_target_is_recorded_with_target_labels_and_up() {
+    let (_dir, store) = store();
+    let port = serve(Arc::new(Mutex::new(Answer::Body(
+        "text/plain; version=0.0.4",
+        TEXT.into(),
+    ))))
+    .await;
+    let t = target(port, Duration::from_secs(5), 100);
+    let (report, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(report.samples, 2);
+    assert_eq!(seen.len(), 2);
+    let got = instant(&store, "http_requests_total{code=\"200\"}");
+    let labels = &got[0].0;
+    assert_eq!(labels.get("service"), Some("api"));
+    assert_eq!(labels.get("job"), Some("api"));
+    assert_eq!(labels.get("instance"), Some("0"));
+    assert_eq!(labels.get("release"), Some("r1"));
+    assert_eq!(
+        labels.get("exported_instance"),
+        Some("mine"),
+        "a clashing label is kept as exported_*"
+    );
+    assert_eq!(got[0].1, 7.0);
+    assert_eq!(instant(&store, "up{service=\"api\"}")[0].1, 1.0);
+    assert_eq!(instant(&store, "scrape_samples_scraped")[0].1, 2.0);
+    assert_eq!(instant(&store, "scrape_duration_seconds").len(), 1);
+}
+
+#[tokio::test]
+async fn openmetrics_answers_are_parsed_as_openmetrics() {
+    let (_dir, store) = store();
+    let body = "# TYPE jobs counter\njobs_total 3 1700000000.5\n# EOF\n";
+    let port = serve(Arc::new(Mutex::new(Answer::Body(
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body.into(),
+    ))))
+    .await;
+    let t = target(port, Duration::from_secs(5), 100);
+    let (report, _) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    assert_eq!(report.error, None);
+    // OpenMetrics timestamps are seconds: the sample lands at 1700000000500 ms.
+    let series = store
+        .select(
+            &[Matcher::new(
+                kiln_metrics::METRIC_NAME,
+                kiln_metrics::MatchOp::Eq,
+                "jobs_total",
+            )],
+            0,
+            i64::MAX,
+        )
+        .unwrap();
+    assert_eq!(series[0].samples[0].t, 1_700_000_000_500);
+}
+
+#[tokio::test]
+async fn malformed_text_is_a_clear_error_recorded_as_up_zero_and_ends_the_old_series() {
+    let (_dir, store) = store();
+    let answer = Arc::new(Mutex::new(Answer::Body("text/plain", TEXT.into())));
+    let port = serve(answer.clone()).await;
+    let t = target(port, Duration::from_secs(5), 100);
+    let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    *answer.lock().unwrap() =
+        Answer::Body("text/plain", "ok_metric 1\nbroken{label=\"x\" 2\n".into());
+    let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
+    let error = report.error.unwrap();
+    assert!(
+        error.starts_with("malformed exposition, line 2:"),
+        "{error}"
+    );
+    assert!(seen.is_empty());
+    assert_eq!(instant(&store, "up")[0].1, 0.0);
+    assert!(
+        instant(&store, "http_requests_total").is_empty(),
+        "a failed scrape marks the target's series stale"
+    );
+    assert!(
+        instant(&store, "ok_metric").is_empty(),
+        "nothing of a bad answer is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_target_times_out_without_holding_up_another() {
+    let (_dir, store) = store();
+    let hanging = serve(Arc::new(Mutex::new(Answer::Hang))).await;
+    let good = serve(Arc::new(Mutex::new(Answer::Body(
+        "text/plain",
+        TEXT.into(),
+    ))))
+    .await;
+    let mut slow = target(hanging, Duration::from_millis(300), 100);
+    slow.service = "slow".into();
+    let fast = target(good, Duration::from_secs(5), 100);
+    let store2 = store.clone();
+    let hung =
+        tokio::spawn(async move { scrape_once(&slow, &store2, &scrapes(), HashSet::new()).await });
+    // The good target is scraped (and readable) while the other one hangs.
+    let (report, _) = scrape_once(&fast, &store, &scrapes(), HashSet::new()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(instant(&store, "up{service=\"api\"}")[0].1, 1.0);
+    let (report, _) = hung.await.unwrap();
+    assert_eq!(
+        report.error.as_deref(),
+        Some("no complete answer within 300 ms (the scrape timeout)")
+    );
+    assert_eq!(instant(&store, "up{service=\"slow\"}")[0].1, 0.0);
+}
+
+#[tokio::test]
+async fn an_answer_over_the_sample_limit_is_rejected_whole() {
+    let (_dir, store) = store();
+    let body: String = (0..50).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+    let port = serve(Arc::new(Mutex::new(Answer::Body("text/plain", body)))).await;
+    let t = target(port, Duration::from_secs(5), 10);
+    let (report, _) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    assert_eq!(
+        report.error.as_deref(),
+        Some("50 samples exceed the sample limit of 10")
+    );
+    assert!(instant(&store, "m").is_empty());
+    assert_eq!(instant(&store, "up")[0].1, 0.0);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let (_dir, store) = store();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (report, _) = scrape_once(
+        &target(port, Duration::from_secs(5), 10),
+        &store,
+        &scrapes(),
+        HashSet::new(),
+    )
+    .await;
+    assert!(report.error.unwrap().starts_with("cannot connect:"));
+}
+
+#[tokio::test]
+async fn a_series_gone_from_the_answer_gets_a_staleness_marker() {
+    let (_dir, store) = store();
+    let answer = Arc::new(Mutex::new(Answer::Body("text/plain", "a 1\nb 2\n".into())));
+    let port = serve(answer.clone()).await;
+    let t = target(port, Duration::from_secs(5), 100);
+    let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    *answer.lock().unwrap() = Answer::Body("text/plain", "a 3\n".into());
+    let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
+    assert_eq!(report.samples, 1);
+    assert_eq!(seen.len(), 1);
+    let b = store
+        .select(
+            &[Matcher::new(
+                kiln_metrics::METRIC_NAME,
+                kiln_metrics::MatchOp::Eq,
+                "b",
+            )],
+            0,
+            i64::MAX,
+        )
+        .unwrap();
+    assert!(is_stale(b[0].samples.last().unwrap().v));
+    assert!(instant(&store, "b").is_empty());
+    assert_eq!(instant(&store, "a")[0].1, 3.0);
+}
+
+#[test]
+fn versioned_supervisor_names_map_to_their_service() {
+    assert_eq!(service_of("api@3f2a1c9e"), "api");
+    assert_eq!(service_of("api"), "api");
+    assert_eq!(
+        service_of("modules-db-services-pg@1"),
+        "modules-db-services-pg"
+    );
+}
+
+#[test]
+fn only_ready_instances_of_declaring_services_are_targets() {
+    let config = ScrapeConfig::from_attribute(&serde_json::json!({ "interval": 5000 })).unwrap();
+    assert_eq!(config.path, "/metrics");
+    assert_eq!(config.interval, Duration::from_secs(5));
+    assert_eq!(
+        config.timeout,
+        Duration::from_secs(5),
+        "never longer than the interval"
+    );
+    let declared = BTreeMap::from([("api".to_owned(), config)]);
+    let instance =
+        |service: &str, n: u32, state: InstanceState, port: Option<u16>| InstanceStatus {
+            id: kiln_supervisor::InstanceId {
+                service: service.into(),
+                instance: n,
+            },
+            pid: Some(1),
+            port,
+            state,
+            health: String::new(),
+            restarts: 0,
+            uptime: None,
+            cpu_seconds: None,
+            rss_bytes: None,
+            release: "3f2a1c9e".into(),
+            limits_in_force: kiln_supervisor::LimitsInForce::None,
+            adopted: false,
+        };
+    let got = targets(
+        &declared,
+        &[
+            instance("api@3f2a1c9e", 0, InstanceState::Ready, Some(4000)),
+            instance("api@3f2a1c9e", 1, InstanceState::Starting, Some(4001)),
+            instance("web", 0, InstanceState::Ready, Some(4002)),
+        ],
+    );
+    assert_eq!(got.len(), 1);
+    let t = &got["api@3f2a1c9e/0"];
+    assert_eq!(
+        (t.port, t.service.as_str(), t.release.as_str()),
+        (4000, "api", "3f2a1c9e")
+    );
+    assert_eq!(t.url(), "http://127.0.0.1:4000/metrics");
+}
