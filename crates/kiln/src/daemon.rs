@@ -135,11 +135,13 @@ pub async fn run(
         kiln_supervisor::SupervisorConfig::new(paths.kiln_dir.join("services")),
     )
     .map_err(|e| Failure::State(format!("cannot start the supervisor: {e}")))?;
-    let listen = ops::load_stack(dir)
-        .ok()
-        .and_then(|stack| stack.ingress_listen);
+    let stack = ops::load_stack(dir).ok();
+    let listen = stack.as_ref().and_then(|stack| stack.ingress_listen);
+    let tls = stack.and_then(|stack| stack.ingress_tls);
     let ingress = match listen {
-        Some(listen) => Some(crate::ingress::start(listen, supervisor.clone()).await?),
+        Some(listen) => {
+            Some(crate::ingress::start(listen, tls.as_ref(), supervisor.clone()).await?)
+        }
         None => None,
     };
     let metrics = match crate::metrics::open(&paths.kiln_dir) {

@@ -42,8 +42,18 @@ pub struct Running {
     pub routes: Routes,
 }
 
-/// Binds the listener and starts the proxy and the route actor.
-pub async fn start(listen: SocketAddr, supervisor: SupervisorHandle) -> Result<Running, Failure> {
+/// Binds the listener (terminating TLS when `tls` is given) and starts the proxy and the
+/// route actor.
+pub async fn start(
+    listen: SocketAddr,
+    tls: Option<&kiln_spec::IngressTls>,
+    supervisor: SupervisorHandle,
+) -> Result<Running, Failure> {
+    // Checked before binding, so a bad key pair never leaves a port half-open.
+    let tls = tls
+        .map(crate::tls::settings)
+        .transpose()
+        .map_err(|d| Failure::Invalid(format!("the ingress cannot serve TLS: {}", d.message)))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::State(format!("the ingress cannot listen on {listen}: {e}")))?;
@@ -52,7 +62,10 @@ pub async fn start(listen: SocketAddr, supervisor: SupervisorHandle) -> Result<R
         .map_err(|e| Failure::State(e.to_string()))?;
     let handle = Ingress::new(IngressConfig::default());
     let server = handle.clone();
-    tokio::spawn(async move { server.serve(listener).await });
+    match tls {
+        Some(tls) => tokio::spawn(async move { server.serve_tls(listener, tls).await }),
+        None => tokio::spawn(async move { server.serve(listener).await }),
+    };
     let (messages, inbox) = mpsc::channel(64);
     let served = Arc::new(RwLock::new(BTreeSet::new()));
     tokio::spawn(run(inbox, handle.clone(), supervisor, served.clone()));

@@ -10,3 +10,4 @@ pub mod ingress;
 pub mod metrics;
 pub mod ops;
 pub mod render;
+pub mod tls;

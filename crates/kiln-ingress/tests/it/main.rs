@@ -13,3 +13,4 @@ mod protocol;
 mod retries;
 mod routing;
 mod tidy;
+mod tls;
