@@ -261,6 +261,9 @@ async fn attempts(
                         limit: route.max_body_bytes.unwrap_or(0),
                     });
                 }
+                if reclaim.client_failed() {
+                    return Err(ProxyError::ClientBody);
+                }
                 report_failure(ctx, route, set, index);
                 tracing::debug!(endpoint = %endpoint.id, %error, "upstream request failed");
                 // The connection broke after the request may have been sent (an instance killed

@@ -8,6 +8,7 @@ mod support;
 mod balancing;
 mod health;
 mod lifecycle;
+mod malformed;
 mod props;
 mod protocol;
 mod retries;
