@@ -22,11 +22,12 @@ use crate::metrics::{InFlightRequest, SetMetrics};
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Shared between a request's attempts: the body slot and the over-limit flag.
+/// Shared between a request's attempts: the body slot and what went wrong reading it.
 #[derive(Debug, Default)]
 pub(crate) struct Reclaim {
     slot: Mutex<Option<Incoming>>,
     over_limit: AtomicBool,
+    client_failed: AtomicBool,
 }
 
 impl Reclaim {
@@ -37,6 +38,12 @@ impl Reclaim {
 
     pub(crate) fn over_limit(&self) -> bool {
         self.over_limit.load(Ordering::Relaxed)
+    }
+
+    /// The client's body broke (bad chunk framing, a connection cut mid-body): the failed
+    /// attempt is the client's fault, not the upstream's.
+    pub(crate) fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
     }
 }
 
@@ -98,7 +105,12 @@ impl Body for UpstreamBody {
         this.polled = true;
         let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            Some(Err(e)) => {
+                if let Some(reclaim) = &this.reclaim {
+                    reclaim.client_failed.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Err(e.into())));
+            }
             None => return Poll::Ready(None),
         };
         if let Some(data) = frame.data_ref() {

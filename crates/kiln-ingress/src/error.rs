@@ -39,6 +39,8 @@ pub(crate) enum ProxyError {
     Upstream,
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the request body could not be read (bad chunked framing or cut short)")]
+    ClientBody,
 }
 
 impl ProxyError {
@@ -49,6 +51,7 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream => StatusCode::BAD_GATEWAY,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -20,7 +20,8 @@
 //!
 //! Module map: `config` (the declared table) → `table` (compiled, matched) → `proxy` (one
 //! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`; `metrics` (atomic
-//! counters, snapshots, Prometheus text); `server` (accept loop, connections, shutdown).
+//! counters, snapshots, Prometheus text); `server` (accept loops, connections, shutdown) with
+//! `tls` (rustls termination with the user's certificate).
 
 mod balance;
 mod body;
@@ -34,6 +35,7 @@ mod proxy;
 mod rand;
 mod server;
 mod table;
+mod tls;
 mod upgrade;
 
 pub use config::{
@@ -46,3 +48,4 @@ pub use metrics::{
     HistogramSnapshot, LATENCY_BOUNDS, MetricsSnapshot, SetMetricsSnapshot, render_prometheus,
 };
 pub use server::{Ingress, IngressConfig, IngressHandle, Scheme, ShutdownReport};
+pub use tls::{TlsError, TlsSettings};

@@ -295,6 +295,9 @@ async fn attempts(
                         limit: route.max_body_bytes.unwrap_or(0),
                     });
                 }
+                if reclaim.client_failed() {
+                    return Err(ProxyError::ClientBody);
+                }
                 report_failure(ctx, route, set, index);
                 failed_status = StatusCode::BAD_GATEWAY.as_u16();
                 tracing::debug!(endpoint = %endpoint.id, %error, "upstream request failed");

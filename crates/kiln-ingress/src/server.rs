@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::body::ProxyBody;
@@ -30,6 +31,7 @@ use crate::health::{Clock, EndpointHealth, EndpointRuntime};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot, SetMetrics};
 use crate::proxy::{self, UpstreamClient};
 use crate::table::{CompiledTable, Resolver};
+use crate::tls::TlsSettings;
 
 /// Settings for the whole ingress (per-route settings live in [`crate::Route`]).
 #[derive(Debug, Clone)]
@@ -52,8 +54,7 @@ impl Default for IngressConfig {
     }
 }
 
-/// The scheme clients used to reach us, reported upstream as X-Forwarded-Proto. The TLS seam:
-/// a TLS acceptor hands its streams to [`IngressHandle::serve_connection`] with `Https`.
+/// The scheme clients used to reach us, reported upstream as X-Forwarded-Proto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Http,
@@ -203,6 +204,41 @@ impl IngressHandle {
     /// Accepts connections until [`IngressHandle::shutdown`]; the listener is dropped (new
     /// connections refused) as soon as draining starts.
     pub async fn serve(&self, listener: TcpListener) {
+        self.accept_loop(listener, |handle, stream, peer| async move {
+            handle
+                .serve_connection(TokioIo::new(stream), peer, Scheme::Http)
+                .await;
+        })
+        .await;
+    }
+
+    /// Like [`IngressHandle::serve`], terminating TLS first (ALPN `h2`, `http/1.1`). A client
+    /// that does not finish its handshake within the header read timeout is dropped.
+    pub async fn serve_tls(&self, listener: TcpListener, tls: TlsSettings) {
+        let acceptor = tls.acceptor();
+        let deadline = self.shared.config.header_read_timeout;
+        self.accept_loop(listener, move |handle, stream, peer| {
+            let acceptor = acceptor.clone();
+            async move {
+                match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        handle
+                            .serve_connection(TokioIo::new(tls), peer, Scheme::Https)
+                            .await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn accept_loop<F, Fut>(&self, listener: TcpListener, on_accept: F)
+    where
+        F: Fn(IngressHandle, TcpStream, SocketAddr) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let mut phase = self.shared.phase.subscribe();
         loop {
             if *phase.borrow_and_update() != Phase::Serving {
@@ -213,10 +249,7 @@ impl IngressHandle {
                     Ok((stream, peer)) => {
                         // Small responses go out at once instead of waiting for Nagle.
                         let _ = stream.set_nodelay(true);
-                        let handle = self.clone();
-                        tokio::spawn(async move {
-                            handle.serve_connection(TokioIo::new(stream), peer, Scheme::Http).await;
-                        });
+                        tokio::spawn(on_accept(self.clone(), stream, peer));
                     }
                     Err(error) => {
                         // Usually out of file descriptors: back off instead of spinning.

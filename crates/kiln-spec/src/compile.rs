@@ -96,6 +96,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default(),
+        ingress_tls: None,
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -112,6 +113,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         secrets,
         name,
         ingress_listen,
+        ingress_tls,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -130,6 +132,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         scopes,
         resources,
         ingress_listen,
+        ingress_tls,
     })
 }
 
@@ -170,6 +173,8 @@ struct Compiler<'fs> {
     ingress_listen: Option<std::net::SocketAddr>,
     /// The root file's directory, where pipeline artifacts are looked up.
     stack_dir: PathBuf,
+    /// `ingress.tls`, when both files are readable PEM of the right kind.
+    ingress_tls: Option<crate::model::IngressTls>,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -289,7 +294,7 @@ impl<'fs> Compiler<'fs> {
         self.input_types.push(IndexMap::new());
         self.root_sections(&sections);
         self.scope_body(0, &sections, &base);
-        self.ingress(entries);
+        self.ingress(entries, &base);
         let mut route_lists: Vec<&Node> = entries
             .iter()
             .filter(|(k, _)| k.text == "routes")
@@ -308,17 +313,22 @@ impl<'fs> Compiler<'fs> {
         self.routes(&route_lists);
     }
 
-    /// `ingress: { listen: ADDRESS }`.
-    fn ingress(&mut self, entries: &[(Key, Node)]) {
+    /// `ingress: { listen: ADDRESS, tls: { cert: PATH, key: PATH } }`.
+    fn ingress(&mut self, entries: &[(Key, Node)], base: &Path) {
         let Some((_, node)) = entries.iter().find(|(k, _)| k.text == "ingress") else {
             return;
         };
         let Some(fields) = self.map(node, "ingress", "`{ listen: 127.0.0.1:8080 }`") else {
             return;
         };
-        self.check_keys(fields, &["listen"], "ingress", "`ingress`");
+        self.check_keys(fields, &["listen", "tls"], "ingress", "`ingress`");
+        let tls = fields.iter().find(|(k, _)| k.text == "tls");
+        if let Some((_, tls)) = tls {
+            self.ingress_tls(tls, base);
+        }
         let Some((_, listen)) = fields.iter().find(|(k, _)| k.text == "listen") else {
-            self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let port = if tls.is_some() { 8443 } else { 8080 };
+            self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
             return;
         };
         let text = match &listen.value {
@@ -343,6 +353,103 @@ impl<'fs> Compiler<'fs> {
                 .label("expected IP:PORT")
                 .help("e.g. `127.0.0.1:8080`, `0.0.0.0:80`, or a port alone (8080)"),
             ),
+        }
+    }
+
+    /// `ingress.tls: { cert: PATH, key: PATH }`: both files are read (through the
+    /// `FileSystem`) and must be PEM holding a certificate and a private key respectively.
+    fn ingress_tls(&mut self, node: &Node, base: &Path) {
+        let expected = "`{ cert: certs/shop.pem, key: certs/shop.key }`";
+        let Some(fields) = self.map(node, "ingress.tls", expected) else {
+            return;
+        };
+        self.check_keys(fields, &["cert", "key"], "ingress.tls", "`ingress.tls`");
+        let mut files = Vec::new();
+        for (name, kind) in [("cert", PemKind::Certificate), ("key", PemKind::PrivateKey)] {
+            let key_path = format!("ingress.tls.{name}");
+            let Some((_, value)) = fields.iter().find(|(k, _)| k.text == name) else {
+                self.emit(
+                    Diagnostic::new(
+                        Code::MissingKey,
+                        node.span,
+                        &key_path,
+                        format!("`ingress.tls` has no `{name}`"),
+                    )
+                    .label(format!("expected a `{name}:` key in this mapping"))
+                    .help(format!("TLS needs both files: {expected}")),
+                );
+                continue;
+            };
+            let Some(text) = self.string(value, &key_path) else {
+                continue;
+            };
+            let path = normalize(&base.join(&text));
+            if let Err(why) = self.pem_file(&path, kind) {
+                self.emit(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        value.span,
+                        &key_path,
+                        format!("`{text}` {why}"),
+                    )
+                    .label(kind.expected())
+                    .help(kind.help()),
+                );
+                continue;
+            }
+            files.push((path, value.span));
+        }
+        if let [(cert, cert_span), (key, key_span)] = files.as_slice() {
+            self.ingress_tls = Some(crate::model::IngressTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                cert_span: *cert_span,
+                key_span: *key_span,
+            });
+        }
+    }
+
+    /// Why `path` cannot serve as a PEM file of `kind`, if it cannot.
+    fn pem_file(&self, path: &Path, kind: PemKind) -> Result<(), String> {
+        let shown = path.display();
+        if self.fs.is_dir(path) {
+            return Err(format!("names a directory ({shown}), not a file"));
+        }
+        let text = self.fs.read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("does not exist (looked for {shown})"),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("cannot be read (permission denied on {shown})")
+            }
+            std::io::ErrorKind::InvalidData => {
+                format!("is not PEM text ({shown} is binary; DER must be converted to PEM)")
+            }
+            _ => format!("cannot be read ({shown}: {e})"),
+        })?;
+        let labels = crate::pem::labels(&text).map_err(|why| format!("is not valid PEM: {why}"))?;
+        let has = |f: fn(&str) -> bool| labels.iter().any(|l| f(l));
+        let certificate = |l: &str| l == "CERTIFICATE";
+        match kind {
+            PemKind::Certificate if has(certificate) => Ok(()),
+            PemKind::PrivateKey if has(crate::pem::is_private_key) => Ok(()),
+            PemKind::Certificate if has(crate::pem::is_private_key) => {
+                Err("holds a private key, not a certificate (are `cert` and `key` swapped?)".into())
+            }
+            PemKind::PrivateKey if has(certificate) => {
+                Err("holds a certificate, not a private key (are `cert` and `key` swapped?)".into())
+            }
+            PemKind::PrivateKey if has(|l| l == "ENCRYPTED PRIVATE KEY") => {
+                Err("holds an encrypted private key; the ingress needs it unencrypted".into())
+            }
+            _ if labels.is_empty() => Err("is not PEM: it has no `-----BEGIN` block".into()),
+            _ => Err(format!(
+                "holds no {} (found {})",
+                kind.block(),
+                labels
+                    .iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         }
     }
 
@@ -389,9 +496,14 @@ impl<'fs> Compiler<'fs> {
         let host = literal("host");
         let prefix = literal("path").map_or_else(|| "/".to_owned(), |(p, _)| p);
         let name = literal("name").map(|(n, _)| n).unwrap_or_else(|| {
+            // `*.shop.localhost` must not share `shop.localhost`'s name.
             let raw = format!(
                 "{}{}",
-                host.as_ref().map_or("", |(h, _)| h.as_str()),
+                host.as_ref()
+                    .map_or(String::new(), |(h, _)| match h.strip_prefix("*.") {
+                        Some(rest) => format!("wildcard.{rest}"),
+                        None => h.clone(),
+                    }),
                 if prefix == "/" { "" } else { prefix.as_str() }
             );
             let slug: String = raw
@@ -437,13 +549,22 @@ impl<'fs> Compiler<'fs> {
         }
         self.required_attrs(&schema::ROUTE, &resource, item.span, &address);
         if let Some((host, span)) = &host
-            && let Err(why) = check_host(host)
+            && let Err((why, fix)) = check_host(host)
         {
+            let help = match fix {
+                Some(fix) => format!("did you mean `{fix}`? A host is a name like `shop.localhost`, a wildcard like `*.shop.localhost`, or `*` for any host"),
+                None => "use a name like `shop.localhost`, a wildcard like `*.shop.localhost`, or `*` for any host".to_owned(),
+            };
             self.emit(
-                    Diagnostic::new(Code::InvalidValue, *span, format!("{address}.host"), format!("`{host}` is not a host pattern: {why}"))
-                        .label("invalid host")
-                        .help("use a name like `shop.localhost`, a wildcard like `*.shop.localhost`, or `*` for any host"),
-                );
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    *span,
+                    format!("{address}.host"),
+                    format!("`{host}` is not a host pattern: {why}"),
+                )
+                .label("invalid host")
+                .help(help),
+            );
         }
         if let Some((p, span)) = literal("path")
             && (!p.starts_with('/') || p.contains(char::is_whitespace))
@@ -2003,25 +2124,97 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// A host pattern: DNS labels, optionally starting with `*.`, or `*` alone.
-fn check_host(host: &str) -> Result<(), &'static str> {
+/// Which PEM file `ingress.tls` names.
+#[derive(Clone, Copy)]
+enum PemKind {
+    Certificate,
+    PrivateKey,
+}
+
+impl PemKind {
+    fn block(self) -> &'static str {
+        match self {
+            PemKind::Certificate => "`CERTIFICATE` block",
+            PemKind::PrivateKey => "private key block",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            PemKind::Certificate => "expected a PEM certificate file",
+            PemKind::PrivateKey => "expected a PEM private key file",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            PemKind::Certificate => {
+                "give the path (relative to the stack file) of a PEM file that starts with `-----BEGIN CERTIFICATE-----`, the server's certificate first, then its chain; for a DER file: `openssl x509 -inform der -in cert.der -out cert.pem`"
+            }
+            PemKind::PrivateKey => {
+                "give the path (relative to the stack file) of an unencrypted PEM key: `-----BEGIN PRIVATE KEY-----` (or `RSA`/`EC PRIVATE KEY`); to convert or decrypt one: `openssl pkey -in key.enc -out key.pem`"
+            }
+        }
+    }
+}
+
+/// Why `host` is not a route host pattern, and the likely intended one when there is one.
+fn check_host(host: &str) -> Result<(), (String, Option<String>)> {
     if host == "*" {
         return Ok(());
     }
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    if name.is_empty() || name.len() > 253 {
-        return Err("empty or too long");
+    let fail = |why: &str, fix: Option<String>| Err((why.to_owned(), fix));
+    if host.chars().any(char::is_whitespace) {
+        return fail(
+            "it contains whitespace",
+            Some(host.split_whitespace().collect::<Vec<_>>().join(".")),
+        );
     }
+    if host.contains("://") || host.contains('/') || host.contains(':') {
+        return fail(
+            "a host holds no scheme, port or path (the path goes in `path:`)",
+            None,
+        );
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.is_empty() {
+        return fail("a wildcard needs a domain after `*.`", None);
+    }
+    if name.len() > 253 {
+        return fail("it is longer than 253 characters", None);
+    }
+    // The pattern with each label rewritten, keeping a leading `*.`.
+    let rebuilt = |f: &dyn Fn(&str) -> Option<String>| {
+        let labels: Vec<String> = name.split('.').filter_map(f).collect();
+        let wildcard = if host.starts_with("*.") { "*." } else { "" };
+        Some(format!("{wildcard}{}", labels.join(".")))
+    };
     for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err("a label is empty or longer than 63 characters");
-        }
-        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            || label.starts_with('-')
-            || label.ends_with('-')
-        {
-            return Err(
-                "labels hold letters, digits and inner hyphens; `*` only as the first label",
+        if label.is_empty() {
+            return fail(
+                "it has an empty label (a leading, trailing or doubled `.`)",
+                rebuilt(&|l| (!l.is_empty()).then(|| l.to_owned())),
             );
+        }
+        if label.contains('*') {
+            // `*foo.com` most likely meant `*.foo.com`.
+            let fix = label
+                .strip_prefix('*')
+                .filter(|rest| !rest.contains('*') && host.starts_with(label))
+                .map(|rest| format!("*.{rest}{}", &host[label.len()..]));
+            return fail("`*` must be a whole label, and only the first one", fix);
+        }
+        if label.len() > 63 {
+            return fail("a label is longer than 63 characters", None);
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return fail(
+                "a label starts or ends with `-`",
+                rebuilt(&|l| Some(l.trim_matches('-').to_owned())),
+            );
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return fail("labels hold only letters, digits and inner hyphens", None);
         }
     }
     Ok(())
@@ -2033,4 +2226,36 @@ pub fn is_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.len() <= 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+
+    #[test]
+    fn host_patterns_are_checked_with_a_likely_fix() {
+        for ok in [
+            "*",
+            "shop.localhost",
+            "*.shop.localhost",
+            "a-b.c",
+            "localhost",
+        ] {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        let fix = |host: &str| check_host(host).unwrap_err().1;
+        assert_eq!(fix("*foo.com").as_deref(), Some("*.foo.com"));
+        assert_eq!(fix("a..b").as_deref(), Some("a.b"));
+        assert_eq!(fix("*.a..b.").as_deref(), Some("*.a.b"));
+        assert_eq!(fix("shop localhost").as_deref(), Some("shop.localhost"));
+        assert_eq!(
+            fix("*.-shop-.localhost").as_deref(),
+            Some("*.shop.localhost")
+        );
+        assert_eq!(fix("*."), None);
+        assert_eq!(fix("shop.*.localhost"), None);
+        assert_eq!(fix("http://shop.localhost"), None);
+        assert!(check_host("sh_op.localhost").is_err());
+        assert!(check_host(&"a".repeat(64)).is_err());
+    }
 }

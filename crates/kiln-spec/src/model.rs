@@ -28,6 +28,23 @@ pub struct Stack {
     pub resources: IndexMap<String, Resource>,
     /// Where the ingress listens (`ingress: { listen: ... }`), when the stack has one.
     pub ingress_listen: Option<std::net::SocketAddr>,
+    /// `ingress.tls`: serve HTTPS with these files instead of plain HTTP.
+    pub ingress_tls: Option<IngressTls>,
+}
+
+/// The certificate and key the ingress terminates TLS with. Loading checked that both files
+/// are readable PEM of the right kind; whether the key belongs to the certificate needs
+/// cryptography, which the binary checks (`kiln/src/tls.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngressTls {
+    /// PEM certificate chain, end-entity first, resolved against the stack file's directory.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), resolved the same way.
+    pub key: std::path::PathBuf,
+    /// Where `cert:` is written, to place diagnostics about the files' contents.
+    pub cert_span: Span,
+    /// Where `key:` is written.
+    pub key_span: Span,
 }
 
 /// Where a secret's value is read from at plan time. Values never enter the state in clear.

@@ -32,7 +32,7 @@ fn selection(args: &crate::cli::Selection) -> Selection {
 
 /// `kiln validate`.
 pub fn validate(dir: &Path, output: &Output) -> Result<(), Failure> {
-    let result = kiln_spec::load(&DiskFs, &dir.join("kiln.yaml"));
+    let result = crate::tls::load(&DiskFs, &dir.join("kiln.yaml"));
     if output.json {
         let json = match &result {
             Ok(stack) => {

@@ -144,11 +144,12 @@ pub async fn run(
         kiln_supervisor::SupervisorConfig::new(paths.kiln_dir.join("services")),
     )
     .map_err(|e| Failure::State(format!("cannot start the supervisor: {e}")))?;
-    let listen = ops::load_stack(dir)
-        .ok()
-        .and_then(|stack| stack.ingress_listen);
+    let stack = ops::load_stack(dir).ok();
+    let listen = stack.as_ref().and_then(|stack| stack.ingress_listen);
+    let tls = stack.and_then(|stack| stack.ingress_tls);
     // The route actor runs even without routes: it gives services their stable addresses.
-    let router = crate::ingress::start(listen, supervisor.clone(), &paths.kiln_dir).await?;
+    let router =
+        crate::ingress::start(listen, tls.as_ref(), supervisor.clone(), &paths.kiln_dir).await?;
     let ingress = listen.map(|_| &router);
     let metrics = match crate::metrics::open(&paths.kiln_dir) {
         Ok(store) => Some(store),

@@ -73,13 +73,20 @@ pub struct Running {
     pub routes: Routes,
 }
 
-/// Binds the listener and starts the proxy and the route actor. Without `listen` (a stack
-/// without routes) only the actor runs: it still gives services their stable addresses.
+/// Binds the listener (terminating TLS when `tls` is given) and starts the proxy and the
+/// route actor. Without `listen` (a stack without routes) only the actor runs: it still gives
+/// services their stable addresses.
 pub async fn start(
     listen: Option<SocketAddr>,
+    tls: Option<&kiln_spec::IngressTls>,
     supervisor: SupervisorHandle,
     kiln_dir: &std::path::Path,
 ) -> Result<Running, Failure> {
+    // Checked before binding, so a bad key pair never leaves a port half-open.
+    let tls = tls
+        .map(crate::tls::settings)
+        .transpose()
+        .map_err(|d| Failure::Invalid(format!("the ingress cannot serve TLS: {}", d.message)))?;
     let handle = Ingress::new(IngressConfig::default());
     let address = match listen {
         Some(listen) => {
@@ -90,7 +97,10 @@ pub async fn start(
                 .local_addr()
                 .map_err(|e| Failure::State(e.to_string()))?;
             let server = handle.clone();
-            tokio::spawn(async move { server.serve(listener).await });
+            match tls {
+                Some(tls) => tokio::spawn(async move { server.serve_tls(listener, tls).await }),
+                None => tokio::spawn(async move { server.serve(listener).await }),
+            };
             address
         }
         None => SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod ops;
 pub mod render;
 pub mod scrape;
+pub mod tls;

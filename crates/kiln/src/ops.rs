@@ -192,7 +192,7 @@ impl FileSystem for DiskFs {
 
 /// Loads and validates the stack in `dir`, rendering every mistake on failure.
 pub fn load_stack(dir: &Path) -> Result<Stack, Failure> {
-    kiln_spec::load(&DiskFs, &dir.join("kiln.yaml"))
+    crate::tls::load(&DiskFs, &dir.join("kiln.yaml"))
         .map_err(|f| Failure::Invalid(render::diagnostics(&f.sources, &f.diagnostics)))
 }
 

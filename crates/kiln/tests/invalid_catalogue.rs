@@ -24,7 +24,7 @@ fn every_invalid_stack_is_refused_with_its_diagnostics() {
     settings.bind(|| {
         for case in &cases {
             let name = case.file_name().unwrap().to_string_lossy().into_owned();
-            let failure = match kiln_spec::load(&DiskFs, &case.join("kiln.yaml")) {
+            let failure = match kiln::tls::load(&DiskFs, &case.join("kiln.yaml")) {
                 Ok(_) => panic!("{name}: the stack loaded, but it is invalid on purpose"),
                 Err(f) => f,
             };

@@ -1,5 +1,6 @@
 //! Routes through the control plane's ingress: requests reach ready instances only, survive an
-//! instance being killed, and unknown hosts get 404.
+//! instance being killed, and unknown hosts get 404; with `ingress.tls`, HTTPS with the stack's
+//! certificate.
 
 // Tests panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -136,4 +137,71 @@ impl Drop for Stop<'_> {
     fn drop(&mut self) {
         let _ = self.0.run(&["down"]);
     }
+}
+
+const TLS_STACK: &str = r#"
+name: secure
+ingress:
+  listen: "127.0.0.1:0"
+  tls: { cert: certs/shop.pem, key: certs/shop.key }
+services:
+  api:
+    run: node server.js
+    health: { readiness: { http: /, interval: 100ms, timeout: 1s } }
+routes:
+  - { host: shop.localhost, service: api }
+"#;
+
+/// One HTTPS request with rustls, trusting only `cert`; returns the ALPN protocol and the reply.
+fn get_tls(addr: &str, cert: &rcgen::Certificate, alpn: &[u8]) -> (Vec<u8>, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("shop.localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET /tls HTTP/1.1\r\nHost: shop.localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = Vec::new();
+    let _ = tls.read_to_end(&mut text);
+    let alpn = tls.conn.alpn_protocol().unwrap_or_default().to_vec();
+    (alpn, String::from_utf8_lossy(&text).into_owned())
+}
+
+#[test]
+fn the_ingress_terminates_tls_with_the_stacks_certificate() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["shop.localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let s = Scratch::new(TLS_STACK);
+    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    std::fs::create_dir_all(s.file("certs")).unwrap();
+    std::fs::write(s.file("certs/shop.pem"), cert.pem()).unwrap();
+    std::fs::write(s.file("certs/shop.key"), key.serialize_pem()).unwrap();
+    s.ok(&["validate"]);
+    s.ok(&["up", "-d", "--interval", "5"]);
+    let stop = Stop(&s);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let addr = status["ingress"].as_str().unwrap().to_owned();
+
+    let (alpn, reply) = get_tls(&addr, &cert, b"http/1.1");
+    assert_eq!(alpn, b"http/1.1");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(r#""path":"/tls""#), "{reply}");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert_eq!(get(&addr, "shop.localhost", "/").0, 0);
+    drop(stop);
 }

@@ -241,6 +241,16 @@ async fn a_series_gone_from_the_answer_gets_a_staleness_marker() {
     let port = serve(answer.clone()).await;
     let t = target(port, Duration::from_secs(5), 100);
     let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    // Samples are stamped in milliseconds: the second scrape must land in a later one, or
+    // its staleness marker would share the first sample's timestamp.
+    let first = std::time::SystemTime::now();
+    while std::time::SystemTime::now()
+        .duration_since(first)
+        .unwrap_or_default()
+        < Duration::from_millis(2)
+    {
+        std::hint::spin_loop();
+    }
     *answer.lock().unwrap() = Answer::Body("text/plain", "a 3\n".into());
     let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
     assert_eq!(report.samples, 1);
