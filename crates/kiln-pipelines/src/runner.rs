@@ -251,6 +251,9 @@ pub async fn run(
     let temp = run_dir.join("temp");
     let sha = resolve_commit(&opts.repo, &opts.revision).await?;
     std::fs::create_dir_all(&temp).map_err(|e| RunError::Workspace(e.to_string()))?;
+    // GITHUB_EVENT_PATH: actions and scripts read the payload from this file.
+    std::fs::write(temp.join("event.json"), opts.event.to_string())
+        .map_err(|e| RunError::Workspace(e.to_string()))?;
     let mut masker = Masker::default();
     for secret in opts.secrets.values() {
         masker.add(secret);

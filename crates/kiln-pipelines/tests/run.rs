@@ -309,6 +309,7 @@ jobs:
           echo "$MULTI"
           mytool
           echo "CI=$CI GA=$GITHUB_ACTIONS OS=$RUNNER_OS EV=$GITHUB_EVENT_NAME REF=$GITHUB_REF_NAME"
+          test -f "$GITHUB_EVENT_PATH"
           { echo "multi<<XYZ"; echo "a=b"; echo "c"; echo "XYZ"; } >> "$GITHUB_OUTPUT"
         env: { LEVEL: step }
       - run: echo "${{ steps.o.outputs.multi }}" | wc -l
