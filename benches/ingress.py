@@ -14,7 +14,7 @@ Needs: `cargo build --release -p kiln-ingress --examples`, and the Debian packag
 haproxy and wrk.
 
 Usage: python3 benches/ingress.py [--rounds 3] [--seconds 5] [--conns 1,16,128]
-       [--only kiln,nginx,haproxy,direct] [--body 13] [--kiln-threads N]
+       [--only kiln,nginx,haproxy,direct] [--body 13] [--kiln-threads N (default: cores)]
        [--kiln-before PATH]   (an older build of the `proxy` example, measured in the same run)
 """
 import argparse, os, re, shutil, socket, statistics, subprocess, tempfile, time
@@ -150,8 +150,9 @@ def main():
     ap.add_argument("--only", default="direct,kiln,nginx,haproxy")
     ap.add_argument("--body", type=int, default=13, help="upstream response body bytes")
     ap.add_argument("--kiln-before", help="an older `proxy` example binary to compare with")
-    ap.add_argument("--kiln-threads", type=int, default=0,
-                    help="serve kiln on N single-threaded runtimes (KILN_INGRESS_THREADS)")
+    ap.add_argument("--kiln-threads", type=int, default=os.cpu_count() or 1,
+                    help="serving threads, as the control plane uses one per core "
+                         "(0: one multi-threaded tokio runtime)")
     a = ap.parse_args()
     for tool in ("wrk", "nginx", "haproxy"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -173,6 +174,8 @@ def main():
                 env = dict(os.environ)
                 if a.kiln_threads:
                     env["KILN_INGRESS_THREADS"] = str(a.kiln_threads)
+                else:
+                    env.pop("KILN_INGRESS_THREADS", None)
                 p = subprocess.Popen([os.path.join(EXAMPLES, "proxy"), f"127.0.0.1:{port}",
                                       f"127.0.0.1:{upstream}"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
