@@ -264,11 +264,17 @@ impl IngressHandle {
             sockets.push(listener.try_clone()?);
         }
         sockets.push(listener);
+        // Every runtime first, so a failure leaves no thread serving.
+        let runtimes = sockets
+            .iter()
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         let mut joins = Vec::new();
-        for (index, socket) in sockets.into_iter().enumerate() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+        for (index, (socket, runtime)) in sockets.into_iter().zip(runtimes).enumerate() {
             let handle = self.clone();
             let tls = tls.clone();
             let config = self.shared.config.clone();
