@@ -106,8 +106,17 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
+    // The random bits come from the per-thread generator: `Uuid::now_v7` would cost a
+    // `getrandom` system call per request, and a request id needs uniqueness, not secrecy.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&crate::rand::next_u64().to_le_bytes());
+    random[8..].copy_from_slice(&crate::rand::next_u64().to_le_bytes()[..2]);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let text = id.hyphenated().encode_lower(&mut buf);
     let id = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"));
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id

@@ -258,8 +258,11 @@ async fn attempts(
             &endpoint.authority,
             body.take().unwrap_or_else(UpstreamBody::empty),
         );
-        let outcome =
-            tokio::time::timeout(route.timeouts.request, route.client.request(request)).await;
+        let outcome = tokio::time::timeout(
+            route.timeouts.request,
+            crate::server::send_upstream(&route.client, route.timeouts.connect, request),
+        )
+        .await;
         let may_retry = attempt < route.retry.attempts;
         attempt += 1;
         match outcome {

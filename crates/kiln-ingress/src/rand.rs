@@ -1,5 +1,6 @@
-//! A per-thread xorshift generator for load-balancing choices: fast, lock-free and good enough
-//! for spreading traffic; never used for anything secret. Seeded from std's random hasher keys.
+//! A per-thread xorshift generator for load-balancing choices and request ids: fast, lock-free
+//! and good enough for spreading traffic and unique ids; never used for anything secret. Seeded
+//! from std's random hasher keys.
 
 use std::cell::Cell;
 use std::hash::BuildHasher;
@@ -13,7 +14,7 @@ fn seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0x6b69_6c6eu64) | 1
 }
 
-fn next_u64() -> u64 {
+pub(crate) fn next_u64() -> u64 {
     STATE.with(|state| {
         let mut x = state.get();
         x ^= x << 13;

@@ -5,6 +5,7 @@
 //! is asked to finish its in-flight requests and close → (deadline passed) `Closed`:
 //! connections still open are dropped. `shutdown` returns when no connection is left.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -234,6 +235,93 @@ impl IngressHandle {
         .await;
     }
 
+    /// Serves on `threads` OS threads, each with its own single-threaded runtime and its own
+    /// upstream connection pools, all accepting from one listener on `listen`: nginx's model,
+    /// where a request never changes threads. (One listening socket rather than one
+    /// `SO_REUSEPORT` socket per thread, so a second process can never silently share the
+    /// port.) Returns the bound address; each thread returns once shutdown has drained (or
+    /// closed) the connections.
+    pub fn serve_per_core(
+        &self,
+        listen: SocketAddr,
+        threads: usize,
+        tls: Option<TlsSettings>,
+    ) -> std::io::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(listen),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        // As tokio does: a restart may bind while old connections sit in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&listen.into())?;
+        socket.listen(1024)?;
+        let listener = std::net::TcpListener::from(socket);
+        let address = listener.local_addr()?;
+        let mut sockets = Vec::new();
+        for _ in 1..threads.max(1) {
+            sockets.push(listener.try_clone()?);
+        }
+        sockets.push(listener);
+        // Every runtime first, so a failure leaves no thread serving.
+        let runtimes = sockets
+            .iter()
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut joins = Vec::new();
+        for (index, (socket, runtime)) in sockets.into_iter().zip(runtimes).enumerate() {
+            let handle = self.clone();
+            let tls = tls.clone();
+            let config = self.shared.config.clone();
+            let join = std::thread::Builder::new()
+                .name(format!("kiln-ingress-{index}"))
+                .spawn(move || {
+                    LOCAL_CLIENTS.with(|local| {
+                        *local.borrow_mut() = Some(LocalClients {
+                            config,
+                            clients: RefCell::new(Vec::new()),
+                        });
+                    });
+                    runtime.block_on(async move {
+                        let Ok(listener) = TcpListener::from_std(socket) else {
+                            return;
+                        };
+                        match tls {
+                            Some(tls) => handle.serve_tls(listener, tls).await,
+                            None => handle.serve(listener).await,
+                        }
+                        handle.wait_for_drain().await;
+                    });
+                    // Pools go before the runtime whose tasks drive their connections.
+                    LOCAL_CLIENTS.with(|local| local.borrow_mut().take());
+                })?;
+            joins.push(join);
+        }
+        Ok((address, joins))
+    }
+
+    /// Until every connection is gone or shutdown gave up on them.
+    async fn wait_for_drain(&self) {
+        let mut phase = self.shared.phase.subscribe();
+        loop {
+            let notified = self.shared.all_closed.notified();
+            if self.shared.connections.load(Ordering::Acquire) == 0
+                || *phase.borrow_and_update() == Phase::Closed
+            {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                changed = phase.changed() => if changed.is_err() { return; },
+            }
+        }
+    }
+
     async fn accept_loop<F, Fut>(&self, listener: TcpListener, on_accept: F)
     where
         F: Fn(IngressHandle, TcpStream, SocketAddr) -> Fut,
@@ -397,17 +485,7 @@ impl Resolver for Shared {
     }
 
     fn client(&self, timeouts: &Timeouts) -> UpstreamClient {
-        let build = || {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(timeouts.connect));
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(self.config.pool_idle_timeout)
-                .pool_max_idle_per_host(self.config.pool_max_idle_per_host)
-                .build(connector)
-        };
+        let build = || build_client(&self.config, timeouts.connect);
         match self.clients.lock() {
             Ok(mut clients) => clients
                 .entry(timeouts.connect)
@@ -416,6 +494,54 @@ impl Resolver for Shared {
             Err(_) => build(),
         }
     }
+}
+
+fn build_client(config: &IngressConfig, connect: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .build(connector)
+}
+
+/// Upstream clients of one per-core serving thread, by connect timeout. They live and die
+/// with the thread's runtime, so a pooled connection is always driven by the thread that uses
+/// it (and never outlives the runtime its driver task was spawned on).
+pub(crate) struct LocalClients {
+    config: IngressConfig,
+    /// Few entries (one per distinct connect timeout): a scan beats hashing.
+    clients: RefCell<Vec<(Duration, UpstreamClient)>>,
+}
+
+thread_local! {
+    static LOCAL_CLIENTS: RefCell<Option<LocalClients>> = const { RefCell::new(None) };
+}
+
+/// Sends `request` through this thread's own pool when it is a per-core serving thread, or
+/// through the route's shared pool otherwise.
+pub(crate) fn send_upstream(
+    shared: &UpstreamClient,
+    connect: Duration,
+    request: Request<crate::body::UpstreamBody>,
+) -> hyper_util::client::legacy::ResponseFuture {
+    LOCAL_CLIENTS.with(|local| match &*local.borrow() {
+        Some(local) => {
+            let mut clients = local.clients.borrow_mut();
+            let index = match clients.iter().position(|(c, _)| *c == connect) {
+                Some(index) => index,
+                None => {
+                    clients.push((connect, build_client(&local.config, connect)));
+                    clients.len() - 1
+                }
+            };
+            clients[index].1.request(request)
+        }
+        None => shared.request(request),
+    })
 }
 
 /// Counts a live connection; the last one out wakes `shutdown`.

@@ -90,17 +90,13 @@ pub async fn start(
     let handle = Ingress::new(IngressConfig::default());
     let address = match listen {
         Some(listen) => {
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            // One serving thread per core, each with its own runtime, listener and upstream
+            // pools: a request never changes threads (see `serve_per_core`). The threads end
+            // after shutdown.
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            let (address, _threads) = handle.serve_per_core(listen, threads, tls).map_err(|e| {
                 Failure::State(format!("the ingress cannot listen on {listen}: {e}"))
             })?;
-            let address = listener
-                .local_addr()
-                .map_err(|e| Failure::State(e.to_string()))?;
-            let server = handle.clone();
-            match tls {
-                Some(tls) => tokio::spawn(async move { server.serve_tls(listener, tls).await }),
-                None => tokio::spawn(async move { server.serve(listener).await }),
-            };
             address
         }
         None => SocketAddr::from(([127, 0, 0, 1], 0)),

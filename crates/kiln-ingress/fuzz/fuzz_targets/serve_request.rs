@@ -39,7 +39,12 @@ fn world() -> &'static World {
                 weight: 1,
                 endpoints: vec![Endpoint::new(format!("{name}-0"), upstream)],
             };
-            let mut api = Route::new("api", HostMatch::parse("*.shop.localhost"), "/api", vec![set("stable"), set("canary")]);
+            let mut api = Route::new(
+                "api",
+                HostMatch::parse("*.shop.localhost"),
+                "/api",
+                vec![set("stable"), set("canary")],
+            );
             api.strip_prefix = true;
             api.max_body_bytes = Some(64);
             api.sticky_cookie = Some("kiln-set".into());
@@ -59,14 +64,23 @@ fn world() -> &'static World {
 
 /// Reads the whole request body, then answers with its length.
 async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let len = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(len.to_string()))))
+                    let len = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes().len())
+                        .unwrap_or(0);
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                        len.to_string(),
+                    ))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -85,7 +99,9 @@ fuzz_target!(|data: &[u8]| {
         let ingress = world.ingress.clone();
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let serving = tokio::spawn(async move {
-            ingress.serve_connection(TokioIo::new(server), peer, Scheme::Http).await;
+            ingress
+                .serve_connection(TokioIo::new(server), peer, Scheme::Http)
+                .await;
         });
         let exchange = async {
             let _ = client.write_all(data).await;

@@ -160,3 +160,59 @@ async fn metrics_count_by_class_and_render_as_prometheus_text() {
     assert!(text.contains("http_request_duration_seconds_count{route=\"api\",set=\"stable\"} 3"));
     assert!(text.contains("http_unmatched_requests_total 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_serving_proxies_on_every_thread_and_drains_on_shutdown() {
+    let release = Arc::new(Notify::new());
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let gate = release.clone();
+    let up = serve_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (gate, arrived_tx) = (gate.clone(), arrived_tx.clone());
+        async move {
+            if req.uri().path() == "/slow" {
+                let _ = arrived_tx.send(());
+                gate.notified().await;
+            }
+            hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from("ok")))
+        }
+    })
+    .await;
+    let h = Ingress::new(IngressConfig::default());
+    h.swap(table(vec![route("r", "*", "/", &[up])]));
+    let (proxy, threads) = h
+        .serve_per_core("127.0.0.1:0".parse().unwrap(), 2, None)
+        .unwrap();
+    assert_ne!(proxy.port(), 0);
+    // Many connections, so both threads accept some; each request uses its thread's pool.
+    let mut requests = Vec::new();
+    for _ in 0..20 {
+        requests.push(tokio::spawn(async move {
+            let c = client();
+            (
+                get(&c, proxy, "h", "/a").await.body,
+                get(&c, proxy, "h", "/b").await.body,
+            )
+        }));
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), ("ok".into(), "ok".into()));
+    }
+    let c = client();
+    let in_flight = tokio::spawn(async move { get(&c, proxy, "h", "/slow").await });
+    arrived.recv().await.unwrap();
+    let stopping = h.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown(Duration::from_secs(10)).await });
+    // A stored permit: the upstream may not be waiting yet.
+    release.notify_one();
+    assert_eq!(in_flight.await.unwrap().body, "ok");
+    assert!(shutdown.await.unwrap().drained);
+    // Every serving thread ends once its connections are gone.
+    tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert!(TcpStream::connect(proxy).await.is_err());
+}

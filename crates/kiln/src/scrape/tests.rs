@@ -155,6 +155,7 @@ async fn malformed_text_is_a_clear_error_recorded_as_up_zero_and_ends_the_old_se
     let port = serve(answer.clone()).await;
     let t = target(port, Duration::from_secs(5), 100);
     let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    next_millisecond();
     *answer.lock().unwrap() =
         Answer::Body("text/plain", "ok_metric 1\nbroken{label=\"x\" 2\n".into());
     let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
@@ -241,16 +242,7 @@ async fn a_series_gone_from_the_answer_gets_a_staleness_marker() {
     let port = serve(answer.clone()).await;
     let t = target(port, Duration::from_secs(5), 100);
     let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
-    // Samples are stamped in milliseconds: the second scrape must land in a later one, or
-    // its staleness marker would share the first sample's timestamp.
-    let first = std::time::SystemTime::now();
-    while std::time::SystemTime::now()
-        .duration_since(first)
-        .unwrap_or_default()
-        < Duration::from_millis(2)
-    {
-        std::hint::spin_loop();
-    }
+    next_millisecond();
     *answer.lock().unwrap() = Answer::Body("text/plain", "a 3\n".into());
     let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
     assert_eq!(report.samples, 1);
@@ -325,4 +317,18 @@ fn only_ready_instances_of_declaring_services_are_targets() {
         (4000, "api", "3f2a1c9e")
     );
     assert_eq!(t.url(), "http://127.0.0.1:4000/metrics");
+}
+
+/// Samples are stamped in milliseconds: a second scrape must land in a later one than the
+/// first, or its staleness markers would share the first samples' timestamps. A bounded spin
+/// on the clock, not a sleep.
+fn next_millisecond() {
+    let first = std::time::SystemTime::now();
+    while std::time::SystemTime::now()
+        .duration_since(first)
+        .unwrap_or_default()
+        < Duration::from_millis(2)
+    {
+        std::hint::spin_loop();
+    }
 }
