@@ -5,6 +5,7 @@
 //! because Prometheus treats `a=""` the same as an absent label.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -18,9 +19,10 @@ pub struct Label {
     pub value: String,
 }
 
-/// A sorted, de-duplicated set of labels.
+/// A sorted, de-duplicated set of labels. Shared (`Arc`), so the copies a query makes per
+/// series and per step, and the scraper's set of last-seen series, cost a reference count.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<Label>);
+pub struct Labels(Arc<[Label]>);
 
 impl Labels {
     /// Builds a set from pairs; later duplicates win, empty values are dropped.
@@ -42,7 +44,7 @@ impl Labels {
             }
         }
         out.retain(|l| !l.value.is_empty());
-        Labels(out)
+        Labels(out.into())
     }
 
     /// The value of `name`, if present.
@@ -108,7 +110,7 @@ impl Labels {
                 },
             );
         }
-        Labels(v)
+        Labels(v.into())
     }
 
     /// Approximate heap bytes, for memory accounting.

@@ -79,7 +79,8 @@ pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
 /// Bounds that keep one query from exhausting the process.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Most series one query may select (default 10,000).
+    /// Most series one query may select (default 200,000: a histogram over 100 targets is
+    /// already 12,000; the sample limit is what bounds memory).
     pub max_series: usize,
     /// Most samples one query may load or produce (default 50 million, like Prometheus).
     pub max_samples: usize,
@@ -92,7 +93,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_series: 10_000,
+            max_series: 200_000,
             max_samples: 50_000_000,
             lookback: Duration::from_secs(300),
             max_steps: 11_000,

@@ -302,3 +302,28 @@ fn limited_selections_fail_before_decoding_too_much() {
     let err = limited(100, 500).unwrap_err();
     assert_eq!(err.to_string(), "more than 500 samples");
 }
+
+#[test]
+fn version_1_segments_still_load() {
+    use super::codec::{crc32, put_labels, put_uvarint};
+    let labels = lbl("m", "api");
+    let mut chunk = crate::chunk::Chunk::new();
+    chunk.append(1000, 1.5);
+    chunk.append(2000, 2.5);
+    let mut out = b"KMSEG01\n".to_vec();
+    put_uvarint(&mut out, 1);
+    put_labels(&mut out, &labels);
+    put_uvarint(&mut out, 1);
+    out.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
+    put_uvarint(&mut out, chunk.bytes().len() as u64);
+    out.extend_from_slice(chunk.bytes());
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let seg = segment::Segment::decode(1, &out).unwrap();
+    assert_eq!(seg.series()[0].labels, labels);
+    assert_eq!(seg.series()[0].chunks[0].samples().len(), 2);
+    // Written again, it is version 2 and smaller labels-wise, with the same content.
+    let again = segment::Segment::decode(1, &seg.encode()).unwrap();
+    assert_eq!(again.series()[0].labels, labels);
+    assert!(seg.encode().starts_with(b"KMSEG02\n"));
+}

@@ -68,6 +68,16 @@ fn target(port: u16, timeout: Duration, sample_limit: usize) -> Target {
     }
 }
 
+/// Waits (bounded) until the millisecond clock moves on, so a second scrape's samples and
+/// staleness markers are newer than the first's.
+fn next_ms() {
+    let first = crate::metrics::now_ms();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while crate::metrics::now_ms() <= first && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
 fn scrapes() -> Arc<Scrapes> {
     Arc::new(Scrapes::default())
 }
@@ -158,6 +168,7 @@ async fn malformed_text_is_a_clear_error_recorded_as_up_zero_and_ends_the_old_se
     next_millisecond();
     *answer.lock().unwrap() =
         Answer::Body("text/plain", "ok_metric 1\nbroken{label=\"x\" 2\n".into());
+    next_ms();
     let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
     let error = report.error.unwrap();
     assert!(
@@ -244,6 +255,7 @@ async fn a_series_gone_from_the_answer_gets_a_staleness_marker() {
     let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
     next_millisecond();
     *answer.lock().unwrap() = Answer::Body("text/plain", "a 3\n".into());
+    next_ms();
     let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
     assert_eq!(report.samples, 1);
     assert_eq!(seen.len(), 1);
