@@ -572,7 +572,17 @@ impl Run<'_> {
             tokio::time::sleep(warmup).await;
             let before_stats = self.traffic().stats(&self.service).await;
             tokio::time::sleep(canary.pause.saturating_sub(warmup)).await;
-            let after_stats = self.traffic().stats(&self.service).await;
+            let mut after_stats = self.traffic().stats(&self.service).await;
+            // Too few canary requests to judge: keep watching, up to four more pauses, rather
+            // than decide on a handful (a slow or quiet service).
+            for _ in 0..EXTRA_PAUSES {
+                let seen = canary_requests(&after_stats, &before_stats, &self.set);
+                if !routed || seen >= canary.min_requests {
+                    break;
+                }
+                tokio::time::sleep(canary.pause).await;
+                after_stats = self.traffic().stats(&self.service).await;
+            }
             let after = self.deployer.sets(&self.service).await;
             let verdict = self.analyse(
                 canary,
@@ -744,6 +754,20 @@ impl Run<'_> {
         ));
         DeployResult::RolledBack { reason }
     }
+}
+
+/// How many more pauses a canary step waits for `min_requests` before judging on health only.
+const EXTRA_PAUSES: u32 = 4;
+
+/// Requests the canary set got between two snapshots.
+fn canary_requests(
+    after: &BTreeMap<String, SetStats>,
+    before: &BTreeMap<String, SetStats>,
+    set: &str,
+) -> u64 {
+    let now = after.get(set).map_or(0, |s| s.requests);
+    let then = before.get(set).map_or(0, |s| s.requests);
+    now.saturating_sub(then)
 }
 
 fn ready(instance: &InstanceStatus) -> bool {

@@ -115,7 +115,12 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
     // its errors on the stable side, so no client saw them.
     release(&s, 200, "errors", SMALL_CANARY);
     let failed = s.run(&["deploy", "app"]);
-    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "{failed:?}\n{}",
+        s.ok(&["releases", "app", "--json"])
+    );
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("canary analysis"), "{stderr}");
     assert!(stderr.contains("error ratio"), "{stderr}");
