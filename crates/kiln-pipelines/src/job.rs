@@ -102,35 +102,13 @@ pub(crate) async fn run_instance(
             level: Level::Error,
             message: shared.mask(&message),
         });
-        finish(
-            shared,
-            scope,
-            job,
-            &inst,
-            Status::Failure,
-            IndexMap::new(),
-            Vec::new(),
-            String::new(),
-            started,
-        );
-        return (Status::Failure, false, IndexMap::new());
+        return fail_before_steps(shared, scope, job, &inst, started);
     }
     let mut state = match prepare(shared, scope, job, &inst) {
         Ok(s) => s,
         Err(e) => {
             log(shared, &inst.display, &format!("##[error]{e}"));
-            finish(
-                shared,
-                scope,
-                job,
-                &inst,
-                Status::Failure,
-                IndexMap::new(),
-                Vec::new(),
-                String::new(),
-                started,
-            );
-            return (Status::Failure, false, IndexMap::new());
+            return fail_before_steps(shared, scope, job, &inst, started);
         }
     };
     inst.ctx.workspace = state.workspace.clone();
@@ -258,7 +236,30 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
     })
 }
 
-#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename these.
+/// Records a job instance that failed before any step ran (no runner for its labels, no
+/// workspace), with no outputs or steps.
+fn fail_before_steps(
+    shared: &Shared,
+    scope: &Scope,
+    job: &Job,
+    inst: &Instance,
+    started: Instant,
+) -> (Status, bool, IndexMap<String, String>) {
+    finish(
+        shared,
+        scope,
+        job,
+        inst,
+        Status::Failure,
+        IndexMap::new(),
+        Vec::new(),
+        String::new(),
+        started,
+    );
+    (Status::Failure, false, IndexMap::new())
+}
+
+#[allow(clippy::too_many_arguments)] // The job's whole record; a struct would only rename these.
 fn finish(
     shared: &Shared,
     scope: &Scope,
