@@ -565,19 +565,21 @@ impl Run<'_> {
                 .collect();
             weights.push((self.set.clone(), percent));
             self.weigh(weights, true).await;
-            // The first third of the pause is a warm-up (a new process is slow at first: cold
-            // caches, a JIT): its traffic counts for health, not for the comparison.
             let before = self.deployer.sets(&self.service).await;
+            let step_stats = self.traffic().stats(&self.service).await;
+            // The first third of the pause is a warm-up (a new process is slow at first: cold
+            // caches, a JIT): its latency is left out of the comparison, its errors are not.
             let warmup = canary.pause / 3;
             tokio::time::sleep(warmup).await;
-            let before_stats = self.traffic().stats(&self.service).await;
+            let warm_stats = self.traffic().stats(&self.service).await;
             tokio::time::sleep(canary.pause.saturating_sub(warmup)).await;
             let mut after_stats = self.traffic().stats(&self.service).await;
             // Too few canary requests to judge: keep watching, up to four more pauses, rather
-            // than decide on a handful (a slow or quiet service).
+            // than decide on a handful (a slow or quiet service). An ejection is already a
+            // verdict: an ejected canary gets no more requests to count.
             for _ in 0..EXTRA_PAUSES {
-                let seen = canary_requests(&after_stats, &before_stats, &self.set);
-                if !routed || seen >= canary.min_requests {
+                let seen = set_delta(&after_stats, &step_stats, &self.set);
+                if !routed || seen.requests >= canary.min_requests || seen.ejections > 0 {
                     break;
                 }
                 tokio::time::sleep(canary.pause).await;
@@ -588,7 +590,11 @@ impl Run<'_> {
                 canary,
                 routed,
                 &old,
-                (&before_stats, &after_stats),
+                StepStats {
+                    start: &step_stats,
+                    warm: &warm_stats,
+                    end: &after_stats,
+                },
                 (&before, &after),
             );
             match verdict {
@@ -620,7 +626,7 @@ impl Run<'_> {
         canary: &Canary,
         routed: bool,
         old: &[(String, u32)],
-        stats: (&BTreeMap<String, SetStats>, &BTreeMap<String, SetStats>),
+        stats: StepStats<'_>,
         sets: (&Sets, &Sets),
     ) -> Result<String, Failure> {
         let (before, after) = sets;
@@ -643,63 +649,7 @@ impl Run<'_> {
         if !routed {
             return Ok("healthy (no route: health only)".into());
         }
-        let (before, after) = stats;
-        let delta = |name: &str| {
-            let now = after.get(name).cloned().unwrap_or_default();
-            let then = before.get(name).cloned().unwrap_or_default();
-            now.since(&then)
-        };
-        let new = delta(&self.set);
-        let mut stable = SetStats::default();
-        for (name, _) in old {
-            let d = delta(name);
-            stable.requests += d.requests;
-            stable.errors += d.errors;
-            if stable.latency.is_empty() {
-                stable.latency = d.latency;
-            } else {
-                for (slot, (_, count)) in stable.latency.iter_mut().zip(d.latency) {
-                    slot.1 += count;
-                }
-            }
-        }
-        if new.requests < canary.min_requests {
-            return Ok(format!(
-                "healthy; traffic analysis inconclusive ({} canary request(s), {} needed)",
-                new.requests, canary.min_requests
-            ));
-        }
-        let (new_errors, stable_errors) = (new.error_ratio(), stable.error_ratio());
-        if new_errors > stable_errors + canary.max_error_increase {
-            return Err(format!(
-                "error ratio {:.2}% over {} requests vs {:.2}% on the stable version (allowed: +{:.2} points)",
-                new_errors * 100.0,
-                new.requests,
-                stable_errors * 100.0,
-                canary.max_error_increase * 100.0
-            ));
-        }
-        let (new_p99, stable_p99) = (new.quantile(0.99), stable.quantile(0.99));
-        if let (Some(n99), Some(s99)) = (new_p99, stable_p99)
-            && n99 > s99 * canary.max_latency_ratio
-            && n99 - s99 > canary.latency_slack.as_secs_f64()
-        {
-            return Err(format!(
-                "p99 latency {:.1} ms vs {:.1} ms on the stable version (allowed: ×{} and +{} ms)",
-                n99 * 1000.0,
-                s99 * 1000.0,
-                canary.max_latency_ratio,
-                canary.latency_slack.as_millis()
-            ));
-        }
-        Ok(format!(
-            "error ratio {:.2}% vs {:.2}%, p99 {} vs {} over {} requests",
-            new_errors * 100.0,
-            stable_errors * 100.0,
-            ms(new_p99),
-            ms(stable_p99),
-            new.requests
-        ))
+        judge_traffic(canary, &self.set, old, &stats)
     }
 
     /// A failed deploy: back to the old sets at their original size (with `auto_rollback`),
@@ -759,15 +709,108 @@ impl Run<'_> {
 /// How many more pauses a canary step waits for `min_requests` before judging on health only.
 const EXTRA_PAUSES: u32 = 4;
 
-/// Requests the canary set got between two snapshots.
-fn canary_requests(
+/// The traffic half of a canary step's verdict: the canary set against the previous version's.
+/// Errors and ejections count over the whole step; latency only after the warm-up.
+fn judge_traffic(
+    canary: &Canary,
+    set: &str,
+    old: &[(String, u32)],
+    stats: &StepStats<'_>,
+) -> Result<String, Failure> {
+    let new = set_delta(stats.end, stats.start, set);
+    let stable = old_sets_delta(stats.end, stats.start, old);
+    let new_warm = set_delta(stats.end, stats.warm, set);
+    let stable_warm = old_sets_delta(stats.end, stats.warm, old);
+    if new.ejections > 0 {
+        return Err(format!(
+            "the ingress ejected a canary endpoint {} time(s) after consecutive failures \
+             (error ratio {:.2}% over {} requests vs {:.2}% on the stable version)",
+            new.ejections,
+            new.error_ratio() * 100.0,
+            new.requests,
+            stable.error_ratio() * 100.0
+        ));
+    }
+    if new.requests < canary.min_requests {
+        return Ok(format!(
+            "healthy; traffic analysis inconclusive ({} canary request(s), {} needed; {} on the stable version)",
+            new.requests, canary.min_requests, stable.requests
+        ));
+    }
+    let (new_errors, stable_errors) = (new.error_ratio(), stable.error_ratio());
+    if new_errors > stable_errors + canary.max_error_increase {
+        return Err(format!(
+            "error ratio {:.2}% over {} requests vs {:.2}% on the stable version (allowed: +{:.2} points)",
+            new_errors * 100.0,
+            new.requests,
+            stable_errors * 100.0,
+            canary.max_error_increase * 100.0
+        ));
+    }
+    let (new_p99, stable_p99) = (new_warm.quantile(0.99), stable_warm.quantile(0.99));
+    if let (Some(n99), Some(s99)) = (new_p99, stable_p99)
+        && n99 > s99 * canary.max_latency_ratio
+        && n99 - s99 > canary.latency_slack.as_secs_f64()
+    {
+        return Err(format!(
+            "p99 latency {:.1} ms vs {:.1} ms on the stable version (allowed: ×{} and +{} ms)",
+            n99 * 1000.0,
+            s99 * 1000.0,
+            canary.max_latency_ratio,
+            canary.latency_slack.as_millis()
+        ));
+    }
+    Ok(format!(
+        "error ratio {:.2}% vs {:.2}%, p99 {} vs {} over {} requests",
+        new_errors * 100.0,
+        stable_errors * 100.0,
+        ms(new_p99),
+        ms(stable_p99),
+        new.requests
+    ))
+}
+
+/// Ingress statistics at three moments of a canary step.
+struct StepStats<'a> {
+    /// When the step's weights took effect.
+    start: &'a BTreeMap<String, SetStats>,
+    /// After the warm-up.
+    warm: &'a BTreeMap<String, SetStats>,
+    end: &'a BTreeMap<String, SetStats>,
+}
+
+/// What one set did between two snapshots.
+fn set_delta(
     after: &BTreeMap<String, SetStats>,
     before: &BTreeMap<String, SetStats>,
     set: &str,
-) -> u64 {
-    let now = after.get(set).map_or(0, |s| s.requests);
-    let then = before.get(set).map_or(0, |s| s.requests);
-    now.saturating_sub(then)
+) -> SetStats {
+    let now = after.get(set).cloned().unwrap_or_default();
+    let then = before.get(set).cloned().unwrap_or_default();
+    now.since(&then)
+}
+
+/// What the previous version's sets did together between two snapshots.
+fn old_sets_delta(
+    after: &BTreeMap<String, SetStats>,
+    before: &BTreeMap<String, SetStats>,
+    old: &[(String, u32)],
+) -> SetStats {
+    let mut stable = SetStats::default();
+    for (name, _) in old {
+        let d = set_delta(after, before, name);
+        stable.requests += d.requests;
+        stable.errors += d.errors;
+        stable.ejections += d.ejections;
+        if stable.latency.is_empty() {
+            stable.latency = d.latency;
+        } else {
+            for (slot, (_, count)) in stable.latency.iter_mut().zip(d.latency) {
+                slot.1 += count;
+            }
+        }
+    }
+    stable
 }
 
 fn ready(instance: &InstanceStatus) -> bool {
@@ -776,4 +819,83 @@ fn ready(instance: &InstanceStatus) -> bool {
 
 fn ms(seconds: Option<f64>) -> String {
     seconds.map_or_else(|| "-".into(), |s| format!("{:.1} ms", s * 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set's cumulative stats: `fast` requests under 10 ms, `slow` ones under 1 s.
+    fn stats(fast: u64, slow: u64, errors: u64, ejections: u64) -> SetStats {
+        SetStats {
+            requests: fast + slow,
+            errors,
+            ejections,
+            latency: vec![(0.01, fast), (1.0, slow), (f64::INFINITY, 0)],
+        }
+    }
+
+    fn at(canary: SetStats, stable: SetStats) -> BTreeMap<String, SetStats> {
+        BTreeMap::from([
+            ("app@new".to_owned(), canary),
+            ("app@old".to_owned(), stable),
+        ])
+    }
+
+    fn judge(
+        start: &BTreeMap<String, SetStats>,
+        warm: &BTreeMap<String, SetStats>,
+        end: &BTreeMap<String, SetStats>,
+    ) -> Result<String, Failure> {
+        let canary = Canary {
+            min_requests: 5,
+            ..Canary::default()
+        };
+        let old = [("app@old".to_owned(), 2)];
+        judge_traffic(&canary, "app@new", &old, &StepStats { start, warm, end })
+    }
+
+    #[test]
+    fn a_canary_ejected_during_the_warm_up_fails_though_it_then_got_no_requests() {
+        let start = at(stats(0, 0, 0, 0), stats(100, 0, 0, 0));
+        // Five 503s in the warm-up, then the ingress took it out of rotation.
+        let warm = at(stats(5, 0, 5, 1), stats(150, 0, 0, 0));
+        let end = at(stats(5, 0, 5, 1), stats(400, 0, 0, 0));
+        let verdict = judge(&start, &warm, &end).unwrap_err();
+        assert!(verdict.contains("ejected"), "{verdict}");
+        assert!(verdict.contains("error ratio 100.00%"), "{verdict}");
+    }
+
+    #[test]
+    fn warm_up_errors_count_but_warm_up_latency_does_not() {
+        let start = at(stats(0, 0, 0, 0), stats(0, 0, 0, 0));
+        // Slow and failing in the warm-up only: errors judge the whole step.
+        let warm = at(stats(0, 10, 4, 0), stats(40, 0, 0, 0));
+        let end = at(stats(30, 10, 4, 0), stats(200, 0, 0, 0));
+        let verdict = judge(&start, &warm, &end).unwrap_err();
+        assert!(
+            verdict.starts_with("error ratio 10.00% over 40"),
+            "{verdict}"
+        );
+        // Slow in the warm-up, fine after: healthy.
+        let warm = at(stats(0, 10, 0, 0), stats(40, 0, 0, 0));
+        let end = at(stats(30, 10, 0, 0), stats(200, 0, 0, 0));
+        let verdict = judge(&start, &warm, &end).unwrap();
+        assert!(verdict.contains("over 40 requests"), "{verdict}");
+    }
+
+    #[test]
+    fn slow_after_the_warm_up_fails_and_too_few_requests_is_inconclusive() {
+        let start = at(stats(0, 0, 0, 0), stats(0, 0, 0, 0));
+        let warm = at(stats(0, 0, 0, 0), stats(50, 0, 0, 0));
+        let end = at(stats(0, 30, 0, 0), stats(300, 0, 0, 0));
+        let verdict = judge(&start, &warm, &end).unwrap_err();
+        assert!(verdict.starts_with("p99 latency"), "{verdict}");
+        let end = at(stats(4, 0, 0, 0), stats(300, 0, 0, 0));
+        let verdict = judge(&start, &warm, &end).unwrap();
+        assert!(
+            verdict.contains("inconclusive (4 canary request(s), 5 needed; 300 on the stable"),
+            "{verdict}"
+        );
+    }
 }

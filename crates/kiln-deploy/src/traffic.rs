@@ -30,6 +30,8 @@ pub struct SetStats {
     pub requests: u64,
     /// Responses with a 5xx status, and requests that got no response.
     pub errors: u64,
+    /// Endpoints the ingress took out of rotation after consecutive failures (passive health).
+    pub ejections: u64,
     /// Latency histogram: (upper bound in seconds, count in that bucket, not cumulative); the
     /// last bucket's bound is `f64::INFINITY`.
     pub latency: Vec<(f64, u64)>,
@@ -50,6 +52,7 @@ impl SetStats {
         SetStats {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
+            ejections: self.ejections.saturating_sub(earlier.ejections),
             latency,
         }
     }
@@ -143,15 +146,18 @@ mod tests {
         let earlier = SetStats {
             requests: 10,
             errors: 1,
+            ejections: 0,
             latency: vec![(0.01, 10), (0.1, 0), (f64::INFINITY, 0)],
         };
         let now = SetStats {
             requests: 110,
             errors: 3,
+            ejections: 1,
             latency: vec![(0.01, 60), (0.1, 50), (f64::INFINITY, 0)],
         };
         let delta = now.since(&earlier);
         assert_eq!(delta.requests, 100);
+        assert_eq!(delta.ejections, 1);
         assert!((delta.error_ratio() - 0.02).abs() < 1e-9);
         // 50 in the first bucket, 50 in the second: p99 is near the top of the second.
         let p99 = delta.quantile(0.99).unwrap_or_default();

@@ -491,6 +491,7 @@ impl Traffic for Routes {
                 let entry = out.entry(set.set.clone()).or_default();
                 entry.requests += set.requests();
                 entry.errors += set.requests_by_class[4];
+                entry.ejections += set.ejections;
                 let bounds = LATENCY_BOUNDS.iter().copied().chain([f64::INFINITY]);
                 if entry.latency.is_empty() {
                     entry.latency = bounds.map(|b| (b, 0)).collect();
