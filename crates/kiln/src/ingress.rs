@@ -38,6 +38,8 @@ pub struct Routes {
     messages: mpsc::Sender<Msg>,
     served: Arc<RwLock<Served>>,
     address: SocketAddr,
+    /// `https` when the listener terminates TLS: the scheme of the URLs routes report.
+    scheme: &'static str,
     ingress: IngressHandle,
 }
 
@@ -83,6 +85,7 @@ pub async fn start(
     kiln_dir: &std::path::Path,
 ) -> Result<Running, Failure> {
     // Checked before binding, so a bad key pair never leaves a port half-open.
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let tls = tls
         .map(crate::tls::settings)
         .transpose()
@@ -115,6 +118,7 @@ pub async fn start(
             messages,
             served,
             address,
+            scheme,
             ingress: handle,
         },
     })
@@ -536,7 +540,12 @@ impl RouteSink for Routes {
             } else {
                 route.host.clone()
             };
-            let url = format!("http://{host}:{}{}", self.address.port(), route.path);
+            let url = format!(
+                "{}://{host}:{}{}",
+                self.scheme,
+                self.address.port(),
+                route.path
+            );
             let (reply, answer) = oneshot::channel();
             let gone = || ProviderError::Failed {
                 message: "the ingress stopped".into(),

@@ -203,5 +203,16 @@ fn the_ingress_terminates_tls_with_the_stacks_certificate() {
     assert!(reply.contains(r#""path":"/tls""#), "{reply}");
     // Plain HTTP on the TLS port gets no HTTP answer.
     assert_eq!(get(&addr, "shop.localhost", "/").0, 0);
+    // The route's URL says so.
+    let routes: Vec<String> = s
+        .ok(&["state", "list"])
+        .lines()
+        .filter(|l| l.starts_with("routes."))
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    let state: serde_json::Value =
+        serde_json::from_str(&s.ok(&["state", "show", &routes[0], "--json"])).unwrap();
+    let url = state["outputs"]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://shop.localhost:"), "{url}");
     drop(stop);
 }
