@@ -308,6 +308,71 @@ pub fn existing(releases: &Path, digest: &str) -> Result<PathBuf, ReleaseError> 
     }
 }
 
+/// How many releases of each service stay on disk, counting by when each was last deployed:
+/// enough to roll back a few times (Kamal keeps five containers the same way).
+pub const KEEP_PER_SERVICE: usize = 5;
+
+/// One recorded release and when it was last deployed (or recorded, if never deployed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseUse {
+    pub service: String,
+    pub digest: String,
+    /// RFC 3339 UTC; compares in time order as text.
+    pub last_used: String,
+}
+
+/// The digests whose files may go: those no service keeps. A service keeps the release it
+/// runs and its `keep` most recently used ones; a digest two services share stays while either
+/// keeps it.
+pub fn prunable(
+    usage: &[ReleaseUse],
+    running: &std::collections::BTreeSet<String>,
+    keep: usize,
+) -> std::collections::BTreeSet<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_service: BTreeMap<&str, Vec<&ReleaseUse>> = BTreeMap::new();
+    for u in usage {
+        by_service.entry(&u.service).or_default().push(u);
+    }
+    let mut kept: BTreeSet<&str> = running.iter().map(String::as_str).collect();
+    for uses in by_service.values_mut() {
+        uses.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.digest.cmp(&b.digest)));
+        kept.extend(uses.iter().take(keep).map(|u| u.digest.as_str()));
+    }
+    usage
+        .iter()
+        .map(|u| u.digest.as_str())
+        .filter(|d| !kept.contains(d))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes the files of `digests` under `releases` (and their `<hex>.source.json`); returns
+/// the ones that were on disk. A directory is first renamed aside, so a release is complete
+/// or absent at every moment.
+pub fn prune(
+    releases: &Path,
+    digests: &std::collections::BTreeSet<String>,
+) -> Result<Vec<String>, ReleaseError> {
+    let mut removed = Vec::new();
+    for digest in digests {
+        let hex = hex_of(digest);
+        let dir = releases.join(hex);
+        let sidecar = releases.join(format!("{hex}.source.json"));
+        if sidecar.exists() {
+            fs::remove_file(&sidecar).map_err(io_err(&sidecar))?;
+        }
+        if !dir.is_dir() {
+            continue;
+        }
+        let aside = releases.join(format!(".pruning-{hex}-{}", unique()));
+        fs::rename(&dir, &aside).map_err(io_err(&dir))?;
+        fs::remove_dir_all(&aside).map_err(io_err(&aside))?;
+        removed.push(digest.clone());
+    }
+    Ok(removed)
+}
+
 fn unique() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -401,5 +466,57 @@ mod tests {
             existing(releases.path(), &planned.digest),
             Err(ReleaseError::Missing { .. })
         ));
+    }
+
+    fn used(service: &str, digest: &str, at: &str) -> ReleaseUse {
+        ReleaseUse {
+            service: service.into(),
+            digest: digest.into(),
+            last_used: at.into(),
+        }
+    }
+
+    #[test]
+    fn each_service_keeps_its_running_and_most_recently_used_releases() {
+        let usage = [
+            used("services.api", "sha256:a1", "2026-01-01T00:00:01Z"),
+            used("services.api", "sha256:a2", "2026-01-01T00:00:02Z"),
+            used("services.api", "sha256:a3", "2026-01-01T00:00:03Z"),
+            // Rolled back to: used again, so kept though created first.
+            used("services.api", "sha256:a0", "2026-01-01T00:00:09Z"),
+            used("services.web", "sha256:w1", "2026-01-01T00:00:01Z"),
+            // Shared by both services: web keeps it.
+            used("services.api", "sha256:s", "2026-01-01T00:00:00Z"),
+            used("services.web", "sha256:s", "2026-01-01T00:00:05Z"),
+        ];
+        let running = std::collections::BTreeSet::from(["sha256:a1".to_owned()]);
+        let gone = prunable(&usage, &running, 2);
+        assert_eq!(
+            gone.into_iter().collect::<Vec<_>>(),
+            ["sha256:a2".to_owned()],
+            "a0 and a3 are api's newest two, a1 runs, s is web's"
+        );
+        assert!(prunable(&usage, &running, 5).is_empty());
+    }
+
+    #[test]
+    fn pruning_removes_the_files_and_sidecar_and_skips_what_is_gone() {
+        let dir = tree();
+        let releases = tempfile::tempdir().unwrap();
+        let kept = snapshot(dir.path(), releases.path(), None).unwrap();
+        fs::write(dir.path().join("server.js"), "console.log(2)\n").unwrap();
+        let old = snapshot(dir.path(), releases.path(), None).unwrap();
+        let sidecar = releases
+            .path()
+            .join(format!("{}.source.json", old.tree.hex()));
+        fs::write(&sidecar, "{}").unwrap();
+        let digests =
+            std::collections::BTreeSet::from([old.tree.digest.clone(), "sha256:0000".to_owned()]);
+        let removed = prune(releases.path(), &digests).unwrap();
+        assert_eq!(removed, std::slice::from_ref(&old.tree.digest));
+        assert!(!old.dir.exists() && !sidecar.exists());
+        assert!(kept.dir.is_dir());
+        let left: Vec<_> = fs::read_dir(releases.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "nothing set aside is left behind");
     }
 }

@@ -108,6 +108,24 @@ impl Store {
             .ctx("reading releases")
     }
 
+    /// Every recorded release with when it was last deployed successfully (or recorded, if
+    /// later), as `(service, digest, last_used)`.
+    pub fn release_usage(&self) -> Result<Vec<(String, String, String)>, StateError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT r.service, r.digest, MAX(r.created_at, COALESCE(
+                    (SELECT MAX(d.finished_at) FROM deploys d
+                     WHERE d.service = r.service AND d.to_release = r.digest
+                       AND d.result = 'succeeded'), ''))
+                 FROM releases r",
+            )
+            .ctx("reading release usage")?;
+        st.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .ctx("reading release usage")
+    }
+
     /// Records a finished deploy; returns its id.
     pub fn record_deploy(&mut self, deploy: &NewDeploy) -> Result<u64, StateError> {
         let detail = to_json(&deploy.detail)?;
@@ -276,6 +294,36 @@ mod tests {
         assert_eq!(api[0].deploy, deploy);
         assert_eq!(store.deploys(None, 10)?.len(), 2);
         assert_eq!(store.deploys(None, 1)?[0].id, second);
+        Ok(())
+    }
+
+    #[test]
+    fn a_release_is_used_when_recorded_or_last_deployed_successfully() -> Result<(), StateError> {
+        let mut store = Store::open_in_memory()?;
+        store.record_release(&release("sha256:aa", "2026-01-01T00:00:00.000000Z"))?;
+        store.record_release(&release("sha256:bb", "2026-01-02T00:00:00.000000Z"))?;
+        let deploy = |to: &str, result: &str| NewDeploy {
+            service: "services.api".into(),
+            from_release: None,
+            to_release: to.into(),
+            strategy: "rolling".into(),
+            trigger: "rollback".into(),
+            user: "dev".into(),
+            started_at: "2026-01-03T00:00:00.000000Z".into(),
+            duration_ms: 1,
+            result: result.into(),
+            detail: serde_json::Value::Null,
+        };
+        store.record_deploy(&deploy("sha256:aa", "succeeded"))?;
+        store.record_deploy(&deploy("sha256:bb", "rolled-back"))?;
+        let mut usage = store.release_usage()?;
+        usage.sort();
+        assert_eq!(usage[0].1, "sha256:aa");
+        assert!(usage[0].2.as_str() > "2026-01-03", "{usage:?}");
+        assert_eq!(
+            usage[1].2, "2026-01-02T00:00:00.000000Z",
+            "a failed deploy is no use"
+        );
         Ok(())
     }
 }

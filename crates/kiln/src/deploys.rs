@@ -324,11 +324,25 @@ pub fn list(dir: &Path, service: &str, json: bool) -> Result<(), Failure> {
     let releases = store.releases(&address)?;
     let deploys = store.deploys(Some(&address), if json { 1000 } else { 20 })?;
     let current = current_release(&store, &address)?;
+    let releases_dir = dir.join(".kiln").join("releases");
+    let on_disk = |digest: &str| {
+        releases_dir
+            .join(kiln_deploy::release::hex_of(digest))
+            .is_dir()
+    };
     if json {
+        let listed: Vec<serde_json::Value> = releases
+            .iter()
+            .map(|r| {
+                let mut value = serde_json::json!(r);
+                value["on_disk"] = on_disk(&r.digest).into();
+                value
+            })
+            .collect();
         let value = serde_json::json!({
             "service": address,
             "current": current,
-            "releases": releases,
+            "releases": listed,
             "deploys": deploys,
         });
         println!("{value:#}");
@@ -346,6 +360,8 @@ pub fn list(dir: &Path, service: &str, json: bool) -> Result<(), Failure> {
     for r in &releases {
         let marker = if current.as_deref() == Some(r.digest.as_str()) {
             "  ← running"
+        } else if !on_disk(&r.digest) {
+            "  (files removed)"
         } else {
             ""
         };

@@ -2,7 +2,7 @@
 //! it. Nothing here prints: progress goes out as [`Event`]s, failures as [`Failure`]s.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -259,6 +259,8 @@ pub struct Loaded {
     pub inputs: Arc<Inputs>,
     /// The providers, acting in the stack's directory.
     pub providers: Providers,
+    /// Where the services' release snapshots live (`.kiln/releases`).
+    pub releases: PathBuf,
 }
 
 /// What the running process offers the providers: the control plane has a supervisor, a
@@ -299,6 +301,7 @@ pub fn load_all(dir: &Path, vars: &[String], runtime: &Runtime) -> Result<Loaded
         stack: Arc::new(stack),
         inputs: Arc::new(inputs),
         providers,
+        releases: dir.join(".kiln").join("releases"),
     })
 }
 
@@ -641,7 +644,8 @@ async fn execute(
         RevisionStatus::Failed
     };
     let summary = serde_json::to_value(&report).map_err(|e| Failure::State(e.to_string()))?;
-    state
+    let releases = loaded.releases.clone();
+    let pruned = state
         .call(move |s| {
             s.finish_revision(serial, status, summary)?;
             s.append_event(&NewEvent {
@@ -658,12 +662,60 @@ async fn execute(
                 ),
                 data: serde_json::Value::Null,
             })?;
-            s.release_lock(&lock_id)
+            // Under the writer lock, so no apply is snapshotting a release meanwhile.
+            let pruned = prune_releases(s, &releases);
+            s.release_lock(&lock_id)?;
+            Ok(pruned)
         })
         .await?;
+    match pruned {
+        Ok(gone) if !gone.is_empty() => {
+            let _ = events.send(Event::Note {
+                message: format!(
+                    "note: removed {} old release(s) from disk (each service keeps its last {})",
+                    gone.len(),
+                    kiln_deploy::release::KEEP_PER_SERVICE
+                ),
+            });
+        }
+        Ok(_) => {}
+        Err(why) => {
+            let _ = events.send(Event::Note {
+                message: format!("warning: old releases were not removed: {why}"),
+            });
+        }
+    }
     Ok(Outcome {
         plan,
         report,
         elapsed: started.elapsed(),
     })
+}
+
+/// Removes the files of releases no service keeps (see `kiln_deploy::release::prunable`); the
+/// records stay, so `kiln releases` still lists them.
+fn prune_releases(store: &Store, releases: &Path) -> Result<Vec<String>, String> {
+    use kiln_deploy::release::{self, ReleaseUse};
+    let usage: Vec<ReleaseUse> = store
+        .release_usage()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(service, digest, last_used)| ReleaseUse {
+            service,
+            digest,
+            last_used,
+        })
+        .collect();
+    let services: std::collections::BTreeSet<&str> =
+        usage.iter().map(|u| u.service.as_str()).collect();
+    let mut running = std::collections::BTreeSet::new();
+    for service in services {
+        if let Some(current) =
+            crate::deploys::current_release(store, service).map_err(|e| e.message().to_owned())?
+        {
+            running.insert(current);
+        }
+    }
+    let gone = release::prunable(&usage, &running, release::KEEP_PER_SERVICE);
+    release::prune(releases, &gone).map_err(|e| e.to_string())
 }

@@ -173,6 +173,19 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
     );
     let plan = s.ok(&["plan"]);
     assert!(plan.contains("release_id"), "{plan}");
+
+    // Nine releases were made; only the five most recently deployed keep their files (the
+    // records all stay).
+    let releases: serde_json::Value =
+        serde_json::from_str(&s.ok(&["releases", "app", "--json"])).unwrap();
+    let listed = releases["releases"].as_array().unwrap();
+    let kept = listed.iter().filter(|r| r["on_disk"] == true).count();
+    assert!(listed.len() > 5 && kept == 5, "{kept} of {}", listed.len());
+    let dirs = std::fs::read_dir(s.file(".kiln/releases"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(dirs, 5);
 }
 
 fn common_get(addr: &str) -> String {
