@@ -44,6 +44,54 @@ pub enum Level {
     Notice,
 }
 
+/// An `::error::`/`::warning::`/`::notice::` annotation, or one the runner makes itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Annotation {
+    /// Severity.
+    pub level: Level,
+    /// The message (already masked).
+    pub message: String,
+    /// `title=`.
+    pub title: Option<String>,
+    /// Where it points (`file=`, `line=`, `endLine=`, `col=`, `endColumn=`), when it does.
+    pub location: Option<SourceLocation>,
+}
+
+impl Annotation {
+    /// An annotation without a title or location.
+    pub fn new(level: Level, message: String) -> Annotation {
+        Annotation {
+            level,
+            message,
+            title: None,
+            location: None,
+        }
+    }
+}
+
+/// A place in a file of the repository, as workflow commands give it (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceLocation {
+    pub file: String,
+    pub line: Option<u32>,
+    pub end_line: Option<u32>,
+    pub col: Option<u32>,
+    pub end_column: Option<u32>,
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.col {
+                write!(f, ":{col}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Something that happened during a run, in order per job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
@@ -77,10 +125,8 @@ pub enum RunEvent {
     Annotation {
         /// Job display name.
         job: String,
-        /// Severity.
-        level: Level,
-        /// The message.
-        message: String,
+        /// What it says and where it points.
+        annotation: Annotation,
     },
     /// A step finished.
     StepFinished {
@@ -147,6 +193,8 @@ pub struct JobRecord {
     pub steps: Vec<StepRecord>,
     /// Markdown written to `GITHUB_STEP_SUMMARY`, concatenated over steps.
     pub summary: String,
+    /// Annotations, in the order they were made.
+    pub annotations: Vec<Annotation>,
     /// Wall time.
     pub duration: Duration,
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::builtins::{self, Post};
 use crate::commands::{parse_command, parse_env_file};
 use crate::context::{Ctx, object};
-use crate::events::{JobRecord, Level, RunEvent, Status, StepRecord};
+use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::process::{self, Exit, Spawn};
 use crate::runner::{Scope, Shared, runner_arch};
 use crate::workflow::{ActionRef, Job, JobBody, Step, StepAction, Text};
@@ -97,11 +97,10 @@ pub(crate) async fn run_instance(
     };
     if let Some(message) = unmet {
         log(shared, &inst.display, &format!("##[error]{message}"));
-        shared.emit(RunEvent::Annotation {
-            job: inst.display.clone(),
-            level: Level::Error,
-            message: shared.mask(&message),
-        });
+        shared.annotate(
+            &inst.display,
+            Annotation::new(Level::Error, shared.mask(&message)),
+        );
         return fail_before_steps(shared, scope, job, &inst, started);
     }
     let mut state = match prepare(shared, scope, job, &inst) {
@@ -284,6 +283,7 @@ fn finish(
         outputs,
         steps,
         summary,
+        annotations: shared.take_annotations(&inst.display),
         duration,
     };
     shared.store.job_finished(shared.opts.run_id, &record);
@@ -1162,20 +1162,12 @@ impl Lines<'_> {
                 };
                 let message = shared.mask(&cmd.data);
                 log(shared, job, &format!("##[{}]{message}", cmd.name));
-                shared.emit(RunEvent::Annotation {
-                    job: job.clone(),
-                    level,
-                    message,
-                });
+                shared.annotate(job, annotation(shared, level, message, &cmd.properties));
             }
             "set-output" => {
                 let warning = "The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.";
                 log(shared, job, &format!("##[warning]{warning}"));
-                shared.emit(RunEvent::Annotation {
-                    job: job.clone(),
-                    level: Level::Warning,
-                    message: warning.to_owned(),
-                });
+                shared.annotate(job, Annotation::new(Level::Warning, warning.to_owned()));
                 if let Some(name) = cmd.properties.get("name") {
                     self.outputs.insert(name.clone(), cmd.data);
                 }
@@ -1189,6 +1181,37 @@ impl Lines<'_> {
             }
             _ => log(shared, job, line),
         }
+    }
+}
+
+/// An annotation from a workflow command's properties: `title`, and `file` with `line`,
+/// `endLine`, `col`, `endColumn` (GitHub ignores numbers that do not parse; so does kiln).
+fn annotation(
+    shared: &Shared,
+    level: Level,
+    message: String,
+    properties: &IndexMap<String, String>,
+) -> Annotation {
+    let number = |key: &str| {
+        properties
+            .get(key)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    let location = properties
+        .get("file")
+        .filter(|f| !f.is_empty())
+        .map(|file| SourceLocation {
+            file: shared.mask(file),
+            line: number("line"),
+            end_line: number("endLine"),
+            col: number("col"),
+            end_column: number("endColumn"),
+        });
+    Annotation {
+        level,
+        message,
+        title: properties.get("title").map(|t| shared.mask(t)),
+        location,
     }
 }
 

@@ -41,7 +41,10 @@ pub fn download_artifact(
     cache::download(artifacts_dir, run_id, Some(name), dest).map(|_| ())
 }
 pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
-pub use events::{JobRecord, MemoryStore, RunEvent, RunRecord, RunStore, Status, StepRecord};
+pub use events::{
+    Annotation, JobRecord, Level, MemoryStore, RunEvent, RunRecord, RunStore, SourceLocation,
+    Status, StepRecord,
+};
 pub use filter::{Push, PushSkip, push_runs};
 pub use glob::hash_files;
 pub use load::{LoadError, WorkflowSet, load, parse_workflow};

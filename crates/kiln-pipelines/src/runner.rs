@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::commands::Masker;
 use crate::context::{Ctx, Flags, object};
-use crate::events::{JobRecord, RunEvent, RunRecord, RunStore, Status};
+use crate::events::{Annotation, JobRecord, Level, RunEvent, RunRecord, RunStore, Status};
 use crate::job::{self, Instance};
 use crate::load::WorkflowSet;
 use crate::plan::{self, Combination};
@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub temp: PathBuf,
     pub sha: String,
     pub records: Mutex<Vec<JobRecord>>,
+    /// Annotations made so far, by job display name, until the job's record takes them.
+    pub annotations: Mutex<std::collections::HashMap<String, Vec<Annotation>>>,
     pub cache_lock: tokio::sync::Mutex<()>,
     pub counter: std::sync::atomic::AtomicUsize,
     /// Directory removals under way (awaited before the run returns).
@@ -150,6 +152,28 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn emit(&self, event: RunEvent) {
         let _ = self.events.send(event);
+    }
+
+    /// Reports an annotation of `job` and keeps it for the job's record.
+    pub fn annotate(&self, job: &str, annotation: Annotation) {
+        if let Ok(mut all) = self.annotations.lock() {
+            all.entry(job.to_owned())
+                .or_default()
+                .push(annotation.clone());
+        }
+        self.emit(RunEvent::Annotation {
+            job: job.to_owned(),
+            annotation,
+        });
+    }
+
+    /// The annotations `job` made, for its record.
+    pub fn take_annotations(&self, job: &str) -> Vec<Annotation> {
+        self.annotations
+            .lock()
+            .ok()
+            .and_then(|mut all| all.remove(job))
+            .unwrap_or_default()
     }
 
     pub fn mask(&self, line: &str) -> String {
@@ -270,6 +294,7 @@ pub async fn run(
         temp,
         sha,
         records: Mutex::new(Vec::new()),
+        annotations: Mutex::new(std::collections::HashMap::new()),
         cache_lock: tokio::sync::Mutex::new(()),
         counter: std::sync::atomic::AtomicUsize::new(0),
         cleanups: Mutex::new(Vec::new()),
@@ -641,11 +666,7 @@ pub(crate) fn runner_arch() -> &'static str {
 
 fn job_error(shared: &Shared, scope: &Scope, id: &str, message: &str) {
     let job = format!("{}{id}", scope.prefix);
-    shared.emit(RunEvent::Annotation {
-        job: job.clone(),
-        level: crate::events::Level::Error,
-        message: shared.mask(message),
-    });
+    shared.annotate(&job, Annotation::new(Level::Error, shared.mask(message)));
     shared.emit(RunEvent::JobFinished {
         job,
         status: Status::Failure,
@@ -666,6 +687,7 @@ fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
         status: Status::Skipped,
         duration: Duration::ZERO,
     });
+    let annotations = shared.take_annotations(&name);
     let record = JobRecord {
         id: format!("{}{}", scope.prefix, job.id.name),
         name,
@@ -673,6 +695,7 @@ fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
         outputs: IndexMap::new(),
         steps: Vec::new(),
         summary: String::new(),
+        annotations,
         duration: Duration::ZERO,
     };
     shared.store.job_finished(shared.opts.run_id, &record);

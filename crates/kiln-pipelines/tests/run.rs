@@ -255,6 +255,7 @@ jobs:
           echo "now dynamic-value is hidden"
           echo "x=${{ secrets.TOKEN }}" >> "$GITHUB_OUTPUT"
           echo "::warning::careful with hunter2"
+          echo "::error file=src/app.js,line=3,col=7,endColumn=9,title=Lint hunter2::unused x"
         env: { TOKEN: "${{ secrets.TOKEN }}" }
 "#,
         )],
@@ -281,8 +282,28 @@ jobs:
         "{logs:?}"
     );
     assert!(ran.events.iter().any(
-        |e| matches!(e, RunEvent::Annotation { message, .. } if message == "careful with ***")
+        |e| matches!(e, RunEvent::Annotation { annotation, .. } if annotation.message == "careful with ***")
     ));
+    // Locations and titles are kept (and masked), and the job's record holds them.
+    let located = ran
+        .events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::Annotation { annotation, .. } if annotation.location.is_some() => {
+                Some(annotation.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let location = located.location.clone().unwrap();
+    assert_eq!(location.to_string(), "src/app.js:3:7");
+    assert_eq!(location.end_column, Some(9));
+    assert_eq!(location.end_line, None);
+    assert_eq!(located.title.as_deref(), Some("Lint ***"));
+    assert_eq!(located.message, "unused x");
+    let record = ran.job("a");
+    assert_eq!(record.annotations.len(), 2, "{:?}", record.annotations);
+    assert_eq!(record.annotations[1], located);
 }
 
 #[tokio::test]

@@ -868,17 +868,8 @@ impl RunPrinter {
             RunEvent::JobStarted { job } => self.line(job, "job started", true),
             RunEvent::StepStarted { job, step } => self.line(job, &format!("▶ {step}"), true),
             RunEvent::Log { job, line } => self.line(job, line, false),
-            RunEvent::Annotation {
-                job,
-                level,
-                message,
-            } => {
-                let level = match level {
-                    Level::Error => "error",
-                    Level::Warning => "warning",
-                    Level::Notice => "notice",
-                };
-                self.line(job, &format!("{level}: {message}"), true);
+            RunEvent::Annotation { job, annotation } => {
+                self.line(job, &annotation_line(annotation), true);
             }
             RunEvent::StepFinished {
                 job,
@@ -1175,6 +1166,24 @@ fn logs(dir: &Path, run: u64, job: Option<&str>) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `error: src/app.js:3:7: Lint: message`, as a compiler would print it.
+fn annotation_line(annotation: &kiln_pipelines::Annotation) -> String {
+    let level = match annotation.level {
+        Level::Error => "error",
+        Level::Warning => "warning",
+        Level::Notice => "notice",
+    };
+    let mut line = format!("{level}: ");
+    if let Some(location) = &annotation.location {
+        line.push_str(&format!("{location}: "));
+    }
+    if let Some(title) = &annotation.title {
+        line.push_str(&format!("{title}: "));
+    }
+    line.push_str(&annotation.message);
+    line
 }
 
 #[cfg(test)]
