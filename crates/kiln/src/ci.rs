@@ -845,6 +845,7 @@ struct RunPrinter {
     files: BTreeMap<String, std::io::BufWriter<std::fs::File>>,
     width: usize,
     warned: bool,
+    folds: Folds,
 }
 
 impl RunPrinter {
@@ -859,6 +860,7 @@ impl RunPrinter {
             files: BTreeMap::new(),
             width: 12,
             warned: false,
+            folds: Folds::default(),
         }
     }
 
@@ -867,7 +869,7 @@ impl RunPrinter {
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
             RunEvent::JobStarted { job } => self.line(job, "job started", true),
             RunEvent::StepStarted { job, step } => self.line(job, &format!("▶ {step}"), true),
-            RunEvent::Log { job, line } => self.line(job, line, false),
+            RunEvent::Log { job, line } => self.log(job, line),
             RunEvent::Annotation { job, annotation } => {
                 self.line(job, &annotation_line(annotation), true);
             }
@@ -884,6 +886,12 @@ impl RunPrinter {
                     "✗"
                 };
                 let code = exit_code.map_or(String::new(), |c| format!(", exit {c}"));
+                if self.tty {
+                    let failed = *status != Status::Success && *status != Status::Skipped;
+                    for line in self.folds.step_finished(&self.masker.mask(job), failed) {
+                        self.show(job, &line, false);
+                    }
+                }
                 self.line(
                     job,
                     &format!(
@@ -911,6 +919,19 @@ impl RunPrinter {
         }
     }
 
+    /// A line of a step's output: stored whole; on a terminal, `::group::`s fold.
+    fn log(&mut self, job: &str, text: &str) {
+        if !self.tty {
+            return self.line(job, text, false);
+        }
+        let text = self.masker.mask(text);
+        let job = self.masker.mask(job);
+        self.write(&job, &text);
+        if let Some(shown) = self.folds.line(&job, &text) {
+            self.show(&job, &shown, false);
+        }
+    }
+
     fn line(&mut self, job: &str, text: &str, marker: bool) {
         // The runner masked it already; masking again is cheap insurance for what is stored.
         let text = self.masker.mask(text);
@@ -922,6 +943,11 @@ impl RunPrinter {
             text.clone()
         };
         self.write(job, &stored);
+        self.show(job, &text, marker);
+    }
+
+    /// Prints one line of `job` (already masked).
+    fn show(&mut self, job: &str, text: &str, marker: bool) {
         if self.tty {
             self.width = self.width.max(job.chars().count().min(32));
             let color = 31
@@ -972,6 +998,75 @@ impl RunPrinter {
             let _ = f.flush();
         }
         self.files.clear();
+    }
+}
+
+/// On a terminal a `::group::` folds, as GitHub's log view does: its title shows, its lines
+/// do not, unless its step fails (then they are printed after all). The log files keep every
+/// line.
+#[derive(Debug, Default)]
+struct Folds {
+    jobs: BTreeMap<String, JobFolds>,
+}
+
+/// The current step's groups of one job.
+#[derive(Debug, Default)]
+struct JobFolds {
+    /// Title and hidden lines of each group of the step, the open one last.
+    groups: Vec<(String, Vec<String>)>,
+    open: bool,
+    /// Lines not kept, beyond `FOLDED_LINES_KEPT`.
+    dropped: usize,
+}
+
+/// How many folded lines of a step are kept for printing should it fail.
+const FOLDED_LINES_KEPT: usize = 2000;
+
+impl Folds {
+    /// What to print for a line of `job`'s output, if anything.
+    fn line(&mut self, job: &str, text: &str) -> Option<String> {
+        let folds = self.jobs.entry(job.to_owned()).or_default();
+        if let Some(title) = text.strip_prefix("##[group]") {
+            folds.groups.push((title.to_owned(), Vec::new()));
+            folds.open = true;
+            return Some(format!("▸ {title}"));
+        }
+        if text.starts_with("##[endgroup]") {
+            folds.open = false;
+            return None;
+        }
+        // Errors and warnings never hide in a fold.
+        if !folds.open || text.starts_with("##[error]") || text.starts_with("##[warning]") {
+            return Some(text.to_owned());
+        }
+        let kept: usize = folds.groups.iter().map(|(_, lines)| lines.len()).sum();
+        match folds.groups.last_mut() {
+            Some((_, lines)) if kept < FOLDED_LINES_KEPT => lines.push(text.to_owned()),
+            _ => folds.dropped += 1,
+        }
+        None
+    }
+
+    /// The step of `job` ended: the lines to print now (its groups unfolded if it failed).
+    fn step_finished(&mut self, job: &str, failed: bool) -> Vec<String> {
+        let Some(folds) = self.jobs.remove(job) else {
+            return Vec::new();
+        };
+        if !failed {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (title, lines) in folds.groups {
+            out.push(format!("▾ {title}"));
+            out.extend(lines);
+        }
+        if folds.dropped > 0 {
+            out.push(format!(
+                "({} more folded line(s) are in the job's log: `kiln ci logs`)",
+                folds.dropped
+            ));
+        }
+        out
     }
 }
 
@@ -1189,6 +1284,49 @@ fn annotation_line(annotation: &kiln_pipelines::Annotation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_fold_unless_their_step_fails() {
+        let mut folds = Folds::default();
+        let shown: Vec<Option<String>> = [
+            "before",
+            "##[group]npm ci",
+            "added 120 packages",
+            "##[endgroup]",
+            "after",
+        ]
+        .iter()
+        .map(|l| folds.line("build", l))
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                Some("before".to_owned()),
+                Some("▸ npm ci".to_owned()),
+                None,
+                None,
+                Some("after".to_owned())
+            ]
+        );
+        assert!(folds.step_finished("build", false).is_empty());
+        // A failing step prints its folded lines after all, the open group's too.
+        folds.line("build", "##[group]test");
+        for i in 0..FOLDED_LINES_KEPT + 3 {
+            folds.line("build", &format!("line {i}"));
+        }
+        assert_eq!(
+            folds.line("other", "other job"),
+            Some("other job".to_owned())
+        );
+        let unfolded = folds.step_finished("build", true);
+        assert_eq!(unfolded[0], "▾ test");
+        assert_eq!(unfolded.len(), FOLDED_LINES_KEPT + 2);
+        assert!(unfolded[FOLDED_LINES_KEPT + 1].starts_with("(3 more folded line(s)"));
+        assert!(
+            folds.step_finished("build", true).is_empty(),
+            "once per step"
+        );
+    }
 
     #[test]
     fn slugs_are_file_names() {
