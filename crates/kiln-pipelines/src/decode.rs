@@ -15,9 +15,9 @@ use kiln_spec::yaml::{Key, Node, Value as Y};
 
 use crate::condition;
 use crate::workflow::{
-    ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Input, InputType, Job, JobBody,
-    Matrix, MatrixTable, Name, NodeRuns, RunDefaults, RunsOn, Step, StepAction, Strategy, Text,
-    TextMap, Trigger, Vector, resolve_action,
+    Access, ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Concurrency, Input,
+    InputType, Job, JobBody, Matrix, MatrixTable, Name, NodeRuns, Permissions, RunDefaults, RunsOn,
+    Step, StepAction, Strategy, Text, TextMap, Trigger, Vector, resolve_action,
 };
 
 /// Where an expression is written decides which named values and functions it may use.
@@ -152,6 +152,24 @@ const STEP_KEYS: &[&str] = &[
     "continue-on-error",
     "timeout-minutes",
 ];
+/// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`.
+const PERMISSION_SCOPES: &[&str] = &[
+    "actions",
+    "attestations",
+    "checks",
+    "contents",
+    "deployments",
+    "discussions",
+    "id-token",
+    "issues",
+    "models",
+    "packages",
+    "pages",
+    "pull-requests",
+    "repository-projects",
+    "security-events",
+    "statuses",
+];
 const EVENTS: &[&str] = &[
     "branch_protection_rule",
     "check_run",
@@ -203,6 +221,8 @@ pub(crate) struct WorkflowParts {
     pub on: IndexMap<String, Trigger>,
     pub env: TextMap,
     pub defaults: RunDefaults,
+    pub permissions: Option<Permissions>,
+    pub concurrency: Option<Concurrency>,
     pub jobs: IndexMap<String, Job>,
 }
 
@@ -393,6 +413,8 @@ impl Decoder<'_> {
             on: IndexMap::new(),
             env: TextMap::new(),
             defaults: RunDefaults::default(),
+            permissions: None,
+            concurrency: None,
             jobs: IndexMap::new(),
         };
         let mut seen_on = false;
@@ -414,6 +436,11 @@ impl Decoder<'_> {
                 "jobs" => {
                     seen_jobs = true;
                     parts.jobs = self.jobs(value, &parts.on);
+                }
+                "permissions" => parts.permissions = self.permissions(value, "permissions"),
+                "concurrency" => {
+                    parts.concurrency =
+                        self.concurrency(value, "concurrency", &Scope::new(RUN_NAME, &[]));
                 }
                 _ => {}
             }
@@ -837,6 +864,8 @@ impl Decoder<'_> {
             continue_on_error: None,
             strategy: None,
             runs_on: RunsOn::default(),
+            permissions: None,
+            concurrency: None,
             body: JobBody::Steps(Vec::new()),
         };
         let mut steps = None;
@@ -855,6 +884,8 @@ impl Decoder<'_> {
                     job.continue_on_error = self.text(v, &p, &sc(JOB_PLAIN, &[]));
                 }
                 "strategy" => job.strategy = self.strategy(v, &p),
+                "permissions" => job.permissions = self.permissions(v, &p),
+                "concurrency" => job.concurrency = self.concurrency(v, &p, &sc(JOB_PLAIN, &[])),
                 "steps" => steps = Some(self.steps(v, &p, &sc(STEP_ALL, hash_only()), &sc(STEP_IF, STATUS_AND_HASH))),
                 "services" | "container" => self.diags.push(
                     Diagnostic::new(
@@ -887,6 +918,103 @@ impl Decoder<'_> {
             }
         }
         Some(job)
+    }
+
+    /// `concurrency`: a group name, or `{ group, cancel-in-progress }`.
+    fn concurrency(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Concurrency> {
+        if !matches!(node.value, Y::Map(_)) {
+            let group = self.text(node, path, scope)?;
+            return Some(Concurrency {
+                group,
+                cancel_in_progress: None,
+            });
+        }
+        let entries = self.map(node, path)?;
+        self.check_keys(entries, &["group", "cancel-in-progress"], path);
+        let mut group = None;
+        let mut cancel_in_progress = None;
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "group" => group = self.text(v, &p, scope),
+                "cancel-in-progress" => cancel_in_progress = self.text(v, &p, scope),
+                _ => {}
+            }
+        }
+        match group {
+            Some(group) => Some(Concurrency {
+                group,
+                cancel_in_progress,
+            }),
+            None => {
+                self.missing(
+                    node.span,
+                    path,
+                    "group",
+                    "the name of the concurrency group",
+                );
+                None
+            }
+        }
+    }
+
+    /// `permissions`: `read-all`, `write-all`, or scopes mapped to `read`, `write` or `none`.
+    fn permissions(&mut self, node: &Node, path: &str) -> Option<Permissions> {
+        if !matches!(node.value, Y::Map(_)) {
+            let text = self.plain_string(node, path)?;
+            return match text.as_str() {
+                "read-all" => Some(Permissions::ReadAll),
+                "write-all" => Some(Permissions::WriteAll),
+                _ => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            node.span,
+                            path,
+                            format!("`{text}` is not a permissions value"),
+                        )
+                        .label("expected read-all, write-all or a mapping of scopes")
+                        .help("e.g. `permissions: { contents: read }`"),
+                    );
+                    None
+                }
+            };
+        }
+        let entries = self.map(node, path)?;
+        self.check_keys(entries, PERMISSION_SCOPES, path);
+        let mut scopes = IndexMap::new();
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            let Some(text) = self.plain_string(v, &p) else {
+                continue;
+            };
+            let access = match text.as_str() {
+                "read" if k.text != "id-token" => Access::Read,
+                "write" => Access::Write,
+                "none" => Access::None,
+                _ => {
+                    let allowed = if k.text == "id-token" {
+                        "write or none"
+                    } else {
+                        "read, write or none"
+                    };
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            v.span,
+                            p.clone(),
+                            format!("`{text}` is not an access level for `{}`", k.text),
+                        )
+                        .label(format!("expected {allowed}")),
+                    );
+                    continue;
+                }
+            };
+            if PERMISSION_SCOPES.contains(&k.text.as_str()) {
+                scopes.insert(k.text.clone(), access);
+            }
+        }
+        Some(Permissions::Scopes(scopes))
     }
 
     fn runs_on(&mut self, node: &Node, path: &str, scope: &Scope) -> RunsOn {

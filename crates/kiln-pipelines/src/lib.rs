@@ -15,6 +15,7 @@
 pub mod builtins;
 mod cache;
 pub mod commands;
+mod concurrency;
 pub mod condition;
 mod context;
 mod decode;

@@ -118,6 +118,8 @@ fn decode_workflow(
         on: parts.on,
         env: parts.env,
         defaults: parts.defaults,
+        permissions: parts.permissions,
+        concurrency: parts.concurrency,
         jobs: parts.jobs,
     };
     check_graph(&workflow, file, diags);

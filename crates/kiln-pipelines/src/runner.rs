@@ -310,7 +310,107 @@ pub async fn run(
         secrets: shared.opts.secrets.clone(),
         prefix: String::new(),
     });
-    let results = run_graph(shared.clone(), scope).await;
+    let results = match &root.concurrency {
+        None => run_graph(shared.clone(), scope).await,
+        Some(concurrency) => {
+            let ctx = base_ctx(&shared, &scope, "");
+            let mut held = match enter_group(&shared, &ctx, concurrency, WORKFLOW_LEVEL).await {
+                Ok(held) => held,
+                Err(status) => {
+                    let ended = IndexMap::from([(
+                        WORKFLOW_LEVEL.to_owned(),
+                        JobResult {
+                            status,
+                            outputs: IndexMap::new(),
+                        },
+                    )]);
+                    return Ok(finish_run(&shared, &root, ended, started, run_dir).await);
+                }
+            };
+            tokio::select! {
+                results = run_graph(shared.clone(), scope) => results,
+                () = held.cancel_requested() => {
+                    // Dropping the graph aborts its jobs; their process groups die with them.
+                    let message = format!(
+                        "Canceling since a newer run in concurrency group '{}' cancels runs in progress",
+                        ctx.string(&concurrency.group).unwrap_or_default()
+                    );
+                    shared.annotate(WORKFLOW_LEVEL, Annotation::new(Level::Error, message));
+                    IndexMap::from([(
+                        WORKFLOW_LEVEL.to_owned(),
+                        JobResult { status: Status::Cancelled, outputs: IndexMap::new() },
+                    )])
+                }
+            }
+        }
+    };
+    Ok(finish_run(&shared, &root, results, started, run_dir).await)
+}
+
+/// Where a workflow-level concurrency group reports (as if it were a job).
+const WORKFLOW_LEVEL: &str = "concurrency";
+
+/// Waits for the group `concurrency` names, as the job (or the run, with `WORKFLOW_LEVEL`)
+/// `who`. Otherwise how the run (or job) ends without running: cancelled when a newer arrival
+/// replaced it, failed when the group cannot be evaluated or used (reported as an annotation
+/// of `who`).
+pub(crate) async fn enter_group(
+    shared: &Shared,
+    ctx: &Ctx,
+    concurrency: &crate::workflow::Concurrency,
+    who: &str,
+) -> Result<crate::concurrency::Held, Status> {
+    let evaluated = ctx.string(&concurrency.group).and_then(|group| {
+        ctx.flag(concurrency.cancel_in_progress.as_ref())
+            .map(|cancel| (group, cancel))
+    });
+    let (group, cancel_in_progress) = match evaluated {
+        Ok(g) => g,
+        Err(e) => {
+            let message = shared.mask(&format!("invalid `concurrency`: {e}"));
+            shared.annotate(who, Annotation::new(Level::Error, message));
+            return Err(Status::Failure);
+        }
+    };
+    let groups = crate::concurrency::Groups::new(&shared.opts.work_dir.join("concurrency"));
+    let (_never_tx, never) = watch::channel(false);
+    let waiting = || {
+        let line = shared.mask(&format!(
+            "Waiting for the run in progress in concurrency group '{group}' to finish"
+        ));
+        shared.emit(RunEvent::Log {
+            job: who.to_owned(),
+            line,
+        });
+    };
+    match groups
+        .acquire(&group, cancel_in_progress, never, waiting)
+        .await
+    {
+        Ok(crate::concurrency::Acquired::Held(held)) => Ok(held),
+        Ok(_) => {
+            let message = shared.mask(&format!(
+                "Canceling since a higher priority waiting request for '{group}' exists"
+            ));
+            shared.annotate(who, Annotation::new(Level::Error, message));
+            Err(Status::Cancelled)
+        }
+        Err(e) => {
+            let message = shared.mask(&format!("concurrency group '{group}': {e}"));
+            shared.annotate(who, Annotation::new(Level::Error, message));
+            Err(Status::Failure)
+        }
+    }
+}
+
+/// Reports and records the end of the run.
+async fn finish_run(
+    shared: &Shared,
+    root: &Workflow,
+    results: IndexMap<String, JobResult>,
+    started: Instant,
+    run_dir: PathBuf,
+) -> RunResult {
     let cleanups = shared
         .cleanups
         .lock()
@@ -324,17 +424,17 @@ pub async fn run(
     shared.emit(RunEvent::RunFinished { status, duration });
     let record = RunRecord {
         run_id: shared.opts.run_id,
-        workflow: workflow_name(&root),
+        workflow: workflow_name(root),
         status,
         jobs: shared.records.lock().map(|r| r.clone()).unwrap_or_default(),
         duration,
     };
     shared.store.run_finished(&record);
-    Ok(RunResult {
+    RunResult {
         status,
         jobs: results.into_iter().map(|(k, v)| (k, v.status)).collect(),
         run_dir,
-    })
+    }
 }
 
 /// `inputs` for the root workflow: declared defaults, overridden by what was passed, typed as
@@ -738,7 +838,7 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
             })),
         );
         let display = display_name(&job, &ictx, combo.as_ref(), &scope.prefix);
-        let (shared, scope, job, limit, mut cancel) = (
+        let (shared, scope, job, limit, cancel) = (
             shared.clone(),
             scope.clone(),
             job.clone(),
@@ -747,6 +847,24 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
         );
         let cancel_tx = cancel_tx.clone();
         set.spawn(async move {
+            // The group first: a job waiting for its group holds no slot others could use.
+            let (mut cancel, _group) = match &job.concurrency {
+                None => (cancel, None),
+                Some(c) => match enter_group(&shared, &ictx, c, &display).await {
+                    Ok(held) => {
+                        let (cancel, guard) = cancel_with_group(cancel, held);
+                        (cancel, Some(guard))
+                    }
+                    Err(status) => {
+                        shared.emit(RunEvent::JobFinished {
+                            job: display,
+                            status,
+                            duration: Duration::ZERO,
+                        });
+                        return (status, false, IndexMap::new());
+                    }
+                },
+            };
             let _own = limit.acquire().await;
             let _slot = shared.slots.acquire().await;
             if *cancel.borrow_and_update() {
@@ -794,6 +912,41 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
     JobResult {
         status: conclusion(statuses.into_iter()),
         outputs,
+    }
+}
+
+/// A job's cancellation that also fires when a newer job of its concurrency group cancels it;
+/// the group is held until the returned guard is dropped.
+fn cancel_with_group(
+    mut matrix: watch::Receiver<bool>,
+    mut held: crate::concurrency::Held,
+) -> (watch::Receiver<bool>, AbortOnDrop) {
+    let (tx, rx) = watch::channel(*matrix.borrow());
+    let task = tokio::spawn(async move {
+        let matrix_cancelled = async {
+            // A closed channel cancels nothing.
+            if matrix.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = matrix_cancelled => {}
+            () = held.cancel_requested() => {}
+        }
+        let _ = tx.send(true);
+        // Keep the group until the job is done with it (the guard aborts this task).
+        std::future::pending::<()>().await;
+        drop(held);
+    });
+    (rx, AbortOnDrop(task))
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

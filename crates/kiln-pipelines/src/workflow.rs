@@ -46,6 +46,10 @@ pub struct Workflow {
     pub env: TextMap,
     /// `defaults.run`.
     pub defaults: RunDefaults,
+    /// `permissions` (parsed and checked; kiln issues no `GITHUB_TOKEN` to scope).
+    pub permissions: Option<Permissions>,
+    /// `concurrency`.
+    pub concurrency: Option<Concurrency>,
     /// `jobs`, in file order.
     pub jobs: IndexMap<String, Job>,
 }
@@ -157,8 +161,41 @@ pub struct Job {
     pub strategy: Option<Strategy>,
     /// `runs-on` (empty for a reusable-workflow call).
     pub runs_on: RunsOn,
+    /// `permissions`.
+    pub permissions: Option<Permissions>,
+    /// `concurrency`.
+    pub concurrency: Option<Concurrency>,
     /// What the job does.
     pub body: JobBody,
+}
+
+/// `concurrency`: at most one run (or job) of a group runs and one waits; a newer one replaces
+/// the waiting one, and with `cancel-in-progress` also cancels the running one.
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    /// `group` (or the whole value when it is a string); compared case-insensitively.
+    pub group: Text,
+    /// `cancel-in-progress`: `true`, `false` or an expression.
+    pub cancel_in_progress: Option<Text>,
+}
+
+/// `permissions` of the `GITHUB_TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permissions {
+    /// `read-all`.
+    ReadAll,
+    /// `write-all`.
+    WriteAll,
+    /// Per scope (`{}` gives none).
+    Scopes(IndexMap<String, Access>),
+}
+
+/// The access one `permissions` scope grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    None,
 }
 
 /// `runs-on`: labels (each may be an expression) and an optional runner group.

@@ -999,3 +999,211 @@ jobs:
         ]
     );
 }
+
+/// A workflow in a concurrency group: its one step marks that it started, then waits (up to
+/// 30 s) for `go` in the marks directory.
+const GROUPED: &str = r#"
+on:
+  workflow_dispatch:
+    inputs:
+      tag: { type: string }
+      marks: { type: string }
+      cancel: { type: boolean, default: false }
+concurrency:
+  group: Deploy-${{ github.ref }}
+  cancel-in-progress: ${{ inputs.cancel }}
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          touch "${{ inputs.marks }}/started-${{ inputs.tag }}"
+          for i in $(seq 1 600); do [ -f "${{ inputs.marks }}/go" ] && exit 0; sleep 0.05; done
+          exit 1
+"#;
+
+/// A repository holding [`GROUPED`], a state directory its runs share, and the marks.
+struct Grouped {
+    repo: TempDir,
+    state: TempDir,
+    marks: TempDir,
+}
+
+impl Grouped {
+    fn new() -> Grouped {
+        Grouped {
+            repo: repo(&[(WF, GROUPED)]),
+            state: TempDir::new().unwrap(),
+            marks: TempDir::new().unwrap(),
+        }
+    }
+
+    fn mark(&self, name: &str) -> std::path::PathBuf {
+        self.marks.path().join(name)
+    }
+
+    /// Starts run `tag` in the background.
+    fn start(&self, tag: &str, cancel: bool) -> tokio::task::JoinHandle<Ran> {
+        let (repo, state, marks, tag) = (
+            self.repo.path().to_owned(),
+            self.state.path().to_owned(),
+            self.marks.path().to_owned(),
+            tag.to_owned(),
+        );
+        tokio::spawn(async move {
+            run_in(&repo, &state, WF, |o| {
+                o.event_name = "workflow_dispatch".into();
+                o.run_id = u64::from(tag.as_bytes()[0]);
+                o.inputs.insert("tag".into(), tag.clone().into());
+                o.inputs
+                    .insert("marks".into(), marks.to_string_lossy().into_owned().into());
+                o.inputs.insert("cancel".into(), cancel.into());
+            })
+            .await
+        })
+    }
+
+    /// Starts run `tag` and waits until its step runs.
+    async fn start_running(&self, tag: &str, cancel: bool) -> tokio::task::JoinHandle<Ran> {
+        let run = self.start(tag, cancel);
+        let started = self.mark(&format!("started-{tag}"));
+        eventually(tag, || started.exists()).await;
+        run
+    }
+}
+
+/// Polls `done` every 20 ms for up to 20 s.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether some run of the group is queued (a `pending` file under the work directory).
+fn someone_waits(state: &Path) -> bool {
+    std::fs::read_dir(state.join("runs/concurrency"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|group| group.path().join("pending").exists())
+}
+
+fn annotations(ran: &Ran) -> Vec<String> {
+    ran.events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Annotation { annotation, .. } => Some(annotation.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_group_runs_one_and_the_newest_waiter_replaces_the_waiting_one() {
+    let g = Grouped::new();
+    let a = g.start_running("A", false).await;
+    let b = g.start("B", false);
+    eventually("B to wait", || someone_waits(g.state.path())).await;
+    let c = g.start("C", false);
+    let b = b.await.unwrap();
+    assert_eq!(b.result.status, Status::Cancelled);
+    assert!(
+        annotations(&b)
+            .iter()
+            .any(|a| a.contains("higher priority waiting request for 'Deploy-refs/heads/main'")),
+        "{:?}",
+        annotations(&b)
+    );
+    assert!(!g.mark("started-C").exists(), "C waits for A");
+    std::fs::write(g.mark("go"), "").unwrap();
+    assert_eq!(a.await.unwrap().result.status, Status::Success);
+    let c = c.await.unwrap();
+    assert_eq!(c.result.status, Status::Success, "{:?}", c.events);
+    assert!(!g.mark("started-B").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_in_progress_cancels_the_running_run() {
+    let g = Grouped::new();
+    let a = g.start_running("A", false).await;
+    let b = g.start("B", true);
+    let a = a.await.unwrap();
+    assert_eq!(a.result.status, Status::Cancelled, "{:?}", a.events);
+    assert!(
+        annotations(&a)
+            .iter()
+            .any(|t| t.contains("cancels runs in progress"))
+    );
+    let started_b = g.mark("started-B");
+    eventually("B to start", || started_b.exists()).await;
+    std::fs::write(g.mark("go"), "").unwrap();
+    assert_eq!(b.await.unwrap().result.status, Status::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_one_group_never_overlap() {
+    let marks = TempDir::new().unwrap();
+    let m = marks.path().to_string_lossy().into_owned();
+    let workflow = format!(
+        r#"
+on: push
+jobs:
+  x:
+    runs-on: ubuntu-latest
+    concurrency: shared
+    steps:
+      - run: |
+          touch "{m}/started-x"
+          for i in $(seq 1 600); do [ -f "{m}/go" ] && break; sleep 0.05; done
+          touch "{m}/done-x"
+  y:
+    runs-on: ubuntu-latest
+    concurrency: {{ group: SHARED }}
+    steps:
+      - run: |
+          [ ! -f "{m}/started-x" ] || [ -f "{m}/done-x" ] || {{ echo "overlaps x"; exit 1; }}
+          touch "{m}/ran-y"
+"#
+    );
+    let repo = repo(&[(WF, &workflow)]);
+    let state = TempDir::new().unwrap();
+    let (r, s) = (repo.path().to_owned(), state.path().to_owned());
+    let run = tokio::spawn(async move { run_in(&r, &s, WF, |_| {}).await });
+    eventually("x to start or y to run", || {
+        marks.path().join("started-x").exists() || marks.path().join("ran-y").exists()
+    })
+    .await;
+    std::fs::write(marks.path().join("go"), "").unwrap();
+    let ran = run.await.unwrap();
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+}
+
+#[test]
+fn permissions_and_concurrency_are_checked() {
+    let repo = repo(&[(
+        WF,
+        r#"
+on: push
+permissions: { contents: read, id-token: read, secrets: write }
+concurrency: { cancel-in-progress: true }
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    permissions: read-some
+    concurrency: ${{ secrets.nope }}
+    steps: [ { run: "true" } ]
+"#,
+    )]);
+    let err = load(repo.path(), WF).err().unwrap().to_string();
+    for expected in [
+        "`read` is not an access level for `id-token`",
+        "unknown key `secrets` in `permissions`",
+        "`concurrency` is missing `group`",
+        "`read-some` is not a permissions value",
+        "secrets",
+    ] {
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+}

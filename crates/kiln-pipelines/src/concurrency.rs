@@ -1,0 +1,296 @@
+//! `concurrency` groups, across runs and processes (two `kiln ci run`s, or the control plane
+//! and a developer's terminal), as GitHub defines them: in a group at most one run (or job)
+//! runs and one waits. A newer arrival replaces the waiting one, which ends cancelled; with
+//! `cancel-in-progress` it also cancels the running one.
+//!
+//! A group is a directory under the work directory, named by the digest of the lower-cased
+//! group name (GitHub compares names case-insensitively). `lock` is held with an exclusive
+//! file lock by whoever runs (the kernel drops it if that process dies, so a crash never
+//! wedges a group); `pending` names the newest waiter's ticket; `running` the holder's; and
+//! `cancel` the ticket of a holder asked to stop. Waiters and holders look at these files a
+//! few times a second: a group changes hands in human time, and polling needs no daemon.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+/// How often waiters and holders look at the group's files.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The longest a run waits for its group: GitHub's longest job (6 hours) plus margin.
+const MAX_WAIT: Duration = Duration::from_secs(7 * 3600);
+
+/// The concurrency groups of one repository's runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Groups {
+    dir: PathBuf,
+}
+
+/// How asking for a group ended.
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    /// This run (or job) holds the group until the value is dropped.
+    Held(Held),
+    /// A newer arrival took this one's place in the queue: it ends cancelled, as on GitHub.
+    Superseded,
+    /// The caller gave up waiting (its own cancellation).
+    Abandoned,
+}
+
+/// A held group. Dropping it lets the next waiter in.
+#[derive(Debug)]
+pub(crate) struct Held {
+    // Dropping the file releases the lock.
+    _lock: fs::File,
+    dir: PathBuf,
+    ticket: String,
+    cancel: watch::Receiver<bool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Resolves when a newer arrival with `cancel-in-progress` asks this holder to stop.
+    pub(crate) async fn cancel_requested(&mut self) {
+        // An error means the watcher ended, which it only does when asked to stop.
+        let _ = self.cancel.wait_for(|asked| *asked).await;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        if read(&self.dir.join("running")).as_deref() == Some(self.ticket.as_str()) {
+            let _ = fs::remove_file(self.dir.join("running"));
+        }
+    }
+}
+
+impl Groups {
+    pub(crate) fn new(dir: &Path) -> Groups {
+        Groups {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Waits for `group`, reporting through `waiting` once if it has to wait. `abandon`
+    /// turning true gives up.
+    pub(crate) async fn acquire(
+        &self,
+        group: &str,
+        cancel_in_progress: bool,
+        mut abandon: watch::Receiver<bool>,
+        waiting: impl FnOnce(),
+    ) -> io::Result<Acquired> {
+        let dir = self.dir.join(group_key(group));
+        fs::create_dir_all(&dir)?;
+        let ticket = new_ticket();
+        write_atomic(&dir.join("pending"), &ticket)?;
+        let lock_path = dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        let started = Instant::now();
+        let mut waiting = Some(waiting);
+        loop {
+            if cancel_in_progress && let Some(holder) = read(&dir.join("running")) {
+                write_atomic(&dir.join("cancel"), &holder)?;
+            }
+            match file.try_lock() {
+                Ok(()) => return self.take(dir, file, ticket),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+            if read(&dir.join("pending")).as_deref() != Some(ticket.as_str()) {
+                return Ok(Acquired::Superseded);
+            }
+            if started.elapsed() > MAX_WAIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "waited {} h for concurrency group `{group}`",
+                        MAX_WAIT.as_secs() / 3600
+                    ),
+                ));
+            }
+            if let Some(report) = waiting.take() {
+                report();
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = abandon.wait_for(|gave_up| *gave_up) => {
+                    if read(&dir.join("pending")).as_deref() == Some(ticket.as_str()) {
+                        let _ = fs::remove_file(dir.join("pending"));
+                    }
+                    return Ok(Acquired::Abandoned);
+                }
+            }
+        }
+    }
+
+    /// Holding the lock: unless a newer arrival replaced this one meanwhile, become the holder.
+    fn take(&self, dir: PathBuf, file: fs::File, ticket: String) -> io::Result<Acquired> {
+        if read(&dir.join("pending")).as_deref() != Some(ticket.as_str()) {
+            return Ok(Acquired::Superseded);
+        }
+        let _ = fs::remove_file(dir.join("pending"));
+        write_atomic(&dir.join("running"), &ticket)?;
+        let (tx, cancel) = watch::channel(false);
+        let (watch_dir, watch_ticket) = (dir.clone(), ticket.clone());
+        let watcher = tokio::spawn(async move {
+            // Bounded by the holder: the task is aborted when the group is released.
+            loop {
+                if read(&watch_dir.join("cancel")).as_deref() == Some(watch_ticket.as_str()) {
+                    let _ = tx.send(true);
+                    return;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        Ok(Acquired::Held(Held {
+            _lock: file,
+            dir,
+            ticket,
+            cancel,
+            watcher,
+        }))
+    }
+}
+
+/// The group's directory name: GitHub compares group names without regard to case.
+fn group_key(group: &str) -> String {
+    hex::encode(Sha256::digest(group.to_lowercase().as_bytes()))
+}
+
+/// Unique across processes (pid) and within one (counter), readable in the files.
+fn new_ticket() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// Readers see the old content or the new, never a torn write.
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", new_ticket()));
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn never() -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        std::mem::forget(tx);
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_newer_waiter_replaces_the_waiting_one_and_runs_after_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Groups::new(dir.path());
+        let Acquired::Held(first) = groups
+            .acquire("Deploy", false, never(), || {})
+            .await
+            .unwrap()
+        else {
+            panic!("an empty group is free");
+        };
+        let (waited_tx, mut waited) = tokio::sync::mpsc::unbounded_channel();
+        let second = {
+            let groups = groups.clone();
+            let waited_tx = waited_tx.clone();
+            tokio::spawn(async move {
+                groups
+                    .acquire("deploy", false, never(), move || {
+                        let _ = waited_tx.send(2);
+                    })
+                    .await
+            })
+        };
+        assert_eq!(waited.recv().await, Some(2), "the second waits");
+        // Names compare without case: the third queues in the same group.
+        let third = {
+            let groups = groups.clone();
+            tokio::spawn(async move {
+                groups
+                    .acquire("DEPLOY", false, never(), move || {
+                        let _ = waited_tx.send(3);
+                    })
+                    .await
+            })
+        };
+        assert!(matches!(
+            second.await.unwrap().unwrap(),
+            Acquired::Superseded
+        ));
+        assert_eq!(waited.recv().await, Some(3));
+        drop(first);
+        let Acquired::Held(_third) = third.await.unwrap().unwrap() else {
+            panic!("the newest waiter runs once the holder is done");
+        };
+    }
+
+    #[tokio::test]
+    async fn cancel_in_progress_asks_the_holder_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Groups::new(dir.path());
+        let Acquired::Held(mut first) = groups.acquire("g", false, never(), || {}).await.unwrap()
+        else {
+            panic!("free");
+        };
+        let second = {
+            let groups = groups.clone();
+            tokio::spawn(async move { groups.acquire("g", true, never(), || {}).await })
+        };
+        tokio::time::timeout(Duration::from_secs(10), first.cancel_requested())
+            .await
+            .expect("the holder is asked to stop");
+        drop(first);
+        assert!(matches!(second.await.unwrap().unwrap(), Acquired::Held(_)));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_can_give_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Groups::new(dir.path());
+        let Acquired::Held(_first) = groups.acquire("g", false, never(), || {}).await.unwrap()
+        else {
+            panic!("free");
+        };
+        let (give_up, abandon) = watch::channel(false);
+        let waiter = {
+            let groups = groups.clone();
+            tokio::spawn(async move {
+                groups
+                    .acquire("g", false, abandon, move || {
+                        let _ = give_up.send(true);
+                    })
+                    .await
+            })
+        };
+        assert!(matches!(
+            waiter.await.unwrap().unwrap(),
+            Acquired::Abandoned
+        ));
+        assert!(!dir.path().join(group_key("g")).join("pending").exists());
+    }
+}
