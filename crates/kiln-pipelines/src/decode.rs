@@ -15,9 +15,9 @@ use kiln_spec::yaml::{Key, Node, Value as Y};
 
 use crate::condition;
 use crate::workflow::{
-    Access, ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Concurrency, Input,
-    InputType, Job, JobBody, Matrix, MatrixTable, Name, NodeRuns, Permissions, RunDefaults, RunsOn,
-    Step, StepAction, Strategy, Text, TextMap, Trigger, Vector, resolve_action,
+    Access, ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Concurrency, Environment,
+    Input, InputType, Job, JobBody, Matrix, MatrixTable, Name, NodeRuns, Permissions, RunDefaults,
+    RunsOn, Step, StepAction, Strategy, Text, TextMap, Trigger, Vector, resolve_action,
 };
 
 /// Where an expression is written decides which named values and functions it may use.
@@ -866,6 +866,7 @@ impl Decoder<'_> {
             runs_on: RunsOn::default(),
             permissions: None,
             concurrency: None,
+            environment: None,
             body: JobBody::Steps(Vec::new()),
         };
         let mut steps = None;
@@ -886,6 +887,7 @@ impl Decoder<'_> {
                 "strategy" => job.strategy = self.strategy(v, &p),
                 "permissions" => job.permissions = self.permissions(v, &p),
                 "concurrency" => job.concurrency = self.concurrency(v, &p, &sc(JOB_PLAIN, &[])),
+                "environment" => job.environment = self.environment(v, &p, &sc(JOB_PLAIN, &[])),
                 "steps" => steps = Some(self.steps(v, &p, &sc(STEP_ALL, hash_only()), &sc(STEP_IF, STATUS_AND_HASH))),
                 "services" | "container" => self.diags.push(
                     Diagnostic::new(
@@ -953,6 +955,37 @@ impl Decoder<'_> {
                     "group",
                     "the name of the concurrency group",
                 );
+                None
+            }
+        }
+    }
+
+    /// `environment`: a name, or `{ name, url }`.
+    fn environment(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Environment> {
+        if !matches!(node.value, Y::Map(_)) {
+            let name = self.text(node, path, scope)?;
+            return Some(Environment { name, url: None });
+        }
+        let entries = self.map(node, path)?;
+        self.check_keys(entries, &["name", "url", "deployment"], path);
+        let mut name = None;
+        let mut url = None;
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "name" => name = self.text(v, &p, scope),
+                // GitHub evaluates `url` after the job, with `steps` and `job` too.
+                "url" => url = self.text(v, &p, &Scope::new(STEP_ALL, &[])),
+                "deployment" => {
+                    self.boolean(v, &p);
+                }
+                _ => {}
+            }
+        }
+        match name {
+            Some(name) => Some(Environment { name, url }),
+            None => {
+                self.missing(node.span, path, "name", "the environment's name");
                 None
             }
         }

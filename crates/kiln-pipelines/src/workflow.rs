@@ -165,6 +165,8 @@ pub struct Job {
     pub permissions: Option<Permissions>,
     /// `concurrency`.
     pub concurrency: Option<Concurrency>,
+    /// `environment`: the deployment environment the job targets.
+    pub environment: Option<Environment>,
     /// What the job does.
     pub body: JobBody,
 }
@@ -177,6 +179,13 @@ pub struct Concurrency {
     pub group: Text,
     /// `cancel-in-progress`: `true`, `false` or an expression.
     pub cancel_in_progress: Option<Text>,
+}
+
+/// `environment`: a name, or `{ name, url }` (both may hold expressions).
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: Text,
+    pub url: Option<Text>,
 }
 
 /// `permissions` of the `GITHUB_TOKEN`.

@@ -1181,7 +1181,7 @@ jobs:
 }
 
 #[test]
-fn permissions_and_concurrency_are_checked() {
+fn permissions_concurrency_and_environment_are_checked() {
     let repo = repo(&[(
         WF,
         r#"
@@ -1193,7 +1193,12 @@ jobs:
     runs-on: ubuntu-latest
     permissions: read-some
     concurrency: ${{ secrets.nope }}
+    environment: { url: "https://example.test" }
     steps: [ { run: "true" } ]
+  b:
+    runs-on: ubuntu-latest
+    environment: { name: "prod-${{ github.ref_name }}", url: "${{ steps.d.outputs.url }}" }
+    steps: [ { id: d, run: "true" } ]
 "#,
     )]);
     let err = load(repo.path(), WF).err().unwrap().to_string();
@@ -1203,7 +1208,9 @@ jobs:
         "`concurrency` is missing `group`",
         "`read-some` is not a permissions value",
         "secrets",
+        "`jobs.a.environment` is missing `name`",
     ] {
         assert!(err.contains(expected), "{expected}: {err}");
     }
+    assert!(!err.contains("jobs.b"), "b's environment is valid: {err}");
 }
