@@ -166,7 +166,7 @@ pub async fn run(
     if let Some(store) = &metrics {
         tokio::spawn(crate::metrics::collect(
             store.clone(),
-            ingress.as_ref().map(|i| i.handle.clone()),
+            router.routes.clone(),
             supervisor.clone(),
             scrapes.clone(),
             METRICS_INTERVAL,

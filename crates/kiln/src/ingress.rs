@@ -432,6 +432,23 @@ fn build(
 const STABLE: &str = "stable";
 
 impl Routes {
+    /// The traffic of every proxy: the ingress's routes and the services' own addresses
+    /// (route `services.<name>`), so service-to-service requests are measured too.
+    pub fn traffic(&self) -> kiln_ingress::MetricsSnapshot {
+        let proxies = self
+            .served
+            .read()
+            .map(|s| s.proxies.all())
+            .unwrap_or_default();
+        let mut merged = kiln_ingress::MetricsSnapshot::default();
+        for proxy in proxies {
+            let snapshot = proxy.metrics();
+            merged.sets.extend(snapshot.sets);
+            merged.unmatched_requests += snapshot.unmatched_requests;
+        }
+        merged
+    }
+
     async fn ask(&self, message: impl FnOnce(oneshot::Sender<()>) -> Msg) {
         let (reply, answer) = oneshot::channel();
         if self.messages.send(message(reply)).await.is_ok() {
@@ -477,7 +494,7 @@ impl Traffic for Routes {
     fn stats(&self, service: &str) -> TrafficFuture<'_, BTreeMap<String, SetStats>> {
         let service = service.to_owned();
         Box::pin(async move {
-            let routes: BTreeSet<String> = self.served.read().map_or_else(
+            let mut routes: BTreeSet<String> = self.served.read().map_or_else(
                 |_| BTreeSet::new(),
                 |s| {
                     s.services
@@ -487,8 +504,10 @@ impl Traffic for Routes {
                         .collect()
                 },
             );
+            // Requests from other services through its own address count too.
+            routes.insert(vip_route(&service).address);
             let mut out: BTreeMap<String, SetStats> = BTreeMap::new();
-            for set in self.ingress.metrics().sets {
+            for set in self.traffic().sets {
                 if !routes.contains(&set.route) {
                     continue;
                 }

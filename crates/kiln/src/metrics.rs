@@ -32,7 +32,7 @@ pub fn open(kiln_dir: &Path) -> Result<Arc<Store>, Failure> {
 /// Records samples every `interval` until the process ends.
 pub async fn collect(
     store: Arc<Store>,
-    ingress: Option<kiln_ingress::IngressHandle>,
+    traffic: crate::ingress::Routes,
     supervisor: SupervisorHandle,
     scrapes: Arc<Scrapes>,
     interval: Duration,
@@ -41,10 +41,7 @@ pub async fn collect(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let mut text = ingress
-            .as_ref()
-            .map(|i| kiln_ingress::render_prometheus(&i.metrics()))
-            .unwrap_or_default();
+        let mut text = kiln_ingress::render_prometheus(&traffic.traffic());
         text.push_str(&instances_exposition(&supervisor.status().await));
         record(&store, &scrapes, &text, now_ms());
     }

@@ -203,6 +203,25 @@ fn scraped_services_and_the_token_protected_prometheus_api() {
         "{log}"
     );
 
+    // Requests through a service's own stable address are measured like the ingress's.
+    let ports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.file(".kiln/service-ports.json")).unwrap())
+            .unwrap();
+    let vip = format!("127.0.0.1:{}", ports["api"].as_u64().unwrap());
+    for _ in 0..3 {
+        assert_eq!(get(&vip, "/", None), (200, "ok".to_owned()));
+    }
+    let through_vip = "sum(http_requests_total{route=\"services.api\",code_class=\"2xx\"})";
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            instant(through_vip)
+                .first()
+                .is_some_and(|r| value(r) >= 3.0)
+        }),
+        "{:?}",
+        instant("http_requests_total")
+    );
+
     // The rest of the API: series, labels, metadata, buildinfo, errors.
     let (code, series) = api(&format!("/api/v1/series?match[]={}", encode("up")));
     assert_eq!(code, 200);
