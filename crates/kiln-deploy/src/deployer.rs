@@ -541,6 +541,10 @@ impl Run<'_> {
     ) -> DeployResult {
         let n = spec.replicas;
         let routed = self.traffic().routed(&self.service);
+        // The canary gets its share from its first step, never before: unpinned, a ready
+        // instance of it would join the stable side (and a broken one be ejected there, which
+        // would then hide it from its own step's analysis).
+        self.weigh(old.clone(), true).await;
         spec.replicas = existing.min(n);
         let mut new_count = spec.replicas;
         if let Err(e) = self.supervisor().apply(spec).await {
