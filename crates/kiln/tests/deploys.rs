@@ -293,3 +293,56 @@ jobs:
     assert_eq!(release["commit"].as_str().unwrap().len(), 40);
     assert_eq!(releases["current"], release["digest"]);
 }
+
+/// A blue-green deploy keeps the old version idle for an instant rollback. A control plane
+/// killed meanwhile must not, once restarted, send users to that idle version or leave its
+/// processes behind. (The kept set is not restored: a rollback after the restart is a full
+/// blue-green deploy rather than an instant switch.)
+#[test]
+fn a_kept_blue_green_set_never_serves_after_a_control_plane_crash() {
+    const KEEPING: &str = "{ strategy: blue-green, healthy_deadline: 10s, keep_old: 1h }";
+    let s = Scratch::new(&stack(KEEPING));
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    std::fs::write(s.file("app/server.js"), SERVER).unwrap();
+    release(&s, 1, "ok", KEEPING);
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = Down(&s);
+    release(&s, 2, "ok", KEEPING);
+    s.ok(&["deploy", "app"]);
+    let sets = |s: &Scratch| -> std::collections::BTreeSet<String> {
+        let ps: serde_json::Value = serde_json::from_str(&s.ok(&["ps", "--json"])).unwrap();
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["set"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        sets(&s).len(),
+        2,
+        "the old set is kept idle: {:?}",
+        sets(&s)
+    );
+
+    let pid: i32 = std::fs::read_to_string(s.file(".kiln/kiln.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        nix::sys::signal::kill(pid, None).is_err()
+    }));
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let addr = status["ingress"].as_str().unwrap().to_owned();
+    let bodies: Vec<String> = (0..60).map(|_| common_get(&addr)).collect();
+    assert!(
+        bodies.iter().all(|b| b == "v2"),
+        "only the live version serves after the restart: {bodies:?}"
+    );
+    assert_eq!(sets(&s).len(), 1, "{:?}", sets(&s));
+    s.ok(&["rollback", "app"]);
+    assert!(wait_until(Duration::from_secs(10), || common_get(&addr) == "v1"));
+}
