@@ -614,9 +614,15 @@ impl Inner {
 
     /// Takes all head chunks into a new (visible) segment and starts a new WAL buffer that
     /// begins with every series record. Returns the old buffer and the segment, if non-empty.
+    ///
+    /// Readers take the head, then the segments. The segments stay write-locked from before
+    /// the first chunk leaves the head until the new segment is published, so a reader that
+    /// missed a chunk in the head finds it in the segment (one that saw both gets duplicates,
+    /// which `select` removes): never a gap.
     fn cut_head(&self) -> (Vec<u8>, Option<Arc<Segment>>) {
         let head = read(&self.head);
         let mut buf = lock(&self.buf);
+        let mut segments = write(&self.segments);
         let mut fresh = Vec::new();
         let mut taken = Vec::new();
         for s in &head.series {
@@ -633,7 +639,7 @@ impl Inner {
         self.head_samples.store(0, Ordering::Relaxed);
         let seg = (!taken.is_empty()).then(|| {
             let seg = Segment::new(self.next_seq.fetch_add(1, Ordering::Relaxed), taken);
-            write(&self.segments).push(Arc::clone(&seg));
+            segments.push(Arc::clone(&seg));
             seg
         });
         (old, seg)
