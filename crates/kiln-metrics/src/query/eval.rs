@@ -92,13 +92,31 @@ pub fn matchers_of(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
     Ok(out)
 }
 
+/// The non-empty windows of a range vector at one step: (series, start, end) into the
+/// evaluator's loaded series.
+pub struct Windows {
+    series: Rc<Vec<Series>>,
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Windows {
+    /// Each series' labels and its samples in the window, in load order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Labels, &[Sample])> {
+        self.spans.iter().map(|&(i, lo, hi)| {
+            let s = &self.series[i];
+            (&s.labels, &s.samples[lo..hi])
+        })
+    }
+}
+
 pub struct Evaluator<'a, S: Source> {
     source: &'a S,
     pub limits: &'a Limits,
     start: i64,
     end: i64,
     step: i64,
-    cache: HashMap<(usize, i64), Rc<Vec<Series>>>,
+    /// Loaded series by (selector node, window, stale markers stripped).
+    cache: HashMap<(usize, i64, bool), Rc<Vec<Series>>>,
     series_loaded: usize,
     samples_loaded: usize,
 }
@@ -233,8 +251,15 @@ impl<'a, S: Source> Evaluator<'a, S> {
     }
 
     /// Loads (once) the series a selector needs for every step; `window` is range or lookback.
-    fn load(&mut self, vs: &VectorSelector, window: i64) -> Result<Rc<Vec<Series>>, QueryError> {
-        let key = (std::ptr::from_ref(vs) as usize, window);
+    /// Range windows drop staleness markers, so they are dropped here once rather than from
+    /// every step's window; an instant selector needs them (a stale last sample hides it).
+    fn load(
+        &mut self,
+        vs: &VectorSelector,
+        window: i64,
+        strip_stale: bool,
+    ) -> Result<Rc<Vec<Series>>, QueryError> {
+        let key = (std::ptr::from_ref(vs) as usize, window, strip_stale);
         if let Some(s) = self.cache.get(&key) {
             return Ok(Rc::clone(s));
         }
@@ -248,9 +273,16 @@ impl<'a, S: Source> Evaluator<'a, S> {
             max_series: self.limits.max_series.saturating_sub(self.series_loaded),
             max_samples: self.limits.max_samples.saturating_sub(self.samples_loaded),
         };
-        let series =
+        let mut series =
             self.source
                 .select_limited(&matchers_of(vs)?, lo.saturating_sub(window), hi, budget)?;
+        if strip_stale {
+            for s in &mut series {
+                if s.samples.iter().any(|x| is_stale(x.v)) {
+                    s.samples.retain(|x| !is_stale(x.v));
+                }
+            }
+        }
         self.series_loaded += series.len();
         if self.series_loaded > self.limits.max_series {
             return Err(QueryError::Limit(format!(
@@ -271,7 +303,7 @@ impl<'a, S: Source> Evaluator<'a, S> {
         t: i64,
     ) -> Result<Vec<Elem>, QueryError> {
         let lookback = ms(&self.limits.lookback);
-        let series = self.load(vs, lookback)?;
+        let series = self.load(vs, lookback, false)?;
         let r = self.ref_time(vs, t);
         let mut out = Vec::new();
         for s in series.iter() {
@@ -289,31 +321,43 @@ impl<'a, S: Source> Evaluator<'a, S> {
         Ok(out)
     }
 
+    /// A range vector at `t`, as owned series (the result of a bare `metric[5m]` query).
     pub fn matrix_selector(
         &mut self,
         vs: &VectorSelector,
         range: i64,
         t: i64,
     ) -> Result<Vec<Series>, QueryError> {
-        let series = self.load(vs, range)?;
+        let windows = self.windows(vs, range, t)?;
+        Ok(windows
+            .iter()
+            .map(|(labels, samples)| Series {
+                labels: labels.clone(),
+                samples: samples.to_vec(),
+            })
+            .collect())
+    }
+
+    /// A range vector at `t`, borrowing the loaded samples: functions over ranges read each
+    /// window in place instead of copying it at every step.
+    pub fn windows(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Result<Windows, QueryError> {
+        let series = self.load(vs, range, true)?;
         let r = self.ref_time(vs, t);
-        let mut out = Vec::new();
-        for s in series.iter() {
-            let lo = s.samples.partition_point(|x| x.t < r - range);
-            let hi = s.samples.partition_point(|x| x.t <= r);
-            let samples: Vec<Sample> = s.samples[lo..hi]
-                .iter()
-                .copied()
-                .filter(|x| !is_stale(x.v))
-                .collect();
-            if !samples.is_empty() {
-                out.push(Series {
-                    labels: s.labels.clone(),
-                    samples,
-                });
-            }
-        }
-        Ok(out)
+        let spans = series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let lo = s.samples.partition_point(|x| x.t < r - range);
+                let hi = s.samples.partition_point(|x| x.t <= r);
+                (hi > lo).then_some((i, lo, hi))
+            })
+            .collect();
+        Ok(Windows { series, spans })
     }
 
     /// Evaluates to an instant vector or fails with the expected-type message.

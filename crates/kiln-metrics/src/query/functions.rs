@@ -7,11 +7,10 @@ use promql_parser::parser::{Call, Expr};
 
 use super::QueryError;
 use super::Source;
-use super::eval::{Elem, Evaluator, Val, ms};
+use super::eval::{Elem, Evaluator, Val, Windows, ms};
 use crate::chunk::Sample;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::matcher::MatchOp;
-use crate::store::Series;
 
 pub fn eval<S: Source>(ev: &mut Evaluator<'_, S>, call: &Call, t: i64) -> Result<Val, QueryError> {
     let name = call.func.name;
@@ -110,12 +109,12 @@ fn matrix_arg<S: Source>(
     ev: &mut Evaluator<'_, S>,
     e: &Expr,
     t: i64,
-) -> Result<((i64, i64), Vec<Series>), QueryError> {
+) -> Result<((i64, i64), Windows), QueryError> {
     match e {
         Expr::MatrixSelector(m) => {
             let range = ms(&m.range);
             let end = ev.ref_time(&m.vs, t);
-            Ok(((end - range, end), ev.matrix_selector(&m.vs, range, t)?))
+            Ok(((end - range, end), ev.windows(&m.vs, range, t)?))
         }
         Expr::Paren(p) => matrix_arg(ev, &p.expr, t),
         Expr::Subquery(_) => Err(QueryError::Unsupported("subqueries".into())),
@@ -124,19 +123,20 @@ fn matrix_arg<S: Source>(
 }
 
 fn over_series(
-    series: &[Series],
+    windows: &Windows,
     f: impl Fn(&[Sample]) -> Option<f64>,
     drop_name: bool,
 ) -> Vec<Elem> {
-    series
+    windows
         .iter()
-        .filter_map(|s| {
+        .filter_map(|(labels, samples)| {
+            let v = f(samples)?;
             let labels = if drop_name {
-                s.labels.without(&[METRIC_NAME])
+                labels.without(&[METRIC_NAME])
             } else {
-                s.labels.clone()
+                labels.clone()
             };
-            f(&s.samples).map(|v| Elem { labels, v })
+            Some(Elem { labels, v })
         })
         .collect()
 }
