@@ -112,8 +112,11 @@ function legendOf(template, labels) {
 const lastGrids = new Map();
 
 // lines: [{ name, colour, points: [[ms, v], ...] }]
+// A narrow screen gets a narrower drawing, so its labels stay legible when scaled to fit.
+const chartWidth = () => (main.clientWidth < 600 ? 400 : 640);
+
 function chartSvg(lines, grid, unit, marks) {
-  const W = 640; const H = 230;
+  const W = chartWidth(); const H = 230;
   const L = 64; const R = 14; const T = 12; const B = 28;
   const format = UNITS[unit] || ((v) => number(v, 2));
   let max = 0;
@@ -201,9 +204,9 @@ main.addEventListener('pointermove', (event) => {
   const box = svg.getBoundingClientRect();
   const grid = JSON.parse(plot.dataset.grid);
   const lines = JSON.parse(plot.dataset.lines || '[]');
-  const scale = 640 / box.width;
-  const sx = (event.clientX - box.left) * scale;
-  const t = grid.start + ((sx - 64) / (640 - 78)) * (grid.end - grid.start);
+  const width = svg.viewBox.baseVal.width;
+  const sx = (event.clientX - box.left) * (width / box.width);
+  const t = grid.start + ((sx - 64) / (width - 78)) * (grid.end - grid.start);
   if (t < grid.start || t > grid.end) return;
   const format = UNITS[plot.closest('.chart-card').dataset.unit] || String;
   const rows = lines.map((line) => {
@@ -328,11 +331,15 @@ main.addEventListener('click', (event) => {
   render();
 });
 
+// Kinds (their first word) seen so far, for the filter.
+const seenKinds = new Set(['deploy', 'drift', 'instance']);
+
 async function eventsPage(params) {
   const kind = params.get('kind') || '';
   const answer = await api(`/api/events?limit=300${kind ? `&kind=${encodeURIComponent(kind)}` : ''}`);
-  const kinds = ['', 'apply', 'deploy', 'drift', 'instance', 'service', 'route'];
-  if (kind && !kinds.includes(kind)) kinds.push(kind);
+  for (const e of answer.events) seenKinds.add(e.kind.split('.')[0]);
+  if (kind) seenKinds.add(kind);
+  const kinds = ['', ...[...seenKinds].sort()];
   const options = kinds.map((k) => `<a class="${k === kind ? 'active' : ''}" href="#/events${k ? `?kind=${encodeURIComponent(k)}` : ''}">${k || 'all'}</a>`).join('');
   const rows = answer.events.map((e) => `<tr data-kind="${esc(e.kind)}"><td class="nowrap">${when(e.time)}</td><td>${pill(e.kind, kindClass(e.kind))}</td>
     <td><code>${esc(e.address || '')}</code></td><td class="wrap">${esc(e.message)}</td></tr>`).join('');

@@ -246,12 +246,16 @@ fn the_dashboard_renders_services_charts_runs_and_events_in_a_browser() {
     assert!(runs.contains("<h1>Pipeline runs</h1>"), "{runs}");
     let events = dom(&browser, profile.path(), &format!("{url}#/events"));
     assert!(events.contains("data-kind=\"instance.ready\""), "{events}");
-    let filtered = dom(
+    let deploys = dom(
         &browser,
         profile.path(),
-        &format!("{url}#/events?kind=apply"),
+        &format!("{url}#/events?kind=deploy"),
     );
-    assert!(!filtered.contains("data-kind=\"instance."), "{filtered}");
+    assert!(
+        deploys.contains("data-kind=\"deploy.succeeded\""),
+        "{deploys}"
+    );
+    assert!(!deploys.contains("data-kind=\"instance."), "{deploys}");
 
     let shots = [
         screenshot(&browser, profile.path(), &url, "dashboard-overview.png"),
