@@ -526,6 +526,184 @@ mod tests {
         assert_eq!(short("abc"), "abc");
     }
 
+    /// A source over a scratch stack directory with a recorded run, its log, a deploy and
+    /// some events.
+    fn recorded(dir: &std::path::Path) -> Source {
+        let mut store = ops::open_store(dir).unwrap();
+        let run = store
+            .begin_pipeline_run(&kiln_state::NewPipelineRun {
+                workflow: "ci".into(),
+                workflow_path: ".github/workflows/ci.yml".into(),
+                event: "push".into(),
+                rev: "HEAD".into(),
+                commit: "0123456789abcdef".into(),
+                pid: std::process::id(),
+            })
+            .unwrap();
+        store
+            .record_pipeline_job(
+                run,
+                &kiln_state::PipelineJob {
+                    job_id: "test".into(),
+                    name: "test (api)".into(),
+                    status: "success".into(),
+                    started_at: "2027-01-15T08:00:00Z".into(),
+                    finished_at: "2027-01-15T08:00:02Z".into(),
+                    duration_ms: 2000,
+                    outputs: serde_json::json!({}),
+                    summary: String::new(),
+                    steps: vec![kiln_state::PipelineStep {
+                        name: "npm test".into(),
+                        step_id: None,
+                        outcome: "success".into(),
+                        conclusion: "success".into(),
+                        exit_code: Some(0),
+                        started_at: "2027-01-15T08:00:00Z".into(),
+                        finished_at: "2027-01-15T08:00:02Z".into(),
+                        duration_ms: 2000,
+                    }],
+                },
+            )
+            .unwrap();
+        store
+            .finish_pipeline_run(run, "success", &serde_json::json!({}))
+            .unwrap();
+        let log = crate::ci::log_path(dir, run, "test (api)");
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "ok 1 - the api answers\ntoken: ***\n").unwrap();
+        store
+            .record_deploy(&kiln_state::NewDeploy {
+                service: "services.api".into(),
+                from_release: Some("sha256:aaaaaaaaaaaa".into()),
+                to_release: "sha256:bbbbbbbbbbbb".into(),
+                strategy: "rolling".into(),
+                trigger: "apply".into(),
+                user: "test".into(),
+                started_at: jiff::Timestamp::now().to_string(),
+                duration_ms: 10,
+                result: "succeeded".into(),
+                detail: serde_json::Value::Null,
+            })
+            .unwrap();
+        for kind in [
+            "instance.started",
+            "deploy.succeeded",
+            "instance.ready",
+            "instances.x",
+        ] {
+            store
+                .append_event(&kiln_state::NewEvent {
+                    kind: kind.into(),
+                    address: Some("services.api".into()),
+                    serial: None,
+                    message: kind.into(),
+                    data: serde_json::Value::Null,
+                })
+                .unwrap();
+        }
+        let (supervisor, _events) = kiln_supervisor::Supervisor::start(
+            kiln_supervisor::SupervisorConfig::new(dir.join(".kiln/services")),
+        )
+        .unwrap();
+        Source {
+            dir: dir.to_path_buf(),
+            stack: "shop".into(),
+            supervisor,
+            metrics: crate::metrics::Api {
+                store: None,
+                scrapes: Arc::default(),
+                own: Arc::default(),
+                supervisor: None,
+                ingress: None,
+                limits: kiln_metrics::query::Limits::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_logs_deploys_and_events_come_from_the_records() {
+        use kiln_api::DashboardData as _;
+        let dir = tempfile::tempdir().unwrap();
+        let source = recorded(dir.path());
+        let runs = source.runs(10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            (runs[0].workflow.as_str(), runs[0].status.as_str()),
+            ("ci", "success")
+        );
+        assert!(runs[0].duration_ms.is_some());
+        let run = source.run(runs[0].id).await.unwrap().unwrap();
+        assert_eq!(run.jobs[0].name, "test (api)");
+        assert_eq!(run.jobs[0].steps[0].exit_code, Some(0));
+        assert!(source.run(99).await.unwrap().is_none());
+        let log = source
+            .run_log(runs[0].id, "test (api)")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(log.contains("ok 1 - the api answers"), "{log}");
+        // Only recorded jobs' logs: a name is never a path.
+        assert!(
+            source
+                .run_log(runs[0].id, "../../kiln.yaml")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(source.run_log(99, "test (api)").await.unwrap().is_none());
+
+        let now = crate::metrics::now_ms();
+        let marks = source
+            .annotations(TimeRange {
+                start: now - 60_000,
+                end: now + 60_000,
+            })
+            .await
+            .unwrap();
+        let deploy = marks
+            .iter()
+            .find(|a| a.kind == AnnotationKind::Deploy)
+            .unwrap();
+        assert_eq!(deploy.service.as_deref(), Some("api"));
+        assert_eq!(
+            deploy.title,
+            "services.api: aaaaaaaa → bbbbbbbb (rolling, apply)"
+        );
+        assert_eq!(deploy.result, "succeeded");
+        let long_ago = source
+            .annotations(TimeRange {
+                start: 0,
+                end: 1000,
+            })
+            .await
+            .unwrap();
+        assert!(long_ago.iter().all(|a| a.kind != AnnotationKind::Deploy));
+
+        let newest = source
+            .events(EventFilter {
+                kind: None,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = newest.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["instances.x", "instance.ready"]);
+        let instance = source
+            .events(EventFilter {
+                kind: Some("instance".into()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = instance.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["instance.ready", "instance.started"]);
+
+        let snapshot = source.snapshot().await.unwrap();
+        assert_eq!(snapshot.stack, "shop");
+        let unavailable = source.query("up", now).await.unwrap_err();
+        assert!(matches!(unavailable, DataError::Unavailable(_)));
+    }
+
     #[tokio::test]
     async fn only_loopback_is_served() {
         let refused = bind("0.0.0.0:0".parse().unwrap()).await.unwrap_err();
