@@ -817,6 +817,13 @@ impl RunStore for StateRunStore {
     }
 }
 
+/// Where a job's log of a run is kept.
+pub(crate) fn log_path(dir: &Path, run: u64, job_name: &str) -> PathBuf {
+    dir.join(".kiln/ci")
+        .join(run.to_string())
+        .join(format!("{}.log", slug(job_name)))
+}
+
 /// A job display name as a file name: `test (api)` → `test-api`.
 fn slug(name: &str) -> String {
     let mut out = String::new();
@@ -1210,10 +1217,7 @@ fn logs(dir: &Path, run: u64, job: Option<&str>) -> Result<(), Failure> {
         if job.is_none_or(|want| {
             j.job_id == want || j.name == want || j.name.starts_with(&format!("{want} ("))
         }) {
-            files.push((
-                j.name.clone(),
-                log_dir.join(format!("{}.log", slug(&j.name))),
-            ));
+            files.push((j.name.clone(), log_path(dir, run, &j.name)));
         }
     }
     if job.is_none()

@@ -99,6 +99,15 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Print the web dashboard's URL (services, charts, deploys, pipeline runs, events).
+    #[command(
+        after_help = "Example:\n  kiln dash\n  kiln dash --open   # in a browser, when xdg-open can"
+    )]
+    Dash {
+        /// Open it with `xdg-open` (prints the URL when that fails).
+        #[arg(long)]
+        open: bool,
+    },
     /// Show the running control plane's status.
     #[command(after_help = "Example:\n  kiln status\n  kiln status --json")]
     Status(Output),
@@ -227,6 +236,10 @@ pub struct UpArgs {
     /// the bearer token in .kiln/api-token; port 0 picks a free port (see `kiln status`).
     #[arg(long, value_name = "ADDR")]
     pub api_listen: Option<std::net::SocketAddr>,
+    /// Serve the read-only web dashboard on this loopback address; port 0 picks a free port
+    /// (`kiln dash` prints the URL).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub dash_listen: std::net::SocketAddr,
 }
 
 /// `kiln state ...`.

@@ -428,6 +428,7 @@ pub async fn up(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
         interval: Duration::from_secs(args.interval.max(1)),
         parallelism: args.parallelism,
         api_listen: args.api_listen,
+        dash_listen: args.dash_listen,
     };
     let mut printer = Printer::new(false);
     if args.once {
@@ -515,6 +516,9 @@ async fn detach(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
     if let Some(addr) = args.api_listen {
         command.arg("--api-listen").arg(addr.to_string());
     }
+    command
+        .arg("--dash-listen")
+        .arg(args.dash_listen.to_string());
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command
         .stdin(Stdio::null())
@@ -615,6 +619,9 @@ pub async fn status(dir: &Path, output: &Output) -> Result<(), Failure> {
     );
     if let Some(address) = status["ingress"].as_str() {
         println!("  ingress: http://{address}");
+    }
+    if let Some(address) = status["dash"].as_str() {
+        println!("  dashboard: http://{address}/");
     }
     for drift in status["drift"].as_array().into_iter().flatten() {
         println!(

@@ -71,6 +71,8 @@ pub struct UpOptions {
     pub parallelism: usize,
     /// Also serve the Prometheus API on this loopback TCP address, behind a bearer token.
     pub api_listen: Option<std::net::SocketAddr>,
+    /// Serve the web dashboard on this loopback TCP address.
+    pub dash_listen: std::net::SocketAddr,
 }
 
 /// What the control plane reports about itself.
@@ -99,6 +101,9 @@ pub struct Status {
     /// Where the Prometheus API listens on TCP (`kiln up --api-listen`).
     #[serde(default)]
     pub api: Option<String>,
+    /// Where the web dashboard listens (`kiln dash`).
+    #[serde(default)]
+    pub dash: Option<String>,
 }
 
 enum Command {
@@ -138,6 +143,7 @@ pub async fn run(
         Some(addr) => Some(crate::api_tcp::bind(addr, &paths.kiln_dir).await?),
         None => None,
     };
+    let dash_listener = crate::dash::bind(options.dash_listen).await?;
     std::fs::write(&paths.pidfile, std::process::id().to_string())
         .map_err(|e| Failure::State(format!("cannot write {}: {e}", paths.pidfile.display())))?;
     let (supervisor, supervisor_events) = kiln_supervisor::Supervisor::start(
@@ -145,6 +151,7 @@ pub async fn run(
     )
     .map_err(|e| Failure::State(format!("cannot start the supervisor: {e}")))?;
     let stack = ops::load_stack(dir).ok();
+    let stack_name = stack.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let listen = stack.as_ref().and_then(|stack| stack.ingress_listen);
     let tls = stack.and_then(|stack| stack.ingress_tls);
     // The route actor runs even without routes: it gives services their stable addresses.
@@ -235,6 +242,20 @@ pub async fn run(
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
     };
+    let dash_address = dash_listener
+        .local_addr()
+        .map_err(|e| Failure::State(format!("cannot read the dashboard's address: {e}")))?;
+    announce(&Event::Note {
+        message: format!("kiln: dashboard on http://{dash_address}/ (read-only)"),
+    });
+    let dash = crate::dash::Source {
+        dir: dir.to_path_buf(),
+        stack: stack_name,
+        supervisor: supervisor.clone(),
+        metrics: prometheus.clone(),
+    };
+    let (stop_dash, dash_stopped) = watch::channel(false);
+    let dash_server = tokio::spawn(crate::dash::serve(dash_listener, dash, dash_stopped));
     let server = tokio::spawn(serve(listener, api, prometheus, api_stopped));
     tokio::spawn(watch_signals(commands.clone()));
     let mut controller = Controller {
@@ -253,12 +274,16 @@ pub async fn run(
             last_error: None,
             ingress: ingress.as_ref().map(|i| i.address.to_string()),
             api: api_address,
+            dash: Some(dash_address.to_string()),
         },
         announce,
         runtime,
         own,
     };
     let result = controller.run(inbox).await;
+    // The dashboard goes first: it holds a supervisor handle, and only reads.
+    let _ = stop_dash.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), dash_server).await;
     // Stop taking requests (those in flight finish) before the services behind them go away.
     if let Some(ingress) = &ingress {
         ingress.handle.shutdown(Duration::from_secs(10)).await;
@@ -867,30 +892,36 @@ fn describe(event: &kiln_supervisor::Event) -> (&'static str, String, String, se
     }
 }
 
+/// An instance's state in one word, as `kiln ps` and the dashboard show it.
+pub(crate) fn instance_state(state: &kiln_supervisor::InstanceState) -> &'static str {
+    use kiln_supervisor::InstanceState as S;
+    match state {
+        S::Starting => "starting",
+        S::Running => "running",
+        S::Ready => "ready",
+        S::Unhealthy => "unhealthy",
+        S::Backoff { .. } => "crash-looping",
+        S::Stopping => "stopping",
+        S::Stopped => "stopped",
+        S::Failed => "failed",
+    }
+}
+
 /// A JSON view of an instance, for `kiln ps` and the API.
 fn instance_json(s: &kiln_supervisor::InstanceStatus) -> serde_json::Value {
-    use kiln_supervisor::InstanceState as S;
-    let (state, detail) = match &s.state {
-        S::Starting => ("starting", None),
-        S::Running => ("running", None),
-        S::Ready => ("ready", None),
-        S::Unhealthy => ("unhealthy", None),
-        S::Backoff {
+    let detail = match &s.state {
+        kiln_supervisor::InstanceState::Backoff {
             until,
             restarts_in_window,
-        } => (
-            "crash-looping",
-            Some(format!(
-                "next try in {}s, {restarts_in_window} restarts in the window",
-                until
-                    .duration_since(SystemTime::now())
-                    .map_or(0, |d| d.as_secs())
-            )),
-        ),
-        S::Stopping => ("stopping", None),
-        S::Stopped => ("stopped", None),
-        S::Failed => ("failed", None),
+        } => Some(format!(
+            "next try in {}s, {restarts_in_window} restarts in the window",
+            until
+                .duration_since(SystemTime::now())
+                .map_or(0, |d| d.as_secs())
+        )),
+        _ => None,
     };
+    let state = instance_state(&s.state);
     serde_json::json!({
         "service": kiln_supervisor::service_of(&s.id.service),
         "set": s.id.service,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod daemon;
+pub mod dash;
 pub mod deploys;
 pub mod ingress;
 pub mod metrics;

@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => commands::deploy(dir, service, to.as_deref(), true, output).await,
         Command::Releases { service, output } => deploys::list(dir, service, output.json),
         Command::Status(output) => commands::status(dir, output).await,
+        Command::Dash { open } => kiln::dash::command(dir, *open).await,
         Command::State(command) => commands::state(dir, command),
         Command::History(args) => commands::history(dir, args),
         Command::Events(args) => commands::events(dir, args),

@@ -333,17 +333,40 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
     }
 }
 
-/// Runs a query off the async threads, bounded by [`QUERY_TIMEOUT`].
-async fn run_query(work: impl FnOnce() -> Result<Value, QueryError> + Send + 'static) -> Response {
+/// Why an evaluation gave no value.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The engine refused or failed the query.
+    #[error(transparent)]
+    Query(QueryError),
+    /// It ran longer than [`QUERY_TIMEOUT`].
+    #[error("query timed out after {} s", QUERY_TIMEOUT.as_secs())]
+    Timeout,
+    /// The evaluating task died.
+    #[error("the query task failed: {0}")]
+    Task(String),
+}
+
+/// Runs a query off the async threads, bounded by [`QUERY_TIMEOUT`]: for this API and the
+/// dashboard's.
+pub async fn evaluate(
+    work: impl FnOnce() -> Result<Value, QueryError> + Send + 'static,
+) -> Result<Value, EvalError> {
     let task = tokio::task::spawn_blocking(work);
     match tokio::time::timeout(QUERY_TIMEOUT, task).await {
-        Ok(Ok(Ok(value))) => axum::Json(result_json(&value)).into_response(),
-        Ok(Ok(Err(e))) => query_error(&e),
-        Ok(Err(e)) => error(ErrorType::Internal, e),
-        Err(_) => error(
-            ErrorType::Timeout,
-            format!("query timed out after {} s", QUERY_TIMEOUT.as_secs()),
-        ),
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(e))) => Err(EvalError::Query(e)),
+        Ok(Err(e)) => Err(EvalError::Task(e.to_string())),
+        Err(_) => Err(EvalError::Timeout),
+    }
+}
+
+async fn run_query(work: impl FnOnce() -> Result<Value, QueryError> + Send + 'static) -> Response {
+    match evaluate(work).await {
+        Ok(value) => axum::Json(result_json(&value)).into_response(),
+        Err(EvalError::Query(e)) => query_error(&e),
+        Err(e @ EvalError::Task(_)) => error(ErrorType::Internal, e),
+        Err(e @ EvalError::Timeout) => error(ErrorType::Timeout, e),
     }
 }
 

@@ -8,30 +8,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Scratch, wait_until};
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if [".kiln", "out", "node_modules", "data", "dist"]
-            .iter()
-            .any(|skip| name == *skip)
-        {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::{Scratch, example_shop, wait_until};
 
 fn http(port: u16, request: &str) -> String {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -46,16 +25,7 @@ fn http(port: u16, request: &str) -> String {
 
 #[test]
 fn the_example_shop_comes_up_serves_orders_and_goes_down() {
-    let s = Scratch::new("");
-    copy_tree(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"),
-        s.path(),
-    );
-    // The example listens on 8080; here the OS picks a free port.
-    let stack = std::fs::read_to_string(s.file("kiln.yaml"))
-        .unwrap()
-        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
-    std::fs::write(s.file("kiln.yaml"), stack).unwrap();
+    let s = example_shop();
     s.ok(&["validate"]);
     s.ok(&["up", "-d", "--interval", "2"]);
     let ps = || -> Vec<serde_json::Value> {

@@ -70,6 +70,52 @@ impl Scratch {
     }
 }
 
+/// Runs `kiln down` when dropped, so a failed test leaves no control plane behind.
+pub struct Down<'a>(pub &'a Scratch);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
+    }
+}
+
+/// A scratch copy of `examples/shop`, its ingress on a port the OS picks (the example's is
+/// 8080).
+pub fn example_shop() -> Scratch {
+    let s = Scratch::new("");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"),
+        s.path(),
+    );
+    let stack = std::fs::read_to_string(s.file("kiln.yaml"))
+        .unwrap()
+        .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+    std::fs::write(s.file("kiln.yaml"), stack).unwrap();
+    s
+}
+
+/// Copies an example stack's tree, leaving out what running it produced (`.kiln`, `out`,
+/// `node_modules`, `data`, `dist`).
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if [".kiln", "out", "node_modules", "data", "dist"]
+            .iter()
+            .any(|skip| name == *skip)
+        {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// Polls `condition` every few milliseconds until it holds or `deadline` passes.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

@@ -1,0 +1,453 @@
+//! The dashboard's HTTP surface: the page and its assets at `/`, and a read-only JSON API
+//! under `/api/` over a [`DashboardData`] source. Nothing here changes anything: every route
+//! is a GET.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::charts::{self, Chart, Grid};
+use crate::uptime::{self, Uptime};
+use crate::view::{
+    Annotation, EventFilter, EventView, InstanceView, RouteView, RunDetail, RunSummary, Series,
+    Snapshot, TimeRange,
+};
+
+/// Why a source could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// The request itself is wrong (a query that does not parse, a bad time).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The source cannot answer now (no metrics store, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Reading failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Where the dashboard reads from. The `kiln` binary implements it over the supervisor, the
+/// state store, the CI logs and the metrics store.
+pub trait DashboardData: Send + Sync + 'static {
+    /// The stack and its services now.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, DataError>> + Send;
+    /// Evaluates PromQL at `time_ms`; an instant vector (a scalar becomes one series).
+    fn query(
+        &self,
+        expr: &str,
+        time_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Series>, DataError>> + Send;
+    /// Evaluates PromQL over a range at every `step_ms`.
+    fn query_range(
+        &self,
+        expr: &str,
+        range: TimeRange,
+        step_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Series>, DataError>> + Send;
+    /// Recorded events, newest first.
+    fn events(
+        &self,
+        filter: EventFilter,
+    ) -> impl Future<Output = Result<Vec<EventView>, DataError>> + Send;
+    /// Recorded pipeline runs, newest first.
+    fn runs(&self, limit: usize)
+    -> impl Future<Output = Result<Vec<RunSummary>, DataError>> + Send;
+    /// One run with its jobs; none when there is no such run.
+    fn run(&self, id: u64) -> impl Future<Output = Result<Option<RunDetail>, DataError>> + Send;
+    /// One job's log (secrets already masked); none when there is no such log.
+    fn run_log(
+        &self,
+        id: u64,
+        job: &str,
+    ) -> impl Future<Output = Result<Option<String>, DataError>> + Send;
+    /// Deploys and runs that overlap `range`.
+    fn annotations(
+        &self,
+        range: TimeRange,
+    ) -> impl Future<Output = Result<Vec<Annotation>, DataError>> + Send;
+    /// The time now (ms); a parameter so tests can fix it.
+    fn now_ms(&self) -> i64;
+}
+
+/// The dashboard: the page, its assets and the JSON API over `data`.
+pub fn router<D: DashboardData>(data: Arc<D>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(crate::assets::index))
+        .route("/assets/{name}", get(crate::assets::asset))
+        .route("/api/overview", get(overview::<D>))
+        .route("/api/services/{name}", get(service::<D>))
+        .route("/api/query", get(query::<D>))
+        .route("/api/query_range", get(query_range::<D>))
+        .route("/api/events", get(events::<D>))
+        .route("/api/runs", get(runs::<D>))
+        .route("/api/runs/{id}", get(run::<D>))
+        .route("/api/runs/{id}/logs/{job}", get(run_log::<D>))
+        .route("/api/annotations", get(annotations::<D>))
+        .fallback(not_found)
+        .with_state(data)
+}
+
+/// A JSON error body with the status that fits it.
+fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
+}
+
+impl IntoResponse for DataError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            DataError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            DataError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DataError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        failure(status, self)
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    failure(StatusCode::NOT_FOUND, format!("no page at {}", uri.path()))
+}
+
+/// One service on the overview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    /// Its name.
+    pub name: String,
+    /// Instances ready now.
+    pub ready: usize,
+    /// Its instances.
+    pub instances: Vec<InstanceView>,
+    /// The releases its instances run (more than one during a deploy).
+    pub releases: Vec<String>,
+    /// Restarts of its instances.
+    pub restarts: u64,
+    /// Uptime over 24 h and 30 d.
+    pub uptime: Vec<Uptime>,
+    /// Its routes with their traffic.
+    pub routes: Vec<RouteStats>,
+}
+
+/// A route with its traffic over the last minute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteStats {
+    /// The route.
+    #[serde(flatten)]
+    pub route: RouteView,
+    /// Requests per second; none before any sample.
+    pub rate: Option<f64>,
+    /// 5xx share of them; none without traffic.
+    pub error_ratio: Option<f64>,
+}
+
+/// `/api/overview`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// The stack.
+    pub stack: String,
+    /// When this was computed (ms).
+    pub now_ms: i64,
+    /// Every service.
+    pub services: Vec<ServiceSummary>,
+    /// Why some figures are missing (no metrics store), if they are.
+    pub warning: Option<String>,
+}
+
+/// Values of one label across a query's series.
+fn by_label(series: &[Series], label: &str) -> BTreeMap<String, f64> {
+    series
+        .iter()
+        .filter_map(|s| Some((s.labels.get(label)?.clone(), s.points.last()?.1)))
+        .collect()
+}
+
+async fn overview<D: DashboardData>(State(data): State<Arc<D>>) -> Response {
+    let snapshot = match data.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let now = data.now_ms();
+    let mut warning = None;
+    let mut note = |e: DataError| {
+        warning.get_or_insert(e.to_string());
+        Vec::new()
+    };
+    let mut readiness = Vec::new();
+    for window in &uptime::WINDOWS {
+        let range = TimeRange {
+            start: now - window.length_ms,
+            end: now,
+        };
+        let series = data
+            .query_range(uptime::READY_BY_SERVICE, range, window.step_ms)
+            .await
+            .unwrap_or_else(&mut note);
+        readiness.push((window, series));
+    }
+    let rates = by_label(
+        &data
+            .query(charts::ROUTE_RATE, now)
+            .await
+            .unwrap_or_else(&mut note),
+        "route",
+    );
+    let errors = by_label(
+        &data
+            .query(charts::ROUTE_ERRORS, now)
+            .await
+            .unwrap_or_else(&mut note),
+        "route",
+    );
+    let services = snapshot
+        .services
+        .into_iter()
+        .map(|s| {
+            let uptime = readiness
+                .iter()
+                .map(|(window, series)| {
+                    let points = series
+                        .iter()
+                        .find(|x| x.labels.get("service") == Some(&s.name))
+                        .map_or(&[][..], |x| &x.points[..]);
+                    uptime::uptime(points, window, now)
+                })
+                .collect();
+            let mut releases: Vec<String> = s.instances.iter().map(|i| i.release.clone()).collect();
+            releases.sort();
+            releases.dedup();
+            releases.retain(|r| !r.is_empty());
+            let routes = s
+                .routes
+                .into_iter()
+                .map(|route| {
+                    let rate = rates.get(&route.address).copied();
+                    let error_ratio = match (rate, errors.get(&route.address)) {
+                        (Some(all), Some(bad)) if all > 0.0 => Some(bad / all),
+                        (Some(all), None) if all > 0.0 => Some(0.0),
+                        _ => None,
+                    };
+                    RouteStats {
+                        route,
+                        rate,
+                        error_ratio,
+                    }
+                })
+                .collect();
+            ServiceSummary {
+                ready: s.instances.iter().filter(|i| i.state == "ready").count(),
+                restarts: s.instances.iter().map(|i| u64::from(i.restarts)).sum(),
+                name: s.name,
+                instances: s.instances,
+                releases,
+                uptime,
+                routes,
+            }
+        })
+        .collect();
+    Json(Overview {
+        stack: snapshot.stack,
+        now_ms: now,
+        services,
+        warning,
+    })
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct RangeParam {
+    /// Seconds back from now (default one hour, at most 30 days).
+    range: Option<i64>,
+}
+
+/// `/api/services/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePage {
+    /// The stack.
+    pub stack: String,
+    /// The service now.
+    pub service: crate::view::ServiceState,
+    /// Where its charts are evaluated.
+    pub grid: Grid,
+    /// Its charts.
+    pub charts: Vec<Chart>,
+}
+
+async fn service<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Path(name): Path<String>,
+    Query(param): Query<RangeParam>,
+) -> Response {
+    let snapshot = match data.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let Some(service) = snapshot.services.iter().find(|s| s.name == name).cloned() else {
+        return failure(StatusCode::NOT_FOUND, format!("no service named `{name}`"));
+    };
+    let range_s = param.range.unwrap_or(3600).clamp(60, 30 * 86_400);
+    let grid = charts::grid(data.now_ms(), range_s * 1000);
+    let charts = charts::service_charts(&service.name, &service.routes, &grid);
+    Json(ServicePage {
+        stack: snapshot.stack,
+        service,
+        grid,
+        charts,
+    })
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryParams {
+    query: Option<String>,
+    time: Option<i64>,
+    start: Option<i64>,
+    end: Option<i64>,
+    step: Option<i64>,
+}
+
+/// Query results: `{ "series": [{ "labels": {...}, "points": [[ms, value], ...] }] }`.
+#[derive(Debug, Serialize)]
+struct QueryAnswer {
+    series: Vec<Series>,
+}
+
+fn answer(result: Result<Vec<Series>, DataError>) -> Response {
+    match result {
+        Ok(series) => Json(QueryAnswer { series }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `/api/query?query=EXPR[&time=MS]`.
+async fn query<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Query(params): Query<QueryParams>,
+) -> Response {
+    let Some(expr) = params.query else {
+        return failure(StatusCode::BAD_REQUEST, "`query` is missing");
+    };
+    let time = params.time.unwrap_or_else(|| data.now_ms());
+    answer(data.query(&expr, time).await)
+}
+
+/// `/api/query_range?query=EXPR&start=MS&end=MS&step=MS`.
+async fn query_range<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Query(params): Query<QueryParams>,
+) -> Response {
+    let (Some(expr), Some(start), Some(end), Some(step)) =
+        (params.query, params.start, params.end, params.step)
+    else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "query_range needs `query`, `start`, `end` and `step` (milliseconds)",
+        );
+    };
+    if step <= 0 || end < start {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "`step` must be positive and `end` not before `start`",
+        );
+    }
+    answer(
+        data.query_range(&expr, TimeRange { start, end }, step)
+            .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct EventParams {
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `/api/events`: the newest events, and every kind among them for the filter.
+#[derive(Debug, Serialize)]
+struct EventsAnswer {
+    events: Vec<EventView>,
+}
+
+async fn events<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Query(params): Query<EventParams>,
+) -> Response {
+    let filter = EventFilter {
+        kind: params.kind.filter(|k| !k.is_empty()),
+        limit: params.limit.unwrap_or(200).min(1000),
+    };
+    match data.events(filter).await {
+        Ok(events) => Json(EventsAnswer { events }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn runs<D: DashboardData>(State(data): State<Arc<D>>) -> Response {
+    match data.runs(100).await {
+        Ok(runs) => Json(runs).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run<D: DashboardData>(State(data): State<Arc<D>>, Path(id): Path<u64>) -> Response {
+    match data.run(id).await {
+        Ok(Some(run)) => Json(run).into_response(),
+        Ok(None) => failure(StatusCode::NOT_FOUND, format!("no pipeline run {id}")),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run_log<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Path((id, job)): Path<(u64, String)>,
+) -> Response {
+    match data.run_log(id, &job).await {
+        Ok(Some(text)) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+        }
+        Ok(None) => failure(
+            StatusCode::NOT_FOUND,
+            format!("run {id} has no log for job `{job}`"),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AnnotationParams {
+    start: Option<i64>,
+    end: Option<i64>,
+    service: Option<String>,
+}
+
+/// `/api/annotations?start=MS&end=MS[&service=NAME]`: deploys (of that service) and runs.
+async fn annotations<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Query(params): Query<AnnotationParams>,
+) -> Response {
+    let end = params.end.unwrap_or_else(|| data.now_ms());
+    let start = params.start.unwrap_or(end - 3_600_000);
+    match data.annotations(TimeRange { start, end }).await {
+        Ok(mut list) => {
+            if let Some(service) = &params.service {
+                list.retain(|a| a.service.as_ref().is_none_or(|s| s == service));
+            }
+            list.sort_by_key(|a| a.time_ms);
+            Json(list).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,189 @@
+//! The dashboard's view types: what crosses the [`DashboardData`](crate::DashboardData) trait
+//! and what the JSON endpoints answer. Times are unix milliseconds unless named otherwise;
+//! stored timestamps (events, runs) stay the RFC 3339 strings the state store keeps.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The stack and its services, as the control plane sees them now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stack's name.
+    pub stack: String,
+    /// Every recorded service, by name.
+    pub services: Vec<ServiceState>,
+}
+
+/// One service: its instances (all versions) and the routes that send traffic to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// `api`.
+    pub name: String,
+    /// Instances of every set (version) of the service.
+    pub instances: Vec<InstanceView>,
+    /// Routes whose traffic goes to this service.
+    pub routes: Vec<RouteView>,
+}
+
+/// One running (or restarting) instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// `api@3f2a1c9e/0`.
+    pub id: String,
+    /// `starting`, `running`, `ready`, `unhealthy`, `crash-looping`, `stopping`, `stopped`,
+    /// `failed`.
+    pub state: String,
+    /// The last probe verdict in words.
+    pub health: String,
+    /// Restarts since the instance was created.
+    pub restarts: u32,
+    /// Seconds since the process started.
+    pub uptime_seconds: Option<u64>,
+    /// Resident memory of its process group.
+    pub rss_bytes: Option<u64>,
+    /// The release it runs (`sha256:...`), empty without one.
+    pub release: String,
+}
+
+/// A route of the ingress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    /// `routes.shop-localhost-api`: the `route` label of the ingress's series.
+    pub address: String,
+    /// Host pattern.
+    pub host: String,
+    /// Path prefix.
+    pub path: String,
+}
+
+/// One series of a query result. Points with a value that is not finite (a ratio over no
+/// traffic) are left out: JSON has no NaN, and a chart shows a gap there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// The series' labels.
+    pub labels: BTreeMap<String, String>,
+    /// `[time ms, value]`, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Increasing id.
+    pub id: i64,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// Dotted kind (`instance.ready`, `deploy.finished`).
+    pub kind: String,
+    /// The resource concerned, if any.
+    pub address: Option<String>,
+    /// A sentence.
+    pub message: String,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Only kinds equal to this or starting with it followed by a dot (`instance` matches
+    /// `instance.ready`).
+    pub kind: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// A recorded pipeline run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run's number.
+    pub id: u64,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The triggering event.
+    pub event: String,
+    /// The commit it ran at.
+    pub commit: String,
+    /// `running`, `success`, `failure`, `cancelled`, `interrupted`.
+    pub status: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339, none while running.
+    pub finished_at: Option<String>,
+    /// Wall time, once finished.
+    pub duration_ms: Option<u64>,
+}
+
+/// One run with its jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The run.
+    pub run: RunSummary,
+    /// Why the run failed before its jobs, if it did.
+    pub error: Option<String>,
+    /// Its jobs, in finishing order.
+    pub jobs: Vec<JobView>,
+}
+
+/// One job of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job id in the workflow.
+    pub id: String,
+    /// Its display name (`test (api)`); also the key of its log.
+    pub name: String,
+    /// How it ended.
+    pub status: String,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Its steps.
+    pub steps: Vec<StepView>,
+}
+
+/// One step of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    /// Its name.
+    pub name: String,
+    /// `success`, `failure`, `skipped`, `cancelled`.
+    pub conclusion: String,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// The process's exit code, for `run:` steps.
+    pub exit_code: Option<i32>,
+}
+
+/// What an annotation marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnnotationKind {
+    /// A deploy of a service.
+    Deploy,
+    /// A pipeline run.
+    Run,
+}
+
+/// A moment worth marking on a chart: a deploy or a pipeline run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    /// What it is.
+    pub kind: AnnotationKind,
+    /// When it started (ms).
+    pub time_ms: i64,
+    /// When it ended (ms), if it has.
+    pub end_ms: Option<i64>,
+    /// The service deployed (deploys only).
+    pub service: Option<String>,
+    /// One line: `api: 3f2a1c9e → 9c1d0b2e (rolling)`, `ci #4 at 1a2b3c4d`.
+    pub title: String,
+    /// How it ended: `succeeded`, `rolled_back`, `success`, `failure`, ...
+    pub result: String,
+}
+
+/// A time range (ms, inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeRange {
+    /// Start (ms).
+    pub start: i64,
+    /// End (ms).
+    pub end: i64,
+}
