@@ -428,6 +428,7 @@ pub async fn up(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
         interval: Duration::from_secs(args.interval.max(1)),
         parallelism: args.parallelism,
         api_listen: args.api_listen,
+        hooks_listen: args.hooks_listen,
     };
     let mut printer = Printer::new(false);
     if args.once {
@@ -514,6 +515,9 @@ async fn detach(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
     }
     if let Some(addr) = args.api_listen {
         command.arg("--api-listen").arg(addr.to_string());
+    }
+    if let Some(addr) = args.hooks_listen {
+        command.arg("--hooks-listen").arg(addr.to_string());
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command

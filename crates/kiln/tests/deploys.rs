@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Load, Scratch, wait_until};
+use common::{Down, Load, Scratch, wait_until};
 
 /// A release of the test service: answers `v<version>`; its `mode` file makes it unhealthy
 /// (503 on /healthz) or broken (503 on everything else). It drains on SIGTERM.
@@ -64,14 +64,6 @@ const CANARY: &str = "{ strategy: canary, steps: [50], pause: 1s, healthy_deadli
 /// A small first step: the ingress's retry budget (a fifth of successes) covers the canary's
 /// share, so every one of its errors is retried on the stable side.
 const SMALL_CANARY: &str = "{ strategy: canary, steps: [10], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5 } }";
-
-struct Down<'a>(&'a Scratch);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["down"]);
-    }
-}
 
 fn release(s: &Scratch, version: u32, mode: &str, deploy: &str) {
     std::fs::write(s.file("app/version"), version.to_string()).unwrap();

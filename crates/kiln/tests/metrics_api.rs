@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Scratch, wait_until};
+use common::{Down, Scratch, wait_until};
 
 /// `MODE` picks the /metrics answer: good (a counter of scrapes), bad (malformed), hang.
 const SERVER: &str = r#"
@@ -102,14 +102,6 @@ fn encode(q: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-struct Down<'a>(&'a Scratch);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["down"]);
-    }
 }
 
 #[test]
