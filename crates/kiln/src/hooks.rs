@@ -194,7 +194,7 @@ pub async fn notify_push(dir: &Path) -> Result<(), Failure> {
         match crate::client::request_json(stream, "POST", "/v1/push", Some(body)).await {
             Ok((202, _)) => eprintln!(
                 "kiln: {git_ref} → {} handed to the control plane",
-                &after[..after.len().min(12)]
+                after.get(..12).unwrap_or(after)
             ),
             Ok((status, answer)) => {
                 eprintln!("kiln: the control plane answered {status}: {answer}")
@@ -208,6 +208,44 @@ pub async fn notify_push(dir: &Path) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hook_is_installed_once_and_a_users_hook_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let repo = tmp.path().join("app.git");
+        let init = std::process::Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&repo)
+            .status();
+        assert!(init.is_ok_and(|s| s.success()));
+        let exe = Path::new("/usr/local/bin/kiln");
+        let installed = install_post_receive(&repo, tmp.path(), exe);
+        let hook = repo.join("hooks/post-receive");
+        assert_eq!(installed, Ok(HookInstall::Installed(hook.clone())));
+        let script = std::fs::read_to_string(&hook).unwrap_or_default();
+        assert!(script.contains("'/usr/local/bin/kiln' -C '"), "{script}");
+        assert!(script.ends_with("' notify-push\n"), "{script}");
+        assert_eq!(
+            install_post_receive(&repo, tmp.path(), exe),
+            Ok(HookInstall::Unchanged(hook.clone()))
+        );
+        // kiln's own hook, from another binary path: rewritten.
+        let moved = install_post_receive(&repo, tmp.path(), Path::new("/opt/kiln"));
+        assert_eq!(moved, Ok(HookInstall::Installed(hook.clone())));
+        let mine = "#!/bin/sh\nmail -s pushed team@example.invalid\n";
+        std::fs::write(&hook, mine).unwrap_or_else(|e| panic!("{e}"));
+        let left = install_post_receive(&repo, tmp.path(), exe);
+        assert!(
+            matches!(&left, Ok(HookInstall::UserHook(path, line)) if *path == hook && line.ends_with("notify-push")),
+            "{left:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&hook).unwrap_or_default(), mine);
+        // Not a bare repository: nothing to install.
+        assert_eq!(
+            install_post_receive(tmp.path(), tmp.path(), exe),
+            Ok(HookInstall::NotBare)
+        );
+    }
 
     #[test]
     fn shell_quoting_survives_quotes() {

@@ -44,6 +44,50 @@ jobs:
 
 const SECRET: &str = "correct horse battery staple";
 
+/// The service, released from the workflow's artifact.
+const APP: &str = "services:\n  app: { release: { pipeline: ci, artifact: app }, run: node server.js, health: { readiness: { http: /healthz, interval: 100ms } } }\n";
+
+/// Writes the project (version 1) into the stack's directory and commits it.
+fn project(s: &Scratch) {
+    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    std::fs::write(s.file("version"), "1").unwrap();
+    std::fs::write(s.file(".gitignore"), ".kiln/\n").unwrap();
+    std::fs::create_dir_all(s.file(".github/workflows")).unwrap();
+    std::fs::write(s.file(".github/workflows/ci.yml"), WORKFLOW).unwrap();
+    git(s.path(), &["init", "-q"]);
+    git(s.path(), &["add", "-A"]);
+    git(s.path(), &["commit", "-qm", "init"]);
+}
+
+/// The service's stable address, once it answers `v1`.
+fn serving_v1(s: &Scratch) -> String {
+    let addr = s.json(&["state", "show", "services.app", "--json"])["outputs"]["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    assert!(wait_until(Duration::from_secs(10), || get(&addr)
+        .as_deref()
+        == Some("v1")));
+    addr
+}
+
+/// Waits for the push of `sha` to finish; checks where it came from and that it deployed.
+fn deployed(s: &Scratch, sha: &str, source: &str) -> serde_json::Value {
+    assert!(
+        wait_until(Duration::from_secs(60), || finished(s, sha).is_some()),
+        "no push.finished for {sha}: {}",
+        s.ok(&["events", "--limit", "40"])
+    );
+    let event = finished(s, sha).unwrap();
+    assert_eq!(event["data"]["source"], source, "{event:#}");
+    assert_eq!(
+        event["data"]["deployed"][0]["result"], "deployed",
+        "{event:#}"
+    );
+    event
+}
+
 /// Commits `version` in the developer's clone and returns the commit.
 fn commit_version(dev: &Path, version: &str) -> String {
     std::fs::write(dev.join("version"), version).unwrap();
@@ -111,22 +155,10 @@ source:
   branches: [main]
   poll: off
   webhook: {{ secret: "${{{{ secrets.hook }}}}" }}
-services:
-  app:
-    release: {{ pipeline: ci, artifact: app }}
-    run: node server.js
-    health: {{ readiness: {{ http: /healthz, interval: 100ms }} }}
-"#,
+{APP}"#,
         bare.display()
     ));
-    std::fs::write(s.file("server.js"), SERVER).unwrap();
-    std::fs::write(s.file("version"), "1").unwrap();
-    std::fs::write(s.file(".gitignore"), ".kiln/\n").unwrap();
-    std::fs::create_dir_all(s.file(".github/workflows")).unwrap();
-    std::fs::write(s.file(".github/workflows/ci.yml"), WORKFLOW).unwrap();
-    git(s.path(), &["init", "-q"]);
-    git(s.path(), &["add", "-A"]);
-    git(s.path(), &["commit", "-qm", "init"]);
+    project(&s);
     git(s.path(), &["push", "-q", bare.to_str().unwrap(), "main"]);
     let dev = origin.path().join("dev");
     git(origin.path(), &["clone", "-q", "app.git", "dev"]);
@@ -149,31 +181,13 @@ services:
     let _down = Down(&s);
     let hook = std::fs::read_to_string(bare.join("hooks/post-receive")).unwrap();
     assert!(hook.contains("notify-push"), "{hook}");
-    let state = json(&s, &["state", "show", "services.app", "--json"]);
-    let addr = state["outputs"]["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_owned();
-    assert!(wait_until(Duration::from_secs(10), || get(&addr)
-        .as_deref()
-        == Some("v1")));
+    let addr = serving_v1(&s);
 
     // A green push: the hook hands it over, the pipeline runs with the push's sha and ref, and
     // its artifact becomes the release deployed with trigger `push`.
     let green = commit_version(&dev, "2");
     git(&dev, &["push", "-q", "origin", "main"]);
-    assert!(
-        wait_until(Duration::from_secs(60), || finished(&s, &green).is_some()),
-        "no push.finished for {green}: {}",
-        s.ok(&["events", "--limit", "40"])
-    );
-    let event = finished(&s, &green).unwrap();
-    assert_eq!(event["data"]["source"], "hook", "{event:#}");
-    assert_eq!(
-        event["data"]["deployed"][0]["result"], "deployed",
-        "{event:#}"
-    );
+    deployed(&s, &green, "hook");
     assert_eq!(get(&addr).as_deref(), Some("v2"));
     let runs = json(&s, &["ci", "list", "--json"]);
     let run = runs
@@ -280,13 +294,7 @@ services:
         deliver(&hooks_addr, "push", "d-1", &body, Some(&signature)),
         200
     );
-    assert!(wait_until(Duration::from_secs(60), || finished(&s, &fixed).is_some()));
-    let event = finished(&s, &fixed).unwrap();
-    assert_eq!(event["data"]["source"], "webhook", "{event:#}");
-    assert_eq!(
-        event["data"]["deployed"][0]["result"], "deployed",
-        "{event:#}"
-    );
+    deployed(&s, &fixed, "webhook");
     assert!(wait_until(Duration::from_secs(10), || get(&addr)
         .as_deref()
         == Some("v3")));
@@ -305,6 +313,38 @@ services:
     assert!(
         dora["metrics"]["lead_time_seconds"].as_i64().is_some(),
         "{dora:#}"
+    );
+}
+
+/// The stack's own repository, polled: a commit on `main` is picked up by `git ls-remote`,
+/// and one on another branch is not followed.
+#[test]
+fn polling_the_stacks_own_repository_picks_up_a_commit() {
+    let s = Scratch::new(&format!(
+        "name: polled\nsource: {{ branches: [main], poll: 1s }}\n{APP}"
+    ));
+    project(&s);
+    s.ok(&["ci", "run", "ci.yml"]);
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = Down(&s);
+    let addr = serving_v1(&s);
+    // A branch that is not followed never runs.
+    git(s.path(), &["checkout", "-qb", "topic"]);
+    let topic = commit_version(s.path(), "9");
+    git(s.path(), &["checkout", "-q", "main"]);
+    let head = commit_version(s.path(), "2");
+    deployed(&s, &head, "poll");
+    assert!(wait_until(Duration::from_secs(10), || get(&addr)
+        .as_deref()
+        == Some("v2")));
+    assert!(finished(&s, &topic).is_none());
+    let runs = s.json(&["ci", "list", "--json"]);
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["commit"] != topic),
+        "{runs:#}"
     );
 }
 
