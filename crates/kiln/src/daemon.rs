@@ -348,7 +348,7 @@ async fn follow_source(
         });
         answer
     });
-    let handle = crate::delivery::start(dir, &source, apply, announce.clone());
+    let handle = crate::delivery::start(dir, &source, apply, announce.clone()).await;
     if let crate::delivery::Repo::Local(repo) = crate::delivery::Repo::resolve(dir, &source.repo)
         && let Ok(exe) = std::env::current_exe()
     {

@@ -29,6 +29,9 @@ const HEADS_FILE: &str = "delivery/heads.json";
 /// Where fetched heads of another repository are kept in the stack's repository, so their
 /// commits are there for `git archive` and `actions/checkout` (and safe from `git gc`).
 const FETCH_REFS: &str = "refs/kiln/source";
+/// How long `git ls-remote` may take: a remote that hangs must not stall `kiln up` or the
+/// poller for good.
+const LS_REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How many webhook delivery ids are remembered for de-duplication.
 const SEEN_DELIVERIES: usize = 4_096;
 
@@ -111,7 +114,7 @@ impl Repo {
 }
 
 /// Starts following `source`: the actor, and the poller when `source.poll` is set.
-pub fn start(
+pub async fn start(
     dir: &Path,
     source: &ChangeSource,
     apply: ApplyFn,
@@ -119,7 +122,9 @@ pub fn start(
 ) -> DeliveryHandle {
     let repo = Repo::resolve(dir, &source.repo);
     let mut heads = load_heads(dir);
-    let current = ls_remote(dir, &repo, &source.branches).unwrap_or_default();
+    let current = ls_remote(dir, &repo, &source.branches)
+        .await
+        .unwrap_or_default();
     for branch in &source.branches {
         let git_ref = format!("refs/heads/{branch}");
         // First time a branch is followed: what it holds now is what the first apply built.
@@ -556,13 +561,33 @@ fn changed_files(dir: &Path, before: Option<&str>, after: &str) -> Vec<String> {
         .collect()
 }
 
-/// The heads of `branches` in `repo` (`git ls-remote`), by full ref.
-fn ls_remote(dir: &Path, repo: &Repo, branches: &[String]) -> Option<BTreeMap<String, String>> {
+/// The heads of `branches` in `repo` (`git ls-remote`, never prompting, within
+/// [`LS_REMOTE_TIMEOUT`]), by full ref.
+async fn ls_remote(
+    dir: &Path,
+    repo: &Repo,
+    branches: &[String],
+) -> Option<BTreeMap<String, String>> {
     let refs: Vec<String> = branches.iter().map(|b| format!("refs/heads/{b}")).collect();
-    let mut args = vec!["ls-remote".to_owned(), repo.location(dir)];
-    args.extend(refs.iter().cloned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = crate::ci::git(dir, &args)?;
+    let run = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .arg("ls-remote")
+        .arg(repo.location(dir))
+        .args(&refs)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(LS_REMOTE_TIMEOUT, run)
+        .await
+        .ok()?
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let out = String::from_utf8_lossy(&out.stdout);
     Some(
         out.lines()
             .filter_map(|line| {
@@ -587,12 +612,7 @@ async fn poll(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (dir2, repo2, branches2) = (dir.clone(), repo.clone(), branches.clone());
-        let heads = tokio::task::spawn_blocking(move || ls_remote(&dir2, &repo2, &branches2))
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let heads = ls_remote(&dir, &repo, &branches).await.unwrap_or_default();
         for (git_ref, head) in heads {
             if seen.get(&git_ref) == Some(&head) {
                 continue;
