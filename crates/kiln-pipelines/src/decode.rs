@@ -1392,7 +1392,16 @@ impl Decoder<'_> {
                 "id" => step.id = self.step_id(v, &p),
                 "name" => step.name = self.text(v, &p, scope),
                 "if" => step.condition = self.condition(v, &p, if_scope),
-                "run" => run = self.text(v, &p, scope),
+                "run" => {
+                    run = self.text(v, &p, scope);
+                    if let Some(text) = &run {
+                        for found in
+                            crate::injection::check(text, &p, self.source, &scope.options())
+                        {
+                            self.diags.push(found);
+                        }
+                    }
+                }
                 "uses" => uses = self.uses(v, &p),
                 "with" => with = Some(self.text_map(v, &p, scope)),
                 "env" => step.env = self.text_map(v, &p, scope),

@@ -22,6 +22,7 @@ mod decode;
 pub mod events;
 pub mod filter;
 pub mod glob;
+mod injection;
 mod job;
 pub mod load;
 pub mod plan;

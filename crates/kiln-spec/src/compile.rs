@@ -19,6 +19,8 @@ use crate::suggest::closest;
 use crate::units;
 use crate::yaml::{self, Key, Node, Value as Y};
 
+mod delivery;
+
 /// Names an expression in a stack file may start with.
 pub const NAMED_VALUES: &[&str] = &[
     "vars",
@@ -32,6 +34,7 @@ pub const NAMED_VALUES: &[&str] = &[
 ];
 
 const ROOT_KEYS: &[&str] = &[
+    "source",
     "routes",
     "ingress",
     "services",
@@ -97,6 +100,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
             .map(Path::to_path_buf)
             .unwrap_or_default(),
         ingress_tls: None,
+        change_source: None,
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -114,6 +118,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         name,
         ingress_listen,
         ingress_tls,
+        change_source,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -133,6 +138,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         resources,
         ingress_listen,
         ingress_tls,
+        change_source,
     })
 }
 
@@ -175,6 +181,8 @@ struct Compiler<'fs> {
     stack_dir: PathBuf,
     /// `ingress.tls`, when both files are readable PEM of the right kind.
     ingress_tls: Option<crate::model::IngressTls>,
+    /// `source:`, when declared and valid.
+    change_source: Option<crate::model::ChangeSource>,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -295,6 +303,7 @@ impl<'fs> Compiler<'fs> {
         self.root_sections(&sections);
         self.scope_body(0, &sections, &base);
         self.ingress(entries, &base);
+        self.change_source(entries);
         let mut route_lists: Vec<&Node> = entries
             .iter()
             .filter(|(k, _)| k.text == "routes")

@@ -38,6 +38,9 @@ pub enum Code {
     BadSource,
     /// A YAML feature kiln refuses (merge keys, tags, several documents).
     Unsupported,
+    /// Untrusted input (a commit message, a branch name, a PR title) expanded into a shell
+    /// script, where it could run commands.
+    InjectionRisk,
 }
 
 /// A secondary location with its own note, e.g. the first definition of a duplicate.

@@ -30,6 +30,23 @@ pub struct Stack {
     pub ingress_listen: Option<std::net::SocketAddr>,
     /// `ingress.tls`: serve HTTPS with these files instead of plain HTTP.
     pub ingress_tls: Option<IngressTls>,
+    /// `source:`: the repository whose pushes the control plane follows.
+    pub change_source: Option<ChangeSource>,
+}
+
+/// `source:` in `kiln.yaml` (see `compile/delivery.rs` for the shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeSource {
+    /// `.` (the stack's own repository), a path relative to the stack's directory, or a URL.
+    pub repo: String,
+    /// Short branch names whose new heads are followed.
+    pub branches: Vec<String>,
+    /// How often to ask `git ls-remote` for new heads, in milliseconds; `None`: never.
+    pub poll_ms: Option<u64>,
+    /// The name of the secret (under `secrets:`) that signs GitHub push webhooks.
+    pub webhook_secret: Option<String>,
+    /// Where `source:` is written.
+    pub span: Span,
 }
 
 /// The certificate and key the ingress terminates TLS with. Loading checked that both files

@@ -28,6 +28,9 @@ pub struct ReleaseRecord {
     pub commit: Option<String>,
     /// The pipeline run that produced it, when one did.
     pub run_id: Option<u64>,
+    /// RFC 3339; when `commit` was made (its committer date), when known.
+    #[serde(default)]
+    pub committed_at: Option<String>,
     pub files: u64,
     pub bytes: u64,
 }
@@ -75,8 +78,9 @@ impl Store {
         self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO releases
-                 (service, digest, created_at, source, commit_sha, run_id, files, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (service, digest, created_at, source, commit_sha, run_id, files, bytes,
+                  committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut st| {
                 st.execute((
@@ -88,6 +92,7 @@ impl Store {
                     run,
                     i64::try_from(release.files).unwrap_or(i64::MAX),
                     i64::try_from(release.bytes).unwrap_or(i64::MAX),
+                    &release.committed_at,
                 ))
             })
             .ctx("recording release")?;
@@ -99,7 +104,8 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT service, digest, created_at, source, commit_sha, run_id, files, bytes
+                "SELECT service, digest, created_at, source, commit_sha, run_id, files, bytes,
+                        committed_at
                  FROM releases WHERE service = ?1 ORDER BY created_at DESC, digest",
             )
             .ctx("reading releases")?;
@@ -191,6 +197,7 @@ fn release_from_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
         source: row.get(3)?,
         commit: row.get(4)?,
         run_id: run.and_then(|r| u64::try_from(r).ok()),
+        committed_at: row.get(8)?,
         files: u64::try_from(files).unwrap_or(0),
         bytes: u64::try_from(bytes).unwrap_or(0),
     })
@@ -249,6 +256,7 @@ mod tests {
             source: "path:api".into(),
             commit: Some("abc".into()),
             run_id: None,
+            committed_at: Some("2025-12-31T23:00:00+00:00".into()),
             files: 3,
             bytes: 120,
         }

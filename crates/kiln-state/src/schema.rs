@@ -11,7 +11,7 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -160,6 +160,12 @@ CREATE TABLE deploys (
     detail       TEXT NOT NULL
 );
 CREATE INDEX deploys_by_service ON deploys (service, id);
+"#;
+
+/// When a release's commit was made (`git show -s --format=%cI`), recorded at release time so
+/// lead times survive a rewritten repository (DORA's lead time for changes).
+const V4: &str = r#"
+ALTER TABLE releases ADD COLUMN committed_at TEXT;
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

@@ -48,7 +48,7 @@ pub async fn command(dir: &Path, command: &CiCommand) -> Result<(), Failure> {
 }
 
 /// The workflow files of the repository, relative to it, sorted.
-fn workflow_files(dir: &Path) -> Vec<String> {
+pub(crate) fn workflow_files(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir.join(WORKFLOWS_DIR)) else {
         return Vec::new();
     };
@@ -390,7 +390,7 @@ fn check_trigger(
 /// Loads `rel` as committed at `sha`, as GitHub runs the workflow of the commit, not the one
 /// being edited: `.github` (and the workflow, if it lives elsewhere) is extracted from the
 /// commit into a scratch directory under `.kiln/runs/` and loaded from there.
-fn load_committed(
+pub(crate) fn load_committed(
     dir: &Path,
     sha: &str,
     rel: &str,
@@ -459,7 +459,7 @@ fn note_uncommitted(dir: &Path, sha: &str) {
 }
 
 /// Runs `git` in the repository and returns its trimmed stdout, or None when it fails.
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -507,13 +507,73 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     }
     .unwrap_or_else(|| "refs/heads/main".to_owned());
 
+    let request = RunRequest {
+        rel,
+        event: args.event.clone(),
+        rev: args.rev.clone(),
+        payload: event_payload(&args.event, &git_ref, &sha, &inputs),
+        sha,
+        git_ref,
+        inputs,
+        secrets,
+        runner_labels: args.runner_labels.clone(),
+        keep_workspace: args.keep_workspace,
+        echo: true,
+    };
+    execute(dir, set, request).await.map(|_| ())
+}
+
+/// One run to carry out, its workflow already loaded: from `kiln ci run` or from a push the
+/// control plane follows (`delivery.rs`).
+#[derive(Debug)]
+pub(crate) struct RunRequest {
+    /// The workflow file, relative to the repository.
+    pub rel: String,
+    /// `github.event_name`.
+    pub event: String,
+    /// What the user named (`HEAD`, a branch), recorded with the run.
+    pub rev: String,
+    /// The commit.
+    pub sha: String,
+    /// `github.ref`.
+    pub git_ref: String,
+    /// `github.event`.
+    pub payload: serde_json::Value,
+    pub inputs: IndexMap<String, String>,
+    pub secrets: IndexMap<String, String>,
+    pub runner_labels: Vec<String>,
+    pub keep_workspace: bool,
+    /// Print the run's lines (the CLI); the control plane only writes the log files. Only a
+    /// printed run also stops on SIGINT/SIGTERM: the control plane has its own drain.
+    pub echo: bool,
+}
+
+/// Records and runs a loaded workflow; `Ok(run id)` when it succeeded.
+pub(crate) async fn execute(
+    dir: &Path,
+    set: kiln_pipelines::WorkflowSet,
+    request: RunRequest,
+) -> Result<u64, Failure> {
+    let RunRequest {
+        rel,
+        event,
+        rev,
+        sha,
+        git_ref,
+        payload,
+        inputs,
+        secrets,
+        runner_labels,
+        keep_workspace,
+        echo,
+    } = request;
     let mut store = open_store(dir)?;
     let workflow_name = set.root.name.clone().unwrap_or_else(|| rel.clone());
     let run_id = store.begin_pipeline_run(&NewPipelineRun {
         workflow: workflow_name.clone(),
         workflow_path: rel.clone(),
-        event: args.event.clone(),
-        rev: args.rev.clone(),
+        event: event.clone(),
+        rev: rev.clone(),
         commit: sha.clone(),
         pid: std::process::id(),
     })?;
@@ -524,21 +584,21 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     let state_dir = root.join(".kiln");
     let mut opts = RunOptions::new(&root, &sha, &state_dir);
     opts.run_id = run_id;
-    opts.event_name = args.event.clone();
+    opts.event_name = event.clone();
     opts.git_ref = git_ref.clone();
     let repo_name = root
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "repo".to_owned());
     opts.repository = format!("local/{repo_name}");
-    opts.event = event_payload(&args.event, &git_ref, &sha, &inputs);
+    opts.event = payload;
     opts.inputs = inputs
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
     opts.secrets = secrets.clone();
-    opts.runner_labels = args.runner_labels.clone();
-    opts.keep_workspace = args.keep_workspace;
+    opts.runner_labels = runner_labels;
+    opts.keep_workspace = keep_workspace;
     let mut masker = Masker::default();
     for secret in secrets.values() {
         masker.add(secret);
@@ -552,23 +612,27 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     });
     let work_dir = opts.work_dir.join(format!("run-{run_id}"));
 
-    println!(
-        "Run {run_id}: {workflow_name} ({rel}) on {} at {} ({})",
-        args.event,
-        args.rev,
-        sha.get(..12).unwrap_or(&sha)
-    );
+    if echo {
+        println!(
+            "Run {run_id}: {workflow_name} ({rel}) on {event} at {rev} ({})",
+            sha.get(..12).unwrap_or(&sha)
+        );
+    }
     let started = Instant::now();
-    let mut printer = RunPrinter::new(&log_dir, masker.clone());
+    let mut printer = RunPrinter::new(&log_dir, masker.clone(), echo);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let store_dyn: Arc<dyn RunStore> = recorder.clone();
     let mut running = Box::pin(kiln_pipelines::run(set, opts, tx, store_dyn));
     let signals =
         |kind| signal(kind).map_err(|e| Failure::State(format!("cannot handle signals: {e}")));
-    let (mut interrupt, mut terminate) = (
-        signals(SignalKind::interrupt())?,
-        signals(SignalKind::terminate())?,
-    );
+    let (mut interrupt, mut terminate) = if echo {
+        (
+            Some(signals(SignalKind::interrupt())?),
+            Some(signals(SignalKind::terminate())?),
+        )
+    } else {
+        (None, None)
+    };
     let result = loop {
         tokio::select! {
             Some(event) = rx.recv() => printer.event(&event),
@@ -578,8 +642,8 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
                 }
                 break Some(result);
             }
-            _ = interrupt.recv() => break None,
-            _ = terminate.recv() => break None,
+            Some(_) = recv_signal(&mut interrupt) => break None,
+            Some(_) = recv_signal(&mut terminate) => break None,
         }
     };
     let Some(result) = result else {
@@ -608,7 +672,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         &result,
         Ok(r) if matches!(r.status, Status::Success | Status::Skipped)
     );
-    if args.keep_workspace && !succeeded {
+    if keep_workspace && !succeeded {
         eprintln!(
             "note: kept the run's workspaces under {}",
             work_dir.display()
@@ -641,7 +705,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         .filter(|(_, s)| matches!(s, Status::Failure | Status::Cancelled))
         .map(|(id, _)| id.as_str())
         .collect();
-    println!(
+    let summary = format!(
         "Run {run_id} {} in {} ({} jobs: {}).",
         result.status.as_str(),
         human(started.elapsed()),
@@ -653,8 +717,11 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if echo {
+        println!("{summary}");
+    }
     match result.status {
-        Status::Success | Status::Skipped => Ok(()),
+        Status::Success | Status::Skipped => Ok(run_id),
         Status::Failure | Status::Cancelled => Err(Failure::Apply(format!(
             "error: run {run_id} {}: {} (see `kiln ci show {run_id}` and `kiln ci logs {run_id}`)",
             result.status.as_str(),
@@ -664,6 +731,14 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
                 format!("job {} did not succeed", failed.join(", "))
             }
         ))),
+    }
+}
+
+/// The next signal of an optional stream; never, without one.
+async fn recv_signal(stream: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match stream {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -848,6 +923,8 @@ fn slug(name: &str) -> String {
 struct RunPrinter {
     dir: PathBuf,
     masker: Arc<Masker>,
+    /// Print lines as well as writing them to the log files.
+    echo: bool,
     tty: bool,
     files: BTreeMap<String, std::io::BufWriter<std::fs::File>>,
     width: usize,
@@ -856,13 +933,14 @@ struct RunPrinter {
 }
 
 impl RunPrinter {
-    fn new(dir: &Path, masker: Arc<Masker>) -> RunPrinter {
+    fn new(dir: &Path, masker: Arc<Masker>, echo: bool) -> RunPrinter {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stdout())
             && std::env::var_os("CI").is_none()
             && std::env::var_os("NO_COLOR").is_none();
         RunPrinter {
             dir: dir.to_path_buf(),
             masker,
+            echo,
             tty,
             files: BTreeMap::new(),
             width: 12,
@@ -955,6 +1033,9 @@ impl RunPrinter {
 
     /// Prints one line of `job` (already masked).
     fn show(&mut self, job: &str, text: &str, marker: bool) {
+        if !self.echo {
+            return;
+        }
         if self.tty {
             self.width = self.width.max(job.chars().count().min(32));
             let color = 31
@@ -1122,16 +1203,19 @@ fn list(dir: &Path, output: &Output) -> Result<(), Failure> {
         println!("no CI runs yet: `kiln ci run` records the first one");
         return Ok(());
     }
+    // `rev` says what started a run: what `kiln ci run` was given, or `<source>:<branch>` for
+    // a push the control plane followed (`poll:main`, `hook:main`, `webhook:main`).
     println!(
-        "{:>5}  {:<20} {:<18} {:<12} {:<9} {:>8}  started",
-        "run", "workflow", "event", "commit", "status", "duration"
+        "{:>5}  {:<20} {:<18} {:<14} {:<12} {:<9} {:>8}  started",
+        "run", "workflow", "event", "rev", "commit", "status", "duration"
     );
     for r in &runs {
         println!(
-            "{:>5}  {:<20} {:<18} {:<12} {:<9} {:>8}  {}",
+            "{:>5}  {:<20} {:<18} {:<14} {:<12} {:<9} {:>8}  {}",
             r.id,
             r.workflow,
             r.event,
+            r.rev,
             r.commit.get(..12).unwrap_or(&r.commit),
             r.status,
             span(&r.started_at, r.finished_at.as_deref()).map_or("-".to_owned(), human),

@@ -145,6 +145,16 @@ pub enum Command {
         after_help = "Example:\n  kiln ci validate\n  kiln ci run ci.yml --secret TOKEN=...\n  kiln ci list\n  kiln ci show 3\n  kiln ci logs 3 --job test"
     )]
     Ci(CiCommand),
+    /// Deployment frequency, lead time for changes, change failure rate and failed-deployment
+    /// recovery time from kiln's own deploy records, each with its DORA 2024 level.
+    #[command(
+        after_help = "Example:\n  kiln dora\n  kiln dora --since 7d --service api\n  kiln dora --json"
+    )]
+    Dora(DoraArgs),
+    /// Tell the control plane about pushed refs (run by the post-receive hook kiln installs;
+    /// reads `<old> <new> <ref>` lines from stdin).
+    #[command(name = "notify-push", hide = true)]
+    NotifyPush,
     /// Remove a lock left by a process that is gone.
     #[command(
         name = "force-unlock",
@@ -240,6 +250,28 @@ pub struct UpArgs {
     /// (`kiln dash` prints the URL).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub dash_listen: std::net::SocketAddr,
+    /// Serve GitHub push webhooks (`POST /hooks/github`, signed with `source.webhook.secret`)
+    /// on this address; port 0 picks a free port (written to .kiln/hooks.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub hooks_listen: Option<std::net::SocketAddr>,
+}
+
+/// `kiln dora`.
+#[derive(Debug, Args, Clone)]
+pub struct DoraArgs {
+    /// How far back to look: a duration such as `30d`, `12h`, `2w`.
+    #[arg(long, default_value = "30d")]
+    pub since: String,
+    /// One service only (`api` or `services.api`).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The end of the window (RFC 3339), default now: the same records and `--until` give the
+    /// same figures.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// `kiln state ...`.

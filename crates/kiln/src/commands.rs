@@ -429,6 +429,7 @@ pub async fn up(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
         parallelism: args.parallelism,
         api_listen: args.api_listen,
         dash_listen: args.dash_listen,
+        hooks_listen: args.hooks_listen,
     };
     let mut printer = Printer::new(false);
     if args.once {
@@ -519,6 +520,9 @@ async fn detach(dir: &Path, args: &UpArgs) -> Result<(), Failure> {
     command
         .arg("--dash-listen")
         .arg(args.dash_listen.to_string());
+    if let Some(addr) = args.hooks_listen {
+        command.arg("--hooks-listen").arg(addr.to_string());
+    }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command
         .stdin(Stdio::null())

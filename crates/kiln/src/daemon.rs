@@ -73,6 +73,8 @@ pub struct UpOptions {
     pub api_listen: Option<std::net::SocketAddr>,
     /// Serve the web dashboard on this loopback TCP address.
     pub dash_listen: std::net::SocketAddr,
+    /// Serve `POST /hooks/github` (GitHub push webhooks) on this address.
+    pub hooks_listen: Option<std::net::SocketAddr>,
 }
 
 /// What the control plane reports about itself.
@@ -129,6 +131,8 @@ enum Command {
 struct Api {
     commands: mpsc::Sender<Command>,
     dir: Arc<PathBuf>,
+    /// Where `POST /v1/push` hands pushes (`None` without `source:`).
+    delivery: Option<crate::delivery::DeliveryHandle>,
 }
 
 /// Runs the control plane until a signal or `kiln down`.
@@ -238,9 +242,18 @@ pub async fn run(
     ));
     let (commands, inbox) = mpsc::channel(64);
     let (stop_api, api_stopped) = watch::channel(false);
+    let delivery = follow_source(
+        dir,
+        options.hooks_listen,
+        &commands,
+        &announce,
+        api_stopped.clone(),
+    )
+    .await?;
     let api = Api {
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
+        delivery,
     };
     let dash_address = dash_listener
         .local_addr()
@@ -307,6 +320,117 @@ pub async fn run(
     let _ = std::fs::remove_file(&paths.socket);
     let _ = std::fs::remove_file(&paths.pidfile);
     result
+}
+
+/// Starts following the stack's `source:` (see `delivery.rs`): the actor and poller, the
+/// `post-receive` hook of a local bare repository, and the webhook listener when asked.
+async fn follow_source(
+    dir: &Path,
+    hooks_listen: Option<std::net::SocketAddr>,
+    commands: &mpsc::Sender<Command>,
+    announce: &Arc<dyn Fn(&Event) + Send + Sync>,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<crate::delivery::DeliveryHandle>, Failure> {
+    let stack = ops::load_stack(dir).ok();
+    let Some(source) = stack.as_ref().and_then(|s| s.change_source.clone()) else {
+        if hooks_listen.is_some() {
+            return Err(Failure::Refused(
+                "error: --hooks-listen needs `source:` with `webhook: { secret: ... }` in kiln.yaml"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let secret = match (&source.webhook_secret, hooks_listen) {
+        (Some(name), Some(_)) => {
+            let declared = stack.as_ref().and_then(|s| s.secrets.get(name));
+            let value = declared
+                .ok_or_else(|| format!("error: secret `{name}` is not declared"))
+                .and_then(|from| ops::secret_value(dir, name, from))
+                .map_err(Failure::Refused)?;
+            Some(value)
+        }
+        (None, Some(_)) => {
+            return Err(Failure::Refused(
+                "error: --hooks-listen needs `source.webhook.secret` in kiln.yaml: unsigned webhooks are never accepted".into(),
+            ));
+        }
+        (Some(_), None) => {
+            announce(&Event::Note {
+                message: "note: `source.webhook` is set but webhooks are not served; start with `kiln up --hooks-listen ADDR`".into(),
+            });
+            None
+        }
+        (None, None) => None,
+    };
+    let to_controller = commands.clone();
+    let apply: crate::delivery::ApplyFn = Arc::new(move |request| {
+        let (reply, answer) = oneshot::channel();
+        let (events, _ignored) = mpsc::unbounded_channel();
+        let commands = to_controller.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(Command::Apply(request, events, reply)).await;
+        });
+        answer
+    });
+    let handle = crate::delivery::start(dir, &source, apply, announce.clone()).await;
+    if let crate::delivery::Repo::Local(repo) = crate::delivery::Repo::resolve(dir, &source.repo)
+        && let Ok(exe) = std::env::current_exe()
+    {
+        let message = match crate::hooks::install_post_receive(&repo, dir, &exe) {
+            Ok(crate::hooks::HookInstall::Installed(path)) => Some(format!(
+                "kiln: installed {} (pushes notify the control plane)",
+                path.display()
+            )),
+            Ok(crate::hooks::HookInstall::UserHook(path, line)) => Some(format!(
+                "warning: {} is not kiln's, so it was left alone; add this line to it for pushes to reach kiln at once (polling still follows them): {line}",
+                path.display()
+            )),
+            Ok(_) => None,
+            Err(why) => Some(format!(
+                "warning: cannot install the post-receive hook: {why}"
+            )),
+        };
+        if let Some(message) = message {
+            announce(&Event::Note { message });
+        }
+    }
+    if let (Some(addr), Some(secret)) = (hooks_listen, secret) {
+        let listener = crate::hooks::bind(addr).await?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Failure::State(format!("cannot read the webhook address: {e}")))?;
+        announce(&Event::Note {
+            message: format!("kiln: GitHub webhooks on http://{address}/hooks/github"),
+        });
+        // Tests and scripts find the port picked for `:0` here.
+        let _ = std::fs::write(dir.join(".kiln").join("hooks.addr"), address.to_string());
+        tokio::spawn(crate::hooks::serve(listener, secret, handle.clone(), stop));
+    }
+    Ok(Some(handle))
+}
+
+/// `POST /v1/push`: a push reported by the `post-receive` hook (`kiln notify-push`).
+async fn push(
+    State(api): State<Api>,
+    axum::Json(push): axum::Json<kiln_delivery::Push>,
+) -> Response {
+    let Some(delivery) = &api.delivery else {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({ "message": "the stack declares no `source:`" })),
+        )
+            .into_response();
+    };
+    if delivery.push(push).await {
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "queued": true })),
+        )
+            .into_response()
+    } else {
+        unavailable()
+    }
 }
 
 /// Watches the stack's directory and the directories of managed files, so that a change outside
@@ -1042,6 +1166,7 @@ async fn serve(
         .route("/v1/apply", post(apply))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/push", post(push))
         .with_state(api)
         .merge(crate::metrics::prometheus_router(prometheus));
     let _ = axum::serve(listener, router)

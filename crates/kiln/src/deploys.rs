@@ -42,10 +42,21 @@ fn timestamp(at: std::time::SystemTime) -> String {
 
 /// The commit the tree under `dir` is at, when it is in a git repository.
 fn git_head(dir: &Path) -> Option<String> {
+    git_line(dir, &["rev-parse", "HEAD"])
+}
+
+/// When `commit` was made (its committer date, RFC 3339), from the stack's repository: the
+/// start of DORA's lead time for changes, kept with the release.
+fn commit_time(dir: &Path, commit: &str) -> Option<String> {
+    git_line(dir, &["show", "-s", "--format=%cI", commit, "--"])
+}
+
+/// `git -C dir ARGS`'s trimmed output, when it succeeds with some.
+fn git_line(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["rev-parse", "HEAD"])
+        .args(args)
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
@@ -74,6 +85,7 @@ impl DeployJournal for StateJournal {
                         (entry.source, git_head(&source_dir), None)
                     }
                 };
+                let committed_at = commit.as_deref().and_then(|c| commit_time(&dir, c));
                 let mut store = Store::open_in_stack(&dir).map_err(store_failure)?;
                 store
                     .record_release(&ReleaseRecord {
@@ -83,6 +95,7 @@ impl DeployJournal for StateJournal {
                         source,
                         commit,
                         run_id,
+                        committed_at,
                         files: entry.files,
                         bytes: entry.bytes,
                     })

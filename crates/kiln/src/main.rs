@@ -3,7 +3,7 @@
 use clap::Parser;
 use kiln::cli::{Cli, Command};
 use kiln::ops::Failure;
-use kiln::{ci, commands, deploys};
+use kiln::{ci, commands, deploys, dora, hooks};
 
 fn main() {
     quiet_on_broken_pipe();
@@ -61,6 +61,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             commands::query(dir, expr, time.as_deref(), output).await
         }
         Command::Ci(command) => ci::command(dir, command).await,
+        Command::Dora(args) => dora::command(dir, args),
+        Command::NotifyPush => hooks::notify_push(dir).await,
         Command::ForceUnlock { lock_id } => commands::force_unlock(dir, lock_id),
     }
 }

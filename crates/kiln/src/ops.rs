@@ -196,6 +196,21 @@ pub fn load_stack(dir: &Path) -> Result<Stack, Failure> {
         .map_err(|f| Failure::Invalid(render::diagnostics(&f.sources, &f.diagnostics)))
 }
 
+/// The value of secret `name`, read from where `secrets:` says.
+pub fn secret_value(
+    dir: &Path,
+    name: &str,
+    source: &kiln_spec::model::SecretSource,
+) -> Result<String, String> {
+    match source {
+        kiln_spec::model::SecretSource::Env(var) => std::env::var(var)
+            .map_err(|_| format!("error: secret `{name}`: environment variable {var} is not set")),
+        kiln_spec::model::SecretSource::File(path) => std::fs::read_to_string(dir.join(path))
+            .map(|s| s.trim_end_matches('\n').to_owned())
+            .map_err(|e| format!("error: secret `{name}`: cannot read {path}: {e}")),
+    }
+}
+
 /// Builds evaluation inputs: vars with overrides, secret values, the environment.
 pub fn inputs(stack: &Stack, dir: &Path, overrides: &[String]) -> Result<Inputs, Failure> {
     let mut vars: BTreeMap<String, serde_json::Value> = stack
@@ -223,15 +238,7 @@ pub fn inputs(stack: &Stack, dir: &Path, overrides: &[String]) -> Result<Inputs,
     }
     let mut secrets = BTreeMap::new();
     for (name, source) in &stack.secrets {
-        let value = match source {
-            kiln_spec::model::SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                format!("error: secret `{name}`: environment variable {var} is not set")
-            }),
-            kiln_spec::model::SecretSource::File(path) => std::fs::read_to_string(dir.join(path))
-                .map(|s| s.trim_end_matches('\n').to_owned())
-                .map_err(|e| format!("error: secret `{name}`: cannot read {path}: {e}")),
-        };
-        match value {
+        match secret_value(dir, name, source) {
             Ok(v) => {
                 secrets.insert(name.clone(), v);
             }

@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::Scratch;
+use common::{Scratch, git};
 
 const GREEN: &str = r#"name: ci
 on: push
@@ -45,22 +42,8 @@ fn repo(workflows: &[(&str, &str)]) -> Scratch {
     s
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
-
 fn json(s: &Scratch, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&s.ok(args)).unwrap()
+    s.json(args)
 }
 
 #[test]

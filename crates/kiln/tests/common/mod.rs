@@ -51,6 +51,11 @@ impl Scratch {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs kiln, insists on success and parses its JSON output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
     /// `kiln plan --json` counts.
     pub fn counts(&self) -> serde_json::Value {
         let out = self.ok(&["plan", "--json"]);
@@ -114,6 +119,20 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Runs `git` in `dir` as a test user (branch `main` for new repositories); insists on
+/// success and returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Polls `condition` every few milliseconds until it holds or `deadline` passes.
