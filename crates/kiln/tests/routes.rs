@@ -40,11 +40,15 @@ fn get(addr: &str, host: &str, path: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(
+    // A peer that is not HTTP (the TLS listener) may close before the write ends: then there
+    // is simply no answer.
+    let sent = write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    );
+    if sent.is_err() {
+        return (0, String::new());
+    }
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
