@@ -737,15 +737,19 @@ impl Inner {
         let Some(head) = head else {
             return Err(too_many_series);
         };
+        // The head's samples are the newest: kept apart and appended after the segments'
+        // (which come in time order), a series' samples then usually need no sort.
+        let mut newest: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
         for (labels, chunks) in head {
             budget(&mut chunks.iter().map(crate::chunk::Chunk::len))?;
-            let v = out.entry(labels).or_default();
+            let mut v = Vec::with_capacity(chunks.iter().map(crate::chunk::Chunk::len).sum());
             v.extend(
                 chunks
                     .iter()
                     .flat_map(|c| c.iter())
                     .filter(|s| s.t >= start && s.t <= end),
             );
+            newest.insert(labels, v);
         }
         let segs = read(&self.segments).clone();
         for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
@@ -770,10 +774,17 @@ impl Inner {
                 out.entry(s.labels.clone()).or_default().extend(samples);
             }
         }
+        for (labels, samples) in newest {
+            out.entry(labels).or_default().extend(samples);
+        }
         Ok(out
             .into_iter()
             .filter_map(|(labels, mut samples)| {
-                samples.sort_by_key(|s| s.t);
+                // Out of order only where segments overlap (a persist racing this read, or
+                // segments awaiting compaction).
+                if !samples.is_sorted_by_key(|s| s.t) {
+                    samples.sort_by_key(|s| s.t);
+                }
                 samples.dedup_by_key(|s| s.t);
                 (!samples.is_empty()).then_some(Series { labels, samples })
             })
