@@ -19,6 +19,7 @@ use crate::suggest::closest;
 use crate::units;
 use crate::yaml::{self, Key, Node, Value as Y};
 
+mod alerting;
 mod delivery;
 
 /// Names an expression in a stack file may start with.
@@ -35,6 +36,10 @@ pub const NAMED_VALUES: &[&str] = &[
 
 const ROOT_KEYS: &[&str] = &[
     "source",
+    "alerts",
+    "receivers",
+    "notify",
+    "inhibit",
     "routes",
     "ingress",
     "services",
@@ -101,6 +106,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
             .unwrap_or_default(),
         ingress_tls: None,
         change_source: None,
+        alerting: crate::alerting::Alerting::default(),
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -119,6 +125,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_listen,
         ingress_tls,
         change_source,
+        alerting,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -139,6 +146,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_listen,
         ingress_tls,
         change_source,
+        alerting,
     })
 }
 
@@ -183,6 +191,8 @@ struct Compiler<'fs> {
     ingress_tls: Option<crate::model::IngressTls>,
     /// `source:`, when declared and valid.
     change_source: Option<crate::model::ChangeSource>,
+    /// `alerts:`, `receivers:`, `notify:` and `inhibit:` (root file only).
+    alerting: crate::alerting::Alerting,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -320,6 +330,7 @@ impl<'fs> Compiler<'fs> {
             }
         }
         self.routes(&route_lists);
+        self.alerting = self.compile_alerting(entries);
     }
 
     /// `ingress: { listen: ADDRESS, tls: { cert: PATH, key: PATH } }`.
@@ -1767,16 +1778,7 @@ impl<'fs> Compiler<'fs> {
             (AttrType::Duration, J::String(s)) => match units::parse_duration(s) {
                 Ok(ms) => Some(J::from(ms)),
                 Err(why) => {
-                    self.emit(
-                        Diagnostic::new(
-                            Code::BadUnit,
-                            node.span,
-                            path,
-                            format!("invalid duration: {why}"),
-                        )
-                        .help("write a number with a unit: `500ms`, `30s`, `5m`, `1h`")
-                        .label("expected a duration"),
-                    );
+                    self.bad_duration(node, path, &why);
                     None
                 }
             },
@@ -1867,6 +1869,19 @@ impl<'fs> Compiler<'fs> {
                 None
             }
         }
+    }
+
+    fn bad_duration(&mut self, node: &Node, path: &str, why: &str) {
+        self.emit(
+            Diagnostic::new(
+                Code::BadUnit,
+                node.span,
+                path,
+                format!("invalid duration: {why}"),
+            )
+            .help("write a number with a unit: `500ms`, `30s`, `5m`, `1h`")
+            .label("expected a duration"),
+        );
     }
 
     fn range(&mut self, node: &Node, path: &str, value: f64, min: f64, max: f64) {

@@ -6,6 +6,7 @@
 //! [`load::FileSystem`] trait that the caller passes in, so that validation is pure and tests
 //! run on in-memory trees.
 
+pub mod alerting;
 pub mod compile;
 pub mod diag;
 pub mod eval;

@@ -32,6 +32,8 @@ pub struct Stack {
     pub ingress_tls: Option<IngressTls>,
     /// `source:`: the repository whose pushes the control plane follows.
     pub change_source: Option<ChangeSource>,
+    /// `alerts:`, `receivers:`, `notify:` and `inhibit:`.
+    pub alerting: crate::alerting::Alerting,
 }
 
 /// `source:` in `kiln.yaml` (see `compile/delivery.rs` for the shape).

@@ -9,7 +9,8 @@
 //!   only through a crash-safe intent/outcome protocol (`begin_operation`,
 //!   `complete_operation`, `recover_pending`);
 //! - an append-only **event log**;
-//! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps.
+//! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps;
+//! - alert **silences** (`kiln silence`).
 //!
 //! The crate knows nothing of kiln's other crates. [`Store`] is synchronous;
 //! [`StateHandle`] runs one on its own thread for async callers.
@@ -70,6 +71,7 @@ mod pipelines;
 mod resources;
 mod revisions;
 pub mod schema;
+mod silences;
 mod store;
 mod types;
 
@@ -77,6 +79,7 @@ pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
+pub use silences::SilenceRecord;
 pub use store::Store;
 pub use types::{
     Event, EventQuery, LockHolder, LockInfo, NewEvent, NewRevision, Operation, OperationOutcome,

@@ -11,7 +11,7 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -166,6 +166,19 @@ CREATE INDEX deploys_by_service ON deploys (service, id);
 /// lead times survive a rewritten repository (DORA's lead time for changes).
 const V4: &str = r#"
 ALTER TABLE releases ADD COLUMN committed_at TEXT;
+"#;
+
+/// Alert silences (`kiln silence add`, see `silences.rs`): matchers as JSON, times in ms.
+/// (Written as migration 4 on the alerts branch; 4 went to `committed_at` first.)
+const V5: &str = r#"
+CREATE TABLE silences (
+    id          TEXT PRIMARY KEY,
+    matchers    TEXT NOT NULL,
+    starts_at   INTEGER NOT NULL,
+    ends_at     INTEGER NOT NULL,
+    created_by  TEXT NOT NULL,
+    comment     TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

@@ -139,6 +139,17 @@ pub enum Command {
         after_help = "Example:\n  kiln events --limit 20\n  kiln events --address services.api --json"
     )]
     Events(EventsArgs),
+    /// The alerts the control plane tracks, and the rules as a Prometheus rule file.
+    #[command(
+        after_help = "Example:\n  kiln alerts\n  kiln alerts list --json\n  kiln alerts export --format prometheus > rules.yml && promtool check rules rules.yml"
+    )]
+    Alerts(crate::alerts::AlertsCommand),
+    /// Mute alerts for a while (silences survive restarts).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln silence add alertname=api-errors 'severity=\"page\"' --for 2h --comment 'deploying a fix'\n  kiln silence list\n  kiln silence expire 0190a1b2"
+    )]
+    Silence(crate::alerts::SilenceCommand),
     /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
     #[command(
         subcommand,

@@ -749,7 +749,7 @@ pub fn force_unlock(dir: &Path, lock_id: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn control_plane(dir: &Path) -> Result<tokio::net::UnixStream, Failure> {
+pub(crate) async fn control_plane(dir: &Path) -> Result<tokio::net::UnixStream, Failure> {
     client::connect(&Paths::new(dir).socket)
         .await
         .ok_or_else(|| {
@@ -855,7 +855,7 @@ pub async fn query(
 }
 
 /// Percent-encodes everything but unreserved characters, for a query string.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

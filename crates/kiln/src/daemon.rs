@@ -157,6 +157,10 @@ pub async fn run(
     let stack = ops::load_stack(dir).ok();
     let stack_name = stack.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let listen = stack.as_ref().and_then(|stack| stack.ingress_listen);
+    let alerting = stack
+        .as_ref()
+        .map(|stack| stack.alerting.clone())
+        .unwrap_or_default();
     let tls = stack.and_then(|stack| stack.ingress_tls);
     // The route actor runs even without routes: it gives services their stable addresses.
     let router =
@@ -222,6 +226,22 @@ pub async fn run(
         }
         None => None,
     };
+    let alerts = match &metrics {
+        Some(store) => {
+            let external_url = match &api_address {
+                Some(address) => format!("http://{address}"),
+                None => format!("unix://{}", paths.socket.display()),
+            };
+            Some(crate::alerts::start(
+                dir,
+                store.clone(),
+                alerting,
+                external_url,
+                announce.clone(),
+            )?)
+        }
+        None => None,
+    };
     let runtime = ops::Runtime {
         supervisor: Some(supervisor.clone()),
         routes: ingress
@@ -269,7 +289,7 @@ pub async fn run(
     };
     let (stop_dash, dash_stopped) = watch::channel(false);
     let dash_server = tokio::spawn(crate::dash::serve(dash_listener, dash, dash_stopped));
-    let server = tokio::spawn(serve(listener, api, prometheus, api_stopped));
+    let server = tokio::spawn(serve(listener, api, prometheus, alerts, api_stopped));
     tokio::spawn(watch_signals(commands.clone()));
     let mut controller = Controller {
         dir: dir.to_path_buf(),
@@ -1155,9 +1175,10 @@ async fn serve(
     listener: UnixListener,
     api: Api,
     prometheus: crate::metrics::Api,
+    alerts: Option<crate::alerts::AlertsHandle>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/v1/plan", post(plan))
         .route("/v1/services", get(services))
         .route("/v1/services/{name}/restart", post(restart_service))
@@ -1169,6 +1190,9 @@ async fn serve(
         .route("/v1/push", post(push))
         .with_state(api)
         .merge(crate::metrics::prometheus_router(prometheus));
+    if let Some(alerts) = alerts {
+        router = router.merge(crate::alerts::router(alerts));
+    }
     let _ = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -1,6 +1,7 @@
 //! The `kiln` binary's library half: the command line, the commands and terminal rendering.
 //! **Architecture invariant:** this is the only crate that prints or picks exit codes.
 
+pub mod alerts;
 pub mod api_tcp;
 pub mod ci;
 pub mod cli;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use kiln::cli::{Cli, Command};
 use kiln::ops::Failure;
-use kiln::{ci, commands, deploys, dora, hooks};
+use kiln::{alerts, ci, commands, deploys, dora, hooks};
 
 fn main() {
     quiet_on_broken_pipe();
@@ -60,6 +60,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Query { expr, time, output } => {
             commands::query(dir, expr, time.as_deref(), output).await
         }
+        Command::Alerts(command) => alerts::alerts(dir, command).await,
+        Command::Silence(command) => alerts::silence(dir, command),
         Command::Ci(command) => ci::command(dir, command).await,
         Command::Dora(args) => dora::command(dir, args),
         Command::NotifyPush => hooks::notify_push(dir).await,
