@@ -89,13 +89,14 @@ impl Groups {
         let dir = self.dir.join(group_key(group));
         fs::create_dir_all(&dir)?;
         let ticket = new_ticket();
-        write_atomic(&dir.join("pending"), &ticket)?;
-        let lock_path = dir.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
+        let file = open_lock(&dir.join("lock"))?;
+        // A free group is taken at once: this arrival never waited, so nothing replaces it.
+        match file.try_lock() {
+            Ok(()) => return self.take(dir, file, ticket, false),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        with_queue(&dir, || write_atomic(&dir.join("pending"), &ticket))?;
         let started = Instant::now();
         let mut waiting = Some(waiting);
         loop {
@@ -103,7 +104,7 @@ impl Groups {
                 write_atomic(&dir.join("cancel"), &holder)?;
             }
             match file.try_lock() {
-                Ok(()) => return self.take(dir, file, ticket),
+                Ok(()) => return self.take(dir, file, ticket, true),
                 Err(fs::TryLockError::WouldBlock) => {}
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
@@ -125,21 +126,25 @@ impl Groups {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 _ = abandon.wait_for(|gave_up| *gave_up) => {
-                    if read(&dir.join("pending")).as_deref() == Some(ticket.as_str()) {
-                        let _ = fs::remove_file(dir.join("pending"));
-                    }
+                    leave_queue(&dir, &ticket)?;
                     return Ok(Acquired::Abandoned);
                 }
             }
         }
     }
 
-    /// Holding the lock: unless a newer arrival replaced this one meanwhile, become the holder.
-    fn take(&self, dir: PathBuf, file: fs::File, ticket: String) -> io::Result<Acquired> {
-        if read(&dir.join("pending")).as_deref() != Some(ticket.as_str()) {
+    /// Holding the lock: unless a newer arrival replaced this one while it `waited`, become
+    /// the holder.
+    fn take(
+        &self,
+        dir: PathBuf,
+        file: fs::File,
+        ticket: String,
+        waited: bool,
+    ) -> io::Result<Acquired> {
+        if waited && !leave_queue(&dir, &ticket)? {
             return Ok(Acquired::Superseded);
         }
-        let _ = fs::remove_file(dir.join("pending"));
         write_atomic(&dir.join("running"), &ticket)?;
         let (tx, cancel) = watch::channel(false);
         let (watch_dir, watch_ticket) = (dir.clone(), ticket.clone());
@@ -161,6 +166,37 @@ impl Groups {
             watcher,
         }))
     }
+}
+
+fn open_lock(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
+
+/// Runs `change` holding the group's queue lock, so that reading and replacing `pending` is
+/// one step for every process (held for microseconds).
+fn with_queue<T>(dir: &Path, change: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let queue = open_lock(&dir.join("queue.lock"))?;
+    queue.lock()?;
+    let result = change();
+    // Closing the file releases the lock.
+    drop(queue);
+    result
+}
+
+/// Takes `ticket` out of the queue; false when a newer arrival already replaced it.
+fn leave_queue(dir: &Path, ticket: &str) -> io::Result<bool> {
+    with_queue(dir, || {
+        let pending = dir.join("pending");
+        if read(&pending).as_deref() != Some(ticket) {
+            return Ok(false);
+        }
+        fs::remove_file(&pending)?;
+        Ok(true)
+    })
 }
 
 /// The group's directory name: GitHub compares group names without regard to case.
@@ -266,6 +302,34 @@ mod tests {
             .expect("the holder is asked to stop");
         drop(first);
         assert!(matches!(second.await.unwrap().unwrap(), Acquired::Held(_)));
+    }
+
+    /// Two arrivals at a free group: one runs at once, the other waits for it; neither is
+    /// cancelled (there was never a waiter to replace).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_arrivals_at_a_free_group_both_run() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let groups = Groups::new(dir.path());
+            let group = format!("g{round}");
+            let (a, b) = (groups.clone(), groups.clone());
+            let (ga, gb) = (group.clone(), group.clone());
+            let first = tokio::spawn(async move {
+                // Held, then released at the end of this task.
+                matches!(
+                    a.acquire(&ga, false, never(), || {}).await,
+                    Ok(Acquired::Held(_))
+                )
+            });
+            let second = tokio::spawn(async move {
+                matches!(
+                    b.acquire(&gb, false, never(), || {}).await,
+                    Ok(Acquired::Held(_))
+                )
+            });
+            assert!(first.await.unwrap(), "round {round}");
+            assert!(second.await.unwrap(), "round {round}");
+        }
     }
 
     #[tokio::test]
