@@ -409,6 +409,8 @@ impl Compiler<'_> {
         })
     }
 
+    /// The routes that measure a service's requests: its ingress routes, and its own stable
+    /// address (`services.<name>`, what other services call), which every service has.
     fn routes_of(&self, service: &str) -> Vec<String> {
         let mut routes: Vec<String> = self
             .resources
@@ -421,6 +423,7 @@ impl Compiler<'_> {
             })
             .map(|r| r.address.clone())
             .collect();
+        routes.push(format!("services.{service}"));
         routes.sort();
         routes
     }
@@ -450,17 +453,6 @@ impl Compiler<'_> {
             return None;
         }
         let routes = self.routes_of(&name);
-        if routes.is_empty() {
-            self.invalid(
-                node.span,
-                path,
-                format!(
-                    "service `{name}` has no route, so the ingress measures none of its requests"
-                ),
-                "add a route to it under `routes:`, or write an `expr:` alert over its own metrics",
-            );
-            return None;
-        }
         Some((SloTarget::Service(name), routes))
     }
 
