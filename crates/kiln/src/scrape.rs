@@ -301,6 +301,10 @@ pub async fn run(
     let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running: HashMap<String, (Target, oneshot::Sender<()>)> = HashMap::new();
+    // Failures and recoveries go to the event log too (kiln events, the dashboard).
+    let events = ops::open_store(&dir)
+        .ok()
+        .map(kiln_state::StateHandle::spawn);
     loop {
         tick.tick().await;
         let dir = dir.clone();
@@ -322,11 +326,45 @@ pub async fn run(
                 target.clone(),
                 store.clone(),
                 scrapes.clone(),
-                announce.clone(),
+                Reporter {
+                    announce: announce.clone(),
+                    events: events.clone(),
+                },
                 stopped,
             ));
             running.insert(id, (target, stop));
         }
+    }
+}
+
+/// Where a target's failures and recoveries are told: the log (and a foreground terminal),
+/// and the event log.
+#[derive(Clone)]
+struct Reporter {
+    announce: Announce,
+    events: Option<kiln_state::StateHandle>,
+}
+
+impl Reporter {
+    async fn report(&self, target: &Target, kind: &str, message: String, error: Option<&str>) {
+        (self.announce)(&Event::Note {
+            message: message.clone(),
+        });
+        let Some(events) = &self.events else {
+            return;
+        };
+        let event = kiln_state::NewEvent {
+            kind: kind.to_owned(),
+            address: Some(format!("services.{}", target.service)),
+            serial: None,
+            message,
+            data: serde_json::json!({
+                "url": target.url(),
+                "instance": target.instance,
+                "error": error,
+            }),
+        };
+        let _ = events.call(move |s| s.append_event(&event)).await;
     }
 }
 
@@ -355,7 +393,7 @@ async fn scrape_loop(
     target: Target,
     store: Arc<Store>,
     scrapes: Arc<Scrapes>,
-    announce: Announce,
+    reporter: Reporter,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(target.config.interval);
@@ -377,17 +415,19 @@ async fn scrape_loop(
                     .samples
                     .fetch_add(report.samples as u64, Ordering::Relaxed);
                 if last_error.is_some() {
-                    announce(&Event::Note {
-                        message: format!("{id}: metrics scrape of {} recovered", target.url()),
-                    });
+                    let message = format!("{id}: metrics scrape of {} recovered", target.url());
+                    reporter
+                        .report(&target, "scrape.recovered", message, None)
+                        .await;
                 }
             }
             Some(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 if last_error.as_deref() != Some(e) {
-                    announce(&Event::Note {
-                        message: format!("{id}: metrics scrape of {} failed: {e}", target.url()),
-                    });
+                    let message = format!("{id}: metrics scrape of {} failed: {e}", target.url());
+                    reporter
+                        .report(&target, "scrape.failed", message, Some(e))
+                        .await;
                 }
             }
         }

@@ -188,6 +188,23 @@ fn scraped_services_and_the_token_protected_prometheus_api() {
         "no complete answer within 300 ms (the scrape timeout)"
     );
     assert_eq!(error_of("api"), "");
+    // The failures are events too, once each (not once per scrape).
+    let events: serde_json::Value =
+        serde_json::from_str(&s.ok(&["events", "--address", "services.bad", "--json"])).unwrap();
+    let failed: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "scrape.failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:#}");
+    assert!(
+        failed[0]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed exposition"),
+        "{events:#}"
+    );
     let log = std::fs::read_to_string(s.file(".kiln/logs/kiln.log")).unwrap();
     assert!(
         log.lines()
