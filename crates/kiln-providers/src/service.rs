@@ -369,11 +369,11 @@ pub fn deploy_config(attrs: &Attributes) -> DeployConfig {
         Some("canary") => {
             let defaults = Canary::default();
             let steps = match d.get("steps") {
+                // Validated and normalised by kiln-spec: whole percentages, 1 to 99, increasing.
                 Some(Value::Array(items)) => items
                     .iter()
-                    .filter_map(|v| v.as_f64().or_else(|| v.as_u64().map(|n| n as f64)))
-                    .map(|p| if p <= 1.0 { p * 100.0 } else { p })
-                    .map(|p| p.round().clamp(1.0, 99.0) as u32)
+                    .filter_map(Value::as_u64)
+                    .map(|p| p.clamp(1, 99) as u32)
                     .collect(),
                 _ => defaults.steps.clone(),
             };

@@ -1801,6 +1801,22 @@ impl<'fs> Compiler<'fs> {
                 self.range(node, path, n.as_f64().unwrap_or_default(), min, max);
                 Some(json.clone())
             }
+            (AttrType::TrafficSteps, J::Array(_)) => match units::parse_traffic_steps(json) {
+                Ok(steps) => Some(J::from(steps)),
+                Err(why) => {
+                    self.emit(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            node.span,
+                            path,
+                            format!("invalid canary steps: {why}"),
+                        )
+                        .help("give the canary's share at each step, like `steps: [10%, 50%]`")
+                        .label("expected increasing percentages"),
+                    );
+                    None
+                }
+            },
             (AttrType::Size, J::Number(_)) => Some(json.clone()),
             (AttrType::Size, J::String(text)) => match units::parse_size(text) {
                 Ok(bytes) => Some(J::from(bytes)),

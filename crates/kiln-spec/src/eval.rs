@@ -424,6 +424,7 @@ fn convert(ty: AttrType, json: serde_json::Value) -> Result<serde_json::Value, S
         {
             convert(ty, serde_json::from_str(s.trim()).unwrap_or(J::Null))
         }
+        (AttrType::TrafficSteps, v @ J::Array(_)) => units::parse_traffic_steps(&v).map(J::from),
         (AttrType::Size, J::String(s)) => units::parse_size(&s).map(J::from),
         (AttrType::Size, J::Number(n)) => Ok(J::Number(n)),
         (AttrType::Enum(words), J::String(s)) if words.contains(&s.as_str()) => Ok(J::String(s)),

@@ -39,6 +39,9 @@ pub enum AttrType {
     },
     /// A size (`256Mi`); normalised to bytes.
     Size,
+    /// Canary traffic steps (`[10%, 50%]`): increasing whole percentages between 0 and 100;
+    /// normalised to numbers.
+    TrafficSteps,
     /// `true` or `false`.
     Bool,
     /// One of a few words.
@@ -73,6 +76,7 @@ impl AttrType {
             AttrType::Int { .. } => "a whole number",
             AttrType::Number { .. } => "a number",
             AttrType::Size => "a size, like `256Mi` or `1G`",
+            AttrType::TrafficSteps => "increasing percentages of traffic, like `[10%, 50%]`",
             AttrType::Bool => "true or false",
             AttrType::Enum(_) => "one of the listed words",
             AttrType::Object(o) => o.what,
@@ -366,7 +370,7 @@ pub const DEPLOY: ObjectSchema = ObjectSchema {
         ("min_healthy_time", AttrType::Duration),
         ("healthy_deadline", AttrType::Duration),
         ("keep_old", AttrType::Duration),
-        ("steps", AttrType::List),
+        ("steps", AttrType::TrafficSteps),
         ("pause", AttrType::Duration),
         ("analysis", AttrType::Object(&ANALYSIS)),
         ("auto_rollback", AttrType::Bool),

@@ -112,6 +112,40 @@ pub fn parse_percent(text: &str) -> Result<f64, String> {
     Ok(value / 100.0)
 }
 
+/// Parses canary traffic steps: whole percentages strictly between 0 and 100, each larger
+/// than the one before, written `10%` or `10`; returns them as numbers.
+pub fn parse_traffic_steps(value: &serde_json::Value) -> Result<Vec<u64>, String> {
+    let serde_json::Value::Array(items) = value else {
+        return Err("steps must be a list of percentages".into());
+    };
+    let mut steps: Vec<u64> = Vec::with_capacity(items.len());
+    for item in items {
+        let percent = match item {
+            serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+            serde_json::Value::String(s) => parse_percent(s)? * 100.0,
+            other => return Err(format!("`{other}` is not a percentage")),
+        };
+        if !(percent > 0.0 && percent < 100.0) {
+            return Err(format!(
+                "a step of {percent}% sends {} traffic to the canary; steps lie strictly between 0% and 100% (100% is the promotion that follows them)",
+                if percent <= 0.0 { "no" } else { "all" }
+            ));
+        }
+        if (percent - percent.round()).abs() > 1e-9 {
+            return Err(format!("{percent}% is not a whole percentage"));
+        }
+        let percent = percent.round() as u64;
+        if steps.last().is_some_and(|&last| percent <= last) {
+            return Err(format!(
+                "{percent}% after {}%: each step must send more traffic than the one before",
+                steps.last().copied().unwrap_or_default()
+            ));
+        }
+        steps.push(percent);
+    }
+    Ok(steps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +171,26 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1_000_000_000));
         assert_eq!(parse_size("512"), Ok(512));
         assert!(parse_size("12Zi").is_err());
+    }
+
+    #[test]
+    fn traffic_steps() {
+        use serde_json::json;
+        assert_eq!(
+            parse_traffic_steps(&json!(["10%", 50, "90%"])),
+            Ok(vec![10, 50, 90])
+        );
+        for bad in [
+            json!([150]),
+            json!(["0%"]),
+            json!([50, 10]),
+            json!(["12.5%"]),
+            json!(["ten"]),
+            json!(true),
+            json!([100]),
+        ] {
+            assert!(parse_traffic_steps(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
