@@ -420,7 +420,7 @@ impl Actor {
         instance.tasks = Default::default();
         instance.ready = false;
         if let Some(cgroup) = &proc.cgroup {
-            crate::limits::remove_cgroup(cgroup);
+            cgroup.remove();
         }
         pidfile::remove(&shared.run_dir, id);
         shared.emit(Event::Exited {

@@ -135,6 +135,8 @@ pub enum InstanceState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitsInForce {
     CgroupV2,
+    /// Memory, and cpu and pids where their hierarchies are writable, through cgroup v1.
+    CgroupV1,
     /// Memory via RLIMIT_DATA, pids via RLIMIT_NPROC (per user, and not for root); CPU is not
     /// enforced.
     Rlimit,
@@ -145,6 +147,7 @@ impl std::fmt::Display for LimitsInForce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::CgroupV2 => "cgroup v2",
+            Self::CgroupV1 => "cgroup v1",
             Self::Rlimit => "rlimit",
             Self::None => "none",
         })

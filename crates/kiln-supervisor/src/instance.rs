@@ -125,7 +125,7 @@ pub(crate) struct Proc {
     pub pid: u32,
     pub start_ticks: u64,
     pub started_at: Instant,
-    pub cgroup: Option<PathBuf>,
+    pub cgroup: Option<limits::Cgroup>,
     /// The cgroup's `oom_kill` count at spawn, to attribute a later SIGKILL.
     pub oom_base: Option<u64>,
 }
@@ -323,7 +323,7 @@ impl Instance {
             pid,
             start_ticks,
             started_at: Instant::now(),
-            oom_base: prepared.cgroup.as_deref().and_then(limits::oom_kills),
+            oom_base: prepared.cgroup.as_ref().and_then(limits::Cgroup::oom_kills),
             cgroup: prepared.cgroup.clone(),
         });
         let captures = self.start_capture(readers);
@@ -393,7 +393,12 @@ impl Instance {
             start_ticks: proc.start_ticks,
             spec_hash: self.hash.clone(),
             release: self.release.clone(),
-            cgroup: proc.cgroup.clone(),
+            cgroup: proc.cgroup.as_ref().map(|c| c.memory.clone()),
+            other_cgroups: proc
+                .cgroup
+                .as_ref()
+                .map(|c| c.others.clone())
+                .unwrap_or_default(),
         };
         if let Err(e) = pidfile::write(&shared.run_dir, &record) {
             // Without a pidfile a crashed control plane cannot adopt this instance; say so.
@@ -417,14 +422,10 @@ impl Instance {
             pid: record.pid,
             start_ticks: record.start_ticks,
             started_at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
-            oom_base: record.cgroup.as_deref().and_then(limits::oom_kills),
-            cgroup: record.cgroup.clone(),
+            oom_base: record.cgroup().as_ref().and_then(limits::Cgroup::oom_kills),
+            cgroup: record.cgroup(),
         });
-        self.in_force = if record.cgroup.is_some() {
-            LimitsInForce::CgroupV2
-        } else {
-            LimitsInForce::None
-        };
+        self.in_force = record.cgroup().map_or(LimitsInForce::None, |c| c.version());
         let (stdout, stderr) = process::fifo_paths(&shared.run_dir, &self.id);
         let note = match (logs::open_reader(&stdout), logs::open_reader(&stderr)) {
             (Ok(out), Ok(err)) => {
@@ -473,14 +474,18 @@ impl Instance {
         }
     }
 
-    /// Refines a SIGKILL into an OOM kill when the instance's cgroup counted one.
+    /// Refines a SIGKILL (or a shell's 137) into an OOM kill when the instance's cgroup counted one.
     pub(crate) fn classify_exit(&self, exit: ExitReason) -> ExitReason {
         let Some(proc) = &self.proc else { return exit };
         let oom = match (&proc.cgroup, proc.oom_base) {
-            (Some(cgroup), base) => limits::oom_kills(cgroup) > base.or(Some(0)),
+            (Some(cgroup), base) => cgroup.oom_kills() > base.or(Some(0)),
             _ => false,
         };
-        if oom && exit == ExitReason::Signal("SIGKILL".to_owned()) {
+        // A shell in front of the killed process (a `shell: true` pipeline) reports the
+        // kill as its own exit status, 128 + SIGKILL.
+        let killed =
+            exit == ExitReason::Signal("SIGKILL".to_owned()) || exit == ExitReason::Code(137);
+        if oom && killed {
             ExitReason::OomKilled
         } else {
             exit

@@ -1,10 +1,13 @@
-//! Resource limits: cgroup v2 when this machine delegates a cgroup subtree to us, otherwise
-//! rlimits, and a record of which one is in force.
+//! Resource limits: cgroup v2 when this machine delegates a cgroup subtree to us, cgroup v1
+//! when its memory hierarchy is writable (older distributions, many CI and container hosts),
+//! otherwise rlimits, and a record of which one is in force.
 //!
-//! Both are applied by a tiny `sh` prelude that runs in the instance's own process before it
-//! `exec`s the real command: the prelude moves itself into the instance's cgroup (so nothing
-//! the instance forks can escape it) or sets its rlimits (inherited by everything it starts).
-//! This needs no `unsafe` `pre_exec` hook.
+//! All are applied by a tiny `sh` prelude that runs in the instance's own process before it
+//! `exec`s the real command: the prelude moves itself into the instance's cgroups (so nothing
+//! the instance forks can escape them) or sets its rlimits (inherited by everything it starts).
+//! This needs no `unsafe` `pre_exec` hook. Either cgroup version counts the OOM killer's kills
+//! (`memory.events` in v2, `memory.oom_control` in v1), which is how an OOM kill is told apart
+//! from any other SIGKILL.
 //!
 //! rlimit caveats: memory uses RLIMIT_DATA (heap and private mappings since Linux 4.7) rather
 //! than RLIMIT_AS, which breaks runtimes that reserve large virtual ranges (V8, Go, the JVM);
@@ -27,19 +30,65 @@ pub(crate) enum Enforcer {
     CgroupV2 {
         root: PathBuf,
     },
+    /// `kiln.slice` directories in the v1 hierarchies: memory always, cpu and pids when they
+    /// are mounted and writable too.
+    CgroupV1 {
+        memory: PathBuf,
+        cpu: Option<PathBuf>,
+        pids: Option<PathBuf>,
+    },
     Rlimit,
 }
 
 impl Enforcer {
-    /// Looks for a usable cgroup v2 subtree: the unified hierarchy at /sys/fs/cgroup, our own
-    /// cgroup in it, and a `kiln.slice` child with memory, cpu and pids enabled. Anything
-    /// missing (v1 or hybrid hosts, no delegation, no write access) falls back to rlimits.
+    /// Looks for a usable cgroup v2 subtree first: the unified hierarchy at /sys/fs/cgroup,
+    /// our own cgroup in it, and a `kiln.slice` child with memory, cpu and pids enabled. Then
+    /// for a writable v1 memory hierarchy. Anything missing (no delegation, no write access)
+    /// falls back to rlimits.
     pub(crate) fn detect() -> Self {
-        match cgroup_root() {
-            Some(root) => Self::CgroupV2 { root },
-            None => Self::Rlimit,
+        if let Some(root) = cgroup_root() {
+            return Self::CgroupV2 { root };
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let membership = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let slice = |controller| {
+            let dir = v1_own_dir(&mountinfo, &membership, controller)?.join("kiln.slice");
+            std::fs::create_dir_all(&dir).ok().map(|()| dir)
+        };
+        match slice("memory") {
+            Some(memory) if memory.join("memory.limit_in_bytes").exists() => Self::CgroupV1 {
+                memory,
+                cpu: slice("cpu").filter(|d| d.join("cpu.cfs_quota_us").exists()),
+                pids: slice("pids").filter(|d| d.join("pids.max").exists()),
+            },
+            _ => Self::Rlimit,
         }
     }
+}
+
+/// Our own cgroup's directory in the v1 hierarchy that has `controller`: its mount point
+/// (from mountinfo, whose super options list the hierarchy's controllers) joined with our path
+/// in it (from /proc/self/cgroup, `id:controllers:/path`) relative to the mount's root.
+fn v1_own_dir(mountinfo: &str, membership: &str, controller: &str) -> Option<PathBuf> {
+    let has = |list: &str| list.split(',').any(|c| c == controller);
+    let ours = membership.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        has(controllers).then_some(path)
+    })?;
+    mountinfo.lines().find_map(|line| {
+        // `id parent major:minor root mount-point options [optional...] - fstype source super`
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split_whitespace();
+        let (fstype, _, super_options) = (after.next()?, after.next()?, after.next()?);
+        if fstype != "cgroup" || !has(super_options) {
+            return None;
+        }
+        let fields: Vec<&str> = before.split_whitespace().collect();
+        let (root, mount_point) = (fields.get(3)?, fields.get(4)?);
+        let relative = Path::new(ours).strip_prefix(root).ok()?;
+        Some(Path::new(mount_point).join(relative))
+    })
 }
 
 fn cgroup_root() -> Option<PathBuf> {
@@ -71,8 +120,54 @@ pub(crate) struct Prepared {
     /// Shell commands to run before `exec`; empty when there is nothing to apply.
     pub prelude: String,
     pub in_force: LimitsInForce,
-    /// The instance's cgroup, to read `memory.events` and remove after exit.
-    pub cgroup: Option<PathBuf>,
+    /// The instance's cgroups, to count OOM kills and remove after exit.
+    pub cgroup: Option<Cgroup>,
+}
+
+/// The cgroup directories of one instance: the one with the memory controller (in v2 the only
+/// one) and, in v1, those of the other hierarchies it joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cgroup {
+    pub memory: PathBuf,
+    pub others: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Which version the directories belong to, from the files the kernel put in them.
+    pub(crate) fn version(&self) -> LimitsInForce {
+        if self.memory.join("memory.events").exists() {
+            LimitsInForce::CgroupV2
+        } else {
+            LimitsInForce::CgroupV1
+        }
+    }
+
+    /// How many times the OOM killer killed in it: `oom_kill` in v2's `memory.events` or v1's
+    /// `memory.oom_control`.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        ["memory.events", "memory.oom_control"]
+            .iter()
+            .find_map(|file| std::fs::read_to_string(self.memory.join(file)).ok())?
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// Removes the directories once their processes are gone; a leftover non-empty cgroup is
+    /// harmless and reused by the next spawn.
+    pub(crate) fn remove(&self) {
+        for dir in std::iter::once(&self.memory).chain(&self.others) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
+    fn prelude(&self) -> String {
+        std::iter::once(&self.memory)
+            .chain(&self.others)
+            .map(|dir| format!("echo $$ > {}", shell_quote(&dir.join("cgroup.procs"))))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Prepares `limits` for instance `id`. A cgroup that cannot be set up degrades to rlimits
@@ -85,15 +180,30 @@ pub(crate) fn prepare(enforcer: &Enforcer, id: &InstanceId, limits: &Limits) -> 
             cgroup: None,
         };
     }
-    if let Enforcer::CgroupV2 { root } = enforcer {
-        let dir = root.join(format!("{}-{}", id.service, id.instance));
-        if write_cgroup(&dir, limits).is_ok() {
-            return Prepared {
-                prelude: format!("echo $$ > {}", shell_quote(&dir.join("cgroup.procs"))),
-                in_force: LimitsInForce::CgroupV2,
-                cgroup: Some(dir),
-            };
+    let name = format!("{}-{}", id.service, id.instance);
+    let cgroup = match enforcer {
+        Enforcer::CgroupV2 { root } => {
+            let dir = root.join(&name);
+            write_cgroup(&dir, limits).ok().map(|()| Cgroup {
+                memory: dir,
+                others: Vec::new(),
+            })
         }
+        Enforcer::CgroupV1 { memory, cpu, pids } => write_cgroup_v1(
+            &memory.join(&name),
+            cpu.as_ref().map(|d| d.join(&name)),
+            pids.as_ref().map(|d| d.join(&name)),
+            limits,
+        )
+        .ok(),
+        Enforcer::Rlimit => None,
+    };
+    if let Some(cgroup) = cgroup {
+        return Prepared {
+            prelude: cgroup.prelude(),
+            in_force: cgroup.version(),
+            cgroup: Some(cgroup),
+        };
     }
     Prepared {
         prelude: rlimit_prelude(limits),
@@ -119,6 +229,58 @@ fn write_cgroup(dir: &Path, limits: &Limits) -> std::io::Result<()> {
     std::fs::write(dir.join("cpu.max"), cpu)
 }
 
+/// v1 spells the limits in one file per knob, `-1` for none. The memory+swap limit (when
+/// swap accounting exists) is opened first, set to the memory limit last, so the kernel's rule
+/// "memory ≤ memory+swap" holds at every step whatever a reused directory held before; it
+/// matches v2, where `memory.max` alone leaves swap to the system's default.
+fn write_cgroup_v1(
+    memory: &Path,
+    cpu: Option<PathBuf>,
+    pids: Option<PathBuf>,
+    limits: &Limits,
+) -> std::io::Result<Cgroup> {
+    std::fs::create_dir_all(memory)?;
+    let bytes = limits
+        .memory_bytes
+        .map_or_else(|| "-1".to_owned(), |b| b.to_string());
+    let memsw = memory.join("memory.memsw.limit_in_bytes");
+    let swap_accounted = memsw.exists();
+    if swap_accounted {
+        std::fs::write(&memsw, "-1")?;
+    }
+    std::fs::write(memory.join("memory.limit_in_bytes"), &bytes)?;
+    if swap_accounted {
+        std::fs::write(&memsw, &bytes)?;
+    }
+    let mut others = Vec::new();
+    if let Some(dir) = cpu {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+        let quota = limits.cpu.map_or_else(
+            || "-1".to_owned(),
+            |cores| {
+                ((cores * CPU_PERIOD_US as f64) as u64)
+                    .max(1000)
+                    .to_string()
+            },
+        );
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota)?;
+        others.push(dir);
+    }
+    if let Some(dir) = pids {
+        std::fs::create_dir_all(&dir)?;
+        let max = limits
+            .pids
+            .map_or_else(|| "max".to_owned(), |p| p.to_string());
+        std::fs::write(dir.join("pids.max"), max)?;
+        others.push(dir);
+    }
+    Ok(Cgroup {
+        memory: memory.to_owned(),
+        others,
+    })
+}
+
 /// `ulimit` lines for the memory and pids limits. dash spells the process limit `-p`, bash
 /// `-u`; trying `-u` first and falling back covers both.
 pub(crate) fn rlimit_prelude(limits: &Limits) -> String {
@@ -132,21 +294,6 @@ pub(crate) fn rlimit_prelude(limits: &Limits) -> String {
         ));
     }
     lines.join("; ")
-}
-
-/// The `oom_kill` counter of a cgroup, if it has one.
-pub(crate) fn oom_kills(cgroup: &Path) -> Option<u64> {
-    let events = std::fs::read_to_string(cgroup.join("memory.events")).ok()?;
-    events
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
-}
-
-/// Removes an instance's cgroup once its processes are gone; a leftover non-empty cgroup is
-/// harmless and reused by the next spawn.
-pub(crate) fn remove_cgroup(cgroup: &Path) {
-    let _ = std::fs::remove_dir(cgroup);
 }
 
 fn shell_quote(path: &Path) -> String {
@@ -196,7 +343,70 @@ mod tests {
             "low 0\noom 1\noom_kill 2\n",
         )
         .unwrap();
-        assert_eq!(oom_kills(dir.path()), Some(2));
+        let cgroup = Cgroup {
+            memory: dir.path().to_owned(),
+            others: Vec::new(),
+        };
+        assert_eq!(cgroup.oom_kills(), Some(2));
+        assert_eq!(cgroup.version(), LimitsInForce::CgroupV2);
+    }
+
+    #[test]
+    fn cgroup_v1_files_get_kernel_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let (memory, cpu, pids) = (
+            dir.path().join("memory/a-0"),
+            dir.path().join("cpu/a-0"),
+            dir.path().join("pids/a-0"),
+        );
+        std::fs::create_dir_all(&memory).unwrap();
+        std::fs::write(memory.join("memory.memsw.limit_in_bytes"), "0").unwrap();
+        let limits = Limits {
+            memory_bytes: Some(1 << 20),
+            cpu: Some(1.5),
+            pids: Some(64),
+        };
+        let cgroup =
+            write_cgroup_v1(&memory, Some(cpu.clone()), Some(pids.clone()), &limits).unwrap();
+        let read = |p: &Path, f: &str| std::fs::read_to_string(p.join(f)).unwrap();
+        assert_eq!(read(&memory, "memory.limit_in_bytes"), "1048576");
+        assert_eq!(read(&memory, "memory.memsw.limit_in_bytes"), "1048576");
+        assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "150000");
+        assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+        assert_eq!(read(&pids, "pids.max"), "64");
+        assert_eq!(cgroup.others, vec![cpu, pids]);
+        std::fs::write(
+            memory.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        )
+        .unwrap();
+        assert_eq!(cgroup.oom_kills(), Some(3));
+        assert_eq!(cgroup.version(), LimitsInForce::CgroupV1);
+        assert_eq!(cgroup.prelude().matches("cgroup.procs").count(), 3);
+    }
+
+    #[test]
+    fn v1_hierarchies_are_found_from_mountinfo_and_membership() {
+        let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+36 30 0:32 /docker/abc /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 30 0:33 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+";
+        let membership = "\
+4:memory:/docker/abc/job
+3:cpu,cpuacct:/user.slice
+0::/
+";
+        assert_eq!(
+            v1_own_dir(mountinfo, membership, "memory"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/job"))
+        );
+        assert_eq!(
+            v1_own_dir(mountinfo, membership, "cpu"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/user.slice"))
+        );
+        assert_eq!(v1_own_dir(mountinfo, membership, "pids"), None);
     }
 
     #[test]

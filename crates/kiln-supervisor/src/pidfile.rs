@@ -26,7 +26,11 @@ pub(crate) struct PidRecord {
     pub start_ticks: u64,
     pub spec_hash: String,
     pub release: String,
+    /// The instance's memory cgroup (in v2 its only one).
     pub cgroup: Option<PathBuf>,
+    /// In cgroup v1, its directories in the other hierarchies (cpu, pids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_cgroups: Vec<PathBuf>,
 }
 
 impl PidRecord {
@@ -35,6 +39,13 @@ impl PidRecord {
             service: self.service.clone(),
             instance: self.instance,
         }
+    }
+
+    pub(crate) fn cgroup(&self) -> Option<crate::limits::Cgroup> {
+        self.cgroup.as_ref().map(|memory| crate::limits::Cgroup {
+            memory: memory.clone(),
+            others: self.other_cgroups.clone(),
+        })
     }
 
     /// Whether the recorded process is still the one running under that pid.
@@ -105,8 +116,8 @@ pub fn cleanup_orphans(state_dir: &Path) -> Vec<InstanceId> {
         if kill_leftovers(&record) {
             killed.push(record.id());
         }
-        if let Some(cgroup) = &record.cgroup {
-            crate::limits::remove_cgroup(cgroup);
+        if let Some(cgroup) = record.cgroup() {
+            cgroup.remove();
         }
         remove(&run, &record.id());
     }
@@ -133,6 +144,7 @@ mod tests {
             spec_hash: "h".into(),
             release: "r".into(),
             cgroup: None,
+            other_cgroups: Vec::new(),
         };
         write(dir.path(), &record).unwrap();
         assert_eq!(scan(dir.path()), vec![record.clone()]);

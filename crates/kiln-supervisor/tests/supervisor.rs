@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kiln_supervisor::{
     Check, Command, Event, ExitReason, InstanceState, Limits, LimitsInForce, Probe, ProbeKind,
-    ServiceSpec, Supervisor, SupervisorConfig, SupervisorError, SupervisorHandle, read_logs,
+    RestartMode, ServiceSpec, Supervisor, SupervisorConfig, SupervisorError, SupervisorHandle,
+    read_logs,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast::Receiver;
@@ -696,6 +697,40 @@ async fn limits_are_applied_and_reported() {
         let lines = read_logs(&state, "limited", None, None, None);
         assert_eq!(lines[0].text, "data=262144");
     }
+    supervisor.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The OOM killer needs a memory cgroup: on a machine where only rlimits are available an
+/// allocation beyond the limit fails instead, and there is no OOM kill to report.
+#[tokio::test]
+async fn an_instance_killed_by_the_oom_killer_is_reported_as_such() {
+    let dir = TestDir::new();
+    let (supervisor, mut events) = start(dir.path());
+    // `tail` keeps a line whole until its newline, and /dev/zero has none: it grows until the
+    // limit stops it.
+    let mut spec = shell("hog", "head -c 512m /dev/zero | tail", dir.path());
+    spec.restart.mode = RestartMode::Never;
+    spec.limits = Limits {
+        memory_bytes: Some(32 * 1024 * 1024),
+        cpu: None,
+        pids: Some(64),
+    };
+    supervisor.apply(spec).await.unwrap();
+    let in_force = supervisor.status().await[0].limits_in_force;
+    if !matches!(in_force, LimitsInForce::CgroupV1 | LimitsInForce::CgroupV2) {
+        eprintln!("SKIPPED: no writable memory cgroup on this machine (limits: {in_force})");
+        supervisor.shutdown(Duration::from_secs(1)).await;
+        return;
+    }
+    let (exited, _) = until(&mut events, "the hog's exit", |e| {
+        matches!(e, Event::Exited { .. })
+    })
+    .await;
+    let Event::Exited { exit, .. } = exited else {
+        unreachable!()
+    };
+    assert_eq!(exit, ExitReason::OomKilled, "{in_force}");
+    assert_eq!(exit.to_string(), "killed by the OOM killer");
     supervisor.shutdown(Duration::from_secs(1)).await;
 }
 

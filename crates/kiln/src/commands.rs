@@ -769,8 +769,18 @@ pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>4} {:<13} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  HEALTH",
-        "SERVICE", "#", "RELEASE", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "CPU", "RSS"
+        "{:<16} {:>4} {:<13} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9} {:<9}  HEALTH",
+        "SERVICE",
+        "#",
+        "RELEASE",
+        "PID",
+        "PORT",
+        "STATE",
+        "RESTARTS",
+        "UPTIME",
+        "CPU",
+        "RSS",
+        "LIMITS"
     );
     for i in list.as_array().into_iter().flatten() {
         let num = |k: &str| {
@@ -792,7 +802,7 @@ pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
             state = format!("{state} ({detail})");
         }
         println!(
-            "{:<16} {:>4} {:<13} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9}  {}",
+            "{:<16} {:>4} {:<13} {:>8} {:>6} {:<14} {:>8} {:>8} {:>7} {:>9} {:<9}  {}",
             i["service"].as_str().unwrap_or("?"),
             num("instance"),
             i["release"].as_str().unwrap_or("-"),
@@ -803,6 +813,7 @@ pub async fn ps(dir: &Path, output: &Output) -> Result<(), Failure> {
             uptime,
             cpu,
             rss,
+            i["limits"].as_str().unwrap_or("-"),
             i["health"].as_str().unwrap_or("")
         );
     }

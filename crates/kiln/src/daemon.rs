@@ -1080,7 +1080,7 @@ fn instance_json(s: &kiln_supervisor::InstanceStatus) -> serde_json::Value {
         "cpu_seconds": s.cpu_seconds,
         "rss_bytes": s.rss_bytes,
         "release": s.release,
-        "limits": format!("{:?}", s.limits_in_force),
+        "limits": s.limits_in_force.to_string(),
         "adopted": s.adopted,
     })
 }
