@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use kiln_plan::{Action, Change, Plan, digest_value};
 use kiln_spec::Stack;
 use kiln_spec::eval::Known;
+use kiln_spec::model::Condition;
 use kiln_state::{Operation, OperationOutcome, ResourceRecord, ResourceRecordInput, StateHandle};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::Providers;
 use crate::desired::{Inputs, Knowledge, evaluate_one, known_from};
+use crate::provider::{Attributes, Started};
 use crate::refresh::to_provider_record;
 
 /// What the executor reports as it goes.
@@ -142,6 +144,13 @@ pub async fn apply(
             dependents.entry(d.clone()).or_default().push(a.clone());
         }
     }
+    let waits_for_start = waits_for_start(&run.stack, &waiting);
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut run = run.clone();
+    run.providers.context = Arc::new(crate::provider::ProviderContext {
+        started: Some(Started(started_tx)),
+        ..(*run.providers.context).clone()
+    });
     let mut report = Report::default();
     let mut tasks: JoinSet<TaskResult> = JoinSet::new();
     let mut records = records;
@@ -177,8 +186,26 @@ pub async fn apply(
                 (address, result, started.elapsed())
             });
         }
-        let Some(joined) = tasks.join_next().await else {
+        if tasks.is_empty() {
             break;
+        }
+        let joined = tokio::select! {
+            Some(joined) = tasks.join_next() => joined,
+            Some((address, outputs)) = started_rx.recv() => {
+                if let Some(Known::Unknown) = known.get(&address) {
+                    known.insert(address.clone(), provisional(outputs));
+                    for d in waits_for_start.get(&address).into_iter().flatten() {
+                        if let Some(w) = waiting.get_mut(d)
+                            && w.remove(&address)
+                            && w.is_empty()
+                        {
+                            ready.insert(d.clone());
+                        }
+                    }
+                }
+                continue;
+            }
+            else => break,
         };
         let (address, result, elapsed) = match joined {
             Ok(r) => r,
@@ -226,6 +253,36 @@ pub async fn apply(
         }
     }
     Ok(report)
+}
+
+/// For each change, the changes that wait on it only until it has started (`depends_on` with
+/// `condition: started`): they may go ahead as soon as its provider reports the start.
+fn waits_for_start(
+    stack: &Stack,
+    waiting: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (dependent, deps) in waiting {
+        let Some(resource) = stack.resources.get(dependent) else {
+            continue;
+        };
+        for (dep, condition) in &resource.conditions {
+            if *condition == Condition::Started && deps.contains(dep) {
+                out.entry(dep.clone()).or_default().push(dependent.clone());
+            }
+        }
+    }
+    out
+}
+
+/// What dependents may read of a resource that has started but is not applied yet: the outputs
+/// its provider already knows; its attributes are recorded only once it is applied.
+fn provisional(outputs: Attributes) -> Known {
+    Known::Known {
+        attributes: serde_json::Map::new(),
+        outputs,
+        sensitive: false,
+    }
 }
 
 /// What a task may read: only the resources its own declaration depends on, so that spawning a

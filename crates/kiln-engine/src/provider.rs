@@ -30,7 +30,34 @@ pub struct ProviderContext {
     pub root: PathBuf,
     /// The stack's name (`name:` in kiln.yaml).
     pub stack: String,
+    /// Set by the executor during an apply: where a provider says that a resource it is still
+    /// creating has started (see [`Started`]).
+    pub started: Option<Started>,
 }
+
+impl ProviderContext {
+    /// A context outside any apply.
+    pub fn new(root: PathBuf, stack: String) -> ProviderContext {
+        ProviderContext {
+            root,
+            stack,
+            started: None,
+        }
+    }
+
+    /// Tells the executor that `address` has started, with the outputs already known, so that
+    /// what waits on it with `condition: started` may go ahead before it is ready. Outside an
+    /// apply, and for anything nobody waits on, it does nothing.
+    pub fn report_started(&self, address: &str, outputs: Attributes) {
+        if let Some(started) = &self.started {
+            let _ = started.0.send((address.to_owned(), outputs));
+        }
+    }
+}
+
+/// The executor's end of the "started" reports of one apply.
+#[derive(Debug, Clone)]
+pub struct Started(pub(crate) tokio::sync::mpsc::UnboundedSender<(String, Attributes)>);
 
 /// A resource as the state store recorded it after its last successful apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

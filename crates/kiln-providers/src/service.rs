@@ -543,14 +543,31 @@ impl ServiceProvider {
         let set = if job {
             self.run_job(runtime, &service, spec, desired).await?
         } else {
-            let report = runtime
-                .deployer
-                .deploy(DeployRequest {
-                    service: service.clone(),
-                    spec,
-                    config: deploy_config(desired),
-                })
-                .await;
+            let events = ctx.started.is_some().then(|| supervisor.subscribe());
+            let deploy = runtime.deployer.deploy(DeployRequest {
+                service: service.clone(),
+                spec,
+                config: deploy_config(desired),
+            });
+            let report = match events {
+                None => deploy.await,
+                Some(events) => {
+                    tokio::pin!(deploy);
+                    tokio::select! {
+                        report = &mut deploy => report,
+                        () = first_start(events, &service) => {
+                            let mut outputs = Attributes::new();
+                            if let Ok(address) = runtime.deployer.traffic().expose(&service).await {
+                                outputs.insert("url".into(), Value::String(format!("http://{address}")));
+                            }
+                            outputs.insert("instances".into(), Value::from(replicas));
+                            outputs.insert("release".into(), Value::String(digest.clone()));
+                            ctx.report_started(address, outputs);
+                            deploy.await
+                        }
+                    }
+                }
+            };
             let set = report.set.clone();
             let result = report.result.clone();
             let steps = report.steps.clone();
@@ -647,6 +664,27 @@ impl ServiceProvider {
         let timeout = millis(desired.get("ready_timeout")).unwrap_or(READY_TIMEOUT);
         wait_completed(supervisor, &set, replicas, events, timeout).await?;
         Ok(set)
+    }
+}
+
+/// Waits for the first instance of any version of `service` to start (its process spawned,
+/// not yet ready): what `depends_on: { x: { condition: started } }` waits for. Lives only as
+/// long as the deploy it races, so it needs no bound of its own.
+async fn first_start(
+    mut events: tokio::sync::broadcast::Receiver<kiln_supervisor::Event>,
+    service: &str,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(kiln_supervisor::Event::Started { id, .. })
+                if kiln_supervisor::service_of(&id.service) == service =>
+            {
+                return;
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
     }
 }
 
@@ -827,10 +865,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> ProviderContext {
-        ProviderContext {
-            root: "/stack".into(),
-            stack: "s".into(),
-        }
+        ProviderContext::new("/stack".into(), "s".into())
     }
 
     #[test]

@@ -16,10 +16,7 @@ use serde_json::{Value, json};
 const ADDRESS: &str = "resources.job";
 
 fn context(root: &Path) -> ProviderContext {
-    ProviderContext {
-        root: root.to_path_buf(),
-        stack: "teststack".into(),
-    }
+    ProviderContext::new(root.to_path_buf(), "teststack".into())
 }
 
 fn attrs(value: Value) -> Attributes {

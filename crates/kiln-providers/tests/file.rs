@@ -12,10 +12,7 @@ use kiln_providers::FileProvider;
 use serde_json::{Value, json};
 
 fn context(root: &Path) -> ProviderContext {
-    ProviderContext {
-        root: root.to_path_buf(),
-        stack: "test".into(),
-    }
+    ProviderContext::new(root.to_path_buf(), "test".into())
 }
 
 fn attrs(value: Value) -> Attributes {

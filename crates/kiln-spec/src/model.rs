@@ -138,8 +138,9 @@ impl Resource {
 /// What a service waits for in a dependency (docker compose's `depends_on` conditions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
-    /// The dependency's instances have started. kiln applies a service only once it is ready,
-    /// so this waits as long as `healthy` does; it is accepted for compose compatibility.
+    /// The dependency's first instance has started (spawned, not yet ready): its provider
+    /// reports the start during the apply, and the dependent goes ahead with the outputs known
+    /// by then (a service's stable `url`, `release`, `instances`).
     Started,
     /// The dependency's instances are ready (their readiness probes pass).
     Healthy,

@@ -299,10 +299,7 @@ pub fn load_all(dir: &Path, vars: &[String], runtime: &Runtime) -> Result<Loaded
     let inputs = inputs(&stack, dir, vars)?;
     let providers = Providers::new(
         kiln_providers::builtin_providers(runtime.services.clone(), runtime.routes.clone()),
-        ProviderContext {
-            root: dir.to_path_buf(),
-            stack: stack.name.clone(),
-        },
+        ProviderContext::new(dir.to_path_buf(), stack.name.clone()),
     );
     Ok(Loaded {
         stack: Arc::new(stack),

@@ -261,6 +261,60 @@ services:
     s.ok(&["down"]);
 }
 
+/// `condition: started` lets a dependent start as soon as its dependency's process runs, with
+/// the dependency's stable address, instead of waiting until it is ready.
+#[test]
+fn a_started_condition_does_not_wait_for_readiness() {
+    let s = Scratch::new(
+        r#"
+name: started
+services:
+  slow:
+    run: node server.js
+    health:
+      readiness: { exec: "test -f go", interval: 100ms }
+  eager:
+    run: sh -c 'echo "$UPSTREAM" > eager.txt; exec node server.js'
+    env: { UPSTREAM: "${{ services.slow.url }}" }
+    health: { http: /, interval: 100ms }
+    depends_on:
+      slow: { condition: started }
+"#,
+    );
+    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    let mut up = s
+        .command(&["up", "-d", "--interval", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = Running(&s);
+    let eager_started = wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(s.file("eager.txt")).is_ok_and(|t| t.ends_with('\n'))
+    });
+    assert!(eager_started, "eager never started while slow was not ready");
+    assert!(
+        up.try_wait().unwrap().is_none(),
+        "the first apply finished before slow was ready"
+    );
+    std::fs::write(s.file("go"), "").unwrap();
+    let status = up.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut up.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(ready(&s, 2), "{:?}", ps(&s));
+    // What eager was given before slow was ready is slow's stable address, which serves now.
+    let upstream = std::fs::read_to_string(s.file("eager.txt")).unwrap();
+    let port: u16 = upstream
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert_eq!(http_get(port)["service"], "slow");
+    s.ok(&["down"]);
+}
+
 #[test]
 fn a_failing_job_stops_what_waits_for_it() {
     let s = Scratch::new(
