@@ -312,6 +312,7 @@ async function runPage(id) {
       log = `<pre class="log">${esc(text)}</pre>`;
     }
     return `<article class="card job"><header><h3>${esc(job.name)}</h3>${pill(job.status)}<span class="muted">${duration(job.duration_ms)}</span></header>
+      ${(job.annotations || []).map((a) => `<p class="annotation ${esc(a.level)}">${esc(a.level)}: ${esc(a.text)}</p>`).join('')}
       <div class="scroll"><table class="compact">${steps}</table></div>
       <button type="button" data-log="${esc(key)}">${openLogs.has(key) ? 'Hide log' : 'Show log'}</button>${log}</article>`;
   }));

@@ -153,6 +153,7 @@ impl DashboardData for Fake {
                 status: "success".into(),
                 duration_ms: 1000,
                 steps: Vec::new(),
+                annotations: Vec::new(),
             }],
         }))
     }

@@ -137,6 +137,18 @@ pub struct JobView {
     pub duration_ms: u64,
     /// Its steps.
     pub steps: Vec<StepView>,
+    /// Its `::error::`/`::warning::`/`::notice::` annotations.
+    #[serde(default)]
+    pub annotations: Vec<AnnotationView>,
+}
+
+/// One annotation of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnnotationView {
+    /// `error`, `warning` or `notice`.
+    pub level: String,
+    /// `src/app.js:3:7: Title: message`.
+    pub text: String,
 }
 
 /// One step of a job.

@@ -33,7 +33,7 @@ impl Status {
 }
 
 /// Severity of a `::error::`/`::warning::`/`::notice::` annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// `::error::`.
@@ -45,7 +45,7 @@ pub enum Level {
 }
 
 /// An `::error::`/`::warning::`/`::notice::` annotation, or one the runner makes itself.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Annotation {
     /// Severity.
     pub level: Level,
@@ -70,7 +70,7 @@ impl Annotation {
 }
 
 /// A place in a file of the repository, as workflow commands give it (1-based).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceLocation {
     pub file: String,
     pub line: Option<u32>,

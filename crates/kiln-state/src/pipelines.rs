@@ -97,6 +97,10 @@ pub struct PipelineJob {
     pub outputs: serde_json::Value,
     /// Markdown written to `GITHUB_STEP_SUMMARY`.
     pub summary: String,
+    /// Annotations (JSON list of objects: `level`, `message`, optional `title`, `file`,
+    /// `line`, `end_line`, `col`, `end_column`).
+    #[serde(default)]
+    pub annotations: serde_json::Value,
     /// Steps in order.
     pub steps: Vec<PipelineStep>,
 }
@@ -134,12 +138,18 @@ impl Store {
     ) -> Result<(), StateError> {
         let run = serial_to_sql(run_id)?;
         let outputs = to_json(&job.outputs)?;
+        let annotations = if job.annotations.is_null() {
+            "[]".to_owned()
+        } else {
+            to_json(&job.annotations)?
+        };
         let duration = i64::try_from(job.duration_ms).unwrap_or(i64::MAX);
         let tx = self.write_tx("recording pipeline job")?;
         tx.prepare_cached(
             "INSERT INTO pipeline_jobs
-             (run_id, job_id, name, status, started_at, finished_at, duration_ms, outputs, summary)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             (run_id, job_id, name, status, started_at, finished_at, duration_ms, outputs, summary,
+              annotations)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .and_then(|mut st| {
             st.execute((
@@ -152,6 +162,7 @@ impl Store {
                 duration,
                 outputs,
                 &job.summary,
+                annotations,
             ))
         })
         .ctx("recording pipeline job")?;
@@ -264,7 +275,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, job_id, name, status, started_at, finished_at, duration_ms, outputs,
-                        summary
+                        summary, annotations
                  FROM pipeline_jobs WHERE run_id = ?1 ORDER BY id",
             )
             .ctx("reading pipeline jobs")?;
@@ -280,15 +291,28 @@ impl Store {
                     r.get::<_, i64>(6)?,
                     r.get::<_, String>(7)?,
                     r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
                 ))
             })
             .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
             .ctx("reading pipeline jobs")?;
         let mut jobs = Vec::with_capacity(rows.len());
-        for (row, job_id, name, status, started_at, finished_at, duration, outputs, summary) in rows
+        for (
+            row,
+            job_id,
+            name,
+            status,
+            started_at,
+            finished_at,
+            duration,
+            outputs,
+            summary,
+            notes,
+        ) in rows
         {
             jobs.push(PipelineJob {
                 outputs: from_json(&outputs, "pipeline_jobs", &row, "outputs")?,
+                annotations: from_json(&notes, "pipeline_jobs", &row, "annotations")?,
                 steps: self.pipeline_steps(row)?,
                 job_id,
                 name,
@@ -409,6 +433,7 @@ mod tests {
             duration_ms: 10,
             outputs: serde_json::json!({"x": "1"}),
             summary: String::new(),
+            annotations: serde_json::json!([{ "level": "error", "message": "boom" }]),
             steps: vec![
                 step("one", "success", Some(0)),
                 step("two", "failure", Some(3)),

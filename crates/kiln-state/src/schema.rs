@@ -11,7 +11,14 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4),
+    (5, V5),
+    (6, PIPELINE_ANNOTATIONS),
+];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -179,6 +186,12 @@ CREATE TABLE silences (
     created_by  TEXT NOT NULL,
     comment     TEXT NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// The `::error::`/`::warning::`/`::notice::` annotations of each job (JSON list), so that
+/// `kiln ci show` and the dashboard show them after the run, as GitHub's run page does.
+const PIPELINE_ANNOTATIONS: &str = r#"
+ALTER TABLE pipeline_jobs ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

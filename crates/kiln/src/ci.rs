@@ -867,6 +867,8 @@ impl RunStore for StateRunStore {
                 .map(|l| self.masker.mask(l))
                 .collect::<Vec<_>>()
                 .join("\n"),
+            annotations: serde_json::to_value(&job.annotations)
+                .unwrap_or_else(|_| serde_json::json!([])),
             steps,
         };
         self.with_store("recording a job", |s| {
@@ -1278,6 +1280,9 @@ fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
                     .map_or(String::new(), |c| format!("exit {c}"))
             );
         }
+        for annotation in &stored_annotations(&job.annotations) {
+            println!("  {}", annotation_line(annotation));
+        }
         if !job.summary.trim().is_empty() {
             println!("  summary:");
             for line in job.summary.lines() {
@@ -1353,20 +1358,38 @@ fn logs(dir: &Path, run: u64, job: Option<&str>) -> Result<(), Failure> {
 
 /// `error: src/app.js:3:7: Lint: message`, as a compiler would print it.
 fn annotation_line(annotation: &kiln_pipelines::Annotation) -> String {
-    let level = match annotation.level {
+    format!(
+        "{}: {}",
+        level_name(annotation.level),
+        annotation_text(annotation)
+    )
+}
+
+/// `error`, `warning` or `notice`.
+pub(crate) fn level_name(level: Level) -> &'static str {
+    match level {
         Level::Error => "error",
         Level::Warning => "warning",
         Level::Notice => "notice",
-    };
-    let mut line = format!("{level}: ");
+    }
+}
+
+/// `src/app.js:3:7: Lint: message`: an annotation without its level.
+pub(crate) fn annotation_text(annotation: &kiln_pipelines::Annotation) -> String {
+    let mut text = String::new();
     if let Some(location) = &annotation.location {
-        line.push_str(&format!("{location}: "));
+        text.push_str(&format!("{location}: "));
     }
     if let Some(title) = &annotation.title {
-        line.push_str(&format!("{title}: "));
+        text.push_str(&format!("{title}: "));
     }
-    line.push_str(&annotation.message);
-    line
+    text.push_str(&annotation.message);
+    text
+}
+
+/// The annotations a job's record keeps (none when the record predates them or is unreadable).
+pub(crate) fn stored_annotations(value: &serde_json::Value) -> Vec<kiln_pipelines::Annotation> {
+    serde_json::from_value(value.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use kiln_api::DataError;
 use kiln_api::view::{
-    Annotation, AnnotationKind, EventFilter, EventView, InstanceView, JobView, RouteView,
-    RunDetail, RunSummary, Series, ServiceState, Snapshot, StepView, TimeRange,
+    Annotation, AnnotationKind, AnnotationView, EventFilter, EventView, InstanceView, JobView,
+    RouteView, RunDetail, RunSummary, Series, ServiceState, Snapshot, StepView, TimeRange,
 };
 use kiln_metrics::query::{Engine, Value};
 use kiln_supervisor::SupervisorHandle;
@@ -355,6 +355,13 @@ impl kiln_api::DashboardData for Source {
                                 exit_code: s.exit_code,
                             })
                             .collect(),
+                        annotations: crate::ci::stored_annotations(&j.annotations)
+                            .iter()
+                            .map(|a| AnnotationView {
+                                level: crate::ci::level_name(a.level).to_owned(),
+                                text: crate::ci::annotation_text(a),
+                            })
+                            .collect(),
                     })
                     .collect(),
             }))
@@ -552,6 +559,12 @@ mod tests {
                     duration_ms: 2000,
                     outputs: serde_json::json!({}),
                     summary: String::new(),
+                    annotations: serde_json::json!([{
+                        "level": "error",
+                        "message": "expected 200",
+                        "title": null,
+                        "location": { "file": "api/test.js", "line": 9, "end_line": null, "col": null, "end_column": null },
+                    }]),
                     steps: vec![kiln_state::PipelineStep {
                         name: "npm test".into(),
                         step_id: None,
@@ -635,6 +648,13 @@ mod tests {
         let run = source.run(runs[0].id).await.unwrap().unwrap();
         assert_eq!(run.jobs[0].name, "test (api)");
         assert_eq!(run.jobs[0].steps[0].exit_code, Some(0));
+        assert_eq!(
+            run.jobs[0].annotations,
+            [AnnotationView {
+                level: "error".into(),
+                text: "api/test.js:9: expected 200".into(),
+            }]
+        );
         assert!(source.run(99).await.unwrap().is_none());
         let log = source
             .run_log(runs[0].id, "test (api)")

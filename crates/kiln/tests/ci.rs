@@ -19,6 +19,7 @@ jobs:
         run: echo "hello from ${{ github.event_name }}"
       - run: echo second-step
       - run: echo 'build *summary* line' >> "$GITHUB_STEP_SUMMARY"
+      - run: echo "::warning file=src/app.js,line=3,col=7,title=Lint::unused variable"
   test:
     needs: build
     runs-on: ubuntu-latest
@@ -71,9 +72,16 @@ fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
     assert_eq!(build["steps"][0]["name"], "greet");
     assert_eq!(build["steps"][0]["exit_code"], 0);
     assert!(build["steps"][0]["started_at"].is_string());
+    assert_eq!(build["annotations"][0]["level"], "warning", "{build:#}");
+    assert_eq!(build["annotations"][0]["location"]["line"], 3);
     let text = s.ok(&["ci", "show", "1"]);
     assert!(
         text.contains("greet") && text.contains("build *summary* line"),
+        "{text}"
+    );
+    // Annotations are kept with the job, as GitHub's run page shows them after the run.
+    assert!(
+        text.contains("warning: src/app.js:3:7: Lint: unused variable"),
         "{text}"
     );
 

@@ -292,7 +292,10 @@ services:
     let eager_started = wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(s.file("eager.txt")).is_ok_and(|t| t.ends_with('\n'))
     });
-    assert!(eager_started, "eager never started while slow was not ready");
+    assert!(
+        eager_started,
+        "eager never started while slow was not ready"
+    );
     assert!(
         up.try_wait().unwrap().is_none(),
         "the first apply finished before slow was ready"
