@@ -11,7 +11,7 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -178,6 +178,31 @@ CREATE TABLE silences (
     ends_at     INTEGER NOT NULL,
     created_by  TEXT NOT NULL,
     comment     TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Incidents (`incidents.rs`): one row each, milestones and alerts as JSON, times in ms; and
+/// their timelines, one row per entry.
+const V6: &str = r#"
+CREATE TABLE incidents (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    detected_at INTEGER NOT NULL,
+    milestones  TEXT NOT NULL,
+    alerts      TEXT NOT NULL
+);
+CREATE INDEX incidents_open ON incidents (service) WHERE state <> 'resolved';
+
+CREATE TABLE incident_timeline (
+    incident INTEGER NOT NULL REFERENCES incidents (id),
+    position INTEGER NOT NULL,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    text     TEXT NOT NULL,
+    PRIMARY KEY (incident, position)
 ) WITHOUT ROWID;
 "#;
 
