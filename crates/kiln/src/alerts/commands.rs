@@ -235,8 +235,8 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
                 return Ok(());
             }
             println!(
-                "{:<36}  {:<8}  {:<20}  {:<12}  MATCHERS / COMMENT",
-                "ID", "STATE", "ENDS", "BY"
+                "{:<36}  {:<8}  {:<20}  {:<20}  {:<12}  MATCHERS / COMMENT",
+                "ID", "STATE", "STARTS", "ENDS", "BY"
             );
             for s in list {
                 let state = if s.ends_at <= now {
@@ -247,9 +247,10 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
                     "active"
                 };
                 println!(
-                    "{:<36}  {:<8}  {:<20}  {:<12}  {}  {}",
+                    "{:<36}  {:<8}  {:<20}  {:<20}  {:<12}  {}  {}",
                     s.id,
                     state,
+                    kiln_alerts::rfc3339(s.starts_at).get(..19).unwrap_or(""),
                     kiln_alerts::rfc3339(s.ends_at).get(..19).unwrap_or(""),
                     s.created_by,
                     s.matchers.join(" "),

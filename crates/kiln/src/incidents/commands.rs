@@ -232,3 +232,20 @@ fn show(incident: &Incident) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_lists_milestones_figures_and_the_timeline() {
+        let t0 = 1_795_000_000_000;
+        let mut incident = Incident::open("api", "f", "api-down", t0, "api-down fired");
+        incident.id = 4;
+        let acked = incident.acknowledge(t0 + 75_000, "ann@laptop");
+        assert!(acked.is_ok());
+        incident.note(t0 + 80_000, "ann@laptop", "rolling back");
+        incident.alert_resolved("f", t0 + 200_000, "api-down resolved");
+        insta::assert_snapshot!(show(&incident));
+    }
+}
