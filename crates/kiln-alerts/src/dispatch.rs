@@ -192,6 +192,7 @@ mod tests {
             group_interval_ms: 5_000,
             repeat_interval_ms: 60_000,
             evaluation_interval_ms: 1_000,
+            ..NotifyPolicy::default()
         }
     }
 

@@ -4,7 +4,7 @@
 //! evaluation against any [`Querier`] (`evaluator.rs`), silences and inhibition (`mute.rs`),
 //! grouping, de-duplication and repeat intervals (`dispatch.rs`), Alertmanager's version 4
 //! webhook payload (`payload.rs`) and delivery with retries and exponential backoff
-//! (`deliver.rs`).
+//! (`deliver.rs`); incidents, their timelines and post-incident reports (`incident.rs`).
 //!
 //! **Architecture invariant:** the crate reads no metrics store and opens no sockets. Queries go
 //! through the [`Querier`] trait and deliveries through the [`Transport`] trait, which the
@@ -15,6 +15,7 @@ mod deliver;
 mod dispatch;
 mod evaluator;
 mod export;
+pub mod incident;
 mod lifecycle;
 mod mute;
 mod payload;

@@ -7,12 +7,14 @@
 //! - **Lead time for changes**: the median time from the release's commit (its committer date,
 //!   recorded with the release) to the deploy's finish, when the new release serves.
 //! - **Change failure rate**: the share of changes that failed: the deploy itself failed or was
-//!   rolled back automatically, or the service's next deploy was a rollback. (Incidents will
-//!   count too once kiln records them.)
+//!   rolled back automatically, or the service's next deploy was a rollback, or an incident
+//!   for the service was detected within [`INCIDENT_WINDOW_SECONDS`] after the deploy finished
+//!   (and before the service's next deploy started: the newest change takes the blame).
 //! - **Failed deployment recovery time**: the median time from a failed change to the service
 //!   serving a good release again: the failed deploy's start to its own finish when kiln rolled
 //!   it back automatically (the old release kept serving meanwhile), or the bad deploy's finish
-//!   to the rollback's finish.
+//!   to the rollback's finish, or, for a change failed by an incident, the deploy's finish to
+//!   the incident's mitigation (an incident not mitigated yet gives no figure).
 //!
 //! Medians, not means: one long outage should not hide what usually happens.
 //!
@@ -41,6 +43,20 @@ const HOUR: i64 = 3_600;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
 const MONTH: i64 = 30 * DAY;
+
+/// How long after a deploy an incident of its service still counts against it: 24 hours.
+pub const INCIDENT_WINDOW_SECONDS: i64 = DAY;
+
+/// One recorded incident, as far as DORA is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentFact {
+    /// The service's address (as in [`DeployFact::service`]).
+    pub service: String,
+    /// When its first alert fired.
+    pub detected_at: jiff::Timestamp,
+    /// When every alert had resolved (or someone said it was mitigated); `None`: not yet.
+    pub mitigated_at: Option<jiff::Timestamp>,
+}
 
 /// How a recorded deploy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +151,17 @@ pub struct Report {
 /// whole history in any order: a change just before `now` whose rollback came later is judged
 /// by what followed it.
 pub fn compute(deploys: &[DeployFact], since: jiff::Timestamp, now: jiff::Timestamp) -> Report {
+    compute_with_incidents(deploys, &[], since, now)
+}
+
+/// [`compute`], with incidents counting against the change they followed (see the module's
+/// definitions).
+pub fn compute_with_incidents(
+    deploys: &[DeployFact],
+    incidents: &[IncidentFact],
+    since: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Report {
     let mut ordered: Vec<&DeployFact> = deploys.iter().collect();
     ordered.sort_by_key(|d| (d.started_at, d.finished_at));
     let in_window = |d: &DeployFact| d.started_at >= since && d.started_at <= now;
@@ -148,15 +175,21 @@ pub fn compute(deploys: &[DeployFact], since: jiff::Timestamp, now: jiff::Timest
             continue;
         }
         changes += 1;
-        let rollback = ordered[i + 1..]
+        let next = ordered[i + 1..]
             .iter()
-            .find(|d| d.service == deploy.service)
-            .filter(|next| next.is_rollback());
+            .find(|d| d.service == deploy.service);
+        let rollback = next.filter(|next| next.is_rollback());
         match (deploy.result, rollback) {
             (DeployResult::Succeeded, None) => {
                 deployments += 1;
                 if let Some(committed) = deploy.committed_at {
                     lead_times.push(seconds(committed, deploy.finished_at));
+                }
+                if let Some(incident) = incident_after(deploy, next.copied(), incidents) {
+                    failed += 1;
+                    if let Some(mitigated) = incident.mitigated_at {
+                        recoveries.push(seconds(deploy.finished_at, mitigated));
+                    }
                 }
             }
             (DeployResult::Succeeded, Some(rollback)) => {
@@ -192,6 +225,24 @@ pub fn compute(deploys: &[DeployFact], since: jiff::Timestamp, now: jiff::Timest
         recovery_seconds: recovery,
         recovery_level: recovery.map(recovery_level),
     }
+}
+
+/// The first incident of the deploy's service detected after it finished, within the
+/// window, and before the service's next deploy started.
+fn incident_after<'a>(
+    deploy: &DeployFact,
+    next: Option<&DeployFact>,
+    incidents: &'a [IncidentFact],
+) -> Option<&'a IncidentFact> {
+    incidents
+        .iter()
+        .filter(|incident| {
+            incident.service == deploy.service
+                && incident.detected_at >= deploy.finished_at
+                && seconds(deploy.finished_at, incident.detected_at) < INCIDENT_WINDOW_SECONDS
+                && next.is_none_or(|n| incident.detected_at < n.started_at)
+        })
+        .min_by_key(|incident| incident.detected_at)
 }
 
 fn seconds(from: jiff::Timestamp, to: jiff::Timestamp) -> i64 {
@@ -399,6 +450,98 @@ mod tests {
         assert_eq!(empty.lead_time_level, None);
         assert_eq!(empty.change_failure_rate, None);
         assert_eq!(empty.recovery_level, None);
+    }
+
+    /// The same history with incidents: one after the api's 1 h lead-time deploy (mitigated
+    /// 45 min after that deploy finished), one after web's good deploy but only after web's
+    /// next change started (so it is that change's, which had already failed; it is still
+    /// unmitigated), and one after a change already rolled back by hand (counted once).
+    #[test]
+    fn incidents_fail_the_change_they_followed() {
+        let incident = |service: &str, detected: &str, mitigated: Option<&str>| IncidentFact {
+            service: service.into(),
+            detected_at: t(detected),
+            mitigated_at: mitigated.map(t),
+        };
+        let incidents = [
+            incident(
+                "services.api",
+                "2026-11-01T11:30:00Z",
+                Some("2026-11-01T11:45:00Z"),
+            ),
+            incident("services.web", "2026-11-05T08:30:00Z", None),
+            incident(
+                "services.api",
+                "2026-11-03T13:31:00Z",
+                Some("2026-11-03T14:00:00Z"),
+            ),
+        ];
+        let report = compute_with_incidents(
+            &history(),
+            &incidents,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-11-11T00:00:00Z"),
+        );
+        // The api change of 11-01 fails too: four of five changes.
+        assert_eq!((report.changes, report.failed_changes), (5, 4));
+        assert_eq!(report.change_failure_rate, Some(0.8));
+        // Recoveries 45 min, 30 min, 2 min, 10 min: median (lower middle) 10 min.
+        assert_eq!(report.recovery_seconds, Some(600));
+        // Without incidents the figures are the ones above.
+        assert_eq!(
+            compute_with_incidents(
+                &history(),
+                &[],
+                t("2026-11-01T00:00:00Z"),
+                t("2026-11-11T00:00:00Z")
+            ),
+            compute(
+                &history(),
+                t("2026-11-01T00:00:00Z"),
+                t("2026-11-11T00:00:00Z")
+            )
+        );
+        // An incident detected before the deploy finished is not its fault; one mitigated
+        // later and alone gives its own recovery time.
+        let api_only: Vec<DeployFact> = history()
+            .into_iter()
+            .filter(|d| d.service == "services.api")
+            .take(2)
+            .collect();
+        let early = [incident(
+            "services.api",
+            "2026-11-01T10:59:30Z",
+            Some("2026-11-01T11:10:00Z"),
+        )];
+        let report = compute_with_incidents(
+            &api_only,
+            &early,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-11-02T00:00:00Z"),
+        );
+        assert_eq!((report.changes, report.failed_changes), (1, 0));
+        let late = [incident(
+            "services.api",
+            "2026-11-01T12:00:00Z",
+            Some("2026-11-01T14:00:00Z"),
+        )];
+        let report = compute_with_incidents(
+            &api_only,
+            &late,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-11-02T00:00:00Z"),
+        );
+        assert_eq!((report.changes, report.failed_changes), (1, 1));
+        assert_eq!(report.recovery_seconds, Some(3 * HOUR));
+        // 24 h and 30 s after the deploy finished: too late to blame it.
+        let too_late = [incident("services.api", "2026-11-02T11:00:30Z", None)];
+        let report = compute_with_incidents(
+            &api_only,
+            &too_late,
+            t("2026-11-01T00:00:00Z"),
+            t("2026-11-02T00:00:00Z"),
+        );
+        assert_eq!(report.failed_changes, 0);
     }
 
     #[test]

@@ -179,6 +179,93 @@ pub struct NotifyPolicy {
     pub repeat_interval_ms: u64,
     /// How often rules are evaluated (ms).
     pub evaluation_interval_ms: u64,
+    /// `incidents:`: how incidents close.
+    pub incidents: IncidentPolicy,
+    /// `maintenance:`: when alerts of some services are muted.
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+/// `notify.incidents`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentPolicy {
+    /// `auto_resolve_after:`: a mitigated incident quiet this long is resolved (ms).
+    pub auto_resolve_after_ms: u64,
+}
+
+impl Default for IncidentPolicy {
+    fn default() -> Self {
+        IncidentPolicy {
+            auto_resolve_after_ms: 5 * 60_000,
+        }
+    }
+}
+
+/// One entry of `notify.maintenance`: alerts of these services are muted (not notified, and
+/// they open no incident) while the window is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    /// Service names, matched against the alerts' `service` label; empty: every alert.
+    pub services: Vec<String>,
+    /// When.
+    pub schedule: MaintenanceSchedule,
+}
+
+/// When a maintenance window is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceSchedule {
+    /// `from:`/`to:`, RFC 3339 times (ms since the epoch), `from` before `to`.
+    Once {
+        /// Start, inclusive.
+        from_ms: i64,
+        /// End, exclusive.
+        to_ms: i64,
+    },
+    /// `weekly: { days: [sat, sun], from: "02:00", to: "04:00" }`, in UTC; a window whose
+    /// `to` is not after its `from` runs past midnight into the next day.
+    Weekly {
+        /// Days it starts on, 0 = Monday.
+        days: Vec<u8>,
+        /// Minute of the day it starts at.
+        from_minute: u32,
+        /// Minute of the day it ends at (exclusive).
+        to_minute: u32,
+    },
+}
+
+/// The days of `weekly.days`, Monday first.
+pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl MaintenanceWindow {
+    /// Whether an alert of `service` (its label, if any) is muted at `now_ms`.
+    pub fn covers(&self, service: Option<&str>, now_ms: i64) -> bool {
+        let applies = self.services.is_empty()
+            || service.is_some_and(|s| self.services.iter().any(|w| w == s));
+        applies && self.is_on(now_ms)
+    }
+
+    /// Whether the window is on at `now_ms`.
+    pub fn is_on(&self, now_ms: i64) -> bool {
+        match &self.schedule {
+            MaintenanceSchedule::Once { from_ms, to_ms } => *from_ms <= now_ms && now_ms < *to_ms,
+            MaintenanceSchedule::Weekly {
+                days,
+                from_minute,
+                to_minute,
+            } => {
+                const DAY_MS: i64 = 86_400_000;
+                // 1970-01-01 was a Thursday (3, Monday being 0).
+                let day = u8::try_from((now_ms.div_euclid(DAY_MS) + 3).rem_euclid(7)).unwrap_or(0);
+                let yesterday = (day + 6) % 7;
+                let minute = u32::try_from(now_ms.rem_euclid(DAY_MS) / 60_000).unwrap_or(0);
+                if from_minute < to_minute {
+                    days.contains(&day) && (*from_minute..*to_minute).contains(&minute)
+                } else {
+                    (days.contains(&day) && minute >= *from_minute)
+                        || (days.contains(&yesterday) && minute < *to_minute)
+                }
+            }
+        }
+    }
 }
 
 impl Default for NotifyPolicy {
@@ -190,6 +277,8 @@ impl Default for NotifyPolicy {
             group_interval_ms: 60_000,
             repeat_interval_ms: 4 * 3_600_000,
             evaluation_interval_ms: 5_000,
+            incidents: IncidentPolicy::default(),
+            maintenance: Vec::new(),
         }
     }
 }
@@ -396,5 +485,55 @@ mod tests {
         assert!(parse_template("{{ $labels.route ").is_err());
         assert!(parse_template("x }}").is_err());
         assert_eq!(parse_template(""), Ok(vec![]));
+    }
+
+    #[test]
+    fn maintenance_windows_cover_their_services_and_times() {
+        // 2026-11-29 is a Sunday.
+        let at = |text: &str| {
+            text.parse::<jiff::Timestamp>()
+                .map_or(0, |t| t.as_millisecond())
+        };
+        let once = MaintenanceWindow {
+            services: vec!["api".into()],
+            schedule: MaintenanceSchedule::Once {
+                from_ms: at("2026-11-29T02:00:00Z"),
+                to_ms: at("2026-11-29T04:00:00Z"),
+            },
+        };
+        assert!(once.covers(Some("api"), at("2026-11-29T02:00:00Z")));
+        assert!(
+            !once.covers(Some("api"), at("2026-11-29T04:00:00Z")),
+            "the end is exclusive"
+        );
+        assert!(!once.covers(Some("web"), at("2026-11-29T03:00:00Z")));
+        assert!(!once.covers(None, at("2026-11-29T03:00:00Z")));
+        let weekly = |from_minute, to_minute| MaintenanceWindow {
+            services: Vec::new(),
+            schedule: MaintenanceSchedule::Weekly {
+                days: vec![6],
+                from_minute,
+                to_minute,
+            },
+        };
+        let sunday_night = weekly(2 * 60, 4 * 60);
+        assert!(sunday_night.covers(None, at("2026-11-29T03:59:00Z")));
+        assert!(sunday_night.covers(Some("any"), at("2026-12-06T02:00:00Z")));
+        assert!(
+            !sunday_night.covers(None, at("2026-11-30T03:00:00Z")),
+            "Monday"
+        );
+        assert!(!sunday_night.covers(None, at("2026-11-29T04:00:00Z")));
+        // 23:00 on Sunday to 01:00 on Monday.
+        let past_midnight = weekly(23 * 60, 60);
+        assert!(past_midnight.covers(None, at("2026-11-29T23:30:00Z")));
+        assert!(past_midnight.covers(None, at("2026-11-30T00:59:00Z")));
+        assert!(!past_midnight.covers(None, at("2026-11-30T01:00:00Z")));
+        assert!(
+            !past_midnight.covers(None, at("2026-11-29T00:30:00Z")),
+            "Saturday night's"
+        );
+        // Before the epoch too (1969-12-28 was a Sunday).
+        assert!(past_midnight.covers(None, at("1969-12-28T23:30:00Z")));
     }
 }

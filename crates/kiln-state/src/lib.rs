@@ -10,7 +10,8 @@
 //!   `complete_operation`, `recover_pending`);
 //! - an append-only **event log**;
 //! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps;
-//! - alert **silences** (`kiln silence`).
+//! - alert **silences** (`kiln silence`);
+//! - **incidents** and their timelines (`kiln incident`).
 //!
 //! The crate knows nothing of kiln's other crates. [`Store`] is synchronous;
 //! [`StateHandle`] runs one on its own thread for async callers.
@@ -65,6 +66,7 @@ mod deploys;
 mod error;
 mod events;
 mod handle;
+mod incidents;
 mod lock;
 mod operations;
 mod pipelines;
@@ -78,6 +80,7 @@ mod types;
 pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;
+pub use incidents::{IncidentRecord, TimelineRecord};
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
 pub use silences::SilenceRecord;
 pub use store::Store;

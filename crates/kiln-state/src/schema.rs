@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, V4),
     (5, V5),
     (6, PIPELINE_ANNOTATIONS),
+    (7, INCIDENTS),
 ];
 
 /// The newest schema version this binary understands.
@@ -192,6 +193,31 @@ CREATE TABLE silences (
 /// `kiln ci show` and the dashboard show them after the run, as GitHub's run page does.
 const PIPELINE_ANNOTATIONS: &str = r#"
 ALTER TABLE pipeline_jobs ADD COLUMN annotations TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// Incidents (`incidents.rs`): one row each, milestones and alerts as JSON, times in ms; and
+/// their timelines, one row per entry. (Written as migration 6 on the incidents branch.)
+const INCIDENTS: &str = r#"
+CREATE TABLE incidents (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    detected_at INTEGER NOT NULL,
+    milestones  TEXT NOT NULL,
+    alerts      TEXT NOT NULL
+);
+CREATE INDEX incidents_open ON incidents (service) WHERE state <> 'resolved';
+
+CREATE TABLE incident_timeline (
+    incident INTEGER NOT NULL REFERENCES incidents (id),
+    position INTEGER NOT NULL,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    text     TEXT NOT NULL,
+    PRIMARY KEY (incident, position)
+) WITHOUT ROWID;
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

@@ -4,6 +4,9 @@
 //! store, mutes what silences (read from the state store, so `kiln silence` works with or
 //! without a running control plane) and inhibit rules mute, and hands the rest to the
 //! dispatcher; notifications are delivered by their own tasks with retries (`transport.rs`).
+//! Maintenance windows (`notify.maintenance`) mute the alerts of their services like a
+//! silence. Each firing or resolved transition is also told to the incident actor
+//! (`incidents.rs`), with whether the alert is muted (a muted page opens no incident).
 //! After each apply (a new state serial) it reloads the rules from the stack files.
 //!
 //! Also the commands: `kiln alerts [list]`, `kiln alerts export --format prometheus`,
@@ -91,6 +94,7 @@ impl Querier for StoreQuerier {
 struct Muted {
     silenced_by: Vec<String>,
     inhibited: bool,
+    maintenance: bool,
 }
 
 struct Actor {
@@ -104,6 +108,7 @@ struct Actor {
     transport: Arc<transport::Transport>,
     external_url: String,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
+    incidents: Option<crate::incidents::IncidentsHandle>,
     inbox: mpsc::Receiver<Msg>,
     outbox: mpsc::Sender<Msg>,
     /// The state serial the rules were loaded at.
@@ -123,6 +128,7 @@ pub fn start(
     alerting: Alerting,
     external_url: String,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
+    incidents: Option<crate::incidents::IncidentsHandle>,
 ) -> Result<AlertsHandle, ops::Failure> {
     let state = kiln_state::StateHandle::spawn(ops::open_store(dir)?);
     let (outbox, inbox) = mpsc::channel(64);
@@ -137,6 +143,7 @@ pub fn start(
         transport: Arc::new(transport::Transport::new(dir)),
         external_url,
         announce,
+        incidents,
         inbox,
         outbox: outbox.clone(),
         serial: None,
@@ -193,6 +200,11 @@ impl Actor {
                 receivers,
                 self.external_url.clone(),
             );
+        }
+        if alerting.notify.incidents != self.alerting.notify.incidents
+            && let Some(incidents) = &self.incidents
+        {
+            incidents.policy(alerting.notify.incidents.clone());
         }
         self.inhibitor = Inhibitor::new(&alerting.inhibit);
         if let Some(evaluator) = &mut self.evaluator {
@@ -274,23 +286,36 @@ impl Actor {
             self.record(transition).await;
         }
         self.notify(now).await;
+        self.tell_incidents(&report.transitions);
+    }
+
+    fn tell_incidents(&self, transitions: &[Transition]) {
+        let Some(incidents) = &self.incidents else {
+            return;
+        };
+        for t in transitions {
+            if !matches!(t.to, Phase::Firing | Phase::Resolved) {
+                continue;
+            }
+            let told = incidents.alert(crate::incidents::AlertChange {
+                fingerprint: t.fingerprint.clone(),
+                name: t.name.clone(),
+                labels: t.labels.clone(),
+                firing: t.to == Phase::Firing,
+                at: t.at,
+                text: describe(t),
+                muted: self.muted.contains_key(&t.fingerprint),
+            });
+            if !told {
+                (self.announce)(&Event::Note {
+                    message: format!("warning: incidents missed alert {} (busy)", t.name),
+                });
+            }
+        }
     }
 
     async fn record(&self, t: &Transition) {
-        let labels: Vec<String> = t
-            .labels
-            .iter()
-            .filter(|(k, _)| k.as_str() != "alertname")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let message = format!(
-            "alert {} {{{}}}: {} → {} (value {})",
-            t.name,
-            labels.join(", "),
-            t.from.as_str(),
-            t.to.as_str(),
-            kiln_alerts::format_value(t.value)
-        );
+        let message = describe(t);
         if matches!(t.to, Phase::Firing | Phase::Resolved) {
             (self.announce)(&Event::Note {
                 message: message.clone(),
@@ -353,8 +378,14 @@ impl Actor {
                     .collect(),
                 inhibited: alert.phase == Phase::Firing
                     && self.inhibitor.inhibits(&alert.labels, &firing),
+                maintenance: self
+                    .alerting
+                    .notify
+                    .maintenance
+                    .iter()
+                    .any(|w| w.covers(alert.labels.get("service").map(String::as_str), now)),
             };
-            let is_muted = !why.silenced_by.is_empty() || why.inhibited;
+            let is_muted = !why.silenced_by.is_empty() || why.inhibited || why.maintenance;
             if is_muted {
                 muted.insert(alert.fingerprint.clone(), why);
                 continue;
@@ -446,6 +477,7 @@ impl Actor {
                     "runbook": a.runbook,
                     "silenced_by": muted.silenced_by,
                     "inhibited": muted.inhibited,
+                    "maintenance": muted.maintenance,
                 })
             })
             .collect();
@@ -459,6 +491,24 @@ impl Actor {
             "notifications": { "sent": self.sent, "failed": self.failed },
         })
     }
+}
+
+/// A transition in words, for the event log and incident timelines.
+fn describe(t: &Transition) -> String {
+    let labels: Vec<String> = t
+        .labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "alertname")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!(
+        "alert {} {{{}}}: {} → {} (value {})",
+        t.name,
+        labels.join(", "),
+        t.from.as_str(),
+        t.to.as_str(),
+        kiln_alerts::format_value(t.value)
+    )
 }
 
 /// A link to the rule's expression on the Prometheus API.

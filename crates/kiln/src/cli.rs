@@ -150,6 +150,12 @@ pub enum Command {
         after_help = "Example:\n  kiln silence add alertname=api-errors 'severity=\"page\"' --for 2h --comment 'deploying a fix'\n  kiln silence list\n  kiln silence expire 0190a1b2"
     )]
     Silence(crate::alerts::SilenceCommand),
+    /// Incidents opened by paging alerts: their timelines, milestones and reports.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln incident list --open\n  kiln incident show 3\n  kiln incident ack 3\n  kiln incident note 3 'rolling back the 12:00 deploy'\n  kiln incident resolve 3 --note 'bad release rolled back'\n  kiln incident report 3 > postmortem.md"
+    )]
+    Incident(crate::incidents::IncidentCommand),
     /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
     #[command(
         subcommand,

@@ -226,6 +226,8 @@ pub async fn run(
         }
         None => None,
     };
+    let incidents =
+        crate::incidents::start(dir, alerting.notify.incidents.clone(), announce.clone()).await?;
     let alerts = match &metrics {
         Some(store) => {
             let external_url = match &api_address {
@@ -238,6 +240,7 @@ pub async fn run(
                 alerting,
                 external_url,
                 announce.clone(),
+                Some(incidents.clone()),
             )?)
         }
         None => None,
@@ -289,7 +292,14 @@ pub async fn run(
     };
     let (stop_dash, dash_stopped) = watch::channel(false);
     let dash_server = tokio::spawn(crate::dash::serve(dash_listener, dash, dash_stopped));
-    let server = tokio::spawn(serve(listener, api, prometheus, alerts, api_stopped));
+    let server = tokio::spawn(serve(
+        listener,
+        api,
+        prometheus,
+        alerts,
+        incidents,
+        api_stopped,
+    ));
     tokio::spawn(watch_signals(commands.clone()));
     let mut controller = Controller {
         dir: dir.to_path_buf(),
@@ -1176,6 +1186,7 @@ async fn serve(
     api: Api,
     prometheus: crate::metrics::Api,
     alerts: Option<crate::alerts::AlertsHandle>,
+    incidents: crate::incidents::IncidentsHandle,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut router = Router::new()
@@ -1189,7 +1200,8 @@ async fn serve(
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/push", post(push))
         .with_state(api)
-        .merge(crate::metrics::prometheus_router(prometheus));
+        .merge(crate::metrics::prometheus_router(prometheus))
+        .merge(crate::incidents::router(incidents));
     if let Some(alerts) = alerts {
         router = router.merge(crate::alerts::router(alerts));
     }

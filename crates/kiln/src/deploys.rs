@@ -160,13 +160,20 @@ impl DeployJournal for StateJournal {
                     ),
                     Some(reason) => format!("deploy of release {short} {result}: {reason}"),
                 };
+                // The trigger tells a rollback from a deploy, and the user who asked for it
+                // (incident timelines use both).
+                let mut data = record.detail;
+                if let Some(fields) = data.as_object_mut() {
+                    fields.insert("trigger".into(), record.trigger.clone().into());
+                    fields.insert("user".into(), record.user.clone().into());
+                }
                 store
                     .append_event(&kiln_state::NewEvent {
                         kind: format!("deploy.{}", result.replace('-', "_")),
                         address: Some(entry.service),
                         serial: None,
                         message,
-                        data: record.detail,
+                        data,
                     })
                     .map_err(store_failure)?;
                 Ok(())

@@ -1,11 +1,12 @@
-//! `kiln dora`: the four DORA metrics from the deploys and releases kiln recorded. The figures
+//! `kiln dora`: the four DORA metrics from the deploys, releases and incidents kiln recorded
+//! (an incident soon after a deploy fails that change). The figures
 //! and levels are computed by `kiln_delivery::dora` (pure, with the 2024 thresholds); this
 //! module reads the records and prints.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_delivery::dora::{self, DeployFact, DeployResult, Level, Report};
+use kiln_delivery::dora::{self, DeployFact, DeployResult, IncidentFact, Level, Report};
 
 use crate::cli::DoraArgs;
 use crate::ops::{self, Failure};
@@ -73,7 +74,8 @@ pub fn command(dir: &Path, args: &DoraArgs) -> Result<(), Failure> {
                 .flatten(),
         });
     }
-    let report = dora::compute(&facts, since, until);
+    let incidents = incident_facts(&store, service.as_deref())?;
+    let report = dora::compute_with_incidents(&facts, &incidents, since, until);
     if args.output.json {
         let value = serde_json::json!({
             "service": service,
@@ -86,6 +88,31 @@ pub fn command(dir: &Path, args: &DoraArgs) -> Result<(), Failure> {
     }
     print!("{}", text(&report, service.as_deref(), &args.since));
     Ok(())
+}
+
+/// The recorded incidents, by service address, as DORA needs them.
+fn incident_facts(
+    store: &kiln_state::Store,
+    service: Option<&str>,
+) -> Result<Vec<IncidentFact>, Failure> {
+    let time = |ms: i64| jiff::Timestamp::from_millisecond(ms).ok();
+    let mut facts = Vec::new();
+    for record in store.incidents(false, MAX_DEPLOYS)? {
+        let incident = crate::incidents::from_record(&record).map_err(Failure::State)?;
+        let address = crate::deploys::service_address(&incident.service);
+        if service.is_some_and(|s| s != address) {
+            continue;
+        }
+        let Some(detected_at) = time(incident.milestones.detected.at) else {
+            continue;
+        };
+        facts.push(IncidentFact {
+            service: address,
+            detected_at,
+            mitigated_at: incident.milestones.mitigated.and_then(|m| time(m.at)),
+        });
+    }
+    Ok(facts)
 }
 
 /// The report as a small table.
@@ -133,18 +160,7 @@ fn text(report: &Report, service: Option<&str>, since: &str) -> String {
 
 /// `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
 fn duration(seconds: i64) -> String {
-    let (d, h, m, s) = (
-        seconds / 86_400,
-        seconds % 86_400 / 3_600,
-        seconds % 3_600 / 60,
-        seconds % 60,
-    );
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => format!("{m}m {s}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
+    kiln_alerts::incident::duration(seconds.saturating_mul(1_000))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod deploys;
 pub mod dora;
 pub mod hooks;
+pub mod incidents;
 pub mod ingress;
 pub mod metrics;
 pub mod ops;

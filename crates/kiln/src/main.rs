@@ -3,7 +3,7 @@
 use clap::Parser;
 use kiln::cli::{Cli, Command};
 use kiln::ops::Failure;
-use kiln::{alerts, ci, commands, deploys, dora, hooks};
+use kiln::{alerts, ci, commands, deploys, dora, hooks, incidents};
 
 fn main() {
     quiet_on_broken_pipe();
@@ -62,6 +62,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Alerts(command) => alerts::alerts(dir, command).await,
         Command::Silence(command) => alerts::silence(dir, command),
+        Command::Incident(command) => incidents::incident(dir, command).await,
         Command::Ci(command) => ci::command(dir, command).await,
         Command::Dora(args) => dora::command(dir, args),
         Command::NotifyPush => hooks::notify_push(dir).await,

@@ -16,19 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Load, Scratch, wait_until};
-
-/// Answers 500 while the file `fail` exists; `/health` always answers 200.
-const SERVER: &str = r#"
-const http = require('http');
-const fs = require('fs');
-const server = http.createServer((req, res) => {
-  if (req.url !== '/health' && fs.existsSync('fail')) { res.statusCode = 500; res.end('broken'); return; }
-  res.end('ok');
-});
-server.listen(Number(process.env.PORT), '127.0.0.1');
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
-"#;
+use common::{FAILING_SERVER, Load, Scratch, wait_until};
 
 const STACK: &str = r#"
 name: alerting
@@ -214,7 +202,7 @@ fn alerts_view(s: &Scratch) -> serde_json::Value {
 fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
     let hook = Hook::start();
     let s = Scratch::new(&STACK.replace("HOOK_PORT", &hook.port.to_string()));
-    std::fs::write(s.file("server.js"), SERVER).unwrap();
+    std::fs::write(s.file("server.js"), FAILING_SERVER).unwrap();
 
     // The export passes through the CLI (promtool checks it in kiln-alerts' tests).
     let export = s.ok(&["alerts", "export", "--format", "prometheus"]);

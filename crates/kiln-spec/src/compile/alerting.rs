@@ -9,9 +9,9 @@ use indexmap::IndexMap;
 
 use super::Compiler;
 use crate::alerting::{
-    AlertDecl, Alerting, InhibitDecl, LATENCY_BUCKETS, MatchOp, Matcher, NotifyPolicy,
-    ReceiverDecl, ReceiverKind, RuleDecl, Severity, SloDecl, SloKind, SloTarget, is_label_name,
-    parse_matcher, parse_template,
+    AlertDecl, Alerting, InhibitDecl, LATENCY_BUCKETS, MaintenanceSchedule, MaintenanceWindow,
+    MatchOp, Matcher, NotifyPolicy, ReceiverDecl, ReceiverKind, RuleDecl, Severity, SloDecl,
+    SloKind, SloTarget, is_label_name, parse_matcher, parse_template,
 };
 use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
@@ -47,7 +47,12 @@ const NOTIFY_KEYS: &[&str] = &[
     "group_interval",
     "repeat_interval",
     "evaluation_interval",
+    "incidents",
+    "maintenance",
 ];
+const INCIDENT_KEYS: &[&str] = &["auto_resolve_after"];
+const MAINTENANCE_KEYS: &[&str] = &["services", "from", "to", "weekly", "description"];
+const WEEKLY_KEYS: &[&str] = &["days", "from", "to"];
 const INHIBIT_KEYS: &[&str] = &["source_matchers", "target_matchers", "equal"];
 /// Labels kiln sets itself on every alert.
 const RESERVED_LABELS: &[&str] = &["alertname", "severity"];
@@ -429,6 +434,13 @@ impl Compiler<'_> {
     }
 
     fn slo_service(&mut self, node: &Node, path: &str) -> Option<(SloTarget, Vec<String>)> {
+        let name = self.known_service(node, path)?;
+        let routes = self.routes_of(&name);
+        Some((SloTarget::Service(name), routes))
+    }
+
+    /// The name of a service the stack declares, or a diagnostic.
+    fn known_service(&mut self, node: &Node, path: &str) -> Option<String> {
         let name = self.string(node, path)?;
         let known: Vec<&str> = self
             .resources
@@ -452,8 +464,7 @@ impl Compiler<'_> {
             );
             return None;
         }
-        let routes = self.routes_of(&name);
-        Some((SloTarget::Service(name), routes))
+        Some(name)
     }
 
     fn slo_route(&mut self, node: &Node, path: &str) -> Option<(SloTarget, Vec<String>)> {
@@ -659,6 +670,30 @@ impl Compiler<'_> {
                     policy.group_by = self.label_names(value, &path);
                     continue;
                 }
+                "incidents" => {
+                    let Some(entries) = self.map(value, &path, "`{ auto_resolve_after: 5m }`")
+                    else {
+                        continue;
+                    };
+                    self.check_keys(entries, INCIDENT_KEYS, &path, "`notify.incidents`");
+                    for (key, value) in entries {
+                        if key.text == "auto_resolve_after" {
+                            let key_path = format!("{path}.auto_resolve_after");
+                            if let Some(ms) = self.duration(value, &key_path) {
+                                policy.incidents.auto_resolve_after_ms = ms;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                "maintenance" => {
+                    policy.maintenance = self
+                        .list(value, &path, "a list of windows: `- { services: [api], from: \"2026-12-01T02:00:00Z\", to: \"2026-12-01T04:00:00Z\" }`", Self::maintenance)
+                        .into_iter()
+                        .map(|(w, _)| w)
+                        .collect();
+                    continue;
+                }
                 "receivers" => {
                     policy.receivers = self.names(value, &path);
                     for (i, name) in policy.receivers.iter().enumerate() {
@@ -698,6 +733,190 @@ impl Compiler<'_> {
             }
         }
         policy
+    }
+
+    /// One maintenance window: `services:` (known services; none means every alert) and either
+    /// `from:`/`to:` (RFC 3339) or `weekly:`.
+    fn maintenance(&mut self, node: &Node, path: &str) -> Option<MaintenanceWindow> {
+        let entries = self.map(
+            node,
+            path,
+            "a window: `{ services: [api], from: \"2026-12-01T02:00:00Z\", to: \"2026-12-01T04:00:00Z\" }` or `{ services: [api], weekly: { days: [sun], from: \"02:00\", to: \"04:00\" } }`",
+        )?;
+        self.check_keys(entries, MAINTENANCE_KEYS, path, "a maintenance window");
+        let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
+        let mut services = Vec::new();
+        let mut ok = true;
+        if let Some(list) = get("services") {
+            let services_path = format!("{path}.services");
+            match &list.value {
+                Y::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        match self.known_service(item, &format!("{services_path}[{i}]")) {
+                            Some(name) => services.push(name),
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {
+                    self.wrong_type(
+                        list,
+                        &services_path,
+                        "a list of service names: `[api, web]`",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let schedule = match (get("from"), get("to"), get("weekly")) {
+            (Some(from), Some(to), None) => {
+                let from_ms = self.instant(from, &format!("{path}.from"));
+                let to_ms = self.instant(to, &format!("{path}.to"));
+                let (from_ms, to_ms) = (from_ms?, to_ms?);
+                if to_ms <= from_ms {
+                    self.invalid(
+                        to.span,
+                        &format!("{path}.to"),
+                        "the window ends before it starts".into(),
+                        "`to:` must be later than `from:`",
+                    );
+                    return None;
+                }
+                MaintenanceSchedule::Once { from_ms, to_ms }
+            }
+            (None, None, Some(weekly)) => self.weekly(weekly, &format!("{path}.weekly"))?,
+            _ => {
+                self.invalid(
+                    node.span,
+                    path,
+                    "a maintenance window needs either `from:` and `to:`, or `weekly:`".into(),
+                    "e.g. `from: \"2026-12-01T02:00:00Z\", to: \"2026-12-01T04:00:00Z\"` or `weekly: { days: [sun], from: \"02:00\", to: \"04:00\" }`",
+                );
+                return None;
+            }
+        };
+        ok.then_some(MaintenanceWindow { services, schedule })
+    }
+
+    fn weekly(&mut self, node: &Node, path: &str) -> Option<MaintenanceSchedule> {
+        let help = "`{ days: [sat, sun], from: \"02:00\", to: \"04:00\" }` (UTC)";
+        let entries = self.map(node, path, help)?;
+        self.check_keys(entries, WEEKLY_KEYS, path, "a weekly window");
+        let get = |key: &str| entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v);
+        let mut days = Vec::new();
+        let mut ok = true;
+        match get("days") {
+            Some(Node {
+                value: Y::Seq(items),
+                ..
+            }) => {
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}.days[{i}]");
+                    let Some(text) = self.string(item, &item_path) else {
+                        ok = false;
+                        continue;
+                    };
+                    match crate::alerting::WEEKDAYS
+                        .iter()
+                        .position(|d| d.eq_ignore_ascii_case(&text))
+                    {
+                        Some(day) => days.push(u8::try_from(day).unwrap_or(0)),
+                        None => {
+                            ok = false;
+                            self.invalid(
+                                item.span,
+                                &item_path,
+                                format!("`{text}` is not a day"),
+                                "write one of mon, tue, wed, thu, fri, sat, sun",
+                            );
+                        }
+                    }
+                }
+            }
+            Some(other) => {
+                self.wrong_type(
+                    other,
+                    &format!("{path}.days"),
+                    "a list of days: `[sat, sun]`",
+                );
+                ok = false;
+            }
+            None => {
+                self.missing(
+                    node.span,
+                    path,
+                    "days",
+                    "a weekly window has no `days`",
+                    "add `days: [sun]`",
+                );
+                ok = false;
+            }
+        }
+        let mut minute = |key: &str| match get(key) {
+            Some(value) => self.minute_of_day(value, &format!("{path}.{key}")),
+            None => {
+                self.missing(
+                    node.span,
+                    path,
+                    key,
+                    &format!("a weekly window has no `{key}`"),
+                    &format!("add `{key}: \"02:00\"` (UTC)"),
+                );
+                None
+            }
+        };
+        let from_minute = minute("from");
+        let to_minute = minute("to");
+        let (from_minute, to_minute) = (from_minute?, to_minute?);
+        if from_minute == to_minute {
+            self.invalid(
+                node.span,
+                path,
+                "the window starts and ends at the same minute".into(),
+                "give it a length; a `to:` earlier than `from:` runs past midnight",
+            );
+            return None;
+        }
+        ok.then_some(MaintenanceSchedule::Weekly {
+            days,
+            from_minute,
+            to_minute,
+        })
+    }
+
+    /// An RFC 3339 time, as ms since the epoch.
+    fn instant(&mut self, node: &Node, path: &str) -> Option<i64> {
+        let text = self.string(node, path)?;
+        match text.parse::<jiff::Timestamp>() {
+            Ok(t) => Some(t.as_millisecond()),
+            Err(e) => {
+                self.invalid(
+                    node.span,
+                    path,
+                    format!("`{text}` is not an RFC 3339 time: {e}"),
+                    "write a time with its offset, e.g. `2026-12-01T02:00:00Z`",
+                );
+                None
+            }
+        }
+    }
+
+    /// `HH:MM` (24 h), as minutes since midnight.
+    fn minute_of_day(&mut self, node: &Node, path: &str) -> Option<u32> {
+        let text = self.string(node, path)?;
+        let parsed = text.split_once(':').and_then(|(h, m)| {
+            let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+            (h < 24 && m < 60 && text.len() == 5).then_some(h * 60 + m)
+        });
+        if parsed.is_none() {
+            self.invalid(
+                node.span,
+                path,
+                format!("`{text}` is not a time of day"),
+                "write `HH:MM` in 24-hour UTC, e.g. `02:00` or `23:30`",
+            );
+        }
+        parsed
     }
 
     fn inhibit(&mut self, node: &Node, path: &str) -> Option<InhibitDecl> {

@@ -53,6 +53,9 @@ pub enum SilenceCommand {
         /// How long (`30m`, `2h`).
         #[arg(long = "for", default_value = "1h")]
         duration: String,
+        /// When it starts: an RFC 3339 time or a delay from now (`2h`); default now.
+        #[arg(long)]
+        start: Option<String>,
         /// Why.
         #[arg(long, default_value = "")]
         comment: String,
@@ -132,6 +135,8 @@ async fn list(dir: &Path, output: &Output) -> Result<(), Failure> {
             state.push_str(" (silenced)");
         } else if a["inhibited"] == true {
             state.push_str(" (inhibited)");
+        } else if a["maintenance"] == true {
+            state.push_str(" (maintenance)");
         }
         let labels: Vec<String> = a["labels"]
             .as_object()
@@ -166,6 +171,7 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
         SilenceCommand::Add {
             matchers,
             duration,
+            start,
             comment,
             author,
         } => {
@@ -178,14 +184,20 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
             let ms = kiln_spec::units::parse_duration(duration)
                 .map_err(|why| problems.push(format!("error: --for {duration}: {why}")))
                 .unwrap_or(0);
+            let starts_at = match start {
+                None => now,
+                Some(text) => start_time(text, now)
+                    .map_err(|why| problems.push(format!("error: --start {text}: {why}")))
+                    .unwrap_or(now),
+            };
             if !problems.is_empty() {
                 return Err(Failure::Invalid(problems.join("\n")));
             }
             let record = kiln_state::SilenceRecord {
                 id: uuid::Uuid::now_v7().to_string(),
                 matchers: matchers.clone(),
-                starts_at: now,
-                ends_at: now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+                starts_at,
+                ends_at: starts_at.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
                 created_by: author.clone().unwrap_or_else(ops::who),
                 comment: comment.clone(),
             };
@@ -196,9 +208,10 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
                 address: None,
                 serial: None,
                 message: format!(
-                    "{} silenced {} until {}: {}",
+                    "{} silenced {} from {} until {}: {}",
                     record.created_by,
                     record.matchers.join(", "),
+                    kiln_alerts::rfc3339(record.starts_at),
                     kiln_alerts::rfc3339(record.ends_at),
                     record.comment
                 ),
@@ -222,8 +235,8 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
                 return Ok(());
             }
             println!(
-                "{:<36}  {:<8}  {:<20}  {:<12}  MATCHERS / COMMENT",
-                "ID", "STATE", "ENDS", "BY"
+                "{:<36}  {:<8}  {:<20}  {:<20}  {:<12}  MATCHERS / COMMENT",
+                "ID", "STATE", "STARTS", "ENDS", "BY"
             );
             for s in list {
                 let state = if s.ends_at <= now {
@@ -234,9 +247,10 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
                     "active"
                 };
                 println!(
-                    "{:<36}  {:<8}  {:<20}  {:<12}  {}  {}",
+                    "{:<36}  {:<8}  {:<20}  {:<20}  {:<12}  {}  {}",
                     s.id,
                     state,
+                    kiln_alerts::rfc3339(s.starts_at).get(..19).unwrap_or(""),
                     kiln_alerts::rfc3339(s.ends_at).get(..19).unwrap_or(""),
                     s.created_by,
                     s.matchers.join(" "),
@@ -260,5 +274,37 @@ pub fn silence(dir: &Path, command: &SilenceCommand) -> Result<(), Failure> {
             println!("expired {}", silence.id);
             Ok(())
         }
+    }
+}
+
+/// `--start`: an RFC 3339 time (not in the past) or a delay from now.
+fn start_time(text: &str, now: i64) -> Result<i64, String> {
+    if let Ok(time) = text.parse::<jiff::Timestamp>() {
+        let at = time.as_millisecond();
+        if at < now {
+            return Err(format!(
+                "{} is in the past; leave --start out to start now",
+                kiln_alerts::rfc3339(at)
+            ));
+        }
+        return Ok(at);
+    }
+    kiln_spec::units::parse_duration(text)
+        .map(|ms| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)))
+        .map_err(|why| format!("neither an RFC 3339 time nor a delay ({why})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_time;
+
+    #[test]
+    fn silences_start_at_a_time_or_after_a_delay() {
+        let now = 1_795_000_000_000;
+        assert_eq!(start_time("2h", now), Ok(now + 7_200_000));
+        let later = kiln_alerts::rfc3339(now + 60_000);
+        assert_eq!(start_time(&later, now), Ok(now + 60_000));
+        assert!(start_time(&kiln_alerts::rfc3339(now - 1), now).is_err());
+        assert!(start_time("tomorrow", now).is_err());
     }
 }

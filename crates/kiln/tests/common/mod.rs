@@ -7,6 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// A Node.js service (`server.js`) that answers 500 while the file `fail` exists; `/health` always answers 200.
+pub const FAILING_SERVER: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const server = http.createServer((req, res) => {
+  if (req.url !== '/health' && fs.existsSync('fail')) { res.statusCode = 500; res.end('broken'); return; }
+  res.end('ok');
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
 /// A scratch stack directory.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
