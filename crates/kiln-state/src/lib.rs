@@ -68,6 +68,7 @@ mod handle;
 mod lock;
 mod operations;
 mod pipelines;
+mod promotions;
 mod resources;
 mod revisions;
 pub mod schema;
@@ -79,6 +80,7 @@ pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
+pub use promotions::{ApprovalRecord, PromotionRecord};
 pub use silences::SilenceRecord;
 pub use store::Store;
 pub use types::{

@@ -11,7 +11,14 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4),
+    (5, V5),
+    (6, V6_PROMOTIONS),
+];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -178,6 +185,33 @@ CREATE TABLE silences (
     ends_at     INTEGER NOT NULL,
     created_by  TEXT NOT NULL,
     comment     TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Environments (see `promotions.rs`): the releases promoted to an environment (its services
+/// run the newest one; `service` is the root service's name, `environment` the target) and the
+/// approvals `kiln approve` records. Times are ms since the epoch. Self-contained, so it can be
+/// renumbered when merged beside other branches' migrations.
+const V6_PROMOTIONS: &str = r#"
+CREATE TABLE promotions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    from_env    TEXT NOT NULL,
+    release     TEXT NOT NULL,
+    promoted_by TEXT NOT NULL,
+    promoted_at INTEGER NOT NULL,
+    gates       TEXT NOT NULL
+);
+CREATE INDEX promotions_by_target ON promotions (service, environment, id);
+
+CREATE TABLE approvals (
+    service     TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    release     TEXT NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at INTEGER NOT NULL,
+    PRIMARY KEY (service, environment, release, approved_by)
 ) WITHOUT ROWID;
 "#;
 

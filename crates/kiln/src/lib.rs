@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod ingress;
 pub mod metrics;
 pub mod ops;
+pub mod promote;
 pub mod render;
 pub mod scrape;
 pub mod tls;
