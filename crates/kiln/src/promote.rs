@@ -107,30 +107,21 @@ pub async fn promote(dir: &Path, args: &PromoteArgs) -> Result<(), Failure> {
             if failed.len() == 1 { "" } else { "s" }
         )));
     }
-    record_and_apply(
-        dir,
-        &stack,
-        &target,
-        &release,
-        &verdicts,
-        &ops::who(),
-        &args.output,
-    )
-    .await
+    // Recorded first, so the apply's load of the stack gives the service the promoted digest.
+    let stream = crate::commands::control_plane(dir).await?;
+    let select = record(dir, &stack, &target, &release, &verdicts, &ops::who())?;
+    crate::commands::apply_through_control_plane(stream, select, "promote", &args.output).await
 }
 
-/// Records the promotion, then applies the target environment's service (and what waited for
-/// it there) through the control plane.
-async fn record_and_apply(
+/// Records the promotion; returns what an apply of it selects.
+fn record(
     dir: &Path,
     stack: &Stack,
     target: &Target<'_>,
     release: &str,
     verdicts: &[Verdict],
     by: &str,
-    output: &crate::cli::Output,
-) -> Result<(), Failure> {
-    let stream = crate::commands::control_plane(dir).await?;
+) -> Result<Selection, Failure> {
     let mut store = ops::open_store(dir)?;
     store.record_promotion(&PromotionRecord {
         service: target.service.clone(),
@@ -140,6 +131,19 @@ async fn record_and_apply(
         promoted_by: by.to_owned(),
         promoted_at: now_ms(),
         gates: serde_json::to_value(verdicts).unwrap_or_default(),
+    })?;
+    store.append_event(&kiln_state::NewEvent {
+        kind: "promotion.recorded".into(),
+        address: Some(target.to_address()),
+        serial: None,
+        message: format!(
+            "{by} promoted {} {} from {} to {}",
+            target.service,
+            kiln_deploy::release::short(release),
+            target.rule.from,
+            target.to.name
+        ),
+        data: serde_json::json!({ "release": release, "gates": verdicts }),
     })?;
     drop(store);
     let prefix = target.to.prefix();
@@ -151,11 +155,114 @@ async fn record_and_apply(
             .filter(|a| a.starts_with(&prefix) && **a != target.to_address())
             .cloned(),
     );
-    let select = Selection {
+    Ok(Selection {
         targets,
         ..Selection::default()
+    })
+}
+
+/// How often the control plane checks the gates of environments with `promote.auto: true`.
+const AUTO_PROMOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The control plane's automatic promotion: every few seconds, for each environment whose
+/// `promote:` says `auto: true`, the release its source environment serves is promoted (by
+/// `kiln`) once every gate passes and it is not the one already promoted. Stops with the API.
+pub async fn auto_promote(
+    dir: std::path::PathBuf,
+    apply: crate::delivery::ApplyFn,
+    announce: std::sync::Arc<dyn Fn(&ops::Event) + Send + Sync>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(AUTO_PROMOTE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        for (select, message) in auto_promotions(&dir).await {
+            announce(&ops::Event::Note { message });
+            let request = ops::ApplyRequest {
+                select,
+                parallelism: 10,
+                trigger: "promote".into(),
+                ..ops::ApplyRequest::default()
+            };
+            let outcome = apply(request).await;
+            let failed = match outcome {
+                Ok(Ok(o)) if o.report.succeeded() => None,
+                Ok(Ok(_)) => Some("some changes failed".to_owned()),
+                Ok(Err(failure)) => Some(failure.message().to_owned()),
+                Err(_) => return,
+            };
+            if let Some(why) = failed {
+                announce(&ops::Event::Note {
+                    message: format!("kiln: automatic promotion failed to apply: {why}"),
+                });
+            }
+        }
+    }
+}
+
+/// The promotions whose gates all pass now, recorded, with what to apply and a note each.
+async fn auto_promotions(dir: &Path) -> Vec<(Selection, String)> {
+    let Ok(stack) = ops::load_stack(dir) else {
+        return Vec::new();
     };
-    crate::commands::apply_through_control_plane(stream, select, "promote", output).await
+    let mut out = Vec::new();
+    for environment in &stack.environments {
+        if !environment.promote.as_ref().is_some_and(|p| p.auto) {
+            continue;
+        }
+        let prefix = format!("{}services.", environment.prefix());
+        let services: Vec<String> = stack
+            .resources
+            .keys()
+            .chain(&stack.awaiting_promotion)
+            .filter_map(|a| a.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .collect();
+        for service in services {
+            let Ok(target) = target(&stack, &service, &environment.name) else {
+                continue;
+            };
+            let candidate = {
+                let Ok(store) = ops::open_store(dir) else {
+                    return out;
+                };
+                let current = crate::deploys::current_release(&store, &target.source_address());
+                let promoted = store.promoted_release(&target.service, &environment.name);
+                match (current, promoted) {
+                    (Ok(Some(current)), Ok(promoted)) if promoted.as_deref() != Some(&current) => {
+                        current
+                    }
+                    _ => continue,
+                }
+            };
+            let Ok(verdicts) = verdicts(dir, &target, &candidate, now_ms()).await else {
+                continue;
+            };
+            if !gates::all_pass(&verdicts) {
+                continue;
+            }
+            if let Ok(select) = record(dir, &stack, &target, &candidate, &verdicts, "kiln (auto)") {
+                out.push((
+                    select,
+                    format!(
+                        "kiln: promoting {} {} from {} to {} (every gate passed)",
+                        target.service,
+                        kiln_deploy::release::short(&candidate),
+                        target.rule.from,
+                        environment.name
+                    ),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// `kiln approve SERVICE --env ENV [--release R]`.

@@ -142,10 +142,52 @@ fn a_release_moves_from_staging_to_production_behind_its_gates() {
     );
     assert_eq!(running(&s, "app.production"), v2);
 
+    // With `auto: true` the control plane promotes by itself once the gates pass.
+    std::fs::write(
+        s.file("kiln.yaml"),
+        STACK.replace("soak: 1s, approval: true", "soak: 1s, auto: true"),
+    )
+    .unwrap();
+    release(&s, 4, "ok");
+    s.ok(&["deploy", "app.staging"]);
+    assert!(
+        wait_until(Duration::from_secs(30), || get_body(&addr, "app.localhost")
+            == "v4 prod"),
+        "{}",
+        s.ok(&["releases", "app.production"])
+    );
+    // The state records the release once the promotion's apply has finished.
+    let v4 = running(&s, "app.staging");
+    assert!(wait_until(Duration::from_secs(30), || running(
+        &s,
+        "app.production"
+    ) == v4));
+    let events = s.ok(&["events"]);
+    assert!(
+        events.contains("kiln (auto) promoted app") && events.contains("promoted app"),
+        "{events}"
+    );
+
+    // Both environments' instances are named SERVICE.ENV, and so are their logs.
+    let ps = s.json(&["ps", "--json"]);
+    let names: std::collections::BTreeSet<&str> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        std::collections::BTreeSet::from(["app.production", "app.staging"])
+    );
+    s.ok(&["logs", "app.production", "--tail", "1"]);
+
     let tally = load.finish();
     tally.assert_none_failed();
     assert!(
-        tally.bodies.contains_key("v1 prod") && tally.bodies.contains_key("v2 prod"),
+        ["v1 prod", "v2 prod", "v4 prod"]
+            .iter()
+            .all(|b| tally.bodies.contains_key(*b)),
         "{:?}",
         tally.bodies
     );
