@@ -11,6 +11,8 @@ use kiln_spec::{Code, FileSystem, MemoryFs, Stack, load};
 struct Promoted {
     files: MemoryFs,
     releases: BTreeMap<String, String>,
+    /// The state store cannot be read.
+    broken: bool,
 }
 
 impl FileSystem for Promoted {
@@ -29,6 +31,11 @@ impl FileSystem for Promoted {
         _environment: &str,
         address: &str,
     ) -> Option<std::io::Result<Option<String>>> {
+        if self.broken {
+            return Some(Err(std::io::Error::other(
+                "database disk image is malformed",
+            )));
+        }
         Some(Ok(self.releases.get(address).cloned()))
     }
 }
@@ -56,18 +63,40 @@ environments:
     promote: { from: staging, soak: 10s, approval: true, pipeline: ci, windows: [ "Mon-Fri 08:00-18:00 UTC" ], freeze: [ { from: "2026-12-24T00:00:00Z", to: "2026-12-27T00:00:00Z" } ] }
 "#;
 
-fn shop(releases: &[(&str, &str)]) -> Stack {
+fn shop_fs(releases: &[(&str, &str)], broken: bool) -> Promoted {
     let mut files = MemoryFs::new();
     files.add("stack/kiln.yaml", SHOP);
     files.add("stack/api/serve", "");
-    let fs = Promoted {
+    Promoted {
         files,
         releases: releases
             .iter()
             .map(|(a, d)| ((*a).to_owned(), (*d).to_owned()))
             .collect(),
+        broken,
+    }
+}
+
+fn shop(releases: &[(&str, &str)]) -> Stack {
+    load(&shop_fs(releases, false), "stack/kiln.yaml".as_ref())
+        .unwrap_or_else(|f| panic!("{:#?}", f.diagnostics))
+}
+
+#[test]
+fn an_unreadable_promotion_record_is_a_mistake_with_its_place() {
+    let Err(failure) = load(&shop_fs(&[], true), "stack/kiln.yaml".as_ref()) else {
+        panic!("loaded with an unreadable state store");
     };
-    load(&fs, "stack/kiln.yaml".as_ref()).unwrap_or_else(|f| panic!("{:#?}", f.diagnostics))
+    let found: Vec<(Code, &str)> = failure
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.key_path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(Code::BadSource, "environments.production.services.api")]
+    );
+    assert!(failure.diagnostics[0].message.contains("malformed"));
 }
 
 struct Inputs;

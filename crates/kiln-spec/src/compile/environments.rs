@@ -160,13 +160,13 @@ impl Compiler<'_> {
                     base,
                     Some(&schema::SERVICE),
                 );
-                if promoted {
+            }
+            if promoted {
+                self.diags.truncate(before);
+                for (service_key, _) in &declared.services {
                     let address = format!("{path}.services.{}", service_key.text);
                     self.promoted_release(&environment, &address);
                 }
-            }
-            if position > 0 {
-                self.diags.truncate(before);
             }
             let mut lists: Vec<&Node> = field("routes").into_iter().collect();
             if position == last {
