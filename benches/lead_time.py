@@ -21,7 +21,7 @@ Parts, from kiln's own records:
 Usage: python3 benches/lead_time.py [--kiln target/release/kiln] [--rounds 3]
 Needs: node, git.
 """
-import argparse, json, os, statistics, subprocess, tempfile, time, urllib.request
+import argparse, json, os, shutil, statistics, subprocess, tempfile, time, urllib.request
 from datetime import datetime
 
 SERVER = r"""
@@ -169,6 +169,7 @@ def main():
             print(f"  {name:<10} median {statistics.median(p[name] for _, p in rows):.2f} s")
     finally:
         kiln("down", check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
