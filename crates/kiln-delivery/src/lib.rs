@@ -5,11 +5,14 @@
 //! - [`webhook`]: GitHub push webhooks — the `X-Hub-Signature-256` check (HMAC-SHA256,
 //!   constant-time), the push payload, stale deliveries and a bounded memory of delivery ids;
 //! - [`queue`]: pushes waiting for their pipelines, collapsed per branch to the newest;
-//! - [`dora`]: the four DORA metrics and their 2024 performance levels from deploy records.
+//! - [`dora`]: the four DORA metrics and their 2024 performance levels from deploy records;
+//! - [`gates`]: whether a release may be promoted to the next environment, each gate with its
+//!   verdict and reason.
 //!
 //! **Architecture invariant:** no I/O, no clock (times are arguments), no randomness.
 
 pub mod dora;
+pub mod gates;
 pub mod queue;
 pub mod webhook;
 

@@ -26,7 +26,7 @@ pub use file::FileProvider;
 pub use route::{RouteProvider, RouteSink, RouteSpec, route_spec};
 pub use service::{
     DeployEntry, DeployJournal, ReleaseEntry, ServiceProvider, ServiceRuntime, TREE_RELEASE,
-    deploy_config, service_spec, supervisor_name,
+    deploy_config, environment_prefix, service_spec, supervisor_name,
 };
 
 /// Every provider built into kiln, ready to register with the engine. Services are supervised,

@@ -94,7 +94,8 @@ pub fn route_spec(address: &str, attrs: &Attributes) -> RouteSpec {
         host: text("host").unwrap_or_else(|| "*".into()),
         path: text("path").unwrap_or_else(|| "/".into()),
         service: crate::service::supervisor_name(&format!(
-            "services.{}",
+            "{}services.{}",
+            crate::service::environment_prefix(address),
             text("service").unwrap_or_default()
         )),
         strip_prefix: attrs

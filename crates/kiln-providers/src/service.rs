@@ -102,11 +102,30 @@ impl ServiceProvider {
 }
 
 /// The supervisor's name for a service address: `services.api` → `api`,
-/// `modules.db.services.pg` → `modules-db-services-pg`.
+/// `modules.db.services.pg` → `modules-db-services-pg`, `environments.staging.services.api` →
+/// `api.staging` (declared names have no `.`, so it names nothing else).
 pub fn supervisor_name(address: &str) -> String {
+    if let Some(rest) = address.strip_prefix("environments.")
+        && let Some((environment, service)) = rest.split_once(".services.")
+        && !environment.contains('.')
+        && !service.contains('.')
+    {
+        return format!("{service}.{environment}");
+    }
     address
         .strip_prefix("services.")
         .map_or_else(|| address.replace('.', "-"), str::to_owned)
+}
+
+/// The address prefix of the environment `address` is instantiated in (`environments.E.`), or
+/// `""` outside environments.
+pub fn environment_prefix(address: &str) -> &str {
+    address
+        .strip_prefix("environments.")
+        .and_then(|rest| rest.split_once('.'))
+        .map_or("", |(environment, _)| {
+            &address[.."environments.".len() + environment.len() + 1]
+        })
 }
 
 fn failed(message: impl Into<String>) -> ProviderError {
@@ -910,6 +929,15 @@ mod tests {
             supervisor_name("modules.db.services.pg"),
             "modules-db-services-pg"
         );
+        assert_eq!(
+            supervisor_name("environments.staging.services.api"),
+            "api.staging"
+        );
+        assert_eq!(
+            environment_prefix("environments.staging.routes.shop"),
+            "environments.staging."
+        );
+        assert_eq!(environment_prefix("routes.shop"), "");
     }
 
     #[tokio::test]

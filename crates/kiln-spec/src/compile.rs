@@ -21,6 +21,7 @@ use crate::yaml::{self, Key, Node, Value as Y};
 
 mod alerting;
 mod delivery;
+mod environments;
 
 /// Names an expression in a stack file may start with.
 pub const NAMED_VALUES: &[&str] = &[
@@ -35,6 +36,7 @@ pub const NAMED_VALUES: &[&str] = &[
 ];
 
 const ROOT_KEYS: &[&str] = &[
+    "environments",
     "source",
     "alerts",
     "receivers",
@@ -107,6 +109,10 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_tls: None,
         change_source: None,
         alerting: crate::alerting::Alerting::default(),
+        environments: Vec::new(),
+        environment_names: Vec::new(),
+        promoted_scopes: Vec::new(),
+        awaiting_promotion: Vec::new(),
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -114,6 +120,10 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         resolve::resolve(&mut cx.as_view(), &mut diags);
         cx.diags = diags;
     }
+    // References were checked with every environment's services present; what waits for a
+    // promotion leaves the stack only now.
+    let awaiting_promotion =
+        environments::prune_awaiting(&mut cx.resources, &cx.awaiting_promotion);
     let Compiler {
         sources,
         diags,
@@ -126,6 +136,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_tls,
         change_source,
         alerting,
+        environments,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -147,6 +158,8 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_tls,
         change_source,
         alerting,
+        environments,
+        awaiting_promotion,
     })
 }
 
@@ -193,6 +206,14 @@ struct Compiler<'fs> {
     change_source: Option<crate::model::ChangeSource>,
     /// `alerts:`, `receivers:`, `notify:` and `inhibit:` (root file only).
     alerting: crate::alerting::Alerting,
+    /// `environments:`, in order.
+    environments: Vec<crate::environments::Environment>,
+    /// Every name under `environments:`, to tell "declared later" from "unknown".
+    environment_names: Vec<String>,
+    /// Scopes of environments that receive releases by promotion rather than building them.
+    promoted_scopes: Vec<ScopeId>,
+    /// Services of promoted environments to which no release has been promoted yet.
+    awaiting_promotion: Vec<String>,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -302,15 +323,11 @@ impl<'fs> Compiler<'fs> {
                 Self::gather(inc_entries, &mut sections);
             }
         }
-        self.scopes.push(Scope {
-            prefix: String::new(),
-            parent: None,
-            inputs: IndexMap::new(),
-            outputs: IndexMap::new(),
-            modules: IndexMap::new(),
-        });
+        self.scopes.push(Scope::new(String::new(), None));
         self.input_types.push(IndexMap::new());
         self.root_sections(&sections);
+        let environments = entries.iter().find(|(k, _)| k.text == "environments");
+        let instantiated = environments.map(|_| std::mem::take(&mut sections.services));
         self.scope_body(0, &sections, &base);
         self.ingress(entries, &base);
         self.change_source(entries);
@@ -329,7 +346,24 @@ impl<'fs> Compiler<'fs> {
                 );
             }
         }
-        self.routes(&route_lists);
+        match (environments, instantiated) {
+            (Some((_, node)), Some(services)) => {
+                let declared = environments::Instantiated {
+                    services: self.unique(&services, "services"),
+                    routes: route_lists,
+                };
+                self.environments = self.environments(node, &declared, &base);
+            }
+            _ => self.routes(&route_lists, 0, &mut IndexMap::new()),
+        }
+        if self.ingress_listen.is_none()
+            && self
+                .resources
+                .values()
+                .any(|r| r.kind == schema::ROUTE.kind)
+        {
+            self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+        }
         self.alerting = self.compile_alerting(entries);
     }
 
@@ -475,8 +509,12 @@ impl<'fs> Compiler<'fs> {
 
     /// `routes:`: a list of rules; each becomes a `route` resource named after its host and path
     /// (or its `name:`), so reordering the list changes nothing.
-    fn routes(&mut self, lists: &[&Node]) {
-        let mut seen: IndexMap<(String, String), Span> = IndexMap::new();
+    fn routes(
+        &mut self,
+        lists: &[&Node],
+        scope: ScopeId,
+        seen: &mut IndexMap<(String, String), Span>,
+    ) {
         for list in lists {
             let Y::Seq(items) = &list.value else {
                 self.wrong_type(
@@ -487,16 +525,20 @@ impl<'fs> Compiler<'fs> {
                 continue;
             };
             for (i, item) in items.iter().enumerate() {
-                self.route(item, i, &mut seen);
+                self.route(item, i, scope, seen);
             }
-        }
-        if !seen.is_empty() && self.ingress_listen.is_none() {
-            self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
         }
     }
 
-    fn route(&mut self, item: &Node, index: usize, seen: &mut IndexMap<(String, String), Span>) {
-        let path = format!("routes[{index}]");
+    fn route(
+        &mut self,
+        item: &Node,
+        index: usize,
+        scope: ScopeId,
+        seen: &mut IndexMap<(String, String), Span>,
+    ) {
+        let scope_prefix = self.scopes[scope].prefix.clone();
+        let path = format!("{scope_prefix}routes[{index}]");
         let Some(entries) = self.map(
             item,
             &path,
@@ -545,8 +587,8 @@ impl<'fs> Compiler<'fs> {
                 slug
             }
         });
-        let address = format!("routes.{name}");
-        let mut resource = Resource::new(address.clone(), 0, schema::ROUTE.kind, item.span);
+        let address = format!("{scope_prefix}routes.{name}");
+        let mut resource = Resource::new(address.clone(), scope, schema::ROUTE.kind, item.span);
         for (k, v) in entries {
             let key_path = format!("{address}.{}", k.text);
             match (k.text.as_str(), schema::ROUTE.attr(&k.text)) {
@@ -603,7 +645,7 @@ impl<'fs> Compiler<'fs> {
         if let Some((service, span)) = literal("service") {
             resource
                 .depends_on
-                .insert(format!("services.{service}"), span);
+                .insert(format!("{scope_prefix}services.{service}"), span);
         }
         if let Some((host, span)) = host {
             let key = (
@@ -965,7 +1007,9 @@ impl<'fs> Compiler<'fs> {
                 self.check_program(&resource, base);
                 self.check_job(&resource);
                 self.check_user(&resource);
-                self.release_digest(&mut resource, base);
+                if !self.promoted_scopes.contains(&scope) {
+                    self.release_digest(&mut resource, base);
+                }
             }
             self.template_files(kind, &mut resource, base);
             self.required_attrs(kind, &resource, node.span, &address);
@@ -1353,13 +1397,16 @@ impl<'fs> Compiler<'fs> {
         section: &str,
     ) {
         let prefix = self.scopes[scope].prefix.clone();
+        // Inside an environment only services are instantiated: other addresses are the root's.
+        let environment = self.scopes[scope].environment.is_some();
         let address = |target: String| {
-            let target = if section == "services" && !target.contains('.') {
-                format!("services.{target}")
-            } else {
+            if section == "services" && !target.contains('.') {
+                format!("{prefix}services.{target}")
+            } else if environment && !target.starts_with("services.") {
                 target
-            };
-            format!("{prefix}{target}")
+            } else {
+                format!("{prefix}{target}")
+            }
         };
         match &node.value {
             Y::Seq(items) => {
@@ -1544,13 +1591,8 @@ impl<'fs> Compiler<'fs> {
         self.section_types(module_entries, "");
 
         let scope = self.scopes.len();
-        self.scopes.push(Scope {
-            prefix: format!("{path}."),
-            parent: Some(parent),
-            inputs: IndexMap::new(),
-            outputs: IndexMap::new(),
-            modules: IndexMap::new(),
-        });
+        self.scopes
+            .push(Scope::new(format!("{path}."), Some(parent)));
         self.input_types.push(IndexMap::new());
         self.scopes[parent].modules.insert(key.text.clone(), scope);
 

@@ -157,6 +157,11 @@ impl Diagnostics {
         self.list.len()
     }
 
+    /// Forgets what was recorded after the first `len` (mistakes found again in a copy).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.list.truncate(len);
+    }
+
     /// Everything recorded, in file then position order (stable for snapshots).
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.list

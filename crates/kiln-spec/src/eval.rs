@@ -276,12 +276,28 @@ impl Contexts {
                 "`{head}` must be followed by a name, like `{head}.NAME`"
             ));
         };
+        let (scope, routes_prefix) = stack.scopes[scope].reads(scope, &head);
+        let here = &stack.scopes[scope];
         let value = match head.as_str() {
-            "vars" => X::from_json(&cx.var(name).unwrap_or(serde_json::Value::Null)),
+            "vars" => X::from_json(
+                &here
+                    .vars
+                    .get(name)
+                    .cloned()
+                    .or_else(|| cx.var(name))
+                    .unwrap_or(serde_json::Value::Null),
+            ),
             "secrets" => {
                 self.sensitive = true;
+                // An environment may read the secret from its own source.
+                let own = format!("{}secrets.{name}", here.prefix);
+                let key = if here.environment.is_some() && stack.secrets.contains_key(&own) {
+                    own.as_str()
+                } else {
+                    name.as_str()
+                };
                 X::String(
-                    cx.secret(name)
+                    cx.secret(key)
                         .ok_or_else(|| format!("secret `{name}` has no value"))?,
                 )
             }
@@ -314,7 +330,7 @@ impl Contexts {
             }
             "services" | "routes" => {
                 let address = if head == "routes" {
-                    format!("routes.{name}")
+                    format!("{routes_prefix}routes.{name}")
                 } else {
                     format!("{}services.{name}", stack.scopes[scope].prefix)
                 };

@@ -9,6 +9,7 @@
 pub mod alerting;
 pub mod compile;
 pub mod diag;
+pub mod environments;
 pub mod eval;
 pub mod load;
 pub mod model;

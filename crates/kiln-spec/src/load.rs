@@ -40,6 +40,19 @@ pub trait FileSystem {
         let _ = (stack_dir, pipeline, artifact);
         None
     }
+    /// The release (`sha256:...`) recorded as promoted to `environment` for the service at
+    /// `address` (`environments.ENV.services.NAME`) in the stack in `stack_dir`: `Some(Ok(None))`
+    /// when none has been promoted yet; `None` when the file system cannot tell (the default,
+    /// and in-memory trees).
+    fn promoted_release(
+        &self,
+        stack_dir: &Path,
+        environment: &str,
+        address: &str,
+    ) -> Option<std::io::Result<Option<String>>> {
+        let _ = (stack_dir, environment, address);
+        None
+    }
 }
 
 /// An in-memory file tree, for tests and for tools that hold files already.

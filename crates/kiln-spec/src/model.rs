@@ -34,6 +34,37 @@ pub struct Stack {
     pub change_source: Option<ChangeSource>,
     /// `alerts:`, `receivers:`, `notify:` and `inhibit:`.
     pub alerting: crate::alerting::Alerting,
+    /// `environments:`, in declaration order (empty: the stack has none, and its services are
+    /// instantiated once, at the root).
+    pub environments: Vec<crate::environments::Environment>,
+    /// Services of promoted environments that no release has been promoted to yet, and what
+    /// depends on them: left out of `resources` until a promotion.
+    pub awaiting_promotion: Vec<String>,
+}
+
+impl Stack {
+    /// The environment named `name`.
+    pub fn environment(&self, name: &str) -> Option<&crate::environments::Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// The last environment (production), whose deploys count for DORA.
+    pub fn production(&self) -> Option<&crate::environments::Environment> {
+        self.environments.last()
+    }
+
+    /// The environment the resource at `address` is instantiated in.
+    pub fn environment_of(&self, address: &str) -> Option<&crate::environments::Environment> {
+        self.environments
+            .iter()
+            .find(|e| address.starts_with(&e.prefix()))
+    }
+
+    /// True when a new release reaches `address` by itself (a green push run): always without
+    /// environments; with them, only in an environment with `deploy: { auto: true }`.
+    pub fn deploys_new_releases(&self, address: &str) -> bool {
+        self.environments.is_empty() || self.environment_of(address).is_some_and(|e| e.auto_deploy)
+    }
 }
 
 /// `source:` in `kiln.yaml` (see `compile/delivery.rs` for the shape).
@@ -88,6 +119,38 @@ pub struct Scope {
     pub outputs: IndexMap<String, Value>,
     /// Module instances called from this scope, by name.
     pub modules: IndexMap<String, ScopeId>,
+    /// The environment this scope instantiates the root's services for (`None`: the root or a
+    /// module).
+    pub environment: Option<String>,
+    /// The environment's `vars:` overrides (what `vars.NAME` reads inside it instead of the
+    /// stack's value).
+    pub vars: IndexMap<String, serde_json::Value>,
+}
+
+impl Scope {
+    /// A scope with nothing declared in it yet.
+    pub fn new(prefix: String, parent: Option<ScopeId>) -> Scope {
+        Scope {
+            prefix,
+            parent,
+            inputs: IndexMap::new(),
+            outputs: IndexMap::new(),
+            modules: IndexMap::new(),
+            environment: None,
+            vars: IndexMap::new(),
+        }
+    }
+
+    /// Where `NAME` of `head` (`resources`, `modules`, `routes`, ...) is read from this scope:
+    /// an environment instantiates only services and routes, so its `resources.` and
+    /// `modules.` are the root's (scope 0); a module's routes are the root's too.
+    pub fn reads(&self, id: ScopeId, head: &str) -> (ScopeId, &str) {
+        match (head, self.environment.is_some()) {
+            ("resources" | "modules", true) => (0, ""),
+            ("routes", false) => (id, ""),
+            _ => (id, self.prefix.as_str()),
+        }
+    }
 }
 
 /// A resource to manage.

@@ -109,15 +109,24 @@ fn targets(
         return Ok(BTreeSet::new());
     };
     let name = path.get(1);
+    let lower = head.to_ascii_lowercase();
+    let (scope, routes_prefix) = view.scopes[scope].reads(scope, &lower);
+    let routes_prefix = routes_prefix.to_owned();
     let s = &view.scopes[scope];
-    match head.to_ascii_lowercase().as_str() {
+    let root_or_environment = scope == 0 || s.environment.is_some();
+    match lower.as_str() {
         "env" => Ok(BTreeSet::new()),
-        "vars" | "secrets" if scope != 0 => Err((
+        "vars" | "secrets" if !root_or_environment => Err((
             format!("a module cannot read `{head}`"),
             Some("declare an input in the module and pass the value from the caller".into()),
         )),
         "vars" => known(name, view.vars.keys(), "var").map(|()| BTreeSet::new()),
-        "secrets" => known(name, view.secrets.keys(), "secret").map(|()| BTreeSet::new()),
+        "secrets" => known(
+            name,
+            view.secrets.keys().filter(|k| !k.contains('.')),
+            "secret",
+        )
+        .map(|()| BTreeSet::new()),
         "inputs" => {
             let Some(parent) = s.parent else {
                 return Err((
@@ -165,15 +174,16 @@ fn targets(
             Ok(BTreeSet::from([address]))
         }
         "routes" => {
+            let routes = format!("{routes_prefix}routes.");
             let Some(name) = name else {
-                return Ok(scope_resources(view, "routes."));
+                return Ok(scope_resources(view, &routes));
             };
-            let address = format!("routes.{name}");
+            let address = format!("{routes}{name}");
             if !view.resources.contains_key(&address) {
                 let names: Vec<&str> = view
                     .resources
                     .keys()
-                    .filter_map(|a| a.strip_prefix("routes."))
+                    .filter_map(|a| a.strip_prefix(routes.as_str()))
                     .collect();
                 return Err((
                     format!("there is no route `{name}`"),

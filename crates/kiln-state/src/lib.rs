@@ -70,6 +70,7 @@ mod incidents;
 mod lock;
 mod operations;
 mod pipelines;
+mod promotions;
 mod resources;
 mod revisions;
 pub mod schema;
@@ -82,6 +83,7 @@ pub use error::StateError;
 pub use handle::StateHandle;
 pub use incidents::{IncidentRecord, TimelineRecord};
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
+pub use promotions::{ApprovalRecord, PromotionRecord};
 pub use silences::SilenceRecord;
 pub use store::Store;
 pub use types::{

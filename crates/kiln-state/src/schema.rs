@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (5, V5),
     (6, PIPELINE_ANNOTATIONS),
     (7, INCIDENTS),
+    (8, PROMOTIONS),
 ];
 
 /// The newest schema version this binary understands.
@@ -217,6 +218,33 @@ CREATE TABLE incident_timeline (
     kind     TEXT NOT NULL,
     text     TEXT NOT NULL,
     PRIMARY KEY (incident, position)
+) WITHOUT ROWID;
+"#;
+
+/// Environments (see `promotions.rs`): the releases promoted to an environment (its services
+/// run the newest one; `service` is the root service's name, `environment` the target) and the
+/// approvals `kiln approve` records. Times are ms since the epoch. (Written as migration 6 on the
+/// environments branch.)
+const PROMOTIONS: &str = r#"
+CREATE TABLE promotions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    from_env    TEXT NOT NULL,
+    release     TEXT NOT NULL,
+    promoted_by TEXT NOT NULL,
+    promoted_at INTEGER NOT NULL,
+    gates       TEXT NOT NULL
+);
+CREATE INDEX promotions_by_target ON promotions (service, environment, id);
+
+CREATE TABLE approvals (
+    service     TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    release     TEXT NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at INTEGER NOT NULL,
+    PRIMARY KEY (service, environment, release, approved_by)
 ) WITHOUT ROWID;
 "#;
 

@@ -99,6 +99,19 @@ pub enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Move the release serving in the previous environment to ENV once every gate passes
+    /// (healthy there, soaked, pipeline green, approved, no freeze, inside a window); prints
+    /// each gate's verdict and exits non-zero when one fails.
+    #[command(
+        after_help = "Example:\n  kiln promote api --to production\n  kiln promote api --to production --release 3f2a1c"
+    )]
+    Promote(PromoteArgs),
+    /// Record your approval (`$USER@host`, now) of a release for an environment whose
+    /// `promote:` requires one.
+    #[command(
+        after_help = "Example:\n  kiln approve api --env production\n  kiln approve api --env production --release 3f2a1c"
+    )]
+    Approve(ApproveArgs),
     /// Print the web dashboard's URL (services, charts, deploys, pipeline runs, events).
     #[command(
         after_help = "Example:\n  kiln dash\n  kiln dash --open   # in a browser, when xdg-open can"
@@ -271,6 +284,37 @@ pub struct UpArgs {
     /// on this address; port 0 picks a free port (written to .kiln/hooks.addr).
     #[arg(long, value_name = "ADDR")]
     pub hooks_listen: Option<std::net::SocketAddr>,
+}
+
+/// `kiln promote`.
+#[derive(Debug, Args, Clone)]
+pub struct PromoteArgs {
+    /// The service, as declared (`api`).
+    pub service: String,
+    /// The environment to promote to.
+    #[arg(long)]
+    pub to: String,
+    /// A release of the previous environment (digest or 4+ hex digits); default: the one it
+    /// runs.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// `kiln approve`.
+#[derive(Debug, Args, Clone)]
+pub struct ApproveArgs {
+    /// The service, as declared (`api`).
+    pub service: String,
+    /// The environment the approval is for.
+    #[arg(long)]
+    pub env: String,
+    /// The release approved (digest or 4+ hex digits); default: the one the previous
+    /// environment runs.
+    #[arg(long)]
+    pub release: Option<String>,
 }
 
 /// `kiln dora`.

@@ -1072,15 +1072,28 @@ pub async fn deploy(
             );
         }
     }
+    let select = Selection {
+        targets: vec![address],
+        overrides,
+        only: true,
+        ..Selection::default()
+    };
+    let trigger = if rollback { "rollback" } else { "deploy" };
+    apply_through_control_plane(stream, select, trigger, output).await
+}
+
+/// An apply of `select` by the control plane behind `stream`, recorded with `trigger`
+/// (`deploy`, `rollback`, `promote`), its progress printed as it goes.
+pub(crate) async fn apply_through_control_plane(
+    stream: tokio::net::UnixStream,
+    select: Selection,
+    trigger: &str,
+    output: &Output,
+) -> Result<(), Failure> {
     let request = ApplyRequest {
-        select: Selection {
-            targets: vec![address],
-            overrides,
-            only: true,
-            ..Selection::default()
-        },
+        select,
         parallelism: 10,
-        trigger: if rollback { "rollback" } else { "deploy" }.into(),
+        trigger: trigger.into(),
         ..ApplyRequest::default()
     };
     let mut printer = Printer::new(output.json);

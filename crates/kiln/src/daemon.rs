@@ -273,6 +273,12 @@ pub async fn run(
         api_stopped.clone(),
     )
     .await?;
+    tokio::spawn(crate::promote::auto_promote(
+        dir.to_path_buf(),
+        controller_apply(&commands),
+        announce.clone(),
+        api_stopped.clone(),
+    ));
     let api = Api {
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
@@ -352,6 +358,21 @@ pub async fn run(
     result
 }
 
+/// Applies asked for by a task of the control plane (delivery, automatic promotion), carried
+/// out by the controller, the one writer.
+fn controller_apply(commands: &mpsc::Sender<Command>) -> crate::delivery::ApplyFn {
+    let to_controller = commands.clone();
+    Arc::new(move |request| {
+        let (reply, answer) = oneshot::channel();
+        let (events, _ignored) = mpsc::unbounded_channel();
+        let commands = to_controller.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(Command::Apply(request, events, reply)).await;
+        });
+        answer
+    })
+}
+
 /// Starts following the stack's `source:` (see `delivery.rs`): the actor and poller, the
 /// `post-receive` hook of a local bare repository, and the webhook listener when asked.
 async fn follow_source(
@@ -393,16 +414,7 @@ async fn follow_source(
         }
         (None, None) => None,
     };
-    let to_controller = commands.clone();
-    let apply: crate::delivery::ApplyFn = Arc::new(move |request| {
-        let (reply, answer) = oneshot::channel();
-        let (events, _ignored) = mpsc::unbounded_channel();
-        let commands = to_controller.clone();
-        tokio::spawn(async move {
-            let _ = commands.send(Command::Apply(request, events, reply)).await;
-        });
-        answer
-    });
+    let apply = controller_apply(commands);
     let handle = crate::delivery::start(dir, &source, apply, announce.clone()).await;
     if let crate::delivery::Repo::Local(repo) = crate::delivery::Repo::resolve(dir, &source.repo)
         && let Ok(exe) = std::env::current_exe()

@@ -463,7 +463,8 @@ fn short(sha: &str) -> &str {
 }
 
 /// The services whose `release: { pipeline, artifact }` names this workflow (by `name:` or
-/// file stem), with their artifact.
+/// file stem), with their artifact; with environments, only those of environments that take
+/// new releases by themselves (`deploy: { auto: true }`; the others get them by promotion).
 fn released_services(
     stack: &kiln_spec::model::Stack,
     rel: &str,
@@ -476,6 +477,7 @@ fn released_services(
     stack
         .resources
         .values()
+        .filter(|resource| stack.deploys_new_releases(&resource.address))
         .filter_map(|resource| {
             let kiln_spec::model::ValueKind::Literal(serde_json::Value::Object(release)) =
                 &resource.attrs.get("release")?.kind

@@ -258,12 +258,18 @@ pub fn artifact_release(
     Ok(made.tree.digest)
 }
 
-/// `api` → `services.api`; addresses pass through.
+/// `api` → `services.api`, `api.staging` (the supervisor's name of `api` in environment
+/// `staging`) → `environments.staging.services.api`; addresses pass through.
 pub fn service_address(service: &str) -> String {
-    if service.contains('.') {
-        service.to_owned()
-    } else {
-        format!("services.{service}")
+    const HEADS: &[&str] = &["services", "resources", "routes", "modules", "environments"];
+    match service.split_once('.') {
+        None => format!("services.{service}"),
+        Some((name, environment))
+            if !HEADS.contains(&name) && !environment.contains('.') && !environment.is_empty() =>
+        {
+            format!("environments.{environment}.services.{name}")
+        }
+        Some(_) => service.to_owned(),
     }
 }
 

@@ -31,7 +31,11 @@ pub fn command(dir: &Path, args: &DoraArgs) -> Result<(), Failure> {
         .unwrap_or(jiff::Timestamp::MIN);
     let service = args.service.as_deref().map(crate::deploys::service_address);
     let store = ops::open_store(dir)?;
-    let deploys = store.deploys(service.as_deref(), MAX_DEPLOYS)?;
+    let mut deploys = store.deploys(service.as_deref(), MAX_DEPLOYS)?;
+    // With environments, delivery is measured where users are: the last one.
+    if let Some(production) = production_prefix(dir) {
+        deploys.retain(|d| d.deploy.service.starts_with(&production));
+    }
     let mut commit_times: BTreeMap<String, BTreeMap<String, Option<jiff::Timestamp>>> =
         BTreeMap::new();
     let mut facts = Vec::new();
@@ -113,6 +117,15 @@ fn incident_facts(
         });
     }
     Ok(facts)
+}
+
+/// `environments.NAME.` of the stack's last environment, when it declares environments (a
+/// stack that does not load is measured whole).
+fn production_prefix(dir: &Path) -> Option<String> {
+    let stack = ops::load_stack(dir).ok()?;
+    stack
+        .production()
+        .map(kiln_spec::environments::Environment::prefix)
 }
 
 /// The report as a small table.

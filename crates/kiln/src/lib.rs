@@ -17,6 +17,7 @@ pub mod incidents;
 pub mod ingress;
 pub mod metrics;
 pub mod ops;
+pub mod promote;
 pub mod render;
 pub mod scrape;
 pub mod tls;

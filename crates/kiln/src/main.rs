@@ -3,7 +3,7 @@
 use clap::Parser;
 use kiln::cli::{Cli, Command};
 use kiln::ops::Failure;
-use kiln::{alerts, ci, commands, deploys, dora, hooks, incidents};
+use kiln::{alerts, ci, commands, deploys, dora, hooks, incidents, promote};
 
 fn main() {
     quiet_on_broken_pipe();
@@ -52,6 +52,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             output,
         } => commands::deploy(dir, service, to.as_deref(), true, output).await,
         Command::Releases { service, output } => deploys::list(dir, service, output.json),
+        Command::Promote(args) => promote::promote(dir, args).await,
+        Command::Approve(args) => promote::approve(dir, args),
         Command::Status(output) => commands::status(dir, output).await,
         Command::Dash { open } => kiln::dash::command(dir, *open).await,
         Command::State(command) => commands::state(dir, command),

@@ -181,6 +181,22 @@ impl FileSystem for DiskFs {
                 .map_err(std::io::Error::other),
         )
     }
+    fn promoted_release(
+        &self,
+        stack_dir: &Path,
+        environment: &str,
+        address: &str,
+    ) -> Option<std::io::Result<Option<String>>> {
+        if !stack_dir.join(".kiln").join("state.db").exists() {
+            return Some(Ok(None));
+        }
+        let service = address.rsplit('.').next().unwrap_or(address);
+        Some(
+            kiln_state::Store::open_in_stack(stack_dir)
+                .and_then(|store| store.promoted_release(service, environment))
+                .map_err(std::io::Error::other),
+        )
+    }
     fn tree_digest(&self, dir: &Path) -> Option<std::io::Result<String>> {
         Some(
             kiln_deploy::release::digest_tree(dir)

@@ -9,34 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Down, Load, Scratch, wait_until};
-
-/// A release of the test service: answers `v<version>`; its `mode` file makes it unhealthy
-/// (503 on /healthz) or broken (503 on everything else). It drains on SIGTERM.
-const SERVER: &str = r#"
-const http = require('http');
-const fs = require('fs');
-const read = (f, d) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch { return d; } };
-const mode = read('mode', 'ok');
-const version = read('version', '0');
-const server = http.createServer((req, res) => {
-  if (req.url === '/healthz') {
-    res.statusCode = mode === 'unhealthy' ? 503 : 200;
-    return res.end(mode);
-  }
-  if (mode === 'errors') {
-    res.statusCode = 503;
-    return res.end('broken release');
-  }
-  res.end('v' + version);
-});
-server.keepAliveTimeout = 30000;
-server.listen(Number(process.env.PORT), '127.0.0.1');
-process.on('SIGTERM', () => {
-  server.close(() => process.exit(0));
-  server.closeIdleConnections();
-});
-"#;
+use common::{Down, Load, RELEASE_SERVER, Scratch, get_body, wait_until};
 
 fn stack(deploy: &str) -> String {
     format!(
@@ -75,7 +48,7 @@ fn release(s: &Scratch, version: u32, mode: &str, deploy: &str) {
 fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
     let s = Scratch::new(&stack(ROLLING));
     std::fs::create_dir_all(s.file("app")).unwrap();
-    std::fs::write(s.file("app/server.js"), SERVER).unwrap();
+    std::fs::write(s.file("app/server.js"), RELEASE_SERVER).unwrap();
     release(&s, 0, "ok", ROLLING);
     s.ok(&["up", "-d", "--interval", "30"]);
     let _down = Down(&s);
@@ -123,14 +96,7 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
         common_get(&addr) == expected
     }));
     let tally = load.finish();
-    assert_eq!(
-        tally.failed,
-        0,
-        "{} of {} requests failed: {:#?}",
-        tally.failed,
-        tally.ok + tally.failed,
-        tally.failures
-    );
+    tally.assert_none_failed();
     assert!(tally.ok > 200, "the load ran: {tally:?}");
     assert!(!tally.bodies.contains_key("v100") && !tally.bodies.contains_key("v200"));
 
@@ -181,20 +147,7 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
 }
 
 fn common_get(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+    get_body(addr, "app.localhost")
 }
 
 /// Build once, deploy that: a workflow uploads the service's files as an artifact; the
@@ -213,7 +166,7 @@ services:
 "#,
     );
     std::fs::create_dir_all(s.file("src")).unwrap();
-    std::fs::write(s.file("src/server.js"), SERVER).unwrap();
+    std::fs::write(s.file("src/server.js"), RELEASE_SERVER).unwrap();
     std::fs::create_dir_all(s.file(".github/workflows")).unwrap();
     std::fs::write(
         s.file(".github/workflows/ci.yml"),
@@ -295,7 +248,7 @@ fn a_kept_blue_green_set_never_serves_after_a_control_plane_crash() {
     const KEEPING: &str = "{ strategy: blue-green, healthy_deadline: 10s, keep_old: 1h }";
     let s = Scratch::new(&stack(KEEPING));
     std::fs::create_dir_all(s.file("app")).unwrap();
-    std::fs::write(s.file("app/server.js"), SERVER).unwrap();
+    std::fs::write(s.file("app/server.js"), RELEASE_SERVER).unwrap();
     release(&s, 1, "ok", KEEPING);
     s.ok(&["up", "-d", "--interval", "30"]);
     let _down = Down(&s);

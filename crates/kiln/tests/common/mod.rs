@@ -178,6 +178,20 @@ pub struct LoadTally {
     pub bodies: std::collections::BTreeMap<String, u64>,
 }
 
+impl LoadTally {
+    /// Insists that not one request failed, showing the first failures otherwise.
+    pub fn assert_none_failed(&self) {
+        assert_eq!(
+            self.failed,
+            0,
+            "{} of {} requests failed: {:#?}",
+            self.failed,
+            self.ok + self.failed,
+            self.failures
+        );
+    }
+}
+
 impl Load {
     pub fn start(addr: &str, host: &str, path: &str, clients: usize) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -302,4 +316,51 @@ fn load_loop(
         }
     }
     tally
+}
+
+/// A release of a test service (`server.js`, run by node): answers `v<version>` (followed by
+/// ` <GREETING>` when that variable is set); its `mode` file makes it unhealthy (503 on
+/// /healthz) or broken (503 on everything else). It drains on SIGTERM.
+pub const RELEASE_SERVER: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const read = (f, d) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch { return d; } };
+const mode = read('mode', 'ok');
+const version = read('version', '0');
+const greeting = process.env.GREETING ? ' ' + process.env.GREETING : '';
+const server = http.createServer((req, res) => {
+  if (req.url === '/healthz') {
+    res.statusCode = mode === 'unhealthy' ? 503 : 200;
+    return res.end(mode);
+  }
+  if (mode === 'errors') {
+    res.statusCode = 503;
+    return res.end('broken release');
+  }
+  res.end('v' + version + greeting);
+});
+server.keepAliveTimeout = 30000;
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => {
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+});
+"#;
+
+/// The body of `GET /` with `Host: host` on a fresh connection (empty when it fails).
+pub fn get_body(addr: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
 }

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Lead time from `git push` to the new release serving production, with its parts.
+
+A project (a node service and a GitHub Actions workflow that tests it and uploads it as an
+artifact) is pushed to a local bare repository that `kiln up` follows through the
+post-receive hook it installs. The stack has two environments: `staging` deploys a green run's
+artifact by itself (`deploy: { auto: true }`), `production` promotes it automatically
+(`promote: { from: staging, soak: 10s, pipeline: ci, auto: true }`). Each round commits a new
+version, pushes it, and polls production's route every 20 ms until the new version answers.
+
+Parts, from kiln's own records:
+  queue      push → the pipeline run starts (hook, queue, fetch, workflow matching)
+  pipeline   the run, start to finish
+  staging    the run's end → staging's deploy finished (apply + rolling deploy)
+  soak       staging's deploy finished → promotion recorded (the 10 s soak plus the
+             control plane's 2 s gate check)
+  promotion  promotion recorded → production's deploy started (plan, apply begins)
+  rollout    production's deploy started → the new version first answers on its route
+             (a rolling deploy serves its first new instance before it finishes)
+
+Usage: python3 benches/lead_time.py [--kiln target/release/kiln] [--rounds 3]
+Needs: node, git.
+"""
+import argparse, json, os, shutil, statistics, subprocess, tempfile, time, urllib.request
+from datetime import datetime
+
+SERVER = r"""
+const http = require('http');
+const fs = require('fs');
+const version = fs.readFileSync('version', 'utf8').trim();
+const server = http.createServer((req, res) => res.end(req.url === '/healthz' ? 'ok' : 'v' + version));
+server.keepAliveTimeout = 30000;
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => { server.close(() => process.exit(0)); server.closeIdleConnections(); });
+"""
+
+WORKFLOW = """
+name: ci
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: test
+        run: test "$(cat version)" != broken
+      - run: mkdir -p dist && cp server.js version dist/
+      - uses: actions/upload-artifact@v4
+        with: { name: app, path: dist/ }
+"""
+
+STACK = """
+name: leadtime
+ingress: {{ listen: "127.0.0.1:0" }}
+source: {{ repo: {bare}, branches: [main], poll: off }}
+services:
+  app:
+    release: {{ pipeline: ci, artifact: app }}
+    run: node server.js
+    replicas: 2
+    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 1s, failure_threshold: 1 }} }}
+    stop: {{ grace: 5s }}
+    deploy: {{ strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 10s }}
+routes:
+  - {{ host: app.localhost, path: /, service: app }}
+environments:
+  staging:
+    routes: [ {{ host: staging.app.localhost, path: /, service: app }} ]
+    deploy: {{ auto: true }}
+  production:
+    promote: {{ from: staging, soak: 10s, pipeline: ci, auto: true }}
+"""
+
+
+def run(*args, cwd=None, check=True):
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=check)
+
+
+def git(cwd, *args):
+    return run("git", "-c", "user.name=bench", "-c", "user.email=bench@example.com",
+               "-c", "init.defaultBranch=main", *args, cwd=cwd).stdout.strip()
+
+
+def ts(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def get(addr, host):
+    req = urllib.request.Request(f"http://{addr}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return r.read().decode()
+    except Exception:
+        return ""
+
+
+def wait(condition, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln", default="target/release/kiln")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    k = os.path.abspath(a.kiln)
+    root = tempfile.mkdtemp(prefix="kiln-leadtime-")
+    bare, stack, dev = (os.path.join(root, n) for n in ("app.git", "stack", "dev"))
+    git(root, "init", "-q", "--bare", "app.git")
+    os.makedirs(os.path.join(stack, ".github/workflows"))
+    files = {"server.js": SERVER, "version": "1", ".gitignore": ".kiln/\n",
+             ".github/workflows/ci.yml": WORKFLOW, "kiln.yaml": STACK.format(bare=bare)}
+    for name, text in files.items():
+        with open(os.path.join(stack, name), "w") as f:
+            f.write(text)
+    git(stack, "init", "-q")
+    git(stack, "add", "-A")
+    git(stack, "commit", "-qm", "init")
+    git(stack, "push", "-q", bare, "main")
+    git(root, "clone", "-q", "app.git", "dev")
+    kiln = lambda *args, check=True: run(k, "-C", stack, *args, check=check)
+    kiln("ci", "run", "ci.yml")
+    kiln("up", "-d", "--interval", "30")
+    try:
+        addr = json.loads(kiln("status", "--json").stdout)["ingress"]
+        wait(lambda: get(addr, "staging.app.localhost") == "v1", 30, "staging v1")
+        # The first release reaches production by promotion too.
+        wait(lambda: get(addr, "app.localhost") == "v1", 60, "production v1")
+        rows = []
+        for version in range(2, 2 + a.rounds):
+            with open(os.path.join(dev, "version"), "w") as f:
+                f.write(str(version))
+            git(dev, "commit", "-qam", f"version {version}")
+            sha = git(dev, "rev-parse", "HEAD")
+            pushed = time.time()
+            git(dev, "push", "-q", "origin", "main")
+            serving = wait(lambda: get(addr, "app.localhost") == f"v{version}" and time.time(),
+                           120, f"production v{version}")
+            time.sleep(0.5)  # the records of the apply that made it serve
+            runs = json.loads(kiln("ci", "list", "--json").stdout)
+            r = next(r for r in runs if r["commit"] == sha)
+            staging = json.loads(kiln("releases", "app.staging", "--json").stdout)["deploys"][0]
+            prod = json.loads(kiln("releases", "app.production", "--json").stdout)["deploys"][0]
+            events = json.loads(kiln("events", "--json", "--limit", "200").stdout)
+            promoted = max(ts(e["time"]) for e in events if e["kind"] == "promotion.recorded")
+            fin = lambda d: ts(d["started_at"]) + d["duration_ms"] / 1000
+            parts = {
+                "queue": ts(r["started_at"]) - pushed,
+                "pipeline": ts(r["finished_at"]) - ts(r["started_at"]),
+                "staging": fin(staging) - ts(r["finished_at"]),
+                "soak": promoted - fin(staging),
+                "promotion": ts(prod["started_at"]) - promoted,
+                "rollout": serving - ts(prod["started_at"]),
+            }
+            total = serving - pushed
+            rows.append((total, parts))
+            print(f"v{version}: {total:.2f} s  " + "  ".join(f"{n} {v:.2f}" for n, v in parts.items()), flush=True)
+        med = statistics.median(t for t, _ in rows)
+        print(f"\nmedian lead time push → serving production: {med:.2f} s over {a.rounds} rounds")
+        for name in rows[0][1]:
+            print(f"  {name:<10} median {statistics.median(p[name] for _, p in rows):.2f} s")
+    finally:
+        kiln("down", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
