@@ -21,6 +21,7 @@ use crate::yaml::{self, Key, Node, Value as Y};
 
 mod alerting;
 mod delivery;
+mod runbooks;
 
 /// Names an expression in a stack file may start with.
 pub const NAMED_VALUES: &[&str] = &[
@@ -40,6 +41,7 @@ const ROOT_KEYS: &[&str] = &[
     "receivers",
     "notify",
     "inhibit",
+    "runbooks",
     "routes",
     "ingress",
     "services",
@@ -107,6 +109,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_tls: None,
         change_source: None,
         alerting: crate::alerting::Alerting::default(),
+        runbooks: crate::runbooks::Runbooks::new(),
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -126,6 +129,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_tls,
         change_source,
         alerting,
+        runbooks,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -147,6 +151,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         ingress_tls,
         change_source,
         alerting,
+        runbooks,
     })
 }
 
@@ -193,6 +198,8 @@ struct Compiler<'fs> {
     change_source: Option<crate::model::ChangeSource>,
     /// `alerts:`, `receivers:`, `notify:` and `inhibit:` (root file only).
     alerting: crate::alerting::Alerting,
+    /// `runbooks:` (root file only).
+    runbooks: crate::runbooks::Runbooks,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -331,6 +338,8 @@ impl<'fs> Compiler<'fs> {
         }
         self.routes(&route_lists);
         self.alerting = self.compile_alerting(entries);
+        let receivers = self.alerting.receivers.clone();
+        self.runbooks = self.compile_runbooks(entries, &receivers);
     }
 
     /// `ingress: { listen: ADDRESS, tls: { cert: PATH, key: PATH } }`.

@@ -34,6 +34,8 @@ pub struct Stack {
     pub change_source: Option<ChangeSource>,
     /// `alerts:`, `receivers:`, `notify:` and `inhibit:`.
     pub alerting: crate::alerting::Alerting,
+    /// `runbooks:`, by name.
+    pub runbooks: crate::runbooks::Runbooks,
 }
 
 /// `source:` in `kiln.yaml` (see `compile/delivery.rs` for the shape).
