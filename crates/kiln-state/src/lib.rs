@@ -10,7 +10,8 @@
 //!   `complete_operation`, `recover_pending`);
 //! - an append-only **event log**;
 //! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps;
-//! - alert **silences** (`kiln silence`).
+//! - alert **silences** (`kiln silence`);
+//! - **runbook runs** and their steps (`kiln runbook show`), the remediation audit.
 //!
 //! The crate knows nothing of kiln's other crates. [`Store`] is synchronous;
 //! [`StateHandle`] runs one on its own thread for async callers.
@@ -70,6 +71,7 @@ mod operations;
 mod pipelines;
 mod resources;
 mod revisions;
+mod runbooks;
 pub mod schema;
 mod silences;
 mod store;
@@ -79,6 +81,7 @@ pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
+pub use runbooks::{RunbookRun, RunbookStep};
 pub use silences::SilenceRecord;
 pub use store::Store;
 pub use types::{

@@ -11,7 +11,7 @@ use crate::codec::now;
 use crate::error::{SqlContext, StateError};
 
 /// Ordered `(version, sql)` steps; versions strictly increase from 1.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// The newest schema version this binary understands.
 pub fn supported_version() -> i64 {
@@ -178,6 +178,42 @@ CREATE TABLE silences (
     ends_at     INTEGER NOT NULL,
     created_by  TEXT NOT NULL,
     comment     TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Runbook runs and their steps (`kiln runbook show`, see `runbooks.rs`): the audit of who or
+/// what started each run, its parameters, each attempt of each step with its times and result.
+/// Times in ms. Self-contained, so it can be renumbered when migrations from other branches
+/// land first.
+const V6: &str = r#"
+CREATE TABLE runbook_runs (
+    id              TEXT PRIMARY KEY,
+    runbook         TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    trigger         TEXT NOT NULL,
+    triggered_by    TEXT NOT NULL,
+    idempotency_key TEXT,
+    params          TEXT NOT NULL,
+    dry_run         INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    started_at      INTEGER NOT NULL,
+    finished_at     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX runbook_runs_by_start ON runbook_runs (started_at);
+CREATE TABLE runbook_steps (
+    run_id      TEXT NOT NULL REFERENCES runbook_runs (id),
+    seq         INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    detail      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    output      TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 "#;
 
