@@ -10,7 +10,7 @@
 //! `kiln silence add|list|expire`.
 
 mod commands;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,8 +53,8 @@ enum Msg {
     },
 }
 
-/// Queries the embedded store.
-struct StoreQuerier(Arc<Metrics>);
+/// Queries the embedded store (runbooks' `wait` steps use it too).
+pub(crate) struct StoreQuerier(pub(crate) Arc<Metrics>);
 
 impl Querier for StoreQuerier {
     fn query(&self, expr: &str, at_ms: i64) -> Result<Vec<Sample>, String> {
@@ -104,6 +104,8 @@ struct Actor {
     transport: Arc<transport::Transport>,
     external_url: String,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
+    /// Told when an alert with `runbook:` goes firing.
+    runbooks: Option<crate::runbooks::RunbooksHandle>,
     inbox: mpsc::Receiver<Msg>,
     outbox: mpsc::Sender<Msg>,
     /// The state serial the rules were loaded at.
@@ -123,6 +125,7 @@ pub fn start(
     alerting: Alerting,
     external_url: String,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
+    runbooks: Option<crate::runbooks::RunbooksHandle>,
 ) -> Result<AlertsHandle, ops::Failure> {
     let state = kiln_state::StateHandle::spawn(ops::open_store(dir)?);
     let (outbox, inbox) = mpsc::channel(64);
@@ -137,6 +140,7 @@ pub fn start(
         transport: Arc::new(transport::Transport::new(dir)),
         external_url,
         announce,
+        runbooks,
         inbox,
         outbox: outbox.clone(),
         serial: None,
@@ -272,6 +276,7 @@ impl Actor {
         self.errors = report.errors;
         for transition in &report.transitions {
             self.record(transition).await;
+            self.start_runbook(transition).await;
         }
         self.notify(now).await;
     }
@@ -311,6 +316,32 @@ impl Actor {
             }),
         };
         let _ = self.state.call(move |s| s.append_event(&event)).await;
+    }
+
+    /// An alert with `runbook:` that goes firing asks the runbook actor for a run.
+    async fn start_runbook(&self, t: &Transition) {
+        let (Some(runbooks), Phase::Firing) = (&self.runbooks, t.to) else {
+            return;
+        };
+        let Some(alert) = self
+            .evaluator
+            .iter()
+            .flat_map(Evaluator::alerts)
+            .find(|a| a.fingerprint == t.fingerprint)
+        else {
+            return;
+        };
+        if let Some(runbook) = &alert.runbook {
+            runbooks
+                .fired(crate::runbooks::FiredAlert {
+                    alert: t.name.clone(),
+                    runbook: runbook.clone(),
+                    fingerprint: t.fingerprint.clone(),
+                    labels: t.labels.clone(),
+                    active_at: alert.active_at,
+                })
+                .await;
+        }
     }
 
     async fn silences(&self, now: i64) -> Vec<Silence> {

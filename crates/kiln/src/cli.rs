@@ -150,6 +150,13 @@ pub enum Command {
         after_help = "Example:\n  kiln silence add alertname=api-errors 'severity=\"page\"' --for 2h --comment 'deploying a fix'\n  kiln silence list\n  kiln silence expire 0190a1b2"
     )]
     Silence(crate::alerts::SilenceCommand),
+    /// Runbooks: list them, run one (by hand or as a dry run), approve a waiting run, show a
+    /// run's audit.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln runbook list\n  kiln runbook run restart-api --param service=api --dry-run\n  kiln runbook run restart-api --param service=api\n  kiln runbook approve 0190a1b2\n  kiln runbook show 0190a1b2\n  kiln runbook runs"
+    )]
+    Runbook(crate::runbooks::RunbookCommand),
     /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
     #[command(
         subcommand,

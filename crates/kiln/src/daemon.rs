@@ -108,7 +108,7 @@ pub struct Status {
     pub dash: Option<String>,
 }
 
-enum Command {
+pub(crate) enum Command {
     Plan(
         Selection,
         bool,
@@ -226,6 +226,17 @@ pub async fn run(
         }
         None => None,
     };
+    let (commands, inbox) = mpsc::channel(64);
+    let runbooks = crate::runbooks::start(
+        dir,
+        |handle| crate::runbooks::ControlActions {
+            dir: dir.to_path_buf(),
+            commands: commands.clone(),
+            metrics: metrics.clone(),
+            runbooks: handle,
+        },
+        announce.clone(),
+    )?;
     let alerts = match &metrics {
         Some(store) => {
             let external_url = match &api_address {
@@ -238,6 +249,7 @@ pub async fn run(
                 alerting,
                 external_url,
                 announce.clone(),
+                Some(runbooks.clone()),
             )?)
         }
         None => None,
@@ -260,7 +272,6 @@ pub async fn run(
         announce.clone(),
         own.clone(),
     ));
-    let (commands, inbox) = mpsc::channel(64);
     let (stop_api, api_stopped) = watch::channel(false);
     let delivery = follow_source(
         dir,
@@ -289,7 +300,14 @@ pub async fn run(
     };
     let (stop_dash, dash_stopped) = watch::channel(false);
     let dash_server = tokio::spawn(crate::dash::serve(dash_listener, dash, dash_stopped));
-    let server = tokio::spawn(serve(listener, api, prometheus, alerts, api_stopped));
+    let server = tokio::spawn(serve(
+        listener,
+        api,
+        prometheus,
+        alerts,
+        runbooks,
+        api_stopped,
+    ));
     tokio::spawn(watch_signals(commands.clone()));
     let mut controller = Controller {
         dir: dir.to_path_buf(),
@@ -1176,6 +1194,7 @@ async fn serve(
     api: Api,
     prometheus: crate::metrics::Api,
     alerts: Option<crate::alerts::AlertsHandle>,
+    runbooks: crate::runbooks::RunbooksHandle,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut router = Router::new()
@@ -1189,7 +1208,8 @@ async fn serve(
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/push", post(push))
         .with_state(api)
-        .merge(crate::metrics::prometheus_router(prometheus));
+        .merge(crate::metrics::prometheus_router(prometheus))
+        .merge(crate::runbooks::router(runbooks));
     if let Some(alerts) = alerts {
         router = router.merge(crate::alerts::router(alerts));
     }

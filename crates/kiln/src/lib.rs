@@ -17,5 +17,6 @@ pub mod ingress;
 pub mod metrics;
 pub mod ops;
 pub mod render;
+pub mod runbooks;
 pub mod scrape;
 pub mod tls;
