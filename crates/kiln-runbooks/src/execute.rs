@@ -8,7 +8,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use kiln_spec::runbooks::{Action, RunbookDecl, Runbooks, StepDecl, substitute};
+use kiln_spec::runbooks::{
+    Action, RunbookDecl, Runbooks, StepDecl, substitute, substitute_in_script,
+};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -190,9 +192,20 @@ impl Executor<'_> {
         attempt: u32,
         depth: usize,
     ) -> Result<String, String> {
+        // A shell script gets its values quoted; everything else as they are (one pass each,
+        // so a value is never expanded again).
+        let script = match &step.action {
+            Action::Command { argv } if argv.len() == 3 && argv[0] == "sh" && argv[1] == "-c" => {
+                Some(substitute_in_script(&argv[2], params))
+            }
+            _ => None,
+        };
         let mut action = step.action.clone();
         for text in action.texts_mut() {
             *text = substitute(text, params);
+        }
+        if let (Some(script), Action::Command { argv }) = (script, &mut action) {
+            argv[2] = script;
         }
         let detail = describe(&action);
         let _ = self.progress.send(Progress::StepStarted {

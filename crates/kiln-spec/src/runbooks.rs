@@ -312,6 +312,20 @@ pub fn placeholders(text: &str) -> Vec<Placeholder> {
 /// Replaces every `${{ params.NAME }}` of `text` with its value; a placeholder naming no given
 /// parameter is left as written (validation makes that impossible for declared runbooks).
 pub fn substitute(text: &str, params: &BTreeMap<String, String>) -> String {
+    substitute_with(text, params, str::to_owned)
+}
+
+/// [`substitute`] for a shell script (`run:`): each value is single-quoted, so a parameter
+/// (which may come from an alert's labels) is always one word and never shell syntax.
+pub fn substitute_in_script(text: &str, params: &BTreeMap<String, String>) -> String {
+    substitute_with(text, params, |v| format!("'{}'", v.replace('\'', r"'\''")))
+}
+
+fn substitute_with(
+    text: &str,
+    params: &BTreeMap<String, String>,
+    render: impl Fn(&str) -> String,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for p in placeholders(text) {
@@ -319,7 +333,7 @@ pub fn substitute(text: &str, params: &BTreeMap<String, String>) -> String {
             && let Some(value) = params.get(name)
         {
             out.push_str(&text[last..p.range.start]);
-            out.push_str(value);
+            out.push_str(&render(value));
             last = p.range.end;
         }
     }
@@ -352,6 +366,15 @@ mod tests {
         assert_eq!(
             substitute("${{ params.other }}", &params),
             "${{ params.other }}"
+        );
+    }
+
+    #[test]
+    fn a_script_gets_each_value_as_one_quoted_word() {
+        let params = BTreeMap::from([("x".to_owned(), "a'; rm -rf / #".to_owned())]);
+        assert_eq!(
+            substitute_in_script("echo ${{ params.x }}", &params),
+            r"echo 'a'\''; rm -rf / #'"
         );
     }
 

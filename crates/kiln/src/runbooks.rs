@@ -315,7 +315,17 @@ impl Actor {
         if self.serial.is_some() && self.serial == serial {
             return Ok(());
         }
-        let stack = ops::load_stack(&self.dir).map_err(|e| e.message().to_owned())?;
+        let stack = match ops::load_stack(&self.dir) {
+            Ok(stack) => stack,
+            // Files being edited: keep the runbooks of the last good load.
+            Err(e) if self.serial.is_some() => {
+                (self.announce)(&Event::Note {
+                    message: format!("warning: runbooks not reloaded: {}", e.message()),
+                });
+                return Ok(());
+            }
+            Err(e) => return Err(e.message().to_owned()),
+        };
         self.services = stack
             .resources
             .keys()
@@ -407,7 +417,7 @@ impl Actor {
                 )
                 .await;
             if matches!(admission, Admission::RateLimited { .. }) {
-                self.escalate(decl, &run_id, &target, &reason).await;
+                self.escalate(decl, &run_id, &target, &reason);
             }
             return Err(reason);
         }
@@ -446,47 +456,52 @@ impl Actor {
         Ok(run_id)
     }
 
-    /// Tells the runbook's `escalate:` receiver that the guard stopped a run.
-    async fn escalate(&self, decl: &RunbookDecl, run_id: &str, target: &str, reason: &str) {
-        let Some(receiver) = &decl.guards.escalate else {
+    /// Tells the runbook's `escalate:` receiver that the guard stopped a run, from a task of
+    /// its own: delivery retries with backoff must not hold up the actor.
+    fn escalate(&self, decl: &RunbookDecl, run_id: &str, target: &str, reason: &str) {
+        let Some(receiver) = decl.guards.escalate.clone() else {
             return;
         };
-        let context = RunContext {
+        let run = RunContext {
             run_id: run_id.to_owned(),
             runbook: decl.name.clone(),
             target: target.to_owned(),
             dry_run: false,
         };
         let message = format!("runbook {} on {target} needs a human: {reason}", decl.name);
-        let result = self.actions.escalation(receiver, &message, &context).await;
-        let (kind, line) = match &result {
-            Ok(_) => (
-                "runbook.escalated",
-                format!(
-                    "runbook {} on {target} escalated to {receiver}: {reason}",
-                    decl.name
+        let reason = reason.to_owned();
+        let (actions, recorder) = (self.actions.clone(), self.recorder());
+        tokio::spawn(async move {
+            let result = actions.escalation(&receiver, &message, &run).await;
+            let (kind, line) = match &result {
+                Ok(_) => (
+                    "runbook.escalated",
+                    format!(
+                        "runbook {} on {} escalated to {receiver}: {reason}",
+                        run.runbook, run.target
+                    ),
                 ),
-            ),
-            Err(why) => (
-                "runbook.escalation_failed",
-                format!(
-                    "runbook {} on {target}: escalation to {receiver} failed: {why}",
-                    decl.name
+                Err(why) => (
+                    "runbook.escalation_failed",
+                    format!(
+                        "runbook {} on {}: escalation to {receiver} failed: {why}",
+                        run.runbook, run.target
+                    ),
                 ),
-            ),
-        };
-        (self.announce)(&Event::Note {
-            message: line.clone(),
+            };
+            (recorder.announce)(&Event::Note {
+                message: line.clone(),
+            });
+            recorder
+                .event(
+                    kind,
+                    &run.runbook,
+                    &run.target,
+                    line,
+                    json!({ "run_id": run.run_id, "receiver": receiver }),
+                )
+                .await;
         });
-        self.recorder()
-            .event(
-                kind,
-                &decl.name,
-                target,
-                line,
-                json!({ "run_id": run_id, "receiver": receiver }),
-            )
-            .await;
     }
 
     fn recorder(&self) -> Recorder {

@@ -172,8 +172,10 @@ async fn run(
         if dry_run {
             return dry_run_here(dir, name, &params, output).await;
         }
-        crate::commands::control_plane(dir).await?;
-        return Ok(());
+        return Err(Failure::State(format!(
+            "kiln is not running for {}; a runbook acts through the control plane: `kiln up -d` starts it (`--dry-run` works without)",
+            dir.display()
+        )));
     };
     let request = RunRequest {
         name: name.to_owned(),
