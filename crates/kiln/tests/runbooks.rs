@@ -4,7 +4,8 @@
 //! whose runbook restarts it. The guard (`max_runs: 2, per: 1h`) lets two
 //! restarts through, then refuses and escalates to a webhook receiver in the test instead of
 //! looping. Every run is in the audit (`kiln runbook show`) and in `runbook.*` events that
-//! name the service.
+//! name the service. A runbook rolls a deployed release back (trigger `runbook`) and waits on
+//! a metrics query.
 
 // Tests panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -299,5 +300,68 @@ fn a_dry_run_changes_nothing_an_approval_gates_and_a_flapping_service_is_restart
     let seen = evaluations(&s);
     assert!(wait_until(Duration::from_secs(30), || evaluations(&s) >= seen + 10));
     assert_eq!(with_status(&s, "succeeded").len(), 2);
+    drop(stop);
+}
+
+/// Serves its `version` file's content.
+const VERSIONED: &str = r#"
+const http = require('http');
+const version = require('fs').readFileSync('version', 'utf8').trim();
+const server = http.createServer((req, res) => res.end('v' + version));
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
+const ROLLBACK_STACK: &str = r#"
+name: rollbacks
+services:
+  app:
+    path: app
+    run: node server.js
+    health: { readiness: { http: /, interval: 100ms, timeout: 1s } }
+runbooks:
+  roll-back:
+    params:
+      service: { type: service, required: true }
+    steps:
+      - { action: rollback, with: { service: "${{ params.service }}" }, timeout: 60s }
+      - { action: wait, with: { query: 'max(kiln_instance_ready{service="app"}) == 1' }, timeout: 30s }
+"#;
+
+#[test]
+fn a_runbook_rolls_a_release_back_through_the_control_plane() {
+    let s = Scratch::new(ROLLBACK_STACK);
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    std::fs::write(s.file("app/server.js"), VERSIONED).unwrap();
+    std::fs::write(s.file("app/version"), "1").unwrap();
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let stop = Stop(&s);
+    let releases = || -> serde_json::Value {
+        serde_json::from_str(&s.ok(&["releases", "app", "--json"])).unwrap()
+    };
+    let first = releases()["current"].clone();
+    std::fs::write(s.file("app/version"), "2").unwrap();
+    s.ok(&["deploy", "app"]);
+    assert_ne!(releases()["current"], first);
+
+    let out = s.ok(&["runbook", "run", "roll-back", "--param", "service=app"]);
+    assert!(
+        out.contains(": succeeded") && out.contains("rolled app back to release"),
+        "{out}"
+    );
+    assert!(
+        out.contains("holds"),
+        "the wait step queried the metrics store: {out}"
+    );
+    let after = releases();
+    assert_eq!(after["current"], first, "{after:#}");
+    let last = after["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|d| d["id"].as_i64())
+        .unwrap()
+        .clone();
+    assert_eq!(last["trigger"], "runbook", "{after:#}");
     drop(stop);
 }
