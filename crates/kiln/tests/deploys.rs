@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Down, Load, Scratch, wait_until};
+use common::{Down, Load, Scratch, common_get, wait_until};
 
 /// A release of the test service: answers `v<version>`; its `mode` file makes it unhealthy
 /// (503 on /healthz) or broken (503 on everything else). It drains on SIGTERM.
@@ -178,23 +178,6 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
         .filter(|e| e.as_ref().unwrap().path().is_dir())
         .count();
     assert_eq!(dirs, 5);
-}
-
-fn common_get(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
 }
 
 /// Build once, deploy that: a workflow uploads the service's files as an artifact; the

@@ -5,7 +5,8 @@
 //! restarts through, then refuses and escalates to a webhook receiver in the test instead of
 //! looping. Every run is in the audit (`kiln runbook show`) and in `runbook.*` events that
 //! name the service. A runbook rolls a deployed release back (trigger `runbook`) and waits on
-//! a metrics query.
+//! a metrics query; under load, a release that fails after passing its deploy's gates burns
+//! its SLO's error budget, and the burn-rate alert's runbook rolls it back.
 
 // Tests panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Hook, Scratch, wait_until};
+use common::{Hook, Load, Scratch, common_get, wait_until};
 
 /// Ready until the file `flap` exists and the process has run for 5 s; then its readiness
 /// fails until it is restarted.
@@ -328,17 +329,25 @@ runbooks:
       - { action: wait, with: { query: 'max(kiln_instance_ready{service="app"}) == 1' }, timeout: 30s }
 "#;
 
-#[test]
-fn a_runbook_rolls_a_release_back_through_the_control_plane() {
-    let s = Scratch::new(ROLLBACK_STACK);
+/// A running stack whose `app` service (with `path: app`) runs `server` at version 1.
+fn app_at_version_1(stack: &str, server: &str) -> Scratch {
+    let s = Scratch::new(stack);
     std::fs::create_dir_all(s.file("app")).unwrap();
-    std::fs::write(s.file("app/server.js"), VERSIONED).unwrap();
+    std::fs::write(s.file("app/server.js"), server).unwrap();
     std::fs::write(s.file("app/version"), "1").unwrap();
     s.ok(&["up", "-d", "--interval", "30"]);
+    s
+}
+
+fn releases_of_app(s: &Scratch) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["releases", "app", "--json"])).unwrap()
+}
+
+#[test]
+fn a_runbook_rolls_a_release_back_through_the_control_plane() {
+    let s = app_at_version_1(ROLLBACK_STACK, VERSIONED);
     let stop = Stop(&s);
-    let releases = || -> serde_json::Value {
-        serde_json::from_str(&s.ok(&["releases", "app", "--json"])).unwrap()
-    };
+    let releases = || releases_of_app(&s);
     let first = releases()["current"].clone();
     std::fs::write(s.file("app/version"), "2").unwrap();
     s.ok(&["deploy", "app"]);
@@ -363,5 +372,101 @@ fn a_runbook_rolls_a_release_back_through_the_control_plane() {
         .unwrap()
         .clone();
     assert_eq!(last["trigger"], "runbook", "{after:#}");
+    drop(stop);
+}
+
+/// Serves `v<version>`; with a `late-errors` mode file, answers 500 from 3 s after its start,
+/// so a bad release passes its deploy's gates and fails afterwards.
+const LATE_FAILING: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const read = (f, d) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch (_) { return d; } };
+const version = read('version', '0');
+const mode = read('mode', 'ok');
+const started = Date.now();
+const server = http.createServer((req, res) => {
+  if (req.url === '/healthz') { res.end('ok'); return; }
+  if (mode === 'late-errors' && Date.now() - started > 3000) { res.statusCode = 500; res.end('broken'); return; }
+  res.end('v' + version);
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
+const SLO_STACK: &str = r#"
+name: scenario
+ingress: { listen: "127.0.0.1:0" }
+services:
+  app:
+    path: app
+    run: node server.js
+    health: { readiness: { http: /healthz, interval: 100ms, timeout: 1s } }
+    deploy: { strategy: rolling, healthy_deadline: 10s }
+routes:
+  - { host: app.localhost, path: /, service: app }
+notify: { evaluation_interval: 1s }
+alerts:
+  - name: app-availability
+    slo: { service: app, objective: 99%, window: 30d, min_requests: 10 }
+    runbook: roll-back
+runbooks:
+  roll-back:
+    description: Rolls the service back to the release before the one that burns the budget.
+    params:
+      service: { type: service, required: true }
+    # One rollback per hour: the SLO's other windows fire later, and a second "previous
+    # release" would be the bad one again.
+    guards: { max_runs: 1, per: 1h }
+    steps:
+      - { action: rollback, with: { service: "${{ params.service }}" }, timeout: 60s }
+"#;
+
+#[test]
+fn an_slo_burn_rate_alert_rolls_a_bad_release_back_under_load() {
+    let s = app_at_version_1(SLO_STACK, LATE_FAILING);
+    let stop = Stop(&s);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let addr = status["ingress"].as_str().unwrap().to_owned();
+    let releases = || releases_of_app(&s);
+    let good = releases()["current"].clone();
+    let load = Load::start(&addr, "app.localhost", "/", 2);
+
+    // A release that passes its gates, then fails every request.
+    std::fs::write(s.file("app/version"), "2").unwrap();
+    std::fs::write(s.file("app/mode"), "late-errors").unwrap();
+    s.ok(&["deploy", "app"]);
+    assert_ne!(releases()["current"], good);
+
+    // The burn-rate alert fires, its runbook rolls the release back.
+    let rolled_back = || {
+        runs(&s).into_iter().any(|r| {
+            r["runbook"] == "roll-back"
+                && r["status"] == "succeeded"
+                && r["triggered_by"] == "alerts.app-availability"
+                && r["params"]["service"] == "app"
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), rolled_back),
+        "no rollback: {:#?}",
+        runs(&s)
+    );
+    assert_eq!(releases()["current"], good);
+    let tally = load.finish();
+    assert!(
+        tally.failed > 0,
+        "the bad release failed requests: {tally:?}"
+    );
+    // After the rollback the good release answers again.
+    assert!(wait_until(Duration::from_secs(10), || common_get(&addr) == "v1"));
+    assert!(
+        runs(&s)
+            .iter()
+            .filter(|r| r["runbook"] == "roll-back" && r["status"] == "succeeded")
+            .count()
+            == 1,
+        "one rollback only: {:#?}",
+        runs(&s)
+    );
     drop(stop);
 }

@@ -364,3 +364,22 @@ fn read_post(stream: std::net::TcpStream) -> Option<serde_json::Value> {
     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     serde_json::from_slice(&body).ok()
 }
+
+/// The body of `GET /` with `Host: app.localhost` through the ingress at `addr` (empty when
+/// nothing answers).
+pub fn common_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
