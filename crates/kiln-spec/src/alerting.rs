@@ -34,8 +34,8 @@ pub struct AlertDecl {
     pub labels: BTreeMap<String, String>,
     /// Annotations, as templates (see [`parse_template`]).
     pub annotations: BTreeMap<String, String>,
-    /// `runbook:`, the name of the runbook attached to the alert (runbooks are declared by a
-    /// later part of kiln; for now the name is only checked to be a name).
+    /// `runbook:`, the runbook run when the alert goes firing (a declared runbook: checked
+    /// with `runbooks:`).
     pub runbook: Option<String>,
     /// Where the entry is written.
     pub span: Span,

@@ -22,6 +22,7 @@ use crate::yaml::{self, Key, Node, Value as Y};
 mod alerting;
 mod delivery;
 mod environments;
+mod runbooks;
 
 /// Names an expression in a stack file may start with.
 pub const NAMED_VALUES: &[&str] = &[
@@ -42,6 +43,7 @@ const ROOT_KEYS: &[&str] = &[
     "receivers",
     "notify",
     "inhibit",
+    "runbooks",
     "routes",
     "ingress",
     "services",
@@ -113,6 +115,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         environment_names: Vec::new(),
         promoted_scopes: Vec::new(),
         awaiting_promotion: Vec::new(),
+        runbooks: crate::runbooks::Runbooks::new(),
     };
     cx.root(root_file);
     if cx.diags.is_empty() {
@@ -137,6 +140,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         change_source,
         alerting,
         environments,
+        runbooks,
         ..
     } = cx;
     if !diags.is_empty() {
@@ -160,6 +164,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         alerting,
         environments,
         awaiting_promotion,
+        runbooks,
     })
 }
 
@@ -214,6 +219,8 @@ struct Compiler<'fs> {
     promoted_scopes: Vec<ScopeId>,
     /// Services of promoted environments to which no release has been promoted yet.
     awaiting_promotion: Vec<String>,
+    /// `runbooks:` (root file only).
+    runbooks: crate::runbooks::Runbooks,
 }
 
 /// The sections of one scope gathered from its file and its includes, with the key of each entry
@@ -365,6 +372,8 @@ impl<'fs> Compiler<'fs> {
             self.ingress_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
         }
         self.alerting = self.compile_alerting(entries);
+        let receivers = self.alerting.receivers.clone();
+        self.runbooks = self.compile_runbooks(entries, &receivers);
     }
 
     /// `ingress: { listen: ADDRESS, tls: { cert: PATH, key: PATH } }`.

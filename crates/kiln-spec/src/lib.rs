@@ -15,6 +15,7 @@ pub mod load;
 pub mod model;
 mod pem;
 mod resolve;
+pub mod runbooks;
 pub mod schema;
 pub mod source;
 pub mod suggest;

@@ -40,6 +40,8 @@ pub struct Stack {
     /// Services of promoted environments that no release has been promoted to yet, and what
     /// depends on them: left out of `resources` until a promotion.
     pub awaiting_promotion: Vec<String>,
+    /// `runbooks:`, by name.
+    pub runbooks: crate::runbooks::Runbooks,
 }
 
 impl Stack {

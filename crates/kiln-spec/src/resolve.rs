@@ -434,7 +434,7 @@ fn report_cycles(view: &View<'_>, diags: &mut Diagnostics) {
 }
 
 /// One cycle through the component, as node indices, first node repeated at the end.
-fn cycle_path(edges: &[Vec<usize>], component: &[usize]) -> Vec<usize> {
+pub(crate) fn cycle_path(edges: &[Vec<usize>], component: &[usize]) -> Vec<usize> {
     let start = component[0];
     let members: BTreeSet<usize> = component.iter().copied().collect();
     // Breadth-first search from start's successors back to start gives the shortest cycle.
@@ -468,7 +468,7 @@ fn cycle_path(edges: &[Vec<usize>], component: &[usize]) -> Vec<usize> {
 
 /// Tarjan's algorithm, iterative so deep graphs cannot overflow the stack. Components come out
 /// with their members sorted, in order of their smallest member.
-fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+pub(crate) fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let n = edges.len();
     let mut index = vec![usize::MAX; n];
     let mut low = vec![0; n];

@@ -12,6 +12,7 @@
 //! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps;
 //! - alert **silences** (`kiln silence`);
 //! - **incidents** and their timelines (`kiln incident`).
+//! - **runbook runs** and their steps (`kiln runbook show`), the remediation audit.
 //!
 //! The crate knows nothing of kiln's other crates. [`Store`] is synchronous;
 //! [`StateHandle`] runs one on its own thread for async callers.
@@ -73,6 +74,7 @@ mod pipelines;
 mod promotions;
 mod resources;
 mod revisions;
+mod runbooks;
 pub mod schema;
 mod silences;
 mod store;
@@ -84,6 +86,7 @@ pub use handle::StateHandle;
 pub use incidents::{IncidentRecord, TimelineRecord};
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
 pub use promotions::{ApprovalRecord, PromotionRecord};
+pub use runbooks::{RunbookRun, RunbookStep};
 pub use silences::SilenceRecord;
 pub use store::Store;
 pub use types::{

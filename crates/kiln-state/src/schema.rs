@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (6, PIPELINE_ANNOTATIONS),
     (7, INCIDENTS),
     (8, PROMOTIONS),
+    (9, RUNBOOKS),
 ];
 
 /// The newest schema version this binary understands.
@@ -245,6 +246,41 @@ CREATE TABLE approvals (
     approved_by TEXT NOT NULL,
     approved_at INTEGER NOT NULL,
     PRIMARY KEY (service, environment, release, approved_by)
+) WITHOUT ROWID;
+"#;
+
+/// Runbook runs and their steps (`kiln runbook show`, see `runbooks.rs`): the audit of who or
+/// what started each run, its parameters, each attempt of each step with its times and result.
+/// Times in ms. (Written as migration 6 on the runbooks branch.)
+const RUNBOOKS: &str = r#"
+CREATE TABLE runbook_runs (
+    id              TEXT PRIMARY KEY,
+    runbook         TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    trigger         TEXT NOT NULL,
+    triggered_by    TEXT NOT NULL,
+    idempotency_key TEXT,
+    params          TEXT NOT NULL,
+    dry_run         INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    detail          TEXT NOT NULL,
+    started_at      INTEGER NOT NULL,
+    finished_at     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX runbook_runs_by_start ON runbook_runs (started_at);
+CREATE TABLE runbook_steps (
+    run_id      TEXT NOT NULL REFERENCES runbook_runs (id),
+    seq         INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    detail      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    output      TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 "#;
 

@@ -13,7 +13,7 @@
 //! `kiln silence add|list|expire`.
 
 mod commands;
-mod transport;
+pub(crate) mod transport;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,8 +56,8 @@ enum Msg {
     },
 }
 
-/// Queries the embedded store.
-struct StoreQuerier(Arc<Metrics>);
+/// Queries the embedded store (runbooks' `wait` steps use it too).
+pub(crate) struct StoreQuerier(pub(crate) Arc<Metrics>);
 
 impl Querier for StoreQuerier {
     fn query(&self, expr: &str, at_ms: i64) -> Result<Vec<Sample>, String> {
@@ -109,6 +109,8 @@ struct Actor {
     external_url: String,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
     incidents: Option<crate::incidents::IncidentsHandle>,
+    /// Told when an alert with `runbook:` goes firing.
+    runbooks: Option<crate::runbooks::RunbooksHandle>,
     inbox: mpsc::Receiver<Msg>,
     outbox: mpsc::Sender<Msg>,
     /// The state serial the rules were loaded at.
@@ -129,6 +131,7 @@ pub fn start(
     external_url: String,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
     incidents: Option<crate::incidents::IncidentsHandle>,
+    runbooks: Option<crate::runbooks::RunbooksHandle>,
 ) -> Result<AlertsHandle, ops::Failure> {
     let state = kiln_state::StateHandle::spawn(ops::open_store(dir)?);
     let (outbox, inbox) = mpsc::channel(64);
@@ -144,6 +147,7 @@ pub fn start(
         external_url,
         announce,
         incidents,
+        runbooks,
         inbox,
         outbox: outbox.clone(),
         serial: None,
@@ -284,6 +288,7 @@ impl Actor {
         self.errors = report.errors;
         for transition in &report.transitions {
             self.record(transition).await;
+            self.start_runbook(transition).await;
         }
         self.notify(now).await;
         self.tell_incidents(&report.transitions);
@@ -336,6 +341,32 @@ impl Actor {
             }),
         };
         let _ = self.state.call(move |s| s.append_event(&event)).await;
+    }
+
+    /// An alert with `runbook:` that goes firing asks the runbook actor for a run.
+    async fn start_runbook(&self, t: &Transition) {
+        let (Some(runbooks), Phase::Firing) = (&self.runbooks, t.to) else {
+            return;
+        };
+        let Some(alert) = self
+            .evaluator
+            .iter()
+            .flat_map(Evaluator::alerts)
+            .find(|a| a.fingerprint == t.fingerprint)
+        else {
+            return;
+        };
+        if let Some(runbook) = &alert.runbook {
+            runbooks
+                .fired(crate::runbooks::FiredAlert {
+                    alert: t.name.clone(),
+                    runbook: runbook.clone(),
+                    fingerprint: t.fingerprint.clone(),
+                    labels: t.labels.clone(),
+                    active_at: alert.active_at,
+                })
+                .await;
+        }
     }
 
     async fn silences(&self, now: i64) -> Vec<Silence> {

@@ -169,6 +169,13 @@ pub enum Command {
         after_help = "Example:\n  kiln incident list --open\n  kiln incident show 3\n  kiln incident ack 3\n  kiln incident note 3 'rolling back the 12:00 deploy'\n  kiln incident resolve 3 --note 'bad release rolled back'\n  kiln incident report 3 > postmortem.md"
     )]
     Incident(crate::incidents::IncidentCommand),
+    /// Runbooks: list them, run one (by hand or as a dry run), approve a waiting run, show a
+    /// run's audit.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln runbook list\n  kiln runbook run restart-api --param service=api --dry-run\n  kiln runbook run restart-api --param service=api\n  kiln runbook approve 0190a1b2\n  kiln runbook show 0190a1b2\n  kiln runbook runs"
+    )]
+    Runbook(crate::runbooks::RunbookCommand),
     /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
     #[command(
         subcommand,

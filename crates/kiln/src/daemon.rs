@@ -108,7 +108,7 @@ pub struct Status {
     pub dash: Option<String>,
 }
 
-enum Command {
+pub(crate) enum Command {
     Plan(
         Selection,
         bool,
@@ -228,6 +228,17 @@ pub async fn run(
     };
     let incidents =
         crate::incidents::start(dir, alerting.notify.incidents.clone(), announce.clone()).await?;
+    let (commands, inbox) = mpsc::channel(64);
+    let runbooks = crate::runbooks::start(
+        dir,
+        |handle| crate::runbooks::ControlActions {
+            dir: dir.to_path_buf(),
+            commands: commands.clone(),
+            metrics: metrics.clone(),
+            runbooks: handle,
+        },
+        announce.clone(),
+    )?;
     let alerts = match &metrics {
         Some(store) => {
             let external_url = match &api_address {
@@ -241,6 +252,7 @@ pub async fn run(
                 external_url,
                 announce.clone(),
                 Some(incidents.clone()),
+                Some(runbooks.clone()),
             )?)
         }
         None => None,
@@ -263,7 +275,6 @@ pub async fn run(
         announce.clone(),
         own.clone(),
     ));
-    let (commands, inbox) = mpsc::channel(64);
     let (stop_api, api_stopped) = watch::channel(false);
     let delivery = follow_source(
         dir,
@@ -304,6 +315,7 @@ pub async fn run(
         prometheus,
         alerts,
         incidents,
+        runbooks,
         api_stopped,
     ));
     tokio::spawn(watch_signals(commands.clone()));
@@ -1199,6 +1211,7 @@ async fn serve(
     prometheus: crate::metrics::Api,
     alerts: Option<crate::alerts::AlertsHandle>,
     incidents: crate::incidents::IncidentsHandle,
+    runbooks: crate::runbooks::RunbooksHandle,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut router = Router::new()
@@ -1213,7 +1226,8 @@ async fn serve(
         .route("/v1/push", post(push))
         .with_state(api)
         .merge(crate::metrics::prometheus_router(prometheus))
-        .merge(crate::incidents::router(incidents));
+        .merge(crate::incidents::router(incidents))
+        .merge(crate::runbooks::router(runbooks));
     if let Some(alerts) = alerts {
         router = router.merge(crate::alerts::router(alerts));
     }

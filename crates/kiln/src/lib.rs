@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod ops;
 pub mod promote;
 pub mod render;
+pub mod runbooks;
 pub mod scrape;
 pub mod tls;

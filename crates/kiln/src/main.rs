@@ -65,6 +65,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Alerts(command) => alerts::alerts(dir, command).await,
         Command::Silence(command) => alerts::silence(dir, command),
         Command::Incident(command) => incidents::incident(dir, command).await,
+        Command::Runbook(command) => kiln::runbooks::runbook(dir, command).await,
         Command::Ci(command) => ci::command(dir, command).await,
         Command::Dora(args) => dora::command(dir, args),
         Command::NotifyPush => hooks::notify_push(dir).await,

@@ -10,13 +10,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{FAILING_SERVER, Load, Scratch, wait_until};
+use common::{FAILING_SERVER, Hook, Load, Scratch, wait_until};
 
 const STACK: &str = r#"
 name: alerting
@@ -46,41 +42,7 @@ alerts:
     slo: { route: api, objective: 99%, window: 30d, min_requests: 10 }
 "#;
 
-/// A webhook receiver on loopback: records every JSON body POSTed to it.
-struct Hook {
-    port: u16,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-    stop: Arc<AtomicBool>,
-}
-
 impl Hook {
-    fn start() -> Hook {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (bodies.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Some(body) = read_post(stream) {
-                            b.lock().unwrap().push(body);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Hook { port, bodies, stop }
-    }
-
-    fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-
     /// The notifications about `api-errors` with this status.
     fn of(&self, status: &str) -> Vec<serde_json::Value> {
         self.bodies()
@@ -92,39 +54,6 @@ impl Hook {
     fn count(&self, status: &str) -> usize {
         self.of(status).len()
     }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn read_post(stream: std::net::TcpStream) -> Option<serde_json::Value> {
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut length = 0;
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    assert!(line.starts_with("POST /hook "), "{line}");
-    loop {
-        line.clear();
-        reader.read_line(&mut line).ok()?;
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    let mut stream = stream;
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    serde_json::from_slice(&body).ok()
 }
 
 /// Alertmanager's version 4 webhook payload, field by field.

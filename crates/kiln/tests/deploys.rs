@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Down, Load, RELEASE_SERVER, Scratch, get_body, wait_until};
+use common::{Down, Load, RELEASE_SERVER, Scratch, common_get, wait_until};
 
 fn stack(deploy: &str) -> String {
     format!(
@@ -144,10 +144,6 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
         .filter(|e| e.as_ref().unwrap().path().is_dir())
         .count();
     assert_eq!(dirs, 5);
-}
-
-fn common_get(addr: &str) -> String {
-    get_body(addr, "app.localhost")
 }
 
 /// Build once, deploy that: a workflow uploads the service's files as an artifact; the

@@ -266,7 +266,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn promql(&mut self, node: &Node, path: &str) -> Option<String> {
+    pub(super) fn promql(&mut self, node: &Node, path: &str) -> Option<String> {
         let text = self.string(node, path)?;
         match promql_parser::parser::parse(&text) {
             Ok(expr) => {
@@ -1031,7 +1031,7 @@ impl Compiler<'_> {
         out
     }
 
-    fn names(&mut self, node: &Node, path: &str) -> Vec<String> {
+    pub(super) fn names(&mut self, node: &Node, path: &str) -> Vec<String> {
         let Y::Seq(items) = &node.value else {
             self.wrong_type(node, path, "a list of names");
             return Vec::new();
@@ -1068,7 +1068,7 @@ impl Compiler<'_> {
         out
     }
 
-    fn name_value(&mut self, node: &Node, path: &str) -> Option<String> {
+    pub(super) fn name_value(&mut self, node: &Node, path: &str) -> Option<String> {
         let name = self.string(node, path)?;
         if super::is_name(&name) {
             Some(name)
@@ -1083,7 +1083,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn duration(&mut self, node: &Node, path: &str) -> Option<u64> {
+    pub(super) fn duration(&mut self, node: &Node, path: &str) -> Option<u64> {
         let text = match &node.value {
             Y::String { text, .. } => text.clone(),
             Y::Number(n) => n.to_string(),
@@ -1101,7 +1101,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn invalid(&mut self, span: Span, path: &str, message: String, help: &str) {
+    pub(super) fn invalid(&mut self, span: Span, path: &str, message: String, help: &str) {
         self.emit(
             Diagnostic::new(Code::InvalidValue, span, path, message)
                 .label("invalid")
@@ -1109,7 +1109,7 @@ impl Compiler<'_> {
         );
     }
 
-    fn missing(&mut self, span: Span, path: &str, key: &str, message: &str, help: &str) {
+    pub(super) fn missing(&mut self, span: Span, path: &str, key: &str, message: &str, help: &str) {
         self.emit(
             Diagnostic::new(Code::MissingKey, span, super::join(path, key), message)
                 .label(format!("expected a `{key}:` key in this mapping"))

@@ -59,9 +59,24 @@ impl kiln_alerts::Transport for Transport {
 
 /// POSTs JSON to an `http://` URL; any 2xx is success.
 async fn post(url: &str, body: &serde_json::Value) -> Result<(), String> {
+    let status = request(url, "POST", Some(body)).await?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP {status}"))
+    }
+}
+
+/// Sends one HTTP/1.1 request (with a JSON body when given) to an `http://` URL and returns
+/// the status; runbooks' `http` steps use it too. Unbounded: callers put a timeout around it.
+pub(crate) async fn request(
+    url: &str,
+    method: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<u16, String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// receivers are supported"))?;
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -80,25 +95,26 @@ async fn post(url: &str, body: &serde_json::Value) -> Result<(), String> {
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let request = hyper::Request::builder()
-        .method("POST")
+    let mut builder = hyper::Request::builder()
+        .method(method)
         .uri(path)
         .header("host", authority)
-        .header("content-type", "application/json")
-        .header("user-agent", concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .body(Full::new(Bytes::from(body.to_string())))
+        .header("user-agent", concat!("kiln/", env!("CARGO_PKG_VERSION")));
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(
+            body.map(ToString::to_string).unwrap_or_default(),
+        )))
         .map_err(|e| format!("{url}: {e}"))?;
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status();
+    let status = response.status().as_u16();
     let _ = response.into_body().collect().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("{url}: HTTP {status}"))
-    }
+    Ok(status)
 }
 
 /// Runs the program with the payload on stdin; exit status 0 is success.

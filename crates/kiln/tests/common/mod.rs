@@ -318,6 +318,79 @@ fn load_loop(
     tally
 }
 
+/// A webhook receiver on loopback: records every JSON body POSTed to `/hook` (for alert
+/// notifications and runbook escalations).
+pub struct Hook {
+    pub port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Hook {
+    pub fn start() -> Hook {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, s) = (bodies.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(body) = read_post(stream) {
+                            b.lock().unwrap().push(body);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Hook { port, bodies, stop }
+    }
+
+    /// Every body received so far.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn read_post(stream: std::net::TcpStream) -> Option<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0;
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    assert!(line.starts_with("POST /hook "), "{line}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let mut stream = stream;
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    serde_json::from_slice(&body).ok()
+}
+
 /// A release of a test service (`server.js`, run by node): answers `v<version>` (followed by
 /// ` <GREETING>` when that variable is set); its `mode` file makes it unhealthy (503 on
 /// /healthz) or broken (503 on everything else). It drains on SIGTERM.
@@ -363,4 +436,10 @@ pub fn get_body(addr: &str, host: &str) -> String {
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
     text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+/// The body of `GET /` with `Host: app.localhost` through the ingress at `addr` (empty when
+/// nothing answers).
+pub fn common_get(addr: &str) -> String {
+    get_body(addr, "app.localhost")
 }
