@@ -500,6 +500,7 @@ impl Actor {
             self.forget(id);
             return;
         };
+        self.move_off_a_taken_port(id);
         let shared = &self.shared;
         let Some(instance) = self.instances.get_mut(id) else {
             return;
@@ -515,6 +516,31 @@ impl Actor {
             }
             Err(_) if spec.restart.mode == RestartMode::Never => instance.phase = Phase::Failed,
             Err(_) => schedule_restart(shared, instance, &spec.restart, Duration::ZERO),
+        }
+    }
+
+    /// An instance keeps its port across restarts, but the port was only free when it was
+    /// chosen: another process may have bound it since (or taken it as the local end of an
+    /// outgoing connection). Restarting on it would crash-loop forever, so a taken port is
+    /// swapped for a free one before the next launch.
+    fn move_off_a_taken_port(&mut self, id: &InstanceId) {
+        let Some(port) = self.instances.get(id).map(|i| i.port) else {
+            return;
+        };
+        if crate::process::port_is_free(port) {
+            return;
+        }
+        let mut taken: Vec<u16> = self.instances.values().map(|i| i.port).collect();
+        taken.extend(self.orphans.values().map(|r| r.port));
+        let Ok(fresh) = crate::process::free_port(&taken) else {
+            return;
+        };
+        if let Some(instance) = self.instances.get_mut(id) {
+            instance.log.write(
+                Stream::Supervisor,
+                &format!("port {port} is taken by another process; moving to port {fresh}"),
+            );
+            instance.port = fresh;
         }
     }
 

@@ -108,6 +108,12 @@ pub(crate) fn free_port(avoid: &[u16]) -> std::io::Result<u16> {
     ))
 }
 
+/// True when nothing holds loopback `port` now (a listener on it, or a socket bound to it
+/// without address reuse).
+pub(crate) fn port_is_free(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+}
+
 /// Sends `signal` to process group `pgid`. A group that no longer exists is already where we
 /// want it, so errors are ignored.
 pub(crate) fn signal_group(pgid: u32, signal: Signal) {

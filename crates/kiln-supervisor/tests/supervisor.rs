@@ -445,6 +445,47 @@ async fn each_replica_gets_its_own_port() {
 }
 
 #[tokio::test]
+async fn an_instance_whose_port_was_taken_restarts_on_another() {
+    let dir = TestDir::new();
+    let (supervisor, mut events) = start(dir.path());
+    let listen = "import os, socket, time\n\
+                  s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n\
+                  time.sleep(300)";
+    let mut spec = python("squatted", listen, dir.path());
+    spec.restart.backoff_initial = Duration::from_secs(2);
+    spec.restart.backoff_max = Duration::from_secs(4);
+    spec.probes.readiness = Some(Probe {
+        interval: Duration::from_millis(50),
+        ..Probe::new(Check::Tcp)
+    });
+    supervisor.apply(spec).await.unwrap();
+    let (pid, port) = started(&mut events).await;
+    supervisor.wait_ready("squatted", DEADLINE).await.unwrap();
+
+    // Someone else binds the port while the instance is down.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Free once the killed process is reaped; the restart waits out its backoff.
+    until(&mut events, "Exited", |e| matches!(e, Event::Exited { .. })).await;
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (_, moved) = started(&mut events).await;
+    assert_ne!(moved, port, "the restart reused the taken port");
+    supervisor.wait_ready("squatted", DEADLINE).await.unwrap();
+    let lines = read_logs(&dir.path().join("state"), "squatted", None, None, None);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.text.contains(&format!("port {port} is taken"))),
+        "{lines:?}"
+    );
+    drop(squatter);
+    supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
 async fn an_update_replaces_instances_one_at_a_time_and_scaling_keeps_the_rest() {
     let dir = TestDir::new();
     let (supervisor, _events) = start(dir.path());

@@ -186,6 +186,7 @@ pub async fn apply(dir: &Path, args: &ApplyArgs, destroy: bool) -> Result<(), Fa
         saved,
         parallelism: args.parallelism,
         trigger: String::new(),
+        roll_back: Vec::new(),
     };
     let json = args.output.json;
     let mut printer = Printer::new(json);
@@ -1048,9 +1049,15 @@ pub async fn deploy(
         }
         match (release, rollback) {
             (Some(r), _) => Some(crate::deploys::resolve_release(&store, &address, r)?),
-            (None, true) => Some(crate::deploys::previous_release(&store, &address)?),
-            (None, false) => None,
+            // The control plane chooses the release under the state lock, after any deploy
+            // in flight: the state read here may be about to change.
+            (None, _) => None,
         }
+    };
+    let roll_back = if rollback && pinned.is_none() {
+        vec![address.clone()]
+    } else {
+        Vec::new()
     };
     let mut overrides = std::collections::BTreeMap::new();
     if let Some(digest) = &pinned {
@@ -1079,7 +1086,7 @@ pub async fn deploy(
         ..Selection::default()
     };
     let trigger = if rollback { "rollback" } else { "deploy" };
-    apply_through_control_plane(stream, select, trigger, output).await
+    apply_through_control_plane(stream, select, roll_back, trigger, output).await
 }
 
 /// An apply of `select` by the control plane behind `stream`, recorded with `trigger`
@@ -1087,6 +1094,7 @@ pub async fn deploy(
 pub(crate) async fn apply_through_control_plane(
     stream: tokio::net::UnixStream,
     select: Selection,
+    roll_back: Vec<String>,
     trigger: &str,
     output: &Output,
 ) -> Result<(), Failure> {
@@ -1094,6 +1102,7 @@ pub(crate) async fn apply_through_control_plane(
         select,
         parallelism: 10,
         trigger: trigger.into(),
+        roll_back,
         ..ApplyRequest::default()
     };
     let mut printer = Printer::new(output.json);

@@ -133,6 +133,8 @@ struct Api {
     dir: Arc<PathBuf>,
     /// Where `POST /v1/push` hands pushes (`None` without `source:`).
     delivery: Option<crate::delivery::DeliveryHandle>,
+    /// True while the controller carries out an apply or a pass: a request sent now waits.
+    busy: watch::Receiver<bool>,
 }
 
 /// Runs the control plane until a signal or `kiln down`.
@@ -290,10 +292,12 @@ pub async fn run(
         announce.clone(),
         api_stopped.clone(),
     ));
+    let (busy_tx, busy) = watch::channel(false);
     let api = Api {
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
         delivery,
+        busy,
     };
     let dash_address = dash_listener
         .local_addr()
@@ -340,6 +344,7 @@ pub async fn run(
         announce,
         runtime,
         own,
+        busy: busy_tx,
     };
     let result = controller.run(inbox).await;
     // The dashboard goes first: it holds a supervisor handle, and only reads.
@@ -691,6 +696,8 @@ struct Controller {
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
     runtime: ops::Runtime,
     own: Arc<crate::metrics::own::Own>,
+    /// Whether an apply or a pass is under way (read by the API to tell waiting clients).
+    busy: watch::Sender<bool>,
 }
 
 impl Controller {
@@ -720,7 +727,11 @@ impl Controller {
             tokio::select! {
                 command = inbox.recv() => match command {
                     None | Some(Command::Shutdown) => break,
-                    Some(command) => self.handle(command).await,
+                    Some(command) => {
+                        self.busy.send_replace(true);
+                        self.handle(command).await;
+                        self.busy.send_replace(false);
+                    }
                 },
                 _ = tick.tick() => {
                     let result = self.reconcile().await;
@@ -857,6 +868,13 @@ impl Controller {
     /// One level-triggered pass: observe everything, repair what says `reconcile: auto`, record
     /// the rest as drift. Returns the addresses left drifting.
     async fn reconcile(&mut self) -> Result<Vec<String>, Failure> {
+        self.busy.send_replace(true);
+        let result = self.reconcile_now().await;
+        self.busy.send_replace(false);
+        result
+    }
+
+    async fn reconcile_now(&mut self) -> Result<Vec<String>, Failure> {
         let started = std::time::Instant::now();
         let result = self.reconcile_pass().await;
         self.own.pass_done(result.is_ok(), started.elapsed());
@@ -1284,6 +1302,12 @@ async fn shutdown(State(api): State<Api>) -> Response {
 async fn apply(State(api): State<Api>, axum::Json(request): axum::Json<ApplyRequest>) -> Response {
     let (events, mut event_rx) = mpsc::unbounded_channel();
     let (reply, answer) = oneshot::channel();
+    if *api.busy.borrow() {
+        // Like a state lock held elsewhere: say why nothing happens yet.
+        let _ = events.send(Event::Note {
+            message: "waiting for the control plane to finish the apply in progress…".into(),
+        });
+    }
     if api
         .commands
         .send(Command::Apply(request, events, reply))

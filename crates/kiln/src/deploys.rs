@@ -308,8 +308,11 @@ pub fn current_release(store: &Store, service: &str) -> Result<Option<String>, F
     }))
 }
 
-/// The release before the current one: where the last successful deploy to the current
-/// release came from, else the newest older release.
+/// The release before the current one: where the last successful deploy *forward* to the
+/// current release came from, else the newest older release.
+///
+/// A deploy that moved to an older release (a rollback) does not count: after rolling back
+/// from a bad release, rolling back again must go further back, never to the bad release.
 pub fn previous_release(store: &Store, service: &str) -> Result<String, Failure> {
     let current = current_release(store, service)?.ok_or_else(|| {
         Failure::Refused(format!(
@@ -321,26 +324,42 @@ pub fn previous_release(store: &Store, service: &str) -> Result<String, Failure>
             "error: {service} has no `path:`, so it runs from the stack directory and kiln keeps no releases of it; give it `path:` (its own directory) to get releases and rollbacks"
         )));
     }
-    let deploys = store.deploys(Some(service), 200)?;
-    let from_deploy = deploys
+    let releases: Vec<String> = store
+        .releases(service)?
+        .into_iter()
+        .map(|r| r.digest)
+        .collect();
+    let deploys: Vec<(Option<String>, String)> = store
+        .deploys(Some(service), 200)?
+        .into_iter()
+        .filter(|d| d.deploy.result == "succeeded")
+        .map(|d| (d.deploy.from_release, d.deploy.to_release))
+        .collect();
+    release_before(&current, &releases, &deploys).ok_or_else(|| {
+        Failure::Refused(format!(
+            "error: {service} has no release older than {} to roll back to",
+            kiln_deploy::release::short(&current)
+        ))
+    })
+}
+
+/// The release to roll `current` back to, given the releases newest first and the
+/// successful deploys (from, to) newest first.
+fn release_before(
+    current: &str,
+    releases: &[String],
+    deploys: &[(Option<String>, String)],
+) -> Option<String> {
+    let age = |digest: &str| releases.iter().position(|r| r == digest);
+    let position = age(current)?;
+    let older = |digest: &str| age(digest).is_some_and(|other| other > position);
+    deploys
         .iter()
-        .filter(|d| d.deploy.to_release == current && d.deploy.result == "succeeded")
-        .find_map(|d| d.deploy.from_release.clone())
-        .filter(|from| *from != current);
-    if let Some(from) = from_deploy {
-        return Ok(from);
-    }
-    let releases = store.releases(service)?;
-    let position = releases.iter().position(|r| r.digest == current);
-    position
-        .and_then(|p| releases.get(p + 1))
-        .map(|r| r.digest.clone())
-        .ok_or_else(|| {
-            Failure::Refused(format!(
-                "error: {service} has no release older than {} to roll back to",
-                kiln_deploy::release::short(&current)
-            ))
-        })
+        .filter(|(_, to)| to == current)
+        .filter_map(|(from, _)| from.as_deref())
+        .find(|from| older(from))
+        .or_else(|| releases.get(position + 1).map(String::as_str))
+        .map(str::to_owned)
 }
 
 /// `kiln releases SERVICE`.
@@ -448,5 +467,54 @@ fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::release_before;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn deploy(from: Option<&str>, to: &str) -> (Option<String>, String) {
+        (from.map(str::to_owned), to.to_owned())
+    }
+
+    #[test]
+    fn a_rollback_goes_where_the_current_release_came_from() {
+        let releases = names(&["v3", "v2", "v1"]);
+        // v1 → v3 directly (v2 was built but never deployed).
+        let deploys = [deploy(Some("v1"), "v3"), deploy(None, "v1")];
+        assert_eq!(
+            release_before("v3", &releases, &deploys).as_deref(),
+            Some("v1")
+        );
+    }
+
+    #[test]
+    fn a_second_rollback_goes_further_back_not_to_the_bad_release() {
+        let releases = names(&["v3", "v2", "v1"]);
+        // v1 → v2 → v3 (bad), then rolled back v3 → v2.
+        let deploys = [
+            deploy(Some("v3"), "v2"),
+            deploy(Some("v2"), "v3"),
+            deploy(Some("v1"), "v2"),
+            deploy(None, "v1"),
+        ];
+        assert_eq!(
+            release_before("v2", &releases, &deploys).as_deref(),
+            Some("v1")
+        );
+        // And from the oldest release there is nowhere to go.
+        assert_eq!(release_before("v1", &releases, &deploys), None);
+    }
+
+    #[test]
+    fn without_a_deploy_to_it_the_newest_older_release_is_chosen() {
+        let releases = names(&["v3", "v2", "v1"]);
+        assert_eq!(release_before("v3", &releases, &[]).as_deref(), Some("v2"));
+        assert_eq!(release_before("unknown", &releases, &[]), None);
     }
 }

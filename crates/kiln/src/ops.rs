@@ -496,6 +496,11 @@ pub struct ApplyRequest {
     /// What asked for it, recorded with each deploy: `apply` (empty), `deploy`, `rollback`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trigger: String,
+    /// Services to pin to the release before their current one. Resolved under the state
+    /// lock, when the apply starts, so a rollback asked for while a deploy is still in flight
+    /// rolls back from the release that deploy left, not the one before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roll_back: Vec<String>,
 }
 
 /// A saved plan travelling inside an [`ApplyRequest`].
@@ -520,9 +525,6 @@ pub async fn apply(
         .as_ref()
         .map_or_else(|| request.select.vars.clone(), |s| s.vars.clone());
     let mut loaded = load_all(dir, &vars, runtime)?;
-    if !request.select.overrides.is_empty() {
-        Arc::make_mut(&mut loaded.inputs).overrides = request.select.overrides.clone();
-    }
     if let Some(trigger) = &runtime.trigger
         && let Ok(mut t) = trigger.lock()
     {
@@ -534,7 +536,15 @@ pub async fn apply(
         if request.destroy { "destroy" } else { "apply" },
         events,
     )?;
-    let result = apply_locked(&loaded, &mut store, request, saved, &lock_id, events).await;
+    let result = match rollback_overrides(&store, request, events) {
+        Ok(overrides) => {
+            if !overrides.is_empty() {
+                Arc::make_mut(&mut loaded.inputs).overrides = overrides;
+            }
+            apply_locked(&loaded, &mut store, request, saved, &lock_id, events).await
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(Locked::Done(outcome)) => Ok(outcome),
         Ok(Locked::Run(plan, serial)) => {
@@ -554,6 +564,30 @@ pub async fn apply(
             Err(e)
         }
     }
+}
+
+/// The request's overrides plus, for each service it rolls back, a pin to the release
+/// before the one the state records now.
+fn rollback_overrides(
+    store: &Store,
+    request: &ApplyRequest,
+    events: &UnboundedSender<Event>,
+) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>, Failure> {
+    let mut overrides = request.select.overrides.clone();
+    for address in &request.roll_back {
+        let digest = crate::deploys::previous_release(store, address)?;
+        let _ = events.send(Event::Note {
+            message: format!(
+                "rolling back {address} to release {}",
+                kiln_deploy::release::short(&digest)
+            ),
+        });
+        overrides
+            .entry(address.clone())
+            .or_default()
+            .insert("release_id".into(), serde_json::Value::String(digest));
+    }
+    Ok(overrides)
 }
 
 enum Locked {

@@ -110,7 +110,14 @@ pub async fn promote(dir: &Path, args: &PromoteArgs) -> Result<(), Failure> {
     // Recorded first, so the apply's load of the stack gives the service the promoted digest.
     let stream = crate::commands::control_plane(dir).await?;
     let select = record(dir, &stack, &target, &release, &verdicts, &ops::who())?;
-    crate::commands::apply_through_control_plane(stream, select, "promote", &args.output).await
+    crate::commands::apply_through_control_plane(
+        stream,
+        select,
+        Vec::new(),
+        "promote",
+        &args.output,
+    )
+    .await
 }
 
 /// Records the promotion; returns what an apply of it selects.

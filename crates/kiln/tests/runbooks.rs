@@ -13,6 +13,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Hook, Load, Scratch, common_get, wait_until};
@@ -375,6 +377,81 @@ fn a_runbook_rolls_a_release_back_through_the_control_plane() {
     drop(stop);
 }
 
+/// Serves `v<version>`; any version but 1 is unready until the file `GATE` exists.
+const GATED: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const version = fs.readFileSync('version', 'utf8').trim();
+const server = http.createServer((req, res) => {
+  if (version !== '1' && !fs.existsSync(GATE)) { res.statusCode = 503; res.end('not yet'); return; }
+  res.end('v' + version);
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
+#[test]
+fn a_rollback_asked_for_during_a_deploy_undoes_that_deploy() {
+    let s = Scratch::new(ROLLBACK_STACK);
+    let gate = s.file("gate");
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    let server = format!("const GATE = {:?};\n{GATED}", gate.display().to_string());
+    std::fs::write(s.file("app/server.js"), server).unwrap();
+    std::fs::write(s.file("app/version"), "1").unwrap();
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let stop = Stop(&s);
+    let first = releases_of_app(&s)["current"].clone();
+
+    // Version 2's deploy waits for its instance to be ready, which waits for the gate.
+    std::fs::write(s.file("app/version"), "2").unwrap();
+    let deploy = s
+        .command(&["deploy", "app"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            releases_of_app(&s)["releases"]
+                .as_array()
+                .is_some_and(|r| r.len() == 2)
+        }),
+        "the deploy made its release"
+    );
+    // Asked for now, the rollback runs after the deploy and undoes it: the state still says
+    // release 1, but "the release before" is chosen when the rollback starts.
+    let mut rollback = s
+        .command(&["rollback", "app"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The control plane says the rollback waits; only then may the deploy finish.
+    // Notes go to stderr, results to stdout.
+    let mut printed = BufReader::new(rollback.stderr.take().unwrap());
+    let mut line = String::new();
+    printed.read_line(&mut line).unwrap();
+    if !line.contains("waiting for the control plane") {
+        std::fs::write(&gate, "open").unwrap();
+        panic!("{line}\n{:?}", rollback.wait_with_output());
+    }
+    std::fs::write(&gate, "open").unwrap();
+    let deployed = deploy.wait_with_output().unwrap();
+    assert!(deployed.status.success(), "{deployed:?}");
+    let mut rest = String::new();
+    printed.read_to_string(&mut rest).unwrap();
+    let rolled = rollback.wait_with_output().unwrap();
+    assert!(rolled.status.success(), "{rest}\n{rolled:?}");
+    let rest = rest + &String::from_utf8_lossy(&rolled.stdout);
+    assert!(
+        rest.contains("rolling back services.app to release"),
+        "{rest}"
+    );
+    let after = releases_of_app(&s);
+    assert_eq!(after["current"], first, "{after:#}");
+    drop(stop);
+}
+
 /// Serves `v<version>`; with a `late-errors` mode file, answers 500 from 3 s after its start,
 /// so a bad release passes its deploy's gates and fails afterwards.
 const LATE_FAILING: &str = r#"
@@ -414,8 +491,8 @@ runbooks:
     description: Rolls the service back to the release before the one that burns the budget.
     params:
       service: { type: service, required: true }
-    # One rollback per hour: the SLO's other windows fire later, and a second "previous
-    # release" would be the bad one again.
+    # One rollback per hour: the SLO's other windows fire later, and one rollback is the
+    # remedy; a second would go one more release back.
     guards: { max_runs: 1, per: 1h }
     steps:
       - { action: rollback, with: { service: "${{ params.service }}" }, timeout: 60s }

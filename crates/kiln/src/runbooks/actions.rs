@@ -128,28 +128,30 @@ impl Actions for ControlActions {
     fn rollback<'a>(&'a self, service: &'a str, to: Option<&'a str>) -> ActionFuture<'a> {
         Box::pin(async move {
             let address = crate::deploys::service_address(service);
-            let digest = {
-                let store = ops::open_store(&self.dir).map_err(|e| e.message().to_owned())?;
-                match to {
-                    Some(to) => crate::deploys::resolve_release(&store, &address, to),
-                    None => crate::deploys::previous_release(&store, &address),
-                }
-                .map_err(|e| e.message().to_owned())?
+            let mut select = Selection {
+                targets: vec![address.clone()],
+                only: true,
+                ..Selection::default()
             };
-            let mut attrs = serde_json::Map::new();
-            attrs.insert(
-                "release_id".into(),
-                serde_json::Value::String(digest.clone()),
-            );
+            // Without `to`, the control plane picks the release before the current one when
+            // the apply starts: a deploy still in flight has finished by then.
+            let roll_back = match to {
+                Some(to) => {
+                    let store = ops::open_store(&self.dir).map_err(|e| e.message().to_owned())?;
+                    let digest = crate::deploys::resolve_release(&store, &address, to)
+                        .map_err(|e| e.message().to_owned())?;
+                    let mut attrs = serde_json::Map::new();
+                    attrs.insert("release_id".into(), serde_json::Value::String(digest));
+                    select.overrides = [(address.clone(), attrs)].into_iter().collect();
+                    Vec::new()
+                }
+                None => vec![address.clone()],
+            };
             let request = ApplyRequest {
-                select: Selection {
-                    targets: vec![address.clone()],
-                    overrides: [(address, attrs)].into_iter().collect(),
-                    only: true,
-                    ..Selection::default()
-                },
+                select,
                 parallelism: 10,
                 trigger: "runbook".into(),
+                roll_back,
                 ..ApplyRequest::default()
             };
             let (events, _ignored) = mpsc::unbounded_channel();
@@ -158,9 +160,13 @@ impl Actions for ControlActions {
                 .await?
                 .map_err(|e| e.message().to_owned())?;
             if outcome.report.succeeded() {
+                let store = ops::open_store(&self.dir).map_err(|e| e.message().to_owned())?;
+                let now = crate::deploys::current_release(&store, &address)
+                    .map_err(|e| e.message().to_owned())?
+                    .unwrap_or_default();
                 Ok(format!(
                     "rolled {service} back to release {}",
-                    kiln_deploy::release::short(&digest)
+                    kiln_deploy::release::short(&now)
                 ))
             } else {
                 let failed: Vec<String> = outcome
