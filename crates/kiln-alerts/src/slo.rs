@@ -106,7 +106,12 @@ pub fn slo_rules(alert: &AlertDecl, slo: &SloDecl) -> Vec<Rule> {
                 keep_firing_for_ms: 0,
                 labels,
                 annotations,
-                runbook: alert.runbook.clone(),
+                // Automation answers the fast burns; a slow burn's ticket is for a human,
+                // and with little history it would fire first and act on noise.
+                runbook: match w.severity {
+                    Severity::Page => alert.runbook.clone(),
+                    Severity::Ticket | Severity::Info => None,
+                },
             }
         })
         .collect()
@@ -227,9 +232,14 @@ mod tests {
             assert_eq!(r.labels["service"], "api");
             assert_eq!(r.labels["team"], "web");
             assert_eq!(r.for_ms, 0);
-            assert_eq!(r.runbook.as_deref(), Some("rollback-api"));
             assert!(r.annotations["description"].contains("{{ $value }}"));
         }
+        let runbooks: Vec<Option<&str>> = rules.iter().map(|r| r.runbook.as_deref()).collect();
+        assert_eq!(
+            runbooks,
+            [Some("rollback-api"), Some("rollback-api"), None],
+            "pages run the runbook, the ticket does not"
+        );
     }
 
     #[test]

@@ -452,8 +452,8 @@ fn a_rollback_asked_for_during_a_deploy_undoes_that_deploy() {
     drop(stop);
 }
 
-/// Serves `v<version>`; with a `late-errors` mode file, answers 500 from 3 s after its start,
-/// so a bad release passes its deploy's gates and fails afterwards.
+/// Serves `v<version>`; with a `late-errors` mode file, answers one request in five with 500
+/// from 3 s after its start, so a bad release passes its deploy's gates and fails afterwards.
 const LATE_FAILING: &str = r#"
 const http = require('http');
 const fs = require('fs');
@@ -461,9 +461,11 @@ const read = (f, d) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch
 const version = read('version', '0');
 const mode = read('mode', 'ok');
 const started = Date.now();
+let served = 0;
 const server = http.createServer((req, res) => {
   if (req.url === '/healthz') { res.end('ok'); return; }
-  if (mode === 'late-errors' && Date.now() - started > 3000) { res.statusCode = 500; res.end('broken'); return; }
+  served += 1;
+  if (mode === 'late-errors' && Date.now() - started > 3000 && served % 5 === 0) { res.statusCode = 500; res.end('broken'); return; }
   res.end('v' + version);
 });
 server.listen(Number(process.env.PORT), '127.0.0.1');
@@ -481,7 +483,7 @@ services:
     deploy: { strategy: rolling, healthy_deadline: 10s }
 routes:
   - { host: app.localhost, path: /, service: app }
-notify: { evaluation_interval: 1s }
+notify: { evaluation_interval: 1s, incidents: { auto_resolve_after: 0s } }
 alerts:
   - name: app-availability
     slo: { service: app, objective: 99%, window: 30d, min_requests: 10 }
@@ -508,7 +510,7 @@ fn an_slo_burn_rate_alert_rolls_a_bad_release_back_under_load() {
     let good = releases()["current"].clone();
     let load = Load::start(&addr, "app.localhost", "/", 2);
 
-    // A release that passes its gates, then fails every request.
+    // A release that passes its gates, then fails one request in five.
     std::fs::write(s.file("app/version"), "2").unwrap();
     std::fs::write(s.file("app/mode"), "late-errors").unwrap();
     s.ok(&["deploy", "app"]);
@@ -529,11 +531,6 @@ fn an_slo_burn_rate_alert_rolls_a_bad_release_back_under_load() {
         runs(&s)
     );
     assert_eq!(releases()["current"], good);
-    let tally = load.finish();
-    assert!(
-        tally.failed > 0,
-        "the bad release failed requests: {tally:?}"
-    );
     // After the rollback the good release answers again.
     assert!(wait_until(Duration::from_secs(10), || common_get(&addr) == "v1"));
     assert!(
@@ -544,6 +541,54 @@ fn an_slo_burn_rate_alert_rolls_a_bad_release_back_under_load() {
             == 1,
         "one rollback only: {:#?}",
         runs(&s)
+    );
+
+    // The page alerts resolve once good requests (the load goes on) outweigh the failures in
+    // their windows; the incident the page opened is then mitigated and (with no quiet period
+    // asked for) closed.
+    let closed = || {
+        s.json(&["incident", "list", "--json"])
+            .as_array()
+            .is_some_and(|list| list.len() == 1 && list[0]["state"] == "resolved")
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), closed),
+        "{:#}\n{}",
+        s.json(&["incident", "list", "--json"]),
+        s.ok(&["alerts", "--json"])
+    );
+    let tally = load.finish();
+    assert!(
+        tally.failed > 0,
+        "the bad release failed requests: {tally:?}"
+    );
+    let id = s.json(&["incident", "list", "--json"])[0]["id"].to_string();
+    let incident = s.json(&["incident", "show", &id, "--json"]);
+    let kinds: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let position = |kind: &str| kinds.iter().position(|k| *k == kind);
+    for kind in [
+        "alert_fired",
+        "runbook",
+        "alert_resolved",
+        "mitigated",
+        "resolved",
+    ] {
+        assert!(position(kind).is_some(), "no {kind} in {kinds:?}");
+    }
+    assert!(
+        kinds.iter().any(|k| *k == "deploy" || *k == "rollback"),
+        "the rollback's deploy is in the timeline: {kinds:?}"
+    );
+    assert!(
+        position("alert_fired") < position("runbook")
+            && position("runbook") < position("mitigated")
+            && position("mitigated") < position("resolved"),
+        "{kinds:?}"
     );
     drop(stop);
 }
