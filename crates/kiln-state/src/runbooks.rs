@@ -113,6 +113,38 @@ impl Store {
         Ok(())
     }
 
+    /// Ends every run (and step attempt) still unfinished, as `interrupted` at `now`: their
+    /// tasks died with the control plane that ran them, and an approval asked for then is no
+    /// longer waited for. Returns the ids of the runs ended.
+    pub fn interrupt_unfinished_runbook_runs(
+        &mut self,
+        now: i64,
+    ) -> Result<Vec<String>, StateError> {
+        let tx = self.conn.transaction().ctx("starting a transaction")?;
+        let ids: Vec<String> = tx
+            .prepare("SELECT id FROM runbook_runs WHERE finished_at IS NULL ORDER BY started_at")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .ctx("reading unfinished runbook runs")?;
+        tx.execute(
+            "UPDATE runbook_steps SET status = 'interrupted', finished_at = ?1
+             WHERE finished_at IS NULL",
+            [now],
+        )
+        .ctx("ending interrupted runbook steps")?;
+        tx.execute(
+            "UPDATE runbook_runs SET status = 'interrupted',
+               detail = 'the control plane stopped during the run', finished_at = ?1
+             WHERE finished_at IS NULL",
+            [now],
+        )
+        .ctx("ending interrupted runbook runs")?;
+        tx.commit().ctx("committing")?;
+        Ok(ids)
+    }
+
     /// Records the start of a step's attempt; returns its `seq`.
     pub fn add_runbook_step(
         &mut self,
@@ -301,6 +333,41 @@ mod tests {
             started_at: 10,
             finished_at: None,
         }
+    }
+
+    #[test]
+    fn unfinished_runs_and_steps_are_ended_as_interrupted() {
+        let mut s = Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        s.add_runbook_run(&run("0190aaaa-1", 5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.add_runbook_run(&run("0190bbbb-2", 7))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.add_runbook_step("0190aaaa-1", &step("1", 1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.set_runbook_status("0190bbbb-2", "succeeded", "", Some(9))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ended = s
+            .interrupt_unfinished_runbook_runs(50)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ended, ["0190aaaa-1"]);
+        let (run, steps) = s
+            .runbook_run("0190aaaa")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the run is recorded"));
+        assert_eq!(
+            (run.status.as_str(), run.finished_at),
+            ("interrupted", Some(50))
+        );
+        assert_eq!(steps[0].status, "interrupted");
+        let (done, _) = s
+            .runbook_run("0190bbbb")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the run is recorded"));
+        assert_eq!(done.status, "succeeded", "a finished run is left alone");
+        let again = s
+            .interrupt_unfinished_runbook_runs(60)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(again.is_empty());
     }
 
     #[test]

@@ -131,10 +131,14 @@ pub fn start(
     actions: impl FnOnce(RunbooksHandle) -> ControlActions,
     announce: Arc<dyn Fn(&Event) + Send + Sync>,
 ) -> Result<RunbooksHandle, ops::Failure> {
-    let store = ops::open_store(dir)?;
+    let mut store = ops::open_store(dir)?;
+    let interrupted = store.interrupt_unfinished_runbook_runs(now_ms())?;
     let since = now_ms() - LEDGER_HORIZON_MS;
-    let entries = store
-        .runbook_runs(since, 10_000)?
+    let runs = store.runbook_runs(since, 10_000)?;
+    for run in runs.iter().filter(|r| interrupted.contains(&r.id)) {
+        record_interrupted(&mut store, run);
+    }
+    let entries = runs
         .into_iter()
         .filter(|r| !r.dry_run && r.status != "refused")
         .map(|r| kiln_runbooks::guard::Entry {
@@ -170,6 +174,25 @@ pub fn start(
         }
     });
     Ok(handle)
+}
+
+/// Says in the event log (where incidents read their timelines) that a run the previous
+/// control plane left unfinished is over.
+fn record_interrupted(store: &mut kiln_state::Store, run: &kiln_state::RunbookRun) {
+    let mut data = json!({ "run_id": run.id, "runbook": run.runbook, "target": run.target });
+    if !run.target.starts_with("runbook:") {
+        data["service"] = json!(run.target);
+    }
+    let _ = store.append_event(&kiln_state::NewEvent {
+        kind: "runbook.interrupted".into(),
+        address: Some(format!("runbooks.{}", run.runbook)),
+        serial: None,
+        message: format!(
+            "runbook {} on {} interrupted: the control plane stopped during the run",
+            run.runbook, run.target
+        ),
+        data,
+    });
 }
 
 /// `POST /v1/runbooks/run` and `POST /v1/runbooks/runs/{id}/approve`.

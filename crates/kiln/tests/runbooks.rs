@@ -377,6 +377,42 @@ fn a_runbook_rolls_a_release_back_through_the_control_plane() {
     drop(stop);
 }
 
+#[test]
+fn a_run_left_waiting_when_the_control_plane_stops_is_interrupted() {
+    let s = Scratch::new(
+        r#"
+name: interrupted
+runbooks:
+  careful:
+    steps:
+      - { action: approve, with: { message: "write the file?" } }
+      - { name: write, run: "echo done > approved.txt" }
+"#,
+    );
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let stop = Stop(&s);
+    let waiting = s.ok(&["runbook", "run", "careful"]);
+    let id = waiting
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("run "))
+        .unwrap()
+        .to_owned();
+    assert!(waiting.contains("awaiting_approval"), "{waiting}");
+    s.ok(&["down"]);
+
+    // The next control plane does not wait for that approval any more: the run is over.
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let shown = s.ok(&["runbook", "show", &id]);
+    assert!(shown.contains(": interrupted"), "{shown}");
+    let late = s.run(&["runbook", "approve", &id]);
+    assert!(!late.status.success(), "{late:?}");
+    assert!(!s.file("approved.txt").exists());
+    let events = s.ok(&["events", "--json"]);
+    assert!(events.contains("runbook.interrupted"), "{events}");
+    drop(stop);
+}
+
 /// Serves `v<version>`; any version but 1 is unready until the file `GATE` exists.
 const GATED: &str = r#"
 const http = require('http');
