@@ -1,7 +1,8 @@
 //! Promotions between environments and the approvals they may need. A promotion records which
 //! release moves to which environment, who moved it and the gates' verdicts at that moment (as
-//! JSON, for the record); the newest promotion of a service to an environment is the release
-//! its services there run. Approvals are recorded once per person and release.
+//! JSON, for the record); the newest promotion of a service to an environment that did not
+//! fail to apply is the release its services there run. Approvals are recorded once per person
+//! and release.
 
 use rusqlite::{OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,13 @@ pub struct PromotionRecord {
     pub promoted_at: i64,
     /// The gates' verdicts when it was promoted.
     pub gates: serde_json::Value,
+    /// `applying` (recorded, its apply under way), `applied` or `failed`.
+    #[serde(default = "applied")]
+    pub status: String,
+}
+
+fn applied() -> String {
+    "applied".into()
 }
 
 /// A recorded approval.
@@ -45,14 +53,14 @@ pub struct ApprovalRecord {
 }
 
 impl Store {
-    /// Records a promotion.
-    pub fn record_promotion(&mut self, p: &PromotionRecord) -> Result<(), StateError> {
+    /// Records a promotion; returns its id.
+    pub fn record_promotion(&mut self, p: &PromotionRecord) -> Result<i64, StateError> {
         let gates = to_json(&p.gates)?;
         self.conn
             .prepare_cached(
                 "INSERT INTO promotions
-                 (service, environment, from_env, release, promoted_by, promoted_at, gates)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (service, environment, from_env, release, promoted_by, promoted_at, gates, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
                 st.execute(rusqlite::params![
@@ -62,11 +70,44 @@ impl Store {
                     p.release,
                     p.promoted_by,
                     p.promoted_at,
-                    gates
+                    gates,
+                    p.status
                 ])
             })
             .ctx("recording a promotion")?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Marks promotion `id` `applied` or `failed`.
+    pub fn set_promotion_status(&mut self, id: i64, status: &str) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE promotions SET status = ?2 WHERE id = ?1")
+            .and_then(|mut st| st.execute(rusqlite::params![id, status]))
+            .ctx("updating a promotion")?;
         Ok(())
+    }
+
+    /// Whether the newest promotion of `release` to `environment` failed to apply (an
+    /// automatic promotion does not try the same release again).
+    pub fn promotion_failed(
+        &self,
+        service: &str,
+        environment: &str,
+        release: &str,
+    ) -> Result<bool, StateError> {
+        let status: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT status FROM promotions
+                 WHERE service = ?1 AND environment = ?2 AND release = ?3
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row([service, environment, release], |row| row.get(0))
+                    .optional()
+            })
+            .ctx("reading promotions")?;
+        Ok(status.as_deref() == Some("failed"))
     }
 
     /// The newest release promoted to `environment` for `service`.
@@ -77,7 +118,8 @@ impl Store {
     ) -> Result<Option<String>, StateError> {
         self.conn
             .prepare_cached(
-                "SELECT release FROM promotions WHERE service = ?1 AND environment = ?2
+                "SELECT release FROM promotions
+                 WHERE service = ?1 AND environment = ?2 AND status != 'failed'
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut st| {
@@ -92,7 +134,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT service, environment, from_env, release, promoted_by, promoted_at, gates
+                "SELECT service, environment, from_env, release, promoted_by, promoted_at, gates, status
                  FROM promotions WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC",
             )
             .ctx("reading promotions")?;
@@ -168,6 +210,7 @@ fn raw_promotion(row: &Row<'_>) -> rusqlite::Result<(PromotionRecord, String)> {
             promoted_by: row.get(4)?,
             promoted_at: row.get(5)?,
             gates: serde_json::Value::Null,
+            status: row.get(7)?,
         },
         row.get(6)?,
     ))
@@ -191,16 +234,41 @@ mod tests {
                 promoted_by: "ana@host".into(),
                 promoted_at: at,
                 gates: serde_json::json!([{ "gate": "soak", "passed": true }]),
+                status: "applied".into(),
             })?;
         }
         assert_eq!(
             store.promoted_release("api", "production")?.as_deref(),
             Some("sha256:b")
         );
+        // A promotion whose apply failed does not say what runs.
+        let id = store.record_promotion(&PromotionRecord {
+            service: "api".into(),
+            environment: "production".into(),
+            from_env: "staging".into(),
+            release: "sha256:c".into(),
+            promoted_by: "ana@host".into(),
+            promoted_at: 3,
+            gates: serde_json::json!([]),
+            status: "applying".into(),
+        })?;
+        assert_eq!(
+            store.promoted_release("api", "production")?.as_deref(),
+            Some("sha256:c"),
+            "the apply loads the promotion it is applying"
+        );
+        store.set_promotion_status(id, "failed")?;
+        assert_eq!(
+            store.promoted_release("api", "production")?.as_deref(),
+            Some("sha256:b")
+        );
+        assert!(store.promotion_failed("api", "production", "sha256:c")?);
+        assert!(!store.promotion_failed("api", "production", "sha256:b")?);
         assert_eq!(store.promoted_release("web", "production")?, None);
         let all = store.promotions(Some("api"))?;
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].gates[0]["gate"], "soak");
+        assert_eq!(all.len(), 3, "failed ones stay on record");
+        assert_eq!(all[0].status, "failed");
+        assert_eq!(all[1].gates[0]["gate"], "soak");
         Ok(())
     }
 

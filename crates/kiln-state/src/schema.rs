@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (7, INCIDENTS),
     (8, PROMOTIONS),
     (9, RUNBOOKS),
+    (10, PROMOTION_STATUS),
 ];
 
 /// The newest schema version this binary understands.
@@ -282,6 +283,13 @@ CREATE TABLE runbook_steps (
     finished_at INTEGER,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+"#;
+
+/// A promotion is recorded before its apply (the apply loads the promoted release from it)
+/// and marked `applied` or `failed` after; a failed one no longer says what the environment
+/// runs. Promotions recorded before this migration were applied.
+const PROMOTION_STATUS: &str = r#"
+ALTER TABLE promotions ADD COLUMN status TEXT NOT NULL DEFAULT 'applied';
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

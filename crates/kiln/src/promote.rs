@@ -2,8 +2,10 @@
 //! one environment to the next behind its gates. The facts the gates look at are gathered here
 //! (deploy, release and run records from the state store; readiness and firing alerts from the
 //! control plane); the verdicts are `kiln_delivery::gates::evaluate`, a pure function. A
-//! promotion is recorded in the state store and then applied like `kiln deploy`: the target
-//! environment's service runs the promoted digest, never a rebuild.
+//! promotion is recorded in the state store (`applying`) and then applied like `kiln deploy`:
+//! the target environment's service runs the promoted digest, never a rebuild. The record is
+//! then marked `applied`, or `failed`, and a failed promotion no longer says what the
+//! environment runs (nor is it tried again automatically).
 
 use std::path::Path;
 
@@ -109,18 +111,54 @@ pub async fn promote(dir: &Path, args: &PromoteArgs) -> Result<(), Failure> {
     }
     // Recorded first, so the apply's load of the stack gives the service the promoted digest.
     let stream = crate::commands::control_plane(dir).await?;
-    let select = record(dir, &stack, &target, &release, &verdicts, &ops::who())?;
-    crate::commands::apply_through_control_plane(
+    let recorded = record(dir, &stack, &target, &release, &verdicts, &ops::who())?;
+    let result = crate::commands::apply_through_control_plane(
         stream,
-        select,
+        recorded.select.clone(),
         Vec::new(),
         "promote",
         &args.output,
     )
-    .await
+    .await;
+    recorded.finish(dir, result.as_ref().err().map(Failure::message))?;
+    result
 }
 
-/// Records the promotion; returns what an apply of it selects.
+/// A promotion recorded and about to be applied.
+struct Recorded {
+    id: i64,
+    /// The target environment's service (`environments.production.services.api`).
+    address: String,
+    release: String,
+    /// What an apply of it selects.
+    select: Selection,
+}
+
+impl Recorded {
+    /// Marks the promotion applied, or failed with `why`.
+    fn finish(&self, dir: &Path, failed: Option<&str>) -> Result<(), Failure> {
+        let mut store = ops::open_store(dir)?;
+        let Some(why) = failed else {
+            store.set_promotion_status(self.id, "applied")?;
+            return Ok(());
+        };
+        store.set_promotion_status(self.id, "failed")?;
+        store.append_event(&kiln_state::NewEvent {
+            kind: "promotion.failed".into(),
+            address: Some(self.address.clone()),
+            serial: None,
+            message: format!(
+                "the promotion of {} to {} failed to apply; it runs what it ran before: {why}",
+                kiln_deploy::release::short(&self.release),
+                self.address
+            ),
+            data: serde_json::json!({ "release": self.release, "reason": why }),
+        })?;
+        Ok(())
+    }
+}
+
+/// Records the promotion as `applying`.
 fn record(
     dir: &Path,
     stack: &Stack,
@@ -128,9 +166,9 @@ fn record(
     release: &str,
     verdicts: &[Verdict],
     by: &str,
-) -> Result<Selection, Failure> {
+) -> Result<Recorded, Failure> {
     let mut store = ops::open_store(dir)?;
-    store.record_promotion(&PromotionRecord {
+    let id = store.record_promotion(&PromotionRecord {
         service: target.service.clone(),
         environment: target.to.name.clone(),
         from_env: target.rule.from.clone(),
@@ -138,6 +176,7 @@ fn record(
         promoted_by: by.to_owned(),
         promoted_at: now_ms(),
         gates: serde_json::to_value(verdicts).unwrap_or_default(),
+        status: "applying".into(),
     })?;
     store.append_event(&kiln_state::NewEvent {
         kind: "promotion.recorded".into(),
@@ -162,9 +201,14 @@ fn record(
             .filter(|a| a.starts_with(&prefix) && **a != target.to_address())
             .cloned(),
     );
-    Ok(Selection {
-        targets,
-        ..Selection::default()
+    Ok(Recorded {
+        id,
+        address: target.to_address(),
+        release: release.to_owned(),
+        select: Selection {
+            targets,
+            ..Selection::default()
+        },
     })
 }
 
@@ -190,10 +234,10 @@ pub async fn auto_promote(
         if *stop.borrow() {
             return;
         }
-        for (select, message) in auto_promotions(&dir).await {
+        for (recorded, message) in auto_promotions(&dir).await {
             announce(&ops::Event::Note { message });
             let request = ops::ApplyRequest {
-                select,
+                select: recorded.select.clone(),
                 parallelism: 10,
                 trigger: "promote".into(),
                 ..ops::ApplyRequest::default()
@@ -205,6 +249,7 @@ pub async fn auto_promote(
                 Ok(Err(failure)) => Some(failure.message().to_owned()),
                 Err(_) => return,
             };
+            let _ = recorded.finish(&dir, failed.as_deref());
             if let Some(why) = failed {
                 announce(&ops::Event::Note {
                     message: format!("kiln: automatic promotion failed to apply: {why}"),
@@ -215,7 +260,7 @@ pub async fn auto_promote(
 }
 
 /// The promotions whose gates all pass now, recorded, with what to apply and a note each.
-async fn auto_promotions(dir: &Path) -> Vec<(Selection, String)> {
+async fn auto_promotions(dir: &Path) -> Vec<(Recorded, String)> {
     let Ok(stack) = ops::load_stack(dir) else {
         return Vec::new();
     };
@@ -243,7 +288,12 @@ async fn auto_promotions(dir: &Path) -> Vec<(Selection, String)> {
                 let current = crate::deploys::current_release(&store, &target.source_address());
                 let promoted = store.promoted_release(&target.service, &environment.name);
                 match (current, promoted) {
-                    (Ok(Some(current)), Ok(promoted)) if promoted.as_deref() != Some(&current) => {
+                    (Ok(Some(current)), Ok(promoted))
+                        if promoted.as_deref() != Some(&current)
+                            && !store
+                                .promotion_failed(&target.service, &environment.name, &current)
+                                .unwrap_or(true) =>
+                    {
                         current
                     }
                     _ => continue,
@@ -255,9 +305,10 @@ async fn auto_promotions(dir: &Path) -> Vec<(Selection, String)> {
             if !gates::all_pass(&verdicts) {
                 continue;
             }
-            if let Ok(select) = record(dir, &stack, &target, &candidate, &verdicts, "kiln (auto)") {
+            if let Ok(recorded) = record(dir, &stack, &target, &candidate, &verdicts, "kiln (auto)")
+            {
                 out.push((
-                    select,
+                    recorded,
                     format!(
                         "kiln: promoting {} {} from {} to {} (every gate passed)",
                         target.service,

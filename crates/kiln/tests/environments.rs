@@ -197,3 +197,53 @@ fn a_release_moves_from_staging_to_production_behind_its_gates() {
         tally.bodies
     );
 }
+
+/// Like `RELEASE_SERVER`, but a release whose `mode` is `prod-broken` fails its health check
+/// where `GREETING` is `prod` only: it passes staging and fails in production.
+const PROD_BREAKS: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const read = (f, d) => { try { return fs.readFileSync(f, 'utf8').trim(); } catch { return d; } };
+const mode = read('mode', 'ok');
+const version = read('version', '0');
+const broken = mode === 'prod-broken' && process.env.GREETING === 'prod';
+const server = http.createServer((req, res) => {
+  if (req.url === '/healthz') { res.statusCode = broken ? 503 : 200; return res.end(mode); }
+  res.end('v' + version + ' ' + process.env.GREETING);
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
+#[test]
+fn a_promotion_that_fails_to_apply_does_not_become_what_production_runs() {
+    let stack = STACK
+        .replace("soak: 1s, approval: true", "soak: 0s")
+        .replace("healthy_deadline: 10s", "healthy_deadline: 3s");
+    let s = Scratch::new(&stack);
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    std::fs::write(s.file("app/server.js"), PROD_BREAKS).unwrap();
+    release(&s, 1, "ok");
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = Down(&s);
+    s.ok(&["promote", "app", "--to", "production"]);
+    let v1 = running(&s, "app.production");
+    assert!(v1.starts_with("sha256:"), "{v1}");
+
+    // Healthy in staging, unhealthy in production: the promotion's deploy rolls back.
+    release(&s, 2, "prod-broken");
+    s.ok(&["deploy", "app.staging"]);
+    let failed = s.run(&["promote", "app", "--to", "production"]);
+    assert!(!failed.status.success(), "{failed:?}");
+    assert_eq!(running(&s, "app.production"), v1);
+
+    // The failed promotion is on record, and no longer what production should run: the next
+    // plan changes nothing there, and the control plane does not retry it.
+    let events = s.ok(&["events"]);
+    assert!(events.contains("failed to apply"), "{events}");
+    let plan = s.ok(&["plan"]);
+    assert!(
+        !plan.contains("environments.production.services.app"),
+        "{plan}"
+    );
+}
