@@ -323,6 +323,159 @@ source:
     );
 }
 
+/// Answers `v<version>`; a `version` of `sick` is never ready (it passes the tests, then
+/// fails health wherever it is deployed).
+const ENV_SERVER: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const version = fs.readFileSync('version', 'utf8').trim();
+const server = http.createServer((req, res) => {
+  if (req.url === '/healthz') { res.statusCode = version === 'sick' ? 503 : 200; return res.end(version); }
+  res.end('v' + version);
+});
+server.keepAliveTimeout = 30000;
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => { server.close(() => process.exit(0)); server.closeIdleConnections(); });
+"#;
+
+/// The whole path with environments: a push's pipeline builds the release once, staging
+/// deploys it by itself, production promotes it by itself once its gates pass (the run
+/// succeeded, a soak in staging), under constant load on production's route; a push that
+/// breaks a test deploys nowhere, and one whose release fails health in staging is rolled back
+/// there and never reaches production.
+#[test]
+fn a_push_reaches_production_through_staging_and_its_gates() {
+    let origin = tempfile::tempdir().unwrap();
+    let bare = origin.path().join("app.git");
+    git(origin.path(), &["init", "-q", "--bare", "app.git"]);
+    let s = Scratch::new(&format!(
+        r#"
+name: staged
+ingress: {{ listen: "127.0.0.1:0" }}
+source: {{ repo: {}, branches: [main], poll: off }}
+services:
+  app:
+    release: {{ pipeline: ci, artifact: app }}
+    run: node server.js
+    replicas: 2
+    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 1s, failure_threshold: 1 }} }}
+    stop: {{ grace: 5s }}
+    deploy: {{ strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 3s }}
+routes:
+  - {{ host: app.localhost, path: /, service: app }}
+environments:
+  staging:
+    routes: [ {{ host: staging.app.localhost, path: /, service: app }} ]
+    deploy: {{ auto: true }}
+  production:
+    promote: {{ from: staging, soak: 1s, pipeline: ci, auto: true }}
+"#,
+        bare.display()
+    ));
+    project(&s);
+    std::fs::write(s.file("server.js"), ENV_SERVER).unwrap();
+    git(s.path(), &["commit", "-qam", "the environments' server"]);
+    git(s.path(), &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let dev = origin.path().join("dev");
+    git(origin.path(), &["clone", "-q", "app.git", "dev"]);
+    s.ok(&["ci", "run", "ci.yml"]);
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = Down(&s);
+    let addr = s.json(&["status", "--json"])["ingress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let production = || common::get_body(&addr, "app.localhost");
+    let staging = || common::get_body(&addr, "staging.app.localhost");
+    assert!(
+        wait_until(Duration::from_secs(60), || production() == "v1"),
+        "the first release reaches production by promotion: {}",
+        s.ok(&["events", "--limit", "40"])
+    );
+    let load = common::Load::start(&addr, "app.localhost", "/", 2);
+
+    // Green: built once, deployed to staging, promoted to production.
+    let green = commit_version(&dev, "2");
+    git(&dev, &["push", "-q", "origin", "main"]);
+    assert!(
+        wait_until(Duration::from_secs(90), || production() == "v2"),
+        "{}",
+        s.ok(&["events", "--limit", "40"])
+    );
+    let v2 = s.json(&["releases", "app.staging", "--json"])["current"].clone();
+    // A rolling deploy serves before it finishes; the state records it once it has.
+    assert!(
+        wait_until(Duration::from_secs(30), || s.json(&[
+            "releases",
+            "app.production",
+            "--json"
+        ])["current"]
+            == v2),
+        "production runs the digest staging was deployed"
+    );
+    let release = s.json(&["releases", "app.staging", "--json"])["releases"][0].clone();
+    assert_eq!(release["commit"], green, "{release:#}");
+
+    // Red: a failing test deploys nowhere.
+    let red = commit_version(&dev, "broken");
+    git(&dev, &["push", "-q", "origin", "main"]);
+    assert!(wait_until(Duration::from_secs(60), || finished(&s, &red).is_some()));
+    let event = finished(&s, &red).unwrap();
+    assert_eq!(event["data"]["runs"][0]["status"], "failure", "{event:#}");
+    assert_eq!(
+        event["data"]["deployed"],
+        serde_json::json!([]),
+        "{event:#}"
+    );
+
+    // Sick: green pipeline, unhealthy in staging: rolled back there, never promoted.
+    let sick = commit_version(&dev, "sick");
+    git(&dev, &["push", "-q", "origin", "main"]);
+    assert!(wait_until(Duration::from_secs(60), || finished(&s, &sick).is_some()));
+    let event = finished(&s, &sick).unwrap();
+    assert_eq!(event["data"]["runs"][0]["status"], "success", "{event:#}");
+    assert_ne!(
+        event["data"]["deployed"][0]["result"], "deployed",
+        "{event:#}"
+    );
+    assert_eq!(staging(), "v2");
+    assert_eq!(
+        s.json(&["releases", "app.staging", "--json"])["current"],
+        v2
+    );
+    let staged = s.json(&["releases", "app.staging", "--json"]);
+    let sick_release = staged["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["commit"] == sick)
+        .map(|r| r["digest"].clone())
+        .unwrap_or_else(|| panic!("the sick release was made: {staged:#}"));
+    let events = s.json(&["events", "--json", "--limit", "500"]);
+    let promoted: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "promotion.recorded")
+        .map(|e| &e["data"]["release"])
+        .collect();
+    assert!(promoted.contains(&&v2), "{promoted:?}");
+    assert!(!promoted.contains(&&sick_release), "{promoted:?}");
+    assert_eq!(production(), "v2");
+
+    let tally = load.finish();
+    tally.assert_none_failed();
+    assert!(tally.bodies.contains_key("v2"), "{:?}", tally.bodies);
+    assert!(
+        !tally
+            .bodies
+            .keys()
+            .any(|b| b.contains("sick") || b.contains("broken")),
+        "{:?}",
+        tally.bodies
+    );
+}
+
 /// The stack's own repository, polled: a commit on `main` is picked up by `git ls-remote`,
 /// and one on another branch is not followed.
 #[test]
