@@ -113,6 +113,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         alerting: crate::alerting::Alerting::default(),
         environments: Vec::new(),
         environment_names: Vec::new(),
+        shared_service_spans: Vec::new(),
         promoted_scopes: Vec::new(),
         awaiting_promotion: Vec::new(),
         runbooks: crate::runbooks::Runbooks::new(),
@@ -141,9 +142,27 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         alerting,
         environments,
         runbooks,
+        shared_service_spans,
         ..
     } = cx;
     if !diags.is_empty() {
+        let mut diags = diags;
+        // Every environment's services are copies of the root `services:`: a mistake written
+        // there is the user's `services.NAME...`, said once, not once per environment.
+        let written_in_services = |span: Option<Span>| {
+            span.is_some_and(|s| {
+                shared_service_spans
+                    .iter()
+                    .any(|o| o.file == s.file && o.start <= s.start && s.end <= o.end)
+            })
+        };
+        for environment in &environments {
+            diags.rewrite_key_prefix(
+                &format!("{}services.", environment.prefix()),
+                "services.",
+                written_in_services,
+            );
+        }
         return Err(Box::new(LoadFailure {
             sources,
             diagnostics: diags.into_sorted(),
@@ -215,6 +234,8 @@ struct Compiler<'fs> {
     environments: Vec<crate::environments::Environment>,
     /// Every name under `environments:`, to tell "declared later" from "unknown".
     environment_names: Vec<String>,
+    /// Where the root `services:` entries are written, when environments copy them.
+    shared_service_spans: Vec<Span>,
     /// Scopes of environments that receive releases by promotion rather than building them.
     promoted_scopes: Vec<ScopeId>,
     /// Services of promoted environments to which no release has been promoted yet.

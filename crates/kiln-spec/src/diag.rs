@@ -162,6 +162,24 @@ impl Diagnostics {
         self.list.truncate(len);
     }
 
+    /// Rewrites key paths starting with `from` to start with `to` instead, for the
+    /// diagnostics whose place `applies`.
+    pub(crate) fn rewrite_key_prefix(
+        &mut self,
+        from: &str,
+        to: &str,
+        applies: impl Fn(Option<Span>) -> bool,
+    ) {
+        for d in &mut self.list {
+            if !applies(d.span) {
+                continue;
+            }
+            if let Some(rest) = d.key_path.strip_prefix(from) {
+                d.key_path = format!("{to}{rest}");
+            }
+        }
+    }
+
     /// Everything recorded, in file then position order (stable for snapshots).
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.list

@@ -273,7 +273,7 @@ environments:
     );
     let paths: Vec<&str> = found.iter().map(|(_, p)| p.as_str()).collect();
     for expected in [
-        "environments.staging.services.web.bogus",
+        "services.web.bogus",
         "environments.staging.vars.greting",
         "environments.staging.promote.from",
         "environments.qa.promote.from",

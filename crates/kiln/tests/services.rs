@@ -212,6 +212,19 @@ fn services_without_a_control_plane_say_how_to_start_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("kiln up"));
 }
 
+/// [`http_get`], or `None` while nothing answers with JSON.
+fn try_http_get(port: u16) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
+}
+
 fn http_get(port: u16) -> serde_json::Value {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -314,7 +327,16 @@ services:
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap();
-    assert_eq!(http_get(port)["service"], "slow");
+    // The stable address learns of the ready instance from the supervisor's events, a
+    // moment after the apply saw it ready.
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = try_http_get(port);
+            last.as_ref().is_some_and(|r| r["service"] == "slow")
+        }),
+        "{last:?}"
+    );
     s.ok(&["down"]);
 }
 

@@ -152,6 +152,17 @@ impl Compiler<'_> {
             // The services are the same nodes in every environment: their mistakes are
             // reported once, from the first.
             let before = self.diags.len();
+            if position == 0 {
+                self.shared_service_spans = declared
+                    .services
+                    .iter()
+                    .map(|(key, node)| Span {
+                        file: key.span.file,
+                        start: key.span.start,
+                        end: node.span.end.max(key.span.end),
+                    })
+                    .collect();
+            }
             for (service_key, service_node) in &declared.services {
                 self.resource(
                     scope,
@@ -549,17 +560,20 @@ impl Compiler<'_> {
                 );
             }
             Some(Ok(None)) => self.awaiting_promotion.push(address.to_owned()),
+            // Placed at the environment: the service is written once for all of them, the
+            // record that cannot be read is this environment's.
             Some(Err(err)) => self.emit(
                 Diagnostic::new(
                     Code::BadSource,
-                    span,
+                    environment.span,
                     address,
                     format!(
                         "cannot read the release promoted to `{}`: {err}",
                         environment.name
                     ),
                 )
-                .label("this service's release is the one promoted to its environment")
+                .label("its services run the release promoted to it")
+                .related(span, "this service's release")
                 .help("check `.kiln/state.db` (`kiln state list`)"),
             ),
         }
