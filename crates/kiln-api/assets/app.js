@@ -377,13 +377,14 @@ function runbookRuns(runs) {
 
 function runbookPanel(doc) {
   if (!doc) return '<aside class="runbook"><p class="muted">This alert names no runbook.</p></aside>';
-  const body = !doc.declared
+  const body = doc.error ? `<p class="error">Cannot read this runbook: ${esc(doc.error)}</p>`
+    : !doc.declared
     ? `<p class="error">The stack declares no runbook named <code>${esc(doc.name)}</code> any more.</p>`
     // doc_html is rendered by the server from Markdown with every raw HTML tag escaped and
     // unsafe links dropped (kiln-api's markdown.rs): it is the only markup put in as is.
     : doc.doc_html ? `<div class="doc">${doc.doc_html}</div>` : '<p class="muted">This runbook has no description.</p>';
   return `<aside class="runbook" data-runbook="${esc(doc.name)}"><h3>Runbook <code>${esc(doc.name)}</code></h3>${body}
-    ${doc.declared ? `<h4>Latest runs</h4>${runbookRuns(doc.runs)}` : ''}</aside>`;
+    ${doc.declared && !doc.error ? `<h4>Latest runs</h4>${runbookRuns(doc.runs)}` : ''}</aside>`;
 }
 
 async function alertsPage() {

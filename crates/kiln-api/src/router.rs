@@ -521,6 +521,9 @@ pub struct RunbookPanel {
     pub doc_html: String,
     /// Its latest runs, newest first.
     pub runs: Vec<RunbookRunView>,
+    /// Why it could not be read (the stack's files do not load), if it could not: the
+    /// alerts are shown all the same.
+    pub error: Option<String>,
 }
 
 /// An alert that is pending or firing, with its runbook.
@@ -577,7 +580,13 @@ async fn alerts<D: DashboardData>(State(data): State<Arc<D>>) -> Response {
                 if !panels.contains_key(name) {
                     let panel = match data.runbook(name, RUNBOOK_RUNS).await {
                         Ok(doc) => runbook_panel(name, doc),
-                        Err(e) => return e.into_response(),
+                        Err(e) => RunbookPanel {
+                            name: name.clone(),
+                            declared: true,
+                            doc_html: String::new(),
+                            runs: Vec::new(),
+                            error: Some(e.to_string()),
+                        },
                     };
                     panels.insert(name.clone(), panel);
                 }
@@ -601,12 +610,14 @@ fn runbook_panel(name: &str, doc: Option<RunbookDoc>) -> RunbookPanel {
             declared: true,
             doc_html: crate::markdown::to_html(&doc.description),
             runs: doc.runs,
+            error: None,
         },
         None => RunbookPanel {
             name: name.to_owned(),
             declared: false,
             doc_html: String::new(),
             runs: Vec::new(),
+            error: None,
         },
     }
 }

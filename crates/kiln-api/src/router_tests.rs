@@ -283,11 +283,15 @@ impl DashboardData for Fake {
             alert("api-down", "firing", Some("recover")),
             alert("disk", "firing", None),
             alert("old", "firing", Some("removed-since")),
+            alert("unreadable", "pending", Some("broken")),
         ])
     }
 
     async fn runbook(&self, name: &str, runs: usize) -> Result<Option<RunbookDoc>, DataError> {
         self.runbooks_asked.lock().unwrap().push(name.to_owned());
+        if name == "broken" {
+            return Err(DataError::Internal("kiln.yaml does not load".into()));
+        }
         Ok((name == "recover").then(|| RunbookDoc {
             name: name.into(),
             description: "# Recover\n\nRestart **api**.\n\n<script>alert('x')</script>\n\n[bad](javascript:alert(1))".into(),
@@ -529,7 +533,7 @@ async fn alerts_show_firing_then_pending_with_their_runbook_rendered_safely() {
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         texts(&page["alerts"], "name"),
-        ["api-down", "disk", "old", "latency-high"]
+        ["api-down", "disk", "old", "latency-high", "unreadable"]
     );
     let first = &page["alerts"][0];
     assert_eq!(first["state"], "firing");
@@ -551,9 +555,14 @@ async fn alerts_show_firing_then_pending_with_their_runbook_rendered_safely() {
     assert_eq!(gone["doc_html"], "");
     // The pending alert shares the firing one's runbook: read once.
     assert_eq!(page["alerts"][3]["runbook_doc"]["name"], "recover");
+    assert_eq!(doc["error"], serde_json::Value::Null);
+    // A runbook that cannot be read says why; the alerts are shown all the same.
+    let broken = &page["alerts"][4]["runbook_doc"];
+    assert_eq!(broken["error"], "kiln.yaml does not load");
+    assert_eq!(broken["doc_html"], "");
     assert_eq!(
         fake.runbooks_asked.lock().unwrap().as_slice(),
-        ["recover", "removed-since"]
+        ["recover", "removed-since", "broken"]
     );
     assert_eq!(page["warning"], serde_json::Value::Null);
 
