@@ -349,10 +349,118 @@ async function eventsPage(params) {
     <tbody>${rows || '<tr><td colspan="4" class="muted">No events of this kind.</td></tr>'}</tbody></table></div></section>`;
 }
 
+// ---- alerts and incidents ---------------------------------------------------------------
+
+// A time in ms as `when` shows RFC 3339 text.
+const whenMs = (ms) => (ms == null ? '–' : when(new Date(ms).toISOString()));
+
+function alertClass(state) {
+  if (state === 'firing') return 'bad';
+  if (state === 'pending') return 'warn';
+  return 'idle';
+}
+
+function incidentClass(state) {
+  if (state === 'open') return 'bad';
+  if (state === 'acknowledged' || state === 'mitigated') return 'warn';
+  return 'ok';
+}
+
+function runbookRuns(runs) {
+  if (!runs.length) return '<p class="muted small">No run recorded yet.</p>';
+  const rows = runs.map((r) => `<tr data-run-status="${esc(r.status)}"><td>${pill(r.status)}${r.dry_run ? ' <span class="pill idle">dry run</span>' : ''}</td>
+    <td>${esc(r.trigger)}</td><td class="wrap">${esc(r.triggered_by)}</td><td><code>${esc(r.target)}</code></td>
+    <td class="nowrap">${whenMs(r.started_ms)}</td><td class="num">${r.finished_ms == null ? '–' : duration(r.finished_ms - r.started_ms)}</td>
+    <td class="wrap">${esc(r.detail)}</td></tr>`).join('');
+  return `<div class="scroll"><table class="compact"><thead><tr><th>Status</th><th>Trigger</th><th>By</th><th>Target</th><th>Started</th><th class="num">Took</th><th>Detail</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
+function runbookPanel(doc) {
+  if (!doc) return '<aside class="runbook"><p class="muted">This alert names no runbook.</p></aside>';
+  const body = doc.error ? `<p class="error">Cannot read this runbook: ${esc(doc.error)}</p>`
+    : !doc.declared
+    ? `<p class="error">The stack declares no runbook named <code>${esc(doc.name)}</code> any more.</p>`
+    // doc_html is rendered by the server from Markdown with every raw HTML tag escaped and
+    // unsafe links dropped (kiln-api's markdown.rs): it is the only markup put in as is.
+    : doc.doc_html ? `<div class="doc">${doc.doc_html}</div>` : '<p class="muted">This runbook has no description.</p>';
+  return `<aside class="runbook" data-runbook="${esc(doc.name)}"><h3>Runbook <code>${esc(doc.name)}</code></h3>${body}
+    ${doc.declared && !doc.error ? `<h4>Latest runs</h4>${runbookRuns(doc.runs)}` : ''}</aside>`;
+}
+
+async function alertsPage() {
+  const page = await api('/api/alerts');
+  const warning = page.warning ? `<p class="error">${esc(page.warning)}</p>` : '';
+  if (!page.alerts.length) {
+    return `<h1>Alerts</h1>${warning}<p class="muted">No alert is firing or pending.</p>`;
+  }
+  const cards = page.alerts.map((a) => {
+    const labels = Object.entries(a.labels).filter(([k]) => k !== 'alertname')
+      .map(([k, v]) => `<code>${esc(k)}=${esc(v)}</code>`).join(' ');
+    const notes = Object.entries(a.annotations)
+      .map(([k, v]) => `<div><dt>${esc(k)}</dt><dd class="wrap">${esc(v)}</dd></div>`).join('');
+    return `<article class="card alert" data-alert="${esc(a.name)}" data-state="${esc(a.state)}">
+      <div class="alert-main">
+        <header><h2>${esc(a.name)}</h2>${pill(a.state, alertClass(a.state))}${a.muted ? pill(a.muted, 'idle') : ''}</header>
+        <dl class="facts"><div><dt>Since</dt><dd>${whenMs(a.since_ms)}</dd></div>
+          <div><dt>Active from</dt><dd>${whenMs(a.active_at_ms)}</dd></div>
+          <div><dt>Value</dt><dd>${a.value == null ? '–' : esc(number(a.value, 3))}</dd></div></dl>
+        <p class="labels">${labels}</p>
+        ${notes ? `<dl class="notes">${notes}</dl>` : ''}
+      </div>
+      ${runbookPanel(a.runbook_doc)}
+    </article>`;
+  }).join('');
+  return `<h1>Alerts</h1>${warning}<section class="alerts">${cards}</section>`;
+}
+
+function incidentRows(list) {
+  return list.map((i) => `<tr data-incident="${i.id}"><td><a href="#/incidents/${i.id}">#${i.id}</a></td>
+    <td class="wrap">${esc(i.title)}</td><td>${esc(i.service)}</td><td>${pill(i.state, incidentClass(i.state))}</td>
+    <td>${esc(i.severity)}</td><td class="nowrap">${whenMs(i.detected_ms)}</td>
+    <td class="num">${duration(i.time_to_acknowledge_ms)}</td><td class="num">${duration(i.time_to_mitigate_ms)}</td>
+    <td class="num">${duration(i.time_to_restore_ms)}</td></tr>`).join('');
+}
+
+function incidentTable(list, empty) {
+  if (!list.length) return `<p class="muted">${empty}</p>`;
+  return `<div class="scroll"><table class="incidents"><thead><tr><th>Incident</th><th>Title</th><th>Service</th><th>State</th><th>Severity</th><th>Detected</th>
+    <th class="num" title="time to acknowledge">TTA</th><th class="num" title="time to mitigate">TTM</th><th class="num" title="time to restore">TTR</th></tr></thead>
+    <tbody>${incidentRows(list)}</tbody></table></div>`;
+}
+
+async function incidentsPage() {
+  const page = await api('/api/incidents');
+  return `<h1>Incidents</h1>
+    <section class="card"><h3>Open</h3>${incidentTable(page.open, 'No open incident.')}</section>
+    <section class="card"><h3>Recently resolved</h3>${incidentTable(page.recent, 'No resolved incident yet.')}</section>`;
+}
+
+async function incidentPage(id) {
+  const i = await api(`/api/incidents/${encodeURIComponent(id)}`);
+  const detected = i.milestones.length ? i.milestones[0].at_ms : null;
+  const milestones = i.milestones.map((m) => `<tr data-milestone="${esc(m.name)}"><td>${esc(m.name)}</td><td class="nowrap">${whenMs(m.at_ms)}</td>
+    <td>${esc(m.actor || '–')}</td><td class="num">${m.at_ms == null || detected == null ? '–' : duration(m.at_ms - detected)}</td></tr>`).join('');
+  const alerts = i.alerts.map((a) => `<tr><td>${esc(a.name)}</td><td class="nowrap">${whenMs(a.fired_ms)}</td>
+    <td class="nowrap">${a.resolved_ms == null ? pill('firing', 'bad') : whenMs(a.resolved_ms)}</td><td class="num">${a.firings}</td></tr>`).join('');
+  const timeline = i.timeline.map((e) => `<tr data-kind="${esc(e.kind)}"><td class="nowrap">${whenMs(e.at_ms)}</td><td>${esc(e.actor)}</td>
+    <td>${pill(e.kind, kindClass(e.kind))}</td><td class="wrap">${esc(e.text)}</td></tr>`).join('');
+  return `<p class="crumbs"><a href="#/incidents">Incidents</a> / #${i.id}</p>
+    <div class="titlebar"><h1>#${i.id} ${esc(i.title)}</h1>${pill(i.state, incidentClass(i.state))}</div>
+    <dl class="facts card"><div><dt>Service</dt><dd>${esc(i.service)}</dd></div><div><dt>Severity</dt><dd>${esc(i.severity)}</dd></div>
+      <div><dt>Detected</dt><dd>${whenMs(i.detected_ms)}</dd></div>
+      <div><dt>Time to acknowledge</dt><dd>${duration(i.time_to_acknowledge_ms)}</dd></div>
+      <div><dt>Time to mitigate</dt><dd>${duration(i.time_to_mitigate_ms)}</dd></div>
+      <div><dt>Time to restore</dt><dd>${duration(i.time_to_restore_ms)}</dd></div></dl>
+    <section class="card"><h3>Milestones</h3><div class="scroll"><table class="compact"><thead><tr><th>Milestone</th><th>When</th><th>Who</th><th class="num">After detection</th></tr></thead><tbody>${milestones}</tbody></table></div></section>
+    <section class="card"><h3>Alerts</h3><div class="scroll"><table class="compact"><thead><tr><th>Alert</th><th>Fired</th><th>Resolved</th><th class="num">Firings</th></tr></thead><tbody>${alerts || '<tr><td colspan="4" class="muted">none</td></tr>'}</tbody></table></div></section>
+    <section class="card"><h3>Timeline</h3><div class="scroll"><table class="events timeline"><thead><tr><th>Time</th><th>Actor</th><th>Kind</th><th>What</th></tr></thead>
+    <tbody>${timeline}</tbody></table></div></section>`;
+}
+
 function kindClass(kind) {
-  if (/exited|crash|unhealthy|fail|rolled|orphan|drift/.test(kind)) return 'bad';
-  if (/ready|finished|succeeded|adopted/.test(kind)) return 'ok';
-  if (/restart|stopp|scaled/.test(kind)) return 'warn';
+  if (/exited|crash|unhealthy|fail|rolled|rollback|orphan|drift|fired|reopened/.test(kind)) return 'bad';
+  if (/ready|finished|succeeded|adopted|resolved|mitigated/.test(kind)) return 'ok';
+  if (/restart|stopp|scaled|acknowledged/.test(kind)) return 'warn';
   return 'info';
 }
 
@@ -371,6 +479,9 @@ function view() {
   if (parts[0] === 'runs' && parts[1]) return ['runs', () => runPage(parts[1])];
   if (parts[0] === 'runs') return ['runs', runsPage];
   if (parts[0] === 'events') return ['events', () => eventsPage(params)];
+  if (parts[0] === 'alerts') return ['alerts', alertsPage];
+  if (parts[0] === 'incidents' && parts[1]) return ['incidents', () => incidentPage(parts[1])];
+  if (parts[0] === 'incidents') return ['incidents', incidentsPage];
   return ['overview', overviewPage];
 }
 

@@ -12,6 +12,7 @@
 
 mod assets;
 pub mod charts;
+pub mod markdown;
 mod router;
 pub mod uptime;
 pub mod view;

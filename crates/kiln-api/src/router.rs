@@ -16,9 +16,16 @@ use serde::{Deserialize, Serialize};
 use crate::charts::{self, Chart, Grid};
 use crate::uptime::{self, Uptime};
 use crate::view::{
-    Annotation, EventFilter, EventView, InstanceView, RouteView, RunDetail, RunSummary, Series,
-    Snapshot, TimeRange,
+    AlertView, Annotation, EventFilter, EventView, IncidentDetail, IncidentSummary, InstanceView,
+    RouteView, RunDetail, RunSummary, RunbookDoc, RunbookRunView, Series, Snapshot, TimeRange,
 };
+
+/// How many resolved incidents the incidents page lists.
+const RECENT_INCIDENTS: usize = 50;
+/// How many open incidents it lists at most.
+const OPEN_INCIDENTS: usize = 1000;
+/// How many runs of a runbook are shown beside an alert.
+const RUNBOOK_RUNS: usize = 5;
 
 /// Why a source could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +80,26 @@ pub trait DashboardData: Send + Sync + 'static {
         &self,
         range: TimeRange,
     ) -> impl Future<Output = Result<Vec<Annotation>, DataError>> + Send;
+    /// Incidents, newest first, at most `limit`; with `open_only`, those not resolved.
+    fn incidents(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<IncidentSummary>, DataError>> + Send;
+    /// One incident with its milestones and timeline; none when there is no such incident.
+    fn incident(
+        &self,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<IncidentDetail>, DataError>> + Send;
+    /// Every alert the evaluator holds now ([`DataError::Unavailable`] without an evaluator).
+    fn alerts(&self) -> impl Future<Output = Result<Vec<AlertView>, DataError>> + Send;
+    /// A declared runbook's documentation and its latest `runs`; none when no runbook has
+    /// this name.
+    fn runbook(
+        &self,
+        name: &str,
+        runs: usize,
+    ) -> impl Future<Output = Result<Option<RunbookDoc>, DataError>> + Send;
     /// The time now (ms); a parameter so tests can fix it.
     fn now_ms(&self) -> i64;
 }
@@ -91,6 +118,9 @@ pub fn router<D: DashboardData>(data: Arc<D>) -> axum::Router {
         .route("/api/runs/{id}", get(run::<D>))
         .route("/api/runs/{id}/logs/{job}", get(run_log::<D>))
         .route("/api/annotations", get(annotations::<D>))
+        .route("/api/incidents", get(incidents::<D>))
+        .route("/api/incidents/{id}", get(incident::<D>))
+        .route("/api/alerts", get(alerts::<D>))
         .fallback(not_found)
         .with_state(data)
 }
@@ -445,6 +475,150 @@ async fn annotations<D: DashboardData>(
             Json(list).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// `/api/incidents`: the open ones, then the latest resolved ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentsPage {
+    /// Not resolved, newest first.
+    pub open: Vec<IncidentSummary>,
+    /// Resolved, newest first.
+    pub recent: Vec<IncidentSummary>,
+}
+
+async fn incidents<D: DashboardData>(State(data): State<Arc<D>>) -> Response {
+    let open = match data.incidents(true, OPEN_INCIDENTS).await {
+        Ok(list) => list,
+        Err(e) => return e.into_response(),
+    };
+    let recent = match data.incidents(false, RECENT_INCIDENTS).await {
+        Ok(list) => list
+            .into_iter()
+            .filter(|i| !open.iter().any(|o| o.id == i.id))
+            .collect(),
+        Err(e) => return e.into_response(),
+    };
+    Json(IncidentsPage { open, recent }).into_response()
+}
+
+async fn incident<D: DashboardData>(State(data): State<Arc<D>>, Path(id): Path<i64>) -> Response {
+    match data.incident(id).await {
+        Ok(Some(detail)) => Json(detail).into_response(),
+        Ok(None) => failure(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A runbook beside the alerts that name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunbookPanel {
+    /// Its name.
+    pub name: String,
+    /// Whether the stack still declares it (an alert may name one removed since).
+    pub declared: bool,
+    /// Its documentation as HTML (see [`crate::markdown`]); empty without one.
+    pub doc_html: String,
+    /// Its latest runs, newest first.
+    pub runs: Vec<RunbookRunView>,
+    /// Why it could not be read (the stack's files do not load), if it could not: the
+    /// alerts are shown all the same.
+    pub error: Option<String>,
+}
+
+/// An alert that is pending or firing, with its runbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertPanel {
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: AlertView,
+    /// The runbook its rule names, if it names one.
+    pub runbook_doc: Option<RunbookPanel>,
+}
+
+/// `/api/alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertsPage {
+    /// Firing alerts, then pending ones, each by name.
+    pub alerts: Vec<AlertPanel>,
+    /// Why there are no alerts to show (no evaluator), if that is why.
+    pub warning: Option<String>,
+}
+
+/// Firing before pending; the rest is left out.
+fn urgency(state: &str) -> Option<u8> {
+    match state {
+        "firing" => Some(0),
+        "pending" => Some(1),
+        _ => None,
+    }
+}
+
+async fn alerts<D: DashboardData>(State(data): State<Arc<D>>) -> Response {
+    let all = match data.alerts().await {
+        Ok(all) => all,
+        Err(DataError::Unavailable(why)) => {
+            return Json(AlertsPage {
+                alerts: Vec::new(),
+                warning: Some(why),
+            })
+            .into_response();
+        }
+        Err(e) => return e.into_response(),
+    };
+    let mut active: Vec<(u8, AlertView)> = all
+        .into_iter()
+        .filter_map(|a| Some((urgency(&a.state)?, a)))
+        .collect();
+    active.sort_by(|(x, a), (y, b)| (x, &a.name, a.since_ms).cmp(&(y, &b.name, b.since_ms)));
+    // Each runbook is read and rendered once, however many alerts name it.
+    let mut panels: BTreeMap<String, RunbookPanel> = BTreeMap::new();
+    let mut alerts = Vec::with_capacity(active.len());
+    for (_, alert) in active {
+        let runbook_doc = match &alert.runbook {
+            Some(name) => {
+                if !panels.contains_key(name) {
+                    let panel = match data.runbook(name, RUNBOOK_RUNS).await {
+                        Ok(doc) => runbook_panel(name, doc),
+                        Err(e) => RunbookPanel {
+                            name: name.clone(),
+                            declared: true,
+                            doc_html: String::new(),
+                            runs: Vec::new(),
+                            error: Some(e.to_string()),
+                        },
+                    };
+                    panels.insert(name.clone(), panel);
+                }
+                panels.get(name).cloned()
+            }
+            None => None,
+        };
+        alerts.push(AlertPanel { alert, runbook_doc });
+    }
+    Json(AlertsPage {
+        alerts,
+        warning: None,
+    })
+    .into_response()
+}
+
+fn runbook_panel(name: &str, doc: Option<RunbookDoc>) -> RunbookPanel {
+    match doc {
+        Some(doc) => RunbookPanel {
+            name: doc.name,
+            declared: true,
+            doc_html: crate::markdown::to_html(&doc.description),
+            runs: doc.runs,
+            error: None,
+        },
+        None => RunbookPanel {
+            name: name.to_owned(),
+            declared: false,
+            doc_html: String::new(),
+            runs: Vec::new(),
+            error: None,
+        },
     }
 }
 

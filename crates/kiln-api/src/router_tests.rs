@@ -11,7 +11,10 @@ use axum::http::Request;
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::view::{AnnotationKind, JobView, RunDetail, ServiceState};
+use crate::view::{
+    AnnotationKind, IncidentAlertView, JobView, MilestoneView, RunDetail, ServiceState,
+    TimelineView,
+};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -19,6 +22,38 @@ const NOW: i64 = 1_800_000_000_000;
 struct Fake {
     /// Every query asked, for assertions.
     asked: Mutex<Vec<String>>,
+    /// Runbooks asked for, for assertions.
+    runbooks_asked: Mutex<Vec<String>>,
+    /// No alert evaluator runs.
+    no_evaluator: bool,
+}
+
+fn incident_summary(id: i64, state: &str) -> IncidentSummary {
+    IncidentSummary {
+        id,
+        service: "api".into(),
+        title: "api-down on api".into(),
+        state: state.into(),
+        severity: "page".into(),
+        detected_ms: NOW - id * 60_000,
+        time_to_acknowledge_ms: Some(75_000),
+        time_to_mitigate_ms: None,
+        time_to_restore_ms: (state == "resolved").then_some(600_000),
+    }
+}
+
+fn alert(name: &str, state: &str, runbook: Option<&str>) -> AlertView {
+    AlertView {
+        name: name.into(),
+        state: state.into(),
+        since_ms: NOW - 1000,
+        active_at_ms: NOW - 5000,
+        value: Some(3.0),
+        labels: labels(&[("alertname", name), ("severity", "page")]),
+        annotations: labels(&[("summary", "<b>api</b> fails")]),
+        runbook: runbook.map(str::to_owned),
+        muted: None,
+    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -178,6 +213,104 @@ impl DashboardData for Fake {
         ])
     }
 
+    async fn incidents(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentSummary>, DataError> {
+        // Newest first: 4 is open, 3 acknowledged, 2 and 1 resolved.
+        let all = [
+            incident_summary(4, "open"),
+            incident_summary(3, "acknowledged"),
+            incident_summary(2, "resolved"),
+            incident_summary(1, "resolved"),
+        ];
+        Ok(all
+            .into_iter()
+            .filter(|i| !open_only || i.state != "resolved")
+            .take(limit)
+            .collect())
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentDetail>, DataError> {
+        Ok((id == 2).then(|| IncidentDetail {
+            summary: incident_summary(2, "resolved"),
+            milestones: vec![
+                MilestoneView {
+                    name: "detected".into(),
+                    at_ms: Some(NOW - 120_000),
+                    actor: Some("kiln".into()),
+                },
+                MilestoneView {
+                    name: "acknowledged".into(),
+                    at_ms: None,
+                    actor: None,
+                },
+            ],
+            alerts: vec![IncidentAlertView {
+                name: "api-down".into(),
+                fired_ms: NOW - 120_000,
+                resolved_ms: Some(NOW - 60_000),
+                firings: 1,
+            }],
+            timeline: vec![
+                TimelineView {
+                    at_ms: NOW - 120_000,
+                    actor: "kiln".into(),
+                    kind: "alert_fired".into(),
+                    text: "alert api-down fired".into(),
+                },
+                TimelineView {
+                    at_ms: NOW - 100_000,
+                    actor: "ann@laptop".into(),
+                    kind: "note".into(),
+                    text: "rolling back".into(),
+                },
+            ],
+        }))
+    }
+
+    async fn alerts(&self) -> Result<Vec<AlertView>, DataError> {
+        if self.no_evaluator {
+            return Err(DataError::Unavailable(
+                "this control plane evaluates no alerts".into(),
+            ));
+        }
+        Ok(vec![
+            alert("latency-high", "pending", Some("recover")),
+            alert("quiet", "inactive", Some("recover")),
+            alert("gone", "resolved", None),
+            alert("api-down", "firing", Some("recover")),
+            alert("disk", "firing", None),
+            alert("old", "firing", Some("removed-since")),
+            alert("unreadable", "pending", Some("broken")),
+        ])
+    }
+
+    async fn runbook(&self, name: &str, runs: usize) -> Result<Option<RunbookDoc>, DataError> {
+        self.runbooks_asked.lock().unwrap().push(name.to_owned());
+        if name == "broken" {
+            return Err(DataError::Internal("kiln.yaml does not load".into()));
+        }
+        Ok((name == "recover").then(|| RunbookDoc {
+            name: name.into(),
+            description: "# Recover\n\nRestart **api**.\n\n<script>alert('x')</script>\n\n[bad](javascript:alert(1))".into(),
+            runs: (0..runs.min(2))
+                .map(|i| RunbookRunView {
+                    id: format!("run-{i}"),
+                    status: "succeeded".into(),
+                    trigger: "alert".into(),
+                    triggered_by: "alerts.api-down".into(),
+                    target: "api".into(),
+                    dry_run: false,
+                    detail: String::new(),
+                    started_ms: NOW - 1000,
+                    finished_ms: Some(NOW),
+                })
+                .collect(),
+        }))
+    }
+
     fn now_ms(&self) -> i64 {
         NOW
     }
@@ -202,6 +335,12 @@ async fn get_from(fake: Arc<Fake>, path: &str) -> (u16, String, String) {
         .await
         .unwrap();
     (status, kind, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The text `key` of each element of `list`.
+fn texts<'a>(list: &'a serde_json::Value, key: &str) -> Vec<&'a str> {
+    let all = list.as_array().map_or(&[][..], Vec::as_slice);
+    all.iter().filter_map(|e| e[key].as_str()).collect()
 }
 
 async fn json(path: &str) -> serde_json::Value {
@@ -350,8 +489,116 @@ async fn assets_have_their_content_types_and_unknown_paths_are_404() {
 }
 
 #[tokio::test]
+async fn the_incidents_page_lists_open_then_recent_and_an_unknown_incident_is_404() {
+    let page = json("/api/incidents").await;
+    let ids = |key: &str| -> Vec<i64> {
+        page[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids("open"), [4, 3]);
+    assert_eq!(ids("recent"), [2, 1]);
+    let first = &page["open"][0];
+    assert_eq!(first["state"], "open");
+    assert_eq!(first["severity"], "page");
+    assert_eq!(first["title"], "api-down on api");
+    assert_eq!(first["time_to_acknowledge_ms"], 75_000);
+    assert_eq!(first["time_to_mitigate_ms"], serde_json::Value::Null);
+    assert_eq!(page["recent"][0]["time_to_restore_ms"], 600_000);
+
+    let detail = json("/api/incidents/2").await;
+    assert_eq!(detail["id"], 2);
+    assert_eq!(detail["service"], "api");
+    assert_eq!(detail["milestones"][0]["name"], "detected");
+    assert_eq!(detail["milestones"][1]["at_ms"], serde_json::Value::Null);
+    assert_eq!(detail["alerts"][0]["name"], "api-down");
+    assert_eq!(texts(&detail["timeline"], "kind"), ["alert_fired", "note"]);
+    assert_eq!(detail["timeline"][1]["actor"], "ann@laptop");
+
+    let (status, kind, body) = get("/api/incidents/9").await;
+    assert_eq!(status, 404);
+    assert!(kind.starts_with("application/json"));
+    assert!(body.contains("no incident 9"), "{body}");
+    assert_eq!(get("/api/incidents/x").await.0, 400);
+}
+
+#[tokio::test]
+async fn alerts_show_firing_then_pending_with_their_runbook_rendered_safely() {
+    let fake = Arc::new(Fake::default());
+    let (status, _, body) = get_from(fake.clone(), "/api/alerts").await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        texts(&page["alerts"], "name"),
+        ["api-down", "disk", "old", "latency-high", "unreadable"]
+    );
+    let first = &page["alerts"][0];
+    assert_eq!(first["state"], "firing");
+    assert_eq!(first["value"], 3.0);
+    let doc = &first["runbook_doc"];
+    assert_eq!(doc["name"], "recover");
+    assert_eq!(doc["declared"], true);
+    let html = doc["doc_html"].as_str().unwrap();
+    assert!(html.contains("<h1>Recover</h1>"), "{html}");
+    assert!(html.contains("<strong>api</strong>"), "{html}");
+    assert!(!html.contains("<script"), "{html}");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+    assert!(!html.contains("javascript:"), "{html}");
+    assert_eq!(doc["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["runs"][0]["trigger"], "alert");
+    assert_eq!(page["alerts"][1]["runbook_doc"], serde_json::Value::Null);
+    let gone = &page["alerts"][2]["runbook_doc"];
+    assert_eq!(gone["declared"], false);
+    assert_eq!(gone["doc_html"], "");
+    // The pending alert shares the firing one's runbook: read once.
+    assert_eq!(page["alerts"][3]["runbook_doc"]["name"], "recover");
+    assert_eq!(doc["error"], serde_json::Value::Null);
+    // A runbook that cannot be read says why; the alerts are shown all the same.
+    let broken = &page["alerts"][4]["runbook_doc"];
+    assert_eq!(broken["error"], "kiln.yaml does not load");
+    assert_eq!(broken["doc_html"], "");
+    assert_eq!(
+        fake.runbooks_asked.lock().unwrap().as_slice(),
+        ["recover", "removed-since", "broken"]
+    );
+    assert_eq!(page["warning"], serde_json::Value::Null);
+
+    let without = Arc::new(Fake {
+        no_evaluator: true,
+        ..Fake::default()
+    });
+    let (status, _, body) = get_from(without, "/api/alerts").await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["alerts"], serde_json::json!([]));
+    assert_eq!(page["warning"], "this control plane evaluates no alerts");
+}
+
+#[test]
+fn every_page_links_to_alerts_and_incidents() {
+    let (_, _, index) = crate::assets::FILES[0];
+    for target in ["#/alerts", "#/incidents"] {
+        assert!(
+            index.contains(&format!("href=\"{target}\"")),
+            "the navigation has no link to {target}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn nothing_changes_through_the_dashboard() {
-    for path in ["/", "/api/overview", "/api/runs", "/api/events"] {
+    for path in [
+        "/",
+        "/api/overview",
+        "/api/runs",
+        "/api/events",
+        "/api/incidents",
+        "/api/incidents/2",
+        "/api/alerts",
+    ] {
         let response = router(Arc::new(Fake::default()))
             .oneshot(Request::post(path).body(Body::empty()).unwrap())
             .await

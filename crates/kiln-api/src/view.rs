@@ -199,3 +199,136 @@ pub struct TimeRange {
     /// End (ms).
     pub end: i64,
 }
+
+/// An incident, as the incidents page lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentSummary {
+    /// Its number.
+    pub id: i64,
+    /// The service it concerns.
+    pub service: String,
+    /// One line: the alert that opened it.
+    pub title: String,
+    /// `open`, `acknowledged`, `mitigated`, `resolved`.
+    pub state: String,
+    /// The severity of the alerts that open incidents (`page`).
+    pub severity: String,
+    /// When it was detected (ms).
+    pub detected_ms: i64,
+    /// Time to acknowledge (ms), once acknowledged.
+    pub time_to_acknowledge_ms: Option<i64>,
+    /// Time to mitigate (ms), once mitigated.
+    pub time_to_mitigate_ms: Option<i64>,
+    /// Time to restore (ms), once resolved.
+    pub time_to_restore_ms: Option<i64>,
+}
+
+/// One milestone of an incident.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MilestoneView {
+    /// `detected`, `acknowledged`, `mitigated`, `resolved`.
+    pub name: String,
+    /// When (ms); none while not reached.
+    pub at_ms: Option<i64>,
+    /// Who (`kiln`, `user@host`); none while not reached.
+    pub actor: Option<String>,
+}
+
+/// An alert that took part in an incident.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentAlertView {
+    /// The alert's name.
+    pub name: String,
+    /// When it (last) fired (ms).
+    pub fired_ms: i64,
+    /// When it resolved (ms); none while it fires.
+    pub resolved_ms: Option<i64>,
+    /// How many times it fired during the incident.
+    pub firings: u32,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelineView {
+    /// When (ms).
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// `alert_fired`, `alert_resolved`, `runbook`, `deploy`, `rollback`, `acknowledged`,
+    /// `note`, `mitigated`, `reopened`, `resolved`.
+    pub kind: String,
+    /// What happened.
+    pub text: String,
+}
+
+/// One incident with everything `kiln incident show` prints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentDetail {
+    /// The incident.
+    #[serde(flatten)]
+    pub summary: IncidentSummary,
+    /// Detected, acknowledged, mitigated, resolved, in that order.
+    pub milestones: Vec<MilestoneView>,
+    /// Its alerts.
+    pub alerts: Vec<IncidentAlertView>,
+    /// Everything that happened, oldest first.
+    pub timeline: Vec<TimelineView>,
+}
+
+/// An alert as the evaluator holds it now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    /// The rule's name.
+    pub name: String,
+    /// `inactive`, `pending`, `firing`, `resolved`.
+    pub state: String,
+    /// When it entered that state (ms).
+    pub since_ms: i64,
+    /// When it first became active (ms).
+    pub active_at_ms: i64,
+    /// The latest value of its expression; none when not a number.
+    pub value: Option<f64>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its rendered annotations (`summary`, `description`, ...).
+    pub annotations: BTreeMap<String, String>,
+    /// The runbook its rule names.
+    pub runbook: Option<String>,
+    /// Why it is not notified (`silenced by ...`, `inhibited`, `maintenance window`), if it
+    /// is not.
+    pub muted: Option<String>,
+}
+
+/// A runbook's documentation and its latest runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunbookDoc {
+    /// Its name.
+    pub name: String,
+    /// Its `description:`, Markdown as written.
+    pub description: String,
+    /// Its latest runs, newest first.
+    pub runs: Vec<RunbookRunView>,
+}
+
+/// One recorded run of a runbook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunbookRunView {
+    /// Its id.
+    pub id: String,
+    /// `running`, `awaiting_approval`, `succeeded`, `failed`, `aborted`, `refused`.
+    pub status: String,
+    /// `manual` or `alert`.
+    pub trigger: String,
+    /// Who or which alert.
+    pub triggered_by: String,
+    /// What it acted on.
+    pub target: String,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Why it ended as it did.
+    pub detail: String,
+    /// When it started (ms).
+    pub started_ms: i64,
+    /// When it ended (ms).
+    pub finished_ms: Option<i64>,
+}

@@ -209,6 +209,18 @@ impl Store {
         )
     }
 
+    /// The latest runs of one runbook, newest first, at most `limit`.
+    pub fn runbook_runs_of(
+        &self,
+        runbook: &str,
+        limit: u32,
+    ) -> Result<Vec<RunbookRun>, StateError> {
+        self.query_runs(
+            "WHERE runbook = ?1 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            rusqlite::params![runbook, limit],
+        )
+    }
+
     fn query_runs(
         &self,
         clauses: &str,
@@ -407,5 +419,25 @@ mod tests {
         let recent = s.runbook_runs(6, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].id, "0190bbbb-2");
+    }
+
+    #[test]
+    fn the_runs_of_one_runbook_are_newest_first() {
+        let mut s = Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        for (id, at) in [("a", 1), ("c", 3), ("b", 2)] {
+            s.add_runbook_run(&run(id, at))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut other = run("d", 4);
+        other.runbook = "scale-api".into();
+        s.add_runbook_run(&other).unwrap_or_else(|e| panic!("{e}"));
+        let ids = |runs: Vec<RunbookRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let of = |name, limit| {
+            s.runbook_runs_of(name, limit)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(ids(of("restart-api", 2)), ["c", "b"]);
+        assert_eq!(ids(of("scale-api", 5)), ["d"]);
+        assert!(of("nope", 5).is_empty());
     }
 }

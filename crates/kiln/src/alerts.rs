@@ -50,10 +50,40 @@ pub struct AlertsHandle {
 
 enum Msg {
     List(oneshot::Sender<serde_json::Value>),
+    Statuses(oneshot::Sender<Vec<AlertStatus>>),
     Delivered {
         receiver: String,
         result: Result<u32, String>,
     },
+}
+
+/// One alert as the evaluator holds it, and why it is not notified, if it is not.
+#[derive(Debug, Clone)]
+pub struct AlertStatus {
+    /// The rule's name.
+    pub name: String,
+    /// Its state.
+    pub phase: Phase,
+    /// When it entered that state (ms).
+    pub since: i64,
+    /// When it first became active (ms).
+    pub active_at: i64,
+    /// The latest value of its element.
+    pub value: f64,
+    /// Its labels.
+    pub labels: LabelSet,
+    /// Its rendered annotations.
+    pub annotations: LabelSet,
+    /// Its identity.
+    pub fingerprint: String,
+    /// The runbook its rule names.
+    pub runbook: Option<String>,
+    /// The silences that mute it.
+    pub silenced_by: Vec<String>,
+    /// A firing alert inhibits it.
+    pub inhibited: bool,
+    /// Its service is in a maintenance window.
+    pub maintenance: bool,
 }
 
 /// Queries the embedded store (runbooks' `wait` steps use it too).
@@ -170,6 +200,13 @@ impl AlertsHandle {
         self.messages.send(Msg::List(reply)).await.ok()?;
         answer.await.ok()
     }
+
+    /// Every alert the evaluator holds, as values (the dashboard's view).
+    pub async fn statuses(&self) -> Option<Vec<AlertStatus>> {
+        let (reply, answer) = oneshot::channel();
+        self.messages.send(Msg::Statuses(reply)).await.ok()?;
+        answer.await.ok()
+    }
 }
 
 /// `GET /v1/alerts`.
@@ -238,6 +275,9 @@ impl Actor {
                 message = self.inbox.recv() => match message {
                     Some(Msg::List(reply)) => {
                         let _ = reply.send(self.view());
+                    }
+                    Some(Msg::Statuses(reply)) => {
+                        let _ = reply.send(self.statuses());
                     }
                     Some(Msg::Delivered { receiver, result }) => self.delivered(receiver, result).await,
                     None => return,
@@ -489,26 +529,48 @@ impl Actor {
         let _ = self.state.call(move |s| s.append_event(&event)).await;
     }
 
-    fn view(&self) -> serde_json::Value {
-        let alerts: Vec<serde_json::Value> = self
-            .evaluator
+    fn statuses(&self) -> Vec<AlertStatus> {
+        self.evaluator
             .iter()
             .flat_map(Evaluator::alerts)
             .map(|a| {
                 let muted = self.muted.get(&a.fingerprint).cloned().unwrap_or_default();
+                AlertStatus {
+                    name: a.name.clone(),
+                    phase: a.phase,
+                    since: a.since,
+                    active_at: a.active_at,
+                    value: a.value,
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    fingerprint: a.fingerprint.clone(),
+                    runbook: a.runbook.clone(),
+                    silenced_by: muted.silenced_by,
+                    inhibited: muted.inhibited,
+                    maintenance: muted.maintenance,
+                }
+            })
+            .collect()
+    }
+
+    fn view(&self) -> serde_json::Value {
+        let alerts: Vec<serde_json::Value> = self
+            .statuses()
+            .into_iter()
+            .map(|s| {
                 json!({
-                    "name": a.name,
-                    "state": a.phase,
-                    "since": kiln_alerts::rfc3339(a.since),
-                    "active_at": kiln_alerts::rfc3339(a.active_at),
-                    "value": a.value,
-                    "labels": a.labels,
-                    "annotations": a.annotations,
-                    "fingerprint": a.fingerprint,
-                    "runbook": a.runbook,
-                    "silenced_by": muted.silenced_by,
-                    "inhibited": muted.inhibited,
-                    "maintenance": muted.maintenance,
+                    "name": s.name,
+                    "state": s.phase,
+                    "since": kiln_alerts::rfc3339(s.since),
+                    "active_at": kiln_alerts::rfc3339(s.active_at),
+                    "value": s.value,
+                    "labels": s.labels,
+                    "annotations": s.annotations,
+                    "fingerprint": s.fingerprint,
+                    "runbook": s.runbook,
+                    "silenced_by": s.silenced_by,
+                    "inhibited": s.inhibited,
+                    "maintenance": s.maintenance,
                 })
             })
             .collect();

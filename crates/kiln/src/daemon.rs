@@ -310,6 +310,8 @@ pub async fn run(
         stack: stack_name,
         supervisor: supervisor.clone(),
         metrics: prometheus.clone(),
+        alerts: alerts.clone(),
+        runbooks: Some(runbooks.clone()),
     };
     let (stop_dash, dash_stopped) = watch::channel(false);
     let dash_server = tokio::spawn(crate::dash::serve(dash_listener, dash, dash_stopped));

@@ -1,8 +1,11 @@
 //! The web dashboard (`kiln up --dash-listen`, `kiln dash`): kiln-api's router on a loopback
 //! TCP listener, fed by [`Source`], which maps the control plane's engines into kiln-api's view
 //! types: the supervisor's instances, the recorded services and routes, events, pipeline runs
-//! and their logs (`.kiln/ci/`), deploys, and PromQL over the metrics store (evaluated the way
-//! the Prometheus API evaluates it, see [`crate::metrics::evaluate`]).
+//! and their logs (`.kiln/ci/`), deploys, incidents (read from the state store, where the
+//! incident actor saves every change), the alert evaluator's alerts (asked by message),
+//! runbooks' documentation (asked of the runbook actor, which holds them as of the last
+//! apply) with their audited runs, and PromQL over the metrics store (evaluated the way the
+//! Prometheus API evaluates it, see [`crate::metrics::evaluate`]).
 //!
 //! The dashboard is read-only and asks for no token: it listens on loopback only, like the
 //! Prometheus API, and shows nothing the CLI would not (CI logs are masked when written;
@@ -13,10 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_alerts::incident::{Incident, Milestone};
 use kiln_api::DataError;
 use kiln_api::view::{
-    Annotation, AnnotationKind, AnnotationView, EventFilter, EventView, InstanceView, JobView,
-    RouteView, RunDetail, RunSummary, Series, ServiceState, Snapshot, StepView, TimeRange,
+    AlertView, Annotation, AnnotationKind, AnnotationView, EventFilter, EventView,
+    IncidentAlertView, IncidentDetail, IncidentSummary, InstanceView, JobView, MilestoneView,
+    RouteView, RunDetail, RunSummary, RunbookDoc, RunbookRunView, Series, ServiceState, Snapshot,
+    StepView, TimeRange, TimelineView,
 };
 use kiln_metrics::query::{Engine, Value};
 use kiln_supervisor::SupervisorHandle;
@@ -67,6 +73,10 @@ pub struct Source {
     pub supervisor: SupervisorHandle,
     /// The metrics store and the query limits.
     pub metrics: crate::metrics::Api,
+    /// The alert evaluator (none without a metrics store).
+    pub alerts: Option<crate::alerts::AlertsHandle>,
+    /// The runbook actor, for runbooks' documentation.
+    pub runbooks: Option<crate::runbooks::RunbooksHandle>,
 }
 
 fn internal(e: impl std::fmt::Display) -> DataError {
@@ -190,6 +200,101 @@ fn run_summary(r: &kiln_state::PipelineRun) -> RunSummary {
         started_at: r.started_at.clone(),
         finished_at: r.finished_at.clone(),
         duration_ms,
+    }
+}
+
+/// An incident as the incidents page lists it.
+fn incident_summary(incident: &Incident) -> IncidentSummary {
+    let m = &incident.milestones;
+    IncidentSummary {
+        id: incident.id,
+        service: incident.service.clone(),
+        title: incident.title.clone(),
+        state: incident.state.as_str().to_owned(),
+        // Only paging alerts open incidents (see `incidents.rs`).
+        severity: crate::incidents::PAGING_SEVERITY.to_owned(),
+        detected_ms: m.detected.at,
+        time_to_acknowledge_ms: m.time_to_acknowledge(),
+        time_to_mitigate_ms: m.time_to_mitigate(),
+        time_to_restore_ms: m.time_to_restore(),
+    }
+}
+
+/// An incident with what `kiln incident show` prints.
+fn incident_detail(incident: &Incident) -> IncidentDetail {
+    let m = &incident.milestones;
+    let milestone = |name: &str, at: Option<&Milestone>| MilestoneView {
+        name: name.to_owned(),
+        at_ms: at.map(|m| m.at),
+        actor: at.map(|m| m.actor.clone()),
+    };
+    let mut alerts: Vec<IncidentAlertView> = incident
+        .alerts
+        .values()
+        .map(|a| IncidentAlertView {
+            name: a.name.clone(),
+            fired_ms: a.fired_at,
+            resolved_ms: a.resolved_at,
+            firings: a.firings,
+        })
+        .collect();
+    alerts.sort_by(|a, b| (a.fired_ms, &a.name).cmp(&(b.fired_ms, &b.name)));
+    IncidentDetail {
+        summary: incident_summary(incident),
+        milestones: vec![
+            milestone("detected", Some(&m.detected)),
+            milestone("acknowledged", m.acknowledged.as_ref()),
+            milestone("mitigated", m.mitigated.as_ref()),
+            milestone("resolved", m.resolved.as_ref()),
+        ],
+        alerts,
+        timeline: incident
+            .timeline
+            .iter()
+            .map(|e| TimelineView {
+                at_ms: e.at,
+                actor: e.actor.clone(),
+                kind: e.kind.as_str().to_owned(),
+                text: e.text.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn alert_view(status: crate::alerts::AlertStatus) -> AlertView {
+    let muted = if !status.silenced_by.is_empty() {
+        Some(format!("silenced by {}", status.silenced_by.join(", ")))
+    } else if status.inhibited {
+        Some("inhibited".to_owned())
+    } else if status.maintenance {
+        Some("maintenance window".to_owned())
+    } else {
+        None
+    };
+    AlertView {
+        name: status.name,
+        state: status.phase.as_str().to_owned(),
+        since_ms: status.since,
+        active_at_ms: status.active_at,
+        value: status.value.is_finite().then_some(status.value),
+        labels: status.labels,
+        annotations: status.annotations,
+        runbook: status.runbook,
+        muted,
+    }
+}
+
+fn runbook_run_view(r: kiln_state::RunbookRun) -> RunbookRunView {
+    RunbookRunView {
+        id: r.id,
+        status: r.status,
+        trigger: r.trigger,
+        triggered_by: r.triggered_by,
+        target: r.target,
+        dry_run: r.dry_run,
+        detail: r.detail,
+        started_ms: r.started_at,
+        finished_ms: r.finished_at,
     }
 }
 
@@ -450,6 +555,72 @@ impl kiln_api::DashboardData for Source {
         .await
     }
 
+    async fn incidents(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<IncidentSummary>, DataError> {
+        let records = self
+            .with_store(move |s, _| Ok(s.incidents(open_only, limit)?))
+            .await?;
+        records
+            .iter()
+            .map(|r| {
+                crate::incidents::from_record(r)
+                    .map(|i| incident_summary(&i))
+                    .map_err(DataError::Internal)
+            })
+            .collect()
+    }
+
+    async fn incident(&self, id: i64) -> Result<Option<IncidentDetail>, DataError> {
+        let Some(record) = self.with_store(move |s, _| Ok(s.incident(id)?)).await? else {
+            return Ok(None);
+        };
+        crate::incidents::from_record(&record)
+            .map(|i| Some(incident_detail(&i)))
+            .map_err(DataError::Internal)
+    }
+
+    async fn alerts(&self) -> Result<Vec<AlertView>, DataError> {
+        let Some(handle) = &self.alerts else {
+            return Err(DataError::Unavailable(
+                "this control plane evaluates no alerts: it records no metrics".into(),
+            ));
+        };
+        let statuses = handle
+            .statuses()
+            .await
+            .ok_or_else(|| DataError::Unavailable("the alert evaluator has stopped".into()))?;
+        Ok(statuses.into_iter().map(alert_view).collect())
+    }
+
+    async fn runbook(&self, name: &str, runs: usize) -> Result<Option<RunbookDoc>, DataError> {
+        let Some(handle) = &self.runbooks else {
+            return Err(DataError::Unavailable(
+                "this control plane runs no runbooks".into(),
+            ));
+        };
+        let description = handle
+            .description(name)
+            .await
+            .ok_or_else(|| DataError::Unavailable("the runbook actor has stopped".into()))?
+            .map_err(DataError::Internal)?;
+        let Some(description) = description else {
+            return Ok(None);
+        };
+        let owned = name.to_owned();
+        let limit = u32::try_from(runs).unwrap_or(u32::MAX);
+        let runs = self
+            .with_store(move |s, _| Ok(s.runbook_runs_of(&owned, limit)?))
+            .await?;
+        Ok(Some(RunbookDoc {
+            name: name.to_owned(),
+            description,
+            runs: runs.into_iter().map(runbook_run_view).collect(),
+        }))
+    }
+
     fn now_ms(&self) -> i64 {
         crate::metrics::now_ms()
     }
@@ -630,6 +801,8 @@ mod tests {
                 ingress: None,
                 limits: kiln_metrics::query::Limits::default(),
             },
+            alerts: None,
+            runbooks: None,
         }
     }
 
@@ -722,6 +895,117 @@ mod tests {
         assert_eq!(snapshot.stack, "shop");
         let unavailable = source.query("up", now).await.unwrap_err();
         assert!(matches!(unavailable, DataError::Unavailable(_)));
+    }
+
+    #[tokio::test]
+    async fn incidents_come_from_the_store_with_their_figures_and_timeline() {
+        use kiln_api::DashboardData as _;
+        let dir = tempfile::tempdir().unwrap();
+        let source = recorded(dir.path());
+        let t0 = 1_795_000_000_000;
+        let mut store = ops::open_store(dir.path()).unwrap();
+        let mut first = Incident::open("api", "f1", "api-down", t0, "api-down fired");
+        first.acknowledge(t0 + 75_000, "ann@laptop").unwrap();
+        first.note(t0 + 80_000, "ann@laptop", "rolling back");
+        first.alert_resolved("f1", t0 + 200_000, "api-down resolved");
+        first
+            .resolve(t0 + 300_000, "ann@laptop", Some("rolled back"))
+            .unwrap();
+        let first_id = store
+            .save_incident(&crate::incidents::to_record(&first))
+            .unwrap();
+        let second = Incident::open("web", "f2", "web-down", t0 + 400_000, "web-down fired");
+        let second_id = store
+            .save_incident(&crate::incidents::to_record(&second))
+            .unwrap();
+
+        let open = source.incidents(true, 10).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].id, second_id);
+        assert_eq!(open[0].state, "open");
+        assert_eq!(open[0].severity, "page");
+        assert_eq!(open[0].time_to_acknowledge_ms, None);
+        let all = source.incidents(false, 10).await.unwrap();
+        let ids: Vec<i64> = all.iter().map(|i| i.id).collect();
+        assert_eq!(ids, [second_id, first_id]);
+
+        let detail = source.incident(first_id).await.unwrap().unwrap();
+        assert_eq!(detail.summary.title, "api-down on api");
+        assert_eq!(detail.summary.state, "resolved");
+        assert_eq!(detail.summary.detected_ms, t0);
+        assert_eq!(detail.summary.time_to_acknowledge_ms, Some(75_000));
+        assert_eq!(detail.summary.time_to_mitigate_ms, Some(200_000));
+        assert_eq!(detail.summary.time_to_restore_ms, Some(300_000));
+        let milestones: Vec<(&str, Option<&str>)> = detail
+            .milestones
+            .iter()
+            .map(|m| (m.name.as_str(), m.actor.as_deref()))
+            .collect();
+        assert_eq!(
+            milestones,
+            [
+                ("detected", Some("kiln")),
+                ("acknowledged", Some("ann@laptop")),
+                ("mitigated", Some("kiln")),
+                ("resolved", Some("ann@laptop")),
+            ]
+        );
+        assert_eq!(detail.alerts[0].name, "api-down");
+        assert_eq!(detail.alerts[0].resolved_ms, Some(t0 + 200_000));
+        let kinds: Vec<&str> = detail.timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "alert_fired",
+                "acknowledged",
+                "note",
+                "alert_resolved",
+                "mitigated",
+                "resolved"
+            ]
+        );
+        assert_eq!(detail.timeline[2].text, "rolling back");
+        assert!(source.incident(999).await.unwrap().is_none());
+
+        // Without an evaluator or a runbook actor, those parts say so rather than show nothing.
+        assert!(matches!(
+            source.alerts().await.unwrap_err(),
+            DataError::Unavailable(_)
+        ));
+        assert!(matches!(
+            source.runbook("x", 5).await.unwrap_err(),
+            DataError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn an_alert_says_why_it_is_muted_and_drops_a_value_that_is_no_number() {
+        let status =
+            |silenced_by: Vec<String>, inhibited, maintenance| crate::alerts::AlertStatus {
+                name: "api-down".into(),
+                phase: kiln_alerts::Phase::Firing,
+                since: 2,
+                active_at: 1,
+                value: f64::NAN,
+                labels: [("service".to_owned(), "api".to_owned())].into(),
+                annotations: Default::default(),
+                fingerprint: "f".into(),
+                runbook: Some("recover".into()),
+                silenced_by,
+                inhibited,
+                maintenance,
+            };
+        let view = alert_view(status(vec!["s1".into(), "s2".into()], true, true));
+        assert_eq!(view.muted.as_deref(), Some("silenced by s1, s2"));
+        assert_eq!(view.value, None);
+        assert_eq!(view.state, "firing");
+        assert_eq!(view.runbook.as_deref(), Some("recover"));
+        assert_eq!(view.labels["service"], "api");
+        let view = alert_view(status(Vec::new(), true, true));
+        assert_eq!(view.muted.as_deref(), Some("inhibited"));
+        let view = alert_view(status(Vec::new(), false, true));
+        assert_eq!(view.muted.as_deref(), Some("maintenance window"));
+        assert_eq!(alert_view(status(Vec::new(), false, false)).muted, None);
     }
 
     #[tokio::test]

@@ -35,6 +35,9 @@ pub use commands::{IncidentCommand, incident};
 use crate::metrics::now_ms;
 use crate::ops::{self, Event};
 
+/// The `severity` label of the alerts that open incidents.
+pub const PAGING_SEVERITY: &str = "page";
+
 /// How many events one pass reads at most (the rest wait for the next pass).
 const EVENTS_PER_PASS: usize = 500;
 /// How many open incidents are loaded at start at most.
@@ -250,7 +253,7 @@ impl Actor {
             .get("service")
             .cloned()
             .unwrap_or_else(|| change.name.clone());
-        let paging = change.labels.get("severity").map(String::as_str) == Some("page");
+        let paging = change.labels.get("severity").map(String::as_str) == Some(PAGING_SEVERITY);
         let id = match (paging, change.firing) {
             (true, true) if !change.muted => match self.open_for(&service) {
                 Some(incident) => {

@@ -90,6 +90,10 @@ enum Msg {
     Finished {
         run_id: String,
     },
+    Describe {
+        name: String,
+        reply: oneshot::Sender<Result<Option<String>, String>>,
+    },
 }
 
 impl RunbooksHandle {
@@ -102,6 +106,13 @@ impl RunbooksHandle {
         let (reply, answer) = oneshot::channel();
         self.messages.send(message(reply)).await.ok()?;
         answer.await.ok()
+    }
+
+    /// The `description:` of the runbook `name` as of the last apply; none when no runbook
+    /// has that name, an error when the stack cannot be loaded.
+    pub async fn description(&self, name: &str) -> Option<Result<Option<String>, String>> {
+        let name = name.to_owned();
+        self.call(|reply| Msg::Describe { name, reply }).await
     }
 
     /// Waits until `kiln runbook approve RUN_ID`; returns who approved.
@@ -328,6 +339,13 @@ impl Actor {
             Msg::Finished { run_id } => {
                 self.ledger.finished(&run_id);
                 self.approvals.remove(&run_id);
+            }
+            Msg::Describe { name, reply } => {
+                let result = self
+                    .refresh()
+                    .await
+                    .map(|()| self.runbooks.get(&name).map(|r| r.description.clone()));
+                let _ = reply.send(result);
             }
         }
     }

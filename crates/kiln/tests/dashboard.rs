@@ -2,7 +2,10 @@
 //! and headless Chromium renders the dashboard's pages (overview, a service's charts, the
 //! pipeline runs, the event log) from `kiln up --dash-listen`. The rendered DOM must list the
 //! services and hold drawn chart lines; screenshots are kept under
-//! `target/test-artifacts/` for a person to look at.
+//! `target/test-artifacts/` for a person to look at. Then a stack whose route fails: its
+//! paging alert opens an incident and runs its runbook; the dashboard's JSON shows the
+//! incident's timeline and the alert beside its runbook's documentation (Markdown rendered,
+//! raw HTML escaped) and runs, and Chromium renders the alerts, incidents and incident pages.
 //!
 //! Skipped, with a message, when `chromium` is not installed (Debian: `apt-get install
 //! chromium`), unless `CI=true`, where a missing browser fails the test.
@@ -17,10 +20,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Down, Load, example_shop, wait_until};
+use common::{
+    Down, FAILING_SERVER, Load, Scratch, assert_contains_all, example_shop, strings_of, wait_until,
+};
 
 /// How long one Chromium run may take before it is killed.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Chromium, or none (with a message) when it is missing outside CI; in CI a missing browser
+/// fails the test.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is not installed; CI must install it (apt-get install chromium)"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
 
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -158,12 +177,7 @@ fn drawn_points(dom: &str, id: &str) -> Vec<usize> {
 
 #[test]
 fn the_dashboard_renders_services_charts_runs_and_events_in_a_browser() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium is not installed; CI must install it (apt-get install chromium)"
-        );
-        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let s = example_shop();
@@ -281,4 +295,211 @@ fn the_dashboard_renders_services_charts_runs_and_events_in_a_browser() {
     let api_tally = api_load.finish();
     let web_tally = web_load.finish();
     assert!(api_tally.ok > 0 && web_tally.ok > 0);
+}
+
+const INCIDENT_STACK: &str = r#"
+name: paged
+ingress: { listen: "127.0.0.1:0" }
+services:
+  api:
+    run: node server.js
+    health: { readiness: { http: /health, interval: 100ms, timeout: 1s } }
+routes:
+  - { name: api, host: api.localhost, service: api }
+notify:
+  evaluation_interval: 1s
+  incidents: { auto_resolve_after: 1h }
+alerts:
+  - name: api-down
+    expr: 'sum by (route) (rate(http_requests_total{route="routes.api",code_class="5xx"}[10s])) > 1'
+    for: 1s
+    severity: page
+    labels: { service: api }
+    annotations: { summary: "the api fails" }
+    runbook: triage-api
+runbooks:
+  triage-api:
+    description: |
+      # Triage the api
+
+      The api answers **500**. Then:
+
+      1. read `kiln logs api`
+      2. look at [the deploys](/#/events?kind=deploy)
+
+      <script>document.title = 'owned'</script>
+    steps:
+      - { name: look, run: "echo looked", timeout: 5s }
+"#;
+
+/// The JSON at `path` of the dashboard at `dash`, once it answers 200.
+fn dash_json(dash: &str, path: &str) -> serde_json::Value {
+    let (code, body) = get(dash, path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn incidents_and_alerts_with_their_runbook_are_in_the_dashboard() {
+    let s = Scratch::new(INCIDENT_STACK);
+    std::fs::write(s.file("server.js"), FAILING_SERVER).unwrap();
+    s.ok(&[
+        "up",
+        "-d",
+        "--interval",
+        "5",
+        "--dash-listen",
+        "127.0.0.1:0",
+    ]);
+    let _down = Down(&s);
+    let status = s.json(&["status", "--json"]);
+    let ingress = status["ingress"].as_str().unwrap().to_owned();
+    let dash = status["dash"].as_str().unwrap().to_owned();
+    assert_eq!(
+        dash_json(&dash, "/api/incidents"),
+        serde_json::json!({ "open": [], "recent": [] })
+    );
+
+    // The api fails under load: its paging alert opens an incident and runs the runbook.
+    let load = Load::start(&ingress, "api.localhost", "/", 2);
+    std::fs::write(s.file("fail"), "").unwrap();
+    let opened = || {
+        dash_json(&dash, "/api/incidents")["open"]
+            .as_array()
+            .is_some_and(|open| !open.is_empty())
+    };
+    assert!(
+        wait_until(Duration::from_secs(40), opened),
+        "no incident in the dashboard: {:#}",
+        dash_json(&dash, "/api/alerts")
+    );
+    let list = dash_json(&dash, "/api/incidents");
+    let summary = &list["open"][0];
+    assert_eq!(summary["service"], "api");
+    assert_eq!(summary["title"], "api-down on api");
+    assert_eq!(summary["state"], "open");
+    assert_eq!(summary["severity"], "page");
+    let id = summary["id"].as_i64().unwrap();
+    s.ok(&["incident", "ack", &id.to_string()]);
+    s.ok(&[
+        "incident",
+        "note",
+        &id.to_string(),
+        "checking the last deploy",
+    ]);
+
+    let detail = dash_json(&dash, &format!("/api/incidents/{id}"));
+    assert_eq!(detail["state"], "acknowledged");
+    assert!(detail["time_to_acknowledge_ms"].as_i64().unwrap() >= 0);
+    // In this order, whatever else (a deploy) the timeline holds.
+    let kinds = strings_of(&detail["timeline"], "kind");
+    let mut wanted = ["alert_fired", "acknowledged", "note"]
+        .into_iter()
+        .peekable();
+    for kind in &kinds {
+        wanted.next_if(|w| w == kind);
+    }
+    assert_eq!(wanted.next(), None, "{detail:#}");
+    let note = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "note")
+        .unwrap();
+    assert_eq!(note["text"], "checking the last deploy");
+    assert!(note["actor"].as_str().unwrap().contains('@'), "{note}");
+    assert_eq!(
+        strings_of(&detail["milestones"], "name"),
+        ["detected", "acknowledged", "mitigated", "resolved"]
+    );
+    assert_eq!(detail["milestones"][0]["actor"], "kiln");
+    assert_eq!(detail["alerts"][0]["name"], "api-down");
+    assert_eq!(get(&dash, "/api/incidents/999").0, 404);
+
+    // The firing alert, beside its runbook's documentation and the run it started.
+    let ran = || {
+        dash_json(&dash, "/api/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| {
+                a["name"] == "api-down"
+                    && a["state"] == "firing"
+                    && a["runbook_doc"]["runs"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty())
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), ran),
+        "the alert's runbook did not run: {:#}",
+        dash_json(&dash, "/api/alerts")
+    );
+    let alerts = dash_json(&dash, "/api/alerts");
+    let alert = &alerts["alerts"][0];
+    assert_eq!(alert["annotations"]["summary"], "the api fails");
+    let doc = &alert["runbook_doc"];
+    assert_eq!(doc["name"], "triage-api");
+    let html = doc["doc_html"].as_str().unwrap();
+    assert_contains_all(
+        html,
+        &[
+            "<h1>Triage the api</h1>",
+            "<strong>500</strong>",
+            "<code>kiln logs api</code>",
+            "<a href=\"/#/events?kind=deploy\">the deploys</a>",
+            "&lt;script&gt;",
+        ],
+    );
+    assert!(!html.contains("<script"), "{html}");
+    assert_eq!(doc["runs"][0]["trigger"], "alert");
+    assert_eq!(doc["runs"][0]["triggered_by"], "alerts.api-down");
+
+    if let Some(browser) = chromium_or_skip() {
+        let profile = tempfile::tempdir().unwrap();
+        let url = format!("http://{dash}/");
+        let incidents = dom(&browser, profile.path(), &format!("{url}#/incidents"));
+        assert_contains_all(
+            &incidents,
+            &[&format!("data-incident=\"{id}\""), "api-down on api"],
+        );
+        let page = dom(&browser, profile.path(), &format!("{url}#/incidents/{id}"));
+        assert_contains_all(
+            &page,
+            &[
+                "data-kind=\"alert_fired\"",
+                "data-kind=\"note\"",
+                "checking the last deploy",
+                "data-milestone=\"acknowledged\"",
+            ],
+        );
+        let alerts = dom(&browser, profile.path(), &format!("{url}#/alerts"));
+        assert_contains_all(
+            &alerts,
+            &[
+                "data-alert=\"api-down\"",
+                "data-runbook=\"triage-api\"",
+                "<h1>Triage the api</h1>",
+                "&lt;script&gt;document.title",
+            ],
+        );
+        assert!(!alerts.contains("<title>owned"), "{alerts}");
+        let shots = [
+            screenshot(
+                &browser,
+                profile.path(),
+                &format!("{url}#/alerts"),
+                "dashboard-alerts.png",
+            ),
+            screenshot(
+                &browser,
+                profile.path(),
+                &format!("{url}#/incidents/{id}"),
+                "dashboard-incident.png",
+            ),
+        ];
+        eprintln!("screenshots: {shots:?}");
+    }
+    let tally = load.finish();
+    assert!(tally.failed > 0, "{tally:?}");
 }

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Down, FAILING_SERVER, Load, Scratch, wait_until};
+use common::{Down, FAILING_SERVER, Load, Scratch, assert_contains_all, wait_until};
 
 const STACK: &str = r#"
 name: incidents
@@ -156,19 +156,20 @@ fn a_paging_alert_opens_an_incident_that_is_acknowledged_mitigated_and_resolved(
     s.ok(&["incident", "resolve", &id, "--note", "release rolled back"]);
     assert!(incidents(&s, true).is_empty());
     let report = s.ok(&["incident", "report", &id]);
-    for needle in [
-        "| detected |",
-        "| acknowledged |",
-        "| mitigated |",
-        "| resolved |",
-        "alert_fired",
-        "alert_resolved",
-        "rolling back the bad release",
-        "resolved: release rolled back",
-        "Time to acknowledge: ",
-    ] {
-        assert!(report.contains(needle), "{needle} missing from\n{report}");
-    }
+    assert_contains_all(
+        &report,
+        &[
+            "| detected |",
+            "| acknowledged |",
+            "| mitigated |",
+            "| resolved |",
+            "alert_fired",
+            "alert_resolved",
+            "rolling back the bad release",
+            "resolved: release rolled back",
+            "Time to acknowledge: ",
+        ],
+    );
     assert!(!report.contains("| acknowledged | - |"), "{report}");
     let tally = load.finish();
     assert!(tally.failed > 0, "{tally:?}");

@@ -87,6 +87,22 @@ impl Scratch {
     }
 }
 
+/// Fails, naming the first missing one, unless `text` contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+}
+
+/// The string `key` of every element of the JSON array `list` (`[]` when it is none).
+pub fn strings_of(list: &serde_json::Value, key: &str) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e[key].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Runs `kiln down` when dropped, so a failed test leaves no control plane behind.
 pub struct Down<'a>(pub &'a Scratch);
 
