@@ -169,13 +169,14 @@ def main():
             wait_port(upstream, up)
             targets = {"direct": upstream}
             pids = {"direct": up.pid}
+            # Both kiln builds serve the same way (older builds ignore the variable).
+            env = dict(os.environ)
+            if a.kiln_threads:
+                env["KILN_INGRESS_THREADS"] = str(a.kiln_threads)
+            else:
+                env.pop("KILN_INGRESS_THREADS", None)
             if "kiln" in only:
                 port = free_port()
-                env = dict(os.environ)
-                if a.kiln_threads:
-                    env["KILN_INGRESS_THREADS"] = str(a.kiln_threads)
-                else:
-                    env.pop("KILN_INGRESS_THREADS", None)
                 p = subprocess.Popen([os.path.join(EXAMPLES, "proxy"), f"127.0.0.1:{port}",
                                       f"127.0.0.1:{upstream}"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -186,7 +187,7 @@ def main():
             if a.kiln_before:
                 port = free_port()
                 p = subprocess.Popen([a.kiln_before, f"127.0.0.1:{port}", f"127.0.0.1:{upstream}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs.append(p)
                 wait_port(port, p)
                 targets["kiln-before"] = port

@@ -1,15 +1,16 @@
 //! Body wrappers on both legs of a proxied request.
 //!
-//! [`UpstreamBody`] carries the client's request body to the upstream: it counts bytes, cuts
-//! the stream when it passes the route's limit (→ 413), and — when the upstream connection
-//! could not be made — hands the untouched body back through a [`Reclaim`] slot so the retry
-//! can send it. [`ProxyBody`] carries responses to the client: either our own short text or
-//! the upstream's body with byte counting, an idle timeout and the in-flight guards.
+//! [`UpstreamBody`] carries the client's request body to the upstream: it counts bytes and cuts
+//! the stream when it passes the route's limit (→ 413), noting in [`BodyFlags`] whether the
+//! limit or the client broke the attempt. [`ProxyBody`] carries responses to the client:
+//! either our own short text or the upstream's body with byte counting, an idle timeout, the
+//! in-flight guards, and the upstream connection, checked back into the pool when the body
+//! was read to the end.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -19,23 +20,19 @@ use tokio::time::Sleep;
 
 use crate::health::InFlight;
 use crate::metrics::{InFlightRequest, SetMetrics};
+use crate::pool::Pooled;
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Shared between a request's attempts: the body slot and what went wrong reading it.
+/// What went wrong reading a request body, shared between the body (sent away with the
+/// request) and the request's attempts.
 #[derive(Debug, Default)]
-pub(crate) struct Reclaim {
-    slot: Mutex<Option<Incoming>>,
+pub(crate) struct BodyFlags {
     over_limit: AtomicBool,
     client_failed: AtomicBool,
 }
 
-impl Reclaim {
-    /// The body back, if the last attempt dropped it without reading any of it.
-    pub(crate) fn take(&self) -> Option<Incoming> {
-        self.slot.lock().ok()?.take()
-    }
-
+impl BodyFlags {
     pub(crate) fn over_limit(&self) -> bool {
         self.over_limit.load(Ordering::Relaxed)
     }
@@ -50,10 +47,9 @@ impl Reclaim {
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
     inner: Option<Incoming>,
-    polled: bool,
     seen: u64,
     limit: Option<u64>,
-    reclaim: Option<Arc<Reclaim>>,
+    flags: Option<Arc<BodyFlags>>,
     metrics: Option<Arc<SetMetrics>>,
 }
 
@@ -61,10 +57,9 @@ impl UpstreamBody {
     pub(crate) fn empty() -> Self {
         Self {
             inner: None,
-            polled: false,
             seen: 0,
             limit: None,
-            reclaim: None,
+            flags: None,
             metrics: None,
         }
     }
@@ -72,15 +67,14 @@ impl UpstreamBody {
     pub(crate) fn new(
         inner: Incoming,
         limit: Option<u64>,
-        reclaim: Arc<Reclaim>,
+        flags: Arc<BodyFlags>,
         metrics: Arc<SetMetrics>,
     ) -> Self {
         Self {
             inner: Some(inner),
-            polled: false,
             seen: 0,
             limit,
-            reclaim: Some(reclaim),
+            flags: Some(flags),
             metrics: Some(metrics),
         }
     }
@@ -102,12 +96,11 @@ impl Body for UpstreamBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        this.polled = true;
         let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
-                if let Some(reclaim) = &this.reclaim {
-                    reclaim.client_failed.store(true, Ordering::Relaxed);
+                if let Some(flags) = &this.flags {
+                    flags.client_failed.store(true, Ordering::Relaxed);
                 }
                 return Poll::Ready(Some(Err(e.into())));
             }
@@ -120,8 +113,8 @@ impl Body for UpstreamBody {
                 metrics.add_bytes_in(n);
             }
             if this.limit.is_some_and(|limit| this.seen > limit) {
-                if let Some(reclaim) = &this.reclaim {
-                    reclaim.over_limit.store(true, Ordering::Relaxed);
+                if let Some(flags) = &this.flags {
+                    flags.over_limit.store(true, Ordering::Relaxed);
                 }
                 return Poll::Ready(Some(Err(Box::new(OverLimit))));
             }
@@ -140,19 +133,6 @@ impl Body for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if self.polled {
-            return;
-        }
-        if let (Some(inner), Some(reclaim)) = (self.inner.take(), &self.reclaim)
-            && let Ok(mut slot) = reclaim.slot.lock()
-        {
-            *slot = Some(inner);
-        }
-    }
-}
-
 /// A response body to the client.
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
@@ -166,12 +146,27 @@ pub(crate) enum ProxyBody {
 #[derive(Debug)]
 pub(crate) struct Relay {
     inner: Incoming,
+    /// The upstream connection it is read from, back to the pool once the body ended.
+    connection: Option<Pooled>,
+    finished: bool,
     idle: Duration,
     last_progress: Instant,
     timer: Option<Pin<Box<Sleep>>>,
     metrics: Arc<SetMetrics>,
     _request: InFlightRequest,
     _endpoint: Option<InFlight>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Cut short (the client left, an error, the idle timeout), the connection still has
+        // response bytes in flight and cannot carry another request: it closes with this.
+        if let Some(connection) = self.connection.take()
+            && (self.finished || self.inner.is_end_stream())
+        {
+            connection.check_in();
+        }
+    }
 }
 
 impl ProxyBody {
@@ -185,6 +180,7 @@ impl ProxyBody {
 
     pub(crate) fn relay(
         inner: Incoming,
+        connection: Pooled,
         idle: Duration,
         metrics: Arc<SetMetrics>,
         request: InFlightRequest,
@@ -192,6 +188,8 @@ impl ProxyBody {
     ) -> Self {
         ProxyBody::Upstream(Box::new(Relay {
             inner,
+            connection: Some(connection),
+            finished: false,
             idle,
             last_progress: Instant::now(),
             timer: None,
@@ -247,9 +245,18 @@ impl Body for ProxyBody {
                     relay.last_progress = Instant::now();
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => relay.poll_idle(cx).map(|e| Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    relay.connection = None;
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
+                    relay.finished = true;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => relay.poll_idle(cx).map(|e| {
+                    relay.connection = None;
+                    Some(Err(e))
+                }),
             },
         }
     }

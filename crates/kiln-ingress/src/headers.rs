@@ -17,6 +17,11 @@ const MAX_REQUEST_ID: usize = 200;
 
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop set (RFC 9110 §7.6.1).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names settles it, where the
+    // removals below hash every name of the set.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -47,6 +52,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A fixed hop-by-hop name, or `Connection` (which may name more).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
 /// True for an HTTP/1.1 `Connection: upgrade` + `Upgrade: websocket` request or 101 response.
 pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(headers, &header::CONNECTION, "upgrade")
@@ -68,13 +84,19 @@ pub(crate) fn restore_websocket_upgrade(headers: &mut HeaderMap) {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
-/// Appends the client to X-Forwarded-For (joining repeated headers into one) and sets
-/// X-Forwarded-Proto and X-Forwarded-Host to what this hop saw.
+/// The client's address as a header value; rendered once per connection.
+pub(crate) fn client_ip(ip: IpAddr) -> HeaderValue {
+    // An address renders as digits, dots, colons and hex letters: always a valid value.
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Appends the client (see [`client_ip`]) to X-Forwarded-For (joining repeated headers into
+/// one) and sets X-Forwarded-Proto and X-Forwarded-Host to what this hop saw.
 pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
-    host: &str,
+    host: HeaderValue,
 ) {
     let mut chain = String::new();
     for prior in headers
@@ -85,14 +107,17 @@ pub(crate) fn add_forwarded(
         chain.push_str(prior.trim());
         chain.push_str(", ");
     }
-    chain.push_str(&client.to_string());
-    if let Ok(value) = HeaderValue::try_from(chain) {
+    let value = if chain.is_empty() {
+        Ok(client.clone())
+    } else {
+        chain.push_str(client.to_str().unwrap_or_default());
+        HeaderValue::try_from(chain)
+    };
+    if let Ok(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Ok(value) = HeaderValue::try_from(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), value);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host);
 }
 
 /// Keeps a sane client X-Request-Id, or sets a fresh UUIDv7 (time-ordered, so ids sort by
@@ -179,9 +204,9 @@ mod tests {
         ]);
         add_forwarded(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &client_ip("10.0.0.1".parse().unwrap()),
             "http",
-            "shop.localhost",
+            HeaderValue::from_static("shop.localhost"),
         );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

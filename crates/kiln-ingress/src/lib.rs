@@ -19,7 +19,8 @@
 //! and the rare ejection decision. No input from a client or an upstream may panic the proxy.
 //!
 //! Module map: `config` (the declared table) → `table` (compiled, matched) → `proxy` (one
-//! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`; `metrics` (atomic
+//! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`, `pool` (upstream
+//! HTTP/1.1 connections, kept per serving thread without locks); `metrics` (atomic
 //! counters, snapshots, Prometheus text); `server` (accept loops, connections, shutdown) with
 //! `tls` (rustls termination with the user's certificate).
 
@@ -31,6 +32,7 @@ mod error;
 mod headers;
 mod health;
 mod metrics;
+mod pool;
 mod proxy;
 mod rand;
 mod server;

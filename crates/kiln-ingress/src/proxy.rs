@@ -7,35 +7,33 @@
 //! upstream error, 504 for a timeout). Every outcome feeds the endpoint's passive health and
 //! the set's metrics. Nothing here holds a lock across an await, and no input panics.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::http::uri::{PathAndQuery, Scheme as UriScheme};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::balance::{Tried, choose_endpoint, choose_set};
-use crate::body::{ProxyBody, Reclaim, UpstreamBody};
+use crate::body::{BodyFlags, ProxyBody, UpstreamBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::health::{Clock, InFlight};
 use crate::metrics::{InFlightRequest, MetricsRegistry};
+use crate::pool::{self, PoolSettings, Pooled};
 use crate::table::{CompiledRoute, CompiledSet, CompiledTable, normalise_host, strip};
 use crate::upgrade;
-
-pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// What the request path needs from the ingress.
 pub(crate) struct Context<'a> {
     pub(crate) table: Arc<CompiledTable>,
     pub(crate) clock: &'a Clock,
     pub(crate) registry: &'a MetricsRegistry,
-    pub(crate) peer: SocketAddr,
+    pub(crate) pool: PoolSettings,
+    /// The client's address as X-Forwarded-For shows it, rendered once per connection.
+    pub(crate) client_ip: &'a HeaderValue,
     pub(crate) scheme: &'static str,
 }
 
@@ -43,9 +41,10 @@ pub(crate) struct Context<'a> {
 pub(crate) async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response<ProxyBody> {
     let host = request_host(&req);
     let table = ctx.table.clone();
-    let Some(route) = table.find(&normalise_host(&host), req.uri().path()) else {
+    let Some(route) = table.find(&normalise_host(host_str(&host)), req.uri().path()) else {
         ctx.registry.add_unmatched();
         let path = req.uri().path().to_owned();
+        let host = host_str(&host).to_owned();
         return local_error(&ProxyError::NoRoute { host, path });
     };
     let started = Instant::now();
@@ -69,16 +68,23 @@ pub(crate) async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response
     response
 }
 
-/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`.
-fn request_host(req: &Request<Incoming>) -> String {
+/// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`
+/// (shared with the header, not copied).
+fn request_host(req: &Request<Incoming>) -> HeaderValue {
     if let Some(authority) = req.uri().authority() {
-        return authority.as_str().to_owned();
+        // An authority that parsed is a valid header value; "" would only fail to route.
+        return HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
     }
     req.headers()
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+/// The host as text; a `Host` that is not UTF-8 counts as none.
+fn host_str(host: &HeaderValue) -> &str {
+    host.to_str().unwrap_or_default()
 }
 
 /// One request's upstream template, rebuilt into a fresh `Request` for each attempt.
@@ -97,7 +103,7 @@ async fn forward(
     ctx: &Context<'_>,
     route: &CompiledRoute,
     set_index: usize,
-    host: &str,
+    host: &HeaderValue,
     req: Request<Incoming>,
     guard: InFlightRequest,
 ) -> (Response<ProxyBody>, usize) {
@@ -109,23 +115,35 @@ async fn forward(
         return (local_error(&ProxyError::BodyTooLarge { limit }), set_index);
     }
     let client_upgrade = upgrade::take_client_upgrade(&mut parts);
-    let outgoing = prepare(ctx, route, host, &mut parts, body.is_end_stream());
-    let reclaim = Arc::new(Reclaim::default());
-    let first_body = UpstreamBody::new(
-        body,
-        route.max_body_bytes,
-        reclaim.clone(),
-        set.metrics.clone(),
-    );
+    let bodiless = body.is_end_stream();
+    let outgoing = prepare(ctx, route, host, &mut parts, bodiless);
+    // A bodiless request (most of them) needs no byte counting and no flags.
+    let flags = (!bodiless).then(|| Arc::new(BodyFlags::default()));
+    let first_body = match &flags {
+        Some(flags) => UpstreamBody::new(
+            body,
+            route.max_body_bytes,
+            flags.clone(),
+            set.metrics.clone(),
+        ),
+        None => UpstreamBody::empty(),
+    };
     let mut served = set_index;
-    let result = attempts(ctx, route, &mut served, &outgoing, first_body, &reclaim).await;
+    let result = attempts(
+        ctx,
+        route,
+        &mut served,
+        &outgoing,
+        first_body,
+        flags.as_deref(),
+    )
+    .await;
     let request_id = outgoing.request_id.clone();
     let mut response = match result {
-        Ok((upstream, endpoint)) => relay(
+        Ok(attempted) => relay(
             route,
             &route.sets[served],
-            upstream,
-            endpoint,
+            attempted,
             guard,
             client_upgrade,
             outgoing.websocket,
@@ -154,7 +172,7 @@ fn declared_length(parts: &Parts) -> Option<u64> {
 fn prepare(
     ctx: &Context<'_>,
     route: &CompiledRoute,
-    host: &str,
+    host: &HeaderValue,
     parts: &mut Parts,
     bodiless: bool,
 ) -> Outgoing {
@@ -164,16 +182,22 @@ fn prepare(
     // The inbound headers are not needed after this; take them instead of copying.
     let mut out = std::mem::take(&mut parts.headers);
     headers::strip_hop_by_hop(&mut out);
+    // Room for what is added below, so the map grows (and rehashes) once, not per insert.
+    out.reserve(5 + route.request_headers.len());
     if websocket {
         headers::restore_websocket_upgrade(&mut out);
     }
+    // Only what reads as text is passed on (as before: a non-UTF-8 host reads as "").
+    let host = if host.to_str().is_ok() {
+        host.clone()
+    } else {
+        HeaderValue::from_static("")
+    };
     if !out.contains_key(header::HOST) {
         // HTTP/2 carries the host as :authority; an HTTP/1.1 upstream needs it as Host.
-        if let Ok(value) = HeaderValue::try_from(host) {
-            out.insert(header::HOST, value);
-        }
+        out.insert(header::HOST, host.clone());
     }
-    headers::add_forwarded(&mut out, ctx.peer.ip(), ctx.scheme, host);
+    headers::add_forwarded(&mut out, ctx.client_ip, ctx.scheme, host);
     let request_id = headers::ensure_request_id(&mut out);
     headers::set_all(&mut out, &route.request_headers);
     Outgoing {
@@ -202,7 +226,12 @@ fn upstream_path(route: &CompiledRoute, uri: &Uri) -> PathAndQuery {
     PathAndQuery::try_from(path_and_query).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
-type Attempted = (Response<Incoming>, InFlight);
+/// The upstream's answer, the connection it came on, and the endpoint's in-flight guard.
+struct Attempted {
+    response: Response<Incoming>,
+    connection: Pooled,
+    endpoint: InFlight,
+}
 
 /// Tries endpoints until one answers acceptably or retries run out. A retry goes to another
 /// endpoint of the same set while one is left untried, then to another set of the route (a
@@ -214,7 +243,7 @@ async fn attempts(
     set_index: &mut usize,
     outgoing: &Outgoing,
     first_body: UpstreamBody,
-    reclaim: &Arc<Reclaim>,
+    flags: Option<&BodyFlags>,
 ) -> Result<Attempted, ProxyError> {
     let mut tried = Tried::default();
     let mut body = Some(first_body);
@@ -253,14 +282,10 @@ async fn attempts(
         tried.add(index);
         let endpoint = &set.endpoints[index];
         let in_flight = endpoint.runtime.start();
-        let request = build_request(
-            outgoing,
-            &endpoint.authority,
-            body.take().unwrap_or_else(UpstreamBody::empty),
-        );
+        let request = build_request(outgoing, body.take().unwrap_or_else(UpstreamBody::empty));
         let outcome = tokio::time::timeout(
             route.timeouts.request,
-            crate::server::send_upstream(&route.client, route.timeouts.connect, request),
+            pool::send(endpoint.addr, route.timeouts.connect, ctx.pool, request),
         )
         .await;
         let may_retry = attempt < route.retry.attempts;
@@ -270,19 +295,12 @@ async fn attempts(
                 report_failure(ctx, route, set, index);
                 return Err(ProxyError::Timeout);
             }
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(failure)) if failure.is_connect() => {
                 report_failure(ctx, route, set, index);
                 failed_status = StatusCode::BAD_GATEWAY.as_u16();
-                tracing::debug!(endpoint = %endpoint.id, %error, "upstream connect failed");
-                // The body was never read, so the failed attempt handed it back.
-                body = reclaim.take().map(|b| {
-                    UpstreamBody::new(
-                        b,
-                        route.max_body_bytes,
-                        reclaim.clone(),
-                        set.metrics.clone(),
-                    )
-                });
+                tracing::debug!(endpoint = %endpoint.id, error = %failure.error, "upstream connect failed");
+                // Nothing was sent, so the request (and its unread body) came back.
+                body = failure.unsent.map(Request::into_body);
                 let body_ready = outgoing.bodiless || body.is_some();
                 if !(may_retry
                     && route.retry.on_connect_failure
@@ -292,18 +310,18 @@ async fn attempts(
                     return Err(ProxyError::Upstream);
                 }
             }
-            Ok(Err(error)) => {
-                if reclaim.over_limit() {
+            Ok(Err(failure)) => {
+                if flags.is_some_and(BodyFlags::over_limit) {
                     return Err(ProxyError::BodyTooLarge {
                         limit: route.max_body_bytes.unwrap_or(0),
                     });
                 }
-                if reclaim.client_failed() {
+                if flags.is_some_and(BodyFlags::client_failed) {
                     return Err(ProxyError::ClientBody);
                 }
                 report_failure(ctx, route, set, index);
                 failed_status = StatusCode::BAD_GATEWAY.as_u16();
-                tracing::debug!(endpoint = %endpoint.id, %error, "upstream request failed");
+                tracing::debug!(endpoint = %endpoint.id, error = %failure.error, "upstream request failed");
                 // The connection broke after the request may have been sent (an instance killed
                 // mid-request, a pooled connection it closed): safe to repeat only when the
                 // method is idempotent and no body was streamed.
@@ -315,7 +333,7 @@ async fn attempts(
                     return Err(ProxyError::Upstream);
                 }
             }
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 let status = response.status();
                 if status.is_server_error() {
                     report_failure(ctx, route, set, index);
@@ -335,7 +353,15 @@ async fn attempts(
                             | StatusCode::GATEWAY_TIMEOUT
                     );
                 if !(retryable && withdraw(route, set)) {
-                    return Ok((response, in_flight));
+                    return Ok(Attempted {
+                        response,
+                        connection,
+                        endpoint: in_flight,
+                    });
+                }
+                // A retried answer that had nothing more to read leaves a reusable connection.
+                if response.body().is_end_stream() {
+                    connection.check_in();
                 }
             }
         }
@@ -399,21 +425,12 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn build_request(
-    outgoing: &Outgoing,
-    authority: &hyper::http::uri::Authority,
-    body: UpstreamBody,
-) -> Request<UpstreamBody> {
-    // Built from already-valid parts, so this cannot fail; "/" would only 404 upstream.
-    let uri = Uri::builder()
-        .scheme(UriScheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(outgoing.path_and_query.clone())
-        .build()
-        .unwrap_or_default();
+fn build_request(outgoing: &Outgoing, body: UpstreamBody) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
     *request.method_mut() = outgoing.method.clone();
-    *request.uri_mut() = uri;
+    // Origin form (`/path?query`): what an HTTP/1.1 server expects from a client; the
+    // authority travels in `Host`.
+    *request.uri_mut() = Uri::from(outgoing.path_and_query.clone());
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = outgoing.headers.clone();
     request
@@ -422,12 +439,16 @@ fn build_request(
 fn relay(
     route: &CompiledRoute,
     set: &CompiledSet,
-    upstream: Response<Incoming>,
-    endpoint: InFlight,
+    attempted: Attempted,
     guard: InFlightRequest,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     websocket: bool,
 ) -> Response<ProxyBody> {
+    let Attempted {
+        response: upstream,
+        connection,
+        endpoint,
+    } = attempted;
     let switching = upstream.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         if let (true, Some(client)) = (websocket, client_upgrade) {
@@ -440,6 +461,7 @@ fn relay(
     headers::strip_hop_by_hop(&mut parts.headers);
     let body = ProxyBody::relay(
         body,
+        connection,
         route.timeouts.idle,
         set.metrics.clone(),
         guard,

@@ -5,7 +5,6 @@
 //! is asked to finish its in-flight requests and close → (deadline passed) `Closed`:
 //! connections still open are dropped. `shutdown` returns when no connection is left.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,28 +15,29 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
 use crate::body::ProxyBody;
-use crate::config::{RouteTable, Timeouts};
+use crate::config::RouteTable;
+use crate::headers;
 use crate::health::{Clock, EndpointHealth, EndpointRuntime};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot, SetMetrics};
-use crate::proxy::{self, UpstreamClient};
+use crate::pool::{self, PoolSettings};
+use crate::proxy;
 use crate::table::{CompiledTable, Resolver};
 use crate::tls::TlsSettings;
 
 /// Settings for the whole ingress (per-route settings live in [`crate::Route`]).
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
-    /// How long an idle pooled upstream connection is kept.
+    /// How long an idle pooled upstream connection is kept (closed within twice this).
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream endpoint.
     pub pool_max_idle_per_host: usize,
@@ -104,7 +104,6 @@ impl Ingress {
                 clock: Clock::new(),
                 registry: MetricsRegistry::default(),
                 endpoints: Mutex::new(HashMap::new()),
-                clients: Mutex::new(HashMap::new()),
                 builder,
                 phase,
                 connections: AtomicUsize::new(0),
@@ -135,8 +134,6 @@ struct Shared {
     clock: Clock,
     registry: MetricsRegistry,
     endpoints: Mutex<HashMap<String, Registered>>,
-    /// One pooled client per connect timeout (the timeout is a connector setting).
-    clients: Mutex<HashMap<Duration, UpstreamClient>>,
     builder: auto::Builder<TokioExecutor>,
     phase: watch::Sender<Phase>,
     connections: AtomicUsize,
@@ -236,7 +233,7 @@ impl IngressHandle {
     }
 
     /// Serves on `threads` OS threads, each with its own single-threaded runtime and its own
-    /// upstream connection pools, all accepting from one listener on `listen`: nginx's model,
+    /// upstream connection pool, all accepting from one listener on `listen`: nginx's model,
     /// where a request never changes threads. (One listening socket rather than one
     /// `SO_REUSEPORT` socket per thread, so a second process can never silently share the
     /// port.) Returns the bound address; each thread returns once shutdown has drained (or
@@ -277,16 +274,9 @@ impl IngressHandle {
         for (index, (socket, runtime)) in sockets.into_iter().zip(runtimes).enumerate() {
             let handle = self.clone();
             let tls = tls.clone();
-            let config = self.shared.config.clone();
             let join = std::thread::Builder::new()
                 .name(format!("kiln-ingress-{index}"))
                 .spawn(move || {
-                    LOCAL_CLIENTS.with(|local| {
-                        *local.borrow_mut() = Some(LocalClients {
-                            config,
-                            clients: RefCell::new(Vec::new()),
-                        });
-                    });
                     runtime.block_on(async move {
                         let Ok(listener) = TcpListener::from_std(socket) else {
                             return;
@@ -297,8 +287,8 @@ impl IngressHandle {
                         }
                         handle.wait_for_drain().await;
                     });
-                    // Pools go before the runtime whose tasks drive their connections.
-                    LOCAL_CLIENTS.with(|local| local.borrow_mut().take());
+                    // The pool goes before the runtime whose tasks drive its connections.
+                    pool::clear_thread();
                 })?;
             joins.push(join);
         }
@@ -358,9 +348,11 @@ impl IngressHandle {
     {
         let _tracked = ConnectionGuard::new(&self.shared);
         let shared = self.shared.clone();
+        let client_ip = headers::client_ip(peer.ip());
         let service = service_fn(move |req: Request<Incoming>| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(shared.handle(req, peer, scheme).await) }
+            let client_ip = client_ip.clone();
+            async move { Ok::<_, Infallible>(shared.handle(req, &client_ip, scheme).await) }
         });
         let conn = self
             .shared
@@ -451,14 +443,18 @@ impl Shared {
     async fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        client_ip: &HeaderValue,
         scheme: Scheme,
     ) -> Response<ProxyBody> {
         let ctx = proxy::Context {
             table: self.table.load_full(),
             clock: &self.clock,
             registry: &self.registry,
-            peer,
+            pool: PoolSettings {
+                idle_timeout: self.config.pool_idle_timeout,
+                max_idle_per_host: self.config.pool_max_idle_per_host,
+            },
+            client_ip,
             scheme: scheme.as_str(),
         };
         proxy::handle(ctx, req).await
@@ -483,65 +479,6 @@ impl Resolver for Shared {
     fn series(&self, route: &str, set: &str) -> Arc<SetMetrics> {
         self.registry.series(route, set)
     }
-
-    fn client(&self, timeouts: &Timeouts) -> UpstreamClient {
-        let build = || build_client(&self.config, timeouts.connect);
-        match self.clients.lock() {
-            Ok(mut clients) => clients
-                .entry(timeouts.connect)
-                .or_insert_with(build)
-                .clone(),
-            Err(_) => build(),
-        }
-    }
-}
-
-fn build_client(config: &IngressConfig, connect: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .build(connector)
-}
-
-/// Upstream clients of one per-core serving thread, by connect timeout. They live and die
-/// with the thread's runtime, so a pooled connection is always driven by the thread that uses
-/// it (and never outlives the runtime its driver task was spawned on).
-pub(crate) struct LocalClients {
-    config: IngressConfig,
-    /// Few entries (one per distinct connect timeout): a scan beats hashing.
-    clients: RefCell<Vec<(Duration, UpstreamClient)>>,
-}
-
-thread_local! {
-    static LOCAL_CLIENTS: RefCell<Option<LocalClients>> = const { RefCell::new(None) };
-}
-
-/// Sends `request` through this thread's own pool when it is a per-core serving thread, or
-/// through the route's shared pool otherwise.
-pub(crate) fn send_upstream(
-    shared: &UpstreamClient,
-    connect: Duration,
-    request: Request<crate::body::UpstreamBody>,
-) -> hyper_util::client::legacy::ResponseFuture {
-    LOCAL_CLIENTS.with(|local| match &*local.borrow() {
-        Some(local) => {
-            let mut clients = local.clients.borrow_mut();
-            let index = match clients.iter().position(|(c, _)| *c == connect) {
-                Some(index) => index,
-                None => {
-                    clients.push((connect, build_client(&local.config, connect)));
-                    clients.len() - 1
-                }
-            };
-            clients[index].1.request(request)
-        }
-        None => shared.request(request),
-    })
 }
 
 /// Counts a live connection; the last one out wakes `shutdown`.

@@ -1,19 +1,19 @@
 //! The compiled route table: what the request path reads. Compiling resolves everything a
-//! request would otherwise recompute — parsed header names, endpoint authorities, the
-//! endpoints' shared runtime state, metric series, the upstream client — and orders routes so
+//! request would otherwise recompute — parsed header names, the endpoints' shared runtime
+//! state, metric series — and orders routes so
 //! the first match is the best one (longest prefix, then exact > wildcard > any host).
 
+use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::http::uri::Authority;
 
 use crate::budget::RetryBudget;
 use crate::config::{Balance, HostMatch, OutlierPolicy, RetryPolicy, Route, Timeouts};
 use crate::health::EndpointRuntime;
 use crate::metrics::SetMetrics;
-use crate::proxy::UpstreamClient;
 
 #[derive(Debug, Default)]
 pub(crate) struct CompiledTable {
@@ -38,7 +38,6 @@ pub(crate) struct CompiledRoute {
     pub(crate) balance: Balance,
     pub(crate) outlier: OutlierPolicy,
     pub(crate) sticky_cookie: Option<String>,
-    pub(crate) client: UpstreamClient,
     /// For requests answered before a backend set is chosen.
     pub(crate) route_metrics: Arc<SetMetrics>,
 }
@@ -58,15 +57,14 @@ pub(crate) struct CompiledSet {
 #[derive(Debug)]
 pub(crate) struct CompiledEndpoint {
     pub(crate) id: String,
-    pub(crate) authority: Authority,
+    pub(crate) addr: SocketAddr,
     pub(crate) runtime: Arc<EndpointRuntime>,
 }
 
-/// What compiling needs from the ingress: shared per-id and per-series state and clients.
+/// What compiling needs from the ingress: shared per-id and per-series state.
 pub(crate) trait Resolver {
     fn endpoint(&self, id: &str) -> Arc<EndpointRuntime>;
     fn series(&self, route: &str, set: &str) -> Arc<SetMetrics>;
-    fn client(&self, timeouts: &Timeouts) -> UpstreamClient;
 }
 
 impl CompiledTable {
@@ -98,14 +96,10 @@ fn compile_route(route: &Route, resolver: &dyn Resolver) -> CompiledRoute {
             endpoints: set
                 .endpoints
                 .iter()
-                .filter_map(|ep| {
-                    // A SocketAddr always renders as a valid authority; skip it if not.
-                    let authority = Authority::try_from(ep.addr.to_string()).ok()?;
-                    Some(CompiledEndpoint {
-                        id: ep.id.clone(),
-                        authority,
-                        runtime: resolver.endpoint(&ep.id),
-                    })
+                .map(|ep| CompiledEndpoint {
+                    id: ep.id.clone(),
+                    addr: ep.addr,
+                    runtime: resolver.endpoint(&ep.id),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -129,7 +123,6 @@ fn compile_route(route: &Route, resolver: &dyn Resolver) -> CompiledRoute {
         balance: route.balance,
         outlier: route.outlier,
         sticky_cookie: route.sticky_cookie.clone(),
-        client: resolver.client(&route.timeouts),
         route_metrics: resolver.series(&route.name, "-"),
     }
 }
@@ -186,15 +179,21 @@ pub(crate) fn strip(prefix: &str, path: &str) -> String {
     }
 }
 
-/// The request's host for matching: lowercase, without port or trailing dot.
-pub(crate) fn normalise_host(raw: &str) -> String {
+/// The request's host for matching: lowercase, without port or trailing dot (borrowed
+/// unless it had capitals).
+pub(crate) fn normalise_host(raw: &str) -> Cow<'_, str> {
     let without_port = if let Some(rest) = raw.strip_prefix('[') {
         // An IPv6 literal: keep what is inside the brackets.
         rest.split(']').next().unwrap_or(rest)
     } else {
         raw.rsplit_once(':').map_or(raw, |(host, _)| host)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

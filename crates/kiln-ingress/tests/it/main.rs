@@ -9,6 +9,7 @@ mod balancing;
 mod health;
 mod lifecycle;
 mod malformed;
+mod pool;
 mod props;
 mod protocol;
 mod retries;

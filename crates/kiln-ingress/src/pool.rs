@@ -1,0 +1,463 @@
+//! Upstream HTTP/1.1 connections, pooled per thread.
+//!
+//! Each serving thread keeps its own idle connections per upstream address in a thread-local
+//! (`RefCell`, no lock): a request checks one out (most recently used first), sends on it, and
+//! the response body checks it back in once it was read to the end ([`Pooled::check_in`]).
+//! A connection whose response body was not read to the end, that broke, or that carried an
+//! upgrade is never checked in; dropping its [`SendRequest`] closes it. Each connection is
+//! driven by its own task on the runtime that opened it (on a per-core thread: that thread),
+//! which also closes it after it sat idle for the idle timeout.
+//!
+//! Guarantees: a request that could not be written because its pooled connection turned out
+//! closed (the upstream closed it while idle) is sent again on another connection to the same
+//! address, whatever its method, since nothing reached the upstream; a failed connect hands the
+//! request back untouched so the caller can try another endpoint. At most
+//! `max_idle_per_host` idle connections are kept per address and thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::UpstreamBody;
+
+/// Pool limits, from [`crate::IngressConfig`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSettings {
+    /// An idle connection is closed after this long unused (at most twice this: the driver
+    /// checks once per period).
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_idle_per_host: usize,
+}
+
+/// Checkouts of pooled connections that turned out closed before one request gets a fresh
+/// connection; bounds the loop in [`send`] should other tasks keep checking in dead ones.
+const STALE_CHECKOUTS: usize = 8;
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP/1.1 handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error(transparent)]
+    Request(hyper::Error),
+}
+
+/// A failed send: the error, and the request when none of it reached the upstream.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    pub(crate) error: UpstreamError,
+    pub(crate) unsent: Option<Request<UpstreamBody>>,
+}
+
+impl SendFailure {
+    /// No connection could be made: nothing was sent.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(
+            self.error,
+            UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Handshake { .. }
+        )
+    }
+}
+
+/// One upstream connection, checked out by a request.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    addr: SocketAddr,
+    sender: SendRequest<UpstreamBody>,
+    idle: Arc<IdleWatch>,
+    max_idle: usize,
+}
+
+/// What a connection's driver task needs to know to close it when idle.
+#[derive(Debug, Default)]
+struct IdleWatch {
+    /// True while the connection sits in the pool.
+    idle: AtomicBool,
+    /// Checkouts so far: unchanged across a whole idle period means unused for that period.
+    uses: AtomicU64,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<Pooled>>> = RefCell::new(HashMap::new());
+}
+
+/// Sends `request` to `addr` on a pooled connection or a new one; returns the response and
+/// the connection, which the response body checks back in when read to the end.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    settings: PoolSettings,
+    mut request: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, Pooled), SendFailure> {
+    let mut stale = 0;
+    loop {
+        let pooled = if stale < STALE_CHECKOUTS {
+            check_out(addr)
+        } else {
+            None
+        };
+        let (mut conn, fresh) = match pooled {
+            Some(conn) => (conn, false),
+            // Boxed: connecting is rare, and its state would otherwise make every request's
+            // future (moved around by hyper) larger.
+            None => match Box::pin(connect(addr, connect_timeout, settings)).await {
+                Ok(conn) => (conn, true),
+                Err(error) => {
+                    return Err(SendFailure {
+                        error,
+                        unsent: Some(request),
+                    });
+                }
+            },
+        };
+        conn.max_idle = settings.max_idle_per_host;
+        if !fresh && conn.sender.ready().await.is_err() {
+            // Closed while it sat idle; dropping it is all there is to do.
+            stale += 1;
+            continue;
+        }
+        match conn.sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, conn)),
+            Err(mut failure) => match failure.take_message() {
+                Some(unsent) if !fresh => {
+                    tracing::debug!(%addr, "pooled upstream connection closed before the request was written");
+                    request = unsent;
+                    stale += 1;
+                }
+                unsent => {
+                    return Err(SendFailure {
+                        error: UpstreamError::Request(failure.into_error()),
+                        unsent,
+                    });
+                }
+            },
+        }
+    }
+}
+
+impl Pooled {
+    /// Returns the connection to this thread's pool: call only once its response was read
+    /// to the end. A closed connection, or one over the per-address limit, is dropped.
+    pub(crate) fn check_in(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        // `try_with`: a body dropped while the thread's locals are being destroyed just
+        // closes its connection.
+        let _ = IDLE.try_with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let list = idle.entry(self.addr).or_default();
+            if list.len() >= self.max_idle {
+                // Full, maybe of connections closed while they sat there: make room.
+                list.retain(|conn| !conn.sender.is_closed());
+            }
+            if list.len() < self.max_idle {
+                self.idle.idle.store(true, Ordering::Release);
+                list.push(self);
+            }
+        });
+    }
+}
+
+fn check_out(addr: SocketAddr) -> Option<Pooled> {
+    IDLE.try_with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(conn) = list.pop() {
+            if !conn.sender.is_closed() {
+                conn.idle.idle.store(false, Ordering::Release);
+                conn.idle.uses.fetch_add(1, Ordering::Relaxed);
+                return Some(conn);
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
+}
+
+/// Closes every idle connection of this thread (before its runtime goes away).
+pub(crate) fn clear_thread() {
+    let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
+}
+
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    settings: PoolSettings,
+) -> Result<Pooled, UpstreamError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
+        Err(_) => return Err(UpstreamError::ConnectTimeout { addr, timeout }),
+    };
+    // Small requests go out at once instead of waiting for Nagle.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| UpstreamError::Handshake { addr, source })?;
+    let idle = Arc::new(IdleWatch::default());
+    tokio::spawn(drive(connection, idle.clone(), settings.idle_timeout, addr));
+    Ok(Pooled {
+        addr,
+        sender,
+        idle,
+        max_idle: settings.max_idle_per_host,
+    })
+}
+
+/// Drives one connection until it ends, or closes it once idle for a whole period.
+async fn drive(
+    connection: http1::Connection<TokioIo<TcpStream>, UpstreamBody>,
+    idle: Arc<IdleWatch>,
+    idle_timeout: Duration,
+    addr: SocketAddr,
+) {
+    let connection = connection.with_upgrades();
+    tokio::select! {
+        biased;
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+            }
+        }
+        () = idle_expiry(&idle, idle_timeout) => {
+            tracing::debug!(%addr, "idle upstream connection closed");
+        }
+    }
+}
+
+/// Returns once the connection sat in the pool unused for a whole `idle_timeout` period.
+async fn idle_expiry(idle: &IdleWatch, idle_timeout: Duration) {
+    let mut seen = idle.uses.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(idle_timeout).await;
+        let uses = idle.uses.load(Ordering::Relaxed);
+        if uses == seen && idle.idle.load(Ordering::Acquire) {
+            return;
+        }
+        seen = uses;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::body::BodyFlags;
+    use crate::metrics::SetMetrics;
+
+    const SETTINGS: PoolSettings = PoolSettings {
+        idle_timeout: Duration::from_secs(90),
+        max_idle_per_host: 8,
+    };
+
+    /// A keep-alive upstream answering each request with the length of its body; counts the
+    /// connections it accepted.
+    async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = service_fn(|req: Request<Incoming>| async move {
+                        let len = req.into_body().collect().await.unwrap().to_bytes().len();
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(len.to_string()))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A POST of `payload` whose body is a real `Incoming`, as the proxy forwards it: made
+    /// by sending it through a loopback hyper server that hands the request over.
+    async fn post(payload: &'static str) -> Request<UpstreamBody> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let tx = std::sync::Mutex::new(Some(tx));
+            let service = service_fn(move |req: Request<Incoming>| {
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(req);
+                }
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        let request = Request::post("/")
+            .header("host", "upstream")
+            .body(Full::new(Bytes::from(payload)))
+            .unwrap();
+        tokio::spawn(async move { sender.send_request(request).await });
+        let (parts, body) = rx.await.unwrap().into_parts();
+        let body = UpstreamBody::new(
+            body,
+            None,
+            Arc::new(BodyFlags::default()),
+            Arc::new(SetMetrics::default()),
+        );
+        Request::from_parts(parts, body)
+    }
+
+    fn get() -> Request<UpstreamBody> {
+        Request::get("/")
+            .header("host", "upstream")
+            .body(UpstreamBody::empty())
+            .unwrap()
+    }
+
+    async fn read_to_end(response: Response<Incoming>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_is_reused() {
+        let (addr, accepted) = upstream().await;
+        for _ in 0..3 {
+            let (response, conn) = send(addr, Duration::from_secs(2), SETTINGS, get())
+                .await
+                .unwrap();
+            assert_eq!(read_to_end(response).await, "0");
+            conn.check_in();
+            assert_eq!(idle_count(addr), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_hands_the_request_back() {
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let failure = send(
+            dead,
+            Duration::from_secs(2),
+            SETTINGS,
+            post("payload").await,
+        )
+        .await
+        .unwrap_err();
+        assert!(failure.is_connect(), "{:?}", failure.error);
+        let unsent = failure.unsent.expect("the request comes back");
+        assert_eq!(
+            read_body(unsent.into_body()).await,
+            "payload",
+            "with its body unread"
+        );
+    }
+
+    async fn read_body(body: UpstreamBody) -> String {
+        let bytes = body.collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The race a pool cannot avoid: the upstream closes an idle connection just as a request
+    /// is handed to it. The connection ends before writing the request, which hyper hands
+    /// back; the pool must send it on a new connection, whatever its method.
+    #[tokio::test]
+    async fn a_request_queued_on_a_connection_that_then_closed_goes_out_on_a_new_one() {
+        let (addr, accepted) = upstream().await;
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        // A driver we can freeze (stop polling the connection while it lives on) and then
+        // end, closing the connection with the queued request still unwritten.
+        let (freeze_tx, freeze) = oneshot::channel::<()>();
+        let (end_tx, end) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = &mut connection => return,
+                _ = freeze => {}
+            }
+            let _ = end.await;
+        });
+        let conn = Pooled {
+            addr,
+            sender,
+            idle: Arc::new(IdleWatch::default()),
+            max_idle: 8,
+        };
+        conn.check_in();
+        let mut ready = false;
+        for _ in 0..100 {
+            ready = IDLE.with(|idle| idle.borrow()[&addr][0].sender.is_ready());
+            if ready {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(ready, "the connection became idle and ready");
+        freeze_tx.send(()).unwrap();
+        let sending = tokio::spawn(send(
+            addr,
+            Duration::from_secs(2),
+            SETTINGS,
+            post("payload").await,
+        ));
+        for _ in 0..100 {
+            if idle_count(addr) == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            idle_count(addr),
+            0,
+            "the request took the pooled connection"
+        );
+        end_tx.send(()).unwrap();
+        let (response, _conn) = sending.await.unwrap().unwrap();
+        assert_eq!(read_to_end(response).await, "7", "the body went out whole");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    fn idle_count(addr: SocketAddr) -> usize {
+        IDLE.with(|idle| idle.borrow().get(&addr).map_or(0, Vec::len))
+    }
+}

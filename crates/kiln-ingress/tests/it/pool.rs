@@ -1,0 +1,303 @@
+//! The upstream connection pool, seen from the upstream's side of real sockets: connections
+//! are reused, one the upstream closed is not (and the request still goes through, POST
+//! included), one whose response was cut short is not, idle ones are closed after the idle
+//! timeout, and no more than the per-host limit stay open.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use hyper::body::{Bytes, Frame};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kiln_ingress::IngressConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::support::*;
+
+/// Connections an upstream accepted, and how many of them it has seen closed.
+#[derive(Default)]
+struct Connections {
+    accepted: AtomicUsize,
+    closed: AtomicUsize,
+}
+
+impl Connections {
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+    fn open(&self) -> usize {
+        self.accepted() - self.closed()
+    }
+}
+
+/// A response body that sends one chunk and then never ends.
+struct Unending {
+    sent: bool,
+}
+
+impl hyper::body::Body for Unending {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent {
+            return Poll::Pending;
+        }
+        self.sent = true;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+    }
+}
+
+/// A keep-alive hyper upstream that counts its connections. `GET /slow` sends one chunk of
+/// its body and never finishes it; `GET /gate` answers once `gate` gives a permit; anything
+/// else gets `ok` at once.
+async fn counting_upstream(gate: Arc<Semaphore>) -> (SocketAddr, Arc<Connections>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Connections::default());
+    let tracked = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tracked.accepted.fetch_add(1, Ordering::SeqCst);
+            let (tracked, gate) = (tracked.clone(), gate.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let gate = gate.clone();
+                    async move {
+                        let body = match req.uri().path() {
+                            "/slow" => Unending { sent: false }.boxed(),
+                            "/gate" => {
+                                gate.acquire().await.unwrap().forget();
+                                Full::new(Bytes::from("ok")).boxed()
+                            }
+                            _ => Full::new(Bytes::from("ok")).boxed(),
+                        };
+                        Ok::<_, Infallible>(hyper::Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                tracked.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// An upstream speaking just enough HTTP/1.1 by hand to answer one request per connection
+/// and then close it *without* announcing `Connection: close`, as a server whose keep-alive
+/// timeout just ran out does. Each answer is the length of the body it read.
+async fn closing_upstream() -> (SocketAddr, Arc<Connections>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Connections::default());
+    let tracked = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tracked.accepted.fetch_add(1, Ordering::SeqCst);
+            if let Some(len) = read_request(&mut stream).await {
+                let len = len.to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{len}",
+                    len.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+            drop(stream);
+            tracked.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, conns)
+}
+
+/// Reads one request; returns its body's length (`None`: the connection closed first).
+async fn read_request(stream: &mut TcpStream) -> Option<usize> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..1000 {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let declared: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < end + 4 + declared {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            assert!(n > 0, "request body cut short");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return Some(declared);
+    }
+    panic!("no request head in 1000 reads");
+}
+
+async fn proxy_with(config: IngressConfig, addr: SocketAddr) -> SocketAddr {
+    let handle = kiln_ingress::Ingress::new(config);
+    handle.swap(table(vec![route("r", "*", "/", &[addr])]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    tokio::spawn(async move { handle.serve(listener).await });
+    proxy
+}
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+async fn eventually(deadline: Duration, condition: impl Fn() -> bool) -> bool {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+#[tokio::test]
+async fn one_upstream_connection_carries_sequential_requests() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let proxy = proxy_with(IngressConfig::default(), addr).await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, proxy, "h", "/").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        conns.accepted(),
+        1,
+        "every request after the first reused the connection"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_not_reused_and_posts_still_go_through() {
+    let (addr, conns) = closing_upstream().await;
+    let proxy = proxy_with(IngressConfig::default(), addr).await;
+    let c = client();
+    for i in 1..=10 {
+        let post = request("POST", proxy, "h", "/")
+            .body(Full::new(Bytes::from("payload")))
+            .unwrap();
+        let answer = send(&c, post).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "request {i}: {}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body, "7",
+            "request {i} reached the upstream with its body"
+        );
+        // The upstream has closed the connection before the next request is sent: the
+        // pooled connection is dead whether or not the proxy has noticed yet.
+        assert!(eventually(Duration::from_secs(5), || conns.closed() == i).await);
+    }
+    assert_eq!(
+        conns.accepted(),
+        10,
+        "a closed connection never carried a request"
+    );
+}
+
+#[tokio::test]
+async fn a_response_cut_short_does_not_return_its_connection_to_the_pool() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let proxy = proxy_with(IngressConfig::default(), addr).await;
+    let slow = client();
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        slow.request(
+            request("GET", proxy, "h", "/slow")
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("headers arrive")
+    .expect("request sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    drop(slow);
+    // The connection still owes most of `/slow`'s body: a request sent on it would wait
+    // forever. Sequential requests after it get a fresh connection, then share that one.
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, proxy, "h", "/").await.status, StatusCode::OK);
+    }
+    assert_eq!(conns.accepted(), 2);
+    assert!(
+        eventually(Duration::from_secs(5), || conns.open() == 1).await,
+        "the cut-short connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let config = IngressConfig {
+        pool_idle_timeout: Duration::from_millis(100),
+        ..IngressConfig::default()
+    };
+    let proxy = proxy_with(config, addr).await;
+    assert_eq!(get(&client(), proxy, "h", "/").await.status, StatusCode::OK);
+    assert_eq!(conns.accepted(), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || conns.open() == 0).await,
+        "the idle connection was closed"
+    );
+    // The pool noticed: the next request connects again instead of failing.
+    assert_eq!(get(&client(), proxy, "h", "/").await.status, StatusCode::OK);
+    assert_eq!(conns.accepted(), 2);
+}
+
+#[tokio::test]
+async fn no_more_idle_connections_than_the_per_host_limit_stay_open() {
+    let gate = Arc::new(Semaphore::new(0));
+    let (addr, conns) = counting_upstream(gate.clone()).await;
+    let config = IngressConfig {
+        pool_max_idle_per_host: 1,
+        ..IngressConfig::default()
+    };
+    let proxy = proxy_with(config, addr).await;
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        waiting.push(tokio::spawn(async move {
+            get(&client(), proxy, "h", "/gate").await.status
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || conns.accepted() == 4).await,
+        "four requests in flight at once need four connections"
+    );
+    gate.add_permits(4);
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || conns.open() == 1).await,
+        "only one idle connection kept, {} open",
+        conns.open()
+    );
+}
