@@ -167,6 +167,13 @@ impl Pooled {
         // closes its connection.
         let _ = IDLE.try_with(|idle| {
             let mut idle = idle.borrow_mut();
+            if idle.len() >= SWEEP_ABOVE_ADDRESSES && !idle.contains_key(&self.addr) {
+                // Addresses of instances long gone keep only closed connections: drop them.
+                idle.retain(|_, list| {
+                    list.retain(|conn| !conn.sender.is_closed());
+                    !list.is_empty()
+                });
+            }
             let list = idle.entry(self.addr).or_default();
             if list.len() >= self.max_idle {
                 // Full, maybe of connections closed while they sat there: make room.
@@ -180,18 +187,29 @@ impl Pooled {
     }
 }
 
+/// Past this many upstream addresses, returning a connection for a new one first sweeps out
+/// the addresses whose idle connections have all closed.
+const SWEEP_ABOVE_ADDRESSES: usize = 64;
+
 fn check_out(addr: SocketAddr) -> Option<Pooled> {
     IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
+        let mut found = None;
         while let Some(conn) = list.pop() {
             if !conn.sender.is_closed() {
                 conn.idle.idle.store(false, Ordering::Release);
                 conn.idle.uses.fetch_add(1, Ordering::Relaxed);
-                return Some(conn);
+                found = Some(conn);
+                break;
             }
         }
-        None
+        // Instances come and go with deploys: an address with nothing idle is forgotten, so
+        // the map holds only addresses with connections to offer.
+        if list.is_empty() {
+            idle.remove(&addr);
+        }
+        found
     })
     .ok()
     .flatten()
