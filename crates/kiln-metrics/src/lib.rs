@@ -1,6 +1,7 @@
 //! kiln-metrics: an embedded time-series store with a PromQL subset.
 //!
-//! - [`chunk`]: the Gorilla codec (delta-of-delta timestamps, XOR values), 120 samples a chunk.
+//! - [`chunk`]: the Gorilla codec (delta-of-delta timestamps, XOR values), 120 samples a chunk,
+//!   and on disk the decimal encoding (bit-packed integers) for chunks of decimal values.
 //! - [`Labels`] and [`Matcher`]: series identity and selection (regexes anchored).
 //! - [`Store`]: head + write-ahead log + immutable segments, retention and compaction.
 //! - [`exposition`]: Prometheus text and OpenMetrics parsing, for scraping.

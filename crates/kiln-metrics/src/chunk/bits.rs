@@ -54,6 +54,11 @@ impl BitWriter {
         &self.bytes
     }
 
+    /// The bytes written, without copying.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// Unused low bits in the last byte.
     pub fn free_bits(&self) -> u32 {
         self.free

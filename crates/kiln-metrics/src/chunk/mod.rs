@@ -11,10 +11,47 @@
 //!
 //! The sample count is kept outside the bit stream (in the chunk header on disk), so the
 //! iterator knows where the stream ends without a terminator.
+//!
+//! Chunks are built and kept in memory in this XOR encoding (it appends in place). When a chunk
+//! is written to disk, [`Chunk::compact`] picks the smaller of it and the [`decimal`] encoding
+//! (integers and decimals as bit-packed integers), named by an [`Encoding`] tag.
 
 mod bits;
+pub mod decimal;
+mod packed;
+
+use std::borrow::Cow;
 
 pub use bits::{BitReader, BitWriter, BitsExhausted};
+pub use decimal::DecimalIter;
+
+/// How a chunk's bytes are encoded on disk (one tag byte per chunk in a segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Gorilla: delta-of-delta timestamps, XOR values (this module).
+    Xor,
+    /// Bit-packed timestamps and decimal mantissas ([`decimal`]).
+    Decimal,
+}
+
+impl Encoding {
+    /// The tag byte.
+    pub fn tag(self) -> u8 {
+        match self {
+            Encoding::Xor => 0,
+            Encoding::Decimal => 1,
+        }
+    }
+
+    /// The encoding a tag byte names, if any.
+    pub fn from_tag(tag: u8) -> Option<Encoding> {
+        match tag {
+            0 => Some(Encoding::Xor),
+            1 => Some(Encoding::Decimal),
+            _ => None,
+        }
+    }
+}
 
 /// Most samples in one chunk (Prometheus's value: ~1.3 bytes/sample is reached by then).
 pub const MAX_SAMPLES: u16 = 120;
@@ -171,15 +208,48 @@ impl Chunk {
 
     /// Rebuilds a chunk from its persisted form by re-appending (validates the bytes too).
     pub fn from_bytes(bytes: &[u8], count: u16) -> Result<Chunk, BitsExhausted> {
+        Chunk::from_encoded(Encoding::Xor, bytes, count)
+    }
+
+    /// Rebuilds a chunk from bytes in any encoding (validating them: every sample must
+    /// decode, with timestamps in order).
+    pub fn from_encoded(
+        encoding: Encoding,
+        bytes: &[u8],
+        count: u16,
+    ) -> Result<Chunk, BitsExhausted> {
         let mut c = Chunk::new();
-        let mut it = ChunkIter::new(bytes, count);
-        for s in &mut it {
-            c.append(s.t, s.v);
-        }
-        if it.error || c.count != count {
+        let mut append = |s: Sample| {
+            // The decimal encoding can describe any timestamps; a chunk's must not go back.
+            let in_order = c.is_empty() || s.t >= c.last_t;
+            if in_order {
+                c.append(s.t, s.v);
+            }
+            in_order
+        };
+        let complete = match encoding {
+            Encoding::Xor => {
+                let mut it = ChunkIter::new(bytes, count);
+                it.by_ref().all(&mut append) && !it.error
+            }
+            Encoding::Decimal => {
+                let mut it = DecimalIter::new(bytes, count);
+                it.by_ref().all(&mut append) && !it.error
+            }
+        };
+        if !complete || c.count != count {
             return Err(BitsExhausted);
         }
         Ok(c)
+    }
+
+    /// The smallest encoding of this chunk and its bytes: the [`decimal`] one when every
+    /// value is a decimal and that is smaller, else the XOR bytes as they are.
+    pub fn compact(&self) -> (Encoding, Cow<'_, [u8]>) {
+        match decimal::encode(&self.samples(), self.bytes().len()) {
+            Some(bytes) => (Encoding::Decimal, Cow::Owned(bytes)),
+            None => (Encoding::Xor, Cow::Borrowed(self.bytes())),
+        }
     }
 }
 

@@ -138,7 +138,94 @@ fn realistic_data_compresses_like_gorilla() {
     assert!(bytes_per_sample(&[constant]) < 0.5);
 }
 
+/// Values as they come: mostly decimals (counters, gauges, sums rounded to some places), with
+/// NaNs (the staleness marker and other payloads), signed zeros, infinities and raw bit patterns.
+fn any_value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => (-1_000_000_000i64..1_000_000_000, 0u32..9)
+            .prop_map(|(m, k)| m as f64 / 10f64.powi(k as i32)),
+        2 => (0u64..1 << 40).prop_map(|m| m as f64),
+        1 => Just(f64::from_bits(crate::query::STALE_NAN_BITS)),
+        1 => any::<u64>().prop_map(|payload| f64::from_bits(0x7ff8_0000_0000_0000 | payload)),
+        1 => prop::sample::select(vec![0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::MAX]),
+        1 => any::<u64>().prop_map(f64::from_bits),
+    ]
+}
+
+/// A chunk's worth of samples: increasing timestamps, regular or jittered, and values from
+/// `values` (a constant, a handful, or a mix).
+fn chunk_samples() -> impl Strategy<Value = Vec<(i64, f64)>> {
+    let values = prop_oneof![
+        proptest::collection::vec(any_value(), 1..121),
+        (any_value(), 1usize..121).prop_map(|(v, n)| vec![v; n]),
+        proptest::collection::vec(-50i64..50, 1..121).prop_map(|steps| {
+            steps
+                .iter()
+                .scan(1e6, |c, d| {
+                    *c += *d as f64 * 0.25;
+                    Some(*c)
+                })
+                .collect()
+        }),
+    ];
+    (
+        any::<i32>(),
+        values,
+        proptest::collection::vec(1i64..20_000, 120),
+        any::<bool>(),
+    )
+        .prop_map(|(start, values, gaps, regular)| {
+            let mut t = i64::from(start) * 1000;
+            values
+                .into_iter()
+                .zip(gaps)
+                .map(|(v, gap)| {
+                    t += if regular { 15_000 } else { gap };
+                    (t, v)
+                })
+                .collect()
+        })
+}
+
 proptest! {
+    #[test]
+    fn every_encoding_round_trips_bit_exactly(samples in chunk_samples()) {
+        let mut chunk = Chunk::new();
+        for &(t, v) in &samples {
+            chunk.append(t, v);
+        }
+        let want: Vec<_> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+        let count = samples.len() as u16;
+        let as_bits = |s: Vec<Sample>| s.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
+        prop_assert_eq!(as_bits(ChunkIter::new(chunk.bytes(), count).collect()), want.clone());
+        let as_samples: Vec<Sample> = chunk.samples();
+        if let Some(bytes) = decimal::encode(&as_samples, usize::MAX) {
+            prop_assert_eq!(as_bits(DecimalIter::new(&bytes, count).collect()), want.clone());
+            prop_assert_eq!(&Chunk::from_encoded(Encoding::Decimal, &bytes, count).unwrap(), &chunk);
+        } else {
+            // Refused only for a value that is not a decimal.
+            let small_integer = |v: f64| v.fract() == 0.0 && v.abs() < 9e18 && v.to_bits() != (-0.0f64).to_bits();
+            prop_assert!(samples.iter().any(|&(_, v)| !small_integer(v)));
+        }
+        let (encoding, bytes) = chunk.compact();
+        prop_assert!(bytes.len() <= chunk.bytes().len());
+        let rebuilt = Chunk::from_encoded(encoding, &bytes, count).unwrap();
+        prop_assert_eq!(as_bits(rebuilt.samples()), want);
+        prop_assert_eq!(rebuilt, chunk);
+    }
+
+    #[test]
+    fn decoding_garbage_in_any_encoding_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        n in 0u16..200,
+        tag in 0u8..3,
+    ) {
+        if let Some(encoding) = Encoding::from_tag(tag) {
+            let _ = Chunk::from_encoded(encoding, &bytes, n);
+        }
+        let _ = DecimalIter::new(&bytes, n).count();
+    }
+
     #[test]
     fn round_trip_any_values(
         start in -1_000_000_000_000i64..1_000_000_000_000,
@@ -163,4 +250,51 @@ proptest! {
         let _ = ChunkIter::new(&bytes, n).count();
         let _ = Chunk::from_bytes(&bytes, n);
     }
+}
+
+#[test]
+fn decimal_values_get_the_decimal_encoding_and_the_stale_marker_keeps_xor() {
+    let mut sums = Chunk::new();
+    let mut stale = Chunk::new();
+    let mut sum = 0.0f64;
+    for i in 0..120i64 {
+        sum = ((sum + 0.012_345 * (i % 7) as f64) * 1e6).round() / 1e6;
+        sums.append(i * 15_000, sum);
+        stale.append(
+            i * 15_000,
+            if i == 119 {
+                f64::from_bits(crate::query::STALE_NAN_BITS)
+            } else {
+                sum
+            },
+        );
+    }
+    let (encoding, bytes) = sums.compact();
+    assert_eq!(encoding, Encoding::Decimal);
+    assert!(
+        bytes.len() * 2 < sums.bytes().len(),
+        "{} vs {} bytes",
+        bytes.len(),
+        sums.bytes().len()
+    );
+    let (encoding, bytes) = stale.compact();
+    assert_eq!(encoding, Encoding::Xor);
+    let back = Chunk::from_encoded(encoding, &bytes, 120).unwrap();
+    assert_eq!(
+        back.samples().last().map(|s| s.v.to_bits()),
+        Some(crate::query::STALE_NAN_BITS)
+    );
+}
+
+#[test]
+fn unknown_tags_and_backward_timestamps_are_refused() {
+    assert_eq!(Encoding::from_tag(2), None);
+    for e in [Encoding::Xor, Encoding::Decimal] {
+        assert_eq!(Encoding::from_tag(e.tag()), Some(e));
+    }
+    // A decimal stream can describe time going back; a chunk must not accept it.
+    let backwards = [Sample { t: 2000, v: 1.0 }, Sample { t: 1000, v: 2.0 }];
+    let bytes = decimal::encode(&backwards, usize::MAX).unwrap();
+    assert_eq!(DecimalIter::new(&bytes, 2).count(), 2);
+    assert!(Chunk::from_encoded(Encoding::Decimal, &bytes, 2).is_err());
 }

@@ -408,7 +408,7 @@ impl Store {
             head_series: read(&self.inner.head).series.len(),
             head_samples: self.inner.head_samples.load(Ordering::Relaxed),
             segments: segs.len(),
-            segment_bytes: segs.iter().map(|s| s.bytes).sum(),
+            segment_bytes: segs.iter().map(|s| s.bytes()).sum(),
             wal_bytes_written: self.inner.wal_bytes_written.load(Ordering::Relaxed),
             wal_syncs: self.inner.wal_syncs.load(Ordering::Relaxed),
         }
@@ -660,7 +660,7 @@ impl Inner {
                 keep
             });
             if let Some(limit) = self.opts.retention_bytes {
-                while !segs.is_empty() && segs.iter().map(|s| s.bytes).sum::<u64>() > limit {
+                while !segs.is_empty() && segs.iter().map(|s| s.bytes()).sum::<u64>() > limit {
                     dropped.push(segs.remove(0));
                 }
             }
@@ -676,7 +676,7 @@ impl Inner {
     /// Merges the first run of two or more adjacent small segments.
     fn compact(&self) -> Result<(), StoreError> {
         let segs = read(&self.segments).clone();
-        let small = |s: &Arc<Segment>| s.bytes < self.opts.compact_below_bytes;
+        let small = |s: &Arc<Segment>| s.bytes() < self.opts.compact_below_bytes;
         let Some(start) =
             (0..segs.len()).find(|&i| small(&segs[i]) && segs.get(i + 1).is_some_and(small))
         else {

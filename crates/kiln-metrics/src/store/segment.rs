@@ -1,28 +1,44 @@
 //! Immutable segments: the persisted part of the store, one file `seg-<seq>.kms` each.
 //!
-//! File layout: magic `KMSEG02\n`, a symbol table (`uvarint count`, then the distinct label
+//! File layout: magic `KMSEG03\n`, a symbol table (`uvarint count`, then the distinct label
 //! names and values in sorted order, each `uvarint length` + bytes), `uvarint series count`,
 //! then per series its labels (`uvarint count`, then name and value as `uvarint` symbol
-//! numbers), `uvarint chunk count` and per chunk `u16 LE sample count`, `uvarint byte length`,
-//! the Gorilla bytes; last a `u32 LE` CRC-32 over everything before it. A file is written to a
-//! temporary name, fsynced and renamed, so a segment is either whole or absent. Version 01
-//! files (labels written out in full per series) are still read; the symbol table saves
-//! ~0.1 byte/sample on typical label sets (each string is stored once, not once per series).
+//! numbers), `uvarint chunk count` and per chunk a `u8` [`Encoding`] tag, `uvarint sample
+//! count`, `uvarint byte length` and the chunk's bytes in the smaller of its encodings
+//! ([`Chunk::compact`]); last a `u32 LE` CRC-32 over everything before it. A file is written
+//! to a temporary name, fsynced and renamed, so a segment is either whole or absent.
+//!
+//! Older versions are still read: 02 has no encoding tag (every chunk is XOR) and a `u16 LE`
+//! sample count; 01 also writes labels out in full per series instead of as symbols (the
+//! symbol table saves ~0.1 byte/sample; the decimal encoding 0.7 on the benchmark replay).
 //!
 //! A segment is loaded whole into memory (compressed, ~1.3–2 bytes/sample) with its own label
 //! index. That keeps reads lock-free and simple; reading chunks lazily from the file is the
 //! next step if retained data outgrows memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::{Malformed, Reader, crc32, put_str, put_uvarint};
 use super::index::Index;
-use crate::chunk::{Chunk, MAX_SAMPLES, Sample};
+use crate::chunk::{Chunk, Encoding, MAX_SAMPLES, Sample};
 use crate::labels::Labels;
 use crate::matcher::CompiledMatcher;
 
-const MAGIC: &[u8; 8] = b"KMSEG02\n";
+const MAGIC: &[u8; 8] = b"KMSEG03\n";
+const MAGIC_V2: &[u8; 8] = b"KMSEG02\n";
 const MAGIC_V1: &[u8; 8] = b"KMSEG01\n";
+
+/// The format versions [`Segment::decode`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    /// Labels in full, XOR chunks with a `u16` count.
+    V1,
+    /// Labels as symbols, XOR chunks with a `u16` count.
+    V2,
+    /// Labels as symbols, tagged chunks in either encoding.
+    V3,
+}
 
 /// One series inside a segment.
 #[derive(Debug)]
@@ -42,8 +58,8 @@ pub struct Segment {
     pub min_t: i64,
     /// Newest sample time.
     pub max_t: i64,
-    /// Encoded size in bytes (the file's size).
-    pub bytes: u64,
+    /// The file's size once encoded; until then, an upper bound (see [`Segment::bytes`]).
+    bytes: AtomicU64,
     series: Vec<SegSeries>,
     index: Index,
 }
@@ -65,16 +81,33 @@ impl Segment {
                 max_t = max_t.max(c.max_t());
             }
         }
-        let mut seg = Segment {
+        // Choosing each chunk's encoding costs more than building the segment, so it is left
+        // to `encode`, which the persist runs outside the head's locks.
+        let upper_bound: usize = series
+            .iter()
+            .flat_map(|s| s.labels.iter())
+            .map(|l| l.name.len() + l.value.len() + 2)
+            .chain(
+                series
+                    .iter()
+                    .flat_map(|s| &s.chunks)
+                    .map(|c| c.bytes().len() + 6),
+            )
+            .sum();
+        Arc::new(Segment {
             seq,
             min_t,
             max_t,
-            bytes: 0,
+            bytes: AtomicU64::new(upper_bound as u64 + 32),
             series,
             index,
-        };
-        seg.bytes = seg.encode().len() as u64;
-        Arc::new(seg)
+        })
+    }
+
+    /// Size in bytes: the file's, once [`Segment::encode`] ran (or the segment was read from
+    /// one); before that, an upper bound from its chunks in the XOR encoding and its labels.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// All series.
@@ -123,13 +156,16 @@ impl Segment {
             }
             put_uvarint(&mut out, s.chunks.len() as u64);
             for c in &s.chunks {
-                out.extend_from_slice(&(c.len() as u16).to_le_bytes());
-                put_uvarint(&mut out, c.bytes().len() as u64);
-                out.extend_from_slice(c.bytes());
+                let (encoding, bytes) = c.compact();
+                out.push(encoding.tag());
+                put_uvarint(&mut out, c.len() as u64);
+                put_uvarint(&mut out, bytes.len() as u64);
+                out.extend_from_slice(&bytes);
             }
         }
         let crc = crc32(&out);
         out.extend_from_slice(&crc.to_le_bytes());
+        self.bytes.store(out.len() as u64, Ordering::Relaxed);
         out
     }
 
@@ -138,9 +174,10 @@ impl Segment {
         if buf.len() < MAGIC.len() + 4 {
             return Err(Malformed);
         }
-        let v1 = match &buf[..8] {
-            m if m == MAGIC => false,
-            m if m == MAGIC_V1 => true,
+        let version = match &buf[..8] {
+            m if m == MAGIC => Version::V3,
+            m if m == MAGIC_V2 => Version::V2,
+            m if m == MAGIC_V1 => Version::V1,
             _ => return Err(Malformed),
         };
         let (body, crc) = buf.split_at(buf.len() - 4);
@@ -149,7 +186,7 @@ impl Segment {
         }
         let mut r = Reader::new(&body[8..]);
         let mut symbols = Vec::new();
-        if !v1 {
+        if version != Version::V1 {
             for _ in 0..r.uvarint()? {
                 symbols.push(r.str()?);
             }
@@ -161,7 +198,7 @@ impl Segment {
         let n = r.uvarint()?;
         let mut series = Vec::new();
         for _ in 0..n {
-            let labels = if v1 {
+            let labels = if version == Version::V1 {
                 r.labels()?
             } else {
                 let mut pairs = Vec::new();
@@ -173,17 +210,28 @@ impl Segment {
             let nc = r.uvarint()?;
             let mut chunks = Vec::new();
             for _ in 0..nc {
-                let b = r.bytes(2)?;
-                let count = u16::from_le_bytes([b[0], b[1]]);
+                let (encoding, count) = if version == Version::V3 {
+                    let encoding = Encoding::from_tag(r.u8()?).ok_or(Malformed)?;
+                    (
+                        encoding,
+                        u16::try_from(r.uvarint()?).map_err(|_| Malformed)?,
+                    )
+                } else {
+                    let b = r.bytes(2)?;
+                    (Encoding::Xor, u16::from_le_bytes([b[0], b[1]]))
+                };
                 let len = usize::try_from(r.uvarint()?).map_err(|_| Malformed)?;
-                chunks.push(Chunk::from_bytes(r.bytes(len)?, count).map_err(|_| Malformed)?);
+                let bytes = r.bytes(len)?;
+                chunks.push(Chunk::from_encoded(encoding, bytes, count).map_err(|_| Malformed)?);
             }
             series.push(SegSeries { labels, chunks });
         }
         if !r.is_empty() {
             return Err(Malformed);
         }
-        Ok(Segment::new(seq, series))
+        let seg = Segment::new(seq, series);
+        seg.bytes.store(buf.len() as u64, Ordering::Relaxed);
+        Ok(seg)
     }
 }
 

@@ -370,8 +370,118 @@ fn version_1_segments_still_load() {
     let seg = segment::Segment::decode(1, &out).unwrap();
     assert_eq!(seg.series()[0].labels, labels);
     assert_eq!(seg.series()[0].chunks[0].samples().len(), 2);
-    // Written again, it is version 2 and smaller labels-wise, with the same content.
+    // Written again, it is the current version and smaller labels-wise, with the same content.
     let again = segment::Segment::decode(1, &seg.encode()).unwrap();
     assert_eq!(again.series()[0].labels, labels);
-    assert!(seg.encode().starts_with(b"KMSEG02\n"));
+    assert!(seg.encode().starts_with(b"KMSEG03\n"));
+}
+
+/// Version 2 as its writer laid it out: a symbol table, then per chunk a `u16` count and the
+/// XOR bytes (no encoding tag).
+fn version_2_file(series: &[(Labels, Vec<crate::chunk::Chunk>)]) -> Vec<u8> {
+    use super::codec::{crc32, put_str, put_uvarint};
+    let symbols: std::collections::BTreeSet<&str> = series
+        .iter()
+        .flat_map(|(l, _)| l.iter())
+        .flat_map(|l| [l.name.as_str(), l.value.as_str()])
+        .collect();
+    let number = |s: &str| symbols.iter().position(|x| *x == s).unwrap() as u64;
+    let mut out = b"KMSEG02\n".to_vec();
+    put_uvarint(&mut out, symbols.len() as u64);
+    for s in &symbols {
+        put_str(&mut out, s);
+    }
+    put_uvarint(&mut out, series.len() as u64);
+    for (labels, chunks) in series {
+        put_uvarint(&mut out, labels.len() as u64);
+        for l in labels {
+            put_uvarint(&mut out, number(&l.name));
+            put_uvarint(&mut out, number(&l.value));
+        }
+        put_uvarint(&mut out, chunks.len() as u64);
+        for c in chunks {
+            out.extend_from_slice(&(c.len() as u16).to_le_bytes());
+            put_uvarint(&mut out, c.bytes().len() as u64);
+            out.extend_from_slice(c.bytes());
+        }
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn sample_bits(seg: &segment::Segment) -> Vec<(Labels, Vec<(i64, u64)>)> {
+    seg.series()
+        .iter()
+        .map(|s| {
+            let samples = s.chunks.iter().flat_map(|c| c.iter());
+            (
+                s.labels.clone(),
+                samples.map(|x| (x.t, x.v.to_bits())).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn version_2_segments_still_load_and_rewrite_smaller_with_the_same_samples() {
+    let stale = f64::from_bits(crate::query::STALE_NAN_BITS);
+    let mut counter = crate::chunk::Chunk::new();
+    let mut with_stale = crate::chunk::Chunk::new();
+    for i in 0..120i64 {
+        let t = 1_700_000_000_000 + i * 15_000;
+        counter.append(t, (i * i % 1000) as f64 + 0.25);
+        with_stale.append(t, if i == 60 { stale } else { i as f64 * 1.5 });
+    }
+    let series = vec![
+        (lbl("requests", "api"), vec![counter]),
+        (lbl("up", "web"), vec![with_stale]),
+    ];
+    let old = version_2_file(&series);
+    let seg = segment::Segment::decode(7, &old).unwrap();
+    let mut want: Vec<_> = series
+        .iter()
+        .map(|(l, cs)| {
+            let samples = cs.iter().flat_map(|c| c.iter());
+            (
+                l.clone(),
+                samples.map(|x| (x.t, x.v.to_bits())).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(sample_bits(&seg), want);
+    let new = seg.encode();
+    assert!(new.starts_with(b"KMSEG03\n"));
+    assert!(
+        new.len() < old.len(),
+        "{} bytes, was {}",
+        new.len(),
+        old.len()
+    );
+    let again = segment::Segment::decode(7, &new).unwrap();
+    assert_eq!(sample_bits(&again), want);
+}
+
+#[test]
+fn unknown_chunk_encoding_tags_are_refused() {
+    let mut chunk = crate::chunk::Chunk::new();
+    chunk.append(1000, 2.0);
+    chunk.append(2000, 3.0);
+    let (encoding, chunk_bytes) = chunk.compact();
+    let chunk_bytes = chunk_bytes.into_owned();
+    let series = segment::SegSeries {
+        labels: lbl("m", "a"),
+        chunks: vec![chunk],
+    };
+    let mut file = segment::Segment::new(1, vec![series]).encode();
+    let body = file.len() - 4;
+    // The chunk ends the body: tag, count (1 byte), length (1 byte), bytes.
+    let tag_at = body - chunk_bytes.len() - 3;
+    assert_eq!(file[tag_at], encoding.tag());
+    assert!(segment::Segment::decode(1, &file).is_ok());
+    file[tag_at] = 9;
+    let crc = super::codec::crc32(&file[..body]);
+    file[body..].copy_from_slice(&crc.to_le_bytes());
+    assert!(segment::Segment::decode(1, &file).is_err());
 }
