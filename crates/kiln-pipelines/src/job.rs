@@ -146,7 +146,7 @@ pub(crate) async fn run_instance(
     let outputs = job_outputs(shared, &inst, &state, &frame, job);
     let records = std::mem::take(&mut state.records);
     if status == Status::Success || !shared.opts.keep_workspace {
-        shared.remove_later(state.workspace.parent().map(Path::to_path_buf));
+        shared.recycle_later(state.workspace.parent().map(Path::to_path_buf));
     }
     finish(
         shared,
@@ -606,7 +606,7 @@ impl<'a> Exec<'a> {
     /// one at a time, and creating and later deleting five files per step was a measurable
     /// part of a trivial step's cost (see docs/benchmarks.md).
     fn files(&self, state: &JobState) -> std::io::Result<Files> {
-        let dir = state.temp.join("_runner_file_commands");
+        let dir = state.temp.join(crate::runner::RUNNER_FILES_DIR);
         std::fs::create_dir_all(&dir)?;
         let make = |what: &str| -> std::io::Result<PathBuf> {
             let p = dir.join(what);
@@ -761,16 +761,17 @@ impl<'a> Exec<'a> {
         .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
         let cwd = wd.map_or_else(|| state.workspace.clone(), |w| state.workspace.join(w));
         let (files, script_path) = match self.files(state).and_then(|f| {
-            let n = self
-                .shared
-                .counter
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ext = if shell.as_deref().is_some_and(|s| s.starts_with("python")) {
                 "py"
             } else {
                 "sh"
             };
-            let p = state.temp.join(format!("step-{n}.{ext}"));
+            // One script file per job, rewritten for each step (steps run one at a time): a
+            // new file per step costs a new inode (see `Shared::recycle_later`).
+            let p = state
+                .temp
+                .join(crate::runner::RUNNER_FILES_DIR)
+                .join(format!("step.{ext}"));
             std::fs::write(&p, &body)?;
             Ok((f, p))
         }) {

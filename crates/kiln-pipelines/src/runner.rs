@@ -147,6 +147,8 @@ pub(crate) struct Shared {
     pub counter: std::sync::atomic::AtomicUsize,
     /// Directory removals under way (awaited before the run returns).
     pub cleanups: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Finished jobs' directories, emptied, for the next jobs to take.
+    pub spare_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl Shared {
@@ -189,24 +191,40 @@ impl Shared {
         }
     }
 
-    /// Removes a finished job's directory off the async workers, so that removing many small
-    /// files does not hold the next job.
-    pub fn remove_later(&self, dir: Option<PathBuf>) {
+    /// Empties a finished job's directory off the async workers and keeps it for a later job.
+    ///
+    /// Why not remove it and make a new one: creating an inode where many were just deleted is
+    /// slow on ext4 (it skips recently deleted inode numbers), and a trivial job made a dozen;
+    /// that was a quarter of the runner's own CPU in a 100-job graph (see docs/benchmarks.md).
+    /// A directory that cannot be emptied is removed instead.
+    pub fn recycle_later(&self, dir: Option<PathBuf>) {
         let Some(dir) = dir else { return };
-        let handle = tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(dir);
+        let spare_dirs = Arc::clone(&self.spare_dirs);
+        let handle = tokio::task::spawn_blocking(move || match empty_job_dir(&dir) {
+            Ok(()) => match spare_dirs.lock() {
+                Ok(mut spare) => spare.push(dir),
+                Err(_) => drop(std::fs::remove_dir_all(dir)),
+            },
+            Err(_) => drop(std::fs::remove_dir_all(dir)),
         });
         if let Ok(mut c) = self.cleanups.lock() {
             c.push(handle);
         }
     }
 
-    /// A job instance's own empty workspace and temp directory, as a fresh GitHub runner has.
+    /// A job instance's own empty workspace and temp directory, as a fresh GitHub runner has:
+    /// a finished job's, emptied, or a new one.
     pub fn job_dirs(&self) -> std::io::Result<(PathBuf, PathBuf)> {
-        let n = self
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.run_dir.join(format!("job-{n}"));
+        let spare = self.spare_dirs.lock().ok().and_then(|mut s| s.pop());
+        let dir = match spare {
+            Some(dir) => dir,
+            None => {
+                let n = self
+                    .counter
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.run_dir.join(format!("job-{n}"))
+            }
+        };
         let (workspace, temp) = (dir.join("workspace"), dir.join("temp"));
         std::fs::create_dir_all(&workspace)?;
         std::fs::create_dir_all(&temp)?;
@@ -298,6 +316,7 @@ pub async fn run(
         cache_lock: tokio::sync::Mutex::new(()),
         counter: std::sync::atomic::AtomicUsize::new(0),
         cleanups: Mutex::new(Vec::new()),
+        spare_dirs: Arc::default(),
     });
     shared.emit(RunEvent::RunStarted {
         run_id: shared.opts.run_id,
@@ -403,6 +422,28 @@ pub(crate) async fn enter_group(
     }
 }
 
+/// Empties a job's workspace and temp directory, keeping the runner's own files in temp
+/// (`_runner_file_commands`: the step files and scripts are truncated before each use).
+fn empty_job_dir(dir: &Path) -> std::io::Result<()> {
+    for (sub, keep) in [("workspace", None), ("temp", Some(RUNNER_FILES_DIR))] {
+        for entry in std::fs::read_dir(dir.join(sub))? {
+            let entry = entry?;
+            if keep.is_some_and(|k| entry.file_name() == k) {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The runner's own directory in a job's temp: its step files and step scripts.
+pub(crate) const RUNNER_FILES_DIR: &str = "_runner_file_commands";
+
 /// Reports and records the end of the run.
 async fn finish_run(
     shared: &Shared,
@@ -418,6 +459,17 @@ async fn finish_run(
         .unwrap_or_default();
     for c in cleanups {
         let _ = c.await;
+    }
+    if shared.opts.keep_workspace {
+        // What is kept is for looking at the failed jobs: the emptied spares would only clutter it.
+        let spare = shared
+            .spare_dirs
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        for dir in spare {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     let status = conclusion(results.values().map(|r| r.status));
     let duration = started.elapsed();
@@ -1139,5 +1191,32 @@ fn coerce_input(v: Value, kind: &crate::workflow::InputType) -> Value {
             .parse::<f64>()
             .map_or(Value::String(s), Value::Number),
         (_, v) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_job_dir_keeps_only_the_runners_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path();
+        let runner = job.join("temp").join(RUNNER_FILES_DIR);
+        std::fs::create_dir_all(job.join("workspace/src/deep")).unwrap();
+        std::fs::create_dir_all(&runner).unwrap();
+        std::fs::write(job.join("workspace/src/deep/f"), "x").unwrap();
+        std::fs::write(job.join("workspace/.hidden"), "x").unwrap();
+        std::fs::write(job.join("temp/left"), "x").unwrap();
+        std::fs::write(runner.join("set_env"), "A=1").unwrap();
+        empty_job_dir(job).unwrap();
+        let names = |d: &Path| -> Vec<String> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert!(names(&job.join("workspace")).is_empty());
+        assert_eq!(names(&job.join("temp")), [RUNNER_FILES_DIR]);
     }
 }

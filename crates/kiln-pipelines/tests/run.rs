@@ -639,11 +639,19 @@ jobs:
           git branch --show-current
           git status --porcelain | wc -l
           echo scratch > left-by-a
+          mkdir -p "$RUNNER_TEMP/made-by-a/deep" && echo x > "$RUNNER_TEMP/made-by-a/deep/f"
   b:
     needs: a
     runs-on: [self-hosted, linux]
     steps:
       - run: test ! -e left-by-a && echo clean
+      - run: echo "workspace $(ls -A | wc -l)"; echo "temp $(ls -A "$RUNNER_TEMP")"
+      - run: echo scratch > left-by-b; echo x > "$RUNNER_TEMP/made-by-b"
+  c:
+    needs: b
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "workspace $(ls -A | wc -l)"; echo "temp $(ls -A "$RUNNER_TEMP")"
 "#,
         )],
         |_| {},
@@ -655,7 +663,10 @@ jobs:
     assert_eq!(sha.len(), 40, "{logs:?}");
     assert_eq!(logs[0], "0");
     assert_eq!(&logs[3..], ["main", "0"]);
-    assert_eq!(ran.logs("b"), ["clean"]);
+    // A job never sees what an earlier one left, even in a directory the runner reuses.
+    let fresh = ["workspace 0", "temp _runner_file_commands"];
+    assert_eq!(ran.logs("b"), ["clean", fresh[0], fresh[1]]);
+    assert_eq!(ran.logs("c"), fresh);
 }
 
 #[tokio::test]
