@@ -178,6 +178,7 @@ pub async fn run(
         }
     };
     let announce: Arc<dyn Fn(&Event) + Send + Sync> = Arc::new(announce);
+    tokio::spawn(crate::memory::trim_periodically());
     let scrapes = Arc::new(crate::scrape::Scrapes::default());
     let own = Arc::new(crate::metrics::own::Own::default());
     if let Some(store) = &metrics {
