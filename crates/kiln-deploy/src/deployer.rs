@@ -7,13 +7,18 @@
 //!   ready for `min_healthy_time`);
 //! - an instance leaves rotation and its requests in flight finish before it is stopped;
 //! - a failed deploy never leaves traffic on the new version: with `auto_rollback` the old
-//!   version is restored to its full size and the new one removed.
+//!   version is restored to its full size and the new one removed;
+//! - a set kept idle after a blue-green switch is recorded (see [`crate::kept`]) while it is
+//!   kept and forgotten when it is retired, so a restarted control plane takes back exactly
+//!   the processes kept, out of traffic, until the original deadline.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use kiln_supervisor::{InstanceState, InstanceStatus, ServiceSpec, SupervisorHandle, service_of};
+
+use crate::kept::{KeptInstance, KeptSet, KeptStore, Verdict};
 
 use crate::strategy::{Canary, DeployConfig, Strategy};
 use crate::traffic::{SetStats, Split, Traffic};
@@ -76,6 +81,34 @@ struct Kept {
     sets: Vec<String>,
     /// Bumped by every deploy, so a retirement timer of an older deploy does nothing.
     generation: u64,
+    /// Sets that were kept but did not survive a restart of the control plane, with why: a
+    /// deploy back to one says it cannot switch back instantly.
+    lost: BTreeMap<String, String>,
+}
+
+/// What became of a kept set recorded by a previous control plane (see
+/// [`Deployer::restore_kept`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptRestore {
+    /// Adopted, idle, until its original deadline.
+    Kept {
+        service: String,
+        set: String,
+        pids: Vec<u32>,
+        remaining: Duration,
+    },
+    /// Its deadline passed meanwhile; stopped.
+    Expired { service: String, set: String },
+    /// Not every instance survived as it was; what was left is stopped.
+    Lost {
+        service: String,
+        set: String,
+        reason: String,
+    },
+    /// The set it was kept beside no longer serves (the service changed or is gone); stopped.
+    Superseded { service: String, set: String },
+    /// The records could not be read or written.
+    Unrecorded { reason: String },
 }
 
 /// Deploys services; cheap to share (`Arc`).
@@ -85,6 +118,8 @@ pub struct Deployer {
     traffic: Arc<dyn Traffic>,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     kept: Mutex<BTreeMap<String, Kept>>,
+    /// Where kept sets are recorded to survive a restart (none: they live in memory only).
+    store: Option<Arc<dyn KeptStore>>,
 }
 
 /// The set name of a version: `service@` and eight hex digits of its spec's hash.
@@ -102,11 +137,30 @@ type Sets = BTreeMap<String, Vec<InstanceStatus>>;
 
 impl Deployer {
     pub fn new(supervisor: SupervisorHandle, traffic: Arc<dyn Traffic>) -> Arc<Deployer> {
+        Self::build(supervisor, traffic, None)
+    }
+
+    /// A deployer that records the sets it keeps in `store`, so that
+    /// [`Deployer::restore_kept`] can take them back after a restart.
+    pub fn with_store(
+        supervisor: SupervisorHandle,
+        traffic: Arc<dyn Traffic>,
+        store: Arc<dyn KeptStore>,
+    ) -> Arc<Deployer> {
+        Self::build(supervisor, traffic, Some(store))
+    }
+
+    fn build(
+        supervisor: SupervisorHandle,
+        traffic: Arc<dyn Traffic>,
+        store: Option<Arc<dyn KeptStore>>,
+    ) -> Arc<Deployer> {
         Arc::new(Deployer {
             supervisor,
             traffic,
             locks: Mutex::new(BTreeMap::new()),
             kept: Mutex::new(BTreeMap::new()),
+            store,
         })
     }
 
@@ -143,10 +197,14 @@ impl Deployer {
     pub async fn remove(&self, service: &str) -> Result<(), kiln_supervisor::SupervisorError> {
         let lock = self.lock_for(service);
         let _held = lock.lock().await;
-        self.kept_mut(service, |k| {
-            k.sets.clear();
+        let had_kept = self.kept_mut(service, |k| {
             k.generation += 1;
+            !std::mem::take(&mut k.sets).is_empty()
         });
+        if had_kept {
+            // Not recording it only leaves a record that the next start finds superseded.
+            let _ = self.record_kept(service, Vec::new()).await;
+        }
         let names: Vec<String> = self.sets(service).await.into_keys().collect();
         let removals = names.iter().map(|n| self.supervisor.remove(n));
         for outcome in futures_util::future::join_all(removals).await {
@@ -163,6 +221,189 @@ impl Deployer {
     fn kept_mut<R>(&self, service: &str, f: impl FnOnce(&mut Kept) -> R) -> R {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         f(kept.entry(service.to_owned()).or_default())
+    }
+
+    /// The sets of `service` kept idle for an instant switch back (they serve no traffic).
+    pub fn kept_sets(&self, service: &str) -> Vec<String> {
+        self.kept_mut(service, |k| k.sets.clone())
+    }
+
+    /// Records what is kept for `service` (nothing, when `sets` is empty).
+    async fn record_kept(&self, service: &str, sets: Vec<KeptSet>) -> Result<(), String> {
+        match &self.store {
+            Some(store) => store.save(service, sets).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops `sets` of `service` once `delay` has passed, unless a deploy came in between.
+    fn retire_later(self: &Arc<Self>, service: String, generation: u64, delay: Duration) {
+        let deployer = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let lock = deployer.lock_for(&service);
+            let _held = lock.lock().await;
+            let retired = deployer.kept_mut(&service, |k| {
+                if k.generation == generation {
+                    std::mem::take(&mut k.sets)
+                } else {
+                    Vec::new()
+                }
+            });
+            if retired.is_empty() {
+                return;
+            }
+            for name in &retired {
+                let _ = deployer.supervisor.remove(name).await;
+            }
+            deployer.traffic.split(&service, Split::All).await;
+            let _ = deployer.record_kept(&service, Vec::new()).await;
+        });
+    }
+
+    /// Takes back the sets a previous control plane kept idle (call once the first apply has
+    /// adopted what serves). A set whose every instance is still the very process kept is
+    /// adopted out of traffic and stopped at its original deadline; one that expired, lost an
+    /// instance, or whose serving set no longer serves is stopped. Every record is settled:
+    /// rewritten for what was kept, removed otherwise.
+    pub async fn restore_kept(self: &Arc<Self>, now: SystemTime) -> Vec<KeptRestore> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let records = match store.load().await {
+            Ok(records) => records,
+            Err(reason) => return vec![KeptRestore::Unrecorded { reason }],
+        };
+        let mut by_service: BTreeMap<String, Vec<KeptSet>> = BTreeMap::new();
+        for record in records {
+            by_service
+                .entry(record.service.clone())
+                .or_default()
+                .push(record);
+        }
+        let orphans = self.supervisor.orphans().await;
+        let mut outcomes = Vec::new();
+        for (service, records) in by_service {
+            let lock = self.lock_for(&service);
+            let _held = lock.lock().await;
+            let sets = self.sets(&service).await;
+            let mut kept: Vec<KeptSet> = Vec::new();
+            for record in records {
+                let set = record.set.clone();
+                let serving = sets
+                    .get(&record.serving)
+                    .is_some_and(|instances| !instances.is_empty());
+                let outcome = match crate::kept::judge(&record, &orphans, now) {
+                    Verdict::Adopt { .. } if serving => {
+                        kept.push(record);
+                        continue;
+                    }
+                    Verdict::Adopt { .. } => KeptRestore::Superseded {
+                        service: service.clone(),
+                        set: set.clone(),
+                    },
+                    Verdict::Expired => KeptRestore::Expired {
+                        service: service.clone(),
+                        set: set.clone(),
+                    },
+                    Verdict::Lost { reason } => {
+                        self.kept_mut(&service, |k| k.lost.insert(set.clone(), reason.clone()));
+                        KeptRestore::Lost {
+                            service: service.clone(),
+                            set: set.clone(),
+                            reason,
+                        }
+                    }
+                };
+                // Stops the survivors (orphans are killed by a removal of their set).
+                let _ = self.supervisor.remove(&set).await;
+                outcomes.push(outcome);
+            }
+            outcomes.extend(self.adopt_kept(&service, &kept).await);
+            if let Err(reason) = self.record_kept(&service, kept).await {
+                outcomes.push(KeptRestore::Unrecorded { reason });
+            }
+        }
+        outcomes
+    }
+
+    /// Adopts kept sets out of traffic: the split is set before the apply that adopts them.
+    async fn adopt_kept(self: &Arc<Self>, service: &str, kept: &[KeptSet]) -> Vec<KeptRestore> {
+        let Some(first) = kept.first() else {
+            return Vec::new();
+        };
+        let mut weights = vec![(first.serving.clone(), 1)];
+        weights.extend(kept.iter().map(|k| (k.set.clone(), 0)));
+        self.traffic
+            .split(
+                service,
+                Split::Weighted {
+                    sets: weights,
+                    sticky: false,
+                },
+            )
+            .await;
+        let remaining = |expires_at_ms: u64| {
+            Duration::from_millis(
+                expires_at_ms.saturating_sub(crate::kept::epoch_ms(SystemTime::now())),
+            )
+        };
+        let mut outcomes = Vec::new();
+        let mut names = Vec::new();
+        for record in kept {
+            match self.supervisor.apply(record.spec.clone()).await {
+                Ok(()) => {
+                    names.push(record.set.clone());
+                    outcomes.push(KeptRestore::Kept {
+                        service: service.to_owned(),
+                        set: record.set.clone(),
+                        pids: record.instances.iter().map(|i| i.pid).collect(),
+                        remaining: remaining(record.expires_at_ms),
+                    });
+                }
+                Err(e) => {
+                    let _ = self.supervisor.remove(&record.set).await;
+                    outcomes.push(KeptRestore::Lost {
+                        service: service.to_owned(),
+                        set: record.set.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let generation = self.kept_mut(service, |k| {
+            k.generation += 1;
+            k.sets = names;
+            k.generation
+        });
+        // The original deadline, not a fresh `keep_old` from now.
+        let deadline = kept.iter().map(|k| k.expires_at_ms).max().unwrap_or(0);
+        self.retire_later(service.to_owned(), generation, remaining(deadline));
+        outcomes
+    }
+
+    /// Stops every kept set now and forgets it, records included (a graceful shutdown stops
+    /// every process, so nothing is left to switch back to).
+    pub async fn release_kept(&self) {
+        let services: Vec<String> = {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter()
+                .filter(|(_, k)| !k.sets.is_empty())
+                .map(|(service, _)| service.clone())
+                .collect()
+        };
+        for service in services {
+            let lock = self.lock_for(&service);
+            let _held = lock.lock().await;
+            let sets = self.kept_mut(&service, |k| {
+                k.generation += 1;
+                std::mem::take(&mut k.sets)
+            });
+            for set in &sets {
+                let _ = self.supervisor.remove(set).await;
+            }
+            let _ = self.record_kept(&service, Vec::new()).await;
+        }
     }
 
     /// Runs one deploy to completion (or rollback); never leaves the lock held.
@@ -222,24 +463,46 @@ impl Run<'_> {
 
     async fn execute(&mut self, spec: ServiceSpec) -> (String, Vec<String>, DeployResult) {
         let n = spec.replicas;
-        let kept = self.deployer.kept_mut(&self.service, |k| {
+        let (kept, lost) = self.deployer.kept_mut(&self.service, |k| {
             k.generation += 1;
-            std::mem::take(&mut k.sets)
+            (std::mem::take(&mut k.sets), std::mem::take(&mut k.lost))
         });
-        let sets = self.deployer.sets(&self.service).await;
+        if !kept.is_empty()
+            && let Err(e) = self.deployer.record_kept(&self.service, Vec::new()).await
+        {
+            self.step(format!("could not record that no set is kept: {e}"));
+        }
+        if let Some(reason) = lost.get(&self.set) {
+            self.step(format!(
+                "no instant switch back: {} was kept idle for it but did not survive the restart of kiln ({reason}); deploying it again",
+                self.set
+            ));
+        }
+        let mut sets = self.deployer.sets(&self.service).await;
         let previous: Vec<String> = sets.keys().filter(|s| **s != self.set).cloned().collect();
 
-        // Back to a set kept idle by a blue-green deploy: an instant switch.
+        // Back to a set kept idle by a blue-green deploy: an instant switch. One taken back
+        // after a restart of kiln may still be passing its first probes: wait for them.
+        let whole = |sets: &Sets| sets.get(&self.set).is_some_and(|i| i.len() as u32 == n);
         if kept.contains(&self.set)
-            && sets
-                .get(&self.set)
-                .is_some_and(|i| i.len() as u32 == n && i.iter().all(ready))
+            && whole(&sets)
+            && !sets.get(&self.set).is_some_and(|i| i.iter().all(ready))
+            && self
+                .supervisor()
+                .wait_ready(&self.set, self.config.healthy_deadline)
+                .await
+                .is_ok()
+        {
+            sets = self.deployer.sets(&self.service).await;
+        }
+        if kept.contains(&self.set)
+            && whole(&sets)
+            && sets.get(&self.set).is_some_and(|i| i.iter().all(ready))
         {
             let result = self.switch_back(&sets).await;
             return ("switch-back".into(), previous, result);
         }
         // Sets kept idle for a rollback that is not this one: retire them first.
-        let mut sets = sets;
         let current = self.set.clone();
         for name in kept.iter().filter(|s| **s != current) {
             if sets.remove(name).is_some() {
@@ -458,42 +721,60 @@ impl Run<'_> {
             self.traffic().split(&self.service, Split::All).await;
             self.step("removed the previous version's sets");
         } else {
-            self.keep(old.iter().map(|(name, _)| name.clone()).collect(), keep_old);
+            self.keep(old.iter().map(|(name, _)| name.clone()).collect(), keep_old)
+                .await;
         }
     }
 
     /// Keeps idle sets for a while so that a rollback is an instant switch, then retires them.
-    fn keep(&mut self, sets: Vec<String>, keep_old: Duration) {
+    /// They are recorded (spec, instances, deadline) so that a restarted control plane takes
+    /// them back.
+    async fn keep(&mut self, sets: Vec<String>, keep_old: Duration) {
         self.step(format!(
             "keeping {} idle for {} s for an instant rollback",
             sets.join(", "),
             keep_old.as_secs()
         ));
+        let expires_at_ms = crate::kept::epoch_ms(SystemTime::now() + keep_old);
+        let running = self.deployer.sets(&self.service).await;
+        let mut records = Vec::new();
+        for set in &sets {
+            let Some(spec) = self.supervisor().spec(set).await else {
+                continue;
+            };
+            let instances = running.get(set).map_or_else(Vec::new, |instances| {
+                instances
+                    .iter()
+                    .filter_map(|i| {
+                        Some(KeptInstance {
+                            instance: i.id.instance,
+                            pid: i.pid?,
+                            start_ticks: i.start_ticks?,
+                            port: i.port?,
+                        })
+                    })
+                    .collect()
+            });
+            records.push(KeptSet {
+                service: self.service.clone(),
+                set: set.clone(),
+                serving: self.set.clone(),
+                spec,
+                instances,
+                expires_at_ms,
+            });
+        }
         let generation = self.deployer.kept_mut(&self.service, |k| {
             k.sets = sets;
             k.generation
         });
-        let deployer = self.deployer.clone();
-        let service = self.service.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(keep_old).await;
-            let lock = deployer.lock_for(&service);
-            let _held = lock.lock().await;
-            let retired = deployer.kept_mut(&service, |k| {
-                if k.generation == generation {
-                    std::mem::take(&mut k.sets)
-                } else {
-                    Vec::new()
-                }
-            });
-            if retired.is_empty() {
-                return;
-            }
-            for name in &retired {
-                let _ = deployer.supervisor.remove(name).await;
-            }
-            deployer.traffic.split(&service, Split::All).await;
-        });
+        if let Err(e) = self.deployer.record_kept(&self.service, records).await {
+            self.step(format!(
+                "could not record the kept set, so a restart of kiln stops it: {e}"
+            ));
+        }
+        self.deployer
+            .retire_later(self.service.clone(), generation, keep_old);
     }
 
     async fn switch_back(&mut self, sets: &Sets) -> DeployResult {

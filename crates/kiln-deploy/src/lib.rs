@@ -6,16 +6,20 @@
 //!   (rolling, blue-green, canary), gated on readiness, with automatic rollback. Each version
 //!   runs as its own supervisor set (`service@version`); a [`Traffic`] implementation (the
 //!   control plane's ingress) decides which sets serve.
+//! - [`kept`]: the blue-green sets kept idle for an instant switch back, recorded through the
+//!   [`KeptStore`] trait so that they survive a restart of the control plane.
 //!
 //! **Architecture invariant.** This crate depends on the supervisor's public API and nothing
 //! else of kiln: not the ingress (it sees traffic through the [`Traffic`] trait), not the state
-//! store (callers record the [`DeployReport`]), not the spec.
+//! store (callers record the [`DeployReport`]; kept sets go through [`KeptStore`]), not the spec.
 
 mod deployer;
+pub mod kept;
 pub mod release;
 mod strategy;
 mod traffic;
 
-pub use deployer::{DeployReport, DeployRequest, DeployResult, Deployer, set_name};
+pub use deployer::{DeployReport, DeployRequest, DeployResult, Deployer, KeptRestore, set_name};
+pub use kept::{KeptSet, KeptStore};
 pub use strategy::{Canary, DeployConfig, Strategy};
 pub use traffic::{NoTraffic, SetStats, Split, Traffic, TrafficFuture};

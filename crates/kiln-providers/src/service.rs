@@ -799,7 +799,10 @@ impl Provider for ServiceProvider {
                 return Ok(Observation::Present { drift: Vec::new() });
             }
             let name = supervisor_name(&recorded.address);
-            let sets = runtime.deployer.sets(&name).await;
+            let mut sets = runtime.deployer.sets(&name).await;
+            // A set kept idle for an instant switch back is not what the service runs.
+            let kept = runtime.deployer.kept_sets(&name);
+            sets.retain(|set, _| !kept.contains(set));
             if sets.is_empty() {
                 return Ok(Observation::Absent);
             }

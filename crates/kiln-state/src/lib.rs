@@ -12,7 +12,8 @@
 //! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps;
 //! - alert **silences** (`kiln silence`);
 //! - **incidents** and their timelines (`kiln incident`).
-//! - **runbook runs** and their steps (`kiln runbook show`), the remediation audit.
+//! - **runbook runs** and their steps (`kiln runbook show`), the remediation audit;
+//! - the blue-green sets **kept** idle for an instant switch back (`kept.rs`).
 //!
 //! The crate knows nothing of kiln's other crates. [`Store`] is synchronous;
 //! [`StateHandle`] runs one on its own thread for async callers.
@@ -68,6 +69,7 @@ mod error;
 mod events;
 mod handle;
 mod incidents;
+mod kept;
 mod lock;
 mod operations;
 mod pipelines;
@@ -84,6 +86,7 @@ pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;
 pub use incidents::{IncidentRecord, TimelineRecord};
+pub use kept::KeptSetRecord;
 pub use pipelines::{NewPipelineRun, PipelineJob, PipelineRun, PipelineStep};
 pub use promotions::{ApprovalRecord, PromotionRecord};
 pub use runbooks::{RunbookRun, RunbookStep};

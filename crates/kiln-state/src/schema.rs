@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (8, PROMOTIONS),
     (9, RUNBOOKS),
     (10, PROMOTION_STATUS),
+    (11, KEPT_SETS),
 ];
 
 /// The newest schema version this binary understands.
@@ -290,6 +291,18 @@ CREATE TABLE runbook_steps (
 /// runs. Promotions recorded before this migration were applied.
 const PROMOTION_STATUS: &str = r#"
 ALTER TABLE promotions ADD COLUMN status TEXT NOT NULL DEFAULT 'applied';
+"#;
+
+/// Blue-green sets kept idle for an instant switch back (the deployer's JSON record, with
+/// the spec and instances needed to adopt them after a restart).
+const KEPT_SETS: &str = r#"
+CREATE TABLE kept_sets (
+    service     TEXT NOT NULL,
+    set_name    TEXT NOT NULL,
+    record      TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (service, set_name)
+) WITHOUT ROWID;
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

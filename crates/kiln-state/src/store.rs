@@ -32,6 +32,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the state database at `path`, creating its
     /// parent directory, applying migrations and creating the lineage.
+    ///
+    /// A new database file is created owner-only (0600); SQLite gives its `-wal` and `-shm`
+    /// files the database's mode, so the state stays private even in a directory others may
+    /// traverse (`.kiln` is 0711 so that `user:` services can reach their release).
     pub fn open(path: &Path) -> Result<Store, StateError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StateError::Io {
@@ -39,6 +43,7 @@ impl Store {
                 source,
             })?;
         }
+        create_private(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -160,6 +165,25 @@ fn ensure_lineage(conn: &mut Connection) -> Result<String, StateError> {
     Ok(lineage)
 }
 
+/// Creates `path` as an empty owner-only file unless something is there already (an existing
+/// database keeps its mode).
+fn create_private(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +197,17 @@ mod tests {
         let path = dir.path().join("stack/.kiln/state.db");
         let store = Store::open_in_stack(&dir.path().join("stack"))?;
         assert!(path.exists());
+        for file in [path.clone(), path.with_extension("db-wal")] {
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&file)
+                    .map_err(|source| StateError::Io {
+                        path: file.clone(),
+                        source,
+                    })?
+                    .permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
         assert_eq!(store.serial()?, 0);
         assert_eq!(store.schema_version()?, schema::supported_version());
         Ok(())

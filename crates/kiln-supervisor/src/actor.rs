@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::backoff::CRASH_LOOP_RESTARTS;
+use crate::event::Orphan;
 use crate::event::{Event, InstanceId, InstanceStatus, ProbeKind, SupervisorError};
 use crate::instance::{AfterExit, AfterStop, Instance, Internal, Phase, Shared, after_exit};
 use crate::logs::Stream;
@@ -55,6 +56,13 @@ pub(crate) enum Request {
     },
     Status {
         reply: oneshot::Sender<Vec<InstanceStatus>>,
+    },
+    Orphans {
+        reply: oneshot::Sender<Vec<Orphan>>,
+    },
+    Spec {
+        service: String,
+        reply: oneshot::Sender<Option<ServiceSpec>>,
     },
     Shutdown {
         deadline: Duration,
@@ -183,6 +191,13 @@ impl Actor {
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Request::Orphans { reply } => {
+                let _ = reply.send(self.orphans());
+            }
+            Request::Spec { service, reply } => {
+                let spec = self.services.get(&service).map(|s| (*s.spec).clone());
+                let _ = reply.send(spec);
+            }
             Request::Shutdown { deadline, reply } => self.shutdown(deadline, reply),
             Request::Abandon { .. } => {}
         }
@@ -250,6 +265,21 @@ impl Actor {
             });
             self.instances.insert(id, instance);
         }
+    }
+
+    /// The live processes of a previous control plane not adopted yet.
+    fn orphans(&self) -> Vec<Orphan> {
+        self.orphans
+            .values()
+            .filter(|record| record.is_alive())
+            .map(|record| Orphan {
+                id: record.id(),
+                pid: record.pid,
+                start_ticks: record.start_ticks,
+                port: record.port,
+                spec_hash: record.spec_hash.clone(),
+            })
+            .collect()
     }
 
     fn remove(&mut self, service: String, reply: Reply) {
@@ -810,6 +840,7 @@ impl Actor {
                 InstanceStatus {
                     id: i.id.clone(),
                     pid: i.proc.as_ref().map(|p| p.pid),
+                    start_ticks: i.proc.as_ref().map(|p| p.start_ticks),
                     port: Some(i.port),
                     state: i.state(),
                     health,

@@ -159,6 +159,8 @@ impl std::fmt::Display for LimitsInForce {
 pub struct InstanceStatus {
     pub id: InstanceId,
     pub pid: Option<u32>,
+    /// When the process started (clock ticks since boot): with the pid, its identity.
+    pub start_ticks: Option<u64>,
     pub port: Option<u16>,
     pub state: InstanceState,
     /// The last probe verdict in words (`ready`, `readiness failing: ...`, `no probes`).
@@ -171,6 +173,19 @@ pub struct InstanceStatus {
     pub release: String,
     pub limits_in_force: LimitsInForce,
     pub adopted: bool,
+}
+
+/// A live instance a previous control plane left, waiting for its set's next apply to be
+/// adopted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub id: InstanceId,
+    pub pid: u32,
+    /// With the pid, the process's identity: a reused pid has another start time.
+    pub start_ticks: u64,
+    pub port: u16,
+    /// The hash of the spec it was started from.
+    pub spec_hash: String,
 }
 
 /// Why a handle operation failed.

@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use event::{
-    Event, ExitReason, InstanceId, InstanceState, InstanceStatus, LimitsInForce, ProbeKind,
+    Event, ExitReason, InstanceId, InstanceState, InstanceStatus, LimitsInForce, Orphan, ProbeKind,
     SupervisorError,
 };
 pub use logs::{LogLine, Rotation, Stream, read_logs};
@@ -203,6 +203,23 @@ impl SupervisorHandle {
         self.ask(|reply| Request::Status { reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// The live instances a previous control plane left that no apply has adopted yet (an
+    /// apply of their set adopts them).
+    pub async fn orphans(&self) -> Vec<Orphan> {
+        self.ask(|reply| Request::Orphans { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The spec a service (set) was last applied with.
+    pub async fn spec(&self, service: &str) -> Option<ServiceSpec> {
+        let service = service.to_owned();
+        self.ask(|reply| Request::Spec { service, reply })
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Stops everything, each instance with its own grace period, and SIGKILLs whatever is

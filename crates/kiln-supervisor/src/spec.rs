@@ -3,17 +3,18 @@
 //!
 //! Every type here is plain data with defaults chosen to be safe for a small team's services;
 //! the spec hash (see [`ServiceSpec::spec_hash`]) decides whether a running instance — our own
-//! or one adopted after a control-plane crash — still matches what is wanted.
+//! or one adopted after a control-plane crash — still matches what is wanted. A spec read
+//! back from its JSON has the same hash, so a spec can be stored and used to adopt later.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A service: one command run as `replicas` identical instances.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     /// Unique among the supervisor's services; used in file names, so kept to a safe alphabet
     /// (checked by [`ServiceSpec::validate`]).
@@ -90,7 +91,7 @@ impl ServiceSpec {
 }
 
 /// How to start a process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Run directly, without a shell; never empty.
     Argv(Vec<String>),
@@ -109,7 +110,7 @@ impl Command {
 }
 
 /// The three Kubernetes-style probes. Startup gates the other two until it first passes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Probes {
     pub startup: Option<Probe>,
     pub readiness: Option<Probe>,
@@ -117,7 +118,7 @@ pub struct Probes {
 }
 
 /// One repeated health check with thresholds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     pub check: Check,
     pub interval: Duration,
@@ -144,7 +145,7 @@ impl Probe {
 }
 
 /// What a probe checks, always against the instance's own `PORT` on 127.0.0.1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Check {
     /// `GET path`; passes on `expected_status`, or any 2xx/3xx when none is given.
     Http {
@@ -169,7 +170,7 @@ impl Check {
 }
 
 /// When an exited instance is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestartMode {
     Always,
     OnFailure,
@@ -178,7 +179,7 @@ pub enum RestartMode {
 
 /// Restart policy: exponential backoff with jitter, capped, reset after a stable run. There is
 /// no give-up: a crash loop keeps retrying at the cap and is shown as such.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestartPolicy {
     pub mode: RestartMode,
     pub backoff_initial: Duration,
@@ -205,7 +206,7 @@ impl Default for RestartPolicy {
 }
 
 /// How an instance is stopped: `signal` to its process group, then SIGKILL after `grace`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopPolicy {
     /// A signal number; SIGTERM by default.
     pub signal: i32,
@@ -222,7 +223,7 @@ impl Default for StopPolicy {
 }
 
 /// Resource limits; how (and whether) each is enforced is reported per instance.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// In cores (0.5 = half a core).
@@ -259,5 +260,40 @@ mod tests {
         }
         let spec = ServiceSpec::new("api-v2_x.y", Command::Shell("true".into()), "/tmp");
         assert!(spec.validate().is_ok());
+    }
+
+    proptest::proptest! {
+        /// A stored spec adopts what the original started: its JSON reads back to the same
+        /// spec and the same hash, floats and sub-second durations included.
+        #[test]
+        fn a_spec_read_back_from_json_keeps_its_hash(
+            multiplier in 1.0f64..10.0,
+            jitter in 0.0f64..1.0,
+            cpu in proptest::option::of(0.0f64..64.0),
+            nanos in 0u32..1_000_000_000,
+            env in proptest::collection::btree_map("[A-Z_]{1,8}", "\\PC{0,12}", 0..4),
+            shell in proptest::bool::ANY,
+        ) {
+            let command = if shell {
+                Command::Shell("exec node server.js".into())
+            } else {
+                Command::Argv(vec!["node".into(), "server.js".into()])
+            };
+            let mut spec = ServiceSpec::new("api@1a2b3c4d", command, "/srv/releases/ab");
+            spec.env = env;
+            spec.restart.backoff_multiplier = multiplier;
+            spec.restart.jitter = jitter;
+            spec.limits.cpu = cpu;
+            spec.stop.grace = Duration::new(3, nanos);
+            let mut probe = Probe::new(Check::Http { path: "/healthz".into(), expected_status: Some(204) });
+            probe.timeout = Duration::new(0, nanos);
+            spec.probes.readiness = Some(probe.clone());
+            spec.probes.liveness = Some(Probe::new(Check::Exec { command: Command::Shell("true".into()) }));
+            spec.probes.startup = Some(Probe { check: Check::Tcp, ..probe });
+            let json = serde_json::to_string(&spec).unwrap();
+            let back: ServiceSpec = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(&back, &spec);
+            proptest::prop_assert_eq!(back.spec_hash(), spec.spec_hash());
+        }
     }
 }

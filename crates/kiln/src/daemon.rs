@@ -199,7 +199,11 @@ pub async fn run(
         ));
     }
     let traffic: Arc<dyn kiln_deploy::Traffic> = Arc::new(router.routes.clone());
-    let deployer = kiln_deploy::Deployer::new(supervisor.clone(), traffic);
+    let deployer = kiln_deploy::Deployer::with_store(
+        supervisor.clone(),
+        traffic,
+        Arc::new(crate::deploys::StateKept::new(dir)),
+    );
     let journal = crate::deploys::StateJournal::new(dir);
     let prometheus = crate::metrics::Api {
         store: metrics.clone(),
@@ -326,6 +330,8 @@ pub async fn run(
         api_stopped,
     ));
     tokio::spawn(watch_signals(commands.clone()));
+    // The supervisor, the metrics store and the route actor have made their files by now.
+    secure_kiln_dir(&paths)?;
     let mut controller = Controller {
         dir: dir.to_path_buf(),
         options,
@@ -359,6 +365,11 @@ pub async fn run(
     }
     // Stopping the control plane stops its services (no process outlives `kiln down`), dependents
     // before what they depend on; whatever is left after that is stopped together.
+    // Kept blue-green sets go first and are forgotten: a graceful stop leaves nothing to
+    // switch back to after the next start.
+    if let Some(services) = &controller.runtime.services {
+        services.deployer.release_kept().await;
+    }
     stop_in_reverse_order(dir, &supervisor).await;
     supervisor.shutdown(DRAIN_DEADLINE).await;
     // Once every handle is gone the supervisor's event stream closes; wait for the last stop
@@ -632,6 +643,15 @@ async fn restart_sets(deployer: &kiln_deploy::Deployer, service: &str) -> Result
     Ok(())
 }
 
+/// The address of the service a supervisor name belongs to (`api` → `services.api`,
+/// `api.staging` → `environments.staging.services.api`).
+fn service_address(name: &str) -> String {
+    match name.split_once('.') {
+        Some((service, environment)) => format!("environments.{environment}.services.{service}"),
+        None => format!("services.{name}"),
+    }
+}
+
 /// Scales the set that serves `service` (the largest, when a deploy keeps another idle).
 async fn scale_current(
     deployer: &kiln_deploy::Deployer,
@@ -649,12 +669,20 @@ async fn scale_current(
         .map_err(|e| e.to_string())
 }
 
+/// See [`crate::kiln_dir`]: run before the socket exists and again once every part of the
+/// control plane has created its files.
+fn secure_kiln_dir(paths: &Paths) -> Result<(), Failure> {
+    crate::kiln_dir::secure(&paths.kiln_dir)
+        .map(drop)
+        .map_err(|e| Failure::State(format!("cannot secure {}: {e}", paths.kiln_dir.display())))
+}
+
 /// Binds the API socket, refusing to start beside a running control plane.
 async fn bind(paths: &Paths) -> Result<UnixListener, Failure> {
-    std::fs::create_dir_all(&paths.kiln_dir)
-        .map_err(|e| Failure::State(format!("cannot create {}: {e}", paths.kiln_dir.display())))?;
-    // The directory is owner-only, so the socket in it is too, even before its own chmod.
-    let _ = std::fs::set_permissions(&paths.kiln_dir, std::fs::Permissions::from_mode(0o700));
+    // `.kiln` is traverse-only for others (so `user:` services reach their release) and all
+    // in it but the releases owner-only; the socket is made 0600 below before anyone could
+    // connect through a looser default.
+    secure_kiln_dir(paths)?;
     if crate::client::connect(&paths.socket).await.is_some() {
         let pid = std::fs::read_to_string(&paths.pidfile).unwrap_or_default();
         return Err(Failure::Locked(format!(
@@ -718,6 +746,8 @@ impl Controller {
             ..ApplyRequest::default()
         })
         .await?;
+        // After the first apply adopted what serves, so a kept set is judged beside it.
+        self.restore_kept().await;
         self.status.phase = "converging".into();
         self.refresh_counts();
         let mut tick = tokio::time::interval(self.options.interval);
@@ -839,6 +869,65 @@ impl Controller {
             ));
         }
         Ok(outcome)
+    }
+
+    /// Takes back the blue-green sets a previous control plane kept idle (see
+    /// `Deployer::restore_kept`) and records what became of each.
+    async fn restore_kept(&self) {
+        let Some(services) = &self.runtime.services else {
+            return;
+        };
+        use kiln_deploy::KeptRestore as R;
+        for outcome in services.deployer.restore_kept(SystemTime::now()).await {
+            let (service, kind, message) = match outcome {
+                R::Kept {
+                    service,
+                    set,
+                    pids,
+                    remaining,
+                } => {
+                    let message = format!(
+                        "{set} (pids {}) kept idle again after a restart of kiln, for an instant switch back; stopped in {} s",
+                        pids.iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        remaining.as_secs()
+                    );
+                    (service, "deploy.kept_restored", message)
+                }
+                R::Expired { service, set } => {
+                    let message = format!(
+                        "{set} was kept idle until a time that passed while kiln was down; stopped"
+                    );
+                    (service, "deploy.kept_expired", message)
+                }
+                R::Lost {
+                    service,
+                    set,
+                    reason,
+                } => {
+                    let message = format!(
+                        "{set} was kept idle for an instant switch back but did not survive while kiln was down ({reason}); a rollback to it deploys it again"
+                    );
+                    (service, "deploy.kept_lost", message)
+                }
+                R::Superseded { service, set } => {
+                    let message =
+                        format!("{set} was kept idle beside a set that no longer serves; stopped");
+                    (service, "deploy.kept_superseded", message)
+                }
+                R::Unrecorded { reason } => (
+                    self.status.stack.clone(),
+                    "deploy.kept_unrecorded",
+                    format!("the kept blue-green sets cannot be read or recorded: {reason}"),
+                ),
+            };
+            (self.announce)(&Event::Note {
+                message: format!("kiln: {message}"),
+            });
+            self.record(&service_address(&service), kind, &message);
+        }
     }
 
     fn record(&self, address: &str, kind: &str, message: &str) {

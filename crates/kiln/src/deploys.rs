@@ -2,7 +2,8 @@
 //! (over the state store), and the `kiln deploy`, `kiln rollback` and `kiln releases` commands.
 //! Deploy and rollback are applies of one service with its `release_id` pinned, so they go through
 //! the same plan → apply path (and the same lock and revision records) as everything else; the
-//! next `kiln plan` shows what a later apply would undo.
+//! next `kiln plan` shows what a later apply would undo. Blue-green sets kept for an instant
+//! switch back are recorded here too (`StateKept`), so a restarted control plane takes them back.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,74 @@ impl StateJournal {
             dir: dir.to_path_buf(),
             trigger: Arc::new(Mutex::new(String::new())),
         }
+    }
+}
+
+/// Records the blue-green sets the deployer keeps idle, in the stack's state store.
+#[derive(Debug, Clone)]
+pub struct StateKept {
+    dir: PathBuf,
+}
+
+impl StateKept {
+    pub fn new(dir: &Path) -> StateKept {
+        StateKept {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Runs `f` on the store on a blocking thread.
+    fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, kiln_state::StateError> + Send + 'static,
+    ) -> kiln_deploy::kept::KeptFuture<'_, T> {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut store = Store::open_in_stack(&dir).map_err(|e| e.to_string())?;
+                f(&mut store).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+    }
+}
+
+impl kiln_deploy::KeptStore for StateKept {
+    fn save(
+        &self,
+        service: &str,
+        sets: Vec<kiln_deploy::KeptSet>,
+    ) -> kiln_deploy::kept::KeptFuture<'_, ()> {
+        let service = service.to_owned();
+        let records: Result<Vec<kiln_state::KeptSetRecord>, String> = sets
+            .into_iter()
+            .map(|kept| {
+                Ok(kiln_state::KeptSetRecord {
+                    service: kept.service.clone(),
+                    set: kept.set.clone(),
+                    record: serde_json::to_value(&kept).map_err(|e| e.to_string())?,
+                })
+            })
+            .collect();
+        match records {
+            Ok(records) => self.with_store(move |store| store.save_kept_sets(&service, &records)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+
+    fn load(&self) -> kiln_deploy::kept::KeptFuture<'_, Vec<kiln_deploy::KeptSet>> {
+        let loading = self.with_store(|store| store.kept_sets());
+        Box::pin(async move {
+            loading
+                .await?
+                .into_iter()
+                .map(|row| {
+                    serde_json::from_value(row.record)
+                        .map_err(|e| format!("the kept set {} cannot be read: {e}", row.set))
+                })
+                .collect()
+        })
     }
 }
 

@@ -162,10 +162,8 @@ impl VipPorts {
 
     fn save(&self) {
         if let Ok(text) = serde_json::to_string_pretty(&self.ports) {
-            let temp = self.path.with_extension("json.tmp");
-            if std::fs::write(&temp, text).is_ok() {
-                let _ = std::fs::rename(&temp, &self.path);
-            }
+            // Lost ports only mean new ones next time.
+            let _ = crate::kiln_dir::write_private(&self.path, text.as_bytes());
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod dora;
 pub mod hooks;
 pub mod incidents;
 pub mod ingress;
+pub mod kiln_dir;
 pub mod memory;
 pub mod metrics;
 pub mod ops;

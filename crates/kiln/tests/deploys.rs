@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{Down, Load, RELEASE_SERVER, Scratch, common_get, wait_until};
@@ -235,35 +236,45 @@ jobs:
     assert_eq!(releases["current"], release["digest"]);
 }
 
-/// A blue-green deploy keeps the old version idle for an instant rollback. A control plane
-/// killed meanwhile must not, once restarted, send users to that idle version or leave its
-/// processes behind. (The kept set is not restored: a rollback after the restart is a full
-/// blue-green deploy rather than an instant switch.)
-#[test]
-fn a_kept_blue_green_set_never_serves_after_a_control_plane_crash() {
-    const KEEPING: &str = "{ strategy: blue-green, healthy_deadline: 10s, keep_old: 1h }";
-    let s = Scratch::new(&stack(KEEPING));
+const KEEPING: &str = "{ strategy: blue-green, healthy_deadline: 10s, keep_old: 1h }";
+
+/// The pids of each set of `app`, from `kiln ps`.
+fn pids_by_set(s: &Scratch) -> BTreeMap<String, BTreeSet<u32>> {
+    let ps: serde_json::Value = serde_json::from_str(&s.ok(&["ps", "--json"])).unwrap();
+    let mut sets: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for instance in ps.as_array().unwrap() {
+        let pid = instance["pid"].as_u64().map(|p| u32::try_from(p).unwrap());
+        sets.entry(instance["set"].as_str().unwrap().to_owned())
+            .or_default()
+            .extend(pid);
+    }
+    sets
+}
+
+/// The newest 500 events of the stack, oldest first.
+fn events(s: &Scratch) -> Vec<serde_json::Value> {
+    let events: serde_json::Value =
+        serde_json::from_str(&s.ok(&["events", "--json", "--limit", "500"])).unwrap();
+    events.as_array().unwrap().clone()
+}
+
+fn event<'a>(events: &'a [serde_json::Value], kind: &str) -> Option<&'a serde_json::Value> {
+    events.iter().rev().find(|e| e["kind"] == kind)
+}
+
+/// Runs release 1, deploys release 2 blue-green with the first kept idle, and SIGKILLs the
+/// control plane. Returns the kept set and its pids.
+fn kept_then_crashed(s: &Scratch) -> (String, BTreeSet<u32>) {
     std::fs::create_dir_all(s.file("app")).unwrap();
     std::fs::write(s.file("app/server.js"), RELEASE_SERVER).unwrap();
-    release(&s, 1, "ok", KEEPING);
+    release(s, 1, "ok", KEEPING);
     s.ok(&["up", "-d", "--interval", "30"]);
-    let _down = Down(&s);
-    release(&s, 2, "ok", KEEPING);
+    let (v1, v1_pids) = pids_by_set(s).into_iter().next().unwrap();
+    release(s, 2, "ok", KEEPING);
     s.ok(&["deploy", "app"]);
-    let sets = |s: &Scratch| -> std::collections::BTreeSet<String> {
-        let ps: serde_json::Value = serde_json::from_str(&s.ok(&["ps", "--json"])).unwrap();
-        ps.as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["set"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        sets(&s).len(),
-        2,
-        "the old set is kept idle: {:?}",
-        sets(&s)
-    );
+    let sets = pids_by_set(s);
+    assert_eq!(sets.len(), 2, "the old set is kept idle: {sets:?}");
+    assert_eq!(sets[&v1], v1_pids);
 
     let pid: i32 = std::fs::read_to_string(s.file(".kiln/kiln.pid"))
         .unwrap()
@@ -275,6 +286,19 @@ fn a_kept_blue_green_set_never_serves_after_a_control_plane_crash() {
     assert!(wait_until(Duration::from_secs(10), || {
         nix::sys::signal::kill(pid, None).is_err()
     }));
+    (v1, v1_pids)
+}
+
+/// A blue-green deploy keeps the old version idle for an instant rollback, and a SIGKILL of
+/// the control plane does not lose it: the restarted control plane adopts the kept processes
+/// (the same pids) out of traffic, so only the live version serves, and `kiln rollback`
+/// switches back to those very processes at once without one failed request.
+#[test]
+fn a_kept_blue_green_set_survives_a_control_plane_crash_for_an_instant_rollback() {
+    let s = Scratch::new(&stack(KEEPING));
+    let _down = Down(&s);
+    let (v1, v1_pids) = kept_then_crashed(&s);
+
     s.ok(&["up", "-d", "--interval", "30"]);
     let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
     let addr = status["ingress"].as_str().unwrap().to_owned();
@@ -283,7 +307,112 @@ fn a_kept_blue_green_set_never_serves_after_a_control_plane_crash() {
         bodies.iter().all(|b| b == "v2"),
         "only the live version serves after the restart: {bodies:?}"
     );
-    assert_eq!(sets(&s).len(), 1, "{:?}", sets(&s));
+    let sets = pids_by_set(&s);
+    assert_eq!(sets.len(), 2, "the kept set is back: {sets:?}");
+    assert_eq!(
+        sets[&v1], v1_pids,
+        "the kept processes were adopted, not replaced"
+    );
+    let restored = events(&s);
+    let restored = event(&restored, "deploy.kept_restored").expect("a kept_restored event");
+    assert!(
+        restored["message"].as_str().unwrap().contains(&v1),
+        "{restored}"
+    );
+
+    let load = Load::start(&addr, "app.localhost", "/", 4);
     s.ok(&["rollback", "app"]);
+    let bodies: Vec<String> = (0..20).map(|_| common_get(&addr)).collect();
+    let tally = load.finish();
+    tally.assert_none_failed();
+    assert!(
+        bodies.iter().all(|b| b == "v1"),
+        "the switch back is done when the rollback returns: {bodies:?}"
+    );
+    let recent = events(&s);
+    let deployed = event(&recent, "deploy.succeeded").unwrap();
+    assert!(
+        deployed["message"]
+            .as_str()
+            .unwrap()
+            .contains("switch-back"),
+        "{deployed}"
+    );
+    assert_eq!(
+        pids_by_set(&s)[&v1],
+        v1_pids,
+        "no new process: the kept ones serve"
+    );
+
+    // The switch back kept release 2 idle in turn. A graceful stop stops it and forgets it:
+    // the next start has nothing to take back.
+    let kept_events = |s: &Scratch| {
+        events(s)
+            .iter()
+            .filter(|e| {
+                e["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("deploy.kept_"))
+            })
+            .count()
+    };
+    assert_eq!(pids_by_set(&s).len(), 2);
+    let before = kept_events(&s);
+    s.ok(&["down"]);
+    s.ok(&["up", "-d", "--interval", "30"]);
+    assert_eq!(kept_events(&s), before, "{:#?}", events(&s));
+    assert_eq!(pids_by_set(&s).len(), 1);
+}
+
+/// A kept instance that dies while the control plane is down loses the instant switch back:
+/// the restart records which one and stops the rest, and a rollback deploys the release again
+/// (new processes), saying why.
+#[test]
+fn a_kept_set_that_lost_an_instance_while_kiln_was_down_is_deployed_again() {
+    let s = Scratch::new(&stack(KEEPING));
+    let _down = Down(&s);
+    let (v1, v1_pids) = kept_then_crashed(&s);
+    let victim = *v1_pids.iter().next().unwrap();
+    // Each instance leads its own process group.
+    let group = nix::unistd::Pid::from_raw(-i32::try_from(victim).unwrap());
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let victim = nix::unistd::Pid::from_raw(i32::try_from(victim).unwrap());
+    assert!(wait_until(Duration::from_secs(10), || {
+        nix::sys::signal::kill(victim, None).is_err()
+    }));
+
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let lost = events(&s);
+    let lost = event(&lost, "deploy.kept_lost").expect("a kept_lost event");
+    let message = lost["message"].as_str().unwrap();
+    assert!(
+        message.contains(&v1) && message.contains(&format!("(pid {victim}) exited")),
+        "{message}"
+    );
+    let sets = pids_by_set(&s);
+    assert_eq!(
+        sets.len(),
+        1,
+        "the rest of the kept set is stopped: {sets:?}"
+    );
+    for pid in &v1_pids {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap());
+        assert!(wait_until(Duration::from_secs(10), || {
+            nix::sys::signal::kill(pid, None).is_err()
+        }));
+    }
+
+    s.ok(&["rollback", "app"]);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let addr = status["ingress"].as_str().unwrap().to_owned();
     assert!(wait_until(Duration::from_secs(10), || common_get(&addr) == "v1"));
+    let events = events(&s);
+    let deployed = event(&events, "deploy.succeeded").unwrap();
+    assert!(
+        deployed["message"].as_str().unwrap().contains("blue-green"),
+        "{deployed}"
+    );
+    let steps = deployed["data"]["steps"].to_string();
+    assert!(steps.contains("no instant switch back"), "{steps}");
+    assert!(pids_by_set(&s)[&v1].is_disjoint(&v1_pids), "new processes");
 }

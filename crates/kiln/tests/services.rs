@@ -408,3 +408,144 @@ services:
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no user `no-such-user-kiln`"));
 }
+
+/// A throwaway system user, deleted on drop.
+struct SystemUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl SystemUser {
+    /// Creates one as root; `None` (after saying SKIPPED) where that is not possible and CI is
+    /// unset, a failure where CI insists.
+    fn create() -> Option<SystemUser> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let name = format!("kiln-t{}", std::process::id());
+        let created = nix::unistd::geteuid().is_root()
+            && std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/bin/false",
+                    &name,
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !created {
+            assert!(
+                !ci,
+                "CI=true but this test cannot create a system user (it needs root and useradd)"
+            );
+            eprintln!("SKIPPED: creating a system user needs root and useradd");
+            return None;
+        }
+        let account = nix::unistd::User::from_name(&name).unwrap().unwrap();
+        Some(SystemUser {
+            name,
+            uid: account.uid.as_raw(),
+            gid: account.gid.as_raw(),
+        })
+    }
+
+    /// Runs `argv` as this user in `dir`; whether it succeeded.
+    fn succeeds(&self, dir: &std::path::Path, argv: &[&str]) -> bool {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                &self.uid.to_string(),
+                "--regid",
+                &self.gid.to_string(),
+            ])
+            .args(["--clear-groups", "--"])
+            .args(argv)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for SystemUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .status();
+    }
+}
+
+/// A service with `path:` run as another user reads its release under `.kiln/releases/`,
+/// while that user can neither list `.kiln` nor read the state nor talk to the control socket.
+#[test]
+fn a_user_service_reads_its_release_but_not_kilns_state() {
+    let Some(user) = SystemUser::create() else {
+        return;
+    };
+    let s = Scratch::new(&format!(
+        r#"
+name: users
+ingress: {{ listen: "127.0.0.1:0" }}
+services:
+  app:
+    path: app
+    run: node server.js
+    user: {}
+    health: {{ http: /healthz, interval: 100ms, timeout: 1s }}
+routes:
+  - {{ host: app.localhost, path: /, service: app }}
+"#,
+        user.name
+    ));
+    // The stack directory must be passable by the service's user, as any directory it runs in.
+    std::fs::set_permissions(
+        s.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    std::fs::write(s.file("app/server.js"), common::RELEASE_SERVER).unwrap();
+    std::fs::write(s.file("app/version"), "7").unwrap();
+    s.ok(&["up", "-d", "--interval", "30"]);
+    let _down = common::Down(&s);
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    let addr = status["ingress"].as_str().unwrap().to_owned();
+    assert_eq!(common::get_body(&addr, "app.localhost"), "v7");
+
+    let kiln = s.file(".kiln");
+    assert!(
+        !user.succeeds(s.path(), &["ls", ".kiln"]),
+        "others cannot list .kiln"
+    );
+    assert!(
+        !user.succeeds(&kiln, &["cat", "state.db"]),
+        "the state is private"
+    );
+    let connect = "require('net').connect('kiln.sock').on('connect', () => process.exit(0)).on('error', () => process.exit(1))";
+    let as_kiln = std::process::Command::new("node")
+        .args(["-e", connect])
+        .current_dir(&kiln)
+        .status()
+        .unwrap();
+    assert!(as_kiln.success(), "kiln's own user reaches the socket");
+    assert!(
+        !user.succeeds(&kiln, &["node", "-e", connect]),
+        "the control socket is private"
+    );
+    for entry in std::fs::read_dir(&kiln).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "releases" {
+            continue;
+        }
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &entry.path().symlink_metadata().unwrap().permissions(),
+        );
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is open to others ({mode:o})",
+            entry.path().display()
+        );
+    }
+}

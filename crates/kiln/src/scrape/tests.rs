@@ -303,6 +303,7 @@ fn only_ready_instances_of_declaring_services_are_targets() {
                 instance: n,
             },
             pid: Some(1),
+            start_ticks: None,
             port,
             state,
             health: String::new(),
