@@ -25,6 +25,32 @@ pub struct Notification {
     pub payload: serde_json::Value,
 }
 
+/// What a group last notified, as kept across restarts (Alertmanager's notification log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLog {
+    /// The group's key.
+    pub group_key: String,
+    /// The group's labels.
+    pub labels: LabelSet,
+    /// The firing alerts of its last notification.
+    pub firing: BTreeSet<String>,
+    /// When that was sent (ms).
+    pub notified_at: i64,
+    /// The resolved alerts whose resolution has been sent.
+    pub resolved_sent: BTreeSet<String>,
+}
+
+impl GroupLog {
+    /// `firing` when the last notification had a firing alert.
+    pub fn status(&self) -> NotifyStatus {
+        if self.firing.is_empty() {
+            NotifyStatus::Resolved
+        } else {
+            NotifyStatus::Firing
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Group {
     labels: LabelSet,
@@ -53,6 +79,47 @@ impl Dispatcher {
             receivers,
             external_url,
             groups: BTreeMap::new(),
+        }
+    }
+
+    /// The receivers every group is sent to.
+    pub fn receivers(&self) -> &[String] {
+        &self.receivers
+    }
+
+    /// What each group that has notified last sent, by group key.
+    pub fn log(&self) -> Vec<GroupLog> {
+        self.groups
+            .iter()
+            .filter_map(|(key, g)| {
+                let (firing, at) = g.last.as_ref()?;
+                Some(GroupLog {
+                    group_key: key.clone(),
+                    labels: g.labels.clone(),
+                    firing: firing.clone(),
+                    notified_at: *at,
+                    resolved_sent: g.resolved_sent.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes back the log of an earlier dispatcher, so that what it sent is not sent again:
+    /// a group still firing the same alerts waits for its repeat interval from the logged
+    /// time, and a logged resolution is not repeated. Restored groups are looked at on the
+    /// next flush (their `group_wait` was served before).
+    pub fn restore(&mut self, logs: Vec<GroupLog>, now: i64) {
+        for log in logs {
+            self.groups.insert(
+                log.group_key,
+                Group {
+                    labels: log.labels,
+                    alerts: BTreeMap::new(),
+                    next_flush: now,
+                    last: Some((log.firing, log.notified_at)),
+                    resolved_sent: log.resolved_sent,
+                },
+            );
         }
     }
 
@@ -281,6 +348,42 @@ mod tests {
         let n = d.flush(11_000);
         assert_eq!(statuses(&n)[0].1, "resolved");
         assert_eq!(n[0].payload["status"], "resolved");
+    }
+
+    #[test]
+    fn a_restored_log_neither_repeats_a_firing_group_early_nor_a_resolution() {
+        use NotifyStatus::*;
+        let mut d = Dispatcher::new(policy(), vec!["ops".into()], String::new());
+        d.update(
+            vec![
+                alert("errors", "a", Firing),
+                alert("latency", "b", Resolved),
+            ],
+            0,
+        );
+        assert_eq!(d.flush(1_000).len(), 2);
+        let log = d.log();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].status(), Firing);
+        assert_eq!(log[1].status(), Resolved);
+        let mut back = Dispatcher::new(policy(), vec!["ops".into()], String::new());
+        back.restore(log, 30_000);
+        back.update(
+            vec![
+                alert("errors", "a", Firing),
+                alert("latency", "b", Resolved),
+            ],
+            30_000,
+        );
+        assert!(back.flush(30_000).is_empty(), "nothing new since the log");
+        assert!(back.flush(55_000).is_empty());
+        assert_eq!(
+            statuses(&back.flush(61_000)),
+            [("{}:{alertname=\"errors\"}".to_owned(), "firing", 1)],
+            "repeated one repeat interval after the logged notification"
+        );
+        back.update(vec![alert("errors", "a", Resolved)], 62_000);
+        assert_eq!(statuses(&back.flush(66_000))[0].1, "resolved");
     }
 
     #[test]

@@ -57,6 +57,25 @@ pub struct Alert {
     state: AlertState,
 }
 
+/// An alert as kept across restarts of the evaluator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedAlert {
+    /// Its rule's [`Rule::identity`].
+    pub rule: String,
+    /// `alertname`.
+    pub name: String,
+    /// Its identity.
+    pub fingerprint: String,
+    /// All its labels.
+    pub labels: LabelSet,
+    /// Its rendered annotations.
+    pub annotations: LabelSet,
+    /// Its latest value.
+    pub value: f64,
+    /// Where it is in its lifecycle.
+    pub state: AlertState,
+}
+
 /// A change of an alert's state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transition {
@@ -124,6 +143,73 @@ impl Evaluator {
     /// Every pending, firing and recently resolved alert, by rule then fingerprint.
     pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.iter().flat_map(BTreeMap::values)
+    }
+
+    /// Every alert, as it would be saved.
+    pub fn saved(&self) -> Vec<SavedAlert> {
+        self.rules
+            .iter()
+            .zip(&self.alerts)
+            .flat_map(|(rule, alerts)| {
+                let identity = rule.identity();
+                alerts.values().map(move |a| SavedAlert {
+                    rule: identity.clone(),
+                    name: a.name.clone(),
+                    fingerprint: a.fingerprint.clone(),
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    value: a.value,
+                    state: a.state,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes back alerts saved by an evaluator that stopped `downtime_ms` ago (see
+    /// [`AlertState::restored`] for what the downtime does to their clocks), without
+    /// transitions: a firing alert is not fired again. Alerts of rules that no longer exist
+    /// (by [`Rule::identity`]) are dropped, as [`Evaluator::set_rules`] drops them. Returns
+    /// how many were taken back.
+    pub fn restore(&mut self, saved: Vec<SavedAlert>, downtime_ms: i64) -> usize {
+        let identities: Vec<String> = self.rules.iter().map(Rule::identity).collect();
+        let mut restored = 0;
+        for s in saved {
+            let Some(i) = identities.iter().position(|id| *id == s.rule) else {
+                continue;
+            };
+            let state = s.state.restored(downtime_ms);
+            let (since, active_at, resolved_at) = match state {
+                AlertState::Inactive => continue,
+                AlertState::Pending { active_since } => (active_since, active_since, None),
+                AlertState::Firing {
+                    active_since,
+                    fired_at,
+                    ..
+                } => (fired_at, active_since, None),
+                AlertState::Resolved {
+                    fired_at,
+                    resolved_at,
+                } => (resolved_at, fired_at, Some(resolved_at)),
+            };
+            self.alerts[i].insert(
+                s.fingerprint.clone(),
+                Alert {
+                    name: s.name,
+                    labels: s.labels,
+                    annotations: s.annotations,
+                    value: s.value,
+                    fingerprint: s.fingerprint,
+                    phase: state.phase(),
+                    since,
+                    active_at,
+                    resolved_at,
+                    runbook: self.rules[i].runbook.clone(),
+                    state,
+                },
+            );
+            restored += 1;
+        }
+        restored
     }
 
     /// Evaluates every rule at `now`.
@@ -326,6 +412,59 @@ mod tests {
         );
         ev.evaluate(&fake, 15_000 + RESOLVED_RETENTION_MS + 1);
         assert_eq!(ev.alerts().count(), 0, "dropped after the retention");
+    }
+
+    #[test]
+    fn restored_alerts_keep_firing_without_a_transition_and_resolve_normally() {
+        let fake = Fake::default();
+        let mut ev = Evaluator::new(vec![rule(10_000, 0)]);
+        fake.set(
+            "errors > 0",
+            &[(&[("route", "a")], 1.0), (&[("route", "b")], 1.0)],
+        );
+        ev.evaluate(&fake, 0);
+        fake.set("errors > 0", &[(&[("route", "a")], 1.0)]);
+        ev.evaluate(&fake, 10_000);
+        fake.set(
+            "errors > 0",
+            &[(&[("route", "a")], 1.0), (&[("route", "b")], 1.0)],
+        );
+        ev.evaluate(&fake, 14_000);
+        ev.evaluate(&fake, 20_000);
+        let saved = ev.saved();
+        assert_eq!(
+            saved.iter().map(|s| s.state.phase()).collect::<Vec<_>>(),
+            [Phase::Firing, Phase::Pending]
+        );
+        // Back after 60 s down, with a rule that changed beside it.
+        let mut other = rule(0, 0);
+        other.name = "other".into();
+        other.expr = "other > 0".into();
+        let mut back = Evaluator::new(vec![other.clone(), rule(10_000, 0)]);
+        assert_eq!(back.restore(saved.clone(), 60_000), 2);
+        let report = back.evaluate(&fake, 80_000);
+        assert!(
+            report.transitions.is_empty(),
+            "a still fires, and b has had 6 s of its 10 s: {:?}",
+            report.transitions
+        );
+        let report = back.evaluate(&fake, 84_000);
+        assert_eq!(
+            report
+                .transitions
+                .iter()
+                .map(|t| (t.labels["route"].as_str(), t.to))
+                .collect::<Vec<_>>(),
+            [("b", Phase::Firing)]
+        );
+        fake.set("errors > 0", &[]);
+        let report = back.evaluate(&fake, 85_000);
+        assert_eq!(report.transitions.len(), 2);
+        assert!(report.transitions.iter().all(|t| t.to == Phase::Resolved));
+        // A rule whose expression changed does not take the old alerts.
+        let mut changed = rule(10_000, 0);
+        changed.expr = "errors > 1".into();
+        assert_eq!(Evaluator::new(vec![changed]).restore(saved, 0), 0);
     }
 
     #[test]

@@ -24,8 +24,8 @@ mod slo;
 mod template;
 
 pub use deliver::{Backoff, DeliveryError, Transport, TransportFuture, deliver_with_retries};
-pub use dispatch::{Dispatcher, Notification};
-pub use evaluator::{Alert, EvalReport, Evaluator, Querier, Sample, Transition};
+pub use dispatch::{Dispatcher, GroupLog, Notification};
+pub use evaluator::{Alert, EvalReport, Evaluator, Querier, Sample, SavedAlert, Transition};
 pub use export::prometheus_rule_file;
 pub use lifecycle::{AlertState, Phase};
 pub use mute::{CompiledMatcher, Inhibitor, Silence, matches_all};

@@ -71,6 +71,31 @@ impl AlertState {
         }
     }
 
+    /// The state restored after the evaluator was down for `downtime_ms`, by Prometheus's
+    /// restore rule without its grace period: time spent down does not count towards `for` or
+    /// `keep_firing_for`, time spent before does. A pending alert keeps the part of `for` that
+    /// had elapsed (its active time moves forward by the downtime); a firing alert keeps
+    /// firing with its times as they were (it is not fired, so not announced, again), and a
+    /// `keep_firing_for` clock that had started keeps what had elapsed the same way.
+    pub fn restored(self, downtime_ms: i64) -> AlertState {
+        let downtime = downtime_ms.max(0);
+        match self {
+            AlertState::Pending { active_since } => AlertState::Pending {
+                active_since: active_since.saturating_add(downtime),
+            },
+            AlertState::Firing {
+                active_since,
+                fired_at,
+                keep_firing_since,
+            } => AlertState::Firing {
+                active_since,
+                fired_at,
+                keep_firing_since: keep_firing_since.map(|s| s.saturating_add(downtime)),
+            },
+            AlertState::Inactive | AlertState::Resolved { .. } => self,
+        }
+    }
+
     /// The state after an evaluation at `now` in which the alert's element was `present` or not.
     pub fn step(self, present: bool, now: i64, for_ms: u64, keep_firing_for_ms: u64) -> AlertState {
         let held = |since: i64, span: u64| {
@@ -183,6 +208,50 @@ mod tests {
         );
         let pending = AlertState::Inactive.step(true, 0, 100, 0);
         assert_eq!(pending.step(false, 1, 100, 0), AlertState::Inactive);
+    }
+
+    #[test]
+    fn a_restored_pending_alert_keeps_the_elapsed_part_of_for_and_firing_stays_firing() {
+        // Pending for 6 s of a 10 s `for`, then down for 60 s: 4 s more of presence fire it.
+        let pending = AlertState::Pending { active_since: 0 }.restored(60_000);
+        assert_eq!(
+            pending,
+            AlertState::Pending {
+                active_since: 60_000
+            }
+        );
+        let back_at = 6_000 + 60_000;
+        assert_eq!(
+            pending.step(true, back_at, 10_000, 0).phase(),
+            Phase::Pending
+        );
+        assert_eq!(
+            pending.step(true, back_at + 4_000, 10_000, 0).phase(),
+            Phase::Firing
+        );
+        let firing = AlertState::Firing {
+            active_since: 0,
+            fired_at: 10_000,
+            keep_firing_since: Some(20_000),
+        };
+        assert_eq!(
+            firing.restored(5_000),
+            AlertState::Firing {
+                active_since: 0,
+                fired_at: 10_000,
+                keep_firing_since: Some(25_000)
+            }
+        );
+        let resolved = AlertState::Resolved {
+            fired_at: 1,
+            resolved_at: 2,
+        };
+        assert_eq!(resolved.restored(5_000), resolved);
+        assert_eq!(
+            AlertState::Pending { active_since: 7 }.restored(-3),
+            AlertState::Pending { active_since: 7 },
+            "a clock that went back is no downtime"
+        );
     }
 
     /// A random run: (time step in ms, present?) pairs, with random `for` and `keep_firing_for`.

@@ -27,6 +27,30 @@ pub struct Rule {
     pub runbook: Option<String>,
 }
 
+impl Rule {
+    /// What identifies the rule's alerts across restarts: a fingerprint of its name, group,
+    /// expression, `for`, `keep_firing_for` and labels. Annotations and the runbook are left
+    /// out: changing them does not make an alert a different one.
+    pub fn identity(&self) -> String {
+        let mut parts: LabelSet = [
+            ("name", self.name.clone()),
+            ("group", self.group.clone()),
+            ("expr", self.expr.clone()),
+            ("for", self.for_ms.to_string()),
+            ("keep_firing_for", self.keep_firing_for_ms.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        parts.extend(
+            self.labels
+                .iter()
+                .map(|(k, v)| (format!("label:{k}"), v.clone())),
+        );
+        crate::fingerprint(&parts)
+    }
+}
+
 /// The group `expr:` alerts are exported in.
 pub const EXPR_GROUP: &str = "kiln";
 

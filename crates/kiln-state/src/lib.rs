@@ -10,7 +10,8 @@
 //!   `complete_operation`, `recover_pending`);
 //! - an append-only **event log**;
 //! - recorded **CI runs** (`kiln ci run`): runs, jobs and steps;
-//! - alert **silences** (`kiln silence`);
+//! - alert **silences** (`kiln silence`), and the alert evaluator's **alert instances and
+//!   notification log**, so a restart neither re-fires nor re-notifies;
 //! - **incidents** and their timelines (`kiln incident`).
 //! - **runbook runs** and their steps (`kiln runbook show`), the remediation audit;
 //! - the blue-green sets **kept** idle for an instant switch back (`kept.rs`).
@@ -63,6 +64,7 @@
 //! one transaction, and 10,000 single-resource calls cost over a second where
 //! one batch of 10,000 costs about a tenth of that.
 
+mod alert_state;
 mod codec;
 mod deploys;
 mod error;
@@ -82,6 +84,7 @@ mod silences;
 mod store;
 mod types;
 
+pub use alert_state::{AlertInstanceRecord, NotificationLogRecord};
 pub use deploys::{DeployRecord, NewDeploy, ReleaseRecord};
 pub use error::StateError;
 pub use handle::StateHandle;

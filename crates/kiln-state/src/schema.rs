@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (9, RUNBOOKS),
     (10, PROMOTION_STATUS),
     (11, KEPT_SETS),
+    (12, ALERT_STATE),
 ];
 
 /// The newest schema version this binary understands.
@@ -303,6 +304,41 @@ CREATE TABLE kept_sets (
     recorded_at TEXT NOT NULL,
     PRIMARY KEY (service, set_name)
 ) WITHOUT ROWID;
+"#;
+
+/// The alert evaluator's memory across restarts (see `alert_state.rs`): each alert instance's
+/// lifecycle (keyed by its rule's identity and its label fingerprint), the notification log
+/// per receiver and group (what was last sent and when, as Alertmanager's nflog), and when the
+/// evaluator last ran, from which a restart measures its downtime. Times in ms.
+const ALERT_STATE: &str = r#"
+CREATE TABLE alert_instances (
+    rule              TEXT NOT NULL,
+    fingerprint       TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    labels            TEXT NOT NULL,
+    annotations       TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    active_since      INTEGER NOT NULL,
+    fired_at          INTEGER,
+    keep_firing_since INTEGER,
+    resolved_at       INTEGER,
+    value             REAL NOT NULL,
+    PRIMARY KEY (rule, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE alert_notification_log (
+    receiver      TEXT NOT NULL,
+    group_key     TEXT NOT NULL,
+    group_labels  TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    notified_at   INTEGER NOT NULL,
+    firing        TEXT NOT NULL,
+    resolved_sent TEXT NOT NULL,
+    PRIMARY KEY (receiver, group_key)
+) WITHOUT ROWID;
+CREATE TABLE alert_evaluator (
+    singleton    INTEGER PRIMARY KEY CHECK (singleton = 1),
+    evaluated_at INTEGER NOT NULL
+);
 "#;
 
 /// Brings the database up to `supported_version()`, or refuses a newer one.

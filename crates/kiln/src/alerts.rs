@@ -8,11 +8,14 @@
 //! silence. Each firing or resolved transition is also told to the incident actor
 //! (`incidents.rs`), with whether the alert is muted (a muted page opens no incident).
 //! After each apply (a new state serial) it reloads the rules from the stack files.
+//! Alert instances and the notification log are kept in the state store when they change
+//! (`memory.rs`) and taken back on start, so a restart neither re-fires nor re-notifies.
 //!
 //! Also the commands: `kiln alerts [list]`, `kiln alerts export --format prometheus`,
 //! `kiln silence add|list|expire`.
 
 mod commands;
+mod memory;
 pub(crate) mod transport;
 
 use std::collections::BTreeMap;
@@ -55,6 +58,8 @@ enum Msg {
         receiver: String,
         result: Result<u32, String>,
     },
+    /// Record the last evaluation's time and stop.
+    Stop(oneshot::Sender<()>),
 }
 
 /// One alert as the evaluator holds it, and why it is not notified, if it is not.
@@ -143,6 +148,8 @@ struct Actor {
     runbooks: Option<crate::runbooks::RunbooksHandle>,
     inbox: mpsc::Receiver<Msg>,
     outbox: mpsc::Sender<Msg>,
+    /// What the state store holds of the alerts and the notification log.
+    memory: memory::Memory,
     /// The state serial the rules were loaded at.
     serial: Option<u64>,
     muted: BTreeMap<String, Muted>,
@@ -180,6 +187,7 @@ pub fn start(
         runbooks,
         inbox,
         outbox: outbox.clone(),
+        memory: memory::Memory::default(),
         serial: None,
         muted: BTreeMap::new(),
         errors: Vec::new(),
@@ -199,6 +207,15 @@ impl AlertsHandle {
         let (reply, answer) = oneshot::channel();
         self.messages.send(Msg::List(reply)).await.ok()?;
         answer.await.ok()
+    }
+
+    /// Records when the evaluator last ran (a restart counts its downtime from there) and
+    /// stops it. Returns once it has.
+    pub async fn stop(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.messages.send(Msg::Stop(reply)).await.is_ok() {
+            let _ = answer.await;
+        }
     }
 
     /// Every alert the evaluator holds, as values (the dashboard's view).
@@ -259,6 +276,7 @@ impl Actor {
     }
 
     async fn run(mut self) {
+        self.restore().await;
         let mut tick = tokio::time::interval(self.interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -280,9 +298,65 @@ impl Actor {
                         let _ = reply.send(self.statuses());
                     }
                     Some(Msg::Delivered { receiver, result }) => self.delivered(receiver, result).await,
+                    Some(Msg::Stop(reply)) => {
+                        if let Some(at) = self.last_evaluation {
+                            let _ = self.state.call(move |s| s.set_alerts_evaluated_at(at)).await;
+                        }
+                        let _ = reply.send(());
+                        return;
+                    }
                     None => return,
                 },
             }
+        }
+    }
+
+    /// Takes back the alerts and the notification log of the evaluator's last run.
+    async fn restore(&mut self) {
+        let Some(evaluator) = &mut self.evaluator else {
+            return;
+        };
+        let loaded = match self.state.call(memory::Loaded::read).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                (self.announce)(&Event::Note {
+                    message: format!("warning: alert state not restored: {e}"),
+                });
+                return;
+            }
+        };
+        let restored = self
+            .memory
+            .restore(loaded, evaluator, &mut self.dispatcher, now_ms());
+        if restored.alerts > 0 {
+            (self.announce)(&Event::Note {
+                message: format!(
+                    "alerts: restored {} alert(s), {} firing, after {} s down",
+                    restored.alerts,
+                    restored.firing,
+                    restored.downtime_ms.unwrap_or(0) / 1_000
+                ),
+            });
+        }
+    }
+
+    /// Writes what changed of the alerts and the notification log.
+    async fn persist(&mut self, now: i64) {
+        let Some(evaluator) = &self.evaluator else {
+            return;
+        };
+        let Some(changes) = self.memory.changes(evaluator, &self.dispatcher, now) else {
+            return;
+        };
+        match self
+            .state
+            .call(move |s| changes.write(s).map(|()| changes))
+            .await
+        {
+            Ok(changes) => self.memory.written(changes),
+            Err(e) => (self.announce)(&Event::Note {
+                message: format!("warning: alert state not saved: {e}"),
+            }),
         }
     }
 
@@ -331,6 +405,7 @@ impl Actor {
             self.start_runbook(transition).await;
         }
         self.notify(now).await;
+        self.persist(now).await;
         self.tell_incidents(&report.transitions);
     }
 

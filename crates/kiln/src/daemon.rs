@@ -320,6 +320,7 @@ pub async fn run(
     };
     let (stop_dash, dash_stopped) = watch::channel(false);
     let dash_server = tokio::spawn(crate::dash::serve(dash_listener, dash, dash_stopped));
+    let alerts_for_stop = alerts.clone();
     let server = tokio::spawn(serve(
         listener,
         api,
@@ -356,6 +357,11 @@ pub async fn run(
         busy: busy_tx,
     };
     let result = controller.run(inbox).await;
+    // The alert evaluator records when it last ran, from which the next start counts its
+    // downtime (a pending alert's `for` does not run while kiln is down).
+    if let Some(alerts) = &alerts_for_stop {
+        alerts.stop().await;
+    }
     // The dashboard goes first: it holds a supervisor handle, and only reads.
     let _ = stop_dash.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), dash_server).await;

@@ -3,7 +3,8 @@
 //! payload (its schema checked); repeats come every `repeat_interval` until a silence stops
 //! them; once the silence is expired and the failure stops, the alert resolves and the
 //! resolution is notified. Every transition is in the event log; the export passes through
-//! the CLI; silences survive in the state store.
+//! the CLI; silences survive in the state store. A firing alert survives a restart of the
+//! control plane: no second `alert.firing`, no second notification, one resolution.
 
 // Tests panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -271,4 +272,105 @@ fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
     // Silences are in the state store, so they outlive the control plane.
     let all = s.ok(&["silence", "list", "--all", "--json"]);
     assert!(all.contains(&id) && all.contains("on it"), "{all}");
+}
+
+/// `STACK` with its one expression alert over a 30 s window, so that it stays true across a
+/// restart of a few seconds, and a repeat interval longer than the test.
+fn restart_stack(hook_port: u16) -> String {
+    let stack = STACK
+        .replace("HOOK_PORT", &hook_port.to_string())
+        .replace("repeat_interval: 3s", "repeat_interval: 1h")
+        .replace("[10s])) > 1", "[30s])) > 0.5");
+    let slo = stack.find("  - name: api-availability").unwrap();
+    stack[..slo].to_owned()
+}
+
+/// The `alert.<to>` events of `api-errors`.
+fn alert_events(s: &Scratch, to: &str) -> usize {
+    let events: serde_json::Value =
+        serde_json::from_str(&s.ok(&["events", "--address", "alerts.api-errors", "--json"]))
+            .unwrap();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == format!("alert.{to}"))
+        .count()
+}
+
+fn ingress_of(s: &Scratch) -> String {
+    let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    status["ingress"].as_str().unwrap().to_owned()
+}
+
+fn api_errors_state(s: &Scratch) -> Option<String> {
+    alerts_view(s)["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "api-errors")
+        .and_then(|a| a["state"].as_str().map(str::to_owned))
+}
+
+#[test]
+fn a_firing_alert_survives_a_restart_without_refiring_or_renotifying() {
+    let hook = Hook::start();
+    let s = Scratch::new(&restart_stack(hook.port));
+    std::fs::write(s.file("server.js"), FAILING_SERVER).unwrap();
+    std::fs::write(s.file("fail"), "").unwrap();
+    s.ok(&["up", "-d", "--interval", "5"]);
+    let stop = Stop(&s);
+    let load = Load::start(&ingress_of(&s), "api.localhost", "/", 2);
+    assert!(
+        wait_until(Duration::from_secs(40), || hook.count("firing") >= 1),
+        "no firing notification: {:#}",
+        alerts_view(&s)
+    );
+    assert_eq!(alert_events(&s, "firing"), 1);
+    load.finish();
+
+    // Restart the control plane while the failure goes on.
+    s.ok(&["down"]);
+    s.ok(&["up", "-d", "--interval", "5"]);
+    let load = Load::start(&ingress_of(&s), "api.localhost", "/", 2);
+    assert_eq!(
+        api_errors_state(&s).as_deref(),
+        Some("firing"),
+        "restored as firing: {:#}",
+        alerts_view(&s)
+    );
+    // Several evaluations and group intervals later: still firing, nothing new sent or logged.
+    assert!(wait_until(Duration::from_secs(20), || {
+        alerts_view(&s)["evaluations"]
+            .as_u64()
+            .is_some_and(|n| n >= 6)
+    }));
+    assert_eq!(api_errors_state(&s).as_deref(), Some("firing"));
+    assert_eq!(hook.count("firing"), 1, "notified again after the restart");
+    assert_eq!(
+        alert_events(&s, "firing"),
+        1,
+        "fired again after the restart"
+    );
+    assert_eq!(alert_events(&s, "pending"), 1);
+
+    // The failure stops: one resolution, notified once.
+    std::fs::remove_file(s.file("fail")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || hook.count("resolved") >= 1),
+        "no resolved notification: {:#}",
+        alerts_view(&s)
+    );
+    let evaluations = alerts_view(&s)["evaluations"].as_u64().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        alerts_view(&s)["evaluations"]
+            .as_u64()
+            .is_some_and(|n| n >= evaluations + 3)
+    }));
+    assert_eq!(hook.count("resolved"), 1);
+    assert_eq!(hook.count("firing"), 1);
+    assert_eq!(alert_events(&s, "resolved"), 1);
+    check_v4_schema(&hook.of("resolved").remove(0));
+    load.finish();
+    drop(stop);
 }
