@@ -52,14 +52,6 @@ impl Scope {
         }
     }
 
-    /// Drops `matrix` for jobs without a strategy (GitHub: "Unrecognized named-value").
-    fn for_job(mut self, has_matrix: bool) -> Scope {
-        if !has_matrix {
-            self.names.retain(|n| *n != "matrix");
-        }
-        self
-    }
-
     fn options(&self) -> ParseOptions<'_> {
         ParseOptions {
             named_values: &self.names,
@@ -91,6 +83,19 @@ const CALL_SECRETS: &[&str] = &[
     "github", "needs", "strategy", "matrix", "secrets", "inputs", "vars",
 ];
 const CALL_INPUT_DEFAULT: &[&str] = &["github", "inputs", "vars"];
+// The runner's action schema (`input-default-context`), with `hashFiles`.
+const ACTION_INPUT_DEFAULT: &[&str] = &["github", "strategy", "matrix", "job", "runner"];
+
+/// Whose inputs are being read: each has its own keys, types and default contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputsOf {
+    /// `on.workflow_dispatch.inputs`.
+    Dispatch,
+    /// `on.workflow_call.inputs` (`type` required).
+    Call,
+    /// An `action.yml`'s `inputs`: the runner reads `default` and takes any other key.
+    Action,
+}
 const CALL_OUTPUT: &[&str] = &["github", "jobs", "vars", "inputs"];
 // Composite actions see no `secrets` and no `needs`.
 const COMPOSITE_STEP: &[&str] = &[
@@ -282,13 +287,9 @@ impl Decoder<'_> {
         match &node.value {
             Y::String { text, .. } => Some(text.clone()),
             Y::Bool(b) => Some(b.to_string()),
-            Y::Number(_) => Some(
-                self.source
-                    .get(node.span.start..node.span.end)
-                    .unwrap_or("")
-                    .trim()
-                    .to_owned(),
-            ),
+            // GitHub reads the number and prints it back (`go-version: 1.20` gives "1.2",
+            // `0x1F` gives "31"), as it does for a number in an expression.
+            Y::Number(n) => Some(kiln_expr::Value::Number(*n).to_display_string()),
             _ => {
                 self.wrong_type(node, path, "a string");
                 None
@@ -348,7 +349,7 @@ impl Decoder<'_> {
         let mut d = Diagnostic::new(code, span, path, format!("invalid expression: {message}"))
             .label("here");
         if unknown && message.contains("'matrix'") {
-            d = d.help("`matrix` is only available in jobs with `strategy.matrix`");
+            d = d.help("`matrix` is not available in a job's `if`, which GitHub evaluates before expanding the matrix");
         } else if unknown {
             d = d.help(
                 "GitHub's context availability table decides which contexts each key may read",
@@ -564,8 +565,15 @@ impl Decoder<'_> {
                 "paths" => trigger.paths = self.string_list(value, &p),
                 "paths-ignore" => trigger.paths_ignore = self.string_list(value, &p),
                 "types" | "workflows" => trigger.types = self.string_list(value, &p),
-                "inputs" => trigger.inputs = self.inputs(value, &p, event == "workflow_call"),
-                "outputs" => trigger.outputs = self.call_outputs(value, &p, CALL_OUTPUT),
+                "inputs" => {
+                    let of = if event == "workflow_call" {
+                        InputsOf::Call
+                    } else {
+                        InputsOf::Dispatch
+                    };
+                    trigger.inputs = self.inputs(value, &p, of);
+                }
+                "outputs" => trigger.outputs = self.call_outputs(value, &p, CALL_OUTPUT, true),
                 "secrets" => trigger.secrets = self.call_secrets_decl(value, &p),
                 _ => {}
             }
@@ -624,7 +632,7 @@ impl Decoder<'_> {
         &mut self,
         node: &Node,
         path: &str,
-        call: bool,
+        of: InputsOf,
     ) -> IndexMap<String, Input> {
         let mut out = IndexMap::new();
         if matches!(node.value, Y::Null) {
@@ -635,14 +643,15 @@ impl Decoder<'_> {
         };
         for (key, value) in entries {
             let p = join(path, &key.text);
-            if let Some(input) = self.input(value, &p, call, key.span) {
+            if let Some(input) = self.input(value, &p, of, key.span) {
                 out.insert(key.text.clone(), input);
             }
         }
         out
     }
 
-    fn input(&mut self, node: &Node, path: &str, call: bool, span: Span) -> Option<Input> {
+    fn input(&mut self, node: &Node, path: &str, of: InputsOf, span: Span) -> Option<Input> {
+        let call = of == InputsOf::Call;
         let mut input = Input {
             description: None,
             required: false,
@@ -654,6 +663,9 @@ impl Decoder<'_> {
             return Some(input);
         }
         let entries = self.map(node, path)?;
+        if of == InputsOf::Action {
+            return Some(self.action_input(entries, path, input));
+        }
         let allowed: &[&str] = if call {
             &["description", "required", "default", "type"]
         } else {
@@ -707,11 +719,37 @@ impl Decoder<'_> {
         Some(input)
     }
 
+    /// An action's input as the runner reads it (action metadata syntax, `inputs`):
+    /// `description`, `required` (GitHub does not enforce it; `'true'` quoted is common),
+    /// `default` over the action's default contexts, `deprecationMessage`, and any other key.
+    fn action_input(&mut self, entries: &[(Key, Node)], path: &str, mut input: Input) -> Input {
+        for (key, value) in entries {
+            let p = join(path, &key.text);
+            match key.text.as_str() {
+                "description" => input.description = self.scalar_text(value, &p),
+                "required" => {
+                    input.required = match &value.value {
+                        Y::Bool(b) => *b,
+                        Y::String { text, .. } => text.trim().eq_ignore_ascii_case("true"),
+                        _ => self.boolean(value, &p),
+                    };
+                }
+                "default" => {
+                    let scope = Scope::new(ACTION_INPUT_DEFAULT, hash_only());
+                    input.default = self.text(value, &p, &scope);
+                }
+                _ => {}
+            }
+        }
+        input
+    }
+
     pub(crate) fn call_outputs(
         &mut self,
         node: &Node,
         path: &str,
         names: &[&'static str],
+        value_required: bool,
     ) -> IndexMap<String, CallOutput> {
         let mut out = IndexMap::new();
         let Some(entries) = self.map(node, path) else {
@@ -736,7 +774,11 @@ impl Decoder<'_> {
                 Some(value) => {
                     out.insert(key.text.clone(), CallOutput { description, value });
                 }
-                None => self.missing(value.span, &p, "value", "the output's expression"),
+                None if value_required => {
+                    self.missing(value.span, &p, "value", "the output's expression");
+                }
+                // A JavaScript action sets its outputs itself; it only describes them.
+                None => {}
             }
         }
         out
@@ -845,10 +887,9 @@ impl Decoder<'_> {
             if is_call { CALL_JOB_KEYS } else { JOB_KEYS },
             &path,
         );
-        let has_matrix = get("strategy").is_some();
-        let sc = |names: &[&'static str], f: &'static [FunctionSig]| {
-            Scope::new(names, f).for_job(has_matrix)
-        };
+        // `matrix` stays available without a strategy: GitHub gives it `null` there, and
+        // `strategy` its defaults (actions/languageservices#235 follows the runner).
+        let sc = Scope::new;
         let mut job = Job {
             id: Name {
                 name: key.text.clone(),
@@ -867,6 +908,7 @@ impl Decoder<'_> {
             permissions: None,
             concurrency: None,
             environment: None,
+            container: None,
             body: JobBody::Steps(Vec::new()),
         };
         let mut steps = None;
@@ -889,6 +931,11 @@ impl Decoder<'_> {
                 "concurrency" => job.concurrency = self.concurrency(v, &p, &sc(JOB_PLAIN, &[])),
                 "environment" => job.environment = self.environment(v, &p, &sc(JOB_PLAIN, &[])),
                 "steps" => steps = Some(self.steps(v, &p, &sc(STEP_ALL, hash_only()), &sc(STEP_IF, STATUS_AND_HASH))),
+                // `container: ${{ matrix.container || null }}` (cargo-dist's release
+                // workflow) names no container in most legs: decided per instance at run time.
+                "container" if matches!(&v.value, Y::String { text, .. } if text.contains("${{")) => {
+                    job.container = self.text(v, &p, &sc(JOB_PLAIN, &[]));
+                }
                 "services" | "container" => self.diags.push(
                     Diagnostic::new(
                         Code::Unsupported,
@@ -903,8 +950,7 @@ impl Decoder<'_> {
             }
         }
         if let Some(uses) = get("uses") {
-            job.body =
-                JobBody::Call(self.call(uses, get("with"), get("secrets"), &path, has_matrix)?);
+            job.body = JobBody::Call(self.call(uses, get("with"), get("secrets"), &path)?);
         } else {
             if get("runs-on").is_none() {
                 self.missing(
@@ -1097,7 +1143,6 @@ impl Decoder<'_> {
         with: Option<&Node>,
         secrets: Option<&Node>,
         path: &str,
-        has_matrix: bool,
     ) -> Option<Call> {
         let uses = self.text(uses, &join(path, "uses"), &Scope::new(&[], &[]))?;
         if !uses.text.starts_with("./")
@@ -1118,11 +1163,7 @@ impl Decoder<'_> {
             );
         }
         let with = match with {
-            Some(n) => self.text_map(
-                n,
-                &join(path, "with"),
-                &Scope::new(JOB_PLAIN, &[]).for_job(has_matrix),
-            ),
+            Some(n) => self.text_map(n, &join(path, "with"), &Scope::new(JOB_PLAIN, &[])),
             None => TextMap::new(),
         };
         let secrets = match secrets {
@@ -1133,7 +1174,7 @@ impl Decoder<'_> {
             Some(n) => CallSecrets::Map(self.text_map(
                 n,
                 &join(path, "secrets"),
-                &Scope::new(CALL_SECRETS, &[]).for_job(has_matrix),
+                &Scope::new(CALL_SECRETS, &[]),
             )),
         };
         Some(Call {
@@ -1159,12 +1200,11 @@ impl Decoder<'_> {
                 _ => {}
             }
         }
-        let Some(matrix) = matrix else {
-            if !entries.iter().any(|(k, _)| k.text == "matrix") {
-                self.missing(node.span, path, "matrix", "the matrix of job variations");
-            }
+        // GitHub requires none of the three keys: `strategy: { fail-fast: true }` alone is a
+        // valid single-instance job (workflow syntax, `jobs.<job_id>.strategy`).
+        if matrix.is_none() && entries.iter().any(|(k, _)| k.text == "matrix") {
             return None;
-        };
+        }
         Some(Strategy {
             matrix,
             fail_fast,
@@ -1443,7 +1483,6 @@ impl Decoder<'_> {
             }
             (None, Some((action, uses))) => {
                 let with = with.unwrap_or_default();
-                self.check_with(&action, &with, path);
                 step.action = StepAction::Uses { action, uses, with };
             }
             (None, None) => {
@@ -1518,45 +1557,10 @@ impl Decoder<'_> {
         }
     }
 
-    fn check_with(&mut self, action: &ActionRef, with: &TextMap, path: &str) {
-        let ActionRef::Builtin(builtin) = action else {
-            return;
-        };
-        let allowed = builtin.inputs();
-        for (key, value) in with {
-            if allowed.contains(&key.as_str()) {
-                continue;
-            }
-            let mut d = Diagnostic::new(
-                Code::UnknownKey,
-                value.span,
-                join(&join(path, "with"), key),
-                format!("unexpected input `{key}` for this action"),
-            )
-            .label("unknown input");
-            if let Some(s) = closest(key, allowed.iter().copied()) {
-                d = d.help(format!("did you mean `{s}`?"));
-            }
-            self.diags.push(d);
-        }
-    }
-
     /// A composite `action.yml`.
     pub(crate) fn composite(&mut self, root: &Node) -> Option<CompositeAction> {
         let entries = self.map(root, "")?;
-        self.check_keys(
-            entries,
-            &[
-                "name",
-                "author",
-                "description",
-                "inputs",
-                "outputs",
-                "runs",
-                "branding",
-            ],
-            "",
-        );
+        // The runner's action schema takes any other top-level key (`loose-key-type`).
         let mut action = CompositeAction {
             name: String::new(),
             inputs: IndexMap::new(),
@@ -1568,8 +1572,13 @@ impl Decoder<'_> {
         for (k, v) in entries {
             match k.text.as_str() {
                 "name" => action.name = self.scalar_text(v, "name").unwrap_or_default(),
-                "inputs" => action.inputs = self.inputs(v, "inputs", false),
-                "outputs" => action.outputs = self.call_outputs(v, "outputs", COMPOSITE_STEP),
+                "inputs" => action.inputs = self.inputs(v, "inputs", InputsOf::Action),
+                "outputs" => {
+                    // Metadata syntax: `outputs.<id>.value` is required for composite actions
+                    // only; a JavaScript action's outputs carry just a description.
+                    let composite = !is_node_action(entries);
+                    action.outputs = self.call_outputs(v, "outputs", COMPOSITE_STEP, composite);
+                }
                 "runs" => runs = Some(v),
                 _ => {}
             }
@@ -1689,6 +1698,20 @@ enum Runs {
 
 /// The `using:` values of JavaScript actions; all run on the host's `node`.
 const NODE_VERSIONS: &[&str] = &["node12", "node16", "node20", "node24"];
+
+/// Whether an `action.yml`'s top level says `runs.using: nodeNN`.
+fn is_node_action(entries: &[(Key, Node)]) -> bool {
+    let Some((_, runs)) = entries.iter().find(|(k, _)| k.text == "runs") else {
+        return false;
+    };
+    let Y::Map(fields) = &runs.value else {
+        return false;
+    };
+    fields.iter().any(|(k, v)| {
+        k.text == "using"
+            && matches!(&v.value, Y::String { text, .. } if NODE_VERSIONS.contains(&text.as_str()))
+    })
+}
 
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {

@@ -12,10 +12,12 @@
 //!
 //! kiln refuses such a workflow (an error, not a warning): pipelines on push run by
 //! themselves, with the secrets of the stack, on whatever anyone pushed, so there is no safe
-//! moment to ignore it. The same expression under `env:`, `with:` or `if:` is fine.
+//! moment to ignore it. The same expression under `env:`, `with:` or `if:` is fine, and so is
+//! one whose value cannot hold the text: `${{ contains(github.event.head_commit.message,
+//! '[skip ci]') }}` puts `true` or `false` in the script (a real-world pattern GitHub runs).
 
 use kiln_expr::ParseOptions;
-use kiln_expr::Template;
+use kiln_expr::{Template, TemplatePart};
 use kiln_spec::diag::{Code, Diagnostic};
 
 use crate::workflow::Text;
@@ -61,10 +63,27 @@ pub(crate) fn check(
         return Vec::new();
     };
     let raw = source.get(text.span.start..text.span.end).unwrap_or("");
+    let expressions: Vec<(usize, usize)> = template
+        .parts()
+        .iter()
+        .filter_map(|part| match part {
+            TemplatePart::Expr { offset, len, .. } => Some((*offset, *offset + *len)),
+            TemplatePart::Literal(_) => None,
+        })
+        .collect();
     template
         .references()
         .into_iter()
         .filter(|r| is_untrusted(&r.path))
+        .filter(|r| {
+            expressions
+                .iter()
+                .find(|(start, end)| (*start..*end).contains(&r.offset))
+                .and_then(|(start, end)| text.text.get(*start..*end).map(|e| (e, *start)))
+                .is_none_or(|(expression, start)| {
+                    reaches_value(expression, r.offset - start, r.len)
+                })
+        })
         .map(|r| {
             let field = r.path.join(".");
             let written = text.text.get(r.offset..r.offset + r.len).unwrap_or(&field);
@@ -83,6 +102,127 @@ pub(crate) fn check(
             ))
         })
         .collect()
+}
+
+/// Functions whose result is a boolean whatever their arguments hold.
+const BOOLEAN_FUNCTIONS: &[&str] = &["contains", "startsWith", "endsWith"];
+
+/// Whether the value of the reference at `start..start + len` of `expression` (the whole
+/// `${{ … }}`) can reach the expression's result. It cannot when, at some level of calls and
+/// parentheses around it, it is negated, compared (`==`, `!=`, `<`, `<=`, `>`, `>=`) or an
+/// argument of `contains`/`startsWith`/`endsWith`: those give `true` or `false`, not its text.
+/// Anything else (`||`, `format`, `toJSON`, `join`, …) passes the text on.
+fn reaches_value(expression: &str, start: usize, len: usize) -> bool {
+    let code = mask_strings(expression);
+    let (mut start, mut end) = (start, postfix_end(&code, start + len));
+    // Each round widens the span by one enclosing call or parenthesis, so this ends.
+    loop {
+        let before = code[..start].trim_end();
+        let after = code[end..].trim_start();
+        let negated = before.ends_with('!');
+        // Every comparison operator ends in `=`, `<` or `>`; no other operator does.
+        let compared = before.ends_with(['=', '<', '>'])
+            || ["==", "!=", "<", ">"]
+                .iter()
+                .any(|op| after.starts_with(op));
+        if negated || compared {
+            return false;
+        }
+        let Some(open) = unmatched_open(&code[..start]) else {
+            return true;
+        };
+        let name_start = code[..open]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = &code[name_start..open];
+        if BOOLEAN_FUNCTIONS
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(name))
+        {
+            return false;
+        }
+        let Some(close) = matching_close(&code, open) else {
+            return true;
+        };
+        start = name_start;
+        end = postfix_end(&code, close + 1);
+    }
+}
+
+/// Replaces the inside of every `'…'` literal with spaces (`''` escapes toggle twice), so
+/// parentheses and operators are only found in code; byte offsets stay the same.
+fn mask_strings(expression: &str) -> String {
+    let mut in_string = false;
+    let mut out = String::with_capacity(expression.len());
+    for c in expression.chars() {
+        if c == '\'' {
+            in_string = !in_string;
+            out.push(c);
+        } else if in_string {
+            out.extend(std::iter::repeat_n(' ', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The end of the property, index and `*` accesses that follow a value at `end`.
+fn postfix_end(code: &str, mut end: usize) -> usize {
+    let bytes = code.as_bytes();
+    while end < bytes.len() {
+        match bytes[end] {
+            b'.' => {
+                end += 1;
+                while end < bytes.len()
+                    && (bytes[end].is_ascii_alphanumeric()
+                        || matches!(bytes[end], b'_' | b'-' | b'*'))
+                {
+                    end += 1;
+                }
+            }
+            b'[' => match matching(code, end, b'[', b']') {
+                Some(close) => end = close + 1,
+                None => return bytes.len(),
+            },
+            _ => break,
+        }
+    }
+    end
+}
+
+/// The last `(` in `code` that is not closed within it.
+fn unmatched_open(code: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in code.bytes().enumerate().rev() {
+        match b {
+            b')' => depth += 1,
+            b'(' if depth == 0 => return Some(i),
+            b'(' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn matching_close(code: &str, open: usize) -> Option<usize> {
+    matching(code, open, b'(', b')')
+}
+
+/// The index of the bracket closing the one at `open`.
+fn matching(code: &str, open: usize, left: u8, right: u8) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in code.bytes().enumerate().skip(open) {
+        if b == left {
+            depth += 1;
+        } else if b == right {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+    }
+    None
 }
 
 fn is_untrusted(path: &[String]) -> bool {
@@ -156,6 +296,55 @@ mod tests {
             "HEAD_COMMIT_MESSAGE"
         );
         assert_eq!(env_name(&path("github.head_ref")), "HEAD_REF");
+    }
+
+    fn risky(expression: &str) -> bool {
+        let opts = ParseOptions {
+            named_values: &["github", "env", "matrix", "steps"],
+            extra_functions: kiln_expr::WORKFLOW_FUNCTIONS,
+        };
+        let text = Text {
+            text: format!("echo ${{{{ {expression} }}}} done"),
+            span: kiln_spec::source::Span::new(kiln_spec::source::FileId(0), 0, 0),
+        };
+        !check(&text, "run", "", &opts).is_empty()
+    }
+
+    /// GitHub's hardening guide is about untrusted text reaching the script: a value computed
+    /// from it that cannot hold it (`true`/`false`) is no injection.
+    #[test]
+    fn only_expressions_whose_value_can_hold_the_text_are_risks() {
+        for expression in [
+            "github.event.head_commit.message",
+            "github.head_ref || 'main'",
+            "format('x{0}', github.event.pull_request.title)",
+            "toJSON(github.event.commits)",
+            "github.event.commits[0].message",
+            "join(github.event.commits.*.author.name, ',')",
+            "fromJSON(github.event.issue.body).cmd",
+            "github.event_name == 'push' && github.event.pull_request.body",
+            "contains(github.sha, 'a') && github.head_ref",
+            "(github.head_ref)",
+            "format('{0}', contains(github.head_ref, 'x'), github.head_ref)",
+            "contains(github.sha, ')') || github.head_ref",
+        ] {
+            assert!(risky(expression), "{expression}");
+        }
+        for expression in [
+            "contains(github.event.head_commit.message, '[skip ci]')",
+            "startsWith(github.head_ref, 'release/')",
+            "ENDSWITH(format('{0}', github.head_ref), 'x') && 'yes' || 'no'",
+            "github.event.pull_request.title == 'x'",
+            "'x' != github.event.commits[0].message",
+            "github.event.issue.title >= 'a'",
+            "contains(github.event.issue.title, '状态') || 'x'",
+            "!github.event.issue.body",
+            "!(github.head_ref || github.event.issue.title)",
+            "(github.head_ref || 'a') == 'b'",
+            "github.sha",
+        ] {
+            assert!(!risky(expression), "{expression}");
+        }
     }
 
     #[test]

@@ -94,7 +94,8 @@ pub(crate) async fn run_instance(
     let unmet = match runs_on_unmet(shared, job, &inst) {
         Ok(u) => u,
         Err(e) => Some(format!("runs-on: {e}")),
-    };
+    }
+    .or_else(|| container_unmet(job, &inst));
     if let Some(message) = unmet {
         log(shared, &inst.display, &format!("##[error]{message}"));
         shared.annotate(
@@ -160,6 +161,33 @@ pub(crate) async fn run_instance(
         started,
     );
     (status, continue_on_error, outputs)
+}
+
+/// The runner's warning for a `with:` key the action does not declare: GitHub runs the step
+/// anyway (a typo is a warning, not an error), and so does kiln, for built-ins too.
+fn unexpected_input<'a>(name: &str, valid: impl Iterator<Item = &'a str>) -> String {
+    format!(
+        "##[warning]Unexpected input(s) '{name}', valid inputs are {:?}",
+        valid.collect::<Vec<_>>()
+    )
+}
+
+/// A `container` expression that names an image (`None` when it evaluates to nothing: GitHub
+/// runs such a job on the runner itself, and kiln on the host).
+fn container_unmet(job: &Job, inst: &Instance) -> Option<String> {
+    let text = job.container.as_ref()?;
+    let image = match inst.ctx.value(text) {
+        Ok(Value::Null) => return None,
+        Ok(Value::String(s)) if s.is_empty() => return None,
+        Ok(Value::Object(fields)) => fields
+            .get("image")
+            .map_or_else(|| "Object".to_owned(), Value::to_display_string),
+        Ok(other) => other.to_display_string(),
+        Err(e) => return Some(format!("container: {e}")),
+    };
+    Some(format!(
+        "container: this instance runs in the image `{image}`, which needs a container engine: kiln runs jobs on the host (an instance whose `container` evaluates to nothing runs there)"
+    ))
 }
 
 /// Why this host cannot run the job (`None` when it can). GitHub would queue such a job until
@@ -908,6 +936,10 @@ impl<'a> Exec<'a> {
         builtin: crate::workflow::Builtin,
         with: &IndexMap<String, Text>,
     ) -> StepResult {
+        let valid = builtin.inputs();
+        for name in with.keys().filter(|k| !valid.contains(&k.as_str())) {
+            self.log(&unexpected_input(name, valid.iter().copied()));
+        }
         let mut inputs = IndexMap::new();
         for (k, t) in with {
             match self.ctx.string(t) {
@@ -979,9 +1011,9 @@ impl<'a> Exec<'a> {
             inputs.insert(name.clone(), Value::String(value));
         }
         for (name, text) in with.iter().filter(|(k, _)| !action.inputs.contains_key(*k)) {
-            self.log(&format!(
-                "##[warning]Unexpected input(s) '{name}', valid inputs are {:?}",
-                action.inputs.keys().collect::<Vec<_>>()
+            self.log(&unexpected_input(
+                name,
+                action.inputs.keys().map(String::as_str),
             ));
             // The runner still hands them to a JavaScript action.
             if let Ok(v) = self.ctx.string(text) {

@@ -1015,7 +1015,10 @@ fn strategy(job: &Job, ctx: &Ctx) -> Result<StrategyPlan, String> {
     let max_parallel = ctx
         .number(strategy.max_parallel.as_ref())?
         .map(|n| n.max(1.0) as usize);
-    let (vectors, include, exclude) = match &strategy.matrix {
+    let Some(matrix) = &strategy.matrix else {
+        return Ok((None, fail_fast, max_parallel));
+    };
+    let (vectors, include, exclude) = match matrix {
         Matrix::Expr(text) => match ctx.value(text)? {
             Value::Object(mut m) => {
                 let include = take_list(&mut m, "include");

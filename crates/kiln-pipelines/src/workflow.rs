@@ -167,6 +167,9 @@ pub struct Job {
     pub concurrency: Option<Concurrency>,
     /// `environment`: the deployment environment the job targets.
     pub environment: Option<Environment>,
+    /// `container` given as an expression: the job runs on the host when it evaluates to
+    /// nothing (`null` or `''`), and fails with a clear message when it names an image.
+    pub container: Option<Text>,
     /// What the job does.
     pub body: JobBody,
 }
@@ -248,8 +251,8 @@ pub enum CallSecrets {
 /// `strategy`.
 #[derive(Debug, Clone)]
 pub struct Strategy {
-    /// `matrix`.
-    pub matrix: Matrix,
+    /// `matrix`; without one the job runs once, with `strategy`'s defaults.
+    pub matrix: Option<Matrix>,
     /// `fail-fast` (default true).
     pub fail_fast: Option<Text>,
     /// `max-parallel`.

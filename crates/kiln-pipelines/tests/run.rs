@@ -1225,3 +1225,66 @@ jobs:
     }
     assert!(!err.contains("jobs.b"), "b's environment is valid: {err}");
 }
+
+/// Shapes real-world workflows use that GitHub runs: a `container` expression that evaluates
+/// to nothing runs on the runner (cargo-dist's release workflow), a `strategy` without a
+/// matrix is one instance with the defaults, `matrix` is `null` without a strategy, and a
+/// YAML number in `env` prints as GitHub prints it.
+#[tokio::test]
+async fn real_world_shapes_run_as_on_github() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+env:
+  VERSION: 1.10
+jobs:
+  dist:
+    strategy:
+      fail-fast: false
+      matrix:
+        include:
+          - { name: host }
+          - { name: boxed, container: { image: "quay.io/pypa/manylinux_2_28_x86_64" } }
+    name: dist ${{ matrix.name }}
+    runs-on: ubuntu-latest
+    container: ${{ matrix.container && matrix.container.image || null }}
+    steps: [ { run: "echo ran ${{ matrix.name }}" } ]
+  single:
+    runs-on: ubuntu-latest
+    strategy:
+      fail-fast: true
+    steps:
+      - uses: actions/checkout@v4
+        with: { fetch-deph: 1 }
+      - run: echo "total=${{ strategy.job-total }} index=${{ strategy.job-index }} m=[${{ matrix.x }}] v=$VERSION"
+"#,
+        )],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.logs("dist host"), ["ran host"]);
+    assert_eq!(ran.job("dist boxed").status, Status::Failure);
+    let first_lines = [
+        (
+            "dist boxed",
+            "##[error]container: this instance runs in the image `quay.io/pypa/manylinux_2_28_x86_64`",
+        ),
+        (
+            "single",
+            "##[warning]Unexpected input(s) 'fetch-deph', valid inputs are [",
+        ),
+    ];
+    for (job, start) in first_lines {
+        let logs = ran.logs(job);
+        assert!(
+            logs.first().is_some_and(|l| l.starts_with(start)),
+            "{job}: {logs:?}"
+        );
+    }
+    assert_eq!(
+        ran.logs("single").last().map(String::as_str),
+        Some("total=1 index=0 m=[] v=1.1")
+    );
+}

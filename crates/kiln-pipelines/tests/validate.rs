@@ -98,11 +98,11 @@ fn unknown_keys_are_all_reported_with_suggestions() {
 #[test]
 fn bad_expressions_and_context_availability() {
     let e = errors(
-        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ matrix.x }}\n      - run: echo ${{ 1 + }}\n      - run: x\n        if: secrets.token\n",
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo ${{ jobs.x }}\n      - run: echo ${{ 1 + }}\n      - run: x\n        if: secrets.token\n",
     );
     assert_eq!(e.len(), 3, "{e:?}");
     assert!(
-        e[0].starts_with("6:") && e[0].contains("Unrecognized named-value: 'matrix'"),
+        e[0].starts_with("6:") && e[0].contains("Unrecognized named-value: 'jobs'"),
         "{e:?}"
     );
     assert!(
@@ -142,12 +142,13 @@ fn unknown_actions_are_named() {
     let e = errors(
         "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n      - uses: actions/checkout@v4\n        with: { deph: 1 }\n",
     );
-    assert_eq!(e.len(), 2, "{e:?}");
+    // An undeclared `with:` key is the runner's warning on GitHub, not a workflow error
+    // (run.rs checks the warning), so only the unknown action is refused.
+    assert_eq!(e.len(), 1, "{e:?}");
     assert!(
         e[0].starts_with("6:15 unknown action `someone/thing@v1`"),
         "{e:?}"
     );
-    assert!(e[1].contains("unexpected input `deph`"), "{e:?}");
 }
 
 #[test]

@@ -293,7 +293,10 @@ fn filter_matrix(
         let Some(strategy) = job.strategy.as_mut() else {
             continue;
         };
-        let Matrix::Table(table) = &mut strategy.matrix else {
+        let Some(matrix) = strategy.matrix.as_mut() else {
+            continue;
+        };
+        let Matrix::Table(table) = matrix else {
             if !filters.is_empty() {
                 return Err(Failure::Refused(format!(
                     "error: job `{}` computes its whole matrix with an expression; --matrix cannot filter it",
@@ -1509,7 +1512,7 @@ mod tests {
             .jobs
             .get("t")
             .and_then(|j| j.strategy.as_ref())
-            .map(|s| &s.matrix)
+            .and_then(|s| s.matrix.as_ref())
         else {
             return Err(Failure::State("no table".into()));
         };

@@ -1,0 +1,168 @@
+//! Constructs found in real-world workflows that GitHub accepts, each written here as a minimal
+//! example of our own: kiln must read them as GitHub does (the doc section is in each test).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers may panic: that is how tests fail.
+
+use std::path::Path;
+
+use kiln_pipelines::parse_workflow;
+use kiln_pipelines::workflow::{JobBody, StepAction, Workflow};
+
+/// Loads `yaml` as the `action.yml` of a fresh directory.
+fn load_action(
+    yaml: &str,
+) -> Result<kiln_pipelines::workflow::CompositeAction, Box<kiln_pipelines::LoadError>> {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::write(dir.path().join("action.yml"), yaml).unwrap();
+    kiln_pipelines::load::load_action(dir.path())
+}
+
+fn parse(yaml: &str) -> Workflow {
+    match parse_workflow(Path::new("ci.yml"), yaml) {
+        Ok((workflow, _)) => workflow,
+        Err(e) => panic!("GitHub accepts this workflow, kiln refused it:\n{e}"),
+    }
+}
+
+/// Workflow syntax, `jobs.<job_id>.strategy`: `matrix`, `fail-fast` and `max-parallel` are all
+/// optional, so a strategy with only `fail-fast` is one job instance.
+#[test]
+fn workflow_syntax_strategy_without_a_matrix_is_one_instance() {
+    let w = parse(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    strategy:\n      fail-fast: true\n    steps:\n      - run: echo ${{ strategy.job-total }}\n",
+    );
+    let strategy = w.jobs["a"].strategy.as_ref().expect("strategy kept");
+    assert!(strategy.matrix.is_none());
+    assert_eq!(
+        strategy.fail_fast.as_ref().map(|t| t.text.as_str()),
+        Some("true")
+    );
+}
+
+/// Contexts reference, context availability: `matrix` is listed for every job key and step
+/// key (not for a job's `if`); in a job without a matrix GitHub gives it `null`.
+#[test]
+fn contexts_matrix_is_available_in_jobs_without_a_strategy() {
+    let w = parse(
+        "on: push\njobs:\n  a:\n    runs-on: ${{ matrix.os || 'ubuntu-latest' }}\n    steps:\n      - run: make\n        working-directory: ${{ matrix.dir }}\n      - uses: actions/cache@v4\n        with: { path: x, key: \"${{ runner.os }}-${{ matrix.go }}\" }\n  b:\n    uses: ./.github/workflows/called.yml\n    with: { v: \"${{ matrix.v }}\" }\n",
+    );
+    assert!(w.jobs["a"].strategy.is_none());
+    assert!(matches!(w.jobs["b"].body, JobBody::Call(_)));
+}
+
+/// A job's `if` is evaluated before the matrix expands: `matrix` stays an unknown name there.
+#[test]
+fn contexts_matrix_is_still_refused_in_a_job_if() {
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a:\n    if: matrix.os == 'x'\n    runs-on: x\n    strategy: { matrix: { os: [x] } }\n    steps: [ { run: x } ]\n",
+    )
+    .expect_err("GitHub refuses matrix in a job's if");
+    let text = err.to_string();
+    assert!(
+        text.contains("Unrecognized named-value: 'matrix'"),
+        "{text}"
+    );
+    assert!(text.contains("before expanding the matrix"), "{text}");
+}
+
+/// A plain YAML number where GitHub wants a string is read as a number and printed back, as in
+/// expressions: `go-version: 1.20` is "1.2" (the reason setup-go's and setup-python's READMEs
+/// say to quote versions), `0x1F` is "31", `1e3` is "1000".
+#[test]
+fn yaml_numbers_in_string_places_print_as_github_prints_them() {
+    let w = parse(
+        "on: push\nenv:\n  DOTTED: 1.10\n  HEX: 0x1F\n  EXP: 1e3\n  INT: 42\n  QUOTED: '1.10'\n  WORD: on\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: 30\n    steps:\n      - uses: actions/setup-python@v5\n        with: { python-version: 3.10 }\n",
+    );
+    let env: Vec<(&str, &str)> = w
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.text.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("DOTTED", "1.1"),
+            ("HEX", "31"),
+            ("EXP", "1000"),
+            ("INT", "42"),
+            ("QUOTED", "1.10"),
+            ("WORD", "on"),
+        ]
+    );
+    let job = &w.jobs["a"];
+    assert_eq!(
+        job.timeout_minutes.as_ref().map(|t| t.text.as_str()),
+        Some("30")
+    );
+    let JobBody::Steps(steps) = &job.body else {
+        panic!("steps expected")
+    };
+    let StepAction::Uses { with, .. } = &steps[0].action else {
+        panic!("uses expected")
+    };
+    assert_eq!(with["python-version"].text, "3.1");
+}
+
+/// Workflow syntax, `jobs.<job_id>.container`: without a container the steps run on the
+/// runner itself. An expression such as `${{ matrix.container && matrix.container.image ||
+/// null }}` is decided per matrix instance when the job starts; a literal image is refused at
+/// once, since kiln has no container engine.
+#[test]
+fn workflow_syntax_container_expressions_are_decided_when_the_job_runs() {
+    let w = parse(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    strategy: { matrix: { include: [ { c: '' } ] } }\n    container: ${{ matrix.c || null }}\n    steps: [ { run: x } ]\n",
+    );
+    let container = w.jobs["a"].container.as_ref().expect("kept for run time");
+    assert_eq!(container.text, "${{ matrix.c || null }}");
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: x\n    container: node:20\n    steps: [ { run: x } ]\n",
+    )
+    .expect_err("a literal container needs Docker");
+    assert!(
+        err.to_string().contains("`container` is not supported"),
+        "{err}"
+    );
+}
+
+/// Metadata syntax for GitHub Actions, `inputs`: `description`, `required`, `default` and
+/// `deprecationMessage`. The runner's schema reads `default` over `github`, `strategy`,
+/// `matrix`, `job` and `runner` (and `hashFiles`), and takes any other key, at the top level
+/// too; a quoted `required: 'true'` is common and means true.
+#[test]
+fn metadata_syntax_action_inputs_are_read_as_the_runner_reads_them() {
+    let action = match load_action(
+        "name: a\ndescription: d\nicon: x\ninputs:\n  token:\n    required: 'true'\n    default: ${{ github.token }}\n    deprecationMessage: use auth\n  dir:\n    required: false\n    default: ${{ runner.temp }}/x\n  old:\n    description: kept for compatibility\n    x-extra: 1\nruns:\n  using: composite\n  steps:\n    - run: echo \"${{ inputs.dir }}\"\n      shell: bash\n",
+    ) {
+        Ok(a) => a,
+        Err(e) => panic!("GitHub accepts this action, kiln refused it:\n{e}"),
+    };
+    assert!(action.inputs["token"].required);
+    assert!(!action.inputs["dir"].required);
+    assert_eq!(
+        action.inputs["dir"]
+            .default
+            .as_ref()
+            .map(|t| t.text.as_str()),
+        Some("${{ runner.temp }}/x")
+    );
+    assert_eq!(action.steps.len(), 1);
+}
+
+/// Metadata syntax for GitHub Actions, `outputs.<output_id>.value`: required for composite
+/// actions only. A JavaScript action sets its outputs itself and only describes them, as
+/// setup-uv or setup-node do.
+#[test]
+fn metadata_syntax_javascript_action_outputs_need_no_value() {
+    if let Err(e) = load_action(
+        "name: js\ndescription: d\noutputs:\n  cache-hit:\n    description: whether the cache was found\nruns:\n  using: node24\n  main: dist/index.js\n  post: dist/post.js\n  post-if: success()\n",
+    ) {
+        panic!("GitHub accepts this action, kiln refused it:\n{e}");
+    }
+    let err = load_action(
+        "name: c\ndescription: d\noutputs:\n  x:\n    description: no value\nruns:\n  using: composite\n  steps: [ { run: echo, shell: bash } ]\n",
+    )
+    .expect_err("composite needs value");
+    assert!(err.to_string().contains("is missing `value`"), "{err}");
+}
