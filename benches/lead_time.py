@@ -162,13 +162,13 @@ class ShopProject:
             f.write(f"// lead-time round {round_}\n")
 
 
-def wait(condition, seconds, what):
+def wait(condition, seconds, what, every=0.02):
     deadline = time.time() + seconds
     while time.time() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(every)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -204,7 +204,8 @@ def main():
         # The first release reaches production by promotion too.
         first = wait(lambda: project.serving(addr, project.host), 90, "production's first release")
         print(f"load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
-        rows, serving_before = [], first
+        # A rolling deploy answers with both releases for a while: "new" is one never seen.
+        rows, seen = [], {first}
         for round_ in range(2, 2 + a.rounds):
             project.change(dev, round_)
             git(dev, "commit", "-qam", f"round {round_}")
@@ -212,15 +213,22 @@ def main():
             pushed = time.time()
             git(dev, "push", "-q", "origin", "main")
             answer = lambda: project.serving(addr, project.host)
-            wait(lambda: answer() not in ("", serving_before), 180, f"production, round {round_}")
+            new = wait(lambda: (lambda v: v not in seen and v != "" and v)(answer()), 180,
+                       f"production, round {round_}")
             serving = time.time()
-            serving_before = answer()
-            time.sleep(0.5)  # the records of the apply that made it serve
-            runs = json.loads(kiln("ci", "list", "--json").stdout)
-            r = next(r for r in runs if r["commit"] == sha)
+            seen.add(new)
             service = project.service
-            staging = json.loads(kiln("releases", f"{service}.staging", "--json").stdout)["deploys"][0]
-            prod = json.loads(kiln("releases", f"{service}.production", "--json").stdout)["deploys"][0]
+
+            def records():
+                """This round's run and deploys, once kiln has recorded them all."""
+                runs = json.loads(kiln("ci", "list", "--json").stdout)
+                r = next((r for r in runs if r["commit"] == sha and r.get("finished_at")), None)
+                deploys = [json.loads(kiln("releases", f"{service}.{env}", "--json").stdout)["deploys"]
+                           for env in ("staging", "production")]
+                latest = [d[0] if d and ts(d[0]["started_at"]) > pushed else None for d in deploys]
+                return r and all(latest) and (r, *latest)
+
+            r, staging, prod = wait(records, 60, f"the records of round {round_}", every=0.5)
             events = json.loads(kiln("events", "--json", "--limit", "200").stdout)
             promoted = max(ts(e["time"]) for e in events if e["kind"] == "promotion.recorded")
             fin = lambda d: ts(d["started_at"]) + d["duration_ms"] / 1000
