@@ -18,10 +18,21 @@ Parts, from kiln's own records:
   rollout    production's deploy started → the new version first answers on its route
              (a rolling deploy serves its first new instance before it finishes)
 
-Usage: python3 benches/lead_time.py [--kiln target/release/kiln] [--rounds 3]
-Needs: node, git.
+With `--shop`, the project is the example stack instead: examples/shop copied into a scratch
+repository with `kiln.delivery.yaml` as its kiln.yaml (the same setup as the test
+crates/kiln/tests/shop_delivery.rs, with its 10 s soak). Its real ci.yml runs on every push
+(npm ci from the npm cache, kept offline, and eslint; `node --test` per service; one artifact
+per service directory); each round changes a comment in api/server.js, so only the api is
+released, and "serving" is production's `/api/products` answering with the new release in its
+`X-Release` header.
+
+Usage: python3 benches/lead_time.py [--kiln target/release/kiln] [--rounds 3] [--shop]
+Needs: node, git (and for --shop, npm with the shop's packages in its cache: `npm ci` in
+examples/shop once).
 """
 import argparse, json, os, shutil, statistics, subprocess, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from datetime import datetime
 
 SERVER = r"""
@@ -96,13 +107,68 @@ def get(addr, host):
         return ""
 
 
-def wait(condition, seconds, what):
+def release_header(addr, host):
+    """The `X-Release` header of the shop api's answer to `/api/products` ("" when it fails)."""
+    req = urllib.request.Request(f"http://{addr}/api/products", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return r.headers.get("X-Release", "")
+    except Exception:
+        return ""
+
+
+def copy_shop(to):
+    skip = shutil.ignore_patterns(".kiln", "out", "node_modules", "data", "dist")
+    shutil.copytree(os.path.join(ROOT, "examples/shop"), to, ignore=skip)
+    with open(os.path.join(to, "kiln.delivery.yaml")) as f:
+        text = f.read()
+    return text.replace("listen: 127.0.0.1:8080", 'listen: "127.0.0.1:0"')
+
+
+class AppProject:
+    """The one-service project: a version file, answered by the service on `/`."""
+    service, host, staging_host = "app", "app.localhost", "staging.app.localhost"
+
+    def write(self, stack, bare):
+        os.makedirs(os.path.join(stack, ".github/workflows"))
+        files = {"server.js": SERVER, "version": "1", ".gitignore": ".kiln/\n",
+                 ".github/workflows/ci.yml": WORKFLOW, "kiln.yaml": STACK.format(bare=bare)}
+        for name, text in files.items():
+            with open(os.path.join(stack, name), "w") as f:
+                f.write(text)
+
+    def serving(self, addr, host):
+        return get(addr, host)
+
+    def change(self, dev, round_):
+        with open(os.path.join(dev, "version"), "w") as f:
+            f.write(str(round_))
+
+
+class ShopProject:
+    """examples/shop with kiln.delivery.yaml; the api's release is what each round changes."""
+    service, host, staging_host = "api", "shop.localhost", "staging.shop.localhost"
+
+    def write(self, stack, bare):
+        text = copy_shop(stack).replace("repo: ../shop.git", f"repo: {bare}")
+        with open(os.path.join(stack, "kiln.yaml"), "w") as f:
+            f.write(text)
+
+    def serving(self, addr, host):
+        return release_header(addr, host)
+
+    def change(self, dev, round_):
+        with open(os.path.join(dev, "api/server.js"), "a") as f:
+            f.write(f"// lead-time round {round_}\n")
+
+
+def wait(condition, seconds, what, every=0.02):
     deadline = time.time() + seconds
     while time.time() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(every)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -110,45 +176,59 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", default="target/release/kiln")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--shop", action="store_true", help="the example stack (examples/shop)")
     a = ap.parse_args()
     k = os.path.abspath(a.kiln)
+    project = ShopProject() if a.shop else AppProject()
     root = tempfile.mkdtemp(prefix="kiln-leadtime-")
     bare, stack, dev = (os.path.join(root, n) for n in ("app.git", "stack", "dev"))
     git(root, "init", "-q", "--bare", "app.git")
-    os.makedirs(os.path.join(stack, ".github/workflows"))
-    files = {"server.js": SERVER, "version": "1", ".gitignore": ".kiln/\n",
-             ".github/workflows/ci.yml": WORKFLOW, "kiln.yaml": STACK.format(bare=bare)}
-    for name, text in files.items():
-        with open(os.path.join(stack, name), "w") as f:
-            f.write(text)
+    project.write(stack, bare)
     git(stack, "init", "-q")
     git(stack, "add", "-A")
     git(stack, "commit", "-qm", "init")
     git(stack, "push", "-q", bare, "main")
     git(root, "clone", "-q", "app.git", "dev")
-    kiln = lambda *args, check=True: run(k, "-C", stack, *args, check=check)
+    # The shop's pipeline installs from the npm cache, never the network.
+    env = dict(os.environ, npm_config_offline="true", SHOP_WEBHOOK_SECRET="bench")
+
+    def kiln(*args, check=True):
+        return subprocess.run([k, "-C", stack, *args], capture_output=True, text=True,
+                              check=check, env=env)
+
     kiln("ci", "run", "ci.yml")
     kiln("up", "-d", "--interval", "30")
     try:
         addr = json.loads(kiln("status", "--json").stdout)["ingress"]
-        wait(lambda: get(addr, "staging.app.localhost") == "v1", 30, "staging v1")
+        wait(lambda: project.serving(addr, project.staging_host), 60, "staging's first release")
         # The first release reaches production by promotion too.
-        wait(lambda: get(addr, "app.localhost") == "v1", 60, "production v1")
-        rows = []
-        for version in range(2, 2 + a.rounds):
-            with open(os.path.join(dev, "version"), "w") as f:
-                f.write(str(version))
-            git(dev, "commit", "-qam", f"version {version}")
+        first = wait(lambda: project.serving(addr, project.host), 90, "production's first release")
+        print(f"load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
+        # A rolling deploy answers with both releases for a while: "new" is one never seen.
+        rows, seen = [], {first}
+        for round_ in range(2, 2 + a.rounds):
+            project.change(dev, round_)
+            git(dev, "commit", "-qam", f"round {round_}")
             sha = git(dev, "rev-parse", "HEAD")
             pushed = time.time()
             git(dev, "push", "-q", "origin", "main")
-            serving = wait(lambda: get(addr, "app.localhost") == f"v{version}" and time.time(),
-                           120, f"production v{version}")
-            time.sleep(0.5)  # the records of the apply that made it serve
-            runs = json.loads(kiln("ci", "list", "--json").stdout)
-            r = next(r for r in runs if r["commit"] == sha)
-            staging = json.loads(kiln("releases", "app.staging", "--json").stdout)["deploys"][0]
-            prod = json.loads(kiln("releases", "app.production", "--json").stdout)["deploys"][0]
+            answer = lambda: project.serving(addr, project.host)
+            new = wait(lambda: (lambda v: v not in seen and v != "" and v)(answer()), 180,
+                       f"production, round {round_}")
+            serving = time.time()
+            seen.add(new)
+            service = project.service
+
+            def records():
+                """This round's run and deploys, once kiln has recorded them all."""
+                runs = json.loads(kiln("ci", "list", "--json").stdout)
+                r = next((r for r in runs if r["commit"] == sha and r.get("finished_at")), None)
+                deploys = [json.loads(kiln("releases", f"{service}.{env}", "--json").stdout)["deploys"]
+                           for env in ("staging", "production")]
+                latest = [d[0] if d and ts(d[0]["started_at"]) > pushed else None for d in deploys]
+                return r and all(latest) and (r, *latest)
+
+            r, staging, prod = wait(records, 60, f"the records of round {round_}", every=0.5)
             events = json.loads(kiln("events", "--json", "--limit", "200").stdout)
             promoted = max(ts(e["time"]) for e in events if e["kind"] == "promotion.recorded")
             fin = lambda d: ts(d["started_at"]) + d["duration_ms"] / 1000
@@ -162,11 +242,12 @@ def main():
             }
             total = serving - pushed
             rows.append((total, parts))
-            print(f"v{version}: {total:.2f} s  " + "  ".join(f"{n} {v:.2f}" for n, v in parts.items()), flush=True)
+            print(f"round {round_}: {total:.2f} s  " + "  ".join(f"{n} {v:.2f}" for n, v in parts.items()), flush=True)
         med = statistics.median(t for t, _ in rows)
         print(f"\nmedian lead time push → serving production: {med:.2f} s over {a.rounds} rounds")
         for name in rows[0][1]:
             print(f"  {name:<10} median {statistics.median(p[name] for _, p in rows):.2f} s")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         kiln("down", check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -157,9 +157,13 @@ impl Diagnostics {
         self.list.len()
     }
 
-    /// Forgets what was recorded after the first `len` (mistakes found again in a copy).
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.list.truncate(len);
+    /// Forgets what was recorded after the first `len` except what `keep` says of its place.
+    pub(crate) fn retain_after(&mut self, len: usize, keep: impl Fn(Option<Span>) -> bool) {
+        let mut index = 0;
+        self.list.retain(|d| {
+            index += 1;
+            index <= len || keep(d.span)
+        });
     }
 
     /// Rewrites key paths starting with `from` to start with `to` instead, for the

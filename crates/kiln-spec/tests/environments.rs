@@ -305,3 +305,117 @@ fn only_auto_deployed_environments_take_new_releases_by_themselves() {
         Some("production")
     );
 }
+
+const OVERRIDDEN: &str = r#"name: shop
+services:
+  api:
+    run: ./serve
+    replicas: 2
+    env: { LOG_LEVEL: info, HOST: 127.0.0.1 }
+    health: { http: /healthz }
+  web: { run: ./web }
+environments:
+  staging:
+    services:
+      api: { replicas: 1, env: { LOG_LEVEL: debug } }
+    deploy: { auto: true }
+  production:
+    services:
+      api: { replicas: 3, health: { http: /ready } }
+    promote: { from: staging }
+"#;
+
+#[test]
+fn an_environment_overrides_how_a_service_runs_there() {
+    let mut files = MemoryFs::new();
+    files.add("stack/kiln.yaml", OVERRIDDEN);
+    let stack =
+        load(&files, "stack/kiln.yaml".as_ref()).unwrap_or_else(|f| panic!("{:#?}", f.diagnostics));
+    let attrs = |address: &str| {
+        evaluate_resource(&stack, &stack.resources[address], &Inputs)
+            .unwrap_or_else(|f| panic!("{f:?}"))
+            .attrs
+    };
+    let staging = attrs("environments.staging.services.api");
+    assert_eq!(staging["replicas"], 1);
+    // `env` is merged key by key: the root's HOST stays, LOG_LEVEL is the environment's.
+    assert_eq!(
+        staging["env"],
+        serde_json::json!({ "LOG_LEVEL": "debug", "HOST": "127.0.0.1" })
+    );
+    assert_eq!(staging["health"]["http"], "/healthz");
+    let production = attrs("environments.production.services.api");
+    assert_eq!(production["replicas"], 3);
+    assert_eq!(production["env"]["LOG_LEVEL"], "info");
+    // Any other key is replaced whole.
+    assert_eq!(production["health"]["http"], "/ready");
+    // A service the environment does not override is the root's.
+    assert_eq!(attrs("environments.staging.services.web")["run"], "./web");
+}
+
+#[test]
+fn every_mistake_in_service_overrides_is_reported_once_with_its_reason() {
+    let mut files = MemoryFs::new();
+    files.add(
+        "stack/kiln.yaml",
+        r#"name: shop
+services:
+  api: { run: ./serve, replicas: many }
+environments:
+  staging:
+    services:
+      apii: { replicas: 1 }
+      api: { run: ./other, replicas: -1, depends_on: [], replicaz: 2 }
+  production:
+    services:
+      api: { replicas: 5000, path: elsewhere }
+    promote: { from: staging }
+"#,
+    );
+    let Err(failure) = load(&files, "stack/kiln.yaml".as_ref()) else {
+        panic!("the stack loaded");
+    };
+    let found: Vec<(Code, &str)> = failure
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.key_path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Code::WrongType, "services.api.replicas"),
+            (Code::UnknownReference, "environments.staging.services.apii"),
+            (Code::InvalidValue, "environments.staging.services.api.run"),
+            (
+                Code::InvalidValue,
+                "environments.staging.services.api.replicas"
+            ),
+            (
+                Code::InvalidValue,
+                "environments.staging.services.api.depends_on"
+            ),
+            (
+                Code::UnknownKey,
+                "environments.staging.services.api.replicaz"
+            ),
+            (
+                Code::InvalidValue,
+                "environments.production.services.api.replicas"
+            ),
+            (
+                Code::InvalidValue,
+                "environments.production.services.api.path"
+            ),
+        ],
+        "{:#?}",
+        failure.diagnostics
+    );
+    let run = &failure.diagnostics[2];
+    assert!(run.message.contains("build once, deploy many"), "{run:?}");
+    assert!(
+        run.help
+            .as_deref()
+            .is_some_and(|h| h.contains("replicas, env")),
+        "{run:?}"
+    );
+}

@@ -114,7 +114,7 @@ pub async fn promote(dir: &Path, args: &PromoteArgs) -> Result<(), Failure> {
     let recorded = record(dir, &stack, &target, &release, &verdicts, &ops::who())?;
     let result = crate::commands::apply_through_control_plane(
         stream,
-        recorded.select.clone(),
+        recorded.selection(dir),
         Vec::new(),
         "promote",
         &args.output,
@@ -135,6 +135,26 @@ struct Recorded {
 }
 
 impl Recorded {
+    /// What to apply now: the promoted service and what waited for it in its environment,
+    /// less what still waits for a promotion of its own. Read at apply time: promotions of
+    /// other services recorded meanwhile (the automatic ones are recorded together) change
+    /// what is still waiting, and selecting a waiting address fails the whole apply.
+    fn selection(&self, dir: &Path) -> Selection {
+        let waiting = ops::load_stack(dir)
+            .map(|stack| stack.awaiting_promotion)
+            .unwrap_or_default();
+        Selection {
+            targets: self
+                .select
+                .targets
+                .iter()
+                .filter(|a| **a == self.address || !waiting.contains(a))
+                .cloned()
+                .collect(),
+            ..self.select.clone()
+        }
+    }
+
     /// Marks the promotion applied, or failed with `why`.
     fn finish(&self, dir: &Path, failed: Option<&str>) -> Result<(), Failure> {
         let mut store = ops::open_store(dir)?;
@@ -237,7 +257,7 @@ pub async fn auto_promote(
         for (recorded, message) in auto_promotions(&dir).await {
             announce(&ops::Event::Note { message });
             let request = ops::ApplyRequest {
-                select: recorded.select.clone(),
+                select: recorded.selection(&dir),
                 parallelism: 10,
                 trigger: "promote".into(),
                 ..ops::ApplyRequest::default()

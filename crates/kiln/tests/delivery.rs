@@ -12,7 +12,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Down, Scratch, git, wait_until};
+use common::{
+    Down, Scratch, deliver, git, push_and_wait, push_finished, push_payload, push_without_hook,
+    wait_for_push, wait_until,
+};
 
 /// Answers `v<version>` from its `version` file; ready on /healthz.
 const SERVER: &str = r#"
@@ -74,12 +77,7 @@ fn serving_v1(s: &Scratch) -> String {
 
 /// Waits for the push of `sha` to finish; checks where it came from and that it deployed.
 fn deployed(s: &Scratch, sha: &str, source: &str) -> serde_json::Value {
-    assert!(
-        wait_until(Duration::from_secs(60), || finished(s, sha).is_some()),
-        "no push.finished for {sha}: {}",
-        s.ok(&["events", "--limit", "40"])
-    );
-    let event = finished(s, sha).unwrap();
+    let event = wait_for_push(s, sha, Duration::from_secs(60));
     assert_eq!(event["data"]["source"], source, "{event:#}");
     assert_eq!(
         event["data"]["deployed"][0]["result"], "deployed",
@@ -104,41 +102,8 @@ fn get(addr: &str) -> Option<String> {
     text.rsplit("\r\n\r\n").next().map(str::to_owned)
 }
 
-/// Sends a webhook delivery; returns the status code.
-fn deliver(addr: &str, event: &str, id: &str, body: &str, signature: Option<&str>) -> u16 {
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut request = format!(
-        "POST /hooks/github HTTP/1.1\r\nHost: kiln\r\nContent-Type: application/json\r\nX-GitHub-Event: {event}\r\nX-GitHub-Delivery: {id}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if let Some(sig) = signature {
-        request.push_str(&format!("X-Hub-Signature-256: {sig}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    // An oversized body may be refused before it is all sent: the answer is what counts.
-    let _ = c.write_all(request.as_bytes());
-    let mut text = String::new();
-    let _ = c.read_to_string(&mut text);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
 fn json(s: &Scratch, args: &[&str]) -> serde_json::Value {
     s.json(args)
-}
-
-/// The `push.finished` event of `sha`, once there is one.
-fn finished(s: &Scratch, sha: &str) -> Option<serde_json::Value> {
-    let events = json(s, &["events", "--json", "--limit", "500"]);
-    events
-        .as_array()?
-        .iter()
-        .find(|e| e["kind"] == "push.finished" && e["data"]["after"] == sha)
-        .cloned()
 }
 
 #[test]
@@ -223,10 +188,8 @@ source:
     let deploys_before = releases["deploys"].as_array().unwrap().len();
 
     // A red push: its test fails, so nothing deploys.
-    let red = commit_version(&dev, "broken");
-    git(&dev, &["push", "-q", "origin", "main"]);
-    assert!(wait_until(Duration::from_secs(60), || finished(&s, &red).is_some()));
-    let event = finished(&s, &red).unwrap();
+    commit_version(&dev, "broken");
+    let (red, event) = push_and_wait(&s, &dev, Duration::from_secs(60));
     assert_eq!(event["data"]["runs"][0]["status"], "failure", "{event:#}");
     assert_eq!(
         event["data"]["deployed"],
@@ -243,26 +206,8 @@ source:
     // Webhooks: pushed without the hook, delivered by a signed webhook.
     let hooks_addr = std::fs::read_to_string(s.file(".kiln/hooks.addr")).unwrap();
     let fixed = commit_version(&dev, "3");
-    git(
-        &dev,
-        &[
-            "push",
-            "-q",
-            "--receive-pack=git -c core.hooksPath=/nonexistent receive-pack",
-            "origin",
-            "main",
-        ],
-    );
-    let body = serde_json::json!({
-        "ref": "refs/heads/main",
-        "before": red,
-        "after": fixed,
-        "repository": { "full_name": "local/app" },
-        "commits": [{ "id": fixed, "added": [], "modified": ["version"], "removed": [] }],
-        "head_commit": { "id": fixed, "timestamp": jiff::Timestamp::now().to_string(),
-                         "added": [], "modified": ["version"], "removed": [] },
-    })
-    .to_string();
+    push_without_hook(&dev);
+    let body = push_payload(&red, &fixed, &["version"]);
     let signature = kiln_delivery::webhook::sign(SECRET.as_bytes(), body.as_bytes());
     let forged = kiln_delivery::webhook::sign(b"not the secret", body.as_bytes());
     assert_eq!(deliver(&hooks_addr, "push", "d-1", &body, None), 401);
@@ -417,10 +362,8 @@ environments:
     assert_eq!(release["commit"], green, "{release:#}");
 
     // Red: a failing test deploys nowhere.
-    let red = commit_version(&dev, "broken");
-    git(&dev, &["push", "-q", "origin", "main"]);
-    assert!(wait_until(Duration::from_secs(60), || finished(&s, &red).is_some()));
-    let event = finished(&s, &red).unwrap();
+    commit_version(&dev, "broken");
+    let (_, event) = push_and_wait(&s, &dev, Duration::from_secs(60));
     assert_eq!(event["data"]["runs"][0]["status"], "failure", "{event:#}");
     assert_eq!(
         event["data"]["deployed"],
@@ -429,10 +372,8 @@ environments:
     );
 
     // Sick: green pipeline, unhealthy in staging: rolled back there, never promoted.
-    let sick = commit_version(&dev, "sick");
-    git(&dev, &["push", "-q", "origin", "main"]);
-    assert!(wait_until(Duration::from_secs(60), || finished(&s, &sick).is_some()));
-    let event = finished(&s, &sick).unwrap();
+    commit_version(&dev, "sick");
+    let (sick, event) = push_and_wait(&s, &dev, Duration::from_secs(60));
     assert_eq!(event["data"]["runs"][0]["status"], "success", "{event:#}");
     assert_ne!(
         event["data"]["deployed"][0]["result"], "deployed",
@@ -497,7 +438,7 @@ fn polling_the_stacks_own_repository_picks_up_a_commit() {
     assert!(wait_until(Duration::from_secs(10), || get(&addr)
         .as_deref()
         == Some("v2")));
-    assert!(finished(&s, &topic).is_none());
+    assert!(push_finished(&s, &topic).is_none());
     let runs = s.json(&["ci", "list", "--json"]);
     assert!(
         runs.as_array()

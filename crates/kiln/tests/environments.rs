@@ -247,3 +247,40 @@ fn a_promotion_that_fails_to_apply_does_not_become_what_production_runs() {
         "{plan}"
     );
 }
+
+/// `services:` of an environment changes how a service runs there, and `kiln plan` shows each
+/// environment's values.
+#[test]
+fn the_plan_shows_each_environments_overridden_service() {
+    let s = Scratch::new(
+        r#"
+name: overrides
+services:
+  worker:
+    run: sh -c 'exec sleep 1000'
+    replicas: 2
+    env: { LOG_LEVEL: info, REGION: eu }
+environments:
+  staging:
+    services:
+      worker: { replicas: 1, env: { LOG_LEVEL: debug } }
+  production:
+    services:
+      worker: { replicas: 3 }
+    promote: { from: staging }
+"#,
+    );
+    let plan = s.ok(&["plan"]);
+    assert_eq!(
+        plan.trim_end(),
+        r#"+ environments.production.services.worker (service) will be created
+    + env = {"LOG_LEVEL":"info","REGION":"eu"}
+    + replicas = 3
+    + run = "sh -c 'exec sleep 1000'"
++ environments.staging.services.worker (service) will be created
+    + env = {"LOG_LEVEL":"debug","REGION":"eu"}
+    + replicas = 1
+    + run = "sh -c 'exec sleep 1000'"
+Plan: 2 to create, 0 to update, 0 to replace, 0 to destroy, 0 unchanged."#
+    );
+}

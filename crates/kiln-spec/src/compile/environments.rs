@@ -6,6 +6,8 @@
 //!     vars: { greeting: Hi staging }        # overrides of declared vars
 //!     secrets: { db_url: { env: STAGING_DB_URL } }   # overrides of declared secrets' sources
 //!     routes: [ { host: staging.shop.localhost, path: /, service: web } ]
+//!     services:                             # how a service runs here (not what runs)
+//!       api: { replicas: 1, env: { LOG_LEVEL: debug } }
 //!     deploy: { auto: true }                # new releases deploy here by themselves
 //!   production:
 //!     promote:
@@ -30,6 +32,11 @@
 //! as promoted to them (`FileSystem::promoted_release`): the same digest, never a rebuild.
 //! Until a release has been promoted, such a service is not created, and neither is anything
 //! in that environment that depends on it (`Stack::awaiting_promotion` lists them).
+//!
+//! `services:` of an environment overrides how a root service runs there: `env` is merged
+//! key by key, every other overridable key (`OVERRIDABLE`) replaces the root's value whole.
+//! What makes the artifact (`run`, `path`, `release`, ...) is the same everywhere, and so is
+//! the dependency graph: overriding those is refused with the reason.
 
 use std::path::Path;
 
@@ -50,12 +57,40 @@ const ENVIRONMENT_KEYS: &[&str] = &[
     "vars",
     "secrets",
     "routes",
+    "services",
     "deploy",
     "promote",
     "description",
 ];
 const PROMOTE_KEYS: &[&str] = &[
     "from", "soak", "approval", "pipeline", "freeze", "windows", "auto",
+];
+/// Service keys an environment may override: how many instances, their settings and limits,
+/// probes and how a release rolls out there.
+const OVERRIDABLE: &[&str] = &[
+    "replicas",
+    "env",
+    "health",
+    "resources",
+    "deploy",
+    "stop",
+    "restart",
+    "backoff",
+    "ready_timeout",
+    "metrics",
+    "user",
+];
+/// Service keys that make the release or the command that runs it: build once, deploy many.
+const SAME_ARTIFACT: &[&str] = &[
+    "run", "shell", "path", "workdir", "release", "job", "env_file",
+];
+/// Service keys that shape the stack's graph, the same in every environment.
+const SAME_GRAPH: &[&str] = &[
+    "depends_on",
+    "lifecycle",
+    "reconcile",
+    "kind",
+    "description",
 ];
 const FREEZE_KEYS: &[&str] = &["from", "to", "reason"];
 const EXPECTED: &str = "a mapping of environments: `staging: { deploy: { auto: true } }`";
@@ -121,6 +156,9 @@ impl Compiler<'_> {
             if let Some(secrets) = field("secrets") {
                 self.environment_secrets(format!("{path}.secrets."), secrets, &path);
             }
+            let overrides = field("services")
+                .map(|n| self.service_overrides(n, &path, &declared.services))
+                .unwrap_or_default();
             let auto_deploy = field("deploy").is_some_and(|d| self.deploy_rule(d, &path));
             let promote = field("promote").and_then(|p| self.promotion(p, &path, &out));
             if promote.is_none() && field("promote").is_none() && position > 0 {
@@ -163,17 +201,32 @@ impl Compiler<'_> {
                     })
                     .collect();
             }
+            if position == 0 {
+                self.check_overridden_values(&path, &declared.services, &overrides);
+            }
             for (service_key, service_node) in &declared.services {
+                let merged = overrides
+                    .iter()
+                    .find(|(name, _)| *name == service_key.text)
+                    .map(|(_, fields)| with_overrides(service_node, fields));
                 self.resource(
                     scope,
                     service_key,
-                    service_node,
+                    merged.as_ref().unwrap_or(service_node),
                     base,
                     Some(&schema::SERVICE),
                 );
             }
             if promoted {
-                self.diags.truncate(before);
+                // Mistakes in this environment's own overrides are its own; the rest were
+                // found in the first environment already.
+                let own: Vec<Span> = overrides
+                    .iter()
+                    .flat_map(|(_, fields)| fields.iter().map(|(k, v)| covering(k.span, v.span)))
+                    .collect();
+                self.diags.retain_after(before, |span| {
+                    span.is_some_and(|s| own.iter().any(|o| within(s, *o)))
+                });
                 for (service_key, _) in &declared.services {
                     let address = format!("{path}.services.{}", service_key.text);
                     self.promoted_release(&environment, &address);
@@ -187,6 +240,117 @@ impl Compiler<'_> {
             out.push(environment);
         }
         out
+    }
+
+    /// `services:` of an environment: for each declared service, the keys it overrides (only
+    /// the overridable ones, checked; everything else is reported with the reason).
+    fn service_overrides<'n>(
+        &mut self,
+        node: &'n Node,
+        env_path: &str,
+        services: &[(&Key, &Node)],
+    ) -> Vec<(String, Vec<&'n (Key, Node)>)> {
+        let path = format!("{env_path}.services");
+        let Some(entries) = self.map(
+            node,
+            &path,
+            "a mapping of declared services to the settings they override, e.g. `api: { replicas: 3 }`",
+        ) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            if !services.iter().any(|(k, _)| k.text == key.text) {
+                let declared = services.iter().map(|(k, _)| k.text.clone()).collect();
+                self.undeclared(key, &path, "service", declared);
+                continue;
+            }
+            let service_path = format!("{path}.{}", key.text);
+            let Some(fields) = self.map(
+                value,
+                &service_path,
+                "a mapping of the settings this environment overrides, e.g. `{ replicas: 3 }`",
+            ) else {
+                continue;
+            };
+            let mut kept = Vec::new();
+            for field in fields {
+                let name = field.0.text.as_str();
+                if OVERRIDABLE.contains(&name) {
+                    kept.push(field);
+                } else if SAME_ARTIFACT.contains(&name) || SAME_GRAPH.contains(&name) {
+                    self.not_overridable(&field.0, &service_path);
+                } else {
+                    self.unknown_key(
+                        &field.0,
+                        &service_path,
+                        OVERRIDABLE.iter().copied(),
+                        "a service's environment overrides",
+                    );
+                }
+            }
+            out.push((key.text.clone(), kept));
+        }
+        out
+    }
+
+    /// The root's values that the first environment overrides are still the user's: checked
+    /// here, as the compiled copy of the service no longer holds them.
+    fn check_overridden_values(
+        &mut self,
+        env_path: &str,
+        services: &[(&Key, &Node)],
+        overrides: &[(String, Vec<&(Key, Node)>)],
+    ) {
+        for (name, fields) in overrides {
+            let Some((
+                _,
+                Node {
+                    value: Y::Map(base),
+                    ..
+                },
+            )) = services.iter().find(|(k, _)| k.text == *name)
+            else {
+                continue;
+            };
+            for (key, _) in fields {
+                let Some((_, value)) = base.iter().find(|(k, _)| k.text == key.text) else {
+                    continue;
+                };
+                if let Some(attr) = schema::SERVICE.attr(&key.text) {
+                    let path = format!("{env_path}.services.{name}.{}", key.text);
+                    self.attribute(value, &path, attr.ty);
+                }
+            }
+        }
+    }
+
+    fn not_overridable(&mut self, key: &Key, service_path: &str) {
+        let name = key.text.as_str();
+        let (why, help) = if SAME_ARTIFACT.contains(&name) {
+            (
+                "build once, deploy many: every environment runs the same release with the same command",
+                "make the difference a setting the program reads: override `env:` here (or the environment's `vars:`)",
+            )
+        } else {
+            (
+                "the stack's graph is the same in every environment",
+                "declare it once on the service under the top-level `services:`",
+            )
+        };
+        self.emit(
+            Diagnostic::new(
+                Code::InvalidValue,
+                key.span,
+                format!("{service_path}.{name}"),
+                format!("`{name}` cannot differ between environments: {why}"),
+            )
+            .label("not overridable per environment")
+            .help(format!(
+                "{help}; an environment may override: {}",
+                OVERRIDABLE.join(", ")
+            )),
+        );
     }
 
     /// `vars:` of an environment: overrides of vars the stack declares.
@@ -580,6 +744,60 @@ impl Compiler<'_> {
         if let Some(resource) = self.resources.get_mut(address) {
             resource.rendered = rendered;
         }
+    }
+}
+
+/// The service `base` as an environment runs it: each override replaces the root's value of
+/// its key, except `env`, merged key by key (the environment's value wins).
+fn with_overrides(base: &Node, overrides: &[&(Key, Node)]) -> Node {
+    let Y::Map(entries) = &base.value else {
+        return base.clone();
+    };
+    let mut merged: Vec<(Key, Node)> = entries.clone();
+    for &(key, value) in overrides {
+        match merged.iter_mut().find(|(k, _)| k.text == key.text) {
+            Some((_, existing)) if key.text == "env" => {
+                *existing = merge_maps(existing, value);
+            }
+            Some(entry) => *entry = (key.clone(), value.clone()),
+            None => merged.push((key.clone(), value.clone())),
+        }
+    }
+    Node {
+        value: Y::Map(merged),
+        span: base.span,
+    }
+}
+
+/// The span from `first`'s start to `last`'s end (same file).
+fn covering(first: Span, last: Span) -> Span {
+    Span {
+        file: first.file,
+        start: first.start.min(last.start),
+        end: first.end.max(last.end),
+    }
+}
+
+/// True when `inner` is written inside `outer`.
+fn within(inner: Span, outer: Span) -> bool {
+    inner.file == outer.file && outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// `over`'s entries replacing or added to `base`'s, when both are mappings; otherwise `over`.
+fn merge_maps(base: &Node, over: &Node) -> Node {
+    let (Y::Map(base_entries), Y::Map(over_entries)) = (&base.value, &over.value) else {
+        return over.clone();
+    };
+    let mut merged = base_entries.clone();
+    for (key, value) in over_entries {
+        match merged.iter_mut().find(|(k, _)| k.text == key.text) {
+            Some(entry) => *entry = (key.clone(), value.clone()),
+            None => merged.push((key.clone(), value.clone())),
+        }
+    }
+    Node {
+        value: Y::Map(merged),
+        span: over.span,
     }
 }
 

@@ -115,16 +115,123 @@ impl Drop for Down<'_> {
 /// A scratch copy of `examples/shop`, its ingress on a port the OS picks (the example's is
 /// 8080).
 pub fn example_shop() -> Scratch {
+    let (s, stack) = shop_copy("kiln.yaml");
+    std::fs::write(s.file("kiln.yaml"), stack).unwrap();
+    s
+}
+
+/// A scratch copy of `examples/shop` and the text of its stack file `file`, its ingress on a
+/// port the OS picks.
+fn shop_copy(file: &str) -> (Scratch, String) {
     let s = Scratch::new("");
     copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"),
         s.path(),
     );
-    let stack = std::fs::read_to_string(s.file("kiln.yaml"))
+    let stack = std::fs::read_to_string(s.file(file))
         .unwrap()
         .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0");
+    (s, stack)
+}
+
+/// A scratch copy of `examples/shop` delivered from git (`kiln.delivery.yaml` as its
+/// `kiln.yaml`): following the bare repository `bare`, production promoted after `soak`, its
+/// ingress on a port the OS picks. The directory is a git repository with the shop committed
+/// on `main` and pushed to `bare`.
+pub fn example_shop_delivered(bare: &Path, soak: &str) -> Scratch {
+    let (s, stack) = shop_copy("kiln.delivery.yaml");
+    let stack = stack
+        .replace("repo: ../shop.git", &format!("repo: {}", bare.display()))
+        .replace("soak: 10s", &format!("soak: {soak}"));
     std::fs::write(s.file("kiln.yaml"), stack).unwrap();
+    git(s.path(), &["init", "-q"]);
+    git(s.path(), &["add", "-A"]);
+    git(s.path(), &["commit", "-qm", "the shop"]);
+    git(s.path(), &["push", "-q", bare.to_str().unwrap(), "main"]);
     s
+}
+
+/// Pushes the clone `dev`'s `main` with the origin's hooks switched off: only a webhook tells
+/// the control plane.
+pub fn push_without_hook(dev: &Path) {
+    git(
+        dev,
+        &[
+            "push",
+            "-q",
+            "--receive-pack=git -c core.hooksPath=/nonexistent receive-pack",
+            "origin",
+            "main",
+        ],
+    );
+}
+
+/// A GitHub push payload for `main` from `before` to `after`, which modified `files`.
+pub fn push_payload(before: &str, after: &str, files: &[&str]) -> String {
+    serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": before,
+        "after": after,
+        "repository": { "full_name": "local/app" },
+        "commits": [{ "id": after, "added": [], "modified": files, "removed": [] }],
+        "head_commit": { "id": after, "timestamp": jiff::Timestamp::now().to_string(),
+                         "added": [], "modified": files, "removed": [] },
+    })
+    .to_string()
+}
+
+/// Sends a webhook delivery to `POST /hooks/github` at `addr`; returns the status code.
+pub fn deliver(addr: &str, event: &str, id: &str, body: &str, signature: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: kiln\r\nContent-Type: application/json\r\nX-GitHub-Event: {event}\r\nX-GitHub-Delivery: {id}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(sig) = signature {
+        request.push_str(&format!("X-Hub-Signature-256: {sig}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    // An oversized body may be refused before it is all sent: the answer is what counts.
+    let _ = c.write_all(request.as_bytes());
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `push.finished` event of the commit `sha`, once there is one.
+pub fn push_finished(s: &Scratch, sha: &str) -> Option<serde_json::Value> {
+    let events = s.json(&["events", "--json", "--limit", "500"]);
+    events
+        .as_array()?
+        .iter()
+        .find(|e| e["kind"] == "push.finished" && e["data"]["after"] == sha)
+        .cloned()
+}
+
+/// Waits (at most `deadline`) for the control plane to finish the push of `sha`; its
+/// `push.finished` event.
+pub fn wait_for_push(s: &Scratch, sha: &str, deadline: Duration) -> serde_json::Value {
+    assert!(
+        wait_until(deadline, || push_finished(s, sha).is_some()),
+        "no push.finished for {sha} within {deadline:?}: {}",
+        s.ok(&["events", "--limit", "40"])
+    );
+    push_finished(s, sha).unwrap()
+}
+
+/// Pushes the clone `dev`'s `main` to its origin (whose hook tells the control plane) and
+/// waits for that push to finish: its commit and `push.finished` event.
+pub fn push_and_wait(s: &Scratch, dev: &Path, deadline: Duration) -> (String, serde_json::Value) {
+    let sha = git(dev, &["rev-parse", "HEAD"]);
+    git(dev, &["push", "-q", "origin", "main"]);
+    let event = wait_for_push(s, &sha, deadline);
+    (sha, event)
 }
 
 /// Copies an example stack's tree, leaving out what running it produced (`.kiln`, `out`,
