@@ -1539,6 +1539,20 @@ impl Decoder<'_> {
                     .iter()
                     .map(|(n, _)| *n)
                     .collect();
+                let (label, help) = if text.text.starts_with("docker://") {
+                    (
+                        "a container action: kiln runs steps on the host, without a container engine",
+                        "install the tool on the host and call it from a `run:` step".to_owned(),
+                    )
+                } else {
+                    (
+                        "kiln runs no remote action: it downloads nothing",
+                        format!(
+                            "copy the action into the repository and use it as `./path`, or use a built-in (with `@<version>`): {}",
+                            builtins.join(", ")
+                        ),
+                    )
+                };
                 self.diags.push(
                     Diagnostic::new(
                         Code::Unsupported,
@@ -1546,11 +1560,8 @@ impl Decoder<'_> {
                         path,
                         format!("unknown action `{}`", text.text),
                     )
-                    .label("kiln cannot run this action")
-                    .help(format!(
-                        "kiln runs local composite actions (`./path`) and these built-ins (with `@<version>`): {}",
-                        builtins.join(", ")
-                    )),
+                    .label(label)
+                    .help(help),
                 );
                 None
             }

@@ -149,6 +149,21 @@ fn unknown_actions_are_named() {
         e[0].starts_with("6:15 unknown action `someone/thing@v1`"),
         "{e:?}"
     );
+    let labels = |yaml: &str| -> Vec<String> {
+        let err = parse_workflow(Path::new("ci.yml"), yaml).expect_err("expected errors");
+        err.diagnostics.iter().map(|d| d.label.clone()).collect()
+    };
+    let remote = labels(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n",
+    );
+    assert_eq!(remote, ["kiln runs no remote action: it downloads nothing"]);
+    let docker = labels(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: docker://alpine:3.20\n",
+    );
+    assert_eq!(
+        docker,
+        ["a container action: kiln runs steps on the host, without a container engine"]
+    );
 }
 
 #[test]

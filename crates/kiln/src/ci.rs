@@ -183,7 +183,13 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
     let mut report = String::new();
     for (path, r) in &results {
         match r {
-            Ok(set) => println!("{path}: valid ({} jobs)", set.root.jobs.len()),
+            Ok(set) => {
+                let jobs = set.root.jobs.len();
+                println!(
+                    "{path}: valid ({jobs} job{})",
+                    if jobs == 1 { "" } else { "s" }
+                );
+            }
             Err(e) => {
                 for d in &e.diagnostics {
                     report.push_str(&render::diagnostic(&e.sources, d));
