@@ -616,6 +616,22 @@ struct Exec<'a> {
     index: usize,
 }
 
+/// Replaces a file's content by writing over it and then setting its length.
+///
+/// Why not truncate and write: ext4 flushes a file truncated to zero when it is closed
+/// (`auto_da_alloc`, for editors that rewrite files that way), which started a disk write for
+/// every step's script.
+fn rewrite_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.write_all(content)?;
+    file.set_len(content.len() as u64)
+}
+
 /// The environment files of one step.
 struct Files {
     env: PathBuf,
@@ -800,7 +816,7 @@ impl<'a> Exec<'a> {
                 .temp
                 .join(crate::runner::RUNNER_FILES_DIR)
                 .join(format!("step.{ext}"));
-            std::fs::write(&p, &body)?;
+            rewrite_in_place(&p, body.as_bytes())?;
             Ok((f, p))
         }) {
             Ok(x) => x,
@@ -1328,6 +1344,26 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
                     log(shared, &inst.display, &format!("##[error]{how}"));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_file_holds_exactly_the_new_content_longer_or_shorter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.sh");
+        for content in [
+            "echo a long first script\n",
+            "echo b\n",
+            "",
+            "echo c, longer again\n",
+        ] {
+            rewrite_in_place(&path, content.as_bytes()).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
         }
     }
 }
