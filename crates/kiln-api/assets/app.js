@@ -71,6 +71,8 @@ const UNITS = {
   cores: (v) => number(v, 3),
   bytes: (v) => bytes(v),
   count: (v) => number(v, 0),
+  per_day: (v) => `${number(v, 2)}/day`,
+  duration: (v) => duration(v * 1000),
 };
 
 const shortRelease = (r) => (r ? r.replace(/^sha256:/, '').slice(0, 12) : '–');
@@ -464,6 +466,66 @@ function kindClass(kind) {
   return 'info';
 }
 
+// ---- delivery (DORA) --------------------------------------------------------------------
+
+const DORA_WINDOWS = ['7d', '30d', '90d'];
+// The API gives lead and recovery times in seconds; they read best as durations.
+const DORA_UNITS = { per_day: 'per_day', seconds: 'duration', ratio: 'ratio' };
+const LEVEL_CLASSES = { elite: 'ok', high: 'info', medium: 'warn', low: 'bad' };
+
+function deliveryHref(since, service) {
+  const query = new URLSearchParams({ since });
+  if (service) query.set('service', service);
+  return `#/delivery?${query}`;
+}
+
+async function deliveryPage(params) {
+  const since = params.get('since') || '30d';
+  const service = params.get('service') || '';
+  const query = new URLSearchParams({ since });
+  if (service) query.set('service', service);
+  const [page, overview] = await Promise.all([
+    api(`/api/dora?${query}`),
+    api('/api/overview').catch(() => ({ services: [] })),
+  ]);
+  if (overview.stack) document.getElementById('stack').textContent = overview.stack;
+  const windows = DORA_WINDOWS.map((w) => `<a class="${w === since ? 'active' : ''}" href="${deliveryHref(w, service)}">${w}</a>`).join('');
+  const names = ['', ...overview.services.map((s) => s.name)];
+  if (service && !names.includes(service)) names.push(service);
+  const services = names.map((n) => `<a class="${n === service ? 'active' : ''}" href="${deliveryHref(since, n)}">${esc(n || 'all services')}</a>`).join('');
+  const who = service ? esc(service) : 'every service';
+  const summary = page.changes
+    ? `<p class="muted">${page.changes} change${page.changes === 1 ? '' : 's'} in the last ${esc(page.since)} for ${who}: ${page.deployments} deployed, ${page.failed_changes} failed. Levels: DORA 2024.</p>`
+    : `<p class="empty-history">No deploys recorded in the last ${esc(page.since)} for ${who}: nothing to measure yet. <code>kiln deploy</code> records the first one.</p>`;
+  const tiles = page.metrics.map((m) => {
+    const format = UNITS[DORA_UNITS[m.unit]] || String;
+    const level = m.level ? pill(m.level, LEVEL_CLASSES[m.level]) : '<span class="muted">no level</span>';
+    return `<article class="card tile" data-metric="${esc(m.key)}" data-level="${esc(m.level || '')}">
+      <h3>${esc(m.title)}</h3>
+      <div class="figure">${m.value == null ? '–' : esc(format(m.value))}</div>
+      ${level}
+      <p class="hint" title="thresholds">${esc(m.thresholds)}</p>
+    </article>`;
+  }).join('');
+  const step = page.bucket === 'day' ? 86400000 : 7 * 86400000;
+  const first = page.trend.length ? page.trend[0].start_ms : page.start_ms;
+  const last = page.trend.length ? page.trend[page.trend.length - 1].start_ms : page.end_ms;
+  const grid = { start: first, end: Math.max(last, first + step), step };
+  const charts = page.changes ? page.metrics.map((m, i) => {
+    const points = page.trend.filter((b) => b.values[i] != null).map((b) => [b.start_ms, b.values[i]]);
+    const lines = [{ name: m.title, colour: PALETTE[i], points }];
+    return `<article class="card chart-card" id="dora-${esc(m.key)}" data-unit="${esc(DORA_UNITS[m.unit])}">
+      <h3>${esc(m.title)} per ${esc(page.bucket)}</h3>
+      <div class="plot">${chartSvg(lines, grid, DORA_UNITS[m.unit], [])}</div>
+    </article>`;
+  }).join('') : '';
+  return `<div class="titlebar"><h1>Delivery</h1><nav class="ranges">${windows}</nav></div>
+    <nav class="ranges services-filter">${services}</nav>
+    ${summary}
+    <section class="grid tiles">${tiles}</section>
+    ${charts ? `<section class="grid charts dora-trend">${charts}</section>` : ''}`;
+}
+
 // ---- routing ----------------------------------------------------------------------------
 
 function parseHash() {
@@ -482,6 +544,7 @@ function view() {
   if (parts[0] === 'alerts') return ['alerts', alertsPage];
   if (parts[0] === 'incidents' && parts[1]) return ['incidents', () => incidentPage(parts[1])];
   if (parts[0] === 'incidents') return ['incidents', incidentsPage];
+  if (parts[0] === 'delivery') return ['delivery', () => deliveryPage(params)];
   return ['overview', overviewPage];
 }
 

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::charts::{self, Chart, Grid};
 use crate::uptime::{self, Uptime};
 use crate::view::{
-    AlertView, Annotation, EventFilter, EventView, IncidentDetail, IncidentSummary, InstanceView,
-    RouteView, RunDetail, RunSummary, RunbookDoc, RunbookRunView, Series, Snapshot, TimeRange,
+    AlertView, Annotation, DoraView, EventFilter, EventView, IncidentDetail, IncidentSummary,
+    InstanceView, RouteView, RunDetail, RunSummary, RunbookDoc, RunbookRunView, Series, Snapshot,
+    TimeRange,
 };
 
 /// How many resolved incidents the incidents page lists.
@@ -100,6 +101,14 @@ pub trait DashboardData: Send + Sync + 'static {
         name: &str,
         runs: usize,
     ) -> impl Future<Output = Result<Option<RunbookDoc>, DataError>> + Send;
+    /// The DORA metrics over the window `since` (a duration as `kiln dora --since` takes it:
+    /// `30d`, `2w`) back from now, for one service or (none) every service, with their trend.
+    /// A `since` that is no duration is a [`DataError::BadRequest`] saying why.
+    fn dora(
+        &self,
+        since: &str,
+        service: Option<&str>,
+    ) -> impl Future<Output = Result<DoraView, DataError>> + Send;
     /// The time now (ms); a parameter so tests can fix it.
     fn now_ms(&self) -> i64;
 }
@@ -121,6 +130,7 @@ pub fn router<D: DashboardData>(data: Arc<D>) -> axum::Router {
         .route("/api/incidents", get(incidents::<D>))
         .route("/api/incidents/{id}", get(incident::<D>))
         .route("/api/alerts", get(alerts::<D>))
+        .route("/api/dora", get(dora::<D>))
         .fallback(not_found)
         .with_state(data)
 }
@@ -448,6 +458,31 @@ async fn run_log<D: DashboardData>(
             StatusCode::NOT_FOUND,
             format!("run {id} has no log for job `{job}`"),
         ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The window `/api/dora` measures when the request names none, as `kiln dora`'s default.
+const DORA_DEFAULT_SINCE: &str = "30d";
+
+#[derive(Debug, Deserialize)]
+struct DoraParams {
+    since: Option<String>,
+    service: Option<String>,
+}
+
+/// `/api/dora?since=30d&service=S`: an empty `service` means every service.
+async fn dora<D: DashboardData>(
+    State(data): State<Arc<D>>,
+    Query(params): Query<DoraParams>,
+) -> Response {
+    let since = params
+        .since
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DORA_DEFAULT_SINCE.to_owned());
+    let service = params.service.filter(|s| !s.is_empty());
+    match data.dora(&since, service.as_deref()).await {
+        Ok(view) => Json(view).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -12,8 +12,8 @@ use tower::ServiceExt as _;
 
 use super::*;
 use crate::view::{
-    AnnotationKind, IncidentAlertView, JobView, MilestoneView, RunDetail, ServiceState,
-    TimelineView,
+    AnnotationKind, DoraBucket, DoraMetric, IncidentAlertView, JobView, MilestoneView, RunDetail,
+    ServiceState, TimelineView,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -26,6 +26,8 @@ struct Fake {
     runbooks_asked: Mutex<Vec<String>>,
     /// No alert evaluator runs.
     no_evaluator: bool,
+    /// The DORA windows and services asked for, for assertions.
+    dora_asked: Mutex<Vec<(String, Option<String>)>>,
 }
 
 fn incident_summary(id: i64, state: &str) -> IncidentSummary {
@@ -309,6 +311,47 @@ impl DashboardData for Fake {
                 })
                 .collect(),
         }))
+    }
+
+    async fn dora(&self, since: &str, service: Option<&str>) -> Result<DoraView, DataError> {
+        self.dora_asked
+            .lock()
+            .unwrap()
+            .push((since.to_owned(), service.map(str::to_owned)));
+        if !since.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(DataError::BadRequest(format!(
+                "`{since}` must start with a number, like `30d`"
+            )));
+        }
+        let metric = |key: &str, unit: &str, value: Option<f64>, level: Option<&str>| DoraMetric {
+            key: key.into(),
+            title: key.replace('_', " "),
+            unit: unit.into(),
+            value,
+            level: level.map(str::to_owned),
+            thresholds: "elite < 1 day".into(),
+        };
+        Ok(DoraView {
+            service: service.map(str::to_owned),
+            since: since.into(),
+            start_ms: NOW - 30 * 86_400_000,
+            end_ms: NOW,
+            changes: 4,
+            deployments: 3,
+            failed_changes: 1,
+            metrics: vec![
+                metric("deployment_frequency", "per_day", Some(0.1), Some("high")),
+                metric("lead_time", "seconds", Some(7200.0), Some("elite")),
+                metric("change_failure_rate", "ratio", Some(0.25), Some("medium")),
+                metric("recovery_time", "seconds", None, None),
+            ],
+            bucket: "week".into(),
+            trend: vec![DoraBucket {
+                start_ms: NOW - 7 * 86_400_000,
+                changes: 4,
+                values: vec![Some(0.1), Some(7200.0), Some(0.25), None],
+            }],
+        })
     }
 
     fn now_ms(&self) -> i64 {
@@ -625,4 +668,57 @@ fn the_assets_load_nothing_from_outside() {
         }
         assert!(!body.contains("@import"), "{name} imports a style sheet");
     }
+}
+
+#[tokio::test]
+async fn dora_passes_the_window_and_service_and_answers_the_figures_with_their_trend() {
+    let fake = Arc::new(Fake::default());
+    let (status, kind, body) = get_from(fake.clone(), "/api/dora?since=7d&service=api").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(kind.starts_with("application/json"), "{kind}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["service"], "api");
+    assert_eq!(page["since"], "7d");
+    assert_eq!(page["bucket"], "week");
+    assert_eq!(
+        texts(&page["metrics"], "key"),
+        [
+            "deployment_frequency",
+            "lead_time",
+            "change_failure_rate",
+            "recovery_time"
+        ]
+    );
+    assert_eq!(
+        texts(&page["metrics"], "level"),
+        ["high", "elite", "medium"]
+    );
+    assert!(page["metrics"][3]["value"].is_null());
+    assert_eq!(page["trend"][0]["values"][1], 7200.0);
+    assert!(page["trend"][0]["values"][3].is_null());
+    // No window: `kiln dora`'s 30 days; an empty service: every service.
+    let (status, _, _) = get_from(fake.clone(), "/api/dora?service=").await;
+    assert_eq!(status, 200);
+    let (status, _, _) = get_from(fake.clone(), "/api/dora").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        *fake.dora_asked.lock().unwrap(),
+        [
+            ("7d".to_owned(), Some("api".to_owned())),
+            ("30d".to_owned(), None),
+            ("30d".to_owned(), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn dora_with_a_window_that_is_no_duration_is_a_bad_request_saying_why() {
+    let (status, kind, body) = get("/api/dora?since=lately").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(kind.starts_with("application/json"), "{kind}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["error"],
+        "`lately` must start with a number, like `30d`"
+    );
 }

@@ -332,3 +332,57 @@ pub struct RunbookRunView {
     /// When it ended (ms).
     pub finished_ms: Option<i64>,
 }
+
+/// `/api/dora`: the four DORA metrics over a window, with their trend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DoraView {
+    /// The service measured; none: every service.
+    pub service: Option<String>,
+    /// The window as asked (`30d`).
+    pub since: String,
+    /// Where the window starts (ms).
+    pub start_ms: i64,
+    /// Where it ends: now (ms).
+    pub end_ms: i64,
+    /// Changes attempted in the window.
+    pub changes: usize,
+    /// Changes deployed successfully.
+    pub deployments: usize,
+    /// Changes that failed.
+    pub failed_changes: usize,
+    /// The four figures over the whole window, in the order deployment frequency, lead time,
+    /// change failure rate, recovery time.
+    pub metrics: Vec<DoraMetric>,
+    /// The width of the trend's buckets: `day` or `week`.
+    pub bucket: String,
+    /// The figures per bucket, oldest first.
+    pub trend: Vec<DoraBucket>,
+}
+
+/// One DORA figure with its level.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DoraMetric {
+    /// `deployment_frequency`, `lead_time`, `change_failure_rate`, `recovery_time`.
+    pub key: String,
+    /// What a reader calls it.
+    pub title: String,
+    /// `per_day`, `seconds` or `ratio`.
+    pub unit: String,
+    /// The figure; none where the records hold nothing to measure.
+    pub value: Option<f64>,
+    /// `elite`, `high`, `medium` or `low` (DORA 2024); none without a figure.
+    pub level: Option<String>,
+    /// What each level asks.
+    pub thresholds: String,
+}
+
+/// The four figures over one bucket of the trend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DoraBucket {
+    /// Where the bucket starts (ms).
+    pub start_ms: i64,
+    /// Changes attempted in it.
+    pub changes: usize,
+    /// The figures, in [`DoraView::metrics`]' order; none where there is nothing to measure.
+    pub values: Vec<Option<f64>>,
+}

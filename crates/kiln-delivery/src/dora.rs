@@ -301,6 +301,107 @@ pub fn recovery_level(seconds: i64) -> Level {
     }
 }
 
+/// What each level asks of a metric, for a reader who wants to know how far the next one is;
+/// in the order deployment frequency, lead time, change failure rate, recovery (the table
+/// above, which the level functions implement).
+pub const THRESHOLDS: [&str; 4] = [
+    "elite ≥ 1/day · high ≥ 1/week · medium ≥ 1/month",
+    "elite < 1 day · high < 1 week · medium < 1 month",
+    "elite ≤ 5 % · high ≤ 20 % · medium < 40 %",
+    "elite < 1 hour · high < 1 day · medium < 1 week",
+];
+
+/// How many weeks a trend shows at most.
+pub const TREND_WEEKS: i64 = 12;
+/// Windows up to this long are trended per day, longer ones per ISO week.
+pub const DAILY_TREND_UP_TO_SECONDS: i64 = 14 * DAY;
+
+/// The width of a trend's buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bucket {
+    /// UTC days.
+    Day,
+    /// ISO weeks (Monday 00:00 UTC to the next Monday).
+    Week,
+}
+
+impl Bucket {
+    /// `day` or `week`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Day => "day",
+            Bucket::Week => "week",
+        }
+    }
+
+    /// The start of the bucket holding `second` (Unix seconds).
+    fn floor(self, second: i64) -> i64 {
+        match self {
+            Bucket::Day => second.div_euclid(DAY) * DAY,
+            // 1970-01-05, four days after the epoch, was a Monday.
+            Bucket::Week => (second - 4 * DAY).div_euclid(WEEK) * WEEK + 4 * DAY,
+        }
+    }
+
+    fn seconds(self) -> i64 {
+        match self {
+            Bucket::Day => DAY,
+            Bucket::Week => WEEK,
+        }
+    }
+}
+
+/// One bucket of a trend: the four figures over the deploys that started in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrendPoint {
+    /// Where the bucket starts.
+    pub start: jiff::Timestamp,
+    /// Its figures (over the part of it before `now` for the current one).
+    pub report: Report,
+}
+
+/// The four figures per day (a window up to [`DAILY_TREND_UP_TO_SECONDS`]) or per ISO week
+/// (at most the last [`TREND_WEEKS`]) from the bucket holding `since` to the one holding `now`,
+/// each computed by [`compute_with_incidents`]: a deploy counts in the bucket it started in.
+pub fn trend(
+    deploys: &[DeployFact],
+    incidents: &[IncidentFact],
+    since: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> (Bucket, Vec<TrendPoint>) {
+    let (since_s, now_s) = (since.as_second(), now.as_second());
+    let bucket = if now_s - since_s <= DAILY_TREND_UP_TO_SECONDS {
+        Bucket::Day
+    } else {
+        Bucket::Week
+    };
+    let oldest = bucket.floor(now_s) - (TREND_WEEKS - 1) * WEEK;
+    let mut start = bucket.floor(since_s).max(oldest);
+    let mut points = Vec::new();
+    // Bounded: at most 15 days or TREND_WEEKS weeks.
+    while start <= now_s {
+        let next = start + bucket.seconds();
+        let (Ok(from), Ok(next_at)) = (
+            jiff::Timestamp::from_second(start),
+            jiff::Timestamp::from_second(next),
+        ) else {
+            break;
+        };
+        // A deploy starting exactly at the next bucket's start belongs to that one.
+        let to = next_at
+            .checked_sub(jiff::SignedDuration::from_nanos(1))
+            .unwrap_or(next_at)
+            .min(now);
+        points.push(TrendPoint {
+            start: from,
+            report: compute_with_incidents(deploys, incidents, from, to),
+        });
+        start = next;
+    }
+    (bucket, points)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,5 +664,133 @@ mod tests {
         assert_eq!(recovery_level(HOUR), Level::High);
         assert_eq!(recovery_level(DAY), Level::Medium);
         assert_eq!(recovery_level(WEEK), Level::Low);
+    }
+
+    #[test]
+    fn buckets_start_on_utc_midnight_and_iso_monday() {
+        let monday = t("2026-11-23T00:00:00Z").as_second();
+        for day in 0..7 {
+            let at = monday + day * DAY + 5 * HOUR;
+            assert_eq!(Bucket::Week.floor(at), monday);
+            assert_eq!(Bucket::Day.floor(at), monday + day * DAY);
+        }
+        assert_eq!(Bucket::Week.floor(monday - 1), monday - WEEK);
+        assert_eq!(Bucket::Week.floor(monday), monday);
+    }
+
+    #[test]
+    fn a_scripted_history_is_trended_week_by_week_exactly() {
+        use DeployResult::*;
+        // Thursday 2026-11-26 noon; the window opens on Monday 2026-10-26 (a 31-day window).
+        let now = t("2026-11-26T12:00:00Z");
+        let since = t("2026-10-26T12:00:00Z");
+        let history = vec![
+            // Before the window: in no bucket.
+            deploy("web", "deploy", Succeeded, "2026-10-20T10:00:00Z", 60, None),
+            // Week of 10-26: two good changes, lead times 2 h and 4 h.
+            deploy(
+                "web",
+                "deploy",
+                Succeeded,
+                "2026-10-27T10:00:00Z",
+                60,
+                Some("2026-10-27T08:01:00Z"),
+            ),
+            deploy(
+                "web",
+                "deploy",
+                Succeeded,
+                "2026-10-29T10:00:00Z",
+                60,
+                Some("2026-10-29T06:01:00Z"),
+            ),
+            // Week of 11-02: nothing.
+            // Week of 11-09: a change rolled back 30 minutes later.
+            deploy(
+                "web",
+                "deploy",
+                Succeeded,
+                "2026-11-10T10:00:00Z",
+                60,
+                Some("2026-11-10T09:01:00Z"),
+            ),
+            deploy(
+                "web",
+                "rollback",
+                Succeeded,
+                "2026-11-10T10:30:00Z",
+                60,
+                None,
+            ),
+            // Exactly at Monday 11-16 00:00: that week's, not the previous one's.
+            deploy("web", "deploy", Failed, "2026-11-16T00:00:00Z", 120, None),
+            // Week of 11-23 (the current one, up to now): one good change.
+            deploy(
+                "web",
+                "deploy",
+                Succeeded,
+                "2026-11-24T10:00:00Z",
+                60,
+                Some("2026-11-23T10:01:00Z"),
+            ),
+            // After now: in no bucket.
+            deploy("web", "deploy", Succeeded, "2026-11-26T13:00:00Z", 60, None),
+        ];
+        let (bucket, points) = trend(&history, &[], since, now);
+        assert_eq!(bucket, Bucket::Week);
+        let starts: Vec<String> = points.iter().map(|p| p.start.to_string()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-10-26T00:00:00Z",
+                "2026-11-02T00:00:00Z",
+                "2026-11-09T00:00:00Z",
+                "2026-11-16T00:00:00Z",
+                "2026-11-23T00:00:00Z",
+            ]
+        );
+        let figures: Vec<_> = points
+            .iter()
+            .map(|p| {
+                let r = &p.report;
+                (
+                    r.changes,
+                    r.deployments,
+                    r.failed_changes,
+                    r.lead_time_seconds,
+                    r.recovery_seconds,
+                )
+            })
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                (2, 2, 0, Some(2 * HOUR), None),
+                (0, 0, 0, None, None),
+                (1, 1, 1, Some(HOUR), Some(30 * 60)),
+                (1, 0, 1, None, Some(120)),
+                (1, 1, 0, Some(DAY), None),
+            ]
+        );
+        let first = &points[0].report;
+        assert!((first.deployments_per_day - 2.0 / 7.0).abs() < 1e-4);
+        assert_eq!(first.deployment_frequency_level, Some(Level::High));
+        assert_eq!(points[2].report.change_failure_rate, Some(1.0));
+        // The current week is graded over the part of it that has passed (3.5 days).
+        assert_eq!(points[4].report.window_seconds, 3 * DAY + 12 * HOUR);
+    }
+
+    #[test]
+    fn a_short_window_is_trended_per_day_and_a_long_one_keeps_twelve_weeks() {
+        let now = t("2026-11-26T12:00:00Z");
+        let (bucket, points) = trend(&[], &[], t("2026-11-19T12:00:00Z"), now);
+        assert_eq!(bucket, Bucket::Day);
+        assert_eq!(points.len(), 8);
+        assert_eq!(points[0].start.to_string(), "2026-11-19T00:00:00Z");
+        assert!(points.iter().all(|p| p.report.changes == 0));
+        let (bucket, points) = trend(&[], &[], t("2025-11-26T12:00:00Z"), now);
+        assert_eq!(bucket, Bucket::Week);
+        assert_eq!(points.len(), TREND_WEEKS as usize);
+        assert_eq!(points[11].start.to_string(), "2026-11-23T00:00:00Z");
     }
 }

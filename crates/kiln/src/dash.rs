@@ -19,11 +19,12 @@ use std::time::Duration;
 use kiln_alerts::incident::{Incident, Milestone};
 use kiln_api::DataError;
 use kiln_api::view::{
-    AlertView, Annotation, AnnotationKind, AnnotationView, EventFilter, EventView,
-    IncidentAlertView, IncidentDetail, IncidentSummary, InstanceView, JobView, MilestoneView,
-    RouteView, RunDetail, RunSummary, RunbookDoc, RunbookRunView, Series, ServiceState, Snapshot,
-    StepView, TimeRange, TimelineView,
+    AlertView, Annotation, AnnotationKind, AnnotationView, DoraBucket, DoraMetric, DoraView,
+    EventFilter, EventView, IncidentAlertView, IncidentDetail, IncidentSummary, InstanceView,
+    JobView, MilestoneView, RouteView, RunDetail, RunSummary, RunbookDoc, RunbookRunView, Series,
+    ServiceState, Snapshot, StepView, TimeRange, TimelineView,
 };
+use kiln_delivery::dora::{self, Level};
 use kiln_metrics::query::{Engine, Value};
 use kiln_supervisor::SupervisorHandle;
 use tokio::sync::watch;
@@ -312,6 +313,72 @@ fn instance_view(s: &kiln_supervisor::InstanceStatus) -> InstanceView {
         uptime_seconds: s.uptime.map(|u| u.as_secs()),
         rss_bytes: s.rss_bytes,
         release: s.release.clone(),
+    }
+}
+
+/// The four figures of `report`, in [`DoraView::metrics`]' order.
+fn dora_values(report: &kiln_delivery::dora::Report) -> [(Option<f64>, Option<Level>); 4] {
+    let seconds = |s: Option<i64>| s.map(|s| s as f64);
+    [
+        (
+            Some(report.deployments_per_day),
+            report.deployment_frequency_level,
+        ),
+        (seconds(report.lead_time_seconds), report.lead_time_level),
+        (report.change_failure_rate, report.change_failure_level),
+        (seconds(report.recovery_seconds), report.recovery_level),
+    ]
+}
+
+/// The DORA figures over `[since, until]` and their trend, as the dashboard shows them.
+fn dora_view(
+    facts: &crate::dora::Facts,
+    since_text: &str,
+    service: Option<&str>,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+) -> DoraView {
+    const METRICS: [(&str, &str, &str); 4] = [
+        ("deployment_frequency", "Deployment frequency", "per_day"),
+        ("lead_time", "Lead time for changes", "seconds"),
+        ("change_failure_rate", "Change failure rate", "ratio"),
+        ("recovery_time", "Failed deployment recovery", "seconds"),
+    ];
+    let report = dora::compute_with_incidents(&facts.deploys, &facts.incidents, since, until);
+    let (bucket, points) = dora::trend(&facts.deploys, &facts.incidents, since, until);
+    let metrics = METRICS
+        .iter()
+        .zip(dora_values(&report))
+        .zip(dora::THRESHOLDS)
+        .map(
+            |(((key, title, unit), (value, level)), thresholds)| DoraMetric {
+                key: (*key).into(),
+                title: (*title).into(),
+                unit: (*unit).into(),
+                value,
+                level: level.map(|l| l.as_str().into()),
+                thresholds: thresholds.into(),
+            },
+        )
+        .collect();
+    DoraView {
+        service: service.map(str::to_owned),
+        since: since_text.into(),
+        start_ms: since.as_millisecond(),
+        end_ms: until.as_millisecond(),
+        changes: report.changes,
+        deployments: report.deployments,
+        failed_changes: report.failed_changes,
+        metrics,
+        bucket: bucket.as_str().into(),
+        trend: points
+            .iter()
+            .map(|p| DoraBucket {
+                start_ms: p.start.as_millisecond(),
+                changes: p.report.changes,
+                values: dora_values(&p.report).iter().map(|(v, _)| *v).collect(),
+            })
+            .collect(),
     }
 }
 
@@ -619,6 +686,17 @@ impl kiln_api::DashboardData for Source {
             description,
             runs: runs.into_iter().map(runbook_run_view).collect(),
         }))
+    }
+
+    async fn dora(&self, since_text: &str, service: Option<&str>) -> Result<DoraView, DataError> {
+        let until = jiff::Timestamp::from_millisecond(self.now_ms()).map_err(internal)?;
+        let since = crate::dora::window_start(since_text, until)
+            .map_err(|why| DataError::BadRequest(format!("since: {why}")))?;
+        let address = service.map(crate::deploys::service_address);
+        let facts = self
+            .with_store(move |s, dir| crate::dora::Facts::read(s, dir, address.as_deref()))
+            .await?;
+        Ok(dora_view(&facts, since_text, service, since, until))
     }
 
     fn now_ms(&self) -> i64 {

@@ -16,70 +16,18 @@ const MAX_DEPLOYS: usize = 100_000;
 
 /// `kiln dora [--since 30d] [--service S] [--until TIME] [--json]`.
 pub fn command(dir: &Path, args: &DoraArgs) -> Result<(), Failure> {
-    let window_ms = kiln_spec::units::parse_duration(&args.since)
-        .map_err(|why| Failure::Invalid(format!("error: --since: {why}")))?;
     let until: jiff::Timestamp = match &args.until {
         Some(text) => text.parse().map_err(|e| {
             Failure::Invalid(format!("error: --until {text}: {e} (expected RFC 3339)"))
         })?,
         None => jiff::Timestamp::now(),
     };
-    let since = until
-        .checked_sub(jiff::SignedDuration::from_millis(
-            i64::try_from(window_ms).unwrap_or(i64::MAX),
-        ))
-        .unwrap_or(jiff::Timestamp::MIN);
+    let since = window_start(&args.since, until)
+        .map_err(|why| Failure::Invalid(format!("error: --since: {why}")))?;
     let service = args.service.as_deref().map(crate::deploys::service_address);
     let store = ops::open_store(dir)?;
-    let mut deploys = store.deploys(service.as_deref(), MAX_DEPLOYS)?;
-    // With environments, delivery is measured where users are: the last one.
-    if let Some(production) = production_prefix(dir) {
-        deploys.retain(|d| d.deploy.service.starts_with(&production));
-    }
-    let mut commit_times: BTreeMap<String, BTreeMap<String, Option<jiff::Timestamp>>> =
-        BTreeMap::new();
-    let mut facts = Vec::new();
-    for record in &deploys {
-        let d = &record.deploy;
-        if !commit_times.contains_key(&d.service) {
-            let releases = store.releases(&d.service)?;
-            commit_times.insert(
-                d.service.clone(),
-                releases
-                    .into_iter()
-                    .map(|r| (r.digest, r.committed_at.and_then(|t| t.parse().ok())))
-                    .collect(),
-            );
-        }
-        let Ok(started_at) = d.started_at.parse::<jiff::Timestamp>() else {
-            continue;
-        };
-        // From the deploy's own clock (the row's `finished_at` is when it was recorded).
-        let finished_at = started_at
-            .checked_add(jiff::SignedDuration::from_millis(
-                i64::try_from(d.duration_ms).unwrap_or(i64::MAX),
-            ))
-            .unwrap_or(started_at);
-        let result = match d.result.as_str() {
-            "succeeded" => DeployResult::Succeeded,
-            "rolled-back" => DeployResult::RolledBack,
-            _ => DeployResult::Failed,
-        };
-        facts.push(DeployFact {
-            service: d.service.clone(),
-            trigger: d.trigger.clone(),
-            result,
-            started_at,
-            finished_at,
-            committed_at: commit_times
-                .get(&d.service)
-                .and_then(|r| r.get(&d.to_release))
-                .copied()
-                .flatten(),
-        });
-    }
-    let incidents = incident_facts(&store, service.as_deref())?;
-    let report = dora::compute_with_incidents(&facts, &incidents, since, until);
+    let facts = Facts::read(&store, dir, service.as_deref())?;
+    let report = dora::compute_with_incidents(&facts.deploys, &facts.incidents, since, until);
     if args.output.json {
         let value = serde_json::json!({
             "service": service,
@@ -92,6 +40,88 @@ pub fn command(dir: &Path, args: &DoraArgs) -> Result<(), Failure> {
     }
     print!("{}", text(&report, service.as_deref(), &args.since));
     Ok(())
+}
+
+/// Where a window of `since` (a duration: `30d`) back from `until` starts; why not, when
+/// `since` is no duration.
+pub fn window_start(since: &str, until: jiff::Timestamp) -> Result<jiff::Timestamp, String> {
+    let window_ms = kiln_spec::units::parse_duration(since)?;
+    Ok(until
+        .checked_sub(jiff::SignedDuration::from_millis(
+            i64::try_from(window_ms).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(jiff::Timestamp::MIN))
+}
+
+/// What DORA is computed from: the recorded deploys (of production, when the stack declares
+/// environments) with their releases' commit times, and the incidents.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// The deploys, newest first.
+    pub deploys: Vec<DeployFact>,
+    /// The incidents.
+    pub incidents: Vec<IncidentFact>,
+}
+
+impl Facts {
+    /// Reads them for one service address, or (none) every service.
+    pub fn read(
+        store: &kiln_state::Store,
+        dir: &Path,
+        service: Option<&str>,
+    ) -> Result<Facts, Failure> {
+        let mut deploys = store.deploys(service, MAX_DEPLOYS)?;
+        // With environments, delivery is measured where users are: the last one.
+        if let Some(production) = production_prefix(dir) {
+            deploys.retain(|d| d.deploy.service.starts_with(&production));
+        }
+        let mut commit_times: BTreeMap<String, BTreeMap<String, Option<jiff::Timestamp>>> =
+            BTreeMap::new();
+        let mut facts = Vec::new();
+        for record in &deploys {
+            let d = &record.deploy;
+            if !commit_times.contains_key(&d.service) {
+                let releases = store.releases(&d.service)?;
+                commit_times.insert(
+                    d.service.clone(),
+                    releases
+                        .into_iter()
+                        .map(|r| (r.digest, r.committed_at.and_then(|t| t.parse().ok())))
+                        .collect(),
+                );
+            }
+            let Ok(started_at) = d.started_at.parse::<jiff::Timestamp>() else {
+                continue;
+            };
+            // From the deploy's own clock (the row's `finished_at` is when it was recorded).
+            let finished_at = started_at
+                .checked_add(jiff::SignedDuration::from_millis(
+                    i64::try_from(d.duration_ms).unwrap_or(i64::MAX),
+                ))
+                .unwrap_or(started_at);
+            let result = match d.result.as_str() {
+                "succeeded" => DeployResult::Succeeded,
+                "rolled-back" => DeployResult::RolledBack,
+                _ => DeployResult::Failed,
+            };
+            facts.push(DeployFact {
+                service: d.service.clone(),
+                trigger: d.trigger.clone(),
+                result,
+                started_at,
+                finished_at,
+                committed_at: commit_times
+                    .get(&d.service)
+                    .and_then(|r| r.get(&d.to_release))
+                    .copied()
+                    .flatten(),
+            });
+        }
+        Ok(Facts {
+            deploys: facts,
+            incidents: incident_facts(store, service)?,
+        })
+    }
 }
 
 /// The recorded incidents, by service address, as DORA needs them.

@@ -281,6 +281,43 @@ fn the_dashboard_renders_services_charts_runs_and_events_in_a_browser() {
     );
     assert!(!deploys.contains("data-kind=\"instance."), "{deploys}");
 
+    // Delivery: `up` deployed the shop's three services, so DORA has changes to measure.
+    // api's one change in a day: daily, `elite`.
+    let (code, body) = get(&dash, "/api/dora?since=1d&service=api");
+    assert_eq!(code, 200, "{body}");
+    let dora: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dora["changes"], 1, "{dora}");
+    assert_eq!(dora["bucket"], "day", "{dora}");
+    assert_eq!(dora["metrics"][0]["level"], "elite", "{dora}");
+    let (code, body) = get(&dash, "/api/dora?since=lately");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("`lately` must start with a number"), "{body}");
+    let delivery_url = format!("{url}#/delivery?since=30d");
+    let delivery = dom(&browser, profile.path(), &delivery_url);
+    for metric in [
+        "deployment_frequency",
+        "lead_time",
+        "change_failure_rate",
+        "recovery_time",
+    ] {
+        assert!(
+            delivery.contains(&format!("data-metric=\"{metric}\"")),
+            "no {metric} tile:\n{delivery}"
+        );
+    }
+    // Three changes over 30 days: 0.10/day, less than weekly: a `medium` deployment frequency.
+    assert!(
+        delivery.contains("data-metric=\"deployment_frequency\" data-level=\"medium\""),
+        "{delivery}"
+    );
+    assert!(delivery.contains("0.10/day"), "{delivery}");
+    assert!(delivery.contains("all services"), "{delivery}");
+    let points = drawn_points(&delivery, "dora-deployment_frequency");
+    assert!(
+        points.iter().any(|n| *n > 0),
+        "no trend drawn ({points:?}):\n{delivery}"
+    );
+
     let shots = [
         screenshot(&browser, profile.path(), &url, "dashboard-overview.png"),
         screenshot(
@@ -288,6 +325,12 @@ fn the_dashboard_renders_services_charts_runs_and_events_in_a_browser() {
             profile.path(),
             &service_url,
             "dashboard-service.png",
+        ),
+        screenshot(
+            &browser,
+            profile.path(),
+            &delivery_url,
+            "dashboard-delivery.png",
         ),
     ];
     eprintln!("screenshots: {shots:?}");
