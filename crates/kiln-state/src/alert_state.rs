@@ -187,7 +187,10 @@ impl Store {
         context: &'static str,
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), StateError> {
-        let tx = self.conn.transaction().ctx(context)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(context)?;
         write(&tx).ctx(context)?;
         tx.commit().ctx(context)
     }

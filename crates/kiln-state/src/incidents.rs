@@ -54,7 +54,10 @@ impl Store {
     pub fn save_incident(&mut self, incident: &IncidentRecord) -> Result<i64, StateError> {
         let milestones = to_json(&incident.milestones)?;
         let alerts = to_json(&incident.alerts)?;
-        let tx = self.conn.transaction().ctx("saving an incident")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("saving an incident")?;
         let existing = (incident.id != 0).then_some(incident.id);
         if let Some(id) = existing {
             let known = tx

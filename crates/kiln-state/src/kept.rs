@@ -21,7 +21,10 @@ impl Store {
         service: &str,
         sets: &[KeptSetRecord],
     ) -> Result<(), StateError> {
-        let tx = self.conn.transaction().ctx("recording kept sets")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("recording kept sets")?;
         tx.execute("DELETE FROM kept_sets WHERE service = ?1", [service])
             .ctx("forgetting kept sets")?;
         for kept in sets {

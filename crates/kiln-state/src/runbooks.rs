@@ -120,7 +120,10 @@ impl Store {
         &mut self,
         now: i64,
     ) -> Result<Vec<String>, StateError> {
-        let tx = self.conn.transaction().ctx("starting a transaction")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("starting a transaction")?;
         let ids: Vec<String> = tx
             .prepare("SELECT id FROM runbook_runs WHERE finished_at IS NULL ORDER BY started_at")
             .and_then(|mut st| {
