@@ -319,11 +319,13 @@ impl Follower {
             ));
             match crate::ci::execute(&self.dir, set, request).await {
                 Ok(run_id) => {
-                    runs.push(
-                        serde_json::json!({ "workflow": rel, "run": run_id, "status": "success" }),
-                    );
                     self.note(format!("kiln: run {run_id} ({name}) succeeded"));
-                    deployed.extend(self.deploy_released(&rel, &name, run_id).await);
+                    let (done, not_deployed) = self.deploy_released(&rel, &name, run_id).await;
+                    deployed.extend(done);
+                    runs.push(serde_json::json!({
+                        "workflow": rel, "run": run_id, "status": "success",
+                        "not_deployed": not_deployed,
+                    }));
                 }
                 Err(failure) => {
                     let message = failure.message().to_owned();
@@ -367,8 +369,15 @@ impl Follower {
     }
 
     /// Deploys (an apply of each, trigger `push`) the services whose `release:` comes from
-    /// this workflow and an artifact this run uploaded. Returns what it deployed.
-    async fn deploy_released(&self, rel: &str, name: &str, run_id: u64) -> Vec<serde_json::Value> {
+    /// this workflow and an artifact this run uploaded. Returns what it deployed, and why
+    /// each service released from this workflow was not (recorded with the push, so a green
+    /// push that deploys nothing says why).
+    async fn deploy_released(
+        &self,
+        rel: &str,
+        name: &str,
+        run_id: u64,
+    ) -> (Vec<serde_json::Value>, Vec<String>) {
         let services = match ops::load_stack(&self.dir) {
             Ok(stack) => released_services(&stack, rel, name),
             Err(failure) => {
@@ -376,9 +385,13 @@ impl Follower {
                     "kiln: run {run_id} succeeded but the stack does not load, so nothing deploys:\n{}",
                     failure.message()
                 ));
-                return Vec::new();
+                return (
+                    Vec::new(),
+                    vec![format!("the stack does not load: {}", failure.message())],
+                );
             }
         };
+        let mut not_deployed = Vec::new();
         let artifacts = self
             .dir
             .join(".kiln/artifacts/runs")
@@ -386,6 +399,9 @@ impl Follower {
         let mut out = Vec::new();
         for (address, artifact) in services {
             if !artifacts.join(format!("{artifact}.json")).exists() {
+                not_deployed.push(format!(
+                    "{address}: run {run_id} uploaded no artifact `{artifact}`"
+                ));
                 continue;
             }
             let request = ApplyRequest {
@@ -415,7 +431,7 @@ impl Follower {
             ));
             out.push(serde_json::json!({ "service": address, "result": result }));
         }
-        out
+        (out, not_deployed)
     }
 
     fn finished(
