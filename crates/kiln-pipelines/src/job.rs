@@ -95,7 +95,8 @@ pub(crate) async fn run_instance(
         Ok(u) => u,
         Err(e) => Some(format!("runs-on: {e}")),
     }
-    .or_else(|| container_unmet(job, &inst));
+    .or_else(|| container_unmet(job, &inst))
+    .or_else(|| enter_environment(shared, job, &mut inst).err());
     if let Some(message) = unmet {
         log(shared, &inst.display, &format!("##[error]{message}"));
         shared.annotate(
@@ -161,6 +162,35 @@ pub(crate) async fn run_instance(
         started,
     );
     (status, continue_on_error, outputs)
+}
+
+/// Gives a job that names a deployment environment (`environment:`) that environment's
+/// variables and secrets over the run's, as GitHub does. An environment the run knows nothing
+/// of changes nothing: GitHub creates one on first use, with no variables or secrets.
+fn enter_environment(shared: &Shared, job: &Job, inst: &mut Instance) -> Result<(), String> {
+    let Some(environment) = &job.environment else {
+        return Ok(());
+    };
+    let name = inst
+        .ctx
+        .string(&environment.name)
+        .map_err(|e| format!("environment: {e}"))?;
+    let Some(overrides) = shared.opts.environment(&name) else {
+        return Ok(());
+    };
+    for (context, values) in [("vars", &overrides.vars), ("secrets", &overrides.secrets)] {
+        let mut merged = match inst.ctx.values.get(context) {
+            Some(Value::Object(fields)) => fields.clone(),
+            _ => IndexMap::new(),
+        };
+        for (key, value) in values {
+            // Context keys compare case-insensitively: the environment's `DB` replaces `db`.
+            merged.retain(|known, _| !known.eq_ignore_ascii_case(key));
+            merged.insert(key.clone(), Value::String(value.clone()));
+        }
+        inst.ctx.set(context, Value::Object(merged));
+    }
+    Ok(())
 }
 
 /// The runner's warning for a `with:` key the action does not declare: GitHub runs the step

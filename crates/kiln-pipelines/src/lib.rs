@@ -50,4 +50,4 @@ pub use events::{
 pub use filter::{Push, PushSkip, push_runs};
 pub use glob::hash_files;
 pub use load::{LoadError, WorkflowSet, load, parse_workflow};
-pub use runner::{RunError, RunOptions, RunResult, run};
+pub use runner::{EnvironmentScope, RunError, RunOptions, RunResult, run};

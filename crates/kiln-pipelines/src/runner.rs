@@ -54,6 +54,10 @@ pub struct RunOptions {
     pub secrets: IndexMap<String, String>,
     /// Configuration variables (`vars`).
     pub vars: IndexMap<String, String>,
+    /// Deployment environments by name: what a job that names one (`jobs.<id>.environment`)
+    /// reads instead of the run's `vars` and `secrets` (GitHub's environment variables and
+    /// secrets). Names compare case-insensitively, as GitHub's do.
+    pub environments: IndexMap<String, EnvironmentScope>,
     /// Jobs running at once (default: the number of cores).
     pub max_parallel: usize,
     /// Time between SIGTERM and SIGKILL when a step is stopped.
@@ -63,6 +67,16 @@ pub struct RunOptions {
     /// Keep the directories (workspace, temp) of jobs that did not succeed; others are
     /// removed as each job ends.
     pub keep_workspace: bool,
+}
+
+/// What a deployment environment overrides for the jobs that name it: its variables and
+/// secrets take precedence over the run's of the same name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentScope {
+    /// `vars.NAME` in the environment's jobs.
+    pub vars: IndexMap<String, String>,
+    /// `secrets.NAME` in the environment's jobs (masked like the run's).
+    pub secrets: IndexMap<String, String>,
 }
 
 /// The `runs-on` labels the host stands in for: GitHub's Linux runners and a self-hosted
@@ -112,11 +126,20 @@ impl RunOptions {
             inputs: IndexMap::new(),
             secrets: IndexMap::new(),
             vars: IndexMap::new(),
+            environments: IndexMap::new(),
             max_parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             kill_grace: Duration::from_secs(5),
             runner_labels: Vec::new(),
             keep_workspace: false,
         }
+    }
+
+    /// The environment named `name`, compared case-insensitively.
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentScope> {
+        self.environments
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|(_, scope)| scope)
     }
 }
 
@@ -297,7 +320,8 @@ pub async fn run(
     std::fs::write(temp.join("event.json"), opts.event.to_string())
         .map_err(|e| RunError::Workspace(e.to_string()))?;
     let mut masker = Masker::default();
-    for secret in opts.secrets.values() {
+    let environment_secrets = opts.environments.values().flat_map(|e| e.secrets.values());
+    for secret in opts.secrets.values().chain(environment_secrets) {
         masker.add(secret);
     }
     let root = set.root.clone();

@@ -236,6 +236,66 @@ async fn timeout_kills_the_whole_process_group() {
     assert!(logs.contains(&"after".to_owned()), "{logs:?}");
 }
 
+/// GitHub's environments: a job that names one reads its variables and secrets over the
+/// repository's (names compared case-insensitively, the name may come from the matrix); a job
+/// that names none, or an environment with nothing configured, reads the repository's.
+#[tokio::test]
+async fn a_job_in_an_environment_reads_its_variables_and_secrets() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  plain:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "plain ${{ vars.REGION }} ${{ vars.TIER }} $(echo "$DB" | tr a-z A-Z)"
+        env: { DB: "${{ secrets.DB }}" }
+  deploy:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        target: [Staging, review]
+    environment: ${{ matrix.target }}
+    steps:
+      - run: echo "${{ matrix.target }} ${{ vars.REGION }} ${{ vars.TIER }} $(echo "$DB" | tr a-z A-Z)"
+        env: { DB: "${{ secrets.db }}" }
+"#,
+        )],
+        |o| {
+            o.vars.insert("REGION".into(), "eu".into());
+            o.vars.insert("TIER".into(), "base".into());
+            o.secrets.insert("DB".into(), "repo-password".into());
+            o.environments.insert(
+                "staging".into(),
+                kiln_pipelines::EnvironmentScope {
+                    vars: [("tier".to_owned(), "small".to_owned())].into_iter().collect(),
+                    secrets: [("DB".to_owned(), "staging-password".to_owned())]
+                        .into_iter()
+                        .collect(),
+                },
+            );
+        },
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    // The secret, upper-cased so the mask does not hide which one the job read.
+    assert_eq!(ran.logs("plain"), ["plain eu base REPO-PASSWORD"]);
+    assert_eq!(
+        ran.logs("deploy (Staging)"),
+        ["Staging eu small STAGING-PASSWORD"]
+    );
+    assert_eq!(
+        ran.logs("deploy (review)"),
+        ["review eu base REPO-PASSWORD"]
+    );
+    // Both passwords are secrets: neither reaches a log line or an event as it is.
+    let events = format!("{:?}", ran.events);
+    assert!(!events.contains("repo-password"), "{events}");
+    assert!(!events.contains("staging-password"), "{events}");
+}
+
 #[tokio::test]
 async fn secrets_are_masked() {
     let ran = run_one(

@@ -509,6 +509,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         None => IndexMap::new(),
     };
     secrets.extend(pairs(&args.secrets, "--secret")?);
+    let vars = pairs(&args.vars, "--var")?;
     let git_ref = if args.rev == "HEAD" {
         git(dir, &["symbolic-ref", "-q", "HEAD"])
     } else {
@@ -524,6 +525,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         sha,
         git_ref,
         inputs,
+        vars,
         secrets,
         runner_labels: args.runner_labels.clone(),
         keep_workspace: args.keep_workspace,
@@ -549,12 +551,126 @@ pub(crate) struct RunRequest {
     /// `github.event`.
     pub payload: serde_json::Value,
     pub inputs: IndexMap<String, String>,
+    /// `vars` given for this run, over kiln.yaml's (and its environments').
+    pub vars: IndexMap<String, String>,
+    /// Secrets given for this run, over kiln.yaml's (and its environments').
     pub secrets: IndexMap<String, String>,
     pub runner_labels: Vec<String>,
     pub keep_workspace: bool,
     /// Print the run's lines (the CLI); the control plane only writes the log files. Only a
     /// printed run also stops on SIGINT/SIGTERM: the control plane has its own drain.
     pub echo: bool,
+}
+
+/// What a run reads from the stack beside its workflow: kiln.yaml's `vars:` and `secrets:`
+/// stand for GitHub's repository variables and secrets, and each of its `environments:` for
+/// the GitHub environment of that name (its `vars:` and `secrets:` overrides). What the run
+/// was given by hand (`--var`, `--secret`) wins everywhere.
+struct StackConfiguration {
+    vars: IndexMap<String, String>,
+    secrets: IndexMap<String, String>,
+    environments: IndexMap<String, kiln_pipelines::EnvironmentScope>,
+}
+
+impl StackConfiguration {
+    /// Without a kiln.yaml a run has only what it was given. A kiln.yaml that does not load
+    /// stops the run: its jobs would read variables and secrets other than the declared ones.
+    /// A declared secret whose source is unset reads as `''`, as an unset GitHub secret does
+    /// (said on a printed run).
+    fn read(
+        dir: &Path,
+        given_vars: &IndexMap<String, String>,
+        given_secrets: &IndexMap<String, String>,
+        echo: bool,
+    ) -> Result<StackConfiguration, Failure> {
+        let mut configured = StackConfiguration {
+            vars: IndexMap::new(),
+            secrets: IndexMap::new(),
+            environments: IndexMap::new(),
+        };
+        if dir.join("kiln.yaml").is_file() {
+            let stack = kiln_spec::load(&ConfigurationFs, &dir.join("kiln.yaml")).map_err(|f| {
+                Failure::Invalid(crate::render::diagnostics(&f.sources, &f.diagnostics))
+            })?;
+            configured.vars = stack
+                .vars
+                .iter()
+                .map(|(name, value)| (name.clone(), var_text(value)))
+                .collect();
+            for (key, source) in &stack.secrets {
+                let value = match crate::ops::secret_value(dir, key, source) {
+                    Ok(value) => value,
+                    Err(why) => {
+                        if echo {
+                            eprintln!(
+                                "note: {} (the run reads it as '')",
+                                why.trim_start_matches("error: ")
+                            );
+                        }
+                        continue;
+                    }
+                };
+                match environment_secret(key) {
+                    Some((environment, name)) => {
+                        configured
+                            .scope(environment)
+                            .secrets
+                            .insert(name.to_owned(), value);
+                    }
+                    None => {
+                        configured.secrets.insert(key.clone(), value);
+                    }
+                }
+            }
+            for environment in &stack.environments {
+                let overrides = stack.scopes.get(environment.scope).map(|s| &s.vars);
+                let scope = configured.scope(&environment.name);
+                for (name, value) in overrides.into_iter().flatten() {
+                    scope.vars.insert(name.clone(), var_text(value));
+                }
+            }
+        }
+        configured.vars.extend(given_vars.clone());
+        configured.secrets.extend(given_secrets.clone());
+        for scope in configured.environments.values_mut() {
+            scope.vars.retain(|name, _| !given_vars.contains_key(name));
+            scope
+                .secrets
+                .retain(|name, _| !given_secrets.contains_key(name));
+        }
+        Ok(configured)
+    }
+
+    fn scope(&mut self, environment: &str) -> &mut kiln_pipelines::EnvironmentScope {
+        self.environments.entry(environment.to_owned()).or_default()
+    }
+}
+
+/// The stack's files as a run reads its configuration: releases are neither looked up nor
+/// built (the run may be the one that makes the first), and trees are not digested.
+struct ConfigurationFs;
+
+impl kiln_spec::FileSystem for ConfigurationFs {
+    fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+}
+
+/// `environments.NAME.secrets.SECRET` (how kiln-spec keeps an environment's source for a
+/// declared secret) as `(NAME, SECRET)`.
+fn environment_secret(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("environments.")?.split_once(".secrets.")
+}
+
+/// A `vars:` value as GitHub's variables are: text (a string as it is, anything else as JSON).
+fn var_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Records and runs a loaded workflow; `Ok(run id)` when it succeeded.
@@ -571,11 +687,13 @@ pub(crate) async fn execute(
         git_ref,
         payload,
         inputs,
+        vars,
         secrets,
         runner_labels,
         keep_workspace,
         echo,
     } = request;
+    let configured = StackConfiguration::read(dir, &vars, &secrets, echo)?;
     let mut store = open_store(dir)?;
     let workflow_name = set.root.name.clone().unwrap_or_else(|| rel.clone());
     let run_id = store.begin_pipeline_run(&NewPipelineRun {
@@ -605,11 +723,14 @@ pub(crate) async fn execute(
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
-    opts.secrets = secrets.clone();
+    opts.vars = configured.vars;
+    opts.secrets = configured.secrets;
+    opts.environments = configured.environments;
     opts.runner_labels = runner_labels;
     opts.keep_workspace = keep_workspace;
     let mut masker = Masker::default();
-    for secret in secrets.values() {
+    let environment_secrets = opts.environments.values().flat_map(|e| e.secrets.values());
+    for secret in opts.secrets.values().chain(environment_secrets) {
         masker.add(secret);
     }
     let masker = Arc::new(masker);

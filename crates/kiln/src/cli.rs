@@ -421,7 +421,7 @@ pub enum CiCommand {
     #[command(
         after_help = "Example:\n  kiln ci run                              # the only workflow, at HEAD, as a push\n  kiln ci run ci.yml --job test --matrix service=api\n  kiln ci run deploy.yml --event workflow_dispatch --input env=staging --secret-file .secrets\n\nExit code: 0 when the run succeeded, 3 when it failed or was cancelled."
     )]
-    Run(CiRunArgs),
+    Run(Box<CiRunArgs>),
     /// List recorded runs, newest first.
     #[command(after_help = "Example:\n  kiln ci list\n  kiln ci list --json")]
     List(Output),
@@ -462,6 +462,9 @@ pub struct CiRunArgs {
     /// A `workflow_dispatch` input (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     pub inputs: Vec<String>,
+    /// A configuration variable, `vars.NAME` (repeatable); over kiln.yaml's `vars:`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
     /// A secret (repeatable); masked in every log line and never stored.
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     pub secrets: Vec<String>,

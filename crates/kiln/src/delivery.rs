@@ -307,6 +307,7 @@ impl Follower {
                 git_ref: push.git_ref.clone(),
                 payload: self.payload(&push, &changed),
                 inputs: Default::default(),
+                vars: Default::default(),
                 secrets: Default::default(),
                 runner_labels: Vec::new(),
                 keep_workspace: false,

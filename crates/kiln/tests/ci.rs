@@ -180,6 +180,78 @@ fn validate_reports_an_unknown_key_with_line_and_column() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml, .github/workflows/ci.yml"));
 }
 
+/// kiln.yaml's `vars:` and `secrets:` are the run's repository variables and secrets, and its
+/// `environments:` GitHub's environments: a job with `environment: staging` reads staging's
+/// overrides. `--var` and `--secret` win over both. A stack whose services take their release
+/// from this very pipeline loads for it before any run exists.
+#[test]
+fn a_run_reads_vars_and_secrets_from_the_stack_and_its_environments() {
+    const STACK: &str = r#"name: demo
+vars: { region: eu, tier: base, replicas: 2 }
+secrets:
+  db: { env: DEMO_DB_URL }
+  token: { file: token.txt }
+services:
+  api: { run: ./serve, release: { pipeline: ci, artifact: api } }
+environments:
+  staging:
+    vars: { tier: small }
+    secrets: { db: { env: DEMO_STAGING_DB_URL } }
+    deploy: { auto: true }
+  production:
+    promote: { from: staging }
+"#;
+    const WORKFLOW: &str = r#"name: ci
+on: push
+jobs:
+  plain:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "plain ${{ vars.region }} ${{ vars.tier }} ${{ vars.replicas }} ${DB^^} ${TOKEN^^}"
+        env: { DB: "${{ secrets.db }}", TOKEN: "${{ secrets.token }}" }
+  staged:
+    runs-on: ubuntu-latest
+    environment: { name: staging, url: "https://staging.example" }
+    steps:
+      - run: echo "staged ${{ vars.region }} ${{ vars.tier }} ${DB^^}"
+        env: { DB: "${{ secrets.db }}" }
+"#;
+    let s = Scratch::new(STACK);
+    std::fs::create_dir_all(s.file(".github/workflows")).unwrap();
+    std::fs::write(s.file(".github/workflows/ci.yml"), WORKFLOW).unwrap();
+    std::fs::write(s.file("token.txt"), "token-from-file\n").unwrap();
+    git(s.path(), &["init", "-q", "-b", "main"]);
+    git(s.path(), &["add", "-A"]);
+    git(s.path(), &["commit", "-q", "-m", "init"]);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["ci", "run"];
+        args.extend_from_slice(extra);
+        let out = s
+            .command(&args)
+            .env("DEMO_DB_URL", "repo-db")
+            .env("DEMO_STAGING_DB_URL", "staging-db")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The secrets' values, upper-cased so the masks do not hide which one a job read.
+    let out = run(&[]);
+    assert!(
+        out.contains("plain eu base 2 REPO-DB TOKEN-FROM-FILE"),
+        "{out}"
+    );
+    assert!(out.contains("staged eu small STAGING-DB"), "{out}");
+    let out = run(&["--var", "tier=large", "--secret", "db=given"]);
+    assert!(out.contains("plain eu large 2 GIVEN"), "{out}");
+    assert!(out.contains("staged eu large GIVEN"), "{out}");
+    for text in [out.as_str(), &s.ok(&["ci", "logs", "1"])] {
+        for secret in ["repo-db", "staging-db", "token-from-file"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+}
+
 #[test]
 fn secrets_never_reach_the_stored_logs_or_state() {
     const SECRET: &str = "hunter2-very-secret";
