@@ -373,10 +373,16 @@ pub fn prune(
     Ok(removed)
 }
 
-fn unique() -> u128 {
-    std::time::SystemTime::now()
+fn unique() -> String {
+    // Time alone repeats between threads of one process; the serial does not.
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{nanos}-{}",
+        SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]

@@ -57,9 +57,16 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> Result<String, String> {
 }
 
 fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = target.with_extension(format!("tmp{}", std::process::id()));
+    // Jobs of one run upload at once, and identical files are one blob: each write needs its
+    // own temporary name, or one job's rename takes the file from under another's.
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = target.with_extension(format!("tmp{}-{serial}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, target).map_err(io)
+    std::fs::rename(&tmp, target).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
 }
 
 fn tar(args: &[&std::ffi::OsStr]) -> Result<(), String> {
@@ -308,4 +315,46 @@ pub(crate) fn download(
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// The jobs of a matrix upload at once, and their files are often the same bytes (one
+    /// blob): every upload must succeed and every artifact must download whole.
+    #[test]
+    fn concurrent_uploads_of_identical_files_all_succeed() {
+        let store = tempfile::tempdir().unwrap();
+        let workspace = tempfile::tempdir().unwrap();
+        for n in 0..300 {
+            std::fs::write(workspace.path().join(format!("f{n}.txt")), format!("{n}\n")).unwrap();
+        }
+        let uploads: Vec<_> = (0..6)
+            .map(|job| {
+                let (store, workspace) = (store.path().to_owned(), workspace.path().to_owned());
+                std::thread::spawn(move || {
+                    upload(
+                        &store,
+                        7,
+                        &format!("job{job}"),
+                        &["*.txt".to_owned()],
+                        &workspace,
+                    )
+                })
+            })
+            .collect();
+        for upload in uploads {
+            assert_eq!(upload.join().unwrap(), Ok(300));
+        }
+        let dest = tempfile::tempdir().unwrap();
+        let names = download(store.path(), 7, None, dest.path()).unwrap();
+        assert_eq!(names.len(), 6);
+        for name in names {
+            let text = std::fs::read_to_string(dest.path().join(name).join("f299.txt")).unwrap();
+            assert_eq!(text, "299\n");
+        }
+    }
 }

@@ -19,6 +19,12 @@ use crate::spec::{Check, Command, Probe, Probes};
 /// How many recent results a probe keeps for error messages.
 const RECENT: usize = 5;
 
+/// How long a liveness probe's failures do not count while the instance has not yet passed it
+/// once, when no startup probe guards its start (Kubernetes' defaults allow 30 s the same way:
+/// three failures ten seconds apart). Without it, a `health:` probe every 200 ms kills an
+/// instance that takes more than 600 ms to listen, again and again.
+const LIVENESS_STARTUP_GRACE: Duration = Duration::from_secs(30);
+
 /// A change in a probe's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ProbeEvent {
@@ -93,14 +99,14 @@ impl Tracker {
 /// exits) or a startup/liveness probe fails.
 pub(crate) async fn run(probes: Probes, target: Target, report: impl Fn(ProbeEvent) + Send + Sync) {
     if let Some(startup) = &probes.startup
-        && !watch(ProbeKind::Startup, startup, &target, &report).await
+        && !watch(ProbeKind::Startup, startup, &target, &report, None).await
     {
         return;
     }
     let readiness = async {
         match &probes.readiness {
             Some(probe) => {
-                watch(ProbeKind::Readiness, probe, &target, &report).await;
+                watch(ProbeKind::Readiness, probe, &target, &report, None).await;
             }
             // No readiness probe: running (past startup) is ready.
             None => report(ProbeEvent::Passing {
@@ -110,27 +116,49 @@ pub(crate) async fn run(probes: Probes, target: Target, report: impl Fn(ProbeEve
     };
     let liveness = async {
         if let Some(probe) = &probes.liveness {
-            watch(ProbeKind::Liveness, probe, &target, &report).await;
+            // A startup probe that passed has already waited for the instance to come up.
+            let grace = probes.startup.is_none().then(|| startup_grace(probe));
+            watch(ProbeKind::Liveness, probe, &target, &report, grace).await;
         }
     };
     tokio::join!(readiness, liveness);
 }
 
+/// The grace a liveness probe gives an instance that has not passed it yet: long enough for
+/// the probe itself to fail its threshold once, and at least [`LIVENESS_STARTUP_GRACE`].
+fn startup_grace(probe: &Probe) -> Duration {
+    let threshold = probe
+        .interval
+        .saturating_mul(probe.failure_threshold.max(1));
+    LIVENESS_STARTUP_GRACE.max(threshold)
+}
+
 /// Probes repeatedly, reporting transitions. Startup returns `true` once it passes; startup and
-/// liveness return `false` when they fail; readiness never returns.
+/// liveness return `false` when they fail; readiness never returns. With a `grace`, failures
+/// count only once the probe has passed or the grace has run out: an instance still starting
+/// is not yet dead.
 async fn watch(
     kind: ProbeKind,
     probe: &Probe,
     target: &Target,
     report: &(impl Fn(ProbeEvent) + Sync),
+    grace: Option<Duration>,
 ) -> bool {
     tokio::time::sleep(probe.initial_delay).await;
+    let mut counting_from = grace.map(|grace| tokio::time::Instant::now() + grace);
     let mut ticks = tokio::time::interval(probe.interval.max(Duration::from_millis(10)));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tracker = Tracker::default();
     loop {
         ticks.tick().await;
         let result = check(&probe.check, probe.timeout, target).await;
+        if let Some(from) = counting_from {
+            if result.is_ok() || tokio::time::Instant::now() >= from {
+                counting_from = None;
+            } else {
+                continue;
+            }
+        }
         match tracker.record(probe, &result) {
             Some(true) => {
                 if kind != ProbeKind::Liveness {

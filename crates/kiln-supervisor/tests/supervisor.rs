@@ -262,6 +262,29 @@ async fn a_liveness_failure_restarts_the_instance() {
     supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A liveness probe without a startup probe does not kill an instance that has not listened
+/// yet: this one takes a second to start, far longer than the probe's two failures 100 ms
+/// apart, and still comes up on its first try.
+#[tokio::test]
+async fn a_slow_starting_instance_is_not_killed_by_its_liveness_probe() {
+    let dir = TestDir::new();
+    let (supervisor, mut events) = start(dir.path());
+    let slow = format!("import time\ntime.sleep(1.0)\n{HTTP_SERVICE}");
+    let mut spec = python("slow", &slow, dir.path());
+    spec.probes.readiness = Some(http_probe("/ready", 2));
+    spec.probes.liveness = Some(http_probe("/healthz", 2));
+    supervisor.apply(spec).await.unwrap();
+    let (pid, _) = started(&mut events).await;
+    let (_, before) = until(&mut events, "Ready", |e| matches!(e, Event::Ready { .. })).await;
+    assert!(
+        !before.iter().any(|e| matches!(e, Event::Exited { .. })),
+        "{before:?}"
+    );
+    let status = supervisor.status().await;
+    assert_eq!((status[0].pid, status[0].restarts), (Some(pid), 0));
+    supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn a_readiness_failure_marks_unready_but_does_not_kill() {
     let dir = TestDir::new();

@@ -310,7 +310,13 @@ pub fn artifact_release(
     }
     let io = |e: std::io::Error| e.to_string();
     std::fs::create_dir_all(seen.parent().unwrap_or(&releases)).map_err(io)?;
-    let staging = releases.join(format!(".staging-artifact-{}", std::process::id()));
+    // One staging directory per load: the control plane loads the stack from several tasks
+    // at once, and a shared one was emptied under a concurrent load's feet.
+    let staging = releases.join(format!(
+        ".staging-artifact-{}-{}",
+        std::process::id(),
+        STAGING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     kiln_pipelines::download_artifact(&artifacts, run.id, artifact, &staging)?;
     let made = kiln_deploy::release::snapshot(&staging, &releases, None).map_err(|e| e.to_string());
@@ -322,9 +328,27 @@ pub fn artifact_release(
         commit: run.commit.clone(),
     };
     let sidecar = releases.join(format!("{}.source.json", made.tree.hex()));
-    std::fs::write(&sidecar, serde_json::to_vec(&source).unwrap_or_default()).map_err(io)?;
-    std::fs::write(&seen, &made.tree.digest).map_err(io)?;
+    write_replacing(&sidecar, &serde_json::to_vec(&source).unwrap_or_default()).map_err(io)?;
+    write_replacing(&seen, made.tree.digest.as_bytes()).map_err(io)?;
     Ok(made.tree.digest)
+}
+
+/// Tells apart the staging directories and temporary files of concurrent loads in one process.
+static STAGING_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Writes `path` whole or not at all (a temporary file renamed over it), so that a concurrent
+/// reader never sees half of it.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        STAGING_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 /// `api` → `services.api`, `api.staging` (the supervisor's name of `api` in environment
@@ -541,7 +565,9 @@ fn human_bytes(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::release_before;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::{artifact_release, release_before};
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
@@ -585,5 +611,53 @@ mod tests {
         let releases = names(&["v3", "v2", "v1"]);
         assert_eq!(release_before("v3", &releases, &[]).as_deref(), Some("v2"));
         assert_eq!(release_before("unknown", &releases, &[]), None);
+    }
+
+    /// The control plane loads the stack from several tasks at once (a push's deploys, the
+    /// promotion loop, convergence), and each load turns a pipeline's artifact into a release
+    /// the first time it sees it: concurrent first sights must all get the release.
+    #[test]
+    fn concurrent_loads_make_one_release_of_an_artifact() {
+        let stack = tempfile::tempdir().unwrap();
+        let artifacts = stack.path().join(".kiln/artifacts");
+        std::fs::create_dir_all(artifacts.join("blobs")).unwrap();
+        std::fs::create_dir_all(artifacts.join("runs/1")).unwrap();
+        let mut manifest = serde_json::Map::new();
+        for n in 0..40 {
+            let blob = format!("blob{n}");
+            std::fs::write(artifacts.join("blobs").join(&blob), format!("file {n}\n")).unwrap();
+            manifest.insert(format!("lib/file{n}.js"), blob.into());
+        }
+        std::fs::write(
+            artifacts.join("runs/1/api.json"),
+            serde_json::Value::Object(manifest).to_string(),
+        )
+        .unwrap();
+        let mut store = kiln_state::Store::open_in_stack(stack.path()).unwrap();
+        let run = store
+            .begin_pipeline_run(&kiln_state::NewPipelineRun {
+                workflow: "ci".into(),
+                workflow_path: ".github/workflows/ci.yml".into(),
+                event: "push".into(),
+                rev: "HEAD".into(),
+                commit: "c0ffee".into(),
+                pid: std::process::id(),
+            })
+            .unwrap();
+        store
+            .finish_pipeline_run(run, "success", &serde_json::json!({}))
+            .unwrap();
+        let loads: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = stack.path().to_path_buf();
+                std::thread::spawn(move || artifact_release(&dir, "ci", "api"))
+            })
+            .collect();
+        let digests: Vec<Result<String, String>> =
+            loads.into_iter().map(|t| t.join().unwrap()).collect();
+        let first = digests[0].clone().unwrap();
+        for digest in &digests {
+            assert_eq!(digest.as_ref(), Ok(&first), "{digests:?}");
+        }
     }
 }
