@@ -3,7 +3,9 @@
 //! `group_interval`. A group is notified when it has a firing alert not in its last
 //! notification or a newly resolved one; an unchanged firing group is notified again after
 //! `repeat_interval`. Whatever is not new is not sent again (de-duplication). Muted alerts
-//! (silenced, inhibited) are left out by the caller before [`Dispatcher::update`].
+//! (silenced, inhibited) are left out by the caller before [`Dispatcher::update`]. What was
+//! sent is kept per receiver and group, as Alertmanager's notification log keeps it: a
+//! receiver added later is told of what already fires, and the others are not told again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,9 +27,12 @@ pub struct Notification {
     pub payload: serde_json::Value,
 }
 
-/// What a group last notified, as kept across restarts (Alertmanager's notification log).
+/// What a group last notified to one receiver, as kept across restarts (Alertmanager's
+/// notification log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupLog {
+    /// The receiver it was sent to.
+    pub receiver: String,
     /// The group's key.
     pub group_key: String,
     /// The group's labels.
@@ -56,8 +61,8 @@ struct Group {
     labels: LabelSet,
     alerts: BTreeMap<String, NotifyAlert>,
     next_flush: i64,
-    /// The firing alerts of the last notification, and when it was sent.
-    last: Option<(BTreeSet<String>, i64)>,
+    /// Per receiver: the firing alerts of its last notification, and when it was sent.
+    last: BTreeMap<String, (BTreeSet<String>, i64)>,
     /// Resolved alerts already notified.
     resolved_sent: BTreeSet<String>,
 }
@@ -87,13 +92,26 @@ impl Dispatcher {
         &self.receivers
     }
 
-    /// What each group that has notified last sent, by group key.
+    /// Sends to `receivers` under `policy` from now on, keeping what was sent: a receiver
+    /// that stays is not told again what it was told, a new one is told what fires at the
+    /// next flush, and a removed one is forgotten.
+    pub fn reconfigure(&mut self, policy: NotifyPolicy, receivers: Vec<String>) {
+        for group in self.groups.values_mut() {
+            group
+                .last
+                .retain(|receiver, _| receivers.contains(receiver));
+        }
+        self.policy = policy;
+        self.receivers = receivers;
+    }
+
+    /// What each group last sent to each receiver.
     pub fn log(&self) -> Vec<GroupLog> {
         self.groups
             .iter()
-            .filter_map(|(key, g)| {
-                let (firing, at) = g.last.as_ref()?;
-                Some(GroupLog {
+            .flat_map(|(key, g)| {
+                g.last.iter().map(|(receiver, (firing, at))| GroupLog {
+                    receiver: receiver.clone(),
                     group_key: key.clone(),
                     labels: g.labels.clone(),
                     firing: firing.clone(),
@@ -106,20 +124,25 @@ impl Dispatcher {
 
     /// Takes back the log of an earlier dispatcher, so that what it sent is not sent again:
     /// a group still firing the same alerts waits for its repeat interval from the logged
-    /// time, and a logged resolution is not repeated. Restored groups are looked at on the
-    /// next flush (their `group_wait` was served before).
+    /// time, and a logged resolution is not repeated. Entries of receivers no longer sent to
+    /// are dropped; a receiver without an entry is told at the next flush. Restored groups
+    /// are looked at on the next flush (their `group_wait` was served before).
     pub fn restore(&mut self, logs: Vec<GroupLog>, now: i64) {
         for log in logs {
-            self.groups.insert(
-                log.group_key,
-                Group {
-                    labels: log.labels,
-                    alerts: BTreeMap::new(),
-                    next_flush: now,
-                    last: Some((log.firing, log.notified_at)),
-                    resolved_sent: log.resolved_sent,
-                },
-            );
+            if !self.receivers.contains(&log.receiver) {
+                continue;
+            }
+            let group = self.groups.entry(log.group_key).or_insert_with(|| Group {
+                labels: log.labels,
+                alerts: BTreeMap::new(),
+                next_flush: now,
+                last: BTreeMap::new(),
+                resolved_sent: BTreeSet::new(),
+            });
+            group
+                .last
+                .insert(log.receiver, (log.firing, log.notified_at));
+            group.resolved_sent.extend(log.resolved_sent);
         }
     }
 
@@ -149,7 +172,7 @@ impl Dispatcher {
                 labels,
                 alerts: BTreeMap::new(),
                 next_flush: now + group_wait,
-                last: None,
+                last: BTreeMap::new(),
                 resolved_sent: BTreeSet::new(),
             });
             for alert in alerts {
@@ -169,7 +192,7 @@ impl Dispatcher {
         // an alert muted for a while is not notified again as new when it comes back.
         let repeat = ms(self.policy.repeat_interval_ms);
         self.groups.retain(|_, g| {
-            !g.alerts.is_empty() || g.last.as_ref().is_some_and(|(_, at)| now - at < repeat)
+            !g.alerts.is_empty() || g.last.values().any(|(_, at)| now - at < repeat)
         });
     }
 
@@ -200,8 +223,10 @@ impl Dispatcher {
                 .filter(|a| a.status == NotifyStatus::Resolved)
                 .map(|a| a.fingerprint.clone())
                 .collect();
-            let due = match &group.last {
-                _ if firing.is_empty() && resolved.is_empty() => false,
+            if firing.is_empty() && resolved.is_empty() {
+                continue;
+            }
+            let due = |last: Option<&(BTreeSet<String>, i64)>| match last {
                 None => true,
                 Some((last_firing, at)) => {
                     !firing.is_subset(last_firing)
@@ -209,11 +234,11 @@ impl Dispatcher {
                         || (!firing.is_empty() && now - at >= repeat)
                 }
             };
-            if !due {
-                continue;
-            }
             let alerts: Vec<NotifyAlert> = group.alerts.values().cloned().collect();
             for receiver in &self.receivers {
+                if !due(group.last.get(receiver)) {
+                    continue;
+                }
                 let payload =
                     group_payload(receiver, key, &group.labels, &alerts, &self.external_url);
                 out.push(Notification {
@@ -226,8 +251,8 @@ impl Dispatcher {
                     },
                     payload,
                 });
+                group.last.insert(receiver.clone(), (firing.clone(), now));
             }
-            group.last = Some((firing, now));
             for fp in resolved {
                 group.alerts.remove(&fp);
                 group.resolved_sent.insert(fp);
@@ -384,6 +409,41 @@ mod tests {
         );
         back.update(vec![alert("errors", "a", Resolved)], 62_000);
         assert_eq!(statuses(&back.flush(66_000))[0].1, "resolved");
+    }
+
+    /// Alertmanager's notification log is per receiver: a receiver added while a group fires
+    /// (at a reload, or while kiln was down) is told at the next flush; the receiver already
+    /// told is not told again before its repeat interval.
+    #[test]
+    fn a_receiver_added_later_is_told_of_what_already_fires() {
+        use NotifyStatus::*;
+        let receivers = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+        let mut d = Dispatcher::new(policy(), receivers(&["ops"]), String::new());
+        d.update(vec![alert("errors", "a", Firing)], 0);
+        assert_eq!(d.flush(1_000).len(), 1);
+        d.reconfigure(policy(), receivers(&["ops", "pager"]));
+        d.update(vec![alert("errors", "a", Firing)], 2_000);
+        let told: Vec<String> = d.flush(6_000).into_iter().map(|n| n.receiver).collect();
+        assert_eq!(told, ["pager"]);
+        assert!(d.flush(11_000).is_empty(), "both have been told");
+
+        // The same across a restart: the log of `ops` alone is restored.
+        let ops_only: Vec<GroupLog> = d
+            .log()
+            .into_iter()
+            .filter(|g| g.receiver == "ops")
+            .collect();
+        let mut back = Dispatcher::new(policy(), receivers(&["ops", "pager"]), String::new());
+        back.restore(ops_only, 20_000);
+        back.update(vec![alert("errors", "a", Firing)], 20_000);
+        let told: Vec<String> = back.flush(20_000).into_iter().map(|n| n.receiver).collect();
+        assert_eq!(told, ["pager"]);
+        // A receiver removed is forgotten: added back, it is told again.
+        back.reconfigure(policy(), receivers(&["ops"]));
+        back.reconfigure(policy(), receivers(&["ops", "pager"]));
+        back.update(vec![alert("errors", "a", Firing)], 21_000);
+        let told: Vec<String> = back.flush(25_000).into_iter().map(|n| n.receiver).collect();
+        assert_eq!(told, ["pager"]);
     }
 
     #[test]

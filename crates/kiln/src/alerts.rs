@@ -253,11 +253,8 @@ impl Actor {
         };
         if alerting.notify != self.alerting.notify || alerting.receivers != self.alerting.receivers
         {
-            self.dispatcher = Dispatcher::new(
-                alerting.notify.clone(),
-                receivers,
-                self.external_url.clone(),
-            );
+            self.dispatcher
+                .reconfigure(alerting.notify.clone(), receivers);
         }
         if alerting.notify.incidents != self.alerting.notify.incidents
             && let Some(incidents) = &self.incidents

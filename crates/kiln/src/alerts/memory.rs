@@ -93,7 +93,7 @@ impl Memory {
             .alerts()
             .filter(|a| a.phase == kiln_alerts::Phase::Firing)
             .count();
-        dispatcher.restore(group_logs(&loaded.log, dispatcher.receivers()), now);
+        dispatcher.restore(loaded.log.iter().map(group_log).collect(), now);
         self.instances = loaded
             .instances
             .into_iter()
@@ -128,13 +128,8 @@ impl Memory {
             .collect();
         let log: BTreeMap<Key, NotificationLogRecord> = dispatcher
             .log()
-            .into_iter()
-            .flat_map(|g| {
-                dispatcher
-                    .receivers()
-                    .iter()
-                    .map(move |r| ((r.clone(), g.group_key.clone()), log_record(r, &g)))
-            })
+            .iter()
+            .map(|g| ((g.receiver.clone(), g.group_key.clone()), log_record(g)))
             .collect();
         // A value alone changes every evaluation; it is written with the next change of state.
         let instance_changed = |old: &AlertInstanceRecord, new: &AlertInstanceRecord| {
@@ -255,9 +250,9 @@ fn to_saved(r: &AlertInstanceRecord) -> Option<SavedAlert> {
     })
 }
 
-fn log_record(receiver: &str, g: &GroupLog) -> NotificationLogRecord {
+fn log_record(g: &GroupLog) -> NotificationLogRecord {
     NotificationLogRecord {
-        receiver: receiver.to_owned(),
+        receiver: g.receiver.clone(),
         group_key: g.group_key.clone(),
         group_labels: g.labels.clone(),
         status: g.status().as_str().to_owned(),
@@ -267,27 +262,15 @@ fn log_record(receiver: &str, g: &GroupLog) -> NotificationLogRecord {
     }
 }
 
-/// The dispatcher decides per group for all its receivers at once; a group's log is the
-/// latest entry of a receiver it still sends to. A receiver added since has no entry, but the
-/// group's other receivers speak for what the group last sent.
-fn group_logs(records: &[NotificationLogRecord], receivers: &[String]) -> Vec<GroupLog> {
-    let mut latest: BTreeMap<&str, &NotificationLogRecord> = BTreeMap::new();
-    for r in records.iter().filter(|r| receivers.contains(&r.receiver)) {
-        let entry = latest.entry(r.group_key.as_str()).or_insert(r);
-        if r.notified_at > entry.notified_at {
-            *entry = r;
-        }
+fn group_log(r: &NotificationLogRecord) -> GroupLog {
+    GroupLog {
+        receiver: r.receiver.clone(),
+        group_key: r.group_key.clone(),
+        labels: r.group_labels.clone(),
+        firing: r.firing.iter().cloned().collect::<BTreeSet<_>>(),
+        notified_at: r.notified_at,
+        resolved_sent: r.resolved_sent.iter().cloned().collect(),
     }
-    latest
-        .into_values()
-        .map(|r| GroupLog {
-            group_key: r.group_key.clone(),
-            labels: r.group_labels.clone(),
-            firing: r.firing.iter().cloned().collect::<BTreeSet<_>>(),
-            notified_at: r.notified_at,
-            resolved_sent: r.resolved_sent.iter().cloned().collect(),
-        })
-        .collect()
 }
 
 #[cfg(test)]
