@@ -678,13 +678,18 @@ impl<'a> Exec<'a> {
 
     /// The step's environment files, empty. One set per job, truncated for each step: steps run
     /// one at a time, and creating and later deleting five files per step was a measurable
-    /// part of a trivial step's cost (see docs/benchmarks.md).
+    /// part of a trivial step's cost (see docs/benchmarks.md). Most steps write none of them,
+    /// and truncating an empty file still dirties its inode in the journal: only files with
+    /// something in them are truncated.
     fn files(&self, state: &JobState) -> std::io::Result<Files> {
         let dir = state.temp.join(crate::runner::RUNNER_FILES_DIR);
         std::fs::create_dir_all(&dir)?;
         let make = |what: &str| -> std::io::Result<PathBuf> {
             let p = dir.join(what);
-            std::fs::File::create(&p)?;
+            let empty = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0);
+            if !empty {
+                std::fs::File::create(&p)?;
+            }
             Ok(p)
         };
         Ok(Files {
