@@ -22,15 +22,19 @@ pub enum Condition {
     Template(Template),
 }
 
+/// The inside of `${{ expr }}` when `trimmed` is that one expression and nothing else.
+pub(crate) fn lone_expression(trimmed: &str) -> Option<&str> {
+    trimmed
+        .strip_prefix("${{")
+        .and_then(|s| s.strip_suffix("}}"))
+        .filter(|s| !s.contains("${{"))
+}
+
 /// Parses an `if`; on failure the message and the byte offset in `text`.
 pub fn parse(text: &str, opts: &ParseOptions) -> Result<Condition, (String, usize)> {
     let trimmed = text.trim();
     let lead = text.len() - text.trim_start().len();
-    if let Some(inner) = trimmed
-        .strip_prefix("${{")
-        .and_then(|s| s.strip_suffix("}}"))
-        .filter(|s| !s.contains("${{"))
-    {
+    if let Some(inner) = lone_expression(trimmed) {
         let base = lead + 3;
         return parse_expr(inner, opts)
             .map(|expr| Condition::Expr {

@@ -15,9 +15,10 @@ use kiln_spec::yaml::{Key, Node, Value as Y};
 
 use crate::condition;
 use crate::workflow::{
-    Access, ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Concurrency, Environment,
-    Input, InputType, Job, JobBody, Matrix, MatrixTable, Name, NodeRuns, Permissions, RunDefaults,
-    RunsOn, Step, StepAction, Strategy, Text, TextMap, Trigger, Vector, resolve_action,
+    Access, ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Concurrency, Env,
+    Environment, Input, InputType, Job, JobBody, Matrix, MatrixTable, Name, NodeRuns, Permissions,
+    RunDefaults, RunsOn, Step, StepAction, Strategy, Text, TextMap, Trigger, Vector,
+    resolve_action,
 };
 
 /// Where an expression is written decides which named values and functions it may use.
@@ -224,7 +225,7 @@ pub(crate) struct WorkflowParts {
     pub name: Option<String>,
     pub run_name: Option<Text>,
     pub on: IndexMap<String, Trigger>,
-    pub env: TextMap,
+    pub env: Env,
     pub defaults: RunDefaults,
     pub permissions: Option<Permissions>,
     pub concurrency: Option<Concurrency>,
@@ -382,6 +383,23 @@ impl Decoder<'_> {
         out
     }
 
+    /// An `env:` block: a mapping, or one `${{ }}` expression standing for the whole mapping
+    /// (workflow syntax, `env`: GitHub's schema allows expressions at the mapping itself).
+    fn env(&mut self, node: &Node, path: &str, scope: &Scope) -> Env {
+        if let Y::String { text, .. } = &node.value
+            && condition::lone_expression(text.trim()).is_some()
+        {
+            return Env {
+                entries: TextMap::new(),
+                expression: self.text(node, path, scope),
+            };
+        }
+        Env {
+            entries: self.text_map(node, path, scope),
+            expression: None,
+        }
+    }
+
     fn string_list(&mut self, node: &Node, path: &str) -> Vec<String> {
         match &node.value {
             Y::Seq(items) => items
@@ -412,7 +430,7 @@ impl Decoder<'_> {
             name: None,
             run_name: None,
             on: IndexMap::new(),
-            env: TextMap::new(),
+            env: Env::default(),
             defaults: RunDefaults::default(),
             permissions: None,
             concurrency: None,
@@ -430,7 +448,7 @@ impl Decoder<'_> {
                     seen_on = true;
                     parts.on = self.triggers(value);
                 }
-                "env" => parts.env = self.text_map(value, "env", &Scope::new(WORKFLOW_ENV, &[])),
+                "env" => parts.env = self.env(value, "env", &Scope::new(WORKFLOW_ENV, &[])),
                 "defaults" => {
                     parts.defaults = self.defaults(value, "defaults", &Scope::new(JOB_IF, &[]));
                 }
@@ -898,7 +916,7 @@ impl Decoder<'_> {
             name: None,
             needs: Vec::new(),
             condition: None,
-            env: TextMap::new(),
+            env: Env::default(),
             defaults: RunDefaults::default(),
             outputs: TextMap::new(),
             timeout_minutes: None,
@@ -919,7 +937,7 @@ impl Decoder<'_> {
                 "needs" => job.needs = self.needs(v, &p),
                 "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
                 "runs-on" => job.runs_on = self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
-                "env" => job.env = self.text_map(v, &p, &sc(JOB_ENV, &[])),
+                "env" => job.env = self.env(v, &p, &sc(JOB_ENV, &[])),
                 "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
                 "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
                 "timeout-minutes" => job.timeout_minutes = self.text(v, &p, &sc(JOB_PLAIN, &[])),
@@ -1417,7 +1435,7 @@ impl Decoder<'_> {
                 text: String::new(),
                 span: node.span,
             }),
-            env: TextMap::new(),
+            env: Env::default(),
             shell: None,
             working_directory: None,
             continue_on_error: None,
@@ -1444,7 +1462,7 @@ impl Decoder<'_> {
                 }
                 "uses" => uses = self.uses(v, &p),
                 "with" => with = Some(self.text_map(v, &p, scope)),
-                "env" => step.env = self.text_map(v, &p, scope),
+                "env" => step.env = self.env(v, &p, scope),
                 "shell" => step.shell = self.text(v, &p, scope),
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),

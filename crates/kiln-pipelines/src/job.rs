@@ -20,8 +20,8 @@ use crate::commands::{parse_command, parse_env_file};
 use crate::context::{Ctx, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::process::{self, Exit, Spawn};
-use crate::runner::{Scope, Shared, runner_arch};
-use crate::workflow::{ActionRef, Job, JobBody, Step, StepAction, Text};
+use crate::runner::{Scope, Shared, runner_arch, runner_context};
+use crate::workflow::{ActionRef, Env, Job, JobBody, Step, StepAction, Text};
 
 /// GitHub's default job timeout.
 const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
@@ -112,14 +112,7 @@ pub(crate) async fn run_instance(
             return fail_before_steps(shared, scope, job, &inst, started);
         }
     };
-    inst.ctx.workspace = state.workspace.clone();
-    if let Some(Value::Object(mut github)) = inst.ctx.values.get("github").cloned() {
-        github.insert(
-            "workspace".to_owned(),
-            Value::String(state.workspace.to_string_lossy().into_owned()),
-        );
-        inst.ctx.set("github", Value::Object(github));
-    }
+    place(shared, &mut inst.ctx, &state.workspace, &state.temp);
     let continue_on_error = inst
         .ctx
         .flag(job.continue_on_error.as_ref())
@@ -259,16 +252,59 @@ fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<S
     )))
 }
 
+/// Points the contexts at the job's own directories: `github.workspace` (and `hashFiles`'s root)
+/// at its workspace, `runner.temp` at its temporary directory, as `$GITHUB_WORKSPACE` and
+/// `$RUNNER_TEMP` are.
+fn place(shared: &Shared, ctx: &mut Ctx, workspace: &Path, temp: &Path) {
+    ctx.workspace = workspace.to_path_buf();
+    ctx.set("runner", runner_context(temp, &shared.tool_cache()));
+    if let Some(Value::Object(mut github)) = ctx.values.get("github").cloned() {
+        github.insert(
+            "workspace".to_owned(),
+            Value::String(workspace.to_string_lossy().into_owned()),
+        );
+        ctx.set("github", Value::Object(github));
+    }
+}
+
+/// The variables of an `env:` block: its entries, or the mapping its one expression evaluates
+/// to (workflow syntax, `env`), each value as GitHub prints it.
+fn env_values(ctx: &Ctx, env: &Env) -> Result<Vec<(String, String)>, String> {
+    if let Some(expression) = &env.expression {
+        return match ctx.value(expression).map_err(|e| format!("env: {e}"))? {
+            Value::Object(map) => Ok(map
+                .into_iter()
+                .map(|(k, v)| (k, v.to_display_string()))
+                .collect()),
+            Value::Null => Ok(Vec::new()),
+            other => Err(format!(
+                "env: `{}` must evaluate to a mapping (it gave {})",
+                expression.text,
+                other.kind_name()
+            )),
+        };
+    }
+    env.entries
+        .iter()
+        .map(|(k, t)| {
+            ctx.string(t)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("env `{k}`: {e}"))
+        })
+        .collect()
+}
+
 fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result<JobState, String> {
     let (workspace, temp) = shared
         .job_dirs()
         .map_err(|e| format!("cannot create the job's directories: {e}"))?;
     let mut ctx = inst.ctx.clone();
+    // `env` (workflow and job) is read on the runner, with the job's workspace known:
+    // `${{ github.workspace }}/data` names the job's directory.
+    place(shared, &mut ctx, &workspace, &temp);
     let mut env = IndexMap::new();
     for source in [&scope.workflow.env, &job.env] {
-        for (k, t) in source {
-            env.insert(k.clone(), ctx.string(t)?);
-        }
+        env.extend(env_values(&ctx, source)?);
         ctx.set("env", object(&env));
     }
     let minutes = inst
@@ -502,15 +538,11 @@ async fn run_step(
     });
     let mut env = merged_env(state);
     let mut result = None;
-    for (k, t) in &step.env {
-        match ctx.string(t) {
-            Ok(v) => {
-                env.insert(k.clone(), v);
-            }
-            Err(e) => {
-                log(shared, &inst.display, &format!("##[error]env `{k}`: {e}"));
-                result = Some(StepResult::failed(Status::Failure));
-            }
+    match env_values(&ctx, &step.env) {
+        Ok(values) => env.extend(values),
+        Err(e) => {
+            log(shared, &inst.display, &format!("##[error]{e}"));
+            result = Some(StepResult::failed(Status::Failure));
         }
     }
     ctx.set("env", object(&env));
@@ -780,7 +812,7 @@ impl<'a> Exec<'a> {
             ),
             (
                 "RUNNER_TOOL_CACHE".into(),
-                s.temp.join("tool-cache").to_string_lossy().into_owned(),
+                s.tool_cache().to_string_lossy().into_owned(),
             ),
             (
                 "RUNNER_WORKSPACE".into(),
@@ -897,6 +929,9 @@ impl<'a> Exec<'a> {
             exec: self,
             outputs: IndexMap::new(),
             stop_token: None,
+            set_env: Vec::new(),
+            add_path: Vec::new(),
+            command_failed: false,
         };
         let mut cancel = state.cancel.clone();
         // A cancellation that came before this step does not stop it: the step runs because
@@ -905,6 +940,11 @@ impl<'a> Exec<'a> {
         cancel.borrow_and_update();
         let (exit, pgid) = process::run(spawn, &mut cancel, |line| handler.line(&line)).await;
         let mut outputs = std::mem::take(&mut handler.outputs);
+        state.added_env.extend(std::mem::take(&mut handler.set_env));
+        for dir in std::mem::take(&mut handler.add_path) {
+            state.path.insert(0, dir);
+        }
+        let command_failed = handler.command_failed;
         if let Some(p) = pgid {
             state.pgids.push(p);
         }
@@ -917,6 +957,7 @@ impl<'a> Exec<'a> {
             };
         }
         let (outcome, exit_code) = match exit {
+            Exit::Code(0) if command_failed => (Status::Failure, Some(0)),
             Exit::Code(0) => (Status::Success, Some(0)),
             Exit::Code(code) => {
                 self.log(&format!(
@@ -1034,7 +1075,9 @@ impl<'a> Exec<'a> {
         path: &str,
         with: &IndexMap<String, Text>,
     ) -> StepResult {
-        let dir = state.workspace.join(path.trim_start_matches("./"));
+        // Components drop `.` and a trailing `/`: `uses: ./` is the workspace itself, and
+        // GITHUB_ACTION_PATH never ends in a separator on GitHub.
+        let dir: PathBuf = state.workspace.join(path).components().collect();
         let action = match crate::load::load_action(&dir) {
             Ok(a) => a,
             Err(e) => {
@@ -1209,14 +1252,73 @@ enum JobPost {
     },
 }
 
+/// Opts a job into the `set-env` and `add-path` workflow commands GitHub disabled in 2020.
+const UNSECURE_COMMANDS: &str = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
+
 /// Turns each output line into a log line or a workflow command.
 struct Lines<'a> {
     exec: &'a Exec<'a>,
     outputs: IndexMap<String, String>,
     stop_token: Option<String>,
+    /// `::set-env::` variables, applied to the job when the step ends.
+    set_env: Vec<(String, String)>,
+    /// `::add-path::` directories, in the order written.
+    add_path: Vec<String>,
+    /// A command could not be processed: the runner fails the step whatever its exit code.
+    command_failed: bool,
 }
 
 impl Lines<'_> {
+    /// `set-env` and `add-path`, as the runner's `ActionCommandManager` handles them: disabled
+    /// unless `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true` in the step's `env` context or the
+    /// runner's own environment, and then a failure of the step; with it, they set a variable
+    /// or prepend a directory for the following steps (`NODE_OPTIONS` stays refused).
+    fn unsecure(&mut self, line: &str, command: &str, name: Option<&String>, data: String) {
+        let shared = self.exec.shared;
+        let job = &self.exec.inst.display;
+        let opted_in = |v: Option<String>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let allowed = opted_in(std::env::var(UNSECURE_COMMANDS).ok())
+            || opted_in(self.exec.env.get(UNSECURE_COMMANDS).cloned());
+        let problem = if !allowed {
+            Some(format!(
+                "The `{command}` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `{UNSECURE_COMMANDS}` environment variable to `true`. For more information see: https://github.blog/changelog/2020-10-01-github-actions-deprecating-set-env-and-add-path-commands/"
+            ))
+        } else if command == "add-path" {
+            if data.is_empty() {
+                Some("Value cannot be null or empty. (Parameter 'path')".to_owned())
+            } else {
+                self.add_path.push(data);
+                None
+            }
+        } else {
+            match name.filter(|n| !n.is_empty()) {
+                None => Some("Required field 'name' is missing in ##[set-env] command.".to_owned()),
+                Some(n) if n.eq_ignore_ascii_case("NODE_OPTIONS") => {
+                    let message =
+                        format!("Can't update {n} environment variable using ::set-env:: command.");
+                    log(shared, job, &format!("##[error]{message}"));
+                    shared.annotate(job, Annotation::new(Level::Error, message));
+                    None
+                }
+                Some(n) => {
+                    self.set_env.push((n.clone(), data));
+                    None
+                }
+            }
+        };
+        if let Some(problem) = problem {
+            let first = format!(
+                "Unable to process command '{}' successfully.",
+                shared.mask(line)
+            );
+            for message in [first, problem] {
+                log(shared, job, &format!("##[error]{message}"));
+                shared.annotate(job, Annotation::new(Level::Error, message));
+            }
+            self.command_failed = true;
+        }
+    }
+
     fn line(&mut self, line: &str) {
         let shared = self.exec.shared;
         let job = &self.exec.inst.display;
@@ -1256,13 +1358,12 @@ impl Lines<'_> {
                     self.outputs.insert(name.clone(), cmd.data);
                 }
             }
-            "set-env" | "add-path" => {
-                let message = format!(
-                    "The `{}` command is disabled. Please upgrade to using Environment Files.",
-                    cmd.name
-                );
-                log(shared, job, &format!("##[error]{message}"));
-            }
+            "set-env" | "add-path" => self.unsecure(
+                line,
+                cmd.name.as_str(),
+                cmd.properties.get("name"),
+                cmd.data,
+            ),
             _ => log(shared, job, line),
         }
     }

@@ -64,6 +64,17 @@ pub(crate) async fn run(
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
+        // The runner's words: a missing `working-directory` is not a missing shell.
+        Err(_) if !spec.cwd.is_dir() => {
+            return (
+                Exit::SpawnFailed(format!(
+                    "An error occurred trying to start process '{}' with working directory '{}'. No such file or directory",
+                    spec.program,
+                    spec.cwd.display()
+                )),
+                None,
+            );
+        }
         Err(e) => return (Exit::SpawnFailed(format!("{}: {e}", spec.program)), None),
     };
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());

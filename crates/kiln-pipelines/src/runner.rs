@@ -235,6 +235,11 @@ impl Shared {
         }
     }
 
+    /// `runner.tool_cache` and `$RUNNER_TOOL_CACHE`: shared by the run's jobs.
+    pub fn tool_cache(&self) -> PathBuf {
+        self.temp.join("tool-cache")
+    }
+
     /// A job instance's own empty workspace and temp directory, as a fresh GitHub runner has:
     /// a finished job's, emptied, or a new one.
     pub fn job_dirs(&self) -> std::io::Result<(PathBuf, PathBuf)> {
@@ -819,14 +824,16 @@ pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
     ctx.set("matrix", Value::Null);
     ctx.set("env", Value::Object(IndexMap::new()));
     ctx.set("steps", Value::Object(IndexMap::new()));
-    ctx.set("runner", runner_context(&shared.temp));
+    ctx.set("runner", runner_context(&shared.temp, &shared.tool_cache()));
     ctx
 }
 
-pub(crate) fn runner_context(temp: &Path) -> Value {
+/// The `runner` context. `temp` is the job's own temporary directory once the job has one (the
+/// same directory as `$RUNNER_TEMP`); the tool cache is shared by the run's jobs.
+pub(crate) fn runner_context(temp: &Path, tool_cache: &Path) -> Value {
     Value::from_json(&serde_json::json!({
         "os": "Linux", "arch": runner_arch(), "name": "kiln", "environment": "self-hosted",
-        "temp": temp.to_string_lossy(), "tool_cache": temp.join("tool-cache").to_string_lossy(),
+        "temp": temp.to_string_lossy(), "tool_cache": tool_cache.to_string_lossy(),
         "debug": "",
     }))
 }

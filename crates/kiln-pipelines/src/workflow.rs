@@ -31,6 +31,17 @@ pub struct Name {
 /// An ordered `name: value` map of expression texts (`env`, `with`, `outputs`).
 pub type TextMap = IndexMap<String, Text>;
 
+/// An `env:` block (workflow, job or step). GitHub's workflow schema gives `env` its contexts on
+/// the mapping itself, so the whole block may be one expression that evaluates to a mapping when
+/// it is read: `env: ${{ matrix.env }}` with a matrix whose rows carry `env: { TOXENV: docs }`.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `NAME: value` entries as written.
+    pub entries: TextMap,
+    /// The whole block written as one expression, evaluated to a mapping at run time.
+    pub expression: Option<Text>,
+}
+
 /// One workflow file.
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -43,7 +54,7 @@ pub struct Workflow {
     /// `on`.
     pub on: IndexMap<String, Trigger>,
     /// `env`.
-    pub env: TextMap,
+    pub env: Env,
     /// `defaults.run`.
     pub defaults: RunDefaults,
     /// `permissions` (parsed and checked; kiln issues no `GITHUB_TOKEN` to scope).
@@ -148,7 +159,7 @@ pub struct Job {
     /// `if`.
     pub condition: Option<Text>,
     /// `env`.
-    pub env: TextMap,
+    pub env: Env,
     /// `defaults.run`.
     pub defaults: RunDefaults,
     /// `outputs`.
@@ -304,7 +315,7 @@ pub struct Step {
     /// `run` or `uses`.
     pub action: StepAction,
     /// `env`.
-    pub env: TextMap,
+    pub env: Env,
     /// `shell`.
     pub shell: Option<Text>,
     /// `working-directory`.

@@ -17,6 +17,15 @@ fn load_action(
     kiln_pipelines::load::load_action(dir.path())
 }
 
+/// A workflow's `env` entries as written.
+fn env_texts(w: &Workflow) -> Vec<(&str, &str)> {
+    w.env
+        .entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.text.as_str()))
+        .collect()
+}
+
 fn parse(yaml: &str) -> Workflow {
     match parse_workflow(Path::new("ci.yml"), yaml) {
         Ok((workflow, _)) => workflow,
@@ -74,11 +83,7 @@ fn yaml_numbers_in_string_places_print_as_github_prints_them() {
     let w = parse(
         "on: push\nenv:\n  DOTTED: 1.10\n  HEX: 0x1F\n  EXP: 1e3\n  INT: 42\n  QUOTED: '1.10'\n  WORD: on\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: 30\n    steps:\n      - uses: actions/setup-python@v5\n        with: { python-version: 3.10 }\n",
     );
-    let env: Vec<(&str, &str)> = w
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.text.as_str()))
-        .collect();
+    let env = env_texts(&w);
     assert_eq!(
         env,
         [
@@ -165,4 +170,84 @@ fn metadata_syntax_javascript_action_outputs_need_no_value() {
     )
     .expect_err("composite needs value");
     assert!(err.to_string().contains("is missing `value`"), "{err}");
+}
+
+/// Workflow syntax, `env` (workflow, job and step): GitHub's schema gives the contexts to the
+/// mapping itself, so one expression may stand for the whole block, as scrapy's checks do with
+/// `env: ${{ matrix.env }}` over matrix rows that carry their own `env`. Text around the
+/// expression makes it a string, which is still not a mapping.
+#[test]
+fn workflow_syntax_env_may_be_one_expression_for_the_whole_mapping() {
+    let w = parse(
+        "on: push\nenv: ${{ fromJSON(vars.SHARED_ENV) }}\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        include:\n          - { py: '3.11', env: { TOXENV: docs } }\n    env: ${{ matrix.env }}\n    steps:\n      - run: tox\n        env: \"${{ matrix.env }}\"\n",
+    );
+    let expression = |env: &kiln_pipelines::workflow::Env| {
+        assert!(env.entries.is_empty());
+        env.expression.as_ref().map(|t| t.text.clone())
+    };
+    assert_eq!(
+        expression(&w.env).as_deref(),
+        Some("${{ fromJSON(vars.SHARED_ENV) }}")
+    );
+    let job = &w.jobs["a"];
+    assert_eq!(expression(&job.env).as_deref(), Some("${{ matrix.env }}"));
+    let JobBody::Steps(steps) = &job.body else {
+        panic!("steps expected")
+    };
+    assert_eq!(
+        expression(&steps[0].env).as_deref(),
+        Some("${{ matrix.env }}")
+    );
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: tox\n        env: prefix-${{ github.sha }}\n",
+    )
+    .expect_err("a string is not a mapping");
+    assert!(err.to_string().contains("must be a mapping"), "{err}");
+}
+
+/// Workflow syntax, YAML anchors and aliases: GitHub reads anchors and aliases but refuses the
+/// merge key `<<`. kiln reports that one mistake, not the `runs-on` and `steps` the merged
+/// mapping would have brought.
+#[test]
+fn yaml_merge_keys_are_refused_once_without_follow_on_errors() {
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a: &base\n    runs-on: ubuntu-latest\n    steps: [ { run: make } ]\n  b:\n    <<: *base\n    needs: a\n",
+    )
+    .expect_err("GitHub refuses merge keys");
+    let text = err.to_string();
+    assert_eq!(err.diagnostics.len(), 1, "{text}");
+    assert!(
+        text.contains("YAML merge keys (`<<`) are not supported"),
+        "{text}"
+    );
+    assert!(text.contains("ci.yml:7:5"), "{text}");
+}
+
+/// The runner's YAML reader (`YamlObjectReader`) takes the core schema's tags: `!!str` keeps a
+/// version as written where a plain `3.10` would be the number 3.1.
+#[test]
+fn yaml_core_schema_tags_are_read_as_the_runner_reads_them() {
+    let w = parse(
+        "on: push\nenv:\n  PY: !!str 3.10\n  N: !!int 7\n  ON: !!bool true\njobs:\n  a:\n    runs-on: !!str ubuntu-latest\n    steps: !!seq\n      - uses: actions/setup-python@v5\n        with: !!map { python-version: !!str 3.10 }\n",
+    );
+    let env = env_texts(&w);
+    assert_eq!(env, [("PY", "3.10"), ("N", "7"), ("ON", "true")]);
+    let JobBody::Steps(steps) = &w.jobs["a"].body else {
+        panic!("steps expected")
+    };
+    let StepAction::Uses { with, .. } = &steps[0].action else {
+        panic!("uses expected")
+    };
+    assert_eq!(with["python-version"].text, "3.10");
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: !!int ten\n    steps: [ { run: make } ]\n",
+    )
+    .expect_err("`ten` is no integer");
+    assert!(
+        err.to_string().contains("`ten` is not a valid `!!int`"),
+        "{err}"
+    );
 }

@@ -112,6 +112,11 @@ async fn run_one(files: &[(&str, &str)], tweak: impl FnOnce(&mut RunOptions)) ->
 
 const WF: &str = ".github/workflows/ci.yml";
 
+/// Runs `yaml` as the repository's only workflow.
+async fn run_workflow(yaml: &str) -> Ran {
+    run_one(&[(WF, yaml)], |_| {}).await
+}
+
 #[tokio::test]
 async fn matrix_and_needs_outputs() {
     let ran = run_one(
@@ -1346,5 +1351,138 @@ jobs:
     assert_eq!(
         ran.logs("single").last().map(String::as_str),
         Some("total=1 index=0 m=[] v=1.1")
+    );
+}
+
+/// Contexts reference, `github.action_path` / default environment variables,
+/// `GITHUB_ACTION_PATH`: the directory of the action, written as a path without a trailing
+/// separator whether the step says `uses: ./`, `uses: ./sub` or `uses: ./sub/`.
+#[tokio::test]
+async fn github_action_path_has_no_trailing_separator() {
+    let action = "runs:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo \"path=${GITHUB_ACTION_PATH#$GITHUB_WORKSPACE}|\"\n";
+    let ran = run_one(
+        &[
+            ("action.yml", action),
+            ("sub/action.yml", action),
+            (
+                WF,
+                "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./\n      - uses: ./sub\n      - uses: ./sub/\n",
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(
+        logs[1..],
+        ["path=|", "path=/sub|", "path=/sub|"],
+        "{logs:?}"
+    );
+}
+
+/// Workflow syntax, `env`: a block written as one expression is evaluated when the job or step
+/// starts and each of the mapping's values is set as GitHub prints it; `null` sets nothing and
+/// anything else that is not a mapping fails the step, naming the expression.
+#[tokio::test]
+async fn env_written_as_one_expression_sets_the_mapping_it_evaluates_to() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        include:
+          - { leg: docs, env: { TOXENV: docs, WORKERS: 2 } }
+    env: ${{ fromJSON('{"SHARED":"yes"}') }}
+    steps:
+      - env: ${{ matrix.env }}
+        run: echo "$TOXENV $WORKERS $SHARED"
+      - env: ${{ matrix.missing }}
+        run: echo "none ${TOXENV:-unset}"
+      - env: ${{ matrix.leg }}
+        run: echo unreachable
+"#,
+    )
+    .await;
+    let jobs = ran.store.jobs();
+    assert_eq!(jobs.len(), 1);
+    let logs = ran.logs(&jobs[0].1.name);
+    assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
+    assert_eq!(logs[..2], ["docs 2 yes", "none unset"]);
+    assert!(
+        logs[2].contains("`${{ matrix.leg }}` must evaluate to a mapping (it gave String)"),
+        "{logs:?}"
+    );
+}
+
+/// Workflow commands, `set-env` and `add-path` (disabled in 2020): as the runner handles them,
+/// each is refused unless `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true`, and a refused command
+/// fails its step even when the script exits 0; opted in, they set a variable and prepend a
+/// directory for the following steps. Contexts reference, `runner.temp` is `$RUNNER_TEMP`.
+#[tokio::test]
+async fn unsecure_commands_and_runner_temp_behave_as_on_github() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: test "${{ runner.temp }}" = "$RUNNER_TEMP" && echo same temp
+      - id: refused
+        run: echo "::set-env name=OLD::value"
+        continue-on-error: true
+      - run: echo "old=${OLD:-unset}"
+      - env: { ACTIONS_ALLOW_UNSECURE_COMMANDS: 'true' }
+        run: |
+          mkdir -p "$RUNNER_TEMP/bin"
+          printf '#!/bin/sh\necho tool ran\n' > "$RUNNER_TEMP/bin/mytool"
+          chmod +x "$RUNNER_TEMP/bin/mytool"
+          echo "::set-env name=OLD::set"
+          echo "::add-path::$RUNNER_TEMP/bin"
+      - run: |
+          echo "old=$OLD"
+          mytool
+"#,
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Success, "{logs:?}");
+    let refused = &ran.job("a").steps[1];
+    assert_eq!(
+        (refused.outcome, refused.conclusion, refused.exit_code),
+        (Status::Failure, Status::Success, Some(0))
+    );
+    let expected = [
+        "same temp",
+        "##[error]Unable to process command '::set-env name=OLD::value' successfully.",
+        "##[error]The `set-env` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`. For more information see: https://github.blog/changelog/2020-10-01-github-actions-deprecating-set-env-and-add-path-commands/",
+        "old=unset",
+        "old=set",
+        "tool ran",
+    ];
+    assert_eq!(logs, expected);
+}
+
+/// Contexts reference, `github.workspace`: workflow and job `env` are read on the runner, so
+/// `${{ github.workspace }}/data` there names the job's workspace (seaborn's `SEABORN_DATA`).
+/// A `working-directory` that does not exist fails its step with the runner's message rather
+/// than one that reads like a missing shell.
+#[tokio::test]
+async fn workflow_env_sees_the_job_workspace_and_a_missing_working_directory_is_named() {
+    let ran = run_workflow(
+        "on: push\nenv:\n  DATA: ${{ github.workspace }}/data\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: test \"$DATA\" = \"$GITHUB_WORKSPACE/data\" && echo data ok\n      - working-directory: nowhere\n        run: echo unreachable\n",
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
+    assert_eq!(logs[0], "data ok");
+    assert!(
+        logs[1].starts_with("##[error]cannot start the step: An error occurred trying to start process 'bash' with working directory '")
+            && logs[1].ends_with("/nowhere'. No such file or directory"),
+        "{logs:?}"
     );
 }

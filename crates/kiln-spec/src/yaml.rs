@@ -4,9 +4,16 @@
 //! node and every mapping key carries its [`Span`], so later passes can report any number of
 //! mistakes with exact places. Duplicate keys are reported with both places and the tree keeps
 //! the first; `<<` merge keys and custom tags are refused (GitHub refuses them too), aliases are
-//! expanded with a budget so that a "billion laughs" document cannot exhaust memory.
+//! expanded with a budget so that a "billion laughs" document cannot exhaust memory. The YAML
+//! 1.2 core schema's own tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!map`, `!!seq`)
+//! are read as GitHub's runner reads them: `!!str` makes any scalar a string, the others must
+//! be plain scalars of their type.
+//!
+//! A refused merge key still has its mapping(s) merged into the tree (YAML 1.1's rule: keys
+//! written in the mapping win, then the merged mappings in order), so the one real mistake is
+//! reported and not a trail of "missing key" errors for keys the author did write.
 
-use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, Span as YamlSpan};
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, Span as YamlSpan, Tag};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::source::{FileId, Span};
@@ -123,6 +130,8 @@ enum Frame {
         anchor: usize,
         entries: Vec<(Key, Node)>,
         pending_key: Option<Key>,
+        /// The values of refused `<<` keys, merged in when the mapping closes.
+        merges: Vec<Node>,
     },
 }
 
@@ -194,19 +203,17 @@ impl Builder<'_> {
                 }
                 Event::Alias(id) => self.alias(id, span)?,
                 Event::Scalar(text, style, anchor, tag) => {
-                    if tag.is_some() {
-                        self.refuse_tag(span);
-                    }
-                    let node = Node {
-                        value: resolve_scalar(&text, style),
-                        span,
+                    let value = match tag {
+                        None => resolve_scalar(&text, style),
+                        Some(tag) => self.tagged_scalar(&text, style, &tag, span),
                     };
+                    let node = Node { value, span };
                     self.remember(anchor, &node);
                     node
                 }
                 Event::SequenceStart(_, anchor, tag) => {
-                    if tag.is_some() {
-                        self.refuse_tag(span);
+                    if let Some(tag) = tag {
+                        self.collection_tag(&tag, "seq", span);
                     }
                     if !self.push_frame(&stack, span) {
                         return None;
@@ -219,8 +226,8 @@ impl Builder<'_> {
                     continue;
                 }
                 Event::MappingStart(_, anchor, tag) => {
-                    if tag.is_some() {
-                        self.refuse_tag(span);
+                    if let Some(tag) = tag {
+                        self.collection_tag(&tag, "map", span);
                     }
                     if !self.push_frame(&stack, span) {
                         return None;
@@ -230,6 +237,7 @@ impl Builder<'_> {
                         anchor,
                         entries: Vec::new(),
                         pending_key: None,
+                        merges: Vec::new(),
                     });
                     continue;
                 }
@@ -283,17 +291,95 @@ impl Builder<'_> {
         true
     }
 
-    fn refuse_tag(&mut self, span: Span) {
+    fn refuse_tag(&mut self, tag: &Tag, span: Span) {
         self.diags.push(
             Diagnostic::new(
                 Code::Unsupported,
                 span,
                 "",
-                "YAML tags are not supported in stack files",
+                format!("the YAML tag `{}` is not supported", tag_text(tag)),
             )
             .label("tagged node")
-            .help("remove the `!tag`; write the value plainly"),
+            .help(
+                "only the core schema's tags (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`) \
+                 are read; remove the tag and write the value plainly",
+            ),
         );
+    }
+
+    /// `!!map` on a mapping and `!!seq` on a sequence say what the node already is.
+    fn collection_tag(&mut self, tag: &Tag, kind: &str, span: Span) {
+        match tag.core_suffix() {
+            Some(core) if core == kind => {}
+            Some(core) => {
+                let what = if kind == "map" { "a mapping" } else { "a list" };
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        span,
+                        "",
+                        format!("`!!{core}` tags {what}"),
+                    )
+                    .label(format!("this is {what}"))
+                    .help(format!("remove the tag, or write `!!{kind}`")),
+                );
+            }
+            None => self.refuse_tag(tag, span),
+        }
+    }
+
+    /// A core-schema tag on a scalar, as GitHub's runner reads it (its `YamlObjectReader`):
+    /// `!!str` makes any scalar a string; `!!int`, `!!float`, `!!bool` and `!!null` take a plain
+    /// scalar that is written as a value of that type.
+    fn tagged_scalar(&mut self, text: &str, style: ScalarStyle, tag: &Tag, span: Span) -> Value {
+        let fallback = || resolve_scalar(text, style);
+        let Some(kind) = tag.core_suffix() else {
+            self.refuse_tag(tag, span);
+            return fallback();
+        };
+        if kind == "str" {
+            return Value::String {
+                text: text.to_owned(),
+                quoted: true,
+            };
+        }
+        let resolved = resolve_scalar(text, ScalarStyle::Plain);
+        let fits = style == ScalarStyle::Plain
+            && match kind {
+                "int" => is_core_int(text),
+                "float" => matches!(resolved, Value::Number(_)),
+                "bool" => matches!(resolved, Value::Bool(_)),
+                "null" => matches!(resolved, Value::Null),
+                _ => false,
+            };
+        if fits {
+            return resolved;
+        }
+        let expected = match kind {
+            "int" => "an integer such as `3`, `-7` or `0x1F`",
+            "float" => "a number such as `1.5`, `2e3` or `.inf`",
+            "bool" => "`true` or `false`",
+            "null" => "`null`, `~` or nothing",
+            _ => "a scalar (`!!map` and `!!seq` tag mappings and lists)",
+        };
+        let written = if style == ScalarStyle::Plain {
+            format!("`{text}`")
+        } else {
+            format!("the quoted `{text}`")
+        };
+        self.diags.push(
+            Diagnostic::new(
+                Code::InvalidValue,
+                span,
+                "",
+                format!("{written} is not a valid `!!{kind}`"),
+            )
+            .label(format!("expected {expected}, unquoted"))
+            .help(format!(
+                "write the value as {expected}, or use `!!str` (or quotes) for a string"
+            )),
+        );
+        fallback()
     }
 
     fn remember(&mut self, anchor: usize, node: &Node) {
@@ -343,9 +429,11 @@ impl Builder<'_> {
             Frame::Map {
                 start,
                 anchor,
-                entries,
+                mut entries,
+                merges,
                 ..
             } => {
+                merge_into(&mut entries, merges);
                 let node = Node {
                     value: Value::Map(entries),
                     span: Span::new(self.file, start, end),
@@ -362,9 +450,14 @@ impl Builder<'_> {
             Frame::Map {
                 entries,
                 pending_key,
+                merges,
                 ..
             } => match pending_key.take() {
                 None => *pending_key = Some(self.key(node)),
+                Some(key) if key.text == "<<" => {
+                    self.refuse_merge_key(&key);
+                    merges.push(node);
+                }
                 Some(key) => self.insert(entries, key, node),
             },
         }
@@ -400,20 +493,24 @@ impl Builder<'_> {
         }
     }
 
+    /// GitHub refuses merge keys too (anchors and aliases, yes; `<<`, no).
+    fn refuse_merge_key(&mut self, key: &Key) {
+        self.diags.push(
+            Diagnostic::new(
+                Code::Unsupported,
+                key.span,
+                "",
+                "YAML merge keys (`<<`) are not supported",
+            )
+            .label("merge key")
+            .help(
+                "write the keys out in this mapping; an alias (`*name`) may stand for a whole \
+                 value, but cannot be merged into a mapping",
+            ),
+        );
+    }
+
     fn insert(&mut self, entries: &mut Vec<(Key, Node)>, key: Key, node: Node) {
-        if key.text == "<<" {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::Unsupported,
-                    key.span,
-                    "",
-                    "YAML merge keys (`<<`) are not supported",
-                )
-                .label("merge key")
-                .help("repeat the keys, or move the shared part into a module"),
-            );
-            return;
-        }
         if let Some((first, _)) = entries.iter().find(|(k, _)| k.text == key.text) {
             let first_span = first.span;
             self.diags.push(
@@ -430,6 +527,47 @@ impl Builder<'_> {
             return;
         }
         entries.push((key, node));
+    }
+}
+
+/// YAML 1.1's merge: keys written in the mapping win, then each merged mapping in order. Only
+/// used so that a refused merge key leaves the tree as its author meant it.
+fn merge_into(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) {
+    let sources = merges.into_iter().flat_map(|node| match node.value {
+        Value::Seq(items) => items,
+        _ => vec![node],
+    });
+    for source in sources {
+        let Value::Map(merged) = source.value else {
+            continue;
+        };
+        for (key, value) in merged {
+            if !entries.iter().any(|(k, _)| k.text == key.text) {
+                entries.push((key, value));
+            }
+        }
+    }
+}
+
+/// The core schema's integers: `[-+]?[0-9]+`, `0o[0-7]+`, `0x[0-9a-fA-F]+`.
+fn is_core_int(text: &str) -> bool {
+    let all =
+        |digits: &str, radix: u32| !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
+    if let Some(hex) = text.strip_prefix("0x") {
+        return all(hex, 16);
+    }
+    if let Some(oct) = text.strip_prefix("0o") {
+        return all(oct, 8);
+    }
+    all(text.strip_prefix(['-', '+']).unwrap_or(text), 10)
+}
+
+/// A tag as its author wrote it: `!!int`, `!custom`, `!<tag:example.com:x>`.
+fn tag_text(tag: &Tag) -> String {
+    match tag.core_suffix() {
+        Some(kind) => format!("!!{kind}"),
+        None if tag.original_handle().is_empty() => format!("!<{}>", tag.suffix()),
+        None => format!("{}{}", tag.original_handle(), tag.suffix()),
     }
 }
 
@@ -560,6 +698,60 @@ mod tests {
         let mut d = Diagnostics::default();
         assert!(parse(FileId(0), &bomb, &mut d).is_none());
         assert!(!d.is_empty());
+    }
+
+    /// GitHub's runner reads the core schema's tags (its `YamlObjectReader`): `!!str` makes any
+    /// scalar a string, the others take a plain scalar of their type.
+    #[test]
+    fn core_schema_tags_are_read_as_github_reads_them() {
+        let n = parse_ok(
+            "a: !!str 1.10\nb: !!str true\nc: !!int 0x1E\nd: !!float 1.5\ne: !!bool false\nf: !!null ~\ng: !!str 'q'\nh: !!map { x: 1 }\ni: !!seq [1]\nj: !<tag:yaml.org,2002:str> 0x1F\n",
+        );
+        assert_eq!(
+            n.to_json(),
+            serde_json::json!({"a":"1.10","b":"true","c":30,"d":1.5,"e":false,"f":null,"g":"q","h":{"x":1},"i":[1],"j":"0x1F"})
+        );
+        let Value::Map(entries) = &n.value else {
+            panic!()
+        };
+        assert!(matches!(
+            entries[0].1.value,
+            Value::String { quoted: true, .. }
+        ));
+    }
+
+    #[test]
+    fn tags_that_do_not_fit_their_value_or_are_custom_are_refused() {
+        let text = "a: !!int 1.5\nb: !!bool 'true'\nc: !custom x\nd: !!seq { x: 1 }\ne: !!null 0\n";
+        let mut d = Diagnostics::default();
+        parse(FileId(0), text, &mut d);
+        let messages: Vec<String> = d.into_sorted().into_iter().map(|d| d.message).collect();
+        assert_eq!(
+            messages,
+            [
+                "`1.5` is not a valid `!!int`",
+                "the quoted `true` is not a valid `!!bool`",
+                "the YAML tag `!custom` is not supported",
+                "`!!seq` tags a mapping",
+                "`0` is not a valid `!!null`",
+            ]
+        );
+    }
+
+    /// A refused merge key is the one mistake reported: the merged keys are in the tree, so
+    /// nothing downstream misses them. Keys written in the mapping win, then sources in order.
+    #[test]
+    fn a_merge_key_is_refused_once_and_its_keys_are_kept() {
+        let text = "base: &b { kind: file, mode: '0644' }\nother: &o { mode: '0600', path: x }\nr:\n  mode: '0700'\n  <<: [*b, *o]\n";
+        let mut d = Diagnostics::default();
+        let n = parse(FileId(0), text, &mut d).unwrap();
+        let list = d.into_sorted();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].message, "YAML merge keys (`<<`) are not supported");
+        assert_eq!(
+            n.to_json()["r"],
+            serde_json::json!({"mode":"0700","kind":"file","path":"x"})
+        );
     }
 
     #[test]
