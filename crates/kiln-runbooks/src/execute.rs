@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use kiln_spec::runbooks::{
-    Action, RunbookDecl, Runbooks, StepDecl, substitute, substitute_in_script,
+    Action, DrainThen, RunbookDecl, Runbooks, StepDecl, substitute, substitute_in_script,
 };
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
@@ -49,6 +49,17 @@ pub trait Actions: Send + Sync {
     ) -> ActionFuture<'a>;
     /// Resolves once `kiln runbook approve` approves the run (with who approved).
     fn approval<'a>(&'a self, run: &'a RunContext, message: &'a str) -> ActionFuture<'a>;
+    /// Takes `instance` of `service` out of rotation (refused when no other ready instance
+    /// would be left in it), waits up to `wait` for its requests in flight, then does `then`.
+    fn drain<'a>(
+        &'a self,
+        service: &'a str,
+        instance: &'a str,
+        wait: Duration,
+        then: DrainThen,
+    ) -> ActionFuture<'a>;
+    /// Puts `instance` of `service` back into rotation.
+    fn undrain<'a>(&'a self, service: &'a str, instance: &'a str) -> ActionFuture<'a>;
 }
 
 /// The run being executed.
@@ -301,6 +312,16 @@ impl Executor<'_> {
                 });
                 a.approval(self.run, message).await
             }
+            Action::Drain {
+                service,
+                instance,
+                timeout_ms,
+                then,
+            } => {
+                a.drain(service, instance, Duration::from_millis(*timeout_ms), *then)
+                    .await
+            }
+            Action::Undrain { service, instance } => a.undrain(service, instance).await,
             Action::Runbook { name, .. } => Err(format!("runbook {name} is called, not acted")),
         }
     }
@@ -328,6 +349,19 @@ fn describe(action: &Action) -> String {
             format!("run runbook {name} ({})", given.join(", "))
         }
         Action::Approve { message } => format!("wait for approval: {message}"),
+        Action::Drain {
+            service,
+            instance,
+            timeout_ms,
+            then,
+        } => format!(
+            "drain {service} instance {instance} (waiting up to {} for requests in flight), then {}",
+            crate::guard::human(*timeout_ms),
+            then.as_str()
+        ),
+        Action::Undrain { service, instance } => {
+            format!("put {service} instance {instance} back into rotation")
+        }
     }
 }
 
@@ -399,6 +433,28 @@ mod tests {
         }
         fn approval<'a>(&'a self, _: &'a RunContext, _: &'a str) -> ActionFuture<'a> {
             Box::pin(async { Ok("approved by ann".into()) })
+        }
+        fn drain<'a>(
+            &'a self,
+            service: &'a str,
+            instance: &'a str,
+            wait: Duration,
+            then: DrainThen,
+        ) -> ActionFuture<'a> {
+            Box::pin(async move {
+                self.log(format!(
+                    "drain {service} {instance} {}ms {}",
+                    wait.as_millis(),
+                    then.as_str()
+                ));
+                Ok("drained".into())
+            })
+        }
+        fn undrain<'a>(&'a self, service: &'a str, instance: &'a str) -> ActionFuture<'a> {
+            Box::pin(async move {
+                self.log(format!("undrain {service} {instance}"));
+                Ok("undrained".into())
+            })
         }
     }
 
@@ -575,6 +631,47 @@ mod tests {
                 .iter()
                 .any(|p| matches!(p, Progress::StepFinished(r) if r.path == "2.2"))
         );
+    }
+
+    #[tokio::test]
+    async fn drain_and_undrain_get_their_instance_wait_and_next_step() {
+        let svc = "${{ params.service }}".to_owned();
+        let mut runbooks = Runbooks::new();
+        runbooks.insert(
+            "rotate".into(),
+            runbook(
+                "rotate",
+                vec![
+                    step(
+                        Action::Drain {
+                            service: svc.clone(),
+                            instance: format!("{svc}/1"),
+                            timeout_ms: 1_500,
+                            then: DrainThen::Keep,
+                        },
+                        0,
+                        OnFailure::Abort,
+                    ),
+                    step(
+                        Action::Undrain {
+                            service: svc.clone(),
+                            instance: "1".into(),
+                        },
+                        0,
+                        OnFailure::Abort,
+                    ),
+                ],
+            ),
+        );
+        let fake = Fake::default();
+        let (phase, progress) = go(&runbooks, "rotate", "api", false, &fake).await;
+        assert_eq!(phase, Phase::Finished { failed: vec![] });
+        assert_eq!(
+            fake.calls(),
+            vec!["drain api api/1 1500ms keep", "undrain api 1"]
+        );
+        assert!(progress.iter().any(|p| matches!(p, Progress::StepStarted { detail, .. }
+            if detail == "drain api instance api/1 (waiting up to 1500ms for requests in flight), then keep")));
     }
 
     #[tokio::test]

@@ -75,17 +75,7 @@ impl Admission {
 }
 
 /// A duration in its largest whole unit: `1h`, `30m`, `45s`, `1500ms`.
-pub fn human(ms: u64) -> String {
-    if ms > 0 && ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms > 0 && ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1_000) {
-        format!("{}s", ms / 1_000)
-    } else {
-        format!("{ms}ms")
-    }
-}
+pub use kiln_spec::units::format_duration as human;
 
 /// One recorded run.
 #[derive(Debug, Clone, PartialEq, Eq)]

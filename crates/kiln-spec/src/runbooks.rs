@@ -208,7 +208,71 @@ pub enum Action {
         /// What the approver is asked.
         message: String,
     },
+    /// Take one instance out of the ingress's rotation, wait for its requests in flight,
+    /// then do `then`.
+    Drain {
+        /// The service.
+        service: String,
+        /// Which instance: `1`, `api/1` or `api@1a2b3c4d/1` (as `kiln ps` and `kiln logs`
+        /// name them).
+        instance: String,
+        /// How long to wait for requests in flight (ms).
+        timeout_ms: u64,
+        /// What happens to the instance afterwards.
+        then: DrainThen,
+    },
+    /// Put an instance a `drain` with `then: keep` took out back into rotation.
+    Undrain {
+        /// The service.
+        service: String,
+        /// Which instance, as for `drain`.
+        instance: String,
+    },
 }
+
+/// What a `drain` does with the instance once its requests in flight are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainThen {
+    /// Restart it; it rejoins the rotation once ready.
+    Restart,
+    /// Leave it running out of rotation until an `undrain` step or its next restart
+    /// (`kiln restart`, a deploy, a crash).
+    Keep,
+}
+
+impl DrainThen {
+    /// Every choice, as written after `then:`.
+    pub const ALL: [(&'static str, DrainThen); 2] =
+        [("restart", DrainThen::Restart), ("keep", DrainThen::Keep)];
+
+    /// The choice as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainThen::Restart => "restart",
+            DrainThen::Keep => "keep",
+        }
+    }
+}
+
+/// An instance as a `drain` names it: `1`, `api/1` or `api@1a2b3c4d/1` → the part before the
+/// slash (a service or one of its sets), if any, and the instance number.
+pub fn parse_instance(text: &str) -> Option<(Option<&str>, u32)> {
+    let (prefix, number) = match text.rsplit_once('/') {
+        Some((prefix, number)) => (Some(prefix), number),
+        None => (None, text),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let index = number.parse().ok()?;
+    match prefix {
+        Some(p) if p.is_empty() || p.contains(char::is_whitespace) => None,
+        _ => Some((prefix, index)),
+    }
+}
+
+/// How long a drain waits for requests in flight when `timeout:` is not given.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 
 impl Action {
     /// The action's name as written after `action:`.
@@ -223,6 +287,8 @@ impl Action {
             Action::Notify { .. } => "notify",
             Action::Runbook { .. } => "runbook",
             Action::Approve { .. } => "approve",
+            Action::Drain { .. } => "drain",
+            Action::Undrain { .. } => "undrain",
         }
     }
 
@@ -242,6 +308,10 @@ impl Action {
             Action::Notify { receiver, message } => vec![receiver, message],
             Action::Runbook { params, .. } => params.values_mut().collect(),
             Action::Approve { message } => vec![message],
+            Action::Drain {
+                service, instance, ..
+            }
+            | Action::Undrain { service, instance } => vec![service, instance],
         }
     }
 }
@@ -376,6 +446,19 @@ mod tests {
             substitute_in_script("echo ${{ params.x }}", &params),
             r"echo 'a'\''; rm -rf / #'"
         );
+    }
+
+    #[test]
+    fn instances_are_numbers_optionally_after_their_service_or_set() {
+        assert_eq!(parse_instance("1"), Some((None, 1)));
+        assert_eq!(parse_instance("api/0"), Some((Some("api"), 0)));
+        assert_eq!(
+            parse_instance("api@1a2b3c4d/2"),
+            Some((Some("api@1a2b3c4d"), 2))
+        );
+        for bad in ["", "api", "api-1", "api/", "/1", "api/x", "api/-1", "1.5"] {
+            assert_eq!(parse_instance(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -69,6 +69,20 @@ const SIZE_UNITS: &[(&str, u64)] = &[
     ("", 1),
 ];
 
+/// A duration in its largest whole unit, as [`parse_duration`] reads it back: `1h`, `30m`,
+/// `45s`, `1500ms`.
+pub fn format_duration(ms: u64) -> String {
+    if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms > 0 && ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1_000) {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses a size such as `256Mi`, `1G` or `512` (bytes) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();

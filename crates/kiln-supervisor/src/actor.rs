@@ -47,6 +47,8 @@ pub(crate) enum Request {
     },
     Restart {
         service: String,
+        /// Only this instance, or every one.
+        only: Option<u32>,
         reply: Reply,
     },
     Scale {
@@ -182,7 +184,11 @@ impl Actor {
                 let _ = reply.send(self.diagnose(&service));
             }
             Request::Remove { service, reply } => self.remove(service, reply),
-            Request::Restart { service, reply } => self.restart(service, reply),
+            Request::Restart {
+                service,
+                only,
+                reply,
+            } => self.restart(service, only, reply),
             Request::Scale {
                 service,
                 replicas,
@@ -305,7 +311,7 @@ impl Actor {
         }
     }
 
-    fn restart(&mut self, service: String, reply: Reply) {
+    fn restart(&mut self, service: String, only: Option<u32>, reply: Reply) {
         let Some(svc) = self.services.get(&service) else {
             let _ = reply.send(Err(SupervisorError::UnknownService(service)));
             return;
@@ -314,7 +320,7 @@ impl Actor {
         for instance in self
             .instances
             .values_mut()
-            .filter(|i| i.id.service == service)
+            .filter(|i| i.id.service == service && only.is_none_or(|n| i.id.instance == n))
         {
             instance.outdated = true;
         }

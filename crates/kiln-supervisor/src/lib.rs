@@ -183,8 +183,27 @@ impl SupervisorHandle {
     /// Restarts every instance, one at a time.
     pub async fn restart(&self, service: &str) -> Result<(), SupervisorError> {
         let service = service.to_owned();
-        self.ask(|reply| Request::Restart { service, reply })
-            .await?
+        self.ask(|reply| Request::Restart {
+            service,
+            only: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Restarts one instance; returns once its new process started (not necessarily ready).
+    pub async fn restart_instance(
+        &self,
+        service: &str,
+        instance: u32,
+    ) -> Result<(), SupervisorError> {
+        let service = service.to_owned();
+        self.ask(|reply| Request::Restart {
+            service,
+            only: Some(instance),
+            reply,
+        })
+        .await?
     }
 
     /// Changes the replica count; returns when added instances started and removed ones stopped.

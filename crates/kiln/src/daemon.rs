@@ -116,6 +116,8 @@ pub(crate) enum Command {
     ),
     Services(oneshot::Sender<Vec<kiln_supervisor::InstanceStatus>>),
     Restart(String, oneshot::Sender<Result<(), String>>),
+    /// One instance by its full id (`api@1a2b3c4d/1`), as a runbook's `drain` restarts it.
+    RestartInstance(String, oneshot::Sender<Result<(), String>>),
     Scale(String, u32, oneshot::Sender<Result<(), String>>),
     Apply(
         ApplyRequest,
@@ -241,6 +243,7 @@ pub async fn run(
         |handle| crate::runbooks::ControlActions {
             dir: dir.to_path_buf(),
             commands: commands.clone(),
+            routes: router.routes.clone(),
             metrics: metrics.clone(),
             runbooks: handle,
         },
@@ -810,6 +813,17 @@ impl Controller {
                 let result = match &self.runtime.services {
                     Some(s) => restart_sets(&s.deployer, &service).await,
                     None => Err("no supervisor".into()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::RestartInstance(id, reply) => {
+                let result = match (&self.runtime.supervisor, id.rsplit_once('/')) {
+                    (Some(s), Some((set, n))) => match n.parse() {
+                        Ok(n) => s.restart_instance(set, n).await.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("`{id}` is not an instance id")),
+                    },
+                    (Some(_), None) => Err(format!("`{id}` is not an instance id")),
+                    (None, _) => Err("no supervisor".into()),
                 };
                 let _ = reply.send(result);
             }

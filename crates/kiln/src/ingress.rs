@@ -27,6 +27,19 @@ enum Msg {
     Split(String, Split, oneshot::Sender<()>),
     /// Instances to take out of rotation before they are stopped.
     Drain(Vec<String>, oneshot::Sender<()>),
+    /// One instance of a service to take out of rotation (a runbook's `drain`), unless that
+    /// leaves the service without a ready instance in rotation: its full id, or why not.
+    Cordon {
+        service: String,
+        instance: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Back into rotation (a runbook's `undrain`, or a drained instance restarted): its id.
+    Uncordon {
+        service: String,
+        instance: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     /// A stable address for a service (its own listener), created once.
     Expose(String, oneshot::Sender<Result<SocketAddr, String>>),
     Unexpose(String, oneshot::Sender<()>),
@@ -252,18 +265,25 @@ async fn run(
                     let _ = reply.send(());
                 }
                 Some(Msg::Drain(ids, reply)) => {
-                    for id in &ids {
-                        // Kept in the table (so its requests in flight stay visible) but
-                        // given no new ones.
-                        ingress.set_endpoint_ready(id, false);
-                    }
-                    for vip in desired.vips.values() {
-                        for id in &ids {
-                            vip.handle.set_endpoint_ready(id, false);
-                        }
-                    }
-                    desired.draining.extend(ids);
+                    take_out_of_rotation(&mut desired, &ingress, ids);
                     let _ = reply.send(());
+                }
+                Some(Msg::Cordon { service, instance, reply }) => {
+                    let instances = supervisor.status().await;
+                    let chosen = cordon_target(&service, &instance, &instances, &desired.draining);
+                    if let Ok(id) = &chosen {
+                        take_out_of_rotation(&mut desired, &ingress, vec![id.clone()]);
+                    }
+                    let _ = reply.send(chosen);
+                }
+                Some(Msg::Uncordon { service, instance, reply }) => {
+                    let instances = supervisor.status().await;
+                    let chosen = find_instance(&service, &instance, &instances);
+                    if let Ok(id) = &chosen {
+                        desired.draining.remove(id);
+                        rebuild(&mut desired, &ingress, &supervisor).await;
+                    }
+                    let _ = reply.send(chosen);
                 }
                 Some(Msg::Expose(service, reply)) => {
                     if let Some(vip) = desired.vips.get(&service) {
@@ -309,6 +329,91 @@ async fn run(
                 .collect();
         }
     }
+}
+
+/// Instances keep their place in every proxy's table (so their requests in flight stay
+/// visible) but get no new requests.
+fn take_out_of_rotation(desired: &mut Desired, ingress: &IngressHandle, ids: Vec<String>) {
+    for proxy in std::iter::once(ingress).chain(desired.vips.values().map(|v| &v.handle)) {
+        for id in &ids {
+            proxy.set_endpoint_ready(id, false);
+        }
+    }
+    desired.draining.extend(ids);
+}
+
+/// The instance of `service` that `instance` names (`1`, `api/1`, `api@1a2b3c4d/1`): its
+/// full id. During a deploy two sets may have an instance with that number; then the set
+/// must be named.
+fn find_instance(
+    service: &str,
+    instance: &str,
+    instances: &[InstanceStatus],
+) -> Result<String, String> {
+    let Some((prefix, index)) = kiln_spec::runbooks::parse_instance(instance) else {
+        return Err(format!("`{instance}` does not name an instance"));
+    };
+    let of_service: Vec<&InstanceStatus> = instances
+        .iter()
+        .filter(|i| service_of(&i.id.service) == service)
+        .collect();
+    let matching: Vec<String> = of_service
+        .iter()
+        .filter(|i| {
+            i.id.instance == index && prefix.is_none_or(|p| p == service || p == i.id.service)
+        })
+        .map(|i| i.id.to_string())
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => {
+            let known: Vec<String> = of_service.iter().map(|i| i.id.to_string()).collect();
+            Err(if known.is_empty() {
+                format!("no instance of {service} is running")
+            } else {
+                format!(
+                    "{service} has no instance {instance} (its instances: {})",
+                    known.join(", ")
+                )
+            })
+        }
+        many => Err(format!(
+            "`{instance}` could be any of {} (a deploy of {service} is under way): name the set, e.g. `{}`",
+            many.join(", "),
+            many[0]
+        )),
+    }
+}
+
+/// [`find_instance`], refused unless it is ready and another ready instance of the service
+/// stays in rotation (the blast-radius guard of a drain). Draining an instance already out
+/// of rotation changes nothing and is allowed.
+fn cordon_target(
+    service: &str,
+    instance: &str,
+    instances: &[InstanceStatus],
+    draining: &BTreeSet<String>,
+) -> Result<String, String> {
+    let id = find_instance(service, instance, instances)?;
+    if draining.contains(&id) {
+        return Ok(id);
+    }
+    let ready_in_rotation: Vec<String> = instances
+        .iter()
+        .filter(|i| service_of(&i.id.service) == service && i.state == InstanceState::Ready)
+        .map(|i| i.id.to_string())
+        .filter(|i| !draining.contains(i))
+        .collect();
+    if !ready_in_rotation.contains(&id) {
+        return Err(format!("{id} is not ready: it has no traffic to drain"));
+    }
+    if ready_in_rotation.len() < 2 {
+        return Err(format!(
+            "refused: draining {id} would leave {service} with no ready instance in rotation \
+             (blast-radius guard); scale {service} up or undrain another instance first"
+        ));
+    }
+    Ok(id)
 }
 
 fn publish_proxies(served: &RwLock<Served>, ingress: &IngressHandle, desired: &Desired) {
@@ -447,6 +552,70 @@ impl Routes {
         merged
     }
 
+    /// Takes one instance of `service` out of rotation (a runbook's `drain`); refused when
+    /// it would leave the service no ready instance in rotation. Returns its full id.
+    pub async fn cordon(&self, service: &str, instance: &str) -> Result<String, String> {
+        let (service, instance) = (service.to_owned(), instance.to_owned());
+        self.ask_result(|reply| Msg::Cordon {
+            service,
+            instance,
+            reply,
+        })
+        .await
+    }
+
+    /// Puts an instance back into rotation (it serves again if it is ready).
+    pub async fn uncordon(&self, service: &str, instance: &str) -> Result<String, String> {
+        let (service, instance) = (service.to_owned(), instance.to_owned());
+        self.ask_result(|reply| Msg::Uncordon {
+            service,
+            instance,
+            reply,
+        })
+        .await
+    }
+
+    /// Waits until no proxy has a request in flight to `ids`, at most `deadline`; returns
+    /// how many were still in flight then (0: all finished).
+    pub async fn wait_idle(&self, ids: &BTreeSet<String>, deadline: Duration) -> u64 {
+        // Poll the lock-free endpoint counters: requests in flight finish on their own
+        // time, and nothing signals their end.
+        let until = tokio::time::Instant::now() + deadline;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let proxies = self
+            .served
+            .read()
+            .map(|s| s.proxies.all())
+            .unwrap_or_else(|_| vec![self.ingress.clone()]);
+        let in_flight = || -> u64 {
+            proxies
+                .iter()
+                .flat_map(|proxy| proxy.endpoint_health())
+                .filter(|e| ids.contains(&e.id))
+                .map(|e| e.in_flight)
+                .sum()
+        };
+        loop {
+            tick.tick().await;
+            let busy = in_flight();
+            if busy == 0 || tokio::time::Instant::now() >= until {
+                return busy;
+            }
+        }
+    }
+
+    async fn ask_result<T>(
+        &self,
+        message: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Msg,
+    ) -> Result<T, String> {
+        let (reply, answer) = oneshot::channel();
+        self.messages
+            .send(message(reply))
+            .await
+            .map_err(|_| "the ingress stopped".to_owned())?;
+        answer.await.map_err(|_| "the ingress stopped".to_owned())?
+    }
+
     async fn ask(&self, message: impl FnOnce(oneshot::Sender<()>) -> Msg) {
         let (reply, answer) = oneshot::channel();
         if self.messages.send(message(reply)).await.is_ok() {
@@ -465,27 +634,7 @@ impl Traffic for Routes {
         Box::pin(async move {
             let ids: BTreeSet<String> = instances.iter().cloned().collect();
             self.ask(|reply| Msg::Drain(instances, reply)).await;
-            // Poll the lock-free endpoint counters: requests in flight finish on their own
-            // time, and nothing signals their end.
-            let until = tokio::time::Instant::now() + deadline;
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let proxies = self
-                .served
-                .read()
-                .map(|s| s.proxies.all())
-                .unwrap_or_else(|_| vec![self.ingress.clone()]);
-            while tokio::time::Instant::now() < until {
-                tick.tick().await;
-                let busy = proxies.iter().any(|proxy| {
-                    proxy
-                        .endpoint_health()
-                        .iter()
-                        .any(|e| ids.contains(&e.id) && e.in_flight > 0)
-                });
-                if !busy {
-                    return;
-                }
-            }
+            self.wait_idle(&ids, deadline).await;
         })
     }
 
@@ -527,14 +676,7 @@ impl Traffic for Routes {
 
     fn expose(&self, service: &str) -> TrafficFuture<'_, Result<SocketAddr, String>> {
         let service = service.to_owned();
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            self.messages
-                .send(Msg::Expose(service, reply))
-                .await
-                .map_err(|_| "the ingress stopped".to_owned())?;
-            answer.await.map_err(|_| "the ingress stopped".to_owned())?
-        })
+        Box::pin(async move { self.ask_result(|reply| Msg::Expose(service, reply)).await })
     }
 
     fn unexpose(&self, service: &str) -> TrafficFuture<'_, ()> {
@@ -596,5 +738,97 @@ impl RouteSink for Routes {
 
     fn contains(&self, address: &str) -> bool {
         self.served.read().is_ok_and(|s| s.routes.contains(address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(set: &str, n: u32, state: InstanceState) -> InstanceStatus {
+        InstanceStatus {
+            id: kiln_supervisor::InstanceId {
+                service: set.into(),
+                instance: n,
+            },
+            pid: Some(1),
+            start_ticks: None,
+            port: Some(4000),
+            state,
+            health: String::new(),
+            restarts: 0,
+            uptime: None,
+            cpu_seconds: None,
+            rss_bytes: None,
+            release: String::new(),
+            limits_in_force: kiln_supervisor::LimitsInForce::None,
+            adopted: false,
+        }
+    }
+
+    #[test]
+    fn an_instance_is_found_by_number_service_or_set() {
+        let all = [
+            instance("api@aaaa", 0, InstanceState::Ready),
+            instance("api@aaaa", 1, InstanceState::Ready),
+            instance("web", 1, InstanceState::Ready),
+        ];
+        for given in ["1", "api/1", "api@aaaa/1"] {
+            assert_eq!(find_instance("api", given, &all), Ok("api@aaaa/1".into()));
+        }
+        let missing = find_instance("api", "2", &all).unwrap_err();
+        assert!(missing.contains("api@aaaa/0, api@aaaa/1"), "{missing}");
+        assert!(find_instance("api", "web/1", &all).is_err());
+        assert!(
+            find_instance("db", "0", &all)
+                .unwrap_err()
+                .contains("no instance of db")
+        );
+        // Mid-deploy, two sets have an instance 0: the set must be named.
+        let deploying = [
+            instance("api@aaaa", 0, InstanceState::Ready),
+            instance("api@bbbb", 0, InstanceState::Ready),
+        ];
+        assert!(
+            find_instance("api", "0", &deploying)
+                .unwrap_err()
+                .contains("name the set")
+        );
+        assert_eq!(
+            find_instance("api", "api@bbbb/0", &deploying),
+            Ok("api@bbbb/0".into())
+        );
+    }
+
+    #[test]
+    fn a_drain_never_leaves_a_service_without_a_ready_instance_in_rotation() {
+        let all = [
+            instance("api@aaaa", 0, InstanceState::Ready),
+            instance("api@aaaa", 1, InstanceState::Ready),
+            instance("api@aaaa", 2, InstanceState::Starting),
+        ];
+        let none = BTreeSet::new();
+        assert_eq!(
+            cordon_target("api", "1", &all, &none),
+            Ok("api@aaaa/1".into())
+        );
+        let one_out = BTreeSet::from(["api@aaaa/1".to_owned()]);
+        let refused = cordon_target("api", "0", &all, &one_out).unwrap_err();
+        assert!(
+            refused.contains("no ready instance in rotation"),
+            "{refused}"
+        );
+        // Already out: nothing changes, nothing to refuse.
+        assert_eq!(
+            cordon_target("api", "1", &all, &one_out),
+            Ok("api@aaaa/1".into())
+        );
+        assert!(
+            cordon_target("api", "2", &all, &none)
+                .unwrap_err()
+                .contains("not ready")
+        );
+        let single = [instance("api@aaaa", 0, InstanceState::Ready)];
+        assert!(cordon_target("api", "0", &single, &none).is_err());
     }
 }

@@ -11,8 +11,9 @@ use super::Compiler;
 use crate::alerting::ReceiverDecl;
 use crate::diag::{Code, Diagnostic};
 use crate::runbooks::{
-    Action, DEFAULT_APPROVAL_TIMEOUT_MS, DEFAULT_STEP_TIMEOUT_MS, Guards, OnFailure, ParamDecl,
-    ParamType, RunbookDecl, Runbooks, StepDecl, placeholders,
+    Action, DEFAULT_APPROVAL_TIMEOUT_MS, DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STEP_TIMEOUT_MS,
+    DrainThen, Guards, OnFailure, ParamDecl, ParamType, RunbookDecl, Runbooks, StepDecl,
+    parse_instance, placeholders,
 };
 use crate::source::Span;
 use crate::suggest::closest;
@@ -41,6 +42,8 @@ const ACTIONS: &[(&str, &[&str], usize)] = &[
     ("notify", &["receiver", "message"], 2),
     ("runbook", &["name", "params"], 1),
     ("approve", &["message"], 0),
+    ("drain", &["service", "instance", "timeout", "then"], 2),
+    ("undrain", &["service", "instance"], 2),
 ];
 const MAX_RETRIES: u32 = 10;
 
@@ -53,6 +56,7 @@ enum Expect {
     Receiver,
     Url,
     Query,
+    Instance,
 }
 
 /// What the checks of one runbook need to know about the others.
@@ -420,6 +424,27 @@ impl Compiler<'_> {
             Some((_, v)) => self.on_failure(v, &format!("{path}.on_failure"), cx, calls),
         };
         let action = action?;
+        if let (
+            Action::Drain {
+                timeout_ms: wait, ..
+            },
+            Some(step_ms),
+        ) = (&action, timeout_ms)
+            && step_ms <= *wait
+        {
+            let at = get("timeout").map_or(node.span, |(_, v)| v.span);
+            self.invalid(
+                at,
+                &format!("{path}.timeout"),
+                format!(
+                    "the step's timeout ({}) leaves no time after the drain's wait ({})",
+                    crate::units::format_duration(step_ms),
+                    crate::units::format_duration(*wait)
+                ),
+                "give the step a longer `timeout:` than its `with: { timeout: ... }`, e.g. twice as long",
+            );
+            return None;
+        }
         let name = match get("name") {
             Some((_, v)) => self.string(v, &format!("{path}.name"))?,
             None => action.kind().to_owned(),
@@ -485,7 +510,7 @@ impl Compiler<'_> {
         let kind = self.string(kind_node, &format!("{path}.action"))?;
         let Some((_, keys, required)) = ACTIONS.iter().find(|(name, _, _)| *name == kind) else {
             let names: Vec<&str> = ACTIONS.iter().map(|(n, _, _)| *n).collect();
-            let help = if matches!(kind.as_str(), "drain" | "maintenance") {
+            let help = if kind == "maintenance" {
                 format!("kiln has no `{kind}` action yet; use `command` or `http` to do it")
             } else {
                 match closest(&kind, names.iter().copied()) {
@@ -582,6 +607,32 @@ impl Compiler<'_> {
                 message: arg(cx, "message", Expect::Text)
                     .unwrap_or_else(|| "approve to continue".into()),
             },
+            "drain" => {
+                let service = arg(cx, "service", Expect::Service).unwrap_or_default();
+                let instance = arg(cx, "instance", Expect::Instance).unwrap_or_default();
+                let timeout_ms = match get("timeout") {
+                    Some(v) => self.duration(v, &format!("{with_path}.timeout")),
+                    None => Some(DEFAULT_DRAIN_TIMEOUT_MS),
+                };
+                let then = match get("then") {
+                    Some(v) => self.drain_then(v, &format!("{with_path}.then")),
+                    None => Some(DrainThen::Restart),
+                };
+                ok &= timeout_ms.is_some() && then.is_some();
+                ok &= self.instance_of_service(&service, &instance, get("instance"), &with_path);
+                Action::Drain {
+                    service,
+                    instance,
+                    timeout_ms: timeout_ms.unwrap_or_default(),
+                    then: then.unwrap_or(DrainThen::Restart),
+                }
+            }
+            "undrain" => {
+                let service = arg(cx, "service", Expect::Service).unwrap_or_default();
+                let instance = arg(cx, "instance", Expect::Instance).unwrap_or_default();
+                ok &= self.instance_of_service(&service, &instance, get("instance"), &with_path);
+                Action::Undrain { service, instance }
+            }
             "command" => match get("argv") {
                 Some(node) => match &node.value {
                     Y::Seq(items) if !items.is_empty() => {
@@ -654,6 +705,67 @@ impl Compiler<'_> {
             }
         };
         ok.then_some(action)
+    }
+
+    /// `then:` of a drain.
+    fn drain_then(&mut self, node: &Node, path: &str) -> Option<DrainThen> {
+        let text = self.string(node, path)?;
+        if let Some((_, then)) = DrainThen::ALL.iter().find(|(n, _)| *n == text) {
+            return Some(*then);
+        }
+        let names: Vec<&str> = DrainThen::ALL.iter().map(|(n, _)| *n).collect();
+        let help = if text == "stop" {
+            "kiln cannot hold one instance of a service down yet: use `keep` (running, out of \
+             rotation until `undrain`) or the `scale` action"
+                .to_owned()
+        } else {
+            match closest(&text, names.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("use one of {}", names.join(", ")),
+            }
+        };
+        self.emit(
+            Diagnostic::new(
+                Code::InvalidValue,
+                node.span,
+                path,
+                format!("`{text}` is not what a drain can do next"),
+            )
+            .label(format!("expected one of {}", names.join(", ")))
+            .help(help),
+        );
+        None
+    }
+
+    /// An instance written as `api/1` must belong to the drained service (when both are
+    /// written out rather than parameters).
+    fn instance_of_service(
+        &mut self,
+        service: &str,
+        instance: &str,
+        node: Option<&Node>,
+        with_path: &str,
+    ) -> bool {
+        let (Some(node), Some((Some(prefix), _))) = (node, parse_instance(instance)) else {
+            return true;
+        };
+        let named = prefix.split_once('@').map_or(prefix, |(s, _)| s);
+        if service.is_empty() || !placeholders(service).is_empty() || named == service {
+            return true;
+        }
+        self.emit(
+            Diagnostic::new(
+                Code::InvalidValue,
+                node.span,
+                format!("{with_path}.instance"),
+                format!("instance `{instance}` is not an instance of `{service}`"),
+            )
+            .label(format!("an instance of `{named}`"))
+            .help(format!(
+                "name an instance of `{service}`, e.g. `{service}/1`, or just its number"
+            )),
+        );
+        false
     }
 
     /// `with: { name: other, params: {...} }`: each parameter known to `other` and of its
@@ -896,6 +1008,18 @@ impl Compiler<'_> {
                 fits
             }
             Expect::Query => self.promql(node, path).is_some(),
+            Expect::Instance => {
+                let fits = parse_instance(&text).is_some();
+                if !fits {
+                    self.invalid(
+                        node.span,
+                        path,
+                        format!("`{text}` does not name an instance"),
+                        "write its number (`1`) or the service and number as `kiln ps` shows them (`api/1`)",
+                    );
+                }
+                fits
+            }
         };
         fits.then_some(text)
     }
@@ -1163,5 +1287,56 @@ runbooks:
             matches!(&steps[4].action, Action::Runbook { name, params } if name == "page" && params["service"] == "${{ params.service }}")
         );
         assert_eq!(stack.alerting.alerts[0].runbook.as_deref(), Some("recover"));
+    }
+
+    #[test]
+    fn drain_steps_compile_with_their_defaults() {
+        let mut fs = MemoryFs::new();
+        fs.add(
+            "/s/kiln.yaml",
+            r#"
+name: demo
+services:
+  api: { run: sleep 1000, replicas: 2 }
+runbooks:
+  rotate:
+    params:
+      instance: { type: string, required: true }
+    steps:
+      - { action: drain, with: { service: api, instance: "${{ params.instance }}" } }
+      - { action: drain, with: { service: api, instance: api/1, timeout: 5s, then: keep } }
+      - { action: undrain, with: { service: api, instance: 1 } }
+"#,
+        );
+        let stack = match load(&fs, Path::new("/s/kiln.yaml")) {
+            Ok(stack) => stack,
+            Err(failure) => panic!("{:#?}", failure.diagnostics),
+        };
+        let steps = &stack.runbooks["rotate"].steps;
+        assert_eq!(
+            steps[0].action,
+            Action::Drain {
+                service: "api".into(),
+                instance: "${{ params.instance }}".into(),
+                timeout_ms: crate::runbooks::DEFAULT_DRAIN_TIMEOUT_MS,
+                then: crate::runbooks::DrainThen::Restart,
+            }
+        );
+        assert_eq!(
+            steps[1].action,
+            Action::Drain {
+                service: "api".into(),
+                instance: "api/1".into(),
+                timeout_ms: 5_000,
+                then: crate::runbooks::DrainThen::Keep,
+            }
+        );
+        assert_eq!(
+            steps[2].action,
+            Action::Undrain {
+                service: "api".into(),
+                instance: "1".into(),
+            }
+        );
     }
 }

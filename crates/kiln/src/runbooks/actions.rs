@@ -3,13 +3,17 @@
 //! release pinned, trigger `runbook`, like `kiln rollback`); commands run in the stack's
 //! directory in their own process group, killed whole when the step times out; HTTP and
 //! notifications go through the alert notifier's transport (notifications as Alertmanager
-//! v4 bodies, so existing receivers take them); `wait` queries the metrics store.
+//! v4 bodies, so existing receivers take them); `wait` queries the metrics store; `drain`
+//! asks the route actor to take an instance out of rotation (it refuses when none would be
+//! left in it), waits for its requests in flight, and restarts it through the controller.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_alerts::{NotifyAlert, NotifyStatus, Querier};
 use kiln_runbooks::{ActionFuture, Actions, RunContext};
+use kiln_spec::runbooks::DrainThen;
+use kiln_supervisor::InstanceState;
 use tokio::sync::{mpsc, oneshot};
 
 use super::RunbooksHandle;
@@ -19,12 +23,17 @@ use crate::ops::{self, ApplyRequest, Selection};
 
 /// How much of a command's output the audit keeps.
 const OUTPUT_LIMIT: usize = 400;
+/// How often a drain that restarts its instance asks whether it is ready again (the step's
+/// timeout bounds the wait).
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// [`Actions`] over the running control plane.
 #[derive(Debug)]
 pub struct ControlActions {
     pub(crate) dir: PathBuf,
     pub(crate) commands: mpsc::Sender<Command>,
+    /// The route actor, which owns which instances are in rotation.
+    pub(crate) routes: crate::ingress::Routes,
     pub(crate) metrics: Option<Arc<kiln_metrics::Store>>,
     pub(crate) runbooks: RunbooksHandle,
 }
@@ -257,6 +266,66 @@ impl Actions for ControlActions {
         run: &'a RunContext,
     ) -> ActionFuture<'a> {
         Box::pin(self.deliver(receiver, "RunbookNotification", message, run))
+    }
+
+    fn drain<'a>(
+        &'a self,
+        service: &'a str,
+        instance: &'a str,
+        wait: std::time::Duration,
+        then: DrainThen,
+    ) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let id = self.routes.cordon(service, instance).await?;
+            let ids = std::collections::BTreeSet::from([id.clone()]);
+            let left = self.routes.wait_idle(&ids, wait).await;
+            let waited = if left == 0 {
+                format!(
+                    "its requests in flight finished within {}ms",
+                    started.elapsed().as_millis()
+                )
+            } else {
+                format!(
+                    "{left} request(s) still in flight after {}",
+                    kiln_runbooks::guard::human(
+                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+                    )
+                )
+            };
+            match then {
+                DrainThen::Keep => Ok(format!(
+                    "took {id} out of rotation; {waited}; it keeps running out of rotation until `undrain` or its next restart"
+                )),
+                DrainThen::Restart => {
+                    let restarting = std::time::Instant::now();
+                    self.ask(|reply| Command::RestartInstance(id.clone(), reply))
+                        .await??;
+                    loop {
+                        let instances = self.ask(Command::Services).await?;
+                        if instances
+                            .iter()
+                            .any(|i| i.id.to_string() == id && i.state == InstanceState::Ready)
+                        {
+                            break;
+                        }
+                        tokio::time::sleep(READY_POLL).await;
+                    }
+                    self.routes.uncordon(service, &id).await?;
+                    Ok(format!(
+                        "took {id} out of rotation; {waited}; restarted it; back in rotation, ready after {}ms",
+                        restarting.elapsed().as_millis()
+                    ))
+                }
+            }
+        })
+    }
+
+    fn undrain<'a>(&'a self, service: &'a str, instance: &'a str) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let id = self.routes.uncordon(service, instance).await?;
+            Ok(format!("put {id} back into rotation"))
+        })
     }
 
     fn approval<'a>(&'a self, run: &'a RunContext, _message: &'a str) -> ActionFuture<'a> {

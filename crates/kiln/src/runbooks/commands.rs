@@ -345,6 +345,18 @@ impl Actions for NoControlPlane {
     fn approval<'a>(&'a self, _: &'a RunContext, _: &'a str) -> ActionFuture<'a> {
         not_here()
     }
+    fn drain<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: std::time::Duration,
+        _: kiln_spec::runbooks::DrainThen,
+    ) -> ActionFuture<'a> {
+        not_here()
+    }
+    fn undrain<'a>(&'a self, _: &'a str, _: &'a str) -> ActionFuture<'a> {
+        not_here()
+    }
 }
 
 async fn dry_run_here(

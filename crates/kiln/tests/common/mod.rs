@@ -545,6 +545,11 @@ process.on('SIGTERM', () => {
 
 /// The body of `GET /` with `Host: host` on a fresh connection (empty when it fails).
 pub fn get_body(addr: &str, host: &str) -> String {
+    get_path(addr, host, "/")
+}
+
+/// The body of `GET path` with `Host: host` on a fresh connection (empty when it fails).
+pub fn get_path(addr: &str, host: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
         return String::new();
@@ -554,7 +559,7 @@ pub fn get_body(addr: &str, host: &str) -> String {
         .unwrap();
     let _ = write!(
         stream,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     );
     let mut text = String::new();
     let _ = stream.read_to_string(&mut text);
