@@ -3,31 +3,19 @@
 //! Run: `cargo run --release -p kiln-metrics --example ingest -- [samples_per_series] [series]`
 //! Prints samples/s, bytes/sample on disk after persisting, and resident memory per series.
 
-use std::time::{Duration, Instant};
+mod common;
 
-use kiln_metrics::{Labels, Options, Store};
+use common::rss_bytes;
+use std::time::Instant;
 
-fn rss_bytes() -> u64 {
-    // Linux only; 0 elsewhere (the number is then simply not reported meaningfully).
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
+use kiln_metrics::{Labels, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let per_series: i64 = args.next().map_or(Ok(720), |a| a.parse())?;
     let n_series: usize = args.next().map_or(Ok(10_000), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
-    let opts = Options {
-        persist_after_samples: usize::MAX,
-        persist_interval: Duration::from_secs(24 * 3600),
-        ..Options::default()
-    };
-    let store = Store::open(dir.path(), opts)?;
+    let store = Store::open(dir.path(), common::head_only())?;
     let rss_before = rss_bytes();
     let refs: Vec<_> = (0..n_series)
         .map(|i| {

@@ -6,7 +6,12 @@
 //! and `\n` escapes, `NaN`/`±Inf` values, timestamps (milliseconds in the Prometheus format,
 //! seconds in OpenMetrics), exemplars (skipped), `_bucket` samples needing `le`, and OpenMetrics'
 //! mandatory final `# EOF`.
+//!
+//! [`scan_exposition`] validates everything [`parse_exposition`] does but keeps each sample's
+//! series as its raw text (`name{labels}`, borrowed from the input) instead of building
+//! [`Labels`]: a scraper that caches series by that text allocates nothing per known series.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::labels::{Labels, METRIC_NAME};
@@ -85,6 +90,35 @@ pub struct Exposition {
     pub samples: Vec<ScrapedSample>,
 }
 
+/// One sample whose series is still its raw text, as [`scan_exposition`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawSample<'a> {
+    /// The series exactly as written: the metric name and its `{...}` label block, if any.
+    /// Equal text always means the same series (the reverse need not hold: label order and
+    /// spacing may differ).
+    pub series: &'a str,
+    /// The value.
+    pub value: f64,
+    /// Timestamp in milliseconds, when the exposition gave one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl RawSample<'_> {
+    /// The series' labels, including `__name__`.
+    pub fn labels(&self) -> Labels {
+        series_labels(self.series)
+    }
+}
+
+/// A scanned exposition: samples keep their series as text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scan<'a> {
+    /// Families in order of first mention.
+    pub families: Vec<Family>,
+    /// Samples in input order.
+    pub samples: Vec<RawSample<'a>>,
+}
+
 /// A malformed exposition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
@@ -97,10 +131,28 @@ pub struct ExpositionError {
 
 /// Parses a whole exposition.
 pub fn parse_exposition(text: &str, format: Format) -> Result<Exposition, ExpositionError> {
+    let scan = scan_exposition(text, format)?;
+    Ok(Exposition {
+        families: scan.families,
+        samples: scan
+            .samples
+            .iter()
+            .map(|s| ScrapedSample {
+                labels: s.labels(),
+                value: s.value,
+                timestamp_ms: s.timestamp_ms,
+            })
+            .collect(),
+    })
+}
+
+/// Checks a whole exposition like [`parse_exposition`], keeping each series as its raw text.
+pub fn scan_exposition(text: &str, format: Format) -> Result<Scan<'_>, ExpositionError> {
     let mut p = Parser {
         format,
-        out: Exposition::default(),
+        out: Scan::default(),
         family_index: HashMap::new(),
+        names: Vec::new(),
     };
     let mut saw_eof = false;
     let mut line_no = 0;
@@ -136,14 +188,16 @@ pub fn parse_exposition(text: &str, format: Format) -> Result<Exposition, Exposi
     Ok(p.out)
 }
 
-struct Parser {
+struct Parser<'a> {
     format: Format,
-    out: Exposition,
+    out: Scan<'a>,
     family_index: HashMap<String, usize>,
+    /// A sample's label names and raw values, reused from line to line.
+    names: Vec<(&'a str, &'a str)>,
 }
 
-impl Parser {
-    fn line(&mut self, line: &str) -> Result<(), String> {
+impl<'a> Parser<'a> {
+    fn line(&mut self, line: &'a str) -> Result<(), String> {
         if line.trim().is_empty() {
             return if self.format == Format::OpenMetrics && !line.is_empty() {
                 Err("blank line with spaces".into())
@@ -190,7 +244,7 @@ impl Parser {
         check_metric_name(name)?;
         let arg = parts.next().unwrap_or("");
         match keyword {
-            "HELP" => self.family(name).help = Some(unescape(arg, false)?),
+            "HELP" => self.family(name).help = Some(unescape(arg, false)?.into_owned()),
             "UNIT" => self.family(name).unit = Some(arg.to_string()),
             _ => {
                 let kind = parse_type(arg, self.format)?;
@@ -204,24 +258,29 @@ impl Parser {
         Ok(())
     }
 
-    fn sample(&mut self, line: &str) -> Result<(), String> {
+    fn sample(&mut self, line: &'a str) -> Result<(), String> {
         let mut c = Cursor {
             s: line.as_bytes(),
             pos: 0,
         };
         let name = c.take_while(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
         check_metric_name(name)?;
-        let mut pairs = vec![(METRIC_NAME.to_string(), name.to_string())];
+        let mut names = std::mem::take(&mut self.names);
+        names.clear();
+        names.push((METRIC_NAME, name));
         if c.peek() == Some(b'{') {
             c.pos += 1;
-            pairs.extend(parse_labels(&mut c)?);
+            scan_labels(&mut c, |n, raw| names.push((n, raw)))?;
         }
-        let mut seen = std::collections::HashSet::new();
-        for (n, _) in &pairs {
-            if !seen.insert(n.as_str()) {
+        // The cursor stops only after ASCII bytes, so this is always a character boundary.
+        let series = line.get(..c.pos).unwrap_or(line);
+        for (i, (n, _)) in names.iter().enumerate() {
+            if names[..i].iter().any(|(seen, _)| seen == n) {
                 return Err(format!("duplicate label {n}"));
             }
         }
+        let le = names.iter().find(|(n, _)| *n == "le").map(|(_, raw)| *raw);
+        self.names = names;
         if c.peek() != Some(b' ') {
             return Err("expected a space before the value".into());
         }
@@ -229,10 +288,9 @@ impl Parser {
         let value_text = c.take_while(|b| b != b' ');
         let value = parse_value(value_text)?;
         let timestamp_ms = self.timestamp(&mut c)?;
-        let labels = Labels::new(pairs);
-        self.check_family_rules(name, &labels)?;
-        self.out.samples.push(ScrapedSample {
-            labels,
+        self.check_family_rules(name, le)?;
+        self.out.samples.push(RawSample {
+            series,
             value,
             timestamp_ms,
         });
@@ -284,11 +342,11 @@ impl Parser {
         if c.take(2) != " {" {
             return Err("malformed exemplar".into());
         }
-        parse_labels(c)?;
-        Ok(())
+        scan_labels(c, |_, _| {})
     }
 
-    fn check_family_rules(&self, name: &str, labels: &Labels) -> Result<(), String> {
+    /// `le` is the raw (still escaped) value of the sample's `le` label, if it has one.
+    fn check_family_rules(&self, name: &str, le: Option<&str>) -> Result<(), String> {
         if let Some(base) = name.strip_suffix("_bucket") {
             let kind = self
                 .family_index
@@ -298,10 +356,11 @@ impl Parser {
                 kind,
                 Some(MetricType::Histogram | MetricType::GaugeHistogram)
             ) {
-                let le = labels
-                    .get("le")
-                    .ok_or_else(|| format!("{name} without an le label"))?;
-                parse_value(le).map_err(|_| format!("{name} has an invalid le {le:?}"))?;
+                let le = unescape(
+                    le.ok_or_else(|| format!("{name} without an le label"))?,
+                    true,
+                )?;
+                parse_value(&le).map_err(|_| format!("{name} has an invalid le {le:?}"))?;
             }
         }
         Ok(())
@@ -348,8 +407,11 @@ fn parse_value(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Unescapes `\\`, `\n` and (in label values) `\"`.
-fn unescape(s: &str, quotes: bool) -> Result<String, String> {
+/// Unescapes `\\`, `\n` and (in label values) `\"`; text without a backslash is borrowed.
+fn unescape(s: &str, quotes: bool) -> Result<Cow<'_, str>, String> {
+    if !s.contains('\\') {
+        return Ok(Cow::Borrowed(s));
+    }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(ch) = chars.next() {
@@ -370,7 +432,7 @@ fn unescape(s: &str, quotes: bool) -> Result<String, String> {
             None => return Err("dangling backslash".into()),
         }
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 struct Cursor<'a> {
@@ -411,14 +473,35 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parses `name="value",...}` (the `{` already consumed).
-fn parse_labels(c: &mut Cursor<'_>) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
+/// The labels of a series' text that [`scan_exposition`] accepted (so it cannot fail; a
+/// text it did not accept yields the labels read before the first mistake).
+fn series_labels(series: &str) -> Labels {
+    let mut c = Cursor {
+        s: series.as_bytes(),
+        pos: 0,
+    };
+    let name = c.take_while(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+    let mut pairs: Vec<(&str, Cow<'_, str>)> = vec![(METRIC_NAME, Cow::Borrowed(name))];
+    if c.peek() == Some(b'{') {
+        c.pos += 1;
+        let _ = scan_labels(&mut c, |n, raw| {
+            pairs.push((n, unescape(raw, true).unwrap_or(Cow::Borrowed(raw))));
+        });
+    }
+    Labels::new(pairs.iter().map(|(n, v)| (*n, v.as_ref())))
+}
+
+/// Checks `name="value",...}` (the `{` already consumed), handing each label's name and raw
+/// (still escaped, but valid) value to `label`.
+fn scan_labels<'a>(
+    c: &mut Cursor<'a>,
+    mut label: impl FnMut(&'a str, &'a str),
+) -> Result<(), String> {
     loop {
         c.skip_spaces();
         if c.peek() == Some(b'}') {
             c.pos += 1;
-            return Ok(out);
+            return Ok(());
         }
         let name = c.take_while(|b| b.is_ascii_alphanumeric() || b == b'_');
         if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
@@ -440,7 +523,8 @@ fn parse_labels(c: &mut Cursor<'_>) -> Result<Vec<(String, String)>, String> {
         let raw = std::str::from_utf8(c.s.get(start..c.pos).unwrap_or_default())
             .map_err(|e| e.to_string())?;
         c.pos += 1;
-        out.push((name.to_string(), unescape(raw, true)?));
+        unescape(raw, true)?;
+        label(name, raw);
         c.skip_spaces();
         match c.peek() {
             Some(b',') => c.pos += 1,

@@ -5,6 +5,7 @@
 //! - [`Labels`] and [`Matcher`]: series identity and selection (regexes anchored).
 //! - [`Store`]: head + write-ahead log + immutable segments, retention and compaction.
 //! - [`exposition`]: Prometheus text and OpenMetrics parsing, for scraping.
+//! - [`scrape::TargetCache`]: a scrape target's series by their raw text, and staleness.
 //! - [`query::Engine`]: PromQL instant and range queries over a [`query::Source`] (the store).
 
 pub mod chunk;
@@ -12,6 +13,7 @@ pub mod exposition;
 mod labels;
 mod matcher;
 pub mod query;
+pub mod scrape;
 pub mod store;
 
 pub use chunk::Sample;

@@ -8,8 +8,11 @@
 //! fails its own scrape (`up` 0, a note in the log, `lastError` in `/api/v1/targets`); the
 //! store and the other targets never wait on it. Series that disappear (from a scrape, or with
 //! their target) get Prometheus's staleness marker, so queries stop seeing them at once.
+//!
+//! Each target's task owns a [`TargetCache`] (kiln-metrics): the raw text of each series it
+//! showed, mapped to the stored series, so a steady scrape builds no label sets at all.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +21,9 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use kiln_metrics::exposition::{Family, Format, MetricType, parse_exposition};
+use kiln_metrics::exposition::{Family, Format, MetricType};
 use kiln_metrics::query::STALE_NAN_BITS;
+use kiln_metrics::scrape::{IngestError, TargetCache};
 use kiln_metrics::{Labels, Store};
 use kiln_supervisor::{InstanceState, InstanceStatus, SupervisorHandle};
 use tokio::sync::oneshot;
@@ -125,6 +129,11 @@ impl Target {
         out
     }
 
+    /// An empty series cache for this target.
+    pub fn cache(&self) -> TargetCache {
+        TargetCache::new(self.labels())
+    }
+
     fn series(&self, name: &str) -> Labels {
         Labels::new(
             self.labels()
@@ -158,6 +167,22 @@ pub fn targets(
             ))
         })
         .collect()
+}
+
+impl From<IngestError> for ScrapeError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::NotUtf8(message) => ScrapeError::Malformed {
+                line: 0,
+                message: format!("not UTF-8: {message}"),
+            },
+            IngestError::Malformed(e) => ScrapeError::Malformed {
+                line: e.line,
+                message: e.message,
+            },
+            IngestError::SampleLimit { got, limit } => ScrapeError::SampleLimit { got, limit },
+        }
+    }
 }
 
 /// Why a scrape failed.
@@ -398,15 +423,15 @@ async fn scrape_loop(
 ) {
     let mut tick = tokio::time::interval(target.config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut previous: HashSet<Labels> = HashSet::new();
+    let mut cache = target.cache();
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let (report, seen) = scrape_once(&target, &store, &scrapes, previous).await;
-        previous = seen;
+        let (report, kept) = scrape_once(&target, &store, &scrapes, cache).await;
+        cache = kept;
         let stats = &scrapes.stats;
         stats.scrapes.fetch_add(1, Ordering::Relaxed);
         match &report.error {
@@ -446,11 +471,15 @@ async fn scrape_loop(
     }
     let t = crate::metrics::now_ms();
     let stale = f64::from_bits(STALE_NAN_BITS);
-    let mut batch: Vec<(Labels, i64, f64)> = previous.into_iter().map(|l| (l, t, stale)).collect();
-    for name in REPORT_SERIES {
-        batch.push((target.series(name), t, stale));
-    }
-    let _ = tokio::task::spawn_blocking(move || store.append_batch(&batch)).await;
+    let batch: Vec<(Labels, i64, f64)> = REPORT_SERIES
+        .iter()
+        .map(|name| (target.series(name), t, stale))
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        cache.end_all(&store, t);
+        store.append_batch(&batch)
+    })
+    .await;
 }
 
 /// Series kiln writes about each scrape.
@@ -469,14 +498,15 @@ pub struct Report {
     pub error: Option<String>,
 }
 
-/// Scrapes `target` once and records the samples and the report series. `previous` are the
-/// series of the last scrape; those missing now are marked stale. Returns this scrape's series.
+/// Scrapes `target` once and records the samples and the report series. `cache` knows the
+/// series of the last scrape; those missing now are marked stale (all of them when the scrape
+/// fails). Returns the cache for the next scrape.
 pub async fn scrape_once(
     target: &Target,
     store: &Arc<Store>,
     scrapes: &Arc<Scrapes>,
-    previous: HashSet<Labels>,
-) -> (Report, HashSet<Labels>) {
+    mut cache: TargetCache,
+) -> (Report, TargetCache) {
     let t = crate::metrics::now_ms();
     let started = Instant::now();
     let fetched = match tokio::time::timeout(target.config.timeout, fetch(target)).await {
@@ -485,19 +515,27 @@ pub async fn scrape_once(
     };
     let ingested = match fetched {
         Ok((body, format)) => {
-            let (store, target, scrapes) = (store.clone(), target.clone(), scrapes.clone());
-            tokio::task::spawn_blocking(move || {
-                ingest(&store, &scrapes, &target, &body, format, t, previous)
-            })
-            .await
-            .unwrap_or_else(|e| (Err(ScrapeError::Body(e.to_string())), HashSet::new()))
+            let (store, sample_limit) = (store.clone(), target.config.sample_limit);
+            let scrapes = scrapes.clone();
+            let ingest = tokio::task::spawn_blocking(move || {
+                let result = cache.ingest(&store, &body, format, t, sample_limit);
+                if let Ok(ingested) = &result {
+                    scrapes.note_families(&ingested.families);
+                }
+                (result.map(|i| i.samples).map_err(ScrapeError::from), cache)
+            });
+            match ingest.await {
+                Ok(done) => done,
+                // The task panicked and took the cache with it: start again from nothing.
+                Err(e) => (Err(ScrapeError::Body(e.to_string())), target.cache()),
+            }
         }
-        Err(e) => (Err(e), previous),
+        Err(e) => (Err(e), cache),
     };
-    let (result, mut seen) = ingested;
+    let (result, mut cache) = ingested;
     let duration = started.elapsed();
     let samples = *result.as_ref().unwrap_or(&0);
-    let mut batch = vec![
+    let batch = vec![
         (
             target.series("up"),
             t,
@@ -510,20 +548,24 @@ pub async fn scrape_once(
         ),
         (target.series("scrape_samples_scraped"), t, samples as f64),
     ];
-    if result.is_err() {
-        // Like Prometheus: a failed scrape ends every series the target had.
-        let stale = f64::from_bits(STALE_NAN_BITS);
-        batch.extend(seen.drain().map(|l| (l, t, stale)));
-    }
+    let failed = result.is_err();
     let store = store.clone();
-    let _ = tokio::task::spawn_blocking(move || store.append_batch(&batch)).await;
+    let recorded = tokio::task::spawn_blocking(move || {
+        if failed {
+            // Like Prometheus: a failed scrape ends every series the target had.
+            cache.end_all(&store, t);
+        }
+        store.append_batch(&batch);
+        cache
+    })
+    .await;
     let report = Report {
         t,
         duration,
         samples,
         error: result.err().map(|e| e.to_string()),
     };
-    (report, seen)
+    (report, recorded.unwrap_or_else(|_| target.cache()))
 }
 
 /// Aborts a spawned connection task when the scrape is done or cancelled by its timeout.
@@ -574,84 +616,6 @@ async fn fetch(target: &Target) -> Result<(Bytes, Format), ScrapeError> {
         .map_err(|e| ScrapeError::Body(e.to_string()))?
         .to_bytes();
     Ok((body, format))
-}
-
-/// Parses, checks the limit, labels and appends one answer. Returns the sample count and the
-/// series seen; series of `previous` not seen again get a staleness marker.
-fn ingest(
-    store: &Store,
-    scrapes: &Scrapes,
-    target: &Target,
-    body: &[u8],
-    format: Format,
-    t: i64,
-    previous: HashSet<Labels>,
-) -> (Result<usize, ScrapeError>, HashSet<Labels>) {
-    let parsed = std::str::from_utf8(body)
-        .map_err(|e| ScrapeError::Malformed {
-            line: 0,
-            message: format!("not UTF-8: {e}"),
-        })
-        .and_then(|text| {
-            parse_exposition(text, format).map_err(|e| ScrapeError::Malformed {
-                line: e.line,
-                message: e.message,
-            })
-        });
-    let parsed = match parsed {
-        Ok(p) => p,
-        Err(e) => return (Err(e), previous),
-    };
-    if parsed.samples.len() > target.config.sample_limit {
-        let got = parsed.samples.len();
-        return (
-            Err(ScrapeError::SampleLimit {
-                got,
-                limit: target.config.sample_limit,
-            }),
-            previous,
-        );
-    }
-    scrapes.note_families(&parsed.families);
-    let own = target.labels();
-    let mut seen = HashSet::with_capacity(parsed.samples.len());
-    let mut batch = Vec::with_capacity(parsed.samples.len() + previous.len());
-    for sample in parsed.samples {
-        let labels = with_target_labels(&sample.labels, &own);
-        batch.push((
-            labels.clone(),
-            sample.timestamp_ms.unwrap_or(t),
-            sample.value,
-        ));
-        seen.insert(labels);
-    }
-    let count = batch.len();
-    let stale = f64::from_bits(STALE_NAN_BITS);
-    batch.extend(
-        previous
-            .into_iter()
-            .filter(|l| !seen.contains(l))
-            .map(|l| (l, t, stale)),
-    );
-    store.append_batch(&batch);
-    (Ok(count), seen)
-}
-
-/// Adds the target's labels; a sample's own label of the same name is kept as `exported_NAME`
-/// (Prometheus's `honor_labels: false`).
-fn with_target_labels(labels: &Labels, own: &[(&'static str, &str)]) -> Labels {
-    let mut pairs: Vec<(String, String)> = labels
-        .iter()
-        .map(|l| {
-            if own.iter().any(|(n, _)| *n == l.name) {
-                (format!("exported_{}", l.name), l.value.clone())
-            } else {
-                (l.name.clone(), l.value.clone())
-            }
-        })
-        .collect();
-    pairs.extend(own.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())));
-    Labels::new(pairs)
 }
 
 #[cfg(test)]

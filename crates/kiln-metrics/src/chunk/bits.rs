@@ -49,6 +49,11 @@ impl BitWriter {
         }
     }
 
+    /// Releases spare capacity.
+    pub fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+    }
+
     /// The bytes written so far (the last byte may be partly used).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes

@@ -122,6 +122,11 @@ impl Chunk {
         self.last_t
     }
 
+    /// Releases spare capacity (for a chunk that takes no more appends).
+    pub fn shrink_to_fit(&mut self) {
+        self.w.shrink_to_fit();
+    }
+
     /// Compressed bytes.
     pub fn bytes(&self) -> &[u8] {
         self.w.bytes()

@@ -47,9 +47,17 @@ impl SeriesData {
         }
         match self.chunks.last_mut() {
             Some(c) if !c.is_full_for(t) => c.append(t, v),
-            _ => {
+            last => {
+                // A cut chunk takes no more appends: its spare capacity would be kept for
+                // nothing (up to half its bytes, as its buffer grows by doubling).
+                if let Some(cut) = last {
+                    cut.shrink_to_fit();
+                }
                 let mut c = Chunk::new();
                 c.append(t, v);
+                // Exactly one more: a series holds few chunks between persists, and a
+                // doubling `Vec` would keep room for three more 80-byte chunks per series.
+                self.chunks.reserve_exact(1);
                 self.chunks.push(c);
             }
         }
@@ -89,5 +97,26 @@ impl Head {
         self.by_labels.insert(labels.clone(), Arc::clone(&s));
         self.series.push(Arc::clone(&s));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_series_keeps_room_for_exactly_its_chunks() {
+        let mut data = SeriesData {
+            chunks: Vec::new(),
+            last_t: i64::MIN,
+        };
+        let full = i64::from(crate::chunk::MAX_SAMPLES);
+        for t in 0..full * 2 + 1 {
+            assert!(data.append(t * 1000, t as f64));
+            assert_eq!(data.chunks.capacity(), data.chunks.len(), "at {t}");
+        }
+        assert_eq!(data.chunks.len(), 3);
+        let samples: usize = data.chunks.iter().map(Chunk::len).sum();
+        assert_eq!(samples, 2 * usize::from(crate::chunk::MAX_SAMPLES) + 1);
     }
 }

@@ -126,6 +126,18 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Store
 #[derive(Debug, Clone)]
 pub struct SeriesRef(Arc<HeadSeries>);
 
+impl SeriesRef {
+    /// The series' id in the head: equal ids are the same series.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The series' labels.
+    pub fn labels(&self) -> &Labels {
+        &self.0.labels
+    }
+}
+
 /// One selected series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -564,8 +576,9 @@ impl Inner {
         loop {
             let (m, cv) = &self.stop;
             let stopped = lock(m);
+            // A stop asked for before this wait began must not wait out the interval.
             let (stopped, _) = cv
-                .wait_timeout(stopped, self.opts.flush_interval)
+                .wait_timeout_while(stopped, self.opts.flush_interval, |stopped| !*stopped)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if *stopped {
                 return;

@@ -1,7 +1,6 @@
 //! Scrapes of real HTTP targets on loopback: good answers in both formats, malformed text, a
 //! target that hangs, one over the sample limit, and series that disappear.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,10 +109,10 @@ async fn a_good_target_is_recorded_with_target_labels_and_up() {
     ))))
     .await;
     let t = target(port, Duration::from_secs(5), 100);
-    let (report, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    let (report, seen) = scrape_once(&t, &store, &scrapes(), t.cache()).await;
     assert_eq!(report.error, None);
     assert_eq!(report.samples, 2);
-    assert_eq!(seen.len(), 2);
+    assert_eq!(seen.live_series(), 2);
     let got = instant(&store, "http_requests_total{code=\"200\"}");
     let labels = &got[0].0;
     assert_eq!(labels.get("service"), Some("api"));
@@ -141,7 +140,7 @@ async fn openmetrics_answers_are_parsed_as_openmetrics() {
     ))))
     .await;
     let t = target(port, Duration::from_secs(5), 100);
-    let (report, _) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    let (report, _) = scrape_once(&t, &store, &scrapes(), t.cache()).await;
     assert_eq!(report.error, None);
     // OpenMetrics timestamps are seconds: the sample lands at 1700000000500 ms.
     let series = store
@@ -164,7 +163,7 @@ async fn malformed_text_is_a_clear_error_recorded_as_up_zero_and_ends_the_old_se
     let answer = Arc::new(Mutex::new(Answer::Body("text/plain", TEXT.into())));
     let port = serve(answer.clone()).await;
     let t = target(port, Duration::from_secs(5), 100);
-    let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    let (_, seen) = scrape_once(&t, &store, &scrapes(), t.cache()).await;
     next_millisecond();
     *answer.lock().unwrap() =
         Answer::Body("text/plain", "ok_metric 1\nbroken{label=\"x\" 2\n".into());
@@ -175,7 +174,7 @@ async fn malformed_text_is_a_clear_error_recorded_as_up_zero_and_ends_the_old_se
         error.starts_with("malformed exposition, line 2:"),
         "{error}"
     );
-    assert!(seen.is_empty());
+    assert_eq!(seen.live_series(), 0);
     assert_eq!(instant(&store, "up")[0].1, 0.0);
     assert!(
         instant(&store, "http_requests_total").is_empty(),
@@ -201,9 +200,9 @@ async fn a_hanging_target_times_out_without_holding_up_another() {
     let fast = target(good, Duration::from_secs(5), 100);
     let store2 = store.clone();
     let hung =
-        tokio::spawn(async move { scrape_once(&slow, &store2, &scrapes(), HashSet::new()).await });
+        tokio::spawn(async move { scrape_once(&slow, &store2, &scrapes(), slow.cache()).await });
     // The good target is scraped (and readable) while the other one hangs.
-    let (report, _) = scrape_once(&fast, &store, &scrapes(), HashSet::new()).await;
+    let (report, _) = scrape_once(&fast, &store, &scrapes(), fast.cache()).await;
     assert_eq!(report.error, None);
     assert_eq!(instant(&store, "up{service=\"api\"}")[0].1, 1.0);
     let (report, _) = hung.await.unwrap();
@@ -220,7 +219,7 @@ async fn an_answer_over_the_sample_limit_is_rejected_whole() {
     let body: String = (0..50).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
     let port = serve(Arc::new(Mutex::new(Answer::Body("text/plain", body)))).await;
     let t = target(port, Duration::from_secs(5), 10);
-    let (report, _) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    let (report, _) = scrape_once(&t, &store, &scrapes(), t.cache()).await;
     assert_eq!(
         report.error.as_deref(),
         Some("50 samples exceed the sample limit of 10")
@@ -236,13 +235,8 @@ async fn a_closed_port_is_a_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (report, _) = scrape_once(
-        &target(port, Duration::from_secs(5), 10),
-        &store,
-        &scrapes(),
-        HashSet::new(),
-    )
-    .await;
+    let t = target(port, Duration::from_secs(5), 10);
+    let (report, _) = scrape_once(&t, &store, &scrapes(), t.cache()).await;
     assert!(report.error.unwrap().starts_with("cannot connect:"));
 }
 
@@ -252,13 +246,13 @@ async fn a_series_gone_from_the_answer_gets_a_staleness_marker() {
     let answer = Arc::new(Mutex::new(Answer::Body("text/plain", "a 1\nb 2\n".into())));
     let port = serve(answer.clone()).await;
     let t = target(port, Duration::from_secs(5), 100);
-    let (_, seen) = scrape_once(&t, &store, &scrapes(), HashSet::new()).await;
+    let (_, seen) = scrape_once(&t, &store, &scrapes(), t.cache()).await;
     next_millisecond();
     *answer.lock().unwrap() = Answer::Body("text/plain", "a 3\n".into());
     next_ms();
     let (report, seen) = scrape_once(&t, &store, &scrapes(), seen).await;
     assert_eq!(report.samples, 1);
-    assert_eq!(seen.len(), 1);
+    assert_eq!(seen.live_series(), 1);
     let b = store
         .select(
             &[Matcher::new(

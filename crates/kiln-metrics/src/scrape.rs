@@ -1,0 +1,187 @@
+//! A scrape target's series cache: from the raw text of a series (`name{labels}`) to its
+//! [`SeriesRef`], as Prometheus's scrape cache keeps it.
+//!
+//! A steady-state scrape then builds no [`Labels`], hashes no label set and takes no store
+//! lock per known series: it scans the exposition (no allocation per sample), looks each
+//! series' text up here and appends to the resolved series. Only a series the target has not
+//! shown before is parsed into labels (with the target's own labels added) and resolved in the
+//! store.
+//!
+//! The cache also knows which series the target showed in its last scrape, so a series that
+//! disappears gets Prometheus's staleness marker. That is tracked per *series*, not per text:
+//! a target that writes the same label set in another order (or spacing) shows the same series,
+//! which is therefore not stale.
+
+use std::collections::HashMap;
+
+use crate::exposition::{ExpositionError, Family, Format, scan_exposition};
+use crate::labels::Labels;
+use crate::query::STALE_NAN_BITS;
+use crate::store::{AppendStats, SeriesRef, Store};
+
+/// Why a scrape's answer was not recorded. Nothing of such an answer reaches the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The body is not UTF-8.
+    #[error("malformed exposition, not UTF-8: {0}")]
+    NotUtf8(String),
+    /// The exposition does not parse.
+    #[error("malformed exposition, {0}")]
+    Malformed(#[from] ExpositionError),
+    /// More samples than the target may return.
+    #[error("{got} samples exceed the sample limit of {limit}")]
+    SampleLimit {
+        /// Samples in the answer.
+        got: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// What one recorded scrape did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ingested {
+    /// Samples in the answer.
+    pub samples: usize,
+    /// The answer's metric families (metadata).
+    pub families: Vec<Family>,
+    /// What the store did with the samples (repeated series in one answer are out of order).
+    pub appended: AppendStats,
+    /// Series of the previous scrape missing from this one, now marked stale.
+    pub ended: usize,
+}
+
+/// One target's cache. Owned by the task that scrapes the target; its labels are fixed (a
+/// target whose labels change is a new target with a new cache).
+#[derive(Debug)]
+pub struct TargetCache {
+    /// The labels added to every sample, in name order.
+    own: Vec<(String, String)>,
+    /// Raw series text → series, with the scrape that last showed that text.
+    by_text: HashMap<Box<str>, (SeriesRef, u64)>,
+    /// Series of the last successful scrape, by id, with the scrape that last showed them.
+    live: HashMap<u64, (SeriesRef, u64)>,
+    /// Successful scrapes so far.
+    round: u64,
+}
+
+impl TargetCache {
+    /// An empty cache for a target whose samples get `own` labels.
+    pub fn new<N: Into<String>, V: Into<String>>(own: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut own: Vec<(String, String)> =
+            own.into_iter().map(|(n, v)| (n.into(), v.into())).collect();
+        own.sort();
+        TargetCache {
+            own,
+            by_text: HashMap::new(),
+            live: HashMap::new(),
+            round: 0,
+        }
+    }
+
+    /// Series the last successful scrape showed.
+    pub fn live_series(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Checks and records one answer: samples without a timestamp get `t`, and series of the
+    /// previous scrape missing from this one get a staleness marker at `t`. A malformed answer
+    /// or one over `sample_limit` records nothing (the caller ends the target's series with
+    /// [`TargetCache::end_all`], as Prometheus does for a failed scrape).
+    pub fn ingest(
+        &mut self,
+        store: &Store,
+        body: &[u8],
+        format: Format,
+        t: i64,
+        sample_limit: usize,
+    ) -> Result<Ingested, IngestError> {
+        let text = std::str::from_utf8(body).map_err(|e| IngestError::NotUtf8(e.to_string()))?;
+        let scan = scan_exposition(text, format)?;
+        if scan.samples.len() > sample_limit {
+            return Err(IngestError::SampleLimit {
+                got: scan.samples.len(),
+                limit: sample_limit,
+            });
+        }
+        self.round += 1;
+        let round = self.round;
+        let mut refs = Vec::with_capacity(scan.samples.len());
+        let mut texts_shown = 0;
+        for sample in &scan.samples {
+            let series = match self.by_text.get_mut(sample.series) {
+                Some((known, seen)) => {
+                    texts_shown += usize::from(*seen != round);
+                    *seen = round;
+                    known.clone()
+                }
+                None => {
+                    let resolved = store.series_ref(&self.labels_of(&sample.labels()));
+                    self.by_text
+                        .insert(sample.series.into(), (resolved.clone(), round));
+                    texts_shown += 1;
+                    resolved
+                }
+            };
+            self.live
+                .entry(series.id())
+                .and_modify(|(_, round)| *round = self.round)
+                .or_insert_with(|| (series.clone(), self.round));
+            refs.push((series, sample.timestamp_ms.unwrap_or(t), sample.value));
+        }
+        let gone: Vec<SeriesRef> = self
+            .live
+            .extract_if(|_, (_, seen)| *seen != round)
+            .map(|(_, (series, _))| series)
+            .collect();
+        // Texts not shown this time (their series gone, or written another way now).
+        if self.by_text.len() > texts_shown {
+            self.by_text.retain(|_, (_, seen)| *seen == round);
+        }
+        let items: Vec<(&SeriesRef, i64, f64)> = refs.iter().map(|(s, t, v)| (s, *t, *v)).collect();
+        let appended = store.append_refs(&items);
+        mark_stale(store, &gone, t);
+        Ok(Ingested {
+            samples: scan.samples.len(),
+            families: scan.families,
+            appended,
+            ended: gone.len(),
+        })
+    }
+
+    /// Marks every series of the last scrape stale at `t` and forgets them (a failed scrape,
+    /// or the target went away). Returns how many were ended.
+    pub fn end_all(&mut self, store: &Store, t: i64) -> usize {
+        let gone: Vec<SeriesRef> = self.live.drain().map(|(_, (s, _))| s).collect();
+        self.by_text.clear();
+        mark_stale(store, &gone, t);
+        gone.len()
+    }
+
+    /// A sample's labels with the target's added; a sample's own label of the same name is
+    /// kept as `exported_NAME` (Prometheus's `honor_labels: false`).
+    fn labels_of(&self, labels: &Labels) -> Labels {
+        let own = &self.own;
+        let renamed = labels.iter().map(|l| {
+            if own.iter().any(|(n, _)| *n == l.name) {
+                (format!("exported_{}", l.name), l.value.as_str())
+            } else {
+                (l.name.clone(), l.value.as_str())
+            }
+        });
+        Labels::new(renamed.chain(own.iter().map(|(n, v)| (n.clone(), v.as_str()))))
+    }
+}
+
+/// Appends Prometheus's staleness marker to each series at `t`.
+fn mark_stale(store: &Store, series: &[SeriesRef], t: i64) {
+    if series.is_empty() {
+        return;
+    }
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let items: Vec<(&SeriesRef, i64, f64)> = series.iter().map(|s| (s, t, stale)).collect();
+    store.append_refs(&items);
+}
+
+#[cfg(test)]
+mod tests;
