@@ -1,6 +1,6 @@
 //! A standalone kiln ingress for load tests against nginx and HAProxy: one catch-all route,
 //! round robin over the upstreams given on the command line. Ctrl-C prints the metrics in
-//! Prometheus text and drains.
+//! Prometheus text and the connections each serving thread accepted, and drains.
 //!
 //! `cargo run --release -p kiln-ingress --example proxy -- 127.0.0.1:8080 127.0.0.1:9001 [more upstreams]`
 //!
@@ -74,6 +74,9 @@ fn wait_for_ctrl_c(ingress: &IngressHandle) -> Result<(), Box<dyn Error>> {
     rt.block_on(async {
         tokio::signal::ctrl_c().await?;
         print!("{}", render_prometheus(&ingress.metrics()));
+        for (index, thread) in ingress.serving_threads().iter().enumerate() {
+            eprintln!("serving thread {index}: {} connections", thread.accepted);
+        }
         let report = ingress.shutdown(Duration::from_secs(5)).await;
         eprintln!("shutdown: {report:?}");
         Ok::<_, std::io::Error>(())

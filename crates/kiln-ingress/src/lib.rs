@@ -22,7 +22,8 @@
 //! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`, `pool` (upstream
 //! HTTP/1.1 connections, kept per serving thread without locks); `metrics` (atomic
 //! counters, snapshots, Prometheus text); `server` (accept loops, connections, shutdown) with
-//! `tls` (rustls termination with the user's certificate).
+//! `tls` (rustls termination with the user's certificate) and `per_core` (a thread and runtime
+//! per core, one listener whose connections go to the least-loaded thread).
 
 mod balance;
 mod body;
@@ -32,6 +33,7 @@ mod error;
 mod headers;
 mod health;
 mod metrics;
+mod per_core;
 mod pool;
 mod proxy;
 mod rand;
@@ -49,5 +51,6 @@ pub use health::{EndpointHealth, EndpointState};
 pub use metrics::{
     HistogramSnapshot, LATENCY_BOUNDS, MetricsSnapshot, SetMetricsSnapshot, render_prometheus,
 };
+pub use per_core::ServingThread;
 pub use server::{Ingress, IngressConfig, IngressHandle, Scheme, ShutdownReport};
 pub use tls::{TlsError, TlsSettings};

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,13 +22,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::ProxyBody;
 use crate::config::RouteTable;
 use crate::headers;
 use crate::health::{Clock, EndpointHealth, EndpointRuntime};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot, SetMetrics};
-use crate::pool::{self, PoolSettings};
+use crate::per_core::{LoadGuard, ServingThread, ThreadLoad};
+use crate::pool::PoolSettings;
 use crate::proxy;
 use crate::table::{CompiledTable, Resolver};
 use crate::tls::TlsSettings;
@@ -108,6 +109,7 @@ impl Ingress {
                 phase,
                 connections: AtomicUsize::new(0),
                 all_closed: Notify::new(),
+                serving_threads: Mutex::new(Vec::new()),
                 config,
             }),
         }
@@ -138,6 +140,7 @@ struct Shared {
     phase: watch::Sender<Phase>,
     connections: AtomicUsize,
     all_closed: Notify,
+    serving_threads: Mutex<Vec<Arc<ThreadLoad>>>,
     config: IngressConfig,
 }
 
@@ -202,10 +205,8 @@ impl IngressHandle {
     /// Accepts connections until [`IngressHandle::shutdown`]; the listener is dropped (new
     /// connections refused) as soon as draining starts.
     pub async fn serve(&self, listener: TcpListener) {
-        self.accept_loop(listener, |handle, stream, peer| async move {
-            handle
-                .serve_connection(TokioIo::new(stream), peer, Scheme::Http)
-                .await;
+        self.accept_loop(listener, |stream, peer| {
+            self.spawn_connection(stream, peer, None, None);
         })
         .await;
     }
@@ -214,89 +215,65 @@ impl IngressHandle {
     /// that does not finish its handshake within the header read timeout is dropped.
     pub async fn serve_tls(&self, listener: TcpListener, tls: TlsSettings) {
         let acceptor = tls.acceptor();
-        let deadline = self.shared.config.header_read_timeout;
-        self.accept_loop(listener, move |handle, stream, peer| {
-            let acceptor = acceptor.clone();
-            async move {
-                match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        handle
-                            .serve_connection(TokioIo::new(tls), peer, Scheme::Https)
-                            .await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            }
+        self.accept_loop(listener, |stream, peer| {
+            self.spawn_connection(stream, peer, Some(&acceptor), None);
         })
         .await;
     }
 
-    /// Serves on `threads` OS threads, each with its own single-threaded runtime and its own
-    /// upstream connection pool, all accepting from one listener on `listen`: nginx's model,
-    /// where a request never changes threads. (One listening socket rather than one
-    /// `SO_REUSEPORT` socket per thread, so a second process can never silently share the
-    /// port.) Returns the bound address; each thread returns once shutdown has drained (or
-    /// closed) the connections.
-    pub fn serve_per_core(
+    /// Serves an accepted connection on a task of the current runtime, after a TLS handshake
+    /// when `tls` is given; `load` counts it against its serving thread until it closes.
+    pub(crate) fn spawn_connection(
         &self,
-        listen: SocketAddr,
-        threads: usize,
-        tls: Option<TlsSettings>,
-    ) -> std::io::Result<(SocketAddr, Vec<std::thread::JoinHandle<()>>)> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(listen),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        // As tokio does: a restart may bind while old connections sit in TIME_WAIT.
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&listen.into())?;
-        socket.listen(1024)?;
-        let listener = std::net::TcpListener::from(socket);
-        let address = listener.local_addr()?;
-        let mut sockets = Vec::new();
-        for _ in 1..threads.max(1) {
-            sockets.push(listener.try_clone()?);
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<&TlsAcceptor>,
+        load: Option<LoadGuard>,
+    ) {
+        let handle = self.clone();
+        let Some(acceptor) = tls.cloned() else {
+            tokio::spawn(async move {
+                let _load = load;
+                handle
+                    .serve_connection(TokioIo::new(stream), peer, Scheme::Http)
+                    .await;
+            });
+            return;
+        };
+        let deadline = self.shared.config.header_read_timeout;
+        tokio::spawn(async move {
+            let _load = load;
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    handle
+                        .serve_connection(TokioIo::new(tls), peer, Scheme::Https)
+                        .await;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+
+    /// The connections of each thread started by [`IngressHandle::serve_per_core`], in thread
+    /// order (empty when the ingress is not served per core).
+    pub fn serving_threads(&self) -> Vec<ServingThread> {
+        self.shared
+            .serving_threads
+            .lock()
+            .map(|loads| loads.iter().map(|load| load.snapshot()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Remembers the per-core threads' loads for [`IngressHandle::serving_threads`].
+    pub(crate) fn register_serving_threads(&self, loads: &[Arc<ThreadLoad>]) {
+        if let Ok(mut registered) = self.shared.serving_threads.lock() {
+            registered.extend(loads.iter().cloned());
         }
-        sockets.push(listener);
-        // Every runtime first, so a failure leaves no thread serving.
-        let runtimes = sockets
-            .iter()
-            .map(|_| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let mut joins = Vec::new();
-        for (index, (socket, runtime)) in sockets.into_iter().zip(runtimes).enumerate() {
-            let handle = self.clone();
-            let tls = tls.clone();
-            let join = std::thread::Builder::new()
-                .name(format!("kiln-ingress-{index}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        let Ok(listener) = TcpListener::from_std(socket) else {
-                            return;
-                        };
-                        match tls {
-                            Some(tls) => handle.serve_tls(listener, tls).await,
-                            None => handle.serve(listener).await,
-                        }
-                        handle.wait_for_drain().await;
-                    });
-                    // The pool goes before the runtime whose tasks drive its connections.
-                    pool::clear_thread();
-                })?;
-            joins.push(join);
-        }
-        Ok((address, joins))
     }
 
     /// Until every connection is gone or shutdown gave up on them.
-    async fn wait_for_drain(&self) {
+    pub(crate) async fn wait_for_drain(&self) {
         let mut phase = self.shared.phase.subscribe();
         loop {
             let notified = self.shared.all_closed.notified();
@@ -312,11 +289,13 @@ impl IngressHandle {
         }
     }
 
-    async fn accept_loop<F, Fut>(&self, listener: TcpListener, on_accept: F)
-    where
-        F: Fn(IngressHandle, TcpStream, SocketAddr) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+    /// Hands every accepted connection to `on_accept` until draining starts, then drops the
+    /// listener.
+    pub(crate) async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        mut on_accept: impl FnMut(TcpStream, SocketAddr),
+    ) {
         let mut phase = self.shared.phase.subscribe();
         loop {
             if *phase.borrow_and_update() != Phase::Serving {
@@ -327,7 +306,7 @@ impl IngressHandle {
                     Ok((stream, peer)) => {
                         // Small responses go out at once instead of waiting for Nagle.
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(on_accept(self.clone(), stream, peer));
+                        on_accept(stream, peer);
                     }
                     Err(error) => {
                         // Usually out of file descriptors: back off instead of spinning.

@@ -106,9 +106,9 @@ pub async fn start(
     let handle = Ingress::new(IngressConfig::default());
     let address = match listen {
         Some(listen) => {
-            // One serving thread per core, each with its own runtime, listener and upstream
-            // pools: a request never changes threads (see `serve_per_core`). The threads end
-            // after shutdown.
+            // One serving thread per core, each with its own runtime and upstream pools, fed
+            // connections from one listener by load: a request never changes threads (see
+            // `serve_per_core`). The threads end after shutdown.
             let threads = std::thread::available_parallelism().map_or(1, usize::from);
             let (address, _threads) = handle.serve_per_core(listen, threads, tls).map_err(|e| {
                 Failure::State(format!("the ingress cannot listen on {listen}: {e}"))

@@ -207,6 +207,89 @@ async fn per_core_serving_proxies_on_every_thread_and_drains_on_shutdown() {
     assert_eq!(in_flight.await.unwrap().body, "ok");
     assert!(shutdown.await.unwrap().drained);
     // Every serving thread ends once its connections are gone.
+    join_threads(threads).await;
+    assert!(TcpStream::connect(proxy).await.is_err());
+}
+
+/// Opens a keep-alive connection to `proxy` and reads one answer from it, so that it is
+/// accepted and served; the connection stays open while the stream lives.
+async fn open_connection(proxy: std::net::SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0; 1024];
+    while !answer.ends_with(b"ok") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_serving_spreads_connections_evenly_over_its_threads() {
+    let up = upstream("ok").await;
+    let h = Ingress::new(IngressConfig::default());
+    h.swap(table(vec![route("r", "*", "/", &[up.addr])]));
+    assert!(h.serving_threads().is_empty());
+    let (proxy, threads) = h
+        .serve_per_core("127.0.0.1:0".parse().unwrap(), 3, None)
+        .unwrap();
+    // Opened at once, as a load generator does: the burst the threads used to race for.
+    let mut opened = futures_join_all((0..9).map(|_| open_connection(proxy))).await;
+    let open: Vec<usize> = h.serving_threads().iter().map(|t| t.open).collect();
+    assert_eq!(open, [3, 3, 3]);
+    // A closed connection counts out, so the next ones fill the emptiest thread first.
+    drop(opened.drain(..3));
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            h.serving_threads().iter().map(|t| t.open).sum::<usize>() == 6
+        })
+        .await
+    );
+    let _more = futures_join_all((0..3).map(|_| open_connection(proxy))).await;
+    let after = h.serving_threads();
+    assert_eq!(after.iter().map(|t| t.open).collect::<Vec<_>>(), [3, 3, 3]);
+    assert_eq!(after.iter().map(|t| t.accepted).sum::<u64>(), 12);
+    let report = h.shutdown(Duration::from_secs(10)).await;
+    assert!(report.drained, "{report:?}");
+    join_threads(threads).await;
+    assert!(h.serving_threads().iter().all(|t| t.open == 0));
+    assert!(TcpStream::connect(proxy).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_serving_owns_its_port_alone() {
+    let h = Ingress::new(IngressConfig::default());
+    let (proxy, threads) = h
+        .serve_per_core("127.0.0.1:0".parse().unwrap(), 2, None)
+        .unwrap();
+    // A second ingress (or any process) on the same address fails instead of silently
+    // taking a share of the connections.
+    let second = Ingress::new(IngressConfig::default());
+    let error = second.serve_per_core(proxy, 2, None).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(TcpListener::bind(proxy).await.is_err());
+    assert!(h.shutdown(Duration::from_secs(5)).await.drained);
+    join_threads(threads).await;
+    // Once shut down, the port is free again: a restart binds it.
+    let again = Ingress::new(IngressConfig::default());
+    let (rebound, threads) = again.serve_per_core(proxy, 2, None).unwrap();
+    assert_eq!(rebound, proxy);
+    assert!(again.shutdown(Duration::from_secs(5)).await.drained);
+    join_threads(threads).await;
+}
+
+/// Until every serving thread has returned.
+async fn join_threads(threads: Vec<std::thread::JoinHandle<()>>) {
     tokio::task::spawn_blocking(move || {
         for thread in threads {
             thread.join().unwrap();
@@ -214,5 +297,18 @@ async fn per_core_serving_proxies_on_every_thread_and_drains_on_shutdown() {
     })
     .await
     .unwrap();
-    assert!(TcpStream::connect(proxy).await.is_err());
+}
+
+/// Awaits every future at once (each on its own task), in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
 }

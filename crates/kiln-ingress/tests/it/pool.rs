@@ -163,18 +163,6 @@ async fn proxy_with(config: IngressConfig, addr: SocketAddr) -> SocketAddr {
     proxy
 }
 
-/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
-async fn eventually(deadline: Duration, condition: impl Fn() -> bool) -> bool {
-    let start = tokio::time::Instant::now();
-    while start.elapsed() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    condition()
-}
-
 #[tokio::test]
 async fn one_upstream_connection_carries_sequential_requests() {
     let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;

@@ -184,3 +184,15 @@ pub async fn get(client: &TestClient, proxy: SocketAddr, host: &str, path: &str)
     )
     .await
 }
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+pub async fn eventually(deadline: Duration, condition: impl Fn() -> bool) -> bool {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}

@@ -24,7 +24,10 @@ struct Served {
     cert: CertificateDer<'static>,
 }
 
-async fn tls_proxy(upstream: SocketAddr) -> Served {
+/// A self-signed certificate for `shop.localhost`, and an ingress routing it to `upstream`.
+fn certified_ingress(
+    upstream: SocketAddr,
+) -> (IngressHandle, TlsSettings, CertificateDer<'static>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["shop.localhost".into()])
         .unwrap()
@@ -34,6 +37,11 @@ async fn tls_proxy(upstream: SocketAddr) -> Served {
         TlsSettings::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
     let handle = Ingress::new(IngressConfig::default());
     handle.swap(table(vec![route("r", "shop.localhost", "/", &[upstream])]));
+    (handle, settings, cert.der().clone())
+}
+
+async fn tls_proxy(upstream: SocketAddr) -> Served {
+    let (handle, settings, cert) = certified_ingress(upstream);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let serving = handle.clone();
@@ -41,7 +49,7 @@ async fn tls_proxy(upstream: SocketAddr) -> Served {
     Served {
         _handle: handle,
         addr,
-        cert: cert.der().clone(),
+        cert,
     }
 }
 
@@ -70,17 +78,28 @@ fn get_request() -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// One GET over HTTP/1.1 on `stream`; the sender keeps the connection open.
+async fn get_over_http1(
+    stream: TlsStream<TcpStream>,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    hyper::Response<hyper::body::Incoming>,
+) {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(get_request()).await.unwrap();
+    (sender, response)
+}
+
 #[tokio::test]
 async fn http1_over_tls_is_proxied_with_https_forwarded() {
     let up = upstream("api").await;
     let served = tls_proxy(up.addr).await;
     let stream = connect(&served, &[b"http/1.1"]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let response = sender.send_request(get_request()).await.unwrap();
+    let (_sender, response) = get_over_http1(stream).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.version(), Version::HTTP_11);
     assert_eq!(response.headers()["echo-x-forwarded-proto"], "https");
@@ -123,10 +142,43 @@ async fn a_failed_handshake_does_not_stop_the_listener() {
     half.write_all(&[0x16, 0x03, 0x01, 0x00]).await.unwrap();
     drop(half);
     let stream = connect(&served, &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (_sender, response) = get_over_http1(stream).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_serving_terminates_tls_on_every_thread() {
+    let up = upstream("api").await;
+    let (handle, settings, cert) = certified_ingress(up.addr);
+    let (addr, threads) = handle
+        .serve_per_core("127.0.0.1:0".parse().unwrap(), 2, Some(settings))
+        .unwrap();
+    let served = Served {
+        _handle: handle.clone(),
+        addr,
+        cert,
+    };
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let stream = connect(&served, &[b"http/1.1"]).await;
+        let (sender, response) = get_over_http1(stream).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["echo-x-forwarded-proto"], "https");
+        senders.push(sender);
+    }
+    let accepted: Vec<u64> = handle
+        .serving_threads()
+        .iter()
+        .map(|t| t.accepted)
+        .collect();
+    assert_eq!(accepted, [1, 1]);
+    assert!(
+        handle
+            .shutdown(std::time::Duration::from_secs(10))
+            .await
+            .drained
+    );
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
         .await
         .unwrap();
-    tokio::spawn(conn);
-    let response = sender.send_request(get_request()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
 }
