@@ -16,8 +16,8 @@ use kiln_spec::yaml::{Key, Node, Value as Y};
 use crate::condition;
 use crate::workflow::{
     Access, ActionRef, Call, CallOutput, CallSecrets, CompositeAction, Concurrency, Env,
-    Environment, Input, InputType, Job, JobBody, Matrix, MatrixTable, Name, NodeRuns, Permissions,
-    RunDefaults, RunsOn, Step, StepAction, Strategy, Text, TextMap, Trigger, Vector,
+    Environment, Input, InputType, Job, JobBody, Mapping, Matrix, MatrixTable, Name, NodeRuns,
+    Permissions, RunDefaults, RunsOn, Step, StepAction, Strategy, Text, TextMap, Trigger, Vector,
     resolve_action,
 };
 
@@ -383,18 +383,18 @@ impl Decoder<'_> {
         out
     }
 
-    /// An `env:` block: a mapping, or one `${{ }}` expression standing for the whole mapping
-    /// (workflow syntax, `env`: GitHub's schema allows expressions at the mapping itself).
-    fn env(&mut self, node: &Node, path: &str, scope: &Scope) -> Env {
+    /// An `env:` or a step's `with:` block: a mapping, or one `${{ }}` expression standing for
+    /// the whole mapping (GitHub's schema allows expressions at these mappings themselves).
+    fn mapping(&mut self, node: &Node, path: &str, scope: &Scope) -> Mapping {
         if let Y::String { text, .. } = &node.value
             && condition::lone_expression(text.trim()).is_some()
         {
-            return Env {
+            return Mapping {
                 entries: TextMap::new(),
                 expression: self.text(node, path, scope),
             };
         }
-        Env {
+        Mapping {
             entries: self.text_map(node, path, scope),
             expression: None,
         }
@@ -448,7 +448,7 @@ impl Decoder<'_> {
                     seen_on = true;
                     parts.on = self.triggers(value);
                 }
-                "env" => parts.env = self.env(value, "env", &Scope::new(WORKFLOW_ENV, &[])),
+                "env" => parts.env = self.mapping(value, "env", &Scope::new(WORKFLOW_ENV, &[])),
                 "defaults" => {
                     parts.defaults = self.defaults(value, "defaults", &Scope::new(JOB_IF, &[]));
                 }
@@ -937,7 +937,7 @@ impl Decoder<'_> {
                 "needs" => job.needs = self.needs(v, &p),
                 "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
                 "runs-on" => job.runs_on = self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
-                "env" => job.env = self.env(v, &p, &sc(JOB_ENV, &[])),
+                "env" => job.env = self.mapping(v, &p, &sc(JOB_ENV, &[])),
                 "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
                 "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
                 "timeout-minutes" => job.timeout_minutes = self.text(v, &p, &sc(JOB_PLAIN, &[])),
@@ -1461,8 +1461,8 @@ impl Decoder<'_> {
                     }
                 }
                 "uses" => uses = self.uses(v, &p),
-                "with" => with = Some(self.text_map(v, &p, scope)),
-                "env" => step.env = self.env(v, &p, scope),
+                "with" => with = Some(self.mapping(v, &p, scope)),
+                "env" => step.env = self.mapping(v, &p, scope),
                 "shell" => step.shell = self.text(v, &p, scope),
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),

@@ -21,7 +21,7 @@ use crate::context::{Ctx, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::process::{self, Exit, Spawn};
 use crate::runner::{Scope, Shared, runner_arch, runner_context};
-use crate::workflow::{ActionRef, Env, Job, JobBody, Step, StepAction, Text};
+use crate::workflow::{ActionRef, Env, Job, JobBody, Mapping, Step, StepAction, Text};
 
 /// GitHub's default job timeout.
 const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
@@ -270,26 +270,33 @@ fn place(shared: &Shared, ctx: &mut Ctx, workspace: &Path, temp: &Path) {
 /// The variables of an `env:` block: its entries, or the mapping its one expression evaluates
 /// to (workflow syntax, `env`), each value as GitHub prints it.
 fn env_values(ctx: &Ctx, env: &Env) -> Result<Vec<(String, String)>, String> {
-    if let Some(expression) = &env.expression {
-        return match ctx.value(expression).map_err(|e| format!("env: {e}"))? {
+    mapping_values(ctx, env, "env")
+}
+
+/// The values of a mapping block (`env`, a step's `with`) named `key` in messages: its entries,
+/// or the mapping its one expression evaluates to, each value as GitHub prints it.
+fn mapping_values(ctx: &Ctx, block: &Mapping, key: &str) -> Result<Vec<(String, String)>, String> {
+    if let Some(expression) = &block.expression {
+        return match ctx.value(expression).map_err(|e| format!("{key}: {e}"))? {
             Value::Object(map) => Ok(map
                 .into_iter()
                 .map(|(k, v)| (k, v.to_display_string()))
                 .collect()),
             Value::Null => Ok(Vec::new()),
             other => Err(format!(
-                "env: `{}` must evaluate to a mapping (it gave {})",
+                "{key}: `{}` must evaluate to a mapping (it gave {})",
                 expression.text,
                 other.kind_name()
             )),
         };
     }
-    env.entries
+    block
+        .entries
         .iter()
         .map(|(k, t)| {
             ctx.string(t)
                 .map(|v| (k.clone(), v))
-                .map_err(|e| format!("env `{k}`: {e}"))
+                .map_err(|e| format!("{key} `{k}`: {e}"))
         })
         .collect()
 }
@@ -443,7 +450,8 @@ fn run_steps<'a>(
     steps: &'a [Step],
 ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
-        for (index, step) in steps.iter().enumerate() {
+        let names = action_names(steps);
+        for (step, action_name) in steps.iter().zip(&names) {
             if *state.cancel.borrow() {
                 state.cancelled = true;
             }
@@ -455,9 +463,41 @@ fn run_steps<'a>(
                     "##[error]The job has exceeded the maximum execution time",
                 );
             }
-            run_step(shared, job, scope, inst, state, frame, step, index).await;
+            run_step(shared, job, scope, inst, state, frame, step, action_name).await;
         }
     })
+}
+
+/// `GITHUB_ACTION` / `github.action` of each step, as the runner names them: the step's `id`;
+/// without one `__run` for a script, `__self` for an action of the repository and
+/// `__owner_repo` for another action, with `_2`, `_3`, ... when the same name comes again.
+fn action_names(steps: &[Step]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    steps
+        .iter()
+        .map(|step| {
+            if let Some(id) = &step.id {
+                return id.name.clone();
+            }
+            let base = match &step.action {
+                StepAction::Run(_) => "__run".to_owned(),
+                StepAction::Uses {
+                    action: ActionRef::Local(_),
+                    ..
+                } => "__self".to_owned(),
+                StepAction::Uses { uses, .. } => {
+                    let repository = uses.text.split('@').next().unwrap_or_default();
+                    format!("__{}", repository.replace('/', "_"))
+                }
+            };
+            let count = seen.entry(base.clone()).or_default();
+            *count += 1;
+            match *count {
+                1 => base,
+                n => format!("{base}_{n}"),
+            }
+        })
+        .collect()
 }
 
 fn step_name(step: &Step, ctx: &Ctx) -> String {
@@ -479,10 +519,13 @@ async fn run_step(
     state: &mut JobState,
     frame: &mut Frame,
     step: &Step,
-    index: usize,
+    action_name: &str,
 ) {
     let started = Instant::now();
     let mut ctx = inst.ctx.clone();
+    if let Some(Value::Object(github)) = ctx.values.get_mut("github") {
+        github.insert("action".to_owned(), Value::String(action_name.to_owned()));
+    }
     ctx.set("steps", Value::Object(frame.steps.clone()));
     ctx.set("inputs", frame.inputs.clone());
     ctx.set("env", object(&merged_env(state)));
@@ -566,7 +609,7 @@ async fn run_step(
                 ctx: &ctx,
                 env: &env,
                 timeout,
-                index,
+                action_name,
             };
             match &step.action {
                 StepAction::Run(script) => exec.script(state, frame, step, script).await,
@@ -675,7 +718,7 @@ struct Exec<'a> {
     ctx: &'a Ctx,
     env: &'a IndexMap<String, String>,
     timeout: Option<Duration>,
-    index: usize,
+    action_name: &'a str,
 }
 
 /// Replaces a file's content by writing over it and then setting its length.
@@ -782,7 +825,7 @@ impl<'a> Exec<'a> {
             ("GITHUB_ACTOR".into(), "kiln".into()),
             ("GITHUB_SERVER_URL".into(), github("server_url")),
             ("GITHUB_API_URL".into(), github("api_url")),
-            ("GITHUB_ACTION".into(), format!("__run_{}", self.index)),
+            ("GITHUB_ACTION".into(), self.action_name.to_owned()),
             (
                 "GITHUB_ENV".into(),
                 files.env.to_string_lossy().into_owned(),
@@ -1026,23 +1069,18 @@ impl<'a> Exec<'a> {
         &self,
         state: &mut JobState,
         builtin: crate::workflow::Builtin,
-        with: &IndexMap<String, Text>,
+        with: &Mapping,
     ) -> StepResult {
-        let valid = builtin.inputs();
-        for name in with.keys().filter(|k| !valid.contains(&k.as_str())) {
-            self.log(&unexpected_input(name, valid.iter().copied()));
-        }
-        let mut inputs = IndexMap::new();
-        for (k, t) in with {
-            match self.ctx.string(t) {
-                Ok(v) => {
-                    inputs.insert(k.clone(), v);
-                }
-                Err(e) => {
-                    self.log(&format!("##[error]input `{k}`: {e}"));
-                    return StepResult::failed(Status::Failure);
-                }
+        let inputs: IndexMap<String, String> = match mapping_values(self.ctx, with, "with") {
+            Ok(values) => values.into_iter().collect(),
+            Err(e) => {
+                self.log(&format!("##[error]{e}"));
+                return StepResult::failed(Status::Failure);
             }
+        };
+        let valid = builtin.inputs();
+        for name in inputs.keys().filter(|k| !valid.contains(&k.as_str())) {
+            self.log(&unexpected_input(name, valid.iter().copied()));
         }
         let cx = builtins::Cx {
             shared: self.shared,
@@ -1069,12 +1107,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    async fn composite(
-        &self,
-        state: &mut JobState,
-        path: &str,
-        with: &IndexMap<String, Text>,
-    ) -> StepResult {
+    async fn composite(&self, state: &mut JobState, path: &str, with: &Mapping) -> StepResult {
         // Components drop `.` and a trailing `/`: `uses: ./` is the workspace itself, and
         // GITHUB_ACTION_PATH never ends in a separator on GitHub.
         let dir: PathBuf = state.workspace.join(path).components().collect();
@@ -1087,32 +1120,46 @@ impl<'a> Exec<'a> {
                 return StepResult::failed(Status::Failure);
             }
         };
+        let mut given: IndexMap<String, String> = match mapping_values(self.ctx, with, "with") {
+            Ok(values) => values.into_iter().collect(),
+            Err(e) => {
+                self.log(&format!("##[error]{e}"));
+                return StepResult::failed(Status::Failure);
+            }
+        };
         let mut inputs = IndexMap::new();
         for (name, input) in &action.inputs {
-            let text = with.get(name).or(input.default.as_ref());
-            let value = match text.map(|t| self.ctx.string(t)).transpose() {
-                Ok(v) => v.unwrap_or_default(),
-                Err(e) => {
-                    self.log(&format!("##[error]input `{name}`: {e}"));
-                    return StepResult::failed(Status::Failure);
+            let value = match given.shift_remove(name) {
+                Some(value) => value,
+                None => {
+                    if input.required && input.default.is_none() {
+                        self.log(&format!(
+                            "##[warning]Input required and not supplied: {name}"
+                        ));
+                    }
+                    match input
+                        .default
+                        .as_ref()
+                        .map(|t| self.ctx.string(t))
+                        .transpose()
+                    {
+                        Ok(v) => v.unwrap_or_default(),
+                        Err(e) => {
+                            self.log(&format!("##[error]input `{name}`: {e}"));
+                            return StepResult::failed(Status::Failure);
+                        }
+                    }
                 }
             };
-            if input.required && text.is_none() {
-                self.log(&format!(
-                    "##[warning]Input required and not supplied: {name}"
-                ));
-            }
             inputs.insert(name.clone(), Value::String(value));
         }
-        for (name, text) in with.iter().filter(|(k, _)| !action.inputs.contains_key(*k)) {
+        for (name, value) in given {
             self.log(&unexpected_input(
-                name,
+                &name,
                 action.inputs.keys().map(String::as_str),
             ));
             // The runner still hands them to a JavaScript action.
-            if let Ok(v) = self.ctx.string(text) {
-                inputs.insert(name.clone(), Value::String(v));
-            }
+            inputs.insert(name, Value::String(value));
         }
         if let Some(runs) = &action.node {
             return self.node_action(state, &dir, runs, &inputs).await;

@@ -31,16 +31,20 @@ pub struct Name {
 /// An ordered `name: value` map of expression texts (`env`, `with`, `outputs`).
 pub type TextMap = IndexMap<String, Text>;
 
-/// An `env:` block (workflow, job or step). GitHub's workflow schema gives `env` its contexts on
-/// the mapping itself, so the whole block may be one expression that evaluates to a mapping when
-/// it is read: `env: ${{ matrix.env }}` with a matrix whose rows carry `env: { TOXENV: docs }`.
+/// A mapping block whose whole value may also be one expression: `env:` (workflow, job or step)
+/// and a step's `with:`. GitHub's workflow schema gives these contexts on the mapping itself, so
+/// `env: ${{ matrix.env }}` (with matrix rows carrying `env: { TOXENV: docs }`) or
+/// `with: ${{ fromJSON(needs.plan.outputs.inputs) }}` evaluates to a mapping when it is read.
 #[derive(Debug, Clone, Default)]
-pub struct Env {
+pub struct Mapping {
     /// `NAME: value` entries as written.
     pub entries: TextMap,
     /// The whole block written as one expression, evaluated to a mapping at run time.
     pub expression: Option<Text>,
 }
+
+/// An `env:` block.
+pub type Env = Mapping;
 
 /// One workflow file.
 #[derive(Debug, Clone)]
@@ -338,7 +342,7 @@ pub enum StepAction {
         /// The `uses` text as written.
         uses: Text,
         /// `with`.
-        with: TextMap,
+        with: Mapping,
     },
 }
 

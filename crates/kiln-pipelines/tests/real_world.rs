@@ -106,7 +106,7 @@ fn yaml_numbers_in_string_places_print_as_github_prints_them() {
     let StepAction::Uses { with, .. } = &steps[0].action else {
         panic!("uses expected")
     };
-    assert_eq!(with["python-version"].text, "3.1");
+    assert_eq!(with.entries["python-version"].text, "3.1");
 }
 
 /// Workflow syntax, `jobs.<job_id>.container`: without a container the steps run on the
@@ -240,7 +240,7 @@ fn yaml_core_schema_tags_are_read_as_the_runner_reads_them() {
     let StepAction::Uses { with, .. } = &steps[0].action else {
         panic!("uses expected")
     };
-    assert_eq!(with["python-version"].text, "3.10");
+    assert_eq!(with.entries["python-version"].text, "3.10");
     let err = parse_workflow(
         Path::new("ci.yml"),
         "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: !!int ten\n    steps: [ { run: make } ]\n",

@@ -1418,6 +1418,119 @@ jobs:
     );
 }
 
+/// Workflow syntax, `jobs.<job_id>.steps[*].with`: GitHub's schema gives the contexts to the
+/// mapping itself, as for `env`, so one expression may stand for every input of an action (a
+/// composite action's and a built-in's); an input the action does not declare is still warned
+/// about, and a value that is not a mapping fails the step, naming the expression.
+#[tokio::test]
+async fn with_written_as_one_expression_gives_the_action_its_inputs() {
+    let ran = run_one(
+        &[
+            (
+                ".github/actions/greet/action.yml",
+                "inputs:\n  who: { default: world }\n  punct: { default: '!' }\nruns:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo \"hello ${{ inputs.who }}${{ inputs.punct }}\"\n",
+            ),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        include:
+          - { greet: { who: kiln, extra: 1 }, upload: { name: notes, path: notes.txt } }
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./.github/actions/greet
+        with: ${{ matrix.greet }}
+      - run: echo hi > notes.txt
+      - uses: actions/upload-artifact@v4
+        with: ${{ matrix.upload }}
+      - uses: ./.github/actions/greet
+        with: ${{ matrix.nothing }}
+      - uses: ./.github/actions/greet
+        with: ${{ matrix.greet.who }}
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let jobs = ran.store.jobs();
+    assert_eq!(jobs.len(), 1);
+    let logs = ran.logs(&jobs[0].1.name);
+    assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
+    let at = |needle: &str| {
+        logs.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {logs:?}"))
+    };
+    assert!(at("Unexpected input(s) 'extra'") < at("hello kiln!"));
+    assert!(at("hello kiln!") < at("hello world!"), "{logs:?}");
+    assert!(
+        logs.last().is_some_and(|l| l.contains(
+            "with: `${{ matrix.greet.who }}` must evaluate to a mapping (it gave String)"
+        )),
+        "{logs:?}"
+    );
+    at("Uploaded artifact `notes` (1 files)");
+}
+
+/// Default environment variables, `GITHUB_ACTION` (and `github.action`): the step's `id`, or
+/// `__run` for a script without one, `__self` for an action of the repository, `__owner_repo`
+/// for another action, each repeated name with the suffix `_2`, `_3`, ...
+#[tokio::test]
+async fn github_action_names_each_step_as_the_runner_does() {
+    let ran = run_one(
+        &[
+            (
+                "action.yml",
+                "runs:\n  using: composite\n  steps:\n    - shell: bash\n      run: echo \"inner=$GITHUB_ACTION\"\n",
+            ),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "$GITHUB_ACTION"
+      - run: echo "$GITHUB_ACTION ${{ github.action }}"
+      - id: named
+        run: echo "$GITHUB_ACTION"
+      - uses: actions/checkout@v4
+      - uses: ./
+      - run: echo "$GITHUB_ACTION"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Success, "{logs:?}");
+    let printed: Vec<&str> = logs
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("__") || l.starts_with("named") || l.starts_with("inner="))
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "__run",
+            "__run_2 __run_2",
+            "named",
+            "inner=__run",
+            "__run_3"
+        ],
+        "{logs:?}"
+    );
+}
+
 /// Workflow commands, `set-env` and `add-path` (disabled in 2020): as the runner handles them,
 /// each is refused unless `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true`, and a refused command
 /// fails its step even when the script exits 0; opted in, they set a variable and prepend a
