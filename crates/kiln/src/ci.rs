@@ -836,10 +836,11 @@ pub(crate) async fn execute(
         .map(|(id, _)| id.as_str())
         .collect();
     let summary = format!(
-        "Run {run_id} {} in {} ({} jobs: {}).",
+        "Run {run_id} {} in {} ({} job{}: {}).",
         result.status.as_str(),
         human(started.elapsed()),
         result.jobs.len(),
+        if result.jobs.len() == 1 { "" } else { "s" },
         result
             .jobs
             .iter()
