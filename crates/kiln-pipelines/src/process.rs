@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use std::os::fd::OwnedFd;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
 use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// How long output is still read after the step's own process exits: background children that
 /// keep the pipe open must not hold the step (they are killed when the job ends, as on GitHub).
@@ -54,15 +57,30 @@ pub(crate) async fn run(
         }
         None => Command::new(&spec.program),
     };
+    // One pipe for both streams, read here, not by reader tasks: the log keeps the order the
+    // step wrote in, and a trivial step costs two task spawns, a channel and two pipes less.
+    let (reader, writer) = match std::io::pipe().and_then(|(r, w)| Ok((r, w.try_clone()?, w))) {
+        Ok((reader, out, err)) => (reader, (out, err)),
+        Err(e) => {
+            return (
+                Exit::SpawnFailed(format!("cannot create a pipe: {e}")),
+                None,
+            );
+        }
+    };
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.0)
+        .stderr(writer.1)
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // The command holds this process's write ends: dropped, the pipe ends when the step's
+    // processes have all closed theirs.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         // The runner's words: a missing `working-directory` is not a missing shell.
         Err(_) if !spec.cwd.is_dir() => {
@@ -81,14 +99,15 @@ pub(crate) async fn run(
     // `kill_on_drop` reaches only the direct child: if this future is dropped (the whole run is
     // abandoned, e.g. `kiln ci run` interrupted), the guard kills the rest of the group too.
     let mut guard = GroupGuard(pgid);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(read_lines(out, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(read_lines(err, tx.clone()));
-    }
-    drop(tx);
+    let mut output = match pipe::Receiver::from_owned_fd(OwnedFd::from(reader)) {
+        Ok(receiver) => Some(receiver),
+        Err(e) => {
+            on_line(format!("##[warning]the step's output cannot be read: {e}"));
+            None
+        }
+    };
+    let mut lines = LineSplitter::default();
+    let mut chunk = vec![0; 16 * 1024];
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
     let sleep = async {
         match deadline {
@@ -98,12 +117,11 @@ pub(crate) async fn run(
     };
     tokio::pin!(sleep);
     let mut stopped = None;
-    let mut lines_open = true;
     let status = loop {
         tokio::select! {
-            line = rx.recv(), if lines_open => match line {
-                Some(l) => on_line(l),
-                None => lines_open = false,
+            read = read_some(&mut output, &mut chunk) => match read {
+                Some(n) => lines.push(&chunk[..n], &mut on_line),
+                None => output = None,
             },
             status = child.wait() => break status,
             () = &mut sleep, if stopped.is_none() => {
@@ -121,12 +139,9 @@ pub(crate) async fn run(
     // Finished or stopped as designed: background leftovers are the job's to clean up.
     guard.0 = None;
     // Output written just before exit is still in the pipe.
-    let drain = async {
-        while let Some(line) = rx.recv().await {
-            on_line(line);
-        }
-    };
+    let drain = read_to_end(&mut output, &mut chunk, &mut lines, &mut on_line);
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await;
+    lines.finish(&mut on_line);
     if let Some(exit) = stopped {
         return (exit, pgid);
     }
@@ -197,23 +212,70 @@ pub(crate) fn kill_group(pgid: i32) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-async fn read_lines(stream: impl AsyncRead + Unpin, tx: mpsc::UnboundedSender<String>) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
-                    break;
-                }
-            }
+/// Reads what the pipe has into `chunk`: `Some(n)` bytes, `None` at its end (or on an error,
+/// which ends the output the same way); pends forever once there is no pipe, so the caller's
+/// `select!` waits on its other branches.
+async fn read_some(output: &mut Option<pipe::Receiver>, chunk: &mut [u8]) -> Option<usize> {
+    let Some(receiver) = output else {
+        return std::future::pending().await;
+    };
+    // `read` is cancel-safe: a read that loses a `select!` has taken nothing.
+    match receiver.read(chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}
+
+/// Reads the rest of the output as lines; at once when the pipe has already ended.
+async fn read_to_end(
+    output: &mut Option<pipe::Receiver>,
+    chunk: &mut [u8],
+    lines: &mut LineSplitter,
+    on_line: &mut impl FnMut(String),
+) {
+    while output.is_some() {
+        match read_some(output, chunk).await {
+            Some(n) => lines.push(&chunk[..n], on_line),
+            None => *output = None,
         }
     }
+}
+
+/// Cuts a byte stream into lines (without `\n` or `\r\n`), as the runner logs them.
+#[derive(Default)]
+struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, mut bytes: &[u8], on_line: &mut impl FnMut(String)) {
+        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                on_line(line_text(&bytes[..end]));
+            } else {
+                self.partial.extend_from_slice(&bytes[..end]);
+                on_line(line_text(&self.partial));
+                self.partial.clear();
+            }
+            bytes = &bytes[end + 1..];
+        }
+        self.partial.extend_from_slice(bytes);
+    }
+
+    /// The last line, when the output did not end with a newline.
+    fn finish(&mut self, on_line: &mut impl FnMut(String)) {
+        if !self.partial.is_empty() {
+            on_line(line_text(&self.partial));
+            self.partial.clear();
+        }
+    }
+}
+
+fn line_text(mut line: &[u8]) -> String {
+    while let [rest @ .., b'\r' | b'\n'] = line {
+        line = rest;
+    }
+    String::from_utf8_lossy(line).into_owned()
 }
 
 #[cfg(test)]
@@ -290,5 +352,73 @@ mod tests {
         .await;
         assert_eq!(exit, Exit::Code(0));
         assert_eq!(lines, vec![script.display().to_string()]);
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_are_logged_in_the_order_the_step_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spawn("sh", dir.path(), None);
+        spec.args = vec![
+            "-c".to_owned(),
+            "for i in 1 2 3; do echo out$i; echo err$i >&2; done; printf 'no newline'".to_owned(),
+        ];
+        let (_tx, mut cancel) = watch::channel(false);
+        let mut lines = Vec::new();
+        let (exit, _) = run(spec, &mut cancel, |l| lines.push(l)).await;
+        assert_eq!(exit, Exit::Code(0));
+        assert_eq!(
+            lines,
+            ["out1", "err1", "out2", "err2", "out3", "err3", "no newline"]
+        );
+    }
+
+    /// When the pipe ended before the step's exit was seen, nothing is left to wait for: the
+    /// step must not sit out the drain's time limit (every trivial step did, once).
+    #[test]
+    fn an_output_that_already_ended_is_drained_at_once() {
+        let mut lines = LineSplitter::default();
+        let mut chunk = [0; 16];
+        let mut seen = Vec::new();
+        let mut on_line = |l| seen.push(l);
+        let mut ended = None;
+        let drain = std::pin::pin!(read_to_end(
+            &mut ended,
+            &mut chunk,
+            &mut lines,
+            &mut on_line
+        ));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(drain.poll(&mut cx).is_ready());
+    }
+
+    proptest::proptest! {
+        /// However the pipe cuts the output into reads, the lines are those of the whole.
+        #[test]
+        fn lines_do_not_depend_on_how_the_output_is_cut(
+            text in "[a-c\r\n]{0,60}",
+            cuts in proptest::collection::vec(0usize..60, 0..6),
+        ) {
+            let bytes = text.as_bytes();
+            let mut whole = Vec::new();
+            let mut splitter = LineSplitter::default();
+            splitter.push(bytes, &mut |l| whole.push(l));
+            splitter.finish(&mut |l| whole.push(l));
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut splitter = LineSplitter::default();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                splitter.push(&bytes[start..cut], &mut |l| pieces.push(l));
+                start = cut;
+            }
+            splitter.finish(&mut |l| pieces.push(l));
+            proptest::prop_assert_eq!(&pieces, &whole);
+            let expected: Vec<String> = text
+                .split_inclusive('\n')
+                .map(|l| l.trim_end_matches(['\r', '\n']).to_owned())
+                .collect();
+            proptest::prop_assert_eq!(whole, expected);
+        }
     }
 }
