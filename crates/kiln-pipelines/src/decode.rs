@@ -218,6 +218,8 @@ const EVENTS: &[&str] = &[
 pub(crate) struct Decoder<'a> {
     pub(crate) source: &'a str,
     pub(crate) diags: &'a mut Diagnostics,
+    /// Findings that do not stop the workflow (injection risks), reported beside it.
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 /// The decoded top level of a workflow (the path is filled in by the loader).
@@ -1453,11 +1455,12 @@ impl Decoder<'_> {
                 "run" => {
                     run = self.text(v, &p, scope);
                     if let Some(text) = &run {
-                        for found in
-                            crate::injection::check(text, &p, self.source, &scope.options())
-                        {
-                            self.diags.push(found);
-                        }
+                        self.warnings.extend(crate::injection::check(
+                            text,
+                            &p,
+                            self.source,
+                            &scope.options(),
+                        ));
                     }
                 }
                 "uses" => uses = self.uses(v, &p),
@@ -1596,6 +1599,7 @@ impl Decoder<'_> {
             outputs: IndexMap::new(),
             steps: Vec::new(),
             node: None,
+            warnings: Vec::new(),
         };
         let mut runs = None;
         for (k, v) in entries {

@@ -10,9 +10,11 @@
 //!   run: echo "$MESSAGE"
 //! ```
 //!
-//! kiln refuses such a workflow (an error, not a warning): pipelines on push run by
-//! themselves, with the secrets of the stack, on whatever anyone pushed, so there is no safe
-//! moment to ignore it. The same expression under `env:`, `with:` or `if:` is fine, and so is
+//! kiln flags each one as a warning carried on the decoded workflow (`Workflow::warnings`),
+//! shown by `kiln ci validate` and before every run, and runs the workflow as GitHub does:
+//! whoever can push to a branch kiln follows can change the workflow itself, and kiln runs no
+//! `pull_request_target` or issue events, where outsiders write the text. The same expression
+//! under `env:`, `with:` or `if:` is fine, and so is
 //! one whose value cannot hold the text: `${{ contains(github.event.head_commit.message,
 //! '[skip ci]') }}` puts `true` or `false` in the script (a real-world pattern GitHub runs).
 

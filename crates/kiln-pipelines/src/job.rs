@@ -1112,7 +1112,12 @@ impl<'a> Exec<'a> {
         // GITHUB_ACTION_PATH never ends in a separator on GitHub.
         let dir: PathBuf = state.workspace.join(path).components().collect();
         let action = match crate::load::load_action(&dir) {
-            Ok(a) => a,
+            Ok(a) => {
+                for line in &a.warnings {
+                    self.log(&format!("##[warning]{line}"));
+                }
+                a
+            }
             Err(e) => {
                 for line in e.to_string().lines() {
                     self.log(&format!("##[error]{line}"));

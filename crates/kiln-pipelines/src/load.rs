@@ -39,15 +39,20 @@ pub struct WorkflowSet {
     pub called: IndexMap<String, Workflow>,
 }
 
-/// Renders diagnostics as `path:line:col: message` lines with labels and help.
+/// Renders diagnostics as `path:line:col: error: message` lines with labels and help.
 pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic]) -> String {
+    render_as(sources, diagnostics, "error")
+}
+
+/// Renders diagnostics as `path:line:col: SEVERITY: message` lines with labels and help.
+pub fn render_as(sources: &SourceMap, diagnostics: &[Diagnostic], severity: &str) -> String {
     let mut out = String::new();
     for d in diagnostics {
         let place = d
             .span
             .map(|s| sources.location(s))
             .unwrap_or_else(|| "<workflow>".to_owned());
-        let _ = write!(out, "{place}: error: {}", d.message);
+        let _ = write!(out, "{place}: {severity}: {}", d.message);
         if !d.key_path.is_empty() {
             let _ = write!(out, " (at `{}`)", d.key_path);
         }
@@ -109,8 +114,10 @@ fn decode_workflow(
     let mut decoder = Decoder {
         source: text,
         diags,
+        warnings: Vec::new(),
     };
     let parts = decoder.workflow(&root)?;
+    let warnings = decoder.warnings;
     let workflow = Workflow {
         path: path.to_path_buf(),
         name: parts.name,
@@ -121,6 +128,7 @@ fn decode_workflow(
         permissions: parts.permissions,
         concurrency: parts.concurrency,
         jobs: parts.jobs,
+        warnings,
     };
     check_graph(&workflow, file, diags);
     Some(workflow)
@@ -397,12 +405,23 @@ pub fn load_action(dir: &Path) -> Result<CompositeAction, Box<LoadError>> {
         return finish(sources, diags, None).map(|(a, _)| a);
     };
     let file = sources.add(path, text.clone());
+    let mut warnings = Vec::new();
     let action = kiln_spec::yaml::parse(file, &text, &mut diags).and_then(|root| {
-        Decoder {
+        let mut decoder = Decoder {
             source: &text,
             diags: &mut diags,
-        }
-        .composite(&root)
+            warnings: Vec::new(),
+        };
+        let action = decoder.composite(&root);
+        warnings = decoder.warnings;
+        action
+    });
+    let action = action.map(|mut action| {
+        action.warnings = render_as(&sources, &warnings, "warning")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        action
     });
     finish(sources, diags, action).map(|(a, _)| a)
 }

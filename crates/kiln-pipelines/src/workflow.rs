@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
+use kiln_spec::diag::Diagnostic;
 use kiln_spec::source::Span;
 
 /// A value as written, possibly holding `${{ }}` expressions. Scalars are kept as their text
@@ -67,6 +68,9 @@ pub struct Workflow {
     pub concurrency: Option<Concurrency>,
     /// `jobs`, in file order.
     pub jobs: IndexMap<String, Job>,
+    /// What is flagged without stopping the workflow: untrusted event fields expanded into a
+    /// `run:` script (injection risks), which GitHub runs too.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Workflow {
@@ -507,4 +511,7 @@ pub struct CompositeAction {
     pub steps: Vec<Step>,
     /// `runs` of a JavaScript action; `None` for a composite one.
     pub node: Option<NodeRuns>,
+    /// Injection risks in its steps, rendered as lines (`file:line:col: warning: ...`); the
+    /// step that runs it logs them as warnings.
+    pub warnings: Vec<String>,
 }

@@ -25,6 +25,7 @@ use indexmap::IndexMap;
 use kiln_pipelines::events::Level;
 use kiln_pipelines::workflow::{Matrix, Vector, Workflow};
 use kiln_pipelines::{JobRecord, Masker, RunEvent, RunOptions, RunRecord, RunStore, Status};
+use kiln_spec::diag::Diagnostic;
 use kiln_state::{NewPipelineRun, PipelineJob, PipelineStep, Store};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -63,15 +64,24 @@ pub(crate) fn workflow_files(dir: &Path) -> Vec<String> {
 }
 
 /// A workflow named on the command line, as a path relative to the repository: a bare file name
-/// is looked up in `.github/workflows`, anything with a `/` is a path (from the repository, or
-/// absolute inside it).
+/// is looked up in `.github/workflows` (with or without `.yml`/`.yaml`), else a workflow whose
+/// `name:` it is, as `gh workflow run` takes either; anything with a `/` is a path (from the
+/// repository, or absolute inside it).
 fn resolve_named(dir: &Path, name: &str) -> Result<String, Failure> {
     if !name.contains('/') {
-        let rel = format!("{WORKFLOWS_DIR}/{name}");
-        if dir.join(&rel).is_file() {
+        let candidates = [
+            name.to_owned(),
+            format!("{name}.yml"),
+            format!("{name}.yaml"),
+        ];
+        if let Some(rel) = candidates
+            .iter()
+            .map(|file| format!("{WORKFLOWS_DIR}/{file}"))
+            .find(|rel| dir.join(rel).is_file())
+        {
             return Ok(rel);
         }
-        return Err(unknown_workflow(dir, name));
+        return workflow_named(dir, name).ok_or_else(|| unknown_workflow(dir, name));
     }
     let path = Path::new(name);
     let rel = if path.is_absolute() {
@@ -94,6 +104,32 @@ fn resolve_named(dir: &Path, name: &str) -> Result<String, Failure> {
         Ok(rel)
     } else {
         Err(unknown_workflow(dir, name))
+    }
+}
+
+/// The one workflow file whose `name:` is `name` (two files of the same name name neither).
+fn workflow_named(dir: &Path, name: &str) -> Option<String> {
+    let mut named = workflow_files(dir).into_iter().filter(|rel| {
+        std::fs::read_to_string(dir.join(rel))
+            .ok()
+            .and_then(|text| kiln_pipelines::parse_workflow(Path::new(rel), &text).ok())
+            .is_some_and(|(workflow, _)| workflow.name.as_deref() == Some(name))
+    });
+    let first = named.next()?;
+    named.next().is_none().then_some(first)
+}
+
+/// What a workflow and the workflows it calls flag without being refused (injection risks).
+fn warnings(set: &kiln_pipelines::WorkflowSet) -> impl Iterator<Item = &Diagnostic> {
+    std::iter::once(&set.root)
+        .chain(set.called.values())
+        .flat_map(|w| &w.warnings)
+}
+
+/// Prints the workflow's warnings on stderr, as a compiler does, before it runs.
+fn print_warnings(set: &kiln_pipelines::WorkflowSet) {
+    for d in warnings(set) {
+        eprintln!("{}", render::warning(&set.sources, d));
     }
 }
 
@@ -166,7 +202,7 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
         let list: Vec<serde_json::Value> = results
             .iter()
             .map(|(path, r)| match r {
-                Ok(set) => serde_json::json!({ "path": path, "valid": true, "name": set.root.name, "jobs": set.root.jobs.len(), "diagnostics": [] }),
+                Ok(set) => serde_json::json!({ "path": path, "valid": true, "name": set.root.name, "jobs": set.root.jobs.len(), "diagnostics": [], "warnings": warnings(set).map(|d| render::diagnostic_json(&set.sources, d)).collect::<Vec<_>>() }),
                 Err(e) => serde_json::json!({ "path": path, "valid": false, "diagnostics": e.diagnostics.iter().map(|d| render::diagnostic_json(&e.sources, d)).collect::<Vec<_>>() }),
             })
             .collect();
@@ -189,6 +225,7 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
                     "{path}: valid ({jobs} job{})",
                     if jobs == 1 { "" } else { "s" }
                 );
+                print_warnings(set);
             }
             Err(e) => {
                 for d in &e.diagnostics {
@@ -498,6 +535,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         note_uncommitted(dir, &sha);
     }
     let mut set = load_committed(dir, &sha, &rel)?;
+    print_warnings(&set);
     if let Some(job) = &args.job {
         select_job(&mut set.root, job)?;
     }
@@ -521,7 +559,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         rel,
         event: args.event.clone(),
         rev: args.rev.clone(),
-        payload: event_payload(&args.event, &git_ref, &sha, &inputs),
+        payload: event_payload(dir, &args.event, &git_ref, &sha, &inputs),
         sha,
         git_ref,
         inputs,
@@ -873,8 +911,10 @@ async fn recv_signal(stream: &mut Option<tokio::signal::unix::Signal>) -> Option
     }
 }
 
-/// `github.event` for a local run: enough of GitHub's payload for the usual expressions.
+/// `github.event` for a local run: enough of GitHub's payload for the usual expressions; a push
+/// is GitHub's push payload of the commit and its parent, from git.
 fn event_payload(
+    dir: &Path,
     event: &str,
     git_ref: &str,
     sha: &str,
@@ -886,8 +926,109 @@ fn event_payload(
             "action": "opened",
             "pull_request": { "head": { "sha": sha, "ref": git_ref }, "base": { "ref": "main" } },
         }),
-        _ => serde_json::json!({ "ref": git_ref, "after": sha, "head_commit": { "id": sha } }),
+        _ => {
+            let parent = git(dir, &["rev-parse", "--verify", "-q", &format!("{sha}^")]);
+            let changed = git(
+                dir,
+                &[
+                    "diff-tree",
+                    "--no-commit-id",
+                    "--name-only",
+                    "-r",
+                    "--root",
+                    sha,
+                ],
+            )
+            .unwrap_or_default();
+            let changed: Vec<String> = changed.lines().map(str::to_owned).collect();
+            push_payload(dir, git_ref, parent.as_deref(), sha, &changed)
+        }
     }
+}
+
+/// The repository's default branch, for `github.event.repository.default_branch`: what the
+/// clone's `origin/HEAD` names, else `main` or `master` when the repository has one, else the
+/// pushed branch. Workflows compare it with `github.ref` to deploy only from that branch, so
+/// guessing the pushed branch first would make every branch look like the default one.
+fn default_branch(dir: &Path, git_ref: &str) -> String {
+    if let Some(remote) = git(
+        dir,
+        &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
+    ) && let Some((_, branch)) = remote.split_once('/')
+    {
+        return branch.to_owned();
+    }
+    ["main", "master"]
+        .into_iter()
+        .find(|b| {
+            git(
+                dir,
+                &["show-ref", "--verify", "-q", &format!("refs/heads/{b}")],
+            )
+            .is_some()
+        })
+        .map_or_else(
+            || {
+                git_ref
+                    .strip_prefix("refs/heads/")
+                    .unwrap_or(git_ref)
+                    .to_owned()
+            },
+            str::to_owned,
+        )
+}
+
+/// GitHub's push payload for `after` on `git_ref`, from git: the head commit (message, author,
+/// time, files), the commit before (zeros for a new branch), the repository and the pusher.
+pub(crate) fn push_payload(
+    dir: &Path,
+    git_ref: &str,
+    before: Option<&str>,
+    after: &str,
+    changed: &[String],
+) -> serde_json::Value {
+    let show = git(dir, &["show", "-s", "--format=%cI%n%an%n%ae%n%B", after]).unwrap_or_default();
+    let mut lines = show.lines();
+    let timestamp = lines.next().unwrap_or_default().to_owned();
+    let name = lines.next().unwrap_or_default().to_owned();
+    let email = lines.next().unwrap_or_default().to_owned();
+    let message = lines.collect::<Vec<_>>().join("\n");
+    let head = serde_json::json!({
+        "id": after,
+        "tree_id": git(dir, &["rev-parse", &format!("{after}^{{tree}}")]).unwrap_or_default(),
+        "message": message,
+        "timestamp": timestamp,
+        "author": { "name": name, "email": email },
+        "committer": { "name": name, "email": email },
+        "added": [],
+        "removed": [],
+        "modified": changed,
+    });
+    let repo_name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "repo".to_owned());
+    let branch = default_branch(dir, git_ref);
+    serde_json::json!({
+        "ref": git_ref,
+        "before": before.map_or_else(|| "0".repeat(40), str::to_owned),
+        "after": after,
+        "created": before.is_none(),
+        "deleted": false,
+        "forced": false,
+        "base_ref": null,
+        "commits": [head.clone()],
+        "head_commit": head,
+        "pusher": { "name": name, "email": email },
+        "sender": { "login": "kiln" },
+        "repository": {
+            "name": repo_name,
+            "full_name": format!("local/{repo_name}"),
+            "owner": { "login": "local", "name": "local" },
+            "default_branch": branch,
+            "master_branch": branch,
+        },
+    })
 }
 
 /// kiln-pipelines' [`RunStore`] over the state store: each finished job is one transaction.

@@ -305,7 +305,13 @@ impl Follower {
                 rev: format!("{}:{}", push.source, push.branch().unwrap_or(&push.git_ref)),
                 sha: push.after.clone(),
                 git_ref: push.git_ref.clone(),
-                payload: self.payload(&push, &changed),
+                payload: crate::ci::push_payload(
+                    &self.dir,
+                    &push.git_ref,
+                    push.before.as_deref(),
+                    &push.after,
+                    &changed,
+                ),
                 inputs: Default::default(),
                 vars: Default::default(),
                 secrets: Default::default(),
@@ -338,35 +344,6 @@ impl Follower {
             }
         }
         self.finished(&push, &runs, &deployed, None);
-    }
-
-    /// `github.event` of a push run: GitHub's push payload, from git.
-    fn payload(&self, push: &Push, changed: &[String]) -> serde_json::Value {
-        let show = crate::ci::git(
-            &self.dir,
-            &["show", "-s", "--format=%cI%n%an%n%ae%n%B", &push.after],
-        )
-        .unwrap_or_default();
-        let mut lines = show.lines();
-        let timestamp = lines.next().unwrap_or_default().to_owned();
-        let name = lines.next().unwrap_or_default().to_owned();
-        let email = lines.next().unwrap_or_default().to_owned();
-        let message = lines.collect::<Vec<_>>().join("\n");
-        let head = serde_json::json!({
-            "id": push.after,
-            "message": message,
-            "timestamp": timestamp,
-            "author": { "name": name, "email": email },
-            "modified": changed,
-        });
-        serde_json::json!({
-            "ref": push.git_ref,
-            "before": push.before.clone().unwrap_or_else(|| "0".repeat(40)),
-            "after": push.after,
-            "commits": [head.clone()],
-            "head_commit": head,
-            "repository": { "full_name": format!("local/{}", self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()) },
-        })
     }
 
     /// Deploys (an apply of each, trigger `push`) the services whose `release:` comes from

@@ -24,11 +24,20 @@ pub fn diagnostics(sources: &SourceMap, list: &[Diagnostic]) -> String {
 
 /// Renders one diagnostic.
 pub fn diagnostic(sources: &SourceMap, d: &Diagnostic) -> String {
+    diagnostic_as(sources, d, "error")
+}
+
+/// Renders one finding that does not stop anything (`warning[code]: ...`).
+pub fn warning(sources: &SourceMap, d: &Diagnostic) -> String {
+    diagnostic_as(sources, d, "warning")
+}
+
+fn diagnostic_as(sources: &SourceMap, d: &Diagnostic, severity: &str) -> String {
     let code = serde_json::to_value(d.code)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let mut out = format!("error[{code}]: {}\n", d.message);
+    let mut out = format!("{severity}[{code}]: {}\n", d.message);
     if let Some(span) = d.span {
         snippet(&mut out, sources, span, &d.label);
     }

@@ -180,6 +180,48 @@ fn validate_reports_an_unknown_key_with_line_and_column() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml, .github/workflows/ci.yml"));
 }
 
+/// An untrusted event field expanded into `run:` is flagged where it is written, with the fix,
+/// and the workflow still validates and runs, as on GitHub. A workflow is named by its file
+/// (with or without `.yml`) or by its `name:`, as `gh workflow run` takes either.
+#[test]
+fn injection_risks_are_warned_about_and_workflows_are_found_by_file_stem_or_name() {
+    let risky = "name: Risky\non: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"msg=${{ github.event.head_commit.message }}\"\n      - run: echo \"default=${{ github.event.repository.default_branch }} before=${{ github.event.before }} by=${{ github.event.pusher.name }}\"\n";
+    let s = repo(&[("ci.yml", GREEN), ("risky.yml", risky)]);
+    let out = s.run(&["ci", "validate", "risky"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning[injection-risk]: `github.event.head_commit.message` is untrusted input"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(".github/workflows/risky.yml:7:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("help: pass it through the environment"),
+        "{stderr}"
+    );
+    let v = json(&s, &["ci", "validate", "risky.yml", "--json"]);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["workflows"][0]["warnings"][0]["code"], "injection-risk");
+
+    let out = s.run(&["ci", "run", "Risky"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("msg=init"), "{stdout}");
+    // The first commit: no parent, so `before` is zeros, as for a new branch on GitHub.
+    assert!(
+        stdout.contains(&format!("default=main before={} by=", "0".repeat(40))),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning[injection-risk]"));
+    let out = s.run(&["ci", "run", "nothing-like-it"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
 /// kiln.yaml's `vars:` and `secrets:` are the run's repository variables and secrets, and its
 /// `environments:` GitHub's environments: a job with `environment: staging` reads staging's
 /// overrides. `--var` and `--secret` win over both. A stack whose services take their release
