@@ -433,6 +433,34 @@ fn check_trigger(
     Ok(())
 }
 
+/// `github.event.inputs` of a dispatch: every declared input as GitHub's form sends it, a
+/// string each: the value given, else the default, else `false` for a boolean and `''`.
+fn dispatched_inputs(
+    workflow: &Workflow,
+    event: &str,
+    given: &IndexMap<String, String>,
+) -> IndexMap<String, String> {
+    let Some(trigger) = workflow.on.get(event) else {
+        return given.clone();
+    };
+    trigger
+        .inputs
+        .iter()
+        .map(|(name, input)| {
+            let value =
+                given
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| match (&input.default, &input.kind) {
+                        (Some(default), _) => default.text.clone(),
+                        (None, kiln_pipelines::workflow::InputType::Boolean) => "false".to_owned(),
+                        (None, _) => String::new(),
+                    });
+            (name.clone(), value)
+        })
+        .collect()
+}
+
 /// Loads `rel` as committed at `sha`, as GitHub runs the workflow of the commit, not the one
 /// being edited: `.github` (and the workflow, if it lives elsewhere) is extracted from the
 /// commit into a scratch directory under `.kiln/runs/` and loaded from there.
@@ -441,9 +469,13 @@ pub(crate) fn load_committed(
     sha: &str,
     rel: &str,
 ) -> Result<kiln_pipelines::WorkflowSet, Failure> {
+    // Per load, not per process: the control plane loads the workflows of several pushes at
+    // once, and a shared directory would be emptied under another load.
+    static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let scratch = dir
         .join(".kiln/runs")
-        .join(format!("workflows-{}", std::process::id()));
+        .join(format!("workflows-{}-{serial}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)
         .map_err(|e| Failure::State(format!("cannot create {}: {e}", scratch.display())))?;
@@ -559,7 +591,13 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         rel,
         event: args.event.clone(),
         rev: args.rev.clone(),
-        payload: event_payload(dir, &args.event, &git_ref, &sha, &inputs),
+        payload: event_payload(
+            dir,
+            &args.event,
+            &git_ref,
+            &sha,
+            &dispatched_inputs(&set.root, &args.event, &inputs),
+        ),
         sha,
         git_ref,
         inputs,
@@ -1667,6 +1705,50 @@ pub(crate) fn stored_annotations(value: &serde_json::Value) -> Vec<kiln_pipeline
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The control plane loads the workflows of several pushes at once: each load extracts the
+    /// commit's `.github` into a scratch directory of its own, so none empties another's.
+    #[test]
+    fn concurrent_loads_of_committed_workflows_all_succeed() {
+        let repo = tempfile::tempdir().unwrap();
+        let workflows = repo.path().join(WORKFLOWS_DIR);
+        std::fs::create_dir_all(&workflows).unwrap();
+        for n in 0..20 {
+            std::fs::write(
+                workflows.join(format!("w{n}.yml")),
+                format!("on: push\njobs:\n  j{n}:\n    runs-on: ubuntu-latest\n    steps: [ {{ run: echo {n} }} ]\n"),
+            )
+            .unwrap();
+        }
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(["-c", "user.email=k@k", "-c", "user.name=k"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "workflows"]);
+        let sha = super::git(repo.path(), &["rev-parse", "HEAD"]).unwrap();
+        let loads: Vec<_> = (0..6)
+            .map(|n| {
+                let (dir, sha) = (repo.path().to_path_buf(), sha.clone());
+                std::thread::spawn(move || {
+                    load_committed(&dir, &sha, &format!("{WORKFLOWS_DIR}/w{n}.yml"))
+                        .map(|set| set.root.jobs.len())
+                        .map_err(|f| f.message().to_owned())
+                })
+            })
+            .collect();
+        for load in loads {
+            assert_eq!(load.join().unwrap(), Ok(1));
+        }
+    }
 
     #[test]
     fn groups_fold_unless_their_step_fails() {

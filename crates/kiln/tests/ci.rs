@@ -222,6 +222,69 @@ fn injection_risks_are_warned_about_and_workflows_are_found_by_file_stem_or_name
     assert_ne!(out.status.code(), Some(0));
 }
 
+/// `workflow_dispatch` with typed inputs: `inputs` holds them typed, with their defaults, and
+/// `github.event.inputs` holds every declared input as the form sends it (strings); an
+/// undeclared input and a missing required one are refused before anything runs.
+#[test]
+fn a_dispatch_gives_typed_inputs_and_the_event_gives_them_all_as_strings() {
+    let dispatch = r#"on:
+  workflow_dispatch:
+    inputs:
+      dry: { type: boolean }
+      n: { type: number, default: 3 }
+      target: { type: choice, options: [staging, prod], default: staging }
+      tag: { type: string, required: true }
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "typed dry=${{ inputs.dry }} n=${{ inputs.n }} more=${{ inputs.n > 2 }} target=${{ inputs.target }} tag=${{ inputs.tag }}"
+      - run: echo "event dry=${{ github.event.inputs.dry }} n=${{ github.event.inputs.n }} same=${{ github.event.inputs.n == '3' }} target=${{ github.event.inputs.target }}"
+      - if: inputs.dry
+        run: echo never-printed
+"#;
+    let s = repo(&[("dispatch.yml", dispatch)]);
+    let out = s.ok(&[
+        "ci",
+        "run",
+        "dispatch",
+        "--event",
+        "workflow_dispatch",
+        "--input",
+        "tag=v1",
+    ]);
+    assert!(
+        out.contains("typed dry=false n=3 more=true target=staging tag=v1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("event dry=false n=3 same=true target=staging"),
+        "{out}"
+    );
+    assert!(!out.contains("] never-printed"), "{out}");
+    let out = s.run(&["ci", "run", "dispatch", "--event", "workflow_dispatch"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("input `tag` of `on.workflow_dispatch` is required"),
+        "{out:?}"
+    );
+    let out = s.run(&[
+        "ci",
+        "run",
+        "dispatch",
+        "--event",
+        "workflow_dispatch",
+        "--input",
+        "tag=v1",
+        "--input",
+        "nope=1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("declares no input `nope`"),
+        "{out:?}"
+    );
+}
+
 /// kiln.yaml's `vars:` and `secrets:` are the run's repository variables and secrets, and its
 /// `environments:` GitHub's environments: a job with `environment: staging` reads staging's
 /// overrides. `--var` and `--secret` win over both. A stack whose services take their release
