@@ -56,12 +56,17 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> Result<String, String> {
     Ok(sha)
 }
 
-fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), String> {
-    // Jobs of one run upload at once, and identical files are one blob: each write needs its
-    // own temporary name, or one job's rename takes the file from under another's.
+/// A name no other write of this process uses: jobs of one run write at once (uploads of
+/// identical files, matrix legs saving the same cache path), and a shared temporary name lets
+/// one job's write or rename take the file from under another's.
+fn unique_suffix() -> String {
     static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = target.with_extension(format!("tmp{}-{serial}", std::process::id()));
+    format!("{}-{serial}", std::process::id())
+}
+
+fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = target.with_extension(format!("tmp{}", unique_suffix()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, target).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -162,11 +167,7 @@ pub(crate) fn save(
             blobs.push(None);
             continue;
         }
-        let tmp = dir.join(format!(
-            "pack-{}-{}.tar",
-            std::process::id(),
-            sha_hex(path.as_bytes())
-        ));
+        let tmp = dir.join(format!("pack-{}.tar", unique_suffix()));
         tar(&[
             "-cf".as_ref(),
             tmp.as_os_str(),
@@ -355,6 +356,57 @@ mod tests {
         for name in names {
             let text = std::fs::read_to_string(dest.path().join(name).join("f299.txt")).unwrap();
             assert_eq!(text, "299\n");
+        }
+    }
+
+    /// Matrix legs save the same cache path (`node_modules`) under their own keys at once: each
+    /// key restores its own leg's files, not a mix of two packs written to one temporary file.
+    #[test]
+    fn legs_saving_the_same_path_at_once_keep_their_own_files() {
+        let store = tempfile::tempdir().unwrap();
+        let legs: Vec<_> = (0..6)
+            .map(|leg| {
+                let store = store.path().to_owned();
+                std::thread::spawn(move || {
+                    let workspace = tempfile::tempdir().unwrap();
+                    let modules = workspace.path().join("node_modules");
+                    std::fs::create_dir_all(&modules).unwrap();
+                    for n in 0..200 {
+                        std::fs::write(modules.join(format!("m{n}.js")), format!("leg {leg}\n"))
+                            .unwrap();
+                    }
+                    let paths = ["node_modules".to_owned()];
+                    save(
+                        &store,
+                        &format!("deps-{leg}"),
+                        &paths,
+                        workspace.path(),
+                        workspace.path(),
+                    )
+                })
+            })
+            .collect();
+        for leg in legs {
+            assert_eq!(leg.join().unwrap(), Ok(true));
+        }
+        for leg in 0..6 {
+            let workspace = tempfile::tempdir().unwrap();
+            let key = format!("deps-{leg}");
+            let paths = ["node_modules".to_owned()];
+            let hit = restore(
+                store.path(),
+                &key,
+                &[],
+                &paths,
+                workspace.path(),
+                workspace.path(),
+            );
+            assert_eq!(hit, Ok(Some(key)));
+            for n in [0, 199] {
+                let text =
+                    std::fs::read_to_string(workspace.path().join(format!("node_modules/m{n}.js")));
+                assert_eq!(text.unwrap(), format!("leg {leg}\n"));
+            }
         }
     }
 }
