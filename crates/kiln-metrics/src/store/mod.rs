@@ -756,12 +756,7 @@ impl Inner {
         for (labels, chunks) in head {
             budget(&mut chunks.iter().map(crate::chunk::Chunk::len))?;
             let mut v = Vec::with_capacity(chunks.iter().map(crate::chunk::Chunk::len).sum());
-            v.extend(
-                chunks
-                    .iter()
-                    .flat_map(|c| c.iter())
-                    .filter(|s| s.t >= start && s.t <= end),
-            );
+            v.extend(chunks.iter().flat_map(|c| samples_within(c, start, end)));
             newest.insert(labels, v);
         }
         let segs = read(&self.segments).clone();
@@ -778,13 +773,14 @@ impl Inner {
                         limit: limits.max_series,
                     });
                 }
-                let samples = s
-                    .chunks
-                    .iter()
-                    .filter(|c| c.max_t() >= start && c.min_t() <= end)
-                    .flat_map(|c| c.iter())
-                    .filter(|x| x.t >= start && x.t <= end);
-                out.entry(s.labels.clone()).or_default().extend(samples);
+                let overlapping = || {
+                    s.chunks
+                        .iter()
+                        .filter(|c| c.max_t() >= start && c.min_t() <= end)
+                };
+                let into = out.entry(s.labels.clone()).or_default();
+                into.reserve(overlapping().map(crate::chunk::Chunk::len).sum());
+                into.extend(overlapping().flat_map(|c| samples_within(c, start, end)));
             }
         }
         for (labels, samples) in newest {
@@ -848,6 +844,18 @@ impl Inner {
         out.dedup();
         out
     }
+}
+
+/// A chunk's samples in `[start, end]`, decoding none past `end` (a chunk is in time order).
+fn samples_within(
+    chunk: &crate::chunk::Chunk,
+    start: i64,
+    end: i64,
+) -> impl Iterator<Item = Sample> + '_ {
+    chunk
+        .iter()
+        .skip_while(move |s| s.t < start)
+        .take_while(move |s| s.t <= end)
 }
 
 #[cfg(test)]
