@@ -779,12 +779,19 @@ impl Inner {
                         .filter(|c| c.max_t() >= start && c.min_t() <= end)
                 };
                 let into = out.entry(s.labels.clone()).or_default();
-                into.reserve(overlapping().map(crate::chunk::Chunk::len).sum());
+                // Room for the head's samples too, which are appended last.
+                let head_len = newest.get(&s.labels).map_or(0, Vec::len);
+                into.reserve(overlapping().map(crate::chunk::Chunk::len).sum::<usize>() + head_len);
                 into.extend(overlapping().flat_map(|c| samples_within(c, start, end)));
             }
         }
         for (labels, samples) in newest {
-            out.entry(labels).or_default().extend(samples);
+            match out.entry(labels) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(samples),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(samples);
+                }
+            }
         }
         Ok(out
             .into_iter()
