@@ -1,7 +1,8 @@
 //! The evaluator: walks the AST at one timestamp at a time.
 //!
 //! Each selector's series are loaded once per query, for the whole time window every step
-//! needs, and cached by the selector's address in the AST; steps then binary-search them.
+//! needs, and cached by the selector's address in the AST; each step then finds its windows by
+//! seeking forward from the previous step's ([`seek`]).
 //!
 //! Label sets derived from a series' labels (a group key, a matching signature, the labels
 //! without the metric name) are computed once per query and series, not at every step: the
@@ -116,6 +117,12 @@ impl Windows {
     }
 }
 
+/// How many derived label sets per loaded series (plus [`DERIVED_SLACK`]) a range query keeps
+/// between steps: a query derives a few per series and node, so more means labels built
+/// afresh at every step, which would otherwise pile up for the whole query.
+const DERIVED_PER_SERIES: usize = 16;
+const DERIVED_SLACK: usize = 1_000;
+
 /// Identifies an AST node for [`Evaluator::derive`] while the query runs: its address.
 pub fn node_id<T>(node: &T) -> usize {
     std::ptr::from_ref(node).cast::<()>() as usize
@@ -158,7 +165,7 @@ impl Cursor {
             bounds: vec![(0, 0); len],
         });
         if at < c.at {
-            // Backwards (an instant query reusing the evaluator): seek from the start.
+            // Steps only move forward, but `seek` must never start past the answer.
             c.bounds.fill((0, 0));
         }
         c.at = at;
@@ -272,6 +279,7 @@ impl<'a, S: Source> Evaluator<'a, S> {
                 }
             }
             self.check_samples(points)?;
+            self.bound_derived();
             t += self.step;
         }
         Ok(Value::Matrix(
@@ -350,6 +358,16 @@ impl<'a, S: Source> Evaluator<'a, S> {
                 e.insert((labels.clone(), shared.clone()));
                 shared
             }
+        }
+    }
+
+    /// Forgets every derived label set once there are far more than the loaded series could
+    /// need (labels built afresh at every step, like `group_left`'s results, are each a new
+    /// source). Only between steps: within one, equal results must stay one copy.
+    fn bound_derived(&mut self) {
+        if self.derived.len() > DERIVED_PER_SERIES * self.series_loaded + DERIVED_SLACK {
+            self.derived.clear();
+            self.interned.clear();
         }
     }
 
@@ -506,5 +524,52 @@ impl<'a, S: Source> Evaluator<'a, S> {
                 other.type_name()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::MemSource;
+    use super::*;
+
+    /// `group_left` builds its result labels afresh at every step, and each is a new source
+    /// for the aggregation above it: the evaluator must not keep them all until the end.
+    #[test]
+    fn labels_built_at_every_step_do_not_pile_up() {
+        let series = |name: &str, pairs: &[(&str, &str)]| Series {
+            labels: Labels::new(
+                pairs
+                    .iter()
+                    .map(|&(n, v)| (n, v.to_owned()))
+                    .chain([(METRIC_NAME, name.to_owned())]),
+            ),
+            samples: (0..=2000)
+                .map(|i| Sample {
+                    t: i * 1000,
+                    v: i as f64,
+                })
+                .collect(),
+        };
+        let src = MemSource(vec![
+            series("a", &[("y", "1"), ("x", "p")]),
+            series("a", &[("y", "1"), ("x", "q")]),
+            series("b", &[("y", "1"), ("z", "w")]),
+        ]);
+        let limits = Limits::default();
+        let query = "sum by (z) (a * on (y) group_left (z) b)";
+        let ast = promql_parser::parser::parse(query).unwrap();
+        let mut ev = Evaluator::new(&src, &limits, 0, 2_000_000, 1000);
+        let Value::Matrix(m) = ev.range(&ast).unwrap() else {
+            panic!("{query}: not a matrix");
+        };
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].samples.len(), 2001);
+        // 2,001 steps × 2 fresh result label sets would be 4,002 entries at least; the bound
+        // for 3 series is 16 × 3 + 1,000.
+        assert!(
+            ev.derived.len() <= 1048,
+            "{} derived kept",
+            ev.derived.len()
+        );
     }
 }
