@@ -113,6 +113,13 @@ impl Labels {
         Labels(v.into())
     }
 
+    /// Identifies this shared copy: clones share it, separately built equal sets do not. While
+    /// a clone is alive no other set can have the same identity, so a cache keyed by identity
+    /// must hold a clone of its key's labels.
+    pub(crate) fn identity(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
     /// Approximate heap bytes, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.0

@@ -89,30 +89,47 @@ impl<'a> BitReader<'a> {
     }
 
     /// Reads one bit.
+    #[inline]
     pub fn read_bit(&mut self) -> Result<bool, BitsExhausted> {
         Ok(self.read_bits(1)? == 1)
     }
 
-    /// Reads `n` bits (n ≤ 64) into the low bits of the result.
-    pub fn read_bits(&mut self, mut n: u32) -> Result<u64, BitsExhausted> {
-        if self.pos + n as usize > self.bytes.len() * 8 {
+    /// Reads `n` bits (n ≤ 64) into the low bits of the result: one 8-byte load (and one
+    /// more byte when the bits straddle it), not a loop over bytes, since decoding a chunk
+    /// is mostly this.
+    #[inline]
+    pub fn read_bits(&mut self, n: u32) -> Result<u64, BitsExhausted> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if n > 64 || self.pos + n as usize > self.bytes.len() * 8 {
             return Err(BitsExhausted);
         }
-        let mut out: u64 = 0;
-        while n > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let used = (self.pos % 8) as u32;
-            let avail = 8 - used;
-            let take = n.min(avail);
-            let bits = (u64::from(byte) >> (avail - take)) & ((1u64 << take) - 1);
-            out = if take == 64 {
-                bits
-            } else {
-                (out << take) | bits
-            };
-            self.pos += take as usize;
-            n -= take;
+        let first = self.pos / 8;
+        let used = self.pos % 8;
+        let word = match self.bytes.get(first..first + 8) {
+            Some(eight) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(eight);
+                u64::from_be_bytes(b)
+            }
+            None => {
+                // The stream's last bytes: pad with zeros (never returned, see the check).
+                let mut b = [0u8; 8];
+                let tail = &self.bytes[first..];
+                b[..tail.len()].copy_from_slice(tail);
+                u64::from_be_bytes(b)
+            }
+        };
+        let mut out = (word << used) >> (64 - n);
+        let in_word = 64 - used as u32;
+        if n > in_word {
+            // The last 1..=7 bits come from the ninth byte.
+            let rest = n - in_word;
+            let ninth = self.bytes.get(first + 8).copied().map_or(0, u64::from);
+            out |= ninth >> (8 - rest);
         }
+        self.pos += n as usize;
         Ok(out)
     }
 }
@@ -140,5 +157,29 @@ mod tests {
             assert_eq!(r.read_bits(n).unwrap(), v, "width {n}");
         }
         assert!(r.read_bits(8).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_widths_at_any_offsets_round_trip(
+            items in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u32..=64), 0..80),
+        ) {
+            let items: Vec<(u64, u32)> = items
+                .into_iter()
+                .map(|(v, n)| (if n == 64 { v } else { v & ((1u64 << n) - 1) }, n))
+                .collect();
+            let mut w = BitWriter::new();
+            for &(v, n) in &items {
+                w.write_bits(v, n);
+            }
+            let mut r = BitReader::new(w.bytes());
+            for &(v, n) in &items {
+                proptest::prop_assert_eq!(r.read_bits(n), Ok(v));
+            }
+            // The writer pads only to a whole byte: one bit more than that padding is too many.
+            let padding = w.bytes().len() * 8 - items.iter().map(|i| i.1 as usize).sum::<usize>();
+            proptest::prop_assert!(padding < 8);
+            proptest::prop_assert!(r.read_bits(padding as u32 + 1).is_err());
+        }
     }
 }

@@ -1,15 +1,16 @@
 //! Aggregation operators: `sum`, `avg`, `min`, `max`, `count`, `topk`, `bottomk`, `quantile`,
 //! grouped `by` or `without` labels.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_MAX, T_MIN, T_QUANTILE, T_SUM, T_TOPK,
 };
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use super::eval::{Elem, Evaluator, Val};
+use super::eval::{Derivation, Elem, Evaluator, Val, node_id};
 use super::functions::{incremental_mean, quantile};
+use super::identity_hash::IdentityMap;
 use super::{QueryError, Source};
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -30,7 +31,7 @@ pub fn eval<S: Source>(
         return Err(QueryError::Unsupported(format!("aggregation {}", a.op)));
     }
     let input = ev.vector(&a.expr, t)?;
-    let groups = group(input, a.modifier.as_ref());
+    let groups = group(ev, a, input);
     let mut out = Vec::new();
     for (key, members) in groups {
         match op {
@@ -44,31 +45,43 @@ pub fn eval<S: Source>(
     Ok(Val::Vector(out))
 }
 
-/// Groups elements by their output labels, keeping first-seen order.
-fn group(input: Vec<Elem>, modifier: Option<&LabelModifier>) -> Vec<(Labels, Vec<Elem>)> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+/// Groups elements by their output labels, keeping first-seen order. Group keys come from
+/// [`Evaluator::derive`] (once per series and query), so equal keys are one shared copy and
+/// groups are found by identity.
+fn group<S: Source>(
+    ev: &mut Evaluator<'_, S>,
+    a: &AggregateExpr,
+    input: Vec<Elem>,
+) -> Vec<(Labels, Vec<Elem>)> {
+    let mut index: IdentityMap<usize, usize> = IdentityMap::default();
     let mut groups: Vec<(Labels, Vec<Elem>)> = Vec::new();
     for e in input {
-        let key = match modifier {
-            None => Labels::default(),
-            Some(LabelModifier::Include(l)) => e
-                .labels
-                .only(&l.labels.iter().map(String::as_str).collect::<Vec<_>>()),
-            Some(LabelModifier::Exclude(l)) => {
-                let mut names: Vec<&str> = l.labels.iter().map(String::as_str).collect();
-                names.push(METRIC_NAME);
-                e.labels.without(&names)
-            }
-        };
-        match index.get(&key) {
-            Some(&i) => groups[i].1.push(e),
-            None => {
-                index.insert(key.clone(), groups.len());
+        let key = ev.derive(node_id(a), Derivation::GroupKey, &e.labels, |labels| {
+            group_key(labels, a.modifier.as_ref())
+        });
+        match index.entry(key.identity()) {
+            Entry::Occupied(i) => groups[*i.get()].1.push(e),
+            Entry::Vacant(i) => {
+                i.insert(groups.len());
                 groups.push((key, vec![e]));
             }
         }
     }
     groups
+}
+
+fn group_key(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::default(),
+        Some(LabelModifier::Include(l)) => {
+            labels.only(&l.labels.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        Some(LabelModifier::Exclude(l)) => {
+            let mut names: Vec<&str> = l.labels.iter().map(String::as_str).collect();
+            names.push(METRIC_NAME);
+            labels.without(&names)
+        }
+    }
 }
 
 fn reduce(op: u16, members: &[Elem], param: Option<f64>) -> f64 {

@@ -1,7 +1,7 @@
 //! Binary operators: arithmetic, comparisons (filtering or `bool`), set operators, and vector
 //! matching with `on`/`ignoring` and `group_left`/`group_right`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD,
@@ -9,7 +9,8 @@ use promql_parser::parser::token::{
 };
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::eval::{Elem, Evaluator, Val};
+use super::eval::{Derivation, Elem, Evaluator, Val, node_id};
+use super::identity_hash::{IdentityMap, IdentitySet};
 use super::{QueryError, Source};
 use crate::labels::{Labels, METRIC_NAME};
 
@@ -38,24 +39,37 @@ pub fn eval<S: Source>(
                 v
             }))
         }
-        (Val::Vector(l), Val::Scalar(r)) => {
-            Ok(Val::Vector(vector_scalar(op, l, r, false, return_bool)?))
-        }
+        (Val::Vector(l), Val::Scalar(r)) => Ok(Val::Vector(vector_scalar(
+            ev,
+            op,
+            l,
+            r,
+            false,
+            return_bool,
+        )?)),
         (Val::Scalar(l), Val::Vector(r)) => {
-            Ok(Val::Vector(vector_scalar(op, r, l, true, return_bool)?))
+            Ok(Val::Vector(vector_scalar(ev, op, r, l, true, return_bool)?))
         }
         (Val::Vector(l), Val::Vector(r)) => {
             let sig = Signature(matching);
+            let l = Signed::all(ev, node_id(b), &sig, l);
+            let r = Signed::all(ev, node_id(b), &sig, r);
             match op {
-                T_LAND => Ok(Val::Vector(set_filter(l, &r, &sig, true))),
-                T_LUNLESS => Ok(Val::Vector(set_filter(l, &r, &sig, false))),
-                T_LOR => Ok(Val::Vector(set_or(l, r, &sig))),
+                T_LAND => Ok(Val::Vector(set_filter(l, &r, true))),
+                T_LUNLESS => Ok(Val::Vector(set_filter(l, &r, false))),
+                T_LOR => Ok(Val::Vector(set_or(l, r))),
                 _ => {
                     let card = b
                         .modifier
                         .as_ref()
                         .map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
-                    vector_vector(op, l, r, &sig, card, return_bool).map(Val::Vector)
+                    let how = Matching {
+                        op,
+                        sig: &sig,
+                        card,
+                        return_bool,
+                    };
+                    vector_vector(ev, b, &how, l, r).map(Val::Vector)
                 }
             }
         }
@@ -104,7 +118,8 @@ fn elem_op(op: u16, l: f64, r: f64) -> Result<(f64, bool), QueryError> {
 
 /// `vector op scalar` (or `scalar op vector` when `swap`); the vector's value is kept by
 /// filtering comparisons either way round.
-fn vector_scalar(
+fn vector_scalar<S: Source>(
+    ev: &mut Evaluator<'_, S>,
     op: u16,
     v: Vec<Elem>,
     s: f64,
@@ -129,7 +144,7 @@ fn vector_scalar(
             continue;
         }
         let labels = if drops_name(op) || return_bool {
-            e.labels.without(&[METRIC_NAME])
+            ev.drop_name(&e.labels)
         } else {
             e.labels
         };
@@ -159,75 +174,108 @@ fn names(l: &promql_parser::label::Labels) -> Vec<&str> {
     l.labels.iter().map(String::as_str).collect()
 }
 
-fn set_filter(l: Vec<Elem>, r: &[Elem], sig: &Signature<'_>, keep_matching: bool) -> Vec<Elem> {
-    let right: HashSet<Labels> = r.iter().map(|e| sig.of(&e.labels)).collect();
+/// An element with its matching signature, from [`Evaluator::derive`]: equal signatures have
+/// one identity.
+struct Signed {
+    sig: Labels,
+    elem: Elem,
+}
+
+impl Signed {
+    /// Signs every element of `v` for the binary operation at `node`.
+    fn all<S: Source>(
+        ev: &mut Evaluator<'_, S>,
+        node: usize,
+        sig: &Signature<'_>,
+        v: Vec<Elem>,
+    ) -> Vec<Signed> {
+        let sign = |ev: &mut Evaluator<'_, S>, elem: Elem| Signed {
+            sig: ev.derive(node, Derivation::Signature, &elem.labels, |l| sig.of(l)),
+            elem,
+        };
+        v.into_iter().map(|elem| sign(ev, elem)).collect()
+    }
+}
+
+fn set_filter(l: Vec<Signed>, r: &[Signed], keep_matching: bool) -> Vec<Elem> {
+    let right: IdentitySet<usize> = r.iter().map(|e| e.sig.identity()).collect();
     l.into_iter()
-        .filter(|e| right.contains(&sig.of(&e.labels)) == keep_matching)
+        .filter(|e| right.contains(&e.sig.identity()) == keep_matching)
+        .map(|e| e.elem)
         .collect()
 }
 
-fn set_or(l: Vec<Elem>, r: Vec<Elem>, sig: &Signature<'_>) -> Vec<Elem> {
-    let left: HashSet<Labels> = l.iter().map(|e| sig.of(&e.labels)).collect();
-    let mut out = l;
-    out.extend(r.into_iter().filter(|e| !left.contains(&sig.of(&e.labels))));
+fn set_or(l: Vec<Signed>, r: Vec<Signed>) -> Vec<Elem> {
+    let left: IdentitySet<usize> = l.iter().map(|e| e.sig.identity()).collect();
+    let mut out: Vec<Elem> = l.into_iter().map(|e| e.elem).collect();
+    out.extend(
+        r.into_iter()
+            .filter(|e| !left.contains(&e.sig.identity()))
+            .map(|e| e.elem),
+    );
     out
 }
 
-fn vector_vector(
+/// What a vector-to-vector operation does, fixed for its AST node.
+struct Matching<'a> {
     op: u16,
-    lhs: Vec<Elem>,
-    rhs: Vec<Elem>,
-    sig: &Signature<'_>,
-    card: &VectorMatchCardinality,
+    sig: &'a Signature<'a>,
+    card: &'a VectorMatchCardinality,
     return_bool: bool,
+}
+
+fn vector_vector<S: Source>(
+    ev: &mut Evaluator<'_, S>,
+    b: &BinaryExpr,
+    how: &Matching<'_>,
+    lhs: Vec<Signed>,
+    rhs: Vec<Signed>,
 ) -> Result<Vec<Elem>, QueryError> {
     // group_right makes the right side the "many" side; values keep their original order.
-    let (many, one, swapped) = match card {
+    let (many, one, swapped) = match how.card {
         VectorMatchCardinality::OneToMany(_) => (rhs, lhs, true),
         _ => (lhs, rhs, false),
     };
-    let mut one_by_sig: HashMap<Labels, &Elem> = HashMap::new();
+    let mut one_by_sig: IdentityMap<usize, &Elem> = IdentityMap::default();
     for e in &one {
-        if one_by_sig.insert(sig.of(&e.labels), e).is_some() {
+        if one_by_sig.insert(e.sig.identity(), &e.elem).is_some() {
             return Err(QueryError::Eval(format!(
                 "found duplicate series for the match group {} on the {} side of the operation; \
                  many-to-many matching not allowed: matching labels must be unique on one side",
-                sig.of(&e.labels),
+                e.sig,
                 if swapped { "left" } else { "right" }
             )));
         }
     }
-    let include = card.labels().map(names).unwrap_or_default();
-    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    let mut seen_many: HashSet<Labels> = HashSet::new();
+    let include = how.card.labels().map(names).unwrap_or_default();
+    let one_to_one = matches!(how.card, VectorMatchCardinality::OneToOne);
+    let mut seen_many: IdentitySet<usize> = IdentitySet::default();
     let mut seen_out: HashSet<Labels> = HashSet::new();
     let mut out = Vec::new();
-    for e in &many {
-        let key = sig.of(&e.labels);
-        let Some(o) = one_by_sig.get(&key) else {
+    for Signed { sig, elem: e } in &many {
+        let Some(o) = one_by_sig.get(&sig.identity()) else {
             continue;
         };
-        if one_to_one && !seen_many.insert(key.clone()) {
+        if one_to_one && !seen_many.insert(sig.identity()) {
             return Err(QueryError::Eval(format!(
-                "multiple matches for labels {key}: many-to-one matching must be explicit (group_left/group_right)"
+                "multiple matches for labels {sig}: many-to-one matching must be explicit (group_left/group_right)"
             )));
         }
         let (l, r) = if swapped { (o.v, e.v) } else { (e.v, o.v) };
-        let (mut value, keep) = elem_op(op, l, r)?;
-        if return_bool {
+        let (mut value, keep) = elem_op(how.op, l, r)?;
+        if how.return_bool {
             value = f64::from(u8::from(keep));
         } else if !keep {
             continue;
         }
-        let labels = result_labels(
-            op,
-            &e.labels,
-            &o.labels,
-            sig,
-            one_to_one,
-            &include,
-            return_bool,
-        );
+        let labels = if include.is_empty() {
+            // Then the result depends on the many side's labels only.
+            ev.derive(node_id(b), Derivation::MatchResult, &e.labels, |many| {
+                result_labels(how, many, &Labels::default(), &include)
+            })
+        } else {
+            result_labels(how, &e.labels, &o.labels, &include)
+        };
         if !one_to_one && !seen_out.insert(labels.clone()) {
             return Err(QueryError::Eval(format!(
                 "multiple matches for labels {labels}: grouping labels must ensure unique matches"
@@ -238,22 +286,14 @@ fn vector_vector(
     Ok(out)
 }
 
-fn result_labels(
-    op: u16,
-    many: &Labels,
-    one: &Labels,
-    sig: &Signature<'_>,
-    one_to_one: bool,
-    include: &[&str],
-    return_bool: bool,
-) -> Labels {
-    let mut l = if drops_name(op) || return_bool {
+fn result_labels(how: &Matching<'_>, many: &Labels, one: &Labels, include: &[&str]) -> Labels {
+    let mut l = if drops_name(how.op) || how.return_bool {
         many.without(&[METRIC_NAME])
     } else {
         many.clone()
     };
-    if one_to_one {
-        l = match sig.0 {
+    if matches!(how.card, VectorMatchCardinality::OneToOne) {
+        l = match how.sig.0 {
             Some(LabelModifier::Include(on)) => l.only(&names(on)),
             Some(LabelModifier::Exclude(ign)) => l.without(&names(ign)),
             None => l,

@@ -1,9 +1,16 @@
 //! The evaluator: walks the AST at one timestamp at a time.
 //!
 //! Each selector's series are loaded once per query, for the whole time window every step
-//! needs, and cached by the selector's address in the AST; steps then binary-search them.
+//! needs, and cached by the selector's address in the AST; each step then finds its windows by
+//! seeking forward from the previous step's ([`seek`]).
+//!
+//! Label sets derived from a series' labels (a group key, a matching signature, the labels
+//! without the metric name) are computed once per query and series, not at every step: the
+//! evaluator remembers them by AST node and source identity ([`Evaluator::derive`]) and shares
+//! one copy of equal results, so operators can group and match by identity.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +18,7 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
+use super::identity_hash::IdentityMap;
 use super::{InstantSample, Limits, QueryError, Source, Value};
 use crate::chunk::Sample;
 use crate::labels::{Labels, METRIC_NAME};
@@ -109,6 +117,81 @@ impl Windows {
     }
 }
 
+/// How many derived label sets per loaded series (plus [`DERIVED_SLACK`]) a range query keeps
+/// between steps: a query derives a few per series and node, so more means labels built
+/// afresh at every step, which would otherwise pile up for the whole query.
+const DERIVED_PER_SERIES: usize = 16;
+const DERIVED_SLACK: usize = 1_000;
+
+/// Identifies an AST node for [`Evaluator::derive`] while the query runs: its address.
+pub fn node_id<T>(node: &T) -> usize {
+    std::ptr::from_ref(node).cast::<()>() as usize
+}
+
+/// What a derived label set is, for [`Evaluator::derive`]: one AST node may derive several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Derivation {
+    /// The labels without `__name__`.
+    DropName,
+    /// An aggregation's group key.
+    GroupKey,
+    /// A binary operation's matching signature.
+    Signature,
+    /// A one-to-one binary operation's result labels (they depend on one side only).
+    MatchResult,
+    /// `histogram_quantile`'s bucket group (without `le` and `__name__`).
+    BucketGroup,
+}
+
+/// The windows of one selector's loaded series at the last time asked: steps move forward,
+/// so the next step's windows are found by seeking forward from these.
+struct Cursor {
+    /// The reference time of `bounds`.
+    at: i64,
+    /// Per loaded series: (first sample in the window, one past the last).
+    bounds: Vec<(usize, usize)>,
+}
+
+impl Cursor {
+    /// The cursor for `key` moved to reference time `at`, for `len` series.
+    fn at(
+        cursors: &mut IdentityMap<(usize, i64, bool), Cursor>,
+        key: (usize, i64, bool),
+        len: usize,
+        at: i64,
+    ) -> &mut Cursor {
+        let c = cursors.entry(key).or_insert_with(|| Cursor {
+            at,
+            bounds: vec![(0, 0); len],
+        });
+        if at < c.at {
+            // Steps only move forward, but `seek` must never start past the answer.
+            c.bounds.fill((0, 0));
+        }
+        c.at = at;
+        c
+    }
+}
+
+/// `s.partition_point(before)`, given that every sample before `from` is `before`: gallops
+/// forward from `from`, so a window moving a few samples per step costs a few comparisons
+/// near samples just read, not a binary search over the whole series.
+pub fn seek(s: &[Sample], from: usize, before: impl Fn(&Sample) -> bool) -> usize {
+    let mut lo = from.min(s.len());
+    let mut stride = 1;
+    // Every sample before `lo` is `before`.
+    while lo < s.len() && before(&s[lo]) {
+        let probe = (lo + stride).min(s.len());
+        if before(&s[probe - 1]) {
+            lo = probe;
+            stride *= 2;
+        } else {
+            return lo + 1 + s[lo + 1..probe - 1].partition_point(&before);
+        }
+    }
+    lo
+}
+
 pub struct Evaluator<'a, S: Source> {
     source: &'a S,
     pub limits: &'a Limits,
@@ -117,6 +200,13 @@ pub struct Evaluator<'a, S: Source> {
     step: i64,
     /// Loaded series by (selector node, window, stale markers stripped).
     cache: HashMap<(usize, i64, bool), Rc<Vec<Series>>>,
+    /// Where each loaded series' window was at the previous step, by the same key.
+    cursors: IdentityMap<(usize, i64, bool), Cursor>,
+    /// Derived labels by (AST node, derivation, source identity); each entry holds its source,
+    /// so no other label set takes that identity while the query runs.
+    derived: IdentityMap<(usize, Derivation, usize), (Labels, Labels)>,
+    /// The one shared copy of every derived label set.
+    interned: HashSet<Labels>,
     series_loaded: usize,
     samples_loaded: usize,
 }
@@ -130,6 +220,9 @@ impl<'a, S: Source> Evaluator<'a, S> {
             end,
             step,
             cache: HashMap::new(),
+            cursors: IdentityMap::default(),
+            derived: IdentityMap::default(),
+            interned: HashSet::new(),
             series_loaded: 0,
             samples_loaded: 0,
         }
@@ -186,6 +279,7 @@ impl<'a, S: Source> Evaluator<'a, S> {
                 }
             }
             self.check_samples(points)?;
+            self.bound_derived();
             t += self.step;
         }
         Ok(Value::Matrix(
@@ -215,7 +309,7 @@ impl<'a, S: Source> Evaluator<'a, S> {
                 Val::Vector(els) => Val::Vector(
                     els.into_iter()
                         .map(|e| Elem {
-                            labels: e.labels.without(&[METRIC_NAME]),
+                            labels: self.drop_name(&e.labels),
                             v: -e.v,
                         })
                         .collect(),
@@ -237,6 +331,51 @@ impl<'a, S: Source> Evaluator<'a, S> {
             Expr::Subquery(_) => Err(QueryError::Unsupported("subqueries".into())),
             Expr::Extension(_) => Err(QueryError::Unsupported("extension expressions".into())),
         }
+    }
+
+    /// `derive(labels)`, computed once per query for each `node` (see [`node_id`]), `what`
+    /// and source labels. Equal results are one shared copy, so two results are equal exactly
+    /// when their [`Labels::identity`] is (callers group and match by it).
+    pub fn derive(
+        &mut self,
+        node: usize,
+        what: Derivation,
+        labels: &Labels,
+        derive: impl FnOnce(&Labels) -> Labels,
+    ) -> Labels {
+        let key = (node, what, labels.identity());
+        match self.derived.entry(key) {
+            Entry::Occupied(e) => e.get().1.clone(),
+            Entry::Vacant(e) => {
+                let fresh = derive(labels);
+                let shared = match self.interned.get(&fresh) {
+                    Some(existing) => existing.clone(),
+                    None => {
+                        self.interned.insert(fresh.clone());
+                        fresh
+                    }
+                };
+                e.insert((labels.clone(), shared.clone()));
+                shared
+            }
+        }
+    }
+
+    /// Forgets every derived label set once there are far more than the loaded series could
+    /// need (labels built afresh at every step, like `group_left`'s results, are each a new
+    /// source). Only between steps: within one, equal results must stay one copy.
+    fn bound_derived(&mut self) {
+        if self.derived.len() > DERIVED_PER_SERIES * self.series_loaded + DERIVED_SLACK {
+            self.derived.clear();
+            self.interned.clear();
+        }
+    }
+
+    /// The labels without `__name__` (the same wherever they are needed, so not per node).
+    pub fn drop_name(&mut self, labels: &Labels) -> Labels {
+        self.derive(0, Derivation::DropName, labels, |l| {
+            l.without(&[METRIC_NAME])
+        })
     }
 
     /// Reference time of a selector evaluated at `t`, after `@` and `offset`.
@@ -305,10 +444,12 @@ impl<'a, S: Source> Evaluator<'a, S> {
         let lookback = ms(&self.limits.lookback);
         let series = self.load(vs, lookback, false)?;
         let r = self.ref_time(vs, t);
+        let key = (node_id(vs), lookback, false);
+        let cursor = Cursor::at(&mut self.cursors, key, series.len(), r);
         let mut out = Vec::new();
-        for s in series.iter() {
-            let i = s.samples.partition_point(|x| x.t <= r);
-            let Some(last) = i.checked_sub(1).map(|i| s.samples[i]) else {
+        for (s, (_, end)) in series.iter().zip(&mut cursor.bounds) {
+            *end = seek(&s.samples, *end, |x| x.t <= r);
+            let Some(last) = end.checked_sub(1).map(|i| s.samples[i]) else {
                 continue;
             };
             if last.t >= r - lookback && !is_stale(last.v) {
@@ -348,13 +489,16 @@ impl<'a, S: Source> Evaluator<'a, S> {
     ) -> Result<Windows, QueryError> {
         let series = self.load(vs, range, true)?;
         let r = self.ref_time(vs, t);
+        let key = (node_id(vs), range, true);
+        let cursor = Cursor::at(&mut self.cursors, key, series.len(), r);
         let spans = series
             .iter()
+            .zip(&mut cursor.bounds)
             .enumerate()
-            .filter_map(|(i, s)| {
-                let lo = s.samples.partition_point(|x| x.t < r - range);
-                let hi = s.samples.partition_point(|x| x.t <= r);
-                (hi > lo).then_some((i, lo, hi))
+            .filter_map(|(i, (s, (lo, hi)))| {
+                *lo = seek(&s.samples, *lo, |x| x.t < r - range);
+                *hi = seek(&s.samples, (*hi).max(*lo), |x| x.t <= r);
+                (*hi > *lo).then_some((i, *lo, *hi))
             })
             .collect();
         Ok(Windows { series, spans })
@@ -380,5 +524,52 @@ impl<'a, S: Source> Evaluator<'a, S> {
                 other.type_name()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::MemSource;
+    use super::*;
+
+    /// `group_left` builds its result labels afresh at every step, and each is a new source
+    /// for the aggregation above it: the evaluator must not keep them all until the end.
+    #[test]
+    fn labels_built_at_every_step_do_not_pile_up() {
+        let series = |name: &str, pairs: &[(&str, &str)]| Series {
+            labels: Labels::new(
+                pairs
+                    .iter()
+                    .map(|&(n, v)| (n, v.to_owned()))
+                    .chain([(METRIC_NAME, name.to_owned())]),
+            ),
+            samples: (0..=2000)
+                .map(|i| Sample {
+                    t: i * 1000,
+                    v: i as f64,
+                })
+                .collect(),
+        };
+        let src = MemSource(vec![
+            series("a", &[("y", "1"), ("x", "p")]),
+            series("a", &[("y", "1"), ("x", "q")]),
+            series("b", &[("y", "1"), ("z", "w")]),
+        ]);
+        let limits = Limits::default();
+        let query = "sum by (z) (a * on (y) group_left (z) b)";
+        let ast = promql_parser::parser::parse(query).unwrap();
+        let mut ev = Evaluator::new(&src, &limits, 0, 2_000_000, 1000);
+        let Value::Matrix(m) = ev.range(&ast).unwrap() else {
+            panic!("{query}: not a matrix");
+        };
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].samples.len(), 2001);
+        // 2,001 steps × 2 fresh result label sets would be 4,002 entries at least; the bound
+        // for 3 series is 16 × 3 + 1,000.
+        assert!(
+            ev.derived.len() <= 1048,
+            "{} derived kept",
+            ev.derived.len()
+        );
     }
 }

@@ -7,7 +7,8 @@ use promql_parser::parser::{Call, Expr};
 
 use super::QueryError;
 use super::Source;
-use super::eval::{Elem, Evaluator, Val, Windows, ms};
+use super::eval::{Derivation, Elem, Evaluator, Val, Windows, ms};
+use super::identity_hash::IdentityMap;
 use crate::chunk::Sample;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::matcher::MatchOp;
@@ -35,21 +36,23 @@ pub fn eval<S: Source>(ev: &mut Evaluator<'_, S>, call: &Call, t: i64) -> Result
                 "irate" => instant_delta(s, true),
                 _ => instant_delta(s, false),
             };
-            Ok(Val::Vector(over_series(&series, f, true)))
+            Ok(Val::Vector(over_series(ev, &series, f, true)))
         }
         n if n.ends_with("_over_time") => over_time(ev, n, args, t),
         "histogram_quantile" => {
             let q = ev.scalar(arg(args, 0)?, t)?;
-            Ok(Val::Vector(histogram_quantile(
-                q,
-                ev.vector(arg(args, 1)?, t)?,
-            )))
+            let buckets = ev.vector(arg(args, 1)?, t)?;
+            Ok(Val::Vector(histogram_quantile(ev, q, buckets)))
         }
         "clamp_min" | "clamp_max" => {
             let v = ev.vector(arg(args, 0)?, t)?;
             let bound = ev.scalar(arg(args, 1)?, t)?;
             let max = name == "clamp_max";
-            Ok(map(v, |x| if max { x.min(bound) } else { x.max(bound) }))
+            Ok(map(
+                ev,
+                v,
+                |x| if max { x.min(bound) } else { x.max(bound) },
+            ))
         }
         "clamp" => {
             let v = ev.vector(arg(args, 0)?, t)?;
@@ -57,7 +60,7 @@ pub fn eval<S: Source>(ev: &mut Evaluator<'_, S>, call: &Call, t: i64) -> Result
             if lo > hi {
                 return Ok(Val::Vector(Vec::new()));
             }
-            Ok(map(v, |x| x.max(lo).min(hi)))
+            Ok(map(ev, v, |x| x.max(lo).min(hi)))
         }
         "round" => {
             let v = ev.vector(arg(args, 0)?, t)?;
@@ -67,7 +70,7 @@ pub fn eval<S: Source>(ev: &mut Evaluator<'_, S>, call: &Call, t: i64) -> Result
             };
             // Prometheus rounds half up, via the inverse to keep precision for fractions.
             let inv = 1.0 / to;
-            Ok(map(v, |x| (x * inv + 0.5).floor() / inv))
+            Ok(map(ev, v, |x| (x * inv + 0.5).floor() / inv))
         }
         "abs" | "ceil" | "floor" | "sqrt" | "exp" | "ln" | "log2" | "log10" => {
             let f: fn(f64) -> f64 = match name {
@@ -80,7 +83,8 @@ pub fn eval<S: Source>(ev: &mut Evaluator<'_, S>, call: &Call, t: i64) -> Result
                 "log2" => f64::log2,
                 _ => f64::log10,
             };
-            Ok(map(ev.vector(arg(args, 0)?, t)?, f))
+            let v = ev.vector(arg(args, 0)?, t)?;
+            Ok(map(ev, v, f))
         }
         other => Err(QueryError::Unsupported(format!("function {other}()"))),
     }
@@ -93,11 +97,11 @@ fn arg(args: &[Box<Expr>], i: usize) -> Result<&Expr, QueryError> {
 }
 
 /// Applies `f` to every element, dropping the metric name (the value's meaning changed).
-fn map(v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Val {
+fn map<S: Source>(ev: &mut Evaluator<'_, S>, v: Vec<Elem>, f: impl Fn(f64) -> f64) -> Val {
     Val::Vector(
         v.into_iter()
             .map(|e| Elem {
-                labels: e.labels.without(&[METRIC_NAME]),
+                labels: ev.drop_name(&e.labels),
                 v: f(e.v),
             })
             .collect(),
@@ -122,7 +126,8 @@ fn matrix_arg<S: Source>(
     }
 }
 
-fn over_series(
+fn over_series<S: Source>(
+    ev: &mut Evaluator<'_, S>,
     windows: &Windows,
     f: impl Fn(&[Sample]) -> Option<f64>,
     drop_name: bool,
@@ -132,7 +137,7 @@ fn over_series(
         .filter_map(|(labels, samples)| {
             let v = f(samples)?;
             let labels = if drop_name {
-                labels.without(&[METRIC_NAME])
+                ev.drop_name(labels)
             } else {
                 labels.clone()
             };
@@ -227,7 +232,7 @@ fn over_time<S: Source>(
         let q = ev.scalar(arg(args, 0)?, t)?;
         let (_, series) = matrix_arg(ev, arg(args, 1)?, t)?;
         let f = |s: &[Sample]| Some(quantile(q, s.iter().map(|x| x.v).collect()));
-        return Ok(Val::Vector(over_series(&series, f, true)));
+        return Ok(Val::Vector(over_series(ev, &series, f, true)));
     }
     let (_, series) = matrix_arg(ev, arg(args, 0)?, t)?;
     let f: fn(&[Sample]) -> Option<f64> = match name {
@@ -249,6 +254,7 @@ fn over_time<S: Source>(
     };
     // last_over_time keeps the metric name: the value is still the metric's own.
     Ok(Val::Vector(over_series(
+        ev,
         &series,
         f,
         name != "last_over_time",
@@ -360,17 +366,25 @@ fn absent<S: Source>(ev: &mut Evaluator<'_, S>, e: &Expr, t: i64) -> Result<Val,
 
 /// Classic-bucket `histogram_quantile`: groups by labels without `le`, interpolates linearly
 /// inside the bucket holding the rank.
-fn histogram_quantile(q: f64, v: Vec<Elem>) -> Vec<Elem> {
-    let mut groups: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
+fn histogram_quantile<S: Source>(ev: &mut Evaluator<'_, S>, q: f64, v: Vec<Elem>) -> Vec<Elem> {
+    // Bucket groups from `derive` are shared copies: found by identity, sorted by labels
+    // at the end (the order Prometheus returns them in).
+    let mut index: IdentityMap<usize, usize> = IdentityMap::default();
+    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     for e in v {
         let Some(le) = e.labels.get("le").and_then(parse_le) else {
             continue;
         };
-        groups
-            .entry(e.labels.without(&["le", METRIC_NAME]))
-            .or_default()
-            .push((le, e.v));
+        let key = ev.derive(0, Derivation::BucketGroup, &e.labels, |l| {
+            l.without(&["le", METRIC_NAME])
+        });
+        let i = *index.entry(key.identity()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push((le, e.v));
     }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     groups
         .into_iter()
         .map(|(labels, buckets)| Elem {

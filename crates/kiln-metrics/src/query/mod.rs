@@ -16,6 +16,9 @@ mod binary;
 mod eval;
 pub use eval::{STALE_NAN_BITS, is_stale};
 mod functions;
+mod identity_hash;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
 

@@ -5,6 +5,7 @@ use crate::chunk::Sample;
 use crate::matcher::compile_all;
 
 /// An in-memory [`Source`], so these tests exercise the evaluator alone.
+#[derive(Debug)]
 pub struct MemSource(pub Vec<Series>);
 
 impl Source for MemSource {

@@ -756,12 +756,7 @@ impl Inner {
         for (labels, chunks) in head {
             budget(&mut chunks.iter().map(crate::chunk::Chunk::len))?;
             let mut v = Vec::with_capacity(chunks.iter().map(crate::chunk::Chunk::len).sum());
-            v.extend(
-                chunks
-                    .iter()
-                    .flat_map(|c| c.iter())
-                    .filter(|s| s.t >= start && s.t <= end),
-            );
+            v.extend(chunks.iter().flat_map(|c| samples_within(c, start, end)));
             newest.insert(labels, v);
         }
         let segs = read(&self.segments).clone();
@@ -778,17 +773,25 @@ impl Inner {
                         limit: limits.max_series,
                     });
                 }
-                let samples = s
-                    .chunks
-                    .iter()
-                    .filter(|c| c.max_t() >= start && c.min_t() <= end)
-                    .flat_map(|c| c.iter())
-                    .filter(|x| x.t >= start && x.t <= end);
-                out.entry(s.labels.clone()).or_default().extend(samples);
+                let overlapping = || {
+                    s.chunks
+                        .iter()
+                        .filter(|c| c.max_t() >= start && c.min_t() <= end)
+                };
+                let into = out.entry(s.labels.clone()).or_default();
+                // Room for the head's samples too, which are appended last.
+                let head_len = newest.get(&s.labels).map_or(0, Vec::len);
+                into.reserve(overlapping().map(crate::chunk::Chunk::len).sum::<usize>() + head_len);
+                into.extend(overlapping().flat_map(|c| samples_within(c, start, end)));
             }
         }
         for (labels, samples) in newest {
-            out.entry(labels).or_default().extend(samples);
+            match out.entry(labels) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(samples),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(samples);
+                }
+            }
         }
         Ok(out
             .into_iter()
@@ -848,6 +851,18 @@ impl Inner {
         out.dedup();
         out
     }
+}
+
+/// A chunk's samples in `[start, end]`, decoding none past `end` (a chunk is in time order).
+fn samples_within(
+    chunk: &crate::chunk::Chunk,
+    start: i64,
+    end: i64,
+) -> impl Iterator<Item = Sample> + '_ {
+    chunk
+        .iter()
+        .skip_while(move |s| s.t < start)
+        .take_while(move |s| s.t <= end)
 }
 
 #[cfg(test)]
