@@ -159,8 +159,7 @@ pub async fn start(
         active: BTreeMap::new(),
     };
     let now = now_ms();
-    for record in records {
-        let active = record;
+    for active in records {
         if active.ends_at_ms.is_some_and(|end| end <= now) {
             actor
                 .end(&active, "kiln", "its time was up while kiln was down")
