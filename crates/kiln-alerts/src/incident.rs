@@ -207,6 +207,8 @@ pub enum EntryKind {
     Deploy,
     /// A rollback of the service.
     Rollback,
+    /// A maintenance page went up on, or came off, one of the service's routes.
+    Maintenance,
     /// Someone acknowledged.
     Acknowledged,
     /// A note.
@@ -228,6 +230,7 @@ impl EntryKind {
             EntryKind::Runbook => "runbook",
             EntryKind::Deploy => "deploy",
             EntryKind::Rollback => "rollback",
+            EntryKind::Maintenance => "maintenance",
             EntryKind::Acknowledged => "acknowledged",
             EntryKind::Note => "note",
             EntryKind::Mitigated => "mitigated",
@@ -244,6 +247,7 @@ impl EntryKind {
             EntryKind::Runbook,
             EntryKind::Deploy,
             EntryKind::Rollback,
+            EntryKind::Maintenance,
             EntryKind::Acknowledged,
             EntryKind::Note,
             EntryKind::Mitigated,

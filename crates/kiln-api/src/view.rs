@@ -254,8 +254,8 @@ pub struct TimelineView {
     pub at_ms: i64,
     /// Who.
     pub actor: String,
-    /// `alert_fired`, `alert_resolved`, `runbook`, `deploy`, `rollback`, `acknowledged`,
-    /// `note`, `mitigated`, `reopened`, `resolved`.
+    /// `alert_fired`, `alert_resolved`, `runbook`, `deploy`, `rollback`, `maintenance`,
+    /// `acknowledged`, `note`, `mitigated`, `reopened`, `resolved`.
     pub kind: String,
     /// What happened.
     pub text: String,

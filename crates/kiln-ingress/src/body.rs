@@ -174,6 +174,10 @@ impl ProxyBody {
         ProxyBody::Local(Full::new(Bytes::from(text)))
     }
 
+    pub(crate) fn bytes(bytes: Bytes) -> Self {
+        ProxyBody::Local(Full::new(bytes))
+    }
+
     pub(crate) fn empty() -> Self {
         ProxyBody::Local(Full::new(Bytes::new()))
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::header::{HeaderName, HeaderValue};
 
@@ -105,6 +105,23 @@ pub struct Route {
     pub outlier: OutlierPolicy,
     /// With a cookie name, a client keeps the backend set it first got (`name=set`).
     pub sticky_cookie: Option<String>,
+    /// While set (and before its end), the route answers every request with this page
+    /// instead of proxying; requests already in flight finish on the table they started with.
+    pub maintenance: Option<Maintenance>,
+}
+
+/// A maintenance page on a route (see the `maintenance` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maintenance {
+    /// A 4xx or 5xx status (503 as a rule).
+    pub status: u16,
+    /// The text shown, escaped in the HTML page.
+    pub message: String,
+    /// `Retry-After`; `None`: the time left until `until` (capped at an hour), or 60 s when
+    /// the page has no end.
+    pub retry_after: Option<Duration>,
+    /// When the route proxies again by itself; `None`: until the page is removed.
+    pub until: Option<SystemTime>,
 }
 
 impl Route {
@@ -129,6 +146,7 @@ impl Route {
             balance: Balance::default(),
             outlier: OutlierPolicy::default(),
             sticky_cookie: None,
+            maintenance: None,
         }
     }
 
@@ -183,6 +201,14 @@ impl Route {
                     name: cookie.clone(),
                 });
             }
+        }
+        if let Some(page) = &self.maintenance
+            && !(400..=599).contains(&page.status)
+        {
+            errors.push(TableError::BadMaintenanceStatus {
+                route: route(),
+                status: page.status,
+            });
         }
         let ratio = self.retry.budget_ratio;
         if !(0.0..=1.0).contains(&ratio) {

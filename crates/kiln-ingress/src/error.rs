@@ -22,6 +22,8 @@ pub enum TableError {
     BadHeader { route: String, name: String },
     #[error("route `{route}`: sticky cookie name `{name}` is not a valid cookie name")]
     BadCookie { route: String, name: String },
+    #[error("route `{route}`: a maintenance page's status must be 4xx or 5xx, not {status}")]
+    BadMaintenanceStatus { route: String, status: u16 },
     #[error("route `{route}`: budget ratio {ratio} must be between 0 and 1")]
     BadBudget { route: String, ratio: f64 },
 }

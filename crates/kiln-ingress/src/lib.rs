@@ -19,7 +19,8 @@
 //! and the rare ejection decision. No input from a client or an upstream may panic the proxy.
 //!
 //! Module map: `config` (the declared table) → `table` (compiled, matched) → `proxy` (one
-//! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`, `pool` (upstream
+//! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`, `maintenance`
+//! (a route's maintenance page), `pool` (upstream
 //! HTTP/1.1 connections, kept per serving thread without locks); `metrics` (atomic
 //! counters, snapshots, Prometheus text); `server` (accept loops, connections, shutdown) with
 //! `tls` (rustls termination with the user's certificate) and `per_core` (a thread and runtime
@@ -32,6 +33,7 @@ mod config;
 mod error;
 mod headers;
 mod health;
+mod maintenance;
 mod metrics;
 mod per_core;
 mod pool;
@@ -43,11 +45,12 @@ mod tls;
 mod upgrade;
 
 pub use config::{
-    BackendSet, Balance, Endpoint, HostMatch, OutlierPolicy, RetryPolicy, Route, RouteTable,
-    Timeouts,
+    BackendSet, Balance, Endpoint, HostMatch, Maintenance, OutlierPolicy, RetryPolicy, Route,
+    RouteTable, Timeouts,
 };
 pub use error::TableError;
 pub use health::{EndpointHealth, EndpointState};
+pub use maintenance::{MAX_DERIVED_RETRY_AFTER, OPEN_ENDED_RETRY_AFTER};
 pub use metrics::{
     HistogramSnapshot, LATENCY_BOUNDS, MetricsSnapshot, SetMetricsSnapshot, render_prometheus,
 };

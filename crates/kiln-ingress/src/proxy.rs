@@ -1,6 +1,6 @@
 //! One proxied request, from route lookup to the relayed response.
 //!
-//! Expected flow: match a route (404) → choose a backend set (503 when the route has none) →
+//! Expected flow: match a route (404) → its maintenance page while it has one → choose a backend set (503 when the route has none) →
 //! check the declared body size (413) → rewrite headers → try an endpoint (503 when none is
 //! available) → on a connect failure, or a 502/503/504 to a bodiless idempotent request, try
 //! another endpoint while attempts and the retry budget last → relay the response (502 for an
@@ -48,6 +48,14 @@ pub(crate) async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response
         return local_error(&ProxyError::NoRoute { host, path });
     };
     let started = Instant::now();
+    if let Some(page) = &route.maintenance
+        && let Some(response) = page.answer(req.headers(), std::time::SystemTime::now())
+    {
+        route
+            .route_metrics
+            .record(response.status().as_u16(), started.elapsed());
+        return response;
+    }
     let Some((set_index, issue_cookie)) = choose_set(route, req.headers()) else {
         let response = local_error(&ProxyError::NoEndpoint {
             route: route.name.clone(),

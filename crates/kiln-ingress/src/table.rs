@@ -13,6 +13,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use crate::budget::RetryBudget;
 use crate::config::{Balance, HostMatch, OutlierPolicy, RetryPolicy, Route, Timeouts};
 use crate::health::EndpointRuntime;
+use crate::maintenance::CompiledMaintenance;
 use crate::metrics::SetMetrics;
 
 #[derive(Debug, Default)]
@@ -38,8 +39,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) balance: Balance,
     pub(crate) outlier: OutlierPolicy,
     pub(crate) sticky_cookie: Option<String>,
-    /// For requests answered before a backend set is chosen.
+    /// For requests answered before a backend set is chosen (maintenance pages included).
     pub(crate) route_metrics: Arc<SetMetrics>,
+    pub(crate) maintenance: Option<CompiledMaintenance>,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,10 @@ fn compile_route(route: &Route, resolver: &dyn Resolver) -> CompiledRoute {
         outlier: route.outlier,
         sticky_cookie: route.sticky_cookie.clone(),
         route_metrics: resolver.series(&route.name, "-"),
+        maintenance: route
+            .maintenance
+            .as_ref()
+            .and_then(CompiledMaintenance::compile),
     }
 }
 

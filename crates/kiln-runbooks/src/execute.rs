@@ -9,7 +9,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use kiln_spec::runbooks::{
-    Action, DrainThen, RunbookDecl, Runbooks, StepDecl, substitute, substitute_in_script,
+    Action, DrainThen, ResolvedPage, RunbookDecl, Runbooks, StepDecl, substitute,
+    substitute_in_script,
 };
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
@@ -60,6 +61,14 @@ pub trait Actions: Send + Sync {
     ) -> ActionFuture<'a>;
     /// Puts `instance` of `service` back into rotation.
     fn undrain<'a>(&'a self, service: &'a str, instance: &'a str) -> ActionFuture<'a>;
+    /// Puts `route` in maintenance with `page`, or ends its maintenance (`None`); the run is
+    /// the actor its events name.
+    fn maintenance<'a>(
+        &'a self,
+        route: &'a str,
+        page: Option<ResolvedPage>,
+        run: &'a RunContext,
+    ) -> ActionFuture<'a>;
 }
 
 /// The run being executed.
@@ -322,6 +331,11 @@ impl Executor<'_> {
                     .await
             }
             Action::Undrain { service, instance } => a.undrain(service, instance).await,
+            Action::Maintenance { route, page } => {
+                // Values from parameters are read only now; a bad one fails the step.
+                let page = page.as_ref().map(|p| p.resolve()).transpose()?;
+                a.maintenance(route, page, self.run).await
+            }
             Action::Runbook { name, .. } => Err(format!("runbook {name} is called, not acted")),
         }
     }
@@ -362,6 +376,16 @@ fn describe(action: &Action) -> String {
         Action::Undrain { service, instance } => {
             format!("put {service} instance {instance} back into rotation")
         }
+        Action::Maintenance { route, page: None } => {
+            format!("end the maintenance of route {route}")
+        }
+        Action::Maintenance {
+            route,
+            page: Some(page),
+        } => format!(
+            "put route {route} in maintenance for {} (status {}, \"{}\")",
+            page.duration, page.status, page.message
+        ),
     }
 }
 
@@ -454,6 +478,23 @@ mod tests {
             Box::pin(async move {
                 self.log(format!("undrain {service} {instance}"));
                 Ok("undrained".into())
+            })
+        }
+        fn maintenance<'a>(
+            &'a self,
+            route: &'a str,
+            page: Option<ResolvedPage>,
+            run: &'a RunContext,
+        ) -> ActionFuture<'a> {
+            Box::pin(async move {
+                self.log(match page {
+                    Some(p) => format!(
+                        "maintenance {route} {}ms {} {} by {}",
+                        p.duration_ms, p.status, p.message, run.runbook
+                    ),
+                    None => format!("maintenance {route} off"),
+                });
+                Ok("done".into())
             })
         }
     }
@@ -672,6 +713,65 @@ mod tests {
         );
         assert!(progress.iter().any(|p| matches!(p, Progress::StepStarted { detail, .. }
             if detail == "drain api instance api/1 (waiting up to 1500ms for requests in flight), then keep")));
+    }
+
+    #[tokio::test]
+    async fn maintenance_reads_its_values_once_substituted_and_refuses_bad_ones() {
+        let page = |duration: &str| {
+            Some(kiln_spec::runbooks::MaintenancePage {
+                duration: duration.into(),
+                status: "503".into(),
+                message: "Back soon".into(),
+                retry_after: None,
+            })
+        };
+        let mut runbooks = Runbooks::new();
+        runbooks.insert(
+            "pause".into(),
+            runbook(
+                "pause",
+                vec![
+                    step(
+                        Action::Maintenance {
+                            route: "${{ params.service }}".into(),
+                            page: page("2s"),
+                        },
+                        0,
+                        OnFailure::Abort,
+                    ),
+                    step(
+                        Action::Maintenance {
+                            route: "shop".into(),
+                            page: None,
+                        },
+                        0,
+                        OnFailure::Abort,
+                    ),
+                    step(
+                        Action::Maintenance {
+                            route: "shop".into(),
+                            page: page("${{ params.service }}"),
+                        },
+                        0,
+                        OnFailure::Abort,
+                    ),
+                ],
+            ),
+        );
+        let fake = Fake::default();
+        let (phase, _) = go(&runbooks, "pause", "shop", false, &fake).await;
+        assert_eq!(
+            fake.calls(),
+            vec![
+                "maintenance shop 2000ms 503 Back soon by fix",
+                "maintenance shop off"
+            ]
+        );
+        let Phase::Aborted { index, error, .. } = phase else {
+            panic!("{phase:?}")
+        };
+        assert_eq!(index, 2);
+        assert!(error.contains("for: `shop` is not a duration"), "{error}");
     }
 
     #[tokio::test]

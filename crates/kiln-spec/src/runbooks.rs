@@ -228,6 +228,84 @@ pub enum Action {
         /// Which instance, as for `drain`.
         instance: String,
     },
+    /// Put a route in maintenance (the ingress answers with a page), or end it.
+    Maintenance {
+        /// The route: its name as `routes:` gives it (`name:`, or after host and path).
+        route: String,
+        /// The page; `None` for `off: true`.
+        page: Option<MaintenancePage>,
+    },
+}
+
+/// What a `maintenance` step puts on its route, as written (values may hold placeholders;
+/// [`MaintenancePage::resolve`] reads them once substituted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenancePage {
+    /// `for:`, how long: a duration.
+    pub duration: String,
+    /// `status:`, a 4xx or 5xx status (default 503).
+    pub status: String,
+    /// `message:`, the page's text.
+    pub message: String,
+    /// `retry_after:`, a duration; `None`: the time left.
+    pub retry_after: Option<String>,
+}
+
+/// The status of a maintenance page when `status:` is not given.
+pub const DEFAULT_MAINTENANCE_STATUS: u16 = 503;
+/// The text of a maintenance page when `message:` is not given.
+pub const DEFAULT_MAINTENANCE_MESSAGE: &str = "Down for maintenance. Back soon.";
+
+/// A maintenance page with its values read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPage {
+    /// How long (ms).
+    pub duration_ms: u64,
+    /// The status.
+    pub status: u16,
+    /// The text.
+    pub message: String,
+    /// An explicit `Retry-After` (ms).
+    pub retry_after_ms: Option<u64>,
+}
+
+impl MaintenancePage {
+    /// Reads the values (after substitution); the first that does not fit is the error.
+    pub fn resolve(&self) -> Result<ResolvedPage, String> {
+        Ok(ResolvedPage {
+            duration_ms: positive_duration(&self.duration).map_err(|why| format!("for: {why}"))?,
+            status: maintenance_status(&self.status)?,
+            message: self.message.clone(),
+            retry_after_ms: self
+                .retry_after
+                .as_deref()
+                .map(positive_duration)
+                .transpose()
+                .map_err(|why| format!("retry_after: {why}"))?,
+        })
+    }
+}
+
+/// A duration above zero, in ms.
+pub fn positive_duration(text: &str) -> Result<u64, String> {
+    match crate::units::parse_duration(text) {
+        Ok(0) => Err(format!(
+            "`{text}` is zero; give a duration above zero, e.g. `10m`"
+        )),
+        Ok(ms) => Ok(ms),
+        Err(why) => Err(format!("`{text}` is not a duration: {why}")),
+    }
+}
+
+/// A maintenance page's status: a 4xx or 5xx.
+pub fn maintenance_status(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(status) if (400..=599).contains(&status) => Ok(status),
+        Ok(status) => Err(format!(
+            "status {status} is not an error: a maintenance page answers with a 4xx or 5xx (503 as a rule)"
+        )),
+        Err(_) => Err(format!("`{text}` is not an HTTP status like `503`")),
+    }
 }
 
 /// What a `drain` does with the instance once its requests in flight are done.
@@ -289,6 +367,7 @@ impl Action {
             Action::Approve { .. } => "approve",
             Action::Drain { .. } => "drain",
             Action::Undrain { .. } => "undrain",
+            Action::Maintenance { .. } => "maintenance",
         }
     }
 
@@ -312,6 +391,14 @@ impl Action {
                 service, instance, ..
             }
             | Action::Undrain { service, instance } => vec![service, instance],
+            Action::Maintenance { route, page } => {
+                let mut v = vec![route];
+                if let Some(page) = page {
+                    v.extend([&mut page.duration, &mut page.status, &mut page.message]);
+                    v.extend(page.retry_after.as_mut());
+                }
+                v
+            }
         }
     }
 }
@@ -459,6 +546,35 @@ mod tests {
         for bad in ["", "api", "api-1", "api/", "/1", "api/x", "api/-1", "1.5"] {
             assert_eq!(parse_instance(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn maintenance_pages_resolve_their_values() {
+        let page = MaintenancePage {
+            duration: "10m".into(),
+            status: "503".into(),
+            message: "Back soon".into(),
+            retry_after: Some("1m".into()),
+        };
+        assert_eq!(
+            page.resolve(),
+            Ok(ResolvedPage {
+                duration_ms: 600_000,
+                status: 503,
+                message: "Back soon".into(),
+                retry_after_ms: Some(60_000),
+            })
+        );
+        let bad = |f: fn(&mut MaintenancePage)| {
+            let mut p = page.clone();
+            f(&mut p);
+            p.resolve().unwrap_err()
+        };
+        assert!(bad(|p| p.duration = "0s".into()).contains("zero"));
+        assert!(bad(|p| p.duration = "soon".into()).starts_with("for: `soon` is not a duration"));
+        assert!(bad(|p| p.status = "200".into()).contains("4xx or 5xx"));
+        assert!(bad(|p| p.status = "x".into()).contains("not an HTTP status"));
+        assert!(bad(|p| p.retry_after = Some("-1s".into())).starts_with("retry_after:"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (10, PROMOTION_STATUS),
     (11, KEPT_SETS),
     (12, ALERT_STATE),
+    (13, MAINTENANCE),
 ];
 
 /// The newest schema version this binary understands.
@@ -303,6 +304,21 @@ CREATE TABLE kept_sets (
     record      TEXT NOT NULL,
     recorded_at TEXT NOT NULL,
     PRIMARY KEY (service, set_name)
+) WITHOUT ROWID;
+"#;
+
+/// Routes in maintenance (see `maintenance.rs`): the page each answers with and when it ends
+/// (ms since the epoch; NULL: until turned off), so a restarted control plane keeps serving it.
+const MAINTENANCE: &str = r#"
+CREATE TABLE maintenance (
+    route          TEXT PRIMARY KEY,
+    service        TEXT NOT NULL,
+    status         INTEGER NOT NULL,
+    message        TEXT NOT NULL,
+    retry_after_ms INTEGER,
+    started_at_ms  INTEGER NOT NULL,
+    ends_at_ms     INTEGER,
+    actor          TEXT NOT NULL
 ) WITHOUT ROWID;
 "#;
 

@@ -176,6 +176,13 @@ pub enum Command {
         after_help = "Example:\n  kiln runbook list\n  kiln runbook run restart-api --param service=api --dry-run\n  kiln runbook run restart-api --param service=api\n  kiln runbook approve 0190a1b2\n  kiln runbook show 0190a1b2\n  kiln runbook runs"
     )]
     Runbook(crate::runbooks::RunbookCommand),
+    /// A maintenance page on a route: every request gets it (503 and `Retry-After`) instead
+    /// of reaching the service, until its time is up or it is turned off.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  kiln maintenance on shop --for 10m --message 'Back at 10:30'\n  kiln maintenance list\n  kiln maintenance off shop"
+    )]
+    Maintenance(crate::maintenance::commands::MaintenanceCommand),
     /// Validate and run GitHub Actions workflows (`.github/workflows/*.yml`) on this machine.
     #[command(
         subcommand,

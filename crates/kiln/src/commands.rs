@@ -637,6 +637,19 @@ pub async fn status(dir: &Path, output: &Output) -> Result<(), Failure> {
     if let Some(error) = status["last_error"].as_str() {
         println!("  last pass failed: {error}");
     }
+    let maintenance: Vec<crate::maintenance::Active> =
+        serde_json::from_value(status["maintenance"].clone()).unwrap_or_default();
+    let now = jiff::Timestamp::now().as_millisecond();
+    for page in &maintenance {
+        println!(
+            "  maintenance: {} answers {} \"{}\" {} (by {})",
+            page.route,
+            page.status,
+            page.message,
+            crate::maintenance::until_text(page, now),
+            page.actor
+        );
+    }
     Ok(())
 }
 

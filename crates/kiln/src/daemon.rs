@@ -106,6 +106,9 @@ pub struct Status {
     /// Where the web dashboard listens (`kiln dash`).
     #[serde(default)]
     pub dash: Option<String>,
+    /// Routes in maintenance.
+    #[serde(default)]
+    pub maintenance: Vec<crate::maintenance::Active>,
 }
 
 pub(crate) enum Command {
@@ -132,6 +135,8 @@ pub(crate) enum Command {
 #[derive(Clone)]
 struct Api {
     commands: mpsc::Sender<Command>,
+    /// Routes in maintenance, for `/v1/status`.
+    maintenance: crate::maintenance::MaintenanceHandle,
     dir: Arc<PathBuf>,
     /// Where `POST /v1/push` hands pushes (`None` without `source:`).
     delivery: Option<crate::delivery::DeliveryHandle>,
@@ -238,6 +243,10 @@ pub async fn run(
     let incidents =
         crate::incidents::start(dir, alerting.notify.incidents.clone(), announce.clone()).await?;
     let (commands, inbox) = mpsc::channel(64);
+    // Before the first apply declares the routes: a page recorded by an earlier control plane
+    // is on its route before the route serves anything.
+    let maintenance =
+        crate::maintenance::start(dir, router.routes.clone(), announce.clone()).await?;
     let runbooks = crate::runbooks::start(
         dir,
         |handle| crate::runbooks::ControlActions {
@@ -246,6 +255,7 @@ pub async fn run(
             routes: router.routes.clone(),
             metrics: metrics.clone(),
             runbooks: handle,
+            maintenance: maintenance.clone(),
         },
         announce.clone(),
     )?;
@@ -302,6 +312,7 @@ pub async fn run(
     ));
     let (busy_tx, busy) = watch::channel(false);
     let api = Api {
+        maintenance,
         commands: commands.clone(),
         dir: Arc::new(dir.to_path_buf()),
         delivery,
@@ -353,6 +364,7 @@ pub async fn run(
             ingress: ingress.as_ref().map(|i| i.address.to_string()),
             api: api_address,
             dash: Some(dash_address.to_string()),
+            maintenance: Vec::new(),
         },
         announce,
         runtime,
@@ -1344,6 +1356,7 @@ async fn serve(
     runbooks: crate::runbooks::RunbooksHandle,
     mut stop: watch::Receiver<bool>,
 ) {
+    let maintenance = api.maintenance.clone();
     let mut router = Router::new()
         .route("/v1/plan", post(plan))
         .route("/v1/services", get(services))
@@ -1357,7 +1370,8 @@ async fn serve(
         .with_state(api)
         .merge(crate::metrics::prometheus_router(prometheus))
         .merge(crate::incidents::router(incidents))
-        .merge(crate::runbooks::router(runbooks));
+        .merge(crate::runbooks::router(runbooks))
+        .merge(crate::maintenance::router(maintenance));
     if let Some(alerts) = alerts {
         router = router.merge(crate::alerts::router(alerts));
     }
@@ -1384,7 +1398,10 @@ async fn status(State(api): State<Api>) -> Response {
         return unavailable();
     }
     match answer.await {
-        Ok(status) => axum::Json(status).into_response(),
+        Ok(mut status) => {
+            status.maintenance = api.maintenance.list().await;
+            axum::Json(status).into_response()
+        }
         Err(_) => unavailable(),
     }
 }

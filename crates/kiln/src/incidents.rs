@@ -447,6 +447,14 @@ fn concerns(event: &kiln_state::Event) -> Option<(String, EntryKind, String)> {
         };
         return Some((service.to_owned(), kind, actor.to_owned()));
     }
+    if event.kind.starts_with("maintenance.") {
+        let actor = data_text("actor").unwrap_or(KILN);
+        return Some((
+            data_text("service")?.to_owned(),
+            EntryKind::Maintenance,
+            actor.to_owned(),
+        ));
+    }
     if event.kind.starts_with("runbook.") {
         let service = data_text("service")?;
         let service = service.strip_prefix("services.").unwrap_or(service);
@@ -583,6 +591,19 @@ mod tests {
             ))
         );
         assert_eq!(concerns(&event("runbook.step", None, json!({}))), None);
+        let page = event(
+            "maintenance.started",
+            Some("routes.shop"),
+            json!({ "service": "web", "actor": "runbook pause (run 0190)" }),
+        );
+        assert_eq!(
+            concerns(&page),
+            Some((
+                "web".to_owned(),
+                EntryKind::Maintenance,
+                "runbook pause (run 0190)".to_owned()
+            ))
+        );
         assert_eq!(
             concerns(&event("drift.detected", Some("services.api"), json!({}))),
             None

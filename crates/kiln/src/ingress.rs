@@ -10,8 +10,8 @@ use std::time::Duration;
 use kiln_deploy::{SetStats, Split, Traffic, TrafficFuture};
 use kiln_engine::provider::{ProviderError, ProviderFuture};
 use kiln_ingress::{
-    BackendSet, Endpoint, HostMatch, Ingress, IngressConfig, IngressHandle, LATENCY_BOUNDS, Route,
-    RouteTable,
+    BackendSet, Endpoint, HostMatch, Ingress, IngressConfig, IngressHandle, LATENCY_BOUNDS,
+    Maintenance, Route, RouteTable,
 };
 use kiln_providers::{RouteSink, RouteSpec};
 use kiln_supervisor::{InstanceState, InstanceStatus, SupervisorHandle, service_of};
@@ -40,6 +40,9 @@ enum Msg {
         instance: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// A maintenance page for a route (by address), or none: kept across table rebuilds, and
+    /// for a route not declared yet (a page restored before the first apply).
+    Maintenance(String, Option<Maintenance>, oneshot::Sender<()>),
     /// A stable address for a service (its own listener), created once.
     Expose(String, oneshot::Sender<Result<SocketAddr, String>>),
     Unexpose(String, oneshot::Sender<()>),
@@ -145,6 +148,8 @@ struct Desired {
     splits: BTreeMap<String, Split>,
     draining: BTreeSet<String>,
     vips: BTreeMap<String, Vip>,
+    /// Route address → the page it answers with (owned by `maintenance.rs`, mirrored here).
+    maintenance: BTreeMap<String, Maintenance>,
 }
 
 /// A service's stable address: a proxy of its own over all its ready instances, so that
@@ -284,6 +289,14 @@ async fn run(
                         rebuild(&mut desired, &ingress, &supervisor).await;
                     }
                     let _ = reply.send(chosen);
+                }
+                Some(Msg::Maintenance(route, page, reply)) => {
+                    match page {
+                        Some(page) => desired.maintenance.insert(route, page),
+                        None => desired.maintenance.remove(&route),
+                    };
+                    rebuild(&mut desired, &ingress, &supervisor).await;
+                    let _ = reply.send(());
                 }
                 Some(Msg::Expose(service, reply)) => {
                     if let Some(vip) = desired.vips.get(&service) {
@@ -520,6 +533,7 @@ fn build(
         route.max_body_bytes = spec.max_body;
         route.request_headers = spec.request_headers.clone();
         route.response_headers = spec.response_headers.clone();
+        route.maintenance = desired.maintenance.get(&spec.address).cloned();
         out.push(route);
     }
     RouteTable::new(out).map_err(|errors| {
@@ -562,6 +576,22 @@ impl Routes {
             reply,
         })
         .await
+    }
+
+    /// Puts a maintenance page on the route at `address`, or takes it off (`None`); the
+    /// table is swapped before this returns.
+    pub async fn set_maintenance(&self, address: &str, page: Option<Maintenance>) {
+        let address = address.to_owned();
+        self.ask(|reply| Msg::Maintenance(address, page, reply))
+            .await;
+    }
+
+    /// The declared routes: address → service.
+    pub fn served_routes(&self) -> BTreeMap<String, String> {
+        self.served
+            .read()
+            .map(|s| s.services.clone())
+            .unwrap_or_default()
     }
 
     /// Puts an instance back into rotation (it serves again if it is ready).

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod incidents;
 pub mod ingress;
 pub mod kiln_dir;
+pub mod maintenance;
 pub mod memory;
 pub mod metrics;
 pub mod ops;

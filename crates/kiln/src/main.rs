@@ -67,6 +67,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Silence(command) => alerts::silence(dir, command),
         Command::Incident(command) => incidents::incident(dir, command).await,
         Command::Runbook(command) => kiln::runbooks::runbook(dir, command).await,
+        Command::Maintenance(command) => {
+            kiln::maintenance::commands::maintenance(dir, command).await
+        }
         Command::Ci(command) => ci::command(dir, command).await,
         Command::Dora(args) => dora::command(dir, args),
         Command::NotifyPush => hooks::notify_push(dir).await,

@@ -471,28 +471,7 @@ impl Compiler<'_> {
         let name = self.string(node, path)?;
         let address = format!("routes.{name}");
         if !self.resources.contains_key(&address) {
-            let known: Vec<&str> = self
-                .resources
-                .keys()
-                .filter_map(|a| a.strip_prefix("routes."))
-                .collect();
-            let help = match crate::suggest::closest(&name, known.iter().copied()) {
-                Some(best) => format!("did you mean `{best}`?"),
-                None => format!(
-                    "routes are named by `name:` or after host and path; known: {}",
-                    known.join(", ")
-                ),
-            };
-            self.emit(
-                Diagnostic::new(
-                    Code::UnknownReference,
-                    node.span,
-                    path,
-                    format!("no route named `{name}`"),
-                )
-                .label("unknown route")
-                .help(help),
-            );
+            self.unknown_route(&name, node.span, path);
             return None;
         }
         Some((SloTarget::Route(name), vec![address]))

@@ -11,9 +11,10 @@ use super::Compiler;
 use crate::alerting::ReceiverDecl;
 use crate::diag::{Code, Diagnostic};
 use crate::runbooks::{
-    Action, DEFAULT_APPROVAL_TIMEOUT_MS, DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_STEP_TIMEOUT_MS,
-    DrainThen, Guards, OnFailure, ParamDecl, ParamType, RunbookDecl, Runbooks, StepDecl,
-    parse_instance, placeholders,
+    Action, DEFAULT_APPROVAL_TIMEOUT_MS, DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MAINTENANCE_MESSAGE,
+    DEFAULT_MAINTENANCE_STATUS, DEFAULT_STEP_TIMEOUT_MS, DrainThen, Guards, MaintenancePage,
+    OnFailure, ParamDecl, ParamType, RunbookDecl, Runbooks, StepDecl, maintenance_status,
+    parse_instance, placeholders, positive_duration,
 };
 use crate::source::Span;
 use crate::suggest::closest;
@@ -44,7 +45,14 @@ const ACTIONS: &[(&str, &[&str], usize)] = &[
     ("approve", &["message"], 0),
     ("drain", &["service", "instance", "timeout", "then"], 2),
     ("undrain", &["service", "instance"], 2),
+    (
+        "maintenance",
+        &["route", "for", "status", "message", "retry_after", "off"],
+        1,
+    ),
 ];
+/// The keys of a `maintenance` step that describe the page (none of them goes with `off`).
+const PAGE_KEYS: &[&str] = &["for", "status", "message", "retry_after"];
 const MAX_RETRIES: u32 = 10;
 
 /// What a runbook value must be.
@@ -57,6 +65,9 @@ enum Expect {
     Url,
     Query,
     Instance,
+    Route,
+    Duration,
+    Status,
 }
 
 /// What the checks of one runbook need to know about the others.
@@ -510,13 +521,9 @@ impl Compiler<'_> {
         let kind = self.string(kind_node, &format!("{path}.action"))?;
         let Some((_, keys, required)) = ACTIONS.iter().find(|(name, _, _)| *name == kind) else {
             let names: Vec<&str> = ACTIONS.iter().map(|(n, _, _)| *n).collect();
-            let help = if kind == "maintenance" {
-                format!("kiln has no `{kind}` action yet; use `command` or `http` to do it")
-            } else {
-                match closest(&kind, names.iter().copied()) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("the actions are {}", names.join(", ")),
-                }
+            let help = match closest(&kind, names.iter().copied()) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("the actions are {}", names.join(", ")),
             };
             self.emit(
                 Diagnostic::new(
@@ -632,6 +639,31 @@ impl Compiler<'_> {
                 let instance = arg(cx, "instance", Expect::Instance).unwrap_or_default();
                 ok &= self.instance_of_service(&service, &instance, get("instance"), &with_path);
                 Action::Undrain { service, instance }
+            }
+            "maintenance" => {
+                let route = arg(cx, "route", Expect::Route).unwrap_or_default();
+                // Read as written here; a value that is not a boolean is reported below.
+                let off = matches!(get("off").map(|n| &n.value), Some(Y::Bool(true)));
+                let page = (!off).then(|| MaintenancePage {
+                    duration: arg(cx, "for", Expect::Duration).unwrap_or_default(),
+                    status: arg(cx, "status", Expect::Status)
+                        .unwrap_or_else(|| DEFAULT_MAINTENANCE_STATUS.to_string()),
+                    message: arg(cx, "message", Expect::Text)
+                        .unwrap_or_else(|| DEFAULT_MAINTENANCE_MESSAGE.to_owned()),
+                    retry_after: arg(cx, "retry_after", Expect::Duration),
+                });
+                match get("off") {
+                    // Whether a page was meant is unknown: only the value is reported.
+                    Some(v) if !matches!(v.value, Y::Bool(_)) => {
+                        ok = false;
+                        self.boolean(v, &format!("{with_path}.off"));
+                    }
+                    _ => {
+                        let at = with.map_or(kind_node.span, |n| n.span);
+                        ok &= self.maintenance_keys(off, fields, at, &with_path);
+                    }
+                }
+                Action::Maintenance { route, page }
             }
             "command" => match get("argv") {
                 Some(node) => match &node.value {
@@ -928,7 +960,8 @@ impl Compiler<'_> {
             let whole = only.range.start == 0 && only.range.end == text.len();
             let wanted = match expect {
                 Expect::Service => Some(ParamType::Service),
-                Expect::Count => Some(ParamType::Int),
+                Expect::Count | Expect::Status => Some(ParamType::Int),
+                Expect::Duration => Some(ParamType::Duration),
                 _ => None,
             };
             if let (Some(wanted), Ok(name)) = (wanted, &only.param) {
@@ -1008,6 +1041,16 @@ impl Compiler<'_> {
                 fits
             }
             Expect::Query => self.promql(node, path).is_some(),
+            Expect::Route => self.route_exists(&text, node.span, path),
+            Expect::Duration => self.checked(
+                node,
+                path,
+                positive_duration(&text),
+                "a duration above zero",
+            ),
+            Expect::Status => {
+                self.checked(node, path, maintenance_status(&text), "a 4xx or 5xx status")
+            }
             Expect::Instance => {
                 let fits = parse_instance(&text).is_some();
                 if !fits {
@@ -1047,6 +1090,111 @@ impl Compiler<'_> {
                 None
             }
         }
+    }
+
+    /// `off: true` takes no page keys; a page needs `for`. Whether the keys fit.
+    fn maintenance_keys(
+        &mut self,
+        off: bool,
+        fields: &[(Key, Node)],
+        with_span: Span,
+        with_path: &str,
+    ) -> bool {
+        if !off {
+            if fields.iter().any(|(k, _)| k.text == "for") {
+                return true;
+            }
+            self.missing(
+                with_span,
+                with_path,
+                "for",
+                "the `maintenance` action needs `for` (how long the page stays up)",
+                "add `for: 10m`, or `off: true` to end a maintenance",
+            );
+            return false;
+        }
+        let mut ok = true;
+        for (key, _) in fields
+            .iter()
+            .filter(|(k, _)| PAGE_KEYS.contains(&k.text.as_str()))
+        {
+            ok = false;
+            self.invalid(
+                key.span,
+                &format!("{with_path}.{}", key.text),
+                format!(
+                    "`{}` has no meaning with `off: true`, which ends the maintenance",
+                    key.text
+                ),
+                &format!(
+                    "remove `{}:`, or remove `off: true` to start a maintenance",
+                    key.text
+                ),
+            );
+        }
+        ok
+    }
+
+    /// Reports `result`'s error at `node` (expected: `expected`); whether it was fine.
+    fn checked<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        result: Result<T, String>,
+        expected: &str,
+    ) -> bool {
+        let Err(why) = result else {
+            return true;
+        };
+        self.emit(
+            Diagnostic::new(Code::InvalidValue, node.span, path, why)
+                .label(format!("expected {expected}"))
+                .help(format!("give {expected}, e.g. `{}`", example(expected))),
+        );
+        false
+    }
+
+    /// A route named as `routes:` names it (`web`), or by its address (`routes.web`,
+    /// `environments.staging.routes.web`).
+    fn route_exists(&mut self, name: &str, span: Span, path: &str) -> bool {
+        let is_route = |a: &str| {
+            self.resources
+                .get(a)
+                .is_some_and(|r| r.kind == crate::schema::ROUTE.kind)
+        };
+        if is_route(&format!("routes.{name}")) || is_route(name) {
+            return true;
+        }
+        self.unknown_route(name, span, path);
+        false
+    }
+
+    /// "no route named `x`", with the closest declared route or the known ones.
+    pub(super) fn unknown_route(&mut self, name: &str, span: Span, path: &str) {
+        let known: Vec<&str> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.kind == crate::schema::ROUTE.kind)
+            .filter_map(|(a, _)| a.strip_prefix("routes."))
+            .collect();
+        let help = match closest(name, known.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None if known.is_empty() => "the stack declares no `routes:`".to_owned(),
+            None => format!(
+                "routes are named by `name:` or after host and path; known: {}",
+                known.join(", ")
+            ),
+        };
+        self.emit(
+            Diagnostic::new(
+                Code::UnknownReference,
+                span,
+                path,
+                format!("no route named `{name}`"),
+            )
+            .label("unknown route")
+            .help(help),
+        );
     }
 
     fn service_exists(&mut self, name: &str, span: Span, path: &str) -> bool {
@@ -1211,6 +1359,15 @@ impl Compiler<'_> {
     }
 }
 
+/// An example of a value of the kind `expected` describes.
+fn example(expected: &str) -> &'static str {
+    if expected.contains("status") {
+        "503"
+    } else {
+        "10m"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -1336,6 +1493,69 @@ runbooks:
             Action::Undrain {
                 service: "api".into(),
                 instance: "1".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn maintenance_steps_compile_with_their_defaults() {
+        let mut fs = MemoryFs::new();
+        fs.add(
+            "/s/kiln.yaml",
+            r#"
+name: demo
+services:
+  web: { run: sleep 1000 }
+routes:
+  - { name: shop, host: shop.localhost, service: web }
+runbooks:
+  pause:
+    params:
+      route: { type: string, default: shop }
+      long: { type: duration, default: 5m }
+    steps:
+      - { action: maintenance, with: { route: shop, for: 10m, status: 502, message: "Back <soon>", retry_after: 30s } }
+      - { action: maintenance, with: { route: "${{ params.route }}", for: "${{ params.long }}" } }
+      - { action: maintenance, with: { route: routes.shop, off: true } }
+"#,
+        );
+        let stack = match load(&fs, Path::new("/s/kiln.yaml")) {
+            Ok(stack) => stack,
+            Err(failure) => panic!("{:#?}", failure.diagnostics),
+        };
+        let steps = &stack.runbooks["pause"].steps;
+        let page = |duration: &str, status: &str, message: &str, retry_after: Option<&str>| {
+            Some(crate::runbooks::MaintenancePage {
+                duration: duration.into(),
+                status: status.into(),
+                message: message.into(),
+                retry_after: retry_after.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            steps[0].action,
+            Action::Maintenance {
+                route: "shop".into(),
+                page: page("10m", "502", "Back <soon>", Some("30s")),
+            }
+        );
+        assert_eq!(
+            steps[1].action,
+            Action::Maintenance {
+                route: "${{ params.route }}".into(),
+                page: page(
+                    "${{ params.long }}",
+                    "503",
+                    crate::runbooks::DEFAULT_MAINTENANCE_MESSAGE,
+                    None
+                ),
+            }
+        );
+        assert_eq!(
+            steps[2].action,
+            Action::Maintenance {
+                route: "routes.shop".into(),
+                page: None,
             }
         );
     }

@@ -36,6 +36,8 @@ pub struct ControlActions {
     pub(crate) routes: crate::ingress::Routes,
     pub(crate) metrics: Option<Arc<kiln_metrics::Store>>,
     pub(crate) runbooks: RunbooksHandle,
+    /// The maintenance actor, which owns the routes' maintenance pages.
+    pub(crate) maintenance: crate::maintenance::MaintenanceHandle,
 }
 
 impl ControlActions {
@@ -316,6 +318,52 @@ impl Actions for ControlActions {
                         "took {id} out of rotation; {waited}; restarted it; back in rotation, ready after {}ms",
                         restarting.elapsed().as_millis()
                     ))
+                }
+            }
+        })
+    }
+
+    fn maintenance<'a>(
+        &'a self,
+        route: &'a str,
+        page: Option<kiln_spec::runbooks::ResolvedPage>,
+        run: &'a RunContext,
+    ) -> ActionFuture<'a> {
+        Box::pin(async move {
+            let by = format!("runbook {} (run {})", run.runbook, run.run_id);
+            match page {
+                Some(page) => {
+                    let active = self
+                        .maintenance
+                        .start(crate::maintenance::StartRequest {
+                            route: route.to_owned(),
+                            for_ms: Some(page.duration_ms),
+                            status: Some(page.status),
+                            message: Some(page.message),
+                            retry_after_ms: page.retry_after_ms,
+                            by,
+                        })
+                        .await?;
+                    Ok(format!(
+                        "route {} in maintenance {}: answers {} \"{}\"",
+                        active.route,
+                        crate::maintenance::until_text(
+                            &active,
+                            jiff::Timestamp::now().as_millisecond()
+                        ),
+                        active.status,
+                        active.message
+                    ))
+                }
+                None => {
+                    let active = self
+                        .maintenance
+                        .end(crate::maintenance::EndRequest {
+                            route: route.to_owned(),
+                            by,
+                        })
+                        .await?;
+                    Ok(format!("route {} serves again", active.route))
                 }
             }
         })

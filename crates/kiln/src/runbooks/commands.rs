@@ -357,6 +357,14 @@ impl Actions for NoControlPlane {
     fn undrain<'a>(&'a self, _: &'a str, _: &'a str) -> ActionFuture<'a> {
         not_here()
     }
+    fn maintenance<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<kiln_spec::runbooks::ResolvedPage>,
+        _: &'a RunContext,
+    ) -> ActionFuture<'a> {
+        not_here()
+    }
 }
 
 async fn dry_run_here(
