@@ -34,6 +34,9 @@ use crate::cli::{CiCommand, CiRunArgs, Output};
 use crate::ops::{self, Failure};
 use crate::render;
 
+mod git;
+pub(crate) use git::{PushFacts, changed_files, git, push_payload};
+
 /// Where workflows live, relative to the repository.
 const WORKFLOWS_DIR: &str = ".github/workflows";
 
@@ -483,22 +486,10 @@ pub(crate) fn load_committed(
     if !rel.starts_with(&format!("{WORKFLOWS_DIR}/")) {
         paths.push(rel.to_owned());
     }
-    let extracted = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "dest=$0 repo=$1 commit=$2; shift 2; \
-             git -C \"$repo\" archive --format=tar \"$commit\" -- \"$@\" | tar -x -C \"$dest\"",
-        ])
-        .arg(&scratch)
-        .arg(dir)
-        .arg(sha)
-        .args(&paths)
-        .output();
+    let extracted = extract_committed(dir, sha, &paths, &scratch);
     let result = match extracted {
-        Ok(out) if out.status.success() && scratch.join(rel).is_file() => {
-            kiln_pipelines::load(&scratch, rel)
-                .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics)))
-        }
+        Ok(true) if scratch.join(rel).is_file() => kiln_pipelines::load(&scratch, rel)
+            .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics))),
         Ok(_) => Err(Failure::Refused(format!(
             "error: {rel} is not in commit {} (commit it first)",
             sha.get(..12).unwrap_or(sha)
@@ -516,57 +507,76 @@ pub(crate) fn load_committed(
     result
 }
 
-/// GitHub runs the pushed commit, never a working tree: so does `kiln ci run`. Say so when the
-/// working tree holds changes the run will not see (kiln's own `.kiln/` aside).
-fn note_uncommitted(dir: &Path, sha: &str) {
-    let Some(status) = git(
-        dir,
-        &["status", "--porcelain", "--", ".", ":(exclude).kiln"],
-    ) else {
-        return;
-    };
-    let changed = status.lines().count();
-    if changed > 0 {
-        eprintln!(
-            "note: {changed} uncommitted change{} in the working tree {} not part of the run: it runs commit {} as committed, as GitHub runs the pushed commit (commit to include them)",
-            if changed == 1 { "" } else { "s" },
-            if changed == 1 { "is" } else { "are" },
-            sha.get(..12).unwrap_or(sha)
-        );
-    }
-}
-
-/// Runs `git` in the repository and returns its trimmed stdout, or None when it fails.
-pub(crate) fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
+/// Writes `paths` as committed at `sha` under `dest`: `git archive` piped into `tar`, two
+/// processes (a shell between them would be a third). True when both succeeded.
+fn extract_committed(
+    dir: &Path,
+    sha: &str,
+    paths: &[String],
+    dest: &Path,
+) -> std::io::Result<bool> {
+    use std::process::{Command, Stdio};
+    let mut archive = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .args(["archive", "--format=tar", sha, "--"])
+        .args(paths)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let Some(tarball) = archive.stdout.take() else {
+        let _ = archive.kill();
+        archive.wait()?;
+        return Ok(false);
+    };
+    // When tar cannot start, git sees its pipe close and ends: wait for it either way.
+    let extracted = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(dest)
+        .stdin(Stdio::from(tarball))
+        .stderr(Stdio::null())
+        .status();
+    let archived = archive.wait()?;
+    Ok(extracted?.success() && archived.success())
 }
 
 /// `kiln ci run`.
 async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     let rel = resolve_run_workflow(dir, args.workflow.as_deref())?;
-    let sha = git(
-        dir,
-        &["rev-parse", "--verify", &format!("{}^{{commit}}", args.rev)],
-    )
-    .ok_or_else(|| {
+    let start = git::Start::read(dir, &args.rev).await;
+    let sha = start.sha.ok_or_else(|| {
         Failure::Refused(format!(
             "error: `{}` is not a commit of a git repository at {} (kiln ci runs committed files: `git init` and commit first)",
             args.rev,
             dir.display()
         ))
     })?;
-    if args.rev == "HEAD" {
-        note_uncommitted(dir, &sha);
+    if let Some(changed) = start.uncommitted.filter(|n| *n > 0) {
+        note_uncommitted(changed, &sha);
     }
-    let mut set = load_committed(dir, &sha, &rel)?;
+    let git_ref = start
+        .git_ref
+        .unwrap_or_else(|| "refs/heads/main".to_owned());
+    // The workflow is extracted from the commit while git answers the payload's questions.
+    let load = tokio::task::spawn_blocking({
+        let (dir, sha, rel) = (dir.to_owned(), sha.clone(), rel.clone());
+        move || load_committed(&dir, &sha, &rel)
+    });
+    let push = if is_push_like(&args.event) {
+        let (head, changed) = tokio::join!(git::Commit::read(dir, &sha), changed_files(dir, &sha));
+        let facts = PushFacts {
+            head,
+            branches: start.branches,
+            repo_name: git::repo_name(dir),
+        };
+        Some((facts, changed))
+    } else {
+        None
+    };
+    let mut set = load
+        .await
+        .map_err(|e| Failure::State(format!("loading the workflow stopped: {e}")))??;
     print_warnings(&set);
     if let Some(job) = &args.job {
         select_job(&mut set.root, job)?;
@@ -580,24 +590,19 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     };
     secrets.extend(pairs(&args.secrets, "--secret")?);
     let vars = pairs(&args.vars, "--var")?;
-    let git_ref = if args.rev == "HEAD" {
-        git(dir, &["symbolic-ref", "-q", "HEAD"])
-    } else {
-        git(dir, &["rev-parse", "--symbolic-full-name", &args.rev]).filter(|r| !r.is_empty())
-    }
-    .unwrap_or_else(|| "refs/heads/main".to_owned());
+    let payload = event_payload(
+        &args.event,
+        &git_ref,
+        &sha,
+        &dispatched_inputs(&set.root, &args.event, &inputs),
+        push.as_ref(),
+    );
 
     let request = RunRequest {
         rel,
         event: args.event.clone(),
         rev: args.rev.clone(),
-        payload: event_payload(
-            dir,
-            &args.event,
-            &git_ref,
-            &sha,
-            &dispatched_inputs(&set.root, &args.event, &inputs),
-        ),
+        payload,
         sha,
         git_ref,
         inputs,
@@ -949,124 +954,45 @@ async fn recv_signal(stream: &mut Option<tokio::signal::unix::Signal>) -> Option
     }
 }
 
+/// GitHub runs the pushed commit, never a working tree: so does `kiln ci run`. Say so when the
+/// working tree holds changes the run will not see (kiln's own `.kiln/` aside).
+fn note_uncommitted(changed: usize, sha: &str) {
+    eprintln!(
+        "note: {changed} uncommitted change{} in the working tree {} not part of the run: it runs commit {} as committed, as GitHub runs the pushed commit (commit to include them)",
+        if changed == 1 { "" } else { "s" },
+        if changed == 1 { "is" } else { "are" },
+        sha.get(..12).unwrap_or(sha)
+    );
+}
+
+/// Events whose `github.event` is a push payload (every event but those with their own).
+fn is_push_like(event: &str) -> bool {
+    !matches!(
+        event,
+        "workflow_dispatch" | "pull_request" | "pull_request_target"
+    )
+}
+
 /// `github.event` for a local run: enough of GitHub's payload for the usual expressions; a push
-/// is GitHub's push payload of the commit and its parent, from git.
+/// is GitHub's push payload of the commit and its parent (`push`, read from git).
 fn event_payload(
-    dir: &Path,
     event: &str,
     git_ref: &str,
     sha: &str,
     inputs: &IndexMap<String, String>,
+    push: Option<&(PushFacts, Vec<String>)>,
 ) -> serde_json::Value {
-    match event {
-        "workflow_dispatch" => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
-        "pull_request" | "pull_request_target" => serde_json::json!({
+    match (event, push) {
+        ("workflow_dispatch", _) => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
+        ("pull_request" | "pull_request_target", _) => serde_json::json!({
             "action": "opened",
             "pull_request": { "head": { "sha": sha, "ref": git_ref }, "base": { "ref": "main" } },
         }),
-        _ => {
-            let parent = git(dir, &["rev-parse", "--verify", "-q", &format!("{sha}^")]);
-            let changed = git(
-                dir,
-                &[
-                    "diff-tree",
-                    "--no-commit-id",
-                    "--name-only",
-                    "-r",
-                    "--root",
-                    sha,
-                ],
-            )
-            .unwrap_or_default();
-            let changed: Vec<String> = changed.lines().map(str::to_owned).collect();
-            push_payload(dir, git_ref, parent.as_deref(), sha, &changed)
+        (_, Some((facts, changed))) => {
+            push_payload(facts, git_ref, facts.head.parent.as_deref(), sha, changed)
         }
+        (_, None) => serde_json::json!({ "ref": git_ref }),
     }
-}
-
-/// The repository's default branch, for `github.event.repository.default_branch`: what the
-/// clone's `origin/HEAD` names, else `main` or `master` when the repository has one, else the
-/// pushed branch. Workflows compare it with `github.ref` to deploy only from that branch, so
-/// guessing the pushed branch first would make every branch look like the default one.
-fn default_branch(dir: &Path, git_ref: &str) -> String {
-    if let Some(remote) = git(
-        dir,
-        &["symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD"],
-    ) && let Some((_, branch)) = remote.split_once('/')
-    {
-        return branch.to_owned();
-    }
-    ["main", "master"]
-        .into_iter()
-        .find(|b| {
-            git(
-                dir,
-                &["show-ref", "--verify", "-q", &format!("refs/heads/{b}")],
-            )
-            .is_some()
-        })
-        .map_or_else(
-            || {
-                git_ref
-                    .strip_prefix("refs/heads/")
-                    .unwrap_or(git_ref)
-                    .to_owned()
-            },
-            str::to_owned,
-        )
-}
-
-/// GitHub's push payload for `after` on `git_ref`, from git: the head commit (message, author,
-/// time, files), the commit before (zeros for a new branch), the repository and the pusher.
-pub(crate) fn push_payload(
-    dir: &Path,
-    git_ref: &str,
-    before: Option<&str>,
-    after: &str,
-    changed: &[String],
-) -> serde_json::Value {
-    let show = git(dir, &["show", "-s", "--format=%cI%n%an%n%ae%n%B", after]).unwrap_or_default();
-    let mut lines = show.lines();
-    let timestamp = lines.next().unwrap_or_default().to_owned();
-    let name = lines.next().unwrap_or_default().to_owned();
-    let email = lines.next().unwrap_or_default().to_owned();
-    let message = lines.collect::<Vec<_>>().join("\n");
-    let head = serde_json::json!({
-        "id": after,
-        "tree_id": git(dir, &["rev-parse", &format!("{after}^{{tree}}")]).unwrap_or_default(),
-        "message": message,
-        "timestamp": timestamp,
-        "author": { "name": name, "email": email },
-        "committer": { "name": name, "email": email },
-        "added": [],
-        "removed": [],
-        "modified": changed,
-    });
-    let repo_name = std::fs::canonicalize(dir)
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "repo".to_owned());
-    let branch = default_branch(dir, git_ref);
-    serde_json::json!({
-        "ref": git_ref,
-        "before": before.map_or_else(|| "0".repeat(40), str::to_owned),
-        "after": after,
-        "created": before.is_none(),
-        "deleted": false,
-        "forced": false,
-        "base_ref": null,
-        "commits": [head.clone()],
-        "head_commit": head,
-        "pusher": { "name": name, "email": email },
-        "sender": { "login": "kiln" },
-        "repository": {
-            "name": repo_name,
-            "full_name": format!("local/{repo_name}"),
-            "owner": { "login": "local", "name": "local" },
-            "default_branch": branch,
-            "master_branch": branch,
-        },
-    })
 }
 
 /// kiln-pipelines' [`RunStore`] over the state store: each finished job is one transaction.

@@ -287,6 +287,7 @@ impl Follower {
             Ok(Err(why)) => return self.finished(&push, &[], &[], Some(why)),
             Err(e) => return self.finished(&push, &[], &[], Some(e.to_string())),
         };
+        let facts = crate::ci::PushFacts::read(&self.dir, &push.after).await;
         let mut runs = Vec::new();
         let mut deployed = Vec::new();
         for (rel, set) in workflows {
@@ -306,7 +307,7 @@ impl Follower {
                 sha: push.after.clone(),
                 git_ref: push.git_ref.clone(),
                 payload: crate::ci::push_payload(
-                    &self.dir,
+                    &facts,
                     &push.git_ref,
                     push.before.as_deref(),
                     &push.after,
