@@ -825,7 +825,8 @@ pub(crate) async fn execute(
 
     if echo {
         println!(
-            "Run {run_id}: {workflow_name} ({rel}) on {event} at {rev} ({})",
+            "Run {run_id}: {} on {event} at {rev} ({})",
+            workflow_title(&workflow_name, &rel),
             sha.get(..12).unwrap_or(&sha)
         );
     }
@@ -1168,6 +1169,20 @@ struct RunPrinter {
     width: usize,
     warned: bool,
     folds: Folds,
+    /// A `##[error]` (`warning`, `notice`) line stored but not shown yet: a workflow command
+    /// logs that line and makes an annotation of the same message, and the terminal shows the
+    /// pair once, in the annotation's words (which carry the file and line).
+    held: Option<Held>,
+}
+
+/// A marked line of a job waiting to be shown (see [`RunPrinter::held`]).
+#[derive(Debug)]
+struct Held {
+    job: String,
+    /// The line as stored, `##[error]message`.
+    raw: String,
+    /// What the terminal would show for it (folding applied).
+    shown: String,
 }
 
 impl RunPrinter {
@@ -1184,10 +1199,29 @@ impl RunPrinter {
             width: 12,
             warned: false,
             folds: Folds::default(),
+            held: None,
         }
     }
 
     fn event(&mut self, event: &RunEvent) {
+        if let Some(held) = self.held.take() {
+            if let RunEvent::Annotation { job, annotation } = event
+                && self.masker.mask(job) == held.job
+                && held.raw
+                    == format!(
+                        "##[{}]{}",
+                        level_name(annotation.level),
+                        self.masker.mask(&annotation.message)
+                    )
+            {
+                // The log file has the line as GitHub's log would; the record has the
+                // annotation: only the terminal needs it, once.
+                let line = self.masker.mask(&annotation_line(annotation));
+                self.show(&held.job, &line, false);
+                return;
+            }
+            self.show(&held.job, &held.shown, false);
+        }
         match event {
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
             RunEvent::JobStarted { job } => self.line(job, "job started", true),
@@ -1242,15 +1276,28 @@ impl RunPrinter {
         }
     }
 
-    /// A line of a step's output: stored whole; on a terminal, `::group::`s fold.
+    /// A line of a step's output: stored whole; on a terminal, `::group::`s fold. A marked
+    /// line (`##[error]…`) is shown with the next event (see [`RunPrinter::held`]).
     fn log(&mut self, job: &str, text: &str) {
-        if !self.tty {
-            return self.line(job, text, false);
-        }
         let text = self.masker.mask(text);
         let job = self.masker.mask(job);
         self.write(&job, &text);
-        if let Some(shown) = self.folds.line(&job, &text) {
+        let shown = if self.tty {
+            self.folds.line(&job, &text)
+        } else {
+            Some(text.clone())
+        };
+        let Some(shown) = shown else { return };
+        if ["##[error]", "##[warning]", "##[notice]"]
+            .iter()
+            .any(|mark| text.starts_with(mark))
+        {
+            self.held = Some(Held {
+                job,
+                raw: text,
+                shown,
+            });
+        } else {
             self.show(&job, &shown, false);
         }
     }
@@ -1320,6 +1367,9 @@ impl RunPrinter {
     }
 
     fn close(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.show(&held.job, &held.shown, false);
+        }
         for f in self.files.values_mut() {
             let _ = f.flush();
         }
@@ -1481,8 +1531,12 @@ fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "run {}: {} ({}) on {} at {} ({})",
-        record.id, record.workflow, record.workflow_path, record.event, record.rev, record.commit
+        "run {}: {} on {} at {} ({})",
+        record.id,
+        workflow_title(&record.workflow, &record.workflow_path),
+        record.event,
+        record.rev,
+        record.commit
     );
     println!(
         "status {}, started {}, {}",
@@ -1590,6 +1644,16 @@ fn logs(dir: &Path, run: u64, job: Option<&str>) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `CI (.github/workflows/ci.yml)`; the path alone for a workflow without a `name:`, which
+/// GitHub names by its path.
+fn workflow_title(name: &str, path: &str) -> String {
+    if name == path {
+        path.to_owned()
+    } else {
+        format!("{name} ({path})")
+    }
 }
 
 /// `error: src/app.js:3:7: Lint: message`, as a compiler would print it.

@@ -53,6 +53,20 @@ fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
     let out = s.ok(&["ci", "run"]);
     assert!(out.contains("[build] hello from push"), "{out}");
     assert!(out.contains("[test (2)] instance-2"), "{out}");
+    // A workflow command's annotation shows once, in its own words (with the file and line),
+    // not also as the `##[warning]` line the log file keeps, as GitHub's log does.
+    assert!(
+        !out.contains("##[warning]"),
+        "the warning shows once: {out}"
+    );
+    assert!(
+        out.contains("[build] warning: src/app.js:3:7: Lint: unused variable"),
+        "{out}"
+    );
+    assert!(
+        out.starts_with("Run 1: ci (.github/workflows/ci.yml) on push"),
+        "{out}"
+    );
 
     let runs = json(&s, &["ci", "list", "--json"]);
     let runs = runs.as_array().unwrap();
@@ -96,6 +110,15 @@ fn a_green_run_exits_0_and_is_listed_shown_and_logged() {
         "{one}"
     );
     assert!(s.file(".kiln/ci/1/build.log").is_file());
+    let build_log = std::fs::read_to_string(s.file(".kiln/ci/1/build.log")).unwrap();
+    assert!(
+        !build_log.contains("warning: src/app.js"),
+        "the log keeps the command's line once: {build_log}"
+    );
+    assert!(
+        build_log.contains("##[warning]unused variable"),
+        "{build_log}"
+    );
 
     // --job keeps what the job needs; --matrix narrows its instances.
     s.ok(&["ci", "run", "ci.yml", "--job", "test", "--matrix", "n=2"]);
