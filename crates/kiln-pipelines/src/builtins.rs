@@ -63,7 +63,9 @@ pub(crate) async fn run(
         Builtin::Checkout => checkout(cx, with).await,
         Builtin::UploadArtifact => upload(cx, with),
         Builtin::DownloadArtifact => download(cx, with),
-        Builtin::Cache => restore_cache(cx, with).await,
+        Builtin::Cache => restore_cache(cx, with, SaveAtJobEnd::OnMiss).await,
+        Builtin::CacheRestore => restore_cache(cx, with, SaveAtJobEnd::Never).await,
+        Builtin::CacheSave => save_cache(cx, with).await,
         Builtin::SetupNode => setup_node(cx, with).await,
         Builtin::SetupPython => setup_python(cx, with).await,
     }
@@ -177,7 +179,16 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
     Ok(out)
 }
 
-async fn restore_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+/// Whether a cache restore leaves a save for the end of the job: `actions/cache` does on a
+/// miss, `actions/cache/restore` never (its workflow saves with `actions/cache/save`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveAtJobEnd {
+    OnMiss,
+    Never,
+}
+
+/// The `key` and `path` inputs every cache action requires.
+fn cache_key_and_paths(with: &IndexMap<String, String>) -> Result<(String, Vec<String>), String> {
     let key = with
         .get("key")
         .filter(|k| !k.is_empty())
@@ -187,6 +198,15 @@ async fn restore_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<O
     if paths.is_empty() {
         return Err("Input required and not supplied: path".to_owned());
     }
+    Ok((key, paths))
+}
+
+async fn restore_cache(
+    cx: &Cx<'_>,
+    with: &IndexMap<String, String>,
+    save: SaveAtJobEnd,
+) -> Result<Out, String> {
+    let (key, paths) = cache_key_and_paths(with)?;
     let restore_keys = lines(with.get("restore-keys"));
     let mut out = Out::default();
     let matched = restore_into(cx, &key, &restore_keys, &paths, &mut out.logs).await?;
@@ -202,7 +222,7 @@ async fn restore_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<O
     out.outputs
         .insert("cache-matched-key".to_owned(), matched.unwrap_or_default());
     let lookup_only = with.get("lookup-only").is_some_and(|v| v == "true");
-    if !hit && !lookup_only {
+    if !hit && !lookup_only && save == SaveAtJobEnd::OnMiss {
         out.post = Some(Post::SaveCache {
             key,
             paths,
@@ -240,6 +260,31 @@ async fn restore_into(
         ),
     });
     Ok(matched)
+}
+
+/// `actions/cache/save`: saves now. Like the real action, a key that is already saved or
+/// paths that hold nothing are warnings, not failures: the step goes on.
+async fn save_cache(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
+    let (key, paths) = cache_key_and_paths(with)?;
+    let shared = cx.shared;
+    let _guard = shared.cache_lock.lock().await;
+    let line = match cache::save(
+        &shared.opts.cache_dir,
+        &key,
+        &paths,
+        cx.workspace,
+        &shared.opts.home,
+    ) {
+        Ok(true) => format!("Cache saved with key: {key}"),
+        Ok(false) => format!(
+            "##[warning]Failed to save: Unable to reserve cache with key {key}, another job may be creating this cache."
+        ),
+        Err(e) => format!("##[warning]Failed to save cache: {e}"),
+    };
+    Ok(Out {
+        logs: vec![line],
+        ..Out::default()
+    })
 }
 
 /// Runs a post step; returns its log lines.

@@ -370,6 +370,11 @@ pub enum Builtin {
     DownloadArtifact,
     /// `actions/cache`.
     Cache,
+    /// `actions/cache/restore`: the restore half of `actions/cache`, without the save at the
+    /// job's end.
+    CacheRestore,
+    /// `actions/cache/save`: saves at once, where the step stands.
+    CacheSave,
     /// `actions/setup-node`.
     SetupNode,
     /// `actions/setup-python`.
@@ -383,6 +388,8 @@ impl Builtin {
         ("actions/upload-artifact", Builtin::UploadArtifact),
         ("actions/download-artifact", Builtin::DownloadArtifact),
         ("actions/cache", Builtin::Cache),
+        ("actions/cache/restore", Builtin::CacheRestore),
+        ("actions/cache/save", Builtin::CacheSave),
         ("actions/setup-node", Builtin::SetupNode),
         ("actions/setup-python", Builtin::SetupPython),
     ];
@@ -439,6 +446,15 @@ impl Builtin {
                 "lookup-only",
                 "save-always",
             ],
+            Builtin::CacheRestore => &[
+                "path",
+                "key",
+                "restore-keys",
+                "enableCrossOsArchive",
+                "fail-on-cache-miss",
+                "lookup-only",
+            ],
+            Builtin::CacheSave => &["path", "key", "upload-chunk-size", "enableCrossOsArchive"],
             Builtin::SetupNode => &[
                 "node-version",
                 "node-version-file",

@@ -570,6 +570,65 @@ jobs:
     );
 }
 
+/// `actions/cache/restore` and `actions/cache/save`, the split halves of `actions/cache`:
+/// restore leaves no save for the job's end, save saves where its step stands (so a later
+/// failing step does not lose it), and saving a key that exists warns and goes on.
+#[tokio::test]
+async fn split_cache_actions_restore_and_save_where_the_steps_stand() {
+    let files = [(
+        WF,
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: restore
+        uses: actions/cache/restore@v4
+        with:
+          path: out
+          key: out-${{ github.run_id }}
+          restore-keys: out-
+      - run: echo "hit=${{ steps.restore.outputs.cache-hit }} matched=${{ steps.restore.outputs.cache-matched-key }}"
+      - run: mkdir -p out && echo "saved by ${{ github.run_id }}" > out/f && cat out/f
+      - uses: actions/cache/save@v4
+        with:
+          path: out
+          key: out-${{ github.run_id }}
+      - uses: actions/cache/save@v4
+        with:
+          path: out
+          key: out-${{ github.run_id }}
+      - run: exit 1
+"#,
+    )];
+    let repo = repo(&files);
+    let state = TempDir::new().unwrap();
+    let first = run_in(repo.path(), state.path(), WF, |o| o.run_id = 1).await;
+    let logs = first.logs("a");
+    assert_eq!(first.result.status, Status::Failure, "{logs:?}");
+    assert_eq!(logs[1], "hit=false matched=", "{logs:?}");
+    assert!(
+        logs.contains(&"Cache saved with key: out-1".to_owned()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l
+                .starts_with("##[warning]Failed to save: Unable to reserve cache with key out-1")),
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("Not saving cache")),
+        "no save is left for the job's end: {logs:?}"
+    );
+
+    let second = run_in(repo.path(), state.path(), WF, |o| o.run_id = 2).await;
+    let logs = second.logs("a");
+    assert_eq!(logs[0], "Cache restored from key: out-1", "{logs:?}");
+    assert_eq!(logs[1], "hit=false matched=out-1", "{logs:?}");
+}
+
 #[tokio::test]
 async fn artifacts_across_jobs_and_hash_files() {
     let ran = run_one(
