@@ -169,9 +169,21 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
         .get("path")
         .filter(|p| !p.is_empty())
         .map_or_else(|| cx.workspace.to_path_buf(), |p| cx.workspace.join(p));
-    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, name, &dest)?;
+    let which = cache::Download {
+        name,
+        pattern: with
+            .get("pattern")
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty()),
+        merge_multiple: with.get("merge-multiple").is_some_and(|v| v == "true"),
+    };
+    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)?;
     let mut out = Out::default();
-    out.logs.push(format!("Downloaded {}", names.join(", ")));
+    out.logs.push(if names.is_empty() {
+        "No artifacts found to download".to_owned()
+    } else {
+        format!("Downloaded {}", names.join(", "))
+    });
     out.outputs.insert(
         "download-path".to_owned(),
         dest.to_string_lossy().into_owned(),

@@ -275,11 +275,11 @@ fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
 pub(crate) fn download(
     dir: &Path,
     run_id: u64,
-    name: Option<&str>,
+    which: &Download<'_>,
     dest: &Path,
 ) -> Result<Vec<String>, String> {
     let mdir = manifest_dir(dir, run_id);
-    let names: Vec<String> = match name {
+    let names: Vec<String> = match which.name {
         Some(n) => vec![n.to_owned()],
         None => {
             let mut all: Vec<String> = std::fs::read_dir(&mdir)
@@ -291,6 +291,7 @@ pub(crate) fn download(
                                 .strip_suffix(".json")
                                 .map(str::to_owned)
                         })
+                        .filter(|n| which.pattern.is_none_or(|p| crate::glob::matches(p, n)))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -302,7 +303,7 @@ pub(crate) fn download(
         let bytes = std::fs::read(mdir.join(format!("{n}.json")))
             .map_err(|_| format!("artifact `{n}` not found in this run"))?;
         let manifest: IndexMap<String, String> = serde_json::from_slice(&bytes).map_err(io)?;
-        let base = if name.is_some() {
+        let base = if which.name.is_some() || which.merge_multiple {
             dest.to_path_buf()
         } else {
             dest.join(n)
@@ -316,6 +317,18 @@ pub(crate) fn download(
         }
     }
     Ok(names)
+}
+
+/// Which artifacts `actions/download-artifact` downloads, and where each goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Download<'a> {
+    /// One artifact, into the destination itself.
+    pub(crate) name: Option<&'a str>,
+    /// Without a name: the artifacts whose names match (all when absent).
+    pub(crate) pattern: Option<&'a str>,
+    /// Without a name: every artifact into the destination itself rather than into a
+    /// directory named after it.
+    pub(crate) merge_multiple: bool,
 }
 
 #[cfg(test)]
@@ -351,7 +364,7 @@ mod tests {
             assert_eq!(upload.join().unwrap(), Ok(300));
         }
         let dest = tempfile::tempdir().unwrap();
-        let names = download(store.path(), 7, None, dest.path()).unwrap();
+        let names = download(store.path(), 7, &Download::default(), dest.path()).unwrap();
         assert_eq!(names.len(), 6);
         for name in names {
             let text = std::fs::read_to_string(dest.path().join(name).join("f299.txt")).unwrap();

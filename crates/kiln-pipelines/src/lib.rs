@@ -40,7 +40,11 @@ pub fn download_artifact(
     name: &str,
     dest: &std::path::Path,
 ) -> Result<(), String> {
-    cache::download(artifacts_dir, run_id, Some(name), dest).map(|_| ())
+    let which = cache::Download {
+        name: Some(name),
+        ..cache::Download::default()
+    };
+    cache::download(artifacts_dir, run_id, &which, dest).map(|_| ())
 }
 pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
 pub use events::{

@@ -674,6 +674,59 @@ jobs:
     assert_eq!(logs[5], expected);
 }
 
+/// `download-artifact` without a name: every artifact matching `pattern`, each into a
+/// directory of its name, or all into `path` itself with `merge-multiple` (matrix legs
+/// uploading one artifact each, gathered by one job: the common use).
+#[tokio::test]
+async fn artifacts_by_pattern_each_in_its_directory_or_merged() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  leg:
+    strategy:
+      matrix:
+        n: [1, 2]
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir -p out && echo "leg ${{ matrix.n }}" > out/leg-${{ matrix.n }}.txt
+      - uses: actions/upload-artifact@v4
+        with: { name: "out-${{ matrix.n }}", path: out/ }
+      - uses: actions/upload-artifact@v4
+        with: { name: "other-${{ matrix.n }}", path: out/ }
+  gather:
+    needs: leg
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with: { pattern: "out-*", path: each }
+      - run: ls each && cat each/out-2/leg-2.txt
+      - uses: actions/download-artifact@v4
+        with: { pattern: "out-*", path: merged, merge-multiple: true }
+      - run: ls merged
+      - uses: actions/download-artifact@v4
+        with: { pattern: "none-*" }
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("gather");
+    assert_eq!(
+        logs,
+        [
+            "Downloaded out-1, out-2",
+            "out-1",
+            "out-2",
+            "leg 2",
+            "Downloaded out-1, out-2",
+            "leg-1.txt",
+            "leg-2.txt",
+            "No artifacts found to download",
+        ],
+        "{logs:?}"
+    );
+}
+
 #[tokio::test]
 async fn fail_fast_cancels_matrix_siblings() {
     let started = Instant::now();
