@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 use crate::cache;
 use crate::glob;
 use crate::runner::{Shared, extract, resolve_commit};
+use crate::version_files::{Tool, version_from_file};
 use crate::workflow::Builtin;
 
 /// What a built-in action needs from its surroundings.
@@ -347,45 +348,158 @@ async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out,
     let version = tool_version("node", "--version")
         .await
         .ok_or("node is not installed on this host")?;
-    let spec = with
-        .get("node-version")
-        .map(|s| s.trim())
-        .unwrap_or_default();
-    if !spec.is_empty() && !version_satisfies(&version, spec) {
+    let mut out = Out::default();
+    let spec = wanted_version(cx, with, Tool::Node, &mut out.logs)?;
+    if !spec.is_empty() && !version_satisfies(&version, &spec) {
         return Err(format!(
             "node-version `{spec}` is not satisfied by the host's node {version}; install a matching node"
         ));
     }
-    let mut out = Out::default();
     out.logs.push(format!("Using the host's node {version}"));
     out.outputs
         .insert("node-version".to_owned(), format!("v{version}"));
-    if with.get("cache").is_some_and(|c| c == "npm") {
-        let lockfiles = match with.get("cache-dependency-path").filter(|p| !p.is_empty()) {
-            Some(p) => lines(Some(p)),
-            None => vec![
-                "**/package-lock.json".to_owned(),
-                "**/npm-shrinkwrap.json".to_owned(),
+    let Some(manager) = with
+        .get("cache")
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+    else {
+        return Ok(out);
+    };
+    let (default_lockfiles, paths): (&[&str], Vec<String>) = match manager {
+        "npm" => (
+            &[
+                "**/package-lock.json",
+                "**/npm-shrinkwrap.json",
+                "**/yarn.lock",
             ],
-        };
-        let hash = glob::hash_files(cx.workspace, &lockfiles).map_err(|e| e.to_string())?;
-        if hash.is_empty() {
-            return Err("Dependencies lock file is not found. Supported file patterns: package-lock.json,npm-shrinkwrap.json,yarn.lock".to_owned());
-        }
-        let key = format!("node-cache-Linux-{}-npm-{hash}", std::env::consts::ARCH);
-        let paths = vec!["~/.npm".to_owned()];
-        let matched = restore_into(cx, &key, &[], &paths, &mut out.logs).await?;
-        let hit = matched.is_some();
-        out.outputs.insert("cache-hit".to_owned(), hit.to_string());
-        if !hit {
-            out.post = Some(Post::SaveCache {
-                key,
-                paths,
-                workspace: cx.workspace.to_path_buf(),
-            });
-        }
-    }
+            vec!["~/.npm".to_owned()],
+        ),
+        "yarn" => (&["**/yarn.lock"], vec![yarn_cache_dir(cx).await?]),
+        "pnpm" => (
+            &["**/pnpm-lock.yaml"],
+            vec![tool_output(cx, "pnpm", &["store", "path", "--silent"]).await?],
+        ),
+        other => return Err(format!("Caching for '{other}' is not supported")),
+    };
+    let hash = lockfile_hash(cx, with, default_lockfiles)?;
+    let key = format!(
+        "node-cache-Linux-{}-{manager}-{hash}",
+        std::env::consts::ARCH
+    );
+    restore_package_cache(cx, &mut out, key, paths).await?;
     Ok(out)
+}
+
+/// Yarn 1's `yarn cache dir`; Yarn 2 and later name it `cacheFolder`.
+async fn yarn_cache_dir(cx: &Cx<'_>) -> Result<String, String> {
+    let version = tool_output(cx, "yarn", &["--version"]).await?;
+    if version.starts_with("1.") {
+        tool_output(cx, "yarn", &["cache", "dir"]).await
+    } else {
+        tool_output(cx, "yarn", &["config", "get", "cacheFolder"]).await
+    }
+}
+
+/// The trimmed standard output of a package manager run in the workspace (where its project
+/// configuration is); failing as the real actions do when the tool is missing.
+async fn tool_output(cx: &Cx<'_>, program: &str, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(cx.workspace)
+        .output()
+        .await
+        .map_err(|e| format!("Unable to locate executable file: {program} ({e})"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || text.is_empty() {
+        return Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(text)
+}
+
+/// The hash of the lock files (`cache-dependency-path`, else the manager's defaults) that keys
+/// a setup action's cache; none found is an error, as in the real actions.
+fn lockfile_hash(
+    cx: &Cx<'_>,
+    with: &IndexMap<String, String>,
+    defaults: &[&str],
+) -> Result<String, String> {
+    let lockfiles = match with.get("cache-dependency-path").filter(|p| !p.is_empty()) {
+        Some(p) => lines(Some(p)),
+        None => defaults.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    let hash = glob::hash_files(cx.workspace, &lockfiles).map_err(|e| e.to_string())?;
+    if hash.is_empty() {
+        return Err(format!(
+            "Dependencies lock file is not found in {}. Supported file patterns: {}",
+            cx.workspace.display(),
+            lockfiles.join(",")
+        ));
+    }
+    Ok(hash)
+}
+
+/// Restores a setup action's package cache under `key`; on a miss, saves it when the job
+/// ends well.
+async fn restore_package_cache(
+    cx: &Cx<'_>,
+    out: &mut Out,
+    key: String,
+    paths: Vec<String>,
+) -> Result<(), String> {
+    let matched = restore_into(cx, &key, &[], &paths, &mut out.logs).await?;
+    let hit = matched.is_some();
+    out.outputs.insert("cache-hit".to_owned(), hit.to_string());
+    if !hit {
+        out.post = Some(Post::SaveCache {
+            key,
+            paths,
+            workspace: cx.workspace.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The version a setup action asks for: its version input, else what its version file names
+/// (read from the workspace), else any.
+fn wanted_version(
+    cx: &Cx<'_>,
+    with: &IndexMap<String, String>,
+    tool: Tool,
+    logs: &mut Vec<String>,
+) -> Result<String, String> {
+    let (input, file_input, name) = match tool {
+        Tool::Node => ("node-version", "node-version-file", "node"),
+        Tool::Python => ("python-version", "python-version-file", "python"),
+    };
+    let spec = with.get(input).map(|s| s.trim()).unwrap_or_default();
+    let file = with
+        .get(file_input)
+        .map(|f| f.trim())
+        .filter(|f| !f.is_empty());
+    match (spec, file) {
+        ("", Some(file)) => {
+            let path = cx.workspace.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|_| {
+                format!(
+                    "The specified {name} version file at: {} does not exist",
+                    path.display()
+                )
+            })?;
+            version_from_file(tool, file, &text)
+                .ok_or_else(|| format!("{file} names no {name} version"))
+        }
+        (spec, Some(_)) => {
+            logs.push(format!(
+                "##[warning]Both {input} and {file_input} inputs are specified, only {input} will be used"
+            ));
+            Ok(spec.to_owned())
+        }
+        (spec, None) => Ok(spec.to_owned()),
+    }
 }
 
 async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
@@ -398,16 +512,13 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
                 .ok_or("python is not installed on this host")?,
         ),
     };
-    let spec = with
-        .get("python-version")
-        .map(|s| s.trim())
-        .unwrap_or_default();
-    if !spec.is_empty() && !version_satisfies(&version, spec) {
+    let mut out = Out::default();
+    let spec = wanted_version(cx, with, Tool::Python, &mut out.logs)?;
+    if !spec.is_empty() && !version_satisfies(&version, &spec) {
         return Err(format!(
             "python-version `{spec}` is not satisfied by the host's python {version}; install a matching python"
         ));
     }
-    let mut out = Out::default();
     // The real action puts a `python` on PATH; give the host's python3 that name too.
     let shim = cx.temp.join("setup-python-bin");
     std::fs::create_dir_all(&shim).map_err(|e| e.to_string())?;
@@ -418,11 +529,41 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
     }
     out.path.push(shim.to_string_lossy().into_owned());
     out.logs.push(format!("Using the host's python {version}"));
-    out.outputs.insert("python-version".to_owned(), version);
     out.outputs.insert(
         "python-path".to_owned(),
         link.to_string_lossy().into_owned(),
     );
+    if let Some(manager) = with
+        .get("cache")
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+    {
+        let (defaults, paths): (&[&str], Vec<String>) = match manager {
+            "pip" => (
+                &["**/requirements.txt"],
+                vec![tool_output(cx, program, &["-m", "pip", "cache", "dir"]).await?],
+            ),
+            "pipenv" => (
+                &["**/Pipfile.lock"],
+                vec!["~/.local/share/virtualenvs".to_owned()],
+            ),
+            "poetry" => (
+                &["**/poetry.lock"],
+                vec![
+                    tool_output(cx, "poetry", &["config", "cache-dir"]).await?,
+                    tool_output(cx, "poetry", &["config", "virtualenvs.path"]).await?,
+                ],
+            ),
+            other => return Err(format!("Caching for '{other}' is not supported")),
+        };
+        let hash = lockfile_hash(cx, with, defaults)?;
+        let key = format!(
+            "setup-python-Linux-{}-python-{version}-{manager}-{hash}",
+            std::env::consts::ARCH
+        );
+        restore_package_cache(cx, &mut out, key, paths).await?;
+    }
+    out.outputs.insert("python-version".to_owned(), version);
     Ok(out)
 }
 

@@ -28,6 +28,7 @@ pub mod load;
 pub mod plan;
 mod process;
 pub mod runner;
+mod version_files;
 pub mod workflow;
 
 pub use builtins::version_satisfies;

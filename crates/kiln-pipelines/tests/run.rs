@@ -727,6 +727,105 @@ jobs:
     );
 }
 
+/// The host's version of a tool, as `tool --version` prints it (`v20.11.1`, `Python 3.11.7`).
+fn host_version(program: &str) -> String {
+    let out = Command::new(program).arg("--version").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.split_whitespace()
+        .map(|w| w.trim_start_matches('v'))
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap()
+        .to_owned()
+}
+
+/// setup-node and setup-python read `node-version-file` / `python-version-file` (checked
+/// against the host's tool like the version inputs), and a package cache keyed by the lock
+/// file; a file that is missing or names a version the host lacks, and a cache kiln does not
+/// know, fail the step clearly.
+#[tokio::test]
+async fn setup_actions_read_version_files_and_package_caches() {
+    let node = host_version("node");
+    let node_major = node.split('.').next().unwrap().to_owned();
+    let python = host_version("python3");
+    let python_minor = python.split('.').take(2).collect::<Vec<_>>().join(".");
+    let package_json = format!(r#"{{"name":"x","engines":{{"node":">={node_major}"}}}}"#);
+    let files = [
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  good:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: n
+        uses: actions/setup-node@v4
+        with: { node-version-file: .nvmrc }
+      - uses: actions/setup-node@v4
+        with: { node-version-file: package.json }
+      - id: p
+        uses: actions/setup-python@v5
+        with: { python-version-file: .python-version, cache: pipenv }
+      - run: echo "node=${{ steps.n.outputs.node-version }} hit=${{ steps.p.outputs.cache-hit }}"
+  too-old:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-node@v4
+        with: { node-version-file: old.nvmrc }
+  missing:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-node@v4
+        with: { node-version-file: nowhere/.nvmrc }
+  unknown-cache:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-node@v4
+        with: { cache: bower }
+"#,
+        ),
+        (".nvmrc", &format!("v{node_major}\n")),
+        ("package.json", &package_json),
+        (".python-version", &format!("{python_minor}\n")),
+        ("Pipfile.lock", "{}"),
+        ("old.nvmrc", "0.10\n"),
+    ];
+    let ran = run_one(&files, |_| {}).await;
+    let good = ran.logs("good");
+    assert!(
+        good.contains(&format!("node=v{node} hit=false")),
+        "{good:?}"
+    );
+    assert!(
+        good.iter().any(
+            |l| l.starts_with("Cache not found for input keys: setup-python-Linux-")
+                && l.contains(&format!("-python-{python}-pipenv-"))
+        ),
+        "{good:?}"
+    );
+    let too_old = ran.logs("too-old").join("\n");
+    assert!(
+        too_old.contains("node-version `0.10` is not satisfied by the host's node"),
+        "{too_old}"
+    );
+    let missing = ran.logs("missing").join("\n");
+    assert!(
+        missing.contains("The specified node version file at: ")
+            && missing.contains("nowhere/.nvmrc does not exist"),
+        "{missing}"
+    );
+    let unknown = ran.logs("unknown-cache").join("\n");
+    assert!(
+        unknown.contains("Caching for 'bower' is not supported"),
+        "{unknown}"
+    );
+}
+
 #[tokio::test]
 async fn fail_fast_cancels_matrix_siblings() {
     let started = Instant::now();
