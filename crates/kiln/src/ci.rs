@@ -153,22 +153,36 @@ fn listing(found: &[String]) -> String {
     }
 }
 
-/// The workflow to run: the one named, or the only one there is.
-fn resolve_run_workflow(dir: &Path, name: Option<&str>) -> Result<String, Failure> {
+/// The workflow to run: the one named, the only one there is, or the only one the event triggers.
+fn resolve_run_workflow(dir: &Path, name: Option<&str>, event: &str) -> Result<String, Failure> {
     if let Some(name) = name {
         return resolve_named(dir, name);
     }
     let found = workflow_files(dir);
-    match found.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => Err(Failure::Refused(format!(
+    // As GitHub runs the workflows an event triggers: a reusable workflow (`workflow_call`
+    // only) or one for other events is not what a bare `kiln ci run` means.
+    let triggered: Vec<String> = found
+        .iter()
+        .filter(|f| {
+            kiln_pipelines::load(dir, f).map_or(true, |set| set.root.on.contains_key(event))
+        })
+        .cloned()
+        .collect();
+    match (found.as_slice(), triggered.as_slice()) {
+        ([only], _) | (_, [only]) => Ok(only.clone()),
+        ([], _) => Err(Failure::Refused(format!(
             "error: no workflow to run: {} holds no .yml files",
             dir.join(WORKFLOWS_DIR).display()
         ))),
-        _ => Err(Failure::Refused(format!(
-            "error: several workflows; name one (e.g. `kiln ci run {}`): {}",
+        (_, []) => Err(Failure::Refused(format!(
+            "error: no workflow runs on `{event}`; name one (e.g. `kiln ci run {}`): {}",
             found[0].rsplit('/').next().unwrap_or(&found[0]),
             listing(&found)
+        ))),
+        (_, several) => Err(Failure::Refused(format!(
+            "error: several workflows run on `{event}`; name one (e.g. `kiln ci run {}`): {}",
+            several[0].rsplit('/').next().unwrap_or(&several[0]),
+            listing(several)
         ))),
     }
 }
@@ -543,7 +557,7 @@ fn extract_committed(
 
 /// `kiln ci run`.
 async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
-    let rel = resolve_run_workflow(dir, args.workflow.as_deref())?;
+    let rel = resolve_run_workflow(dir, args.workflow.as_deref(), &args.event)?;
     let start = git::Start::read(dir, &args.rev).await;
     let sha = start.sha.ok_or_else(|| {
         Failure::Refused(format!(

@@ -243,6 +243,34 @@ fn injection_risks_are_warned_about_and_workflows_are_found_by_file_stem_or_name
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning[injection-risk]"));
     let out = s.run(&["ci", "run", "nothing-like-it"]);
     assert_ne!(out.status.code(), Some(0));
+    // Two workflows run on push: a bare `kiln ci run` asks which.
+    let out = s.run(&["ci", "run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("several workflows run on `push`; name one"),
+        "{stderr}"
+    );
+}
+
+/// A bare `kiln ci run` runs the one workflow the event triggers, as GitHub would: a
+/// reusable workflow (`workflow_call` only) beside it is not a candidate.
+#[test]
+fn a_bare_run_picks_the_one_workflow_the_event_triggers() {
+    let called = "on:\n  workflow_call:\njobs:\n  g:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo called\n";
+    let caller = "name: main\non: push\njobs:\n  c:\n    uses: ./.github/workflows/called.yml\n";
+    let s = repo(&[("called.yml", called), ("main.yml", caller)]);
+    let out = s.ok(&["ci", "run"]);
+    assert!(
+        out.starts_with("Run 1: main (.github/workflows/main.yml) on push"),
+        "{out}"
+    );
+    assert!(out.contains("[c / g] called"), "{out}");
+    let out = s.run(&["ci", "run", "--event", "release"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no workflow runs on `release`; name one"),
+        "{stderr}"
+    );
 }
 
 /// `workflow_dispatch` with typed inputs: `inputs` holds them typed, with their defaults, and
