@@ -975,6 +975,8 @@ impl<'a> Exec<'a> {
             set_env: Vec::new(),
             add_path: Vec::new(),
             command_failed: false,
+            saved_state: Vec::new(),
+            echo_commands: false,
         };
         let mut cancel = state.cancel.clone();
         // A cancellation that came before this step does not stop it: the step runs because
@@ -988,6 +990,9 @@ impl<'a> Exec<'a> {
             state.path.insert(0, dir);
         }
         let command_failed = handler.command_failed;
+        if let Err(e) = append_state(&files.state, &handler.saved_state) {
+            self.log(&format!("##[warning]save-state: {e}"));
+        }
         if let Some(p) = pgid {
             state.pgids.push(p);
         }
@@ -1304,6 +1309,26 @@ enum JobPost {
     },
 }
 
+/// Appends `pairs` to a `GITHUB_STATE` file in its multi-line form (values may hold newlines).
+fn append_state(path: &Path, pairs: &[(String, String)]) -> std::io::Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for (name, value) in pairs {
+        let mut delimiter = "ghadelimiter_kiln".to_owned();
+        while value.lines().any(|l| l == delimiter) {
+            delimiter.push('_');
+        }
+        text.push_str(&format!("{name}<<{delimiter}\n{value}\n{delimiter}\n"));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+}
+
 /// Opts a job into the `set-env` and `add-path` workflow commands GitHub disabled in 2020.
 const UNSECURE_COMMANDS: &str = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
 
@@ -1318,6 +1343,10 @@ struct Lines<'a> {
     add_path: Vec<String>,
     /// A command could not be processed: the runner fails the step whatever its exit code.
     command_failed: bool,
+    /// `::save-state::` pairs, added to the step's `GITHUB_STATE` when it ends.
+    saved_state: Vec<(String, String)>,
+    /// `::echo::on`: commands are logged as well as carried out.
+    echo_commands: bool,
 }
 
 impl Lines<'_> {
@@ -1386,8 +1415,35 @@ impl Lines<'_> {
             }
             return;
         }
+        if self.echo_commands && cmd.name != "add-mask" {
+            log(shared, job, line);
+        }
         match cmd.name.as_str() {
             "add-mask" => shared.add_mask(&cmd.data),
+            "echo" => match cmd.data.trim().to_ascii_lowercase().as_str() {
+                "on" => self.echo_commands = true,
+                "off" => self.echo_commands = false,
+                _ => {
+                    let message = format!(
+                        "Invalid echo command value. Possible values can be: 'on', 'off'. Current value is: '{}'.",
+                        cmd.data
+                    );
+                    log(shared, job, &format!("##[error]{message}"));
+                    shared.annotate(job, Annotation::new(Level::Error, message));
+                    self.command_failed = true;
+                }
+            },
+            // Problem matchers turn matching output into annotations on GitHub; kiln does not
+            // apply them, and the runner never prints these commands.
+            "add-matcher" | "remove-matcher" => {}
+            "save-state" => {
+                let warning = "The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.";
+                log(shared, job, &format!("##[warning]{warning}"));
+                shared.annotate(job, Annotation::new(Level::Warning, warning.to_owned()));
+                if let Some(name) = cmd.properties.get("name").filter(|n| !n.is_empty()) {
+                    self.saved_state.push((name.clone(), cmd.data));
+                }
+            }
             "stop-commands" => self.stop_token = Some(cmd.data),
             "group" => log(shared, job, &format!("##[group]{}", cmd.data)),
             "endgroup" => log(shared, job, "##[endgroup]"),

@@ -1228,6 +1228,61 @@ jobs:
     assert_eq!(ran.logs("b"), ["python 3", "perl"]);
 }
 
+/// The rest of the runner's commands: `::echo::on|off` logs the commands that follow (or
+/// stops), problem matcher commands are taken and never printed, and the deprecated
+/// `::save-state::` warns and still hands a JavaScript action's post its `STATE_` value.
+#[tokio::test]
+async fn echo_matchers_and_save_state_commands() {
+    let main_js =
+        r#"console.log("::save-state name=phase::multi%0Aline"); console.log("main done");"#;
+    let post_js = r#"console.log(`post sees ${JSON.stringify(process.env.STATE_phase)}`);"#;
+    let ran = run_one(
+        &[
+            (
+                ".github/actions/st/action.yml",
+                "name: st\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n",
+            ),
+            (".github/actions/st/main.js", main_js),
+            (".github/actions/st/post.js", post_js),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: |
+          echo "::add-matcher::.github/eslint.json"
+          echo "::echo::on"
+          echo "::notice::seen twice"
+          echo "::remove-matcher owner=eslint::"
+          echo "::echo::off"
+          echo "::notice::seen once"
+      - uses: ./.github/actions/st
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a")[1..],
+        [
+            "::notice::seen twice",
+            "##[notice]seen twice",
+            "::remove-matcher owner=eslint::",
+            "::echo::off",
+            "##[notice]seen once",
+            "##[warning]The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
+            "main done",
+            r#"post sees "multi\nline""#,
+        ]
+    );
+}
+
 #[tokio::test]
 async fn local_javascript_actions_with_inputs_state_and_post() {
     let main_js = r#"
