@@ -239,8 +239,20 @@ fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<S
         .collect();
     have.push(runner_arch().to_ascii_lowercase());
     have.extend(shared.opts.runner_labels.iter().cloned());
+    // `runs-on: ${{ matrix.os }}` over several systems is the usual case: say how to run
+    // only the legs this host can.
+    let matrix_key = match inst.ctx.values.get("matrix") {
+        Some(Value::Object(values)) => values
+            .iter()
+            .find(|(_, v)| v.to_display_string() == missing[0])
+            .map(|(k, _)| k.clone()),
+        _ => None,
+    };
+    let narrow = matrix_key.map_or(String::new(), |key| {
+        format!("; to run only the matrix legs this host can, pass --matrix {key}=VALUE")
+    });
     Ok(Some(format!(
-        "no runner matches runs-on label{} {}: kiln runs jobs on this host, whose labels are {} (GitHub would wait for a matching runner; if this host can run the job, pass --runner-label {})",
+        "no runner matches runs-on label{} {}: kiln runs jobs on this host, whose labels are {} (GitHub would wait for a matching runner; if this host can run the job, pass --runner-label {}{narrow})",
         if missing.len() == 1 { "" } else { "s" },
         missing
             .iter()

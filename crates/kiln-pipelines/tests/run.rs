@@ -981,6 +981,15 @@ jobs:
         "{windows:?}"
     );
     assert!(
+        windows[0].ends_with("to run only the matrix legs this host can, pass --matrix os=VALUE)"),
+        "{windows:?}"
+    );
+    assert!(
+        !ran.logs("gpu")[0].contains("--matrix"),
+        "{:?}",
+        ran.logs("gpu")
+    );
+    assert!(
         ran.logs("gpu")[0].contains("`gpu`"),
         "{:?}",
         ran.logs("gpu")
