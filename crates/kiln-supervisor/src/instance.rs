@@ -313,6 +313,9 @@ impl Instance {
             stdout: &stdout,
             stderr: &stderr,
         };
+        // Before the spawn: a process that hits its limit at once can be killed before a count
+        // read after the spawn, which would then hold its own kill.
+        let oom_base = prepared.cgroup.as_ref().and_then(limits::Cgroup::oom_kills);
         let child = process::spawn(&launch)?;
         let pid = child
             .id()
@@ -323,7 +326,7 @@ impl Instance {
             pid,
             start_ticks,
             started_at: Instant::now(),
-            oom_base: prepared.cgroup.as_ref().and_then(limits::Cgroup::oom_kills),
+            oom_base,
             cgroup: prepared.cgroup.clone(),
         });
         let captures = self.start_capture(readers);
