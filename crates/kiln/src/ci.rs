@@ -447,7 +447,35 @@ fn check_trigger(
             "error: input `{missing}` of `on.{event}` is required: pass --input {missing}=VALUE"
         )));
     }
+    for (name, value) in inputs {
+        if let Some(input) = trigger.inputs.get(name)
+            && let Err(why) = typed_input_ok(&input.kind, value)
+        {
+            return Err(Failure::Refused(format!(
+                "error: provided value '{value}' for input `{name}` of `on.{event}` {why}"
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Whether a dispatched value fits its input's type, as GitHub's dispatch form and API check
+/// it before a run starts.
+fn typed_input_ok(kind: &kiln_pipelines::workflow::InputType, value: &str) -> Result<(), String> {
+    use kiln_pipelines::workflow::InputType;
+    match kind {
+        InputType::Choice(options) if !options.iter().any(|o| o == value) => Err(format!(
+            "is not in the list of allowed values: {}",
+            options.join(", ")
+        )),
+        InputType::Boolean if value != "true" && value != "false" => {
+            Err("is not a boolean (true or false)".to_owned())
+        }
+        InputType::Number if value.trim().parse::<f64>().is_err() => {
+            Err("is not a number".to_owned())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `github.event.inputs` of a dispatch: every declared input as GitHub's form sends it, a

@@ -275,7 +275,8 @@ fn a_bare_run_picks_the_one_workflow_the_event_triggers() {
 
 /// `workflow_dispatch` with typed inputs: `inputs` holds them typed, with their defaults, and
 /// `github.event.inputs` holds every declared input as the form sends it (strings); an
-/// undeclared input and a missing required one are refused before anything runs.
+/// undeclared input, a missing required one and a value its type refuses are refused before
+/// anything runs.
 #[test]
 fn a_dispatch_gives_typed_inputs_and_the_event_gives_them_all_as_strings() {
     let dispatch = r#"on:
@@ -334,6 +335,30 @@ jobs:
         String::from_utf8_lossy(&out.stderr).contains("declares no input `nope`"),
         "{out:?}"
     );
+    // Values are checked against their types, as GitHub's dispatch checks them.
+    for (input, why) in [
+        (
+            "target=dev",
+            "is not in the list of allowed values: staging, prod",
+        ),
+        ("dry=maybe", "is not a boolean (true or false)"),
+        ("n=many", "is not a number"),
+    ] {
+        let out = s.run(&[
+            "ci",
+            "run",
+            "dispatch",
+            "--event",
+            "workflow_dispatch",
+            "--input",
+            "tag=v1",
+            "--input",
+            input,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{input}: {stderr}");
+        assert!(stderr.contains(why), "{input}: {stderr}");
+    }
 }
 
 /// kiln.yaml's `vars:` and `secrets:` are the run's repository variables and secrets, and its
