@@ -101,6 +101,9 @@ pub enum RunEvent {
         run_id: u64,
         /// The workflow's name.
         workflow: String,
+        /// `run-name`, evaluated; None without one (or when it does not evaluate: GitHub then
+        /// shows the default title).
+        title: Option<String>,
     },
     /// A job instance started.
     JobStarted {

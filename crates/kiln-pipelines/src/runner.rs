@@ -347,16 +347,22 @@ pub async fn run(
         cleanups: Mutex::new(Vec::new()),
         spare_dirs: Arc::default(),
     });
-    shared.emit(RunEvent::RunStarted {
-        run_id: shared.opts.run_id,
-        workflow: workflow_name(&root),
-    });
     let inputs = dispatch_inputs(&root, &shared.opts.event_name, &shared.opts.inputs);
     let scope = Arc::new(Scope {
         workflow: Arc::new(root.clone()),
         inputs,
         secrets: shared.opts.secrets.clone(),
         prefix: String::new(),
+    });
+    let title = root
+        .run_name
+        .as_ref()
+        .and_then(|name| base_ctx(&shared, &scope, "").string(name).ok())
+        .map(|title| shared.mask(&title));
+    shared.emit(RunEvent::RunStarted {
+        run_id: shared.opts.run_id,
+        workflow: workflow_name(&root),
+        title,
     });
     let results = match &root.concurrency {
         None => run_graph(shared.clone(), scope).await,

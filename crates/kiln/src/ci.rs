@@ -1265,6 +1265,9 @@ impl RunPrinter {
             self.show(&held.job, &held.shown, false);
         }
         match event {
+            RunEvent::RunStarted {
+                title: Some(title), ..
+            } if self.echo => println!("run-name: {}", self.masker.mask(title)),
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
             RunEvent::JobStarted { job } => self.line(job, "job started", true),
             RunEvent::StepStarted { job, step } => self.line(job, &format!("▶ {step}"), true),

@@ -279,7 +279,8 @@ fn a_bare_run_picks_the_one_workflow_the_event_triggers() {
 /// anything runs.
 #[test]
 fn a_dispatch_gives_typed_inputs_and_the_event_gives_them_all_as_strings() {
-    let dispatch = r#"on:
+    let dispatch = r#"run-name: Release ${{ inputs.tag }} to ${{ inputs.target }}
+on:
   workflow_dispatch:
     inputs:
       dry: { type: boolean }
@@ -309,6 +310,7 @@ jobs:
         out.contains("typed dry=false n=3 more=true target=staging tag=v1"),
         "{out}"
     );
+    assert!(out.contains("\nrun-name: Release v1 to staging\n"), "{out}");
     assert!(
         out.contains("event dry=false n=3 same=true target=staging"),
         "{out}"
