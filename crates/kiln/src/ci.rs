@@ -211,9 +211,15 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
             (f, loaded)
         })
         .collect();
+    let actions = local_actions_of(dir, &results);
     let mistakes: usize = results
         .iter()
         .map(|(_, r)| r.as_ref().err().map_or(0, |e| e.diagnostics.len()))
+        .chain(
+            actions
+                .iter()
+                .map(|(_, r)| r.as_ref().err().map_or(0, |e| e.diagnostics.len())),
+        )
         .sum();
     if output.json {
         let list: Vec<serde_json::Value> = results
@@ -223,9 +229,16 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
                 Err(e) => serde_json::json!({ "path": path, "valid": false, "diagnostics": e.diagnostics.iter().map(|d| render::diagnostic_json(&e.sources, d)).collect::<Vec<_>>() }),
             })
             .collect();
+        let action_list: Vec<serde_json::Value> = actions
+            .iter()
+            .map(|(path, r)| match r {
+                Ok(_) => serde_json::json!({ "path": path, "valid": true, "diagnostics": [] }),
+                Err(e) => serde_json::json!({ "path": path, "valid": false, "diagnostics": e.diagnostics.iter().map(|d| render::diagnostic_json(&e.sources, d)).collect::<Vec<_>>() }),
+            })
+            .collect();
         println!(
             "{:#}",
-            serde_json::json!({ "valid": mistakes == 0, "workflows": list })
+            serde_json::json!({ "valid": mistakes == 0, "workflows": list, "actions": action_list })
         );
         return if mistakes == 0 {
             Ok(())
@@ -252,20 +265,98 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
             }
         }
     }
+    for (path, r) in &actions {
+        match r {
+            Ok(action) => {
+                println!("{path}: valid (local action)");
+                for warning in &action.warnings {
+                    eprintln!("{warning}");
+                }
+            }
+            Err(e) => {
+                for d in &e.diagnostics {
+                    report.push_str(&render::diagnostic(&e.sources, d));
+                    report.push('\n');
+                }
+            }
+        }
+    }
     if mistakes == 0 {
         return Ok(());
     }
-    let invalid = results.iter().filter(|(_, r)| r.is_err()).count();
+    let invalid = results.iter().filter(|(_, r)| r.is_err()).count()
+        + actions.iter().filter(|(_, r)| r.is_err()).count();
     report.push_str(&format!(
         "{mistakes} {} found in {invalid} {}",
         if mistakes == 1 { "mistake" } else { "mistakes" },
-        if invalid == 1 {
-            "workflow"
-        } else {
-            "workflows"
-        }
+        if invalid == 1 { "file" } else { "files" }
     ));
     Err(Failure::Invalid(report))
+}
+
+type ActionLoad = Result<kiln_pipelines::workflow::CompositeAction, Box<kiln_pipelines::LoadError>>;
+
+/// The local actions (`uses: ./path`) the loaded workflows' steps name, and the local actions
+/// their composite steps name in turn, each loaded once from the working tree. GitHub reads
+/// an action only when a step runs it; checking them with the workflows finds a mistake in an
+/// `action.yml` before a run gets to it. One that is not in the working tree is left for the
+/// run (a step may create it).
+fn local_actions_of(
+    dir: &Path,
+    workflows: &[(
+        String,
+        Result<kiln_pipelines::WorkflowSet, Box<kiln_pipelines::LoadError>>,
+    )],
+) -> Vec<(String, ActionLoad)> {
+    use kiln_pipelines::workflow::{ActionRef, JobBody, Step, StepAction};
+    fn named(steps: &[Step], out: &mut Vec<String>) {
+        for step in steps {
+            if let StepAction::Uses {
+                action: ActionRef::Local(path),
+                ..
+            } = &step.action
+            {
+                let path = path
+                    .trim_start_matches("./")
+                    .trim_end_matches('/')
+                    .to_owned();
+                if !out.contains(&path) {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    let mut pending = Vec::new();
+    for (_, loaded) in workflows {
+        let Ok(set) = loaded else { continue };
+        for workflow in std::iter::once(&set.root).chain(set.called.values()) {
+            for job in workflow.jobs.values() {
+                if let JobBody::Steps(steps) = &job.body {
+                    named(steps, &mut pending);
+                }
+            }
+        }
+    }
+    let mut done: Vec<(String, ActionLoad)> = Vec::new();
+    // Bounded: each path is loaded once, and there are finitely many directories.
+    let mut next = 0;
+    while next < pending.len() {
+        let path = pending[next].clone();
+        next += 1;
+        let action_dir = dir.join(&path);
+        if !["action.yml", "action.yaml"]
+            .iter()
+            .any(|f| action_dir.join(f).is_file())
+        {
+            continue;
+        }
+        let loaded = kiln_pipelines::load::load_action(&action_dir);
+        if let Ok(action) = &loaded {
+            named(&action.steps, &mut pending);
+        }
+        done.push((path, loaded));
+    }
+    done
 }
 
 /// `NAME=VALUE` pairs from the command line.

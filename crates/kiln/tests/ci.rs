@@ -620,3 +620,54 @@ fn runs_use_the_commit_not_the_working_tree_and_keep_workspaces_only_when_asked(
             .is_file()
     );
 }
+
+/// `kiln ci validate` also reads the local actions (`uses: ./path`) the workflows name, and
+/// those their composite steps name: a mistake in an `action.yml` is found before a run
+/// reaches the step, with its place in that file.
+#[test]
+fn validate_reads_the_local_actions_the_workflows_use() {
+    let workflow = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: ./.github/actions/outer\n";
+    let s = repo(&[("ci.yml", workflow)]);
+    let action = |name: &str, text: &str| {
+        let dir = s.file(&format!(".github/actions/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("action.yml"), text).unwrap();
+    };
+    action(
+        "outer",
+        "name: outer\nruns:\n  using: composite\n  steps:\n    - uses: ./.github/actions/inner\n",
+    );
+    action(
+        "inner",
+        "name: inner\nruns:\n  using: composite\n  steps:\n    - run: echo no shell\n",
+    );
+    let out = s.run(&["ci", "validate"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains(".github/actions/outer: valid (local action)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("`runs.steps[0]` is missing `shell`")
+            && stderr.contains(".github/actions/inner/action.yml:5:7"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 mistake found in 1 file"), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&s.run(&["ci", "validate", "--json"]).stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["actions"][1]["path"], ".github/actions/inner", "{v:#}");
+    assert_eq!(v["actions"][1]["diagnostics"][0]["code"], "missing-key");
+
+    action(
+        "inner",
+        "name: inner\nruns:\n  using: composite\n  steps:\n    - run: echo fine\n      shell: bash\n",
+    );
+    let out = s.ok(&["ci", "validate"]);
+    assert!(
+        out.contains(".github/actions/inner: valid (local action)"),
+        "{out}"
+    );
+}
