@@ -633,12 +633,12 @@ impl Decoder<'_> {
                 if key.text == "cron"
                     && let Some(cron) = self.plain_string(value, &join(&p, "cron"))
                 {
-                    if cron.split_whitespace().count() != 5 {
+                    if let Err(why) = crate::cron::check(&cron) {
                         self.emit(
                             Code::InvalidValue,
                             value.span,
                             &p,
-                            format!("`{cron}` is not a cron expression with five fields"),
+                            format!("`{cron}` is not a valid cron expression: {why}"),
                         );
                     }
                     trigger.cron.push(cron);

@@ -18,6 +18,7 @@ pub mod commands;
 mod concurrency;
 pub mod condition;
 mod context;
+mod cron;
 mod decode;
 pub mod events;
 pub mod filter;
