@@ -694,6 +694,7 @@ impl Decoder<'_> {
         self.check_keys(entries, allowed, path);
         let mut options = Vec::new();
         let mut type_name = None;
+        let mut default_span = None;
         for (key, value) in entries {
             let p = join(path, &key.text);
             match key.text.as_str() {
@@ -701,6 +702,7 @@ impl Decoder<'_> {
                 "required" => input.required = self.boolean(value, &p),
                 "default" => {
                     input.default = self.text(value, &p, &Scope::new(CALL_INPUT_DEFAULT, &[]));
+                    default_span = Some(value.span);
                 }
                 "options" => options = self.string_list(value, &p),
                 "type" => type_name = self.plain_string(value, &p).map(|t| (t, value.span)),
@@ -736,7 +738,64 @@ impl Decoder<'_> {
                 };
             }
         }
+        if !call {
+            self.check_dispatch_input(&input, node.span, default_span, path);
+        }
         Some(input)
+    }
+
+    /// A dispatch input whose default its own type refuses, or a `choice` without options:
+    /// the dispatch form could not offer or send it. Warnings: a run from the command line
+    /// gives its own values.
+    fn check_dispatch_input(
+        &mut self,
+        input: &Input,
+        span: Span,
+        default_span: Option<Span>,
+        path: &str,
+    ) {
+        if let InputType::Choice(options) = &input.kind
+            && options.is_empty()
+        {
+            self.warnings.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    span,
+                    path,
+                    "a `choice` input has no `options` to choose from",
+                )
+                .help("list the values under `options:`"),
+            );
+        }
+        let Some(default) = &input.default else {
+            return;
+        };
+        let value = default.text.trim();
+        let why = match &input.kind {
+            InputType::Choice(options)
+                if !options.is_empty() && !options.iter().any(|o| o == value) =>
+            {
+                Some(format!(
+                    "is not one of its options ({})",
+                    options.join(", ")
+                ))
+            }
+            InputType::Boolean if value != "true" && value != "false" => {
+                Some("is not a boolean (true or false)".to_owned())
+            }
+            InputType::Number if value.parse::<f64>().is_err() => {
+                Some("is not a number".to_owned())
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            self.warnings.push(Diagnostic::new(
+                Code::InvalidValue,
+                default_span.unwrap_or(span),
+                join(path, "default"),
+                format!("the default `{value}` {why}"),
+            ));
+        }
     }
 
     /// An action's input as the runner reads it (action metadata syntax, `inputs`):

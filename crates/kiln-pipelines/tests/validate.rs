@@ -240,3 +240,31 @@ fn untrusted_event_fields_inside_run_are_flagged_as_injection_risks() {
     );
     assert_eq!(workflow.warnings[0].key_path, "jobs.a.steps[0].run");
 }
+
+/// A dispatch input whose default its own type refuses, or a `choice` without options, is a
+/// warning at its place: the workflow still runs (a run from the command line gives values).
+#[test]
+fn dispatch_defaults_that_their_types_refuse_are_warned_about() {
+    let yaml = "on:\n  workflow_dispatch:\n    inputs:\n      level: { type: choice, options: [low, high], default: mid }\n      ok: { type: choice, options: [low, high], default: high }\n      other: { type: choice }\n      flag: { type: boolean, default: maybe }\n      n: { type: number, default: abc }\n      m: { type: number, default: 2.5 }\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n";
+    let (workflow, sources) = parse_workflow(Path::new("ci.yml"), yaml).expect("it runs");
+    let warned: Vec<String> = workflow
+        .warnings
+        .iter()
+        .map(|d| {
+            let (line, col) = d
+                .span
+                .map(|s| sources.file(s.file).line_col(s.start))
+                .unwrap_or((0, 0));
+            format!("{line}:{col} {} ({})", d.message, d.key_path)
+        })
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "4:61 the default `mid` is not one of its options (low, high) (on.workflow_dispatch.inputs.level.default)",
+            "6:14 a `choice` input has no `options` to choose from (on.workflow_dispatch.inputs.other)",
+            "7:39 the default `maybe` is not a boolean (true or false) (on.workflow_dispatch.inputs.flag.default)",
+            "8:35 the default `abc` is not a number (on.workflow_dispatch.inputs.n.default)",
+        ]
+    );
+}
