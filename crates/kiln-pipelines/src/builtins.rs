@@ -120,7 +120,54 @@ async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, S
         opts.repository,
         path.unwrap_or("the workspace")
     ));
+    match with.get("submodules").map(|s| s.trim()) {
+        None | Some("" | "false") => {}
+        Some(mode @ ("true" | "recursive")) => {
+            out.logs
+                .push(update_submodules(&dest, mode == "recursive").await?);
+        }
+        Some(other) => {
+            return Err(format!(
+                "submodules: `{other}` is not one of true, false, recursive"
+            ));
+        }
+    }
     Ok(out)
+}
+
+/// `submodules: true` or `recursive`: the checkout's submodules at the commits it records,
+/// fetched from their URLs as `actions/checkout` fetches them (a relative URL resolves
+/// against the run's repository; the file protocol is allowed, as for the clone itself).
+async fn update_submodules(dest: &Path, recursive: bool) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("-C")
+        .arg(dest)
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "update",
+            "--init",
+            "--quiet",
+        ])
+        .env("GIT_TERMINAL_PROMPT", "0");
+    if recursive {
+        cmd.arg("--recursive");
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("git submodule: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git submodule update: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(format!(
+        "Submodules updated{}",
+        if recursive { " (recursively)" } else { "" }
+    ))
 }
 
 fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {

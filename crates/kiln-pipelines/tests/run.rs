@@ -826,6 +826,78 @@ jobs:
     );
 }
 
+/// `actions/checkout` with `submodules: true` checks out the submodules at the commits the
+/// repository records; without it the submodule's directory stays empty, as on GitHub.
+#[tokio::test]
+async fn checkout_fetches_submodules_when_asked() {
+    let sub = repo(&[("f.txt", "from the submodule")]);
+    let main = repo(&[(
+        WF,
+        r#"
+on: push
+jobs:
+  with:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { submodules: true }
+      - run: cat libs/sub/f.txt
+  without:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: ls -A libs/sub | wc -l
+  bad:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { submodules: sometimes }
+"#,
+    )]);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "protocol.file.allow=always",
+            ])
+            .args(args)
+            .current_dir(main.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&[
+        "submodule",
+        "add",
+        "-q",
+        &sub.path().to_string_lossy(),
+        "libs/sub",
+    ]);
+    git(&["commit", "-qm", "add the submodule"]);
+    let state = TempDir::new().unwrap();
+    let ran = run_in(main.path(), state.path(), WF, |_| {}).await;
+    let with = ran.logs("with");
+    assert_eq!(
+        with[1..],
+        ["Submodules updated", "from the submodule"],
+        "{with:?}"
+    );
+    assert_eq!(ran.logs("without")[1..], ["0"]);
+    let bad = ran.logs("bad").join("\n");
+    assert!(
+        bad.contains("submodules: `sometimes` is not one of true, false, recursive"),
+        "{bad}"
+    );
+}
+
 #[tokio::test]
 async fn fail_fast_cancels_matrix_siblings() {
     let started = Instant::now();
