@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::index::Index;
 use crate::chunk::Chunk;
-use crate::labels::Labels;
+use crate::labels::{Interner, Labels};
 
 /// A series in the head.
 #[derive(Debug)]
@@ -74,6 +74,8 @@ pub struct Head {
     pub series: Vec<Arc<HeadSeries>>,
     /// The label index over head series.
     pub index: Index,
+    /// The pairs of every head series' labels, each kept once.
+    interner: Interner,
 }
 
 impl Head {
@@ -85,6 +87,7 @@ impl Head {
     /// Creates a series (the caller checked it is absent); `last_t` is the newest persisted time.
     pub fn create(&mut self, labels: &Labels, last_t: i64) -> Arc<HeadSeries> {
         let id = self.series.len() as u64;
+        let labels = self.interner.intern(labels);
         let s = Arc::new(HeadSeries {
             id,
             labels: labels.clone(),
@@ -93,8 +96,8 @@ impl Head {
                 last_t,
             }),
         });
-        self.index.add(id as u32, labels);
-        self.by_labels.insert(labels.clone(), Arc::clone(&s));
+        self.index.add(id as u32, &labels);
+        self.by_labels.insert(labels, Arc::clone(&s));
         self.series.push(Arc::clone(&s));
         s
     }
@@ -103,6 +106,19 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_share_their_label_pairs() {
+        let mut head = Head::default();
+        let a = head.create(&Labels::new([("job", "app"), ("instance", "1")]), i64::MIN);
+        let b = head.create(&Labels::new([("job", "app"), ("instance", "2")]), i64::MIN);
+        assert_eq!(head.interner.len(), 3);
+        let job = |l: &Labels| l.only(&["job"]);
+        assert!(job(&a.labels).shares_pairs_with(&job(&b.labels)));
+        // The map and the series list hold the one interned copy.
+        let found = head.get(&Labels::new([("instance", "2"), ("job", "app")]));
+        assert!(found.is_some_and(|s| s.labels.identity() == b.labels.identity()));
+    }
 
     #[test]
     fn a_series_keeps_room_for_exactly_its_chunks() {
