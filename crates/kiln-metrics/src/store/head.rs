@@ -23,8 +23,10 @@ pub struct HeadSeries {
 /// The mutable part of a head series.
 #[derive(Debug)]
 pub struct SeriesData {
-    /// Chunks not yet persisted; the last one takes appends.
-    pub chunks: Vec<Chunk>,
+    /// Chunks not yet persisted; the last one takes appends. A boxed slice rather than a
+    /// `Vec`: no spare room, and 8 bytes less in every series (which brings the shared series
+    /// struct from 80 to 72 bytes, one allocator size class lower).
+    pub chunks: Box<[Chunk]>,
     /// Newest timestamp ever appended (survives persisting), for out-of-order checks.
     pub last_t: i64,
 }
@@ -56,9 +58,11 @@ impl SeriesData {
                 let mut c = Chunk::new();
                 c.append(t, v);
                 // Exactly one more: a series holds few chunks between persists, and a
-                // doubling `Vec` would keep room for three more 80-byte chunks per series.
-                self.chunks.reserve_exact(1);
-                self.chunks.push(c);
+                // doubling `Vec` would keep room for three more 72-byte chunks per series.
+                let mut chunks = std::mem::take(&mut self.chunks).into_vec();
+                chunks.reserve_exact(1);
+                chunks.push(c);
+                self.chunks = chunks.into_boxed_slice();
             }
         }
         self.last_t = t;
@@ -92,7 +96,7 @@ impl Head {
             id,
             labels: labels.clone(),
             data: Mutex::new(SeriesData {
-                chunks: Vec::new(),
+                chunks: Box::default(),
                 last_t,
             }),
         });
@@ -121,15 +125,17 @@ mod tests {
     }
 
     #[test]
-    fn a_series_keeps_room_for_exactly_its_chunks() {
+    fn a_series_keeps_exactly_its_chunks() {
+        // The series struct is shared by the head and every scrape cache: keep it in the
+        // allocator's 80-byte class (with the `Arc`'s two counts).
+        assert!(std::mem::size_of::<HeadSeries>() <= 56);
         let mut data = SeriesData {
-            chunks: Vec::new(),
+            chunks: Box::default(),
             last_t: i64::MIN,
         };
         let full = i64::from(crate::chunk::MAX_SAMPLES);
         for t in 0..full * 2 + 1 {
             assert!(data.append(t * 1000, t as f64));
-            assert_eq!(data.chunks.capacity(), data.chunks.len(), "at {t}");
         }
         assert_eq!(data.chunks.len(), 3);
         let samples: usize = data.chunks.iter().map(Chunk::len).sum();
