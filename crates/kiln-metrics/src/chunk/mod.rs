@@ -250,6 +250,8 @@ impl Chunk {
         if !complete || c.count != count {
             return Err(BitsExhausted);
         }
+        // A rebuilt chunk is a segment's: it takes no appends, so it keeps no spare room.
+        c.shrink_to_fit();
         Ok(c)
     }
 

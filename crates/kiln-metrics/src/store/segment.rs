@@ -277,5 +277,9 @@ fn pack(samples: &[Sample]) -> Vec<Chunk> {
         }
     }
     debug_assert!(chunks.iter().all(|c| c.len() <= usize::from(MAX_SAMPLES)));
+    // A merged segment's chunks take no appends: no spare room kept.
+    for c in &mut chunks {
+        c.shrink_to_fit();
+    }
     chunks
 }
