@@ -3,7 +3,13 @@
 //! A [`Labels`] is kept sorted by name with unique names, so two equal sets compare and hash
 //! equal no matter the order they were built in. Empty values are dropped on construction,
 //! because Prometheus treats `a=""` the same as an absent label.
+//!
+//! Each pair is its own shared allocation (`Arc<Label>`), so a set is one array of pointers
+//! and the head can intern pairs ([`Interner`]): `job="app"` or `le="0.5"` is then kept once
+//! however many series carry it, and a series' labels cost a pointer per label. Sets derived
+//! from others (`without`, `only`, `with`) share the pairs they keep.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -21,8 +27,31 @@ pub struct Label {
 
 /// A sorted, de-duplicated set of labels. Shared (`Arc`), so the copies a query makes per
 /// series and per step, and the scraper's set of last-seen series, cost a reference count.
+/// Equality, hashing and order are those of the pairs (not of their allocations).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Arc<[Label]>);
+pub struct Labels(Arc<[Arc<Label>]>);
+
+/// Iterates a set's labels in name order (see [`Labels::iter`]).
+#[derive(Debug, Clone)]
+pub struct Iter<'a>(std::slice::Iter<'a, Arc<Label>>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = &'a Label;
+    fn next(&mut self) -> Option<&'a Label> {
+        self.0.next().map(|l| &**l)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(|l| &**l)
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
 
 impl Labels {
     /// Builds a set from pairs; later duplicates win, empty values are dropped.
@@ -43,8 +72,12 @@ impl Labels {
                 _ => out.push(l),
             }
         }
-        out.retain(|l| !l.value.is_empty());
-        Labels(out.into())
+        Labels(
+            out.into_iter()
+                .filter(|l| !l.value.is_empty())
+                .map(Arc::new)
+                .collect(),
+        )
     }
 
     /// The value of `name`, if present.
@@ -61,8 +94,8 @@ impl Labels {
     }
 
     /// Iterates labels in name order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(self.0.iter())
     }
 
     /// Number of labels.
@@ -99,15 +132,15 @@ impl Labels {
 
     /// A copy with `name` set to `value` (or removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut v: Vec<Label> = self.0.iter().filter(|l| l.name != name).cloned().collect();
+        let mut v: Vec<Arc<Label>> = self.0.iter().filter(|l| l.name != name).cloned().collect();
         if !value.is_empty() {
             let pos = v.partition_point(|l| l.name.as_str() < name);
             v.insert(
                 pos,
-                Label {
+                Arc::new(Label {
                     name: name.to_string(),
                     value: value.to_string(),
-                },
+                }),
             );
         }
         Labels(v.into())
@@ -120,20 +153,73 @@ impl Labels {
         self.0.as_ptr() as usize
     }
 
-    /// Approximate heap bytes, for memory accounting.
+    /// Approximate heap bytes, for memory accounting: the array of pointers, and each pair
+    /// as if it were not shared.
     pub fn heap_bytes(&self) -> usize {
-        self.0
+        16 + self
+            .0
             .iter()
-            .map(|l| l.name.len() + l.value.len() + 48)
-            .sum()
+            .map(|l| 8 + 16 + 48 + l.name.len() + l.value.len())
+            .sum::<usize>()
+    }
+
+    /// True when every pair of `self` is the very allocation of the same pair in `other`.
+    #[cfg(test)]
+    pub(crate) fn shares_pairs_with(&self, other: &Labels) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(other.0.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
 impl<'a> IntoIterator for &'a Labels {
     type Item = &'a Label;
-    type IntoIter = std::slice::Iter<'a, Label>;
+    type IntoIter = Iter<'a>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
+    }
+}
+
+/// Keeps one shared copy of each label pair. A store's head holds one, so the labels of its
+/// series share their pairs; it only grows, as the head does (series are never removed from
+/// a head; a persist keeps them).
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    pairs: HashSet<Arc<Label>>,
+}
+
+impl Interner {
+    /// The same set, its pairs replaced by this interner's copies (added when new). Returns a
+    /// clone of `labels` when it already uses only this interner's pairs.
+    pub(crate) fn intern(&mut self, labels: &Labels) -> Labels {
+        let pairs: Vec<Arc<Label>> = labels
+            .0
+            .iter()
+            .map(|l| match self.pairs.get(&**l) {
+                Some(p) => Arc::clone(p),
+                None => {
+                    self.pairs.insert(Arc::clone(l));
+                    Arc::clone(l)
+                }
+            })
+            .collect();
+        if pairs
+            .iter()
+            .zip(labels.0.iter())
+            .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return labels.clone();
+        }
+        Labels(pairs.into())
+    }
+
+    /// Distinct pairs kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.pairs.len()
     }
 }
 
@@ -145,7 +231,7 @@ impl fmt::Display for Labels {
         }
         f.write_str("{")?;
         let mut first = true;
-        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
+        for l in self.iter().filter(|l| l.name != METRIC_NAME) {
             if !first {
                 f.write_str(", ")?;
             }
@@ -183,5 +269,76 @@ mod tests {
         assert_eq!(l.to_string(), r#"up{x="a\"b\\"}"#);
         assert_eq!(l.with("y", "1").get("y"), Some("1"));
         assert_eq!(l.without(&[METRIC_NAME]).metric_name(), None);
+    }
+
+    #[test]
+    fn interned_sets_share_equal_pairs_and_keep_their_identity() {
+        let mut interner = Interner::default();
+        let a = interner.intern(&Labels::new([("job", "app"), ("instance", "1")]));
+        let b = interner.intern(&Labels::new([("job", "app"), ("instance", "2")]));
+        assert_eq!(interner.len(), 3);
+        let job = |l: &Labels| l.0.iter().find(|p| p.name == "job").cloned();
+        let (ja, jb) = (job(&a), job(&b));
+        assert!(ja.zip(jb).is_some_and(|(x, y)| Arc::ptr_eq(&x, &y)));
+        // Interning an interned set again is free and keeps its identity.
+        let again = interner.intern(&a);
+        assert_eq!(again.identity(), a.identity());
+        // Derived sets share the pairs they keep.
+        let kept = a.without(&["instance"]);
+        assert!(
+            kept.0
+                .iter()
+                .all(|p| { interner.pairs.get(&**p).is_some_and(|q| Arc::ptr_eq(p, q)) })
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+            // Few names and values, so sets overlap and repeat pairs.
+            let name = prop::sample::select(vec!["__name__", "a", "b", "job", "le", "zz"]);
+            let value = prop::sample::select(vec!["", "0", "1", "app", "x\"y", "é"]);
+            prop::collection::vec((name, value), 0..8).prop_map(|v| {
+                v.into_iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// Interning keeps every pair, the order, equality, hashing and display; equal
+            /// pairs of all interned sets are one allocation.
+            #[test]
+            fn interning_round_trips(sets in prop::collection::vec(pairs(), 1..20)) {
+                use std::hash::{BuildHasher, RandomState};
+                let mut interner = Interner::default();
+                let hasher = RandomState::new();
+                let mut interned = Vec::new();
+                for pairs in &sets {
+                    let fresh = Labels::new(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    let kept = interner.intern(&fresh);
+                    prop_assert_eq!(&kept, &fresh);
+                    prop_assert_eq!(hasher.hash_one(&kept), hasher.hash_one(&fresh));
+                    prop_assert_eq!(kept.to_string(), fresh.to_string());
+                    prop_assert!(kept.iter().eq(fresh.iter()));
+                    for (n, _) in pairs {
+                        prop_assert_eq!(kept.get(n), fresh.get(n));
+                    }
+                    interned.push(kept);
+                }
+                let all: Vec<&Arc<Label>> = interned.iter().flat_map(|l| l.0.iter()).collect();
+                for x in &all {
+                    for y in &all {
+                        prop_assert_eq!(x == y, Arc::ptr_eq(x, y));
+                    }
+                }
+                prop_assert_eq!(interner.len(), {
+                    let distinct: HashSet<&Label> = all.iter().map(|p| &***p).collect();
+                    distinct.len()
+                });
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! a target that writes the same label set in another order (or spacing) shows the same series,
 //! which is therefore not stale.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::exposition::{ExpositionError, Family, Format, scan_exposition};
 use crate::labels::Labels;
@@ -57,10 +57,11 @@ pub struct Ingested {
 pub struct TargetCache {
     /// The labels added to every sample, in name order.
     own: Vec<(String, String)>,
-    /// Raw series text → series, with the scrape that last showed that text.
+    /// Raw series text → series, with the scrape that last showed that text. Between scrapes
+    /// it holds exactly the texts of the last successful one, so its series are that scrape's
+    /// series (no second map by series: it would cost ~25–50 bytes a series for what only a
+    /// vanished text needs to know).
     by_text: HashMap<Box<str>, (SeriesRef, u64)>,
-    /// Series of the last successful scrape, by id, with the scrape that last showed them.
-    live: HashMap<u64, (SeriesRef, u64)>,
     /// Successful scrapes so far.
     round: u64,
 }
@@ -74,14 +75,14 @@ impl TargetCache {
         TargetCache {
             own,
             by_text: HashMap::new(),
-            live: HashMap::new(),
             round: 0,
         }
     }
 
-    /// Series the last successful scrape showed.
+    /// Series the last successful scrape showed (counted on each call).
     pub fn live_series(&self) -> usize {
-        self.live.len()
+        let ids: HashSet<u64> = self.by_text.values().map(|(s, _)| s.id()).collect();
+        ids.len()
     }
 
     /// Checks and records one answer: samples without a timestamp get `t`, and series of the
@@ -123,20 +124,20 @@ impl TargetCache {
                     resolved
                 }
             };
-            self.live
-                .entry(series.id())
-                .and_modify(|(_, round)| *round = self.round)
-                .or_insert_with(|| (series.clone(), self.round));
             refs.push((series, sample.timestamp_ms.unwrap_or(t), sample.value));
         }
-        let gone: Vec<SeriesRef> = self
-            .live
-            .extract_if(|_, (_, seen)| *seen != round)
-            .map(|(_, (series, _))| series)
-            .collect();
-        // Texts not shown this time (their series gone, or written another way now).
+        // Texts not shown this time: their series is gone, unless it was written another way
+        // (label order, spacing) this time.
+        let mut gone: Vec<SeriesRef> = Vec::new();
         if self.by_text.len() > texts_shown {
-            self.by_text.retain(|_, (_, seen)| *seen == round);
+            gone = self
+                .by_text
+                .extract_if(|_, (_, seen)| *seen != round)
+                .map(|(_, (series, _))| series)
+                .collect();
+            let shown: HashSet<u64> = refs.iter().map(|(s, _, _)| s.id()).collect();
+            gone.retain(|s| !shown.contains(&s.id()));
+            distinct(&mut gone);
         }
         let items: Vec<(&SeriesRef, i64, f64)> = refs.iter().map(|(s, t, v)| (s, *t, *v)).collect();
         let appended = store.append_refs(&items);
@@ -152,8 +153,8 @@ impl TargetCache {
     /// Marks every series of the last scrape stale at `t` and forgets them (a failed scrape,
     /// or the target went away). Returns how many were ended.
     pub fn end_all(&mut self, store: &Store, t: i64) -> usize {
-        let gone: Vec<SeriesRef> = self.live.drain().map(|(_, (s, _))| s).collect();
-        self.by_text.clear();
+        let mut gone: Vec<SeriesRef> = self.by_text.drain().map(|(_, (s, _))| s).collect();
+        distinct(&mut gone);
         mark_stale(store, &gone, t);
         gone.len()
     }
@@ -171,6 +172,12 @@ impl TargetCache {
         });
         Labels::new(renamed.chain(own.iter().map(|(n, v)| (n.clone(), v.as_str()))))
     }
+}
+
+/// Keeps one handle per series (a series may have been written in more than one way).
+fn distinct(series: &mut Vec<SeriesRef>) {
+    series.sort_unstable_by_key(SeriesRef::id);
+    series.dedup_by_key(|s| s.id());
 }
 
 /// Appends Prometheus's staleness marker to each series at `t`.

@@ -34,6 +34,9 @@ impl BitWriter {
     pub fn write_bits(&mut self, value: u64, mut n: u32) {
         while n > 0 {
             if self.free == 0 {
+                if self.bytes.len() == self.bytes.capacity() {
+                    self.grow();
+                }
                 self.bytes.push(0);
                 self.free = 8;
             }
@@ -47,6 +50,21 @@ impl BitWriter {
             self.free -= take;
             n -= take;
         }
+    }
+
+    /// Makes room for more bytes: 24 at first (a chunk's first sample takes 16), then half
+    /// as many again. Every head series has an open chunk, and `Vec`'s doubling would leave
+    /// it a quarter to a half empty on average; growing by a quarter cost 4% more
+    /// instructions per append in reallocations (callgrind), a half costs as many as doubling.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        let more = if self.bytes.is_empty() {
+            24
+        } else {
+            self.bytes.len() / 2 + 8
+        };
+        self.bytes.reserve_exact(more);
     }
 
     /// Releases spare capacity.
@@ -137,6 +155,19 @@ impl<'a> BitReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_buffer_grows_by_half_not_double() {
+        let mut w = BitWriter::new();
+        for n in 1..=300usize {
+            w.write_bits(0xa5, 8);
+            let cap = w.bytes.capacity();
+            assert!(
+                cap <= (n + n / 2 + 8).max(24),
+                "{n} bytes in a buffer of {cap}"
+            );
+        }
+    }
 
     #[test]
     fn round_trip_mixed_widths() {

@@ -68,6 +68,9 @@ pub struct Sample {
 }
 
 /// An append-only compressed chunk.
+///
+/// Every head series holds one, so its size counts: the XOR window is kept in bytes (both
+/// values are at most 64), which makes the struct 72 bytes rather than 80.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     w: BitWriter,
@@ -76,8 +79,8 @@ pub struct Chunk {
     last_t: i64,
     last_delta: i64,
     last_v: u64,
-    leading: u32,
-    trailing: u32,
+    leading: u8,
+    trailing: u8,
 }
 
 impl Default for Chunk {
@@ -185,10 +188,11 @@ impl Chunk {
         // Leading zeros are capped at 31 to fit 5 bits.
         let leading = xor.leading_zeros().min(31);
         let trailing = xor.trailing_zeros();
-        if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
+        let (window_leading, window_trailing) = (u32::from(self.leading), u32::from(self.trailing));
+        if self.leading != 0xff && leading >= window_leading && trailing >= window_trailing {
             self.w.write_bit(false);
-            let sig = 64 - self.leading - self.trailing;
-            self.w.write_bits(xor >> self.trailing, sig);
+            let sig = 64 - window_leading - window_trailing;
+            self.w.write_bits(xor >> window_trailing, sig);
         } else {
             self.w.write_bit(true);
             let sig = 64 - leading - trailing;
@@ -196,8 +200,9 @@ impl Chunk {
             // 64 significant bits do not fit in 6 bits; 0 stands for 64 (0 is impossible).
             self.w.write_bits(u64::from(sig & 63), 6);
             self.w.write_bits(xor >> trailing, sig);
-            self.leading = leading;
-            self.trailing = trailing;
+            // Both are at most 64 (leading at most 31).
+            self.leading = leading as u8;
+            self.trailing = trailing as u8;
         }
     }
 
@@ -245,6 +250,8 @@ impl Chunk {
         if !complete || c.count != count {
             return Err(BitsExhausted);
         }
+        // A rebuilt chunk is a segment's: it takes no appends, so it keeps no spare room.
+        c.shrink_to_fit();
         Ok(c)
     }
 

@@ -298,3 +298,9 @@ fn unknown_tags_and_backward_timestamps_are_refused() {
     assert_eq!(DecimalIter::new(&bytes, 2).count(), 2);
     assert!(Chunk::from_encoded(Encoding::Decimal, &bytes, 2).is_err());
 }
+
+#[test]
+fn a_chunk_stays_small() {
+    // Every head series holds one; the XOR window in bytes keeps it at 72 (it was 80).
+    assert!(std::mem::size_of::<Chunk>() <= 72);
+}

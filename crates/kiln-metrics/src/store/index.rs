@@ -20,12 +20,17 @@ impl Index {
     /// Adds series `id` (ids must be added in increasing order to keep postings sorted).
     pub fn add(&mut self, id: u32, labels: &Labels) {
         for l in labels {
-            self.postings
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .push(id);
+            // Names and values repeat across series: copied only when new.
+            let values = match self.postings.get_mut(&l.name) {
+                Some(values) => values,
+                None => self.postings.entry(l.name.clone()).or_default(),
+            };
+            match values.get_mut(&l.value) {
+                Some(ids) => ids.push(id),
+                None => {
+                    values.insert(l.value.clone(), vec![id]);
+                }
+            }
         }
         self.all.push(id);
     }

@@ -640,7 +640,7 @@ impl Inner {
         let mut taken = Vec::new();
         for s in &head.series {
             wal::encode_series(&mut fresh, s.id, &s.labels);
-            let chunks = std::mem::take(&mut s.lock().chunks);
+            let chunks = std::mem::take(&mut s.lock().chunks).into_vec();
             if !chunks.is_empty() {
                 taken.push(SegSeries {
                     labels: s.labels.clone(),

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::codec::{Malformed, Reader, crc32, put_str, put_uvarint};
 use super::index::Index;
 use crate::chunk::{Chunk, Encoding, MAX_SAMPLES, Sample};
-use crate::labels::Labels;
+use crate::labels::{Interner, Labels};
 use crate::matcher::CompiledMatcher;
 
 const MAGIC: &[u8; 8] = b"KMSEG03\n";
@@ -197,6 +197,8 @@ impl Segment {
         };
         let n = r.uvarint()?;
         let mut series = Vec::new();
+        // The segment's series share their label pairs, as the head's do.
+        let mut interner = Interner::default();
         for _ in 0..n {
             let labels = if version == Version::V1 {
                 r.labels()?
@@ -207,6 +209,7 @@ impl Segment {
                 }
                 Labels::new(pairs)
             };
+            let labels = interner.intern(&labels);
             let nc = r.uvarint()?;
             let mut chunks = Vec::new();
             for _ in 0..nc {
@@ -274,5 +277,9 @@ fn pack(samples: &[Sample]) -> Vec<Chunk> {
         }
     }
     debug_assert!(chunks.iter().all(|c| c.len() <= usize::from(MAX_SAMPLES)));
+    // A merged segment's chunks take no appends: no spare room kept.
+    for c in &mut chunks {
+        c.shrink_to_fit();
+    }
     chunks
 }

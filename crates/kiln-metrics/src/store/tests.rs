@@ -485,3 +485,63 @@ fn unknown_chunk_encoding_tags_are_refused() {
     file[body..].copy_from_slice(&crc.to_le_bytes());
     assert!(segment::Segment::decode(1, &file).is_err());
 }
+
+/// Series created while others are read: every reader sees each series with exactly the
+/// labels it was created with (interned pairs are shared, never rewritten), and the series of
+/// one store share their equal pairs.
+#[test]
+fn concurrent_readers_see_consistent_interned_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts()).unwrap());
+    // Series `i` has `id=i`, `group=g(i%7)`, `parity` from i: a reader can check them all.
+    let labels_of = |i: usize| {
+        Labels::new([
+            ("__name__", "m".to_owned()),
+            ("id", i.to_string()),
+            ("group", format!("g{}", i % 7)),
+            ("parity", ["even", "odd"][i % 2].to_owned()),
+        ])
+    };
+    let series = 3000usize;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut checked = 0usize;
+                // Bounded: stopped by the main thread, and never more than 10,000 reads.
+                for _ in 0..10_000 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    for s in all(&store) {
+                        let i: usize = s.labels.get("id").unwrap().parse().unwrap();
+                        assert_eq!(s.labels, labels_of(i), "series {i}");
+                        assert_eq!(s.samples.len(), 1);
+                        checked += 1;
+                    }
+                }
+                checked
+            })
+        })
+        .collect();
+    for i in 0..series {
+        store.append(&labels_of(i), 1000, i as f64).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let everything = all(&store);
+    assert_eq!(everything.len(), series);
+    let odd: Vec<&Series> = everything
+        .iter()
+        .filter(|s| s.labels.get("parity") == Some("odd"))
+        .collect();
+    assert_eq!(odd.len(), series / 2);
+    let pair = |s: &Series| s.labels.only(&["parity"]);
+    assert!(
+        odd.windows(2)
+            .all(|w| pair(w[0]).shares_pairs_with(&pair(w[1])))
+    );
+}
