@@ -2,7 +2,8 @@
 //!
 //! [`UpstreamBody`] carries the client's request body to the upstream: it counts bytes and cuts
 //! the stream when it passes the route's limit (→ 413), noting in [`BodyFlags`] whether the
-//! limit or the client broke the attempt. [`ProxyBody`] carries responses to the client:
+//! limit or the client broke the attempt, and when the upstream connection let go of it (the
+//! pool's condition for reusing that connection). [`ProxyBody`] carries responses to the client:
 //! either our own short text or the upstream's body with byte counting, an idle timeout, the
 //! in-flight guards, and the upstream connection, checked back into the pool when the body
 //! was read to the end.
@@ -30,6 +31,7 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(crate) struct BodyFlags {
     over_limit: AtomicBool,
     client_failed: AtomicBool,
+    released: AtomicBool,
 }
 
 impl BodyFlags {
@@ -41,6 +43,13 @@ impl BodyFlags {
     /// attempt is the client's fault, not the upstream's.
     pub(crate) fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Relaxed)
+    }
+
+    /// The body was dropped: hyper's connection wrote it to its end (or gave up on it after an
+    /// error) and no longer waits on the client for it. Until then the connection is busy even
+    /// if its response already ended (an upstream may answer before reading the body).
+    pub(crate) fn released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
     }
 }
 
@@ -76,6 +85,19 @@ impl UpstreamBody {
             limit,
             flags: Some(flags),
             metrics: Some(metrics),
+        }
+    }
+
+    /// The flags of a body that has one to send (`None` for [`UpstreamBody::empty`]).
+    pub(crate) fn flags(&self) -> Option<&Arc<BodyFlags>> {
+        self.flags.as_ref()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(flags) = &self.flags {
+            flags.released.store(true, Ordering::Release);
         }
     }
 }

@@ -2,11 +2,26 @@
 //!
 //! Each serving thread keeps its own idle connections per upstream address in a thread-local
 //! (`RefCell`, no lock): a request checks one out (most recently used first), sends on it, and
-//! the response body checks it back in once it was read to the end ([`Pooled::check_in`]).
-//! A connection whose response body was not read to the end, that broke, or that carried an
-//! upgrade is never checked in; dropping its [`SendRequest`] closes it. Each connection is
-//! driven by its own task on the runtime that opened it (on a per-core thread: that thread),
-//! which also closes it after it sat idle for the idle timeout.
+//! the response body checks it back in once it was read to the end ([`Pooled::check_in`])
+//! *and* the request body was written to its end. An upstream may answer before it read the
+//! request body (an early 413 or 401, or a server that replies and then drains), and hyper
+//! hands that response over while it is still streaming the body from the client, which may
+//! be slow or stalled: until the body ends, the connection can carry nothing else. Such a
+//! connection is not checked in; it finishes the body and then closes. A connection whose
+//! response body was not read to the end, that broke, or that carried an upgrade is never
+//! checked in either; dropping its [`SendRequest`] closes it (once any request body it is
+//! writing ended). Each connection is driven by its own task on the runtime that opened it
+//! (on a per-core thread: that thread), which also closes it after it sat idle for the idle
+//! timeout.
+//!
+//! Why a flag the request body sets when it is dropped ([`BodyFlags::released`]) rather than
+//! hyper's `SendRequest::is_ready`: in hyper 1.x, `is_ready` is true only once the
+//! connection's task polled for the next request and found none, which it does only after the
+//! request body ended *and* the response was read. So it is false for a connection writing a
+//! body, but also for an idle one whose task has not run since its response ended: on a
+//! multi-threaded runtime the response's reader can see the end of the body before that task
+//! runs again. Skipping (or refusing to check in) a connection that is not ready would close
+//! good ones; the flag is set exactly when hyper lets go of the body, whatever the runtime.
 //!
 //! Guarantees: a request that could not be written because its pooled connection turned out
 //! closed (the upstream closed it while idle) is sent again on another connection to the same
@@ -27,7 +42,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::UpstreamBody;
+use crate::body::{BodyFlags, UpstreamBody};
 
 /// Pool limits, from [`crate::IngressConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +102,9 @@ pub(crate) struct Pooled {
     sender: SendRequest<UpstreamBody>,
     idle: Arc<IdleWatch>,
     max_idle: usize,
+    /// The flags of the request body this connection was last given (`None`: a bodiless
+    /// request); the connection is busy until that body is released.
+    request_body: Option<Arc<BodyFlags>>,
 }
 
 /// What a connection's driver task needs to know to close it when idle.
@@ -137,8 +155,12 @@ pub(crate) async fn send(
             stale += 1;
             continue;
         }
+        let request_body = request.body().flags().cloned();
         match conn.sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, conn)),
+            Ok(response) => {
+                conn.request_body = request_body;
+                return Ok((response, conn));
+            }
             Err(mut failure) => match failure.take_message() {
                 Some(unsent) if !fresh => {
                     tracing::debug!(%addr, "pooled upstream connection closed before the request was written");
@@ -158,9 +180,16 @@ pub(crate) async fn send(
 
 impl Pooled {
     /// Returns the connection to this thread's pool: call only once its response was read
-    /// to the end. A closed connection, or one over the per-address limit, is dropped.
-    pub(crate) fn check_in(self) {
+    /// to the end. A closed connection, one still writing its request body, or one over the
+    /// per-address limit, is dropped.
+    pub(crate) fn check_in(mut self) {
         if self.sender.is_closed() {
+            return;
+        }
+        if let Some(body) = self.request_body.take()
+            && !body.released()
+        {
+            tracing::debug!(addr = %self.addr, "upstream answered before the request body ended; connection not reused");
             return;
         }
         // `try_with`: a body dropped while the thread's locals are being destroyed just
@@ -242,6 +271,7 @@ async fn connect(
         sender,
         idle,
         max_idle: settings.max_idle_per_host,
+        request_body: None,
     })
 }
 
@@ -291,7 +321,6 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::body::BodyFlags;
     use crate::metrics::SetMetrics;
 
     const SETTINGS: PoolSettings = PoolSettings {
@@ -440,6 +469,7 @@ mod tests {
             sender,
             idle: Arc::new(IdleWatch::default()),
             max_idle: 8,
+            request_body: None,
         };
         conn.check_in();
         let mut ready = false;
