@@ -172,7 +172,10 @@ pub(crate) struct Relay {
     connection: Option<Pooled>,
     finished: bool,
     idle: Duration,
-    last_progress: Instant,
+    /// When the upstream last had nothing to give after a frame (`None`: it gave one since):
+    /// the start of the silence the idle timeout measures, read from the clock only when a
+    /// body waits rather than for every frame.
+    waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     metrics: Arc<SetMetrics>,
     _request: InFlightRequest,
@@ -217,7 +220,7 @@ impl ProxyBody {
             connection: Some(connection),
             finished: false,
             idle,
-            last_progress: Instant::now(),
+            waiting_since: None,
             timer: None,
             metrics,
             _request: request,
@@ -232,11 +235,12 @@ struct IdleTimeout(Duration);
 
 impl Relay {
     /// Called when the upstream has nothing ready: arms (lazily) or checks the idle timer.
-    /// The timer is created only for bodies that actually wait, and re-armed from the last
-    /// progress instead of being reset on every frame.
+    /// The timer is created only for bodies that actually wait, and re-armed from the start
+    /// of the current silence instead of being reset on every frame.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
         loop {
-            let deadline = self.last_progress + self.idle;
+            let deadline = since + self.idle;
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
@@ -268,7 +272,7 @@ impl Body for ProxyBody {
                     if let Some(data) = frame.data_ref() {
                         relay.metrics.add_bytes_out(data.len() as u64);
                     }
-                    relay.last_progress = Instant::now();
+                    relay.waiting_since = None;
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -362,3 +362,44 @@ async fn read_until(stream: &mut TcpStream, end: &[u8]) -> String {
     }
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+#[tokio::test]
+async fn a_response_body_silent_for_the_idle_timeout_is_cut_and_its_connection_closed() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let handle = kiln_ingress::Ingress::new(IngressConfig::default());
+    let mut r = route("r", "*", "/", &[addr]);
+    r.timeouts.idle = Duration::from_millis(300);
+    handle.swap(table(vec![r]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    tokio::spawn(async move { handle.serve(listener).await });
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client().request(
+            request("GET", proxy, "h", "/slow")
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("headers arrive")
+    .expect("request sent");
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first chunk arrives")
+        .expect("a frame")
+        .expect("not an error");
+    assert_eq!(first.into_data().unwrap(), "first");
+    let cut = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the silent body is cut within the deadline");
+    assert!(
+        !matches!(cut, Some(Ok(_))),
+        "no more data after the silence"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || conns.open() == 0).await,
+        "the upstream connection it came on was closed"
+    );
+}
