@@ -160,8 +160,12 @@ async fn read_request(stream: &mut TcpStream) -> Option<usize> {
 }
 
 async fn proxy_with(config: IngressConfig, addr: SocketAddr) -> SocketAddr {
+    proxy_routing(config, route("r", "*", "/", &[addr])).await
+}
+
+async fn proxy_routing(config: IngressConfig, route: kiln_ingress::Route) -> SocketAddr {
     let handle = kiln_ingress::Ingress::new(config);
-    handle.swap(table(vec![route("r", "*", "/", &[addr])]));
+    handle.swap(table(vec![route]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
     tokio::spawn(async move { handle.serve(listener).await });
@@ -219,17 +223,7 @@ async fn a_response_cut_short_does_not_return_its_connection_to_the_pool() {
     let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
     let proxy = proxy_with(IngressConfig::default(), addr).await;
     let slow = client();
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        slow.request(
-            request("GET", proxy, "h", "/slow")
-                .body(Full::default())
-                .unwrap(),
-        ),
-    )
-    .await
-    .expect("headers arrive")
-    .expect("request sent");
+    let response = get_slow(&slow, proxy).await;
     assert_eq!(response.status(), StatusCode::OK);
     drop(response);
     drop(slow);
@@ -366,25 +360,10 @@ async fn read_until(stream: &mut TcpStream, end: &[u8]) -> String {
 #[tokio::test]
 async fn a_response_body_silent_for_the_idle_timeout_is_cut_and_its_connection_closed() {
     let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
-    let handle = kiln_ingress::Ingress::new(IngressConfig::default());
     let mut r = route("r", "*", "/", &[addr]);
     r.timeouts.idle = Duration::from_millis(300);
-    handle.swap(table(vec![r]));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = listener.local_addr().unwrap();
-    tokio::spawn(async move { handle.serve(listener).await });
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        client().request(
-            request("GET", proxy, "h", "/slow")
-                .body(Full::default())
-                .unwrap(),
-        ),
-    )
-    .await
-    .expect("headers arrive")
-    .expect("request sent");
-    let mut body = response.into_body();
+    let proxy = proxy_routing(IngressConfig::default(), r).await;
+    let mut body = get_slow(&client(), proxy).await.into_body();
     let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
         .await
         .expect("the first chunk arrives")
@@ -402,4 +381,22 @@ async fn a_response_body_silent_for_the_idle_timeout_is_cut_and_its_connection_c
         eventually(Duration::from_secs(5), || conns.open() == 0).await,
         "the upstream connection it came on was closed"
     );
+}
+
+/// `GET /slow` through `proxy`: the response, once its head arrived.
+async fn get_slow(
+    client: &TestClient,
+    proxy: SocketAddr,
+) -> hyper::Response<hyper::body::Incoming> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(
+            request("GET", proxy, "h", "/slow")
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("headers arrive")
+    .expect("request sent")
 }
