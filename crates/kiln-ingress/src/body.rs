@@ -2,7 +2,8 @@
 //!
 //! [`UpstreamBody`] carries the client's request body to the upstream: it counts bytes and cuts
 //! the stream when it passes the route's limit (→ 413), noting in [`BodyFlags`] whether the
-//! limit or the client broke the attempt. [`ProxyBody`] carries responses to the client:
+//! limit or the client broke the attempt, and when the upstream connection let go of it (the
+//! pool's condition for reusing that connection). [`ProxyBody`] carries responses to the client:
 //! either our own short text or the upstream's body with byte counting, an idle timeout, the
 //! in-flight guards, and the upstream connection, checked back into the pool when the body
 //! was read to the end.
@@ -30,6 +31,7 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(crate) struct BodyFlags {
     over_limit: AtomicBool,
     client_failed: AtomicBool,
+    released: AtomicBool,
 }
 
 impl BodyFlags {
@@ -41,6 +43,13 @@ impl BodyFlags {
     /// attempt is the client's fault, not the upstream's.
     pub(crate) fn client_failed(&self) -> bool {
         self.client_failed.load(Ordering::Relaxed)
+    }
+
+    /// The body was dropped: hyper's connection wrote it to its end (or gave up on it after an
+    /// error) and no longer waits on the client for it. Until then the connection is busy even
+    /// if its response already ended (an upstream may answer before reading the body).
+    pub(crate) fn released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
     }
 }
 
@@ -76,6 +85,19 @@ impl UpstreamBody {
             limit,
             flags: Some(flags),
             metrics: Some(metrics),
+        }
+    }
+
+    /// The flags of a body that has one to send (`None` for [`UpstreamBody::empty`]).
+    pub(crate) fn flags(&self) -> Option<&Arc<BodyFlags>> {
+        self.flags.as_ref()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(flags) = &self.flags {
+            flags.released.store(true, Ordering::Release);
         }
     }
 }
@@ -150,7 +172,10 @@ pub(crate) struct Relay {
     connection: Option<Pooled>,
     finished: bool,
     idle: Duration,
-    last_progress: Instant,
+    /// When the upstream last had nothing to give after a frame (`None`: it gave one since):
+    /// the start of the silence the idle timeout measures, read from the clock only when a
+    /// body waits rather than for every frame.
+    waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     metrics: Arc<SetMetrics>,
     _request: InFlightRequest,
@@ -195,7 +220,7 @@ impl ProxyBody {
             connection: Some(connection),
             finished: false,
             idle,
-            last_progress: Instant::now(),
+            waiting_since: None,
             timer: None,
             metrics,
             _request: request,
@@ -210,11 +235,12 @@ struct IdleTimeout(Duration);
 
 impl Relay {
     /// Called when the upstream has nothing ready: arms (lazily) or checks the idle timer.
-    /// The timer is created only for bodies that actually wait, and re-armed from the last
-    /// progress instead of being reset on every frame.
+    /// The timer is created only for bodies that actually wait, and re-armed from the start
+    /// of the current silence instead of being reset on every frame.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
         loop {
-            let deadline = self.last_progress + self.idle;
+            let deadline = since + self.idle;
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
@@ -246,7 +272,7 @@ impl Body for ProxyBody {
                     if let Some(data) = frame.data_ref() {
                         relay.metrics.add_bytes_out(data.len() as u64);
                     }
-                    relay.last_progress = Instant::now();
+                    relay.waiting_since = None;
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {

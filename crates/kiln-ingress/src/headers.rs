@@ -2,8 +2,10 @@
 //! one connection, not the message), X-Forwarded-* and X-Request-Id are added, and WebSocket
 //! upgrades are recognised so their `Connection`/`Upgrade` pair can be put back.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 
@@ -142,9 +144,37 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = id.hyphenated().encode_lower(&mut buf);
-    let id = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    let id = arena_value(text.as_bytes()).unwrap_or_else(|| HeaderValue::from_static("-"));
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
+}
+
+/// Request ids per arena buffer.
+const IDS_PER_ARENA: usize = 64;
+
+thread_local! {
+    /// Where this thread's request ids are written and split off as shared slices: one
+    /// allocation per [`IDS_PER_ARENA`] ids, where `HeaderValue::from_str` makes two per id
+    /// (the copy, and the shared header its first clone allocates). A buffer is freed once the
+    /// last request holding one of its ids is gone.
+    static ID_ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// `text` as a header value in this thread's arena (`None`: not a valid value, or the
+/// thread is being torn down).
+fn arena_value(text: &[u8]) -> Option<HeaderValue> {
+    let bytes = ID_ARENA
+        .try_with(|arena| {
+            let mut arena = arena.borrow_mut();
+            if arena.capacity() < text.len() {
+                // The full buffer stays alive in the ids split off it; start a new one.
+                *arena = BytesMut::with_capacity(text.len() * IDS_PER_ARENA);
+            }
+            arena.extend_from_slice(text);
+            arena.split().freeze()
+        })
+        .ok()?;
+    HeaderValue::from_maybe_shared(bytes).ok()
 }
 
 /// Sets each configured header, replacing what was there.
@@ -211,6 +241,21 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.localhost");
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_across_arena_buffers() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 * IDS_PER_ARENA {
+            let mut h = HeaderMap::new();
+            let id = ensure_request_id(&mut h);
+            assert_eq!(id.len(), 36, "{id:?}");
+            assert!(
+                uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
+                "{id:?}"
+            );
+            assert!(seen.insert(id), "a duplicate id");
+        }
     }
 
     #[test]

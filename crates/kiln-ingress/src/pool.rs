@@ -2,11 +2,26 @@
 //!
 //! Each serving thread keeps its own idle connections per upstream address in a thread-local
 //! (`RefCell`, no lock): a request checks one out (most recently used first), sends on it, and
-//! the response body checks it back in once it was read to the end ([`Pooled::check_in`]).
-//! A connection whose response body was not read to the end, that broke, or that carried an
-//! upgrade is never checked in; dropping its [`SendRequest`] closes it. Each connection is
-//! driven by its own task on the runtime that opened it (on a per-core thread: that thread),
-//! which also closes it after it sat idle for the idle timeout.
+//! the response body checks it back in once it was read to the end ([`Pooled::check_in`])
+//! *and* the request body was written to its end. An upstream may answer before it read the
+//! request body (an early 413 or 401, or a server that replies and then drains), and hyper
+//! hands that response over while it is still streaming the body from the client, which may
+//! be slow or stalled: until the body ends, the connection can carry nothing else. Such a
+//! connection is not checked in; it finishes the body and then closes. A connection whose
+//! response body was not read to the end, that broke, or that carried an upgrade is never
+//! checked in either; dropping its [`SendRequest`] closes it (once any request body it is
+//! writing ended). Each connection is driven by its own task on the runtime that opened it
+//! (on a per-core thread: that thread), which also closes it after it sat idle for the idle
+//! timeout.
+//!
+//! Why a flag the request body sets when it is dropped ([`BodyFlags::released`]) rather than
+//! hyper's `SendRequest::is_ready`: in hyper 1.x, `is_ready` is true only once the
+//! connection's task polled for the next request and found none, which it does only after the
+//! request body ended *and* the response was read. So it is false for a connection writing a
+//! body, but also for an idle one whose task has not run since its response ended: on a
+//! multi-threaded runtime the response's reader can see the end of the body before that task
+//! runs again. Skipping (or refusing to check in) a connection that is not ready would close
+//! good ones; the flag is set exactly when hyper lets go of the body, whatever the runtime.
 //!
 //! Guarantees: a request that could not be written because its pooled connection turned out
 //! closed (the upstream closed it while idle) is sent again on another connection to the same
@@ -16,7 +31,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,8 +43,10 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
-use crate::body::UpstreamBody;
+use crate::body::{BodyFlags, UpstreamBody};
+use crate::config::Timeouts;
 
 /// Pool limits, from [`crate::IngressConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +76,8 @@ pub(crate) enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("no response from {addr} within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
     #[error(transparent)]
     Request(hyper::Error),
 }
@@ -78,6 +99,11 @@ impl SendFailure {
                 | UpstreamError::Handshake { .. }
         )
     }
+
+    /// The request timeout passed before the response's head arrived.
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self.error, UpstreamError::Timeout { .. })
+    }
 }
 
 /// One upstream connection, checked out by a request.
@@ -87,6 +113,14 @@ pub(crate) struct Pooled {
     sender: SendRequest<UpstreamBody>,
     idle: Arc<IdleWatch>,
     max_idle: usize,
+    /// The flags of the request body this connection was last given (`None`: a bodiless
+    /// request); the connection is busy until that body is released.
+    request_body: Option<Arc<BodyFlags>>,
+    /// The request timeout's timer, kept with the connection and moved to each request's
+    /// deadline: moving a timer that is still registered to a later instant is one atomic
+    /// operation, where a timer per request is registered and removed under the time
+    /// driver's lock (and its handle cloned and dropped).
+    timer: Pin<Box<Sleep>>,
 }
 
 /// What a connection's driver task needs to know to close it when idle.
@@ -99,17 +133,75 @@ struct IdleWatch {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Pooled>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<AddrHasher>>> =
+        RefCell::new(HashMap::default());
 }
 
-/// Sends `request` to `addr` on a pooled connection or a new one; returns the response and
-/// the connection, which the response body checks back in when read to the end.
+/// Hashes the pool's keys: a multiply-rotate over the few words of a `SocketAddr`, where the
+/// standard SipHash cost ≈480 instructions per request (a check-out and a check-in; callgrind,
+/// `benches/ingress_instructions.sh`). SipHash resists keys chosen to collide; these keys are
+/// upstream addresses from the route table, which no client chooses.
+#[derive(Debug, Default)]
+struct AddrHasher(u64);
+
+impl AddrHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+/// Sends `request` to `addr` on a pooled connection or a new one, within `timeouts.connect`
+/// for a new connection and `timeouts.request` for the whole (until the response's head);
+/// returns the response and the connection, which the response body checks back in when
+/// read to the end.
 pub(crate) async fn send(
     addr: SocketAddr,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
     settings: PoolSettings,
     mut request: Request<UpstreamBody>,
 ) -> Result<(Response<Incoming>, Pooled), SendFailure> {
+    let deadline = Instant::now() + timeouts.request;
+    let timed_out = |unsent| SendFailure {
+        error: UpstreamError::Timeout {
+            addr,
+            timeout: timeouts.request,
+        },
+        unsent,
+    };
     let mut stale = 0;
     loop {
         let pooled = if stale < STALE_CHECKOUTS {
@@ -121,7 +213,7 @@ pub(crate) async fn send(
             Some(conn) => (conn, false),
             // Boxed: connecting is rare, and its state would otherwise make every request's
             // future (moved around by hyper) larger.
-            None => match Box::pin(connect(addr, connect_timeout, settings)).await {
+            None => match Box::pin(connect(addr, timeouts, deadline, settings)).await {
                 Ok(conn) => (conn, true),
                 Err(error) => {
                     return Err(SendFailure {
@@ -132,13 +224,32 @@ pub(crate) async fn send(
             },
         };
         conn.max_idle = settings.max_idle_per_host;
-        if !fresh && conn.sender.ready().await.is_err() {
-            // Closed while it sat idle; dropping it is all there is to do.
-            stale += 1;
-            continue;
+        conn.timer.as_mut().reset(deadline);
+        if !fresh {
+            let ready = tokio::select! {
+                biased;
+                ready = conn.sender.ready() => ready.is_ok(),
+                () = conn.timer.as_mut() => return Err(timed_out(Some(request))),
+            };
+            if !ready {
+                // Closed while it sat idle; dropping it is all there is to do.
+                stale += 1;
+                continue;
+            }
         }
-        match conn.sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, conn)),
+        let request_body = request.body().flags().cloned();
+        // Dropped at the deadline, the request future closes the connection with it.
+        let sending = conn.sender.try_send_request(request);
+        let sent = tokio::select! {
+            biased;
+            sent = sending => sent,
+            () = conn.timer.as_mut() => return Err(timed_out(None)),
+        };
+        match sent {
+            Ok(response) => {
+                conn.request_body = request_body;
+                return Ok((response, conn));
+            }
             Err(mut failure) => match failure.take_message() {
                 Some(unsent) if !fresh => {
                     tracing::debug!(%addr, "pooled upstream connection closed before the request was written");
@@ -158,9 +269,16 @@ pub(crate) async fn send(
 
 impl Pooled {
     /// Returns the connection to this thread's pool: call only once its response was read
-    /// to the end. A closed connection, or one over the per-address limit, is dropped.
-    pub(crate) fn check_in(self) {
+    /// to the end. A closed connection, one still writing its request body, or one over the
+    /// per-address limit, is dropped.
+    pub(crate) fn check_in(mut self) {
         if self.sender.is_closed() {
+            return;
+        }
+        if let Some(body) = self.request_body.take()
+            && !body.released()
+        {
+            tracing::debug!(addr = %self.addr, "upstream answered before the request body ended; connection not reused");
             return;
         }
         // `try_with`: a body dropped while the thread's locals are being destroyed just
@@ -220,15 +338,31 @@ pub(crate) fn clear_thread() {
     let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
 }
 
+/// Connects within `timeouts.connect`, or until `deadline` (the request's) when that comes
+/// first, which is then the request's timeout.
 async fn connect(
     addr: SocketAddr,
-    timeout: Duration,
+    timeouts: Timeouts,
+    deadline: Instant,
     settings: PoolSettings,
 ) -> Result<Pooled, UpstreamError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let connect_limit = Instant::now() + timeouts.connect;
+    let limit = connect_limit.min(deadline);
+    let stream = match tokio::time::timeout_at(limit, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-        Err(_) => return Err(UpstreamError::ConnectTimeout { addr, timeout }),
+        Err(_) if limit < connect_limit => {
+            return Err(UpstreamError::Timeout {
+                addr,
+                timeout: timeouts.request,
+            });
+        }
+        Err(_) => {
+            return Err(UpstreamError::ConnectTimeout {
+                addr,
+                timeout: timeouts.connect,
+            });
+        }
     };
     // Small requests go out at once instead of waiting for Nagle.
     let _ = stream.set_nodelay(true);
@@ -242,6 +376,8 @@ async fn connect(
         sender,
         idle,
         max_idle: settings.max_idle_per_host,
+        request_body: None,
+        timer: Box::pin(tokio::time::sleep_until(deadline)),
     })
 }
 
@@ -291,7 +427,6 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::body::BodyFlags;
     use crate::metrics::SetMetrics;
 
     const SETTINGS: PoolSettings = PoolSettings {
@@ -376,7 +511,7 @@ mod tests {
     async fn a_connection_read_to_the_end_is_reused() {
         let (addr, accepted) = upstream().await;
         for _ in 0..3 {
-            let (response, conn) = send(addr, Duration::from_secs(2), SETTINGS, get())
+            let (response, conn) = send(addr, Timeouts::default(), SETTINGS, get())
                 .await
                 .unwrap();
             assert_eq!(read_to_end(response).await, "0");
@@ -393,14 +528,9 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let failure = send(
-            dead,
-            Duration::from_secs(2),
-            SETTINGS,
-            post("payload").await,
-        )
-        .await
-        .unwrap_err();
+        let failure = send(dead, Timeouts::default(), SETTINGS, post("payload").await)
+            .await
+            .unwrap_err();
         assert!(failure.is_connect(), "{:?}", failure.error);
         let unsent = failure.unsent.expect("the request comes back");
         assert_eq!(
@@ -440,6 +570,8 @@ mod tests {
             sender,
             idle: Arc::new(IdleWatch::default()),
             max_idle: 8,
+            request_body: None,
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(90))),
         };
         conn.check_in();
         let mut ready = false;
@@ -454,7 +586,7 @@ mod tests {
         freeze_tx.send(()).unwrap();
         let sending = tokio::spawn(send(
             addr,
-            Duration::from_secs(2),
+            Timeouts::default(),
             SETTINGS,
             post("payload").await,
         ));

@@ -67,7 +67,7 @@ pub(crate) async fn handle(ctx: Context<'_>, req: Request<Incoming>) -> Response
     };
     let set = &route.sets[set_index];
     let guard = set.metrics.start();
-    let (mut response, served) = forward(&ctx, route, set_index, &host, req, guard).await;
+    let (mut response, served) = forward(&ctx, route, set_index, &host, req, guard, started).await;
     let served = &route.sets[served];
     served
         .metrics
@@ -95,11 +95,11 @@ fn host_str(host: &HeaderValue) -> &str {
     host.to_str().unwrap_or_default()
 }
 
-/// One request's upstream template, rebuilt into a fresh `Request` for each attempt.
+/// One request's upstream template, rebuilt into a fresh `Request` for each attempt (the
+/// headers travel beside it: see [`attempts`]).
 struct Outgoing {
     method: Method,
     path_and_query: PathAndQuery,
-    headers: hyper::HeaderMap,
     request_id: HeaderValue,
     websocket: bool,
     bodiless: bool,
@@ -114,6 +114,7 @@ async fn forward(
     host: &HeaderValue,
     req: Request<Incoming>,
     guard: InFlightRequest,
+    started: Instant,
 ) -> (Response<ProxyBody>, usize) {
     let set = &route.sets[set_index];
     let (mut parts, body) = req.into_parts();
@@ -124,7 +125,7 @@ async fn forward(
     }
     let client_upgrade = upgrade::take_client_upgrade(&mut parts);
     let bodiless = body.is_end_stream();
-    let outgoing = prepare(ctx, route, host, &mut parts, bodiless);
+    let (outgoing, headers) = prepare(ctx, route, host, &mut parts, bodiless);
     // A bodiless request (most of them) needs no byte counting and no flags.
     let flags = (!bodiless).then(|| Arc::new(BodyFlags::default()));
     let first_body = match &flags {
@@ -142,8 +143,10 @@ async fn forward(
         route,
         &mut served,
         &outgoing,
+        headers,
         first_body,
         flags.as_deref(),
+        started,
     )
     .await;
     let request_id = outgoing.request_id.clone();
@@ -183,7 +186,7 @@ fn prepare(
     host: &HeaderValue,
     parts: &mut Parts,
     bodiless: bool,
-) -> Outgoing {
+) -> (Outgoing, hyper::HeaderMap) {
     let path_and_query = upstream_path(route, &parts.uri);
     let websocket =
         parts.version == Version::HTTP_11 && headers::is_websocket_upgrade(&parts.headers);
@@ -208,14 +211,14 @@ fn prepare(
     headers::add_forwarded(&mut out, ctx.client_ip, ctx.scheme, host);
     let request_id = headers::ensure_request_id(&mut out);
     headers::set_all(&mut out, &route.request_headers);
-    Outgoing {
+    let outgoing = Outgoing {
         method: parts.method.clone(),
         path_and_query,
-        headers: out,
         request_id,
         websocket,
         bodiless,
-    }
+    };
+    (outgoing, out)
 }
 
 /// The path and query the upstream sees; shared with the inbound URI when unchanged.
@@ -245,19 +248,35 @@ struct Attempted {
 /// endpoint of the same set while one is left untried, then to another set of the route (a
 /// broken canary's failures are retried on the stable side); `set_index` ends as the set of
 /// the last attempt, and each abandoned set counts the failure it gave.
+///
+/// The headers are built once and moved into the request of an attempt; they are copied first
+/// only when a later attempt could need them after this one was sent (a bodiless idempotent
+/// request that may still be retried). A request nothing was sent of comes back whole, so
+/// every other retry takes its headers back from it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's pieces, each moved or borrowed differently"
+)]
 async fn attempts(
     ctx: &Context<'_>,
     route: &CompiledRoute,
     set_index: &mut usize,
     outgoing: &Outgoing,
+    headers: hyper::HeaderMap,
     first_body: UpstreamBody,
     flags: Option<&BodyFlags>,
+    started: Instant,
 ) -> Result<Attempted, ProxyError> {
     let mut tried = Tried::default();
     let mut body = Some(first_body);
+    let mut headers = Some(headers);
+    // Whether an attempt that reached the upstream may be repeated (a 5xx or a connection
+    // broken after sending): such attempts must leave a copy of the headers behind.
+    let resendable = is_idempotent(&outgoing.method)
+        && outgoing.bodiless
+        && (route.retry.on_5xx_for_idempotent || route.retry.on_connect_failure);
     let mut attempt = 0u32;
     let mut failed_status = 0u16;
-    let started = Instant::now();
     loop {
         let now = ctx.clock.now_ms();
         if attempt > 0
@@ -290,35 +309,47 @@ async fn attempts(
         tried.add(index);
         let endpoint = &set.endpoints[index];
         let in_flight = endpoint.runtime.start();
-        let request = build_request(outgoing, body.take().unwrap_or_else(UpstreamBody::empty));
-        let outcome = tokio::time::timeout(
-            route.timeouts.request,
-            pool::send(endpoint.addr, route.timeouts.connect, ctx.pool, request),
-        )
-        .await;
         let may_retry = attempt < route.retry.attempts;
         attempt += 1;
+        // Every retry below requires `headers` back (checked there), so this holds them.
+        let Some(sent_headers) = headers.take() else {
+            return Err(ProxyError::Upstream);
+        };
+        if may_retry && resendable {
+            headers = Some(sent_headers.clone());
+        }
+        let request = build_request(
+            outgoing,
+            sent_headers,
+            body.take().unwrap_or_else(UpstreamBody::empty),
+        );
+        let outcome = pool::send(endpoint.addr, route.timeouts, ctx.pool, request).await;
         match outcome {
-            Err(_elapsed) => {
+            Err(failure) if failure.is_timeout() => {
                 report_failure(ctx, route, set, index);
                 return Err(ProxyError::Timeout);
             }
-            Ok(Err(failure)) if failure.is_connect() => {
+            Err(failure) if failure.is_connect() => {
                 report_failure(ctx, route, set, index);
                 failed_status = StatusCode::BAD_GATEWAY.as_u16();
                 tracing::debug!(endpoint = %endpoint.id, error = %failure.error, "upstream connect failed");
-                // Nothing was sent, so the request (and its unread body) came back.
-                body = failure.unsent.map(Request::into_body);
+                // Nothing was sent, so the request (its headers, its unread body) came back.
+                body = failure.unsent.map(|unsent| {
+                    let (parts, unsent_body) = unsent.into_parts();
+                    headers.get_or_insert(parts.headers);
+                    unsent_body
+                });
                 let body_ready = outgoing.bodiless || body.is_some();
                 if !(may_retry
                     && route.retry.on_connect_failure
                     && body_ready
+                    && headers.is_some()
                     && withdraw(route, set))
                 {
                     return Err(ProxyError::Upstream);
                 }
             }
-            Ok(Err(failure)) => {
+            Err(failure) => {
                 if flags.is_some_and(BodyFlags::over_limit) {
                     return Err(ProxyError::BodyTooLarge {
                         limit: route.max_body_bytes.unwrap_or(0),
@@ -336,12 +367,13 @@ async fn attempts(
                 let retryable = may_retry
                     && route.retry.on_connect_failure
                     && is_idempotent(&outgoing.method)
-                    && outgoing.bodiless;
+                    && outgoing.bodiless
+                    && headers.is_some();
                 if !(retryable && withdraw(route, set)) {
                     return Err(ProxyError::Upstream);
                 }
             }
-            Ok(Ok((response, connection))) => {
+            Ok((response, connection)) => {
                 let status = response.status();
                 if status.is_server_error() {
                     report_failure(ctx, route, set, index);
@@ -354,6 +386,7 @@ async fn attempts(
                     && route.retry.on_5xx_for_idempotent
                     && is_idempotent(&outgoing.method)
                     && outgoing.bodiless
+                    && headers.is_some()
                     && matches!(
                         status,
                         StatusCode::BAD_GATEWAY
@@ -433,14 +466,18 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn build_request(outgoing: &Outgoing, body: UpstreamBody) -> Request<UpstreamBody> {
+fn build_request(
+    outgoing: &Outgoing,
+    headers: hyper::HeaderMap,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
     *request.method_mut() = outgoing.method.clone();
     // Origin form (`/path?query`): what an HTTP/1.1 server expects from a client; the
     // authority travels in `Host`.
     *request.uri_mut() = Uri::from(outgoing.path_and_query.clone());
     *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = outgoing.headers.clone();
+    *request.headers_mut() = headers;
     request
 }
 

@@ -1,4 +1,6 @@
-//! The control plane's view: atomic swaps under load, graceful shutdown, metrics and health.
+//! The control plane's view: atomic swaps under load, graceful shutdown, metrics and health;
+//! the header read timeout (a client that never finishes its head is disconnected, a slow
+//! response is not).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -311,4 +313,85 @@ where
         out.push(task.await.unwrap());
     }
     out
+}
+
+/// A proxy with `header_read_timeout` in front of `upstream`.
+async fn proxy_with_header_timeout(
+    timeout: Duration,
+    upstream: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    let handle = Ingress::new(IngressConfig {
+        header_read_timeout: timeout,
+        ..IngressConfig::default()
+    });
+    handle.swap(table(vec![route("r", "*", "/", &[upstream])]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { handle.serve(listener).await });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_finish_its_request_head_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream("up").await;
+    let proxy = proxy_with_header_timeout(Duration::from_millis(300), up.addr).await;
+    let mut slow = TcpStream::connect(proxy).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: h\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("the proxy closed the connection within the deadline");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without an answer: {read:?}"
+    );
+    assert_eq!(up.hits(), 0);
+    // A client that sends its head in time is served as before.
+    assert_eq!(
+        get(&client(), proxy, "h", "/").await.status,
+        hyper::StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_flight_longer_than_the_header_read_timeout_is_not_cut() {
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<()>();
+    let release = Arc::new(Notify::new());
+    let gate = release.clone();
+    let slow = serve_fn(move |_request| {
+        let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+        async move {
+            let _ = arrived_tx.send(());
+            gate.notified().await;
+            hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from("late")))
+        }
+    })
+    .await;
+    let timeout = Duration::from_millis(200);
+    let proxy = proxy_with_header_timeout(timeout, slow).await;
+    let c = client();
+    let answer = tokio::spawn(async move {
+        let first = get(&c, proxy, "h", "/").await;
+        // Straight after, on the same kept-alive connection.
+        let second = get(&c, proxy, "h", "/").await;
+        (first, second)
+    });
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the request reached the upstream");
+    // What is under test is time passing with a request in flight: several timeout periods,
+    // in which the connection's timer fires and must find the request still in flight.
+    tokio::time::sleep(timeout * 4).await;
+    release.notify_one();
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the second request reached the upstream");
+    release.notify_one();
+    let (first, second) = answer.await.unwrap();
+    assert_eq!(first.status, hyper::StatusCode::OK);
+    assert_eq!(first.body, "late");
+    assert_eq!(second.body, "late");
 }

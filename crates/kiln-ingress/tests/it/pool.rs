@@ -1,6 +1,7 @@
 //! The upstream connection pool, seen from the upstream's side of real sockets: connections
-//! are reused, one the upstream closed is not (and the request still goes through, POST
-//! included), one whose response was cut short is not, idle ones are closed after the idle
+//! are reused (after requests with bodies too), one the upstream closed is not (and the request
+//! still goes through, POST included), one whose response was cut short is not, nor one still
+//! writing a request body the upstream answered early, idle ones are closed after the idle
 //! timeout, and no more than the per-host limit stay open.
 
 use std::convert::Infallible;
@@ -65,7 +66,7 @@ impl hyper::body::Body for Unending {
 
 /// A keep-alive hyper upstream that counts its connections. `GET /slow` sends one chunk of
 /// its body and never finishes it; `GET /gate` answers once `gate` gives a permit; anything
-/// else gets `ok` at once.
+/// else gets `ok` once its body was read.
 async fn counting_upstream(gate: Arc<Semaphore>) -> (SocketAddr, Arc<Connections>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -85,7 +86,11 @@ async fn counting_upstream(gate: Arc<Semaphore>) -> (SocketAddr, Arc<Connections
                                 gate.acquire().await.unwrap().forget();
                                 Full::new(Bytes::from("ok")).boxed()
                             }
-                            _ => Full::new(Bytes::from("ok")).boxed(),
+                            _ => {
+                                // Reads the request body before answering, as most do.
+                                let _ = req.into_body().collect().await;
+                                Full::new(Bytes::from("ok")).boxed()
+                            }
                         };
                         Ok::<_, Infallible>(hyper::Response::new(body))
                     }
@@ -155,8 +160,12 @@ async fn read_request(stream: &mut TcpStream) -> Option<usize> {
 }
 
 async fn proxy_with(config: IngressConfig, addr: SocketAddr) -> SocketAddr {
+    proxy_routing(config, route("r", "*", "/", &[addr])).await
+}
+
+async fn proxy_routing(config: IngressConfig, route: kiln_ingress::Route) -> SocketAddr {
     let handle = kiln_ingress::Ingress::new(config);
-    handle.swap(table(vec![route("r", "*", "/", &[addr])]));
+    handle.swap(table(vec![route]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = listener.local_addr().unwrap();
     tokio::spawn(async move { handle.serve(listener).await });
@@ -214,17 +223,7 @@ async fn a_response_cut_short_does_not_return_its_connection_to_the_pool() {
     let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
     let proxy = proxy_with(IngressConfig::default(), addr).await;
     let slow = client();
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        slow.request(
-            request("GET", proxy, "h", "/slow")
-                .body(Full::default())
-                .unwrap(),
-        ),
-    )
-    .await
-    .expect("headers arrive")
-    .expect("request sent");
+    let response = get_slow(&slow, proxy).await;
     assert_eq!(response.status(), StatusCode::OK);
     drop(response);
     drop(slow);
@@ -288,4 +287,116 @@ async fn no_more_idle_connections_than_the_per_host_limit_stay_open() {
         "only one idle connection kept, {} open",
         conns.open()
     );
+}
+
+#[tokio::test]
+async fn a_connection_that_finished_writing_a_request_body_is_reused() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let proxy = proxy_with(IngressConfig::default(), addr).await;
+    let c = client();
+    for i in 0..5 {
+        let post = request("POST", proxy, "h", "/")
+            .body(Full::new(Bytes::from(format!("payload {i}"))))
+            .unwrap();
+        assert_eq!(send(&c, post).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        conns.accepted(),
+        1,
+        "every POST after the first reused the connection"
+    );
+}
+
+/// An upstream may answer (a 413, a 401) before it read the request body and then drain it,
+/// while the proxy's connection to it is still streaming that body from a client that may be
+/// slow or stalled.
+/// Until the body ends that connection can carry nothing else: back in the pool, it would
+/// hold the next request for as long as the client takes.
+#[tokio::test]
+async fn a_connection_still_writing_a_request_body_is_not_pooled() {
+    // Answers at once, then reads the body (a server that drops it unread closes the
+    // connection instead, which the pool notices).
+    let early = serve_fn(|request: hyper::Request<hyper::body::Incoming>| async {
+        tokio::spawn(async move {
+            let _ = request.into_body().collect().await;
+        });
+        hyper::Response::new(Full::new(Bytes::from_static(b"early")))
+    })
+    .await;
+    let proxy = proxy_with(IngressConfig::default(), early).await;
+    // Declares 1000 bytes of body, sends 7, and stalls with its connection open.
+    let mut stalled = TcpStream::connect(proxy).await.unwrap();
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 1000\r\n\r\npartial")
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_until(&mut stalled, b"early"))
+        .await
+        .expect("the early answer is relayed while the body is still open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let second = tokio::time::timeout(Duration::from_secs(5), get(&client(), proxy, "h", "/"))
+        .await
+        .expect("the next request is not held behind the stalled body");
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body, "early");
+    drop(stalled);
+}
+
+/// Reads until what was read ends with `end` (at most 100 reads); returns it as text.
+async fn read_until(stream: &mut TcpStream, end: &[u8]) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..100 {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.ends_with(end) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn a_response_body_silent_for_the_idle_timeout_is_cut_and_its_connection_closed() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let mut r = route("r", "*", "/", &[addr]);
+    r.timeouts.idle = Duration::from_millis(300);
+    let proxy = proxy_routing(IngressConfig::default(), r).await;
+    let mut body = get_slow(&client(), proxy).await.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the first chunk arrives")
+        .expect("a frame")
+        .expect("not an error");
+    assert_eq!(first.into_data().unwrap(), "first");
+    let cut = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the silent body is cut within the deadline");
+    assert!(
+        !matches!(cut, Some(Ok(_))),
+        "no more data after the silence"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || conns.open() == 0).await,
+        "the upstream connection it came on was closed"
+    );
+}
+
+/// `GET /slow` through `proxy`: the response, once its head arrived.
+async fn get_slow(
+    client: &TestClient,
+    proxy: SocketAddr,
+) -> hyper::Response<hyper::body::Incoming> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(
+            request("GET", proxy, "h", "/slow")
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("headers arrive")
+    .expect("request sent")
 }

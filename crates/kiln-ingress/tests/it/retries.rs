@@ -1,5 +1,6 @@
 //! Retries: connect failures go to another endpoint, idempotent 502/503/504 are retried,
-//! POST is not, and the budget stops a retry storm.
+//! POST is not, a retried request carries the headers a first attempt does, and the budget
+//! stops a retry storm.
 
 use hyper::StatusCode;
 
@@ -94,4 +95,52 @@ async fn the_retry_budget_stops_a_retry_storm() {
     // Without a budget this would be 200 upstream requests.
     assert_eq!(a.hits() + b.hits(), 55);
     assert_eq!(h.metrics().get("r", "stable").unwrap().retries, 5);
+}
+
+/// The headers are built once per request and moved into an attempt: after a connect failure
+/// they come back with the unsent request (a POST keeps no copy), after a 503 a copy kept for
+/// the retry is sent. Either way the retry carries what a first attempt does.
+#[tokio::test]
+async fn a_retried_request_carries_the_same_headers() {
+    let dead = dead_addr().await;
+    let failing = upstream_with_status("failing", StatusCode::SERVICE_UNAVAILABLE).await;
+    let ok = upstream("ok").await;
+    for (first, method) in [(dead, "POST"), (failing.addr, "GET")] {
+        let mut r = route("r", "*", "/", &[first, ok.addr]);
+        r.outlier.consecutive_failures = 1000;
+        r.request_headers = vec![("x-env".into(), "prod".into())];
+        let (h, proxy) = proxy(vec![r]).await;
+        let c = client();
+        // Round robin: each request starts on `first` (a retry moves the turn on once more)
+        // and is retried on `ok`.
+        for i in 0..4 {
+            let body = if method == "POST" { "payload" } else { "" };
+            let req = request(method, proxy, "h", "/")
+                .header("x-client", "kept")
+                .body(http_body_util::Full::new(hyper::body::Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap();
+            let answer = send(&c, req).await;
+            assert_eq!(answer.status, StatusCode::OK, "{method} {i}");
+            let echo = &answer.headers;
+            assert_eq!(echo["echo-host"], "h", "{method} {i}");
+            assert_eq!(echo["echo-x-client"], "kept", "{method} {i}");
+            assert_eq!(echo["echo-x-env"], "prod", "{method} {i}");
+            assert_eq!(echo["echo-x-forwarded-for"], "127.0.0.1", "{method} {i}");
+            assert_eq!(echo["echo-x-forwarded-host"], "h", "{method} {i}");
+            assert_eq!(echo["echo-x-forwarded-proto"], "http", "{method} {i}");
+            assert_eq!(
+                echo["echo-x-request-id"], echo["x-request-id"],
+                "{method} {i}"
+            );
+            assert_eq!(
+                echo["echo-body-len"],
+                body.len().to_string(),
+                "{method} {i}"
+            );
+        }
+        let retries = h.metrics().get("r", "stable").unwrap().retries;
+        assert!(retries >= 2, "{method}: only {retries} retries");
+    }
 }
