@@ -209,6 +209,8 @@ pub struct RunRecord {
     pub run_id: u64,
     /// The workflow's name.
     pub workflow: String,
+    /// `run-name`, rendered (masked), when the workflow has one.
+    pub title: Option<String>,
     /// Conclusion.
     pub status: Status,
     /// Every job instance, in finishing order.

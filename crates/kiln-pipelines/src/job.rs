@@ -19,6 +19,7 @@ use crate::builtins::{self, Post};
 use crate::commands::{parse_command, parse_env_file};
 use crate::context::{Ctx, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
+use crate::matchers::{MatcherError, Matchers};
 use crate::process::{self, Exit, Spawn};
 use crate::runner::{Scope, Shared, runner_arch, runner_context};
 use crate::workflow::{ActionRef, Env, Job, JobBody, Mapping, Step, StepAction, Text};
@@ -53,6 +54,8 @@ struct JobState {
     temp: PathBuf,
     deadline: Instant,
     cancel: watch::Receiver<bool>,
+    /// `::add-matcher::` problem matchers: the job's, for every later step.
+    matchers: Matchers,
 }
 
 /// The `steps` and `inputs` of the job itself or of a composite action being run.
@@ -345,6 +348,7 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         temp,
         deadline: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
         cancel: inst.cancel.clone(),
+        matchers: Matchers::default(),
     })
 }
 
@@ -982,6 +986,8 @@ impl<'a> Exec<'a> {
     async fn execute(&self, state: &mut JobState, spawn: Spawn, files: &Files) -> StepResult {
         let mut handler = Lines {
             exec: self,
+            matchers: std::mem::take(&mut state.matchers),
+            workspace: state.workspace.clone(),
             outputs: IndexMap::new(),
             stop_token: None,
             set_env: Vec::new(),
@@ -996,6 +1002,7 @@ impl<'a> Exec<'a> {
         // GitHub.
         cancel.borrow_and_update();
         let (exit, pgid) = process::run(spawn, &mut cancel, |line| handler.line(&line)).await;
+        state.matchers = std::mem::take(&mut handler.matchers);
         let mut outputs = std::mem::take(&mut handler.outputs);
         state.added_env.extend(std::mem::take(&mut handler.set_env));
         for dir in std::mem::take(&mut handler.add_path) {
@@ -1111,6 +1118,11 @@ impl<'a> Exec<'a> {
                 }
                 state.path.splice(0..0, out.path);
                 state.posts.extend(out.post.map(JobPost::Builtin));
+                if let Some(matchers) = crate::matchers::for_builtin(builtin)
+                    && let Err(e) = state.matchers.add(matchers, "the built-in setup action")
+                {
+                    self.log(&format!("##[warning]{e}"));
+                }
                 StepResult {
                     outcome: Status::Success,
                     exit_code: None,
@@ -1347,6 +1359,10 @@ const UNSECURE_COMMANDS: &str = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
 /// Turns each output line into a log line or a workflow command.
 struct Lines<'a> {
     exec: &'a Exec<'a>,
+    /// The job's problem matchers, lent to the step for its output.
+    matchers: Matchers,
+    /// Where a problem's relative file names are rooted (`github.workspace`).
+    workspace: PathBuf,
     outputs: IndexMap<String, String>,
     stop_token: Option<String>,
     /// `::set-env::` variables, applied to the job when the step ends.
@@ -1400,15 +1416,7 @@ impl Lines<'_> {
             }
         };
         if let Some(problem) = problem {
-            let first = format!(
-                "Unable to process command '{}' successfully.",
-                shared.mask(line)
-            );
-            for message in [first, problem] {
-                log(shared, job, &format!("##[error]{message}"));
-                shared.annotate(job, Annotation::new(Level::Error, message));
-            }
-            self.command_failed = true;
+            self.command_error(line, &problem);
         }
     }
 
@@ -1416,14 +1424,14 @@ impl Lines<'_> {
         let shared = self.exec.shared;
         let job = &self.exec.inst.display;
         let Some(cmd) = parse_command(line) else {
-            log(shared, job, line);
+            self.output(line);
             return;
         };
         if let Some(token) = &self.stop_token {
             if cmd.name == *token {
                 self.stop_token = None;
             } else {
-                log(shared, job, line);
+                self.output(line);
             }
             return;
         }
@@ -1445,9 +1453,8 @@ impl Lines<'_> {
                     self.command_failed = true;
                 }
             },
-            // Problem matchers turn matching output into annotations on GitHub; kiln does not
-            // apply them, and the runner never prints these commands.
-            "add-matcher" | "remove-matcher" => {}
+            "add-matcher" => self.add_matcher(line, &cmd.data),
+            "remove-matcher" => self.remove_matcher(line, cmd.properties.get("owner"), &cmd.data),
             "save-state" => {
                 let warning = "The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.";
                 log(shared, job, &format!("##[warning]{warning}"));
@@ -1484,8 +1491,102 @@ impl Lines<'_> {
                 cmd.properties.get("name"),
                 cmd.data,
             ),
-            _ => log(shared, job, line),
+            _ => self.output(line),
         }
+    }
+
+    /// A line that is not a command: a problem when a matcher recognises it, marked in the log
+    /// with its severity as the runner marks it; otherwise plain output.
+    fn output(&mut self, line: &str) {
+        let shared = self.exec.shared;
+        let job = &self.exec.inst.display;
+        if !self.matchers.is_empty()
+            && let Some(mut annotation) = self.matchers.scan(line, &self.workspace)
+        {
+            annotation.message = shared.mask(&annotation.message);
+            annotation.title = annotation.title.map(|t| shared.mask(&t));
+            log(
+                shared,
+                job,
+                &format!("##[{}]{line}", level_word(annotation.level)),
+            );
+            shared.annotate(job, annotation);
+            return;
+        }
+        log(shared, job, line);
+    }
+
+    /// A matcher file's path: relative ones are the workspace's, as on GitHub.
+    fn matcher_file(&self, data: &str) -> (PathBuf, Result<String, MatcherError>) {
+        let path = self.workspace.join(data.trim());
+        let text = std::fs::read_to_string(&path).map_err(|e| MatcherError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        });
+        (path, text)
+    }
+
+    fn add_matcher(&mut self, line: &str, data: &str) {
+        if data.trim().is_empty() {
+            self.warn("File path must be specified.");
+            return;
+        }
+        let (path, text) = self.matcher_file(data);
+        let added = text.and_then(|text| self.matchers.add(&text, &path.display().to_string()));
+        if let Err(e) = added {
+            self.command_error(line, &e.to_string());
+        }
+    }
+
+    fn remove_matcher(&mut self, line: &str, owner: Option<&String>, data: &str) {
+        let owner = owner.map(|o| o.trim()).filter(|o| !o.is_empty());
+        let file = Some(data.trim()).filter(|f| !f.is_empty());
+        match (owner, file) {
+            (Some(_), Some(_)) => self.warn(
+                "Either specify an owner name or a file path in ##[remove-matcher] command. Both values cannot be set.",
+            ),
+            (None, None) => self.warn(
+                "Either an owner name or a file path must be specified in ##[remove-matcher] command.",
+            ),
+            (Some(owner), None) => self.matchers.remove(owner),
+            (None, Some(file)) => {
+                let (path, text) = self.matcher_file(file);
+                match text.and_then(|t| Matchers::owners_in(&t, &path.display().to_string())) {
+                    Ok(owners) => owners.iter().for_each(|o| self.matchers.remove(o)),
+                    Err(e) => self.command_error(line, &e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        let shared = self.exec.shared;
+        let job = &self.exec.inst.display;
+        log(shared, job, &format!("##[warning]{message}"));
+        shared.annotate(job, Annotation::new(Level::Warning, message.to_owned()));
+    }
+
+    /// The runner's answer to a command that failed: two errors, and the step fails.
+    fn command_error(&mut self, line: &str, problem: &str) {
+        let shared = self.exec.shared;
+        let job = &self.exec.inst.display;
+        let first = format!(
+            "Unable to process command '{}' successfully.",
+            shared.mask(line)
+        );
+        for message in [first, shared.mask(problem)] {
+            log(shared, job, &format!("##[error]{message}"));
+            shared.annotate(job, Annotation::new(Level::Error, message));
+        }
+        self.command_failed = true;
+    }
+}
+
+fn level_word(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warning => "warning",
+        Level::Notice => "notice",
     }
 }
 

@@ -26,6 +26,7 @@ pub mod glob;
 mod injection;
 mod job;
 pub mod load;
+pub mod matchers;
 pub mod plan;
 mod process;
 pub mod runner;

@@ -362,7 +362,7 @@ pub async fn run(
     shared.emit(RunEvent::RunStarted {
         run_id: shared.opts.run_id,
         workflow: workflow_name(&root),
-        title,
+        title: title.clone(),
     });
     let results = match &root.concurrency {
         None => run_graph(shared.clone(), scope).await,
@@ -378,7 +378,7 @@ pub async fn run(
                             outputs: IndexMap::new(),
                         },
                     )]);
-                    return Ok(finish_run(&shared, &root, ended, started, run_dir).await);
+                    return Ok(finish_run(&shared, &root, title, ended, started, run_dir).await);
                 }
             };
             tokio::select! {
@@ -398,7 +398,7 @@ pub async fn run(
             }
         }
     };
-    Ok(finish_run(&shared, &root, results, started, run_dir).await)
+    Ok(finish_run(&shared, &root, title, results, started, run_dir).await)
 }
 
 /// Where a workflow-level concurrency group reports (as if it were a job).
@@ -483,6 +483,7 @@ pub(crate) const RUNNER_FILES_DIR: &str = "_runner_file_commands";
 async fn finish_run(
     shared: &Shared,
     root: &Workflow,
+    title: Option<String>,
     results: IndexMap<String, JobResult>,
     started: Instant,
     run_dir: PathBuf,
@@ -512,6 +513,7 @@ async fn finish_run(
     let record = RunRecord {
         run_id: shared.opts.run_id,
         workflow: workflow_name(root),
+        title,
         status,
         jobs: shared.records.lock().map(|r| r.clone()).unwrap_or_default(),
         duration,

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_pipelines::{MemoryStore, RunEvent, RunOptions, RunResult, Status, load, run};
+use kiln_pipelines::{Level, MemoryStore, RunEvent, RunOptions, RunResult, Status, load, run};
 use tempfile::TempDir;
 
 /// A git repository holding `files`, committed.
@@ -1310,8 +1310,8 @@ jobs:
 }
 
 /// The rest of the runner's commands: `::echo::on|off` logs the commands that follow (or
-/// stops), problem matcher commands are taken and never printed, and the deprecated
-/// `::save-state::` warns and still hands a JavaScript action's post its `STATE_` value.
+/// stops), and the deprecated `::save-state::` warns and still hands a JavaScript action's post
+/// its `STATE_` value.
 #[tokio::test]
 async fn echo_matchers_and_save_state_commands() {
     let main_js =
@@ -1335,7 +1335,6 @@ jobs:
     steps:
       - uses: actions/checkout@v4
       - run: |
-          echo "::add-matcher::.github/eslint.json"
           echo "::echo::on"
           echo "::notice::seen twice"
           echo "::remove-matcher owner=eslint::"
@@ -1360,6 +1359,95 @@ jobs:
             "##[warning]The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
             "main done",
             r#"post sees "multi\nline""#,
+        ]
+    );
+}
+
+/// Problem matchers: added by one step, they turn matching lines of later steps into
+/// annotations pointing at the workspace's files, until removed; a matcher file that cannot be
+/// read fails its step, as the runner's command does.
+#[tokio::test]
+async fn problem_matchers_annotate_later_steps_until_removed() {
+    let matcher = r#"{"problemMatcher": [{"owner": "lint", "pattern": [
+        {"regexp": "^(\\S+):(\\d+):(\\d+): (warning|error): (.*) \\[(.*)\\]$",
+         "file": 1, "line": 2, "column": 3, "severity": 4, "message": 5, "code": 6}]}]}"#;
+    let ran = run_one(
+        &[
+            (".github/lint.json", matcher),
+            ("src/app.js", "let x;\n"),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "::add-matcher::.github/lint.json"
+      - run: |
+          echo "src/app.js:1:5: warning: 'x' is never read [no-unused]"
+          echo "elsewhere.js:2:1: error: no such file [e1]"
+          echo "plain"
+      - run: |
+          echo "::remove-matcher owner=lint::"
+          echo "src/app.js:1:5: warning: after removal [no-unused]"
+      - id: missing
+        continue-on-error: true
+        run: echo "::add-matcher::.github/none.json"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let found: Vec<_> = ran
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Annotation { annotation, .. } => Some(annotation.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found[0].level, Level::Warning);
+    assert_eq!(found[0].message, "'x' is never read");
+    assert_eq!(found[0].title.as_deref(), Some("no-unused"));
+    let at = found[0].location.as_ref().unwrap();
+    assert_eq!(
+        (at.file.as_str(), at.line, at.col),
+        ("src/app.js", Some(1), Some(5))
+    );
+    // A file that is not in the workspace: an annotation without a location.
+    assert_eq!(found[1].level, Level::Error);
+    assert_eq!(found[1].location, None);
+    assert!(
+        found[2]
+            .message
+            .starts_with("Unable to process command '::add-matcher::.github/none.json'"),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 4, "{found:?}");
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(
+            &"##[warning]src/app.js:1:5: warning: 'x' is never read [no-unused]".to_owned()
+        ),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"src/app.js:1:5: warning: after removal [no-unused]".to_owned()),
+        "{logs:?}"
+    );
+    let job = ran.job("a");
+    let statuses: Vec<_> = job.steps.iter().map(|s| s.outcome).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Success,
+            Status::Success,
+            Status::Success,
+            Status::Success,
+            Status::Failure
         ]
     );
 }

@@ -1257,7 +1257,10 @@ impl RunStore for StateRunStore {
                 )
             })
             .collect();
-        let summary = serde_json::json!({ "duration_ms": millis(run.duration), "jobs": jobs });
+        let mut summary = serde_json::json!({ "duration_ms": millis(run.duration), "jobs": jobs });
+        if let Some(title) = &run.title {
+            summary["title"] = serde_json::Value::String(self.masker.mask(title));
+        }
         self.with_store("finishing the run", |s| {
             s.finish_pipeline_run(run.run_id, run.status.as_str(), &summary)
         });
@@ -1629,13 +1632,19 @@ fn list(dir: &Path, output: &Output) -> Result<(), Failure> {
     }
     // `rev` says what started a run: what `kiln ci run` was given, or `<source>:<branch>` for
     // a push the control plane followed (`poll:main`, `hook:main`, `webhook:main`).
+    // The run-name, when the workflow has one, ends the line: GitHub lists runs by it.
     println!(
-        "{:>5}  {:<20} {:<18} {:<14} {:<12} {:<9} {:>8}  started",
-        "run", "workflow", "event", "rev", "commit", "status", "duration"
+        "{:>5}  {:<20} {:<18} {:<14} {:<12} {:<9} {:>8}  {:<19}  run-name",
+        "run", "workflow", "event", "rev", "commit", "status", "duration", "started"
     );
     for r in &runs {
-        println!(
-            "{:>5}  {:<20} {:<18} {:<14} {:<12} {:<9} {:>8}  {}",
+        let title = r
+            .summary
+            .get("title")
+            .and_then(|t| t.as_str())
+            .unwrap_or("");
+        let line = format!(
+            "{:>5}  {:<20} {:<18} {:<14} {:<12} {:<9} {:>8}  {:<19}  {}",
             r.id,
             r.workflow,
             r.event,
@@ -1643,8 +1652,10 @@ fn list(dir: &Path, output: &Output) -> Result<(), Failure> {
             r.commit.get(..12).unwrap_or(&r.commit),
             r.status,
             span(&r.started_at, r.finished_at.as_deref()).map_or("-".to_owned(), human),
-            r.started_at.get(..19).unwrap_or(&r.started_at)
+            r.started_at.get(..19).unwrap_or(&r.started_at),
+            title
         );
+        println!("{}", line.trim_end());
     }
     Ok(())
 }
@@ -1683,6 +1694,9 @@ fn show(dir: &Path, run: u64, output: &Output) -> Result<(), Failure> {
             |d| format!("took {}", human(d))
         )
     );
+    if let Some(title) = record.summary.get("title").and_then(|t| t.as_str()) {
+        println!("run-name: {title}");
+    }
     if let Some(error) = record.summary.get("error").and_then(|e| e.as_str()) {
         println!("error: {error}");
     }

@@ -311,6 +311,24 @@ jobs:
         "{out}"
     );
     assert!(out.contains("\nrun-name: Release v1 to staging\n"), "{out}");
+    // The run-name is kept with the run: `ci list` and `ci show` name it.
+    let listed = s.ok(&["ci", "list"]);
+    assert!(
+        listed
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with("  Release v1 to staging")),
+        "{listed}"
+    );
+    let run_id = json(&s, &["ci", "list", "--json"])[0]["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let shown = s.ok(&["ci", "show", &run_id]);
+    assert!(
+        shown.contains("\nrun-name: Release v1 to staging\n"),
+        "{shown}"
+    );
     assert!(
         out.contains("event dry=false n=3 same=true target=staging"),
         "{out}"
