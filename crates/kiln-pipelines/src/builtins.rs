@@ -21,6 +21,8 @@ pub(crate) struct Cx<'a> {
     pub temp: &'a Path,
     /// The job's workspace (`GITHUB_WORKSPACE`).
     pub workspace: &'a Path,
+    /// The step's environment variables (workflow, job, `GITHUB_ENV` and its own `env`).
+    pub env: &'a IndexMap<String, String>,
 }
 
 /// What a built-in action produced.
@@ -29,6 +31,8 @@ pub(crate) struct Out {
     pub outputs: IndexMap<String, String>,
     pub logs: Vec<String>,
     pub path: Vec<String>,
+    /// Variables exported to the job's later steps, as `core.exportVariable` does.
+    pub env: Vec<(String, String)>,
     pub post: Option<Post>,
 }
 
@@ -405,6 +409,13 @@ async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out,
     out.logs.push(format!("Using the host's node {version}"));
     out.outputs
         .insert("node-version".to_owned(), format!("v{version}"));
+    if let Some(registry) = with
+        .get("registry-url")
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+    {
+        npm_registry_auth(cx, with, registry, &mut out)?;
+    }
     let Some(manager) = with
         .get("cache")
         .map(|c| c.trim())
@@ -435,6 +446,87 @@ async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out,
     );
     restore_package_cache(cx, &mut out, key, paths).await?;
     Ok(out)
+}
+
+/// `registry-url` (with `scope` and `always-auth`): an `.npmrc` in the job's temporary
+/// directory that points npm at the registry and reads its token from `NODE_AUTH_TOKEN`,
+/// exported as `NPM_CONFIG_USERCONFIG`, and `NODE_AUTH_TOKEN` exported as a placeholder when
+/// unset (npm refuses an `.npmrc` naming an unset variable), as the real action does: a
+/// publishing step then sets `NODE_AUTH_TOKEN` in its own `env`.
+fn npm_registry_auth(
+    cx: &Cx<'_>,
+    with: &IndexMap<String, String>,
+    registry: &str,
+    out: &mut Out,
+) -> Result<(), String> {
+    let mut registry = registry.to_owned();
+    if !registry.ends_with('/') {
+        registry.push('/');
+    }
+    let mut scope = with
+        .get("scope")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if scope.is_empty() && registry.contains("npm.pkg.github.com") {
+        scope = cx
+            .shared
+            .opts
+            .repository
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+    }
+    if !scope.is_empty() && !scope.starts_with('@') {
+        scope.insert(0, '@');
+    }
+    let scope = if scope.is_empty() {
+        String::new()
+    } else {
+        format!("{}:", scope.to_lowercase())
+    };
+    let npmrc = cx.temp.join(".npmrc");
+    // Lines of an `.npmrc` already there are kept, except the registry settings replaced here.
+    let kept: Vec<String> = std::fs::read_to_string(&npmrc)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let lower = l.trim_start().to_lowercase();
+            let setting = lower.strip_prefix('@').map_or(lower.as_str(), |rest| {
+                rest.split_once(':').map_or(rest, |(_, after)| after)
+            });
+            !setting.starts_with("registry") && !l.trim().is_empty()
+        })
+        .map(str::to_owned)
+        .collect();
+    let without_scheme = registry
+        .split_once("://")
+        .map_or(registry.as_str(), |(_, rest)| rest);
+    let always_auth = with
+        .get("always-auth")
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .unwrap_or("false");
+    let mut text = kept.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "//{without_scheme}:_authToken=${{NODE_AUTH_TOKEN}}\n{scope}registry={registry}\nalways-auth={always_auth}"
+    ));
+    std::fs::write(&npmrc, text).map_err(|e| format!("cannot write {}: {e}", npmrc.display()))?;
+    out.env.push((
+        "NPM_CONFIG_USERCONFIG".to_owned(),
+        npmrc.to_string_lossy().into_owned(),
+    ));
+    let token = cx
+        .env
+        .get("NODE_AUTH_TOKEN")
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "XXXXX-XXXXX-XXXXX-XXXXX".to_owned());
+    out.env.push(("NODE_AUTH_TOKEN".to_owned(), token));
+    Ok(())
 }
 
 /// Yarn 1's `yarn cache dir`; Yarn 2 and later name it `cacheFolder`.
@@ -576,6 +668,26 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
     }
     out.path.push(shim.to_string_lossy().into_owned());
     out.logs.push(format!("Using the host's python {version}"));
+    // `update-environment` (default true): the variables the real action exports for build
+    // tools and cache keys (`${{ env.pythonLocation }}`), at the host's installation.
+    let update = with
+        .get("update-environment")
+        .is_none_or(|u| !u.trim().eq_ignore_ascii_case("false"));
+    if update {
+        let prefix = tool_output(cx, program, &["-c", "import sys; print(sys.prefix)"]).await?;
+        for name in [
+            "pythonLocation",
+            "Python_ROOT_DIR",
+            "Python2_ROOT_DIR",
+            "Python3_ROOT_DIR",
+        ] {
+            out.env.push((name.to_owned(), prefix.clone()));
+        }
+        out.env.push((
+            "PKG_CONFIG_PATH".to_owned(),
+            format!("{prefix}/lib/pkgconfig"),
+        ));
+    }
     out.outputs.insert(
         "python-path".to_owned(),
         link.to_string_lossy().into_owned(),

@@ -1110,6 +1110,7 @@ impl<'a> Exec<'a> {
             shared: self.shared,
             temp: &state.temp,
             workspace: &state.workspace,
+            env: self.env,
         };
         match builtins::run(builtin, &cx, &inputs).await {
             Ok(out) => {
@@ -1117,6 +1118,7 @@ impl<'a> Exec<'a> {
                     self.log(line);
                 }
                 state.path.splice(0..0, out.path);
+                state.added_env.extend(out.env);
                 state.posts.extend(out.post.map(JobPost::Builtin));
                 if let Some(matchers) = crate::matchers::for_builtin(builtin)
                     && let Err(e) = state.matchers.add(matchers, "the built-in setup action")

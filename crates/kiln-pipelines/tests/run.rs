@@ -1309,6 +1309,55 @@ jobs:
     assert_eq!(ran.logs("b"), ["python 3", "perl"]);
 }
 
+/// What the setup actions export to later steps, as the real ones do: setup-node's
+/// `registry-url` writes an `.npmrc` that reads `NODE_AUTH_TOKEN` and points
+/// `NPM_CONFIG_USERCONFIG` at it (with a placeholder token until a step sets one);
+/// setup-python exports `pythonLocation` and friends for the host's installation.
+#[tokio::test]
+async fn setup_actions_export_registry_auth_and_python_location() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/setup-node@v4
+        with:
+          registry-url: https://npm.example.com
+          scope: MyOrg
+      - uses: actions/setup-python@v5
+      - run: |
+          cat "$NPM_CONFIG_USERCONFIG"; echo
+          echo "token=$NODE_AUTH_TOKEN"
+          test -x "$pythonLocation/bin/python3" && echo "python at pythonLocation"
+          test "$Python3_ROOT_DIR" = "$pythonLocation" && echo "roots agree"
+      - env:
+          NODE_AUTH_TOKEN: from-a-secret
+        run: echo "publish token=$NODE_AUTH_TOKEN"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    let from = logs
+        .iter()
+        .position(|l| l.starts_with("//npm.example.com/"))
+        .unwrap_or_else(|| panic!("{logs:?}"));
+    assert_eq!(
+        logs[from..from + 7],
+        [
+            "//npm.example.com/:_authToken=${NODE_AUTH_TOKEN}",
+            "@myorg:registry=https://npm.example.com/",
+            "always-auth=false",
+            "token=XXXXX-XXXXX-XXXXX-XXXXX",
+            "python at pythonLocation",
+            "roots agree",
+            "publish token=from-a-secret",
+        ]
+    );
+}
+
 /// The rest of the runner's commands: `::echo::on|off` logs the commands that follow (or
 /// stops), and the deprecated `::save-state::` warns and still hands a JavaScript action's post
 /// its `STATE_` value.
