@@ -82,29 +82,85 @@ pub struct Command {
     pub data: String,
 }
 
-/// Parses `::name k=v,k2=v2::data`; `None` for an ordinary line.
+/// The workflow commands GitHub's runner carries out (its registered command extensions); a
+/// line naming any other command is ordinary output. Names compare without case, as the
+/// runner's do.
+pub const COMMANDS: &[&str] = &[
+    "add-mask",
+    "add-matcher",
+    "add-path",
+    "debug",
+    "echo",
+    "endgroup",
+    "error",
+    "group",
+    "notice",
+    "remove-matcher",
+    "save-state",
+    "set-env",
+    "set-output",
+    "stop-commands",
+    "warning",
+];
+
+/// Whether `name` is one of [`COMMANDS`].
+pub fn is_command(name: &str) -> bool {
+    COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// Parses `::name k=v,k2=v2::data` (leading blanks allowed); `None` for an ordinary line.
+/// Property names are kept in lower case: the runner looks them up without case. A property
+/// with an empty name or value is dropped, as the runner drops it.
 pub fn parse_command(line: &str) -> Option<Command> {
     let rest = line.trim_start().strip_prefix("::")?;
     let end = rest.find("::")?;
     let (head, data) = (&rest[..end], &rest[end + 2..]);
     let (name, props) = match head.split_once(' ') {
-        Some((n, p)) => (n, p),
+        Some((n, p)) => (n, p.trim()),
         None => (head, ""),
     };
     if name.is_empty() || name.contains(char::is_whitespace) {
         return None;
     }
-    let mut properties = IndexMap::new();
-    for prop in props.split(',').filter(|p| !p.is_empty()) {
-        if let Some((k, v)) = prop.split_once('=') {
-            properties.insert(k.trim().to_owned(), unescape_property(v));
-        }
+    Some(Command {
+        name: name.to_owned(),
+        properties: properties(props, ',', unescape_property),
+        data: unescape_data(data),
+    })
+}
+
+/// Parses the runner's older form, `##[name k=v;k2=v2]data`, which it still accepts anywhere
+/// in a line (`echo "##[group]Build"`, `##[add-matcher]path` from older actions).
+pub fn parse_legacy_command(line: &str) -> Option<Command> {
+    let start = line.find("##[")? + 3;
+    let close = start + line[start..].find(']')?;
+    let (head, data) = (&line[start..close], &line[close + 1..]);
+    let (name, props) = head.split_once(' ').unwrap_or((head, ""));
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return None;
     }
     Some(Command {
         name: name.to_owned(),
-        properties,
-        data: unescape_data(data),
+        properties: properties(props, ';', unescape_legacy),
+        data: unescape_legacy(data),
     })
+}
+
+fn properties(
+    text: &str,
+    separator: char,
+    unescape: fn(&str) -> String,
+) -> IndexMap<String, String> {
+    let mut properties = IndexMap::new();
+    for prop in text.split(separator) {
+        if let Some((k, v)) = prop.split_once('=')
+            && !k.is_empty()
+            && !v.is_empty()
+        {
+            properties.insert(k.to_lowercase(), unescape(v));
+        }
+    }
+    properties
 }
 
 fn unescape_data(s: &str) -> String {
@@ -118,6 +174,14 @@ fn unescape_property(s: &str) -> String {
         .replace("%0A", "\n")
         .replace("%3A", ":")
         .replace("%2C", ",")
+        .replace("%25", "%")
+}
+
+fn unescape_legacy(s: &str) -> String {
+    s.replace("%3B", ";")
+        .replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%5D", "]")
         .replace("%25", "%")
 }
 
@@ -198,6 +262,43 @@ mod tests {
         assert_eq!(c.data, "bad\nthing");
         assert_eq!(parse_command("::add-mask::s3cret").unwrap().data, "s3cret");
         assert!(parse_command("plain :: text").is_none());
+    }
+
+    #[test]
+    fn property_names_have_no_case_and_empty_ones_are_dropped() {
+        let c = parse_command("::Warning  File=a.rs,LINE=3,endLine=4,=x,title=::m").unwrap();
+        assert!(is_command(&c.name));
+        let keys: Vec<_> = c.properties.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["file", "line", "endline"]);
+        // The runner trims the list, not each name: ` line` is another property.
+        let c = parse_command("::error file=a.rs, line=3::m").unwrap();
+        assert_eq!(c.properties.get("line"), None);
+        assert!(!is_command("section"));
+    }
+
+    #[test]
+    fn the_older_form_anywhere_in_a_line() {
+        let c = parse_legacy_command("12:00 ##[error file=a.rs;line=3]bad%5D%3B%0Athing").unwrap();
+        assert_eq!(c.name, "error");
+        assert_eq!(c.properties["file"], "a.rs");
+        assert_eq!(c.properties["line"], "3");
+        assert_eq!(c.data, "bad];\nthing");
+        assert_eq!(
+            parse_legacy_command("##[group]Build").unwrap().data,
+            "Build"
+        );
+        assert!(parse_legacy_command("##[unclosed").is_none());
+        assert!(parse_legacy_command("no marker ]").is_none());
+    }
+
+    proptest::proptest! {
+        /// Any line parses or not without a panic, and a parsed command's name is never empty.
+        #[test]
+        fn command_parsers_are_total(line in ".{0,60}") {
+            for parsed in [parse_command(&line), parse_legacy_command(&line)].into_iter().flatten() {
+                proptest::prop_assert!(!parsed.name.is_empty());
+            }
+        }
     }
 
     #[test]

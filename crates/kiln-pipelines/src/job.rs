@@ -16,7 +16,7 @@ use kiln_expr::Value;
 use tokio::sync::watch;
 
 use crate::builtins::{self, Post};
-use crate::commands::{parse_command, parse_env_file};
+use crate::commands::{is_command, parse_command, parse_env_file, parse_legacy_command};
 use crate::context::{Ctx, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::matchers::{MatcherError, Matchers};
@@ -1425,23 +1425,46 @@ impl Lines<'_> {
     fn line(&mut self, line: &str) {
         let shared = self.exec.shared;
         let job = &self.exec.inst.display;
-        let Some(cmd) = parse_command(line) else {
+        // As the runner: the `::name::` form, else the older `##[name]`; only the commands it
+        // knows (and the token that resumes them after `stop-commands`), named in any case.
+        let known = |name: &str| {
+            is_command(name)
+                || self
+                    .stop_token
+                    .as_ref()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(name))
+        };
+        let Some(cmd) = parse_command(line)
+            .filter(|c| known(&c.name))
+            .or_else(|| parse_legacy_command(line).filter(|c| known(&c.name)))
+        else {
             self.output(line);
             return;
         };
         if let Some(token) = &self.stop_token {
-            if cmd.name == *token {
+            if cmd.name.eq_ignore_ascii_case(token) {
                 self.stop_token = None;
+                log(shared, job, line);
             } else {
                 self.output(line);
             }
             return;
         }
-        if self.echo_commands && cmd.name != "add-mask" {
+        let name = cmd.name.to_ascii_lowercase();
+        if self.echo_commands && name != "add-mask" && name != "stop-commands" {
             log(shared, job, line);
         }
-        match cmd.name.as_str() {
-            "add-mask" => shared.add_mask(&cmd.data),
+        match name.as_str() {
+            "add-mask" if cmd.data.trim().is_empty() => {
+                self.warn("Can't add secret mask for empty string in ##[add-mask] command.");
+            }
+            "add-mask" => {
+                shared.add_mask(&cmd.data);
+                // With `echo` on the runner shows the command, never the value.
+                if self.echo_commands {
+                    log(shared, job, "::add-mask::***");
+                }
+            }
             "echo" => match cmd.data.trim().to_ascii_lowercase().as_str() {
                 "on" => self.echo_commands = true,
                 "off" => self.echo_commands = false,
@@ -1465,7 +1488,10 @@ impl Lines<'_> {
                     self.saved_state.push((name.clone(), cmd.data));
                 }
             }
-            "stop-commands" => self.stop_token = Some(cmd.data),
+            "stop-commands" => {
+                log(shared, job, line);
+                self.stop_token = Some(cmd.data);
+            }
             "group" => log(shared, job, &format!("##[group]{}", cmd.data)),
             "endgroup" => log(shared, job, "##[endgroup]"),
             "debug" => {}
@@ -1476,7 +1502,7 @@ impl Lines<'_> {
                     _ => Level::Notice,
                 };
                 let message = shared.mask(&cmd.data);
-                log(shared, job, &format!("##[{}]{message}", cmd.name));
+                log(shared, job, &format!("##[{name}]{message}"));
                 shared.annotate(job, annotation(shared, level, message, &cmd.properties));
             }
             "set-output" => {
@@ -1611,9 +1637,9 @@ fn annotation(
         .map(|file| SourceLocation {
             file: shared.mask(file),
             line: number("line"),
-            end_line: number("endLine"),
+            end_line: number("endline"),
             col: number("col"),
-            end_column: number("endColumn"),
+            end_column: number("endcolumn"),
         });
     Annotation {
         level,

@@ -49,7 +49,9 @@ pub fn download_artifact(
     };
     cache::download(artifacts_dir, run_id, &which, dest).map(|_| ())
 }
-pub use commands::{Command, EnvFileError, Masker, parse_command, parse_env_file};
+pub use commands::{
+    Command, EnvFileError, Masker, parse_command, parse_env_file, parse_legacy_command,
+};
 pub use events::{
     Annotation, JobRecord, Level, MemoryStore, RunEvent, RunRecord, RunStore, SourceLocation,
     Status, StepRecord,

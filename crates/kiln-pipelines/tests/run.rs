@@ -1251,7 +1251,10 @@ jobs:
             "##[group]Build things",
             "inside",
             "##[endgroup]",
+            // The runner logs the lines that stop and resume commands.
+            "::stop-commands::pause-token",
             "::warning::not a command now",
+            "::pause-token::",
             "##[notice]a command again",
             "a b "
         ]
@@ -1307,6 +1310,71 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("a"), ["node true true low true", "sh on"]);
     assert_eq!(ran.logs("b"), ["python 3", "perl"]);
+}
+
+/// The runner's older `##[name]` form and command names in any case are commands too, and a
+/// `::name::` the runner does not know is plain output: `##[add-mask]` hides the value (it
+/// was printed as is), `##[group]` folds, `::Warning::` annotates, and the lines that stop and
+/// resume commands stay in the log.
+#[tokio::test]
+async fn older_command_form_and_names_in_any_case() {
+    let ran = run_workflow(
+        r###"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "##[add-mask]hunter2"
+          echo "the password is hunter2"
+          echo "::echo::on"
+          echo "::add-mask::   "
+          echo "::add-mask::swordfish"
+          echo "::echo::off"
+          echo "##[group]Build"
+          echo "inside"
+          echo "##[endgroup]"
+          echo "::Warning file=app.js,LINE=3::careful"
+          echo "::section::not a command"
+          echo "::stop-commands::tok"
+          echo "::error::not an error"
+          echo "::tok::"
+          echo "##[set-output name=answer]42"
+"###,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "the password is ***",
+            "##[warning]Can't add secret mask for empty string in ##[add-mask] command.",
+            "::add-mask::***",
+            "::echo::off",
+            "##[group]Build",
+            "inside",
+            "##[endgroup]",
+            "##[warning]careful",
+            "::section::not a command",
+            "::stop-commands::tok",
+            "::error::not an error",
+            "::tok::",
+            "##[warning]The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
+        ]
+    );
+    let warning = ran
+        .events
+        .iter()
+        .find_map(|e| match e {
+            RunEvent::Annotation { annotation, .. } if annotation.message == "careful" => {
+                Some(annotation.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(warning.location.unwrap().line, Some(3));
+    assert_eq!(ran.job("a").steps[0].outputs["answer"], "42");
 }
 
 /// What the setup actions export to later steps, as the real ones do: setup-node's
