@@ -81,7 +81,7 @@ impl TargetCache {
 
     /// Series the last successful scrape showed (counted on each call).
     pub fn live_series(&self) -> usize {
-        let ids: HashSet<u64> = self.by_text.values().map(|(s, _)| s.id()).collect();
+        let ids: HashSet<usize> = self.by_text.values().map(|(s, _)| s.key()).collect();
         ids.len()
     }
 
@@ -114,6 +114,11 @@ impl TargetCache {
                 Some((known, seen)) => {
                     texts_shown += usize::from(*seen != round);
                     *seen = round;
+                    // The head dropped a series idle for a persist interval (a target that
+                    // skipped it for that long): take the one that now has its labels.
+                    if known.is_removed() {
+                        *known = store.series_ref(known.labels());
+                    }
                     known.clone()
                 }
                 None => {
@@ -135,8 +140,8 @@ impl TargetCache {
                 .extract_if(|_, (_, seen)| *seen != round)
                 .map(|(_, (series, _))| series)
                 .collect();
-            let shown: HashSet<u64> = refs.iter().map(|(s, _, _)| s.id()).collect();
-            gone.retain(|s| !shown.contains(&s.id()));
+            let shown: HashSet<usize> = refs.iter().map(|(s, _, _)| s.key()).collect();
+            gone.retain(|s| !shown.contains(&s.key()));
             distinct(&mut gone);
         }
         let items: Vec<(&SeriesRef, i64, f64)> = refs.iter().map(|(s, t, v)| (s, *t, *v)).collect();
@@ -176,8 +181,8 @@ impl TargetCache {
 
 /// Keeps one handle per series (a series may have been written in more than one way).
 fn distinct(series: &mut Vec<SeriesRef>) {
-    series.sort_unstable_by_key(SeriesRef::id);
-    series.dedup_by_key(|s| s.id());
+    series.sort_unstable_by_key(SeriesRef::key);
+    series.dedup_by_key(|s| s.key());
 }
 
 /// Appends Prometheus's staleness marker to each series at `t`.
