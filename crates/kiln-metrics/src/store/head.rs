@@ -12,7 +12,9 @@
 //! size of its live series. A removed series is marked ([`HeadSeries::is_removed`], under its
 //! lock): an appender still holding it resolves its labels again (see `Inner::append_series`).
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -95,10 +97,37 @@ impl SeriesData {
     }
 }
 
+/// A head series as a set member: equal, hashed and looked up by its labels.
+#[derive(Debug)]
+struct ByLabels(Arc<HeadSeries>);
+
+impl Borrow<Labels> for ByLabels {
+    fn borrow(&self) -> &Labels {
+        &self.0.labels
+    }
+}
+
+// As `Labels`' own, which `Borrow` requires.
+impl Hash for ByLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.labels.hash(state);
+    }
+}
+
+impl PartialEq for ByLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.labels == other.0.labels
+    }
+}
+
+impl Eq for ByLabels {}
+
 /// All head series and their index.
 #[derive(Debug)]
 pub struct Head {
-    by_labels: HashMap<Labels, Arc<HeadSeries>>,
+    /// The series, found by their labels: a set of pointers (8 bytes an entry) rather than a
+    /// map from labels to series (24), since a series carries its labels.
+    by_labels: HashSet<ByLabels>,
     /// Series by id.
     pub series: Vec<Arc<HeadSeries>>,
     /// The label index over head series.
@@ -115,7 +144,7 @@ pub struct Head {
 impl Default for Head {
     fn default() -> Self {
         Head {
-            by_labels: HashMap::new(),
+            by_labels: HashSet::new(),
             series: Vec::new(),
             index: Index::default(),
             interner: Interner::default(),
@@ -127,7 +156,7 @@ impl Default for Head {
 impl Head {
     /// The series with these labels, if any.
     pub fn get(&self, labels: &Labels) -> Option<&Arc<HeadSeries>> {
-        self.by_labels.get(labels)
+        self.by_labels.get(labels).map(|s| &s.0)
     }
 
     /// Creates a series (the caller checked it is absent); `last_t` is the newest persisted time.
@@ -137,14 +166,14 @@ impl Head {
         let labels = self.interner.intern(labels);
         let s = Arc::new(HeadSeries {
             id: AtomicU64::new(id),
-            labels: labels.clone(),
+            labels,
             data: Mutex::new(SeriesData {
                 chunks: Box::default(),
                 last_t,
             }),
         });
-        self.index.add(id as u32, &labels);
-        self.by_labels.insert(labels, Arc::clone(&s));
+        self.index.add(id as u32, &s.labels);
+        self.by_labels.insert(ByLabels(Arc::clone(&s)));
         self.series.push(Arc::clone(&s));
         s
     }
