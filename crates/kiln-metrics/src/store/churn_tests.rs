@@ -218,3 +218,28 @@ proptest! {
         prop_assert!(store.stats().head_series <= 6);
     }
 }
+
+/// A persisted series costs its chunks and no spare room: merged and loaded segments keep
+/// exactly their chunk structs (a `Vec`'s first push reserves four).
+#[test]
+fn segments_keep_no_spare_chunk_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    for round in 0..3 {
+        for i in 0..20 {
+            store.append(&pod(0, i), round * 1000, 1.0).unwrap();
+        }
+        store.persist().unwrap();
+    }
+    let segs = read(&store.inner.segments).clone();
+    let merged = segment::merge(99, &segs);
+    let loaded = Segment::decode(99, &merged.encode()).unwrap();
+    for seg in [&merged, &loaded] {
+        assert_eq!(seg.series().len(), 20);
+        assert!(
+            seg.series()
+                .iter()
+                .all(|s| s.chunks.capacity() == s.chunks.len())
+        );
+    }
+}
