@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::tests::all as everything;
 use super::*;
 use crate::matcher::MatchOp;
 use proptest::prelude::*;
@@ -21,16 +22,6 @@ fn pod(round: usize, i: usize) -> Labels {
         ("job", "app".to_string()),
         ("pod", format!("pod-{round}-{i}")),
     ])
-}
-
-fn everything(store: &Store) -> Vec<Series> {
-    store
-        .select(
-            &[Matcher::new("__name__", MatchOp::Re, ".+")],
-            i64::MIN,
-            i64::MAX,
-        )
-        .unwrap()
 }
 
 /// A target that renames its pods every round: the head keeps the last rounds' series only,
