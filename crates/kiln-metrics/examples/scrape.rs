@@ -5,7 +5,10 @@
 //! Run: `cargo run --release -p kiln-metrics --example scrape -- [targets] [series] [rounds] [mode]`
 //! (defaults 20 × 500 × 60; `mode` is `cached`, the library's per-target scrape cache, or
 //! `naive`, which parses every line into fresh labels and resolves them in the store each
-//! round, as the control plane did before the cache). The exposition text is that of
+//! round, as the control plane did before the cache, or `churn`: cached, but every 10 rounds
+//! each target restarts under a new `instance` label (a new pod), its old series end, and the
+//! store persists, which removes the series idle since the previous persist from the head).
+//! The exposition text is that of
 //! benches/metrics.py's targets: request counters, a 12-bucket histogram with its sum and count,
 //! memory gauges in 4 KiB pages, queue gauges that rarely change, cache counters.
 //!
@@ -157,10 +160,15 @@ impl Generator {
     }
 }
 
-/// The labels the control plane adds to a target's samples.
-fn target_labels(target: usize) -> Vec<(String, String)> {
+/// The labels the control plane adds to a target's samples (`epoch`: its restarts so far).
+fn target_labels(target: usize, epoch: i64) -> Vec<(String, String)> {
+    let instance = if epoch == 0 {
+        target.to_string()
+    } else {
+        format!("{target}-{epoch}")
+    };
     vec![
-        ("instance".to_owned(), target.to_string()),
+        ("instance".to_owned(), instance),
         ("job".to_owned(), "app".to_owned()),
         ("release".to_owned(), "sha256:3f2a1c9e".to_owned()),
         ("service".to_owned(), "app".to_owned()),
@@ -220,19 +228,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut scrapers: Vec<Scraper> = (0..targets)
         .map(|i| match mode.as_str() {
             "naive" => Ok(Scraper::Naive(Naive {
-                own: target_labels(i),
+                own: target_labels(i, 0),
                 previous: HashSet::new(),
             })),
-            "cached" => Ok(Scraper::Cached(TargetCache::new(target_labels(i)))),
-            other => Err(format!("unknown mode {other:?} (naive or cached)")),
+            "cached" | "churn" => Ok(Scraper::Cached(TargetCache::new(target_labels(i, 0)))),
+            other => Err(format!("unknown mode {other:?} (naive, cached or churn)")),
         })
         .collect::<Result<_, _>>()?;
     let rss_before = rss_bytes();
     let start_ms = 1_700_000_000_000;
     let mut appended = 0usize;
     let mut ingest = Duration::ZERO;
+    let mut peak_head = 0;
     for round in 0..rounds {
         let t = start_ms + round * 1000;
+        if mode == "churn" && round > 0 && round % 10 == 0 {
+            for (i, scraper) in scrapers.iter_mut().enumerate() {
+                if let Scraper::Cached(c) = scraper {
+                    c.end_all(&store, t - 1);
+                    *c = TargetCache::new(target_labels(i, round / 10));
+                }
+            }
+            store.persist()?;
+        }
         for (generator, scraper) in generators.iter_mut().zip(&mut scrapers) {
             generator.advance();
             let text = generator.text();
@@ -247,12 +265,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // The control plane's WAL flusher runs every second.
         store.flush()?;
+        peak_head = peak_head.max(store.stats().head_series);
     }
     let rss_after = rss_bytes();
     let stats = store.stats();
     let per_series = |bytes: u64| bytes as f64 / stats.head_series.max(1) as f64;
     println!("mode:              {mode}");
     println!("series:            {}", stats.head_series);
+    if mode == "churn" {
+        let made = targets as i64 * series as i64 * (1 + (rounds - 1) / 10);
+        println!("series made:       {made} (head at most {peak_head} at once)");
+        println!(
+            "head label pairs:  {}; segments {} ({} bytes)",
+            stats.head_label_pairs, stats.segments, stats.segment_bytes
+        );
+    }
     println!("samples:           {appended}");
     println!(
         "ingest:            {:.0} samples/s ({ingest:.2?}, parsing included)",

@@ -184,8 +184,8 @@ impl<'a> IntoIterator for &'a Labels {
 }
 
 /// Keeps one shared copy of each label pair. A store's head holds one, so the labels of its
-/// series share their pairs; it only grows, as the head does (series are never removed from
-/// a head; a persist keeps them).
+/// series share their pairs; the head rebuilds it from the series it keeps when it removes
+/// series, so a pair no head series uses is released (segments keep their own references).
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     pairs: HashSet<Arc<Label>>,
@@ -216,8 +216,16 @@ impl Interner {
         Labels(pairs.into())
     }
 
+    /// Adds the pairs of an already interned set as they are (no copy).
+    pub(crate) fn keep(&mut self, labels: &Labels) {
+        for l in labels.0.iter() {
+            if !self.pairs.contains(&**l) {
+                self.pairs.insert(Arc::clone(l));
+            }
+        }
+    }
+
     /// Distinct pairs kept.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.pairs.len()
     }

@@ -230,3 +230,26 @@ proptest! {
         prop_assert_eq!(all[0].samples.len(), orders.len());
     }
 }
+
+/// A target scraped less often than the store persists: its series leave the head between
+/// two scrapes, and the cache takes the head's new series instead of reviving them each time.
+#[test]
+fn series_the_head_removed_between_scrapes_are_resolved_again() {
+    let (_d, store) = store();
+    let mut c = cache();
+    let text = "a 1\nb 2\n";
+    ingest(&mut c, &store, text, 1000);
+    store.persist().unwrap();
+    store.persist().unwrap();
+    assert_eq!(store.stats().head_series, 0);
+    let old: Vec<SeriesRef> = c.by_text.values().map(|(s, _)| s.clone()).collect();
+    assert!(old.iter().all(SeriesRef::is_removed));
+    let next = ingest(&mut c, &store, text, 2000);
+    assert_eq!((next.appended.appended, next.ended), (2, 0));
+    assert_eq!(store.stats().head_series, 2);
+    assert!(c.by_text.values().all(|(s, _)| !s.is_removed()));
+    assert_eq!(c.live_series(), 2);
+    let a = samples(&store, "a");
+    assert_eq!(a.len(), 1);
+    assert_eq!(shape(&a[0].1), [(1000, Some(1.0)), (2000, Some(1.0))]);
+}

@@ -2,8 +2,20 @@
 //!
 //! Each series has immutable labels and a mutex over its chunks, so an appender and a reader
 //! contend only on the one series, and only for an append or a chunk clone.
+//!
+//! ## Series churn
+//! A series stays in the head while it gets samples. At a persist ([`Head::cut`]), a series
+//! that got none since the previous persist (nothing to cut) is removed: from the map, the
+//! series list and the index, and the interner keeps only the pairs of the series left. Its
+//! past stays in the segments. Ids are dense and renumbered at each cut (a new WAL generation
+//! starts there, whose series records carry the new ids), so a head under churn stays the
+//! size of its live series. A removed series is marked ([`HeadSeries::is_removed`], under its
+//! lock): an appender still holding it resolves its labels again (see `Inner::append_series`).
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::index::Index;
@@ -13,8 +25,9 @@ use crate::labels::{Interner, Labels};
 /// A series in the head.
 #[derive(Debug)]
 pub struct HeadSeries {
-    /// Dense id, also the series' id in the current WAL generation.
-    pub id: u64,
+    /// Dense id, also the series' id in the current WAL generation; renumbered at each cut
+    /// (under the head's write lock and the WAL buffer's lock), [`REMOVED`] once removed.
+    id: AtomicU64,
     /// Its labels.
     pub labels: Labels,
     data: Mutex<SeriesData>,
@@ -31,7 +44,21 @@ pub struct SeriesData {
     pub last_t: i64,
 }
 
+/// The id of a series removed from the head.
+const REMOVED: u64 = u64::MAX;
+
 impl HeadSeries {
+    /// Its id in the current WAL generation (stable between two cuts).
+    pub fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// True once the head removed it. Set under the series' lock, so an appender that holds
+    /// the lock and sees false appends to a series still in the head.
+    pub fn is_removed(&self) -> bool {
+        self.id() == REMOVED
+    }
+
     /// Locks the series data; a poisoned lock is taken over, since chunk data stays valid
     /// (a panic cannot leave a chunk half-appended: appends don't panic).
     pub fn lock(&self) -> MutexGuard<'_, SeriesData> {
@@ -70,40 +97,137 @@ impl SeriesData {
     }
 }
 
+/// A head series as a set member: equal, hashed and looked up by its labels.
+#[derive(Debug)]
+struct ByLabels(Arc<HeadSeries>);
+
+impl Borrow<Labels> for ByLabels {
+    fn borrow(&self) -> &Labels {
+        &self.0.labels
+    }
+}
+
+// As `Labels`' own, which `Borrow` requires.
+impl Hash for ByLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.labels.hash(state);
+    }
+}
+
+impl PartialEq for ByLabels {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.labels == other.0.labels
+    }
+}
+
+impl Eq for ByLabels {}
+
 /// All head series and their index.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Head {
-    by_labels: HashMap<Labels, Arc<HeadSeries>>,
+    /// The series, found by their labels: a set of pointers (8 bytes an entry) rather than a
+    /// map from labels to series (24), since a series carries its labels.
+    by_labels: HashSet<ByLabels>,
     /// Series by id.
     pub series: Vec<Arc<HeadSeries>>,
     /// The label index over head series.
     pub index: Index,
     /// The pairs of every head series' labels, each kept once.
     interner: Interner,
+    /// The newest sample time of any series removed from the head (or, after a restart, of
+    /// any persisted series not in the WAL): a series created later takes no sample at or
+    /// before it, since it may be a removed series coming back, whose newest samples are in
+    /// a segment. (Prometheus likewise refuses samples older than its head.)
+    floor: i64,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            by_labels: HashSet::new(),
+            series: Vec::new(),
+            index: Index::default(),
+            interner: Interner::default(),
+            floor: i64::MIN,
+        }
+    }
 }
 
 impl Head {
     /// The series with these labels, if any.
     pub fn get(&self, labels: &Labels) -> Option<&Arc<HeadSeries>> {
-        self.by_labels.get(labels)
+        self.by_labels.get(labels).map(|s| &s.0)
     }
 
     /// Creates a series (the caller checked it is absent); `last_t` is the newest persisted time.
     pub fn create(&mut self, labels: &Labels, last_t: i64) -> Arc<HeadSeries> {
         let id = self.series.len() as u64;
+        let last_t = last_t.max(self.floor);
         let labels = self.interner.intern(labels);
         let s = Arc::new(HeadSeries {
-            id,
-            labels: labels.clone(),
+            id: AtomicU64::new(id),
+            labels,
             data: Mutex::new(SeriesData {
                 chunks: Box::default(),
                 last_t,
             }),
         });
-        self.index.add(id as u32, &labels);
-        self.by_labels.insert(labels, Arc::clone(&s));
+        self.index.add(id as u32, &s.labels);
+        self.by_labels.insert(ByLabels(Arc::clone(&s)));
         self.series.push(Arc::clone(&s));
         s
+    }
+
+    /// Takes every series' chunks (returned with the series' labels, in id order) and removes
+    /// the series that had none, i.e. got no sample since the previous cut. The series left
+    /// are renumbered densely (their new ids are the WAL's from here on), and the index and
+    /// interner rebuilt from them. The caller holds the WAL buffer's lock across this and the
+    /// start of the new WAL generation.
+    pub fn cut(&mut self) -> Vec<(Labels, Vec<Chunk>)> {
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(self.series.len());
+        let mut removed = 0usize;
+        for s in std::mem::take(&mut self.series) {
+            let mut data = s.lock();
+            if data.chunks.is_empty() {
+                self.floor = self.floor.max(data.last_t);
+                s.id.store(REMOVED, Ordering::Relaxed);
+                drop(data);
+                self.by_labels.remove(&s.labels);
+                removed += 1;
+                continue;
+            }
+            let chunks = std::mem::take(&mut data.chunks).into_vec();
+            drop(data);
+            taken.push((s.labels.clone(), chunks));
+            s.id.store(kept.len() as u64, Ordering::Relaxed);
+            kept.push(s);
+        }
+        self.series = kept;
+        if removed > 0 {
+            self.index = Index::default();
+            self.interner = Interner::default();
+            for s in &self.series {
+                self.index.add(s.id() as u32, &s.labels);
+                self.interner.keep(&s.labels);
+            }
+            // Under churn the tables would otherwise keep the size of their busiest moment.
+            if self.by_labels.capacity() > 2 * self.by_labels.len() + 64 {
+                self.by_labels.shrink_to_fit();
+                self.series.shrink_to_fit();
+            }
+        }
+        taken
+    }
+
+    /// Raises the floor (see [`Head::floor`]) to `t`.
+    pub fn raise_floor(&mut self, t: i64) {
+        self.floor = self.floor.max(t);
+    }
+
+    /// Distinct label pairs interned.
+    pub fn label_pairs(&self) -> usize {
+        self.interner.len()
     }
 }
 

@@ -127,9 +127,27 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Store
 pub struct SeriesRef(Arc<HeadSeries>);
 
 impl SeriesRef {
-    /// The series' id in the head: equal ids are the same series.
+    /// The series' id in the head's current WAL generation. Ids are renumbered at a persist
+    /// that removes series, so compare handles with [`SeriesRef::same`], not by id.
     pub fn id(&self) -> u64 {
-        self.0.id
+        self.0.id()
+    }
+
+    /// True when both handles are the same head series.
+    pub fn same(&self, other: &SeriesRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// A key equal for handles of the same head series while either is alive.
+    pub fn key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// True once a persist removed the series from the head (it got no sample for a whole
+    /// persist interval). Appending through the handle still works (the labels are resolved
+    /// again), but a holder that keeps it should take a fresh one from [`Store::series_ref`].
+    pub fn is_removed(&self) -> bool {
+        self.0.is_removed()
     }
 
     /// The series' labels.
@@ -180,6 +198,8 @@ impl Default for SelectLimits {
 pub struct Stats {
     /// Series in the head.
     pub head_series: usize,
+    /// Distinct label pairs the head's series use (each kept once).
+    pub head_label_pairs: usize,
     /// Samples in the head not yet persisted.
     pub head_samples: usize,
     /// Number of segments.
@@ -415,9 +435,14 @@ impl Store {
 
     /// Current sizes.
     pub fn stats(&self) -> Stats {
+        let (head_series, head_label_pairs) = {
+            let head = read(&self.inner.head);
+            (head.series.len(), head.label_pairs())
+        };
         let segs = read(&self.inner.segments);
         Stats {
-            head_series: read(&self.inner.head).series.len(),
+            head_series,
+            head_label_pairs,
             head_samples: self.inner.head_samples.load(Ordering::Relaxed),
             segments: segs.len(),
             segment_bytes: segs.iter().map(|s| s.bytes()).sum(),
@@ -499,6 +524,15 @@ impl Inner {
                 }
             }
         }
+        // Persisted series the WAL does not name were removed from the head before the crash
+        // or close: were they to come back, their old samples must still be refused.
+        let mut head = write(&self.head);
+        let floor = persisted
+            .iter()
+            .filter(|(labels, _)| head.get(labels).is_none())
+            .map(|(_, t)| *t)
+            .max();
+        head.raise_floor(floor.unwrap_or(i64::MIN));
         Ok(())
     }
 
@@ -510,13 +544,21 @@ impl Inner {
         if let Some(s) = read(&self.head).get(labels) {
             return Arc::clone(s);
         }
-        let mut head = write(&self.head);
+        self.get_or_create_locked(&mut write(&self.head), labels, last_t)
+    }
+
+    fn get_or_create_locked(
+        &self,
+        head: &mut Head,
+        labels: &Labels,
+        last_t: i64,
+    ) -> Arc<HeadSeries> {
         if let Some(s) = head.get(labels) {
             return Arc::clone(s);
         }
         let s = head.create(labels, last_t);
         // Logged under the head lock so no sample of this id can precede its series record.
-        wal::encode_series(&mut lock(&self.buf), s.id, labels);
+        wal::encode_series(&mut lock(&self.buf), s.id(), labels);
         s
     }
 
@@ -527,14 +569,51 @@ impl Inner {
     }
 
     fn append_series(&self, items: &[(&Arc<HeadSeries>, i64, f64)]) -> AppendStats {
+        let (mut stats, removed) = self.append_present(items);
+        if removed.is_empty() {
+            return stats;
+        }
+        // Series a persist removed after the caller resolved them: resolved again by labels
+        // (keeping their newest time for the order check) under the head's write lock, which
+        // a persist needs to remove a series, so these cannot be removed again meanwhile.
+        let mut head = write(&self.head);
+        let revived: Vec<(Arc<HeadSeries>, i64, f64)> = removed
+            .iter()
+            .map(|&i| {
+                let (s, t, v) = items[i];
+                let last_t = s.lock().last_t;
+                (
+                    self.get_or_create_locked(&mut head, &s.labels, last_t),
+                    t,
+                    v,
+                )
+            })
+            .collect();
+        let refs: Vec<(&Arc<HeadSeries>, i64, f64)> =
+            revived.iter().map(|(s, t, v)| (s, *t, *v)).collect();
+        let (more, _none_removed) = self.append_present(&refs);
+        drop(head);
+        stats.appended += more.appended;
+        stats.out_of_order += more.out_of_order;
+        stats
+    }
+
+    /// Appends to the series still in the head; returns the positions of the others.
+    fn append_present(&self, items: &[(&Arc<HeadSeries>, i64, f64)]) -> (AppendStats, Vec<usize>) {
+        let mut removed = Vec::new();
         let mut stats = AppendStats::default();
         let mut batch = wal::SampleBatch::default();
         let mut max_t = i64::MIN;
         // Holding the buffer across the batch keeps each series' WAL records in time order.
         let mut buf = lock(&self.buf);
-        for &(s, t, v) in items {
-            if s.lock().append(t, v) {
-                batch.push(s.id, t, v);
+        for (i, &(s, t, v)) in items.iter().enumerate() {
+            let mut data = s.lock();
+            if s.is_removed() {
+                removed.push(i);
+                continue;
+            }
+            if data.append(t, v) {
+                batch.push(s.id(), t, v);
                 stats.appended += 1;
                 max_t = max_t.max(t);
             } else {
@@ -546,7 +625,7 @@ impl Inner {
         self.head_samples
             .fetch_add(stats.appended, Ordering::Relaxed);
         self.max_t.fetch_max(max_t, Ordering::Relaxed);
-        stats
+        (stats, removed)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -625,28 +704,26 @@ impl Inner {
         self.compact()
     }
 
-    /// Takes all head chunks into a new (visible) segment and starts a new WAL buffer that
-    /// begins with every series record. Returns the old buffer and the segment, if non-empty.
+    /// Takes all head chunks into a new (visible) segment, removes the series that had none
+    /// (see [`Head::cut`]), and starts a new WAL buffer that begins with the record of every
+    /// series left, under its new id. Returns the old buffer and the segment, if non-empty.
     ///
     /// Readers take the head, then the segments. The segments stay write-locked from before
     /// the first chunk leaves the head until the new segment is published, so a reader that
     /// missed a chunk in the head finds it in the segment (one that saw both gets duplicates,
     /// which `select` removes): never a gap.
     fn cut_head(&self) -> (Vec<u8>, Option<Arc<Segment>>) {
-        let head = read(&self.head);
+        let mut head = write(&self.head);
         let mut buf = lock(&self.buf);
         let mut segments = write(&self.segments);
+        let taken: Vec<SegSeries> = head
+            .cut()
+            .into_iter()
+            .map(|(labels, chunks)| SegSeries { labels, chunks })
+            .collect();
         let mut fresh = Vec::new();
-        let mut taken = Vec::new();
         for s in &head.series {
-            wal::encode_series(&mut fresh, s.id, &s.labels);
-            let chunks = std::mem::take(&mut s.lock().chunks).into_vec();
-            if !chunks.is_empty() {
-                taken.push(SegSeries {
-                    labels: s.labels.clone(),
-                    chunks,
-                });
-            }
+            wal::encode_series(&mut fresh, s.id(), &s.labels);
         }
         let old = std::mem::replace(&mut *buf, fresh);
         self.head_samples.store(0, Ordering::Relaxed);
@@ -865,5 +942,7 @@ fn samples_within(
         .take_while(move |s| s.t <= end)
 }
 
+#[cfg(test)]
+mod churn_tests;
 #[cfg(test)]
 mod tests;

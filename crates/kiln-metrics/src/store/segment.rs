@@ -227,6 +227,8 @@ impl Segment {
                 let bytes = r.bytes(len)?;
                 chunks.push(Chunk::from_encoded(encoding, bytes, count).map_err(|_| Malformed)?);
             }
+            // No spare slots kept (see `pack`); the count is the file's, so not reserved ahead.
+            chunks.shrink_to_fit();
             series.push(SegSeries { labels, chunks });
         }
         if !r.is_empty() {
@@ -277,9 +279,12 @@ fn pack(samples: &[Sample]) -> Vec<Chunk> {
         }
     }
     debug_assert!(chunks.iter().all(|c| c.len() <= usize::from(MAX_SAMPLES)));
-    // A merged segment's chunks take no appends: no spare room kept.
+    // A merged segment's chunks take no appends: no spare room kept, in them or in the list
+    // (whose first push reserves four 72-byte chunks, 216 bytes of nothing for the many
+    // series with one chunk; pushing with `reserve_exact` instead would copy quadratically).
     for c in &mut chunks {
         c.shrink_to_fit();
     }
+    chunks.shrink_to_fit();
     chunks
 }

@@ -15,7 +15,7 @@ fn opts() -> Options {
     }
 }
 
-fn all(store: &Store) -> Vec<Series> {
+pub(super) fn all(store: &Store) -> Vec<Series> {
     store
         .select(
             &[Matcher::new("__name__", MatchOp::Re, ".+")],
