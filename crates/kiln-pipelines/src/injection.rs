@@ -308,7 +308,8 @@ mod tests {
         assert_eq!(env_name(&path("github.head_ref")), "HEAD_REF");
     }
 
-    fn risky(expression: &str) -> bool {
+    /// The risks `check` finds in `echo ${{ expression }} done`.
+    fn risks(expression: &str) -> Vec<Diagnostic> {
         let opts = ParseOptions {
             named_values: &["github", "env", "matrix", "steps"],
             extra_functions: kiln_expr::WORKFLOW_FUNCTIONS,
@@ -317,7 +318,11 @@ mod tests {
             text: format!("echo ${{{{ {expression} }}}} done"),
             span: kiln_spec::source::Span::new(kiln_spec::source::FileId(0), 0, 0),
         };
-        !check(&text, "run", "", &opts).is_empty()
+        check(&text, "run", "", &opts)
+    }
+
+    fn risky(expression: &str) -> bool {
+        !risks(expression).is_empty()
     }
 
     /// GitHub's hardening guide is about untrusted text reaching the script: a value computed
@@ -358,17 +363,7 @@ mod tests {
     }
 
     fn help(expression: &str) -> Option<String> {
-        let opts = ParseOptions {
-            named_values: &["github", "env", "matrix", "steps"],
-            extra_functions: kiln_expr::WORKFLOW_FUNCTIONS,
-        };
-        let text = Text {
-            text: format!("echo ${{{{ {expression} }}}} done"),
-            span: kiln_spec::source::Span::new(kiln_spec::source::FileId(0), 0, 0),
-        };
-        check(&text, "run", "", &opts)
-            .first()
-            .and_then(|d| d.help.clone())
+        risks(expression).first().and_then(|d| d.help.clone())
     }
 
     /// The fix the help gives must work on GitHub: an environment variable's value cannot be
