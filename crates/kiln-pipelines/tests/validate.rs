@@ -297,3 +297,16 @@ fn a_missing_called_workflow_names_the_calling_job() {
         "{found:?}"
     );
 }
+
+/// GitHub refuses a workflow with an empty `${{ }}` anywhere in a value ("An expression was
+/// expected"), even in what the `run:` script reads as a shell comment: real-world workflows
+/// have stopped running for it, and kiln accepted them.
+#[test]
+fn an_empty_expression_is_refused_even_in_a_script_comment() {
+    assert_eq!(
+        errors(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: |\n          echo ok # never ${{ }} here\n"
+        ),
+        ["7:27 invalid expression: An expression was expected"]
+    );
+}
