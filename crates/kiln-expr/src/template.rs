@@ -80,6 +80,15 @@ impl Template {
         };
         let inner = &s[inner_start..close];
         let base = inner_start + (inner.len() - inner.trim_start().len());
+        // GitHub refuses a workflow with an empty `${{ }}` anywhere in a value, even inside a
+        // shell comment of a `run:` script, with this message.
+        if inner.trim().is_empty() {
+            return Err(TemplateError {
+                message: "An expression was expected".to_owned(),
+                offset: open,
+                len: close + CLOSE.len() - open,
+            });
+        }
         let expr = parse(inner.trim(), opts).map_err(|e| TemplateError {
             message: e.message,
             offset: base + e.offset,
@@ -228,6 +237,17 @@ mod tests {
             panic!()
         };
         assert_eq!((*offset, *len), (2, 30));
+    }
+
+    /// GitHub refuses an empty `${{ }}` wherever it stands ("An expression was expected"),
+    /// even in what a `run:` script would read as a comment.
+    #[test]
+    fn an_empty_expression_is_refused() {
+        for text in ["${{ }}", "# never ${{}} here", "a ${{ \n }} b"] {
+            let err = Template::parse(text, &ParseOptions::default()).unwrap_err();
+            assert_eq!(err.message, "An expression was expected", "{text}");
+            assert_eq!(&text[err.offset..err.offset + 3], "${{", "{text}");
+        }
     }
 
     #[test]

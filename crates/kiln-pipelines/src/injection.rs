@@ -92,6 +92,14 @@ pub(crate) fn check(
             let span = locate(raw, &text.text, r.offset, written)
                 .map_or(text.span, |start| text.span.sub(start, written.len()));
             let var = env_name(&r.path);
+            // The value to move into `env:` is the whole expression the reference is in: for
+            // `join(github.event.commits.*.message, ',')` the bare reference is a list, which
+            // GitHub refuses as an environment variable's value.
+            let value = expressions
+                .iter()
+                .find(|(start, end)| (*start..*end).contains(&r.offset))
+                .and_then(|(start, end)| text.text.get(*start..*end))
+                .map_or_else(|| format!("${{{{ {field} }}}}"), str::to_owned);
             Diagnostic::new(
                 Code::InjectionRisk,
                 span,
@@ -100,7 +108,7 @@ pub(crate) fn check(
             )
             .label("untrusted input in `run:`")
             .help(format!(
-                "pass it through the environment: add `env: {{ {var}: ${{{{ {field} }}}} }}` to the step and use \"${var}\" in the script"
+                "pass it through the environment: add `env: {{ {var}: {value} }}` to the step and use \"${var}\" in the script"
             ))
         })
         .collect()
@@ -300,7 +308,8 @@ mod tests {
         assert_eq!(env_name(&path("github.head_ref")), "HEAD_REF");
     }
 
-    fn risky(expression: &str) -> bool {
+    /// The risks `check` finds in `echo ${{ expression }} done`.
+    fn risks(expression: &str) -> Vec<Diagnostic> {
         let opts = ParseOptions {
             named_values: &["github", "env", "matrix", "steps"],
             extra_functions: kiln_expr::WORKFLOW_FUNCTIONS,
@@ -309,7 +318,11 @@ mod tests {
             text: format!("echo ${{{{ {expression} }}}} done"),
             span: kiln_spec::source::Span::new(kiln_spec::source::FileId(0), 0, 0),
         };
-        !check(&text, "run", "", &opts).is_empty()
+        check(&text, "run", "", &opts)
+    }
+
+    fn risky(expression: &str) -> bool {
+        !risks(expression).is_empty()
     }
 
     /// GitHub's hardening guide is about untrusted text reaching the script: a value computed
@@ -347,6 +360,28 @@ mod tests {
         ] {
             assert!(!risky(expression), "{expression}");
         }
+    }
+
+    fn help(expression: &str) -> Option<String> {
+        risks(expression).first().and_then(|d| d.help.clone())
+    }
+
+    /// The fix the help gives must work on GitHub: an environment variable's value cannot be
+    /// a list, so a reference inside a call moves to `env:` with the whole expression.
+    #[test]
+    fn the_help_moves_the_whole_expression_into_env() {
+        assert_eq!(
+            help("github.event.pull_request.title").as_deref(),
+            Some(
+                "pass it through the environment: add `env: { PULL_REQUEST_TITLE: ${{ github.event.pull_request.title }} }` to the step and use \"$PULL_REQUEST_TITLE\" in the script"
+            )
+        );
+        assert_eq!(
+            help("join(github.event.commits.*.message, ',')").as_deref(),
+            Some(
+                "pass it through the environment: add `env: { COMMITS: ${{ join(github.event.commits.*.message, ',') }} }` to the step and use \"$COMMITS\" in the script"
+            )
+        );
     }
 
     #[test]

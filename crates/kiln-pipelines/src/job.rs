@@ -272,7 +272,23 @@ fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<S
 /// `$RUNNER_TEMP` are.
 fn place(shared: &Shared, ctx: &mut Ctx, workspace: &Path, temp: &Path) {
     ctx.workspace = workspace.to_path_buf();
-    ctx.set("runner", runner_context(temp, &shared.tool_cache()));
+    let mut runner = runner_context(temp, &shared.tool_cache());
+    // `runner.workspace` (not in the contexts reference, but set by GitHub's runner and read by
+    // real-world workflows, e.g. `working-directory: ${{ runner.workspace }}/build`) is the
+    // directory above the workspace, as `$RUNNER_WORKSPACE` is.
+    if let Value::Object(map) = &mut runner {
+        map.insert(
+            "workspace".to_owned(),
+            Value::String(
+                workspace
+                    .parent()
+                    .unwrap_or(workspace)
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        );
+    }
+    ctx.set("runner", runner);
     if let Some(Value::Object(mut github)) = ctx.values.get("github").cloned() {
         github.insert(
             "workspace".to_owned(),
@@ -541,6 +557,14 @@ async fn run_step(
     let mut ctx = inst.ctx.clone();
     if let Some(Value::Object(github)) = ctx.values.get_mut("github") {
         github.insert("action".to_owned(), Value::String(action_name.to_owned()));
+        // `github.env` and `github.path`: the step's `$GITHUB_ENV` and `$GITHUB_PATH` files.
+        let files = state.temp.join(crate::runner::RUNNER_FILES_DIR);
+        for (key, file) in [("env", "set_env"), ("path", "add_path")] {
+            github.insert(
+                key.to_owned(),
+                Value::String(files.join(file).to_string_lossy().into_owned()),
+            );
+        }
     }
     ctx.set("steps", Value::Object(frame.steps.clone()));
     ctx.set("inputs", frame.inputs.clone());
@@ -828,7 +852,10 @@ impl<'a> Exec<'a> {
             ("GITHUB_HEAD_REF".into(), String::new()),
             ("GITHUB_BASE_REF".into(), String::new()),
             ("GITHUB_WORKFLOW_SHA".into(), s.sha.clone()),
-            ("GITHUB_TRIGGERING_ACTOR".into(), "kiln".into()),
+            ("GITHUB_WORKFLOW_REF".into(), github("workflow_ref")),
+            ("GITHUB_GRAPHQL_URL".into(), github("graphql_url")),
+            ("GITHUB_REF_PROTECTED".into(), github("ref_protected")),
+            ("GITHUB_TRIGGERING_ACTOR".into(), github("triggering_actor")),
             ("GITHUB_RETENTION_DAYS".into(), "90".into()),
             ("RUNNER_ENVIRONMENT".into(), "self-hosted".into()),
             ("GITHUB_RUN_ID".into(), o.run_id.to_string()),

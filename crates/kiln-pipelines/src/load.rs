@@ -155,7 +155,7 @@ pub fn load(repo: &Path, workflow_path: &str) -> Result<WorkflowSet, Box<LoadErr
 fn read_and_decode(
     repo: &Path,
     rel: &str,
-    from: Option<Span>,
+    from: Option<(Span, &str)>,
     sources: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> Option<(Workflow, FileId)> {
@@ -164,7 +164,9 @@ fn read_and_decode(
         Err(e) => {
             let message = format!("cannot read workflow `{rel}`: {e}");
             match from {
-                Some(span) => diags.push(Diagnostic::new(Code::BadSource, span, "uses", message)),
+                Some((span, key)) => {
+                    diags.push(Diagnostic::new(Code::BadSource, span, key, message))
+                }
                 None => diags.push(Diagnostic::unplaced(Code::Io, message)),
             }
             return None;
@@ -182,18 +184,19 @@ fn follow_calls(
     sources: &mut SourceMap,
     diags: &mut Diagnostics,
 ) {
-    for job in workflow.jobs.values() {
+    for (id, job) in &workflow.jobs {
         let JobBody::Call(call) = &job.body else {
             continue;
         };
         let Some(rel) = call.uses.text.strip_prefix("./") else {
             continue;
         };
+        let key = format!("jobs.{id}.uses");
         if depth >= MAX_CALL_DEPTH {
             diags.push(Diagnostic::new(
                 Code::Cycle,
                 call.uses.span,
-                "uses",
+                key,
                 format!(
                     "reusable workflows nest deeper than {MAX_CALL_DEPTH} levels (a call cycle?)"
                 ),
@@ -201,7 +204,8 @@ fn follow_calls(
             continue;
         }
         if !called.contains_key(rel) {
-            let Some((child, _)) = read_and_decode(repo, rel, Some(call.uses.span), sources, diags)
+            let Some((child, _)) =
+                read_and_decode(repo, rel, Some((call.uses.span, &key)), sources, diags)
             else {
                 continue;
             };

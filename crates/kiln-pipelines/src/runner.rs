@@ -279,14 +279,27 @@ impl Shared {
             .next()
             .unwrap_or_default()
             .to_owned();
+        // Contexts reference, `github` context: every property GitHub documents for a run
+        // that is not a pull request (`head_ref` and `base_ref` are then empty strings).
+        let workflow_ref = format!(
+            "{}/{}@{}",
+            o.repository,
+            workflow.path.to_string_lossy(),
+            o.git_ref
+        );
         Value::from_json(&serde_json::json!({
             "action": "", "actor": "kiln", "api_url": "http://localhost/api",
+            "graphql_url": "http://localhost/api/graphql",
             "event": o.event, "event_name": o.event_name, "job": job_id,
+            "event_path": self.temp.join("event.json").to_string_lossy(),
             "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
+            "ref_protected": false, "head_ref": "", "base_ref": "",
             "repository": o.repository, "repository_owner": owner,
             "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
             "server_url": "http://localhost", "sha": self.sha, "token": "",
+            "triggering_actor": "kiln",
             "workflow": workflow_name(workflow), "workspace": "",
+            "workflow_ref": workflow_ref, "workflow_sha": self.sha,
             "retention_days": "90",
         }))
     }

@@ -2151,3 +2151,48 @@ async fn workflow_env_sees_the_job_workspace_and_a_missing_working_directory_is_
         "{logs:?}"
     );
 }
+
+/// Contexts reference, `github` context, and Variables reference, default environment variables:
+/// the workflow's ref and sha, the event payload's path, the GraphQL URL, the triggering actor,
+/// whether the ref is protected and the step's `GITHUB_ENV` and `GITHUB_PATH` files are in the
+/// context and in the environment alike, as real-world workflows read them
+/// (`${{ github.event_path }}`, `$GITHUB_WORKFLOW_REF`); so is `runner.workspace`, which
+/// GitHub's runner sets (`working-directory: ${{ runner.workspace }}/build`).
+#[tokio::test]
+async fn github_context_and_default_variables_name_the_workflow_the_event_and_the_api() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "ref=${{ github.workflow_ref == format('{0}/.github/workflows/ci.yml@{1}', github.repository, github.ref) }}|${{ github.workflow_ref == env.GITHUB_WORKFLOW_REF }}|$([ "$GITHUB_WORKFLOW_REF" = '${{ github.workflow_ref }}' ] && echo same)"
+          echo "sha=${{ github.workflow_sha == github.sha }}|$([ "$GITHUB_WORKFLOW_SHA" = '${{ github.sha }}' ] && echo same)"
+          echo "event=$([ -f '${{ github.event_path }}' ] && [ '${{ github.event_path }}' = "$GITHUB_EVENT_PATH" ] && echo file)"
+          echo "gql=${{ github.graphql_url }}|$GITHUB_GRAPHQL_URL"
+          echo "actor=${{ github.triggering_actor }}|$GITHUB_TRIGGERING_ACTOR"
+          echo "protected=${{ github.ref_protected }}|$GITHUB_REF_PROTECTED"
+          echo 'head=${{ toJSON(github.head_ref) }}|${{ toJSON(github.base_ref) }}'
+          echo "files=$([ '${{ github.env }}' = "$GITHUB_ENV" ] && [ '${{ github.path }}' = "$GITHUB_PATH" ] && echo same)"
+          echo "runner=$([ '${{ runner.workspace }}' = "$RUNNER_WORKSPACE" ] && [ "$(dirname "$GITHUB_WORKSPACE")" = "$RUNNER_WORKSPACE" ] && echo same)"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "ref=true|false|same",
+            "sha=true|same",
+            "event=file",
+            "gql=http://localhost/api/graphql|http://localhost/api/graphql",
+            "actor=kiln|kiln",
+            "protected=false|false",
+            "head=\"\"|\"\"",
+            "files=same",
+            "runner=same",
+        ]
+    );
+}

@@ -268,3 +268,45 @@ fn dispatch_defaults_that_their_types_refuse_are_warned_about() {
         ]
     );
 }
+
+/// A called workflow that is not in the repository is reported at the calling job's `uses`,
+/// with that key's full path (as every other diagnostic names its key).
+#[test]
+fn a_missing_called_workflow_names_the_calling_job() {
+    let repo = tempfile::TempDir::new().unwrap();
+    let dir = repo.path().join(".github/workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ci.yml"),
+        "on: push\njobs:\n  build:\n    uses: ./.github/workflows/_build.yml\n",
+    )
+    .unwrap();
+    let err = kiln_pipelines::load(repo.path(), ".github/workflows/ci.yml")
+        .expect_err("the called file is missing");
+    let found: Vec<(String, String)> = err
+        .diagnostics
+        .iter()
+        .map(|d| (d.key_path.clone(), d.message.clone()))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "jobs.build.uses");
+    assert!(
+        found[0]
+            .1
+            .starts_with("cannot read workflow `.github/workflows/_build.yml`"),
+        "{found:?}"
+    );
+}
+
+/// GitHub refuses a workflow with an empty `${{ }}` anywhere in a value ("An expression was
+/// expected"), even in what the `run:` script reads as a shell comment: real-world workflows
+/// have stopped running for it, and kiln accepted them.
+#[test]
+fn an_empty_expression_is_refused_even_in_a_script_comment() {
+    assert_eq!(
+        errors(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: |\n          echo ok # never ${{ }} here\n"
+        ),
+        ["7:27 invalid expression: An expression was expected"]
+    );
+}
