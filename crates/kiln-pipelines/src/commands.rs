@@ -115,18 +115,15 @@ pub fn parse_command(line: &str) -> Option<Command> {
     let rest = line.trim_start().strip_prefix("::")?;
     let end = rest.find("::")?;
     let (head, data) = (&rest[..end], &rest[end + 2..]);
-    let (name, props) = match head.split_once(' ') {
-        Some((n, p)) => (n, p.trim()),
-        None => (head, ""),
-    };
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return None;
-    }
-    Some(Command {
-        name: name.to_owned(),
-        properties: properties(props, ',', unescape_property),
-        data: unescape_data(data),
-    })
+    // The runner trims the property list of this form (not of the older one).
+    let (name, props) = head
+        .split_once(' ')
+        .map_or((head, ""), |(n, p)| (n, p.trim()));
+    command(
+        name,
+        properties(props, ',', unescape_property),
+        unescape_data(data),
+    )
 }
 
 /// Parses the runner's older form, `##[name k=v;k2=v2]data`, which it still accepts anywhere
@@ -136,13 +133,22 @@ pub fn parse_legacy_command(line: &str) -> Option<Command> {
     let close = start + line[start..].find(']')?;
     let (head, data) = (&line[start..close], &line[close + 1..]);
     let (name, props) = head.split_once(' ').unwrap_or((head, ""));
+    command(
+        name,
+        properties(props, ';', unescape_legacy),
+        unescape_legacy(data),
+    )
+}
+
+/// A command named `name`, unless the name is empty or has blanks in it.
+fn command(name: &str, properties: IndexMap<String, String>, data: String) -> Option<Command> {
     if name.is_empty() || name.contains(char::is_whitespace) {
         return None;
     }
     Some(Command {
         name: name.to_owned(),
-        properties: properties(props, ';', unescape_legacy),
-        data: unescape_legacy(data),
+        properties,
+        data,
     })
 }
 
