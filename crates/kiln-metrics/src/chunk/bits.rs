@@ -8,7 +8,7 @@
 pub struct BitWriter {
     bytes: Vec<u8>,
     /// Bits still free in the last byte (0..=7); 0 means a new byte is needed next.
-    free: u32,
+    free: u8,
 }
 
 impl BitWriter {
@@ -17,54 +17,14 @@ impl BitWriter {
         Self::default()
     }
 
-    /// Rebuilds a writer over existing bytes whose last byte has `free` unused low bits.
-    pub fn from_parts(bytes: Vec<u8>, free: u32) -> Self {
-        BitWriter {
-            bytes,
-            free: free.min(7),
-        }
-    }
-
     /// Writes one bit.
     pub fn write_bit(&mut self, bit: bool) {
         self.write_bits(u64::from(bit), 1);
     }
 
     /// Writes the low `n` bits of `value` (n ≤ 64), most significant first.
-    pub fn write_bits(&mut self, value: u64, mut n: u32) {
-        while n > 0 {
-            if self.free == 0 {
-                if self.bytes.len() == self.bytes.capacity() {
-                    self.grow();
-                }
-                self.bytes.push(0);
-                self.free = 8;
-            }
-            let take = n.min(self.free);
-            // The `take` bits of `value` just below bit `n`.
-            let chunk = ((value >> (n - take)) & ((1u64 << take) - 1)) as u8;
-            let shift = self.free - take;
-            if let Some(last) = self.bytes.last_mut() {
-                *last |= chunk << shift;
-            }
-            self.free -= take;
-            n -= take;
-        }
-    }
-
-    /// Makes room for more bytes: 24 at first (a chunk's first sample takes 16), then half
-    /// as many again. Every head series has an open chunk, and `Vec`'s doubling would leave
-    /// it a quarter to a half empty on average; growing by a quarter cost 4% more
-    /// instructions per append in reallocations (callgrind), a half costs as many as doubling.
-    #[cold]
-    #[inline(never)]
-    fn grow(&mut self) {
-        let more = if self.bytes.is_empty() {
-            24
-        } else {
-            self.bytes.len() / 2 + 8
-        };
-        self.bytes.reserve_exact(more);
+    pub fn write_bits(&mut self, value: u64, n: u32) {
+        BitSink::new(&mut self.bytes, &mut self.free).write_bits(value, n);
     }
 
     /// Releases spare capacity.
@@ -84,7 +44,68 @@ impl BitWriter {
 
     /// Unused low bits in the last byte.
     pub fn free_bits(&self) -> u32 {
-        self.free
+        u32::from(self.free)
+    }
+}
+
+/// Writes bits into bytes and a count of free bits kept elsewhere. A [`Chunk`](super::Chunk)
+/// keeps both as its own fields, where the count packs with its other small fields: nested in
+/// a [`BitWriter`] it would be padded to 8 bytes, and the chunk (one in every head series)
+/// would not fit its allocator size class.
+pub(crate) struct BitSink<'a> {
+    bytes: &'a mut Vec<u8>,
+    /// Bits still free in the last byte (0..=7); 0 means a new byte is needed next.
+    free: &'a mut u8,
+}
+
+impl<'a> BitSink<'a> {
+    pub(crate) fn new(bytes: &'a mut Vec<u8>, free: &'a mut u8) -> Self {
+        BitSink { bytes, free }
+    }
+
+    /// Writes one bit.
+    pub(crate) fn write_bit(&mut self, bit: bool) {
+        self.write_bits(u64::from(bit), 1);
+    }
+
+    /// Writes the low `n` bits of `value` (n ≤ 64), most significant first.
+    pub(crate) fn write_bits(&mut self, value: u64, mut n: u32) {
+        let mut free = u32::from(*self.free);
+        while n > 0 {
+            if free == 0 {
+                if self.bytes.len() == self.bytes.capacity() {
+                    self.grow();
+                }
+                self.bytes.push(0);
+                free = 8;
+            }
+            let take = n.min(free);
+            // The `take` bits of `value` just below bit `n`.
+            let chunk = ((value >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            let shift = free - take;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= chunk << shift;
+            }
+            free -= take;
+            n -= take;
+        }
+        // 0..=7: a byte pushed above has at least one bit taken.
+        *self.free = free as u8;
+    }
+
+    /// Makes room for more bytes: 24 at first (a chunk's first sample takes 16), then half
+    /// as many again. Every head series has an open chunk, and `Vec`'s doubling would leave
+    /// it a quarter to a half empty on average; growing by a quarter cost 4% more
+    /// instructions per append in reallocations (callgrind), a half costs as many as doubling.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        let more = if self.bytes.is_empty() {
+            24
+        } else {
+            self.bytes.len() / 2 + 8
+        };
+        self.bytes.reserve_exact(more);
     }
 }
 

@@ -22,6 +22,7 @@ mod packed;
 
 use std::borrow::Cow;
 
+use bits::BitSink;
 pub use bits::{BitReader, BitWriter, BitsExhausted};
 pub use decimal::DecimalIter;
 
@@ -69,13 +70,18 @@ pub struct Sample {
 
 /// An append-only compressed chunk.
 ///
-/// Every head series holds one, so its size counts: the XOR window is kept in bytes (both
-/// values are at most 64), which makes the struct 72 bytes rather than 80.
+/// Every head series holds one and so does every persisted chunk kept in memory, so its size
+/// counts: 56 bytes, which with the allocator's 8-byte header is a 64-byte block (72 bytes
+/// were an 80-byte one). The XOR window is kept in bytes (both values are at most 64), the
+/// writer's free-bit count next to them rather than in a nested [`BitWriter`] (whose padding
+/// would cost 8 bytes), and the first timestamp is read from the first 8 bytes, where the
+/// first sample writes it, instead of being kept twice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
-    w: BitWriter,
+    bytes: Vec<u8>,
+    /// Bits still free in the last byte (see [`BitSink`]).
+    free: u8,
     count: u16,
-    min_t: i64,
     last_t: i64,
     last_delta: i64,
     last_v: u64,
@@ -93,9 +99,9 @@ impl Chunk {
     /// An empty chunk.
     pub fn new() -> Self {
         Chunk {
-            w: BitWriter::new(),
+            bytes: Vec::new(),
+            free: 0,
             count: 0,
-            min_t: 0,
             last_t: 0,
             last_delta: 0,
             last_v: 0,
@@ -117,7 +123,10 @@ impl Chunk {
 
     /// First timestamp (meaningless when empty).
     pub fn min_t(&self) -> i64 {
-        self.min_t
+        // The first sample's timestamp: the stream's first 64 bits, big-endian.
+        self.bytes
+            .first_chunk::<8>()
+            .map_or(0, |first| i64::from_be_bytes(*first))
     }
 
     /// Last timestamp (meaningless when empty).
@@ -127,26 +136,30 @@ impl Chunk {
 
     /// Releases spare capacity (for a chunk that takes no more appends).
     pub fn shrink_to_fit(&mut self) {
-        self.w.shrink_to_fit();
+        self.bytes.shrink_to_fit();
     }
 
     /// Compressed bytes.
     pub fn bytes(&self) -> &[u8] {
-        self.w.bytes()
+        &self.bytes
+    }
+
+    fn sink(&mut self) -> BitSink<'_> {
+        BitSink::new(&mut self.bytes, &mut self.free)
     }
 
     /// True when the chunk cannot take a sample at `t` (full, or `t` past the span limit).
     pub fn is_full_for(&self, t: i64) -> bool {
-        self.count >= MAX_SAMPLES || (self.count > 0 && t.saturating_sub(self.min_t) >= MAX_SPAN_MS)
+        self.count >= MAX_SAMPLES
+            || (self.count > 0 && t.saturating_sub(self.min_t()) >= MAX_SPAN_MS)
     }
 
     /// Appends a sample. The caller keeps timestamps non-decreasing and checks [`Self::is_full_for`].
     pub fn append(&mut self, t: i64, v: f64) {
         let bits = v.to_bits();
         if self.count == 0 {
-            self.w.write_bits(t as u64, 64);
-            self.w.write_bits(bits, 64);
-            self.min_t = t;
+            self.sink().write_bits(t as u64, 64);
+            self.sink().write_bits(bits, 64);
         } else {
             let delta = t.wrapping_sub(self.last_t);
             self.write_dod(delta.wrapping_sub(self.last_delta));
@@ -162,44 +175,44 @@ impl Chunk {
         // Each bucket holds a signed value in two's complement of the given width.
         let fits = |bits: u32| dod >= -(1i64 << (bits - 1)) && dod < (1i64 << (bits - 1));
         if dod == 0 {
-            self.w.write_bit(false);
+            self.sink().write_bit(false);
         } else if fits(14) {
-            self.w.write_bits(0b10, 2);
-            self.w.write_bits(dod as u64, 14);
+            self.sink().write_bits(0b10, 2);
+            self.sink().write_bits(dod as u64, 14);
         } else if fits(17) {
-            self.w.write_bits(0b110, 3);
-            self.w.write_bits(dod as u64, 17);
+            self.sink().write_bits(0b110, 3);
+            self.sink().write_bits(dod as u64, 17);
         } else if fits(20) {
-            self.w.write_bits(0b1110, 4);
-            self.w.write_bits(dod as u64, 20);
+            self.sink().write_bits(0b1110, 4);
+            self.sink().write_bits(dod as u64, 20);
         } else {
-            self.w.write_bits(0b1111, 4);
-            self.w.write_bits(dod as u64, 64);
+            self.sink().write_bits(0b1111, 4);
+            self.sink().write_bits(dod as u64, 64);
         }
     }
 
     fn write_xor(&mut self, bits: u64) {
         let xor = bits ^ self.last_v;
         if xor == 0 {
-            self.w.write_bit(false);
+            self.sink().write_bit(false);
             return;
         }
-        self.w.write_bit(true);
+        self.sink().write_bit(true);
         // Leading zeros are capped at 31 to fit 5 bits.
         let leading = xor.leading_zeros().min(31);
         let trailing = xor.trailing_zeros();
         let (window_leading, window_trailing) = (u32::from(self.leading), u32::from(self.trailing));
         if self.leading != 0xff && leading >= window_leading && trailing >= window_trailing {
-            self.w.write_bit(false);
+            self.sink().write_bit(false);
             let sig = 64 - window_leading - window_trailing;
-            self.w.write_bits(xor >> window_trailing, sig);
+            self.sink().write_bits(xor >> window_trailing, sig);
         } else {
-            self.w.write_bit(true);
+            self.sink().write_bit(true);
             let sig = 64 - leading - trailing;
-            self.w.write_bits(u64::from(leading), 5);
+            self.sink().write_bits(u64::from(leading), 5);
             // 64 significant bits do not fit in 6 bits; 0 stands for 64 (0 is impossible).
-            self.w.write_bits(u64::from(sig & 63), 6);
-            self.w.write_bits(xor >> trailing, sig);
+            self.sink().write_bits(u64::from(sig & 63), 6);
+            self.sink().write_bits(xor >> trailing, sig);
             // Both are at most 64 (leading at most 31).
             self.leading = leading as u8;
             self.trailing = trailing as u8;
@@ -208,7 +221,7 @@ impl Chunk {
 
     /// Iterates the samples.
     pub fn iter(&self) -> ChunkIter<'_> {
-        ChunkIter::new(self.w.bytes(), self.count)
+        ChunkIter::new(&self.bytes, self.count)
     }
 
     /// Decodes every sample (stops quietly at corrupt data; see [`ChunkIter`]).

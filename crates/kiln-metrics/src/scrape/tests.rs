@@ -242,14 +242,38 @@ fn series_the_head_removed_between_scrapes_are_resolved_again() {
     store.persist().unwrap();
     store.persist().unwrap();
     assert_eq!(store.stats().head_series, 0);
-    let old: Vec<SeriesRef> = c.by_text.values().map(|(s, _)| s.clone()).collect();
+    let old: Vec<SeriesRef> = c.by_text.iter().map(|k| k.series.clone()).collect();
     assert!(old.iter().all(SeriesRef::is_removed));
     let next = ingest(&mut c, &store, text, 2000);
     assert_eq!((next.appended.appended, next.ended), (2, 0));
     assert_eq!(store.stats().head_series, 2);
-    assert!(c.by_text.values().all(|(s, _)| !s.is_removed()));
+    assert!(c.by_text.iter().all(|k| !k.series.is_removed()));
     assert_eq!(c.live_series(), 2);
     let a = samples(&store, "a");
     assert_eq!(a.len(), 1);
     assert_eq!(shape(&a[0].1), [(1000, Some(1.0)), (2000, Some(1.0))]);
+}
+
+proptest! {
+    /// Whatever subsets of its series a target shows from one scrape to the next, the cache
+    /// holds exactly the texts of the last scrape, one sorted entry each, with little spare
+    /// room, and marks stale exactly the series that vanished.
+    #[test]
+    fn the_cache_holds_the_last_scrape_sorted_and_tight(
+        scrapes in proptest::collection::vec(proptest::collection::btree_set(0u8..40, 0..40), 1..12),
+    ) {
+        let (_d, store) = store();
+        let mut c = cache();
+        let mut previous = std::collections::BTreeSet::new();
+        for (round, shown) in scrapes.iter().enumerate() {
+            let text: String = shown.iter().map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+            let got = ingest(&mut c, &store, &text, 1000 * (round as i64 + 1));
+            prop_assert_eq!(got.ended, previous.difference(shown).count());
+            prop_assert_eq!(c.by_text.len(), shown.len());
+            prop_assert!(c.by_text.windows(2).all(|w| w[0].key < w[1].key));
+            prop_assert!(c.by_text.capacity() <= c.by_text.len() + c.by_text.len() / 8);
+            prop_assert_eq!(c.live_series(), shown.len());
+            previous = shown.clone();
+        }
+    }
 }
