@@ -220,9 +220,14 @@ pub(crate) fn open_reader(path: &Path) -> std::io::Result<pipe::Receiver> {
     pipe::OpenOptions::new().open_receiver(path)
 }
 
+/// Bytes read from an instance's stdout or stderr at a time.
+const CAPTURE_BUFFER: usize = 2048;
+
 /// Copies lines from `reader` into `sink` until every writer has closed the FIFO.
 pub(crate) async fn capture(reader: pipe::Receiver, stream: Stream, sink: LogSink) {
-    let mut reader = BufReader::new(reader);
+    // Two of these live for every instance, mostly idle: 8 KiB buffers (the default) were
+    // 1.6 MiB for a hundred instances. A longer line still reads whole, in more reads.
+    let mut reader = BufReader::with_capacity(CAPTURE_BUFFER, reader);
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -356,6 +361,30 @@ mod tests {
         assert_eq!(texts, ["line 4", "oops with  spaces"]);
         assert_eq!(lines[1].stream, Stream::Stderr);
         assert_eq!(sink.last_lines().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_read_buffer_is_captured_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        make_fifo(&fifo).unwrap();
+        let writer = open_child_end(&fifo).unwrap();
+        let reader = open_reader(&fifo).unwrap();
+        let sink = LogSink::open(log_path(dir.path(), "api", 0), Rotation::default()).unwrap();
+        let capturing = tokio::spawn(capture(reader, Stream::Stdout, sink.clone()));
+        let long = "x".repeat(3 * CAPTURE_BUFFER + 7);
+        let mut writer = writer;
+        std::io::Write::write_all(&mut writer, format!("{long}\nshort\n").as_bytes()).unwrap();
+        drop(writer);
+        tokio::time::timeout(std::time::Duration::from_secs(10), capturing)
+            .await
+            .expect("the capture ends when the writer closes")
+            .unwrap();
+        let texts: Vec<String> = read_logs(dir.path(), "api", None, None, None)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts, [long, "short".to_owned()]);
     }
 
     #[test]

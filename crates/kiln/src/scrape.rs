@@ -430,7 +430,9 @@ async fn scrape_loop(
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        let (report, kept) = scrape_once(&target, &store, &scrapes, cache).await;
+        // Boxed: the connection, request and body of one scrape live for that scrape only,
+        // not in every idle target's loop.
+        let (report, kept) = Box::pin(scrape_once(&target, &store, &scrapes, cache)).await;
         cache = kept;
         let stats = &scrapes.stats;
         stats.scrapes.fetch_add(1, Ordering::Relaxed);

@@ -111,6 +111,15 @@ impl Chunk {
         }
     }
 
+    /// An empty chunk whose [`Chunk::max_t`] is `t` until its first sample: a head series
+    /// keeps the newest timestamp it ever took there between persists.
+    pub fn empty_after(t: i64) -> Self {
+        Chunk {
+            last_t: t,
+            ..Chunk::new()
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         usize::from(self.count)
@@ -129,7 +138,7 @@ impl Chunk {
             .map_or(0, |first| i64::from_be_bytes(*first))
     }
 
-    /// Last timestamp (meaningless when empty).
+    /// Last timestamp (when empty: the one it was made [`Chunk::empty_after`], else 0).
     pub fn max_t(&self) -> i64 {
         self.last_t
     }

@@ -348,7 +348,7 @@ impl Store {
         let r = self.series_ref(labels);
         let stats = self.append_refs(&[(&r, t, v)]);
         if stats.out_of_order > 0 {
-            let last = r.0.lock().last_t;
+            let last = r.0.lock().last_t();
             return Err(StoreError::OutOfOrder {
                 labels: labels.clone(),
                 t,
@@ -581,7 +581,7 @@ impl Inner {
             .iter()
             .map(|&i| {
                 let (s, t, v) = items[i];
-                let last_t = s.lock().last_t;
+                let last_t = s.lock().last_t();
                 (
                     self.get_or_create_locked(&mut head, &s.labels, last_t),
                     t,
@@ -903,8 +903,7 @@ impl Inner {
 
             let chunks: Vec<_> = s
                 .lock()
-                .chunks
-                .iter()
+                .chunks()
                 .filter(|c| c.max_t() >= start && c.min_t() <= end)
                 .cloned()
                 .collect();

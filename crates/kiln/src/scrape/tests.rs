@@ -339,3 +339,26 @@ fn next_millisecond() {
         std::hint::spin_loop();
     }
 }
+
+/// A target's loop lives as long as the target, mostly asleep between scrapes: what one scrape
+/// needs (the connection, the request, the body) is allocated for that scrape only, so the
+/// loop of each of a hundred targets stays small.
+#[test]
+fn an_idle_scrape_loop_is_small() {
+    let (_d, store) = store();
+    let (_stop_tx, stop) = oneshot::channel();
+    let reporter = Reporter {
+        announce: Arc::new(|_: &Event| {}),
+        events: None,
+    };
+    let looping = scrape_loop(
+        "api/0".into(),
+        target(1, Duration::from_secs(1), 10),
+        store,
+        scrapes(),
+        reporter,
+        stop,
+    );
+    let size = std::mem::size_of_val(&looping);
+    assert!(size <= 1024, "a scrape loop takes {size} bytes");
+}
