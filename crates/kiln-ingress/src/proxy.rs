@@ -132,6 +132,7 @@ async fn forward(
         Some(flags) => UpstreamBody::new(
             body,
             route.max_body_bytes,
+            route.timeouts.body,
             flags.clone(),
             set.metrics.clone(),
         ),
@@ -355,6 +356,10 @@ async fn attempts(
                         limit: route.max_body_bytes.unwrap_or(0),
                     });
                 }
+                if flags.is_some_and(BodyFlags::timed_out) {
+                    tracing::info!(route = %route.name, timeout = ?route.timeouts.body, "client request body stalled: 408");
+                    return Err(ProxyError::ClientTimeout(route.timeouts.body));
+                }
                 if flags.is_some_and(BodyFlags::client_failed) {
                     return Err(ProxyError::ClientBody);
                 }
@@ -497,7 +502,7 @@ fn relay(
     let switching = upstream.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         if let (true, Some(client)) = (websocket, client_upgrade) {
-            return upgrade::tunnel(upstream, client);
+            return upgrade::tunnel(upstream, client, route.timeouts.tunnel, set.metrics.clone());
         }
         // A 101 we did not ask for cannot be relayed as a normal response.
         return local_error(&ProxyError::Upstream);

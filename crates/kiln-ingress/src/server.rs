@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +24,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
+use crate::client_io::{ClientIo, IoWatch};
 use crate::config::RouteTable;
 use crate::headers;
 use crate::health::{Clock, EndpointHealth, EndpointRuntime};
-use crate::metrics::{MetricsRegistry, MetricsSnapshot, SetMetrics};
+use crate::metrics::{CloseReason, MetricsRegistry, MetricsSnapshot, SetMetrics};
 use crate::per_core::{LoadGuard, ServingThread, ThreadLoad};
 use crate::pool::PoolSettings;
 use crate::proxy;
@@ -42,8 +43,20 @@ pub struct IngressConfig {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream endpoint.
     pub pool_max_idle_per_host: usize,
-    /// Time a client gets to send a request's headers (slowloris guard, HTTP/1.1).
+    /// Time a client gets to send a request's headers (slowloris guard, HTTP/1.1; nginx's
+    /// `client_header_timeout`), counted from the end of the previous response on a kept-alive
+    /// connection, so it also closes one idle between requests. Closed without an answer.
     pub header_read_timeout: Duration,
+    /// A connection on which no request started for this long, and none is awaiting its
+    /// response, is closed (gracefully: HTTP/2 gets a GOAWAY); within twice this. Covers
+    /// HTTP/2 connections, which have no header read timeout (nginx's `keepalive_timeout`).
+    pub idle_timeout: Duration,
+    /// A client that reads nothing of what is written to it for this long loses its connection
+    /// (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// Client connections open at once; one accepted beyond this is closed at once (counted
+    /// in [`crate::ConnectionsClosed::over_limit`]), before any byte of it is read.
+    pub max_connections: usize,
 }
 
 impl Default for IngressConfig {
@@ -52,6 +65,9 @@ impl Default for IngressConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 128,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -108,6 +124,7 @@ impl Ingress {
                 builder,
                 phase,
                 connections: AtomicUsize::new(0),
+                open: AtomicUsize::new(0),
                 all_closed: Notify::new(),
                 serving_threads: Mutex::new(Vec::new()),
                 config,
@@ -139,6 +156,9 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     phase: watch::Sender<Phase>,
     connections: AtomicUsize,
+    /// Connections accepted and not yet closed (counted from the accept, TLS handshake
+    /// included), against [`IngressConfig::max_connections`].
+    open: AtomicUsize,
     all_closed: Notify,
     serving_threads: Mutex<Vec<Arc<ThreadLoad>>>,
     config: IngressConfig,
@@ -205,8 +225,8 @@ impl IngressHandle {
     /// Accepts connections until [`IngressHandle::shutdown`]; the listener is dropped (new
     /// connections refused) as soon as draining starts.
     pub async fn serve(&self, listener: TcpListener) {
-        self.accept_loop(listener, |stream, peer| {
-            self.spawn_connection(stream, peer, None, None);
+        self.accept_loop(listener, |stream, peer, admitted| {
+            self.spawn_connection(stream, peer, None, (admitted, None));
         })
         .await;
     }
@@ -215,20 +235,21 @@ impl IngressHandle {
     /// that does not finish its handshake within the header read timeout is dropped.
     pub async fn serve_tls(&self, listener: TcpListener, tls: TlsSettings) {
         let acceptor = tls.acceptor();
-        self.accept_loop(listener, |stream, peer| {
-            self.spawn_connection(stream, peer, Some(&acceptor), None);
+        self.accept_loop(listener, |stream, peer, admitted| {
+            self.spawn_connection(stream, peer, Some(&acceptor), (admitted, None));
         })
         .await;
     }
 
     /// Serves an accepted connection on a task of the current runtime, after a TLS handshake
-    /// when `tls` is given; `load` counts it against its serving thread until it closes.
+    /// when `tls` is given; `load` counts it as open (and against its serving thread) until it
+    /// closes.
     pub(crate) fn spawn_connection(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         tls: Option<&TlsAcceptor>,
-        load: Option<LoadGuard>,
+        load: (Admitted, Option<LoadGuard>),
     ) {
         let handle = self.clone();
         let Some(acceptor) = tls.cloned() else {
@@ -290,11 +311,13 @@ impl IngressHandle {
     }
 
     /// Hands every accepted connection to `on_accept` until draining starts, then drops the
-    /// listener.
+    /// listener. A connection accepted while `max_connections` are open is closed at once:
+    /// refusing it costs nothing further, where one left in the listen queue would wait
+    /// unanswered (HAProxy's `maxconn` behaviour) and hold the client in doubt.
     pub(crate) async fn accept_loop(
         &self,
         listener: TcpListener,
-        mut on_accept: impl FnMut(TcpStream, SocketAddr),
+        mut on_accept: impl FnMut(TcpStream, SocketAddr, Admitted),
     ) {
         let mut phase = self.shared.phase.subscribe();
         loop {
@@ -304,9 +327,14 @@ impl IngressHandle {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let Some(admitted) = Admitted::new(&self.shared) else {
+                            self.shared.registry.add_closed(CloseReason::OverLimit);
+                            tracing::debug!(%peer, limit = self.shared.config.max_connections, "connection over the limit closed");
+                            continue;
+                        };
                         // Small responses go out at once instead of waiting for Nagle.
                         let _ = stream.set_nodelay(true);
-                        on_accept(stream, peer);
+                        on_accept(stream, peer, admitted);
                     }
                     Err(error) => {
                         // Usually out of file descriptors: back off instead of spinning.
@@ -326,13 +354,30 @@ impl IngressHandle {
         IO: Read + Write + Unpin + Send + 'static,
     {
         let _tracked = ConnectionGuard::new(&self.shared);
-        let shared = self.shared.clone();
-        let client_ip = headers::client_ip(peer.ip());
-        let service = service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
-            let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(shared.handle(req, &client_ip, scheme).await) }
+        let state = Arc::new(ConnState {
+            shared: self.shared.clone(),
+            client_ip: headers::client_ip(peer.ip()),
+            scheme,
+            started: AtomicU64::new(0),
+            awaiting: AtomicUsize::new(0),
         });
+        let service = {
+            let state = state.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move {
+                    let _awaiting = Awaiting::start(&state);
+                    Ok::<_, Infallible>(
+                        state
+                            .shared
+                            .handle(req, &state.client_ip, state.scheme)
+                            .await,
+                    )
+                }
+            })
+        };
+        let watch = Arc::new(IoWatch::default());
+        let io = ClientIo::new(io, self.shared.config.send_timeout, watch.clone());
         let conn = self
             .shared
             .builder
@@ -340,6 +385,11 @@ impl IngressHandle {
         tokio::pin!(conn);
         let mut phase = self.shared.phase.subscribe();
         let mut draining = false;
+        // One timer for the connection's life, moved forward each idle period.
+        let idle_period = self.shared.config.idle_timeout;
+        let mut idle = Box::pin(tokio::time::sleep(idle_period));
+        let mut seen = (0, 0);
+        let mut idle_closing = false;
         loop {
             let current = *phase.borrow_and_update();
             if current == Phase::Closed {
@@ -352,7 +402,7 @@ impl IngressHandle {
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
+                        self.note_error(&error, &watch, peer);
                     }
                     return;
                 }
@@ -363,7 +413,44 @@ impl IngressHandle {
                         return;
                     }
                 }
+                () = idle.as_mut() => {
+                    // Idle: no request started or awaiting its answer, nothing written.
+                    let now = (state.started.load(Ordering::Relaxed), watch.writes());
+                    let idle_period_passed =
+                        now == seen && state.awaiting.load(Ordering::Relaxed) == 0;
+                    seen = now;
+                    if idle_period_passed && idle_closing {
+                        // Asked to close a period ago, and silent since (an HTTP/2 client
+                        // that does not answer the GOAWAY's ping): drop it.
+                        tracing::debug!(%peer, "idle connection dropped");
+                        return;
+                    }
+                    if idle_period_passed && !draining {
+                        tracing::debug!(%peer, "idle connection closed");
+                        self.shared.registry.add_closed(CloseReason::Idle);
+                        draining = true;
+                        idle_closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_period);
+                }
             }
+        }
+    }
+
+    /// Counts why a connection ended with an error, when the ingress ended it.
+    fn note_error(&self, error: &BoxError, watch: &IoWatch, peer: SocketAddr) {
+        let header_timeout = error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if watch.timed_out() {
+            self.shared.registry.add_closed(CloseReason::SendTimeout);
+            tracing::info!(%peer, timeout = ?self.shared.config.send_timeout, "client read nothing: connection closed");
+        } else if header_timeout {
+            self.shared.registry.add_closed(CloseReason::HeaderTimeout);
+            tracing::debug!(%peer, "no request head within the header read timeout: connection closed");
+        } else {
+            tracing::debug!(%error, %peer, "connection ended with an error");
         }
     }
 
@@ -457,6 +544,59 @@ impl Resolver for Shared {
 
     fn series(&self, route: &str, set: &str) -> Arc<SetMetrics> {
         self.registry.series(route, set)
+    }
+}
+
+/// One client connection's state, shared by its requests.
+struct ConnState {
+    shared: Arc<Shared>,
+    /// The client's address as X-Forwarded-For shows it, rendered once per connection.
+    client_ip: HeaderValue,
+    scheme: Scheme,
+    /// Requests started so far: unchanged across an idle period means none started in it.
+    started: AtomicU64,
+    /// Requests whose response head is not ready yet.
+    awaiting: AtomicUsize,
+}
+
+/// A request awaiting its response head, counted from its start until dropped.
+struct Awaiting<'a>(&'a ConnState);
+
+impl<'a> Awaiting<'a> {
+    fn start(state: &'a ConnState) -> Self {
+        state.started.fetch_add(1, Ordering::Relaxed);
+        state.awaiting.fetch_add(1, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.awaiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection accepted under `max_connections`, counted open until dropped.
+#[derive(Debug)]
+pub(crate) struct Admitted(Arc<Shared>);
+
+impl Admitted {
+    /// `None` when `max_connections` are open already.
+    fn new(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config.max_connections;
+        shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Self(shared.clone()))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
