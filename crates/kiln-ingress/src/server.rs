@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -43,13 +43,16 @@ pub struct IngressConfig {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream endpoint.
     pub pool_max_idle_per_host: usize,
-    /// Time a client gets to send a request's headers (slowloris guard, HTTP/1.1; nginx's
-    /// `client_header_timeout`), counted from the end of the previous response on a kept-alive
-    /// connection, so it also closes one idle between requests. Closed without an answer.
+    /// Time a client gets to send its first request's head, and on HTTP/1.1 the next one
+    /// (slowloris guard and keep-alive timeout; nginx's `client_header_timeout`): a connection
+    /// quiet this long (no request started or awaiting its answer, nothing written to the
+    /// client) is closed without an answer, noticed within half the shorter of this and
+    /// `idle_timeout` past it. One asked to close that stays quiet another such half (a head
+    /// that never ends) is dropped.
     pub header_read_timeout: Duration,
-    /// A connection on which no request started for this long, and none is awaiting its
-    /// response, is closed (gracefully: HTTP/2 gets a GOAWAY); within twice this. Covers
-    /// HTTP/2 connections, which have no header read timeout (nginx's `keepalive_timeout`).
+    /// The same between requests on an HTTP/2 connection (nginx's `keepalive_timeout`): it is
+    /// closed with a GOAWAY, and dropped if it stays quiet after it (a client that does not
+    /// answer the GOAWAY's ping).
     pub idle_timeout: Duration,
     /// A client that reads nothing of what is written to it for this long loses its connection
     /// (nginx's `send_timeout`).
@@ -109,10 +112,9 @@ impl Ingress {
     )]
     pub fn new(config: IngressConfig) -> IngressHandle {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+        // The header read timeout is the connection's own timer (`Quiet`), not hyper's, which
+        // made and removed a timer for every request.
+        builder.http1().header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         let (phase, _) = watch::channel(Phase::Serving);
         IngressHandle {
@@ -360,12 +362,16 @@ impl IngressHandle {
             scheme,
             started: AtomicU64::new(0),
             awaiting: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
         });
         let service = {
             let state = state.clone();
             service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {
+                    if req.version() == Version::HTTP_2 {
+                        state.h2.store(true, Ordering::Relaxed);
+                    }
                     let _awaiting = Awaiting::start(&state);
                     Ok::<_, Infallible>(
                         state
@@ -385,11 +391,10 @@ impl IngressHandle {
         tokio::pin!(conn);
         let mut phase = self.shared.phase.subscribe();
         let mut draining = false;
-        // One timer for the connection's life, moved forward each idle period.
-        let idle_period = self.shared.config.idle_timeout;
-        let mut idle = Box::pin(tokio::time::sleep(idle_period));
-        let mut seen = (0, 0);
-        let mut idle_closing = false;
+        // One timer for the connection's life, moved forward each tick.
+        let limits = QuietLimits::new(&self.shared.config);
+        let mut tick = Box::pin(tokio::time::sleep(limits.tick));
+        let mut quiet = Quiet::default();
         loop {
             let current = *phase.borrow_and_update();
             if current == Phase::Closed {
@@ -413,26 +418,27 @@ impl IngressHandle {
                         return;
                     }
                 }
-                () = idle.as_mut() => {
-                    // Idle: no request started or awaiting its answer, nothing written.
-                    let now = (state.started.load(Ordering::Relaxed), watch.writes());
-                    let idle_period_passed =
-                        now == seen && state.awaiting.load(Ordering::Relaxed) == 0;
-                    seen = now;
-                    if idle_period_passed && idle_closing {
-                        // Asked to close a period ago, and silent since (an HTTP/2 client
-                        // that does not answer the GOAWAY's ping): drop it.
-                        tracing::debug!(%peer, "idle connection dropped");
-                        return;
+                () = tick.as_mut() => {
+                    match quiet.tick(&state, &watch, &limits) {
+                        QuietVerdict::Carry => {}
+                        QuietVerdict::Close(reason) => {
+                            tracing::debug!(%peer, ?reason, "quiet connection closed");
+                            self.shared.registry.add_closed(reason);
+                            if draining {
+                                // Already closing and quiet since: drop it.
+                                return;
+                            }
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        QuietVerdict::Drop => {
+                            // Asked to close a tick ago and quiet since (a head never
+                            // finished, an HTTP/2 client ignoring the GOAWAY's ping).
+                            tracing::debug!(%peer, "quiet connection dropped");
+                            return;
+                        }
                     }
-                    if idle_period_passed && !draining {
-                        tracing::debug!(%peer, "idle connection closed");
-                        self.shared.registry.add_closed(CloseReason::Idle);
-                        draining = true;
-                        idle_closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_period);
+                    tick.as_mut().reset(tokio::time::Instant::now() + limits.tick);
                 }
             }
         }
@@ -440,15 +446,9 @@ impl IngressHandle {
 
     /// Counts why a connection ended with an error, when the ingress ended it.
     fn note_error(&self, error: &BoxError, watch: &IoWatch, peer: SocketAddr) {
-        let header_timeout = error
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout);
         if watch.timed_out() {
             self.shared.registry.add_closed(CloseReason::SendTimeout);
             tracing::info!(%peer, timeout = ?self.shared.config.send_timeout, "client read nothing: connection closed");
-        } else if header_timeout {
-            self.shared.registry.add_closed(CloseReason::HeaderTimeout);
-            tracing::debug!(%peer, "no request head within the header read timeout: connection closed");
         } else {
             tracing::debug!(%error, %peer, "connection ended with an error");
         }
@@ -557,6 +557,76 @@ struct ConnState {
     started: AtomicU64,
     /// Requests whose response head is not ready yet.
     awaiting: AtomicUsize,
+    /// An HTTP/2 request came: the idle timeout applies between requests, not the header one.
+    h2: AtomicBool,
+}
+
+/// The limits a connection's timer checks, and how often it ticks.
+struct QuietLimits {
+    header: Duration,
+    idle: Duration,
+    tick: Duration,
+}
+
+impl QuietLimits {
+    fn new(config: &IngressConfig) -> Self {
+        // A limit is noticed within half of the shorter one past it.
+        let tick =
+            (config.header_read_timeout.min(config.idle_timeout) / 2).max(Duration::from_millis(1));
+        Self {
+            header: config.header_read_timeout,
+            idle: config.idle_timeout,
+            tick,
+        }
+    }
+}
+
+/// How long a connection has been quiet: no request started, none awaiting its response
+/// head, nothing written to the client. Measured at the ticks of the connection's one timer,
+/// in place of hyper's header read timer, which was made and removed for every request.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// Requests started and writes done at the last tick.
+    seen: (u64, u64),
+    quiet_for: Duration,
+    closing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuietVerdict {
+    /// Active, or not quiet for long enough yet.
+    Carry,
+    /// Quiet past its limit: close gracefully, counted for this reason.
+    Close(CloseReason),
+    /// Quiet for a whole tick after being asked to close.
+    Drop,
+}
+
+impl Quiet {
+    fn tick(&mut self, state: &ConnState, watch: &IoWatch, limits: &QuietLimits) -> QuietVerdict {
+        let now = (state.started.load(Ordering::Relaxed), watch.writes());
+        let quiet = now == self.seen && state.awaiting.load(Ordering::Relaxed) == 0;
+        self.seen = now;
+        if !quiet {
+            self.quiet_for = Duration::ZERO;
+            return QuietVerdict::Carry;
+        }
+        if self.closing {
+            return QuietVerdict::Drop;
+        }
+        self.quiet_for += limits.tick;
+        // Until a request came, and between HTTP/1.1 requests, the next head is awaited.
+        let (limit, reason) = if state.h2.load(Ordering::Relaxed) {
+            (limits.idle, CloseReason::Idle)
+        } else {
+            (limits.header, CloseReason::HeaderTimeout)
+        };
+        if self.quiet_for < limit {
+            return QuietVerdict::Carry;
+        }
+        self.closing = true;
+        QuietVerdict::Close(reason)
+    }
 }
 
 /// A request awaiting its response head, counted from its start until dropped.

@@ -191,8 +191,8 @@ async fn the_request_timeout_counts_from_the_end_of_a_slow_upload() {
     assert!(head.contains("echo-body-len: 4"), "{head}");
 }
 
-/// hyper 1.12 starts the header read timer again when a kept-alive connection goes idle, so
-/// the header read timeout is also the keep-alive timeout of HTTP/1.1.
+/// The header read timeout also bounds the wait for the next request on a kept-alive
+/// HTTP/1.1 connection, and a head that never ends (slowloris).
 #[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout() {
     let up = upstream("a").await;
@@ -216,13 +216,13 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout()
     assert_eq!(h.metrics().connections_closed.header_timeout, 2);
 }
 
-/// HTTP/2 has no header read timeout: an h2c connection with no stream is closed (GOAWAY)
-/// after the idle timeout.
+/// An h2c connection that opens no stream is closed after the header read timeout, even
+/// when its client ignores the GOAWAY (it answers no ping here).
 #[tokio::test]
-async fn an_idle_h2c_connection_is_closed() {
+async fn an_h2c_connection_that_opens_no_stream_is_closed() {
     let up = upstream("a").await;
     let config = IngressConfig {
-        idle_timeout: SHORT,
+        header_read_timeout: SHORT,
         ..IngressConfig::default()
     };
     let (h, proxy) = proxy_with(config, vec![route("r", "*", "/", &[up.addr])]).await;
@@ -235,6 +235,36 @@ async fn an_idle_h2c_connection_is_closed() {
     let all = read_until_closed(&mut client).await;
     // A GOAWAY frame (type 7) came before the close.
     assert!(all.windows(4).any(|w| w[3] == 7 && w[0] == 0), "{all:?}");
+    assert_eq!(h.metrics().connections_closed.header_timeout, 1);
+}
+
+/// HTTP/2 has no header read timeout between requests: an h2c connection idle after its
+/// requests is closed (GOAWAY) after the idle timeout.
+#[tokio::test]
+async fn an_idle_h2c_connection_is_closed() {
+    let up = upstream("a").await;
+    let config = IngressConfig {
+        idle_timeout: SHORT,
+        header_read_timeout: Duration::from_secs(3600),
+        ..IngressConfig::default()
+    };
+    let (h, proxy) = proxy_with(config, vec![route("r", "*", "/", &[up.addr])]).await;
+    let io = TokioIo::new(TcpStream::connect(proxy).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    let driving = tokio::spawn(conn);
+    let request = Request::get("http://shop/")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    tokio::time::timeout(DEADLINE, driving)
+        .await
+        .expect("the connection was not closed in time")
+        .unwrap()
+        .unwrap();
     assert_eq!(h.metrics().connections_closed.idle, 1);
 }
 
