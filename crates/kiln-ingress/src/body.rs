@@ -141,7 +141,7 @@ impl Drop for UpstreamBody {
 /// checked by a timer made only for streams that wait, and moved (not re-made) when a later
 /// silence starts.
 #[derive(Debug, Default)]
-struct Silence {
+pub(crate) struct Silence {
     /// When the stream last had nothing to give after a frame (`None`: it gave one since).
     since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -149,12 +149,12 @@ struct Silence {
 
 impl Silence {
     /// A frame came: the next wait starts a new silence.
-    fn broken(&mut self) {
+    pub(crate) fn broken(&mut self) {
         self.since = None;
     }
 
     /// Called when the stream has nothing ready: ready once the silence lasted `limit`.
-    fn poll_over(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_over(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
         let since = *self.since.get_or_insert_with(Instant::now);
         let Some(deadline) = since.checked_add(limit) else {
             return Poll::Pending;

@@ -4,18 +4,20 @@
 //! its connection, the upstream connection its response comes from and their tasks for as
 //! long as it likes: the proxy stops reading the upstream when the client stops reading.
 //!
-//! The timer is made the first time a write waits and moved (not re-made) afterwards; a
-//! write that goes through costs one branch.
+//! The silence is measured as a response body's is ([`Silence`]): a timer made the first time
+//! a write waits and moved (not re-made) afterwards; a write that goes through costs a branch
+//! and a relaxed add.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use tokio::time::{Instant, Sleep};
+
+use crate::body::Silence;
 
 /// What the connection's owner reads of its stream.
 #[derive(Debug, Default)]
@@ -40,9 +42,8 @@ impl IoWatch {
 pub(crate) struct ClientIo<IO> {
     io: IO,
     send_timeout: Duration,
-    /// When the current wait of a write started (`None`: the last write went through).
-    waiting_since: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// How long the current write has waited on the client.
+    silence: Silence,
     watch: Arc<IoWatch>,
 }
 
@@ -51,15 +52,14 @@ impl<IO> ClientIo<IO> {
         Self {
             io,
             send_timeout,
-            waiting_since: None,
-            timer: None,
+            silence: Silence::default(),
             watch,
         }
     }
 
     /// A write made progress: the next wait starts anew.
     fn progressed<T>(&mut self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.waiting_since = None;
+        self.silence.broken();
         poll
     }
 
@@ -74,19 +74,7 @@ impl<IO> ClientIo<IO> {
 
     /// A write is waiting on the client: fails once it waited for the send timeout.
     fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        let Some(deadline) = since.checked_add(self.send_timeout) else {
-            return Poll::Pending;
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        if timer.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
+        ready!(self.silence.poll_over(self.send_timeout, cx));
         self.watch.timed_out.store(true, Ordering::Relaxed);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,

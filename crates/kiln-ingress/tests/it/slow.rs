@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::body::{Body, Bytes, Frame};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kiln_ingress::{Ingress, IngressConfig, IngressHandle, Route, Timeouts};
+use kiln_ingress::{IngressConfig, IngressHandle, Route, Timeouts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -21,16 +21,6 @@ use crate::support::*;
 const DEADLINE: Duration = Duration::from_secs(10);
 /// The short limit under test.
 const SHORT: Duration = Duration::from_millis(200);
-
-async fn proxy_with(config: IngressConfig, routes: Vec<Route>) -> (IngressHandle, SocketAddr) {
-    let handle = Ingress::new(config);
-    handle.swap(table(routes));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = handle.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    (handle, addr)
-}
 
 /// Reads until the peer closes (or resets); everything read. Fails past [`DEADLINE`].
 async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
@@ -47,6 +37,31 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     .await
     .expect("the connection was not closed in time");
     out
+}
+
+/// Sends `request` on a new connection and reads until the proxy closes it.
+async fn send_until_closed(proxy: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client.write_all(request).await.unwrap();
+    read_until_closed(&mut client).await
+}
+
+fn assert_answered(all: &[u8], status_line: &str) {
+    assert!(
+        all.starts_with(status_line.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(all)
+    );
+}
+
+/// An ingress with `config` in front of an upstream that answers 200.
+async fn proxy_to_upstream(config: IngressConfig) -> (IngressHandle, SocketAddr) {
+    let up = upstream("a").await;
+    proxy_with(config, vec![route("r", "*", "/", &[up.addr])]).await
+}
+
+fn client_timeouts(h: &IngressHandle) -> u64 {
+    h.metrics().get("r", "stable").unwrap().client_timeouts
 }
 
 /// Reads until a whole response head arrived.
@@ -131,7 +146,7 @@ async fn a_stalled_request_body_gets_408_and_releases_the_upstream_connection() 
     upstream_closed(closed).await;
     let metrics = h.metrics();
     let set = metrics.get("r", "stable").unwrap();
-    assert_eq!(set.client_timeouts, 1);
+    assert_eq!(set.client_timeouts, 1, "counted as a client timeout");
     assert_eq!(set.requests_by_class[3], 1, "counted as a 4xx");
 }
 
@@ -146,19 +161,14 @@ async fn a_stalled_body_after_an_early_answer_closes_both_connections() {
         ..Timeouts::default()
     };
     let (h, proxy) = proxy_with(IngressConfig::default(), vec![short_route(addr, timeouts)]).await;
-    let mut client = TcpStream::connect(proxy).await.unwrap();
-    client
-        .write_all(b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000000\r\n\r\nab")
-        .await
-        .unwrap();
-    let all = read_until_closed(&mut client).await;
-    assert!(
-        all.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&all)
-    );
+    let all = send_until_closed(
+        proxy,
+        b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000000\r\n\r\nab",
+    )
+    .await;
+    assert_answered(&all, "HTTP/1.1 200");
     upstream_closed(closed).await;
-    assert_eq!(h.metrics().get("r", "stable").unwrap().client_timeouts, 1);
+    assert_eq!(client_timeouts(&h), 1);
 }
 
 /// The upstream's request timeout is its time to answer: a slow but steady upload longer
@@ -195,24 +205,20 @@ async fn the_request_timeout_counts_from_the_end_of_a_slow_upload() {
 /// HTTP/1.1 connection, and a head that never ends (slowloris).
 #[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout() {
-    let up = upstream("a").await;
-    let config = IngressConfig {
+    let (h, proxy) = proxy_to_upstream(IngressConfig {
         header_read_timeout: SHORT,
         ..IngressConfig::default()
-    };
-    let (h, proxy) = proxy_with(config, vec![route("r", "*", "/", &[up.addr])]).await;
-    let mut client = TcpStream::connect(proxy).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .unwrap();
-    let all = read_until_closed(&mut client).await;
-    assert!(all.starts_with(b"HTTP/1.1 200"), "served first");
+    })
+    .await;
+    let all = send_until_closed(proxy, b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    assert_answered(&all, "HTTP/1.1 200");
     assert_eq!(h.metrics().connections_closed.header_timeout, 1);
     // And one that never finishes its head (slowloris) gets the same.
-    let mut slow = TcpStream::connect(proxy).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: sh").await.unwrap();
-    assert!(read_until_closed(&mut slow).await.is_empty());
+    assert!(
+        send_until_closed(proxy, b"GET / HTTP/1.1\r\nHost: sh")
+            .await
+            .is_empty()
+    );
     assert_eq!(h.metrics().connections_closed.header_timeout, 2);
 }
 
@@ -220,19 +226,14 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout()
 /// when its client ignores the GOAWAY (it answers no ping here).
 #[tokio::test]
 async fn an_h2c_connection_that_opens_no_stream_is_closed() {
-    let up = upstream("a").await;
-    let config = IngressConfig {
+    let (h, proxy) = proxy_to_upstream(IngressConfig {
         header_read_timeout: SHORT,
         ..IngressConfig::default()
-    };
-    let (h, proxy) = proxy_with(config, vec![route("r", "*", "/", &[up.addr])]).await;
-    let mut client = TcpStream::connect(proxy).await.unwrap();
+    })
+    .await;
     // The preface and an empty SETTINGS frame, then silence.
-    client
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
-    let all = read_until_closed(&mut client).await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let all = send_until_closed(proxy, preface).await;
     // A GOAWAY frame (type 7) came before the close.
     assert!(all.windows(4).any(|w| w[3] == 7 && w[0] == 0), "{all:?}");
     assert_eq!(h.metrics().connections_closed.header_timeout, 1);
@@ -242,13 +243,12 @@ async fn an_h2c_connection_that_opens_no_stream_is_closed() {
 /// requests is closed (GOAWAY) after the idle timeout.
 #[tokio::test]
 async fn an_idle_h2c_connection_is_closed() {
-    let up = upstream("a").await;
-    let config = IngressConfig {
+    let (h, proxy) = proxy_to_upstream(IngressConfig {
         idle_timeout: SHORT,
         header_read_timeout: Duration::from_secs(3600),
         ..IngressConfig::default()
-    };
-    let (h, proxy) = proxy_with(config, vec![route("r", "*", "/", &[up.addr])]).await;
+    })
+    .await;
     let io = TokioIo::new(TcpStream::connect(proxy).await.unwrap());
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
         .await
@@ -362,22 +362,15 @@ async fn an_idle_websocket_tunnel_is_closed() {
         ..Timeouts::default()
     };
     let (h, proxy) = proxy_with(IngressConfig::default(), vec![short_route(addr, timeouts)]).await;
-    let mut client = TcpStream::connect(proxy).await.unwrap();
-    client
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let all = read_until_closed(&mut client).await;
-    assert!(
-        all.starts_with(b"HTTP/1.1 101"),
-        "{:?}",
-        String::from_utf8_lossy(&all)
-    );
+    let all = send_until_closed(
+        proxy,
+        b"GET /ws HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_answered(&all, "HTTP/1.1 101");
     upstream_closed(closed).await;
-    assert_eq!(h.metrics().get("r", "stable").unwrap().client_timeouts, 1);
+    assert_eq!(client_timeouts(&h), 1);
 }
 
 /// Past `max_connections`, a new connection is closed at once; once one closes, a new one
