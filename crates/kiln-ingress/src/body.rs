@@ -13,7 +13,7 @@ use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -264,6 +264,25 @@ pub(crate) struct Relay {
     metrics: Arc<SetMetrics>,
     _request: InFlightRequest,
     _endpoint: Option<InFlight>,
+    /// Keeps the request in progress on its client connection until the body ends.
+    _busy: Option<Busy>,
+}
+
+/// Counts a request as in progress on its client connection until dropped.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    pub(crate) fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Relay {
@@ -291,6 +310,13 @@ impl ProxyBody {
         ProxyBody::Local(Full::new(Bytes::new()))
     }
 
+    /// Keeps `busy` until a relayed body ends; a local body drops it at once.
+    pub(crate) fn hold(&mut self, busy: Busy) {
+        if let ProxyBody::Upstream(relay) = self {
+            relay._busy = Some(busy);
+        }
+    }
+
     pub(crate) fn relay(
         inner: Incoming,
         connection: Pooled,
@@ -308,6 +334,7 @@ impl ProxyBody {
             metrics,
             _request: request,
             _endpoint: endpoint,
+            _busy: None,
         }))
     }
 }

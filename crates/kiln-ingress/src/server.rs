@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::{BoxError, Busy, ProxyBody};
 use crate::client_io::{ClientIo, IoWatch};
 use crate::config::RouteTable;
 use crate::headers;
@@ -45,7 +45,7 @@ pub struct IngressConfig {
     pub pool_max_idle_per_host: usize,
     /// Time a client gets to send its first request's head, and on HTTP/1.1 the next one
     /// (slowloris guard and keep-alive timeout; nginx's `client_header_timeout`): a connection
-    /// quiet this long (no request started or awaiting its answer, nothing written to the
+    /// quiet this long (no request started or in progress, nothing written to the
     /// client) is closed without an answer, noticed within half the shorter of this and
     /// `idle_timeout` past it. One asked to close that stays quiet another such half (a head
     /// that never ends) is dropped.
@@ -361,7 +361,7 @@ impl IngressHandle {
             client_ip: headers::client_ip(peer.ip()),
             scheme,
             started: AtomicU64::new(0),
-            awaiting: AtomicUsize::new(0),
+            in_progress: Arc::new(AtomicUsize::new(0)),
             h2: AtomicBool::new(false),
         });
         let service = {
@@ -372,13 +372,16 @@ impl IngressHandle {
                     if req.version() == Version::HTTP_2 {
                         state.h2.store(true, Ordering::Relaxed);
                     }
-                    let _awaiting = Awaiting::start(&state);
-                    Ok::<_, Infallible>(
-                        state
-                            .shared
-                            .handle(req, &state.client_ip, state.scheme)
-                            .await,
-                    )
+                    state.started.fetch_add(1, Ordering::Relaxed);
+                    let busy = Busy::start(&state.in_progress);
+                    let mut response = state
+                        .shared
+                        .handle(req, &state.client_ip, state.scheme)
+                        .await;
+                    // A relayed body keeps the request in progress until it ends (a silent
+                    // stream is bounded by the route's idle timeout, not the connection's).
+                    response.body_mut().hold(busy);
+                    Ok::<_, Infallible>(response)
                 }
             })
         };
@@ -555,8 +558,9 @@ struct ConnState {
     scheme: Scheme,
     /// Requests started so far: unchanged across an idle period means none started in it.
     started: AtomicU64,
-    /// Requests whose response head is not ready yet.
-    awaiting: AtomicUsize,
+    /// Requests in progress: from their start until their response head is ready, or until
+    /// the end of a relayed response body.
+    in_progress: Arc<AtomicUsize>,
     /// An HTTP/2 request came: the idle timeout applies between requests, not the header one.
     h2: AtomicBool,
 }
@@ -581,8 +585,8 @@ impl QuietLimits {
     }
 }
 
-/// How long a connection has been quiet: no request started, none awaiting its response
-/// head, nothing written to the client. Measured at the ticks of the connection's one timer,
+/// How long a connection has been quiet: no request started, none in progress, nothing
+/// written to the client. Measured at the ticks of the connection's one timer,
 /// in place of hyper's header read timer, which was made and removed for every request.
 #[derive(Debug, Default)]
 struct Quiet {
@@ -605,7 +609,7 @@ enum QuietVerdict {
 impl Quiet {
     fn tick(&mut self, state: &ConnState, watch: &IoWatch, limits: &QuietLimits) -> QuietVerdict {
         let now = (state.started.load(Ordering::Relaxed), watch.writes());
-        let quiet = now == self.seen && state.awaiting.load(Ordering::Relaxed) == 0;
+        let quiet = now == self.seen && state.in_progress.load(Ordering::Relaxed) == 0;
         self.seen = now;
         if !quiet {
             self.quiet_for = Duration::ZERO;
@@ -626,23 +630,6 @@ impl Quiet {
         }
         self.closing = true;
         QuietVerdict::Close(reason)
-    }
-}
-
-/// A request awaiting its response head, counted from its start until dropped.
-struct Awaiting<'a>(&'a ConnState);
-
-impl<'a> Awaiting<'a> {
-    fn start(state: &'a ConnState) -> Self {
-        state.started.fetch_add(1, Ordering::Relaxed);
-        state.awaiting.fetch_add(1, Ordering::Relaxed);
-        Self(state)
-    }
-}
-
-impl Drop for Awaiting<'_> {
-    fn drop(&mut self) {
-        self.0.awaiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

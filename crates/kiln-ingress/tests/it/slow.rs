@@ -222,6 +222,34 @@ async fn an_idle_kept_alive_connection_is_closed_after_the_header_read_timeout()
     assert_eq!(h.metrics().connections_closed.header_timeout, 2);
 }
 
+/// A response body the upstream streams with pauses longer than the header read timeout
+/// keeps its connection: the pauses are the route's idle timeout's business.
+#[tokio::test]
+async fn a_response_streaming_with_pauses_is_not_cut_by_the_header_read_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n";
+        let _ = stream.write_all(head).await;
+        // The upstream pauses on purpose, for four header read timeouts.
+        tokio::time::sleep(SHORT * 4).await;
+        let _ = stream.write_all(b"1\r\nb\r\n0\r\n\r\n").await;
+        let _ = stream.read(&mut buf).await;
+    });
+    let config = IngressConfig {
+        header_read_timeout: SHORT,
+        ..IngressConfig::default()
+    };
+    let (_h, proxy) = proxy_with(config, vec![route("r", "*", "/", &[addr])]).await;
+    let all = send_until_closed(proxy, b"GET /events HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    assert_answered(&all, "HTTP/1.1 200");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.ends_with("1\r\nb\r\n0\r\n\r\n"), "cut short: {text:?}");
+}
+
 /// An h2c connection that opens no stream is closed after the header read timeout, even
 /// when its client ignores the GOAWAY (it answers no ping here).
 #[tokio::test]
