@@ -1,8 +1,9 @@
 //! Body wrappers on both legs of a proxied request.
 //!
 //! [`UpstreamBody`] carries the client's request body to the upstream: it counts bytes and cuts
-//! the stream when it passes the route's limit (→ 413), noting in [`BodyFlags`] whether the
-//! limit or the client broke the attempt, and when the upstream connection let go of it (the
+//! the stream when it passes the route's limit (→ 413) or when the client stays silent past the
+//! route's body timeout (→ 408, nginx's `client_body_timeout`), noting in [`BodyFlags`] whether
+//! the limit, the client or its silence broke the attempt, and when the upstream connection let go of it (the
 //! pool's condition for reusing that connection). [`ProxyBody`] carries responses to the client:
 //! either our own short text or the upstream's body with byte counting, an idle timeout, the
 //! in-flight guards, and the upstream connection, checked back into the pool when the body
@@ -11,7 +12,8 @@
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,10 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 pub(crate) struct BodyFlags {
     over_limit: AtomicBool,
     client_failed: AtomicBool,
+    timed_out: AtomicBool,
     released: AtomicBool,
+    /// When the body was released, in nanoseconds after [`epoch`] (0: not yet).
+    released_at: AtomicU64,
 }
 
 impl BodyFlags {
@@ -45,12 +50,31 @@ impl BodyFlags {
         self.client_failed.load(Ordering::Relaxed)
     }
 
+    /// The client sent nothing of its body for longer than the route's body timeout.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
     /// The body was dropped: hyper's connection wrote it to its end (or gave up on it after an
     /// error) and no longer waits on the client for it. Until then the connection is busy even
     /// if its response already ended (an upstream may answer before reading the body).
     pub(crate) fn released(&self) -> bool {
         self.released.load(Ordering::Acquire)
     }
+
+    /// When the body was released (see [`BodyFlags::released`]), if it was.
+    pub(crate) fn released_at(&self) -> Option<Instant> {
+        match self.released_at.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(epoch() + Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+/// A fixed instant early in the process, so an instant fits in an atomic as an offset.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 #[derive(Debug)]
@@ -60,6 +84,10 @@ pub(crate) struct UpstreamBody {
     limit: Option<u64>,
     flags: Option<Arc<BodyFlags>>,
     metrics: Option<Arc<SetMetrics>>,
+    /// The silence allowed between two reads of the client's body.
+    timeout: Duration,
+    /// The client's silence, measured only while the body waits (as [`Relay`] does).
+    silence: Silence,
 }
 
 impl UpstreamBody {
@@ -70,12 +98,15 @@ impl UpstreamBody {
             limit: None,
             flags: None,
             metrics: None,
+            timeout: Duration::MAX,
+            silence: Silence::default(),
         }
     }
 
     pub(crate) fn new(
         inner: Incoming,
         limit: Option<u64>,
+        timeout: Duration,
         flags: Arc<BodyFlags>,
         metrics: Arc<SetMetrics>,
     ) -> Self {
@@ -85,6 +116,8 @@ impl UpstreamBody {
             limit,
             flags: Some(flags),
             metrics: Some(metrics),
+            timeout,
+            silence: Silence::default(),
         }
     }
 
@@ -97,10 +130,53 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if let Some(flags) = &self.flags {
+            let nanos = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+            flags.released_at.store(nanos.max(1), Ordering::Release);
             flags.released.store(true, Ordering::Release);
         }
     }
 }
+
+/// How long a stream has had nothing to give: started when it first waits after a frame,
+/// checked by a timer made only for streams that wait, and moved (not re-made) when a later
+/// silence starts.
+#[derive(Debug, Default)]
+pub(crate) struct Silence {
+    /// When the stream last had nothing to give after a frame (`None`: it gave one since).
+    since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Silence {
+    /// A frame came: the next wait starts a new silence.
+    pub(crate) fn broken(&mut self) {
+        self.since = None;
+    }
+
+    /// Called when the stream has nothing ready: ready once the silence lasted `limit`.
+    pub(crate) fn poll_over(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let Some(deadline) = since.checked_add(limit) else {
+            return Poll::Pending;
+        };
+        loop {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            if timer.deadline() != deadline.into() {
+                timer.as_mut().reset(deadline.into());
+            }
+            ready!(timer.as_mut().poll(cx));
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body idle for longer than {0:?}")]
+struct BodyTimeout(Duration);
 
 #[derive(Debug, thiserror::Error)]
 #[error("request body over the route's limit")]
@@ -118,16 +194,27 @@ impl Body for UpstreamBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
+        let frame = match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
                 if let Some(flags) = &this.flags {
                     flags.client_failed.store(true, Ordering::Relaxed);
                 }
                 return Poll::Ready(Some(Err(e.into())));
             }
-            None => return Poll::Ready(None),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.silence.poll_over(this.timeout, cx));
+                if let Some(flags) = &this.flags {
+                    flags.timed_out.store(true, Ordering::Relaxed);
+                }
+                if let Some(metrics) = &this.metrics {
+                    metrics.add_client_timeout();
+                }
+                return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
+            }
         };
+        this.silence.broken();
         if let Some(data) = frame.data_ref() {
             let n = data.len() as u64;
             this.seen += n;
@@ -172,14 +259,30 @@ pub(crate) struct Relay {
     connection: Option<Pooled>,
     finished: bool,
     idle: Duration,
-    /// When the upstream last had nothing to give after a frame (`None`: it gave one since):
-    /// the start of the silence the idle timeout measures, read from the clock only when a
-    /// body waits rather than for every frame.
-    waiting_since: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The upstream's silence, which the idle timeout measures.
+    silence: Silence,
     metrics: Arc<SetMetrics>,
     _request: InFlightRequest,
     _endpoint: Option<InFlight>,
+    /// Keeps the request in progress on its client connection until the body ends.
+    _busy: Option<Busy>,
+}
+
+/// Counts a request as in progress on its client connection until dropped.
+#[derive(Debug)]
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    pub(crate) fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Relay {
@@ -207,6 +310,13 @@ impl ProxyBody {
         ProxyBody::Local(Full::new(Bytes::new()))
     }
 
+    /// Keeps `busy` until a relayed body ends; a local body drops it at once.
+    pub(crate) fn hold(&mut self, busy: Busy) {
+        if let ProxyBody::Upstream(relay) = self {
+            relay._busy = Some(busy);
+        }
+    }
+
     pub(crate) fn relay(
         inner: Incoming,
         connection: Pooled,
@@ -220,11 +330,11 @@ impl ProxyBody {
             connection: Some(connection),
             finished: false,
             idle,
-            waiting_since: None,
-            timer: None,
+            silence: Silence::default(),
             metrics,
             _request: request,
             _endpoint: endpoint,
+            _busy: None,
         }))
     }
 }
@@ -232,28 +342,6 @@ impl ProxyBody {
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response body idle for longer than {0:?}")]
 struct IdleTimeout(Duration);
-
-impl Relay {
-    /// Called when the upstream has nothing ready: arms (lazily) or checks the idle timer.
-    /// The timer is created only for bodies that actually wait, and re-armed from the start
-    /// of the current silence instead of being reset on every frame.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
-        let since = *self.waiting_since.get_or_insert_with(Instant::now);
-        loop {
-            let deadline = since + self.idle;
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-            if timer.deadline() != deadline.into() {
-                timer.as_mut().reset(deadline.into());
-            }
-            ready!(timer.as_mut().poll(cx));
-            if Instant::now() >= deadline {
-                return Poll::Ready(Box::new(IdleTimeout(self.idle)));
-            }
-        }
-    }
-}
 
 impl Body for ProxyBody {
     type Data = Bytes;
@@ -272,7 +360,7 @@ impl Body for ProxyBody {
                     if let Some(data) = frame.data_ref() {
                         relay.metrics.add_bytes_out(data.len() as u64);
                     }
-                    relay.waiting_since = None;
+                    relay.silence.broken();
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -283,9 +371,9 @@ impl Body for ProxyBody {
                     relay.finished = true;
                     Poll::Ready(None)
                 }
-                Poll::Pending => relay.poll_idle(cx).map(|e| {
+                Poll::Pending => relay.silence.poll_over(relay.idle, cx).map(|()| {
                     relay.connection = None;
-                    Some(Err(e))
+                    Some(Err(Box::new(IdleTimeout(relay.idle)) as BoxError))
                 }),
             },
         }

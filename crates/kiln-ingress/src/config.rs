@@ -256,6 +256,14 @@ pub struct Timeouts {
     pub request: Duration,
     /// Longest silence while streaming the response body before it is cut off.
     pub idle: Duration,
+    /// Longest silence between two reads of the client's request body (nginx's
+    /// `client_body_timeout`): 408 when nothing of the response was sent yet, else the
+    /// connection is cut. The upstream's `request` timeout counts from the body's end, so a
+    /// slow upload is the client's fault, never the upstream's.
+    pub body: Duration,
+    /// Longest silence, both ways, on a WebSocket tunnel before it is closed (HAProxy's
+    /// `timeout tunnel`); noticed within twice this.
+    pub tunnel: Duration,
 }
 
 impl Default for Timeouts {
@@ -264,6 +272,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             request: Duration::from_secs(30),
             idle: Duration::from_secs(60),
+            body: Duration::from_secs(60),
+            tunnel: Duration::from_secs(3600),
         }
     }
 }

@@ -43,6 +43,8 @@ pub(crate) enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("the request body could not be read (bad chunked framing or cut short)")]
     ClientBody,
+    #[error("the request body stalled for longer than {0:?}")]
+    ClientTimeout(std::time::Duration),
 }
 
 impl ProxyError {
@@ -54,6 +56,7 @@ impl ProxyError {
             ProxyError::Upstream => StatusCode::BAD_GATEWAY,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

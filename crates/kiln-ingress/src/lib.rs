@@ -22,13 +22,14 @@
 //! request) with `balance`, `health`, `budget`, `headers`, `body`, `upgrade`, `maintenance`
 //! (a route's maintenance page), `pool` (upstream
 //! HTTP/1.1 connections, kept per serving thread without locks); `metrics` (atomic
-//! counters, snapshots, Prometheus text); `server` (accept loops, connections, shutdown) with
-//! `tls` (rustls termination with the user's certificate) and `per_core` (a thread and runtime
+//! counters, snapshots, Prometheus text); `server` (accept loops, connections, their limits,
+//! shutdown) with `client_io` (the client stream's send timeout), `tls` (rustls termination with the user's certificate) and `per_core` (a thread and runtime
 //! per core, one listener whose connections go to the least-loaded thread).
 
 mod balance;
 mod body;
 mod budget;
+mod client_io;
 mod config;
 mod error;
 mod headers;
@@ -52,7 +53,8 @@ pub use error::TableError;
 pub use health::{EndpointHealth, EndpointState};
 pub use maintenance::{MAX_DERIVED_RETRY_AFTER, OPEN_ENDED_RETRY_AFTER};
 pub use metrics::{
-    HistogramSnapshot, LATENCY_BOUNDS, MetricsSnapshot, SetMetricsSnapshot, render_prometheus,
+    ConnectionsClosed, HistogramSnapshot, LATENCY_BOUNDS, MetricsSnapshot, SetMetricsSnapshot,
+    render_prometheus,
 };
 pub use per_core::ServingThread;
 pub use server::{Ingress, IngressConfig, IngressHandle, Scheme, ShutdownReport};

@@ -33,6 +33,7 @@ pub(crate) struct SetMetrics {
     bytes_out: AtomicU64,
     retries: AtomicU64,
     ejections: AtomicU64,
+    client_timeouts: AtomicU64,
 }
 
 impl SetMetrics {
@@ -68,6 +69,11 @@ impl SetMetrics {
         self.ejections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request body or WebSocket tunnel the client left silent past its timeout.
+    pub(crate) fn add_client_timeout(&self) {
+        self.client_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn snapshot(&self, route: &str, set: &str) -> SetMetricsSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SetMetricsSnapshot {
@@ -83,6 +89,7 @@ impl SetMetrics {
             bytes_out: load(&self.bytes_out),
             retries: load(&self.retries),
             ejections: load(&self.ejections),
+            client_timeouts: load(&self.client_timeouts),
         }
     }
 }
@@ -97,11 +104,44 @@ impl Drop for InFlightRequest {
     }
 }
 
+/// Why the ingress closed a client connection itself (rather than the client closing it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Accepted while `max_connections` were open: closed at once.
+    OverLimit,
+    /// No request for the connection idle timeout (HTTP/2, or any connection between requests).
+    Idle,
+    /// The request head did not arrive within the header read timeout (HTTP/1.1, which
+    /// includes a kept-alive connection waiting for its next request).
+    HeaderTimeout,
+    /// The client read nothing of what was written to it for the send timeout.
+    SendTimeout,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 4] = [
+        CloseReason::OverLimit,
+        CloseReason::Idle,
+        CloseReason::HeaderTimeout,
+        CloseReason::SendTimeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CloseReason::OverLimit => "over_limit",
+            CloseReason::Idle => "idle",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::SendTimeout => "send_timeout",
+        }
+    }
+}
+
 /// All series ever created, keyed by (route, set); the lock is taken on swaps and snapshots.
 #[derive(Debug, Default)]
 pub(crate) struct MetricsRegistry {
     series: Mutex<BTreeMap<(String, String), Arc<SetMetrics>>>,
     unmatched: AtomicU64,
+    closed: [AtomicU64; 4],
 }
 
 impl MetricsRegistry {
@@ -120,6 +160,10 @@ impl MetricsRegistry {
         self.unmatched.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn add_closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let sets = match self.series.lock() {
             Ok(series) => series
@@ -128,9 +172,16 @@ impl MetricsRegistry {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let closed = |reason: CloseReason| self.closed[reason as usize].load(Ordering::Relaxed);
         MetricsSnapshot {
             sets,
             unmatched_requests: self.unmatched.load(Ordering::Relaxed),
+            connections_closed: ConnectionsClosed {
+                over_limit: closed(CloseReason::OverLimit),
+                idle: closed(CloseReason::Idle),
+                header_timeout: closed(CloseReason::HeaderTimeout),
+                send_timeout: closed(CloseReason::SendTimeout),
+            },
         }
     }
 }
@@ -141,6 +192,40 @@ pub struct MetricsSnapshot {
     pub sets: Vec<SetMetricsSnapshot>,
     /// Requests that matched no route (answered 404).
     pub unmatched_requests: u64,
+    /// Client connections the ingress closed itself, by reason.
+    pub connections_closed: ConnectionsClosed,
+}
+
+/// Client connections closed by the ingress, by reason (see each field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionsClosed {
+    /// Over `max_connections`: closed as soon as accepted.
+    pub over_limit: u64,
+    /// No request for the idle timeout.
+    pub idle: u64,
+    /// No complete request head within the header read timeout.
+    pub header_timeout: u64,
+    /// The client read nothing for the send timeout.
+    pub send_timeout: u64,
+}
+
+impl ConnectionsClosed {
+    fn get(&self, reason: CloseReason) -> u64 {
+        match reason {
+            CloseReason::OverLimit => self.over_limit,
+            CloseReason::Idle => self.idle,
+            CloseReason::HeaderTimeout => self.header_timeout,
+            CloseReason::SendTimeout => self.send_timeout,
+        }
+    }
+
+    /// Adds another ingress's counts (the control plane merges its proxies).
+    pub fn add(&mut self, other: &ConnectionsClosed) {
+        self.over_limit += other.over_limit;
+        self.idle += other.idle;
+        self.header_timeout += other.header_timeout;
+        self.send_timeout += other.send_timeout;
+    }
 }
 
 impl MetricsSnapshot {
@@ -162,6 +247,8 @@ pub struct SetMetricsSnapshot {
     pub bytes_out: u64,
     pub retries: u64,
     pub ejections: u64,
+    /// Request bodies and WebSocket tunnels cut because the client stayed silent too long.
+    pub client_timeouts: u64,
 }
 
 impl SetMetricsSnapshot {
@@ -224,7 +311,7 @@ pub fn render_prometheus(snapshot: &MetricsSnapshot) -> String {
     render_requests(&mut out, snapshot);
     render_latency(&mut out, snapshot);
     type Field = fn(&SetMetricsSnapshot) -> u64;
-    let simple: [(&str, &str, &str, Field); 5] = [
+    let simple: [(&str, &str, &str, Field); 6] = [
         (
             "http_requests_in_flight",
             "gauge",
@@ -255,6 +342,12 @@ pub fn render_prometheus(snapshot: &MetricsSnapshot) -> String {
             "Endpoints ejected by outlier detection.",
             |s| s.ejections,
         ),
+        (
+            "http_client_timeouts_total",
+            "counter",
+            "Request bodies and WebSocket tunnels cut after the client's silence.",
+            |s| s.client_timeouts,
+        ),
     ];
     for (name, kind, help, field) in simple {
         header(&mut out, name, kind, help);
@@ -273,6 +366,20 @@ pub fn render_prometheus(snapshot: &MetricsSnapshot) -> String {
         "http_unmatched_requests_total {}",
         snapshot.unmatched_requests
     );
+    header(
+        &mut out,
+        "http_connections_closed_total",
+        "counter",
+        "Client connections the ingress closed itself, by reason.",
+    );
+    for reason in CloseReason::ALL {
+        let _ = writeln!(
+            out,
+            "http_connections_closed_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            snapshot.connections_closed.get(reason)
+        );
+    }
     out
 }
 

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::pool;
-use crate::server::IngressHandle;
+use crate::server::{Admitted, IngressHandle};
 use crate::tls::TlsSettings;
 
 /// One serving thread's connections, as [`IngressHandle::serving_threads`] reports them.
@@ -77,6 +77,7 @@ struct Handoff {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     load: LoadGuard,
+    admitted: Admitted,
 }
 
 /// The accepting thread's side: each thread's load and inbox.
@@ -108,7 +109,7 @@ impl Dispatcher {
         best
     }
 
-    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr, admitted: Admitted) {
         let target = self.pick();
         let load = LoadGuard::new(&self.loads[target]);
         // Leaves this thread's reactor; the serving thread registers it with its own.
@@ -120,7 +121,12 @@ impl Dispatcher {
             }
         };
         // Only fails when that thread is gone (shutting down): the connection is then closed.
-        let _ = self.inboxes[target].send(Handoff { stream, peer, load });
+        let _ = self.inboxes[target].send(Handoff {
+            stream,
+            peer,
+            load,
+            admitted,
+        });
     }
 }
 
@@ -179,8 +185,8 @@ impl IngressHandle {
                             let accepting = handle.clone();
                             tokio::spawn(async move {
                                 accepting
-                                    .accept_loop(listener, |stream, peer| {
-                                        dispatcher.dispatch(stream, peer);
+                                    .accept_loop(listener, |stream, peer, admitted| {
+                                        dispatcher.dispatch(stream, peer, admitted);
                                     })
                                     .await;
                             });
@@ -220,9 +226,17 @@ async fn serve_handoffs(
     mut inbox: mpsc::UnboundedReceiver<Handoff>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    while let Some(Handoff { stream, peer, load }) = inbox.recv().await {
+    while let Some(Handoff {
+        stream,
+        peer,
+        load,
+        admitted,
+    }) = inbox.recv().await
+    {
         match TcpStream::from_std(stream) {
-            Ok(stream) => handle.spawn_connection(stream, peer, tls.as_ref(), Some(load)),
+            Ok(stream) => {
+                handle.spawn_connection(stream, peer, tls.as_ref(), (admitted, Some(load)));
+            }
             Err(error) => tracing::debug!(%error, %peer, "cannot register a connection"),
         }
     }

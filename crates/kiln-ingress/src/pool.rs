@@ -185,7 +185,8 @@ impl Hasher for AddrHasher {
 }
 
 /// Sends `request` to `addr` on a pooled connection or a new one, within `timeouts.connect`
-/// for a new connection and `timeouts.request` for the whole (until the response's head);
+/// for a new connection and `timeouts.request` until the response's head (counted from the
+/// end of the request body when the client is still sending it when that time is up);
 /// returns the response and the connection, which the response body checks back in when
 /// read to the end.
 pub(crate) async fn send(
@@ -239,11 +240,27 @@ pub(crate) async fn send(
         }
         let request_body = request.body().flags().cloned();
         // Dropped at the deadline, the request future closes the connection with it.
-        let sending = conn.sender.try_send_request(request);
-        let sent = tokio::select! {
-            biased;
-            sent = sending => sent,
-            () = conn.timer.as_mut() => return Err(timed_out(None)),
+        let mut sending = std::pin::pin!(conn.sender.try_send_request(request));
+        // The request timeout is the upstream's time to answer: while the client is still
+        // sending the body (guarded by the body timeout), it counts from the body's end.
+        let sent = loop {
+            tokio::select! {
+                biased;
+                sent = &mut sending => break sent,
+                () = conn.timer.as_mut() => {
+                    let Some(body) = &request_body else {
+                        return Err(timed_out(None));
+                    };
+                    let now = Instant::now();
+                    let next = body
+                        .released_at()
+                        .map_or(now + timeouts.request, |at| Instant::from_std(at) + timeouts.request);
+                    if next <= now {
+                        return Err(timed_out(None));
+                    }
+                    conn.timer.as_mut().reset(next);
+                }
+            }
         };
         match sent {
             Ok(response) => {
@@ -489,6 +506,7 @@ mod tests {
         let body = UpstreamBody::new(
             body,
             None,
+            Duration::from_secs(60),
             Arc::new(BodyFlags::default()),
             Arc::new(SetMetrics::default()),
         );

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,18 +17,19 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, Busy, ProxyBody};
+use crate::client_io::{ClientIo, IoWatch};
 use crate::config::RouteTable;
 use crate::headers;
 use crate::health::{Clock, EndpointHealth, EndpointRuntime};
-use crate::metrics::{MetricsRegistry, MetricsSnapshot, SetMetrics};
+use crate::metrics::{CloseReason, MetricsRegistry, MetricsSnapshot, SetMetrics};
 use crate::per_core::{LoadGuard, ServingThread, ThreadLoad};
 use crate::pool::PoolSettings;
 use crate::proxy;
@@ -42,8 +43,23 @@ pub struct IngressConfig {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per upstream endpoint.
     pub pool_max_idle_per_host: usize,
-    /// Time a client gets to send a request's headers (slowloris guard, HTTP/1.1).
+    /// Time a client gets to send its first request's head, and on HTTP/1.1 the next one
+    /// (slowloris guard and keep-alive timeout; nginx's `client_header_timeout`): a connection
+    /// quiet this long (no request started or in progress, nothing written to the
+    /// client) is closed without an answer, noticed within half the shorter of this and
+    /// `idle_timeout` past it. One asked to close that stays quiet another such half (a head
+    /// that never ends) is dropped.
     pub header_read_timeout: Duration,
+    /// The same between requests on an HTTP/2 connection (nginx's `keepalive_timeout`): it is
+    /// closed with a GOAWAY, and dropped if it stays quiet after it (a client that does not
+    /// answer the GOAWAY's ping).
+    pub idle_timeout: Duration,
+    /// A client that reads nothing of what is written to it for this long loses its connection
+    /// (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// Client connections open at once; one accepted beyond this is closed at once (counted
+    /// in [`crate::ConnectionsClosed::over_limit`]), before any byte of it is read.
+    pub max_connections: usize,
 }
 
 impl Default for IngressConfig {
@@ -52,6 +68,9 @@ impl Default for IngressConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 128,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -93,10 +112,9 @@ impl Ingress {
     )]
     pub fn new(config: IngressConfig) -> IngressHandle {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+        // The header read timeout is the connection's own timer (`Quiet`), not hyper's, which
+        // made and removed a timer for every request.
+        builder.http1().header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         let (phase, _) = watch::channel(Phase::Serving);
         IngressHandle {
@@ -108,6 +126,7 @@ impl Ingress {
                 builder,
                 phase,
                 connections: AtomicUsize::new(0),
+                open: AtomicUsize::new(0),
                 all_closed: Notify::new(),
                 serving_threads: Mutex::new(Vec::new()),
                 config,
@@ -139,6 +158,9 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     phase: watch::Sender<Phase>,
     connections: AtomicUsize,
+    /// Connections accepted and not yet closed (counted from the accept, TLS handshake
+    /// included), against [`IngressConfig::max_connections`].
+    open: AtomicUsize,
     all_closed: Notify,
     serving_threads: Mutex<Vec<Arc<ThreadLoad>>>,
     config: IngressConfig,
@@ -205,8 +227,8 @@ impl IngressHandle {
     /// Accepts connections until [`IngressHandle::shutdown`]; the listener is dropped (new
     /// connections refused) as soon as draining starts.
     pub async fn serve(&self, listener: TcpListener) {
-        self.accept_loop(listener, |stream, peer| {
-            self.spawn_connection(stream, peer, None, None);
+        self.accept_loop(listener, |stream, peer, admitted| {
+            self.spawn_connection(stream, peer, None, (admitted, None));
         })
         .await;
     }
@@ -215,20 +237,21 @@ impl IngressHandle {
     /// that does not finish its handshake within the header read timeout is dropped.
     pub async fn serve_tls(&self, listener: TcpListener, tls: TlsSettings) {
         let acceptor = tls.acceptor();
-        self.accept_loop(listener, |stream, peer| {
-            self.spawn_connection(stream, peer, Some(&acceptor), None);
+        self.accept_loop(listener, |stream, peer, admitted| {
+            self.spawn_connection(stream, peer, Some(&acceptor), (admitted, None));
         })
         .await;
     }
 
     /// Serves an accepted connection on a task of the current runtime, after a TLS handshake
-    /// when `tls` is given; `load` counts it against its serving thread until it closes.
+    /// when `tls` is given; `load` counts it as open (and against its serving thread) until it
+    /// closes.
     pub(crate) fn spawn_connection(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         tls: Option<&TlsAcceptor>,
-        load: Option<LoadGuard>,
+        load: (Admitted, Option<LoadGuard>),
     ) {
         let handle = self.clone();
         let Some(acceptor) = tls.cloned() else {
@@ -290,11 +313,13 @@ impl IngressHandle {
     }
 
     /// Hands every accepted connection to `on_accept` until draining starts, then drops the
-    /// listener.
+    /// listener. A connection accepted while `max_connections` are open is closed at once:
+    /// refusing it costs nothing further, where one left in the listen queue would wait
+    /// unanswered (HAProxy's `maxconn` behaviour) and hold the client in doubt.
     pub(crate) async fn accept_loop(
         &self,
         listener: TcpListener,
-        mut on_accept: impl FnMut(TcpStream, SocketAddr),
+        mut on_accept: impl FnMut(TcpStream, SocketAddr, Admitted),
     ) {
         let mut phase = self.shared.phase.subscribe();
         loop {
@@ -304,9 +329,14 @@ impl IngressHandle {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let Some(admitted) = Admitted::new(&self.shared) else {
+                            self.shared.registry.add_closed(CloseReason::OverLimit);
+                            tracing::debug!(%peer, limit = self.shared.config.max_connections, "connection over the limit closed");
+                            continue;
+                        };
                         // Small responses go out at once instead of waiting for Nagle.
                         let _ = stream.set_nodelay(true);
-                        on_accept(stream, peer);
+                        on_accept(stream, peer, admitted);
                     }
                     Err(error) => {
                         // Usually out of file descriptors: back off instead of spinning.
@@ -326,13 +356,37 @@ impl IngressHandle {
         IO: Read + Write + Unpin + Send + 'static,
     {
         let _tracked = ConnectionGuard::new(&self.shared);
-        let shared = self.shared.clone();
-        let client_ip = headers::client_ip(peer.ip());
-        let service = service_fn(move |req: Request<Incoming>| {
-            let shared = shared.clone();
-            let client_ip = client_ip.clone();
-            async move { Ok::<_, Infallible>(shared.handle(req, &client_ip, scheme).await) }
+        let state = Arc::new(ConnState {
+            shared: self.shared.clone(),
+            client_ip: headers::client_ip(peer.ip()),
+            scheme,
+            started: AtomicU64::new(0),
+            in_progress: Arc::new(AtomicUsize::new(0)),
+            h2: AtomicBool::new(false),
         });
+        let service = {
+            let state = state.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move {
+                    if req.version() == Version::HTTP_2 {
+                        state.h2.store(true, Ordering::Relaxed);
+                    }
+                    state.started.fetch_add(1, Ordering::Relaxed);
+                    let busy = Busy::start(&state.in_progress);
+                    let mut response = state
+                        .shared
+                        .handle(req, &state.client_ip, state.scheme)
+                        .await;
+                    // A relayed body keeps the request in progress until it ends (a silent
+                    // stream is bounded by the route's idle timeout, not the connection's).
+                    response.body_mut().hold(busy);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let watch = Arc::new(IoWatch::default());
+        let io = ClientIo::new(io, self.shared.config.send_timeout, watch.clone());
         let conn = self
             .shared
             .builder
@@ -340,6 +394,10 @@ impl IngressHandle {
         tokio::pin!(conn);
         let mut phase = self.shared.phase.subscribe();
         let mut draining = false;
+        // One timer for the connection's life, moved forward each tick.
+        let limits = QuietLimits::new(&self.shared.config);
+        let mut tick = Box::pin(tokio::time::sleep(limits.tick));
+        let mut quiet = Quiet::default();
         loop {
             let current = *phase.borrow_and_update();
             if current == Phase::Closed {
@@ -352,7 +410,7 @@ impl IngressHandle {
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
+                        self.note_error(&error, &watch, peer);
                     }
                     return;
                 }
@@ -363,7 +421,39 @@ impl IngressHandle {
                         return;
                     }
                 }
+                () = tick.as_mut() => {
+                    match quiet.tick(&state, &watch, &limits) {
+                        QuietVerdict::Carry => {}
+                        QuietVerdict::Close(reason) => {
+                            tracing::debug!(%peer, ?reason, "quiet connection closed");
+                            self.shared.registry.add_closed(reason);
+                            if draining {
+                                // Already closing and quiet since: drop it.
+                                return;
+                            }
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        QuietVerdict::Drop => {
+                            // Asked to close a tick ago and quiet since (a head never
+                            // finished, an HTTP/2 client ignoring the GOAWAY's ping).
+                            tracing::debug!(%peer, "quiet connection dropped");
+                            return;
+                        }
+                    }
+                    tick.as_mut().reset(tokio::time::Instant::now() + limits.tick);
+                }
             }
+        }
+    }
+
+    /// Counts why a connection ended with an error, when the ingress ended it.
+    fn note_error(&self, error: &BoxError, watch: &IoWatch, peer: SocketAddr) {
+        if watch.timed_out() {
+            self.shared.registry.add_closed(CloseReason::SendTimeout);
+            tracing::info!(%peer, timeout = ?self.shared.config.send_timeout, "client read nothing: connection closed");
+        } else {
+            tracing::debug!(%error, %peer, "connection ended with an error");
         }
     }
 
@@ -457,6 +547,113 @@ impl Resolver for Shared {
 
     fn series(&self, route: &str, set: &str) -> Arc<SetMetrics> {
         self.registry.series(route, set)
+    }
+}
+
+/// One client connection's state, shared by its requests.
+struct ConnState {
+    shared: Arc<Shared>,
+    /// The client's address as X-Forwarded-For shows it, rendered once per connection.
+    client_ip: HeaderValue,
+    scheme: Scheme,
+    /// Requests started so far: unchanged across an idle period means none started in it.
+    started: AtomicU64,
+    /// Requests in progress: from their start until their response head is ready, or until
+    /// the end of a relayed response body.
+    in_progress: Arc<AtomicUsize>,
+    /// An HTTP/2 request came: the idle timeout applies between requests, not the header one.
+    h2: AtomicBool,
+}
+
+/// The limits a connection's timer checks, and how often it ticks.
+struct QuietLimits {
+    header: Duration,
+    idle: Duration,
+    tick: Duration,
+}
+
+impl QuietLimits {
+    fn new(config: &IngressConfig) -> Self {
+        // A limit is noticed within half of the shorter one past it.
+        let tick =
+            (config.header_read_timeout.min(config.idle_timeout) / 2).max(Duration::from_millis(1));
+        Self {
+            header: config.header_read_timeout,
+            idle: config.idle_timeout,
+            tick,
+        }
+    }
+}
+
+/// How long a connection has been quiet: no request started, none in progress, nothing
+/// written to the client. Measured at the ticks of the connection's one timer,
+/// in place of hyper's header read timer, which was made and removed for every request.
+#[derive(Debug, Default)]
+struct Quiet {
+    /// Requests started and writes done at the last tick.
+    seen: (u64, u64),
+    quiet_for: Duration,
+    closing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuietVerdict {
+    /// Active, or not quiet for long enough yet.
+    Carry,
+    /// Quiet past its limit: close gracefully, counted for this reason.
+    Close(CloseReason),
+    /// Quiet for a whole tick after being asked to close.
+    Drop,
+}
+
+impl Quiet {
+    fn tick(&mut self, state: &ConnState, watch: &IoWatch, limits: &QuietLimits) -> QuietVerdict {
+        let now = (state.started.load(Ordering::Relaxed), watch.writes());
+        let quiet = now == self.seen && state.in_progress.load(Ordering::Relaxed) == 0;
+        self.seen = now;
+        if !quiet {
+            self.quiet_for = Duration::ZERO;
+            return QuietVerdict::Carry;
+        }
+        if self.closing {
+            return QuietVerdict::Drop;
+        }
+        self.quiet_for += limits.tick;
+        // Until a request came, and between HTTP/1.1 requests, the next head is awaited.
+        let (limit, reason) = if state.h2.load(Ordering::Relaxed) {
+            (limits.idle, CloseReason::Idle)
+        } else {
+            (limits.header, CloseReason::HeaderTimeout)
+        };
+        if self.quiet_for < limit {
+            return QuietVerdict::Carry;
+        }
+        self.closing = true;
+        QuietVerdict::Close(reason)
+    }
+}
+
+/// A connection accepted under `max_connections`, counted open until dropped.
+#[derive(Debug)]
+pub(crate) struct Admitted(Arc<Shared>);
+
+impl Admitted {
+    /// `None` when `max_connections` are open already.
+    fn new(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config.max_connections;
+        shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Self(shared.clone()))
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

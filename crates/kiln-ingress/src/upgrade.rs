@@ -1,7 +1,16 @@
 //! WebSocket pass-through: the client's upgrade request is forwarded with its
 //! `Connection: upgrade` / `Upgrade: websocket` pair restored; when the upstream answers 101,
 //! the client gets a 101 too and a task copies bytes both ways between the two upgraded
-//! connections until either side closes.
+//! connections until either side closes, or until no byte went either way for the route's
+//! tunnel timeout (HAProxy's `timeout tunnel`; noticed within twice that): a tunnel left
+//! open by a client that went away without closing would otherwise hold both connections
+//! and the task for good.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header;
@@ -9,9 +18,11 @@ use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::ProxyBody;
 use crate::headers;
+use crate::metrics::SetMetrics;
 use crate::proxy::empty_response;
 
 /// Takes the client connection's pending upgrade when the request asks for a WebSocket.
@@ -23,8 +34,14 @@ pub(crate) fn take_client_upgrade(parts: &mut Parts) -> Option<OnUpgrade> {
     }
 }
 
-/// Answers the client's upgrade with the upstream's 101 and splices the two connections.
-pub(crate) fn tunnel(mut upstream: Response<Incoming>, client: OnUpgrade) -> Response<ProxyBody> {
+/// Answers the client's upgrade with the upstream's 101 and splices the two connections,
+/// closing them after `idle` without a byte either way (counted in `metrics`).
+pub(crate) fn tunnel(
+    mut upstream: Response<Incoming>,
+    client: OnUpgrade,
+    idle: Duration,
+    metrics: Arc<SetMetrics>,
+) -> Response<ProxyBody> {
     let upstream_upgrade = hyper::upgrade::on(&mut upstream);
     let mut response = empty_response(StatusCode::SWITCHING_PROTOCOLS);
     for (name, value) in upstream.headers() {
@@ -46,11 +63,82 @@ pub(crate) fn tunnel(mut upstream: Response<Incoming>, client: OnUpgrade) -> Res
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(%error, "websocket tunnel closed with an error");
+        let moved = Arc::new(AtomicU64::new(0));
+        let mut client = Counted::new(TokioIo::new(client), &moved);
+        let mut upstream = Counted::new(TokioIo::new(upstream), &moved);
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(error) = copied {
+                    tracing::debug!(%error, "websocket tunnel closed with an error");
+                }
+            }
+            () = silent_for(&moved, idle) => {
+                metrics.add_client_timeout();
+                tracing::info!(?idle, "websocket tunnel idle: closed");
+            }
         }
     });
     response
+}
+
+/// Returns once a whole `period` passed without a read from either side.
+async fn silent_for(moved: &AtomicU64, period: Duration) {
+    let mut seen = moved.load(Ordering::Relaxed);
+    // Bounded by the tunnel's life: each turn waits a whole period.
+    loop {
+        tokio::time::sleep(period).await;
+        let now = moved.load(Ordering::Relaxed);
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// One side of a tunnel, counting its reads in a counter both sides share.
+struct Counted<T> {
+    io: T,
+    moved: Arc<AtomicU64>,
+}
+
+impl<T> Counted<T> {
+    fn new(io: T, moved: &Arc<AtomicU64>) -> Self {
+        Self {
+            io,
+            moved: moved.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        if poll.is_ready() {
+            this.moved.fetch_add(1, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

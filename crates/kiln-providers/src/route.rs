@@ -25,6 +25,12 @@ pub struct RouteSpec {
     pub strip_prefix: bool,
     /// Time to the upstream's response headers, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Longest silence between two reads of the request body, in milliseconds.
+    pub body_timeout_ms: Option<u64>,
+    /// Longest silence of the upstream in a response body, in milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Longest silence on a WebSocket tunnel, in milliseconds.
+    pub tunnel_timeout_ms: Option<u64>,
     /// Largest request body.
     pub max_body: Option<u64>,
     /// Headers set towards the service.
@@ -103,6 +109,9 @@ pub fn route_spec(address: &str, attrs: &Attributes) -> RouteSpec {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         timeout_ms: attrs.get("timeout").and_then(Value::as_u64),
+        body_timeout_ms: attrs.get("body_timeout").and_then(Value::as_u64),
+        idle_timeout_ms: attrs.get("idle_timeout").and_then(Value::as_u64),
+        tunnel_timeout_ms: attrs.get("tunnel_timeout").and_then(Value::as_u64),
         max_body: attrs.get("max_body").and_then(Value::as_u64),
         request_headers: headers(attrs.get("request_headers")),
         response_headers: headers(attrs.get("response_headers")),

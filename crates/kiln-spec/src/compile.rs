@@ -109,6 +109,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
             .map(Path::to_path_buf)
             .unwrap_or_default(),
         ingress_tls: None,
+        ingress_limits: crate::model::IngressLimits::default(),
         change_source: None,
         alerting: crate::alerting::Alerting::default(),
         environments: Vec::new(),
@@ -138,6 +139,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         name,
         ingress_listen,
         ingress_tls,
+        ingress_limits,
         change_source,
         alerting,
         environments,
@@ -179,6 +181,7 @@ pub fn load(fs: &dyn FileSystem, root_file: &Path) -> Result<Stack, Box<LoadFail
         resources,
         ingress_listen,
         ingress_tls,
+        ingress_limits,
         change_source,
         alerting,
         environments,
@@ -226,6 +229,8 @@ struct Compiler<'fs> {
     stack_dir: PathBuf,
     /// `ingress.tls`, when both files are readable PEM of the right kind.
     ingress_tls: Option<crate::model::IngressTls>,
+    /// `ingress:`'s limits on clients.
+    ingress_limits: crate::model::IngressLimits,
     /// `source:`, when declared and valid.
     change_source: Option<crate::model::ChangeSource>,
     /// `alerts:`, `receivers:`, `notify:` and `inhibit:` (root file only).
@@ -405,7 +410,20 @@ impl<'fs> Compiler<'fs> {
         let Some(fields) = self.map(node, "ingress", "`{ listen: 127.0.0.1:8080 }`") else {
             return;
         };
-        self.check_keys(fields, &["listen", "tls"], "ingress", "`ingress`");
+        self.check_keys(
+            fields,
+            &[
+                "listen",
+                "tls",
+                "header_timeout",
+                "idle_timeout",
+                "send_timeout",
+                "max_connections",
+            ],
+            "ingress",
+            "`ingress`",
+        );
+        self.ingress_limits(fields);
         let tls = fields.iter().find(|(k, _)| k.text == "tls");
         if let Some((_, tls)) = tls {
             self.ingress_tls(tls, base);
@@ -438,6 +456,43 @@ impl<'fs> Compiler<'fs> {
                 .help("e.g. `127.0.0.1:8080`, `0.0.0.0:80`, or a port alone (8080)"),
             ),
         }
+    }
+
+    /// `ingress`'s limits on clients: durations above zero, `max_connections` a whole number
+    /// of at least 1.
+    fn ingress_limits(&mut self, fields: &[(Key, Node)]) {
+        let mut limits = crate::model::IngressLimits::default();
+        for (key, node) in fields {
+            let path = format!("ingress.{}", key.text);
+            let slot = match key.text.as_str() {
+                "header_timeout" => &mut limits.header_timeout_ms,
+                "idle_timeout" => &mut limits.idle_timeout_ms,
+                "send_timeout" => &mut limits.send_timeout_ms,
+                "max_connections" => {
+                    match node.value {
+                        Y::Number(n)
+                            if n.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&n) =>
+                        {
+                            limits.max_connections = Some(n as u32);
+                        }
+                        _ => self.wrong_type(node, &path, "a whole number of at least 1"),
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            match self.duration(node, &path) {
+                Some(0) => self.invalid(
+                    node.span,
+                    &path,
+                    format!("`{}` must be longer than zero", key.text),
+                    "a duration like `30s`; a zero limit would close every connection at once",
+                ),
+                Some(ms) => *slot = Some(ms),
+                None => {}
+            }
+        }
+        self.ingress_limits = limits;
     }
 
     /// `ingress.tls: { cert: PATH, key: PATH }`: both files are read (through the

@@ -26,4 +26,4 @@ pub mod yaml;
 pub use compile::{LoadFailure, load};
 pub use diag::{Code, Diagnostic};
 pub use load::{FileSystem, MemoryFs};
-pub use model::{IngressTls, Resource, Stack, Value, ValueKind};
+pub use model::{IngressLimits, IngressTls, Resource, Stack, Value, ValueKind};

@@ -30,6 +30,8 @@ pub struct Stack {
     pub ingress_listen: Option<std::net::SocketAddr>,
     /// `ingress.tls`: serve HTTPS with these files instead of plain HTTP.
     pub ingress_tls: Option<IngressTls>,
+    /// `ingress:`'s limits on clients.
+    pub ingress_limits: IngressLimits,
     /// `source:`: the repository whose pushes the control plane follows.
     pub change_source: Option<ChangeSource>,
     /// `alerts:`, `receivers:`, `notify:` and `inhibit:`.
@@ -82,6 +84,20 @@ pub struct ChangeSource {
     pub webhook_secret: Option<String>,
     /// Where `source:` is written.
     pub span: Span,
+}
+
+/// `ingress: { header_timeout, idle_timeout, send_timeout, max_connections }`: limits on
+/// clients, each `None` when not declared (the ingress's default then applies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngressLimits {
+    /// Time to send a request's head, and to start the next one on a kept-alive connection.
+    pub header_timeout_ms: Option<u64>,
+    /// A connection without requests for this long is closed (HTTP/2 included).
+    pub idle_timeout_ms: Option<u64>,
+    /// A client that reads nothing of its response for this long loses its connection.
+    pub send_timeout_ms: Option<u64>,
+    /// Client connections open at once; more are closed as soon as accepted.
+    pub max_connections: Option<u32>,
 }
 
 /// The certificate and key the ingress terminates TLS with. Loading checked that both files

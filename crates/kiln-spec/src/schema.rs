@@ -501,6 +501,21 @@ pub const ROUTE: KindSchema = KindSchema {
             "time to the upstream's response headers, default 30s",
         ),
         attr(
+            "body_timeout",
+            AttrType::Duration,
+            "longest silence between two reads of the request body, default 60s (408)",
+        ),
+        attr(
+            "idle_timeout",
+            AttrType::Duration,
+            "longest silence of the upstream while streaming a response body, default 60s",
+        ),
+        attr(
+            "tunnel_timeout",
+            AttrType::Duration,
+            "longest silence both ways on a WebSocket before it is closed, default 1h",
+        ),
+        attr(
             "max_body",
             AttrType::Size,
             "largest request body (413 above it)",

@@ -84,3 +84,33 @@ fn cycles_name_the_whole_path() {
     );
     assert_eq!(found.diagnostics[0].related.len(), 2);
 }
+
+#[test]
+fn ingress_limits_and_route_timeouts_load() {
+    let stack = load(
+        &fs(&[(
+            "stack/kiln.yaml",
+            "name: demo\ningress: { listen: 8080, header_timeout: 10s, idle_timeout: 2m, send_timeout: 30s, max_connections: 512 }\nservices:\n  web: { run: \"true\" }\nroutes:\n  - { host: shop, service: web, body_timeout: 20s, idle_timeout: 5m, tunnel_timeout: 2h }\n",
+        )]),
+        "stack/kiln.yaml".as_ref(),
+    )
+    .unwrap_or_else(|f| panic!("{:#?}", f.diagnostics));
+    let limits = stack.ingress_limits;
+    assert_eq!(limits.header_timeout_ms, Some(10_000));
+    assert_eq!(limits.idle_timeout_ms, Some(120_000));
+    assert_eq!(limits.send_timeout_ms, Some(30_000));
+    assert_eq!(limits.max_connections, Some(512));
+}
+
+#[test]
+fn bad_ingress_limits_are_each_reported() {
+    let found = codes(&[(
+        "stack/kiln.yaml",
+        "name: demo\ningress: { header_timeout: 0s, send_timeout: soon, max_connections: 0, idle: 5s }\n",
+    )]);
+    let at = |path: &str| found.iter().any(|f| f.1 == path);
+    assert!(at("ingress.header_timeout"), "{found:?}");
+    assert!(at("ingress.send_timeout"), "{found:?}");
+    assert!(at("ingress.max_connections"), "{found:?}");
+    assert_eq!(found.len(), 4, "and the unknown key: {found:?}");
+}

@@ -170,10 +170,20 @@ pub async fn run(
         .as_ref()
         .map(|stack| stack.alerting.clone())
         .unwrap_or_default();
+    let limits = stack
+        .as_ref()
+        .map(|stack| stack.ingress_limits)
+        .unwrap_or_default();
     let tls = stack.and_then(|stack| stack.ingress_tls);
     // The route actor runs even without routes: it gives services their stable addresses.
-    let router =
-        crate::ingress::start(listen, tls.as_ref(), supervisor.clone(), &paths.kiln_dir).await?;
+    let router = crate::ingress::start(
+        listen,
+        tls.as_ref(),
+        limits,
+        supervisor.clone(),
+        &paths.kiln_dir,
+    )
+    .await?;
     let ingress = listen.map(|_| &router);
     let metrics = match crate::metrics::open(&paths.kiln_dir) {
         Ok(store) => Some(store),

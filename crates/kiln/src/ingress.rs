@@ -97,6 +97,7 @@ pub struct Running {
 pub async fn start(
     listen: Option<SocketAddr>,
     tls: Option<&kiln_spec::IngressTls>,
+    limits: kiln_spec::IngressLimits,
     supervisor: SupervisorHandle,
     kiln_dir: &std::path::Path,
 ) -> Result<Running, Failure> {
@@ -106,7 +107,7 @@ pub async fn start(
         .map(crate::tls::settings)
         .transpose()
         .map_err(|d| Failure::Invalid(format!("the ingress cannot serve TLS: {}", d.message)))?;
-    let handle = Ingress::new(IngressConfig::default());
+    let handle = Ingress::new(ingress_config(limits));
     let address = match listen {
         Some(listen) => {
             // One serving thread per core, each with its own runtime and upstream pools, fed
@@ -222,6 +223,9 @@ fn vip_route(service: &str) -> RouteSpec {
         service: service.to_owned(),
         strip_prefix: false,
         timeout_ms: None,
+        body_timeout_ms: None,
+        idle_timeout_ms: None,
+        tunnel_timeout_ms: None,
         max_body: None,
         request_headers: Vec::new(),
         response_headers: Vec::new(),
@@ -527,8 +531,16 @@ fn build(
             route.sticky_cookie = Some(format!("kiln-{}", spec.service));
         }
         route.strip_prefix = spec.strip_prefix;
-        if let Some(ms) = spec.timeout_ms {
-            route.timeouts.request = Duration::from_millis(ms);
+        let timeouts = &mut route.timeouts;
+        for (ms, slot) in [
+            (spec.timeout_ms, &mut timeouts.request),
+            (spec.body_timeout_ms, &mut timeouts.body),
+            (spec.idle_timeout_ms, &mut timeouts.idle),
+            (spec.tunnel_timeout_ms, &mut timeouts.tunnel),
+        ] {
+            if let Some(ms) = ms {
+                *slot = Duration::from_millis(ms);
+            }
         }
         route.max_body_bytes = spec.max_body;
         route.request_headers = spec.request_headers.clone();
@@ -543,6 +555,24 @@ fn build(
             .collect::<Vec<_>>()
             .join("; ")
     })
+}
+
+/// The ingress's settings: `ingress:`'s limits on clients over the defaults.
+fn ingress_config(limits: kiln_spec::IngressLimits) -> IngressConfig {
+    let mut config = IngressConfig::default();
+    for (ms, slot) in [
+        (limits.header_timeout_ms, &mut config.header_read_timeout),
+        (limits.idle_timeout_ms, &mut config.idle_timeout),
+        (limits.send_timeout_ms, &mut config.send_timeout),
+    ] {
+        if let Some(ms) = ms {
+            *slot = Duration::from_millis(ms);
+        }
+    }
+    if let Some(max) = limits.max_connections {
+        config.max_connections = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    config
 }
 
 /// The backend set's name when a service is not split.
@@ -562,6 +592,7 @@ impl Routes {
             let snapshot = proxy.metrics();
             merged.sets.extend(snapshot.sets);
             merged.unmatched_requests += snapshot.unmatched_requests;
+            merged.connections_closed.add(&snapshot.connections_closed);
         }
         merged
     }

@@ -14,5 +14,6 @@ mod props;
 mod protocol;
 mod retries;
 mod routing;
+mod slow;
 mod tidy;
 mod tls;

@@ -128,7 +128,12 @@ pub fn table(routes: Vec<Route>) -> RouteTable {
 
 /// An ingress serving `routes` on a fresh port.
 pub async fn proxy(routes: Vec<Route>) -> (IngressHandle, SocketAddr) {
-    let handle = Ingress::new(IngressConfig::default());
+    proxy_with(IngressConfig::default(), routes).await
+}
+
+/// An ingress with `config` serving `routes` on a fresh port.
+pub async fn proxy_with(config: IngressConfig, routes: Vec<Route>) -> (IngressHandle, SocketAddr) {
+    let handle = Ingress::new(config);
     handle.swap(table(routes));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
