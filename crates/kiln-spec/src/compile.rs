@@ -615,6 +615,34 @@ impl<'fs> Compiler<'fs> {
         }
     }
 
+    /// A route's time limits must be longer than zero: a zero one would answer 408 or 504 at
+    /// a request's first pause, or close a WebSocket at once.
+    fn route_limits_above_zero(
+        &mut self,
+        entries: &[(Key, Node)],
+        resource: &Resource,
+        address: &str,
+    ) {
+        for (key, node) in entries {
+            let key = key.text.as_str();
+            let limit = matches!(
+                key,
+                "timeout" | "body_timeout" | "idle_timeout" | "tunnel_timeout"
+            );
+            let zero = resource.attrs.get(key).is_some_and(
+                |v| matches!(&v.kind, crate::model::ValueKind::Literal(j) if j.as_u64() == Some(0)),
+            );
+            if limit && zero {
+                self.invalid(
+                    node.span,
+                    &format!("{address}.{key}"),
+                    format!("`{key}` must be longer than zero"),
+                    "a duration like `30s`; a zero limit would fail every request at its first pause",
+                );
+            }
+        }
+    }
+
     fn route(
         &mut self,
         item: &Node,
@@ -695,6 +723,7 @@ impl<'fs> Compiler<'fs> {
             }
         }
         self.required_attrs(&schema::ROUTE, &resource, item.span, &address);
+        self.route_limits_above_zero(entries, &resource, &address);
         if let Some((host, span)) = &host
             && let Err((why, fix)) = check_host(host)
         {

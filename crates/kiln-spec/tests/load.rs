@@ -114,3 +114,16 @@ fn bad_ingress_limits_are_each_reported() {
     assert!(at("ingress.max_connections"), "{found:?}");
     assert_eq!(found.len(), 4, "and the unknown key: {found:?}");
 }
+
+#[test]
+fn zero_route_time_limits_are_each_reported() {
+    let found = codes(&[(
+        "stack/kiln.yaml",
+        "name: demo\nservices:\n  web: { run: \"true\" }\nroutes:\n  - { host: shop, service: web, timeout: 0s, body_timeout: 0ms, idle_timeout: 0s, tunnel_timeout: 0h }\n  - { host: ok, service: web, timeout: 1s }\n",
+    )]);
+    for key in ["timeout", "body_timeout", "idle_timeout", "tunnel_timeout"] {
+        let path = format!("routes.shop.{key}");
+        assert!(found.iter().any(|f| f.1 == path), "{key}: {found:?}");
+    }
+    assert_eq!(found.len(), 4, "{found:?}");
+}
