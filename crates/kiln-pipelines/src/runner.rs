@@ -314,9 +314,10 @@ fn workflow_name(w: &Workflow) -> String {
 /// The result of a whole run.
 #[derive(Debug, Clone)]
 pub struct RunResult {
-    /// Conclusion.
+    /// Conclusion: a failed job with `continue-on-error` does not fail it.
     pub status: Status,
-    /// Every job (by id), aggregated over matrix instances.
+    /// Every job (by id) with its own conclusion, aggregated over matrix instances (a failed
+    /// job with `continue-on-error` is a failure here, as GitHub shows it).
     pub jobs: IndexMap<String, Status>,
     /// The run's directory (job workspaces and temp directories).
     pub run_dir: PathBuf,
@@ -384,13 +385,8 @@ pub async fn run(
             let mut held = match enter_group(&shared, &ctx, concurrency, WORKFLOW_LEVEL).await {
                 Ok(held) => held,
                 Err(status) => {
-                    let ended = IndexMap::from([(
-                        WORKFLOW_LEVEL.to_owned(),
-                        JobResult {
-                            status,
-                            outputs: IndexMap::new(),
-                        },
-                    )]);
+                    let ended =
+                        IndexMap::from([(WORKFLOW_LEVEL.to_owned(), JobResult::ended(status))]);
                     return Ok(finish_run(&shared, &root, title, ended, started, run_dir).await);
                 }
             };
@@ -405,7 +401,7 @@ pub async fn run(
                     shared.annotate(WORKFLOW_LEVEL, Annotation::new(Level::Error, message));
                     IndexMap::from([(
                         WORKFLOW_LEVEL.to_owned(),
-                        JobResult { status: Status::Cancelled, outputs: IndexMap::new() },
+                        JobResult::ended(Status::Cancelled),
                     )])
                 }
             }
@@ -534,7 +530,7 @@ async fn finish_run(
     shared.store.run_finished(&record);
     RunResult {
         status,
-        jobs: results.into_iter().map(|(k, v)| (k, v.status)).collect(),
+        jobs: results.into_iter().map(|(k, v)| (k, v.shown)).collect(),
         run_dir,
     }
 }
@@ -665,8 +661,24 @@ pub(crate) struct Scope {
 /// A finished job (all instances).
 #[derive(Debug, Clone)]
 pub(crate) struct JobResult {
+    /// The result `needs.<job>.result` and the run's conclusion see.
     pub status: Status,
+    /// The job's own conclusion, as GitHub shows it: a job with `continue-on-error` that
+    /// fails shows as failed while its dependents and the run see success (GitHub's
+    /// "Workflow syntax", `jobs.<job_id>.continue-on-error`; actions/runner#1161).
+    pub shown: Status,
     pub outputs: IndexMap<String, String>,
+}
+
+impl JobResult {
+    /// A job that ended as `status` without outputs, shown as it ended.
+    fn ended(status: Status) -> JobResult {
+        JobResult {
+            status,
+            shown: status,
+            outputs: IndexMap::new(),
+        }
+    }
 }
 
 /// The overall conclusion of a set of results.
@@ -737,13 +749,7 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
                         Ok(b) => b,
                         Err(e) => {
                             job_error(&shared, &scope, &id, &format!("invalid `if`: {e}"));
-                            done.insert(
-                                id.clone(),
-                                JobResult {
-                                    status: Status::Failure,
-                                    outputs: IndexMap::new(),
-                                },
-                            );
+                            done.insert(id.clone(), JobResult::ended(Status::Failure));
                             progressed = true;
                             continue;
                         }
@@ -751,13 +757,7 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
                 };
                 if !run_it {
                     skipped(&shared, &scope, &job);
-                    done.insert(
-                        id.clone(),
-                        JobResult {
-                            status: Status::Skipped,
-                            outputs: IndexMap::new(),
-                        },
-                    );
+                    done.insert(id.clone(), JobResult::ended(Status::Skipped));
                     progressed = true;
                     continue;
                 }
@@ -778,13 +778,7 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
     }
     // Jobs whose needs never finished (a dependency panicked) count as failed.
     for id in pending {
-        done.insert(
-            id,
-            JobResult {
-                status: Status::Failure,
-                outputs: IndexMap::new(),
-            },
-        );
+        done.insert(id, JobResult::ended(Status::Failure));
     }
     workflow
         .jobs
@@ -914,10 +908,7 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
         Ok(s) => s,
         Err(e) => {
             job_error(&shared, &scope, &job.id.name, &e);
-            return JobResult {
-                status: Status::Failure,
-                outputs: IndexMap::new(),
-            };
+            return JobResult::ended(Status::Failure);
         }
     };
     let total = combos.as_ref().map_or(1, Vec::len);
@@ -995,12 +986,15 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
         });
     }
     let mut statuses = Vec::new();
+    let mut shown = Vec::new();
     let mut outputs = IndexMap::new();
     while let Some(joined) = set.join_next().await {
         let Ok((status, continue_on_error, out)) = joined else {
             statuses.push(Status::Failure);
+            shown.push(Status::Failure);
             continue;
         };
+        shown.push(status);
         // A failed job with `continue-on-error` does not fail its dependents.
         statuses.push(if status == Status::Failure && continue_on_error {
             Status::Success
@@ -1015,6 +1009,7 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
     }
     JobResult {
         status: conclusion(statuses.into_iter()),
+        shown: conclusion(shown.into_iter()),
         outputs,
     }
 }

@@ -2196,3 +2196,42 @@ jobs:
         ]
     );
 }
+
+/// GitHub shows a failed job with `continue-on-error` as failed, while its dependents see
+/// `needs.<job>.result == 'success'` and the run concludes success (a matrix instance whose
+/// `continue-on-error` is an expression counts the same way).
+#[tokio::test]
+async fn a_failed_job_with_continue_on_error_shows_failed_but_the_run_succeeds() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  soft:
+    runs-on: ubuntu-latest
+    continue-on-error: true
+    steps: [ { run: exit 4 } ]
+  m:
+    runs-on: ubuntu-latest
+    continue-on-error: ${{ matrix.experimental }}
+    strategy:
+      matrix:
+        v: [1, 2]
+        experimental: [false]
+        include: [ { v: 3, experimental: true } ]
+    steps: [ { run: "test ${{ matrix.v }} != 3" } ]
+  after:
+    needs: [soft, m]
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo soft=${{ needs.soft.result }} m=${{ needs.m.result }}" } ]
+"#,
+    )
+    .await;
+    assert_eq!(ran.logs("after"), ["soft=success m=success"]);
+    assert_eq!(ran.job("soft").status, Status::Failure);
+    assert_eq!(ran.job("m (3, true)").status, Status::Failure);
+    assert_eq!(ran.job("m (1, false)").status, Status::Success);
+    assert_eq!(ran.result.status, Status::Success);
+    assert_eq!(ran.result.jobs["soft"], Status::Failure);
+    assert_eq!(ran.result.jobs["m"], Status::Failure);
+    assert_eq!(ran.result.jobs["after"], Status::Success);
+}

@@ -164,6 +164,28 @@ fn a_failing_step_exits_3_and_is_recorded_as_failed() {
     assert!(!s.ok(&["ci", "logs", "1"]).contains("never-printed"));
 }
 
+/// A job with `continue-on-error` that fails: GitHub shows the job as failed, its dependents
+/// see `needs.<job>.result == 'success'`, and the run succeeds; the summary line, the record and
+/// the exit code say the same.
+#[test]
+fn a_failed_job_allowed_to_fail_shows_failed_in_a_green_run() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  soft:\n    runs-on: ubuntu-latest\n    continue-on-error: true\n    steps: [ { run: exit 4 } ]\n  after:\n    needs: soft\n    runs-on: ubuntu-latest\n    steps: [ { run: 'echo soft-was-${{ needs.soft.result }}' } ]\n",
+    )]);
+    let out = s.ok(&["ci", "run"]);
+    assert!(out.contains("[after] soft-was-success"), "{out}");
+    assert!(
+        out.contains("Run 1 success") && out.contains("soft failure, after success"),
+        "{out}"
+    );
+    let shown = json(&s, &["ci", "show", "1", "--json"]);
+    assert_eq!(shown["status"], "success");
+    let jobs = shown["jobs"].as_array().unwrap();
+    let soft = jobs.iter().find(|j| j["job_id"] == "soft").unwrap();
+    assert_eq!(soft["status"], "failure");
+}
+
 #[test]
 fn validate_reports_an_unknown_key_with_line_and_column() {
     let s = repo(&[
