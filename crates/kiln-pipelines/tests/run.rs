@@ -2235,3 +2235,39 @@ jobs:
     assert_eq!(ran.result.jobs["m"], Status::Failure);
     assert_eq!(ran.result.jobs["after"], Status::Success);
 }
+
+/// Reusing workflows: the `github` context of a called workflow's jobs is the caller's, so
+/// `github.workflow` and `$GITHUB_WORKFLOW` name the calling workflow.
+#[tokio::test]
+async fn a_called_workflow_sees_the_callers_github_context() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+name: Caller
+on: push
+jobs:
+  call:
+    uses: ./.github/workflows/called.yml
+"#,
+            ),
+            (
+                ".github/workflows/called.yml",
+                r#"
+name: Called
+on: workflow_call
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "${{ github.workflow }} $GITHUB_WORKFLOW ${{ github.job }} ${{ endsWith(github.workflow_ref, 'ci.yml@refs/heads/main') }}"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("call / inner"), ["Caller Caller inner true"]);
+}
