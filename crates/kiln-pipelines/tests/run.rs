@@ -2236,6 +2236,56 @@ jobs:
     assert_eq!(ran.result.jobs["after"], Status::Success);
 }
 
+/// `defaults.run` belongs to the workflow and its jobs: a composite action's steps run in the
+/// workspace with their own shell, whatever the caller's defaults say (actions/runner applies
+/// job defaults only outside an action's scope).
+#[tokio::test]
+async fn composite_steps_ignore_the_callers_run_defaults() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+on: push
+defaults:
+  run: { shell: sh, working-directory: sub }
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "job in $(basename "$PWD")"
+      - uses: ./act
+"#,
+            ),
+            (
+                "act/action.yml",
+                r#"
+name: act
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: echo "action in $(basename "$PWD") pipefail=$(set -o | grep pipefail | tr -s ' \t' ' ')"
+"#,
+            ),
+            ("sub/keep", ""),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let workspace = ran.logs("a")[1..]
+        .iter()
+        .find(|l| l.starts_with("action in "))
+        .cloned();
+    assert_eq!(ran.logs("a")[1], "job in sub");
+    assert_eq!(
+        workspace.as_deref(),
+        Some("action in workspace pipefail=pipefail on")
+    );
+}
+
 /// Reusing workflows: the `github` context of a called workflow's jobs is the caller's, so
 /// `github.workflow` and `$GITHUB_WORKFLOW` name the calling workflow.
 #[tokio::test]
@@ -2270,4 +2320,46 @@ jobs:
     .await;
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("call / inner"), ["Caller Caller inner true"]);
+}
+
+/// Shells the host lacks fail the step with the runner's "File not found" and say why; `cmd`
+/// is a Windows shell; a custom program's script has no `.sh` extension (the runner names it
+/// by the program: `.sh` for bash and sh, `.py` for python, none for others); a custom shell's
+/// arguments are split as the runner splits them, double quotes grouping.
+#[tokio::test]
+async fn missing_and_custom_shells_behave_as_on_the_runner() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  missing:
+    runs-on: ubuntu-latest
+    steps: [ { shell: "kiln-no-such-shell {0}", run: echo hi } ]
+  windows:
+    runs-on: ubuntu-latest
+    steps: [ { shell: cmd, run: echo hi } ]
+  custom:
+    runs-on: ubuntu-latest
+    steps:
+      - shell: bash -c "echo quoted $0; . {0}" kiln
+        run: echo sourced
+      - shell: env bash {0}
+        run: echo "env ${0##*/}"
+      - shell: bash
+        run: echo "bash ${0##*/}"
+"#,
+    )
+    .await;
+    let missing = ran.logs("missing").join("\n");
+    assert!(
+        missing.contains("File not found: 'kiln-no-such-shell'"),
+        "{missing}"
+    );
+    assert!(ran.logs("windows").join("\n").contains("Windows shell"));
+    assert_eq!(
+        ran.logs("custom"),
+        ["quoted kiln", "sourced", "env step", "bash step.sh"]
+    );
+    assert_eq!(ran.job("missing").status, Status::Failure);
+    assert_eq!(ran.job("custom").status, Status::Success);
 }
