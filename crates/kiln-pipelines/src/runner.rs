@@ -279,8 +279,21 @@ impl Shared {
             .next()
             .unwrap_or_default()
             .to_owned();
-        // Contexts reference, `github` context: every property GitHub documents for a run
-        // that is not a pull request (`head_ref` and `base_ref` are then empty strings).
+        // Contexts reference, `github` context: every property GitHub documents. `head_ref`
+        // and `base_ref` are the pull request's branches for `pull_request` and
+        // `pull_request_target` (from the payload), empty strings for other events.
+        let pull_branch = |side: &str| -> String {
+            if !o.event_name.starts_with("pull_request") {
+                return String::new();
+            }
+            o.event
+                .get("pull_request")
+                .and_then(|pr| pr.get(side))
+                .and_then(|b| b.get("ref"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let workflow_ref = format!(
             "{}/{}@{}",
             o.repository,
@@ -293,7 +306,7 @@ impl Shared {
             "event": o.event, "event_name": o.event_name, "job": job_id,
             "event_path": self.temp.join("event.json").to_string_lossy(),
             "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
-            "ref_protected": false, "head_ref": "", "base_ref": "",
+            "ref_protected": false, "head_ref": pull_branch("head"), "base_ref": pull_branch("base"),
             "repository": o.repository, "repository_owner": owner,
             "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
             "server_url": "http://localhost", "sha": self.sha, "token": "",

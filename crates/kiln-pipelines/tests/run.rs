@@ -2363,3 +2363,34 @@ jobs:
     assert_eq!(ran.job("missing").status, Status::Failure);
     assert_eq!(ran.job("custom").status, Status::Success);
 }
+
+/// For `pull_request` events `github.head_ref` and `github.base_ref` (and `$GITHUB_HEAD_REF`,
+/// `$GITHUB_BASE_REF`) are the pull request's branches, read from the payload; for other
+/// events they are empty.
+#[tokio::test]
+async fn a_pull_request_names_its_head_and_base_branches() {
+    let yaml = r#"
+on: [push, pull_request]
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "head=${{ github.head_ref }}|$GITHUB_HEAD_REF base=${{ github.base_ref }}|$GITHUB_BASE_REF"
+"#;
+    let ran = run_one(&[(WF, yaml)], |o| {
+        o.event_name = "pull_request".into();
+        o.event = serde_json::json!({
+            "action": "opened",
+            "pull_request": { "head": { "ref": "feature" }, "base": { "ref": "main" } }
+        });
+    })
+    .await;
+    assert_eq!(ran.logs("a"), ["head=feature|feature base=main|main"]);
+    let pushed = run_one(&[(WF, yaml)], |o| {
+        o.event = serde_json::json!({
+            "pull_request": { "head": { "ref": "feature" }, "base": { "ref": "main" } }
+        });
+    })
+    .await;
+    assert_eq!(pushed.logs("a"), ["head=| base=|"]);
+}

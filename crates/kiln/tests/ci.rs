@@ -186,6 +186,19 @@ fn a_failed_job_allowed_to_fail_shows_failed_in_a_green_run() {
     assert_eq!(soft["status"], "failure");
 }
 
+/// `--event pull_request` runs the branch as a pull request's head: the payload's
+/// `pull_request.head.ref` is the branch name (not a ref), and `github.head_ref` and
+/// `github.base_ref` name the branches, as on GitHub.
+#[test]
+fn a_pull_request_run_names_its_branches() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }}\"\n",
+    )]);
+    let out = s.ok(&["ci", "run", "--event", "pull_request"]);
+    assert!(out.contains("[a] pr main main main"), "{out}");
+}
+
 #[test]
 fn validate_reports_an_unknown_key_with_line_and_column() {
     let s = repo(&[
