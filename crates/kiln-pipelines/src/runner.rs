@@ -948,6 +948,13 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
             })),
         );
         let display = display_name(&job, &ictx, combo.as_ref(), &scope.prefix);
+        // `max-parallel`: instances start in matrix order, as GitHub queues them (a later one
+        // never takes a free place before an earlier one). A job with a concurrency group
+        // waits for its group first and takes its place after.
+        let ordered = match job.concurrency {
+            None => limit.clone().acquire_owned().await.ok(),
+            Some(_) => None,
+        };
         let (shared, scope, job, limit, cancel) = (
             shared.clone(),
             scope.clone(),
@@ -975,7 +982,10 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
                     }
                 },
             };
-            let _own = limit.acquire().await;
+            let _own = match ordered {
+                Some(permit) => Some(permit),
+                None => limit.acquire_owned().await.ok(),
+            };
             let _slot = shared.slots.acquire().await;
             if *cancel.borrow_and_update() {
                 shared.emit(RunEvent::JobFinished {

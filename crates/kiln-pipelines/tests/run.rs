@@ -1069,7 +1069,10 @@ jobs:
     assert_eq!(ran.result.status, Status::Failure);
 }
 
-#[tokio::test]
+/// Matrix expansion as "Using a matrix for your jobs" documents it, and `max-parallel: 1`
+/// runs the instances one at a time in matrix order (several workers: the order is kiln's,
+/// not the scheduler's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_include_exclude_and_max_parallel() {
     let state = TempDir::new().unwrap();
     let trace = state.path().join("trace");
@@ -1115,6 +1118,8 @@ jobs:
     for pair in lines.chunks(2) {
         assert_eq!(pair[0].replace("start", "end"), pair[1], "{lines:?}");
     }
+    let starts: Vec<&str> = lines.iter().step_by(2).map(String::as_str).collect();
+    assert_eq!(starts, ["start a1", "start a2", "start b1", "start z"]);
 }
 
 #[tokio::test]
