@@ -986,7 +986,13 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
                 Some(permit) => Some(permit),
                 None => limit.acquire_owned().await.ok(),
             };
-            let _slot = shared.slots.acquire().await;
+            // A host slot is for a job that runs steps: a call of a reusable workflow runs
+            // none itself, and holding one while its jobs wait for slots would deadlock as soon
+            // as the calls running side by side hold every slot.
+            let _slot = match &job.body {
+                JobBody::Steps(_) => Some(shared.slots.acquire().await),
+                JobBody::Call(_) => None,
+            };
             if *cancel.borrow_and_update() {
                 shared.emit(RunEvent::JobFinished {
                     job: display,

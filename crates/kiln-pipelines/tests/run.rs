@@ -2399,3 +2399,44 @@ jobs:
     .await;
     assert_eq!(pushed.logs("a"), ["head=| base=|"]);
 }
+
+/// Calls of reusable workflows side by side, more of them than the host runs jobs at once:
+/// a call runs no steps itself, so it holds no place its own jobs need (it deadlocked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_of_reusable_workflows_than_places_all_finish() {
+    let repo = repo(&[
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  a: { uses: ./.github/workflows/called.yml, with: { n: a } }
+  b: { uses: ./.github/workflows/called.yml, with: { n: b } }
+  c: { uses: ./.github/workflows/called.yml, with: { n: c } }
+"#,
+        ),
+        (
+            ".github/workflows/called.yml",
+            r#"
+on:
+  workflow_call:
+    inputs: { n: { type: string, required: true } }
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo ${{ inputs.n }}" } ]
+"#,
+        ),
+    ]);
+    let state = TempDir::new().unwrap();
+    let ran = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_in(repo.path(), state.path(), WF, |o| o.max_parallel = 2),
+    )
+    .await
+    .expect("the run deadlocked");
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    for call in ["a", "b", "c"] {
+        assert_eq!(ran.logs(&format!("{call} / inner")), [call]);
+    }
+}
