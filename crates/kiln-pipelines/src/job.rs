@@ -833,9 +833,16 @@ impl<'a> Exec<'a> {
                 .map(Value::to_display_string)
                 .unwrap_or_default()
         };
+        // `CI` and `GITHUB_ACTIONS` are job variables a workflow may change; the `GITHUB_*` and
+        // `RUNNER_*` variables of the `github` and `runner` contexts come after the workflow's,
+        // the job's, the step's and `GITHUB_ENV`'s, so none of those can change them (as the
+        // runner exports them last; "Variables": they cannot be overwritten).
         let mut env: Vec<(String, String)> = vec![
             ("CI".into(), "true".into()),
             ("GITHUB_ACTIONS".into(), "true".into()),
+        ];
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend::<[(String, String); _]>([
             (
                 "GITHUB_WORKSPACE".into(),
                 state.workspace.to_string_lossy().into_owned(),
@@ -909,14 +916,13 @@ impl<'a> Exec<'a> {
                     .to_string_lossy()
                     .into_owned(),
             ),
-        ];
+        ]);
         if let Some(p) = action_path {
             env.push((
                 "GITHUB_ACTION_PATH".into(),
                 p.to_string_lossy().into_owned(),
             ));
         }
-        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let host_path = self
             .env
             .get("PATH")

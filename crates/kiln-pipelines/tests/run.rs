@@ -2440,3 +2440,37 @@ jobs:
         assert_eq!(ran.logs(&format!("{call} / inner")), [call]);
     }
 }
+
+/// "Variables": the default `GITHUB_*` and `RUNNER_*` variables cannot be overwritten, by
+/// `GITHUB_ENV` or by `env:` (the runner exports them after the step's environment); other
+/// names, `CI` among them, can.
+#[tokio::test]
+async fn default_variables_cannot_be_overwritten() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    env: { GITHUB_REF: refs/heads/job }
+    steps:
+      - run: |
+          echo "GITHUB_SHA=from-file" >> "$GITHUB_ENV"
+          echo "RUNNER_OS=from-file" >> "$GITHUB_ENV"
+          echo "MINE=from-file" >> "$GITHUB_ENV"
+      - env: { GITHUB_WORKFLOW: step, CI: step, GITHUB_TOKEN: tok }
+        run: |
+          echo "$GITHUB_REF $RUNNER_OS $GITHUB_WORKFLOW $MINE $CI $GITHUB_TOKEN"
+          echo "${GITHUB_SHA}" | grep -qx '${{ github.sha }}' && echo "sha kept"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "refs/heads/main Linux .github/workflows/ci.yml from-file step tok",
+            "sha kept"
+        ]
+    );
+}
