@@ -1227,13 +1227,18 @@ async fn run_call(
             inputs.insert(name.clone(), value);
         }
     }
-    let secrets = match &call.secrets {
+    let secrets: IndexMap<String, String> = match &call.secrets {
         CallSecrets::Inherit => scope.secrets.clone(),
         CallSecrets::Map(m) => m
             .iter()
             .filter_map(|(k, t)| ctx.string(t).ok().map(|v| (k.clone(), v)))
             .collect(),
     };
+    // What the called workflow receives as `secrets` is secret there, whatever the caller
+    // wrote (a literal too): the runner masks every value of a job's secrets.
+    for value in secrets.values() {
+        shared.add_mask(value);
+    }
     let child_scope = Arc::new(Scope {
         workflow: Arc::new(child.clone()),
         inputs: Value::Object(inputs),

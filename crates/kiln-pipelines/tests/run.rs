@@ -501,7 +501,8 @@ jobs:
         ran.logs("local")[1..],
         ["hello kiln!", "hello world!", "got hello kiln"]
     );
-    assert_eq!(ran.logs("call / inner"), ["inner lib loud=true key=s3"]);
+    // A secret given to the called workflow is masked there, a literal one too.
+    assert_eq!(ran.logs("call / inner"), ["inner lib loud=true key=***"]);
     assert_eq!(ran.logs("after"), ["done-lib"]);
 }
 
@@ -2473,4 +2474,45 @@ jobs:
             "sha kept"
         ]
     );
+}
+
+/// A called workflow's `secrets` are secrets there, a value the caller wrote as a literal or
+/// built with an expression too: they are masked in its jobs' logs.
+#[tokio::test]
+async fn secrets_passed_to_a_called_workflow_are_masked() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  call:
+    uses: ./.github/workflows/called.yml
+    secrets:
+      TOKEN: literal-token-value
+      BUILT: ${{ format('built-{0}', 'value') }}
+"#,
+            ),
+            (
+                ".github/workflows/called.yml",
+                r#"
+on:
+  workflow_call:
+    secrets:
+      TOKEN: { required: true }
+      BUILT: { required: true }
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "token ${{ secrets.TOKEN }} built ${{ secrets.BUILT }}"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("call / inner"), ["token *** built ***"]);
 }
