@@ -833,9 +833,16 @@ impl<'a> Exec<'a> {
                 .map(Value::to_display_string)
                 .unwrap_or_default()
         };
+        // `CI` and `GITHUB_ACTIONS` are job variables a workflow may change; the `GITHUB_*` and
+        // `RUNNER_*` variables of the `github` and `runner` contexts come after the workflow's,
+        // the job's, the step's and `GITHUB_ENV`'s, so none of those can change them (as the
+        // runner exports them last; "Variables": they cannot be overwritten).
         let mut env: Vec<(String, String)> = vec![
             ("CI".into(), "true".into()),
             ("GITHUB_ACTIONS".into(), "true".into()),
+        ];
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend::<[(String, String); _]>([
             (
                 "GITHUB_WORKSPACE".into(),
                 state.workspace.to_string_lossy().into_owned(),
@@ -849,8 +856,8 @@ impl<'a> Exec<'a> {
                 "GITHUB_EVENT_PATH".into(),
                 s.temp.join("event.json").to_string_lossy().into_owned(),
             ),
-            ("GITHUB_HEAD_REF".into(), String::new()),
-            ("GITHUB_BASE_REF".into(), String::new()),
+            ("GITHUB_HEAD_REF".into(), github("head_ref")),
+            ("GITHUB_BASE_REF".into(), github("base_ref")),
             ("GITHUB_WORKFLOW_SHA".into(), s.sha.clone()),
             ("GITHUB_WORKFLOW_REF".into(), github("workflow_ref")),
             ("GITHUB_GRAPHQL_URL".into(), github("graphql_url")),
@@ -909,14 +916,13 @@ impl<'a> Exec<'a> {
                     .to_string_lossy()
                     .into_owned(),
             ),
-        ];
+        ]);
         if let Some(p) = action_path {
             env.push((
                 "GITHUB_ACTION_PATH".into(),
                 p.to_string_lossy().into_owned(),
             ));
         }
-        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let host_path = self
             .env
             .get("PATH")
@@ -943,53 +949,81 @@ impl<'a> Exec<'a> {
                 return StepResult::failed(Status::Failure);
             }
         };
-        let shell = [step.shell.as_ref(), self.job_default(|d| d.shell.as_ref())]
+        // `defaults.run` is the workflow's and the job's: a composite action's steps do not see
+        // it (the runner applies it only outside an action's scope).
+        let in_action = frame.action_path.is_some();
+        let default = |pick: fn(&'a crate::workflow::RunDefaults) -> Option<&'a Text>| {
+            if in_action {
+                None
+            } else {
+                self.job_default(pick)
+            }
+        };
+        let shell = [step.shell.as_ref(), default(|d| d.shell.as_ref())]
             .into_iter()
             .flatten()
             .next()
             .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
         let wd = [
             step.working_directory.as_ref(),
-            self.job_default(|d| d.working_directory.as_ref()),
+            default(|d| d.working_directory.as_ref()),
         ]
         .into_iter()
         .flatten()
         .next()
         .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
         let cwd = wd.map_or_else(|| state.workspace.clone(), |w| state.workspace.join(w));
-        let (files, script_path) = match self.files(state).and_then(|f| {
-            let ext = if shell.as_deref().is_some_and(|s| s.starts_with("python")) {
-                "py"
-            } else {
-                "sh"
-            };
-            // One script file per job, rewritten for each step (steps run one at a time): a
-            // new file per step costs a new inode (see `Shared::recycle_later`).
-            let p = state
-                .temp
-                .join(crate::runner::RUNNER_FILES_DIR)
-                .join(format!("step.{ext}"));
-            rewrite_in_place(&p, body.as_bytes())?;
-            Ok((f, p))
-        }) {
-            Ok(x) => x,
+        let files = match self.files(state) {
+            Ok(f) => f,
             Err(e) => {
                 self.log(&format!("##[error]cannot write the step's files: {e}"));
                 return StepResult::failed(Status::Failure);
             }
         };
-        let (program, args) = match shell_command(shell.as_deref(), &script_path) {
-            Ok(c) => c,
+        let env = self.process_env(state, &files, frame.action_path.as_deref());
+        let step_path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map_or("", |(_, v)| v.as_str());
+        let line = match shell_line(shell.as_deref(), step_path, &cwd) {
+            Ok(l)
+                if !l.program.contains('/')
+                    && crate::process::find_program(&l.program, Some(step_path), &cwd)
+                        .is_none() =>
+            {
+                self.log(&format!(
+                    "##[error]File not found: '{}': the step's shell is not installed on this \
+                     machine (not on PATH)",
+                    l.program
+                ));
+                return StepResult::failed(Status::Failure);
+            }
+            Ok(l) => l,
             Err(e) => {
                 self.log(&format!("##[error]{e}"));
                 return StepResult::failed(Status::Failure);
             }
         };
+        // One script file per job, rewritten for each step (steps run one at a time): a new
+        // file per step costs a new inode (see `Shared::recycle_later`).
+        let name = if line.extension.is_empty() {
+            "step".to_owned()
+        } else {
+            format!("step.{}", line.extension)
+        };
+        let script_path = state.temp.join(crate::runner::RUNNER_FILES_DIR).join(name);
+        let body = shell_script(&line.program, body);
+        if let Err(e) = rewrite_in_place(&script_path, body.as_bytes()) {
+            self.log(&format!("##[error]cannot write the step's script: {e}"));
+            return StepResult::failed(Status::Failure);
+        }
+        let path = script_path.to_string_lossy();
         let spawn = Spawn {
-            program,
-            args,
+            args: line.args.iter().map(|a| a.replace("{0}", &path)).collect(),
+            program: line.program,
             cwd,
-            env: self.process_env(state, &files, frame.action_path.as_deref()),
+            env,
             timeout: self.remaining(state),
             grace: self.shared.opts.kill_grace,
         };
@@ -1677,27 +1711,122 @@ fn annotation(
 }
 
 /// The program and arguments for a shell, as GitHub documents them for Linux.
-fn shell_command(shell: Option<&str>, script: &Path) -> Result<(String, Vec<String>), String> {
-    let path = script.to_string_lossy().into_owned();
-    let format: &str = match shell.map(str::trim) {
-        // GitHub: unspecified means `bash -e {0}` (falling back to sh when bash is missing).
-        None | Some("") => "bash -e {0}",
-        Some("bash") => "bash --noprofile --norc -eo pipefail {0}",
-        Some("sh") => "sh -e {0}",
-        Some("python") => "python {0}",
-        Some("pwsh") => "pwsh -command \". '{0}'\"",
-        Some(custom) => {
-            if !custom.contains("{0}") {
+/// How a `run:` step is started: the program, its arguments (`{0}` stands for the script's
+/// path), the script file's extension and the script as written to that file. As the runner
+/// does it (actions/runner `ScriptHandler`): no `shell` means `bash -e {0}` (`sh -e {0}` where
+/// bash is missing) with a `.sh` file; a built-in name takes its documented arguments; `NAME
+/// ARGS` is a custom shell whose arguments must hold `{0}`; the extension follows the program
+/// (`.sh`, `.py`, `.ps1`, none for a custom program).
+#[derive(Debug, PartialEq, Eq)]
+struct ShellLine {
+    program: String,
+    args: Vec<String>,
+    extension: &'static str,
+}
+
+fn shell_line(shell: Option<&str>, path: &str, cwd: &Path) -> Result<ShellLine, String> {
+    let shell = shell.map(str::trim).filter(|s| !s.is_empty());
+    let (program, format) = match shell {
+        None => (
+            if crate::process::find_program("bash", Some(path), cwd).is_some() {
+                "bash"
+            } else {
+                "sh"
+            },
+            "-e {0}".to_owned(),
+        ),
+        Some(line) => {
+            let (program, args) = line
+                .split_once(char::is_whitespace)
+                .map_or((line, ""), |(p, a)| (p, a.trim_start()));
+            let format = if args.is_empty() {
+                match program {
+                    "bash" => "--noprofile --norc -e -o pipefail {0}",
+                    "sh" => "-e {0}",
+                    "python" => "{0}",
+                    "pwsh" | "powershell" => "-command \". '{0}'\"",
+                    "cmd" => {
+                        return Err(
+                            "shell `cmd` is a Windows shell; this runner is Linux (use bash, sh, \
+                             python, pwsh or a custom `program {0}`)"
+                                .to_owned(),
+                        );
+                    }
+                    _ => "",
+                }
+                .to_owned()
+            } else {
+                args.to_owned()
+            };
+            if !format.contains("{0}") {
                 return Err(format!(
-                    "the custom shell `{custom}` must contain `{{0}}` for the script path"
+                    "invalid shell `{line}`: a shell must be a built-in (bash, sh, python, pwsh) \
+                     or a command line containing `{{0}}` for the script's path"
                 ));
             }
-            custom
+            (program, format)
         }
     };
-    let mut parts = format.split_whitespace().map(|p| p.replace("{0}", &path));
-    let program = parts.next().ok_or("empty shell")?;
-    Ok((program, parts.collect()))
+    let extension = match program {
+        "bash" | "sh" => "sh",
+        "python" => "py",
+        "pwsh" | "powershell" => "ps1",
+        _ => "",
+    };
+    Ok(ShellLine {
+        program: program.to_owned(),
+        args: split_arguments(&format),
+        extension,
+    })
+}
+
+/// The script as the shell is given it: PowerShell stops at the first error and exits with the
+/// last native command's code (the runner wraps the script the same way).
+fn shell_script(program: &str, body: String) -> String {
+    match program {
+        "pwsh" | "powershell" => format!(
+            "$ErrorActionPreference = 'stop'\n{body}\nif ((Test-Path -LiteralPath variable:\\LASTEXITCODE)) {{ exit $LASTEXITCODE }}"
+        ),
+        _ => body,
+    }
+}
+
+/// A command line split into arguments as .NET starts a process (how the runner passes a
+/// shell's arguments): whitespace separates, double quotes group and are removed, `\"` is a
+/// quote; single quotes are ordinary characters.
+fn split_arguments(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut current = String::new();
+    let mut started = false;
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'"') => {
+                current.push('"');
+                chars.next();
+                started = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    args.push(std::mem::take(&mut current));
+                    started = false;
+                }
+            }
+            c => {
+                current.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        args.push(current);
+    }
+    args
 }
 
 async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
@@ -1777,5 +1906,62 @@ mod tests {
             rewrite_in_place(&path, content.as_bytes()).unwrap();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
         }
+    }
+
+    /// The command lines of "Workflow syntax", `jobs.<job_id>.steps[*].shell`, as the runner
+    /// builds them; `cmd` is refused clearly and so is a custom shell without `{0}`.
+    #[test]
+    fn shells_start_as_the_runner_starts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let path = bin.to_string_lossy().into_owned();
+        let line = |shell: Option<&str>| shell_line(shell, &path, dir.path());
+        let expect = |program: &str, args: &[&str], extension: &'static str| ShellLine {
+            program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            extension,
+        };
+        // No bash on this PATH: the default falls back to sh.
+        assert_eq!(line(None), Ok(expect("sh", &["-e", "{0}"], "sh")));
+        let bash = bin.join("bash");
+        std::fs::write(&bash, "").unwrap();
+        std::fs::set_permissions(&bash, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert_eq!(line(None), Ok(expect("bash", &["-e", "{0}"], "sh")));
+        assert_eq!(
+            line(Some("bash")),
+            Ok(expect(
+                "bash",
+                &["--noprofile", "--norc", "-e", "-o", "pipefail", "{0}"],
+                "sh"
+            ))
+        );
+        assert_eq!(line(Some("sh")), Ok(expect("sh", &["-e", "{0}"], "sh")));
+        assert_eq!(line(Some("python")), Ok(expect("python", &["{0}"], "py")));
+        assert_eq!(
+            line(Some("pwsh")),
+            Ok(expect("pwsh", &["-command", ". '{0}'"], "ps1"))
+        );
+        assert_eq!(
+            line(Some("perl -w {0}")),
+            Ok(expect("perl", &["-w", "{0}"], ""))
+        );
+        assert_eq!(
+            line(Some("bash -c \"source {0}\" x")),
+            Ok(expect("bash", &["-c", "source {0}", "x"], "sh"))
+        );
+        assert!(line(Some("cmd")).unwrap_err().contains("Windows"));
+        assert!(line(Some("perl")).unwrap_err().contains("{0}"));
+    }
+
+    #[test]
+    fn arguments_split_as_dotnet_splits_them() {
+        assert_eq!(split_arguments("  a  b\tc "), ["a", "b", "c"]);
+        assert_eq!(
+            split_arguments(r#"-c "x y" 'p q'"#),
+            ["-c", "x y", "'p", "q'"]
+        );
+        assert_eq!(split_arguments(r#"a\"b "" c"#), ["a\"b", "", "c"]);
     }
 }

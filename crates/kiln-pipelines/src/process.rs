@@ -1,7 +1,7 @@
 //! One step's process: its own process group, output line by line, a deadline and
 //! cancellation that stop the whole group (SIGTERM, then SIGKILL after a grace period).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -160,17 +160,29 @@ pub(crate) async fn run(
 /// multi-threaded) process's page tables for every step. Given a path, std uses posix_spawn
 /// (vfork), several times cheaper. `None` leaves the search (and its error) to std.
 fn program_on_path(spec: &Spawn) -> Option<PathBuf> {
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    find_program(&spec.program, path, &spec.cwd)
+}
+
+/// Where `program` (a bare name) is on `path` (this process's `PATH` when `None`), relative
+/// entries taken from `cwd`: the first executable file of that name.
+pub(crate) fn find_program(program: &str, path: Option<&str>, cwd: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    if spec.program.contains('/') || spec.program.is_empty() {
+    if program.contains('/') || program.is_empty() {
         return None;
     }
-    let path = match spec.env.iter().rev().find(|(k, _)| k == "PATH") {
-        Some((_, v)) => std::ffi::OsString::from(v),
+    let path = match path {
+        Some(v) => std::ffi::OsString::from(v),
         None => std::env::var_os("PATH")?,
     };
     std::env::split_paths(&path)
         .filter(|dir| !dir.as_os_str().is_empty())
-        .map(|dir| spec.cwd.join(dir).join(&spec.program))
+        .map(|dir| cwd.join(dir).join(program))
         .find(|candidate| {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

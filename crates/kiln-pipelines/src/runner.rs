@@ -279,8 +279,21 @@ impl Shared {
             .next()
             .unwrap_or_default()
             .to_owned();
-        // Contexts reference, `github` context: every property GitHub documents for a run
-        // that is not a pull request (`head_ref` and `base_ref` are then empty strings).
+        // Contexts reference, `github` context: every property GitHub documents. `head_ref`
+        // and `base_ref` are the pull request's branches for `pull_request` and
+        // `pull_request_target` (from the payload), empty strings for other events.
+        let pull_branch = |side: &str| -> String {
+            if !o.event_name.starts_with("pull_request") {
+                return String::new();
+            }
+            o.event
+                .get("pull_request")
+                .and_then(|pr| pr.get(side))
+                .and_then(|b| b.get("ref"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let workflow_ref = format!(
             "{}/{}@{}",
             o.repository,
@@ -293,7 +306,7 @@ impl Shared {
             "event": o.event, "event_name": o.event_name, "job": job_id,
             "event_path": self.temp.join("event.json").to_string_lossy(),
             "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
-            "ref_protected": false, "head_ref": "", "base_ref": "",
+            "ref_protected": false, "head_ref": pull_branch("head"), "base_ref": pull_branch("base"),
             "repository": o.repository, "repository_owner": owner,
             "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
             "server_url": "http://localhost", "sha": self.sha, "token": "",
@@ -314,9 +327,10 @@ fn workflow_name(w: &Workflow) -> String {
 /// The result of a whole run.
 #[derive(Debug, Clone)]
 pub struct RunResult {
-    /// Conclusion.
+    /// Conclusion: a failed job with `continue-on-error` does not fail it.
     pub status: Status,
-    /// Every job (by id), aggregated over matrix instances.
+    /// Every job (by id) with its own conclusion, aggregated over matrix instances (a failed
+    /// job with `continue-on-error` is a failure here, as GitHub shows it).
     pub jobs: IndexMap<String, Status>,
     /// The run's directory (job workspaces and temp directories).
     pub run_dir: PathBuf,
@@ -384,13 +398,8 @@ pub async fn run(
             let mut held = match enter_group(&shared, &ctx, concurrency, WORKFLOW_LEVEL).await {
                 Ok(held) => held,
                 Err(status) => {
-                    let ended = IndexMap::from([(
-                        WORKFLOW_LEVEL.to_owned(),
-                        JobResult {
-                            status,
-                            outputs: IndexMap::new(),
-                        },
-                    )]);
+                    let ended =
+                        IndexMap::from([(WORKFLOW_LEVEL.to_owned(), JobResult::ended(status))]);
                     return Ok(finish_run(&shared, &root, title, ended, started, run_dir).await);
                 }
             };
@@ -405,7 +414,7 @@ pub async fn run(
                     shared.annotate(WORKFLOW_LEVEL, Annotation::new(Level::Error, message));
                     IndexMap::from([(
                         WORKFLOW_LEVEL.to_owned(),
-                        JobResult { status: Status::Cancelled, outputs: IndexMap::new() },
+                        JobResult::ended(Status::Cancelled),
                     )])
                 }
             }
@@ -534,7 +543,7 @@ async fn finish_run(
     shared.store.run_finished(&record);
     RunResult {
         status,
-        jobs: results.into_iter().map(|(k, v)| (k, v.status)).collect(),
+        jobs: results.into_iter().map(|(k, v)| (k, v.shown)).collect(),
         run_dir,
     }
 }
@@ -665,8 +674,24 @@ pub(crate) struct Scope {
 /// A finished job (all instances).
 #[derive(Debug, Clone)]
 pub(crate) struct JobResult {
+    /// The result `needs.<job>.result` and the run's conclusion see.
     pub status: Status,
+    /// The job's own conclusion, as GitHub shows it: a job with `continue-on-error` that
+    /// fails shows as failed while its dependents and the run see success (GitHub's
+    /// "Workflow syntax", `jobs.<job_id>.continue-on-error`; actions/runner#1161).
+    pub shown: Status,
     pub outputs: IndexMap<String, String>,
+}
+
+impl JobResult {
+    /// A job that ended as `status` without outputs, shown as it ended.
+    fn ended(status: Status) -> JobResult {
+        JobResult {
+            status,
+            shown: status,
+            outputs: IndexMap::new(),
+        }
+    }
 }
 
 /// The overall conclusion of a set of results.
@@ -737,13 +762,7 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
                         Ok(b) => b,
                         Err(e) => {
                             job_error(&shared, &scope, &id, &format!("invalid `if`: {e}"));
-                            done.insert(
-                                id.clone(),
-                                JobResult {
-                                    status: Status::Failure,
-                                    outputs: IndexMap::new(),
-                                },
-                            );
+                            done.insert(id.clone(), JobResult::ended(Status::Failure));
                             progressed = true;
                             continue;
                         }
@@ -751,13 +770,7 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
                 };
                 if !run_it {
                     skipped(&shared, &scope, &job);
-                    done.insert(
-                        id.clone(),
-                        JobResult {
-                            status: Status::Skipped,
-                            outputs: IndexMap::new(),
-                        },
-                    );
+                    done.insert(id.clone(), JobResult::ended(Status::Skipped));
                     progressed = true;
                     continue;
                 }
@@ -778,13 +791,7 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
     }
     // Jobs whose needs never finished (a dependency panicked) count as failed.
     for id in pending {
-        done.insert(
-            id,
-            JobResult {
-                status: Status::Failure,
-                outputs: IndexMap::new(),
-            },
-        );
+        done.insert(id, JobResult::ended(Status::Failure));
     }
     workflow
         .jobs
@@ -836,7 +843,9 @@ fn needs_context(job: &Job, done: &IndexMap<String, JobResult>) -> Value {
 /// The contexts every place of a job sees.
 pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
     let mut ctx = Ctx { ..Ctx::default() };
-    ctx.set("github", shared.github(&scope.workflow, job_id));
+    // Reusing workflows: a called workflow's `github` context is the caller's (its name and
+    // `workflow_ref` included), only `github.job` is the called workflow's own job.
+    ctx.set("github", shared.github(&shared.set.root, job_id));
     ctx.set("inputs", scope.inputs.clone());
     ctx.set("vars", object(&shared.opts.vars));
     ctx.set("secrets", object(&scope.secrets));
@@ -914,10 +923,7 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
         Ok(s) => s,
         Err(e) => {
             job_error(&shared, &scope, &job.id.name, &e);
-            return JobResult {
-                status: Status::Failure,
-                outputs: IndexMap::new(),
-            };
+            return JobResult::ended(Status::Failure);
         }
     };
     let total = combos.as_ref().map_or(1, Vec::len);
@@ -942,6 +948,13 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
             })),
         );
         let display = display_name(&job, &ictx, combo.as_ref(), &scope.prefix);
+        // `max-parallel`: instances start in matrix order, as GitHub queues them (a later one
+        // never takes a free place before an earlier one). A job with a concurrency group
+        // waits for its group first and takes its place after.
+        let ordered = match job.concurrency {
+            None => limit.clone().acquire_owned().await.ok(),
+            Some(_) => None,
+        };
         let (shared, scope, job, limit, cancel) = (
             shared.clone(),
             scope.clone(),
@@ -969,8 +982,17 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
                     }
                 },
             };
-            let _own = limit.acquire().await;
-            let _slot = shared.slots.acquire().await;
+            let _own = match ordered {
+                Some(permit) => Some(permit),
+                None => limit.acquire_owned().await.ok(),
+            };
+            // A host slot is for a job that runs steps: a call of a reusable workflow runs
+            // none itself, and holding one while its jobs wait for slots would deadlock as soon
+            // as the calls running side by side hold every slot.
+            let _slot = match &job.body {
+                JobBody::Steps(_) => Some(shared.slots.acquire().await),
+                JobBody::Call(_) => None,
+            };
             if *cancel.borrow_and_update() {
                 shared.emit(RunEvent::JobFinished {
                     job: display,
@@ -995,12 +1017,15 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
         });
     }
     let mut statuses = Vec::new();
+    let mut shown = Vec::new();
     let mut outputs = IndexMap::new();
     while let Some(joined) = set.join_next().await {
         let Ok((status, continue_on_error, out)) = joined else {
             statuses.push(Status::Failure);
+            shown.push(Status::Failure);
             continue;
         };
+        shown.push(status);
         // A failed job with `continue-on-error` does not fail its dependents.
         statuses.push(if status == Status::Failure && continue_on_error {
             Status::Success
@@ -1015,6 +1040,7 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
     }
     JobResult {
         status: conclusion(statuses.into_iter()),
+        shown: conclusion(shown.into_iter()),
         outputs,
     }
 }
@@ -1201,13 +1227,18 @@ async fn run_call(
             inputs.insert(name.clone(), value);
         }
     }
-    let secrets = match &call.secrets {
+    let secrets: IndexMap<String, String> = match &call.secrets {
         CallSecrets::Inherit => scope.secrets.clone(),
         CallSecrets::Map(m) => m
             .iter()
             .filter_map(|(k, t)| ctx.string(t).ok().map(|v| (k.clone(), v)))
             .collect(),
     };
+    // What the called workflow receives as `secrets` is secret there, whatever the caller
+    // wrote (a literal too): the runner masks every value of a job's secrets.
+    for value in secrets.values() {
+        shared.add_mask(value);
+    }
     let child_scope = Arc::new(Scope {
         workflow: Arc::new(child.clone()),
         inputs: Value::Object(inputs),

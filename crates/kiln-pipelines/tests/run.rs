@@ -501,7 +501,8 @@ jobs:
         ran.logs("local")[1..],
         ["hello kiln!", "hello world!", "got hello kiln"]
     );
-    assert_eq!(ran.logs("call / inner"), ["inner lib loud=true key=s3"]);
+    // A secret given to the called workflow is masked there, a literal one too.
+    assert_eq!(ran.logs("call / inner"), ["inner lib loud=true key=***"]);
     assert_eq!(ran.logs("after"), ["done-lib"]);
 }
 
@@ -1069,7 +1070,10 @@ jobs:
     assert_eq!(ran.result.status, Status::Failure);
 }
 
-#[tokio::test]
+/// Matrix expansion as "Using a matrix for your jobs" documents it, and `max-parallel: 1`
+/// runs the instances one at a time in matrix order (several workers: the order is kiln's,
+/// not the scheduler's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_include_exclude_and_max_parallel() {
     let state = TempDir::new().unwrap();
     let trace = state.path().join("trace");
@@ -1115,6 +1119,8 @@ jobs:
     for pair in lines.chunks(2) {
         assert_eq!(pair[0].replace("start", "end"), pair[1], "{lines:?}");
     }
+    let starts: Vec<&str> = lines.iter().step_by(2).map(String::as_str).collect();
+    assert_eq!(starts, ["start a1", "start a2", "start b1", "start z"]);
 }
 
 #[tokio::test]
@@ -2195,4 +2201,318 @@ jobs:
             "runner=same",
         ]
     );
+}
+
+/// GitHub shows a failed job with `continue-on-error` as failed, while its dependents see
+/// `needs.<job>.result == 'success'` and the run concludes success (a matrix instance whose
+/// `continue-on-error` is an expression counts the same way).
+#[tokio::test]
+async fn a_failed_job_with_continue_on_error_shows_failed_but_the_run_succeeds() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  soft:
+    runs-on: ubuntu-latest
+    continue-on-error: true
+    steps: [ { run: exit 4 } ]
+  m:
+    runs-on: ubuntu-latest
+    continue-on-error: ${{ matrix.experimental }}
+    strategy:
+      matrix:
+        v: [1, 2]
+        experimental: [false]
+        include: [ { v: 3, experimental: true } ]
+    steps: [ { run: "test ${{ matrix.v }} != 3" } ]
+  after:
+    needs: [soft, m]
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo soft=${{ needs.soft.result }} m=${{ needs.m.result }}" } ]
+"#,
+    )
+    .await;
+    assert_eq!(ran.logs("after"), ["soft=success m=success"]);
+    assert_eq!(ran.job("soft").status, Status::Failure);
+    assert_eq!(ran.job("m (3, true)").status, Status::Failure);
+    assert_eq!(ran.job("m (1, false)").status, Status::Success);
+    assert_eq!(ran.result.status, Status::Success);
+    assert_eq!(ran.result.jobs["soft"], Status::Failure);
+    assert_eq!(ran.result.jobs["m"], Status::Failure);
+    assert_eq!(ran.result.jobs["after"], Status::Success);
+}
+
+/// `defaults.run` belongs to the workflow and its jobs: a composite action's steps run in the
+/// workspace with their own shell, whatever the caller's defaults say (actions/runner applies
+/// job defaults only outside an action's scope).
+#[tokio::test]
+async fn composite_steps_ignore_the_callers_run_defaults() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+on: push
+defaults:
+  run: { shell: sh, working-directory: sub }
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo "job in $(basename "$PWD")"
+      - uses: ./act
+"#,
+            ),
+            (
+                "act/action.yml",
+                r#"
+name: act
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: echo "action in $(basename "$PWD") pipefail=$(set -o | grep pipefail | tr -s ' \t' ' ')"
+"#,
+            ),
+            ("sub/keep", ""),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let workspace = ran.logs("a")[1..]
+        .iter()
+        .find(|l| l.starts_with("action in "))
+        .cloned();
+    assert_eq!(ran.logs("a")[1], "job in sub");
+    assert_eq!(
+        workspace.as_deref(),
+        Some("action in workspace pipefail=pipefail on")
+    );
+}
+
+/// Reusing workflows: the `github` context of a called workflow's jobs is the caller's, so
+/// `github.workflow` and `$GITHUB_WORKFLOW` name the calling workflow.
+#[tokio::test]
+async fn a_called_workflow_sees_the_callers_github_context() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+name: Caller
+on: push
+jobs:
+  call:
+    uses: ./.github/workflows/called.yml
+"#,
+            ),
+            (
+                ".github/workflows/called.yml",
+                r#"
+name: Called
+on: workflow_call
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "${{ github.workflow }} $GITHUB_WORKFLOW ${{ github.job }} ${{ endsWith(github.workflow_ref, 'ci.yml@refs/heads/main') }}"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("call / inner"), ["Caller Caller inner true"]);
+}
+
+/// Shells the host lacks fail the step with the runner's "File not found" and say why; `cmd`
+/// is a Windows shell; a custom program's script has no `.sh` extension (the runner names it
+/// by the program: `.sh` for bash and sh, `.py` for python, none for others); a custom shell's
+/// arguments are split as the runner splits them, double quotes grouping.
+#[tokio::test]
+async fn missing_and_custom_shells_behave_as_on_the_runner() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  missing:
+    runs-on: ubuntu-latest
+    steps: [ { shell: "kiln-no-such-shell {0}", run: echo hi } ]
+  windows:
+    runs-on: ubuntu-latest
+    steps: [ { shell: cmd, run: echo hi } ]
+  custom:
+    runs-on: ubuntu-latest
+    steps:
+      - shell: bash -c "echo quoted $0; . {0}" kiln
+        run: echo sourced
+      - shell: env bash {0}
+        run: echo "env ${0##*/}"
+      - shell: bash
+        run: echo "bash ${0##*/}"
+"#,
+    )
+    .await;
+    let missing = ran.logs("missing").join("\n");
+    assert!(
+        missing.contains("File not found: 'kiln-no-such-shell'"),
+        "{missing}"
+    );
+    assert!(ran.logs("windows").join("\n").contains("Windows shell"));
+    assert_eq!(
+        ran.logs("custom"),
+        ["quoted kiln", "sourced", "env step", "bash step.sh"]
+    );
+    assert_eq!(ran.job("missing").status, Status::Failure);
+    assert_eq!(ran.job("custom").status, Status::Success);
+}
+
+/// For `pull_request` events `github.head_ref` and `github.base_ref` (and `$GITHUB_HEAD_REF`,
+/// `$GITHUB_BASE_REF`) are the pull request's branches, read from the payload; for other
+/// events they are empty.
+#[tokio::test]
+async fn a_pull_request_names_its_head_and_base_branches() {
+    let yaml = r#"
+on: [push, pull_request]
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "head=${{ github.head_ref }}|$GITHUB_HEAD_REF base=${{ github.base_ref }}|$GITHUB_BASE_REF"
+"#;
+    let ran = run_one(&[(WF, yaml)], |o| {
+        o.event_name = "pull_request".into();
+        o.event = serde_json::json!({
+            "action": "opened",
+            "pull_request": { "head": { "ref": "feature" }, "base": { "ref": "main" } }
+        });
+    })
+    .await;
+    assert_eq!(ran.logs("a"), ["head=feature|feature base=main|main"]);
+    let pushed = run_one(&[(WF, yaml)], |o| {
+        o.event = serde_json::json!({
+            "pull_request": { "head": { "ref": "feature" }, "base": { "ref": "main" } }
+        });
+    })
+    .await;
+    assert_eq!(pushed.logs("a"), ["head=| base=|"]);
+}
+
+/// Calls of reusable workflows side by side, more of them than the host runs jobs at once:
+/// a call runs no steps itself, so it holds no place its own jobs need (it deadlocked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_of_reusable_workflows_than_places_all_finish() {
+    let repo = repo(&[
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  a: { uses: ./.github/workflows/called.yml, with: { n: a } }
+  b: { uses: ./.github/workflows/called.yml, with: { n: b } }
+  c: { uses: ./.github/workflows/called.yml, with: { n: c } }
+"#,
+        ),
+        (
+            ".github/workflows/called.yml",
+            r#"
+on:
+  workflow_call:
+    inputs: { n: { type: string, required: true } }
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo ${{ inputs.n }}" } ]
+"#,
+        ),
+    ]);
+    let state = TempDir::new().unwrap();
+    let ran = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_in(repo.path(), state.path(), WF, |o| o.max_parallel = 2),
+    )
+    .await
+    .expect("the run deadlocked");
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    for call in ["a", "b", "c"] {
+        assert_eq!(ran.logs(&format!("{call} / inner")), [call]);
+    }
+}
+
+/// "Variables": the default `GITHUB_*` and `RUNNER_*` variables cannot be overwritten, by
+/// `GITHUB_ENV` or by `env:` (the runner exports them after the step's environment); other
+/// names, `CI` among them, can.
+#[tokio::test]
+async fn default_variables_cannot_be_overwritten() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    env: { GITHUB_REF: refs/heads/job }
+    steps:
+      - run: |
+          echo "GITHUB_SHA=from-file" >> "$GITHUB_ENV"
+          echo "RUNNER_OS=from-file" >> "$GITHUB_ENV"
+          echo "MINE=from-file" >> "$GITHUB_ENV"
+      - env: { GITHUB_WORKFLOW: step, CI: step, GITHUB_TOKEN: tok }
+        run: |
+          echo "$GITHUB_REF $RUNNER_OS $GITHUB_WORKFLOW $MINE $CI $GITHUB_TOKEN"
+          echo "${GITHUB_SHA}" | grep -qx '${{ github.sha }}' && echo "sha kept"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "refs/heads/main Linux .github/workflows/ci.yml from-file step tok",
+            "sha kept"
+        ]
+    );
+}
+
+/// A called workflow's `secrets` are secrets there, a value the caller wrote as a literal or
+/// built with an expression too: they are masked in its jobs' logs.
+#[tokio::test]
+async fn secrets_passed_to_a_called_workflow_are_masked() {
+    let ran = run_one(
+        &[
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  call:
+    uses: ./.github/workflows/called.yml
+    secrets:
+      TOKEN: literal-token-value
+      BUILT: ${{ format('built-{0}', 'value') }}
+"#,
+            ),
+            (
+                ".github/workflows/called.yml",
+                r#"
+on:
+  workflow_call:
+    secrets:
+      TOKEN: { required: true }
+      BUILT: { required: true }
+jobs:
+  inner:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "token ${{ secrets.TOKEN }} built ${{ secrets.BUILT }}"
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("call / inner"), ["token *** built ***"]);
 }

@@ -1118,9 +1118,14 @@ fn event_payload(
 ) -> serde_json::Value {
     match (event, push) {
         ("workflow_dispatch", _) => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
+        // A pull request's `head.ref` and `base.ref` are branch names, not refs (GitHub's
+        // webhook payload); `github.head_ref` and `github.base_ref` are read from them.
         ("pull_request" | "pull_request_target", _) => serde_json::json!({
             "action": "opened",
-            "pull_request": { "head": { "sha": sha, "ref": git_ref }, "base": { "ref": "main" } },
+            "pull_request": {
+                "head": { "sha": sha, "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref) },
+                "base": { "ref": "main" },
+            },
         }),
         (_, Some((facts, changed))) => {
             push_payload(facts, git_ref, facts.head.parent.as_deref(), sha, changed)

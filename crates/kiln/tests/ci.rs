@@ -164,6 +164,41 @@ fn a_failing_step_exits_3_and_is_recorded_as_failed() {
     assert!(!s.ok(&["ci", "logs", "1"]).contains("never-printed"));
 }
 
+/// A job with `continue-on-error` that fails: GitHub shows the job as failed, its dependents
+/// see `needs.<job>.result == 'success'`, and the run succeeds; the summary line, the record and
+/// the exit code say the same.
+#[test]
+fn a_failed_job_allowed_to_fail_shows_failed_in_a_green_run() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  soft:\n    runs-on: ubuntu-latest\n    continue-on-error: true\n    steps: [ { run: exit 4 } ]\n  after:\n    needs: soft\n    runs-on: ubuntu-latest\n    steps: [ { run: 'echo soft-was-${{ needs.soft.result }}' } ]\n",
+    )]);
+    let out = s.ok(&["ci", "run"]);
+    assert!(out.contains("[after] soft-was-success"), "{out}");
+    assert!(
+        out.contains("Run 1 success") && out.contains("soft failure, after success"),
+        "{out}"
+    );
+    let shown = json(&s, &["ci", "show", "1", "--json"]);
+    assert_eq!(shown["status"], "success");
+    let jobs = shown["jobs"].as_array().unwrap();
+    let soft = jobs.iter().find(|j| j["job_id"] == "soft").unwrap();
+    assert_eq!(soft["status"], "failure");
+}
+
+/// `--event pull_request` runs the branch as a pull request's head: the payload's
+/// `pull_request.head.ref` is the branch name (not a ref), and `github.head_ref` and
+/// `github.base_ref` name the branches, as on GitHub.
+#[test]
+fn a_pull_request_run_names_its_branches() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }}\"\n",
+    )]);
+    let out = s.ok(&["ci", "run", "--event", "pull_request"]);
+    assert!(out.contains("[a] pr main main main"), "{out}");
+}
+
 #[test]
 fn validate_reports_an_unknown_key_with_line_and_column() {
     let s = repo(&[
