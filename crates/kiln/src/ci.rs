@@ -35,7 +35,7 @@ use crate::ops::{self, Failure};
 use crate::render;
 
 mod git;
-pub(crate) use git::{PushFacts, changed_files, git, push_payload};
+pub(crate) use git::{Changes, PushFacts, changed_files, git, push_payload};
 
 /// Where workflows live, relative to the repository.
 const WORKFLOWS_DIR: &str = ".github/workflows";
@@ -1114,7 +1114,7 @@ fn event_payload(
     git_ref: &str,
     sha: &str,
     inputs: &IndexMap<String, String>,
-    push: Option<&(PushFacts, Vec<String>)>,
+    push: Option<&(PushFacts, Changes)>,
 ) -> serde_json::Value {
     match (event, push) {
         ("workflow_dispatch", _) => serde_json::json!({ "ref": git_ref, "inputs": inputs }),

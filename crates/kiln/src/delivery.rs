@@ -291,9 +291,10 @@ impl Follower {
         let mut runs = Vec::new();
         let mut deployed = Vec::new();
         for (rel, set) in workflows {
+            let paths = changed.paths();
             let git_push = kiln_pipelines::filter::Push {
                 git_ref: &push.git_ref,
-                changed: &changed,
+                changed: &paths,
             };
             if let Err(skip) = kiln_pipelines::filter::push_runs(&set.root.on, &git_push) {
                 runs.push(serde_json::json!({ "workflow": rel, "skipped": skip.to_string() }));
@@ -488,7 +489,10 @@ fn released_services(
 }
 
 /// A push's changed files, and its workflows (file, loaded) as committed.
-type Prepared = (Vec<String>, Vec<(String, kiln_pipelines::WorkflowSet)>);
+type Prepared = (
+    crate::ci::Changes,
+    Vec<(String, kiln_pipelines::WorkflowSet)>,
+);
 
 /// Fetches the push's commit into the stack's repository when it lives elsewhere, and finds
 /// its changed files and the workflows as committed there.
@@ -512,7 +516,7 @@ fn prepare(dir: &Path, repo: &Repo, push: &Push) -> Result<Prepared, String> {
     crate::ci::git(dir, &["cat-file", "-e", &commit])
         .ok_or_else(|| format!("commit {} is not in the repository", short(&push.after)))?;
     let changed = match &push.changed {
-        Some(files) => files.clone(),
+        Some(files) => crate::ci::Changes::modified(files.clone()),
         None => changed_files(dir, push.before.as_deref(), &push.after),
     };
     let listed = crate::ci::git(
@@ -539,23 +543,26 @@ fn prepare(dir: &Path, repo: &Repo, push: &Push) -> Result<Prepared, String> {
     Ok((changed, workflows))
 }
 
-/// `git diff --name-only before..after`; every file of the commit when `before` is unknown.
-fn changed_files(dir: &Path, before: Option<&str>, after: &str) -> Vec<String> {
+/// `git diff --name-status before..after`; every file of the commit (added) when `before` is
+/// unknown.
+fn changed_files(dir: &Path, before: Option<&str>, after: &str) -> crate::ci::Changes {
     let diff = before
         .filter(|b| crate::ci::git(dir, &["cat-file", "-e", &format!("{b}^{{commit}}")]).is_some())
-        .and_then(|b| crate::ci::git(dir, &["diff", "--name-only", b, after]));
+        .and_then(|b| crate::ci::git(dir, &["diff", "--name-status", "--no-renames", b, after]));
     let listed = diff.or_else(|| {
         crate::ci::git(
             dir,
-            &["show", "--pretty=format:", "--name-only", "--root", after],
+            &[
+                "show",
+                "--pretty=format:",
+                "--name-status",
+                "--no-renames",
+                "--root",
+                after,
+            ],
         )
     });
-    listed
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+    crate::ci::Changes::parse(&listed.unwrap_or_default())
 }
 
 /// The heads of `branches` in `repo` (`git ls-remote`, never prompting, within

@@ -243,7 +243,7 @@ fn validate_reports_an_unknown_key_with_line_and_column() {
 /// (with or without `.yml`) or by its `name:`, as `gh workflow run` takes either.
 #[test]
 fn injection_risks_are_warned_about_and_workflows_are_found_by_file_stem_or_name() {
-    let risky = "name: Risky\non: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"msg=${{ github.event.head_commit.message }}\"\n      - run: echo \"default=${{ github.event.repository.default_branch }} before=${{ github.event.before }} by=${{ github.event.pusher.name }}\"\n";
+    let risky = "name: Risky\non: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"msg=${{ github.event.head_commit.message }}\"\n      - run: echo \"default=${{ github.event.repository.default_branch }} before=${{ github.event.before }} by=${{ github.event.pusher.name }}\"\n      - run: echo \"added=${{ join(github.event.head_commit.added, ',') }} modified=[${{ join(github.event.head_commit.modified, ',') }}]\"\n";
     let s = repo(&[("ci.yml", GREEN), ("risky.yml", risky)]);
     let out = s.run(&["ci", "validate", "risky"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -273,6 +273,12 @@ fn injection_risks_are_warned_about_and_workflows_are_found_by_file_stem_or_name
     // The first commit: no parent, so `before` is zeros, as for a new branch on GitHub.
     assert!(
         stdout.contains(&format!("default=main before={} by=", "0".repeat(40))),
+        "{stdout}"
+    );
+    // The first commit's files are all added (they were listed as modified).
+    assert!(stdout.contains("modified=[]"), "{stdout}");
+    assert!(
+        stdout.contains("added=") && stdout.contains(".github/workflows/risky.yml"),
         "{stdout}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning[injection-risk]"));

@@ -197,24 +197,67 @@ impl Commit {
     }
 }
 
-/// The files a commit changed against its first parent (all of them for a root commit).
-pub(crate) async fn changed_files(dir: &Path, sha: &str) -> Vec<String> {
-    git_async(
+/// The files a push changed, as GitHub's push payload sorts them (`added`, `removed`,
+/// `modified`). A rename is the old path removed and the new one added.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Changes {
+    pub(crate) added: Vec<String>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) modified: Vec<String>,
+}
+
+impl Changes {
+    /// Reads `git diff --name-status --no-renames` output: `A`, `D`, and anything else
+    /// (`M`, a type change `T`) as modified.
+    pub(crate) fn parse(listed: &str) -> Changes {
+        let mut changes = Changes::default();
+        for line in listed.lines() {
+            let Some((status, path)) = line.split_once('\t') else {
+                continue;
+            };
+            let list = match status {
+                "A" => &mut changes.added,
+                "D" => &mut changes.removed,
+                _ => &mut changes.modified,
+            };
+            list.push(path.to_owned());
+        }
+        changes
+    }
+
+    /// A push that names its files without saying what happened to them.
+    pub(crate) fn modified(files: Vec<String>) -> Changes {
+        Changes {
+            modified: files,
+            ..Changes::default()
+        }
+    }
+
+    /// Every changed path: what `on.push.paths` filters look at.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        let all = self.added.iter().chain(&self.removed).chain(&self.modified);
+        all.cloned().collect()
+    }
+}
+
+/// The files a commit changed against its first parent (all of them, added, for a root
+/// commit).
+pub(crate) async fn changed_files(dir: &Path, sha: &str) -> Changes {
+    let listed = git_async(
         dir,
         &[
             "diff-tree",
             "--no-commit-id",
-            "--name-only",
+            "--name-status",
+            "--no-renames",
             "-r",
             "--root",
             sha,
         ],
     )
     .await
-    .unwrap_or_default()
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    .unwrap_or_default();
+    Changes::parse(&listed)
 }
 
 /// What a push payload needs from git besides what the push itself says.
@@ -251,7 +294,7 @@ pub(crate) fn push_payload(
     git_ref: &str,
     before: Option<&str>,
     after: &str,
-    changed: &[String],
+    changed: &Changes,
 ) -> serde_json::Value {
     let commit = &facts.head;
     let person = serde_json::json!({ "name": commit.author_name, "email": commit.author_email });
@@ -262,9 +305,9 @@ pub(crate) fn push_payload(
         "timestamp": commit.timestamp,
         "author": person,
         "committer": person,
-        "added": [],
-        "removed": [],
-        "modified": changed,
+        "added": changed.added,
+        "removed": changed.removed,
+        "modified": changed.modified,
     });
     let branch = facts.branches.default_branch(git_ref);
     let repo_name = &facts.repo_name;
@@ -357,14 +400,25 @@ mod tests {
         assert_eq!(facts.head.message, "second\n\nwith a body");
         assert_eq!(facts.head.author_name, "Ada");
         assert_eq!(facts.branches.default_branch("refs/heads/other"), "main");
+        // The root commit's files are added, as are a later commit's new ones.
+        assert_eq!(changed_files(repo.path(), &head).await.added, ["b"]);
+        let root = changed_files(repo.path(), &first).await;
         assert_eq!(
-            changed_files(repo.path(), &head).await,
-            vec!["b".to_owned()]
+            (root.added, root.removed, root.modified),
+            (vec!["a".to_owned()], vec![], vec![])
         );
+        std::fs::write(repo.path().join("a"), "changed").expect("write");
+        std::fs::rename(repo.path().join("b"), repo.path().join("c")).expect("rename");
+        run(&["add", "-A"]);
+        run(&["commit", "-qm", "third"]);
+        let third = git(repo.path(), &["rev-parse", "HEAD"]).expect("third");
+        let changes = changed_files(repo.path(), &third).await;
+        assert_eq!(changes.modified, ["a"]);
         assert_eq!(
-            changed_files(repo.path(), &first).await,
-            vec!["a".to_owned()]
+            (changes.added, changes.removed),
+            (vec!["c".to_owned()], vec!["b".to_owned()])
         );
+        run(&["reset", "-q", "--hard", &head]);
 
         let start = Start::read(repo.path(), "HEAD").await;
         assert_eq!(start.sha.as_deref(), Some(head.as_str()));
