@@ -21,6 +21,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+use crate::client_io::IoWatch;
 use crate::health::InFlight;
 use crate::metrics::{InFlightRequest, SetMetrics};
 use crate::pool::Pooled;
@@ -88,6 +89,8 @@ pub(crate) struct UpstreamBody {
     timeout: Duration,
     /// The client's silence, measured only while the body waits (as [`Relay`] does).
     silence: Silence,
+    /// The client connection's activity, told of every frame read.
+    watch: Option<Arc<IoWatch>>,
 }
 
 impl UpstreamBody {
@@ -100,6 +103,7 @@ impl UpstreamBody {
             metrics: None,
             timeout: Duration::MAX,
             silence: Silence::default(),
+            watch: None,
         }
     }
 
@@ -118,7 +122,14 @@ impl UpstreamBody {
             metrics: Some(metrics),
             timeout,
             silence: Silence::default(),
+            watch: None,
         }
+    }
+
+    /// Tells the client connection's `watch` of every frame read.
+    pub(crate) fn watched_by(mut self, watch: Option<&Arc<IoWatch>>) -> Self {
+        self.watch = watch.cloned();
+        self
     }
 
     /// The flags of a body that has one to send (`None` for [`UpstreamBody::empty`]).
@@ -215,6 +226,9 @@ impl Body for UpstreamBody {
             }
         };
         this.silence.broken();
+        if let Some(watch) = &this.watch {
+            watch.read_body_frame();
+        }
         if let Some(data) = frame.data_ref() {
             let n = data.len() as u64;
             this.seen += n;

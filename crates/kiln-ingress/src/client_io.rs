@@ -26,6 +26,10 @@ pub(crate) struct IoWatch {
     timed_out: AtomicBool,
     /// Writes that went through so far: unchanged over a period means nothing was sent in it.
     writes: AtomicU64,
+    /// Request body frames read from the client so far: an upload is activity even after its
+    /// response went out (an upstream may answer first). Counted per frame, not per read, so
+    /// a head trickled in byte by byte (slowloris) is still quiet.
+    body_frames: AtomicU64,
 }
 
 impl IoWatch {
@@ -35,6 +39,15 @@ impl IoWatch {
 
     pub(crate) fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn body_frames(&self) -> u64 {
+        self.body_frames.load(Ordering::Relaxed)
+    }
+
+    /// A frame of a request body came from the client.
+    pub(crate) fn read_body_frame(&self) {
+        self.body_frames.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{Tried, choose_endpoint, choose_set};
 use crate::body::{BodyFlags, ProxyBody, UpstreamBody};
+use crate::client_io::IoWatch;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::health::{Clock, InFlight};
@@ -35,6 +36,8 @@ pub(crate) struct Context<'a> {
     /// The client's address as X-Forwarded-For shows it, rendered once per connection.
     pub(crate) client_ip: &'a HeaderValue,
     pub(crate) scheme: &'static str,
+    /// The client connection's activity (`None` for requests that did not come over one).
+    pub(crate) watch: Option<&'a Arc<IoWatch>>,
 }
 
 /// Handles one request; always produces a response.
@@ -135,7 +138,8 @@ async fn forward(
             route.timeouts.body,
             flags.clone(),
             set.metrics.clone(),
-        ),
+        )
+        .watched_by(ctx.watch),
         None => UpstreamBody::empty(),
     };
     let mut served = set_index;

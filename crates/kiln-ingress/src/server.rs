@@ -356,6 +356,7 @@ impl IngressHandle {
         IO: Read + Write + Unpin + Send + 'static,
     {
         let _tracked = ConnectionGuard::new(&self.shared);
+        let watch = Arc::new(IoWatch::default());
         let state = Arc::new(ConnState {
             shared: self.shared.clone(),
             client_ip: headers::client_ip(peer.ip()),
@@ -363,6 +364,7 @@ impl IngressHandle {
             started: AtomicU64::new(0),
             in_progress: Arc::new(AtomicUsize::new(0)),
             h2: AtomicBool::new(false),
+            watch: watch.clone(),
         });
         let service = {
             let state = state.clone();
@@ -376,7 +378,7 @@ impl IngressHandle {
                     let busy = Busy::start(&state.in_progress);
                     let mut response = state
                         .shared
-                        .handle(req, &state.client_ip, state.scheme)
+                        .handle(req, &state.client_ip, state.scheme, &state.watch)
                         .await;
                     // A relayed body keeps the request in progress until it ends (a silent
                     // stream is bounded by the route's idle timeout, not the connection's).
@@ -385,7 +387,6 @@ impl IngressHandle {
                 }
             })
         };
-        let watch = Arc::new(IoWatch::default());
         let io = ClientIo::new(io, self.shared.config.send_timeout, watch.clone());
         let conn = self
             .shared
@@ -422,7 +423,7 @@ impl IngressHandle {
                     }
                 }
                 () = tick.as_mut() => {
-                    match quiet.tick(&state, &watch, &limits) {
+                    match quiet.tick(&state, &limits) {
                         QuietVerdict::Carry => {}
                         QuietVerdict::Close(reason) => {
                             tracing::debug!(%peer, ?reason, "quiet connection closed");
@@ -514,6 +515,7 @@ impl Shared {
         req: Request<Incoming>,
         client_ip: &HeaderValue,
         scheme: Scheme,
+        watch: &Arc<IoWatch>,
     ) -> Response<ProxyBody> {
         let ctx = proxy::Context {
             table: self.table.load_full(),
@@ -525,6 +527,7 @@ impl Shared {
             },
             client_ip,
             scheme: scheme.as_str(),
+            watch: Some(watch),
         };
         proxy::handle(ctx, req).await
     }
@@ -563,6 +566,8 @@ struct ConnState {
     in_progress: Arc<AtomicUsize>,
     /// An HTTP/2 request came: the idle timeout applies between requests, not the header one.
     h2: AtomicBool,
+    /// What the connection wrote to the client and read of request bodies.
+    watch: Arc<IoWatch>,
 }
 
 /// The limits a connection's timer checks, and how often it ticks.
@@ -586,12 +591,12 @@ impl QuietLimits {
 }
 
 /// How long a connection has been quiet: no request started, none in progress, nothing
-/// written to the client. Measured at the ticks of the connection's one timer,
+/// written to the client, no request body read from it. Measured at the ticks of the connection's one timer,
 /// in place of hyper's header read timer, which was made and removed for every request.
 #[derive(Debug, Default)]
 struct Quiet {
-    /// Requests started and writes done at the last tick.
-    seen: (u64, u64),
+    /// Requests started, writes done and request body frames read at the last tick.
+    seen: (u64, u64, u64),
     quiet_for: Duration,
     closing: bool,
 }
@@ -607,8 +612,13 @@ enum QuietVerdict {
 }
 
 impl Quiet {
-    fn tick(&mut self, state: &ConnState, watch: &IoWatch, limits: &QuietLimits) -> QuietVerdict {
-        let now = (state.started.load(Ordering::Relaxed), watch.writes());
+    fn tick(&mut self, state: &ConnState, limits: &QuietLimits) -> QuietVerdict {
+        let watch = &state.watch;
+        let now = (
+            state.started.load(Ordering::Relaxed),
+            watch.writes(),
+            watch.body_frames(),
+        );
         let quiet = now == self.seen && state.in_progress.load(Ordering::Relaxed) == 0;
         self.seen = now;
         if !quiet {

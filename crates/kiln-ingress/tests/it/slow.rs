@@ -250,6 +250,73 @@ async fn a_response_streaming_with_pauses_is_not_cut_by_the_header_read_timeout(
     assert!(text.ends_with("1\r\nb\r\n0\r\n\r\n"), "cut short: {text:?}");
 }
 
+/// An upstream that answers first and reads the upload after it (a quick "accepted"): the
+/// client's upload, steady but longer than the header read timeout, goes through to the end.
+/// Before, the connection counted as quiet once the answer was out and was cut.
+#[tokio::test]
+async fn an_upload_still_going_after_an_early_answer_is_not_cut_by_the_header_read_timeout() {
+    const BODY: usize = 8;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got_tx, got) = oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        };
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\naccepted")
+            .await;
+        let mut body = seen.len() - head_end;
+        while body < BODY {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body += n,
+            }
+        }
+        let _ = got_tx.send(body);
+    });
+    let config = IngressConfig {
+        header_read_timeout: SHORT,
+        ..IngressConfig::default()
+    };
+    let timeouts = Timeouts {
+        body: Duration::from_secs(5),
+        ..Timeouts::default()
+    };
+    let (h, proxy) = proxy_with(config, vec![short_route(addr, timeouts)]).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 8\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The client is slow on purpose: one byte every half header read timeout, four timeouts
+    // in all.
+    for _ in 0..BODY {
+        tokio::time::sleep(SHORT / 2).await;
+        client
+            .write_all(b"x")
+            .await
+            .expect("the proxy cut the upload");
+    }
+    let got = tokio::time::timeout(DEADLINE, got)
+        .await
+        .expect("the upstream did not get the whole body in time")
+        .unwrap();
+    assert_eq!(got, BODY, "the upload was cut");
+    assert_eq!(h.metrics().connections_closed.header_timeout, 0);
+}
+
 /// An h2c connection that opens no stream is closed after the header read timeout, even
 /// when its client ignores the GOAWAY (it answers no ping here).
 #[tokio::test]
