@@ -1,7 +1,8 @@
 //! In-process ingestion benchmark: one writer thread appends scrapes of 10,000 series.
 //!
 //! Run: `cargo run --release -p kiln-metrics --example ingest -- [samples_per_series] [series]`
-//! Prints samples/s, bytes/sample on disk after persisting, and resident memory per series.
+//! Prints samples/s, bytes/sample on disk after persisting, and resident memory per series in
+//! the head and once persisted (a new process opening the store).
 
 mod common;
 
@@ -12,6 +13,16 @@ use kiln_metrics::{Labels, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
+    if let Some(dir) = std::env::args()
+        .nth(2)
+        .filter(|_| std::env::args().nth(1).as_deref() == Some("--open"))
+    {
+        let before = rss_bytes();
+        let store = Store::open(std::path::Path::new(&dir), common::head_only())?;
+        println!("{}", rss_bytes().saturating_sub(before));
+        drop(store);
+        return Ok(());
+    }
     let per_series: i64 = args.next().map_or(Ok(720), |a| a.parse())?;
     let n_series: usize = args.next().map_or(Ok(10_000), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
@@ -73,6 +84,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "head RSS/series:   {:.0} bytes (with {per_series} samples each, after a WAL flush, before persisting)",
         rss_after.saturating_sub(rss_before) as f64 / n_series as f64
+    );
+    drop(store);
+    // What the persisted store holds in memory, measured in a fresh process (this one's
+    // allocator keeps what the head freed): the segments and the head's series, no samples.
+    let reopened = std::process::Command::new(std::env::current_exe()?)
+        .arg("--open")
+        .arg(dir.path())
+        .output()?;
+    let grown: u64 = String::from_utf8_lossy(&reopened.stdout).trim().parse()?;
+    println!(
+        "reopened RSS/series: {:.0} bytes (a new process opening the persisted store)",
+        grown as f64 / n_series as f64
     );
     Ok(())
 }

@@ -277,6 +277,52 @@ impl Chunk {
         Ok(c)
     }
 
+    /// The first sample's timestamp of bytes in any encoding (decoding only that sample).
+    pub fn first_t(encoding: Encoding, bytes: &[u8], count: u16) -> Result<i64, BitsExhausted> {
+        let first = match encoding {
+            Encoding::Xor => ChunkIter::new(bytes, count).next(),
+            Encoding::Decimal => DecimalIter::new(bytes, count).next(),
+        };
+        first.map(|s| s.t).ok_or(BitsExhausted)
+    }
+
+    /// Decodes bytes in any encoding straight to samples, appended to `out`, checked as
+    /// [`Chunk::from_encoded`] checks them (every sample decodes, timestamps in order), without
+    /// building a chunk: how a query reads a stored segment's chunks.
+    pub fn decode_into(
+        encoding: Encoding,
+        bytes: &[u8],
+        count: u16,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), BitsExhausted> {
+        let first = out.len();
+        out.reserve(usize::from(count));
+        let mut last_t = i64::MIN;
+        let mut push = |s: Sample| {
+            let in_order = s.t >= last_t;
+            last_t = s.t;
+            if in_order {
+                out.push(s);
+            }
+            in_order
+        };
+        let complete = match encoding {
+            Encoding::Xor => {
+                let mut it = ChunkIter::new(bytes, count);
+                it.by_ref().all(&mut push) && !it.error
+            }
+            Encoding::Decimal => {
+                let mut it = DecimalIter::new(bytes, count);
+                it.by_ref().all(&mut push) && !it.error
+            }
+        };
+        if !complete || out.len() - first != usize::from(count) {
+            out.truncate(first);
+            return Err(BitsExhausted);
+        }
+        Ok(())
+    }
+
     /// The smallest encoding of this chunk and its bytes: the [`decimal`] one when every
     /// value is a decimal and that is smaller, else the XOR bytes as they are.
     pub fn compact(&self) -> (Encoding, Cow<'_, [u8]>) {

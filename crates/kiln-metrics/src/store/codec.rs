@@ -53,6 +53,11 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Takes `n` raw bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         if n > self.buf.len() {

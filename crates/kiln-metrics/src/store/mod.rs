@@ -475,6 +475,15 @@ impl Drop for Store {
     }
 }
 
+/// A segment file that could not be read, or held what no segment writes.
+fn segment_error(e: std::io::Error, path: &Path) -> StoreError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        StoreError::CorruptSegment(path.to_path_buf())
+    } else {
+        io_err("read", path)(e)
+    }
+}
+
 fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
     // Leftover temporaries are from a crash mid-write; their data is still in the WAL.
     for entry in fs::read_dir(dir)
@@ -487,8 +496,7 @@ fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
     }
     let mut out = Vec::new();
     for (seq, path) in numbered_files(dir, "seg-", ".kms")? {
-        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-        out.push(Segment::decode(seq, &bytes).map_err(|_| StoreError::CorruptSegment(path))?);
+        out.push(Segment::open(seq, &path).map_err(|e| segment_error(e, &path))?);
     }
     Ok(out)
 }
@@ -499,7 +507,7 @@ impl Inner {
         let mut persisted: std::collections::HashMap<Labels, i64> = Default::default();
         for seg in read(&self.segments).iter() {
             for s in seg.series() {
-                let t = s.chunks.last().map_or(i64::MIN, |c| c.max_t());
+                let t = s.max_t();
                 let e = persisted.entry(s.labels.clone()).or_insert(i64::MIN);
                 *e = (*e).max(t);
             }
@@ -692,7 +700,7 @@ impl Inner {
         wal.generation = generation;
         drop(wal);
         if let Some(seg) = seg {
-            write_atomically(&self.dir, &seg_path(&self.dir, seg.seq), &seg.encode())?;
+            self.write_and_store(&seg)?;
         }
         // Every sample of older generations is now in a segment file.
         for (g, path) in numbered_files(&self.dir, "wal-", ".log")? {
@@ -719,7 +727,7 @@ impl Inner {
         let taken: Vec<SegSeries> = head
             .cut()
             .into_iter()
-            .map(|(labels, chunks)| SegSeries { labels, chunks })
+            .map(|(labels, chunks)| SegSeries::new(labels, chunks))
             .collect();
         let mut fresh = Vec::new();
         for s in &head.series {
@@ -763,6 +771,33 @@ impl Inner {
         Ok(())
     }
 
+    /// Writes a segment's file, and returns it reading its chunks from there.
+    fn write_file(&self, seg: &Segment) -> Result<Arc<Segment>, StoreError> {
+        let path = seg_path(&self.dir, seg.seq);
+        let mut failure = None;
+        let stored = seg.write_and_store(&path, |bytes| {
+            write_atomically(&self.dir, &path, bytes).map_err(|e| {
+                failure = Some(e);
+                std::io::Error::other("write failed")
+            })
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        stored.map_err(|e| segment_error(e, &path))
+    }
+
+    /// Writes a segment the persist made visible in memory, then swaps it for the same
+    /// segment reading from its file, so its chunks leave memory.
+    fn write_and_store(&self, seg: &Arc<Segment>) -> Result<(), StoreError> {
+        let stored = self.write_file(seg)?;
+        let mut live = write(&self.segments);
+        if let Some(slot) = live.iter_mut().find(|s| Arc::ptr_eq(s, seg)) {
+            *slot = stored;
+        }
+        Ok(())
+    }
+
     /// Merges the first run of two or more adjacent small segments.
     fn compact(&self) -> Result<(), StoreError> {
         let segs = read(&self.segments).clone();
@@ -777,14 +812,13 @@ impl Inner {
             .last()
             .unwrap_or(start);
         let run = &segs[start..=end];
-        let merged = segment::merge(run[run.len() - 1].seq, run);
+        let newest = run[run.len() - 1].seq;
+        let merged = segment::merge(newest, run)
+            .map_err(|e| segment_error(e, &seg_path(&self.dir, newest)))?;
         // Renaming over the newest file of the run is atomic; the older files are then
         // redundant, and a crash before their removal only leaves duplicates the merge ignores.
-        write_atomically(
-            &self.dir,
-            &seg_path(&self.dir, merged.seq),
-            &merged.encode(),
-        )?;
+        // The run's segments keep their open files, so readers holding them still read them.
+        let merged = self.write_file(&merged)?;
         {
             let mut live = write(&self.segments);
             live.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));
@@ -839,27 +873,25 @@ impl Inner {
         let segs = read(&self.segments).clone();
         for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
             for s in seg.select(&ms) {
-                let overlapping = s
-                    .chunks
-                    .iter()
-                    .filter(|c| c.max_t() >= start && c.min_t() <= end);
-                budget(&mut overlapping.map(crate::chunk::Chunk::len))?;
+                if s.max_t() < start || s.min_t() > end {
+                    continue;
+                }
+                let samples = seg
+                    .samples(s, start, end)
+                    .map_err(|e| segment_error(e, &seg_path(&self.dir, seg.seq)))?;
+                let counts = samples.overlapping_counts(start, end);
+                budget(&mut counts.iter().copied())?;
                 if !out.contains_key(&s.labels) && out.len() >= limits.max_series {
                     return Err(StoreError::TooMany {
                         what: "series",
                         limit: limits.max_series,
                     });
                 }
-                let overlapping = || {
-                    s.chunks
-                        .iter()
-                        .filter(|c| c.max_t() >= start && c.min_t() <= end)
-                };
                 let into = out.entry(s.labels.clone()).or_default();
                 // Room for the head's samples too, which are appended last.
                 let head_len = newest.get(&s.labels).map_or(0, Vec::len);
-                into.reserve(overlapping().map(crate::chunk::Chunk::len).sum::<usize>() + head_len);
-                into.extend(overlapping().flat_map(|c| samples_within(c, start, end)));
+                into.reserve(counts.iter().sum::<usize>() + head_len);
+                samples.extend_within(start, end, into);
             }
         }
         for (labels, samples) in newest {

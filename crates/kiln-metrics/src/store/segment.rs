@@ -12,10 +12,18 @@
 //! sample count; 01 also writes labels out in full per series instead of as symbols (the
 //! symbol table saves ~0.1 byte/sample; the decimal encoding 0.7 on the benchmark replay).
 //!
-//! A segment is loaded whole into memory (compressed, ~1.3–2 bytes/sample) with its own label
-//! index. That keeps reads lock-free and simple; reading chunks lazily from the file is the
-//! next step if retained data outgrows memory.
+//! A segment cut from the head or merged is in memory until its file is written; from then on
+//! (and for every segment read at start-up) only its labels, index and where each series'
+//! chunks lie in the file stay in memory (about 40 bytes a series besides its labels), and a
+//! read takes the chunks it needs from the file with a positional read. The open file is kept,
+//! so a segment whose file was replaced by a merge or removed by retention still reads what
+//! it had until its last reader lets go of it.
 
+use std::borrow::Cow;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,13 +48,80 @@ enum Version {
     V3,
 }
 
+/// Where a series' chunks are.
+#[derive(Debug)]
+enum Chunks {
+    /// In memory: a segment not written yet, or decoded whole ([`Segment::decode`]).
+    Loaded(Vec<Chunk>),
+    /// In the segment's file.
+    Stored(Stored),
+}
+
+/// Where a series' chunk records lie in a segment file: offset and length.
+type Span = (u64, u32);
+
+/// A series' chunk records in a segment file.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    /// Offset of the first record in the file.
+    at: u64,
+    /// Bytes of all its records.
+    len: u32,
+    /// How many records.
+    count: u32,
+    min_t: i64,
+    max_t: i64,
+}
+
 /// One series inside a segment.
 #[derive(Debug)]
 pub struct SegSeries {
     /// The series' labels.
     pub labels: Labels,
-    /// Its chunks, in time order.
-    pub chunks: Vec<Chunk>,
+    chunks: Chunks,
+}
+
+impl SegSeries {
+    /// A series with its chunks in memory, in time order.
+    pub fn new(labels: Labels, chunks: Vec<Chunk>) -> Self {
+        SegSeries {
+            labels,
+            chunks: Chunks::Loaded(chunks),
+        }
+    }
+
+    /// Oldest sample time.
+    pub fn min_t(&self) -> i64 {
+        match &self.chunks {
+            Chunks::Loaded(c) => c.first().map_or(i64::MAX, Chunk::min_t),
+            Chunks::Stored(s) => s.min_t,
+        }
+    }
+
+    /// Newest sample time.
+    pub fn max_t(&self) -> i64 {
+        match &self.chunks {
+            Chunks::Loaded(c) => c.last().map_or(i64::MIN, Chunk::max_t),
+            Chunks::Stored(s) => s.max_t,
+        }
+    }
+
+    /// Unused room in its list of chunks, when they are in memory.
+    #[cfg(test)]
+    pub fn spare_chunk_slots(&self) -> Option<usize> {
+        match &self.chunks {
+            Chunks::Loaded(c) => Some(c.capacity() - c.len()),
+            Chunks::Stored(_) => None,
+        }
+    }
+
+    /// Its chunks when they are in memory (`None` once they are only in the file).
+    pub fn loaded(&self) -> Option<&[Chunk]> {
+        match &self.chunks {
+            Chunks::Loaded(c) => Some(c),
+            Chunks::Stored(_) => None,
+        }
+    }
 }
 
 /// An immutable, time-ordered piece of the store.
@@ -62,25 +137,20 @@ pub struct Segment {
     bytes: AtomicU64,
     series: Vec<SegSeries>,
     index: Index,
+    /// The file the stored series' chunks are read from.
+    file: Option<File>,
+    version: Version,
 }
 
 impl Segment {
     /// Builds a segment from series data (empty chunks are dropped).
     pub fn new(seq: u64, mut series: Vec<SegSeries>) -> Arc<Segment> {
         for s in &mut series {
-            s.chunks.retain(|c| !c.is_empty());
-        }
-        series.retain(|s| !s.chunks.is_empty());
-        series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        let mut index = Index::default();
-        let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
-        for (i, s) in series.iter().enumerate() {
-            index.add(i as u32, &s.labels);
-            for c in &s.chunks {
-                min_t = min_t.min(c.min_t());
-                max_t = max_t.max(c.max_t());
+            if let Chunks::Loaded(chunks) = &mut s.chunks {
+                chunks.retain(|c| !c.is_empty());
             }
         }
+        series.retain(|s| s.loaded().is_none_or(|c| !c.is_empty()));
         // Choosing each chunk's encoding costs more than building the segment, so it is left
         // to `encode`, which the persist runs outside the head's locks.
         let upper_bound: usize = series
@@ -90,18 +160,47 @@ impl Segment {
             .chain(
                 series
                     .iter()
-                    .flat_map(|s| &s.chunks)
+                    .filter_map(SegSeries::loaded)
+                    .flatten()
                     .map(|c| c.bytes().len() + 6),
             )
             .sum();
-        Arc::new(Segment {
+        Arc::new(Segment::assemble(
+            seq,
+            series,
+            upper_bound as u64 + 32,
+            None,
+            Version::V3,
+        ))
+    }
+
+    fn assemble(
+        seq: u64,
+        mut series: Vec<SegSeries>,
+        bytes: u64,
+        file: Option<File>,
+        version: Version,
+    ) -> Segment {
+        if !series.is_sorted_by(|a, b| a.labels <= b.labels) {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        let mut index = Index::default();
+        let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
+        for (i, s) in series.iter().enumerate() {
+            index.add(i as u32, &s.labels);
+            min_t = min_t.min(s.min_t());
+            max_t = max_t.max(s.max_t());
+        }
+        Segment {
             seq,
             min_t,
             max_t,
-            bytes: AtomicU64::new(upper_bound as u64 + 32),
+            bytes: AtomicU64::new(bytes),
             series,
             index,
-        })
+            file,
+            version,
+        }
     }
 
     /// Size in bytes: the file's, once [`Segment::encode`] ran (or the segment was read from
@@ -129,8 +228,86 @@ impl Segment {
             .filter(move |s| ms.iter().all(|m| m.matches_labels(&s.labels)))
     }
 
-    /// The file contents.
-    pub fn encode(&self) -> Vec<u8> {
+    /// A series' chunks, in time order: borrowed when in memory, else read from the file.
+    pub fn chunks<'a>(&'a self, s: &'a SegSeries) -> io::Result<Cow<'a, [Chunk]>> {
+        let stored = match &s.chunks {
+            Chunks::Loaded(c) => return Ok(Cow::Borrowed(c)),
+            Chunks::Stored(stored) => stored,
+        };
+        let Some(file) = &self.file else {
+            return Err(io::Error::other(
+                "a stored series in a segment without a file",
+            ));
+        };
+        let mut buf = vec![0u8; stored.len as usize];
+        file.read_exact_at(&mut buf, stored.at)?;
+        let mut r = Reader::new(&buf);
+        let mut chunks = Vec::with_capacity(stored.count as usize);
+        for _ in 0..stored.count {
+            let chunk = read_chunk(&mut r, self.version).map_err(invalid)?;
+            if !chunk.is_empty() {
+                chunks.push(chunk);
+            }
+        }
+        if !r.is_empty() {
+            return Err(invalid(Malformed));
+        }
+        Ok(Cow::Owned(chunks))
+    }
+
+    /// A series' samples as a read of `[start, end]` needs them: its chunks when in memory,
+    /// else the chunk records that can hold samples in that range, read from the file and
+    /// decoded once (not rebuilt into chunks). A record's first sample is decoded to place it
+    /// in time; the samples of one lie before the next one's first.
+    pub fn samples<'a>(
+        &'a self,
+        s: &'a SegSeries,
+        start: i64,
+        end: i64,
+    ) -> io::Result<SeriesSamples<'a>> {
+        let stored = match &s.chunks {
+            Chunks::Loaded(c) => return Ok(SeriesSamples::Chunks(c)),
+            Chunks::Stored(stored) => stored,
+        };
+        let Some(file) = &self.file else {
+            return Err(io::Error::other(
+                "a stored series in a segment without a file",
+            ));
+        };
+        let mut buf = vec![0u8; stored.len as usize];
+        file.read_exact_at(&mut buf, stored.at)?;
+        let mut r = Reader::new(&buf);
+        let mut records = Vec::with_capacity(stored.count as usize);
+        for _ in 0..stored.count {
+            let (encoding, count, bytes) = read_record(&mut r, self.version).map_err(invalid)?;
+            if count > 0 {
+                let first =
+                    Chunk::first_t(encoding, bytes, count).map_err(|_| invalid(Malformed))?;
+                records.push((encoding, count, bytes, first));
+            }
+        }
+        if !r.is_empty() {
+            return Err(invalid(Malformed));
+        }
+        let mut samples = Vec::new();
+        let mut ends = Vec::new();
+        for (i, &(encoding, count, bytes, first)) in records.iter().enumerate() {
+            if first > end {
+                break;
+            }
+            if records.get(i + 1).is_some_and(|next| next.3 < start) {
+                continue;
+            }
+            Chunk::decode_into(encoding, bytes, count, &mut samples)
+                .map_err(|_| invalid(Malformed))?;
+            ends.push(samples.len());
+        }
+        Ok(SeriesSamples::Decoded { samples, ends })
+    }
+
+    /// The file contents, and where each series' chunk records lie in them (`(offset,
+    /// length)`, in series order).
+    fn encode_with_spans(&self) -> io::Result<(Vec<u8>, Vec<Span>)> {
         let mut out = MAGIC.to_vec();
         let symbols: std::collections::BTreeSet<&str> = self
             .series
@@ -148,29 +325,91 @@ impl Segment {
             .map(|(i, s)| (*s, i as u64))
             .collect();
         put_uvarint(&mut out, self.series.len() as u64);
+        let mut spans = Vec::with_capacity(self.series.len());
         for s in &self.series {
             put_uvarint(&mut out, s.labels.len() as u64);
             for l in &s.labels {
                 put_uvarint(&mut out, number[l.name.as_str()]);
                 put_uvarint(&mut out, number[l.value.as_str()]);
             }
-            put_uvarint(&mut out, s.chunks.len() as u64);
-            for c in &s.chunks {
+            let chunks = self.chunks(s)?;
+            put_uvarint(&mut out, chunks.len() as u64);
+            let at = out.len();
+            for c in chunks.iter() {
                 let (encoding, bytes) = c.compact();
                 out.push(encoding.tag());
                 put_uvarint(&mut out, c.len() as u64);
                 put_uvarint(&mut out, bytes.len() as u64);
                 out.extend_from_slice(&bytes);
             }
+            let len = u32::try_from(out.len() - at)
+                .map_err(|_| io::Error::other("a series' chunks are over 4 GiB"))?;
+            spans.push((at as u64, len));
         }
         let crc = crc32(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         self.bytes.store(out.len() as u64, Ordering::Relaxed);
-        out
+        Ok((out, spans))
     }
 
-    /// Parses file contents.
+    /// The file contents.
+    pub fn encode(&self) -> io::Result<Vec<u8>> {
+        Ok(self.encode_with_spans()?.0)
+    }
+
+    /// Writes the file with `write` (given the contents), then returns the same segment
+    /// reading its chunks from `path`, the file just written: the chunks leave memory.
+    pub fn write_and_store(
+        &self,
+        path: &Path,
+        write: impl FnOnce(&[u8]) -> io::Result<()>,
+    ) -> io::Result<Arc<Segment>> {
+        let (bytes, spans) = self.encode_with_spans()?;
+        write(&bytes)?;
+        let file = File::open(path)?;
+        let series = self
+            .series
+            .iter()
+            .zip(spans)
+            .map(|(s, (at, len))| SegSeries {
+                labels: s.labels.clone(),
+                chunks: Chunks::Stored(Stored {
+                    at,
+                    len,
+                    count: match &s.chunks {
+                        Chunks::Loaded(c) => c.len() as u32,
+                        Chunks::Stored(stored) => stored.count,
+                    },
+                    min_t: s.min_t(),
+                    max_t: s.max_t(),
+                }),
+            })
+            .collect();
+        Ok(Arc::new(Segment::assemble(
+            self.seq,
+            series,
+            bytes.len() as u64,
+            Some(file),
+            Version::V3,
+        )))
+    }
+
+    /// Parses file contents into memory, chunks included.
     pub fn decode(seq: u64, buf: &[u8]) -> Result<Arc<Segment>, Malformed> {
+        Segment::parse(seq, buf, None).map(Arc::new)
+    }
+
+    /// Reads the segment file at `path`, checking all of it; its chunks stay in the file.
+    pub fn open(seq: u64, path: &Path) -> io::Result<Arc<Segment>> {
+        let bytes = std::fs::read(path)?;
+        let file = File::open(path)?;
+        Segment::parse(seq, &bytes, Some(file))
+            .map(Arc::new)
+            .map_err(invalid)
+    }
+
+    /// Parses file contents; with `file`, the chunks are checked and left in it.
+    fn parse(seq: u64, buf: &[u8], file: Option<File>) -> Result<Segment, Malformed> {
         if buf.len() < MAGIC.len() + 4 {
             return Err(Malformed);
         }
@@ -185,6 +424,8 @@ impl Segment {
             return Err(Malformed);
         }
         let mut r = Reader::new(&body[8..]);
+        // Offset in the file of what `r` reads next.
+        let offset = |r: &Reader<'_>| (body.len() - r.remaining()) as u64;
         let mut symbols = Vec::new();
         if version != Version::V1 {
             for _ in 0..r.uvarint()? {
@@ -199,6 +440,7 @@ impl Segment {
         let mut series = Vec::new();
         // The segment's series share their label pairs, as the head's do.
         let mut interner = Interner::default();
+        let mut scratch = Vec::new();
         for _ in 0..n {
             let labels = if version == Version::V1 {
                 r.labels()?
@@ -211,45 +453,160 @@ impl Segment {
             };
             let labels = interner.intern(&labels);
             let nc = r.uvarint()?;
+            let at = offset(&r);
             let mut chunks = Vec::new();
+            let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
             for _ in 0..nc {
-                let (encoding, count) = if version == Version::V3 {
-                    let encoding = Encoding::from_tag(r.u8()?).ok_or(Malformed)?;
-                    (
-                        encoding,
-                        u16::try_from(r.uvarint()?).map_err(|_| Malformed)?,
-                    )
-                } else {
-                    let b = r.bytes(2)?;
-                    (Encoding::Xor, u16::from_le_bytes([b[0], b[1]]))
-                };
-                let len = usize::try_from(r.uvarint()?).map_err(|_| Malformed)?;
-                let bytes = r.bytes(len)?;
-                chunks.push(Chunk::from_encoded(encoding, bytes, count).map_err(|_| Malformed)?);
+                if file.is_some() {
+                    // Checked by decoding into one reused buffer: no chunk is built.
+                    let (encoding, count, bytes) = read_record(&mut r, version)?;
+                    scratch.clear();
+                    Chunk::decode_into(encoding, bytes, count, &mut scratch)
+                        .map_err(|_| Malformed)?;
+                    if let (Some(first), Some(last)) = (scratch.first(), scratch.last()) {
+                        min_t = min_t.min(first.t);
+                        max_t = max_t.max(last.t);
+                    }
+                    continue;
+                }
+                let chunk = read_chunk(&mut r, version)?;
+                if !chunk.is_empty() {
+                    chunks.push(chunk);
+                }
             }
-            // No spare slots kept (see `pack`); the count is the file's, so not reserved ahead.
-            chunks.shrink_to_fit();
-            series.push(SegSeries { labels, chunks });
+            let chunks = if file.is_some() {
+                Chunks::Stored(Stored {
+                    at,
+                    len: u32::try_from(offset(&r) - at).map_err(|_| Malformed)?,
+                    count: u32::try_from(nc).map_err(|_| Malformed)?,
+                    min_t,
+                    max_t,
+                })
+            } else {
+                // No spare slots kept (see `pack`); the count is the file's, so not reserved
+                // ahead.
+                chunks.shrink_to_fit();
+                Chunks::Loaded(chunks)
+            };
+            if min_t <= max_t || matches!(&chunks, Chunks::Loaded(c) if !c.is_empty()) {
+                series.push(SegSeries { labels, chunks });
+            }
         }
         if !r.is_empty() {
             return Err(Malformed);
         }
-        let seg = Segment::new(seq, series);
-        seg.bytes.store(buf.len() as u64, Ordering::Relaxed);
-        Ok(seg)
+        Ok(Segment::assemble(
+            seq,
+            series,
+            buf.len() as u64,
+            file,
+            version,
+        ))
     }
+}
+
+/// A series' samples in one segment (see [`Segment::samples`]), in time order.
+#[derive(Debug)]
+pub enum SeriesSamples<'a> {
+    /// Chunks in memory.
+    Chunks(&'a [Chunk]),
+    /// Decoded from the file: all samples, and where each chunk's end (exclusive).
+    Decoded {
+        /// Every sample.
+        samples: Vec<Sample>,
+        /// The end of each chunk's samples in `samples`.
+        ends: Vec<usize>,
+    },
+}
+
+impl SeriesSamples<'_> {
+    /// Sample counts of the chunks with samples in `[start, end]`.
+    pub fn overlapping_counts(&self, start: i64, end: i64) -> Vec<usize> {
+        match self {
+            SeriesSamples::Chunks(chunks) => chunks
+                .iter()
+                .filter(|c| c.max_t() >= start && c.min_t() <= end)
+                .map(Chunk::len)
+                .collect(),
+            SeriesSamples::Decoded { samples, ends } => {
+                let mut from = 0;
+                let mut out = Vec::new();
+                for &to in ends {
+                    let chunk = &samples[from..to];
+                    if chunk.first().is_some_and(|f| f.t <= end)
+                        && chunk.last().is_some_and(|l| l.t >= start)
+                    {
+                        out.push(chunk.len());
+                    }
+                    from = to;
+                }
+                out
+            }
+        }
+    }
+
+    /// Appends the samples in `[start, end]` to `out`.
+    pub fn extend_within(&self, start: i64, end: i64, out: &mut Vec<Sample>) {
+        match self {
+            SeriesSamples::Chunks(chunks) => out.extend(
+                chunks
+                    .iter()
+                    .filter(|c| c.max_t() >= start && c.min_t() <= end)
+                    .flat_map(|c| {
+                        c.iter()
+                            .skip_while(move |s| s.t < start)
+                            .take_while(move |s| s.t <= end)
+                    }),
+            ),
+            SeriesSamples::Decoded { samples, .. } => {
+                let from = samples.partition_point(|s| s.t < start);
+                let to = samples.partition_point(|s| s.t <= end);
+                if from < to {
+                    out.extend_from_slice(&samples[from..to]);
+                }
+            }
+        }
+    }
+}
+
+/// Reads one chunk record: its encoding, sample count and bytes.
+fn read_record<'a>(
+    r: &mut Reader<'a>,
+    version: Version,
+) -> Result<(Encoding, u16, &'a [u8]), Malformed> {
+    let (encoding, count) = if version == Version::V3 {
+        let encoding = Encoding::from_tag(r.u8()?).ok_or(Malformed)?;
+        (
+            encoding,
+            u16::try_from(r.uvarint()?).map_err(|_| Malformed)?,
+        )
+    } else {
+        let b = r.bytes(2)?;
+        (Encoding::Xor, u16::from_le_bytes([b[0], b[1]]))
+    };
+    let len = usize::try_from(r.uvarint()?).map_err(|_| Malformed)?;
+    Ok((encoding, count, r.bytes(len)?))
+}
+
+/// Reads one chunk record into a chunk.
+fn read_chunk(r: &mut Reader<'_>, version: Version) -> Result<Chunk, Malformed> {
+    let (encoding, count, bytes) = read_record(r, version)?;
+    Chunk::from_encoded(encoding, bytes, count).map_err(|_| Malformed)
+}
+
+fn invalid(_: Malformed) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed segment")
 }
 
 /// Merges segments (oldest first) into one, re-packing each series into full chunks, which
 /// compresses better than the partial chunks a persist cuts.
-pub fn merge(seq: u64, segs: &[Arc<Segment>]) -> Arc<Segment> {
+pub fn merge(seq: u64, segs: &[Arc<Segment>]) -> io::Result<Arc<Segment>> {
     let mut by_labels: std::collections::BTreeMap<Labels, Vec<Sample>> = Default::default();
     for seg in segs {
         for s in seg.series() {
             let out = by_labels.entry(s.labels.clone()).or_default();
-            for c in &s.chunks {
-                out.extend(c.iter());
-            }
+            seg.samples(s, i64::MIN, i64::MAX)?
+                .extend_within(i64::MIN, i64::MAX, out);
         }
     }
     let series = by_labels
@@ -257,13 +614,10 @@ pub fn merge(seq: u64, segs: &[Arc<Segment>]) -> Arc<Segment> {
         .map(|(labels, mut samples)| {
             samples.sort_by_key(|s| s.t);
             samples.dedup_by_key(|s| s.t);
-            SegSeries {
-                labels,
-                chunks: pack(&samples),
-            }
+            SegSeries::new(labels, pack(&samples))
         })
         .collect();
-    Segment::new(seq, series)
+    Ok(Segment::new(seq, series))
 }
 
 fn pack(samples: &[Sample]) -> Vec<Chunk> {
