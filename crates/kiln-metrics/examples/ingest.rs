@@ -1,6 +1,6 @@
 //! In-process ingestion benchmark: one writer thread appends scrapes of 10,000 series.
 //!
-//! Run: `cargo run --release -p kiln-metrics --example ingest -- [samples_per_series] [series]`
+//! Run: `cargo run --release -p kiln-metrics --example ingest -- [samples_per_series] [series] [split]`
 //! Prints samples/s, bytes/sample on disk after persisting, and resident memory per series in
 //! the head and once persisted (a new process opening the store).
 
@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let per_series: i64 = args.next().map_or(Ok(720), |a| a.parse())?;
     let n_series: usize = args.next().map_or(Ok(10_000), |a| a.parse())?;
+    // `split`: persist a quarter of the samples at a time, so the last persist's compaction
+    // merges four segments.
+    let split = args.next().as_deref() == Some("split");
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), common::head_only())?;
     let rss_before = rss_bytes();
@@ -62,6 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         total += store.append_refs(&batch).appended;
+        if split && step > 0 && step % (per_series / 4).max(1) == 0 {
+            store.persist()?;
+        }
     }
     let elapsed = start.elapsed();
     // After a flush, so the WAL buffer (freed, though the allocator may keep it) is not counted.
@@ -82,8 +88,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.segment_bytes
     );
     println!(
-        "head RSS/series:   {:.0} bytes (with {per_series} samples each, after a WAL flush, before persisting)",
+        "RSS/series:        {:.0} bytes (with {per_series} samples each, after a WAL flush, before the last persist)",
         rss_after.saturating_sub(rss_before) as f64 / n_series as f64
+    );
+    println!(
+        "peak RSS:          {:.1} MiB (VmHWM: the head, persists and compactions)",
+        common::peak_rss_bytes() as f64 / (1024.0 * 1024.0)
     );
     drop(store);
     // What the persisted store holds in memory, measured in a fresh process (this one's

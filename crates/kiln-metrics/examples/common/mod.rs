@@ -2,10 +2,20 @@
 
 /// VmRSS of this process in bytes (Linux only; 0 elsewhere).
 pub fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// VmHWM, the most this process was ever resident, in bytes (Linux only; 0 elsewhere).
+#[allow(dead_code)]
+pub fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+fn status_bytes(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

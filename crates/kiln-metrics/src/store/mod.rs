@@ -813,12 +813,21 @@ impl Inner {
             .unwrap_or(start);
         let run = &segs[start..=end];
         let newest = run[run.len() - 1].seq;
-        let merged = segment::merge(newest, run)
-            .map_err(|e| segment_error(e, &seg_path(&self.dir, newest)))?;
+        let path = seg_path(&self.dir, newest);
         // Renaming over the newest file of the run is atomic; the older files are then
         // redundant, and a crash before their removal only leaves duplicates the merge ignores.
         // The run's segments keep their open files, so readers holding them still read them.
-        let merged = self.write_file(&merged)?;
+        let mut failure = None;
+        let merged = segment::merge(newest, run, &path, |bytes| {
+            write_atomically(&self.dir, &path, bytes).map_err(|e| {
+                failure = Some(e);
+                std::io::Error::other("write failed")
+            })
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let merged = merged.map_err(|e| segment_error(e, &path))?;
         {
             let mut live = write(&self.segments);
             live.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));

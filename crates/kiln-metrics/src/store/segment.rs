@@ -57,9 +57,6 @@ enum Chunks {
     Stored(Stored),
 }
 
-/// Where a series' chunk records lie in a segment file: offset and length.
-type Span = (u64, u32);
-
 /// A series' chunk records in a segment file.
 #[derive(Debug, Clone, Copy)]
 struct Stored {
@@ -305,56 +302,21 @@ impl Segment {
         Ok(SeriesSamples::Decoded { samples, ends })
     }
 
-    /// The file contents, and where each series' chunk records lie in them (`(offset,
-    /// length)`, in series order).
-    fn encode_with_spans(&self) -> io::Result<(Vec<u8>, Vec<Span>)> {
-        let mut out = MAGIC.to_vec();
-        let symbols: std::collections::BTreeSet<&str> = self
-            .series
-            .iter()
-            .flat_map(|s| s.labels.iter())
-            .flat_map(|l| [l.name.as_str(), l.value.as_str()])
-            .collect();
-        put_uvarint(&mut out, symbols.len() as u64);
-        for sym in &symbols {
-            put_str(&mut out, sym);
-        }
-        let number: std::collections::HashMap<&str, u64> = symbols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (*s, i as u64))
-            .collect();
-        put_uvarint(&mut out, self.series.len() as u64);
-        let mut spans = Vec::with_capacity(self.series.len());
+    /// The file contents, and each series as the file holds it (labels and where its chunk
+    /// records lie), in series order.
+    fn encode_stored(&self) -> io::Result<(Vec<u8>, Vec<SegSeries>)> {
+        let mut w = FileWriter::new(self.series.iter().map(|s| &s.labels), self.series.len());
         for s in &self.series {
-            put_uvarint(&mut out, s.labels.len() as u64);
-            for l in &s.labels {
-                put_uvarint(&mut out, number[l.name.as_str()]);
-                put_uvarint(&mut out, number[l.value.as_str()]);
-            }
-            let chunks = self.chunks(s)?;
-            put_uvarint(&mut out, chunks.len() as u64);
-            let at = out.len();
-            for c in chunks.iter() {
-                let (encoding, bytes) = c.compact();
-                out.push(encoding.tag());
-                put_uvarint(&mut out, c.len() as u64);
-                put_uvarint(&mut out, bytes.len() as u64);
-                out.extend_from_slice(&bytes);
-            }
-            let len = u32::try_from(out.len() - at)
-                .map_err(|_| io::Error::other("a series' chunks are over 4 GiB"))?;
-            spans.push((at as u64, len));
+            w.add(&s.labels, &self.chunks(s)?)?;
         }
-        let crc = crc32(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let (out, series) = w.finish();
         self.bytes.store(out.len() as u64, Ordering::Relaxed);
-        Ok((out, spans))
+        Ok((out, series))
     }
 
     /// The file contents.
     pub fn encode(&self) -> io::Result<Vec<u8>> {
-        Ok(self.encode_with_spans()?.0)
+        Ok(self.encode_stored()?.0)
     }
 
     /// Writes the file with `write` (given the contents), then returns the same segment
@@ -364,31 +326,23 @@ impl Segment {
         path: &Path,
         write: impl FnOnce(&[u8]) -> io::Result<()>,
     ) -> io::Result<Arc<Segment>> {
-        let (bytes, spans) = self.encode_with_spans()?;
+        let (bytes, series) = self.encode_stored()?;
         write(&bytes)?;
+        Segment::written(self.seq, path, bytes.len(), series)
+    }
+
+    /// The segment of a file just written at `path`, holding `series`.
+    fn written(
+        seq: u64,
+        path: &Path,
+        len: usize,
+        series: Vec<SegSeries>,
+    ) -> io::Result<Arc<Segment>> {
         let file = File::open(path)?;
-        let series = self
-            .series
-            .iter()
-            .zip(spans)
-            .map(|(s, (at, len))| SegSeries {
-                labels: s.labels.clone(),
-                chunks: Chunks::Stored(Stored {
-                    at,
-                    len,
-                    count: match &s.chunks {
-                        Chunks::Loaded(c) => c.len() as u32,
-                        Chunks::Stored(stored) => stored.count,
-                    },
-                    min_t: s.min_t(),
-                    max_t: s.max_t(),
-                }),
-            })
-            .collect();
         Ok(Arc::new(Segment::assemble(
-            self.seq,
+            seq,
             series,
-            bytes.len() as u64,
+            len as u64,
             Some(file),
             Version::V3,
         )))
@@ -598,26 +552,120 @@ fn invalid(_: Malformed) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "malformed segment")
 }
 
-/// Merges segments (oldest first) into one, re-packing each series into full chunks, which
-/// compresses better than the partial chunks a persist cuts.
-pub fn merge(seq: u64, segs: &[Arc<Segment>]) -> io::Result<Arc<Segment>> {
-    let mut by_labels: std::collections::BTreeMap<Labels, Vec<Sample>> = Default::default();
-    for seg in segs {
-        for s in seg.series() {
-            let out = by_labels.entry(s.labels.clone()).or_default();
-            seg.samples(s, i64::MIN, i64::MAX)?
-                .extend_within(i64::MIN, i64::MAX, out);
+/// Writes a segment file series by series (current version), noting where each series'
+/// chunk records land.
+struct FileWriter<'a> {
+    out: Vec<u8>,
+    number: std::collections::HashMap<&'a str, u64>,
+    series: Vec<SegSeries>,
+}
+
+impl<'a> FileWriter<'a> {
+    /// Starts a file of `count` series whose labels are among `labels`.
+    fn new(labels: impl Iterator<Item = &'a Labels>, count: usize) -> Self {
+        let symbols: std::collections::BTreeSet<&str> = labels
+            .flat_map(|l| l.iter())
+            .flat_map(|l| [l.name.as_str(), l.value.as_str()])
+            .collect();
+        let mut out = MAGIC.to_vec();
+        put_uvarint(&mut out, symbols.len() as u64);
+        for sym in &symbols {
+            put_str(&mut out, sym);
+        }
+        let number = symbols
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i as u64))
+            .collect();
+        put_uvarint(&mut out, count as u64);
+        FileWriter {
+            out,
+            number,
+            series: Vec::with_capacity(count),
         }
     }
-    let series = by_labels
-        .into_iter()
-        .map(|(labels, mut samples)| {
-            samples.sort_by_key(|s| s.t);
-            samples.dedup_by_key(|s| s.t);
-            SegSeries::new(labels, pack(&samples))
-        })
+
+    /// Writes one series (labels in sorted order across calls).
+    fn add(&mut self, labels: &Labels, chunks: &[Chunk]) -> io::Result<()> {
+        let out = &mut self.out;
+        put_uvarint(out, labels.len() as u64);
+        for l in labels {
+            let (Some(name), Some(value)) = (
+                self.number.get(l.name.as_str()),
+                self.number.get(l.value.as_str()),
+            ) else {
+                return Err(io::Error::other("a label missing from the symbol table"));
+            };
+            put_uvarint(out, *name);
+            put_uvarint(out, *value);
+        }
+        put_uvarint(out, chunks.len() as u64);
+        let at = out.len();
+        for c in chunks {
+            let (encoding, bytes) = c.compact();
+            out.push(encoding.tag());
+            put_uvarint(out, c.len() as u64);
+            put_uvarint(out, bytes.len() as u64);
+            out.extend_from_slice(&bytes);
+        }
+        let len = u32::try_from(out.len() - at)
+            .map_err(|_| io::Error::other("a series' chunks are over 4 GiB"))?;
+        self.series.push(SegSeries {
+            labels: labels.clone(),
+            chunks: Chunks::Stored(Stored {
+                at: at as u64,
+                len,
+                count: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
+                min_t: chunks.first().map_or(i64::MAX, Chunk::min_t),
+                max_t: chunks.last().map_or(i64::MIN, Chunk::max_t),
+            }),
+        });
+        Ok(())
+    }
+
+    /// The whole file, and its series.
+    fn finish(mut self) -> (Vec<u8>, Vec<SegSeries>) {
+        let crc = crc32(&self.out);
+        self.out.extend_from_slice(&crc.to_le_bytes());
+        (self.out, self.series)
+    }
+}
+
+/// Merges segments (oldest first) into one file at `path` (written with `write`), re-packing
+/// each series into full chunks, which compresses better than the partial chunks a persist
+/// cuts. One series at a time: memory holds the file being written and one series' samples,
+/// not the run's samples.
+pub fn merge(
+    seq: u64,
+    segs: &[Arc<Segment>],
+    path: &Path,
+    write: impl FnOnce(&[u8]) -> io::Result<()>,
+) -> io::Result<Arc<Segment>> {
+    // Every series of the run, in label order (each segment's are sorted already).
+    let mut all: Vec<(&Labels, &Segment, &SegSeries)> = segs
+        .iter()
+        .flat_map(|seg| seg.series().iter().map(move |s| (&s.labels, &**seg, s)))
         .collect();
-    Ok(Segment::new(seq, series))
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let distinct = all.chunk_by(|a, b| a.0 == b.0).count();
+    let mut w = FileWriter::new(all.iter().map(|(l, _, _)| *l), distinct);
+    let mut samples = Vec::new();
+    for group in all.chunk_by(|a, b| a.0 == b.0) {
+        samples.clear();
+        // Oldest segment first, as `segs` lists them: samples mostly arrive in order.
+        for (_, seg, s) in group {
+            seg.samples(s, i64::MIN, i64::MAX)?
+                .extend_within(i64::MIN, i64::MAX, &mut samples);
+        }
+        if !samples.is_sorted_by_key(|s| s.t) {
+            samples.sort_by_key(|s| s.t);
+        }
+        samples.dedup_by_key(|s| s.t);
+        w.add(group[0].0, &pack(&samples))?;
+    }
+    let (bytes, series) = w.finish();
+    write(&bytes)?;
+    Segment::written(seq, path, bytes.len(), series)
 }
 
 fn pack(samples: &[Sample]) -> Vec<Chunk> {
