@@ -1,0 +1,207 @@
+//! End to end: GitHub's documented run-time behaviour where kiln once differed (issue 5), each
+//! a small workflow in a temporary git repository, run on the host.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers may panic: that is how tests fail.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use kiln_pipelines::{MemoryStore, RunEvent, RunOptions, RunResult, Status, load, run};
+use tempfile::TempDir;
+
+const WF: &str = ".github/workflows/ci.yml";
+
+/// A git repository holding `files`, committed.
+fn repo(files: &[(&str, &str)]) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "init"],
+    ] {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+struct Ran {
+    result: RunResult,
+    events: Vec<RunEvent>,
+    store: Arc<MemoryStore>,
+}
+
+impl Ran {
+    fn logs(&self, job: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Log { job: j, line } if j == job => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn job(&self, name: &str) -> kiln_pipelines::JobRecord {
+        let jobs = self.store.jobs();
+        jobs.iter()
+            .map(|(_, j)| j.clone())
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| panic!("no job {name}: {jobs:?}"))
+    }
+}
+
+async fn run_in(repo: &Path, state: &Path, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
+    let set = load(repo, WF).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = RunOptions::new(repo, "HEAD", state);
+    opts.home = state.join("home");
+    tweak(&mut opts);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(MemoryStore::default());
+    let result = run(set, opts, tx, store.clone()).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    Ran {
+        result,
+        events,
+        store,
+    }
+}
+
+/// Runs `yaml` as the repository's only workflow, with `tweak` applied to the options.
+async fn run_with(yaml: &str, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
+    let repo = repo(&[(WF, yaml)]);
+    let state = TempDir::new().unwrap();
+    run_in(repo.path(), state.path(), tweak).await
+}
+
+/// `shell` and `working-directory` written as expressions that fail to evaluate fail the step
+/// with the evaluation error (the runner evaluates them as the step's inputs); kiln once ran the
+/// step with the raw text instead. `continue-on-error` still applies.
+#[tokio::test]
+async fn shell_and_working_directory_that_fail_to_evaluate_fail_the_step() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: sh
+        shell: ${{ fromJSON('{') }}
+        run: echo ran-with-raw-shell
+        continue-on-error: true
+      - id: wd
+        working-directory: ${{ fromJSON('[') }}
+        run: echo ran-in-raw-directory
+        continue-on-error: true
+      - run: echo "sh=${{ steps.sh.outcome }}/${{ steps.sh.conclusion }} wd=${{ steps.wd.outcome }}"
+  b:
+    runs-on: ubuntu-latest
+    defaults:
+      run:
+        working-directory: ${{ fromJSON('nope') }}
+    steps:
+      - run: echo never
+"#,
+        |_| {},
+    )
+    .await;
+    let a = ran.logs("a");
+    assert!(!a.iter().any(|l| l.starts_with("ran-")), "{a:?}");
+    assert!(a.iter().any(|l| l.starts_with("##[error]shell: ")), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|l| l.starts_with("##[error]working-directory: ")),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&"sh=failure/success wd=failure".to_owned()),
+        "{a:?}"
+    );
+    assert_eq!(ran.job("a").status, Status::Success);
+    let b = ran.logs("b");
+    assert!(!b.contains(&"never".to_owned()), "{b:?}");
+    assert_eq!(ran.job("b").status, Status::Failure);
+    assert_eq!(ran.result.status, Status::Failure);
+}
+
+/// A job whose `timeout-minutes` expires is cancelled, as GitHub cancels it and the runner
+/// handles any job cancellation: the running step is cancelled, only the steps whose `if`
+/// holds on a cancelled job run (`always()`, `cancelled()`; not `failure()`, not the default
+/// `success()`), `job.status` is `cancelled`, the job concludes `cancelled`, a job that needs it
+/// sees `needs.J.result == 'cancelled'` and runs only if its `if` allows it, and the run
+/// concludes `cancelled`. kiln once reported the job as failed and ran `failure()` steps.
+#[tokio::test]
+async fn a_job_past_its_timeout_is_cancelled() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  slow:
+    runs-on: ubuntu-latest
+    timeout-minutes: 0.01
+    steps:
+      - run: sleep 100
+      - run: echo next
+      - if: failure()
+        run: echo on-failure
+      - if: cancelled()
+        run: echo "on-cancelled ${{ job.status }}"
+      - if: always()
+        run: echo "always ${{ job.status }}"
+  after:
+    needs: slow
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after } ]
+  report:
+    needs: slow
+    if: always()
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo report ${{ needs.slow.result }}" } ]
+"#,
+        |o| o.kill_grace = std::time::Duration::from_millis(100),
+    )
+    .await;
+    let slow = ran.logs("slow");
+    assert!(
+        slow.iter()
+            .any(|l| l.starts_with("##[error]The job has exceeded the maximum execution time")),
+        "{slow:?}"
+    );
+    assert!(
+        slow.contains(&"##[error]The operation was canceled.".to_owned()),
+        "{slow:?}"
+    );
+    assert!(!slow.contains(&"next".to_owned()), "{slow:?}");
+    assert!(!slow.contains(&"on-failure".to_owned()), "{slow:?}");
+    assert!(
+        slow.contains(&"on-cancelled cancelled".to_owned()),
+        "{slow:?}"
+    );
+    assert!(slow.contains(&"always cancelled".to_owned()), "{slow:?}");
+    let record = ran.job("slow");
+    assert_eq!(record.status, Status::Cancelled);
+    assert_eq!(record.steps[0].conclusion, Status::Cancelled);
+    assert_eq!(ran.job("after").status, Status::Skipped);
+    assert_eq!(ran.logs("report"), ["report cancelled"]);
+    assert_eq!(ran.result.status, Status::Cancelled);
+}
