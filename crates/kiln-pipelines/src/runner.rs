@@ -149,6 +149,9 @@ pub enum RunError {
     /// Preparing the workspace failed.
     #[error("cannot prepare the workspace: {0}")]
     Workspace(String),
+    /// A job of the run needs what kiln cannot provide (`services`, `container`): nothing ran.
+    #[error("the run needs what kiln cannot run on the host, so nothing ran:\n{0}")]
+    Refused(String),
 }
 
 /// State shared by every job of a run.
@@ -343,6 +346,9 @@ pub async fn run(
     events: mpsc::UnboundedSender<RunEvent>,
     store: Arc<dyn RunStore>,
 ) -> Result<RunResult, RunError> {
+    if let Some(refusal) = set.refusal() {
+        return Err(RunError::Refused(refusal));
+    }
     let started = Instant::now();
     let run_dir = opts.work_dir.join(format!("run-{}", opts.run_id));
     let temp = run_dir.join("temp");

@@ -205,3 +205,61 @@ jobs:
     assert_eq!(ran.logs("report"), ["report cancelled"]);
     assert_eq!(ran.result.status, Status::Cancelled);
 }
+
+const WITH_SERVICES: &str = r#"
+on: push
+jobs:
+  lint:
+    runs-on: ubuntu-latest
+    steps: [ { run: echo lint } ]
+  db:
+    runs-on: ubuntu-latest
+    services:
+      postgres: { image: postgres }
+    steps: [ { run: echo db } ]
+  after:
+    needs: db
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after } ]
+"#;
+
+/// A job with `services` (or a literal `container`) no longer stops the whole workflow: a run
+/// of jobs that need neither (nor through `needs`) goes ahead, and a run that includes such a
+/// job is refused before anything runs, naming the job, the key and `file:line:col`. kiln once
+/// refused to load the workflow at all.
+#[tokio::test]
+async fn services_refuse_only_the_runs_that_include_them() {
+    let repo = repo(&[(WF, WITH_SERVICES)]);
+    let mut set = load(repo.path(), WF).unwrap_or_else(|e| panic!("{e}"));
+    let refusal = set.refusal().expect("the whole workflow is refused");
+    assert!(
+        refusal.contains(
+            "ci.yml:9:5: error: job `db`: `services` is not supported without a container engine"
+        ),
+        "{refusal}"
+    );
+    // Nothing runs: no job, no event, no directory.
+    let state = TempDir::new().unwrap();
+    let opts = RunOptions::new(repo.path(), "HEAD", state.path());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(MemoryStore::default());
+    let err = run(set.clone(), opts, tx, store.clone())
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("job `db`: `services`"), "{err}");
+    assert!(rx.try_recv().is_err());
+    assert!(store.jobs().is_empty());
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
+    // `after` needs `db`: refused too; `lint` alone runs.
+    set.root.jobs.retain(|id, _| id == "after" || id == "db");
+    assert!(set.refusal().is_some());
+    set.root.jobs.retain(|id, _| id == "lint");
+    assert_eq!(set.refusal(), None);
+    let state = TempDir::new().unwrap();
+    let opts = RunOptions::new(repo.path(), "HEAD", state.path());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = run(set, opts, tx, Arc::new(MemoryStore::default()))
+        .await
+        .unwrap();
+    assert_eq!(result.status, Status::Success);
+}
