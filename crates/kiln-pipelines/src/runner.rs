@@ -297,6 +297,25 @@ impl Shared {
                 .unwrap_or_default()
                 .to_owned()
         };
+        // Who and what triggered the run, by GitHub's ids: from the payload's `sender` and
+        // `repository` when it has them (`--event-file`, a webhook), '' otherwise (a local run
+        // has no GitHub account or repository). The actor defaults to `kiln`.
+        let payload = |path: &[&str]| -> Option<String> {
+            let mut v = &o.event;
+            for key in path {
+                v = v.get(key)?;
+            }
+            match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let actor = payload(&["sender", "login"]).unwrap_or_else(|| "kiln".to_owned());
+        let id = |path: &[&str]| payload(path).unwrap_or_default();
+        // `github.token` is the run's `GITHUB_TOKEN` secret, as on GitHub, where both name the
+        // one installation token: given with `--secret GITHUB_TOKEN=...`, '' otherwise.
+        let token = o.secrets.get("GITHUB_TOKEN").cloned().unwrap_or_default();
         let workflow_ref = format!(
             "{}/{}@{}",
             o.repository,
@@ -304,16 +323,19 @@ impl Shared {
             o.git_ref
         );
         Value::from_json(&serde_json::json!({
-            "action": "", "actor": "kiln", "api_url": "http://localhost/api",
+            "action": "", "actor": actor, "actor_id": id(&["sender", "id"]),
+            "api_url": "http://localhost/api",
             "graphql_url": "http://localhost/api/graphql",
             "event": o.event, "event_name": o.event_name, "job": job_id,
             "event_path": self.temp.join("event.json").to_string_lossy(),
             "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
             "ref_protected": false, "head_ref": pull_branch("head"), "base_ref": pull_branch("base"),
             "repository": o.repository, "repository_owner": owner,
+            "repository_id": id(&["repository", "id"]),
+            "repository_owner_id": id(&["repository", "owner", "id"]),
             "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
-            "server_url": "http://localhost", "sha": self.sha, "token": "",
-            "triggering_actor": "kiln",
+            "server_url": "http://localhost", "sha": self.sha, "token": token,
+            "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",
             "workflow_ref": workflow_ref, "workflow_sha": self.sha,
             "retention_days": "90",

@@ -263,3 +263,38 @@ async fn services_refuse_only_the_runs_that_include_them() {
         .unwrap();
     assert_eq!(result.status, Status::Success);
 }
+
+/// The ids GitHub gives (`GITHUB_ACTOR_ID`, `GITHUB_REPOSITORY_ID`, `GITHUB_REPOSITORY_OWNER_ID`
+/// and their `github` properties) come from the event's payload (`sender`, `repository`) when
+/// it has them, '' otherwise; a `GITHUB_TOKEN` secret is also `github.token`, as on GitHub,
+/// masked, and not in the steps' environment unless the workflow puts it there.
+#[tokio::test]
+async fn ids_come_from_the_payload_and_the_token_from_the_secret() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "$GITHUB_ACTOR/$GITHUB_ACTOR_ID $GITHUB_REPOSITORY_ID $GITHUB_REPOSITORY_OWNER_ID token=${GITHUB_TOKEN-unset}"
+      - run: echo "${{ github.actor_id }} ${{ github.repository_id }} ${{ github.repository_owner_id }} ${{ github.token == secrets.GITHUB_TOKEN }} ${{ github.token }}"
+"#;
+    let ran = run_with(yaml, |o| {
+        o.event = serde_json::json!({
+            "ref": "refs/heads/main",
+            "sender": { "login": "octocat", "id": 583231 },
+            "repository": { "id": 1296269, "owner": { "login": "octo-org", "id": 9919 } },
+        });
+        o.secrets.insert("GITHUB_TOKEN".into(), "ghs_local".into());
+    })
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "octocat/583231 1296269 9919 token=unset",
+            "583231 1296269 9919 true ***"
+        ]
+    );
+    let ran = run_with(yaml, |_| {}).await;
+    assert_eq!(ran.logs("a"), ["kiln/   token=unset", "   true "]);
+}

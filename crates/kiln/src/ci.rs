@@ -745,13 +745,16 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     };
     secrets.extend(pairs(&args.secrets, "--secret")?);
     let vars = pairs(&args.vars, "--var")?;
-    let payload = event_payload(
-        &args.event,
-        &git_ref,
-        &sha,
-        &dispatched_inputs(&set.root, &args.event, &inputs),
-        push.as_ref(),
-    );
+    let payload = match &args.event_file {
+        Some(path) => read_event_file(path)?,
+        None => event_payload(
+            &args.event,
+            &git_ref,
+            &sha,
+            &dispatched_inputs(&set.root, &args.event, &inputs),
+            push.as_ref(),
+        ),
+    };
 
     let request = RunRequest {
         rel,
@@ -1131,6 +1134,27 @@ fn is_push_like(event: &str) -> bool {
 
 /// `github.event` for a local run: enough of GitHub's payload for the usual expressions; a push
 /// is GitHub's push payload of the commit and its parent (`push`, read from git).
+/// `--event-file`: a webhook payload, which must be a JSON object as GitHub's are.
+fn read_event_file(path: &Path) -> Result<serde_json::Value, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::Invalid(format!(
+            "error: cannot read --event-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(Failure::Invalid(format!(
+            "error: --event-file {}: a webhook payload is a JSON object",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::Invalid(format!(
+            "error: --event-file {}: not JSON: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn event_payload(
     event: &str,
     git_ref: &str,
