@@ -893,7 +893,7 @@ impl<'a> Exec<'a> {
             ("GITHUB_RETENTION_DAYS".into(), "90".into()),
             ("RUNNER_ENVIRONMENT".into(), "self-hosted".into()),
             ("GITHUB_RUN_ID".into(), o.run_id.to_string()),
-            ("GITHUB_RUN_NUMBER".into(), o.run_id.to_string()),
+            ("GITHUB_RUN_NUMBER".into(), o.run_number.to_string()),
             ("GITHUB_RUN_ATTEMPT".into(), "1".into()),
             ("GITHUB_JOB".into(), github("job")),
             ("GITHUB_WORKFLOW".into(), github("workflow")),

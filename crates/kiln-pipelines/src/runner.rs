@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub home: PathBuf,
     /// The run id (`GITHUB_RUN_ID`).
     pub run_id: u64,
+    /// `GITHUB_RUN_NUMBER`: this run's number among its workflow's runs, from 1 (GitHub numbers
+    /// each workflow's runs on its own; the run id is unique over all of them).
+    pub run_number: u64,
     /// The event name (`push`, `workflow_dispatch`, ...).
     pub event_name: String,
     /// The event payload (`github.event`).
@@ -119,6 +122,7 @@ impl RunOptions {
             cache_dir: state_dir.join("cache"),
             home: std::env::var_os("HOME").map_or_else(|| state_dir.join("home"), PathBuf::from),
             run_id: 1,
+            run_number: 1,
             event_name: "push".to_owned(),
             event: serde_json::json!({}),
             git_ref: "refs/heads/main".to_owned(),
@@ -333,7 +337,7 @@ impl Shared {
             "repository": o.repository, "repository_owner": owner,
             "repository_id": id(&["repository", "id"]),
             "repository_owner_id": id(&["repository", "owner", "id"]),
-            "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
+            "run_id": o.run_id.to_string(), "run_number": o.run_number.to_string(), "run_attempt": "1",
             "server_url": "http://localhost", "sha": self.sha, "token": token,
             "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",

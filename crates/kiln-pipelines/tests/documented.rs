@@ -298,3 +298,18 @@ jobs:
     let ran = run_with(yaml, |_| {}).await;
     assert_eq!(ran.logs("a"), ["kiln/   token=unset", "   true "]);
 }
+
+/// `github.run_number` / `GITHUB_RUN_NUMBER` number the runs of one workflow (kiln ci asks the
+/// state store for it); kiln once gave the run id, unique over every workflow's runs.
+#[tokio::test]
+async fn run_number_is_the_workflows_own_count_not_the_run_id() {
+    let ran = run_with(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"$GITHUB_RUN_ID ${{ github.run_id }} $GITHUB_RUN_NUMBER ${{ github.run_number }} ${{ github.run_attempt }}\"\n",
+        |o| {
+            o.run_id = 12;
+            o.run_number = 3;
+        },
+    )
+    .await;
+    assert_eq!(ran.logs("a"), ["12 12 3 3 1"]);
+}

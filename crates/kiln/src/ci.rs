@@ -950,6 +950,7 @@ pub(crate) async fn execute(
     let state_dir = root.join(".kiln");
     let mut opts = RunOptions::new(&root, &sha, &state_dir);
     opts.run_id = run_id;
+    opts.run_number = store.pipeline_run_number(run_id)?;
     opts.event_name = event.clone();
     opts.git_ref = git_ref.clone();
     let repo_name = root
