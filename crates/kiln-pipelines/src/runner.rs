@@ -909,14 +909,13 @@ pub(crate) fn runner_arch() -> &'static str {
     }
 }
 
+/// A job that failed before any instance could start (its `if` or `strategy` did not
+/// evaluate, its called workflow is missing): shown and recorded as failed, with the error as
+/// its annotation, as GitHub shows such a job.
 fn job_error(shared: &Shared, scope: &Scope, id: &str, message: &str) {
     let job = format!("{}{id}", scope.prefix);
     shared.annotate(&job, Annotation::new(Level::Error, shared.mask(message)));
-    shared.emit(RunEvent::JobFinished {
-        job,
-        status: Status::Failure,
-        duration: Duration::ZERO,
-    });
+    ended_without_steps(shared, scope, id, job, Status::Failure);
 }
 
 fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
@@ -927,16 +926,21 @@ fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
             .as_ref()
             .map_or(job.id.name.as_str(), |n| n.text.as_str())
     );
+    ended_without_steps(shared, scope, &job.id.name, name, Status::Skipped);
+}
+
+/// Reports and records job `id`, shown as `name`, as ended with `status` without running.
+fn ended_without_steps(shared: &Shared, scope: &Scope, id: &str, name: String, status: Status) {
     shared.emit(RunEvent::JobFinished {
         job: name.clone(),
-        status: Status::Skipped,
+        status,
         duration: Duration::ZERO,
     });
     let annotations = shared.take_annotations(&name);
     let record = JobRecord {
-        id: format!("{}{}", scope.prefix, job.id.name),
+        id: format!("{}{id}", scope.prefix),
         name,
-        status: Status::Skipped,
+        status,
         outputs: IndexMap::new(),
         steps: Vec::new(),
         summary: String::new(),

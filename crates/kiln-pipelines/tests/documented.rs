@@ -313,3 +313,96 @@ async fn run_number_is_the_workflows_own_count_not_the_run_id() {
     .await;
     assert_eq!(ran.logs("a"), ["12 12 3 3 1"]);
 }
+
+/// Behaviours checked against GitHub's documentation that kiln already followed, kept so they
+/// stay: a matrix (and its `include`) from `fromJSON` of a job output, object and array values
+/// in it (`matrix.cfg.os`), a matrix job's outputs combined over its legs, a skipped step's
+/// empty outputs, a step's `env` reading the job's `env` (not its own keys), `job.status`
+/// in the `if` of a step after a failure, and a bad dynamic matrix failing only its job (now
+/// recorded).
+#[tokio::test]
+async fn dynamic_matrices_outputs_and_env_as_github_documents_them() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      m: ${{ steps.s.outputs.m }}
+      inc: '[{"os":"z","extra":"e"}]'
+      bad: 'not json'
+    steps:
+      - id: s
+        run: echo 'm={"os":["x","y"],"cfg":[{"os":"linux","v":[1,2]}]}' >> "$GITHUB_OUTPUT"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.a.outputs.m) }}
+    outputs:
+      out_x: ${{ steps.o.outputs.out_x }}
+      out_y: ${{ steps.o.outputs.out_y }}
+    steps:
+      - id: o
+        run: echo "out_${{ matrix.os }}=${{ matrix.os }}-${{ matrix.cfg.os }}-${{ matrix.cfg.v[1] }}" >> "$GITHUB_OUTPUT"
+  c:
+    needs: a
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        os: [p]
+        include: ${{ fromJSON(needs.a.outputs.inc) }}
+    steps:
+      - run: echo "c ${{ matrix.os }} ${{ matrix.extra }}"
+  bad:
+    needs: a
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.a.outputs.bad) }}
+    steps: [ { run: echo never } ]
+  d:
+    needs: [b, bad]
+    if: always()
+    runs-on: ubuntu-latest
+    env:
+      C: job
+    steps:
+      - id: skipped
+        if: false
+        run: echo "o=1" >> "$GITHUB_OUTPUT"
+      - run: echo "${{ needs.b.outputs.out_x }} ${{ needs.b.outputs.out_y }} ${{ needs.bad.result }} [${{ steps.skipped.outputs.o }}] ${{ steps.skipped.outcome }} $C $D [$E]"
+        env:
+          C: step
+          D: ${{ env.C }}-d
+          E: ${{ env.D }}
+      - run: exit 1
+      - if: job.status == 'failure'
+        run: echo without-status-function
+      - if: always() && job.status == 'failure'
+        run: echo with-always
+"#,
+        |_| {},
+    )
+    .await;
+    let mut c = ran.logs("c (p)");
+    c.extend(ran.logs("c (z, e)"));
+    assert_eq!(c, ["c p ", "c z e"]);
+    assert_eq!(
+        ran.logs("d"),
+        [
+            "x-linux-2 y-linux-2 failure [] skipped step job-d []",
+            "##[error]Process completed with exit code 1.",
+            "with-always"
+        ]
+    );
+    // A job whose matrix does not evaluate is recorded as failed, with the error: kiln once
+    // only printed it, and `kiln ci show` had no such job.
+    let bad = ran.job("bad");
+    assert_eq!(bad.status, Status::Failure);
+    assert!(
+        bad.annotations[0].message.contains("fromJson"),
+        "{:?}",
+        bad.annotations
+    );
+}
