@@ -3,94 +3,21 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers may panic: that is how tests fail.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 
-use kiln_pipelines::{MemoryStore, RunEvent, RunOptions, RunResult, Status, load, run};
+use common::{Ran, repo, run_in};
+use kiln_pipelines::{MemoryStore, RunOptions, Status, load, run};
 use tempfile::TempDir;
 
 const WF: &str = ".github/workflows/ci.yml";
-
-/// A git repository holding `files`, committed.
-fn repo(files: &[(&str, &str)]) -> TempDir {
-    let dir = TempDir::new().unwrap();
-    for (path, text) in files {
-        let p = dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &["commit", "-qm", "init"],
-    ] {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    dir
-}
-
-struct Ran {
-    result: RunResult,
-    events: Vec<RunEvent>,
-    store: Arc<MemoryStore>,
-}
-
-impl Ran {
-    fn logs(&self, job: &str) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                RunEvent::Log { job: j, line } if j == job => Some(line.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn job(&self, name: &str) -> kiln_pipelines::JobRecord {
-        let jobs = self.store.jobs();
-        jobs.iter()
-            .map(|(_, j)| j.clone())
-            .find(|j| j.name == name)
-            .unwrap_or_else(|| panic!("no job {name}: {jobs:?}"))
-    }
-}
-
-async fn run_in(repo: &Path, state: &Path, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
-    let set = load(repo, WF).unwrap_or_else(|e| panic!("{e}"));
-    let mut opts = RunOptions::new(repo, "HEAD", state);
-    opts.home = state.join("home");
-    tweak(&mut opts);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let store = Arc::new(MemoryStore::default());
-    let result = run(set, opts, tx, store.clone()).await.unwrap();
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    Ran {
-        result,
-        events,
-        store,
-    }
-}
 
 /// Runs `yaml` as the repository's only workflow, with `tweak` applied to the options.
 async fn run_with(yaml: &str, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
     let repo = repo(&[(WF, yaml)]);
     let state = TempDir::new().unwrap();
-    run_in(repo.path(), state.path(), tweak).await
+    run_in(repo.path(), state.path(), WF, tweak).await
 }
 
 /// `shell` and `working-directory` written as expressions that fail to evaluate fail the step
