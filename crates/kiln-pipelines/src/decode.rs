@@ -988,6 +988,7 @@ impl Decoder<'_> {
             concurrency: None,
             environment: None,
             container: None,
+            refused: Vec::new(),
             body: JobBody::Steps(Vec::new()),
         };
         let mut steps = None;
@@ -1015,15 +1016,19 @@ impl Decoder<'_> {
                 "container" if matches!(&v.value, Y::String { text, .. } if text.contains("${{")) => {
                     job.container = self.text(v, &p, &sc(JOB_PLAIN, &[]));
                 }
-                "services" | "container" => self.diags.push(
+                // Refused only for runs that include this job (`kiln ci run --job other` runs).
+                "services" | "container" => job.refused.push(
                     Diagnostic::new(
                         Code::Unsupported,
                         k.span,
                         p.clone(),
-                        format!("`{}` is not supported without a container engine", k.text),
+                        format!(
+                            "job `{}`: `{}` is not supported without a container engine",
+                            key.text, k.text
+                        ),
                     )
                     .label("needs Docker")
-                    .help("kiln runs jobs on the host; start the service as a step, or run it as a kiln service"),
+                    .help("kiln runs jobs on the host; start the service as a step, or run it as a kiln service; `kiln ci run --job J` runs a job that needs neither"),
                 ),
                 _ => {}
             }

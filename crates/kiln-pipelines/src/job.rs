@@ -27,6 +27,10 @@ use crate::workflow::{ActionRef, Env, Job, JobBody, Mapping, Step, StepAction, T
 /// GitHub's default job timeout.
 const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 
+/// How long the steps that run after a job's timeout (`if: always()`, `cancelled()`, post
+/// steps) may take before they are killed too: GitHub's job cancel timeout (5 minutes).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// One instance of a job (one matrix combination).
 pub(crate) struct Instance {
     pub display: String,
@@ -44,7 +48,10 @@ struct JobState {
     path: Vec<String>,
     failed: bool,
     cancelled: bool,
+    /// The job's `timeout-minutes` expired: GitHub cancels the job (see [`JobState::time_out`]).
     timed_out: bool,
+    /// `timeout-minutes`, for the message when it expires.
+    timeout_minutes: f64,
     posts: Vec<JobPost>,
     summary: String,
     pgids: Vec<i32>,
@@ -56,6 +63,26 @@ struct JobState {
     cancel: watch::Receiver<bool>,
     /// `::add-matcher::` problem matchers: the job's, for every later step.
     matchers: Matchers,
+}
+
+impl JobState {
+    /// The job's `timeout-minutes` expired. GitHub cancels the job (workflow syntax,
+    /// `jobs.<job_id>.timeout-minutes`), and the runner handles that cancellation as any other:
+    /// the job's status becomes `cancelled` (whatever it was), the running step is cancelled,
+    /// and only the steps whose `if` holds on a cancelled job (`always()`, `cancelled()`) and
+    /// post steps still run, within the cancel timeout. Returns the message to log, once.
+    fn time_out(&mut self) -> Option<String> {
+        if self.timed_out {
+            return None;
+        }
+        self.timed_out = true;
+        self.cancelled = true;
+        self.deadline = Instant::now() + CANCEL_TIMEOUT;
+        Some(format!(
+            "##[error]The job has exceeded the maximum execution time of {} minutes.",
+            self.timeout_minutes
+        ))
+    }
 }
 
 /// The `steps` and `inputs` of the job itself or of a composite action being run.
@@ -134,7 +161,9 @@ pub(crate) async fn run_instance(
     for pgid in &state.pgids {
         process::kill_group(*pgid);
     }
-    let status = if state.timed_out || state.failed {
+    let status = if state.timed_out {
+        Status::Cancelled
+    } else if state.failed {
         Status::Failure
     } else if state.cancelled {
         Status::Cancelled
@@ -356,6 +385,7 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         failed: false,
         cancelled: false,
         timed_out: false,
+        timeout_minutes: minutes,
         posts: Vec::new(),
         summary: String::new(),
         pgids: Vec::new(),
@@ -487,13 +517,10 @@ fn run_steps<'a>(
             if *state.cancel.borrow() {
                 state.cancelled = true;
             }
-            if Instant::now() >= state.deadline && !state.timed_out {
-                state.timed_out = true;
-                log(
-                    shared,
-                    &inst.display,
-                    "##[error]The job has exceeded the maximum execution time",
-                );
+            if Instant::now() >= state.deadline
+                && let Some(message) = state.time_out()
+            {
+                log(shared, &inst.display, &message);
             }
             run_step(shared, job, scope, inst, state, frame, step, action_name).await;
         }
@@ -573,8 +600,8 @@ async fn run_step(
         "job",
         Value::from_json(&serde_json::json!({ "status": job_status(state, frame) })),
     );
-    ctx.flags.failed = frame.failed || state.failed || state.timed_out;
-    ctx.flags.cancelled = state.cancelled || state.timed_out;
+    ctx.flags.failed = frame.failed || state.failed;
+    ctx.flags.cancelled = state.cancelled;
     let name = step_name(step, &ctx);
     let run_it = match &step.condition {
         None => !ctx.flags.failed && !ctx.flags.cancelled,
@@ -682,7 +709,7 @@ async fn run_step(
 fn job_status(state: &JobState, frame: &Frame) -> &'static str {
     if state.cancelled {
         "cancelled"
-    } else if state.failed || frame.failed || state.timed_out {
+    } else if state.failed || frame.failed {
         "failure"
     } else {
         "success"
@@ -866,13 +893,19 @@ impl<'a> Exec<'a> {
             ("GITHUB_RETENTION_DAYS".into(), "90".into()),
             ("RUNNER_ENVIRONMENT".into(), "self-hosted".into()),
             ("GITHUB_RUN_ID".into(), o.run_id.to_string()),
-            ("GITHUB_RUN_NUMBER".into(), o.run_id.to_string()),
+            ("GITHUB_RUN_NUMBER".into(), o.run_number.to_string()),
             ("GITHUB_RUN_ATTEMPT".into(), "1".into()),
             ("GITHUB_JOB".into(), github("job")),
             ("GITHUB_WORKFLOW".into(), github("workflow")),
             ("GITHUB_REPOSITORY".into(), o.repository.clone()),
             ("GITHUB_REPOSITORY_OWNER".into(), github("repository_owner")),
-            ("GITHUB_ACTOR".into(), "kiln".into()),
+            ("GITHUB_REPOSITORY_ID".into(), github("repository_id")),
+            (
+                "GITHUB_REPOSITORY_OWNER_ID".into(),
+                github("repository_owner_id"),
+            ),
+            ("GITHUB_ACTOR".into(), github("actor")),
+            ("GITHUB_ACTOR_ID".into(), github("actor_id")),
             ("GITHUB_SERVER_URL".into(), github("server_url")),
             ("GITHUB_API_URL".into(), github("api_url")),
             ("GITHUB_ACTION".into(), self.action_name.to_owned()),
@@ -959,19 +992,34 @@ impl<'a> Exec<'a> {
                 self.job_default(pick)
             }
         };
+        // An expression that fails to evaluate fails the step with its error, as the runner
+        // fails a step whose inputs it cannot evaluate (never the raw text in its place).
+        let evaluate = |key: &str, text: Option<&Text>| match text {
+            None => Ok(None),
+            Some(t) => self
+                .ctx
+                .string(t)
+                .map(Some)
+                .map_err(|e| format!("{key}: {e}")),
+        };
         let shell = [step.shell.as_ref(), default(|d| d.shell.as_ref())]
             .into_iter()
             .flatten()
-            .next()
-            .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
+            .next();
         let wd = [
             step.working_directory.as_ref(),
             default(|d| d.working_directory.as_ref()),
         ]
         .into_iter()
         .flatten()
-        .next()
-        .map(|t| self.ctx.string(t).unwrap_or_else(|_| t.text.clone()));
+        .next();
+        let (shell, wd) = match (evaluate("shell", shell), evaluate("working-directory", wd)) {
+            (Ok(shell), Ok(wd)) => (shell, wd),
+            (Err(e), _) | (_, Err(e)) => {
+                self.log(&format!("##[error]{e}"));
+                return StepResult::failed(Status::Failure);
+            }
+        };
         let cwd = wd.map_or_else(|| state.workspace.clone(), |w| state.workspace.join(w));
         let files = match self.files(state) {
             Ok(f) => f,
@@ -1093,15 +1141,17 @@ impl<'a> Exec<'a> {
                 ));
                 (Status::Failure, Some(code))
             }
-            Exit::TimedOut => {
-                let job_over = Instant::now() >= state.deadline;
-                self.log(&format!(
-                    "##[error]The {} has timed out.",
-                    if job_over { "job" } else { "action" }
-                ));
-                if job_over {
-                    state.timed_out = true;
+            Exit::TimedOut if Instant::now() >= state.deadline => {
+                // The job's time ran out, not the step's: the job is cancelled, and so is the
+                // step, as the runner cancels the running step when the job is.
+                if let Some(message) = state.time_out() {
+                    self.log(&message);
                 }
+                self.log("##[error]The operation was canceled.");
+                (Status::Cancelled, None)
+            }
+            Exit::TimedOut => {
+                self.log("##[error]The action has timed out.");
                 (Status::Failure, None)
             }
             Exit::Cancelled => {
@@ -1831,7 +1881,7 @@ fn split_arguments(line: &str) -> Vec<String> {
 
 async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
     let posts = std::mem::take(&mut state.posts);
-    let ok = !state.failed && !state.cancelled && !state.timed_out;
+    let ok = !state.failed && !state.cancelled;
     for post in posts.into_iter().rev() {
         match post {
             JobPost::Builtin(post) => {
@@ -1846,7 +1896,7 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
                 condition,
                 mut ctx,
             } => {
-                ctx.flags.failed = state.failed || state.timed_out;
+                ctx.flags.failed = state.failed;
                 ctx.flags.cancelled = state.cancelled;
                 // `post-if` defaults to `always()`.
                 match condition.as_ref().map(|c| ctx.condition(c)) {

@@ -9,6 +9,18 @@
 //!    the built-in actions, caches and artifacts, reporting [`events`] and results to a
 //!    [`events::RunStore`].
 //!
+//! What a local run cannot know of GitHub: `github.actor`/`GITHUB_ACTOR` (`kiln` by default),
+//! `actor_id`, `repository_id` and `repository_owner_id` (and their `GITHUB_*_ID` variables)
+//! are read from the event payload's `sender` and `repository` when it has them (a webhook, or
+//! `kiln ci run --event-file`), and are '' otherwise. There is no installation token:
+//! `github.token` and `secrets.GITHUB_TOKEN` are both the `GITHUB_TOKEN` secret the run is
+//! given (`--secret GITHUB_TOKEN=...`, masked), '' without one; as on GitHub, no step sees a
+//! `GITHUB_TOKEN` variable unless the workflow's `env` sets it.
+//!
+//! A job whose `timeout-minutes` expires is cancelled, as GitHub cancels it: its status and
+//! `needs.<id>.result` are `cancelled`, and only `always()`/`cancelled()` steps and post steps
+//! still run, within GitHub's 5-minute cancel timeout.
+//!
 //! **Architecture invariant:** expressions are kiln-expr's; YAML positions and diagnostics are
 //! kiln-spec's. This crate never re-implements either.
 

@@ -39,6 +39,41 @@ pub struct WorkflowSet {
     pub called: IndexMap<String, Workflow>,
 }
 
+impl WorkflowSet {
+    /// What kiln cannot run among the root workflow's jobs and the workflows they call,
+    /// transitively: their `services` and literal `container` keys, in file order. `kiln ci
+    /// validate` reports them as errors; [`crate::run`] refuses a run that includes any.
+    pub fn refused(&self) -> Vec<&Diagnostic> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![&self.root];
+        while let Some(workflow) = stack.pop() {
+            for job in workflow.jobs.values() {
+                out.extend(&job.refused);
+                if let JobBody::Call(call) = &job.body {
+                    let key = call.uses.text.trim_start_matches("./");
+                    if seen.insert(key)
+                        && let Some(child) = self.called.get(key)
+                    {
+                        stack.push(child);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Why a run of these jobs cannot start (each refused key with its job and
+    /// `file:line:col`), or `None` when it can.
+    pub fn refusal(&self) -> Option<String> {
+        let refused: Vec<Diagnostic> = self.refused().into_iter().cloned().collect();
+        if refused.is_empty() {
+            return None;
+        }
+        Some(render(&self.sources, &refused))
+    }
+}
+
 /// Renders diagnostics as `path:line:col: error: message` lines with labels and help.
 pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic]) -> String {
     render_as(sources, diagnostics, "error")

@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub home: PathBuf,
     /// The run id (`GITHUB_RUN_ID`).
     pub run_id: u64,
+    /// `GITHUB_RUN_NUMBER`: this run's number among its workflow's runs, from 1 (GitHub numbers
+    /// each workflow's runs on its own; the run id is unique over all of them).
+    pub run_number: u64,
     /// The event name (`push`, `workflow_dispatch`, ...).
     pub event_name: String,
     /// The event payload (`github.event`).
@@ -119,6 +122,7 @@ impl RunOptions {
             cache_dir: state_dir.join("cache"),
             home: std::env::var_os("HOME").map_or_else(|| state_dir.join("home"), PathBuf::from),
             run_id: 1,
+            run_number: 1,
             event_name: "push".to_owned(),
             event: serde_json::json!({}),
             git_ref: "refs/heads/main".to_owned(),
@@ -149,6 +153,9 @@ pub enum RunError {
     /// Preparing the workspace failed.
     #[error("cannot prepare the workspace: {0}")]
     Workspace(String),
+    /// A job of the run needs what kiln cannot provide (`services`, `container`): nothing ran.
+    #[error("the run needs what kiln cannot run on the host, so nothing ran:\n{0}")]
+    Refused(String),
 }
 
 /// State shared by every job of a run.
@@ -294,6 +301,25 @@ impl Shared {
                 .unwrap_or_default()
                 .to_owned()
         };
+        // Who and what triggered the run, by GitHub's ids: from the payload's `sender` and
+        // `repository` when it has them (`--event-file`, a webhook), '' otherwise (a local run
+        // has no GitHub account or repository). The actor defaults to `kiln`.
+        let payload = |path: &[&str]| -> Option<String> {
+            let mut v = &o.event;
+            for key in path {
+                v = v.get(key)?;
+            }
+            match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let actor = payload(&["sender", "login"]).unwrap_or_else(|| "kiln".to_owned());
+        let id = |path: &[&str]| payload(path).unwrap_or_default();
+        // `github.token` is the run's `GITHUB_TOKEN` secret, as on GitHub, where both name the
+        // one installation token: given with `--secret GITHUB_TOKEN=...`, '' otherwise.
+        let token = o.secrets.get("GITHUB_TOKEN").cloned().unwrap_or_default();
         let workflow_ref = format!(
             "{}/{}@{}",
             o.repository,
@@ -301,16 +327,19 @@ impl Shared {
             o.git_ref
         );
         Value::from_json(&serde_json::json!({
-            "action": "", "actor": "kiln", "api_url": "http://localhost/api",
+            "action": "", "actor": actor, "actor_id": id(&["sender", "id"]),
+            "api_url": "http://localhost/api",
             "graphql_url": "http://localhost/api/graphql",
             "event": o.event, "event_name": o.event_name, "job": job_id,
             "event_path": self.temp.join("event.json").to_string_lossy(),
             "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
             "ref_protected": false, "head_ref": pull_branch("head"), "base_ref": pull_branch("base"),
             "repository": o.repository, "repository_owner": owner,
-            "run_id": o.run_id.to_string(), "run_number": o.run_id.to_string(), "run_attempt": "1",
-            "server_url": "http://localhost", "sha": self.sha, "token": "",
-            "triggering_actor": "kiln",
+            "repository_id": id(&["repository", "id"]),
+            "repository_owner_id": id(&["repository", "owner", "id"]),
+            "run_id": o.run_id.to_string(), "run_number": o.run_number.to_string(), "run_attempt": "1",
+            "server_url": "http://localhost", "sha": self.sha, "token": token,
+            "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",
             "workflow_ref": workflow_ref, "workflow_sha": self.sha,
             "retention_days": "90",
@@ -343,6 +372,9 @@ pub async fn run(
     events: mpsc::UnboundedSender<RunEvent>,
     store: Arc<dyn RunStore>,
 ) -> Result<RunResult, RunError> {
+    if let Some(refusal) = set.refusal() {
+        return Err(RunError::Refused(refusal));
+    }
     let started = Instant::now();
     let run_dir = opts.work_dir.join(format!("run-{}", opts.run_id));
     let temp = run_dir.join("temp");
@@ -877,14 +909,13 @@ pub(crate) fn runner_arch() -> &'static str {
     }
 }
 
+/// A job that failed before any instance could start (its `if` or `strategy` did not
+/// evaluate, its called workflow is missing): shown and recorded as failed, with the error as
+/// its annotation, as GitHub shows such a job.
 fn job_error(shared: &Shared, scope: &Scope, id: &str, message: &str) {
     let job = format!("{}{id}", scope.prefix);
     shared.annotate(&job, Annotation::new(Level::Error, shared.mask(message)));
-    shared.emit(RunEvent::JobFinished {
-        job,
-        status: Status::Failure,
-        duration: Duration::ZERO,
-    });
+    ended_without_steps(shared, scope, id, job, Status::Failure);
 }
 
 fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
@@ -895,16 +926,21 @@ fn skipped(shared: &Shared, scope: &Scope, job: &Job) {
             .as_ref()
             .map_or(job.id.name.as_str(), |n| n.text.as_str())
     );
+    ended_without_steps(shared, scope, &job.id.name, name, Status::Skipped);
+}
+
+/// Reports and records job `id`, shown as `name`, as ended with `status` without running.
+fn ended_without_steps(shared: &Shared, scope: &Scope, id: &str, name: String, status: Status) {
     shared.emit(RunEvent::JobFinished {
         job: name.clone(),
-        status: Status::Skipped,
+        status,
         duration: Duration::ZERO,
     });
     let annotations = shared.take_annotations(&name);
     let record = JobRecord {
-        id: format!("{}{}", scope.prefix, job.id.name),
+        id: format!("{}{id}", scope.prefix),
         name,
-        status: Status::Skipped,
+        status,
         outputs: IndexMap::new(),
         steps: Vec::new(),
         summary: String::new(),

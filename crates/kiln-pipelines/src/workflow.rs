@@ -189,6 +189,11 @@ pub struct Job {
     /// `container` given as an expression: the job runs on the host when it evaluates to
     /// nothing (`null` or `''`), and fails with a clear message when it names an image.
     pub container: Option<Text>,
+    /// Keys kiln cannot run on the host (`services`, a literal `container`), each with its
+    /// position. The workflow still loads: `kiln ci validate` reports them as errors, and a run
+    /// that includes this job is refused before anything runs (see
+    /// [`crate::WorkflowSet::refusal`]); a run of other jobs goes ahead.
+    pub refused: Vec<Diagnostic>,
     /// What the job does.
     pub body: JobBody,
 }

@@ -182,15 +182,26 @@ fn invalid_matrices() {
     );
 }
 
+/// `services` and a literal `container` load (other jobs of the workflow can run) but are
+/// carried on the job with their positions, refused when a run includes it.
 #[test]
 fn containers_are_refused_clearly() {
-    let e = errors(
+    let (w, sources) = parse_workflow(
+        Path::new("ci.yml"),
         "on: push\njobs:\n  a:\n    runs-on: x\n    services: { db: { image: postgres } }\n    container: node\n    steps: [ { run: x } ]\n",
+    )
+    .expect("loads");
+    let e = kiln_pipelines::load::render(&sources, &w.jobs["a"].refused);
+    assert_eq!(
+        e.lines().filter(|l| l.contains(": error: ")).count(),
+        2,
+        "{e}"
     );
-    assert_eq!(e.len(), 2);
     assert!(
-        e[0].contains("`services` is not supported without a container engine"),
-        "{e:?}"
+        e.contains(
+            "ci.yml:5:5: error: job `a`: `services` is not supported without a container engine"
+        ),
+        "{e}"
     );
 }
 

@@ -256,6 +256,21 @@ impl Store {
         rows.into_iter().map(RawRun::decode).collect()
     }
 
+    /// `github.run_number` of a run: its position among the runs of its workflow file (1 for
+    /// the first), as GitHub numbers each workflow's runs on its own.
+    pub fn pipeline_run_number(&self, run_id: u64) -> Result<u64, StateError> {
+        let id = serial_to_sql(run_id)?;
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM pipeline_runs WHERE id <= ?1 AND workflow_path = \
+                 (SELECT workflow_path FROM pipeline_runs WHERE id = ?1)",
+            )
+            .and_then(|mut st| st.query_row([id], |row| row.get(0)))
+            .ctx("numbering the pipeline run")?;
+        serial_from_sql(count, "pipeline_runs")
+    }
+
     /// One run by id.
     pub fn pipeline_run(&self, run_id: u64) -> Result<Option<PipelineRun>, StateError> {
         let mut st = self
@@ -408,6 +423,27 @@ mod tests {
             finished_at: now(),
             duration_ms: 5,
         }
+    }
+
+    /// Each workflow file numbers its own runs, as `github.run_number` does.
+    #[test]
+    fn runs_are_numbered_per_workflow() -> Result<(), StateError> {
+        let mut store = Store::open_in_memory()?;
+        let new = |path: &str| NewPipelineRun {
+            workflow: "ci".into(),
+            workflow_path: path.into(),
+            event: "push".into(),
+            rev: "HEAD".into(),
+            commit: "abc".into(),
+            pid: 42,
+        };
+        let first = store.begin_pipeline_run(&new("ci.yml"))?;
+        let other = store.begin_pipeline_run(&new("other.yml"))?;
+        let second = store.begin_pipeline_run(&new("ci.yml"))?;
+        assert_eq!(store.pipeline_run_number(first)?, 1);
+        assert_eq!(store.pipeline_run_number(other)?, 1);
+        assert_eq!(store.pipeline_run_number(second)?, 2);
+        Ok(())
     }
 
     #[test]

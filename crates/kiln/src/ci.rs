@@ -212,9 +212,14 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
         })
         .collect();
     let actions = local_actions_of(dir, &results);
+    // What kiln refuses to run (`services`, `container`) loads, so that runs of the other jobs
+    // go ahead, but it is a mistake here: the workflow cannot run whole.
     let mistakes: usize = results
         .iter()
-        .map(|(_, r)| r.as_ref().err().map_or(0, |e| e.diagnostics.len()))
+        .map(|(_, r)| match r {
+            Ok(set) => set.refused().len(),
+            Err(e) => e.diagnostics.len(),
+        })
         .chain(
             actions
                 .iter()
@@ -225,7 +230,7 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
         let list: Vec<serde_json::Value> = results
             .iter()
             .map(|(path, r)| match r {
-                Ok(set) => serde_json::json!({ "path": path, "valid": true, "name": set.root.name, "jobs": set.root.jobs.len(), "diagnostics": [], "warnings": warnings(set).map(|d| render::diagnostic_json(&set.sources, d)).collect::<Vec<_>>() }),
+                Ok(set) => serde_json::json!({ "path": path, "valid": set.refused().is_empty(), "name": set.root.name, "jobs": set.root.jobs.len(), "diagnostics": set.refused().into_iter().map(|d| render::diagnostic_json(&set.sources, d)).collect::<Vec<_>>(), "warnings": warnings(set).map(|d| render::diagnostic_json(&set.sources, d)).collect::<Vec<_>>() }),
                 Err(e) => serde_json::json!({ "path": path, "valid": false, "diagnostics": e.diagnostics.iter().map(|d| render::diagnostic_json(&e.sources, d)).collect::<Vec<_>>() }),
             })
             .collect();
@@ -249,6 +254,13 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
     let mut report = String::new();
     for (path, r) in &results {
         match r {
+            Ok(set) if !set.refused().is_empty() => {
+                for d in set.refused() {
+                    report.push_str(&render::diagnostic(&set.sources, d));
+                    report.push('\n');
+                }
+                print_warnings(set);
+            }
             Ok(set) => {
                 let jobs = set.root.jobs.len();
                 println!(
@@ -284,7 +296,10 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
     if mistakes == 0 {
         return Ok(());
     }
-    let invalid = results.iter().filter(|(_, r)| r.is_err()).count()
+    let invalid = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().map_or(true, |set| !set.refused().is_empty()))
+        .count()
         + actions.iter().filter(|(_, r)| r.is_err()).count();
     report.push_str(&format!(
         "{mistakes} {} found in {invalid} {}",
@@ -715,6 +730,13 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         select_job(&mut set.root, job)?;
     }
     filter_matrix(&mut set.root, &pairs(&args.matrix, "--matrix")?)?;
+    // `services`/`container` refuse the run only when a job of it (after `--job`) has them.
+    if let Some(refusal) = set.refusal() {
+        return Err(Failure::Refused(format!(
+            "error: the run needs what kiln cannot run on the host, so nothing ran (`--job J` runs only J and the jobs it needs):\n{}",
+            refusal.trim_end()
+        )));
+    }
     let inputs = pairs(&args.inputs, "--input")?;
     check_trigger(&set.root, &args.event, &inputs)?;
     let mut secrets = match &args.secret_file {
@@ -723,13 +745,16 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     };
     secrets.extend(pairs(&args.secrets, "--secret")?);
     let vars = pairs(&args.vars, "--var")?;
-    let payload = event_payload(
-        &args.event,
-        &git_ref,
-        &sha,
-        &dispatched_inputs(&set.root, &args.event, &inputs),
-        push.as_ref(),
-    );
+    let payload = match &args.event_file {
+        Some(path) => read_event_file(path)?,
+        None => event_payload(
+            &args.event,
+            &git_ref,
+            &sha,
+            &dispatched_inputs(&set.root, &args.event, &inputs),
+            push.as_ref(),
+        ),
+    };
 
     let request = RunRequest {
         rel,
@@ -925,6 +950,7 @@ pub(crate) async fn execute(
     let state_dir = root.join(".kiln");
     let mut opts = RunOptions::new(&root, &sha, &state_dir);
     opts.run_id = run_id;
+    opts.run_number = store.pipeline_run_number(run_id)?;
     opts.event_name = event.clone();
     opts.git_ref = git_ref.clone();
     let repo_name = root
@@ -1109,6 +1135,27 @@ fn is_push_like(event: &str) -> bool {
 
 /// `github.event` for a local run: enough of GitHub's payload for the usual expressions; a push
 /// is GitHub's push payload of the commit and its parent (`push`, read from git).
+/// `--event-file`: a webhook payload, which must be a JSON object as GitHub's are.
+fn read_event_file(path: &Path) -> Result<serde_json::Value, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::Invalid(format!(
+            "error: cannot read --event-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(Failure::Invalid(format!(
+            "error: --event-file {}: a webhook payload is a JSON object",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::Invalid(format!(
+            "error: --event-file {}: not JSON: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn event_payload(
     event: &str,
     git_ref: &str,

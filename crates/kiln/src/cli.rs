@@ -466,13 +466,19 @@ pub struct CiRunArgs {
     /// The triggering event (`github.event_name`).
     #[arg(long, default_value = "push")]
     pub event: String,
+    /// The event's webhook payload (`github.event`, `$GITHUB_EVENT_PATH`), a JSON object, in
+    /// place of the one kiln builds; its `sender` and `repository` give `github.actor`,
+    /// `actor_id`, `repository_id` and `repository_owner_id` (empty without them).
+    #[arg(long = "event-file", value_name = "FILE")]
+    pub event_file: Option<PathBuf>,
     /// A `workflow_dispatch` input (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     pub inputs: Vec<String>,
     /// A configuration variable, `vars.NAME` (repeatable); over kiln.yaml's `vars:`.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
-    /// A secret (repeatable); masked in every log line and never stored.
+    /// A secret (repeatable); masked in every log line and never stored. `GITHUB_TOKEN` also
+    /// fills `github.token`, as on GitHub (a local run has no token of its own: '' otherwise).
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     pub secrets: Vec<String>,
     /// Secrets from a file of NAME=VALUE lines (`#` comments and blank lines skipped).

@@ -1,0 +1,335 @@
+//! End to end: GitHub's documented run-time behaviour where kiln once differed (issue 5), each
+//! a small workflow in a temporary git repository, run on the host.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers may panic: that is how tests fail.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Ran, repo, run_in};
+use kiln_pipelines::{MemoryStore, RunOptions, Status, load, run};
+use tempfile::TempDir;
+
+const WF: &str = ".github/workflows/ci.yml";
+
+/// Runs `yaml` as the repository's only workflow, with `tweak` applied to the options.
+async fn run_with(yaml: &str, tweak: impl FnOnce(&mut RunOptions)) -> Ran {
+    let repo = repo(&[(WF, yaml)]);
+    let state = TempDir::new().unwrap();
+    run_in(repo.path(), state.path(), WF, tweak).await
+}
+
+/// `shell` and `working-directory` written as expressions that fail to evaluate fail the step
+/// with the evaluation error (the runner evaluates them as the step's inputs); kiln once ran the
+/// step with the raw text instead. `continue-on-error` still applies.
+#[tokio::test]
+async fn shell_and_working_directory_that_fail_to_evaluate_fail_the_step() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: sh
+        shell: ${{ fromJSON('{') }}
+        run: echo ran-with-raw-shell
+        continue-on-error: true
+      - id: wd
+        working-directory: ${{ fromJSON('[') }}
+        run: echo ran-in-raw-directory
+        continue-on-error: true
+      - run: echo "sh=${{ steps.sh.outcome }}/${{ steps.sh.conclusion }} wd=${{ steps.wd.outcome }}"
+  b:
+    runs-on: ubuntu-latest
+    defaults:
+      run:
+        working-directory: ${{ fromJSON('nope') }}
+    steps:
+      - run: echo never
+"#,
+        |_| {},
+    )
+    .await;
+    let a = ran.logs("a");
+    assert!(!a.iter().any(|l| l.starts_with("ran-")), "{a:?}");
+    assert!(a.iter().any(|l| l.starts_with("##[error]shell: ")), "{a:?}");
+    assert!(
+        a.iter()
+            .any(|l| l.starts_with("##[error]working-directory: ")),
+        "{a:?}"
+    );
+    assert!(
+        a.contains(&"sh=failure/success wd=failure".to_owned()),
+        "{a:?}"
+    );
+    assert_eq!(ran.job("a").status, Status::Success);
+    let b = ran.logs("b");
+    assert!(!b.contains(&"never".to_owned()), "{b:?}");
+    assert_eq!(ran.job("b").status, Status::Failure);
+    assert_eq!(ran.result.status, Status::Failure);
+}
+
+/// A job whose `timeout-minutes` expires is cancelled, as GitHub cancels it and the runner
+/// handles any job cancellation: the running step is cancelled, only the steps whose `if`
+/// holds on a cancelled job run (`always()`, `cancelled()`; not `failure()`, not the default
+/// `success()`), `job.status` is `cancelled`, the job concludes `cancelled`, a job that needs it
+/// sees `needs.J.result == 'cancelled'` and runs only if its `if` allows it, and the run
+/// concludes `cancelled`. kiln once reported the job as failed and ran `failure()` steps.
+#[tokio::test]
+async fn a_job_past_its_timeout_is_cancelled() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  slow:
+    runs-on: ubuntu-latest
+    timeout-minutes: 0.01
+    steps:
+      - run: sleep 100
+      - run: echo next
+      - if: failure()
+        run: echo on-failure
+      - if: cancelled()
+        run: echo "on-cancelled ${{ job.status }}"
+      - if: always()
+        run: echo "always ${{ job.status }}"
+  after:
+    needs: slow
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after } ]
+  report:
+    needs: slow
+    if: always()
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo report ${{ needs.slow.result }}" } ]
+"#,
+        |o| o.kill_grace = std::time::Duration::from_millis(100),
+    )
+    .await;
+    let slow = ran.logs("slow");
+    assert!(
+        slow.iter()
+            .any(|l| l.starts_with("##[error]The job has exceeded the maximum execution time")),
+        "{slow:?}"
+    );
+    assert!(
+        slow.contains(&"##[error]The operation was canceled.".to_owned()),
+        "{slow:?}"
+    );
+    assert!(!slow.contains(&"next".to_owned()), "{slow:?}");
+    assert!(!slow.contains(&"on-failure".to_owned()), "{slow:?}");
+    assert!(
+        slow.contains(&"on-cancelled cancelled".to_owned()),
+        "{slow:?}"
+    );
+    assert!(slow.contains(&"always cancelled".to_owned()), "{slow:?}");
+    let record = ran.job("slow");
+    assert_eq!(record.status, Status::Cancelled);
+    assert_eq!(record.steps[0].conclusion, Status::Cancelled);
+    assert_eq!(ran.job("after").status, Status::Skipped);
+    assert_eq!(ran.logs("report"), ["report cancelled"]);
+    assert_eq!(ran.result.status, Status::Cancelled);
+}
+
+const WITH_SERVICES: &str = r#"
+on: push
+jobs:
+  lint:
+    runs-on: ubuntu-latest
+    steps: [ { run: echo lint } ]
+  db:
+    runs-on: ubuntu-latest
+    services:
+      postgres: { image: postgres }
+    steps: [ { run: echo db } ]
+  after:
+    needs: db
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after } ]
+"#;
+
+/// A job with `services` (or a literal `container`) no longer stops the whole workflow: a run
+/// of jobs that need neither (nor through `needs`) goes ahead, and a run that includes such a
+/// job is refused before anything runs, naming the job, the key and `file:line:col`. kiln once
+/// refused to load the workflow at all.
+#[tokio::test]
+async fn services_refuse_only_the_runs_that_include_them() {
+    let repo = repo(&[(WF, WITH_SERVICES)]);
+    let mut set = load(repo.path(), WF).unwrap_or_else(|e| panic!("{e}"));
+    let refusal = set.refusal().expect("the whole workflow is refused");
+    assert!(
+        refusal.contains(
+            "ci.yml:9:5: error: job `db`: `services` is not supported without a container engine"
+        ),
+        "{refusal}"
+    );
+    // Nothing runs: no job, no event, no directory.
+    let state = TempDir::new().unwrap();
+    let opts = RunOptions::new(repo.path(), "HEAD", state.path());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(MemoryStore::default());
+    let err = run(set.clone(), opts, tx, store.clone())
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("job `db`: `services`"), "{err}");
+    assert!(rx.try_recv().is_err());
+    assert!(store.jobs().is_empty());
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0);
+    // `after` needs `db`: refused too; `lint` alone runs.
+    set.root.jobs.retain(|id, _| id == "after" || id == "db");
+    assert!(set.refusal().is_some());
+    set.root.jobs.retain(|id, _| id == "lint");
+    assert_eq!(set.refusal(), None);
+    let state = TempDir::new().unwrap();
+    let opts = RunOptions::new(repo.path(), "HEAD", state.path());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = run(set, opts, tx, Arc::new(MemoryStore::default()))
+        .await
+        .unwrap();
+    assert_eq!(result.status, Status::Success);
+}
+
+/// The ids GitHub gives (`GITHUB_ACTOR_ID`, `GITHUB_REPOSITORY_ID`, `GITHUB_REPOSITORY_OWNER_ID`
+/// and their `github` properties) come from the event's payload (`sender`, `repository`) when
+/// it has them, '' otherwise; a `GITHUB_TOKEN` secret is also `github.token`, as on GitHub,
+/// masked, and not in the steps' environment unless the workflow puts it there.
+#[tokio::test]
+async fn ids_come_from_the_payload_and_the_token_from_the_secret() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "$GITHUB_ACTOR/$GITHUB_ACTOR_ID $GITHUB_REPOSITORY_ID $GITHUB_REPOSITORY_OWNER_ID token=${GITHUB_TOKEN-unset}"
+      - run: echo "${{ github.actor_id }} ${{ github.repository_id }} ${{ github.repository_owner_id }} ${{ github.token == secrets.GITHUB_TOKEN }} ${{ github.token }}"
+"#;
+    let ran = run_with(yaml, |o| {
+        o.event = serde_json::json!({
+            "ref": "refs/heads/main",
+            "sender": { "login": "octocat", "id": 583231 },
+            "repository": { "id": 1296269, "owner": { "login": "octo-org", "id": 9919 } },
+        });
+        o.secrets.insert("GITHUB_TOKEN".into(), "ghs_local".into());
+    })
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "octocat/583231 1296269 9919 token=unset",
+            "583231 1296269 9919 true ***"
+        ]
+    );
+    let ran = run_with(yaml, |_| {}).await;
+    assert_eq!(ran.logs("a"), ["kiln/   token=unset", "   true "]);
+}
+
+/// `github.run_number` / `GITHUB_RUN_NUMBER` number the runs of one workflow (kiln ci asks the
+/// state store for it); kiln once gave the run id, unique over every workflow's runs.
+#[tokio::test]
+async fn run_number_is_the_workflows_own_count_not_the_run_id() {
+    let ran = run_with(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"$GITHUB_RUN_ID ${{ github.run_id }} $GITHUB_RUN_NUMBER ${{ github.run_number }} ${{ github.run_attempt }}\"\n",
+        |o| {
+            o.run_id = 12;
+            o.run_number = 3;
+        },
+    )
+    .await;
+    assert_eq!(ran.logs("a"), ["12 12 3 3 1"]);
+}
+
+/// Behaviours checked against GitHub's documentation that kiln already followed, kept so they
+/// stay: a matrix (and its `include`) from `fromJSON` of a job output, object and array values
+/// in it (`matrix.cfg.os`), a matrix job's outputs combined over its legs, a skipped step's
+/// empty outputs, a step's `env` reading the job's `env` (not its own keys), `job.status`
+/// in the `if` of a step after a failure, and a bad dynamic matrix failing only its job (now
+/// recorded).
+#[tokio::test]
+async fn dynamic_matrices_outputs_and_env_as_github_documents_them() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      m: ${{ steps.s.outputs.m }}
+      inc: '[{"os":"z","extra":"e"}]'
+      bad: 'not json'
+    steps:
+      - id: s
+        run: echo 'm={"os":["x","y"],"cfg":[{"os":"linux","v":[1,2]}]}' >> "$GITHUB_OUTPUT"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.a.outputs.m) }}
+    outputs:
+      out_x: ${{ steps.o.outputs.out_x }}
+      out_y: ${{ steps.o.outputs.out_y }}
+    steps:
+      - id: o
+        run: echo "out_${{ matrix.os }}=${{ matrix.os }}-${{ matrix.cfg.os }}-${{ matrix.cfg.v[1] }}" >> "$GITHUB_OUTPUT"
+  c:
+    needs: a
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        os: [p]
+        include: ${{ fromJSON(needs.a.outputs.inc) }}
+    steps:
+      - run: echo "c ${{ matrix.os }} ${{ matrix.extra }}"
+  bad:
+    needs: a
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: ${{ fromJSON(needs.a.outputs.bad) }}
+    steps: [ { run: echo never } ]
+  d:
+    needs: [b, bad]
+    if: always()
+    runs-on: ubuntu-latest
+    env:
+      C: job
+    steps:
+      - id: skipped
+        if: false
+        run: echo "o=1" >> "$GITHUB_OUTPUT"
+      - run: echo "${{ needs.b.outputs.out_x }} ${{ needs.b.outputs.out_y }} ${{ needs.bad.result }} [${{ steps.skipped.outputs.o }}] ${{ steps.skipped.outcome }} $C $D [$E]"
+        env:
+          C: step
+          D: ${{ env.C }}-d
+          E: ${{ env.D }}
+      - run: exit 1
+      - if: job.status == 'failure'
+        run: echo without-status-function
+      - if: always() && job.status == 'failure'
+        run: echo with-always
+"#,
+        |_| {},
+    )
+    .await;
+    let mut c = ran.logs("c (p)");
+    c.extend(ran.logs("c (z, e)"));
+    assert_eq!(c, ["c p ", "c z e"]);
+    assert_eq!(
+        ran.logs("d"),
+        [
+            "x-linux-2 y-linux-2 failure [] skipped step job-d []",
+            "##[error]Process completed with exit code 1.",
+            "with-always"
+        ]
+    );
+    // A job whose matrix does not evaluate is recorded as failed, with the error: kiln once
+    // only printed it, and `kiln ci show` had no such job.
+    let bad = ran.job("bad");
+    assert_eq!(bad.status, Status::Failure);
+    assert!(
+        bad.annotations[0].message.contains("fromJson"),
+        "{:?}",
+        bad.annotations
+    );
+}
