@@ -22,6 +22,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub(crate) struct Spawn {
     pub program: String,
+    /// Where `program` is, when the caller already searched the child's `PATH` for it (a
+    /// step's shell is looked for before its script is written): not searched again.
+    pub found: Option<PathBuf>,
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
@@ -49,7 +52,11 @@ pub(crate) async fn run(
     cancel: &mut watch::Receiver<bool>,
     mut on_line: impl FnMut(String),
 ) -> (Exit, Option<i32>) {
-    let mut cmd = match program_on_path(&spec) {
+    let found = match spec.found.clone() {
+        Some(path) => Some(path),
+        None => program_on_path(&spec),
+    };
+    let mut cmd = match found {
         Some(path) => {
             let mut cmd = Command::new(path);
             cmd.arg0(&spec.program);
@@ -298,6 +305,7 @@ mod tests {
     fn spawn(program: &str, cwd: &std::path::Path, path: Option<&str>) -> Spawn {
         Spawn {
             program: program.to_owned(),
+            found: None,
             args: Vec::new(),
             cwd: cwd.to_owned(),
             env: path
