@@ -999,9 +999,12 @@ impl<'a> Exec<'a> {
                 return StepResult::failed(Status::Failure);
             }
         };
-        // The shell is looked for once, here: the process is started from what this finds.
+        // The shell is looked for once (by `shell_line` for the default shell, or here): the
+        // process is started from what this finds.
         let found = if line.program.contains('/') {
             None
+        } else if line.found.is_some() {
+            line.found.clone()
         } else {
             match crate::process::find_program(&line.program, Some(step_path), &cwd) {
                 Some(found) => Some(found),
@@ -1737,21 +1740,21 @@ fn annotation(
 #[derive(Debug, PartialEq, Eq)]
 struct ShellLine {
     program: String,
+    /// Where `program` is, when choosing the default shell already searched `PATH` for it.
+    found: Option<PathBuf>,
     args: Vec<String>,
     extension: &'static str,
 }
 
 fn shell_line(shell: Option<&str>, path: &str, cwd: &Path) -> Result<ShellLine, String> {
     let shell = shell.map(str::trim).filter(|s| !s.is_empty());
+    let mut found = None;
     let (program, format) = match shell {
-        None => (
-            if crate::process::find_program("bash", Some(path), cwd).is_some() {
-                "bash"
-            } else {
-                "sh"
-            },
-            "-e {0}".to_owned(),
-        ),
+        None => {
+            found = crate::process::find_program("bash", Some(path), cwd);
+            let program = if found.is_some() { "bash" } else { "sh" };
+            (program, "-e {0}".to_owned())
+        }
         Some(line) => {
             let (program, args) = line
                 .split_once(char::is_whitespace)
@@ -1792,6 +1795,7 @@ fn shell_line(shell: Option<&str>, path: &str, cwd: &Path) -> Result<ShellLine, 
     };
     Ok(ShellLine {
         program: program.to_owned(),
+        found,
         args: split_arguments(&format),
         extension,
     })
@@ -1937,6 +1941,7 @@ mod tests {
         let line = |shell: Option<&str>| shell_line(shell, &path, dir.path());
         let expect = |program: &str, args: &[&str], extension: &'static str| ShellLine {
             program: program.to_owned(),
+            found: None,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             extension,
         };
@@ -1946,7 +1951,12 @@ mod tests {
         std::fs::write(&bash, "").unwrap();
         std::fs::set_permissions(&bash, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        assert_eq!(line(None), Ok(expect("bash", &["-e", "{0}"], "sh")));
+        // The default shell is found once, and started from where it was found.
+        let default = ShellLine {
+            found: Some(bash.clone()),
+            ..expect("bash", &["-e", "{0}"], "sh")
+        };
+        assert_eq!(line(None), Ok(default));
         assert_eq!(
             line(Some("bash")),
             Ok(expect(
