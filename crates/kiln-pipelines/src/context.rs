@@ -36,7 +36,7 @@ pub(crate) struct Flags {
 /// Contexts plus status flags.
 ///
 /// Each step starts from a copy of its job's context: the values are shared, not copied (the
-/// `github` context holds the whole event payload, and copying it was a third of a trivial
+/// `github` context holds the whole event payload, and copying it was a fifth of a trivial
 /// step's instructions in kiln; docs/benchmarks.md, "Session 12").
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ctx {
