@@ -2,6 +2,7 @@
 //! as values, the status functions and `hashFiles` over the workspace.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use kiln_expr::{EvalError, Host, ParseOptions, Template, Value, WORKFLOW_FUNCTIONS};
@@ -33,16 +34,29 @@ pub(crate) struct Flags {
 }
 
 /// Contexts plus status flags.
+///
+/// Each step starts from a copy of its job's context: the values are shared, not copied (the
+/// `github` context holds the whole event payload, and copying it was a fifth of a trivial
+/// step's instructions in kiln; docs/benchmarks.md, "Session 12").
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ctx {
-    pub values: IndexMap<String, Value>,
+    values: IndexMap<String, Arc<Value>>,
+    /// Properties of the running step laid over the `github` context when it is read
+    /// (`github.action`, `github.env`, `github.path`), in this order, so the shared `github`
+    /// value is not copied for every step.
+    pub github_step: Vec<(&'static str, String)>,
     pub flags: Flags,
     pub workspace: PathBuf,
 }
 
 impl Ctx {
     pub fn set(&mut self, name: &str, value: Value) {
-        self.values.insert(name.to_owned(), value);
+        self.values.insert(name.to_owned(), Arc::new(value));
+    }
+
+    /// The value of a context as set (without the step's `github` properties).
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name).map(|v| &**v)
     }
 
     /// Renders a value that may hold `${{ }}`, keeping the type of a lone expression.
@@ -85,10 +99,19 @@ impl Ctx {
 
 impl Host for Ctx {
     fn named_value(&self, name: &str) -> Option<Value> {
-        self.values
+        let (key, value) = self
+            .values
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        let mut value = Value::clone(value);
+        if key == "github"
+            && let Value::Object(github) = &mut value
+        {
+            for (k, v) in &self.github_step {
+                github.insert((*k).to_owned(), Value::String(v.clone()));
+            }
+        }
+        Some(value)
     }
 
     fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {

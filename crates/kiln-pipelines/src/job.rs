@@ -204,7 +204,7 @@ fn enter_environment(shared: &Shared, job: &Job, inst: &mut Instance) -> Result<
         return Ok(());
     };
     for (context, values) in [("vars", &overrides.vars), ("secrets", &overrides.secrets)] {
-        let mut merged = match inst.ctx.values.get(context) {
+        let mut merged = match inst.ctx.get(context) {
             Some(Value::Object(fields)) => fields.clone(),
             _ => IndexMap::new(),
         };
@@ -273,7 +273,7 @@ fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<S
     have.extend(shared.opts.runner_labels.iter().cloned());
     // `runs-on: ${{ matrix.os }}` over several systems is the usual case: say how to run
     // only the legs this host can.
-    let matrix_key = match inst.ctx.values.get("matrix") {
+    let matrix_key = match inst.ctx.get("matrix") {
         Some(Value::Object(values)) => values
             .iter()
             .find(|(_, v)| v.to_display_string() == missing[0])
@@ -318,7 +318,7 @@ fn place(shared: &Shared, ctx: &mut Ctx, workspace: &Path, temp: &Path) {
         );
     }
     ctx.set("runner", runner);
-    if let Some(Value::Object(mut github)) = ctx.values.get("github").cloned() {
+    if let Some(Value::Object(mut github)) = ctx.get("github").cloned() {
         github.insert(
             "workspace".to_owned(),
             Value::String(workspace.to_string_lossy().into_owned()),
@@ -582,16 +582,15 @@ async fn run_step(
 ) {
     let started = Instant::now();
     let mut ctx = inst.ctx.clone();
-    if let Some(Value::Object(github)) = ctx.values.get_mut("github") {
-        github.insert("action".to_owned(), Value::String(action_name.to_owned()));
+    if matches!(ctx.get("github"), Some(Value::Object(_))) {
         // `github.env` and `github.path`: the step's `$GITHUB_ENV` and `$GITHUB_PATH` files.
         let files = state.temp.join(crate::runner::RUNNER_FILES_DIR);
-        for (key, file) in [("env", "set_env"), ("path", "add_path")] {
-            github.insert(
-                key.to_owned(),
-                Value::String(files.join(file).to_string_lossy().into_owned()),
-            );
-        }
+        let file = |name: &str| files.join(name).to_string_lossy().into_owned();
+        ctx.github_step = vec![
+            ("action", action_name.to_owned()),
+            ("env", file("set_env")),
+            ("path", file("add_path")),
+        ];
     }
     ctx.set("steps", Value::Object(frame.steps.clone()));
     ctx.set("inputs", frame.inputs.clone());
@@ -825,12 +824,20 @@ impl<'a> Exec<'a> {
     /// something in them are truncated.
     fn files(&self, state: &JobState) -> std::io::Result<Files> {
         let dir = state.temp.join(crate::runner::RUNNER_FILES_DIR);
-        std::fs::create_dir_all(&dir)?;
         let make = |what: &str| -> std::io::Result<PathBuf> {
             let p = dir.join(what);
             let empty = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0);
             if !empty {
-                std::fs::File::create(&p)?;
+                match std::fs::File::create(&p) {
+                    // The first step of the job, or a step removed the directory.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(&dir)?;
+                        std::fs::File::create(&p)?;
+                    }
+                    r => {
+                        r?;
+                    }
+                }
             }
             Ok(p)
         };
@@ -854,7 +861,6 @@ impl<'a> Exec<'a> {
         let o = &s.opts;
         let github = |k: &str| {
             self.ctx
-                .values
                 .get("github")
                 .and_then(|g| g.get_property(k))
                 .map(Value::to_display_string)
@@ -1035,22 +1041,29 @@ impl<'a> Exec<'a> {
             .find(|(k, _)| k == "PATH")
             .map_or("", |(_, v)| v.as_str());
         let line = match shell_line(shell.as_deref(), step_path, &cwd) {
-            Ok(l)
-                if !l.program.contains('/')
-                    && crate::process::find_program(&l.program, Some(step_path), &cwd)
-                        .is_none() =>
-            {
-                self.log(&format!(
-                    "##[error]File not found: '{}': the step's shell is not installed on this \
-                     machine (not on PATH)",
-                    l.program
-                ));
-                return StepResult::failed(Status::Failure);
-            }
             Ok(l) => l,
             Err(e) => {
                 self.log(&format!("##[error]{e}"));
                 return StepResult::failed(Status::Failure);
+            }
+        };
+        // The shell is looked for once (by `shell_line` for the default shell, or here): the
+        // process is started from what this finds.
+        let found = if line.program.contains('/') {
+            None
+        } else if line.found.is_some() {
+            line.found.clone()
+        } else {
+            match crate::process::find_program(&line.program, Some(step_path), &cwd) {
+                Some(found) => Some(found),
+                None => {
+                    self.log(&format!(
+                        "##[error]File not found: '{}': the step's shell is not installed on \
+                         this machine (not on PATH)",
+                        line.program
+                    ));
+                    return StepResult::failed(Status::Failure);
+                }
             }
         };
         // One script file per job, rewritten for each step (steps run one at a time): a new
@@ -1070,6 +1083,7 @@ impl<'a> Exec<'a> {
         let spawn = Spawn {
             args: line.args.iter().map(|a| a.replace("{0}", &path)).collect(),
             program: line.program,
+            found,
             cwd,
             env,
             timeout: self.remaining(state),
@@ -1176,10 +1190,15 @@ impl<'a> Exec<'a> {
         files: &Files,
         outputs: &mut IndexMap<String, String>,
     ) -> Result<(), String> {
-        // A step may have deleted a file: that reads as empty.
-        let read = |p: &Path| match std::fs::read_to_string(p) {
+        // A step may have deleted a file: that reads as empty. Most steps write none of them:
+        // an empty file is known from its size alone (one call, not four).
+        let read = |p: &Path| match std::fs::metadata(p) {
+            Ok(m) if m.is_file() && m.len() == 0 => Ok(String::new()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            r => r.map_err(|e| e.to_string()),
+            _ => match std::fs::read_to_string(p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                r => r.map_err(|e| e.to_string()),
+            },
         };
         for (k, v) in parse_env_file(&read(&files.env)?, "GITHUB_ENV").map_err(|e| e.to_string())? {
             state.added_env.insert(k, v);
@@ -1398,6 +1417,7 @@ impl Exec<'_> {
             env.extend(saved.iter().cloned());
             let spawn = Spawn {
                 program: "node".to_owned(),
+                found: None,
                 args: vec![dir.join(script).to_string_lossy().into_owned()],
                 cwd: state.workspace.clone(),
                 env: env.clone(),
@@ -1770,21 +1790,21 @@ fn annotation(
 #[derive(Debug, PartialEq, Eq)]
 struct ShellLine {
     program: String,
+    /// Where `program` is, when choosing the default shell already searched `PATH` for it.
+    found: Option<PathBuf>,
     args: Vec<String>,
     extension: &'static str,
 }
 
 fn shell_line(shell: Option<&str>, path: &str, cwd: &Path) -> Result<ShellLine, String> {
     let shell = shell.map(str::trim).filter(|s| !s.is_empty());
+    let mut found = None;
     let (program, format) = match shell {
-        None => (
-            if crate::process::find_program("bash", Some(path), cwd).is_some() {
-                "bash"
-            } else {
-                "sh"
-            },
-            "-e {0}".to_owned(),
-        ),
+        None => {
+            found = crate::process::find_program("bash", Some(path), cwd);
+            let program = if found.is_some() { "bash" } else { "sh" };
+            (program, "-e {0}".to_owned())
+        }
         Some(line) => {
             let (program, args) = line
                 .split_once(char::is_whitespace)
@@ -1825,6 +1845,7 @@ fn shell_line(shell: Option<&str>, path: &str, cwd: &Path) -> Result<ShellLine, 
     };
     Ok(ShellLine {
         program: program.to_owned(),
+        found,
         args: split_arguments(&format),
         extension,
     })
@@ -1909,6 +1930,7 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
                 }
                 let spawn = Spawn {
                     program: "node".to_owned(),
+                    found: None,
                     args: vec![script.to_string_lossy().into_owned()],
                     cwd,
                     env,
@@ -1969,6 +1991,7 @@ mod tests {
         let line = |shell: Option<&str>| shell_line(shell, &path, dir.path());
         let expect = |program: &str, args: &[&str], extension: &'static str| ShellLine {
             program: program.to_owned(),
+            found: None,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             extension,
         };
@@ -1978,7 +2001,12 @@ mod tests {
         std::fs::write(&bash, "").unwrap();
         std::fs::set_permissions(&bash, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        assert_eq!(line(None), Ok(expect("bash", &["-e", "{0}"], "sh")));
+        // The default shell is found once, and started from where it was found.
+        let default = ShellLine {
+            found: Some(bash.clone()),
+            ..expect("bash", &["-e", "{0}"], "sh")
+        };
+        assert_eq!(line(None), Ok(default));
         assert_eq!(
             line(Some("bash")),
             Ok(expect(

@@ -22,6 +22,9 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub(crate) struct Spawn {
     pub program: String,
+    /// Where `program` is, when the caller already searched the child's `PATH` for it (a
+    /// step's shell is looked for before its script is written): not searched again.
+    pub found: Option<PathBuf>,
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
@@ -49,7 +52,11 @@ pub(crate) async fn run(
     cancel: &mut watch::Receiver<bool>,
     mut on_line: impl FnMut(String),
 ) -> (Exit, Option<i32>) {
-    let mut cmd = match program_on_path(&spec) {
+    let found = match spec.found.clone() {
+        Some(path) => Some(path),
+        None => program_on_path(&spec),
+    };
+    let mut cmd = match found {
         Some(path) => {
             let mut cmd = Command::new(path);
             cmd.arg0(&spec.program);
@@ -107,7 +114,9 @@ pub(crate) async fn run(
         }
     };
     let mut lines = LineSplitter::default();
-    let mut chunk = vec![0; 16 * 1024];
+    // Read into spare capacity: zeroing 16 KiB for every step cost more than the step's
+    // usual output (one short line).
+    let mut chunk = Vec::with_capacity(16 * 1024);
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
     let sleep = async {
         match deadline {
@@ -224,15 +233,16 @@ pub(crate) fn kill_group(pgid: i32) {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-/// Reads what the pipe has into `chunk`: `Some(n)` bytes, `None` at its end (or on an error,
-/// which ends the output the same way); pends forever once there is no pipe, so the caller's
-/// `select!` waits on its other branches.
-async fn read_some(output: &mut Option<pipe::Receiver>, chunk: &mut [u8]) -> Option<usize> {
+/// Reads what the pipe has into `chunk` (emptied first, its capacity kept): `Some(n)` bytes,
+/// `None` at its end (or on an error, which ends the output the same way); pends forever once
+/// there is no pipe, so the caller's `select!` waits on its other branches.
+async fn read_some(output: &mut Option<pipe::Receiver>, chunk: &mut Vec<u8>) -> Option<usize> {
     let Some(receiver) = output else {
         return std::future::pending().await;
     };
-    // `read` is cancel-safe: a read that loses a `select!` has taken nothing.
-    match receiver.read(chunk).await {
+    chunk.clear();
+    // `read_buf` is cancel-safe: a read that loses a `select!` has taken nothing.
+    match receiver.read_buf(chunk).await {
         Ok(0) | Err(_) => None,
         Ok(n) => Some(n),
     }
@@ -241,7 +251,7 @@ async fn read_some(output: &mut Option<pipe::Receiver>, chunk: &mut [u8]) -> Opt
 /// Reads the rest of the output as lines; at once when the pipe has already ended.
 async fn read_to_end(
     output: &mut Option<pipe::Receiver>,
-    chunk: &mut [u8],
+    chunk: &mut Vec<u8>,
     lines: &mut LineSplitter,
     on_line: &mut impl FnMut(String),
 ) {
@@ -298,6 +308,7 @@ mod tests {
     fn spawn(program: &str, cwd: &std::path::Path, path: Option<&str>) -> Spawn {
         Spawn {
             program: program.to_owned(),
+            found: None,
             args: Vec::new(),
             cwd: cwd.to_owned(),
             env: path
@@ -389,7 +400,7 @@ mod tests {
     #[test]
     fn an_output_that_already_ended_is_drained_at_once() {
         let mut lines = LineSplitter::default();
-        let mut chunk = [0; 16];
+        let mut chunk = Vec::with_capacity(16);
         let mut seen = Vec::new();
         let mut on_line = |l| seen.push(l);
         let mut ended = None;

@@ -874,7 +874,7 @@ fn needs_context(job: &Job, done: &IndexMap<String, JobResult>) -> Value {
 
 /// The contexts every place of a job sees.
 pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
-    let mut ctx = Ctx { ..Ctx::default() };
+    let mut ctx = Ctx::default();
     // Reusing workflows: a called workflow's `github` context is the caller's (its name and
     // `workflow_ref` included), only `github.job` is the called workflow's own job.
     ctx.set("github", shared.github(&shared.set.root, job_id));

@@ -2425,3 +2425,26 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("call / inner"), ["token *** built ***"]);
 }
+
+/// The step's environment files live in one directory per job, created when a step needs it:
+/// a step that removes the directory does not stop the next from writing its files, and an
+/// empty file (most steps write none) reads as nothing.
+#[tokio::test]
+async fn a_step_that_removes_the_runner_files_directory_does_not_break_the_next() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "FIRST=1" >> "$GITHUB_ENV"
+      - run: rm -rf "$(dirname "$GITHUB_ENV")"
+      - run: echo "SECOND=2" >> "$GITHUB_ENV"
+      - run: echo "first=$FIRST second=$SECOND"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("a"), ["first=1 second=2"]);
+}
