@@ -225,12 +225,8 @@ impl Segment {
             .filter(move |s| ms.iter().all(|m| m.matches_labels(&s.labels)))
     }
 
-    /// A series' chunks, in time order: borrowed when in memory, else read from the file.
-    pub fn chunks<'a>(&'a self, s: &'a SegSeries) -> io::Result<Cow<'a, [Chunk]>> {
-        let stored = match &s.chunks {
-            Chunks::Loaded(c) => return Ok(Cow::Borrowed(c)),
-            Chunks::Stored(stored) => stored,
-        };
+    /// The bytes of a stored series' chunk records.
+    fn read_stored(&self, stored: &Stored) -> io::Result<Vec<u8>> {
         let Some(file) = &self.file else {
             return Err(io::Error::other(
                 "a stored series in a segment without a file",
@@ -238,6 +234,16 @@ impl Segment {
         };
         let mut buf = vec![0u8; stored.len as usize];
         file.read_exact_at(&mut buf, stored.at)?;
+        Ok(buf)
+    }
+
+    /// A series' chunks, in time order: borrowed when in memory, else read from the file.
+    pub fn chunks<'a>(&'a self, s: &'a SegSeries) -> io::Result<Cow<'a, [Chunk]>> {
+        let stored = match &s.chunks {
+            Chunks::Loaded(c) => return Ok(Cow::Borrowed(c)),
+            Chunks::Stored(stored) => stored,
+        };
+        let buf = self.read_stored(stored)?;
         let mut r = Reader::new(&buf);
         let mut chunks = Vec::with_capacity(stored.count as usize);
         for _ in 0..stored.count {
@@ -266,13 +272,7 @@ impl Segment {
             Chunks::Loaded(c) => return Ok(SeriesSamples::Chunks(c)),
             Chunks::Stored(stored) => stored,
         };
-        let Some(file) = &self.file else {
-            return Err(io::Error::other(
-                "a stored series in a segment without a file",
-            ));
-        };
-        let mut buf = vec![0u8; stored.len as usize];
-        file.read_exact_at(&mut buf, stored.at)?;
+        let buf = self.read_stored(stored)?;
         let mut r = Reader::new(&buf);
         let mut records = Vec::with_capacity(stored.count as usize);
         for _ in 0..stored.count {
