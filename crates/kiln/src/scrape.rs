@@ -411,6 +411,22 @@ fn declared(dir: &Path) -> BTreeMap<String, ScrapeConfig> {
         .collect()
 }
 
+/// How long a target waits for its first scrape: until the next time the wall clock, counted
+/// in intervals, reaches the target's own phase, a hash of its id. Stable, so a restarted
+/// control plane keeps each target's phase (Prometheus's scrape offsets work the same way).
+fn first_scrape_delay(id: &str, interval: Duration, now_ms: i64) -> Duration {
+    let interval_ms = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    // FNV-1a: a hash fixed across builds and runs.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let phase = hash % interval_ms;
+    let now_in_interval = now_ms.unsigned_abs() % interval_ms;
+    Duration::from_millis((phase + interval_ms - now_in_interval) % interval_ms)
+}
+
 /// Scrapes one target until `stop` fires (or its sender is dropped), then marks its series
 /// stale.
 async fn scrape_loop(
@@ -421,7 +437,11 @@ async fn scrape_loop(
     reporter: Reporter,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let mut tick = tokio::time::interval(target.config.interval);
+    // Each target at its own phase of the interval, as Prometheus spreads them: targets found
+    // together (a service's replicas) would otherwise all scrape, and ingest, at once.
+    let delay = first_scrape_delay(&id, target.config.interval, crate::metrics::now_ms());
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + delay, target.config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cache = target.cache();
     let mut last_error: Option<String> = None;

@@ -362,3 +362,40 @@ fn an_idle_scrape_loop_is_small() {
     let size = std::mem::size_of_val(&looping);
     assert!(size <= 1024, "a scrape loop takes {size} bytes");
 }
+
+/// A service's replicas, found at the same moment, scrape at phases spread over the interval,
+/// not all at once; each target's phase is the same whenever it starts.
+#[test]
+fn targets_found_together_scrape_at_phases_spread_over_the_interval() {
+    let interval = Duration::from_secs(15);
+    let now_ms = 1_700_000_000_123;
+    let ids: Vec<String> = (0..100).map(|i| format!("web-{i}")).collect();
+    let delays: Vec<Duration> = ids
+        .iter()
+        .map(|id| first_scrape_delay(id, interval, now_ms))
+        .collect();
+    assert!(delays.iter().all(|d| *d < interval));
+    // The phases fill the interval: each of its fifteen seconds holds some, none holds a third.
+    let mut per_second = [0usize; 15];
+    for d in &delays {
+        per_second[d.as_secs() as usize] += 1;
+    }
+    assert!(
+        per_second.iter().all(|n| (1..34).contains(n)),
+        "{per_second:?}"
+    );
+    // The phase belongs to the target: started a moment later, it waits that much less.
+    for (id, d) in ids.iter().zip(&delays) {
+        let later = first_scrape_delay(id, interval, now_ms + 4_000);
+        assert_eq!(
+            (later.as_millis() + 4_000) % 15_000,
+            d.as_millis() % 15_000,
+            "{id}"
+        );
+    }
+    // Any interval works, down to a millisecond.
+    assert_eq!(
+        first_scrape_delay("web-0", Duration::from_millis(1), now_ms),
+        Duration::ZERO
+    );
+}
