@@ -259,16 +259,7 @@ impl Chunk {
             }
             in_order
         };
-        let complete = match encoding {
-            Encoding::Xor => {
-                let mut it = ChunkIter::new(bytes, count);
-                it.by_ref().all(&mut append) && !it.error
-            }
-            Encoding::Decimal => {
-                let mut it = DecimalIter::new(bytes, count);
-                it.by_ref().all(&mut append) && !it.error
-            }
-        };
+        let complete = decode_each(encoding, bytes, count, &mut append);
         if !complete || c.count != count {
             return Err(BitsExhausted);
         }
@@ -306,16 +297,7 @@ impl Chunk {
             }
             in_order
         };
-        let complete = match encoding {
-            Encoding::Xor => {
-                let mut it = ChunkIter::new(bytes, count);
-                it.by_ref().all(&mut push) && !it.error
-            }
-            Encoding::Decimal => {
-                let mut it = DecimalIter::new(bytes, count);
-                it.by_ref().all(&mut push) && !it.error
-            }
-        };
+        let complete = decode_each(encoding, bytes, count, &mut push);
         if !complete || out.len() - first != usize::from(count) {
             out.truncate(first);
             return Err(BitsExhausted);
@@ -440,6 +422,26 @@ impl Iterator for ChunkIter<'_> {
                 self.error = true;
                 None
             }
+        }
+    }
+}
+
+/// Feeds `f` each sample of bytes in `encoding` until it returns false; true when every one
+/// decoded and `f` took them all.
+fn decode_each(
+    encoding: Encoding,
+    bytes: &[u8],
+    count: u16,
+    f: &mut impl FnMut(Sample) -> bool,
+) -> bool {
+    match encoding {
+        Encoding::Xor => {
+            let mut it = ChunkIter::new(bytes, count);
+            it.by_ref().all(f) && !it.error
+        }
+        Encoding::Decimal => {
+            let mut it = DecimalIter::new(bytes, count);
+            it.by_ref().all(f) && !it.error
         }
     }
 }
