@@ -224,7 +224,8 @@ fn segments_keep_no_spare_chunk_slots() {
     }
     let segs = read(&store.inner.segments).clone();
     let path = dir.path().join("merged.kms");
-    let merged = segment::merge(99, &segs, &path, |bytes| std::fs::write(&path, bytes)).unwrap();
+    let written = segment::merge_to(&segs, std::fs::File::create(&path).unwrap()).unwrap();
+    let merged = Segment::stored(99, &path, written).unwrap();
     assert_eq!(merged.series().len(), 20);
     assert!(merged.series().iter().all(|s| s.loaded().is_none()));
     let loaded = Segment::decode(99, &std::fs::read(&path).unwrap()).unwrap();

@@ -141,11 +141,35 @@ static CRC_TABLE: [u32; 256] = crc_table();
 
 /// CRC-32 (IEEE), to detect torn or corrupt records.
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    let mut c = Crc32::default();
+    c.update(data);
+    c.finish()
+}
+
+/// A CRC-32 computed over data given in pieces, for files written as they are encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Crc32(u32);
+
+impl Default for Crc32 {
+    fn default() -> Self {
+        Crc32(!0)
     }
-    !c
+}
+
+impl Crc32 {
+    /// Adds the next piece.
+    pub fn update(&mut self, data: &[u8]) {
+        let mut c = self.0;
+        for &b in data {
+            c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    /// The CRC of everything given.
+    pub fn finish(self) -> u32 {
+        !self.0
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +179,11 @@ mod tests {
     #[test]
     fn crc_matches_reference_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let mut pieces = Crc32::default();
+        pieces.update(b"1234");
+        pieces.update(b"");
+        pieces.update(b"56789");
+        assert_eq!(pieces.finish(), 0xCBF4_3926);
     }
 
     #[test]

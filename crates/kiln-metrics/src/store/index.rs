@@ -35,6 +35,17 @@ impl Index {
         self.all.push(id);
     }
 
+    /// Gives back the lists' spare room: for an index that takes no more series (a segment's),
+    /// where it would be a third of the postings on average.
+    pub fn shrink_to_fit(&mut self) {
+        for values in self.postings.values_mut() {
+            for ids in values.values_mut() {
+                ids.shrink_to_fit();
+            }
+        }
+        self.all.shrink_to_fit();
+    }
+
     /// Candidate ids for `matchers`; the caller still checks each candidate's labels.
     pub fn candidates(&self, matchers: &[CompiledMatcher]) -> Vec<u32> {
         let mut result: Option<Vec<u32>> = None;

@@ -14,17 +14,21 @@
 //!   already in a segment are skipped on replay.
 //! - **Retention** drops whole segments older than [`Options::retention`] (relative to the
 //!   newest sample) and the oldest segments while their total exceeds
-//!   [`Options::retention_bytes`]. **Compaction** merges runs of small adjacent segments into
-//!   one with full chunks.
+//!   [`Options::retention_bytes`]. **Compaction** merges adjacent segments into one with full
+//!   chunks, by time window (see [`compaction`]), so a long retention ends in few segments.
+//!   Both run on their own thread after a background persist, so a long merge never delays
+//!   the WAL's fsync; an explicit [`Store::persist`] runs them before it returns.
 //! - **Readers** snapshot the head (cloning matching chunks under each series' lock), then the
 //!   segment list, and decode outside every lock; a persist racing a read can only make a
 //!   sample appear twice, which the merge removes.
 //!
-//! Lock order (outermost first): maintenance → WAL file → head → WAL buffer → series.
+//! Lock order (outermost first): persisting or compacting (never both) → WAL file → head →
+//! WAL buffer → series.
 //! Dropping a [`Store`] without [`Store::close`] behaves like a crash (nothing more is
 //! flushed), which is what the crash tests rely on.
 
 mod codec;
+pub mod compaction;
 mod head;
 mod index;
 pub mod segment;
@@ -32,7 +36,7 @@ mod wal;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -56,9 +60,12 @@ pub struct Options {
     pub flush_interval: Duration,
     /// Persist the head at least this often (default 2 h).
     pub persist_interval: Duration,
-    /// Persist the head once it holds this many samples (default 4 million, ~6 MB compressed).
+    /// Persist the head once it holds this many samples (default 1 million, ~1.5 MB
+    /// compressed: about 5 minutes of 50,000 series scraped every 15 s). A persisted sample
+    /// costs no memory; one in the head costs 2–4 bytes.
     pub persist_after_samples: usize,
-    /// Segments smaller than this are merged with small neighbours (default 16 MiB).
+    /// Segments of the current 2 h window smaller than this are merged with small neighbours
+    /// (default 16 MiB); finished windows are merged whatever their size.
     pub compact_below_bytes: u64,
 }
 
@@ -69,7 +76,7 @@ impl Default for Options {
             retention_bytes: None,
             flush_interval: Duration::from_secs(1),
             persist_interval: Duration::from_secs(2 * 3600),
-            persist_after_samples: 4_000_000,
+            persist_after_samples: 1_000_000,
             compact_below_bytes: 16 << 20,
         }
     }
@@ -218,11 +225,21 @@ struct WalFile {
     generation: u64,
 }
 
+/// What the background threads are asked to do.
+#[derive(Debug, Default)]
+struct Wake {
+    stop: bool,
+    compact: bool,
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
     opts: Options,
-    maintenance: Mutex<()>,
+    /// Held by a persist: one at a time.
+    persisting: Mutex<()>,
+    /// Held by retention and compaction, which change which segment files exist.
+    compacting: Mutex<()>,
     wal: Mutex<WalFile>,
     head: RwLock<Head>,
     buf: Mutex<Vec<u8>>,
@@ -233,14 +250,14 @@ struct Inner {
     wal_syncs: AtomicU64,
     max_t: AtomicI64,
     flush_error: Mutex<Option<String>>,
-    stop: (Mutex<bool>, Condvar),
+    wake: (Mutex<Wake>, Condvar),
 }
 
 /// An embedded time-series store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Store {
     inner: Arc<Inner>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 // Poisoned locks are taken over: every critical section leaves the data consistent, since
@@ -283,13 +300,34 @@ fn seg_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("seg-{seq:08}.kms"))
 }
 
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Writes a segment file through a temporary name as `fill` encodes it, then fsyncs and
+/// renames it, so the file is either whole or absent. A failure of `fill` to read a segment
+/// it copies from is reported as that file being corrupt.
+fn write_segment_file<T>(
+    dir: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<T>,
+) -> Result<T, StoreError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    let mut out = BufWriter::with_capacity(1 << 16, &file);
+    let filled = fill(&mut out).and_then(|value| out.flush().map(|()| value));
+    drop(out);
+    let value = match filled {
+        Ok(value) => value,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(if e.kind() == std::io::ErrorKind::InvalidData {
+                StoreError::CorruptSegment(path.to_path_buf())
+            } else {
+                io_err("write", &tmp)(e)
+            });
+        }
+    };
+    file.sync_all().map_err(io_err("fsync", &tmp))?;
     fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(value)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -317,7 +355,8 @@ impl Store {
         let inner = Arc::new(Inner {
             dir,
             opts,
-            maintenance: Mutex::new(()),
+            persisting: Mutex::new(()),
+            compacting: Mutex::new(()),
             wal: Mutex::new(WalFile { file, generation }),
             head: RwLock::new(Head::default()),
             buf: Mutex::new(Vec::new()),
@@ -328,19 +367,19 @@ impl Store {
             wal_syncs: AtomicU64::new(0),
             max_t: AtomicI64::new(max_t),
             flush_error: Mutex::new(None),
-            stop: (Mutex::new(false), Condvar::new()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
         });
         inner.replay(&wal_files)?;
         inner.apply_retention()?;
-        let worker_inner = Arc::clone(&inner);
-        let worker = std::thread::Builder::new()
-            .name("kiln-metrics-wal".into())
-            .spawn(move || worker_inner.background())
-            .map_err(io_err("spawn flusher", Path::new("")))?;
-        Ok(Store {
+        let mut store = Store {
             inner,
-            worker: Some(worker),
-        })
+            workers: Vec::new(),
+        };
+        let flusher = Arc::clone(&store.inner);
+        store.spawn("kiln-metrics-wal", move || flusher.background())?;
+        let compactor = Arc::clone(&store.inner);
+        store.spawn("kiln-metrics-compact", move || compactor.compactor())?;
+        Ok(store)
     }
 
     /// Appends one sample. Timestamps per series must increase.
@@ -457,11 +496,25 @@ impl Store {
         self.inner.persist()
     }
 
+    /// Starts a background thread; a failure stops the ones already started (on drop).
+    fn spawn(
+        &mut self,
+        name: &str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(work)
+            .map_err(io_err("spawn thread", Path::new(name)))?;
+        self.workers.push(handle);
+        Ok(())
+    }
+
     fn stop_worker(&mut self) {
-        let (m, cv) = &self.inner.stop;
-        *lock(m) = true;
+        let (m, cv) = &self.inner.wake;
+        lock(m).stop = true;
         cv.notify_all();
-        if let Some(w) = self.worker.take() {
+        for w in self.workers.drain(..) {
             // A panicked worker has nothing left to clean up.
             let _ = w.join();
         }
@@ -495,8 +548,9 @@ fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
         }
     }
     let mut out = Vec::new();
+    let mut shared = segment::SharedLabels::default();
     for (seq, path) in numbered_files(dir, "seg-", ".kms")? {
-        out.push(Segment::open(seq, &path).map_err(|e| segment_error(e, &path))?);
+        out.push(Segment::open(seq, &path, &mut shared).map_err(|e| segment_error(e, &path))?);
     }
     Ok(out)
 }
@@ -661,21 +715,24 @@ impl Inner {
     fn background(&self) {
         let mut last_persist = Instant::now();
         loop {
-            let (m, cv) = &self.stop;
-            let stopped = lock(m);
+            let (m, cv) = &self.wake;
+            let wake = lock(m);
             // A stop asked for before this wait began must not wait out the interval.
-            let (stopped, _) = cv
-                .wait_timeout_while(stopped, self.opts.flush_interval, |stopped| !*stopped)
+            let (wake, _) = cv
+                .wait_timeout_while(wake, self.opts.flush_interval, |w| !w.stop)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *stopped {
+            if wake.stop {
                 return;
             }
-            drop(stopped);
+            drop(wake);
             let due = last_persist.elapsed() >= self.opts.persist_interval
                 || self.head_samples.load(Ordering::Relaxed) >= self.opts.persist_after_samples;
             let result = if due {
                 last_persist = Instant::now();
-                self.persist()
+                let persisted = self.persist_head();
+                lock(m).compact = true;
+                cv.notify_all();
+                persisted
             } else {
                 self.flush()
             };
@@ -685,8 +742,41 @@ impl Inner {
         }
     }
 
+    /// The compaction thread: retention and compaction after each background persist.
+    fn compactor(&self) {
+        loop {
+            let (m, cv) = &self.wake;
+            let wake = lock(m);
+            let mut wake = cv
+                .wait_while(wake, |w| !w.stop && !w.compact)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if wake.stop {
+                return;
+            }
+            wake.compact = false;
+            drop(wake);
+            if let Err(e) = self.maintain(&|| lock(m).stop) {
+                *lock(&self.flush_error) = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Persists the head, then applies retention and compacts.
     fn persist(&self) -> Result<(), StoreError> {
-        let _m = lock(&self.maintenance);
+        self.persist_head()?;
+        self.maintain(&|| false)
+    }
+
+    /// Retention, then compaction until nothing is left to merge or `stopping` says so.
+    fn maintain(&self, stopping: &dyn Fn() -> bool) -> Result<(), StoreError> {
+        let _c = lock(&self.compacting);
+        self.apply_retention()?;
+        self.compact(stopping)
+    }
+
+    /// Moves the head into a new segment, writes its file and drops the WAL it covers.
+    fn persist_head(&self) -> Result<(), StoreError> {
+        let _p = lock(&self.persisting);
         let mut wal = lock(&self.wal);
         let (old_bytes, seg) = self.cut_head();
         self.write_wal(&mut wal, &old_bytes)?;
@@ -708,8 +798,7 @@ impl Inner {
                 fs::remove_file(&path).map_err(io_err("remove", &path))?;
             }
         }
-        self.apply_retention()?;
-        self.compact()
+        Ok(())
     }
 
     /// Takes all head chunks into a new (visible) segment, removes the series that had none
@@ -771,26 +860,12 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes a segment's file, and returns it reading its chunks from there.
-    fn write_file(&self, seg: &Segment) -> Result<Arc<Segment>, StoreError> {
-        let path = seg_path(&self.dir, seg.seq);
-        let mut failure = None;
-        let stored = seg.write_and_store(&path, |bytes| {
-            write_atomically(&self.dir, &path, bytes).map_err(|e| {
-                failure = Some(e);
-                std::io::Error::other("write failed")
-            })
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        stored.map_err(|e| segment_error(e, &path))
-    }
-
     /// Writes a segment the persist made visible in memory, then swaps it for the same
     /// segment reading from its file, so its chunks leave memory.
     fn write_and_store(&self, seg: &Arc<Segment>) -> Result<(), StoreError> {
-        let stored = self.write_file(seg)?;
+        let path = seg_path(&self.dir, seg.seq);
+        let written = write_segment_file(&self.dir, &path, |out| seg.write_to(out))?;
+        let stored = Segment::stored(seg.seq, &path, written).map_err(io_err("open", &path))?;
         let mut live = write(&self.segments);
         if let Some(slot) = live.iter_mut().find(|s| Arc::ptr_eq(s, seg)) {
             *slot = stored;
@@ -798,36 +873,43 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges the first run of two or more adjacent small segments.
-    fn compact(&self) -> Result<(), StoreError> {
-        let segs = read(&self.segments).clone();
-        let small = |s: &Arc<Segment>| s.bytes() < self.opts.compact_below_bytes;
-        let Some(start) =
-            (0..segs.len()).find(|&i| small(&segs[i]) && segs.get(i + 1).is_some_and(small))
-        else {
-            return Ok(());
-        };
-        let end = (start..segs.len())
-            .take_while(|&i| small(&segs[i]))
-            .last()
-            .unwrap_or(start);
-        let run = &segs[start..=end];
+    /// Merges runs of segments as [`compaction::next_run`] picks them, until none is left.
+    /// Only segments with their file written take part (a persist may be writing the newest).
+    fn compact(&self, stopping: &dyn Fn() -> bool) -> Result<(), StoreError> {
+        let windows = compaction::windows(self.opts.retention);
+        // Each merge leaves one segment fewer: bounded by the count at the start.
+        let rounds = read(&self.segments).len();
+        for _ in 0..rounds {
+            if stopping() {
+                break;
+            }
+            let segs = read(&self.segments).clone();
+            let stored = segs.iter().take_while(|s| s.is_stored()).count();
+            let spans: Vec<compaction::Span> = segs[..stored]
+                .iter()
+                .map(|s| compaction::Span {
+                    min_t: s.min_t,
+                    bytes: s.bytes(),
+                })
+                .collect();
+            let Some(run) = compaction::next_run(&spans, &windows, self.opts.compact_below_bytes)
+            else {
+                break;
+            };
+            self.merge(&segs[run])?;
+        }
+        Ok(())
+    }
+
+    /// Merges a run of adjacent segments into one file named after the newest.
+    fn merge(&self, run: &[Arc<Segment>]) -> Result<(), StoreError> {
         let newest = run[run.len() - 1].seq;
         let path = seg_path(&self.dir, newest);
         // Renaming over the newest file of the run is atomic; the older files are then
         // redundant, and a crash before their removal only leaves duplicates the merge ignores.
         // The run's segments keep their open files, so readers holding them still read them.
-        let mut failure = None;
-        let merged = segment::merge(newest, run, &path, |bytes| {
-            write_atomically(&self.dir, &path, bytes).map_err(|e| {
-                failure = Some(e);
-                std::io::Error::other("write failed")
-            })
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        let merged = merged.map_err(|e| segment_error(e, &path))?;
+        let written = write_segment_file(&self.dir, &path, |out| segment::merge_to(run, out))?;
+        let merged = Segment::stored(newest, &path, written).map_err(io_err("open", &path))?;
         {
             let mut live = write(&self.segments);
             live.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));

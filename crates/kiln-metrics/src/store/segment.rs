@@ -12,22 +12,24 @@
 //! sample count; 01 also writes labels out in full per series instead of as symbols (the
 //! symbol table saves ~0.1 byte/sample; the decimal encoding 0.7 on the benchmark replay).
 //!
-//! A segment cut from the head or merged is in memory until its file is written; from then on
-//! (and for every segment read at start-up) only its labels, index and where each series'
-//! chunks lie in the file stay in memory (about 40 bytes a series besides its labels), and a
-//! read takes the chunks it needs from the file with a positional read. The open file is kept,
-//! so a segment whose file was replaced by a merge or removed by retention still reads what
-//! it had until its last reader lets go of it.
+//! A segment cut from the head is in memory until its file is written; from then on (and for
+//! every segment merged or read at start-up) only its labels, index and where each series'
+//! chunks lie in the file stay in memory (about 40 bytes a series besides its labels and
+//! postings), and a read takes the chunks it needs from the file with a positional read. The
+//! open file is kept, so a segment whose file was replaced by a merge or removed by retention
+//! still reads what it had until its last reader lets go of it. Files are written as they are
+//! encoded (`FileWriter`, CRC computed along), so writing a large merged segment holds one
+//! series' record in memory, not the file.
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::codec::{Malformed, Reader, crc32, put_str, put_uvarint};
+use super::codec::{Crc32, Malformed, Reader, crc32, put_str, put_uvarint};
 use super::index::Index;
 use crate::chunk::{Chunk, Encoding, MAX_SAMPLES, Sample};
 use crate::labels::{Interner, Labels};
@@ -188,6 +190,7 @@ impl Segment {
             min_t = min_t.min(s.min_t());
             max_t = max_t.max(s.max_t());
         }
+        index.shrink_to_fit();
         Segment {
             seq,
             min_t,
@@ -302,68 +305,70 @@ impl Segment {
         Ok(SeriesSamples::Decoded { samples, ends })
     }
 
-    /// The file contents, and each series as the file holds it (labels and where its chunk
-    /// records lie), in series order.
-    fn encode_stored(&self) -> io::Result<(Vec<u8>, Vec<SegSeries>)> {
-        let mut w = FileWriter::new(self.series.iter().map(|s| &s.labels), self.series.len());
+    /// Writes the file's contents to `out` as they are encoded; returns its length and each
+    /// series as the file holds it (labels and where its chunk records lie), in series order.
+    pub fn write_to(&self, out: impl Write) -> io::Result<Written> {
+        let mut w = FileWriter::new(
+            out,
+            self.series.iter().map(|s| &s.labels),
+            self.series.len(),
+        )?;
         for s in &self.series {
             w.add(&s.labels, &self.chunks(s)?)?;
         }
-        let (out, series) = w.finish();
-        self.bytes.store(out.len() as u64, Ordering::Relaxed);
-        Ok((out, series))
+        let written = w.finish()?;
+        self.bytes.store(written.len, Ordering::Relaxed);
+        Ok(written)
     }
 
     /// The file contents.
     pub fn encode(&self) -> io::Result<Vec<u8>> {
-        Ok(self.encode_stored()?.0)
+        let mut out = Vec::new();
+        self.write_to(&mut out)?;
+        Ok(out)
     }
 
-    /// Writes the file with `write` (given the contents), then returns the same segment
-    /// reading its chunks from `path`, the file just written: the chunks leave memory.
-    pub fn write_and_store(
-        &self,
-        path: &Path,
-        write: impl FnOnce(&[u8]) -> io::Result<()>,
-    ) -> io::Result<Arc<Segment>> {
-        let (bytes, series) = self.encode_stored()?;
-        write(&bytes)?;
-        Segment::written(self.seq, path, bytes.len(), series)
-    }
-
-    /// The segment of a file just written at `path`, holding `series`.
-    fn written(
-        seq: u64,
-        path: &Path,
-        len: usize,
-        series: Vec<SegSeries>,
-    ) -> io::Result<Arc<Segment>> {
+    /// The segment of a file just written at `path` ([`Segment::write_to`] or [`merge_to`]):
+    /// its chunks stay in the file.
+    pub fn stored(seq: u64, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
         let file = File::open(path)?;
         Ok(Arc::new(Segment::assemble(
             seq,
-            series,
-            len as u64,
+            written.series,
+            written.len,
             Some(file),
             Version::V3,
         )))
     }
 
+    /// Whether its chunks are read from a file (it was written, or read at start-up).
+    pub fn is_stored(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Parses file contents into memory, chunks included.
     pub fn decode(seq: u64, buf: &[u8]) -> Result<Arc<Segment>, Malformed> {
-        Segment::parse(seq, buf, None).map(Arc::new)
+        Segment::parse(seq, buf, None, &mut SharedLabels::default()).map(Arc::new)
     }
 
     /// Reads the segment file at `path`, checking all of it; its chunks stay in the file.
-    pub fn open(seq: u64, path: &Path) -> io::Result<Arc<Segment>> {
+    /// Labels go through `shared`, so the segments a store opens share them: a series found
+    /// in every segment keeps one copy of its labels, not one per segment.
+    pub fn open(seq: u64, path: &Path, shared: &mut SharedLabels) -> io::Result<Arc<Segment>> {
         let bytes = std::fs::read(path)?;
         let file = File::open(path)?;
-        Segment::parse(seq, &bytes, Some(file))
+        Segment::parse(seq, &bytes, Some(file), shared)
             .map(Arc::new)
             .map_err(invalid)
     }
 
     /// Parses file contents; with `file`, the chunks are checked and left in it.
-    fn parse(seq: u64, buf: &[u8], file: Option<File>) -> Result<Segment, Malformed> {
+    fn parse(
+        seq: u64,
+        buf: &[u8],
+        file: Option<File>,
+        shared: &mut SharedLabels,
+    ) -> Result<Segment, Malformed> {
         if buf.len() < MAGIC.len() + 4 {
             return Err(Malformed);
         }
@@ -391,9 +396,8 @@ impl Segment {
             symbols.get(i).copied().ok_or(Malformed)
         };
         let n = r.uvarint()?;
-        let mut series = Vec::new();
-        // The segment's series share their label pairs, as the head's do.
-        let mut interner = Interner::default();
+        // Each series takes at least two bytes: a count bounds the reservation.
+        let mut series = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(r.remaining() / 2));
         let mut scratch = Vec::new();
         for _ in 0..n {
             let labels = if version == Version::V1 {
@@ -405,7 +409,7 @@ impl Segment {
                 }
                 Labels::new(pairs)
             };
-            let labels = interner.intern(&labels);
+            let labels = shared.share(&labels);
             let nc = r.uvarint()?;
             let at = offset(&r);
             let mut chunks = Vec::new();
@@ -456,6 +460,25 @@ impl Segment {
             file,
             version,
         ))
+    }
+}
+
+/// One copy of each label set (and pair) for the segments read together at start-up.
+#[derive(Debug, Default)]
+pub struct SharedLabels {
+    pairs: Interner,
+    sets: std::collections::HashSet<Labels>,
+}
+
+impl SharedLabels {
+    /// The copy of `labels` kept here, added when new.
+    fn share(&mut self, labels: &Labels) -> Labels {
+        if let Some(kept) = self.sets.get(labels) {
+            return kept.clone();
+        }
+        let labels = self.pairs.intern(labels);
+        self.sets.insert(labels.clone());
+        labels
     }
 }
 
@@ -552,42 +575,69 @@ fn invalid(_: Malformed) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "malformed segment")
 }
 
-/// Writes a segment file series by series (current version), noting where each series'
-/// chunk records land.
-struct FileWriter<'a> {
-    out: Vec<u8>,
+/// A segment file as written: its length and its series, with where each one's chunk
+/// records lie in it.
+#[derive(Debug)]
+pub struct Written {
+    len: u64,
+    series: Vec<SegSeries>,
+}
+
+/// Writes a segment file series by series (current version) as it is encoded, noting where
+/// each series' chunk records land: memory holds one series' record, not the file.
+struct FileWriter<'a, W> {
+    out: W,
+    /// Bytes written so far.
+    at: u64,
+    crc: Crc32,
+    /// The record being encoded.
+    record: Vec<u8>,
     number: std::collections::HashMap<&'a str, u64>,
     series: Vec<SegSeries>,
 }
 
-impl<'a> FileWriter<'a> {
+impl<'a, W: Write> FileWriter<'a, W> {
     /// Starts a file of `count` series whose labels are among `labels`.
-    fn new(labels: impl Iterator<Item = &'a Labels>, count: usize) -> Self {
+    fn new(out: W, labels: impl Iterator<Item = &'a Labels>, count: usize) -> io::Result<Self> {
         let symbols: std::collections::BTreeSet<&str> = labels
             .flat_map(|l| l.iter())
             .flat_map(|l| [l.name.as_str(), l.value.as_str()])
             .collect();
-        let mut out = MAGIC.to_vec();
-        put_uvarint(&mut out, symbols.len() as u64);
+        let mut record = MAGIC.to_vec();
+        put_uvarint(&mut record, symbols.len() as u64);
         for sym in &symbols {
-            put_str(&mut out, sym);
+            put_str(&mut record, sym);
         }
         let number = symbols
             .into_iter()
             .enumerate()
             .map(|(i, s)| (s, i as u64))
             .collect();
-        put_uvarint(&mut out, count as u64);
-        FileWriter {
+        put_uvarint(&mut record, count as u64);
+        let mut w = FileWriter {
             out,
+            at: 0,
+            crc: Crc32::default(),
+            record,
             number,
             series: Vec::with_capacity(count),
-        }
+        };
+        w.emit()?;
+        Ok(w)
+    }
+
+    /// Writes out the record encoded so far.
+    fn emit(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.record)?;
+        self.crc.update(&self.record);
+        self.at += self.record.len() as u64;
+        self.record.clear();
+        Ok(())
     }
 
     /// Writes one series (labels in sorted order across calls).
     fn add(&mut self, labels: &Labels, chunks: &[Chunk]) -> io::Result<()> {
-        let out = &mut self.out;
+        let out = &mut self.record;
         put_uvarint(out, labels.len() as u64);
         for l in labels {
             let (Some(name), Some(value)) = (
@@ -600,7 +650,7 @@ impl<'a> FileWriter<'a> {
             put_uvarint(out, *value);
         }
         put_uvarint(out, chunks.len() as u64);
-        let at = out.len();
+        let start = out.len();
         for c in chunks {
             let (encoding, bytes) = c.compact();
             out.push(encoding.tag());
@@ -608,39 +658,43 @@ impl<'a> FileWriter<'a> {
             put_uvarint(out, bytes.len() as u64);
             out.extend_from_slice(&bytes);
         }
-        let len = u32::try_from(out.len() - at)
+        let len = u32::try_from(out.len() - start)
             .map_err(|_| io::Error::other("a series' chunks are over 4 GiB"))?;
+        let at = self.at + start as u64;
         self.series.push(SegSeries {
             labels: labels.clone(),
             chunks: Chunks::Stored(Stored {
-                at: at as u64,
+                at,
                 len,
                 count: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
                 min_t: chunks.first().map_or(i64::MAX, Chunk::min_t),
                 max_t: chunks.last().map_or(i64::MIN, Chunk::max_t),
             }),
         });
+        self.emit()?;
+        // A series with a long history must not leave its record's room behind.
+        if self.record.capacity() > 1 << 20 {
+            self.record = Vec::new();
+        }
         Ok(())
     }
 
-    /// The whole file, and its series.
-    fn finish(mut self) -> (Vec<u8>, Vec<SegSeries>) {
-        let crc = crc32(&self.out);
-        self.out.extend_from_slice(&crc.to_le_bytes());
-        (self.out, self.series)
+    /// Ends the file with its CRC.
+    fn finish(mut self) -> io::Result<Written> {
+        let crc = self.crc.finish();
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.flush()?;
+        Ok(Written {
+            len: self.at + 4,
+            series: self.series,
+        })
     }
 }
 
-/// Merges segments (oldest first) into one file at `path` (written with `write`), re-packing
-/// each series into full chunks, which compresses better than the partial chunks a persist
-/// cuts. One series at a time: memory holds the file being written and one series' samples,
-/// not the run's samples.
-pub fn merge(
-    seq: u64,
-    segs: &[Arc<Segment>],
-    path: &Path,
-    write: impl FnOnce(&[u8]) -> io::Result<()>,
-) -> io::Result<Arc<Segment>> {
+/// Merges segments (oldest first) into one file written to `out`, re-packing each series
+/// into full chunks, which compresses better than the partial chunks a persist cuts. One
+/// series at a time: memory holds one series' samples and record, not the run's.
+pub fn merge_to(segs: &[Arc<Segment>], out: impl Write) -> io::Result<Written> {
     // Every series of the run, in label order (each segment's are sorted already).
     let mut all: Vec<(&Labels, &Segment, &SegSeries)> = segs
         .iter()
@@ -648,7 +702,7 @@ pub fn merge(
         .collect();
     all.sort_by(|a, b| a.0.cmp(b.0));
     let distinct = all.chunk_by(|a, b| a.0 == b.0).count();
-    let mut w = FileWriter::new(all.iter().map(|(l, _, _)| *l), distinct);
+    let mut w = FileWriter::new(out, all.iter().map(|(l, _, _)| *l), distinct)?;
     let mut samples = Vec::new();
     for group in all.chunk_by(|a, b| a.0 == b.0) {
         samples.clear();
@@ -662,10 +716,11 @@ pub fn merge(
         }
         samples.dedup_by_key(|s| s.t);
         w.add(group[0].0, &pack(&samples))?;
+        if samples.capacity() > 1 << 20 {
+            samples = Vec::new();
+        }
     }
-    let (bytes, series) = w.finish();
-    write(&bytes)?;
-    Segment::written(seq, path, bytes.len(), series)
+    w.finish()
 }
 
 fn pack(samples: &[Sample]) -> Vec<Chunk> {

@@ -174,6 +174,75 @@ fn compaction_merges_small_segments_and_keeps_data() {
     assert_eq!(numbered_files(dir.path(), "seg-", ".kms").unwrap().len(), 1);
 }
 
+/// Eight hours of a series, persisted every 30 minutes of data: the finished 6 h window is
+/// merged into one segment whatever its size; the last 2 h window's four wait for it to end.
+#[test]
+fn compaction_merges_finished_time_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        compact_below_bytes: 0,
+        ..opts()
+    };
+    let store = Store::open(dir.path(), o.clone()).unwrap();
+    let minute = 60_000;
+    for m in 0..8 * 60 {
+        store.append(&lbl("up", "a"), m * minute, m as f64).unwrap();
+        store.append(&lbl("up", "b"), m * minute, 1.0).unwrap();
+        if (m + 1) % 30 == 0 {
+            store.persist().unwrap();
+        }
+    }
+    let spans: Vec<(i64, i64)> = read(&store.inner.segments)
+        .iter()
+        .map(|s| (s.min_t / minute, s.max_t / minute))
+        .collect();
+    assert_eq!(
+        spans,
+        [(0, 359), (360, 389), (390, 419), (420, 449), (450, 479)]
+    );
+    assert_eq!(count(&store), 2 * 8 * 60);
+    drop(store);
+    let store = Store::open(dir.path(), o).unwrap();
+    assert_eq!(count(&store), 2 * 8 * 60);
+    assert_eq!(numbered_files(dir.path(), "seg-", ".kms").unwrap().len(), 5);
+    let a = &all(&store)[0];
+    assert!(
+        a.samples
+            .iter()
+            .enumerate()
+            .all(|(m, s)| s.t == m as i64 * minute && s.v == m as f64)
+    );
+}
+
+/// A background persist leaves retention and compaction to their own thread, which merges
+/// the segments a few moments later.
+#[test]
+fn background_persists_are_compacted_on_their_own_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        flush_interval: Duration::from_millis(5),
+        persist_after_samples: 10,
+        ..opts()
+    };
+    let store = Store::open(dir.path(), o).unwrap();
+    let mut t = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Appends until at least three persists happened, then waits for their merge.
+    while store.inner.next_seq.load(Ordering::Relaxed) < 4 && Instant::now() < deadline {
+        for job in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"] {
+            store.append(&lbl("up", job), t, 1.0).unwrap();
+        }
+        t += 1000;
+        std::thread::yield_now();
+    }
+    while store.stats().segments > 1 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(store.stats().segments, 1, "{:?}", store.stats());
+    assert!(store.inner.flush_error.lock().unwrap().is_none());
+    store.close().unwrap();
+}
+
 #[test]
 fn matchers_select_like_prometheus() {
     let dir = tempfile::tempdir().unwrap();
