@@ -54,6 +54,11 @@ impl DoubleEndedIterator for Iter<'_> {
 impl ExactSizeIterator for Iter<'_> {}
 
 impl Labels {
+    /// Its pairs as the shared allocations they are, for indexes that keep them.
+    pub(crate) fn pairs(&self) -> &[Arc<Label>] {
+        &self.0
+    }
+
     /// Builds a set from pairs; later duplicates win, empty values are dropped.
     pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut v: Vec<Label> = pairs

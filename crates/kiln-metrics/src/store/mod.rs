@@ -548,9 +548,9 @@ fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
         }
     }
     let mut out = Vec::new();
-    let mut shared = segment::SharedLabels::default();
+    let mut loader = segment::Loader::default();
     for (seq, path) in numbered_files(dir, "seg-", ".kms")? {
-        out.push(Segment::open(seq, &path, &mut shared).map_err(|e| segment_error(e, &path))?);
+        out.push(Segment::open(seq, &path, &mut loader).map_err(|e| segment_error(e, &path))?);
     }
     Ok(out)
 }

@@ -348,18 +348,22 @@ impl Segment {
 
     /// Parses file contents into memory, chunks included.
     pub fn decode(seq: u64, buf: &[u8]) -> Result<Arc<Segment>, Malformed> {
-        Segment::parse(seq, buf, None, &mut SharedLabels::default()).map(Arc::new)
+        Segment::parse(seq, buf, None, &mut Loader::default()).map(Arc::new)
     }
 
     /// Reads the segment file at `path`, checking all of it; its chunks stay in the file.
-    /// Labels go through `shared`, so the segments a store opens share them: a series found
+    /// Labels go through `loader`, so the segments a store opens share them: a series found
     /// in every segment keeps one copy of its labels, not one per segment.
-    pub fn open(seq: u64, path: &Path, shared: &mut SharedLabels) -> io::Result<Arc<Segment>> {
-        let bytes = std::fs::read(path)?;
-        let file = File::open(path)?;
-        Segment::parse(seq, &bytes, Some(file), shared)
-            .map(Arc::new)
-            .map_err(invalid)
+    pub fn open(seq: u64, path: &Path, loader: &mut Loader) -> io::Result<Arc<Segment>> {
+        let mut file = File::open(path)?;
+        let mut bytes = std::mem::take(&mut loader.buf);
+        bytes.clear();
+        let size = file.metadata()?.len();
+        bytes.reserve(usize::try_from(size).unwrap_or(0));
+        io::Read::read_to_end(&mut file, &mut bytes)?;
+        let parsed = Segment::parse(seq, &bytes, Some(file), loader);
+        loader.buf = bytes;
+        parsed.map(Arc::new).map_err(invalid)
     }
 
     /// Parses file contents; with `file`, the chunks are checked and left in it.
@@ -367,7 +371,7 @@ impl Segment {
         seq: u64,
         buf: &[u8],
         file: Option<File>,
-        shared: &mut SharedLabels,
+        loader: &mut Loader,
     ) -> Result<Segment, Malformed> {
         if buf.len() < MAGIC.len() + 4 {
             return Err(Malformed);
@@ -409,7 +413,7 @@ impl Segment {
                 }
                 Labels::new(pairs)
             };
-            let labels = shared.share(&labels);
+            let labels = loader.share(&labels);
             let nc = r.uvarint()?;
             let at = offset(&r);
             let mut chunks = Vec::new();
@@ -463,14 +467,17 @@ impl Segment {
     }
 }
 
-/// One copy of each label set (and pair) for the segments read together at start-up.
+/// What the segments a store opens at start-up share while they are read: one copy of each
+/// label set (and pair), and one buffer for the files' contents (a buffer per file would
+/// leave the allocator's heap fragmented by their sizes).
 #[derive(Debug, Default)]
-pub struct SharedLabels {
+pub struct Loader {
     pairs: Interner,
     sets: std::collections::HashSet<Labels>,
+    buf: Vec<u8>,
 }
 
-impl SharedLabels {
+impl Loader {
     /// The copy of `labels` kept here, added when new.
     fn share(&mut self, labels: &Labels) -> Labels {
         if let Some(kept) = self.sets.get(labels) {
