@@ -7,7 +7,9 @@
 //! `naive`, which parses every line into fresh labels and resolves them in the store each
 //! round, as the control plane did before the cache, or `churn`: cached, but every 10 rounds
 //! each target restarts under a new `instance` label (a new pod), its old series end, and the
-//! store persists, which removes the series idle since the previous persist from the head).
+//! store persists, which removes the series idle since the previous persist from the head;
+//! or `persist`: cached, and the store persists every 20 rounds, printing RSS around each
+//! persist (with 100 × 500 series, a million samples: the store's default persist size).
 //! The exposition text is that of
 //! benches/metrics.py's targets: request counters, a 12-bucket histogram with its sum and count,
 //! memory gauges in 4 KiB pages, queue gauges that rarely change, cache counters.
@@ -231,8 +233,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 own: target_labels(i, 0),
                 previous: HashSet::new(),
             })),
-            "cached" | "churn" => Ok(Scraper::Cached(TargetCache::new(target_labels(i, 0)))),
-            other => Err(format!("unknown mode {other:?} (naive, cached or churn)")),
+            "cached" | "churn" | "persist" => {
+                Ok(Scraper::Cached(TargetCache::new(target_labels(i, 0))))
+            }
+            other => Err(format!(
+                "unknown mode {other:?} (naive, cached, churn or persist)"
+            )),
         })
         .collect::<Result<_, _>>()?;
     let rss_before = rss_bytes();
@@ -265,6 +271,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // The control plane's WAL flusher runs every second.
         store.flush()?;
+        if mode == "persist" && (round + 1) % 20 == 0 {
+            let before = rss_bytes();
+            store.persist()?;
+            println!(
+                "round {round}: persist, RSS {:.1} -> {:.1} MiB, {} segments",
+                before as f64 / 1048576.0,
+                rss_bytes() as f64 / 1048576.0,
+                store.stats().segments
+            );
+        }
         peak_head = peak_head.max(store.stats().head_series);
     }
     let rss_after = rss_bytes();

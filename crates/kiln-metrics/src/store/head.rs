@@ -105,6 +105,9 @@ impl SeriesData {
         let mut chunks = std::mem::take(&mut self.sealed).into_vec();
         let open = std::mem::replace(&mut self.open, Chunk::empty_after(last_t));
         if !open.is_empty() {
+            // Exactly one more: a first push would reserve four chunks (224 bytes a series
+            // of nothing, for every series the persist takes).
+            chunks.reserve_exact(1);
             chunks.push(open);
         }
         chunks

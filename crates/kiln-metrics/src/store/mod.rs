@@ -818,7 +818,12 @@ impl Inner {
             .into_iter()
             .map(|(labels, chunks)| SegSeries::new(labels, chunks))
             .collect();
-        let mut fresh = Vec::new();
+        let mut fresh = Vec::with_capacity(
+            head.series
+                .iter()
+                .map(|s| wal::series_record_len(s.id(), &s.labels))
+                .sum(),
+        );
         for s in &head.series {
             wal::encode_series(&mut fresh, s.id(), &s.labels);
         }

@@ -181,7 +181,9 @@ impl Segment {
         version: Version,
     ) -> Segment {
         if !series.is_sorted_by(|a, b| a.labels <= b.labels) {
-            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            // In place: a segment's label sets are distinct, and a stable sort's buffer would
+            // be half the list again.
+            series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         }
         let mut index = Index::default();
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
@@ -606,10 +608,13 @@ struct FileWriter<'a, W> {
 impl<'a, W: Write> FileWriter<'a, W> {
     /// Starts a file of `count` series whose labels are among `labels`.
     fn new(out: W, labels: impl Iterator<Item = &'a Labels>, count: usize) -> io::Result<Self> {
-        let symbols: std::collections::BTreeSet<&str> = labels
-            .flat_map(|l| l.iter())
-            .flat_map(|l| [l.name.as_str(), l.value.as_str()])
-            .collect();
+        // Inserted one by one: collecting would first gather every series' names and values,
+        // repeats included (16 bytes each, 13 MB for 50,000 series), and sort them.
+        let mut symbols = std::collections::BTreeSet::new();
+        for l in labels.flat_map(|l| l.iter()) {
+            symbols.insert(l.name.as_str());
+            symbols.insert(l.value.as_str());
+        }
         let mut record = MAGIC.to_vec();
         put_uvarint(&mut record, symbols.len() as u64);
         for sym in &symbols {
@@ -702,19 +707,18 @@ impl<'a, W: Write> FileWriter<'a, W> {
 /// into full chunks, which compresses better than the partial chunks a persist cuts. One
 /// series at a time: memory holds one series' samples and record, not the run's.
 pub fn merge_to(segs: &[Arc<Segment>], out: impl Write) -> io::Result<Written> {
-    // Every series of the run, in label order (each segment's are sorted already).
-    let mut all: Vec<(&Labels, &Segment, &SegSeries)> = segs
-        .iter()
-        .flat_map(|seg| seg.series().iter().map(move |s| (&s.labels, &**seg, s)))
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(b.0));
-    let distinct = all.chunk_by(|a, b| a.0 == b.0).count();
-    let mut w = FileWriter::new(out, all.iter().map(|(l, _, _)| *l), distinct)?;
+    // Two passes over the run's series in label order: the symbol table and count first.
+    let distinct = LabelOrder::new(segs).count();
+    let mut w = FileWriter::new(
+        out,
+        LabelOrder::new(segs).map(|group| &group[0].1.labels),
+        distinct,
+    )?;
     let mut samples = Vec::new();
-    for group in all.chunk_by(|a, b| a.0 == b.0) {
+    for group in LabelOrder::new(segs) {
         samples.clear();
         // Oldest segment first, as `segs` lists them: samples mostly arrive in order.
-        for (_, seg, s) in group {
+        for (seg, s) in &group {
             seg.samples(s, i64::MIN, i64::MAX)?
                 .extend_within(i64::MIN, i64::MAX, &mut samples);
         }
@@ -722,12 +726,54 @@ pub fn merge_to(segs: &[Arc<Segment>], out: impl Write) -> io::Result<Written> {
             samples.sort_by_key(|s| s.t);
         }
         samples.dedup_by_key(|s| s.t);
-        w.add(group[0].0, &pack(&samples))?;
+        w.add(&group[0].1.labels, &pack(&samples))?;
         if samples.capacity() > 1 << 20 {
             samples = Vec::new();
         }
     }
     w.finish()
+}
+
+/// The series of several segments in label order, each label set once with the segments
+/// holding it (in the order given): a merge of their sorted lists, so no list of every
+/// series is gathered and sorted.
+struct LabelOrder<'a> {
+    segs: &'a [Arc<Segment>],
+    /// Per segment, the position of its next series.
+    next: Vec<usize>,
+}
+
+impl<'a> LabelOrder<'a> {
+    fn new(segs: &'a [Arc<Segment>]) -> Self {
+        LabelOrder {
+            segs,
+            next: vec![0; segs.len()],
+        }
+    }
+}
+
+impl<'a> Iterator for LabelOrder<'a> {
+    type Item = Vec<(&'a Segment, &'a SegSeries)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let heads = || {
+            self.segs
+                .iter()
+                .zip(&self.next)
+                .filter_map(|(seg, &i)| seg.series().get(i).map(|s| &s.labels))
+        };
+        let least = heads().min()?.clone();
+        let mut group = Vec::new();
+        for (seg, i) in self.segs.iter().zip(self.next.iter_mut()) {
+            if let Some(s) = seg.series().get(*i)
+                && s.labels == least
+            {
+                group.push((&**seg, s));
+                *i += 1;
+            }
+        }
+        Some(group)
+    }
 }
 
 fn pack(samples: &[Sample]) -> Vec<Chunk> {

@@ -32,6 +32,24 @@ pub fn encode_series(out: &mut Vec<u8>, id: u64, labels: &Labels) {
     frame(out, &p);
 }
 
+/// The number of bytes [`encode_series`] appends for this record, so a buffer of many can be
+/// reserved exactly (the persist writes one for every head series at once).
+pub fn series_record_len(id: u64, labels: &Labels) -> usize {
+    let str_len = |s: &str| uvarint_len(s.len() as u64) + s.len();
+    let payload = 1
+        + uvarint_len(id)
+        + uvarint_len(labels.len() as u64)
+        + labels
+            .iter()
+            .map(|l| str_len(&l.name) + str_len(&l.value))
+            .sum::<usize>();
+    8 + payload
+}
+
+fn uvarint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Builds sample records in place, framing them when finished.
 #[derive(Debug, Default)]
 pub struct SampleBatch {
@@ -133,5 +151,18 @@ mod tests {
         // A flipped byte fails the checksum.
         buf[full - 1] ^= 0xff;
         assert_eq!(decode_all(&buf).0.len(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_series_records_length_is_known_before_it_is_written(
+            id in proptest::prelude::any::<u64>(),
+            pairs in proptest::collection::vec(("[a-z_]{1,12}", ".{1,200}"), 0..12),
+        ) {
+            let labels = Labels::new(pairs);
+            let mut buf = vec![1, 2, 3];
+            encode_series(&mut buf, id, &labels);
+            proptest::prop_assert_eq!(buf.len() - 3, series_record_len(id, &labels));
+        }
     }
 }

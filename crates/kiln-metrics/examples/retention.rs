@@ -1,0 +1,104 @@
+//! Days of scrapes in compressed time: how many segments a long retention ends in, and what
+//! they cost in memory once the store is reopened.
+//!
+//! Run: `cargo run --release -p kiln-metrics --example retention -- [series] [days]`
+//! Appends `series` series every 15 s of simulated time for `days` days, persisting every
+//! million samples as the store's default does (explicitly, since the background persist
+//! follows the wall clock), then reopens the store in a new process. Prints, per simulated
+//! day, the segments and their bytes; at the end the reopened RSS per series.
+
+mod common;
+
+use common::rss_bytes;
+use std::time::Instant;
+
+use kiln_metrics::{Labels, Options, Store};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = args.as_slice()
+        && flag == "--open"
+    {
+        let before = rss_bytes();
+        let store = Store::open(std::path::Path::new(dir), common::head_only())?;
+        println!(
+            "{} {}",
+            rss_bytes().saturating_sub(before),
+            store.stats().segments
+        );
+        drop(store);
+        return Ok(());
+    }
+    let n_series: usize = args.first().map_or(Ok(50_000), |a| a.parse())?;
+    let days: i64 = args.get(1).map_or(Ok(3), |a| a.parse())?;
+    let dir = tempfile::tempdir()?;
+    let opts = common::head_only();
+    let persist_every = Options::default().persist_after_samples;
+    let store = Store::open(dir.path(), opts)?;
+    let refs: Vec<_> = (0..n_series)
+        .map(|i| {
+            store.series_ref(&Labels::new([
+                ("__name__", format!("http_requests_total_{}", i % 50)),
+                ("job", format!("job{}", i % 10)),
+                ("instance", format!("10.0.{}.{}:9100", i / 250, i % 250)),
+                ("method", ["GET", "POST"][i % 2].to_string()),
+            ]))
+        })
+        .collect();
+    let mut values = vec![0.0f64; n_series];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let steps_per_day = 24 * 3600 / 15;
+    let start = Instant::now();
+    let mut since_persist = 0;
+    for step in 0..days * steps_per_day {
+        let t = 1_700_000_000_000 + step * 15_000;
+        let batch: Vec<_> = refs
+            .iter()
+            .zip(values.iter_mut())
+            .enumerate()
+            .map(|(i, (r, v))| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if i % 2 == 0 {
+                    *v += (rng % 10) as f64
+                } else if rng.is_multiple_of(4) {
+                    *v = (rng % 1000) as f64
+                }
+                (r, t, *v)
+            })
+            .collect();
+        since_persist += store.append_refs(&batch).appended;
+        if since_persist >= persist_every {
+            store.persist()?;
+            since_persist = 0;
+        }
+        if (step + 1) % steps_per_day == 0 {
+            let st = store.stats();
+            println!(
+                "day {:>3}: {:>4} segments, {:>6.0} MiB on disk, {:.2} bytes/sample, RSS {:.0} MiB ({:.0?})",
+                (step + 1) / steps_per_day,
+                st.segments,
+                st.segment_bytes as f64 / (1 << 20) as f64,
+                st.segment_bytes as f64 / ((step + 1) as f64 * n_series as f64),
+                rss_bytes() as f64 / (1 << 20) as f64,
+                start.elapsed()
+            );
+        }
+    }
+    store.close()?;
+    let reopened = std::process::Command::new(std::env::current_exe()?)
+        .arg("--open")
+        .arg(dir.path())
+        .output()?;
+    let out = String::from_utf8_lossy(&reopened.stdout);
+    let mut fields = out.split_whitespace();
+    let grown: u64 = fields.next().unwrap_or("0").parse()?;
+    let segments: usize = fields.next().unwrap_or("0").parse()?;
+    println!(
+        "reopened: {segments} segments, {:.1} MiB RSS, {:.0} bytes a series",
+        grown as f64 / (1 << 20) as f64,
+        grown as f64 / n_series as f64
+    );
+    Ok(())
+}
