@@ -870,7 +870,9 @@ impl Inner {
     fn write_and_store(&self, seg: &Arc<Segment>) -> Result<(), StoreError> {
         let path = seg_path(&self.dir, seg.seq);
         let written = write_segment_file(&self.dir, &path, |out| seg.write_to(out))?;
-        let stored = Segment::stored(seg.seq, &path, written).map_err(io_err("open", &path))?;
+        let stored = seg
+            .stored_as(&path, written)
+            .map_err(io_err("open", &path))?;
         let mut live = write(&self.segments);
         if let Some(slot) = live.iter_mut().find(|s| Arc::ptr_eq(s, seg)) {
             *slot = stored;

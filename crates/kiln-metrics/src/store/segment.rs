@@ -135,7 +135,8 @@ pub struct Segment {
     /// The file's size once encoded; until then, an upper bound (see [`Segment::bytes`]).
     bytes: AtomicU64,
     series: Vec<SegSeries>,
-    index: Index,
+    /// Shared with the same segment before its file was written (same series, same order).
+    index: Arc<Index>,
     /// The file the stored series' chunks are read from.
     file: Option<File>,
     version: Version,
@@ -199,7 +200,7 @@ impl Segment {
             max_t,
             bytes: AtomicU64::new(bytes),
             series,
-            index,
+            index: Arc::new(index),
             file,
             version,
         }
@@ -341,6 +342,31 @@ impl Segment {
             Some(file),
             Version::V3,
         )))
+    }
+
+    /// This segment once [`Segment::write_to`] wrote its file at `path`: the same series read
+    /// from the file, sharing this one's label index (a second index of every series, built
+    /// while the first is still in use, was most of a persist's passing memory).
+    pub fn stored_as(&self, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
+        let same = written.series.len() == self.series.len()
+            && written
+                .series
+                .iter()
+                .zip(&self.series)
+                .all(|(w, s)| w.labels == s.labels);
+        if !same {
+            return Segment::stored(self.seq, path, written);
+        }
+        Ok(Arc::new(Segment {
+            seq: self.seq,
+            min_t: self.min_t,
+            max_t: self.max_t,
+            bytes: AtomicU64::new(written.len),
+            series: written.series,
+            index: Arc::clone(&self.index),
+            file: Some(File::open(path)?),
+            version: Version::V3,
+        }))
     }
 
     /// Whether its chunks are read from a file (it was written, or read at start-up).
