@@ -490,10 +490,13 @@ impl Store {
         }
     }
 
-    /// Stops the flusher and persists everything: a clean shutdown.
+    /// Stops the background threads and persists the head: a clean shutdown. Retention is
+    /// applied, but no merge is started (a finished window's can take many seconds at scale,
+    /// and a shutdown has a deadline); the next persist after the store reopens does it.
     pub fn close(mut self) -> Result<(), StoreError> {
         self.stop_worker();
-        self.inner.persist()
+        self.inner.persist_head()?;
+        self.inner.maintain(&|| true)
     }
 
     /// Starts a background thread; a failure stops the ones already started (on drop).
@@ -690,10 +693,18 @@ impl Inner {
         (stats, removed)
     }
 
+    /// Reports a failure of the background threads since the last call, else writes and
+    /// fsyncs the WAL buffer.
     fn flush(&self) -> Result<(), StoreError> {
         if let Some(e) = lock(&self.flush_error).take() {
             return Err(StoreError::Flush(e));
         }
+        self.write_buffer()
+    }
+
+    /// Writes and fsyncs the WAL buffer. The flusher calls this, not [`Inner::flush`]: a failure
+    /// it recorded (a persist or merge that failed once) must not stop every later fsync.
+    fn write_buffer(&self) -> Result<(), StoreError> {
         let mut wal = lock(&self.wal);
         let bytes = std::mem::take(&mut *lock(&self.buf));
         self.write_wal(&mut wal, &bytes)
@@ -734,7 +745,7 @@ impl Inner {
                 cv.notify_all();
                 persisted
             } else {
-                self.flush()
+                self.write_buffer()
             };
             if let Err(e) = result {
                 *lock(&self.flush_error) = Some(e.to_string());

@@ -214,6 +214,47 @@ fn compaction_merges_finished_time_windows() {
     );
 }
 
+/// A clean shutdown persists the head but starts no merge (it has a deadline); the next
+/// persist after reopening merges.
+#[test]
+fn close_persists_without_merging_and_the_next_persist_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append(&lbl("up", "a"), 1_000, 1.0).unwrap();
+    store.persist().unwrap();
+    store.append(&lbl("up", "a"), 2_000, 2.0).unwrap();
+    store.close().unwrap();
+    assert_eq!(numbered_files(dir.path(), "seg-", ".kms").unwrap().len(), 2);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    store.append(&lbl("up", "a"), 3_000, 3.0).unwrap();
+    store.persist().unwrap();
+    assert_eq!(store.stats().segments, 1);
+    assert_eq!(count(&store), 3);
+    store.close().unwrap();
+}
+
+/// A failure the background threads recorded is reported to the next `flush` caller, and
+/// the flusher goes on: it used to take its own recorded failure back as its result, so one
+/// failed persist stopped every later fsync.
+#[test]
+fn a_recorded_background_failure_does_not_stop_the_wal_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        flush_interval: Duration::from_millis(5),
+        ..opts()
+    };
+    let store = Store::open(dir.path(), o).unwrap();
+    *store.inner.flush_error.lock().unwrap() = Some("a merge failed".into());
+    store.append(&lbl("up", "a"), 1, 1.0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.stats().wal_syncs == 0 && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(store.stats().wal_syncs > 0, "the flusher stopped");
+    assert!(matches!(store.flush(), Err(StoreError::Flush(e)) if e == "a merge failed"));
+    assert!(store.flush().is_ok());
+}
+
 /// A background persist leaves retention and compaction to their own thread, which merges
 /// the segments a few moments later.
 #[test]
