@@ -3,6 +3,9 @@
 upstream on loopback, and the upstream hit directly as the limit. wrk drives each at 1, 16 and
 128 connections; targets are interleaved round by round so a noisy neighbour hurts them alike.
 Reports medians over the rounds of requests/s and p50/p99 latency, and ratios against nginx,
+with the spread of p99 over the rounds (it moves by a factor of two or more from round to round
+on this 2-core machine) and, rounds being interleaved, in how many rounds each target's p99 was
+below nginx's in the same round,
 and the proxy's own CPU time per request (user + system, all its processes and threads, from
 /proc): on a shared machine that figure moves much less than throughput does.
 
@@ -239,7 +242,19 @@ def main():
                     rps, p50, p99, cpu = med[n]
                     vs = (f"{rps / med['nginx'][0]:.2f}", f"{p99 / med['nginx'][2]:.2f}") \
                         if "nginx" in med else ("-", "-")
-                    print(f"| {c} | {n} | {rps:,.0f} | {p50:.3f} ms | {p99:.3f} ms | {cpu:.1f} µs | {vs[0]} | {vs[1]} |")
+                    p99s = [x[2] for x in results[(n, c)]]
+                    spread = f" ({min(p99s):.2f}–{max(p99s):.2f})" if len(p99s) > 1 else ""
+                    print(f"| {c} | {n} | {rps:,.0f} | {p50:.3f} ms | {p99:.3f} ms{spread} | {cpu:.1f} µs | {vs[0]} | {vs[1]} |")
+            if "nginx" in names and a.rounds > 1:
+                print()
+                for c in conns:
+                    paired = []
+                    for n in names:
+                        if n == "nginx":
+                            continue
+                        below = sum(x[2] < y[2] for x, y in zip(results[(n, c)], results[("nginx", c)]))
+                        paired.append(f"{n} {below}/{a.rounds}")
+                    print(f"c={c}: rounds with p99 below nginx's in the same round: {', '.join(paired)}")
         finally:
             for p in procs:
                 p.terminate()
