@@ -12,7 +12,7 @@ mod common;
 use common::rss_bytes;
 use std::time::Instant;
 
-use kiln_metrics::{Labels, Options, Store};
+use kiln_metrics::{Options, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,17 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let persist_every = Options::default().persist_after_samples;
     let store = Store::open(dir.path(), opts)?;
     let refs: Vec<_> = (0..n_series)
-        .map(|i| {
-            store.series_ref(&Labels::new([
-                ("__name__", format!("http_requests_total_{}", i % 50)),
-                ("job", format!("job{}", i % 10)),
-                ("instance", format!("10.0.{}.{}:9100", i / 250, i % 250)),
-                ("method", ["GET", "POST"][i % 2].to_string()),
-            ]))
-        })
+        .map(|i| store.series_ref(&common::series_labels(i)))
         .collect();
-    let mut values = vec![0.0f64; n_series];
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut values = common::Values::new(n_series);
     let steps_per_day = 24 * 3600 / 15;
     let start = Instant::now();
     let mut since_persist = 0;
@@ -54,19 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = 1_700_000_000_000 + step * 15_000;
         let batch: Vec<_> = refs
             .iter()
-            .zip(values.iter_mut())
-            .enumerate()
-            .map(|(i, (r, v))| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                if i % 2 == 0 {
-                    *v += (rng % 10) as f64
-                } else if rng.is_multiple_of(4) {
-                    *v = (rng % 1000) as f64
-                }
-                (r, t, *v)
-            })
+            .zip(values.next_scrape())
+            .map(|(r, &v)| (r, t, v))
             .collect();
         since_persist += store.append_refs(&batch).appended;
         if since_persist >= persist_every {

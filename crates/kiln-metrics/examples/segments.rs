@@ -9,7 +9,7 @@ mod common;
 
 use common::rss_bytes;
 
-use kiln_metrics::{Labels, Options, Store};
+use kiln_metrics::{Options, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,14 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(dir.path(), opts)?;
     // `instance` differs for every series, the other labels are shared.
     let refs: Vec<_> = (0..n_series)
-        .map(|i| {
-            store.series_ref(&Labels::new([
-                ("__name__", format!("http_requests_total_{}", i % 50)),
-                ("job", format!("job{}", i % 10)),
-                ("instance", format!("10.0.{}.{}:9100", i / 250, i % 250)),
-                ("method", ["GET", "POST"][i % 2].to_string()),
-            ]))
-        })
+        .map(|i| store.series_ref(&common::series_labels(i)))
         .collect();
     // Within one 2 h window, so the store's own compaction would merge nothing but small
     // segments, which `compact_below_bytes: 0` turns off.

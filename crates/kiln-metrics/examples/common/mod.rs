@@ -28,3 +28,49 @@ pub fn head_only() -> kiln_metrics::Options {
         ..kiln_metrics::Options::default()
     }
 }
+
+/// Series `i` of the ingestion examples: 50 metric names, 10 jobs, an `instance` of its own,
+/// two methods.
+#[allow(dead_code)]
+pub fn series_labels(i: usize) -> kiln_metrics::Labels {
+    kiln_metrics::Labels::new([
+        ("__name__", format!("http_requests_total_{}", i % 50)),
+        ("job", format!("job{}", i % 10)),
+        ("instance", format!("10.0.{}.{}:9100", i / 250, i % 250)),
+        ("method", ["GET", "POST"][i % 2].to_string()),
+    ])
+}
+
+/// The values of the ingestion examples' series, scrape after scrape: half counters with
+/// small increments, half gauges that mostly hold still. A xorshift generator, so runs
+/// compare.
+#[allow(dead_code)]
+pub struct Values {
+    values: Vec<f64>,
+    rng: u64,
+}
+
+#[allow(dead_code)]
+impl Values {
+    pub fn new(series: usize) -> Self {
+        Values {
+            values: vec![0.0; series],
+            rng: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// Every series' next value.
+    pub fn next_scrape(&mut self) -> &[f64] {
+        for (i, v) in self.values.iter_mut().enumerate() {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            if i % 2 == 0 {
+                *v += (self.rng % 10) as f64
+            } else if self.rng.is_multiple_of(4) {
+                *v = (self.rng % 1000) as f64
+            }
+        }
+        &self.values
+    }
+}
