@@ -522,7 +522,10 @@ fn run_steps<'a>(
             {
                 log(shared, &inst.display, &message);
             }
-            run_step(shared, job, scope, inst, state, frame, step, action_name).await;
+            let step = run_step(shared, job, scope, inst, state, frame, step, action_name);
+            shared
+                .hold_events(crate::runner::HOLD_STEP_EVENTS, step)
+                .await;
         }
     })
 }

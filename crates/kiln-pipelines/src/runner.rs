@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub repo: PathBuf,
     /// The commit (or any revision) to run at.
     pub revision: String,
+    /// `revision` is already a commit's full sha, checked by the caller (`kiln ci run` asked
+    /// git for it): the run does not ask git again.
+    pub revision_is_commit: bool,
     /// Where run directories are created (`<work_dir>/run-<id>/{workspace,temp}`).
     pub work_dir: PathBuf,
     /// Content-addressed artifact store.
@@ -117,6 +120,7 @@ impl RunOptions {
         RunOptions {
             repo: repo.to_path_buf(),
             revision: revision.to_owned(),
+            revision_is_commit: false,
             work_dir: state_dir.join("runs"),
             artifacts_dir: state_dir.join("artifacts"),
             cache_dir: state_dir.join("cache"),
@@ -181,9 +185,74 @@ pub(crate) struct Shared {
     pub spare_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
+/// Sends a step's held events and lets the rest through (when the hold ends, or is dropped).
+struct Release<'a> {
+    shared: &'a Shared,
+    held: &'a Mutex<Option<Vec<RunEvent>>>,
+}
+
+impl Release<'_> {
+    fn now(&self) {
+        let events = self.held.lock().ok().and_then(|mut held| held.take());
+        // Outside this hold's scope: into the enclosing step's hold, if any, else out.
+        for event in events.into_iter().flatten() {
+            self.shared.emit(event);
+        }
+    }
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+/// How long a step's events (started, its lines, finished) are held before they go out as they
+/// come: a step that ends sooner sends them together, one wake-up of the printer instead of
+/// three or more; a longer step's output streams live after this delay.
+pub(crate) const HOLD_STEP_EVENTS: Duration = Duration::from_millis(20);
+
+tokio::task_local! {
+    /// The events held for the step this task is running (`None` once they go out live).
+    static HELD: Arc<Mutex<Option<Vec<RunEvent>>>>;
+}
+
 impl Shared {
+    /// Sends `event`, or keeps it with the step's held events (see [`Shared::hold_events`]).
     pub fn emit(&self, event: RunEvent) {
-        let _ = self.events.send(event);
+        let mut event = Some(event);
+        let _ = HELD.try_with(|held| {
+            if let Ok(mut held) = held.lock()
+                && let Some(events) = held.as_mut()
+            {
+                events.extend(event.take());
+            }
+        });
+        if let Some(event) = event {
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Runs `work` (a step) holding the events it emits for up to `hold`, then sending them in
+    /// one go (in order) and the rest as they come. Nested holds (a composite action's steps)
+    /// release theirs into the enclosing one, so a job's events keep their order. Dropped
+    /// before it ends, it still sends what it held.
+    pub async fn hold_events<T>(&self, hold: Duration, work: impl Future<Output = T>) -> T {
+        let held = Arc::new(Mutex::new(Some(Vec::new())));
+        let release = Release {
+            shared: self,
+            held: &held,
+        };
+        let work = HELD.scope(held.clone(), work);
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            out = &mut work => out,
+            () = tokio::time::sleep(hold) => {
+                release.now();
+                work.await
+            }
+        }
     }
 
     /// Reports an annotation of `job` and keeps it for the job's record.
@@ -378,7 +447,11 @@ pub async fn run(
     let started = Instant::now();
     let run_dir = opts.work_dir.join(format!("run-{}", opts.run_id));
     let temp = run_dir.join("temp");
-    let sha = resolve_commit(&opts.repo, &opts.revision).await?;
+    let sha = if opts.revision_is_commit {
+        opts.revision.clone()
+    } else {
+        resolve_commit(&opts.repo, &opts.revision).await?
+    };
     std::fs::create_dir_all(&temp).map_err(|e| RunError::Workspace(e.to_string()))?;
     // GITHUB_EVENT_PATH: actions and scripts read the payload from this file.
     std::fs::write(temp.join("event.json"), opts.event.to_string())

@@ -2448,3 +2448,70 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("a"), ["first=1 second=2"]);
 }
+
+/// A step's events are held for a moment so that a short step sends them together, but a step
+/// that runs longer streams its output live: its first line reaches the channel while the step
+/// still waits (on a FIFO the test writes to only once it has seen that line).
+#[tokio::test]
+async fn a_long_steps_output_streams_live() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo_dir = TempDir::new().unwrap();
+    let fifo = fifo_dir.path().join("go");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Open for reading and writing: never blocks, and the step's `read` has a writer.
+    let mut go = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let yaml = format!(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    timeout-minutes: 1\n    steps:\n      - run: |\n          echo first\n          read -r go < '{}'\n          echo \"got $go\"\n",
+        fifo.display()
+    );
+    let repo = repo(&[(WF, &yaml)]);
+    let state = TempDir::new().unwrap();
+    let set = load(repo.path(), WF).unwrap();
+    let mut opts = RunOptions::new(repo.path(), "HEAD", state.path());
+    opts.home = state.path().join("home");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = std::sync::Arc::new(kiln_pipelines::MemoryStore::default());
+    let running = tokio::spawn(kiln_pipelines::run(set, opts, tx, store));
+    let mut seen = Vec::new();
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = rx.recv().await {
+            let first = matches!(&event, RunEvent::Log { line, .. } if line == "first");
+            seen.push(event);
+            if first {
+                return;
+            }
+        }
+    })
+    .await;
+    // Let the step end whatever was seen.
+    std::io::Write::write_all(&mut go, b"now\n").unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.is_ok(), "no live line while the step ran: {seen:?}");
+    assert_eq!(result.status, Status::Success);
+    while let Ok(event) = rx.try_recv() {
+        seen.push(event);
+    }
+    let logs: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Log { line, .. } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs, ["first", "got now"]);
+}

@@ -949,6 +949,8 @@ pub(crate) async fn execute(
         .map_err(|e| Failure::State(format!("cannot resolve {}: {e}", dir.display())))?;
     let state_dir = root.join(".kiln");
     let mut opts = RunOptions::new(&root, &sha, &state_dir);
+    // `git rev-parse --verify <rev>^{commit}` gave it (`git::Start::read`).
+    opts.revision_is_commit = true;
     opts.run_id = run_id;
     opts.run_number = store.pipeline_run_number(run_id)?;
     opts.event_name = event.clone();
@@ -1006,7 +1008,17 @@ pub(crate) async fn execute(
     };
     let result = loop {
         tokio::select! {
-            Some(event) = rx.recv() => printer.event(&event),
+            Some(event) = rx.recv() => {
+                printer.event(&event);
+                // What else is already there (a bounded batch: a step that floods its output
+                // must not keep signals waiting nor its lines unshown), then one write to
+                // stdout for all of it.
+                for _ in 0..PRINT_BATCH {
+                    let Ok(event) = rx.try_recv() else { break };
+                    printer.event(&event);
+                }
+                printer.flush_output();
+            }
             result = &mut running => {
                 while let Ok(event) = rx.try_recv() {
                     printer.event(&event);
@@ -1344,6 +1356,10 @@ fn slug(name: &str) -> String {
     }
 }
 
+/// At most this many events are printed between two writes to stdout (and two looks at the
+/// run's signals).
+const PRINT_BATCH: usize = 256;
+
 /// Prints run events as they come and writes each job's lines to its log file. On a terminal
 /// lines get a padded, coloured `job │` prefix; without one (CI, pipes) a plain `[job]` prefix,
 /// so parallel jobs stay tellable apart in a captured log.
@@ -1361,6 +1377,9 @@ struct RunPrinter {
     /// logs that line and makes an annotation of the same message, and the terminal shows the
     /// pair once, in the annotation's words (which carry the file and line).
     held: Option<Held>,
+    /// Stdout, written once per batch of events (see [`RunPrinter::flush_output`]), not once
+    /// per line.
+    out: std::io::BufWriter<std::io::Stdout>,
 }
 
 /// A marked line of a job waiting to be shown (see [`RunPrinter::held`]).
@@ -1388,6 +1407,7 @@ impl RunPrinter {
             warned: false,
             folds: Folds::default(),
             held: None,
+            out: std::io::BufWriter::new(std::io::stdout()),
         }
     }
 
@@ -1413,7 +1433,9 @@ impl RunPrinter {
         match event {
             RunEvent::RunStarted {
                 title: Some(title), ..
-            } if self.echo => println!("run-name: {}", self.masker.mask(title)),
+            } if self.echo => {
+                let _ = writeln!(self.out, "run-name: {}", self.masker.mask(title));
+            }
             RunEvent::RunStarted { .. } | RunEvent::RunFinished { .. } => {}
             RunEvent::JobStarted { job } => self.line(job, "job started", true),
             RunEvent::StepStarted { job, step } => self.line(job, &format!("▶ {step}"), true),
@@ -1520,12 +1542,13 @@ impl RunPrinter {
                     .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
                     % 6);
             let style = if marker { "\x1b[2m" } else { "" };
-            println!(
+            let _ = writeln!(
+                self.out,
                 "\x1b[{color}m{job:<width$}\x1b[0m │ {style}{text}\x1b[0m",
                 width = self.width
             );
         } else {
-            println!("[{job}] {text}");
+            let _ = writeln!(self.out, "[{job}] {text}");
         }
     }
 
@@ -1557,10 +1580,16 @@ impl RunPrinter {
         }
     }
 
+    /// Writes out what was printed since the last call (the events that were waiting).
+    fn flush_output(&mut self) {
+        let _ = self.out.flush();
+    }
+
     fn close(&mut self) {
         if let Some(held) = self.held.take() {
             self.show(&held.job, &held.shown, false);
         }
+        self.flush_output();
         for f in self.files.values_mut() {
             let _ = f.flush();
         }
