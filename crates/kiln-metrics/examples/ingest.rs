@@ -12,17 +12,10 @@ use std::time::Instant;
 use kiln_metrics::Store;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    if let Some(dir) = std::env::args()
-        .nth(2)
-        .filter(|_| std::env::args().nth(1).as_deref() == Some("--open"))
-    {
-        let before = rss_bytes();
-        let store = Store::open(std::path::Path::new(&dir), common::head_only())?;
-        println!("{}", rss_bytes().saturating_sub(before));
-        drop(store);
+    if common::open_if_asked()? {
         return Ok(());
     }
+    let mut args = std::env::args().skip(1);
     let per_series: i64 = args.next().map_or(Ok(720), |a| a.parse())?;
     let n_series: usize = args.next().map_or(Ok(10_000), |a| a.parse())?;
     // `split`: persist a quarter of the samples at a time, so the last persist's compaction
@@ -76,13 +69,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         common::peak_rss_bytes() as f64 / (1024.0 * 1024.0)
     );
     drop(store);
-    // What the persisted store holds in memory, measured in a fresh process (this one's
-    // allocator keeps what the head freed): the segments and the head's series, no samples.
-    let reopened = std::process::Command::new(std::env::current_exe()?)
-        .arg("--open")
-        .arg(dir.path())
-        .output()?;
-    let grown: u64 = String::from_utf8_lossy(&reopened.stdout).trim().parse()?;
+    // The segments and the head's series, no samples.
+    let (grown, _) = common::reopened(dir.path())?;
     println!(
         "reopened RSS/series: {:.0} bytes (a new process opening the persisted store)",
         grown as f64 / n_series as f64

@@ -15,20 +15,10 @@ use std::time::Instant;
 use kiln_metrics::{Options, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, dir] = args.as_slice()
-        && flag == "--open"
-    {
-        let before = rss_bytes();
-        let store = Store::open(std::path::Path::new(dir), common::head_only())?;
-        println!(
-            "{} {}",
-            rss_bytes().saturating_sub(before),
-            store.stats().segments
-        );
-        drop(store);
+    if common::open_if_asked()? {
         return Ok(());
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let n_series: usize = args.first().map_or(Ok(50_000), |a| a.parse())?;
     let days: i64 = args.get(1).map_or(Ok(3), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
@@ -68,14 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     store.close()?;
-    let reopened = std::process::Command::new(std::env::current_exe()?)
-        .arg("--open")
-        .arg(dir.path())
-        .output()?;
-    let out = String::from_utf8_lossy(&reopened.stdout);
-    let mut fields = out.split_whitespace();
-    let grown: u64 = fields.next().unwrap_or("0").parse()?;
-    let segments: usize = fields.next().unwrap_or("0").parse()?;
+    let (grown, segments) = common::reopened(dir.path())?;
     println!(
         "reopened: {segments} segments, {:.1} MiB RSS, {:.0} bytes a series",
         grown as f64 / (1 << 20) as f64,

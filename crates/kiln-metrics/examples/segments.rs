@@ -7,21 +7,13 @@
 
 mod common;
 
-use common::rss_bytes;
-
 use kiln_metrics::{Options, Store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, dir] = args.as_slice()
-        && flag == "--open"
-    {
-        let before = rss_bytes();
-        let store = Store::open(std::path::Path::new(dir), common::head_only())?;
-        println!("{}", rss_bytes().saturating_sub(before));
-        drop(store);
+    if common::open_if_asked()? {
         return Ok(());
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let segments: usize = args.first().map_or(Ok(5), |a| a.parse())?;
     let n_series: usize = args.get(1).map_or(Ok(50_000), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
@@ -50,11 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.persist()?;
     }
     drop(store);
-    let reopened = std::process::Command::new(std::env::current_exe()?)
-        .arg("--open")
-        .arg(dir.path())
-        .output()?;
-    let grown: u64 = String::from_utf8_lossy(&reopened.stdout).trim().parse()?;
+    let (grown, _) = common::reopened(dir.path())?;
     println!(
         "{segments} segments × {n_series} series, reopened: {:.0} bytes RSS a series",
         grown as f64 / n_series as f64

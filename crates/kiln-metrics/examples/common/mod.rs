@@ -74,3 +74,40 @@ impl Values {
         &self.values
     }
 }
+
+/// The child side of [`reopened`]: when this process was started as `EXAMPLE --open DIR`,
+/// opens the store in `DIR`, prints its RSS growth and segment count, and returns true (the
+/// example then exits).
+#[allow(dead_code)]
+pub fn open_if_asked() -> Result<bool, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [flag, dir] = args.as_slice() else {
+        return Ok(false);
+    };
+    if flag != "--open" {
+        return Ok(false);
+    }
+    let before = rss_bytes();
+    let store = kiln_metrics::Store::open(std::path::Path::new(dir), head_only())?;
+    println!(
+        "{} {}",
+        rss_bytes().saturating_sub(before),
+        store.stats().segments
+    );
+    Ok(true)
+}
+
+/// What a persisted store holds in memory, measured in a fresh process (this one's allocator
+/// keeps what it freed): the RSS growth of opening the store in `dir`, and its segments.
+#[allow(dead_code)]
+pub fn reopened(dir: &std::path::Path) -> Result<(u64, usize), Box<dyn std::error::Error>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--open")
+        .arg(dir)
+        .output()?;
+    let out = String::from_utf8_lossy(&out.stdout);
+    let mut fields = out.split_whitespace();
+    let grown = fields.next().unwrap_or("0").parse()?;
+    let segments = fields.next().unwrap_or("0").parse()?;
+    Ok((grown, segments))
+}
