@@ -6,7 +6,7 @@ use kiln::ops::Failure;
 use kiln::{alerts, ci, commands, deploys, dora, hooks, incidents, promote};
 
 fn main() {
-    kiln::memory::limit_arenas();
+    kiln::memory::tune_allocator();
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
