@@ -1275,7 +1275,7 @@ jobs:
             "::stop-commands::tok",
             "::error::not an error",
             "::tok::",
-            "##[warning]The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
+            "##[warning]The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/",
         ]
     );
     let warning = ran
@@ -1388,7 +1388,7 @@ jobs:
             "::remove-matcher owner=eslint::",
             "::echo::off",
             "##[notice]seen once",
-            "##[warning]The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
+            "##[warning]The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/",
             "main done",
             r#"post sees "multi\nline""#,
         ]
@@ -1996,6 +1996,72 @@ jobs:
         ],
         "{logs:?}"
     );
+}
+
+/// What the runner says when a workflow command or an environment file cannot be processed
+/// (actions/runner `ActionCommandManager.cs`, `FileCommandManager.cs`, `Constants.cs`): the
+/// deprecation warning ends with GitHub's changelog address; a `set-output`/`save-state` without
+/// a name, an empty or unknown `echo` value and an unterminated `GITHUB_OUTPUT` block are each
+/// "Unable to process ..." and the problem, and fail the step although the script exits 0.
+#[tokio::test]
+async fn command_and_file_command_errors_read_as_the_runners() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: nameless
+        continue-on-error: true
+        run: |
+          echo "::set-output::x"
+          echo "::save-state::y"
+      - id: echo
+        continue-on-error: true
+        run: |
+          echo "::echo::"
+          echo "::echo::loud"
+      - id: file
+        continue-on-error: true
+        run: |
+          echo "good=1" >> "$GITHUB_OUTPUT"
+          printf 'text<<EOF\nno end\n' >> "$GITHUB_OUTPUT"
+          echo "SEEN=yes" >> "$GITHUB_ENV"
+      - run: echo "seen=$SEEN"
+"#,
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Success, "{logs:?}");
+    let deprecated = |c: &str| {
+        format!(
+            "##[warning]The `{c}` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/"
+        )
+    };
+    let expected = [
+        deprecated("set-output"),
+        "##[error]Unable to process command '::set-output::x' successfully.".into(),
+        "##[error]Required field 'name' is missing in ##[set-output] command.".into(),
+        deprecated("save-state"),
+        "##[error]Unable to process command '::save-state::y' successfully.".into(),
+        "##[error]Required field 'name' is missing in ##[save-state] command.".into(),
+        "##[error]Unable to process command '::echo::' successfully.".into(),
+        "##[error]Value cannot be null. (Parameter 'value')".into(),
+        "##[error]Unable to process command '::echo::loud' successfully.".into(),
+        "##[error]Invalid echo command value. Possible values can be: 'on', 'off'. Current value is: 'loud'.".into(),
+        "##[error]Unable to process file command 'output' successfully.".into(),
+        "##[error]Invalid value. Matching delimiter not found 'EOF'".into(),
+        "seen=yes".to_owned(),
+    ];
+    assert_eq!(logs, expected);
+    for step in &ran.job("a").steps[..3] {
+        assert_eq!(
+            (step.outcome, step.exit_code),
+            (Status::Failure, Some(0)),
+            "{step:?}"
+        );
+    }
 }
 
 /// Workflow commands, `set-env` and `add-path` (disabled in 2020): as the runner handles them,
