@@ -300,6 +300,36 @@ impl Decoder<'_> {
         }
     }
 
+    /// A `timeout-minutes`: a number or a `${{ }}` expression, as the workflow schema's
+    /// `number-strategy-context` / `number-steps-context` allow. GitHub refuses a quoted `'10'`
+    /// ("Unexpected value '10'"); an expression giving a string is refused when it runs.
+    fn minutes(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
+        match &node.value {
+            Y::Number(_) => self.text(node, path, scope),
+            Y::String { text, .. } if text.contains("${{") => self.text(node, path, scope),
+            Y::String { text, .. } => {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span,
+                        path,
+                        format!("`{path}` must be a number, found the string '{text}'"),
+                    )
+                    .label("GitHub refuses this: Unexpected value")
+                    .help(match text.trim().parse::<f64>() {
+                        Ok(_) => format!("write it without quotes: `timeout-minutes: {}`", text.trim()),
+                        Err(_) => "write a number of minutes, or `${{ fromJSON(...) }}` to read one from a string".to_owned(),
+                    }),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(node, path, "a number");
+                None
+            }
+        }
+    }
+
     fn plain_string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.value {
             Y::String { text, .. } => Some(text.clone()),
@@ -1002,7 +1032,9 @@ impl Decoder<'_> {
                 "env" => job.env = self.mapping(v, &p, &sc(JOB_ENV, &[])),
                 "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
                 "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
-                "timeout-minutes" => job.timeout_minutes = self.text(v, &p, &sc(JOB_PLAIN, &[])),
+                "timeout-minutes" => {
+                    job.timeout_minutes = self.minutes(v, &p, &sc(JOB_PLAIN, &[]));
+                }
                 "continue-on-error" => {
                     job.continue_on_error = self.text(v, &p, &sc(JOB_PLAIN, &[]));
                 }
@@ -1533,7 +1565,7 @@ impl Decoder<'_> {
                 "shell" => step.shell = self.text(v, &p, scope),
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),
-                "timeout-minutes" => step.timeout_minutes = self.text(v, &p, scope),
+                "timeout-minutes" => step.timeout_minutes = self.minutes(v, &p, scope),
                 _ => {}
             }
         }

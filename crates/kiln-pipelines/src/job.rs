@@ -376,10 +376,19 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         env.extend(env_values(&ctx, source)?);
         ctx.set("env", object(&env));
     }
+    // A job's `timeout-minutes` that comes to no whole minute (`0`, `0.5`) keeps the default:
+    // GitHub's runner arms no timer for such a step, and kiln does the same for the job.
     let minutes = inst
         .ctx
-        .number(job.timeout_minutes.as_ref())?
-        .unwrap_or(DEFAULT_JOB_TIMEOUT_MINUTES);
+        .minutes(job.timeout_minutes.as_ref())
+        .map_err(|e| {
+            format!(
+                "Error when evaluating 'timeout-minutes' for job '{}'. {}: {e}",
+                job.id.name,
+                scope.workflow.path.display()
+            )
+        })?
+        .map_or(DEFAULT_JOB_TIMEOUT_MINUTES, |m| m as f64);
     Ok(JobState {
         env,
         added_env: IndexMap::new(),
@@ -394,7 +403,7 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         records: Vec::new(),
         workspace,
         temp,
-        deadline: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
+        deadline: Instant::now() + shared.opts.minute.mul_f64(minutes),
         cancel: inst.cancel.clone(),
         matchers: Matchers::default(),
     })
@@ -661,11 +670,24 @@ async fn run_step(
     }
     ctx.set("env", object(&env));
     let continue_on_error = ctx.flag(step.continue_on_error.as_ref()).unwrap_or(false);
-    let timeout = match ctx.number(step.timeout_minutes.as_ref()) {
-        Ok(t) => t.map(|m| Duration::from_secs_f64(m * 60.0)),
+    // As the runner's `StepsRunner.RunStepAsync`: a timeout that does not evaluate to a number
+    // is two errors, and the step runs without one.
+    let timeout = match ctx.minutes(step.timeout_minutes.as_ref()) {
+        Ok(t) => t.map(|m| {
+            shared
+                .opts
+                .minute
+                .saturating_mul(u32::try_from(m).unwrap_or(u32::MAX))
+        }),
         Err(e) => {
-            log(shared, &inst.display, &format!("##[error]{e}"));
-            result = Some(StepResult::failed(Status::Failure));
+            let path = scope.workflow.path.display();
+            for message in [
+                "An error occurred when attempting to determine the step timeout.".to_owned(),
+                format!("The template is not valid. {path}: {e}"),
+            ] {
+                log(shared, &inst.display, &format!("##[error]{message}"));
+                shared.annotate(&inst.display, Annotation::new(Level::Error, message));
+            }
             None
         }
     };

@@ -321,3 +321,22 @@ fn an_empty_expression_is_refused_even_in_a_script_comment() {
         ["7:27 invalid expression: An expression was expected"]
     );
 }
+
+/// `timeout-minutes` is a number or an expression, as the workflow schema's
+/// `number-strategy-context` and `number-steps-context` say: a fraction and an expression are
+/// accepted, a quoted `'10'` is refused (GitHub: "Unexpected value '10'"), where it is written.
+#[test]
+fn timeout_minutes_is_a_number_or_an_expression() {
+    ok(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: 0.5\n    steps:\n      - run: 'true'\n        timeout-minutes: ${{ fromJSON('2') }}\n",
+    );
+    assert_eq!(
+        errors(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: '10'\n    steps:\n      - run: 'true'\n        timeout-minutes: soon\n"
+        ),
+        [
+            "5:22 `jobs.a.timeout-minutes` must be a number, found the string '10'",
+            "8:26 `jobs.a.steps[0].timeout-minutes` must be a number, found the string 'soon'",
+        ]
+    );
+}
