@@ -456,6 +456,20 @@ impl Decoder<'_> {
 
     /// The whole workflow file.
     pub(crate) fn workflow(&mut self, root: &Node) -> Option<WorkflowParts> {
+        if matches!(root.value, Y::Null) {
+            // An empty file or one of comments only: say so rather than "`` must be a mapping".
+            self.diags.push(
+                Diagnostic::new(
+                    Code::WrongType,
+                    root.span,
+                    "",
+                    "the workflow file is empty: it holds no `on` and no `jobs`",
+                )
+                .label("no workflow here")
+                .help("write the workflow, or remove the file (GitHub reports it as an invalid workflow)"),
+            );
+            return None;
+        }
         let entries = self.map(root, "")?;
         self.check_keys(entries, WORKFLOW_KEYS, "");
         let mut parts = WorkflowParts {

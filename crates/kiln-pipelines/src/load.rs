@@ -166,6 +166,14 @@ fn decode_workflow(
         warnings,
     };
     check_graph(&workflow, file, diags);
+    // A workflow that does not load reports what kiln would refuse to run (`services`,
+    // `container`) with its other mistakes, so that one pass shows them all; one that loads
+    // carries them on its jobs instead, and refuses only the runs that include them.
+    if !diags.is_empty() {
+        for job in workflow.jobs.values() {
+            job.refused.iter().for_each(|d| diags.push(d.clone()));
+        }
+    }
     Some(workflow)
 }
 

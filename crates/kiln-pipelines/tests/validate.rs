@@ -340,3 +340,29 @@ fn timeout_minutes_is_a_number_or_an_expression() {
         ]
     );
 }
+
+/// Every mistake at once: `services` (which kiln refuses to run) is reported with the other
+/// mistakes of a workflow that does not load, not only once they are fixed (found in the third
+/// corpus: a workflow with a remote action and `services` showed only the action).
+#[test]
+fn refused_services_are_reported_with_the_other_mistakes() {
+    assert_eq!(
+        errors(
+            "on: push\njobs:\n  t:\n    runs-on: x\n    services:\n      w:\n        image: wiremock/wiremock:3\n    steps:\n      - uses: foo/bar@v1\n"
+        ),
+        [
+            "5:5 job `t`: `services` is not supported without a container engine",
+            "9:15 unknown action `foo/bar@v1`",
+        ]
+    );
+}
+
+/// A workflow file of comments only (a disabled workflow, found in the third corpus) is named
+/// as empty, not "`` must be a mapping".
+#[test]
+fn an_empty_workflow_file_is_named_as_such() {
+    assert_eq!(
+        errors("# name: off\n# on: push\n"),
+        ["1:1 the workflow file is empty: it holds no `on` and no `jobs`"]
+    );
+}
