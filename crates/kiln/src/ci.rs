@@ -653,6 +653,23 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     }
     let inputs = pairs(&args.inputs, "--input")?;
     check_trigger(&set.root, &args.event, &inputs)?;
+    // A push GitHub would not run the workflow for (its branch, tag or paths filters) still
+    // runs here, as a trigger the workflow lacks does, but the user is told.
+    if args.event == "push"
+        && let Some((_, changed)) = &push
+    {
+        let paths = changed.paths();
+        let git_push = kiln_pipelines::filter::Push {
+            git_ref: &git_ref,
+            changed: &paths,
+        };
+        match kiln_pipelines::filter::push_runs(&set.root.on, &git_push) {
+            Ok(()) | Err(kiln_pipelines::filter::PushSkip::NoTrigger) => {}
+            Err(skip) => eprintln!(
+                "warning: GitHub would not run this workflow for this push ({skip}); running it anyway"
+            ),
+        }
+    }
     let mut secrets = match &args.secret_file {
         Some(path) => secret_file(path)?,
         None => IndexMap::new(),
