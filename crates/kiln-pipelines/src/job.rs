@@ -1317,6 +1317,14 @@ impl<'a> Exec<'a> {
                 }
                 a
             }
+            // A missing action.yml is one line, as the runner logs it; a malformed one is
+            // rendered with its positions.
+            Err(e) if e.diagnostics.iter().all(|d| d.span.is_none()) => {
+                for d in &e.diagnostics {
+                    self.log(&format!("##[error]{}", d.message));
+                }
+                return StepResult::failed(Status::Failure);
+            }
             Err(e) => {
                 for line in e.to_string().lines() {
                     self.log(&format!("##[error]{line}"));

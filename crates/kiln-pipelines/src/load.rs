@@ -445,9 +445,14 @@ pub fn load_action(dir: &Path) -> Result<CompositeAction, Box<LoadError>> {
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t)))
     else {
+        // The runner's words (`ActionManager`), Dockerfile included: kiln runs no container
+        // action, but the hint about the checkout is what the user needs.
         diags.push(Diagnostic::unplaced(
             Code::Io,
-            format!("no action.yml or action.yaml in `{}`", dir.display()),
+            format!(
+                "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{}'. Did you forget to run actions/checkout before running your local action?",
+                dir.display()
+            ),
         ));
         return finish(sources, diags, None).map(|(a, _)| a);
     };

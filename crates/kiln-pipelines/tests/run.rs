@@ -2070,6 +2070,26 @@ jobs:
     }
 }
 
+/// A local action used before the checkout (or not in the repository) fails its step with the
+/// runner's words and hint (actions/runner `ActionManager`: "Can't find 'action.yml',
+/// 'action.yaml' or 'Dockerfile' under '...'. Did you forget to run actions/checkout before
+/// running your local action?"); kiln said "<workflow>: error: no action.yml or action.yaml in".
+#[tokio::test]
+async fn a_local_action_missing_from_the_workspace_is_named_as_the_runner_names_it() {
+    let ran = run_workflow(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: ./.github/actions/setup\n",
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(
+        logs[0].starts_with("##[error]Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '/")
+            && logs[0].ends_with("/.github/actions/setup'. Did you forget to run actions/checkout before running your local action?"),
+        "{logs:?}"
+    );
+}
+
 /// Workflow commands, `set-env` and `add-path` (disabled in 2020): as the runner handles them,
 /// each is refused unless `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true`, and a refused command
 /// fails its step even when the script exits 0; opted in, they set a variable and prepend a
