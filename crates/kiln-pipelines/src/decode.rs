@@ -220,6 +220,8 @@ pub(crate) struct Decoder<'a> {
     pub(crate) diags: &'a mut Diagnostics,
     /// Findings that do not stop the workflow (injection risks), reported beside it.
     pub(crate) warnings: Vec<Diagnostic>,
+    /// The unknown actions of the job being decoded: they refuse the runs that include it.
+    pub(crate) step_refusals: Vec<Diagnostic>,
 }
 
 /// The decoded top level of a workflow (the path is filled in by the loader).
@@ -1095,6 +1097,8 @@ impl Decoder<'_> {
                 None => self.missing(node.span, &path, "steps", "the job's steps"),
             }
         }
+        // Actions kiln cannot run refuse only the runs that include this job, as `services`.
+        job.refused.append(&mut self.step_refusals);
         Some(job)
     }
 
@@ -1573,7 +1577,7 @@ impl Decoder<'_> {
                         ));
                     }
                 }
-                "uses" => uses = self.uses(v, &p),
+                "uses" => uses = self.uses(v, &p, !composite),
                 "with" => with = Some(self.mapping(v, &p, scope)),
                 "env" => step.env = self.mapping(v, &p, scope),
                 "shell" => step.shell = self.text(v, &p, scope),
@@ -1657,7 +1661,9 @@ impl Decoder<'_> {
         })
     }
 
-    fn uses(&mut self, node: &Node, path: &str) -> Option<(ActionRef, Text)> {
+    /// A step's `uses`. An action kiln cannot run is a refusal of the workflow job (its runs
+    /// only) or, in a composite action (`refusable` false), a mistake of the action.
+    fn uses(&mut self, node: &Node, path: &str, refusable: bool) -> Option<(ActionRef, Text)> {
         let text = self.plain_string(node, path)?;
         let text = Text {
             text,
@@ -1684,17 +1690,21 @@ impl Decoder<'_> {
                         ),
                     )
                 };
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::Unsupported,
-                        node.span,
-                        path,
-                        format!("unknown action `{}`", text.text),
-                    )
-                    .label(label)
-                    .help(help),
-                );
-                None
+                let diagnostic = Diagnostic::new(
+                    Code::Unsupported,
+                    node.span,
+                    path,
+                    format!("unknown action `{}`", text.text),
+                )
+                .label(label)
+                .help(help);
+                if refusable {
+                    self.step_refusals.push(diagnostic);
+                    Some((ActionRef::Remote(text.text.clone()), text))
+                } else {
+                    self.diags.push(diagnostic);
+                    None
+                }
             }
         }
     }

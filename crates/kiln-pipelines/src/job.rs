@@ -716,6 +716,19 @@ async fn run_step(
                     with,
                     ..
                 } => exec.composite(state, path, with).await,
+                // Its job is refused before a run starts; a caller that skips that check
+                // (a pushed workflow) gets the step failed, not a download.
+                StepAction::Uses {
+                    action: ActionRef::Remote(name),
+                    ..
+                } => {
+                    log(
+                        shared,
+                        &inst.display,
+                        &format!("##[error]kiln runs no remote action: `{name}` was not run"),
+                    );
+                    StepResult::failed(Status::Failure)
+                }
             }
         }
     };

@@ -150,6 +150,7 @@ fn decode_workflow(
         source: text,
         diags,
         warnings: Vec::new(),
+        step_refusals: Vec::new(),
     };
     let parts = decoder.workflow(&root)?;
     let warnings = decoder.warnings;
@@ -463,6 +464,7 @@ pub fn load_action(dir: &Path) -> Result<CompositeAction, Box<LoadError>> {
             source: &text,
             diags: &mut diags,
             warnings: Vec::new(),
+            step_refusals: Vec::new(),
         };
         let action = decoder.composite(&root);
         warnings = decoder.warnings;
