@@ -4,28 +4,55 @@
 
 use indexmap::IndexMap;
 
-/// A malformed environment file.
+/// A malformed environment file, worded as the runner's `FileCommandManager` words it (its
+/// exceptions, which it logs after "Unable to process file command '<name>' successfully.").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvFileError {
     /// A line is neither `name=value` nor `name<<DELIMITER`.
-    #[error("invalid format `{0}` in {1}")]
-    BadLine(String, &'static str),
-    /// A `name<<DELIMITER` block never ends.
-    #[error("matching delimiter not found `{0}` in {1}")]
-    Unterminated(String, &'static str),
-    /// An empty name.
-    #[error("invalid format: empty name in {0}")]
-    EmptyName(&'static str),
+    #[error("Invalid format '{0}'")]
+    BadLine(String),
+    /// `=value`: a line with no name.
+    #[error("Invalid format '{0}'. Name must not be empty")]
+    EmptyName(String),
+    /// `name<<` or `<<DELIMITER`.
+    #[error("Invalid format '{0}'. Name must not be empty and delimiter must not be empty")]
+    EmptyHeredoc(String),
+    /// A `name<<DELIMITER` block whose file ends, after a newline, before the delimiter.
+    #[error("Invalid value. Matching delimiter not found '{0}'")]
+    Unterminated(String),
+    /// A `name<<DELIMITER` block whose last line has no newline and is not the delimiter.
+    #[error("Invalid value. EOF marker missing new line.")]
+    MissingNewline,
 }
 
-/// Parses a `GITHUB_ENV`/`GITHUB_OUTPUT` file: `name=value` lines and `name<<DELIM` blocks.
-pub fn parse_env_file(
-    text: &str,
-    which: &'static str,
-) -> Result<Vec<(String, String)>, EnvFileError> {
+/// The runner's first error line for an environment file it could not read: `name` is the
+/// file's context name (`env`, `output`, `state`, `path`).
+pub fn file_command_failed(name: &str) -> String {
+    format!("Unable to process file command '{name}' successfully.")
+}
+
+/// The runner's warning for the deprecated `set-output` and `save-state` commands
+/// (`Constants.Runner.UnsupportedCommandMessage` in actions/runner's `Constants.cs`).
+pub fn deprecated_command(name: &str) -> String {
+    format!(
+        "The `{name}` command is deprecated and will be disabled soon. Please upgrade to using \
+         Environment Files. For more information see: \
+         https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/"
+    )
+}
+
+/// Parses a `GITHUB_ENV`/`GITHUB_OUTPUT`/`GITHUB_STATE` file: `name=value` lines and
+/// `name<<DELIM` blocks, as the runner's `EnvFileKeyValuePairs` reads them.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut out = Vec::new();
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    while let Some(line) = lines.next() {
+    // Each line with whether a newline ended it (the last one may have none).
+    let mut lines = text
+        .split_inclusive('\n')
+        .map(|l| match l.strip_suffix('\n') {
+            Some(l) => (l.strip_suffix('\r').unwrap_or(l), true),
+            None => (l, false),
+        });
+    while let Some((line, _)) = lines.next() {
         if line.is_empty() {
             continue;
         }
@@ -36,36 +63,29 @@ pub fn parse_env_file(
             (None, Some(_)) => true,
             (_, None) => false,
         };
-        if use_heredoc {
-            let h = heredoc.unwrap_or(0);
+        if let Some(h) = heredoc.filter(|_| use_heredoc) {
             let (name, delimiter) = (&line[..h], &line[h + 2..]);
-            if name.is_empty() {
-                return Err(EnvFileError::EmptyName(which));
-            }
-            if delimiter.is_empty() {
-                return Err(EnvFileError::BadLine(line.to_owned(), which));
+            if name.is_empty() || delimiter.is_empty() {
+                return Err(EnvFileError::EmptyHeredoc(line.to_owned()));
             }
             let mut value: Vec<&str> = Vec::new();
-            let mut closed = false;
-            for l in lines.by_ref() {
-                if l == delimiter {
-                    closed = true;
-                    break;
+            loop {
+                match lines.next() {
+                    None => return Err(EnvFileError::Unterminated(delimiter.to_owned())),
+                    Some((l, _)) if l == delimiter => break,
+                    Some((_, false)) => return Err(EnvFileError::MissingNewline),
+                    Some((l, true)) => value.push(l),
                 }
-                value.push(l);
-            }
-            if !closed {
-                return Err(EnvFileError::Unterminated(delimiter.to_owned(), which));
             }
             out.push((name.to_owned(), value.join("\n")));
         } else if let Some(e) = eq {
             let name = &line[..e];
             if name.is_empty() {
-                return Err(EnvFileError::EmptyName(which));
+                return Err(EnvFileError::EmptyName(line.to_owned()));
             }
             out.push((name.to_owned(), line[e + 1..].to_owned()));
         } else {
-            return Err(EnvFileError::BadLine(line.to_owned(), which));
+            return Err(EnvFileError::BadLine(line.to_owned()));
         }
     }
     Ok(out)
@@ -241,7 +261,7 @@ mod tests {
 
     #[test]
     fn env_files() {
-        let parsed = parse_env_file("A=1\n\nB<<EOF\nx\ny=z\nEOF\nC=a=b\n", "GITHUB_ENV").unwrap();
+        let parsed = parse_env_file("A=1\n\nB<<EOF\nx\ny=z\nEOF\nC=a=b\n").unwrap();
         assert_eq!(
             parsed,
             vec![
@@ -250,14 +270,36 @@ mod tests {
                 ("C".into(), "a=b".into())
             ]
         );
-        assert!(matches!(
-            parse_env_file("X<<E\nnever", "f"),
-            Err(EnvFileError::Unterminated(..))
-        ));
-        assert!(matches!(
-            parse_env_file("justtext", "f"),
-            Err(EnvFileError::BadLine(..))
-        ));
+    }
+
+    /// The runner's own words for each malformed file (actions/runner `FileCommandManager.cs`,
+    /// `EnvFileKeyValuePairs`, and its tests `..._Heredoc_MissingNewLine...`).
+    #[test]
+    fn env_file_errors_are_the_runners() {
+        let error = |text: &str| parse_env_file(text).unwrap_err().to_string();
+        assert_eq!(
+            error("X<<E\nnever\n"),
+            "Invalid value. Matching delimiter not found 'E'"
+        );
+        assert_eq!(
+            error("X<<E\nnever"),
+            "Invalid value. EOF marker missing new line."
+        );
+        assert_eq!(error("justtext"), "Invalid format 'justtext'");
+        assert_eq!(
+            error("<<EOF\nx\nEOF\n"),
+            "Invalid format '<<EOF'. Name must not be empty and delimiter must not be empty"
+        );
+        assert_eq!(error("=v"), "Invalid format '=v'. Name must not be empty");
+        // A delimiter ending the file without a newline still closes its block.
+        assert_eq!(
+            parse_env_file("X<<E\nv\nE").unwrap(),
+            vec![("X".into(), "v".into())]
+        );
+        assert_eq!(
+            deprecated_command("set-output"),
+            "The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/"
+        );
     }
 
     #[test]

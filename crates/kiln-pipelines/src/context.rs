@@ -86,7 +86,30 @@ impl Ctx {
         })
     }
 
-    /// A number setting such as `timeout-minutes`.
+    /// A `timeout-minutes` as the runner reads it (`WorkflowTemplateConverter.ConvertToJobTimeout`
+    /// and `ConvertToStepTimeout`: `(Int32)numberToken.Value`): the value must be a number, not
+    /// a string that holds one (`${{ fromJSON(inputs.t) }}` converts one), and a fraction is
+    /// cut toward zero, so `1.9` is one minute and `0.5` none. `None` when it is not set or
+    /// comes to no whole minute; the error is the runner's "Unexpected value '…'".
+    pub fn minutes(&self, text: Option<&Text>) -> Result<Option<u64>, String> {
+        let Some(text) = text else { return Ok(None) };
+        // Validation let through only numbers and expressions: a literal is a number's text.
+        let value = match text.text.contains("${{") {
+            true => self.value(text)?,
+            false => text
+                .text
+                .trim()
+                .parse::<f64>()
+                .map_or_else(|_| Value::String(text.text.clone()), Value::Number),
+        };
+        match value {
+            Value::Number(n) if n.trunc() >= 1.0 => Ok(Some(n.trunc().min(u32::MAX as f64) as u64)),
+            Value::Number(_) => Ok(None),
+            other => Err(format!("Unexpected value '{}'", other.to_display_string())),
+        }
+    }
+
+    /// A number setting such as `max-parallel`.
     pub fn number(&self, text: Option<&Text>) -> Result<Option<f64>, String> {
         let Some(text) = text else { return Ok(None) };
         let n = self.value(text)?.to_number();

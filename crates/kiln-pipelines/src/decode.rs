@@ -220,6 +220,8 @@ pub(crate) struct Decoder<'a> {
     pub(crate) diags: &'a mut Diagnostics,
     /// Findings that do not stop the workflow (injection risks), reported beside it.
     pub(crate) warnings: Vec<Diagnostic>,
+    /// The unknown actions of the job being decoded: they refuse the runs that include it.
+    pub(crate) step_refusals: Vec<Diagnostic>,
 }
 
 /// The decoded top level of a workflow (the path is filled in by the loader).
@@ -295,6 +297,36 @@ impl Decoder<'_> {
             Y::Number(n) => Some(kiln_expr::Value::Number(*n).to_display_string()),
             _ => {
                 self.wrong_type(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    /// A `timeout-minutes`: a number or a `${{ }}` expression, as the workflow schema's
+    /// `number-strategy-context` / `number-steps-context` allow. GitHub refuses a quoted `'10'`
+    /// ("Unexpected value '10'"); an expression giving a string is refused when it runs.
+    fn minutes(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
+        match &node.value {
+            Y::Number(_) => self.text(node, path, scope),
+            Y::String { text, .. } if text.contains("${{") => self.text(node, path, scope),
+            Y::String { text, .. } => {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span,
+                        path,
+                        format!("`{path}` must be a number, found the string '{text}'"),
+                    )
+                    .label("GitHub refuses this: Unexpected value")
+                    .help(match text.trim().parse::<f64>() {
+                        Ok(_) => format!("write it without quotes: `timeout-minutes: {}`", text.trim()),
+                        Err(_) => "write a number of minutes, or `${{ fromJSON(...) }}` to read one from a string".to_owned(),
+                    }),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(node, path, "a number");
                 None
             }
         }
@@ -426,6 +458,20 @@ impl Decoder<'_> {
 
     /// The whole workflow file.
     pub(crate) fn workflow(&mut self, root: &Node) -> Option<WorkflowParts> {
+        if matches!(root.value, Y::Null) {
+            // An empty file or one of comments only: say so rather than "`` must be a mapping".
+            self.diags.push(
+                Diagnostic::new(
+                    Code::WrongType,
+                    root.span,
+                    "",
+                    "the workflow file is empty: it holds no `on` and no `jobs`",
+                )
+                .label("no workflow here")
+                .help("write the workflow, or remove the file (GitHub reports it as an invalid workflow)"),
+            );
+            return None;
+        }
         let entries = self.map(root, "")?;
         self.check_keys(entries, WORKFLOW_KEYS, "");
         let mut parts = WorkflowParts {
@@ -1002,7 +1048,9 @@ impl Decoder<'_> {
                 "env" => job.env = self.mapping(v, &p, &sc(JOB_ENV, &[])),
                 "defaults" => job.defaults = self.defaults(v, &p, &sc(JOB_DEFAULTS, &[])),
                 "outputs" => job.outputs = self.text_map(v, &p, &sc(STEP_ALL, &[])),
-                "timeout-minutes" => job.timeout_minutes = self.text(v, &p, &sc(JOB_PLAIN, &[])),
+                "timeout-minutes" => {
+                    job.timeout_minutes = self.minutes(v, &p, &sc(JOB_PLAIN, &[]));
+                }
                 "continue-on-error" => {
                     job.continue_on_error = self.text(v, &p, &sc(JOB_PLAIN, &[]));
                 }
@@ -1049,6 +1097,8 @@ impl Decoder<'_> {
                 None => self.missing(node.span, &path, "steps", "the job's steps"),
             }
         }
+        // Actions kiln cannot run refuse only the runs that include this job, as `services`.
+        job.refused.append(&mut self.step_refusals);
         Some(job)
     }
 
@@ -1527,13 +1577,13 @@ impl Decoder<'_> {
                         ));
                     }
                 }
-                "uses" => uses = self.uses(v, &p),
+                "uses" => uses = self.uses(v, &p, !composite),
                 "with" => with = Some(self.mapping(v, &p, scope)),
                 "env" => step.env = self.mapping(v, &p, scope),
                 "shell" => step.shell = self.text(v, &p, scope),
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),
-                "timeout-minutes" => step.timeout_minutes = self.text(v, &p, scope),
+                "timeout-minutes" => step.timeout_minutes = self.minutes(v, &p, scope),
                 _ => {}
             }
         }
@@ -1611,7 +1661,9 @@ impl Decoder<'_> {
         })
     }
 
-    fn uses(&mut self, node: &Node, path: &str) -> Option<(ActionRef, Text)> {
+    /// A step's `uses`. An action kiln cannot run is a refusal of the workflow job (its runs
+    /// only) or, in a composite action (`refusable` false), a mistake of the action.
+    fn uses(&mut self, node: &Node, path: &str, refusable: bool) -> Option<(ActionRef, Text)> {
         let text = self.plain_string(node, path)?;
         let text = Text {
             text,
@@ -1638,17 +1690,21 @@ impl Decoder<'_> {
                         ),
                     )
                 };
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::Unsupported,
-                        node.span,
-                        path,
-                        format!("unknown action `{}`", text.text),
-                    )
-                    .label(label)
-                    .help(help),
-                );
-                None
+                let diagnostic = Diagnostic::new(
+                    Code::Unsupported,
+                    node.span,
+                    path,
+                    format!("unknown action `{}`", text.text),
+                )
+                .label(label)
+                .help(help);
+                if refusable {
+                    self.step_refusals.push(diagnostic);
+                    Some((ActionRef::Remote(text.text.clone()), text))
+                } else {
+                    self.diags.push(diagnostic);
+                    None
+                }
             }
         }
     }

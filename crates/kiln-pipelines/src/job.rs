@@ -16,7 +16,9 @@ use kiln_expr::Value;
 use tokio::sync::watch;
 
 use crate::builtins::{self, Post};
-use crate::commands::{is_command, parse_command, parse_env_file, parse_legacy_command};
+use crate::commands::{
+    deprecated_command, is_command, parse_command, parse_env_file, parse_legacy_command,
+};
 use crate::context::{Ctx, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::matchers::{MatcherError, Matchers};
@@ -374,10 +376,19 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         env.extend(env_values(&ctx, source)?);
         ctx.set("env", object(&env));
     }
+    // A job's `timeout-minutes` that comes to no whole minute (`0`, `0.5`) keeps the default:
+    // GitHub's runner arms no timer for such a step, and kiln does the same for the job.
     let minutes = inst
         .ctx
-        .number(job.timeout_minutes.as_ref())?
-        .unwrap_or(DEFAULT_JOB_TIMEOUT_MINUTES);
+        .minutes(job.timeout_minutes.as_ref())
+        .map_err(|e| {
+            format!(
+                "Error when evaluating 'timeout-minutes' for job '{}'. {}: {e}",
+                job.id.name,
+                scope.workflow.path.display()
+            )
+        })?
+        .map_or(DEFAULT_JOB_TIMEOUT_MINUTES, |m| m as f64);
     Ok(JobState {
         env,
         added_env: IndexMap::new(),
@@ -392,7 +403,7 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         records: Vec::new(),
         workspace,
         temp,
-        deadline: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
+        deadline: Instant::now() + shared.opts.minute.mul_f64(minutes),
         cancel: inst.cancel.clone(),
         matchers: Matchers::default(),
     })
@@ -659,11 +670,24 @@ async fn run_step(
     }
     ctx.set("env", object(&env));
     let continue_on_error = ctx.flag(step.continue_on_error.as_ref()).unwrap_or(false);
-    let timeout = match ctx.number(step.timeout_minutes.as_ref()) {
-        Ok(t) => t.map(|m| Duration::from_secs_f64(m * 60.0)),
+    // As the runner's `StepsRunner.RunStepAsync`: a timeout that does not evaluate to a number
+    // is two errors, and the step runs without one.
+    let timeout = match ctx.minutes(step.timeout_minutes.as_ref()) {
+        Ok(t) => t.map(|m| {
+            shared
+                .opts
+                .minute
+                .saturating_mul(u32::try_from(m).unwrap_or(u32::MAX))
+        }),
         Err(e) => {
-            log(shared, &inst.display, &format!("##[error]{e}"));
-            result = Some(StepResult::failed(Status::Failure));
+            let path = scope.workflow.path.display();
+            for message in [
+                "An error occurred when attempting to determine the step timeout.".to_owned(),
+                format!("The template is not valid. {path}: {e}"),
+            ] {
+                log(shared, &inst.display, &format!("##[error]{message}"));
+                shared.annotate(&inst.display, Annotation::new(Level::Error, message));
+            }
             None
         }
     };
@@ -692,6 +716,19 @@ async fn run_step(
                     with,
                     ..
                 } => exec.composite(state, path, with).await,
+                // Its job is refused before a run starts; a caller that skips that check
+                // (a pushed workflow) gets the step failed, not a download.
+                StepAction::Uses {
+                    action: ActionRef::Remote(name),
+                    ..
+                } => {
+                    log(
+                        shared,
+                        &inst.display,
+                        &format!("##[error]kiln runs no remote action: `{name}` was not run"),
+                    );
+                    StepResult::failed(Status::Failure)
+                }
             }
         }
     };
@@ -1141,14 +1178,10 @@ impl<'a> Exec<'a> {
         if let Some(p) = pgid {
             state.pgids.push(p);
         }
-        if let Err(e) = self.apply_files(state, files, &mut outputs) {
-            self.log(&format!("##[error]{e}"));
-            return StepResult {
-                outcome: Status::Failure,
-                exit_code: None,
-                outputs,
-            };
-        }
+        // As the runner's `FileCommandManager.ProcessFiles`: each file on its own, a file it
+        // cannot read logged with two errors, and the step failed whatever its exit code.
+        let file_failed = self.apply_files(state, files, &mut outputs);
+        let command_failed = command_failed || file_failed;
         let (outcome, exit_code) = match exit {
             Exit::Code(0) if command_failed => (Status::Failure, Some(0)),
             Exit::Code(0) => (Status::Success, Some(0)),
@@ -1187,12 +1220,13 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// Reads the step's environment files into the job; whether one could not be read.
     fn apply_files(
         &self,
         state: &mut JobState,
         files: &Files,
         outputs: &mut IndexMap<String, String>,
-    ) -> Result<(), String> {
+    ) -> bool {
         // A step may have deleted a file: that reads as empty. Most steps write none of them:
         // an empty file is known from its size alone (one call, not four).
         let read = |p: &Path| match std::fs::metadata(p) {
@@ -1203,23 +1237,37 @@ impl<'a> Exec<'a> {
                 r => r.map_err(|e| e.to_string()),
             },
         };
-        for (k, v) in parse_env_file(&read(&files.env)?, "GITHUB_ENV").map_err(|e| e.to_string())? {
-            state.added_env.insert(k, v);
+        let pairs = |p: &Path| read(p).and_then(|t| parse_env_file(&t).map_err(|e| e.to_string()));
+        let mut failed = false;
+        let mut fail = |name: &str, problem: String| {
+            for message in [crate::commands::file_command_failed(name), problem] {
+                self.log(&format!("##[error]{message}"));
+                self.shared
+                    .annotate(&self.inst.display, Annotation::new(Level::Error, message));
+            }
+            failed = true;
+        };
+        match read(&files.path) {
+            Ok(text) => {
+                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    state.path.insert(0, line.to_owned());
+                }
+            }
+            Err(e) => fail("path", e),
         }
-        for line in read(&files.path)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-        {
-            state.path.insert(0, line.to_owned());
+        match pairs(&files.env) {
+            Ok(pairs) => state.added_env.extend(pairs),
+            Err(e) => fail("env", e),
         }
-        for (k, v) in
-            parse_env_file(&read(&files.output)?, "GITHUB_OUTPUT").map_err(|e| e.to_string())?
-        {
-            outputs.insert(k, v);
+        match pairs(&files.output) {
+            Ok(pairs) => outputs.extend(pairs),
+            Err(e) => fail("output", e),
         }
-        state.summary.push_str(&read(&files.summary)?);
-        Ok(())
+        match read(&files.summary) {
+            Ok(text) => state.summary.push_str(&text),
+            Err(e) => fail("step_summary", e),
+        }
+        failed
     }
 
     async fn builtin(
@@ -1281,6 +1329,14 @@ impl<'a> Exec<'a> {
                     self.log(&format!("##[warning]{line}"));
                 }
                 a
+            }
+            // A missing action.yml is one line, as the runner logs it; a malformed one is
+            // rendered with its positions.
+            Err(e) if e.diagnostics.iter().all(|d| d.span.is_none()) => {
+                for d in &e.diagnostics {
+                    self.log(&format!("##[error]{}", d.message));
+                }
+                return StepResult::failed(Status::Failure);
             }
             Err(e) => {
                 for line in e.to_string().lines() {
@@ -1430,12 +1486,20 @@ impl Exec<'_> {
             result = self.execute(state, spawn, &files).await;
             match std::fs::read_to_string(&files.state)
                 .map_err(|e| e.to_string())
-                .and_then(|t| parse_env_file(&t, "GITHUB_STATE").map_err(|e| e.to_string()))
+                .and_then(|t| parse_env_file(&t).map_err(|e| e.to_string()))
             {
                 Ok(pairs) => {
                     saved.extend(pairs.into_iter().map(|(k, v)| (format!("STATE_{k}"), v)))
                 }
-                Err(e) => self.log(&format!("##[warning]GITHUB_STATE: {e}")),
+                Err(e) => {
+                    // The runner's `state` file command: two errors, and the step fails.
+                    for message in [crate::commands::file_command_failed("state"), e] {
+                        self.log(&format!("##[error]{message}"));
+                        self.shared
+                            .annotate(&self.inst.display, Annotation::new(Level::Error, message));
+                    }
+                    result.outcome = Status::Failure;
+                }
             }
             if result.outcome != Status::Success {
                 return result;
@@ -1489,6 +1553,17 @@ fn append_state(path: &Path, pairs: &[(String, String)]) -> std::io::Result<()> 
     std::io::Write::write_all(&mut file, text.as_bytes())
 }
 
+/// The runner's words for a command without its `name` property.
+fn missing_name(command: &str) -> String {
+    format!("Required field 'name' is missing in ##[{command}] command.")
+}
+
+/// .NET's `ArgumentNullException` message, which the runner's `ArgUtil.NotNullOrEmpty` throws
+/// for an empty argument (`::add-path::`, `::echo::`).
+fn null_argument(name: &str) -> String {
+    format!("Value cannot be null. (Parameter '{name}')")
+}
+
 /// Opts a job into the `set-env` and `add-path` workflow commands GitHub disabled in 2020.
 const UNSECURE_COMMANDS: &str = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
 
@@ -1530,14 +1605,14 @@ impl Lines<'_> {
             ))
         } else if command == "add-path" {
             if data.is_empty() {
-                Some("Value cannot be null or empty. (Parameter 'path')".to_owned())
+                Some(null_argument("path"))
             } else {
                 self.add_path.push(data);
                 None
             }
         } else {
             match name.filter(|n| !n.is_empty()) {
-                None => Some("Required field 'name' is missing in ##[set-env] command.".to_owned()),
+                None => Some(missing_name("set-env")),
                 Some(n) if n.eq_ignore_ascii_case("NODE_OPTIONS") => {
                     let message =
                         format!("Can't update {n} environment variable using ::set-env:: command.");
@@ -1600,26 +1675,24 @@ impl Lines<'_> {
                 }
             }
             "echo" => match cmd.data.trim().to_ascii_lowercase().as_str() {
+                _ if cmd.data.is_empty() => self.command_error(line, &null_argument("value")),
                 "on" => self.echo_commands = true,
                 "off" => self.echo_commands = false,
-                _ => {
-                    let message = format!(
+                _ => self.command_error(
+                    line,
+                    &format!(
                         "Invalid echo command value. Possible values can be: 'on', 'off'. Current value is: '{}'.",
                         cmd.data
-                    );
-                    log(shared, job, &format!("##[error]{message}"));
-                    shared.annotate(job, Annotation::new(Level::Error, message));
-                    self.command_failed = true;
-                }
+                    ),
+                ),
             },
             "add-matcher" => self.add_matcher(line, &cmd.data),
             "remove-matcher" => self.remove_matcher(line, cmd.properties.get("owner"), &cmd.data),
             "save-state" => {
-                let warning = "The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.";
-                log(shared, job, &format!("##[warning]{warning}"));
-                shared.annotate(job, Annotation::new(Level::Warning, warning.to_owned()));
-                if let Some(name) = cmd.properties.get("name").filter(|n| !n.is_empty()) {
-                    self.saved_state.push((name.clone(), cmd.data));
+                self.warn(&deprecated_command("save-state"));
+                match cmd.properties.get("name").filter(|n| !n.is_empty()) {
+                    Some(name) => self.saved_state.push((name.clone(), cmd.data)),
+                    None => self.command_error(line, &missing_name("save-state")),
                 }
             }
             "stop-commands" => {
@@ -1640,11 +1713,12 @@ impl Lines<'_> {
                 shared.annotate(job, annotation(shared, level, message, &cmd.properties));
             }
             "set-output" => {
-                let warning = "The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.";
-                log(shared, job, &format!("##[warning]{warning}"));
-                shared.annotate(job, Annotation::new(Level::Warning, warning.to_owned()));
-                if let Some(name) = cmd.properties.get("name") {
-                    self.outputs.insert(name.clone(), cmd.data);
+                self.warn(&deprecated_command("set-output"));
+                match cmd.properties.get("name").filter(|n| !n.is_empty()) {
+                    Some(name) => {
+                        self.outputs.insert(name.clone(), cmd.data);
+                    }
+                    None => self.command_error(line, &missing_name("set-output")),
                 }
             }
             "set-env" | "add-path" => self.unsecure(

@@ -19,7 +19,13 @@
 //!
 //! A job whose `timeout-minutes` expires is cancelled, as GitHub cancels it: its status and
 //! `needs.<id>.result` are `cancelled`, and only `always()`/`cancelled()` steps and post steps
-//! still run, within GitHub's 5-minute cancel timeout.
+//! still run, within GitHub's 5-minute cancel timeout. `timeout-minutes` counts whole minutes,
+//! as the runner reads it: a number (a fraction is cut, `1.9` is one minute, `0.5` none) or an
+//! expression giving one; a string is refused (`${{ fromJSON(...) }}` converts one).
+//!
+//! A matrix leg is named as GitHub names it: `job (values)`, object and list values written
+//! out depth first without their keys, what `include` adds to a leg of the product left out,
+//! cut to 100 characters ([`plan::display_name`]).
 //!
 //! **Architecture invariant:** expressions are kiln-expr's; YAML positions and diagnostics are
 //! kiln-spec's. This crate never re-implements either.

@@ -150,6 +150,7 @@ fn decode_workflow(
         source: text,
         diags,
         warnings: Vec::new(),
+        step_refusals: Vec::new(),
     };
     let parts = decoder.workflow(&root)?;
     let warnings = decoder.warnings;
@@ -166,6 +167,14 @@ fn decode_workflow(
         warnings,
     };
     check_graph(&workflow, file, diags);
+    // A workflow that does not load reports what kiln would refuse to run (`services`,
+    // `container`) with its other mistakes, so that one pass shows them all; one that loads
+    // carries them on its jobs instead, and refuses only the runs that include them.
+    if !diags.is_empty() {
+        for job in workflow.jobs.values() {
+            job.refused.iter().for_each(|d| diags.push(d.clone()));
+        }
+    }
     Some(workflow)
 }
 
@@ -437,9 +446,14 @@ pub fn load_action(dir: &Path) -> Result<CompositeAction, Box<LoadError>> {
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t)))
     else {
+        // The runner's words (`ActionManager`), Dockerfile included: kiln runs no container
+        // action, but the hint about the checkout is what the user needs.
         diags.push(Diagnostic::unplaced(
             Code::Io,
-            format!("no action.yml or action.yaml in `{}`", dir.display()),
+            format!(
+                "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{}'. Did you forget to run actions/checkout before running your local action?",
+                dir.display()
+            ),
         ));
         return finish(sources, diags, None).map(|(a, _)| a);
     };
@@ -450,6 +464,7 @@ pub fn load_action(dir: &Path) -> Result<CompositeAction, Box<LoadError>> {
             source: &text,
             diags: &mut diags,
             warnings: Vec::new(),
+            step_refusals: Vec::new(),
         };
         let action = decoder.composite(&root);
         warnings = decoder.warnings;

@@ -14,6 +14,24 @@ pub const MAX_MATRIX_JOBS: usize = 256;
 /// One matrix combination.
 pub type Combination = IndexMap<String, Value>;
 
+/// One job instance of a matrix: its `matrix` context and how many of its first keys name it.
+/// GitHub names a leg of the product after its vectors' values only (what `include` adds to it
+/// is not in the name); an `include` entry that became a leg of its own is named after all of
+/// its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leg {
+    /// The `matrix` context.
+    pub matrix: Combination,
+    /// The number of leading keys of `matrix` whose values make the display name.
+    pub named: usize,
+    /// An `include` entry that extended no leg of the product and became a leg of its own.
+    pub included: bool,
+}
+
+/// GitHub's limit on a default job display name (`JobDisplayNameBuilder`): longer names are
+/// cut to 97 characters and `...`.
+pub const MAX_DISPLAY_NAME: usize = 100;
+
 /// Why a matrix cannot be expanded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MatrixError {
@@ -43,6 +61,15 @@ pub fn expand_matrix(
     include: &[Value],
     exclude: &[Value],
 ) -> Result<Vec<Combination>, MatrixError> {
+    expand_legs(vectors, include, exclude).map(|legs| legs.into_iter().map(|l| l.matrix).collect())
+}
+
+/// Expands vectors with include/exclude into legs, each with what names it.
+pub fn expand_legs(
+    vectors: &IndexMap<String, Value>,
+    include: &[Value],
+    exclude: &[Value],
+) -> Result<Vec<Leg>, MatrixError> {
     let mut lists = Vec::new();
     for (name, value) in vectors {
         match value {
@@ -110,7 +137,19 @@ pub fn expand_matrix(
     if combos.len() > MAX_MATRIX_JOBS {
         return Err(MatrixError::TooLarge(combos.len()));
     }
-    Ok(combos)
+    Ok(combos
+        .into_iter()
+        .enumerate()
+        .map(|(i, matrix)| Leg {
+            named: if i < originals {
+                vectors.len()
+            } else {
+                matrix.len()
+            },
+            included: i >= originals,
+            matrix,
+        })
+        .collect())
 }
 
 fn objects(list: &[Value], what: &'static str) -> Result<Vec<Combination>, MatrixError> {
@@ -127,19 +166,75 @@ fn matches(combo: &Combination, pattern: &Combination) -> bool {
 }
 
 /// The display name of a job instance as GitHub shows it: the job's name (or id), followed by
-/// the matrix values in parentheses unless the name already uses the matrix.
-pub fn display_name(base: &str, name_uses_matrix: bool, combo: Option<&Combination>) -> String {
-    let Some(combo) = combo.filter(|c| !c.is_empty() && !name_uses_matrix) else {
+/// the leg's values in parentheses unless the name already uses the matrix. As GitHub's
+/// `MatrixBuilder` and `JobDisplayNameBuilder` build it (actions/runner
+/// `src/Sdk/DTPipelines/Pipelines/ObjectTemplating/`): the values of the naming keys are
+/// traversed depth first without their keys (an object `{os: linux, v: 1}` gives `linux, 1`,
+/// a list gives its items), empty strings and nulls give nothing, the segments are joined by
+/// `, `, and a name longer than 100 characters is cut to 97 and `...`.
+pub fn display_name(base: &str, name_uses_matrix: bool, leg: Option<&Leg>) -> String {
+    let Some(leg) = leg.filter(|_| !name_uses_matrix) else {
         return base.to_owned();
     };
-    let values: Vec<String> = combo
-        .values()
-        .map(|v| match v {
-            Value::Array(_) | Value::Object(_) => v.to_json().to_string(),
-            other => other.to_display_string(),
-        })
-        .collect();
-    format!("{base} ({})", values.join(", "))
+    let mut segments = Vec::new();
+    for value in leg.matrix.values().take(leg.named) {
+        segments_of(value, &mut segments);
+    }
+    if segments.is_empty() {
+        return base.to_owned();
+    }
+    let name = format!("{base} ({})", segments.join(", "));
+    if name.chars().count() <= MAX_DISPLAY_NAME {
+        return name;
+    }
+    let cut: String = name.chars().take(MAX_DISPLAY_NAME - 3).collect();
+    format!("{cut}...")
+}
+
+/// A value's name segments, depth first.
+fn segments_of(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Null => {}
+        Value::String(s) if s.is_empty() => {}
+        Value::Array(items) => items.iter().for_each(|v| segments_of(v, out)),
+        Value::Object(map) => map.values().for_each(|v| segments_of(v, out)),
+        other => out.push(other.to_display_string()),
+    }
+}
+
+/// Whether `value` is what `want` names, as `kiln ci run --matrix` compares them: a scalar by
+/// its text (`3.10` names the string `3.10`; a YAML number 3.10 is 3.1), an object or a list by
+/// its JSON (`{"os":"linux","v":1}`, compared as values, so spacing and key order do not
+/// matter) or by its display segments joined by `, ` (`linux, 1`, as the job's name shows it).
+pub fn value_named(value: &Value, want: &str) -> bool {
+    match value {
+        Value::Array(_) | Value::Object(_) => {
+            if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(want)
+                && Value::from_json(&parsed) == *value
+            {
+                return true;
+            }
+            let mut segments = Vec::new();
+            segments_of(value, &mut segments);
+            segments.join(", ") == want
+        }
+        other => other.to_display_string() == want,
+    }
+}
+
+/// The value at a dotted path inside a matrix value: `cfg.os` is `os` of the object `cfg`, and
+/// `flags.0` the first item of the list `flags`.
+pub fn value_at<'v>(matrix: &'v Combination, path: &str) -> Option<&'v Value> {
+    let mut parts = path.split('.');
+    let mut value = matrix.get(parts.next()?)?;
+    for part in parts {
+        value = match value {
+            Value::Object(map) => map.get(part)?,
+            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 #[cfg(test)]
@@ -243,11 +338,67 @@ mod tests {
         assert_eq!(as_json(&c), json!([{"a":1},{"a":2}]));
     }
 
+    fn leg(j: serde_json::Value, named: usize) -> Leg {
+        Leg {
+            matrix: vectors(j),
+            named,
+            included: false,
+        }
+    }
+
     #[test]
     fn names() {
-        let c = vectors(json!({"svc": "api", "v": 2}));
+        let c = leg(json!({"svc": "api", "v": 2}), 2);
         assert_eq!(display_name("test", false, Some(&c)), "test (api, 2)");
         assert_eq!(display_name("test", true, Some(&c)), "test");
         assert_eq!(display_name("test", false, None), "test");
+    }
+
+    /// GitHub's `MatrixBuilder`: object and list values are traversed without their keys,
+    /// empty strings and nulls dropped, and what `include` adds to a leg of the product is not
+    /// in its name, while an `include` entry of its own is named after all its values.
+    #[test]
+    fn names_of_object_and_list_values_and_included_keys() {
+        let legs = expand_legs(
+            &vectors(json!({
+                "cfg": [{"os": "linux", "v": 1}, {"os": "mac", "tags": ["a", "b"], "note": ""}],
+                "opt": [null]
+            })),
+            &list(json!([
+                {"cfg": {"os": "linux", "v": 1}, "extra": "not named"},
+                {"cfg": {"os": "bsd"}, "solo": "x", "n": 3.5}
+            ])),
+            &[],
+        )
+        .unwrap();
+        let names: Vec<String> = legs
+            .iter()
+            .map(|l| display_name("build", false, Some(l)))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "build (linux, 1)",
+                "build (mac, a, b)",
+                "build (bsd, x, 3.5)"
+            ]
+        );
+        assert_eq!(legs[0].matrix["extra"], v(json!("not named")));
+        let long = leg(json!({"s": "x".repeat(120)}), 1);
+        let name = display_name("build", false, Some(&long));
+        assert_eq!(name.chars().count(), MAX_DISPLAY_NAME);
+        assert!(name.starts_with("build (xxx") && name.ends_with("xx..."));
+    }
+
+    #[test]
+    fn matrix_values_are_named_by_text_json_or_segments() {
+        let m = vectors(json!({"cfg": {"os": "linux", "v": 1}, "py": "3.10", "n": 3.1}));
+        assert!(value_named(&m["cfg"], r#"{ "v": 1, "os": "linux" }"#));
+        assert!(value_named(&m["cfg"], "linux, 1"));
+        assert!(!value_named(&m["cfg"], "linux"));
+        assert!(value_named(&m["py"], "3.10") && value_named(&m["n"], "3.1"));
+        assert_eq!(value_at(&m, "cfg.os"), Some(&v(json!("linux"))));
+        assert_eq!(value_at(&m, "cfg.nope"), None);
+        assert_eq!(value_at(&m, "py.x"), None);
     }
 }

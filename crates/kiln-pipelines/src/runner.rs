@@ -20,7 +20,7 @@ use crate::context::{Ctx, Flags, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, RunRecord, RunStore, Status};
 use crate::job::{self, Instance};
 use crate::load::WorkflowSet;
-use crate::plan::{self, Combination};
+use crate::plan::{self, Leg};
 use crate::workflow::{CallSecrets, Job, JobBody, Matrix, Vector, Workflow};
 
 /// Everything a run needs besides the workflow.
@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub max_parallel: usize,
     /// Time between SIGTERM and SIGKILL when a step is stopped.
     pub kill_grace: Duration,
+    /// How long one minute of `timeout-minutes` lasts: 60 s. GitHub reads only whole minutes
+    /// there (`1.5` is one), so tests that need a timeout to expire shorten the minute instead.
+    pub minute: Duration,
     /// Labels this host answers to besides [`HOST_LABELS`] (e.g. a self-hosted runner's).
     pub runner_labels: Vec<String>,
     /// Keep the directories (workspace, temp) of jobs that did not succeed; others are
@@ -137,6 +140,7 @@ impl RunOptions {
             environments: IndexMap::new(),
             max_parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             kill_grace: Duration::from_secs(5),
+            minute: Duration::from_secs(60),
             runner_labels: Vec::new(),
             keep_workspace: false,
         }
@@ -1040,14 +1044,14 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
     let cancel_tx = Arc::new(cancel_tx);
     let limit = Arc::new(Semaphore::new(max_parallel.unwrap_or(total).max(1)));
     let mut set: JoinSet<(Status, bool, IndexMap<String, String>)> = JoinSet::new();
-    let instances: Vec<Option<Combination>> = match combos {
+    let instances: Vec<Option<Leg>> = match combos {
         Some(c) => c.into_iter().map(Some).collect(),
         None => vec![None],
     };
     for (index, combo) in instances.into_iter().enumerate() {
         let mut ictx = ctx.clone();
-        if let Some(c) = &combo {
-            ictx.set("matrix", Value::Object(c.clone()));
+        if let Some(leg) = &combo {
+            ictx.set("matrix", Value::Object(leg.matrix.clone()));
         }
         ictx.set(
             "strategy",
@@ -1189,7 +1193,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-type StrategyPlan = (Option<Vec<Combination>>, bool, Option<usize>);
+type StrategyPlan = (Option<Vec<Leg>>, bool, Option<usize>);
 
 fn strategy(job: &Job, ctx: &Ctx) -> Result<StrategyPlan, String> {
     let Some(strategy) = &job.strategy else {
@@ -1240,7 +1244,7 @@ fn strategy(job: &Job, ctx: &Ctx) -> Result<StrategyPlan, String> {
             (vectors, list(&table.include)?, list(&table.exclude)?)
         }
     };
-    let combos = plan::expand_matrix(&vectors, &include, &exclude).map_err(|e| e.to_string())?;
+    let combos = plan::expand_legs(&vectors, &include, &exclude).map_err(|e| e.to_string())?;
     Ok((Some(combos), fail_fast, max_parallel))
 }
 
@@ -1287,7 +1291,7 @@ fn render_json(
     })
 }
 
-fn display_name(job: &Job, ctx: &Ctx, combo: Option<&Combination>, prefix: &str) -> String {
+fn display_name(job: &Job, ctx: &Ctx, combo: Option<&Leg>, prefix: &str) -> String {
     let (base, uses_matrix) = match &job.name {
         Some(n) => (
             ctx.string(n).unwrap_or_else(|_| n.text.clone()),

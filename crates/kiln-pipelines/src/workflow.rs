@@ -362,6 +362,9 @@ pub enum ActionRef {
     Builtin(Builtin),
     /// `./path` to a directory holding `action.yml` with `runs.using: composite`.
     Local(String),
+    /// An action kiln cannot run (another repository's, or `docker://`): the job that uses it
+    /// carries the refusal, so that runs of the other jobs go ahead.
+    Remote(String),
 }
 
 /// The actions kiln implements natively.

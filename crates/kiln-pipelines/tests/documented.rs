@@ -85,7 +85,7 @@ on: push
 jobs:
   slow:
     runs-on: ubuntu-latest
-    timeout-minutes: 0.01
+    timeout-minutes: 1
     steps:
       - run: sleep 100
       - run: echo next
@@ -105,7 +105,10 @@ jobs:
     runs-on: ubuntu-latest
     steps: [ { run: "echo report ${{ needs.slow.result }}" } ]
 "#,
-        |o| o.kill_grace = std::time::Duration::from_millis(100),
+        |o| {
+            o.kill_grace = std::time::Duration::from_millis(100);
+            o.minute = std::time::Duration::from_millis(600);
+        },
     )
     .await;
     let slow = ran.logs("slow");
@@ -332,4 +335,58 @@ jobs:
         "{:?}",
         bad.annotations
     );
+}
+
+/// `timeout-minutes` as the runner reads it (`WorkflowTemplateConverter.ConvertToStepTimeout`,
+/// `(Int32)numberToken.Value`, then `StepsRunner` arms a timer only `if (timeoutMinutes > 0)`):
+/// a fraction is cut to whole minutes, so `0.005` sets no timeout and the step finishes (kiln
+/// once stopped it after 0.3 s); a step's timeout whose expression gives a string is two
+/// errors and the step runs without one; a job's is an error of the job, which fails.
+#[tokio::test]
+async fn timeout_minutes_are_whole_minutes_and_numbers() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 1; echo finished
+        timeout-minutes: 0.005
+      - run: echo ran
+        timeout-minutes: ${{ github.event_name }}
+  b:
+    runs-on: ubuntu-latest
+    timeout-minutes: ${{ github.event_name }}
+    steps: [ { run: echo never } ]
+"#,
+        |_| {},
+    )
+    .await;
+    let a = ran.logs("a");
+    assert_eq!(
+        a[..2],
+        [
+            "finished",
+            "##[error]An error occurred when attempting to determine the step timeout.",
+        ],
+        "{a:?}"
+    );
+    assert!(
+        a[2].starts_with("##[error]The template is not valid. ")
+            && a[2].ends_with(": Unexpected value 'push'")
+            && a[3] == "ran",
+        "{a:?}"
+    );
+    assert_eq!(ran.job("a").status, Status::Success);
+    assert_eq!(ran.job("b").status, Status::Failure);
+    let b = ran.logs("b");
+    assert!(
+        b.iter().any(
+            |l| l.contains("Error when evaluating 'timeout-minutes' for job 'b'.")
+                && l.ends_with("Unexpected value 'push'")
+        ),
+        "{b:?}"
+    );
+    assert!(!b.iter().any(|l| l == "never"), "{b:?}");
 }

@@ -54,7 +54,7 @@ jobs:
     .await;
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(
-        ran.logs("test (api, 80)"),
+        ran.logs("test (api)"),
         ["svc=api port=80 v=1.2 r=success i=0"]
     );
     assert_eq!(
@@ -132,8 +132,11 @@ jobs:
 async fn timeout_kills_the_whole_process_group() {
     let started = Instant::now();
     let ran = run_one(
-        &[(WF, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'sleep 100 & sleep 100'\n        timeout-minutes: 0.01\n      - if: always()\n        run: echo after\n")],
-        |o| o.kill_grace = Duration::from_millis(200),
+        &[(WF, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'sleep 100 & sleep 100'\n        timeout-minutes: 1\n      - if: always()\n        run: echo after\n")],
+        |o| {
+            o.kill_grace = Duration::from_millis(200);
+            o.minute = Duration::from_millis(600);
+        },
     )
     .await;
     assert!(
@@ -1015,8 +1018,10 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     let mut names: Vec<String> = ran.store.jobs().into_iter().map(|(_, j)| j.name).collect();
     names.sort();
-    assert_eq!(names, ["t (a, 1, yes)", "t (a, 2)", "t (b, 1)", "t (z)"]);
-    assert_eq!(ran.logs("t (a, 1, yes)"), ["a-1-yes of 4"]);
+    // What `include` adds to a leg of the product is not in its name (GitHub's `MatrixBuilder`
+    // names the leg before it applies `include`); a leg of its own is named after its values.
+    assert_eq!(names, ["t (a, 1)", "t (a, 2)", "t (b, 1)", "t (z)"]);
+    assert_eq!(ran.logs("t (a, 1)"), ["a-1-yes of 4"]);
     assert_eq!(ran.logs("t (z)"), ["z-- of 4"]);
     // max-parallel: 1 — every instance ends before the next starts.
     let lines: Vec<String> = std::fs::read_to_string(&trace)
@@ -1084,12 +1089,13 @@ async fn a_timed_out_step_leaves_no_grandchild() {
     let state = TempDir::new().unwrap();
     let pidfile = state.path().join("pid");
     let workflow = format!(
-        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          (sleep 100; echo never) &\n          echo $! > {}\n          sleep 100\n        timeout-minutes: 0.005\n",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          (sleep 100; echo never) &\n          echo $! > {}\n          sleep 100\n        timeout-minutes: 1\n",
         pidfile.display()
     );
     let repo = repo(&[(WF, &workflow)]);
     let ran = run_in(repo.path(), state.path(), WF, |o| {
         o.kill_grace = Duration::from_millis(100);
+        o.minute = Duration::from_millis(300);
     })
     .await;
     assert_eq!(ran.result.status, Status::Failure);
@@ -1275,7 +1281,7 @@ jobs:
             "::stop-commands::tok",
             "::error::not an error",
             "::tok::",
-            "##[warning]The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
+            "##[warning]The `set-output` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/",
         ]
     );
     let warning = ran
@@ -1388,7 +1394,7 @@ jobs:
             "::remove-matcher owner=eslint::",
             "::echo::off",
             "##[notice]seen once",
-            "##[warning]The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files.",
+            "##[warning]The `save-state` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/",
             "main done",
             r#"post sees "multi\nline""#,
         ]
@@ -1994,6 +2000,92 @@ jobs:
             "inner=__run",
             "__run_3"
         ],
+        "{logs:?}"
+    );
+}
+
+/// What the runner says when a workflow command or an environment file cannot be processed
+/// (actions/runner `ActionCommandManager.cs`, `FileCommandManager.cs`, `Constants.cs`): the
+/// deprecation warning ends with GitHub's changelog address; a `set-output`/`save-state` without
+/// a name, an empty or unknown `echo` value and an unterminated `GITHUB_OUTPUT` block are each
+/// "Unable to process ..." and the problem, and fail the step although the script exits 0.
+#[tokio::test]
+async fn command_and_file_command_errors_read_as_the_runners() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: nameless
+        continue-on-error: true
+        run: |
+          echo "::set-output::x"
+          echo "::save-state::y"
+      - id: echo
+        continue-on-error: true
+        run: |
+          echo "::echo::"
+          echo "::echo::loud"
+      - id: file
+        continue-on-error: true
+        run: |
+          echo "good=1" >> "$GITHUB_OUTPUT"
+          printf 'text<<EOF\nno end\n' >> "$GITHUB_OUTPUT"
+          echo "SEEN=yes" >> "$GITHUB_ENV"
+      - run: echo "seen=$SEEN"
+"#,
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Success, "{logs:?}");
+    let deprecated = |c: &str| {
+        format!(
+            "##[warning]The `{c}` command is deprecated and will be disabled soon. Please upgrade to using Environment Files. For more information see: https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/"
+        )
+    };
+    let expected = [
+        deprecated("set-output"),
+        "##[error]Unable to process command '::set-output::x' successfully.".into(),
+        "##[error]Required field 'name' is missing in ##[set-output] command.".into(),
+        deprecated("save-state"),
+        "##[error]Unable to process command '::save-state::y' successfully.".into(),
+        "##[error]Required field 'name' is missing in ##[save-state] command.".into(),
+        "##[error]Unable to process command '::echo::' successfully.".into(),
+        "##[error]Value cannot be null. (Parameter 'value')".into(),
+        "##[error]Unable to process command '::echo::loud' successfully.".into(),
+        "##[error]Invalid echo command value. Possible values can be: 'on', 'off'. Current value is: 'loud'.".into(),
+        "##[error]Unable to process file command 'output' successfully.".into(),
+        "##[error]Invalid value. Matching delimiter not found 'EOF'".into(),
+        "seen=yes".to_owned(),
+    ];
+    assert_eq!(logs, expected);
+    for step in &ran.job("a").steps[..3] {
+        assert_eq!(
+            (step.outcome, step.exit_code),
+            (Status::Failure, Some(0)),
+            "{step:?}"
+        );
+    }
+}
+
+/// A local action used before the checkout (or not in the repository) fails its step with the
+/// runner's words and hint (actions/runner `ActionManager`: "Can't find 'action.yml',
+/// 'action.yaml' or 'Dockerfile' under '...'. Did you forget to run actions/checkout before
+/// running your local action?"); kiln said "<workflow>: error: no action.yml or action.yaml in".
+#[tokio::test]
+async fn a_local_action_missing_from_the_workspace_is_named_as_the_runner_names_it() {
+    let ran = run_workflow(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: ./.github/actions/setup\n",
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(
+        logs[0].starts_with("##[error]Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '/")
+            && logs[0].ends_with("/.github/actions/setup'. Did you forget to run actions/checkout before running your local action?"),
         "{logs:?}"
     );
 }

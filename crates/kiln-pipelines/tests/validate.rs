@@ -137,32 +137,56 @@ fn missing_and_cyclic_needs() {
     );
 }
 
+/// The refusals (what kiln cannot run) of a workflow that loads, as `line:col message`.
+fn refusals(yaml: &str) -> Vec<(String, String)> {
+    let (w, sources) = parse_workflow(Path::new("ci.yml"), yaml).expect("the workflow loads");
+    w.jobs
+        .values()
+        .flat_map(|j| j.refused.iter())
+        .map(|d| {
+            let (line, col) = d
+                .span
+                .map(|s| sources.file(s.file).line_col(s.start))
+                .unwrap_or((0, 0));
+            (format!("{line}:{col} {}", d.message), d.label.clone())
+        })
+        .collect()
+}
+
+/// An action kiln cannot run (another repository's, `docker://`) is named where it is written,
+/// with why and what to do; it refuses the runs that include its job (as `services`), so that
+/// `kiln ci run --job other` runs the rest of a real-world workflow (found in the third corpus:
+/// every `--job` run of a workflow with a remote action elsewhere was refused). A workflow that
+/// does not load for another mistake reports them with it.
 #[test]
 fn unknown_actions_are_named() {
-    let e = errors(
-        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n      - uses: actions/checkout@v4\n        with: { deph: 1 }\n",
-    );
     // An undeclared `with:` key is the runner's warning on GitHub, not a workflow error
     // (run.rs checks the warning), so only the unknown action is refused.
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert!(
-        e[0].starts_with("6:15 unknown action `someone/thing@v1`"),
-        "{e:?}"
-    );
-    let labels = |yaml: &str| -> Vec<String> {
-        let err = parse_workflow(Path::new("ci.yml"), yaml).expect_err("expected errors");
-        err.diagnostics.iter().map(|d| d.label.clone()).collect()
-    };
-    let remote = labels(
-        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n",
-    );
-    assert_eq!(remote, ["kiln runs no remote action: it downloads nothing"]);
-    let docker = labels(
-        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: docker://alpine:3.20\n",
+    assert_eq!(
+        refusals(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n      - uses: actions/checkout@v4\n        with: { deph: 1 }\n",
+        ),
+        [(
+            "6:15 unknown action `someone/thing@v1`".to_owned(),
+            "kiln runs no remote action: it downloads nothing".to_owned()
+        )]
     );
     assert_eq!(
-        docker,
-        ["a container action: kiln runs steps on the host, without a container engine"]
+        refusals(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: docker://alpine:3.20\n",
+        ),
+        [(
+            "6:15 unknown action `docker://alpine:3.20`".to_owned(),
+            "a container action: kiln runs steps on the host, without a container engine"
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        errors(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: someone/thing@v1\n  b:\n    runs-on: x\n    steps: [ { run: x, nope: 1 } ]\n",
+        )
+        .len(),
+        2
     );
 }
 
@@ -319,5 +343,54 @@ fn an_empty_expression_is_refused_even_in_a_script_comment() {
             "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: |\n          echo ok # never ${{ }} here\n"
         ),
         ["7:27 invalid expression: An expression was expected"]
+    );
+}
+
+/// `timeout-minutes` is a number or an expression, as the workflow schema's
+/// `number-strategy-context` and `number-steps-context` say: a fraction and an expression are
+/// accepted, a quoted `'10'` is refused (GitHub: "Unexpected value '10'"), where it is written.
+#[test]
+fn timeout_minutes_is_a_number_or_an_expression() {
+    ok(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: 0.5\n    steps:\n      - run: 'true'\n        timeout-minutes: ${{ fromJSON('2') }}\n",
+    );
+    assert_eq!(
+        errors(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    timeout-minutes: '10'\n    steps:\n      - run: 'true'\n        timeout-minutes: soon\n"
+        ),
+        [
+            "5:22 `jobs.a.timeout-minutes` must be a number, found the string '10'",
+            "8:26 `jobs.a.steps[0].timeout-minutes` must be a number, found the string 'soon'",
+        ]
+    );
+}
+
+/// Every mistake at once: `services` and a remote action (which kiln refuses to run) are
+/// reported with the other mistakes of a workflow that does not load, not only once those are
+/// fixed (found in the third corpus: a workflow with a remote action and `services` showed only
+/// the action).
+#[test]
+fn refused_services_are_reported_with_the_other_mistakes() {
+    let e = errors(
+        "on: push\njobs:\n  t:\n    runs-on: x\n    nope: 1\n    services:\n      w:\n        image: wiremock/wiremock:3\n    steps:\n      - uses: foo/bar@v1\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e[0].starts_with("5:5 ") && e[0].contains("nope"), "{e:?}");
+    assert_eq!(
+        e[1..],
+        [
+            "6:5 job `t`: `services` is not supported without a container engine",
+            "10:15 unknown action `foo/bar@v1`",
+        ]
+    );
+}
+
+/// A workflow file of comments only (a disabled workflow, found in the third corpus) is named
+/// as empty, not "`` must be a mapping".
+#[test]
+fn an_empty_workflow_file_is_named_as_such() {
+    assert_eq!(
+        errors("# name: off\n# on: push\n"),
+        ["1:1 the workflow file is empty: it holds no `on` and no `jobs`"]
     );
 }

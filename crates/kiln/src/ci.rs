@@ -15,7 +15,7 @@
 //! job outputs, summaries) is masked once more with the secrets given, so a line the runner
 //! missed still never reaches the disk in clear.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use kiln_pipelines::events::Level;
-use kiln_pipelines::workflow::{Matrix, Vector, Workflow};
+use kiln_pipelines::workflow::Workflow;
 use kiln_pipelines::{JobRecord, Masker, RunEvent, RunOptions, RunRecord, RunStore, Status};
 use kiln_spec::diag::Diagnostic;
 use kiln_state::{NewPipelineRun, PipelineJob, PipelineStep, Store};
@@ -35,7 +35,10 @@ use crate::ops::{self, Failure};
 use crate::render;
 
 mod git;
+mod select;
+
 pub(crate) use git::{Changes, PushFacts, changed_files, git, push_payload};
+use select::{filter_matrix, select_job};
 
 /// Where workflows live, relative to the repository.
 const WORKFLOWS_DIR: &str = ".github/workflows";
@@ -419,95 +422,6 @@ fn secret_file(path: &Path) -> Result<IndexMap<String, String>, Failure> {
 }
 
 /// Keeps `job` and every job it needs, transitively.
-fn select_job(workflow: &mut Workflow, job: &str) -> Result<(), Failure> {
-    if !workflow.jobs.contains_key(job) {
-        return Err(Failure::Refused(format!(
-            "error: the workflow has no job `{job}`; its jobs are: {}",
-            workflow.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    }
-    let mut keep = BTreeSet::new();
-    let mut stack = vec![job.to_owned()];
-    while let Some(j) = stack.pop() {
-        if !keep.insert(j.clone()) {
-            continue;
-        }
-        if let Some(found) = workflow.jobs.get(&j) {
-            stack.extend(found.needs.iter().map(|n| n.name.clone()));
-        }
-    }
-    workflow.jobs.retain(|id, _| keep.contains(id));
-    Ok(())
-}
-
-fn json_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Narrows matrices to the instances where each `key` is `value`: literal vectors keep the
-/// matching values, and `include` entries that would add another value of `key` are dropped.
-/// Every key must name a vector of some job, so a typo is not a silent no-op.
-fn filter_matrix(
-    workflow: &mut Workflow,
-    filters: &IndexMap<String, String>,
-) -> Result<(), Failure> {
-    let mut used = BTreeSet::new();
-    for job in workflow.jobs.values_mut() {
-        let Some(strategy) = job.strategy.as_mut() else {
-            continue;
-        };
-        let Some(matrix) = strategy.matrix.as_mut() else {
-            continue;
-        };
-        let Matrix::Table(table) = matrix else {
-            if !filters.is_empty() {
-                return Err(Failure::Refused(format!(
-                    "error: job `{}` computes its whole matrix with an expression; --matrix cannot filter it",
-                    job.id.name
-                )));
-            }
-            continue;
-        };
-        for (key, want) in filters {
-            if let Some(vector) = table.vectors.get_mut(key) {
-                used.insert(key.clone());
-                match vector {
-                    Vector::List(items, _) => {
-                        items.retain(|v| json_text(v) == *want);
-                        if items.is_empty() {
-                            return Err(Failure::Refused(format!(
-                                "error: job `{}` has no matrix value {key}={want}",
-                                job.id.name
-                            )));
-                        }
-                    }
-                    Vector::Expr(_) => {
-                        return Err(Failure::Refused(format!(
-                            "error: job `{}` computes matrix vector `{key}` with an expression; --matrix cannot filter it",
-                            job.id.name
-                        )));
-                    }
-                }
-            }
-            if let Some(Vector::List(items, _)) = &mut table.include {
-                items.retain(|entry| entry.get(key).is_none_or(|v| json_text(v) == *want));
-                if table.vectors.is_empty() && !items.is_empty() {
-                    used.insert(key.clone());
-                }
-            }
-        }
-    }
-    if let Some(unused) = filters.keys().find(|k| !used.contains(*k)) {
-        return Err(Failure::Refused(format!(
-            "error: no job of the workflow has a matrix vector `{unused}`"
-        )));
-    }
-    Ok(())
-}
-
 /// Warns when the workflow does not trigger on `event` (GitHub would not run it; a local run
 /// still may, to try it), and checks `--input`s against `on.<event>.inputs`: unknown names and
 /// missing required inputs are refused, as GitHub refuses such a dispatch.
@@ -739,6 +653,23 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     }
     let inputs = pairs(&args.inputs, "--input")?;
     check_trigger(&set.root, &args.event, &inputs)?;
+    // A push GitHub would not run the workflow for (its branch, tag or paths filters) still
+    // runs here, as a trigger the workflow lacks does, but the user is told.
+    if args.event == "push"
+        && let Some((_, changed)) = &push
+    {
+        let paths = changed.paths();
+        let git_push = kiln_pipelines::filter::Push {
+            git_ref: &git_ref,
+            changed: &paths,
+        };
+        match kiln_pipelines::filter::push_runs(&set.root.on, &git_push) {
+            Ok(()) | Err(kiln_pipelines::filter::PushSkip::NoTrigger) => {}
+            Err(skip) => eprintln!(
+                "warning: GitHub would not run this workflow for this push ({skip}); running it anyway"
+            ),
+        }
+    }
     let mut secrets = match &args.secret_file {
         Some(path) => secret_file(path)?,
         None => IndexMap::new(),
@@ -2057,49 +1988,6 @@ mod tests {
         );
         // Another event only warns.
         check_trigger(&w, "push", &given(&[]))?;
-        Ok(())
-    }
-
-    #[test]
-    fn job_selection_keeps_what_is_needed() -> Result<(), Failure> {
-        let text = "on: push\njobs:\n  a: { runs-on: x, steps: [ { run: 'true' } ] }\n  b: { runs-on: x, needs: a, steps: [ { run: 'true' } ] }\n  c: { runs-on: x, steps: [ { run: 'true' } ] }\n";
-        let (mut w, _) = kiln_pipelines::parse_workflow(Path::new("w.yml"), text)
-            .map_err(|e| Failure::Invalid(e.to_string()))?;
-        select_job(&mut w, "b")?;
-        assert_eq!(w.jobs.keys().cloned().collect::<Vec<_>>(), ["a", "b"]);
-        assert!(select_job(&mut w, "zz").is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn matrix_filter_narrows_vectors_and_rejects_unknown_keys() -> Result<(), Failure> {
-        let text = "on: push\njobs:\n  t:\n    runs-on: x\n    strategy: { matrix: { s: [a, b, c], n: [1, 2] } }\n    steps: [ { run: 'true' } ]\n";
-        let (mut w, _) = kiln_pipelines::parse_workflow(Path::new("w.yml"), text)
-            .map_err(|e| Failure::Invalid(e.to_string()))?;
-        let mut f = IndexMap::new();
-        f.insert("s".to_owned(), "b".to_owned());
-        f.insert("n".to_owned(), "2".to_owned());
-        filter_matrix(&mut w, &f)?;
-        let Some(Matrix::Table(t)) = w
-            .jobs
-            .get("t")
-            .and_then(|j| j.strategy.as_ref())
-            .and_then(|s| s.matrix.as_ref())
-        else {
-            return Err(Failure::State("no table".into()));
-        };
-        let lens: Vec<usize> = t
-            .vectors
-            .values()
-            .map(|v| match v {
-                Vector::List(items, _) => items.len(),
-                Vector::Expr(_) => 0,
-            })
-            .collect();
-        assert_eq!(lens, [1, 1]);
-        let mut bad = IndexMap::new();
-        bad.insert("nope".to_owned(), "1".to_owned());
-        assert!(filter_matrix(&mut w, &bad).is_err());
         Ok(())
     }
 }

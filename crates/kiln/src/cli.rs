@@ -457,10 +457,13 @@ pub enum CiCommand {
 pub struct CiRunArgs {
     /// The workflow file (`ci.yml` or a path); default: the only one in `.github/workflows`.
     pub workflow: Option<String>,
-    /// Run only this job and the jobs it needs.
+    /// Run only this job and the jobs it needs: a job id, or one matrix leg by the name
+    /// GitHub shows for it (`--job 'build (linux, 1)'`).
     #[arg(long, value_name = "JOB")]
     pub job: Option<String>,
-    /// Run only matrix instances where KEY is VALUE (repeatable).
+    /// Run only matrix instances where KEY is VALUE (repeatable). An object or list value is
+    /// named by its JSON or its values as the job name shows them (`cfg=linux, 1`), a field
+    /// inside one by a dotted path (`cfg.os=linux`, `flags.0=-O2`).
     #[arg(long = "matrix", value_name = "KEY=VALUE")]
     pub matrix: Vec<String>,
     /// The triggering event (`github.event_name`).

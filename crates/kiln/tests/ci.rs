@@ -199,6 +199,47 @@ fn a_pull_request_run_names_its_branches() {
     assert!(out.contains("[a] pr main main main"), "{out}");
 }
 
+/// A remote action refuses only the runs that include its job: `--job` runs the others (found
+/// in the third corpus: `--job` on nightly workflows with a remote action elsewhere was
+/// refused whole), and a run including it is refused before anything runs, naming it.
+#[test]
+fn a_remote_action_refuses_only_the_runs_that_include_its_job() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  lint:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: someone/lint-action@v1\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo tested\n",
+    )]);
+    let out = s.ok(&["ci", "run", "--job", "test"]);
+    assert!(out.contains("[test] tested"), "{out}");
+    let refused = s.run(&["ci", "run"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("so nothing ran")
+            && stderr.contains("unknown action `someone/lint-action@v1`"),
+        "{stderr}"
+    );
+}
+
+/// `kiln ci run --event push` on a branch the workflow's `on.push.branches` does not select
+/// runs, as it runs a workflow without the trigger, but says GitHub would not (found in the
+/// third corpus: a workflow filtered to `fix/e2e-tests-sid` ran from `main` without a word).
+#[test]
+fn a_push_the_filters_skip_runs_with_a_warning() {
+    let s = repo(&[(
+        "ci.yml",
+        "on:\n  push:\n    branches: [release/*]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran\n",
+    )]);
+    let out = s.run(&["ci", "run", "--event", "push"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: GitHub would not run this workflow for this push (branch `main` is not selected by on.push.branches); running it anyway"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn validate_reports_an_unknown_key_with_line_and_column() {
     let s = repo(&[

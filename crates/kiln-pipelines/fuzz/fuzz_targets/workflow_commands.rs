@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = kiln_pipelines::parse_command(line);
             let _ = kiln_pipelines::parse_legacy_command(line);
         }
-        let _ = kiln_pipelines::parse_env_file(text, "GITHUB_ENV");
+        let _ = kiln_pipelines::parse_env_file(text);
     }
 });
