@@ -398,3 +398,33 @@ fn a_firing_alert_survives_a_restart_without_refiring_or_renotifying() {
     load.finish();
     drop(stop);
 }
+
+/// A stranger on the receiver's port (another test's control plane scraping the service that
+/// had the port before) gets a 404, and the receiver goes on recording notifications.
+#[test]
+fn the_webhook_receiver_outlives_a_stranger_on_its_port() {
+    use std::io::{Read, Write};
+    let hook = Hook::start();
+    let addr = format!("127.0.0.1:{}", hook.port);
+    let mut stranger = std::net::TcpStream::connect(&addr).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stranger
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stranger.read_to_string(&mut answer);
+    let body = r#"{"status":"firing"}"#;
+    let mut sender = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        sender,
+        "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(
+        wait_until(WAIT, || hook.bodies().len() == 1),
+        "the POST after the stranger was not recorded (the stranger got {answer:?})"
+    );
+}

@@ -509,7 +509,16 @@ fn read_post(stream: std::net::TcpStream) -> Option<serde_json::Value> {
     let mut length = 0;
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
-    assert!(line.starts_with("POST /hook "), "{line}");
+    // Anything else is a stranger on a port the OS handed out again: another test's control
+    // plane still scraping the service that had the port before (`GET /metrics` was seen).
+    // An assertion here ended the receiver's thread, and the test waited for notifications
+    // that nobody read any more.
+    if !line.starts_with("POST /hook ") {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        return None;
+    }
     loop {
         line.clear();
         reader.read_line(&mut line).ok()?;
