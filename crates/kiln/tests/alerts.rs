@@ -15,6 +15,12 @@ use std::time::Duration;
 
 use common::{FAILING_SERVER, Hook, Load, Scratch, wait_until};
 
+/// The bound of every wait on the evaluator (it evaluates every second): generous, since on a
+/// loaded machine one evaluation (the queries, the state store's writes, the deliveries it
+/// spawns) can take seconds rather than milliseconds. A passing wait ends when its condition
+/// holds; only a failure waits this long.
+const WAIT: Duration = Duration::from_secs(60);
+
 const STACK: &str = r#"
 name: alerting
 ingress: { listen: "127.0.0.1:0" }
@@ -144,11 +150,15 @@ fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
     let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
     let addr = status["ingress"].as_str().unwrap().to_owned();
     let load = Load::start(&addr, "api.localhost", "/", 2);
-    assert!(wait_until(Duration::from_secs(20), || {
-        alerts_view(&s)["evaluations"]
-            .as_u64()
-            .is_some_and(|n| n >= 3)
-    }));
+    assert!(
+        wait_until(WAIT, || {
+            alerts_view(&s)["evaluations"]
+                .as_u64()
+                .is_some_and(|n| n >= 3)
+        }),
+        "not three evaluations: {:#}",
+        alerts_view(&s)
+    );
     assert_eq!(
         alerts_view(&s)["rules"],
         4,
@@ -159,7 +169,7 @@ fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
     // The service starts failing: the alert goes pending, then fires and is notified.
     std::fs::write(s.file("fail"), "").unwrap();
     assert!(
-        wait_until(Duration::from_secs(40), || hook.count("firing") >= 1),
+        wait_until(WAIT, || hook.count("firing") >= 1),
         "no firing notification: {:#}",
         alerts_view(&s)
     );
@@ -182,7 +192,11 @@ fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
     );
 
     // Unchanged and still firing: notified again after repeat_interval.
-    assert!(wait_until(Duration::from_secs(20), || hook.count("firing") >= 2));
+    assert!(
+        wait_until(WAIT, || hook.count("firing") >= 2),
+        "no repeat: {:#}",
+        alerts_view(&s)
+    );
 
     // A silence stops the repeats.
     let id = s
@@ -198,21 +212,31 @@ fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
         .trim()
         .to_owned();
     assert!(s.ok(&["silence", "list"]).contains(&id));
-    assert!(wait_until(Duration::from_secs(10), || {
-        alerts_view(&s)["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["name"] == "api-errors" && a["silenced_by"][0].as_str() == Some(id.as_str()))
-    }));
+    assert!(
+        wait_until(WAIT, || {
+            alerts_view(&s)["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| {
+                    a["name"] == "api-errors" && a["silenced_by"][0].as_str() == Some(id.as_str())
+                })
+        }),
+        "not silenced: {:#}",
+        alerts_view(&s)
+    );
     let silenced_at = hook.count("firing");
     let evaluations = alerts_view(&s)["evaluations"].as_u64().unwrap();
     // Three repeat intervals' worth of evaluations, at 1 s each.
-    assert!(wait_until(Duration::from_secs(30), || {
-        alerts_view(&s)["evaluations"]
-            .as_u64()
-            .is_some_and(|n| n >= evaluations + 10)
-    }));
+    assert!(
+        wait_until(WAIT, || {
+            alerts_view(&s)["evaluations"]
+                .as_u64()
+                .is_some_and(|n| n >= evaluations + 10)
+        }),
+        "not ten more evaluations: {:#}",
+        alerts_view(&s)
+    );
     assert_eq!(
         hook.count("firing"),
         silenced_at,
@@ -233,7 +257,7 @@ fn a_failing_route_fires_notifies_is_silenced_and_resolves() {
     s.ok(&["silence", "expire", &id]);
     std::fs::remove_file(s.file("fail")).unwrap();
     assert!(
-        wait_until(Duration::from_secs(40), || hook.count("resolved") >= 1),
+        wait_until(WAIT, || hook.count("resolved") >= 1),
         "no resolved notification: {:#}",
         alerts_view(&s)
     );
@@ -322,7 +346,7 @@ fn a_firing_alert_survives_a_restart_without_refiring_or_renotifying() {
     let stop = Stop(&s);
     let load = Load::start(&ingress_of(&s), "api.localhost", "/", 2);
     assert!(
-        wait_until(Duration::from_secs(40), || hook.count("firing") >= 1),
+        wait_until(WAIT, || hook.count("firing") >= 1),
         "no firing notification: {:#}",
         alerts_view(&s)
     );
@@ -340,7 +364,7 @@ fn a_firing_alert_survives_a_restart_without_refiring_or_renotifying() {
         alerts_view(&s)
     );
     // Several evaluations and group intervals later: still firing, nothing new sent or logged.
-    assert!(wait_until(Duration::from_secs(20), || {
+    assert!(wait_until(WAIT, || {
         alerts_view(&s)["evaluations"]
             .as_u64()
             .is_some_and(|n| n >= 6)
@@ -357,12 +381,12 @@ fn a_firing_alert_survives_a_restart_without_refiring_or_renotifying() {
     // The failure stops: one resolution, notified once.
     std::fs::remove_file(s.file("fail")).unwrap();
     assert!(
-        wait_until(Duration::from_secs(60), || hook.count("resolved") >= 1),
+        wait_until(WAIT, || hook.count("resolved") >= 1),
         "no resolved notification: {:#}",
         alerts_view(&s)
     );
     let evaluations = alerts_view(&s)["evaluations"].as_u64().unwrap();
-    assert!(wait_until(Duration::from_secs(10), || {
+    assert!(wait_until(WAIT, || {
         alerts_view(&s)["evaluations"]
             .as_u64()
             .is_some_and(|n| n >= evaluations + 3)
@@ -373,4 +397,34 @@ fn a_firing_alert_survives_a_restart_without_refiring_or_renotifying() {
     check_v4_schema(&hook.of("resolved").remove(0));
     load.finish();
     drop(stop);
+}
+
+/// A stranger on the receiver's port (another test's control plane scraping the service that
+/// had the port before) gets a 404, and the receiver goes on recording notifications.
+#[test]
+fn the_webhook_receiver_outlives_a_stranger_on_its_port() {
+    use std::io::{Read, Write};
+    let hook = Hook::start();
+    let addr = format!("127.0.0.1:{}", hook.port);
+    let mut stranger = std::net::TcpStream::connect(&addr).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stranger
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stranger.read_to_string(&mut answer);
+    let body = r#"{"status":"firing"}"#;
+    let mut sender = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        sender,
+        "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    assert!(
+        wait_until(WAIT, || hook.bodies().len() == 1),
+        "the POST after the stranger was not recorded (the stranger got {answer:?})"
+    );
 }

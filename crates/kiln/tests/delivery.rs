@@ -293,6 +293,9 @@ fn a_push_reaches_production_through_staging_and_its_gates() {
     let origin = tempfile::tempdir().unwrap();
     let bare = origin.path().join("app.git");
     git(origin.path(), &["init", "-q", "--bare", "app.git"]);
+    // A readiness probe and deadline a loaded machine cannot trip: with a 1 s timeout, one
+    // failure and 3 s, a good release's deploy to staging failed at a load average of 30
+    // ("not ready after 3000 ms ... timed out after 1000 ms"). The sick release still fails.
     let s = Scratch::new(&format!(
         r#"
 name: staged
@@ -303,9 +306,9 @@ services:
     release: {{ pipeline: ci, artifact: app }}
     run: node server.js
     replicas: 2
-    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 1s, failure_threshold: 1 }} }}
+    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 5s, failure_threshold: 3 }} }}
     stop: {{ grace: 5s }}
-    deploy: {{ strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 3s }}
+    deploy: {{ strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 20s }}
 routes:
   - {{ host: app.localhost, path: /, service: app }}
 environments:
@@ -373,7 +376,8 @@ environments:
 
     // Sick: green pipeline, unhealthy in staging: rolled back there, never promoted.
     commit_version(&dev, "sick");
-    let (sick, event) = push_and_wait(&s, &dev, Duration::from_secs(60));
+    // The pipeline, then 20 s of a readiness that never comes.
+    let (sick, event) = push_and_wait(&s, &dev, Duration::from_secs(180));
     assert_eq!(event["data"]["runs"][0]["status"], "success", "{event:#}");
     assert_ne!(
         event["data"]["deployed"][0]["result"], "deployed",

@@ -12,6 +12,15 @@ use std::time::Duration;
 
 use common::{Down, Load, RELEASE_SERVER, Scratch, common_get, wait_until};
 
+/// The bound of a wait for the control plane (a process to die, the ingress to serve another
+/// release): generous, since a loaded machine makes seconds of milliseconds. A passing wait
+/// ends when its condition holds; only a failure waits this long.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The readiness probe tolerates a loaded machine: with a 1 s timeout and one failure, a
+/// control plane starved for a second can time out every instance's probe at once (delivery.rs
+/// saw such timeouts at a load average of 30) and take them all out of rotation, and the
+/// ingress answers 503. A release that is never ready still fails.
 fn stack(deploy: &str) -> String {
     format!(
         r#"
@@ -22,7 +31,7 @@ services:
     path: app
     run: node server.js
     replicas: 2
-    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 1s, failure_threshold: 1 }} }}
+    health: {{ readiness: {{ http: /healthz, interval: 100ms, timeout: 5s, failure_threshold: 3 }} }}
     stop: {{ grace: 5s }}
     deploy: {deploy}
 routes:
@@ -34,10 +43,12 @@ routes:
 const ROLLING: &str =
     "{ strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 10s }";
 const BLUE_GREEN: &str = "{ strategy: blue-green, healthy_deadline: 10s }";
-const CANARY: &str = "{ strategy: canary, steps: [50], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5 } }";
+/// The analysis judges errors here, not latency: at a load average of 30 a good canary's p99
+/// (240 ms against the warm stable side's 97 ms) failed the default ×1.5 + 50 ms.
+const CANARY: &str = "{ strategy: canary, steps: [50], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5, latency_slack: 10s } }";
 /// A small first step: the ingress's retry budget (a fifth of successes) covers the canary's
 /// share, so every one of its errors is retried on the stable side.
-const SMALL_CANARY: &str = "{ strategy: canary, steps: [10], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5 } }";
+const SMALL_CANARY: &str = "{ strategy: canary, steps: [10], pause: 1s, healthy_deadline: 10s, analysis: { min_requests: 5, latency_slack: 10s } }";
 
 fn release(s: &Scratch, version: u32, mode: &str, deploy: &str) {
     std::fs::write(s.file("app/version"), version.to_string()).unwrap();
@@ -93,9 +104,7 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
 
     // The last good release serves; a rollback goes back one more.
     let expected = format!("v{last}");
-    assert!(wait_until(Duration::from_secs(10), || {
-        common_get(&addr) == expected
-    }));
+    assert!(wait_until(WAIT, || { common_get(&addr) == expected }));
     let tally = load.finish();
     tally.assert_none_failed();
     assert!(tally.ok > 200, "the load ran: {tally:?}");
@@ -125,7 +134,7 @@ fn deploys_by_every_strategy_and_failed_ones_drop_no_request() {
     let rollback = s.ok(&["rollback", "app"]);
     let previous = format!("v{}", last - 1);
     assert!(
-        wait_until(Duration::from_secs(10), || common_get(&addr) == previous),
+        wait_until(WAIT, || common_get(&addr) == previous),
         "serving {:?} after:\n{rollback}\n{}",
         common_get(&addr),
         s.ok(&["releases", "app"])
@@ -217,7 +226,7 @@ jobs:
     let url = state["outputs"]["url"].as_str().unwrap().to_owned();
     let addr = url.trim_start_matches("http://").to_owned();
     // The artifact's version file, which the tree does not have.
-    assert!(wait_until(Duration::from_secs(10), || {
+    assert!(wait_until(WAIT, || {
         use std::io::{Read, Write};
         let Ok(mut c) = std::net::TcpStream::connect(&addr) else {
             return false;
@@ -283,9 +292,10 @@ fn kept_then_crashed(s: &Scratch) -> (String, BTreeSet<u32>) {
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(pid);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || {
-        nix::sys::signal::kill(pid, None).is_err()
-    }));
+    assert!(
+        wait_until(WAIT, || nix::sys::signal::kill(pid, None).is_err()),
+        "the control plane (pid {pid}) outlived its SIGKILL"
+    );
     (v1, v1_pids)
 }
 
@@ -377,7 +387,7 @@ fn a_kept_set_that_lost_an_instance_while_kiln_was_down_is_deployed_again() {
     let group = nix::unistd::Pid::from_raw(-i32::try_from(victim).unwrap());
     nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     let victim = nix::unistd::Pid::from_raw(i32::try_from(victim).unwrap());
-    assert!(wait_until(Duration::from_secs(10), || {
+    assert!(wait_until(WAIT, || {
         nix::sys::signal::kill(victim, None).is_err()
     }));
 
@@ -397,7 +407,7 @@ fn a_kept_set_that_lost_an_instance_while_kiln_was_down_is_deployed_again() {
     );
     for pid in &v1_pids {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap());
-        assert!(wait_until(Duration::from_secs(10), || {
+        assert!(wait_until(WAIT, || {
             nix::sys::signal::kill(pid, None).is_err()
         }));
     }
@@ -405,7 +415,7 @@ fn a_kept_set_that_lost_an_instance_while_kiln_was_down_is_deployed_again() {
     s.ok(&["rollback", "app"]);
     let status: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
     let addr = status["ingress"].as_str().unwrap().to_owned();
-    assert!(wait_until(Duration::from_secs(10), || common_get(&addr) == "v1"));
+    assert!(wait_until(WAIT, || common_get(&addr) == "v1"));
     let events = events(&s);
     let deployed = event(&events, "deploy.succeeded").unwrap();
     assert!(

@@ -23,6 +23,10 @@ const SECRET: &str = "shop webhook secret";
 /// One push: the shop's pipeline (npm ci and eslint, then three test jobs, then packaging).
 /// About 20 s on a quiet machine; more than 75 s was seen at a load average of 20.
 const PIPELINE: Duration = Duration::from_secs(180);
+/// A deploy or an automatic promotion (gates checked every 2 s, then a rolling deploy of two
+/// api instances, each started, ready, healthy for 1 s and its predecessor drained): seconds
+/// on a quiet machine, several times that on a loaded one. Only a failure waits this long.
+const DEPLOY: Duration = Duration::from_secs(120);
 
 /// `kiln` with the webhook's secret, and npm kept offline: the pipeline's `npm ci` installs
 /// from the npm cache (`.ci/run` fills it with its own `npm ci` of the shop), never the network.
@@ -98,12 +102,7 @@ fn the_example_shop_goes_from_push_to_production_through_staging() {
     let status = s.json(&["status", "--json"]);
     let addr = status["ingress"].as_str().unwrap().to_owned();
     assert!(
-        wait_until(Duration::from_secs(30), || !current(
-            &s,
-            "api",
-            "production"
-        )
-        .is_null()),
+        wait_until(DEPLOY, || !current(&s, "api", "production").is_null()),
         "the first release reaches production by promotion: {}",
         s.ok(&["events", "--limit", "40"])
     );
@@ -124,13 +123,12 @@ fn the_example_shop_goes_from_push_to_production_through_staging() {
         production_api.contains("\"replicas\": 2"),
         "{production_api}"
     );
+    // The web reaches production by its own promotion, which may come after the api's.
     assert!(
-        wait_until(Duration::from_secs(10), || common::get_body(
-            &addr,
-            "shop.localhost"
-        )
-        .contains("Kiln Shop")),
-        "production's web answers through the ingress"
+        wait_until(DEPLOY, || common::get_body(&addr, "shop.localhost")
+            .contains("Kiln Shop")),
+        "production's web answers through the ingress: {}",
+        s.ok(&["events", "--limit", "40"])
     );
     let load = common::Load::start(&addr, "shop.localhost", "/api/products", 2);
 
@@ -165,8 +163,7 @@ fn the_example_shop_goes_from_push_to_production_through_staging() {
         .unwrap_or_else(|| panic!("the green commit made an api release: {event:#}"));
     assert_eq!(current(&s, "api", "staging"), v2);
     assert!(
-        wait_until(Duration::from_secs(30), || current(&s, "api", "production")
-            == v2),
+        wait_until(DEPLOY, || current(&s, "api", "production") == v2),
         "production runs the digest staging was deployed: {}",
         s.ok(&["events", "--limit", "40"])
     );

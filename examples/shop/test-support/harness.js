@@ -23,8 +23,14 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
 
+// Every wait is bounded, generously: these tests also run as the pipeline of kiln's
+// delivery test on a loaded CI machine (two shared cores), where starting node or answering
+// one request can take seconds. A passing wait ends as soon as its condition holds; only a
+// failure waits this long.
+const DEADLINE_MS = 30000;
+
 // Bounded polling: calls fn until it returns a truthy value or the deadline passes.
-async function waitFor(fn, { timeoutMs = 5000, intervalMs = 25, what = 'condition' } = {}) {
+async function waitFor(fn, { timeoutMs = DEADLINE_MS, intervalMs = 25, what = 'condition' } = {}) {
   const deadline = Date.now() + timeoutMs;
   let lastError;
   for (;;) {
@@ -64,7 +70,7 @@ function request(url, { method = 'GET', headers = {}, body } = {}) {
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', reject);
     });
-    req.setTimeout(5000, () => req.destroy(new Error(`request to ${url} timed out`)));
+    req.setTimeout(DEADLINE_MS, () => req.destroy(new Error(`request to ${url} timed out`)));
     req.on('error', reject);
     req.end(body);
   });
@@ -84,7 +90,7 @@ async function json(url, options = {}) {
 }
 
 // Runs a service script to completion (for start-up failures).
-function runToExit(script, env, { timeoutMs = 5000 } = {}) {
+function runToExit(script, env, { timeoutMs = DEADLINE_MS } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(ROOT, script)], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
@@ -108,7 +114,7 @@ function runToExit(script, env, { timeoutMs = 5000 } = {}) {
  * Starts `script` (relative to examples/shop) with PORT=0 unless env.PORT is
  * given. Resolves once the port is known and /healthz answered 200.
  */
-async function startService(script, env = {}, { waitHealthy = true, timeoutMs = 8000 } = {}) {
+async function startService(script, env = {}, { waitHealthy = true, timeoutMs = DEADLINE_MS } = {}) {
   const child = spawn(process.execPath, [path.join(ROOT, script)], {
     env: { PATH: process.env.PATH, HOST: '127.0.0.1', PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -153,7 +159,7 @@ async function startService(script, env = {}, { waitHealthy = true, timeoutMs = 
     exited,
     output: () => out,
     // SIGTERM, then wait (bounded) for the exit; resolves to { code, signal, ms }.
-    async stop({ timeoutMs: stopTimeout = 6000 } = {}) {
+    async stop({ timeoutMs: stopTimeout = DEADLINE_MS } = {}) {
       if (exitInfo) return { ...exitInfo, ms: 0 };
       const t0 = Date.now();
       child.kill('SIGTERM');

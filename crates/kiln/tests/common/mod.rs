@@ -137,12 +137,20 @@ fn shop_copy(file: &str) -> (Scratch, String) {
 /// A scratch copy of `examples/shop` delivered from git (`kiln.delivery.yaml` as its
 /// `kiln.yaml`): following the bare repository `bare`, production promoted after `soak`, its
 /// ingress on a port the OS picks. The directory is a git repository with the shop committed
-/// on `main` and pushed to `bare`.
+/// on `main` and pushed to `bare`. Staging's api gets 20 s to become ready rather than the
+/// example's 5 s: a good release started on a loaded machine can take longer than 5 s, and would
+/// then be rolled back as if it were broken (a broken one still is, 15 s later).
 pub fn example_shop_delivered(bare: &Path, soak: &str) -> Scratch {
     let (s, stack) = shop_copy("kiln.delivery.yaml");
+    let staging_deadline = "min_healthy_time: 1s, healthy_deadline: 5s";
+    assert_eq!(stack.matches(staging_deadline).count(), 1, "{stack}");
     let stack = stack
         .replace("repo: ../shop.git", &format!("repo: {}", bare.display()))
-        .replace("soak: 10s", &format!("soak: {soak}"));
+        .replace("soak: 10s", &format!("soak: {soak}"))
+        .replace(
+            staging_deadline,
+            "min_healthy_time: 1s, healthy_deadline: 20s",
+        );
     std::fs::write(s.file("kiln.yaml"), stack).unwrap();
     git(s.path(), &["init", "-q"]);
     git(s.path(), &["add", "-A"]);
@@ -270,14 +278,20 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Polls `condition` every few milliseconds until it holds or `deadline` passes.
+/// Polls `condition` until it holds or `deadline` passes: at once, then after 5 ms, the pause
+/// doubling up to 200 ms. Most conditions run `kiln` (a process, an SQLite open, JSON), so a
+/// fixed 5 ms pause kept most of a core busy asking, and on a loaded machine took that core
+/// from the control plane the test waits for. The deadline only bounds a failure: a passing
+/// wait returns within 200 ms of its condition holding.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
     while start.elapsed() < deadline {
         if condition() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
     condition()
 }
@@ -458,9 +472,10 @@ impl Hook {
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (b, s) = (bodies.clone(), stop.clone());
+        // Bounded like `Load`: ten minutes at most, past any test's own limit.
         std::thread::spawn(move || {
             let started = Instant::now();
-            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
+            while !s.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(600) {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         if let Some(body) = read_post(stream) {
@@ -494,7 +509,16 @@ fn read_post(stream: std::net::TcpStream) -> Option<serde_json::Value> {
     let mut length = 0;
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
-    assert!(line.starts_with("POST /hook "), "{line}");
+    // Anything else is a stranger on a port the OS handed out again: another test's control
+    // plane still scraping the service that had the port before (`GET /metrics` was seen).
+    // An assertion here ended the receiver's thread, and the test waited for notifications
+    // that nobody read any more.
+    if !line.starts_with("POST /hook ") {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        return None;
+    }
     loop {
         line.clear();
         reader.read_line(&mut line).ok()?;
