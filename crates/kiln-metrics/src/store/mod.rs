@@ -65,7 +65,10 @@ pub struct Options {
     /// costs no memory; one in the head costs 2–4 bytes.
     pub persist_after_samples: usize,
     /// Segments of the current 2 h window smaller than this are merged with small neighbours
-    /// (default 16 MiB); finished windows are merged whatever their size.
+    /// (default 256 MiB); finished windows are merged whatever their size. Each segment
+    /// costs memory for every series in it (about 100 bytes), and merging a window's segment
+    /// with the next persist mostly copies its chunks, so by default a window stays one
+    /// segment until it holds a few hundred thousand series' two hours.
     pub compact_below_bytes: u64,
 }
 
@@ -77,7 +80,7 @@ impl Default for Options {
             flush_interval: Duration::from_secs(1),
             persist_interval: Duration::from_secs(2 * 3600),
             persist_after_samples: 1_000_000,
-            compact_below_bytes: 16 << 20,
+            compact_below_bytes: 256 << 20,
         }
     }
 }
@@ -927,7 +930,7 @@ impl Inner {
         // redundant, and a crash before their removal only leaves duplicates the merge ignores.
         // The run's segments keep their open files, so readers holding them still read them.
         let written = write_segment_file(&self.dir, &path, |out| segment::merge_to(run, out))?;
-        let merged = Segment::stored(newest, &path, written).map_err(io_err("open", &path))?;
+        let merged = Segment::merged(newest, &path, written, run).map_err(io_err("open", &path))?;
         {
             let mut live = write(&self.segments);
             live.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));

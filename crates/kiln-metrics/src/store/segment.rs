@@ -344,17 +344,44 @@ impl Segment {
         )))
     }
 
+    /// The segment [`merge_to`] wrote at `path` from `run`. When it holds the same series as
+    /// one of the run's (the usual case: a window's segment merged with a persist of the same
+    /// series), it shares that one's label index instead of building another of every series.
+    pub fn merged(
+        seq: u64,
+        path: &Path,
+        written: Written,
+        run: &[Arc<Segment>],
+    ) -> io::Result<Arc<Segment>> {
+        let Some(same) = run
+            .iter()
+            .find(|seg| same_labels(&written.series, &seg.series))
+        else {
+            return Segment::stored(seq, path, written);
+        };
+        let (min_t, max_t) = written
+            .series
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), s| {
+                (lo.min(s.min_t()), hi.max(s.max_t()))
+            });
+        Ok(Arc::new(Segment {
+            seq,
+            min_t,
+            max_t,
+            bytes: AtomicU64::new(written.len),
+            series: written.series,
+            index: Arc::clone(&same.index),
+            file: Some(File::open(path)?),
+            version: Version::V3,
+        }))
+    }
+
     /// This segment once [`Segment::write_to`] wrote its file at `path`: the same series read
     /// from the file, sharing this one's label index (a second index of every series, built
     /// while the first is still in use, was most of a persist's passing memory).
     pub fn stored_as(&self, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
-        let same = written.series.len() == self.series.len()
-            && written
-                .series
-                .iter()
-                .zip(&self.series)
-                .all(|(w, s)| w.labels == s.labels);
-        if !same {
+        if !same_labels(&written.series, &self.series) {
             return Segment::stored(self.seq, path, written);
         }
         Ok(Arc::new(Segment {
@@ -493,6 +520,11 @@ impl Segment {
             version,
         ))
     }
+}
+
+/// Whether two lists of series have the same label sets in the same order.
+fn same_labels(a: &[SegSeries], b: &[SegSeries]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.labels == y.labels)
 }
 
 /// What the segments a store opens at start-up share while they are read: one copy of each
@@ -675,6 +707,24 @@ impl<'a, W: Write> FileWriter<'a, W> {
 
     /// Writes one series (labels in sorted order across calls).
     fn add(&mut self, labels: &Labels, chunks: &[Chunk]) -> io::Result<()> {
+        let pieces: Vec<Piece<'_>> = chunks.iter().map(Piece::Chunk).collect();
+        self.add_pieces(
+            labels,
+            &pieces,
+            chunks.first().map_or(i64::MAX, Chunk::min_t),
+            chunks.last().map_or(i64::MIN, Chunk::max_t),
+        )
+    }
+
+    /// Writes one series from chunks and records copied as they are, in time order, whose
+    /// samples span `min_t..=max_t`.
+    fn add_pieces(
+        &mut self,
+        labels: &Labels,
+        pieces: &[Piece<'_>],
+        min_t: i64,
+        max_t: i64,
+    ) -> io::Result<()> {
         let out = &mut self.record;
         put_uvarint(out, labels.len() as u64);
         for l in labels {
@@ -687,12 +737,18 @@ impl<'a, W: Write> FileWriter<'a, W> {
             put_uvarint(out, *name);
             put_uvarint(out, *value);
         }
-        put_uvarint(out, chunks.len() as u64);
+        put_uvarint(out, pieces.len() as u64);
         let start = out.len();
-        for c in chunks {
-            let (encoding, bytes) = c.compact();
+        for piece in pieces {
+            let (encoding, count, bytes) = match piece {
+                Piece::Chunk(c) => {
+                    let (encoding, bytes) = c.compact();
+                    (encoding, c.len() as u64, bytes)
+                }
+                Piece::Record(r) => (r.encoding, u64::from(r.count), Cow::Borrowed(r.bytes)),
+            };
             out.push(encoding.tag());
-            put_uvarint(out, c.len() as u64);
+            put_uvarint(out, count);
             put_uvarint(out, bytes.len() as u64);
             out.extend_from_slice(&bytes);
         }
@@ -704,9 +760,9 @@ impl<'a, W: Write> FileWriter<'a, W> {
             chunks: Chunks::Stored(Stored {
                 at,
                 len,
-                count: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
-                min_t: chunks.first().map_or(i64::MAX, Chunk::min_t),
-                max_t: chunks.last().map_or(i64::MIN, Chunk::max_t),
+                count: u32::try_from(pieces.len()).unwrap_or(u32::MAX),
+                min_t,
+                max_t,
             }),
         });
         self.emit()?;
@@ -729,10 +785,36 @@ impl<'a, W: Write> FileWriter<'a, W> {
     }
 }
 
-/// Merges segments (oldest first) into one file written to `out`, re-packing each series
-/// into full chunks, which compresses better than the partial chunks a persist cuts. One
-/// series at a time: memory holds one series' samples and record, not the run's.
+/// A chunk record of a segment file, as it is stored.
+#[derive(Debug, Clone, Copy)]
+struct Record<'a> {
+    encoding: Encoding,
+    count: u16,
+    bytes: &'a [u8],
+}
+
+/// What a merged series is written from: a chunk encoded anew, or a record copied as it is.
+#[derive(Debug)]
+enum Piece<'a> {
+    Chunk(&'a Chunk),
+    Record(Record<'a>),
+}
+
+/// Merges segments (oldest first) into one file written to `out`. One series at a time:
+/// memory holds one series' samples and records, not the run's.
+///
+/// A persist cuts each series' last chunk short, and partial chunks compress worse, so the
+/// series are re-packed into full chunks. When a series' pieces follow one another in time
+/// (the usual case: a window's segment and the persists after it), only the partial chunks
+/// and what follows them are decoded and packed again; the chunks before them are copied as
+/// they are stored, so merging the current window's segment with a new persist costs about
+/// a copy of its bytes, not a decoding and encoding of all its samples.
 pub fn merge_to(segs: &[Arc<Segment>], out: impl Write) -> io::Result<Written> {
+    merge_into(segs, out, true)
+}
+
+/// [`merge_to`], copying the chunks it can when `copy_in_order` (else decoding them all).
+fn merge_into(segs: &[Arc<Segment>], out: impl Write, copy_in_order: bool) -> io::Result<Written> {
     // Two passes over the run's series in label order: the symbol table and count first.
     let distinct = LabelOrder::new(segs).count();
     let mut w = FileWriter::new(
@@ -742,22 +824,130 @@ pub fn merge_to(segs: &[Arc<Segment>], out: impl Write) -> io::Result<Written> {
     )?;
     let mut samples = Vec::new();
     for group in LabelOrder::new(segs) {
-        samples.clear();
-        // Oldest segment first, as `segs` lists them: samples mostly arrive in order.
-        for (seg, s) in &group {
-            seg.samples(s, i64::MIN, i64::MAX)?
-                .extend_within(i64::MIN, i64::MAX, &mut samples);
+        let labels = &group[0].1.labels;
+        if let Some(stored) = in_time_order(&group).filter(|_| copy_in_order) {
+            let bufs = stored
+                .iter()
+                .map(|(seg, st)| seg.read_stored(st))
+                .collect::<io::Result<Vec<_>>>()?;
+            let mut records = Vec::with_capacity(bufs.len());
+            for ((seg, st), buf) in stored.iter().zip(&bufs) {
+                records.push(read_records(buf, st.count, seg.version).map_err(invalid)?);
+            }
+            let (mut packed, mut layout) = (Vec::new(), Vec::new());
+            append_in_order(&records, &mut samples, &mut packed, &mut layout)?;
+            let pieces: Vec<Piece<'_>> = layout
+                .iter()
+                .map(|at| match *at {
+                    Placed::Packed(i) => Piece::Chunk(&packed[i]),
+                    Placed::Copied(seg, rec) => Piece::Record(records[seg][rec]),
+                })
+                .collect();
+            let (first, last) = (stored[0].1, stored[stored.len() - 1].1);
+            w.add_pieces(labels, &pieces, first.min_t, last.max_t)?;
+        } else {
+            samples.clear();
+            // Oldest segment first, as `segs` lists them: samples mostly arrive in order.
+            for (seg, s) in &group {
+                seg.samples(s, i64::MIN, i64::MAX)?
+                    .extend_within(i64::MIN, i64::MAX, &mut samples);
+            }
+            if !samples.is_sorted_by_key(|s| s.t) {
+                samples.sort_by_key(|s| s.t);
+            }
+            samples.dedup_by_key(|s| s.t);
+            w.add(labels, &pack(&samples))?;
         }
-        if !samples.is_sorted_by_key(|s| s.t) {
-            samples.sort_by_key(|s| s.t);
-        }
-        samples.dedup_by_key(|s| s.t);
-        w.add(&group[0].1.labels, &pack(&samples))?;
         if samples.capacity() > 1 << 20 {
             samples = Vec::new();
         }
     }
     w.finish()
+}
+
+/// A group's pieces in a file when each one's samples all come after the one before's: where
+/// they are stored, in order. `None` when any is in memory or they overlap in time.
+fn in_time_order<'a>(group: &[(&'a Segment, &'a SegSeries)]) -> Option<Vec<(&'a Segment, Stored)>> {
+    let mut out: Vec<(&Segment, Stored)> = Vec::with_capacity(group.len());
+    for (seg, s) in group {
+        let Chunks::Stored(st) = &s.chunks else {
+            return None;
+        };
+        if out.last().is_some_and(|(_, prev)| prev.max_t >= st.min_t) {
+            return None;
+        }
+        out.push((seg, *st));
+    }
+    Some(out)
+}
+
+/// A series' chunk records in a buffer read from its segment's file.
+fn read_records(buf: &[u8], count: u32, version: Version) -> Result<Vec<Record<'_>>, Malformed> {
+    let mut r = Reader::new(buf);
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (encoding, count, bytes) = read_record(&mut r, version)?;
+        if count > 0 {
+            out.push(Record {
+                encoding,
+                count,
+                bytes,
+            });
+        }
+    }
+    if !r.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(out)
+}
+
+/// Where a merged series' next chunk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// The `i`th chunk packed anew.
+    Packed(usize),
+    /// Record `.1` of the group's segment `.0`, copied.
+    Copied(usize, usize),
+}
+
+/// Lays out a series whose records (per segment, oldest first) follow one another in time: a
+/// record is copied when nothing is waiting to be packed before it and it was closed where it
+/// is stored (full, or followed by another record of its segment); any other record is decoded
+/// into `open`, and the chunks that closes are packed into `packed`. `open` is left empty.
+fn append_in_order(
+    records: &[Vec<Record<'_>>],
+    open: &mut Vec<Sample>,
+    packed: &mut Vec<Chunk>,
+    layout: &mut Vec<Placed>,
+) -> io::Result<()> {
+    open.clear();
+    for (seg, recs) in records.iter().enumerate() {
+        for (i, rec) in recs.iter().enumerate() {
+            let closed = i + 1 < recs.len() || rec.count >= MAX_SAMPLES;
+            if open.is_empty() && closed {
+                layout.push(Placed::Copied(seg, i));
+                continue;
+            }
+            Chunk::decode_into(rec.encoding, rec.bytes, rec.count, open)
+                .map_err(|_| invalid(Malformed))?;
+            // Every chunk but the last is closed by the sample after it: it can be written.
+            let mut chunks = pack(open);
+            // The last one may take more samples: they stay in `open`.
+            chunks.pop();
+            let done: usize = chunks.iter().map(Chunk::len).sum();
+            for c in chunks {
+                layout.push(Placed::Packed(packed.len()));
+                packed.push(c);
+            }
+            open.drain(..done);
+        }
+    }
+    for c in pack(open) {
+        layout.push(Placed::Packed(packed.len()));
+        packed.push(c);
+    }
+    open.clear();
+    Ok(())
 }
 
 /// The series of several segments in label order, each label set once with the segments
@@ -823,4 +1013,195 @@ fn pack(samples: &[Sample]) -> Vec<Chunk> {
     }
     chunks.shrink_to_fit();
     chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Samples of series `s0`, `s1`, …: times strictly increasing, values whole or not.
+    fn history() -> impl Strategy<Value = Vec<Vec<Sample>>> {
+        let series = prop::collection::vec(
+            (
+                // A 3 h gap now and then crosses a chunk's longest span.
+                prop_oneof![9 => 1i64..60_000, 1 => Just(3 * 3600 * 1000i64)],
+                prop_oneof![
+                    Just(1.0),
+                    Just(0.5),
+                    (0u32..1000).prop_map(f64::from),
+                    any::<f64>()
+                ],
+            ),
+            0..400,
+        )
+        .prop_map(|steps| {
+            let mut t = 1_700_000_000_000;
+            steps
+                .into_iter()
+                .map(|(dt, v)| {
+                    t += dt;
+                    Sample { t, v }
+                })
+                .collect()
+        });
+        prop::collection::vec(series, 1..5)
+    }
+
+    fn labels(i: usize) -> Labels {
+        Labels::new([("s", i.to_string())])
+    }
+
+    /// Writes a segment of `series` (labels, samples) to `dir` and opens it as stored.
+    fn stored(dir: &Path, seq: u64, series: Vec<(Labels, Vec<Sample>)>) -> Arc<Segment> {
+        let series = series
+            .into_iter()
+            .filter(|(_, samples)| !samples.is_empty())
+            .map(|(l, samples)| SegSeries::new(l, pack(&samples)))
+            .collect();
+        let seg = Segment::new(seq, series);
+        let path = dir.join(format!("seg-{seq}.kms"));
+        let written = seg.write_to(File::create(&path).unwrap()).unwrap();
+        Segment::stored(seq, &path, written).unwrap()
+    }
+
+    fn merged(dir: &Path, seq: u64, run: &[Arc<Segment>], copy: bool) -> (Arc<Segment>, Vec<u8>) {
+        let path = dir.join(format!("seg-{seq}.kms"));
+        let written = merge_into(run, File::create(&path).unwrap(), copy).unwrap();
+        let seg = Segment::stored(seq, &path, written).unwrap();
+        (seg, std::fs::read(&path).unwrap())
+    }
+
+    fn contents(seg: &Segment) -> Vec<(Labels, Vec<Sample>)> {
+        seg.series()
+            .iter()
+            .map(|s| {
+                let mut out = Vec::new();
+                seg.samples(s, i64::MIN, i64::MAX).unwrap().extend_within(
+                    i64::MIN,
+                    i64::MAX,
+                    &mut out,
+                );
+                (s.labels.clone(), out)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A window's segment merged with each persist in turn (chunks copied where they
+        /// can be) is the file a merge of all the persists at once, decoding every sample,
+        /// writes: the same bytes, so copying costs no compression.
+        #[test]
+        fn merging_persists_one_by_one_writes_what_a_full_repack_writes(
+            history in history(),
+            cuts in prop::collection::vec(0.0f64..1.0, 1..5),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (first, last) = history
+                .iter()
+                .flat_map(|s| [s.first().map(|x| x.t), s.last().map(|x| x.t)])
+                .flatten()
+                .fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+            let mut bounds: Vec<i64> = cuts
+                .iter()
+                .map(|f| first + ((last - first) as f64 * f) as i64)
+                .collect();
+            bounds.sort_unstable();
+            bounds.push(i64::MAX);
+            let mut from = i64::MIN;
+            let mut persists = Vec::new();
+            for (k, &to) in bounds.iter().enumerate() {
+                let series = history
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        (labels(i), s.iter().filter(|x| x.t >= from && x.t < to).copied().collect())
+                    })
+                    .collect::<Vec<(Labels, Vec<Sample>)>>();
+                if series.iter().any(|(_, s)| !s.is_empty()) {
+                    persists.push(stored(dir.path(), k as u64, series));
+                }
+                from = to;
+            }
+            prop_assume!(persists.len() >= 2);
+            let (reference, reference_bytes) = merged(dir.path(), 100, &persists, false);
+            let mut window = Arc::clone(&persists[0]);
+            let mut bytes = Vec::new();
+            for (k, p) in persists[1..].iter().enumerate() {
+                (window, bytes) = merged(dir.path(), 200 + k as u64, &[window, Arc::clone(p)], true);
+            }
+            let want: Vec<(Labels, Vec<Sample>)> = history
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(i, s)| (labels(i), s.clone()))
+                .collect();
+            let bits = |c: Vec<(Labels, Vec<Sample>)>| {
+                c.into_iter()
+                    .map(|(l, s)| (l, s.iter().map(|x| (x.t, x.v.to_bits())).collect::<Vec<_>>()))
+                    .collect::<Vec<_>>()
+            };
+            prop_assert_eq!(bits(contents(&window)), bits(want.clone()));
+            prop_assert_eq!(bits(contents(&reference)), bits(want));
+            prop_assert!(bytes == reference_bytes, "{} vs {} bytes", bytes.len(), reference_bytes.len());
+        }
+    }
+
+    /// Pieces of a series that overlap in time (a segment left twice by a crash during a
+    /// merge) are decoded, sorted and deduplicated, not copied.
+    #[test]
+    fn overlapping_pieces_are_merged_by_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples: Vec<Sample> = (0..300)
+            .map(|i| Sample {
+                t: i * 1000,
+                v: i as f64,
+            })
+            .collect();
+        let a = stored(dir.path(), 1, vec![(labels(0), samples[..200].to_vec())]);
+        let b = stored(dir.path(), 2, vec![(labels(0), samples[100..].to_vec())]);
+        let (seg, _) = merged(dir.path(), 3, &[a, b], true);
+        let got = contents(&seg);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, samples);
+    }
+
+    /// Merging a large segment with a small one copies the large one's closed chunks and
+    /// packs its partial last chunk with the small one's samples.
+    #[test]
+    fn closed_chunks_are_copied_and_the_partial_one_is_packed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples: Vec<Sample> = (0..1000)
+            .map(|i| Sample {
+                t: i * 15_000,
+                v: (i % 7) as f64 * 0.25,
+            })
+            .collect();
+        let big = stored(dir.path(), 1, vec![(labels(0), samples[..970].to_vec())]);
+        let small = stored(dir.path(), 2, vec![(labels(0), samples[970..].to_vec())]);
+        let bufs: Vec<(Vec<u8>, u32)> = [&big, &small]
+            .iter()
+            .map(|seg| {
+                let Chunks::Stored(st) = seg.series()[0].chunks else {
+                    panic!("stored")
+                };
+                (seg.read_stored(&st).unwrap(), st.count)
+            })
+            .collect();
+        let records: Vec<Vec<Record<'_>>> = bufs
+            .iter()
+            .map(|(buf, count)| read_records(buf, *count, Version::V3).unwrap())
+            .collect();
+        assert_eq!(records[0].len(), 9, "8 full chunks and a partial one");
+        let (mut open, mut packed, mut layout) = (Vec::new(), Vec::new(), Vec::new());
+        append_in_order(&records, &mut open, &mut packed, &mut layout).unwrap();
+        let mut want: Vec<Placed> = (0..8).map(|i| Placed::Copied(0, i)).collect();
+        want.push(Placed::Packed(0));
+        assert_eq!(layout, want);
+        assert_eq!(packed[0].len(), 40);
+        let (seg, _) = merged(dir.path(), 3, &[big, small], true);
+        assert_eq!(contents(&seg)[0].1, samples);
+    }
 }
