@@ -455,14 +455,18 @@ impl Store {
 
     /// All label names, sorted.
     pub fn label_names(&self) -> Vec<String> {
-        self.inner
-            .collect_index(|idx, out| out.extend(idx.label_names().cloned()))
+        self.inner.collect_labels(
+            |idx, out| out.extend(idx.label_names().cloned()),
+            |seg, out| out.extend(seg.label_names().cloned()),
+        )
     }
 
     /// All values of one label, sorted.
     pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.inner
-            .collect_index(|idx, out| out.extend(idx.label_values(name).cloned()))
+        self.inner.collect_labels(
+            |idx, out| out.extend(idx.label_values(name).cloned()),
+            |seg, out| seg.label_values(name, out),
+        )
     }
 
     /// Writes and fsyncs the WAL buffer now.
@@ -1061,11 +1065,16 @@ impl Inner {
         Some(out)
     }
 
-    fn collect_index(&self, f: impl Fn(&index::Index, &mut Vec<String>)) -> Vec<String> {
+    /// Names or values gathered from the head's index and each segment, sorted, once each.
+    fn collect_labels(
+        &self,
+        from_head: impl Fn(&index::Index, &mut Vec<String>),
+        from_segment: impl Fn(&Segment, &mut Vec<String>),
+    ) -> Vec<String> {
         let mut out = Vec::new();
-        f(&read(&self.head).index, &mut out);
+        from_head(&read(&self.head).index, &mut out);
         for seg in read(&self.segments).iter() {
-            f(seg.index(), &mut out);
+            from_segment(seg, &mut out);
         }
         out.sort();
         out.dedup();

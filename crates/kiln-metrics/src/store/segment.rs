@@ -13,9 +13,10 @@
 //! symbol table saves ~0.1 byte/sample; the decimal encoding 0.7 on the benchmark replay).
 //!
 //! A segment cut from the head is in memory until its file is written; from then on (and for
-//! every segment merged or read at start-up) only its labels, index and where each series'
-//! chunks lie in the file stay in memory (about 40 bytes a series besides its labels and
-//! postings), and a read takes the chunks it needs from the file with a positional read. The
+//! every segment merged or read at start-up) only its labels, where each metric's series lie
+//! ([`MetricRuns`]) and where each series' chunks lie in the file stay in memory (about 48
+//! bytes a series, its labels shared with the other segments and the head), and a read takes
+//! the chunks it needs from the file with a positional read. The
 //! open file is kept, so a segment whose file was replaced by a merge or removed by retention
 //! still reads what it had until its last reader lets go of it. Files are written as they are
 //! encoded (`FileWriter`, CRC computed along), so writing a large merged segment holds one
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::{Crc32, Malformed, Reader, crc32, put_str, put_uvarint};
-use super::index::Index;
+use super::index::MetricRuns;
 use crate::chunk::{Chunk, Encoding, MAX_SAMPLES, Sample};
 use crate::labels::{Interner, Labels};
 use crate::matcher::CompiledMatcher;
@@ -136,7 +137,7 @@ pub struct Segment {
     bytes: AtomicU64,
     series: Vec<SegSeries>,
     /// Shared with the same segment before its file was written (same series, same order).
-    index: Arc<Index>,
+    index: Arc<MetricRuns>,
     /// The file the stored series' chunks are read from.
     file: Option<File>,
     version: Version,
@@ -186,14 +187,12 @@ impl Segment {
             // be half the list again.
             series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         }
-        let mut index = Index::default();
+        let index = MetricRuns::new(series.iter().map(|s| &s.labels));
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
-        for (i, s) in series.iter().enumerate() {
-            index.add(i as u32, &s.labels);
+        for s in &series {
             min_t = min_t.min(s.min_t());
             max_t = max_t.max(s.max_t());
         }
-        index.shrink_to_fit();
         Segment {
             seq,
             min_t,
@@ -217,15 +216,32 @@ impl Segment {
         &self.series
     }
 
-    /// The label index.
-    pub fn index(&self) -> &Index {
-        &self.index
+    /// Every label name, sorted.
+    pub fn label_names(&self) -> impl Iterator<Item = &String> {
+        self.index.label_names()
+    }
+
+    /// Adds every value of label `name` to `out` (repeats included).
+    pub fn label_values(&self, name: &str, out: &mut Vec<String>) {
+        if name == crate::labels::METRIC_NAME {
+            out.extend(self.index.metric_names().cloned());
+            return;
+        }
+        let mut values: Vec<&str> = self
+            .series
+            .iter()
+            .filter_map(|s| s.labels.get(name))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        out.extend(values.into_iter().map(str::to_owned));
     }
 
     /// Series matching all matchers.
     pub fn select<'a>(&'a self, ms: &'a [CompiledMatcher]) -> impl Iterator<Item = &'a SegSeries> {
+        let count = u32::try_from(self.series.len()).unwrap_or(u32::MAX);
         self.index
-            .candidates(ms)
+            .candidates(ms, count)
             .into_iter()
             .filter_map(|id| self.series.get(id as usize))
             .filter(move |s| ms.iter().all(|m| m.matches_labels(&s.labels)))
