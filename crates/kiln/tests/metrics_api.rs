@@ -104,6 +104,18 @@ fn encode(q: &str) -> String {
         .collect()
 }
 
+/// The `scrape.failed` events of `address`.
+fn failed_scrapes(s: &Scratch, address: &str) -> Vec<serde_json::Value> {
+    let events = s.json(&["events", "--address", address, "--json"]);
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "scrape.failed")
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn scraped_services_and_the_token_protected_prometheus_api() {
     let s = Scratch::new(STACK);
@@ -189,21 +201,14 @@ fn scraped_services_and_the_token_protected_prometheus_api() {
     );
     assert_eq!(error_of("api"), "");
     // The failures are events too, once each (not once per scrape).
-    let events: serde_json::Value =
-        serde_json::from_str(&s.ok(&["events", "--address", "services.bad", "--json"])).unwrap();
-    let failed: Vec<_> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "scrape.failed")
-        .collect();
-    assert_eq!(failed.len(), 1, "{events:#}");
+    let failed = failed_scrapes(&s, "services.bad");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
     assert!(
         failed[0]["data"]["error"]
             .as_str()
             .unwrap()
             .starts_with("malformed exposition"),
-        "{events:#}"
+        "{failed:#?}"
     );
     let log = std::fs::read_to_string(s.file(".kiln/logs/kiln.log")).unwrap();
     assert!(
@@ -388,30 +393,19 @@ fn scraping_follows_deploys_and_restarts_at_once() {
     let first_deploy = scrape_log(&s).len();
     for round in 1..=3 {
         std::fs::write(s.file("app/version"), round.to_string()).unwrap();
-        s.ok(&["deploy", "api"]);
-        let from = scrape_log(&s).len();
-        assert!(
-            wait_until(Duration::from_secs(30), || scraped_since(from) >= 2),
-            "{:?}",
-            scrape_log(&s)
-        );
-        s.ok(&["restart", "api"]);
-        let from = scrape_log(&s).len();
-        assert!(
-            wait_until(Duration::from_secs(30), || scraped_since(from) >= 2),
-            "{:?}",
-            scrape_log(&s)
-        );
+        for command in ["deploy", "restart"] {
+            s.ok(&[command, "api"]);
+            let from = scrape_log(&s).len();
+            assert!(
+                wait_until(Duration::from_secs(30), || scraped_since(from) >= 2),
+                "after {command} {round}: {:?}",
+                scrape_log(&s)
+            );
+        }
     }
 
     // No scrape of a stopped instance failed: no event, and `up` was never 0.
-    let events = s.json(&["events", "--address", "services.api", "--json"]);
-    let failed: Vec<_> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "scrape.failed")
-        .collect();
+    let failed = failed_scrapes(&s, "services.api");
     assert!(failed.is_empty(), "{failed:#?}");
     let downs = s.json(&[
         "query",

@@ -422,6 +422,24 @@ fn reporter(
     (reporter, rx)
 }
 
+/// `t`'s scrape loop, as "api/0", on its own task.
+fn spawn_loop(
+    t: Target,
+    store: &Arc<Store>,
+    scrapes: &Arc<Scrapes>,
+    reporter: Reporter,
+    stop: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(scrape_loop(
+        "api/0".into(),
+        t,
+        store.clone(),
+        scrapes.clone(),
+        reporter,
+        stop,
+    ))
+}
+
 async fn next_note(notes: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
     tokio::time::timeout(Duration::from_secs(10), notes.recv())
         .await
@@ -443,14 +461,7 @@ async fn a_failed_scrape_of_an_instance_going_away_is_dropped_and_ends_the_targe
     let (reporter, mut notes) = reporter(serving.clone());
     let scrapes = scrapes();
     let (_stop, stop) = oneshot::channel();
-    let looping = tokio::spawn(scrape_loop(
-        "api/0".into(),
-        t,
-        store.clone(),
-        scrapes.clone(),
-        reporter,
-        stop,
-    ));
+    let looping = spawn_loop(t, &store, &scrapes, reporter, stop);
     // Ready and not answering: a failure. Then a good answer: recovered.
     assert!(next_note(&mut notes).await.contains("failed"));
     *answer.lock().unwrap() = Answer::Body("text/plain", TEXT.into());
@@ -487,14 +498,7 @@ async fn a_stop_abandons_a_scrape_in_flight() {
     let (reporter, mut notes) = reporter(Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let scrapes = scrapes();
     let (stop_tx, stop) = oneshot::channel();
-    let looping = tokio::spawn(scrape_loop(
-        "api/0".into(),
-        t,
-        store.clone(),
-        scrapes.clone(),
-        reporter,
-        stop,
-    ));
+    let looping = spawn_loop(t, &store, &scrapes, reporter, stop);
     tokio::time::timeout(Duration::from_secs(10), accepted)
         .await
         .expect("a scrape within 10 s")
