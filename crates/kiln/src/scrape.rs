@@ -13,7 +13,9 @@
 //! showed, mapped to the stored series, so a steady scrape builds no label sets at all.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,8 +27,8 @@ use kiln_metrics::exposition::{Family, Format, MetricType};
 use kiln_metrics::query::STALE_NAN_BITS;
 use kiln_metrics::scrape::{IngestError, TargetCache};
 use kiln_metrics::{Labels, Store};
-use kiln_supervisor::{InstanceState, InstanceStatus, SupervisorHandle};
-use tokio::sync::oneshot;
+use kiln_supervisor::{Event as SupervisorEvent, InstanceState, InstanceStatus, SupervisorHandle};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::ops::{self, Event};
 
@@ -313,8 +315,21 @@ fn type_name(kind: MetricType) -> &'static str {
 
 type Announce = Arc<dyn Fn(&Event) + Send + Sync>;
 
-/// Keeps one scraping task per target, refreshing the target list every `refresh` from the
-/// recorded services and the supervisor's instances.
+/// Whether instance `id` is still ready on `port`, in the supervisor's word. A scrape that
+/// failed because its instance is going away (stopping, restarting, replaced by a deploy) is
+/// not a failure of the target: it is dropped, not recorded as `up` 0.
+pub type StillServing =
+    Arc<dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// Events handled in one go at most before the targets are rechecked: a burst (a deploy
+/// replacing many instances) costs one recheck, and a flood cannot hold the recheck back.
+const EVENT_BATCH: usize = 256;
+
+/// Keeps one scraping task per target. The targets are rechecked (from the recorded services
+/// and the supervisor's instances) at once on every instance event of the supervisor, so a
+/// stopped or replaced instance is no longer scraped and a new one is scraped from its first
+/// interval; and every `refresh` as a backstop (a service recorded or changed, a lagged or
+/// closed event stream).
 pub async fn run(
     store: Arc<Store>,
     supervisor: SupervisorHandle,
@@ -323,21 +338,46 @@ pub async fn run(
     announce: Announce,
     refresh: Duration,
 ) {
+    // Subscribed before the first recheck: no change between the two goes unseen.
+    let mut events = Some(supervisor.subscribe());
     let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let still_serving: StillServing = {
+        let supervisor = supervisor.clone();
+        Arc::new(move |id: String, port: u16| {
+            let supervisor = supervisor.clone();
+            Box::pin(async move {
+                supervisor.status().await.iter().any(|i| {
+                    i.state == InstanceState::Ready
+                        && i.port == Some(port)
+                        && i.id.to_string() == id
+                })
+            })
+        })
+    };
     let mut running: HashMap<String, (Target, oneshot::Sender<()>)> = HashMap::new();
     // Failures and recoveries go to the event log too (kiln events, the dashboard).
-    let events = ops::open_store(&dir)
+    let events_log = ops::open_store(&dir)
         .ok()
         .map(kiln_state::StateHandle::spawn);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = next_change(&mut events) => {
+                if !changed {
+                    // The supervisor is gone: the periodic recheck is all there is.
+                    events = None;
+                }
+            }
+        }
         let dir = dir.clone();
         let Ok(declared) = tokio::task::spawn_blocking(move || declared(&dir)).await else {
             continue;
         };
         let wanted = targets(&declared, &supervisor.status().await);
-        running.retain(|id, (target, _)| wanted.get(id) == Some(target));
+        // A task that ended by itself (its instance went away under a scrape) is restarted
+        // if its target is still wanted.
+        running.retain(|id, (target, stop)| wanted.get(id) == Some(target) && !stop.is_closed());
         if let Ok(mut health) = scrapes.health.lock() {
             health.retain(|id, _| wanted.contains_key(id));
         }
@@ -353,7 +393,8 @@ pub async fn run(
                 scrapes.clone(),
                 Reporter {
                     announce: announce.clone(),
-                    events: events.clone(),
+                    events: events_log.clone(),
+                    still_serving: still_serving.clone(),
                 },
                 stopped,
             ));
@@ -362,12 +403,36 @@ pub async fn run(
     }
 }
 
+/// Waits for the supervisor's next instance event, then takes every event already queued
+/// (up to [`EVENT_BATCH`]). False when the stream is closed (or there is none); a lagged
+/// stream counts as a change, since events were missed.
+async fn next_change(events: &mut Option<broadcast::Receiver<SupervisorEvent>>) -> bool {
+    let Some(receiver) = events else {
+        return std::future::pending().await;
+    };
+    if matches!(
+        receiver.recv().await,
+        Err(broadcast::error::RecvError::Closed)
+    ) {
+        return false;
+    }
+    for _ in 0..EVENT_BATCH {
+        match receiver.try_recv() {
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(broadcast::error::TryRecvError::Empty) => break,
+            Err(broadcast::error::TryRecvError::Closed) => return false,
+        }
+    }
+    true
+}
+
 /// Where a target's failures and recoveries are told: the log (and a foreground terminal),
 /// and the event log.
 #[derive(Clone)]
 struct Reporter {
     announce: Announce,
     events: Option<kiln_state::StateHandle>,
+    still_serving: StillServing,
 }
 
 impl Reporter {
@@ -427,8 +492,8 @@ fn first_scrape_delay(id: &str, interval: Duration, now_ms: i64) -> Duration {
     Duration::from_millis((phase + interval_ms - now_in_interval) % interval_ms)
 }
 
-/// Scrapes one target until `stop` fires (or its sender is dropped), then marks its series
-/// stale.
+/// Scrapes one target until `stop` fires (or its sender is dropped), or a scrape fails
+/// because its instance is no longer ready on its port; then marks its series stale.
 async fn scrape_loop(
     id: String,
     target: Target,
@@ -452,8 +517,14 @@ async fn scrape_loop(
         }
         // Boxed: the connection, request and body of one scrape live for that scrape only,
         // not in every idle target's loop.
-        let (report, kept) = Box::pin(scrape_once(&target, &store, &scrapes, cache)).await;
+        let (report, kept) = Box::pin(turn(
+            &id, &target, &store, &scrapes, &reporter, cache, &mut stop,
+        ))
+        .await;
         cache = kept;
+        let Some(report) = report else {
+            break;
+        };
         let stats = &scrapes.stats;
         stats.scrapes.fetch_add(1, Ordering::Relaxed);
         match &report.error {
@@ -463,18 +534,16 @@ async fn scrape_loop(
                     .fetch_add(report.samples as u64, Ordering::Relaxed);
                 if last_error.is_some() {
                     let message = format!("{id}: metrics scrape of {} recovered", target.url());
-                    reporter
-                        .report(&target, "scrape.recovered", message, None)
-                        .await;
+                    // Boxed like the scrape: a report's state is not the idle loop's.
+                    Box::pin(reporter.report(&target, "scrape.recovered", message, None)).await;
                 }
             }
             Some(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 if last_error.as_deref() != Some(e) {
                     let message = format!("{id}: metrics scrape of {} failed: {e}", target.url());
-                    reporter
-                        .report(&target, "scrape.failed", message, Some(e))
-                        .await;
+                    // Boxed like the scrape: a report's state is not the idle loop's.
+                    Box::pin(reporter.report(&target, "scrape.failed", message, Some(e))).await;
                 }
             }
         }
@@ -504,6 +573,36 @@ async fn scrape_loop(
     .await;
 }
 
+/// One scrape of a target's loop, unless `stop` fires while it fetches or the fetch fails
+/// because the instance is no longer ready on its port (then `None`: the loop ends and
+/// nothing of this scrape is recorded). Returns the cache for the next scrape.
+async fn turn(
+    id: &str,
+    target: &Target,
+    store: &Arc<Store>,
+    scrapes: &Arc<Scrapes>,
+    reporter: &Reporter,
+    cache: TargetCache,
+    stop: &mut oneshot::Receiver<()>,
+) -> (Option<Report>, TargetCache) {
+    let t = crate::metrics::now_ms();
+    let started = Instant::now();
+    // The instance may go away under the scrape: then the stop wins.
+    let fetched = tokio::select! {
+        biased;
+        _ = stop => return (None, cache),
+        fetched = fetch_timed(target) => fetched,
+    };
+    // A failure because the instance is stopping (its port closed before the supervisor's
+    // event came) is not the target's. The recheck that follows the event ends this target,
+    // or starts it again if the instance is back on the same port.
+    if fetched.is_err() && !(reporter.still_serving)(id.to_owned(), target.port).await {
+        return (None, cache);
+    }
+    let (report, cache) = record(target, store, scrapes, cache, t, started, fetched).await;
+    (Some(report), cache)
+}
+
 /// Series kiln writes about each scrape.
 const REPORT_SERIES: [&str; 3] = ["up", "scrape_duration_seconds", "scrape_samples_scraped"];
 
@@ -527,14 +626,33 @@ pub async fn scrape_once(
     target: &Target,
     store: &Arc<Store>,
     scrapes: &Arc<Scrapes>,
-    mut cache: TargetCache,
+    cache: TargetCache,
 ) -> (Report, TargetCache) {
     let t = crate::metrics::now_ms();
     let started = Instant::now();
-    let fetched = match tokio::time::timeout(target.config.timeout, fetch(target)).await {
+    let fetched = fetch_timed(target).await;
+    record(target, store, scrapes, cache, t, started, fetched).await
+}
+
+/// Fetches `target`'s exposition within its scrape timeout.
+async fn fetch_timed(target: &Target) -> Result<(Bytes, Format), ScrapeError> {
+    match tokio::time::timeout(target.config.timeout, fetch(target)).await {
         Ok(result) => result,
         Err(_) => Err(ScrapeError::Timeout(target.config.timeout)),
-    };
+    }
+}
+
+/// Records what a scrape started at `t` (`started` on the monotonic clock) fetched: its
+/// samples, or the end of every series the target had; and the report series.
+async fn record(
+    target: &Target,
+    store: &Arc<Store>,
+    scrapes: &Arc<Scrapes>,
+    mut cache: TargetCache,
+    t: i64,
+    started: Instant,
+    fetched: Result<(Bytes, Format), ScrapeError>,
+) -> (Report, TargetCache) {
     let ingested = match fetched {
         Ok((body, format)) => {
             let (store, sample_limit) = (store.clone(), target.config.sample_limit);

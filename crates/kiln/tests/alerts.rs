@@ -27,7 +27,7 @@ ingress: { listen: "127.0.0.1:0" }
 services:
   api:
     run: node server.js
-    health: { readiness: { http: /health, interval: 100ms, timeout: 1s } }
+    health: { readiness: { http: /health, interval: 100ms, timeout: 5s } }
 routes:
   - { name: api, host: api.localhost, service: api }
 receivers:

@@ -37,7 +37,7 @@ services:
   api:
     run: node server.js
     replicas: 2
-    health: { readiness: { http: /health, interval: 100ms, timeout: 1s, failure_threshold: 1 } }
+    health: { readiness: { http: /health, interval: 100ms, timeout: 5s, failure_threshold: 3 } }
 routes:
   - { host: api.localhost, path: /, service: api }
 runbooks:

@@ -22,7 +22,7 @@ services:
     run: node server.js
     replicas: 2
     env: { GREETING: "${{ vars.greeting }}" }
-    health: { readiness: { http: /healthz, interval: 100ms, timeout: 1s, failure_threshold: 1 } }
+    health: { readiness: { http: /healthz, interval: 100ms, timeout: 5s, failure_threshold: 3 } }
     stop: { grace: 5s }
     deploy: { strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 10s }
 routes:

@@ -30,7 +30,7 @@ ingress: { listen: "127.0.0.1:0" }
 services:
   web:
     run: node server.js
-    health: { readiness: { http: /, interval: 100ms, timeout: 1s, failure_threshold: 1 } }
+    health: { readiness: { http: /, interval: 100ms, timeout: 5s, failure_threshold: 3 } }
 routes:
   - { name: shop, host: shop.localhost, service: web }
   - { name: api, host: api.localhost, service: web }

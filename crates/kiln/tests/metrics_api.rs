@@ -104,6 +104,18 @@ fn encode(q: &str) -> String {
         .collect()
 }
 
+/// The `scrape.failed` events of `address`.
+fn failed_scrapes(s: &Scratch, address: &str) -> Vec<serde_json::Value> {
+    let events = s.json(&["events", "--address", address, "--json"]);
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "scrape.failed")
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn scraped_services_and_the_token_protected_prometheus_api() {
     let s = Scratch::new(STACK);
@@ -189,21 +201,14 @@ fn scraped_services_and_the_token_protected_prometheus_api() {
     );
     assert_eq!(error_of("api"), "");
     // The failures are events too, once each (not once per scrape).
-    let events: serde_json::Value =
-        serde_json::from_str(&s.ok(&["events", "--address", "services.bad", "--json"])).unwrap();
-    let failed: Vec<_> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "scrape.failed")
-        .collect();
-    assert_eq!(failed.len(), 1, "{events:#}");
+    let failed = failed_scrapes(&s, "services.bad");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
     assert!(
         failed[0]["data"]["error"]
             .as_str()
             .unwrap()
             .starts_with("malformed exposition"),
-        "{events:#}"
+        "{failed:#?}"
     );
     let log = std::fs::read_to_string(s.file(".kiln/logs/kiln.log")).unwrap();
     assert!(
@@ -309,4 +314,134 @@ fn scraped_services_and_the_token_protected_prometheus_api() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "no token, no answer");
+}
+
+/// Logs each process's start, each scrape it answers and its SIGTERM, with the port and the
+/// time (ms), to `$SCRAPE_LOG` (services run from their release's snapshot; the log is the
+/// test's).
+const LOGGING_SERVER: &str = r#"
+const http = require('http');
+const fs = require('fs');
+const port = process.env.PORT;
+const log = (what) => fs.appendFileSync(process.env.SCRAPE_LOG, what + ' ' + port + ' ' + Date.now() + '\n');
+log('start');
+let scrapes = 0;
+const server = http.createServer((req, res) => {
+  if (req.url !== '/metrics') { res.end('ok'); return; }
+  scrapes++;
+  log('scrape');
+  res.end('# TYPE app_scrapes counter\napp_scrapes_total ' + scrapes + '\n');
+});
+server.listen(Number(port), '127.0.0.1');
+process.on('SIGTERM', () => { log('stop'); server.close(() => process.exit(0)); });
+"#;
+
+/// The readiness probe tolerates a loaded machine (this test is about scraping, not probes).
+const FOLLOWED: &str = r#"
+name: followed
+services:
+  api:
+    path: app
+    run: node server.js
+    env: { SCRAPE_LOG: "SCRAPE_LOG_PATH" }
+    health: { readiness: { http: /healthz, interval: 100ms, timeout: 5s, failure_threshold: 3 } }
+    deploy: { strategy: rolling, max_surge: 1, max_unavailable: 0, healthy_deadline: 30s }
+    metrics: { path: /metrics, interval: 500ms }
+"#;
+
+/// `(what, port, ms)` lines of the logging server.
+fn scrape_log(s: &Scratch) -> Vec<(String, u16, i64)> {
+    std::fs::read_to_string(s.file("scrapes.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split(' ');
+            Some((
+                words.next()?.to_owned(),
+                words.next()?.parse().ok()?,
+                words.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Issue 4: the scraper followed the instances only at each metrics refresh (2 s), so after a
+/// deploy or a restart it kept scraping the stopped instance's port (`up` 0, a spurious
+/// `scrape.failed`) and scraped the new one only from the next refresh. It follows the
+/// supervisor's events now.
+#[test]
+fn scraping_follows_deploys_and_restarts_at_once() {
+    let s = Scratch::new("");
+    let log = s.file("scrapes.log");
+    let stack = FOLLOWED.replace("SCRAPE_LOG_PATH", log.to_str().unwrap());
+    std::fs::write(s.file("kiln.yaml"), stack).unwrap();
+    std::fs::create_dir_all(s.file("app")).unwrap();
+    std::fs::write(s.file("app/server.js"), LOGGING_SERVER).unwrap();
+    std::fs::write(s.file("app/version"), "0").unwrap();
+    s.ok(&["up", "-d"]);
+    let _down = Down(&s);
+    let scraped_since = |from: usize| {
+        scrape_log(&s)
+            .iter()
+            .skip(from)
+            .filter(|(what, _, _)| what == "scrape")
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(30), || scraped_since(0) >= 2));
+
+    // Deploys (new instances on new ports, the old ones stopped) and restarts (the same port).
+    let first_deploy = scrape_log(&s).len();
+    for round in 1..=3 {
+        std::fs::write(s.file("app/version"), round.to_string()).unwrap();
+        for command in ["deploy", "restart"] {
+            s.ok(&[command, "api"]);
+            let from = scrape_log(&s).len();
+            assert!(
+                wait_until(Duration::from_secs(30), || scraped_since(from) >= 2),
+                "after {command} {round}: {:?}",
+                scrape_log(&s)
+            );
+        }
+    }
+
+    // No scrape of a stopped instance failed: no event, and `up` was never 0.
+    let failed = failed_scrapes(&s, "services.api");
+    assert!(failed.is_empty(), "{failed:#?}");
+    let downs = s.json(&[
+        "query",
+        "min_over_time(up{service=\"api\"}[10m]) == 0",
+        "--json",
+    ]);
+    assert_eq!(downs["data"]["result"], serde_json::json!([]), "{downs:#}");
+    // Only the last release's `up` is still seen: the old ones were marked stale when they
+    // stopped.
+    let up = s.json(&["query", "up{service=\"api\"}", "--json"]);
+    assert_eq!(
+        up["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "{up:#}"
+    );
+
+    // Each process a deploy or a restart started was scraped soon after it started:
+    // readiness (100 ms probes) and its first scrape (at most one 500 ms interval), not a
+    // whole 2 s refresh later. (Not the first one: `up` records the service after starting
+    // it, so its target is found by the periodic recheck.)
+    let log = scrape_log(&s);
+    let mut slow = Vec::new();
+    for (i, (what, port, started)) in log.iter().enumerate().skip(first_deploy) {
+        if what != "start" {
+            continue;
+        }
+        let first = log[i..]
+            .iter()
+            .find(|(w, p, _)| w == "scrape" && p == port)
+            .map(|(_, _, t)| t - started);
+        if first.is_none_or(|ms| ms > 1500) {
+            slow.push((port, first));
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "first scrape (ms after start): {slow:?}\n{log:?}"
+    );
 }

@@ -29,7 +29,7 @@ services:
   api:
     run: node server.js
     replicas: 2
-    health: { readiness: { http: /, interval: 100ms, timeout: 1s } }
+    health: { readiness: { http: /, interval: 100ms, timeout: 5s } }
     backoff: { initial: 20ms, max: 200ms }
 routes:
   - { host: shop.localhost, path: /api, service: api, strip_prefix: true }
@@ -151,7 +151,7 @@ ingress:
 services:
   api:
     run: node server.js
-    health: { readiness: { http: /, interval: 100ms, timeout: 1s } }
+    health: { readiness: { http: /, interval: 100ms, timeout: 5s } }
 routes:
   - { host: shop.localhost, service: api }
 "#;

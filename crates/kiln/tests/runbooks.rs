@@ -40,7 +40,7 @@ name: remediation
 services:
   api:
     run: node server.js
-    health: { readiness: { http: /health, interval: 200ms, timeout: 1s, failure_threshold: 1 } }
+    health: { readiness: { http: /health, interval: 200ms, timeout: 5s, failure_threshold: 3 } }
 receivers:
   - { name: oncall, webhook: "http://127.0.0.1:HOOK_PORT/hook" }
 notify:
@@ -321,7 +321,7 @@ services:
   app:
     path: app
     run: node server.js
-    health: { readiness: { http: /, interval: 100ms, timeout: 1s } }
+    health: { readiness: { http: /, interval: 100ms, timeout: 5s } }
 runbooks:
   roll-back:
     params:
@@ -515,7 +515,7 @@ services:
   app:
     path: app
     run: node server.js
-    health: { readiness: { http: /healthz, interval: 100ms, timeout: 1s } }
+    health: { readiness: { http: /healthz, interval: 100ms, timeout: 5s } }
     deploy: { strategy: rolling, healthy_deadline: 10s }
 routes:
   - { host: app.localhost, path: /, service: app }

@@ -73,8 +73,8 @@ const processed = loadProcessed();
 // ----------------------------------------------------------------------- loop
 
 const startedAt = Date.now();
-let lastPollOk = false;
-let lastSuccessAt = startedAt; // grace period at start-up
+let lastSuccessAt = startedAt; // start time before the first successful poll
+let lastPollDoneAt = startedAt; // success or failure: the loop is turning
 let stopping = false;
 let timer = null;
 let currentPoll = null;
@@ -95,11 +95,9 @@ async function poll() {
       process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), service: 'worker', event: 'fulfilled', orderId: order.id })}\n`);
     }
     if (fresh.length > 0) saveProcessed(processed);
-    lastPollOk = true;
     lastSuccessAt = Date.now();
     polls.inc({ result: 'ok' });
   } catch (err) {
-    lastPollOk = false;
     polls.inc({ result: 'error' });
     process.stderr.write(`worker: poll failed: ${err.cause ? err.cause.code || err.cause.message : err.message}\n`);
   }
@@ -109,13 +107,23 @@ async function tick() {
   currentPoll = poll();
   await currentPoll;
   currentPoll = null;
+  lastPollDoneAt = Date.now();
   if (!stopping) timer = setTimeout(tick, intervalMs);
 }
 
+// Unhealthy only when the worker itself cannot work: its poll loop has stopped turning (each
+// poll ends within pollTimeoutMs, so a loop that finished none for three rounds is wedged).
+// An api that is down or slow is not the worker's fault, and restarting the worker (this is
+// also its liveness check) would not fix it: failed polls show in worker_polls_total and
+// worker_last_success_timestamp_seconds instead. (It used to answer 503 after three intervals
+// without a successful poll: a loaded api, polls timing out at 1 s, and the worker was
+// restarted for nothing.)
+const wedgedAfterMs = 3 * (intervalMs + pollTimeoutMs);
+
 function health() {
-  const age = Date.now() - lastSuccessAt;
-  if (lastPollOk || age < 3 * intervalMs) return { ok: true };
-  return { ok: false, reason: `last successful poll ${Math.round(age)} ms ago (limit ${3 * intervalMs} ms)` };
+  const age = Date.now() - lastPollDoneAt;
+  if (stopping || age < wedgedAfterMs) return { ok: true };
+  return { ok: false, reason: `no poll finished for ${Math.round(age)} ms (limit ${wedgedAfterMs} ms)` };
 }
 
 async function onShutdown() {

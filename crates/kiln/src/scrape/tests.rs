@@ -350,6 +350,7 @@ fn an_idle_scrape_loop_is_small() {
     let reporter = Reporter {
         announce: Arc::new(|_: &Event| {}),
         events: None,
+        still_serving: Arc::new(|_, _| Box::pin(async { true })),
     };
     let looping = scrape_loop(
         "api/0".into(),
@@ -398,4 +399,116 @@ fn targets_found_together_scrape_at_phases_spread_over_the_interval() {
         first_scrape_delay("web-0", Duration::from_millis(1), now_ms),
         Duration::ZERO
     );
+}
+
+/// A reporter that sends each announcement down a channel and asks `serving` whether the
+/// instance is still ready.
+fn reporter(
+    serving: Arc<std::sync::atomic::AtomicBool>,
+) -> (Reporter, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = Reporter {
+        announce: Arc::new(move |e: &Event| {
+            if let Event::Note { message } = e {
+                let _ = tx.send(message.clone());
+            }
+        }),
+        events: None,
+        still_serving: Arc::new(move |_, _| {
+            let serving = serving.load(Ordering::SeqCst);
+            Box::pin(async move { serving })
+        }),
+    };
+    (reporter, rx)
+}
+
+/// `t`'s scrape loop, as "api/0", on its own task.
+fn spawn_loop(
+    t: Target,
+    store: &Arc<Store>,
+    scrapes: &Arc<Scrapes>,
+    reporter: Reporter,
+    stop: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(scrape_loop(
+        "api/0".into(),
+        t,
+        store.clone(),
+        scrapes.clone(),
+        reporter,
+        stop,
+    ))
+}
+
+async fn next_note(notes: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), notes.recv())
+        .await
+        .expect("a note within 10 s")
+        .expect("the loop still announces")
+}
+
+/// Issue 4: a scrape that fails because its instance is going away (its port closed before
+/// the supervisor's event came) is no failure of the target: nothing is recorded, no note,
+/// and the loop ends, marking its series stale. A failure while it is still ready counts.
+#[tokio::test]
+async fn a_failed_scrape_of_an_instance_going_away_is_dropped_and_ends_the_target() {
+    let (_dir, store) = store();
+    let answer = Arc::new(Mutex::new(Answer::Hang));
+    let port = serve(answer.clone()).await;
+    let mut t = target(port, Duration::from_millis(100), 100);
+    t.config.interval = Duration::from_millis(100);
+    let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (reporter, mut notes) = reporter(serving.clone());
+    let scrapes = scrapes();
+    let (_stop, stop) = oneshot::channel();
+    let looping = spawn_loop(t, &store, &scrapes, reporter, stop);
+    // Ready and not answering: a failure. Then a good answer: recovered.
+    assert!(next_note(&mut notes).await.contains("failed"));
+    *answer.lock().unwrap() = Answer::Body("text/plain", TEXT.into());
+    assert!(next_note(&mut notes).await.contains("recovered"));
+    // Going away, and not answering: the loop ends by itself, saying nothing.
+    serving.store(false, Ordering::SeqCst);
+    *answer.lock().unwrap() = Answer::Hang;
+    tokio::time::timeout(Duration::from_secs(10), looping)
+        .await
+        .expect("the loop ends within 10 s")
+        .unwrap();
+    assert_eq!(notes.try_recv().ok(), None);
+    assert!(instant(&store, "up").is_empty(), "up is stale");
+    assert!(instant(&store, "http_requests_total").is_empty());
+}
+
+/// A stop while a scrape hangs ends the loop at once: the scrape is abandoned, not waited
+/// for until its timeout and recorded as a failure of a target that is gone.
+#[tokio::test]
+async fn a_stop_abandons_a_scrape_in_flight() {
+    let (_dir, store) = store();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let _ = accepted_tx.send(());
+        // Holds the connection open, never answering.
+        std::future::pending::<()>().await;
+        drop(socket);
+    });
+    let mut t = target(port, Duration::from_secs(600), 100);
+    t.config.interval = Duration::from_millis(20);
+    let (reporter, mut notes) = reporter(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let scrapes = scrapes();
+    let (stop_tx, stop) = oneshot::channel();
+    let looping = spawn_loop(t, &store, &scrapes, reporter, stop);
+    tokio::time::timeout(Duration::from_secs(10), accepted)
+        .await
+        .expect("a scrape within 10 s")
+        .unwrap();
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), looping)
+        .await
+        .expect("the loop ends within 10 s, not at the 600 s scrape timeout")
+        .unwrap();
+    assert_eq!(notes.try_recv().ok(), None);
+    assert_eq!(scrapes.stats.scrapes.load(Ordering::Relaxed), 0);
+    assert!(scrapes.health().is_empty());
 }
