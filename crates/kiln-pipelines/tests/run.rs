@@ -1173,9 +1173,10 @@ jobs:
             "inside",
             "##[endgroup]",
             // The runner logs the lines that stop and resume commands.
-            "::stop-commands::pause-token",
+            // The token is longer than six characters: the runner masks it.
+            "::stop-commands::***",
             "::warning::not a command now",
-            "::pause-token::",
+            "::***::",
             "##[notice]a command again",
             "a b "
         ]
@@ -1231,6 +1232,91 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("a"), ["node true true low true", "sh on"]);
     assert_eq!(ran.logs("b"), ["python 3", "perl"]);
+}
+
+/// `::stop-commands::` as the runner's `ActionCommandManager.ValidateStopToken` decides: an
+/// empty token, `pause-logging` or a command's name is refused with the runner's words, the
+/// step fails and commands go on (the `::warning::` after each is one); with
+/// `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` the same token stops them. While stopped,
+/// `::add-mask::` is not carried out (the value stays visible), and `::TOKEN::` in any case
+/// resumes them.
+#[tokio::test]
+async fn stop_commands_tokens_the_runner_refuses_fail_the_step() {
+    const REFUSED: &str = "##[error]You cannot use a endToken that is an empty string, the string 'pause-logging', or another workflow command. For more information see: https://docs.github.com/actions/learn-github-actions/workflow-commands-for-github-actions#example-stopping-and-starting-workflow-commands or opt into insecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` environment variable to `true`.";
+    let ran = run_workflow(
+        r###"
+on: push
+jobs:
+  refused:
+    runs-on: ubuntu-latest
+    steps:
+      - id: s
+        continue-on-error: true
+        run: |
+          echo "::stop-commands::"
+          echo "::warning::one"
+          echo "::stop-commands::pause-logging"
+          echo "::warning::two"
+          echo "::stop-commands::Error"
+          echo "::warning::three"
+      - run: echo "after ${{ steps.s.outcome }}"
+  allowed:
+    runs-on: ubuntu-latest
+    env: { ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS: "true" }
+    steps:
+      - run: |
+          echo "::stop-commands::group"
+          echo "::add-mask::visible"
+          echo "::error::not an error"
+          echo "::GROUP::"
+          echo "::notice::a command again"
+  short:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "::stop-commands::abc"
+          echo "::add-mask::visible"
+          echo "visible"
+          echo "##[ABC]"
+          echo "::add-mask::hidden"
+          echo "hidden"
+"###,
+    )
+    .await;
+    assert_eq!(
+        ran.logs("refused"),
+        [
+            REFUSED,
+            "##[warning]one",
+            REFUSED,
+            "##[warning]two",
+            REFUSED,
+            "##[warning]three",
+            "after failure",
+        ]
+    );
+    assert_eq!(ran.job("refused").steps[0].outcome, Status::Failure);
+    assert_eq!(
+        ran.logs("allowed"),
+        [
+            "::stop-commands::group",
+            "::add-mask::visible",
+            "::error::not an error",
+            "::GROUP::",
+            "##[notice]a command again",
+        ]
+    );
+    assert_eq!(ran.job("allowed").status, Status::Success);
+    assert_eq!(
+        ran.logs("short"),
+        [
+            "::stop-commands::abc",
+            "::add-mask::visible",
+            "visible",
+            "##[ABC]",
+            "***",
+        ]
+    );
 }
 
 /// The runner's older `##[name]` form and command names in any case are commands too, and a
