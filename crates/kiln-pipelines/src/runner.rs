@@ -713,6 +713,7 @@ pub(crate) async fn extract(
     sha: &str,
     branch: Option<&str>,
     dest: &Path,
+    how: &crate::builtins::Extract<'_>,
 ) -> Result<(), String> {
     // Like actions/checkout, whatever the directory held is replaced.
     if dest.exists() {
@@ -728,6 +729,9 @@ pub(crate) async fn extract(
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE");
+        if !how.lfs {
+            cmd.env("GIT_LFS_SKIP_SMUDGE", "1");
+        }
         cmd
     };
     let os = |s: &str| std::ffi::OsString::from(s);
@@ -747,6 +751,27 @@ pub(crate) async fn extract(
             "git clone: {}",
             String::from_utf8_lossy(&clone.stderr).trim()
         ));
+    }
+    if !how.sparse.patterns.is_empty() {
+        let mut args = vec![
+            os("-C"),
+            dest.as_os_str().to_owned(),
+            os("sparse-checkout"),
+            os("set"),
+        ];
+        if !how.sparse.cone {
+            args.push(os("--no-cone"));
+        }
+        args.push(os("--"));
+        args.extend(how.sparse.patterns.iter().map(|p| os(p)));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let set = git(&refs).output().await.map_err(|e| e.to_string())?;
+        if !set.status.success() {
+            return Err(format!(
+                "git sparse-checkout set: {}",
+                String::from_utf8_lossy(&set.stderr).trim()
+            ));
+        }
     }
     let mut args = vec![
         os("-C"),

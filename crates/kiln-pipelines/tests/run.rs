@@ -760,11 +760,18 @@ jobs:
     steps:
       - uses: actions/checkout@v4
       - run: ls -A libs/sub | wc -l
-  bad:
+  other:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
         with: { submodules: sometimes }
+      - run: ls -A libs/sub | wc -l
+  upper:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { submodules: RECURSIVE }
+      - run: cat libs/sub/f.txt
 "#,
     )]);
     let git = |args: &[&str]| {
@@ -804,11 +811,138 @@ jobs:
         "{with:?}"
     );
     assert_eq!(ran.logs("without")[1..], ["0"]);
-    let bad = ran.logs("bad").join("\n");
-    assert!(
-        bad.contains("submodules: `sometimes` is not one of true, false, recursive"),
-        "{bad}"
+    // actions/checkout's input-helper.ts compares the value in upper case, and anything but
+    // TRUE or RECURSIVE is false.
+    assert_eq!(ran.logs("other")[1..], ["0"]);
+    assert_eq!(
+        ran.logs("upper")[1..],
+        ["Submodules updated (recursively)", "from the submodule"]
     );
+}
+
+/// `actions/checkout`'s `ref:` resolved as the action resolves it (input-helper.ts,
+/// ref-helper.ts's `getCheckoutInfo`): a branch before a tag of the same name, a ref that
+/// does not exist fails the step with the action's words naming it (an abbreviated SHA is
+/// such a ref), and the checkout already in the workspace is left as it was. `sparse-checkout`
+/// lands only its directories (and the top-level files, in cone mode); `clean: false` over a
+/// checkout is refused rather than ignored.
+#[tokio::test]
+async fn checkout_refs_sparse_and_clean_as_actions_checkout() {
+    let repo = repo(&[
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  missing:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: co
+        uses: actions/checkout@v4
+        with: { ref: no-such-branch }
+      - if: always()
+        run: echo "${{ steps.co.outcome }} $(cat top.txt)"
+  qualified:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { ref: refs/heads/no-such-branch }
+  short-sha:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { ref: "${{ github.sha }}" }
+      - run: echo "full sha ok"
+      - uses: actions/checkout@v4
+        with: { ref: "${{ github.sha != '' && 'abcdef1' || '' }}" }
+  names:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { ref: both }
+      - run: cat which.txt
+      - uses: actions/checkout@v4
+        with: { ref: v1, path: tagged }
+      - run: echo "$(cat tagged/which.txt) $(git -C tagged symbolic-ref -q HEAD || echo detached)"
+  sparse:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          sparse-checkout: |
+            a
+      - run: ls
+  clean:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { clean: false }
+      - run: echo built > out.txt
+      - uses: actions/checkout@v4
+        with: { clean: false }
+"#,
+        ),
+        ("top.txt", "main"),
+        ("which.txt", "main"),
+        ("a/x.txt", "x"),
+        ("b/y.txt", "y"),
+    ]);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(repo.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A tag `v1` and a tag and a branch both named `both`: the branch wins.
+    std::fs::write(repo.path().join("which.txt"), "tag").unwrap();
+    git(&["commit", "-qam", "tag"]);
+    git(&["tag", "v1"]);
+    git(&["tag", "both"]);
+    std::fs::write(repo.path().join("which.txt"), "branch").unwrap();
+    git(&["commit", "-qam", "branch"]);
+    git(&["branch", "both"]);
+    git(&["reset", "-q", "--hard", "HEAD~2"]);
+    let state = TempDir::new().unwrap();
+    let ran = run_in(repo.path(), state.path(), WF, |_| {}).await;
+    let error = |job: &str| {
+        ran.logs(job)
+            .into_iter()
+            .filter(|l| l.starts_with("##[error]"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        error("missing"),
+        ["##[error]A branch or tag with the name 'no-such-branch' could not be found"]
+    );
+    assert_eq!(ran.logs("missing").last().unwrap(), "failure main");
+    assert_eq!(
+        error("qualified"),
+        ["##[error]fatal: couldn't find remote ref refs/heads/no-such-branch"]
+    );
+    assert_eq!(ran.job("qualified").status, Status::Failure);
+    assert!(ran.logs("short-sha").contains(&"full sha ok".to_owned()));
+    assert_eq!(
+        error("short-sha"),
+        ["##[error]A branch or tag with the name 'abcdef1' could not be found"]
+    );
+    let names = ran.logs("names");
+    assert!(names.contains(&"branch".to_owned()), "{names:?}");
+    assert_eq!(names.last().unwrap(), "tag detached", "{names:?}");
+    let sparse = ran.logs("sparse");
+    assert_eq!(sparse.last().unwrap(), "which.txt", "{sparse:?}");
+    assert!(sparse.contains(&"a".to_owned()) && !sparse.contains(&"b".to_owned()));
+    assert_eq!(ran.job("sparse").status, Status::Success);
+    let clean = error("clean");
+    assert_eq!(clean.len(), 1, "{clean:?}");
+    assert!(clean[0].contains("clean: false keeps the untracked files"));
 }
 
 #[tokio::test]
