@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::{Ran, repo, run_in};
+use common::{Ran, git_in, repo, run_in};
 
 async fn run_one(files: &[(&str, &str)], tweak: impl FnOnce(&mut RunOptions)) -> Ran {
     let repo = repo(files);
@@ -774,26 +774,7 @@ jobs:
       - run: cat libs/sub/f.txt
 "#,
     )]);
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "protocol.file.allow=always",
-            ])
-            .args(args)
-            .current_dir(main.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let git = |args: &[&str]| git_in(main.path(), args);
     git(&[
         "submodule",
         "add",
@@ -888,19 +869,7 @@ jobs:
         ("a/x.txt", "x"),
         ("b/y.txt", "y"),
     ]);
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(repo.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let git = |args: &[&str]| git_in(repo.path(), args);
     // A tag `v1` and a tag and a branch both named `both`: the branch wins.
     std::fs::write(repo.path().join("which.txt"), "tag").unwrap();
     git(&["commit", "-qam", "tag"]);

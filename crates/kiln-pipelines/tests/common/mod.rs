@@ -44,6 +44,29 @@ pub fn repo(files: &[(&str, &str)]) -> TempDir {
     dir
 }
 
+/// Runs `git ARGS` in `dir` as a committer (`t <t@t>`, file-protocol submodules allowed) and
+/// panics with its message when it fails.
+pub fn git_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub struct Ran {
     pub result: RunResult,
     pub events: Vec<RunEvent>,
