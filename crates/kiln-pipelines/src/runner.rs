@@ -708,6 +708,10 @@ pub(crate) async fn resolve_commit(repo: &Path, revision: &str) -> Result<String
 /// Checks out `sha` of `repo` into `dest` (the workspace, and `actions/checkout` with `path`).
 /// A `--shared` clone borrows the repository's objects instead of copying them, so it costs
 /// what writing the files costs; it lives only as long as the run.
+///
+/// Like actions/checkout, whatever the directory held is replaced, but only once the new
+/// checkout is complete: it is made beside `dest` and renamed over it, so a checkout that fails
+/// (a sparse pattern git refuses, say) leaves the directory as it was.
 pub(crate) async fn extract(
     repo: &Path,
     sha: &str,
@@ -715,13 +719,34 @@ pub(crate) async fn extract(
     dest: &Path,
     how: &crate::builtins::Extract<'_>,
 ) -> Result<(), String> {
-    // Like actions/checkout, whatever the directory held is replaced.
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(format!(
+            "{}: not a directory to check out into",
+            dest.display()
+        ));
+    };
+    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    let staging = parent.join(format!(".{}.kiln-checkout", name.to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let made = clone_into(repo, sha, branch, &staging, how).await;
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
     if dest.exists() {
         std::fs::remove_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     }
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    }
+    std::fs::rename(&staging, dest).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// [`extract`]'s clone and checkout, into a directory that does not exist yet.
+async fn clone_into(
+    repo: &Path,
+    sha: &str,
+    branch: Option<&str>,
+    dest: &Path,
+    how: &crate::builtins::Extract<'_>,
+) -> Result<(), String> {
     let git = |args: &[&std::ffi::OsStr]| {
         let mut cmd = tokio::process::Command::new("git");
         cmd.args(args)

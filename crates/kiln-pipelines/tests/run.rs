@@ -805,8 +805,9 @@ jobs:
 /// ref-helper.ts's `getCheckoutInfo`): a branch before a tag of the same name, a ref that
 /// does not exist fails the step with the action's words naming it (an abbreviated SHA is
 /// such a ref), and the checkout already in the workspace is left as it was. `sparse-checkout`
-/// lands only its directories (and the top-level files, in cone mode); `clean: false` over a
-/// checkout is refused rather than ignored.
+/// lands only its directories (and the top-level files, in cone mode), and one git refuses
+/// leaves the checkout there as it was; `clean: false` over a checkout is refused rather than
+/// ignored.
 #[tokio::test]
 async fn checkout_refs_sparse_and_clean_as_actions_checkout() {
     let repo = repo(&[
@@ -854,6 +855,14 @@ jobs:
           sparse-checkout: |
             a
       - run: ls
+  bad-sparse:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/checkout@v4
+        with: { sparse-checkout: "a/*.txt" }
+      - if: always()
+        run: echo "still $(cat top.txt)"
   clean:
     runs-on: ubuntu-latest
     steps:
@@ -909,6 +918,14 @@ jobs:
     assert_eq!(sparse.last().unwrap(), "which.txt", "{sparse:?}");
     assert!(sparse.contains(&"a".to_owned()) && !sparse.contains(&"b".to_owned()));
     assert_eq!(ran.job("sparse").status, Status::Success);
+    // git refuses a pattern in cone mode after the clone: the checkout already there stays.
+    let bad_sparse = error("bad-sparse");
+    assert_eq!(bad_sparse.len(), 1, "{bad_sparse:?}");
+    assert!(
+        bad_sparse[0].contains("specify directories rather than patterns"),
+        "{bad_sparse:?}"
+    );
+    assert_eq!(ran.logs("bad-sparse").last().unwrap(), "still main");
     let clean = error("clean");
     assert_eq!(clean.len(), 1, "{clean:?}");
     assert!(clean[0].contains("clean: false keeps the untracked files"));
