@@ -1358,8 +1358,8 @@ jobs:
 /// empty token, `pause-logging` or a command's name is refused with the runner's words, the
 /// step fails and commands go on (the `::warning::` after each is one); with
 /// `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` the same token stops them. While stopped,
-/// `::add-mask::` is not carried out (the value stays visible), and `::TOKEN::` in any case
-/// resumes them.
+/// `::add-mask::` is not carried out (the value stays visible), `::TOKEN::` in any case
+/// resumes them, and a stop never resumed ends with its step.
 #[tokio::test]
 async fn stop_commands_tokens_the_runner_refuses_fail_the_step() {
     const REFUSED: &str = "##[error]You cannot use a endToken that is an empty string, the string 'pause-logging', or another workflow command. For more information see: https://docs.github.com/actions/learn-github-actions/workflow-commands-for-github-actions#example-stopping-and-starting-workflow-commands or opt into insecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` environment variable to `true`.";
@@ -1400,6 +1400,8 @@ jobs:
           echo "##[ABC]"
           echo "::add-mask::hidden"
           echo "hidden"
+          echo "::stop-commands::xyz"
+      - run: echo "::notice::commands again in the next step"
 "###,
     )
     .await;
@@ -1435,6 +1437,10 @@ jobs:
             "visible",
             "##[ABC]",
             "***",
+            "::stop-commands::xyz",
+            // Each step's handler has its own ActionCommandManager (Handler.Initialize:
+            // `hostContext.CreateService`), so a stop never resumed ends with its step.
+            "##[notice]commands again in the next step",
         ]
     );
 }
