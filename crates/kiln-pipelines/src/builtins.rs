@@ -78,6 +78,12 @@ pub(crate) async fn run(
 
 /// A clone of the run's repository at the run's commit (or `ref`) in the workspace, or in
 /// `path` under it; like the real action, what the directory held is replaced.
+///
+/// Every input that changes what lands in the directory is honoured or refused, never
+/// ignored: `ref` (resolved as actions/checkout's `input-helper.ts` and `ref-helper.ts` do),
+/// `path`, `clean`, `sparse-checkout` (and its cone mode), `lfs`, `submodules`. `fetch-depth`,
+/// `fetch-tags` and `filter` only change the history under `.git`: kiln's clone shares the
+/// repository's objects and always has all of it, which a log line says.
 async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
     let mut out = Out::default();
     let opts = &cx.shared.opts;
@@ -98,45 +104,151 @@ async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, S
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     }) {
+        // input-helper.ts's words.
         return Err(format!(
-            "repository path '{p}' is not under the workspace '{}'",
+            "Repository path '{}' is not under '{}'",
+            cx.workspace.join(p).display(),
             cx.workspace.display()
         ));
     }
+    let dest = path.map_or_else(|| cx.workspace.to_path_buf(), |p| cx.workspace.join(p));
+    let input = |name: &str| with.get(name).map(|v| v.trim()).unwrap_or("");
+    // input-helper.ts: `(core.getInput('clean') || 'true').toUpperCase() === 'TRUE'`.
+    let clean = input("clean").is_empty() || input("clean").eq_ignore_ascii_case("true");
+    if !clean && dest.join(".git").exists() {
+        return Err(format!(
+            "clean: false keeps the untracked files of the checkout already in '{}'; kiln's \
+             checkout always replaces the directory, so it refuses rather than drop them",
+            dest.display()
+        ));
+    }
+    let lfs = input("lfs").eq_ignore_ascii_case("true");
+    if lfs && !git_lfs_installed().await {
+        return Err(
+            "lfs: true needs git-lfs on the host (`git lfs version` failed); without it the \
+             files would be LFS pointers"
+                .to_owned(),
+        );
+    }
+    let sparse = Sparse {
+        patterns: lines(with.get("sparse-checkout")),
+        // input-helper.ts: `(core.getInput('sparse-checkout-cone-mode') || 'true').toUpperCase() === 'TRUE'`.
+        cone: input("sparse-checkout-cone-mode").is_empty()
+            || input("sparse-checkout-cone-mode").eq_ignore_ascii_case("true"),
+    };
     let (sha, branch) = match with.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty()) {
         None => (
             cx.shared.sha.clone(),
             opts.git_ref.strip_prefix("refs/heads/").map(str::to_owned),
         ),
-        Some(r) => {
-            let sha = resolve_commit(&opts.repo, r)
-                .await
-                .map_err(|e| e.to_string())?;
-            let branch = r.strip_prefix("refs/heads/").unwrap_or(r);
-            let is_branch = branch != sha && !r.starts_with("refs/tags/");
-            (sha, is_branch.then(|| branch.to_owned()))
-        }
+        Some(r) => checkout_ref(&opts.repo, r).await?,
     };
-    let dest = path.map_or_else(|| cx.workspace.to_path_buf(), |p| cx.workspace.join(p));
-    extract(&opts.repo, &sha, branch.as_deref(), &dest).await?;
+    extract(
+        &opts.repo,
+        &sha,
+        branch.as_deref(),
+        &dest,
+        &Extract {
+            lfs,
+            sparse: &sparse,
+        },
+    )
+    .await?;
     out.logs.push(format!(
         "Checked out {} at {sha} into {}",
         opts.repository,
         path.unwrap_or("the workspace")
     ));
-    match with.get("submodules").map(|s| s.trim()) {
-        None | Some("" | "false") => {}
-        Some(mode @ ("true" | "recursive")) => {
-            out.logs
-                .push(update_submodules(&dest, mode == "recursive").await?);
-        }
-        Some(other) => {
-            return Err(format!(
-                "submodules: `{other}` is not one of true, false, recursive"
-            ));
-        }
+    if !sparse.patterns.is_empty() {
+        out.logs.push(format!(
+            "Sparse checkout ({}): {}",
+            if sparse.cone { "cone mode" } else { "patterns" },
+            sparse.patterns.join(", ")
+        ));
+    }
+    if ["fetch-depth", "fetch-tags", "filter"]
+        .iter()
+        .any(|k| !input(k).is_empty())
+    {
+        out.logs.push(
+            "fetch-depth, fetch-tags and filter change only the history: kiln's clone shares \
+             the repository's objects and has all of it"
+                .to_owned(),
+        );
+    }
+    // input-helper.ts compares `submodules` in upper case; any other value is false.
+    let submodules = input("submodules");
+    if submodules.eq_ignore_ascii_case("true") || submodules.eq_ignore_ascii_case("recursive") {
+        out.logs
+            .push(update_submodules(&dest, submodules.eq_ignore_ascii_case("recursive")).await?);
     }
     Ok(out)
+}
+
+/// `sparse-checkout:` and `sparse-checkout-cone-mode:` of `actions/checkout`.
+pub(crate) struct Sparse {
+    pub patterns: Vec<String>,
+    pub cone: bool,
+}
+
+/// How [`extract`] checks a commit out.
+pub(crate) struct Extract<'a> {
+    /// Smudge LFS files (`lfs: true`); otherwise their pointers land, as with the action,
+    /// which sets `GIT_LFS_SKIP_SMUDGE=1` unless asked for LFS.
+    pub lfs: bool,
+    pub sparse: &'a Sparse,
+}
+
+async fn git_lfs_installed() -> bool {
+    tokio::process::Command::new("git")
+        .args(["lfs", "version"])
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The commit and the branch (if any) that `ref:` names, as actions/checkout resolves it: a
+/// 40-digit SHA is a commit (`input-helper.ts`); `refs/heads/X` a branch, another `refs/...` that
+/// ref; an unqualified name a branch, else a tag, else "A branch or tag with the name '…'
+/// could not be found" (`ref-helper.ts`'s `getCheckoutInfo`). So an abbreviated SHA or
+/// `HEAD~1` fails as on GitHub. Nothing is touched before this succeeds.
+async fn checkout_ref(repo: &Path, r: &str) -> Result<(String, Option<String>), String> {
+    let is_sha = r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_sha {
+        return match commit_of(repo, r).await {
+            Some(sha) => Ok((sha, None)),
+            // What git's fetch says of a commit the remote does not have.
+            None => Err(format!(
+                "fatal: remote error: upload-pack: not our ref {}",
+                r.to_ascii_lowercase()
+            )),
+        };
+    }
+    let upper = r.to_ascii_uppercase();
+    if upper.starts_with("REFS/") {
+        let branch = upper
+            .starts_with("REFS/HEADS/")
+            .then(|| r["refs/heads/".len()..].to_owned());
+        return match commit_of(repo, r).await {
+            Some(sha) => Ok((sha, branch)),
+            // What git's fetch says of a ref the remote does not have.
+            None => Err(format!("fatal: couldn't find remote ref {r}")),
+        };
+    }
+    if let Some(sha) = commit_of(repo, &format!("refs/heads/{r}")).await {
+        return Ok((sha, Some(r.to_owned())));
+    }
+    if let Some(sha) = commit_of(repo, &format!("refs/tags/{r}")).await {
+        return Ok((sha, None));
+    }
+    Err(format!(
+        "A branch or tag with the name '{r}' could not be found"
+    ))
+}
+
+/// The commit `revision` names exactly in `repo`, if any.
+async fn commit_of(repo: &Path, revision: &str) -> Option<String> {
+    resolve_commit(repo, revision).await.ok()
 }
 
 /// `submodules: true` or `recursive`: the checkout's submodules at the commits it records,

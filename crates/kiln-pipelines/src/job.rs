@@ -1567,6 +1567,20 @@ fn null_argument(name: &str) -> String {
 /// Opts a job into the `set-env` and `add-path` workflow commands GitHub disabled in 2020.
 const UNSECURE_COMMANDS: &str = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
 
+/// Opts a job into stop tokens the runner refuses (empty, `pause-logging`, a command's name).
+const UNSECURE_STOP_TOKENS: &str = "ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS";
+
+/// The runner's `Constants.Runner.UnsupportedStopCommandTokenDisabled`, word for word.
+const UNSECURE_STOP_TOKEN_REFUSED: &str = "You cannot use a endToken that is an empty string, the string 'pause-logging', or another workflow command. For more information see: https://docs.github.com/actions/learn-github-actions/workflow-commands-for-github-actions#example-stopping-and-starting-workflow-commands or opt into insecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` environment variable to `true`.";
+
+/// The runner's `StringUtil.ConvertToBoolean`: `true`, `1` and `$true` in any case; anything
+/// else (or nothing) is false.
+fn runner_boolean(value: Option<String>) -> bool {
+    value.is_some_and(|v| {
+        v == "1" || v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("$true")
+    })
+}
+
 /// Turns each output line into a log line or a workflow command.
 struct Lines<'a> {
     exec: &'a Exec<'a>,
@@ -1629,6 +1643,41 @@ impl Lines<'_> {
         if let Some(problem) = problem {
             self.command_error(line, &problem);
         }
+    }
+
+    /// `::stop-commands::TOKEN`, as the runner's `ActionCommandManager` (`ValidateStopToken`
+    /// and the stop branch of `TryProcessCommand`) handles it: an empty token, `pause-logging`
+    /// or the name of a workflow command is refused with the runner's words and fails the step,
+    /// and commands go on being processed, unless `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS`
+    /// is true in the runner's environment or the step's `env` context. A token longer than six
+    /// characters is masked before the line is logged: it is what resumes commands, so output
+    /// that could guess it could inject commands again.
+    fn stop_commands(&mut self, line: &str, token: String) {
+        let shared = self.exec.shared;
+        let job = &self.exec.inst.display;
+        let refused =
+            token.is_empty() || is_command(&token) || token.eq_ignore_ascii_case("pause-logging");
+        let allowed = runner_boolean(std::env::var(UNSECURE_STOP_TOKENS).ok())
+            || runner_boolean(self.exec.env.get(UNSECURE_STOP_TOKENS).cloned());
+        if refused && !allowed {
+            log(
+                shared,
+                job,
+                &format!("##[error]{UNSECURE_STOP_TOKEN_REFUSED}"),
+            );
+            shared.annotate(
+                job,
+                Annotation::new(Level::Error, UNSECURE_STOP_TOKEN_REFUSED.to_string()),
+            );
+            self.command_failed = true;
+            return;
+        }
+        // C#'s `string.Length` counts UTF-16 units.
+        if token.encode_utf16().count() > 6 {
+            shared.add_mask(&token);
+        }
+        log(shared, job, line);
+        self.stop_token = Some(token);
     }
 
     fn line(&mut self, line: &str) {
@@ -1695,10 +1744,7 @@ impl Lines<'_> {
                     None => self.command_error(line, &missing_name("save-state")),
                 }
             }
-            "stop-commands" => {
-                log(shared, job, line);
-                self.stop_token = Some(cmd.data);
-            }
+            "stop-commands" => self.stop_commands(line, cmd.data),
             "group" => log(shared, job, &format!("##[group]{}", cmd.data)),
             "endgroup" => log(shared, job, "##[endgroup]"),
             "debug" => {}

@@ -145,7 +145,7 @@ fn decode_workflow(
     text: &str,
     diags: &mut Diagnostics,
 ) -> Option<Workflow> {
-    let root = kiln_spec::yaml::parse(file, text, diags)?;
+    let root = kiln_spec::yaml::parse_as(file, text, diags, kiln_spec::yaml::Dialect::WORKFLOW)?;
     let mut decoder = Decoder {
         source: text,
         diags,
@@ -459,17 +459,19 @@ pub fn load_action(dir: &Path) -> Result<CompositeAction, Box<LoadError>> {
     };
     let file = sources.add(path, text.clone());
     let mut warnings = Vec::new();
-    let action = kiln_spec::yaml::parse(file, &text, &mut diags).and_then(|root| {
-        let mut decoder = Decoder {
-            source: &text,
-            diags: &mut diags,
-            warnings: Vec::new(),
-            step_refusals: Vec::new(),
-        };
-        let action = decoder.composite(&root);
-        warnings = decoder.warnings;
-        action
-    });
+    let action =
+        kiln_spec::yaml::parse_as(file, &text, &mut diags, kiln_spec::yaml::Dialect::ACTION)
+            .and_then(|root| {
+                let mut decoder = Decoder {
+                    source: &text,
+                    diags: &mut diags,
+                    warnings: Vec::new(),
+                    step_refusals: Vec::new(),
+                };
+                let action = decoder.composite(&root);
+                warnings = decoder.warnings;
+                action
+            });
     let action = action.map(|mut action| {
         action.warnings = render_as(&sources, &warnings, "warning")
             .lines()

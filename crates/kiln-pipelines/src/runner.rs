@@ -708,19 +708,45 @@ pub(crate) async fn resolve_commit(repo: &Path, revision: &str) -> Result<String
 /// Checks out `sha` of `repo` into `dest` (the workspace, and `actions/checkout` with `path`).
 /// A `--shared` clone borrows the repository's objects instead of copying them, so it costs
 /// what writing the files costs; it lives only as long as the run.
+///
+/// Like actions/checkout, whatever the directory held is replaced, but only once the new
+/// checkout is complete: it is made beside `dest` and renamed over it, so a checkout that fails
+/// (a sparse pattern git refuses, say) leaves the directory as it was.
 pub(crate) async fn extract(
     repo: &Path,
     sha: &str,
     branch: Option<&str>,
     dest: &Path,
+    how: &crate::builtins::Extract<'_>,
 ) -> Result<(), String> {
-    // Like actions/checkout, whatever the directory held is replaced.
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(format!(
+            "{}: not a directory to check out into",
+            dest.display()
+        ));
+    };
+    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    let staging = parent.join(format!(".{}.kiln-checkout", name.to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let made = clone_into(repo, sha, branch, &staging, how).await;
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
     if dest.exists() {
         std::fs::remove_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     }
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    }
+    std::fs::rename(&staging, dest).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// [`extract`]'s clone and checkout, into a directory that does not exist yet.
+async fn clone_into(
+    repo: &Path,
+    sha: &str,
+    branch: Option<&str>,
+    dest: &Path,
+    how: &crate::builtins::Extract<'_>,
+) -> Result<(), String> {
     let git = |args: &[&std::ffi::OsStr]| {
         let mut cmd = tokio::process::Command::new("git");
         cmd.args(args)
@@ -728,6 +754,9 @@ pub(crate) async fn extract(
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE");
+        if !how.lfs {
+            cmd.env("GIT_LFS_SKIP_SMUDGE", "1");
+        }
         cmd
     };
     let os = |s: &str| std::ffi::OsString::from(s);
@@ -747,6 +776,27 @@ pub(crate) async fn extract(
             "git clone: {}",
             String::from_utf8_lossy(&clone.stderr).trim()
         ));
+    }
+    if !how.sparse.patterns.is_empty() {
+        let mut args = vec![
+            os("-C"),
+            dest.as_os_str().to_owned(),
+            os("sparse-checkout"),
+            os("set"),
+        ];
+        if !how.sparse.cone {
+            args.push(os("--no-cone"));
+        }
+        args.push(os("--"));
+        args.extend(how.sparse.patterns.iter().map(|p| os(p)));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let set = git(&refs).output().await.map_err(|e| e.to_string())?;
+        if !set.status.success() {
+            return Err(format!(
+                "git sparse-checkout set: {}",
+                String::from_utf8_lossy(&set.stderr).trim()
+            ));
+        }
     }
     let mut args = vec![
         os("-C"),

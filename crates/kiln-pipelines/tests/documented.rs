@@ -390,3 +390,374 @@ jobs:
     );
     assert!(!b.iter().any(|l| l == "never"), "{b:?}");
 }
+
+// Ten small workflows for behaviours real workflows lean on (session 15), each checked against
+// GitHub's documentation: "Contexts" (job, steps, needs, runner, env), "Expressions" (status
+// check functions, hashFiles), "Workflow commands" (environment files) and "Workflow syntax"
+// (defaults.run, env, shell).
+
+/// Runs a workflow in a repository holding `files` too.
+async fn run_files(files: &[(&str, &str)]) -> Ran {
+    let repo = repo(files);
+    let state = TempDir::new().unwrap();
+    run_in(repo.path(), state.path(), WF, |_| {}).await
+}
+
+/// "Contexts", `job.status`: success, failure or cancelled, as the job stands when the step is
+/// evaluated; a step whose failure `continue-on-error` lets pass leaves it `success`. A step
+/// `if:` without a status function gets an implicit `success() &&`, so `job.status ==
+/// 'failure'` alone never runs after a failure.
+#[tokio::test]
+async fn job_status_in_step_conditions() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - continue-on-error: true
+        run: exit 1
+      - run: echo "after allowed failure ${{ job.status }}"
+      - run: exit 3
+      - if: always()
+        run: echo "always ${{ job.status }}"
+      - if: job.status == 'failure'
+        run: echo "implicit success() makes this unreachable"
+      - if: failure() && job.status == 'failure'
+        run: echo "failure() ${{ job.status }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "##[error]Process completed with exit code 1.",
+            "after allowed failure success",
+            "##[error]Process completed with exit code 3.",
+            "always failure",
+            "failure() failure"
+        ]
+    );
+    assert_eq!(ran.result.status, Status::Failure);
+}
+
+/// "Contexts", `steps.<id>.outcome` and `conclusion`: with `continue-on-error` a failed step's
+/// outcome is `failure` and its conclusion `success`; a skipped step's are both `skipped`, and a
+/// failed step without it is `failure` twice.
+#[tokio::test]
+async fn step_outcome_and_conclusion_with_continue_on_error() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: allowed
+        continue-on-error: true
+        run: exit 1
+      - id: skipped
+        if: false
+        run: echo never
+      - id: failed
+        run: exit 2
+      - if: always()
+        run: >-
+          echo "${{ steps.allowed.outcome }}/${{ steps.allowed.conclusion }}
+          ${{ steps.skipped.outcome }}/${{ steps.skipped.conclusion }}
+          ${{ steps.failed.outcome }}/${{ steps.failed.conclusion }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "##[error]Process completed with exit code 1.",
+            "##[error]Process completed with exit code 2.",
+            "failure/success skipped/skipped failure/failure"
+        ]
+    );
+}
+
+/// "Contexts", `needs.<job_id>.result`: `success`, `failure`, `cancelled` or `skipped`. A job
+/// whose need was skipped is skipped too unless its `if:` has a status function; with
+/// `always()` it runs and sees `skipped`.
+#[tokio::test]
+async fn needs_result_of_a_skipped_job() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  off:
+    if: false
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+  plain:
+    needs: off
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "plain ran"
+  always:
+    needs: off
+    if: always()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "off was ${{ needs.off.result }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.logs("always"), ["off was skipped"]);
+    assert!(ran.logs("plain").is_empty());
+    assert_eq!(ran.job("plain").status, Status::Skipped);
+    assert_eq!(ran.job("off").status, Status::Skipped);
+    assert_eq!(ran.result.status, Status::Success);
+}
+
+/// "Expressions", status check functions in a job's `if:`: a job with a failed need is
+/// skipped, unless its `if:` says `always()` or `failure()`; `success()` there looks at the
+/// needs, so it is false; the run fails.
+#[tokio::test]
+async fn always_and_failure_in_a_job_with_a_failed_need() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 1
+  always:
+    needs: build
+    if: always()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "build ${{ needs.build.result }} ${{ job.status }}"
+  on-failure:
+    needs: build
+    if: failure()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "cleanup"
+  on-success:
+    needs: build
+    if: success()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+  plain:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.logs("always"), ["build failure success"]);
+    assert_eq!(ran.logs("on-failure"), ["cleanup"]);
+    assert_eq!(ran.job("on-success").status, Status::Skipped);
+    assert_eq!(ran.job("plain").status, Status::Skipped);
+    assert_eq!(ran.result.status, Status::Failure);
+}
+
+/// "Expressions", `hashFiles(path, ...)`: several patterns, `!` excluding what earlier ones
+/// matched, the SHA-256 of the matched files' SHA-256s (as the runner's hashFiles computes it);
+/// an empty string when nothing matches.
+#[tokio::test]
+async fn hash_files_with_several_patterns_and_negations() {
+    let ran = run_files(&[
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: |
+          echo "${{ hashFiles('**/*.txt', '!b.txt', 'src/*.log') == hashFiles('a.txt', 'src/c.log') }}"
+          echo "${{ hashFiles('**/*.txt') != hashFiles('a.txt') }}"
+          echo "${{ hashFiles('**/*.txt', '!**/*.txt') == '' }}"
+          echo "${{ hashFiles('nothing/**') == '' }}"
+          expected=$(python3 -c 'import hashlib; h = hashlib.sha256(); [h.update(hashlib.sha256(open(f, "rb").read()).digest()) for f in ["a.txt"]]; print(h.hexdigest())')
+          [ "$expected" = "${{ hashFiles('a.txt') }}" ] && echo "digest as documented"
+"#,
+        ),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+        ("src/c.log", "c\n"),
+    ])
+    .await;
+    assert_eq!(
+        ran.logs("a")[1..],
+        ["true", "true", "true", "true", "digest as documented"]
+    );
+}
+
+/// "Workflow commands", multiline strings in `GITHUB_ENV`: `NAME<<DELIMITER`, the lines, the
+/// delimiter; `=` and empty lines inside are kept, and the variable reaches later steps (not
+/// the one that wrote it) and `env.NAME`.
+#[tokio::test]
+async fn github_env_multiline_values() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          { echo 'NOTES<<END_OF_NOTES'; echo 'a=1'; echo; echo 'c'; echo 'END_OF_NOTES'; } >> "$GITHUB_ENV"
+          echo "ONE=x=y" >> "$GITHUB_ENV"
+          echo "same step: '${NOTES:-}'"
+      - run: |
+          echo "${NOTES//$'\n'/|}"
+          echo "$ONE"
+      - run: echo "${{ env.NOTES == format('a=1{0}{0}c', fromJSON('"\n"')) }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.logs("a"), ["same step: ''", "a=1||c", "x=y", "true"]);
+}
+
+/// "Workflow syntax", `defaults.run.working-directory`: the workflow's applies to every job's
+/// `run` steps, a job's replaces it, a step's `working-directory` replaces both; `uses` steps
+/// are not affected.
+#[tokio::test]
+async fn working_directory_defaults_at_workflow_job_and_step() {
+    let ran = run_files(&[
+        (
+            WF,
+            r#"
+on: push
+defaults:
+  run: { working-directory: w }
+jobs:
+  workflow-level:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: basename "$PWD"
+      - working-directory: s
+        run: basename "$PWD"
+  job-level:
+    runs-on: ubuntu-latest
+    defaults:
+      run: { working-directory: j }
+    steps:
+      - uses: actions/checkout@v4
+      - run: basename "$PWD"
+      - working-directory: ./s
+        run: basename "$PWD"
+"#,
+        ),
+        ("w/.keep", ""),
+        ("j/.keep", ""),
+        ("s/.keep", ""),
+    ])
+    .await;
+    assert_eq!(ran.logs("workflow-level")[1..], ["w", "s"]);
+    assert_eq!(ran.logs("job-level")[1..], ["j", "s"]);
+}
+
+/// "Workflow syntax", `shell: pwsh` on a host without PowerShell: the step fails with an error
+/// naming the missing program (the runner's `File not found: 'pwsh'`), the job goes on to
+/// `always()` steps, nothing else runs.
+#[tokio::test]
+async fn shell_pwsh_without_powershell_is_a_clear_error() {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("pwsh").is_file()));
+    if on_path {
+        // The host has PowerShell: nothing to check here (the test is about its absence).
+        return;
+    }
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - shell: pwsh
+        run: Write-Output "hello"
+      - run: echo never
+      - if: always()
+        run: echo "after"
+"#,
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(
+        logs[0].starts_with("##[error]") && logs[0].contains("pwsh"),
+        "{logs:?}"
+    );
+    assert_eq!(logs[1], "after");
+    assert_eq!(ran.job("a").steps[0].outcome, Status::Failure);
+}
+
+/// "Workflow syntax", `env`: a step's variable wins over the job's, which wins over the
+/// workflow's; the `env` context in the step's expressions sees the same.
+#[tokio::test]
+async fn env_precedence_workflow_job_step() {
+    let ran = run_with(
+        r#"
+on: push
+env: { X: workflow, Y: workflow, Z: workflow }
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    env: { X: job, Y: job }
+    steps:
+      - env: { X: step }
+        run: |
+          echo "$X $Y $Z"
+          echo "${{ env.X }} ${{ env.Y }} ${{ env.Z }}"
+      - run: echo "$X $Y $Z"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        ["step job workflow", "step job workflow", "job job workflow"]
+    );
+}
+
+/// "Contexts", `runner`: `runner.os` is `Linux` here, `runner.arch` `X64` or `ARM64`,
+/// `runner.temp` is `RUNNER_TEMP`, an existing directory, emptied at the start of each job.
+#[tokio::test]
+async fn runner_os_arch_and_temp() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "${{ runner.os }} $RUNNER_OS"
+          case "${{ runner.arch }}" in X64|ARM64|X86|ARM) echo "arch ok";; esac
+          [ "${{ runner.temp }}" = "$RUNNER_TEMP" ] && [ -d "$RUNNER_TEMP" ] && echo "temp ok"
+          touch "$RUNNER_TEMP/left-behind"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - run: '[ -e "${{ runner.temp }}/left-behind" ] && echo kept || echo emptied'
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.logs("a"), ["Linux Linux", "arch ok", "temp ok"]);
+    // The runner's own files (step scripts, file commands) live there too, on GitHub as here.
+    assert_eq!(ran.logs("b"), ["emptied"]);
+}

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::{Ran, repo, run_in};
+use common::{Ran, git_in, repo, run_in};
 
 async fn run_one(files: &[(&str, &str)], tweak: impl FnOnce(&mut RunOptions)) -> Ran {
     let repo = repo(files);
@@ -760,33 +760,21 @@ jobs:
     steps:
       - uses: actions/checkout@v4
       - run: ls -A libs/sub | wc -l
-  bad:
+  other:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
         with: { submodules: sometimes }
+      - run: ls -A libs/sub | wc -l
+  upper:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { submodules: RECURSIVE }
+      - run: cat libs/sub/f.txt
 "#,
     )]);
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "protocol.file.allow=always",
-            ])
-            .args(args)
-            .current_dir(main.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let git = |args: &[&str]| git_in(main.path(), args);
     git(&[
         "submodule",
         "add",
@@ -804,11 +792,143 @@ jobs:
         "{with:?}"
     );
     assert_eq!(ran.logs("without")[1..], ["0"]);
-    let bad = ran.logs("bad").join("\n");
-    assert!(
-        bad.contains("submodules: `sometimes` is not one of true, false, recursive"),
-        "{bad}"
+    // actions/checkout's input-helper.ts compares the value in upper case, and anything but
+    // TRUE or RECURSIVE is false.
+    assert_eq!(ran.logs("other")[1..], ["0"]);
+    assert_eq!(
+        ran.logs("upper")[1..],
+        ["Submodules updated (recursively)", "from the submodule"]
     );
+}
+
+/// `actions/checkout`'s `ref:` resolved as the action resolves it (input-helper.ts,
+/// ref-helper.ts's `getCheckoutInfo`): a branch before a tag of the same name, a ref that
+/// does not exist fails the step with the action's words naming it (an abbreviated SHA is
+/// such a ref), and the checkout already in the workspace is left as it was. `sparse-checkout`
+/// lands only its directories (and the top-level files, in cone mode), and one git refuses
+/// leaves the checkout there as it was; `clean: false` over a checkout is refused rather than
+/// ignored.
+#[tokio::test]
+async fn checkout_refs_sparse_and_clean_as_actions_checkout() {
+    let repo = repo(&[
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  missing:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: co
+        uses: actions/checkout@v4
+        with: { ref: no-such-branch }
+      - if: always()
+        run: echo "${{ steps.co.outcome }} $(cat top.txt)"
+  qualified:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { ref: refs/heads/no-such-branch }
+  short-sha:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { ref: "${{ github.sha }}" }
+      - run: echo "full sha ok"
+      - uses: actions/checkout@v4
+        with: { ref: "${{ github.sha != '' && 'abcdef1' || '' }}" }
+  names:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { ref: both }
+      - run: cat which.txt
+      - uses: actions/checkout@v4
+        with: { ref: v1, path: tagged }
+      - run: echo "$(cat tagged/which.txt) $(git -C tagged symbolic-ref -q HEAD || echo detached)"
+  sparse:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          sparse-checkout: |
+            a
+      - run: ls
+  bad-sparse:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/checkout@v4
+        with: { sparse-checkout: "a/*.txt" }
+      - if: always()
+        run: echo "still $(cat top.txt)"
+  clean:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: { clean: false }
+      - run: echo built > out.txt
+      - uses: actions/checkout@v4
+        with: { clean: false }
+"#,
+        ),
+        ("top.txt", "main"),
+        ("which.txt", "main"),
+        ("a/x.txt", "x"),
+        ("b/y.txt", "y"),
+    ]);
+    let git = |args: &[&str]| git_in(repo.path(), args);
+    // A tag `v1` and a tag and a branch both named `both`: the branch wins.
+    std::fs::write(repo.path().join("which.txt"), "tag").unwrap();
+    git(&["commit", "-qam", "tag"]);
+    git(&["tag", "v1"]);
+    git(&["tag", "both"]);
+    std::fs::write(repo.path().join("which.txt"), "branch").unwrap();
+    git(&["commit", "-qam", "branch"]);
+    git(&["branch", "both"]);
+    git(&["reset", "-q", "--hard", "HEAD~2"]);
+    let state = TempDir::new().unwrap();
+    let ran = run_in(repo.path(), state.path(), WF, |_| {}).await;
+    let error = |job: &str| {
+        ran.logs(job)
+            .into_iter()
+            .filter(|l| l.starts_with("##[error]"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        error("missing"),
+        ["##[error]A branch or tag with the name 'no-such-branch' could not be found"]
+    );
+    assert_eq!(ran.logs("missing").last().unwrap(), "failure main");
+    assert_eq!(
+        error("qualified"),
+        ["##[error]fatal: couldn't find remote ref refs/heads/no-such-branch"]
+    );
+    assert_eq!(ran.job("qualified").status, Status::Failure);
+    assert!(ran.logs("short-sha").contains(&"full sha ok".to_owned()));
+    assert_eq!(
+        error("short-sha"),
+        ["##[error]A branch or tag with the name 'abcdef1' could not be found"]
+    );
+    let names = ran.logs("names");
+    assert!(names.contains(&"branch".to_owned()), "{names:?}");
+    assert_eq!(names.last().unwrap(), "tag detached", "{names:?}");
+    let sparse = ran.logs("sparse");
+    assert_eq!(sparse.last().unwrap(), "which.txt", "{sparse:?}");
+    assert!(sparse.contains(&"a".to_owned()) && !sparse.contains(&"b".to_owned()));
+    assert_eq!(ran.job("sparse").status, Status::Success);
+    // git refuses a pattern in cone mode after the clone: the checkout already there stays.
+    let bad_sparse = error("bad-sparse");
+    assert_eq!(bad_sparse.len(), 1, "{bad_sparse:?}");
+    assert!(
+        bad_sparse[0].contains("specify directories rather than patterns"),
+        "{bad_sparse:?}"
+    );
+    assert_eq!(ran.logs("bad-sparse").last().unwrap(), "still main");
+    let clean = error("clean");
+    assert_eq!(clean.len(), 1, "{clean:?}");
+    assert!(clean[0].contains("clean: false keeps the untracked files"));
 }
 
 #[tokio::test]
@@ -1173,9 +1293,10 @@ jobs:
             "inside",
             "##[endgroup]",
             // The runner logs the lines that stop and resume commands.
-            "::stop-commands::pause-token",
+            // The token is longer than six characters: the runner masks it.
+            "::stop-commands::***",
             "::warning::not a command now",
-            "::pause-token::",
+            "::***::",
             "##[notice]a command again",
             "a b "
         ]
@@ -1231,6 +1352,97 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("a"), ["node true true low true", "sh on"]);
     assert_eq!(ran.logs("b"), ["python 3", "perl"]);
+}
+
+/// `::stop-commands::` as the runner's `ActionCommandManager.ValidateStopToken` decides: an
+/// empty token, `pause-logging` or a command's name is refused with the runner's words, the
+/// step fails and commands go on (the `::warning::` after each is one); with
+/// `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` the same token stops them. While stopped,
+/// `::add-mask::` is not carried out (the value stays visible), `::TOKEN::` in any case
+/// resumes them, and a stop never resumed ends with its step.
+#[tokio::test]
+async fn stop_commands_tokens_the_runner_refuses_fail_the_step() {
+    const REFUSED: &str = "##[error]You cannot use a endToken that is an empty string, the string 'pause-logging', or another workflow command. For more information see: https://docs.github.com/actions/learn-github-actions/workflow-commands-for-github-actions#example-stopping-and-starting-workflow-commands or opt into insecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS` environment variable to `true`.";
+    let ran = run_workflow(
+        r###"
+on: push
+jobs:
+  refused:
+    runs-on: ubuntu-latest
+    steps:
+      - id: s
+        continue-on-error: true
+        run: |
+          echo "::stop-commands::"
+          echo "::warning::one"
+          echo "::stop-commands::pause-logging"
+          echo "::warning::two"
+          echo "::stop-commands::Error"
+          echo "::warning::three"
+      - run: echo "after ${{ steps.s.outcome }}"
+  allowed:
+    runs-on: ubuntu-latest
+    env: { ACTIONS_ALLOW_UNSECURE_STOPCOMMAND_TOKENS: "true" }
+    steps:
+      - run: |
+          echo "::stop-commands::group"
+          echo "::add-mask::visible"
+          echo "::error::not an error"
+          echo "::GROUP::"
+          echo "::notice::a command again"
+  short:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "::stop-commands::abc"
+          echo "::add-mask::visible"
+          echo "visible"
+          echo "##[ABC]"
+          echo "::add-mask::hidden"
+          echo "hidden"
+          echo "::stop-commands::xyz"
+      - run: echo "::notice::commands again in the next step"
+"###,
+    )
+    .await;
+    assert_eq!(
+        ran.logs("refused"),
+        [
+            REFUSED,
+            "##[warning]one",
+            REFUSED,
+            "##[warning]two",
+            REFUSED,
+            "##[warning]three",
+            "after failure",
+        ]
+    );
+    assert_eq!(ran.job("refused").steps[0].outcome, Status::Failure);
+    assert_eq!(
+        ran.logs("allowed"),
+        [
+            "::stop-commands::group",
+            "::add-mask::visible",
+            "::error::not an error",
+            "::GROUP::",
+            "##[notice]a command again",
+        ]
+    );
+    assert_eq!(ran.job("allowed").status, Status::Success);
+    assert_eq!(
+        ran.logs("short"),
+        [
+            "::stop-commands::abc",
+            "::add-mask::visible",
+            "visible",
+            "##[ABC]",
+            "***",
+            "::stop-commands::xyz",
+            // Each step's handler has its own ActionCommandManager (Handler.Initialize:
+            // `hostContext.CreateService`), so a stop never resumed ends with its step.
+            "##[notice]commands again in the next step",
+        ]
+    );
 }
 
 /// The runner's older `##[name]` form and command names in any case are commands too, and a

@@ -77,6 +77,32 @@ fn malformed_yaml() {
     assert!(e[0].contains("invalid YAML"), "{e:?}");
 }
 
+/// A workflow's YAML mistakes send its user to `kiln ci validate`, and name the file as a
+/// workflow, never as a stack file checked by `kiln validate`.
+#[test]
+fn yaml_mistakes_in_a_workflow_point_to_kiln_ci_validate() {
+    let helps = |yaml: &str| {
+        let err = parse_workflow(Path::new("ci.yml"), yaml).expect_err("expected errors");
+        err.diagnostics
+            .iter()
+            .map(|d| format!("{} / {}", d.message, d.help.clone().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let malformed = helps("on: push\njobs:\n  a: [1, 2\n");
+    assert_eq!(malformed.len(), 1);
+    assert!(
+        malformed[0].ends_with("`kiln ci validate` reads YAML 1.2"),
+        "{malformed:?}"
+    );
+    let two = helps("on: push\njobs: {}\n---\non: push\n");
+    assert_eq!(
+        two,
+        [
+            "a workflow file holds one YAML document / put each workflow in its own file under `.github/workflows`"
+        ]
+    );
+}
+
 #[test]
 fn unknown_keys_are_all_reported_with_suggestions() {
     let yaml = "on: push\njobs:\n  a:\n    runs-on: x\n    step:\n      - run: x\n    tiemout-minutes: 3\n";

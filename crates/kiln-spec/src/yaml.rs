@@ -107,14 +107,60 @@ pub fn number_to_json(n: f64) -> serde_json::Value {
     }
 }
 
-/// Parses one YAML document. Returns `None` (with diagnostics) when the YAML is malformed.
+/// What kind of file is parsed, for the words of the diagnostics that name the file or the
+/// command that checks it: a workflow's error must not send its user to `kiln validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// The command that checks such a file, as a user types it.
+    pub validate: &'static str,
+    /// The file, as a diagnostic names it ("a stack file").
+    pub file: &'static str,
+    /// The help for a second YAML document in the file.
+    pub second_document: &'static str,
+}
+
+impl Dialect {
+    /// A stack file (`kiln.yaml` and its includes).
+    pub const STACK: Dialect = Dialect {
+        validate: "kiln validate",
+        file: "a stack file",
+        second_document: "split stacks with `include:` instead of `---`",
+    };
+    /// A GitHub Actions workflow under `.github/workflows`.
+    pub const WORKFLOW: Dialect = Dialect {
+        validate: "kiln ci validate",
+        file: "a workflow file",
+        second_document: "put each workflow in its own file under `.github/workflows`",
+    };
+    /// A local action's `action.yml`.
+    pub const ACTION: Dialect = Dialect {
+        validate: "kiln ci validate",
+        file: "an action's metadata file",
+        second_document: "keep one action per directory, in one `action.yml`",
+    };
+}
+
+/// Parses one YAML document of a stack file. Returns `None` (with diagnostics) when the YAML
+/// is malformed.
 pub fn parse(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Node> {
+    parse_as(file, text, diags, Dialect::STACK)
+}
+
+/// Parses one YAML document of the kind of file `dialect` says, whose diagnostics name that
+/// file and the command that checks it.
+pub fn parse_as(
+    file: FileId,
+    text: &str,
+    diags: &mut Diagnostics,
+    dialect: Dialect,
+) -> Option<Node> {
     let mut builder = Builder {
         file,
         text,
         diags,
         anchors: Vec::new(),
         budget: NODE_BUDGET,
+        dialect,
     };
     builder.document()
 }
@@ -141,6 +187,7 @@ struct Builder<'a> {
     diags: &'a mut Diagnostics,
     anchors: Vec<(usize, Node)>,
     budget: usize,
+    dialect: Dialect,
 }
 
 impl Builder<'_> {
@@ -160,9 +207,10 @@ impl Builder<'_> {
                 format!("invalid YAML: {message}"),
             )
             .label("here")
-            .help(
-                "check indentation and quoting around this place; `kiln validate` reads YAML 1.2",
-            ),
+            .help(format!(
+                "check indentation and quoting around this place; `{}` reads YAML 1.2",
+                self.dialect.validate
+            )),
         );
     }
 
@@ -192,10 +240,10 @@ impl Builder<'_> {
                                 Code::Unsupported,
                                 span,
                                 "",
-                                "a stack file holds one YAML document",
+                                format!("{} holds one YAML document", self.dialect.file),
                             )
                             .label("a second document starts here")
-                            .help("split stacks with `include:` instead of `---`"),
+                            .help(self.dialect.second_document),
                         );
                         return None;
                     }
@@ -650,6 +698,28 @@ mod tests {
         let node = parse(FileId(0), text, &mut d).unwrap();
         assert!(d.is_empty(), "{:?}", d.into_sorted());
         node
+    }
+
+    /// A stack file's YAML mistakes point to `kiln validate` and name a stack file.
+    #[test]
+    fn stack_files_point_to_kiln_validate() {
+        let mut d = Diagnostics::default();
+        assert!(parse(FileId(0), "a: [1, 2\n", &mut d).is_none());
+        assert!(parse(FileId(0), "a: 1\n---\nb: 2\n", &mut d).is_none());
+        let helps: Vec<String> = d
+            .into_sorted()
+            .into_iter()
+            .map(|d| format!("{} / {}", d.message, d.help.unwrap_or_default()))
+            .collect();
+        assert_eq!(helps.len(), 2, "{helps:?}");
+        assert!(
+            helps[0].ends_with("`kiln validate` reads YAML 1.2"),
+            "{helps:?}"
+        );
+        assert_eq!(
+            helps[1],
+            "a stack file holds one YAML document / split stacks with `include:` instead of `---`"
+        );
     }
 
     #[test]

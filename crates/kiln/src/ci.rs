@@ -258,10 +258,7 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
     for (path, r) in &results {
         match r {
             Ok(set) if !set.refused().is_empty() => {
-                for d in set.refused() {
-                    report.push_str(&render::diagnostic(&set.sources, d));
-                    report.push('\n');
-                }
+                report.push_str(&refused_report(set));
                 print_warnings(set);
             }
             Ok(set) => {
@@ -310,6 +307,18 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
         if invalid == 1 { "file" } else { "files" }
     ));
     Err(Failure::Invalid(report))
+}
+
+/// What `kiln ci validate` reports of the jobs of `set` that kiln cannot run on the host
+/// (`services`, a literal `container`, remote and `docker://` actions), as it renders them;
+/// empty when every job can run. Delivery refuses a push with the same words.
+pub(crate) fn refused_report(set: &kiln_pipelines::WorkflowSet) -> String {
+    let mut report = String::new();
+    for d in set.refused() {
+        report.push_str(&render::diagnostic(&set.sources, d));
+        report.push('\n');
+    }
+    report
 }
 
 type ActionLoad = Result<kiln_pipelines::workflow::CompositeAction, Box<kiln_pipelines::LoadError>>;

@@ -287,19 +287,13 @@ impl Follower {
             Ok(Err(why)) => return self.finished(&push, &[], &[], Some(why)),
             Err(e) => return self.finished(&push, &[], &[], Some(e.to_string())),
         };
+        let (to_run, mut runs) = match runs_of(&push, &changed, workflows) {
+            Ok(planned) => planned,
+            Err((skipped, why)) => return self.finished(&push, &skipped, &[], Some(why)),
+        };
         let facts = crate::ci::PushFacts::read(&self.dir, &push.after).await;
-        let mut runs = Vec::new();
         let mut deployed = Vec::new();
-        for (rel, set) in workflows {
-            let paths = changed.paths();
-            let git_push = kiln_pipelines::filter::Push {
-                git_ref: &push.git_ref,
-                changed: &paths,
-            };
-            if let Err(skip) = kiln_pipelines::filter::push_runs(&set.root.on, &git_push) {
-                runs.push(serde_json::json!({ "workflow": rel, "skipped": skip.to_string() }));
-                continue;
-            }
+        for (rel, set) in to_run {
             let name = set.root.name.clone().unwrap_or_else(|| rel.clone());
             let request = crate::ci::RunRequest {
                 rel: rel.clone(),
@@ -442,6 +436,64 @@ impl Follower {
         data["error"] = error.map_or(serde_json::Value::Null, serde_json::Value::String);
         self.record("push.finished", &message, data);
     }
+}
+
+/// The workflows a push runs, and the records of those its filters skip.
+type Planned = (
+    Vec<(String, kiln_pipelines::WorkflowSet)>,
+    Vec<serde_json::Value>,
+);
+
+/// The records of the skipped workflows, and why the push runs nothing.
+type Refusal = (Vec<serde_json::Value>, String);
+
+/// The workflows a push runs (its `on.push` filters match) and the records of those it skips.
+/// A push is refused before anything runs when a workflow it would run has a job kiln cannot
+/// run on the host (`services`, `container`, remote actions): running the others and failing
+/// that one half-way would deploy a commit whose pipeline never ran whole. The refusal says
+/// what `kiln ci validate` says of it.
+fn runs_of(
+    push: &Push,
+    changed: &crate::ci::Changes,
+    workflows: Vec<(String, kiln_pipelines::WorkflowSet)>,
+) -> Result<Planned, Refusal> {
+    let paths = changed.paths();
+    let git_push = kiln_pipelines::filter::Push {
+        git_ref: &push.git_ref,
+        changed: &paths,
+    };
+    let mut to_run = Vec::new();
+    let mut skipped = Vec::new();
+    for (rel, set) in workflows {
+        match kiln_pipelines::filter::push_runs(&set.root.on, &git_push) {
+            Ok(()) => to_run.push((rel, set)),
+            Err(skip) => {
+                skipped.push(serde_json::json!({ "workflow": rel, "skipped": skip.to_string() }));
+            }
+        }
+    }
+    let refusals: Vec<String> = to_run
+        .iter()
+        .map(|(_, set)| crate::ci::refused_report(set))
+        .filter(|report| !report.is_empty())
+        .collect();
+    if refusals.is_empty() {
+        return Ok((to_run, skipped));
+    }
+    let names: Vec<&str> = to_run
+        .iter()
+        .filter(|(_, set)| !set.refused().is_empty())
+        .map(|(rel, _)| rel.as_str())
+        .collect();
+    Err((
+        skipped,
+        format!(
+            "{} {} what kiln cannot run on the host, so nothing ran (`kiln ci validate` reports it):\n{}",
+            names.join(", "),
+            if names.len() == 1 { "needs" } else { "need" },
+            refusals.concat().trim_end()
+        ),
+    ))
 }
 
 fn push_data(push: &Push) -> serde_json::Value {
@@ -663,6 +715,70 @@ fn save_heads(dir: &Path, heads: &BTreeMap<String, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn workflow(rel: &str, yaml: &str) -> (String, kiln_pipelines::WorkflowSet) {
+        let (root, sources) =
+            kiln_pipelines::parse_workflow(Path::new(rel), yaml).unwrap_or_else(|e| panic!("{e}"));
+        let set = kiln_pipelines::WorkflowSet {
+            sources,
+            root,
+            called: Default::default(),
+        };
+        (rel.to_owned(), set)
+    }
+
+    /// A push whose workflows include one that kiln cannot run on the host is refused before
+    /// any runs, with `kiln ci validate`'s words; a workflow the push's filters skip does not
+    /// count, and without refusals the matching workflows run.
+    #[test]
+    fn a_push_with_a_workflow_kiln_cannot_run_is_refused_before_anything_runs() {
+        let push = Push {
+            git_ref: "refs/heads/main".into(),
+            before: None,
+            after: "0123456789abcdef0123456789abcdef01234567".into(),
+            changed: None,
+            source: "hook".into(),
+        };
+        let changed = crate::ci::Changes::modified(vec!["src/app.js".into()]);
+        let green = ".github/workflows/ci.yml";
+        let green_yaml =
+            "on: push\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n";
+        let db = ".github/workflows/db.yml";
+        let db_yaml = "on: push\njobs:\n  it:\n    runs-on: ubuntu-latest\n    services:\n      pg: { image: postgres }\n    steps:\n      - run: true\n";
+        let docs = ".github/workflows/docs.yml";
+        let docs_yaml = "on: { push: { paths: [docs/**] } }\njobs:\n  it:\n    runs-on: ubuntu-latest\n    container: node:20\n    steps:\n      - run: true\n";
+
+        let (skipped, why) = runs_of(
+            &push,
+            &changed,
+            vec![workflow(green, green_yaml), workflow(db, db_yaml)],
+        )
+        .expect_err("refused");
+        assert!(skipped.is_empty());
+        let (_, db_set) = workflow(db, db_yaml);
+        let validate = crate::ci::refused_report(&db_set);
+        assert!(!validate.is_empty());
+        assert_eq!(
+            why,
+            format!(
+                "{db} needs what kiln cannot run on the host, so nothing ran (`kiln ci validate` reports it):\n{}",
+                validate.trim_end()
+            )
+        );
+
+        let (to_run, skipped) = runs_of(
+            &push,
+            &changed,
+            vec![workflow(green, green_yaml), workflow(docs, docs_yaml)],
+        )
+        .expect("runs");
+        assert_eq!(
+            to_run.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
+            [green]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0]["workflow"], docs);
+    }
 
     #[test]
     fn repositories_are_told_apart() {
