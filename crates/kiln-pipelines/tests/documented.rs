@@ -667,17 +667,13 @@ jobs:
     assert_eq!(ran.logs("job-level")[1..], ["j", "s"]);
 }
 
-/// "Workflow syntax", `shell: pwsh` on a host without PowerShell: the step fails with an error
+/// "Workflow syntax", `shell: pwsh`: on a host without PowerShell the step fails with an error
 /// naming the missing program (the runner's `File not found: 'pwsh'`), the job goes on to
-/// `always()` steps, nothing else runs.
+/// `always()` steps, nothing else runs; on a host with it, the script runs in it.
 #[tokio::test]
-async fn shell_pwsh_without_powershell_is_a_clear_error() {
+async fn shell_pwsh_runs_in_powershell_or_is_a_clear_error_without_it() {
     let on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("pwsh").is_file()));
-    if on_path {
-        // The host has PowerShell: nothing to check here (the test is about its absence).
-        return;
-    }
     let ran = run_with(
         r#"
 on: push
@@ -695,6 +691,11 @@ jobs:
     )
     .await;
     let logs = ran.logs("a");
+    if on_path {
+        assert_eq!(logs, ["hello", "never", "after"]);
+        assert_eq!(ran.job("a").steps[0].outcome, Status::Success);
+        return;
+    }
     assert_eq!(logs.len(), 2, "{logs:?}");
     assert!(
         logs[0].starts_with("##[error]") && logs[0].contains("pwsh"),
