@@ -369,8 +369,26 @@ impl Segment {
         written: Written,
         run: &[Arc<Segment>],
     ) -> io::Result<Arc<Segment>> {
-        let Some(same) = run
-            .iter()
+        Segment::stored_sharing(seq, path, written, run.iter().map(|s| &**s))
+    }
+
+    /// This segment once [`Segment::write_to`] wrote its file at `path`: the same series read
+    /// from the file, sharing this one's label index (a second index of every series, built
+    /// while the first is still in use, was most of a persist's passing memory).
+    pub fn stored_as(&self, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
+        Segment::stored_sharing(self.seq, path, written, [self])
+    }
+
+    /// The segment of a file just written at `path`, sharing the index of the first of
+    /// `candidates` with the same series in the same order, if any (else building its own).
+    fn stored_sharing<'a>(
+        seq: u64,
+        path: &Path,
+        written: Written,
+        candidates: impl IntoIterator<Item = &'a Segment>,
+    ) -> io::Result<Arc<Segment>> {
+        let Some(same) = candidates
+            .into_iter()
             .find(|seg| same_labels(&written.series, &seg.series))
         else {
             return Segment::stored(seq, path, written);
@@ -388,25 +406,6 @@ impl Segment {
             bytes: AtomicU64::new(written.len),
             series: written.series,
             index: Arc::clone(&same.index),
-            file: Some(File::open(path)?),
-            version: Version::V3,
-        }))
-    }
-
-    /// This segment once [`Segment::write_to`] wrote its file at `path`: the same series read
-    /// from the file, sharing this one's label index (a second index of every series, built
-    /// while the first is still in use, was most of a persist's passing memory).
-    pub fn stored_as(&self, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
-        if !same_labels(&written.series, &self.series) {
-            return Segment::stored(self.seq, path, written);
-        }
-        Ok(Arc::new(Segment {
-            seq: self.seq,
-            min_t: self.min_t,
-            max_t: self.max_t,
-            bytes: AtomicU64::new(written.len),
-            series: written.series,
-            index: Arc::clone(&self.index),
             file: Some(File::open(path)?),
             version: Version::V3,
         }))
