@@ -5,8 +5,12 @@
 //! live comparison in docs/benchmarks.md but without the network and the scrapers, so the
 //! evaluator's own cost shows.
 //!
-//! Run: `cargo run --release -p kiln-metrics --example query -- [targets] [runs] [only]`
-//! (`only`: run just the queries whose name contains it, for profiling one).
+//! Run: `cargo run --release -p kiln-metrics --example query -- [targets] [runs] [only]
+//! [interval] [seconds]` (`only`: run just the queries whose name contains it, for profiling
+//! one, `-` for all). With the defaults (a scrape every second for 600 s) the first half is
+//! persisted into one segment; with `interval` and `seconds` given, the store persists as the
+//! live one does (every million samples, each persist merged into its window's segment), so
+//! `100 20 - 15 1800` reads the 30th minute of the live comparison's shape.
 //! Prints, per query, the median, the 99th percentile (nearest rank) and the worst wall time
 //! over the runs.
 
@@ -156,7 +160,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let targets: usize = args.next().map_or(Ok(20), |a| a.parse())?;
     let runs: usize = args.next().map_or(Ok(20), |a| a.parse())?;
-    let only = args.next().unwrap_or_default();
+    let only = args.next().filter(|o| o != "-").unwrap_or_default();
+    let interval: i64 = args.next().map_or(Ok(1), |a| a.parse())?;
+    let seconds: i64 = args.next().map_or(Ok(600), |a| a.parse())?;
+    let live_shape = interval > 1 || seconds != 600;
     let dir = tempfile::tempdir()?;
     // Persisting only when told to, half way through, keeps the store's background work out
     // of the measurements: the queries then read the first half from a segment and the second
@@ -171,8 +178,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let series = series_of(targets);
     let refs: Vec<_> = series.iter().map(|(l, _)| store.series_ref(l)).collect();
-    let seconds = 600;
-    // Ten minutes ago, so retention keeps every sample.
+    // `seconds` ago, so retention keeps every sample.
     let now_ms = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -181,10 +187,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = now_ms - seconds * 1000;
     let mut values = vec![0.0f64; refs.len()];
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    for s in 0..seconds {
-        if s == seconds / 2 {
+    let live_persist_after = Options::default().persist_after_samples;
+    let mut unpersisted = 0usize;
+    for s in (0..seconds).step_by(interval.max(1) as usize) {
+        if live_shape {
+            if unpersisted >= live_persist_after {
+                store.persist()?;
+                unpersisted = 0;
+            }
+        } else if s == seconds / 2 {
             store.persist()?;
         }
+        unpersisted += refs.len();
         let t = start + s * 1000;
         let mut below_growth = 0.0;
         for (v, (_, kind)) in values.iter_mut().zip(&series) {
@@ -206,12 +220,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.append_refs(&batch);
     }
     store.flush()?;
-    let end = start + (seconds - 1) * 1000;
+    let end = start + (seconds - interval) * 1000;
     let engine = Engine::new(&store);
     println!(
-        "{} series, {} samples; range queries over the last 5 min at a 15 s step, {runs} runs each",
+        "{} series, {} samples, {} segments; range queries over the last 5 min at a 15 s step, {runs} runs each",
         refs.len(),
-        refs.len() * seconds as usize
+        refs.len() * (seconds / interval.max(1)) as usize,
+        store.stats().segments,
     );
     for (name, q) in QUERIES.into_iter().filter(|(name, _)| name.contains(&only)) {
         let mut times: Vec<Duration> = (0..runs)

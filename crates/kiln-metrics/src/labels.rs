@@ -27,9 +27,56 @@ pub struct Label {
 
 /// A sorted, de-duplicated set of labels. Shared (`Arc`), so the copies a query makes per
 /// series and per step, and the scraper's set of last-seen series, cost a reference count.
-/// Equality, hashing and order are those of the pairs (not of their allocations).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Equality, hashing and order are those of the pairs (not of their allocations), but a
+/// shared set or pair is known equal without reading its strings: the store's sources of a
+/// series (head, segments) mostly hold the same allocations, and merging them compares sets
+/// by the thousand.
+#[derive(Debug, Clone, Default)]
 pub struct Labels(Arc<[Arc<Label>]>);
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.len() == other.0.len()
+                && self
+                    .0
+                    .iter()
+                    .zip(other.0.iter())
+                    .all(|(a, b)| Arc::ptr_eq(a, b) || a == b))
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Labels) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        for (a, b) in self.0.iter().zip(other.0.iter()) {
+            if Arc::ptr_eq(a, b) {
+                continue;
+            }
+            match a.cmp(b) {
+                std::cmp::Ordering::Equal => {}
+                unequal => return unequal,
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Iterates a set's labels in name order (see [`Labels::iter`]).
 #[derive(Debug, Clone)]
@@ -351,6 +398,29 @@ mod tests {
                     let distinct: HashSet<&Label> = all.iter().map(|p| &***p).collect();
                     distinct.len()
                 });
+            }
+
+            /// Order and equality skip shared allocations but agree with comparing the pairs
+            /// themselves, whether the two sets share pairs (interned), the whole set (a
+            /// clone) or nothing (built apart).
+            #[test]
+            fn order_is_that_of_the_pairs(sets in prop::collection::vec(pairs(), 1..12)) {
+                let mut interner = Interner::default();
+                let mut all = Vec::new();
+                for pairs in &sets {
+                    let fresh = Labels::new(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    let kept = interner.intern(&fresh);
+                    all.push(kept.clone());
+                    all.push(kept);
+                    all.push(fresh);
+                }
+                let plain = |l: &Labels| l.iter().cloned().collect::<Vec<Label>>();
+                for x in &all {
+                    for y in &all {
+                        prop_assert_eq!(x.cmp(y), plain(x).cmp(&plain(y)), "{} vs {}", x, y);
+                        prop_assert_eq!(x == y, plain(x) == plain(y));
+                    }
+                }
             }
         }
     }

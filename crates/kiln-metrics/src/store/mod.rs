@@ -34,7 +34,6 @@ mod index;
 pub mod segment;
 mod wal;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -956,7 +955,6 @@ impl Inner {
         limits: SelectLimits,
     ) -> Result<Vec<Series>, StoreError> {
         let ms = compile_all(matchers)?;
-        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
         let mut samples_seen = 0usize;
         let mut budget = |chunks: &mut dyn Iterator<Item = usize>| {
             samples_seen = samples_seen.saturating_add(chunks.sum());
@@ -968,26 +966,32 @@ impl Inner {
             }
             Ok(())
         };
-        let too_many_series = StoreError::TooMany {
+        let too_many_series = || StoreError::TooMany {
             what: "series",
             limit: limits.max_series,
         };
         // Head first, then segments: a concurrent persist can then only duplicate samples.
         let head = self.head_chunks(&ms, start, end, limits.max_series);
         let Some(head) = head else {
-            return Err(too_many_series);
+            return Err(too_many_series());
         };
-        // The head's samples are the newest: kept apart and appended after the segments'
-        // (which come in time order), a series' samples then usually need no sort.
-        let mut newest: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        // Each source's series sorted by labels, merged source by source (segments oldest
+        // first, the head last): a series' samples then come in time order and usually need
+        // no sort, and the sources meet in a linear merge rather than a map lookup per
+        // series and source.
+        let mut newest: Vec<Series> = Vec::with_capacity(head.len());
         for (labels, chunks) in head {
             budget(&mut chunks.iter().map(crate::chunk::Chunk::len))?;
             let mut v = Vec::with_capacity(chunks.iter().map(crate::chunk::Chunk::len).sum());
             v.extend(chunks.iter().flat_map(|c| samples_within(c, start, end)));
-            newest.insert(labels, v);
+            newest.push(Series { labels, samples: v });
         }
+        newest.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         let segs = read(&self.segments).clone();
+        let mut out: Vec<Series> = Vec::new();
         for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
+            // In label order: a segment's series are sorted and `select` keeps their order.
+            let mut from_segment = Vec::new();
             for s in seg.select(&ms) {
                 if s.max_t() < start || s.min_t() > end {
                     continue;
@@ -997,38 +1001,41 @@ impl Inner {
                     .map_err(|e| segment_error(e, &seg_path(&self.dir, seg.seq)))?;
                 let counts = samples.overlapping_counts(start, end);
                 budget(&mut counts.iter().copied())?;
-                if !out.contains_key(&s.labels) && out.len() >= limits.max_series {
-                    return Err(StoreError::TooMany {
-                        what: "series",
-                        limit: limits.max_series,
-                    });
+                if from_segment.len() >= limits.max_series {
+                    return Err(too_many_series());
                 }
-                let into = out.entry(s.labels.clone()).or_default();
-                // Room for the head's samples too, which are appended last.
-                let head_len = newest.get(&s.labels).map_or(0, Vec::len);
-                into.reserve(counts.iter().sum::<usize>() + head_len);
-                samples.extend_within(start, end, into);
+                let mut v = Vec::with_capacity(counts.iter().sum::<usize>());
+                samples.extend_within(start, end, &mut v);
+                from_segment.push(Series {
+                    labels: s.labels.clone(),
+                    samples: v,
+                });
+            }
+            out = merge_by_labels(out, from_segment);
+            if out.len() > limits.max_series {
+                return Err(too_many_series());
             }
         }
-        for (labels, samples) in newest {
-            match out.entry(labels) {
-                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().extend(samples),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(samples);
-                }
-            }
+        let out = merge_by_labels(out, newest);
+        if out.len() > limits.max_series {
+            return Err(too_many_series());
         }
         Ok(out
             .into_iter()
-            .filter_map(|(labels, mut samples)| {
-                // Out of order only where segments overlap (a persist racing this read, or
-                // segments awaiting compaction).
-                if !samples.is_sorted_by_key(|s| s.t) {
-                    samples.sort_by_key(|s| s.t);
-                }
-                samples.dedup_by_key(|s| s.t);
-                (!samples.is_empty()).then_some(Series { labels, samples })
-            })
+            .filter_map(
+                |Series {
+                     labels,
+                     mut samples,
+                 }| {
+                    // Out of order only where segments overlap (a persist racing this read, or
+                    // segments awaiting compaction).
+                    if !samples.is_sorted_by_key(|s| s.t) {
+                        samples.sort_by_key(|s| s.t);
+                    }
+                    samples.dedup_by_key(|s| s.t);
+                    (!samples.is_empty()).then_some(Series { labels, samples })
+                },
+            )
             .collect())
     }
 
@@ -1079,6 +1086,37 @@ impl Inner {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// Two lists of series, each sorted by labels with each label set once, as one such list;
+/// a series in both gets `older`'s samples followed by `newer`'s.
+fn merge_by_labels(older: Vec<Series>, newer: Vec<Series>) -> Vec<Series> {
+    if older.is_empty() {
+        return newer;
+    }
+    if newer.is_empty() {
+        return older;
+    }
+    let mut out = Vec::with_capacity(older.len().max(newer.len()));
+    let mut older = older.into_iter().peekable();
+    let mut newer = newer.into_iter().peekable();
+    loop {
+        let order = match (older.peek(), newer.peek()) {
+            (Some(a), Some(b)) => a.labels.cmp(&b.labels),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return out,
+        };
+        let next = match order {
+            std::cmp::Ordering::Less => older.next(),
+            std::cmp::Ordering::Greater => newer.next(),
+            std::cmp::Ordering::Equal => older.next().zip(newer.next()).map(|(mut a, b)| {
+                a.samples.extend(b.samples);
+                a
+            }),
+        };
+        out.extend(next);
     }
 }
 
