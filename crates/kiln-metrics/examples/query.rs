@@ -159,7 +159,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let targets: usize = args.next().map_or(Ok(20), |a| a.parse())?;
-    let runs: usize = args.next().map_or(Ok(20), |a| a.parse())?;
+    let runs: usize = args.next().map_or(Ok(20), |a| a.parse())?.max(1);
     let only = args.next().filter(|o| o != "-").unwrap_or_default();
     let interval: i64 = args.next().map_or(Ok(1), |a| a.parse())?;
     let seconds: i64 = args.next().map_or(Ok(600), |a| a.parse())?;

@@ -991,18 +991,16 @@ impl Inner {
         let mut out: Vec<Series> = Vec::new();
         for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
             // In label order: a segment's series are sorted and `select` keeps their order.
-            let mut from_segment = Vec::new();
-            for s in seg.select(&ms) {
-                if s.max_t() < start || s.min_t() > end {
-                    continue;
-                }
-                let samples = seg
-                    .samples(s, start, end)
-                    .map_err(|e| segment_error(e, &seg_path(&self.dir, seg.seq)))?;
+            let selected: Vec<&SegSeries> = seg
+                .select(&ms)
+                .filter(|s| s.max_t() >= start && s.min_t() <= end)
+                .collect();
+            let mut from_segment = Vec::with_capacity(selected.len());
+            seg.samples_each(&selected, start, end, |s, samples| {
                 let counts = samples.overlapping_counts(start, end);
                 budget(&mut counts.iter().copied())?;
                 if from_segment.len() >= limits.max_series {
-                    return Err(too_many_series());
+                    return Err(too_many_series().into());
                 }
                 let mut v = Vec::with_capacity(counts.iter().sum::<usize>());
                 samples.extend_within(start, end, &mut v);
@@ -1010,7 +1008,12 @@ impl Inner {
                     labels: s.labels.clone(),
                     samples: v,
                 });
-            }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                SelectError::Store(e) => e,
+                SelectError::Io(e) => segment_error(e, &seg_path(&self.dir, seg.seq)),
+            })?;
             out = merge_by_labels(out, from_segment);
             if out.len() > limits.max_series {
                 return Err(too_many_series());
@@ -1086,6 +1089,24 @@ impl Inner {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// Why reading a segment for a selection stopped: a limit, or its file.
+enum SelectError {
+    Store(StoreError),
+    Io(std::io::Error),
+}
+
+impl From<StoreError> for SelectError {
+    fn from(e: StoreError) -> Self {
+        SelectError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for SelectError {
+    fn from(e: std::io::Error) -> Self {
+        SelectError::Io(e)
     }
 }
 
