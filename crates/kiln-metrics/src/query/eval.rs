@@ -115,6 +115,14 @@ impl Windows {
             (&s.labels, &s.samples[lo..hi])
         })
     }
+
+    /// As [`Windows::iter`], with each series' position in its load.
+    pub fn iter_indexed(&self) -> impl Iterator<Item = (usize, &Labels, &[Sample])> {
+        self.spans.iter().map(|&(i, lo, hi)| {
+            let s = &self.series[i];
+            (i, &s.labels, &s.samples[lo..hi])
+        })
+    }
 }
 
 /// How many derived label sets per loaded series (plus [`DERIVED_SLACK`]) a range query keeps
@@ -202,6 +210,10 @@ pub struct Evaluator<'a, S: Source> {
     cache: HashMap<(usize, i64, bool), Rc<Vec<Series>>>,
     /// Where each loaded series' window was at the previous step, by the same key.
     cursors: IdentityMap<(usize, i64, bool), Cursor>,
+    /// Per loaded list of series (by its address, which the entry keeps alive), their labels
+    /// without `__name__`, by position: a function over ranges names its results so at every
+    /// step, and a lookup by position costs less than one in `derived`.
+    unnamed: IdentityMap<usize, (Rc<Vec<Series>>, Vec<Labels>)>,
     /// Derived labels by (AST node, derivation, source identity); each entry holds its source,
     /// so no other label set takes that identity while the query runs.
     derived: IdentityMap<(usize, Derivation, usize), (Labels, Labels)>,
@@ -221,6 +233,7 @@ impl<'a, S: Source> Evaluator<'a, S> {
             step,
             cache: HashMap::new(),
             cursors: IdentityMap::default(),
+            unnamed: IdentityMap::default(),
             derived: IdentityMap::default(),
             interned: HashSet::new(),
             series_loaded: 0,
@@ -368,6 +381,7 @@ impl<'a, S: Source> Evaluator<'a, S> {
         if self.derived.len() > DERIVED_PER_SERIES * self.series_loaded + DERIVED_SLACK {
             self.derived.clear();
             self.interned.clear();
+            self.unnamed.clear();
         }
     }
 
@@ -376,6 +390,22 @@ impl<'a, S: Source> Evaluator<'a, S> {
         self.derive(0, Derivation::DropName, labels, |l| {
             l.without(&[METRIC_NAME])
         })
+    }
+
+    /// The labels without `__name__` of the series of `windows`, by position in their load
+    /// (the same shared sets [`Evaluator::drop_name`] returns), computed once per load.
+    pub fn unnamed(&mut self, windows: &Windows) -> &[Labels] {
+        let key = Rc::as_ptr(&windows.series) as usize;
+        if !self.unnamed.contains_key(&key) {
+            let labels = windows
+                .series
+                .iter()
+                .map(|s| self.drop_name(&s.labels))
+                .collect();
+            self.unnamed
+                .insert(key, (Rc::clone(&windows.series), labels));
+        }
+        self.unnamed.get(&key).map_or(&[], |(_, labels)| labels)
     }
 
     /// Reference time of a selector evaluated at `t`, after `@` and `offset`.

@@ -132,16 +132,25 @@ fn over_series<S: Source>(
     f: impl Fn(&[Sample]) -> Option<f64>,
     drop_name: bool,
 ) -> Vec<Elem> {
+    if !drop_name {
+        return windows
+            .iter()
+            .filter_map(|(labels, samples)| {
+                Some(Elem {
+                    labels: labels.clone(),
+                    v: f(samples)?,
+                })
+            })
+            .collect();
+    }
+    let unnamed = ev.unnamed(windows);
     windows
-        .iter()
-        .filter_map(|(labels, samples)| {
-            let v = f(samples)?;
-            let labels = if drop_name {
-                ev.drop_name(labels)
-            } else {
-                labels.clone()
-            };
-            Some(Elem { labels, v })
+        .iter_indexed()
+        .filter_map(|(i, _, samples)| {
+            Some(Elem {
+                labels: unnamed.get(i)?.clone(),
+                v: f(samples)?,
+            })
         })
         .collect()
 }
