@@ -971,21 +971,11 @@ impl Inner {
             limit: limits.max_series,
         };
         // Head first, then segments: a concurrent persist can then only duplicate samples.
-        let head = self.head_chunks(&ms, start, end, limits.max_series);
-        let Some(head) = head else {
-            return Err(too_many_series());
-        };
         // Each source's series sorted by labels, merged source by source (segments oldest
         // first, the head last): a series' samples then come in time order and usually need
         // no sort, and the sources meet in a linear merge rather than a map lookup per
         // series and source.
-        let mut newest: Vec<Series> = Vec::with_capacity(head.len());
-        for (labels, chunks) in head {
-            budget(&mut chunks.iter().map(crate::chunk::Chunk::len))?;
-            let mut v = Vec::with_capacity(chunks.iter().map(crate::chunk::Chunk::len).sum());
-            v.extend(chunks.iter().flat_map(|c| samples_within(c, start, end)));
-            newest.push(Series { labels, samples: v });
-        }
+        let mut newest = self.head_samples(&ms, start, end, limits.max_series, &mut budget)?;
         newest.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         let segs = read(&self.segments).clone();
         let mut out: Vec<Series> = Vec::new();
@@ -1042,13 +1032,16 @@ impl Inner {
             .collect())
     }
 
-    fn head_chunks(
+    /// The samples in `[start, end]` of the head's series matching `ms`, decoded under each
+    /// series' lock (no copy of its chunks), counted by `budget` before they are decoded.
+    fn head_samples(
         &self,
         ms: &[CompiledMatcher],
         start: i64,
         end: i64,
         max_series: usize,
-    ) -> Option<Vec<(Labels, Vec<crate::chunk::Chunk>)>> {
+        budget: &mut dyn FnMut(&mut dyn Iterator<Item = usize>) -> Result<(), StoreError>,
+    ) -> Result<Vec<Series>, StoreError> {
         let head = read(&self.head);
         let mut out = Vec::new();
         for id in head.index.candidates(ms) {
@@ -1058,21 +1051,30 @@ impl Inner {
             if !ms.iter().all(|m| m.matches_labels(&s.labels)) {
                 continue;
             }
-
-            let chunks: Vec<_> = s
-                .lock()
-                .chunks()
-                .filter(|c| c.max_t() >= start && c.min_t() <= end)
-                .cloned()
-                .collect();
-            if !chunks.is_empty() {
-                if out.len() >= max_series {
-                    return None;
-                }
-                out.push((s.labels.clone(), chunks));
+            let data = s.lock();
+            let overlapping = || {
+                data.chunks()
+                    .filter(|c| c.max_t() >= start && c.min_t() <= end)
+            };
+            let count: usize = overlapping().map(crate::chunk::Chunk::len).sum();
+            if count == 0 {
+                continue;
             }
+            if out.len() >= max_series {
+                return Err(StoreError::TooMany {
+                    what: "series",
+                    limit: max_series,
+                });
+            }
+            budget(&mut overlapping().map(crate::chunk::Chunk::len))?;
+            let mut samples = Vec::with_capacity(count);
+            samples.extend(overlapping().flat_map(|c| samples_within(c, start, end)));
+            out.push(Series {
+                labels: s.labels.clone(),
+                samples,
+            });
         }
-        Some(out)
+        Ok(out)
     }
 
     /// Names or values gathered from the head's index and each segment, sorted, once each.
