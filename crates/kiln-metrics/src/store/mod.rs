@@ -60,8 +60,9 @@ pub struct Options {
     /// Persist the head at least this often (default 2 h).
     pub persist_interval: Duration,
     /// Persist the head once it holds this many samples (default 1 million, ~1.5 MB
-    /// compressed: about 5 minutes of 50,000 series scraped every 15 s). A persisted sample
-    /// costs no memory; one in the head costs 2–4 bytes.
+    /// compressed: about 5 minutes of 50,000 series scraped every 15 s), or
+    /// [`PERSIST_MIN_SAMPLES_PER_SERIES`] a series if that is more. A persisted sample costs
+    /// no memory; one in the head costs 2–4 bytes.
     pub persist_after_samples: usize,
     /// Segments of the current 2 h window smaller than this are merged with small neighbours
     /// (default 256 MiB); finished windows are merged whatever their size. Each segment
@@ -69,6 +70,23 @@ pub struct Options {
     /// with the next persist mostly copies its chunks, so by default a window stays one
     /// segment until it holds a few hundred thousand series' two hours.
     pub compact_below_bytes: u64,
+}
+
+/// The fewest samples a series gains (on average) between two persists that the head's size
+/// triggers: with more series than `persist_after_samples` / 20, a persist would otherwise
+/// come every scrape or two (a million series scraped every 15 s: every 15 s), each one a
+/// segment of one-sample chunks to merge into the window's. 20 samples a series keeps the
+/// head at ~40–80 bytes a series and a persist's chunks worth copying.
+pub const PERSIST_MIN_SAMPLES_PER_SERIES: usize = 20;
+
+/// Whether the background thread persists the head now: `since` the last persist, with
+/// `samples` in the head over `series`.
+fn persist_due(opts: &Options, since: Duration, samples: usize, series: usize) -> bool {
+    since >= opts.persist_interval
+        || samples
+            >= opts
+                .persist_after_samples
+                .max(series.saturating_mul(PERSIST_MIN_SAMPLES_PER_SERIES))
 }
 
 impl Default for Options {
@@ -742,8 +760,12 @@ impl Inner {
                 return;
             }
             drop(wake);
-            let due = last_persist.elapsed() >= self.opts.persist_interval
-                || self.head_samples.load(Ordering::Relaxed) >= self.opts.persist_after_samples;
+            let due = persist_due(
+                &self.opts,
+                last_persist.elapsed(),
+                self.head_samples.load(Ordering::Relaxed),
+                read(&self.head).series.len(),
+            );
             let result = if due {
                 last_persist = Instant::now();
                 let persisted = self.persist_head();

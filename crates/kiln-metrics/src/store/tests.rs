@@ -746,3 +746,20 @@ fn segments_taken_before_a_compaction_still_read_their_samples() {
     assert_eq!(after_on_old, before);
     assert_eq!(count(&store), 150);
 }
+
+/// A head over `persist_after_samples` persists, unless its series have gained fewer than
+/// `PERSIST_MIN_SAMPLES_PER_SERIES` samples each on average (a million series would
+/// otherwise persist at every scrape); the interval persists whatever the size.
+#[test]
+fn a_persist_waits_for_samples_in_proportion_to_the_series() {
+    let o = Options::default();
+    let minute = Duration::from_secs(60);
+    assert!(!persist_due(&o, minute, 999_999, 50_000));
+    assert!(persist_due(&o, minute, 1_000_000, 50_000));
+    // A million series scraped once: not yet.
+    assert!(!persist_due(&o, minute, 1_000_000, 1_000_000));
+    assert!(!persist_due(&o, minute, 19_999_999, 1_000_000));
+    assert!(persist_due(&o, minute, 20_000_000, 1_000_000));
+    assert!(persist_due(&o, o.persist_interval, 1, 1_000_000));
+    assert!(!persist_due(&o, minute, 0, 0));
+}
