@@ -233,7 +233,7 @@ async fn send_hyper(
         // An idle connection of our own exchange serves as well: hyper takes over its socket
         // (so a request with a body after bodiless ones finds a connection ready).
         let own = if pooled.is_none() && stale < STALE_CHECKOUTS {
-            check_out_own(addr, settings.idle_timeout)
+            check_out_own(addr)
         } else {
             None
         };
@@ -487,6 +487,10 @@ struct OwnIdle {
     lists: HashMap<SocketAddr, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>,
     /// A sweeper task is running for this thread's lists.
     sweeping: bool,
+    /// Sweeps so far: a connection checked in at generation `g` is closed by the first sweep
+    /// that finds the generation past `g`, i.e. after one to two idle timeouts unused (no clock
+    /// read per check-in or check-out).
+    generation: u64,
 }
 
 type SharedOwnIdle = Arc<Mutex<OwnIdle>>;
@@ -515,7 +519,7 @@ async fn send_own(
     let mut stale = 0;
     loop {
         let pooled = if stale < STALE_CHECKOUTS {
-            check_out_own(addr, settings.idle_timeout)
+            check_out_own(addr)
         } else {
             None
         };
@@ -607,19 +611,16 @@ async fn connect_own(
     Ok(h1::Conn::new(addr, stream, deadline))
 }
 
-/// An idle connection to `addr` of this thread that is still open and not past the idle
-/// timeout; those found closed or expired on the way are dropped (closed).
-fn check_out_own(addr: SocketAddr, idle_timeout: Duration) -> Option<h1::Conn> {
+/// An idle connection to `addr` of this thread that is still open; those found closed on the
+/// way are dropped.
+fn check_out_own(addr: SocketAddr) -> Option<h1::Conn> {
     OWN_IDLE
         .try_with(|shared| {
             let mut idle = lock(shared);
             let list = idle.lists.get_mut(&addr)?;
             let mut found = None;
-            let now = Instant::now();
             while let Some(mut conn) = list.pop() {
-                if now.saturating_duration_since(conn.idle_since) < idle_timeout
-                    && conn.idle_and_open()
-                {
+                if conn.idle_and_open() {
                     found = Some(conn);
                     break;
                 }
@@ -640,13 +641,13 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    conn.idle_since = Instant::now();
     let _ = OWN_IDLE.try_with(|shared| {
         let mut idle = lock(shared);
+        conn.idle_since = idle.generation;
         if idle.lists.len() >= SWEEP_ABOVE_ADDRESSES && !idle.lists.contains_key(&conn.addr) {
-            let now = Instant::now();
+            // Addresses of instances long gone keep only connections the upstream closed.
             idle.lists.retain(|_, list| {
-                list.retain(|c| now.saturating_duration_since(c.idle_since) < idle_timeout);
+                list.retain_mut(h1::Conn::idle_and_open);
                 !list.is_empty()
             });
         }
@@ -669,10 +670,11 @@ async fn sweep_own(shared: SharedOwnIdle, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(idle_timeout).await;
         let mut idle = lock(&shared);
-        let now = Instant::now();
+        let generation = idle.generation;
+        idle.generation += 1;
         idle.lists.retain(|addr, list| {
             let before = list.len();
-            list.retain(|c| now.saturating_duration_since(c.idle_since) < idle_timeout);
+            list.retain(|c| c.idle_since >= generation);
             if list.len() < before {
                 tracing::debug!(%addr, closed = before - list.len(), "idle upstream connections closed");
             }
