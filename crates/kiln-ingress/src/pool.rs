@@ -401,6 +401,17 @@ async fn connect(
     deadline: Instant,
     settings: PoolSettings,
 ) -> Result<Pooled, UpstreamError> {
+    let stream = connect_stream(addr, timeouts, deadline).await?;
+    handshake(addr, stream, deadline, settings).await
+}
+
+/// A new connection to `addr` within `timeouts.connect`, or until `deadline` (the request's)
+/// when that comes first, which is then the request's timeout; Nagle off.
+async fn connect_stream(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    deadline: Instant,
+) -> Result<TcpStream, UpstreamError> {
     let connect_limit = Instant::now() + timeouts.connect;
     let limit = connect_limit.min(deadline);
     let stream = match tokio::time::timeout_at(limit, TcpStream::connect(addr)).await {
@@ -421,7 +432,7 @@ async fn connect(
     };
     // Small requests go out at once instead of waiting for Nagle.
     let _ = stream.set_nodelay(true);
-    handshake(addr, stream, deadline, settings).await
+    Ok(stream)
 }
 
 /// Starts hyper's client on a connected `stream`, driven by a task of its own.
@@ -581,33 +592,13 @@ async fn send_own(
     }
 }
 
-/// Connects within `timeouts.connect`, or until `deadline` (the request's) when that comes
-/// first, which is then the request's timeout.
+/// A new connection of our own exchange (see [`connect_stream`]).
 async fn connect_own(
     addr: SocketAddr,
     timeouts: Timeouts,
     deadline: Instant,
 ) -> Result<h1::Conn, UpstreamError> {
-    let connect_limit = Instant::now() + timeouts.connect;
-    let limit = connect_limit.min(deadline);
-    let stream = match tokio::time::timeout_at(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-        Err(_) if limit < connect_limit => {
-            return Err(UpstreamError::Timeout {
-                addr,
-                timeout: timeouts.request,
-            });
-        }
-        Err(_) => {
-            return Err(UpstreamError::ConnectTimeout {
-                addr,
-                timeout: timeouts.connect,
-            });
-        }
-    };
-    // Small requests go out at once instead of waiting for Nagle.
-    let _ = stream.set_nodelay(true);
+    let stream = connect_stream(addr, timeouts, deadline).await?;
     Ok(h1::Conn::new(addr, stream, deadline))
 }
 
