@@ -22,6 +22,7 @@ use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use crate::client_io::IoWatch;
+use crate::h1;
 use crate::health::InFlight;
 use crate::metrics::{InFlightRequest, SetMetrics};
 use crate::pool::Pooled;
@@ -256,6 +257,43 @@ impl Body for UpstreamBody {
     }
 }
 
+/// An upstream's response body: read by hyper's client, or by our own exchange (`h1.rs`),
+/// which checks its connection back in itself.
+#[derive(Debug)]
+pub(crate) enum UpstreamIncoming {
+    Hyper(Incoming),
+    Own(h1::ResponseBody),
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamIncoming::Hyper(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            UpstreamIncoming::Own(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamIncoming::Hyper(inner) => inner.is_end_stream(),
+            UpstreamIncoming::Own(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamIncoming::Hyper(inner) => inner.size_hint(),
+            UpstreamIncoming::Own(inner) => inner.size_hint(),
+        }
+    }
+}
+
 /// A response body to the client.
 #[derive(Debug)]
 pub(crate) enum ProxyBody {
@@ -268,8 +306,9 @@ pub(crate) enum ProxyBody {
 /// The relayed upstream body with its accounting.
 #[derive(Debug)]
 pub(crate) struct Relay {
-    inner: Incoming,
-    /// The upstream connection it is read from, back to the pool once the body ended.
+    inner: UpstreamIncoming,
+    /// The hyper connection it is read from, back to the pool once the body ended (our own
+    /// exchange's body holds its connection itself).
     connection: Option<Pooled>,
     finished: bool,
     idle: Duration,
@@ -332,8 +371,8 @@ impl ProxyBody {
     }
 
     pub(crate) fn relay(
-        inner: Incoming,
-        connection: Pooled,
+        inner: UpstreamIncoming,
+        connection: Option<Pooled>,
         idle: Duration,
         metrics: Arc<SetMetrics>,
         request: InFlightRequest,
@@ -341,7 +380,7 @@ impl ProxyBody {
     ) -> Self {
         ProxyBody::Upstream(Box::new(Relay {
             inner,
-            connection: Some(connection),
+            connection,
             finished: false,
             idle,
             silence: Silence::default(),
@@ -379,7 +418,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     relay.connection = None;
-                    Poll::Ready(Some(Err(e.into())))
+                    Poll::Ready(Some(Err(e)))
                 }
                 Poll::Ready(None) => {
                     relay.finished = true;

@@ -32,6 +32,7 @@ mod budget;
 mod client_io;
 mod config;
 mod error;
+mod h1;
 mod headers;
 mod health;
 mod maintenance;

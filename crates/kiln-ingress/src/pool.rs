@@ -34,8 +34,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -45,8 +45,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{BodyFlags, UpstreamBody};
+use crate::body::{BodyFlags, UpstreamBody, UpstreamIncoming};
 use crate::config::Timeouts;
+use crate::h1::{self, H1Error};
 
 /// Pool limits, from [`crate::IngressConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +81,8 @@ pub(crate) enum UpstreamError {
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error(transparent)]
     Request(hyper::Error),
+    #[error("exchange with {addr} failed: {source}")]
+    Exchange { addr: SocketAddr, source: H1Error },
 }
 
 /// A failed send: the error, and the request when none of it reached the upstream.
@@ -193,6 +196,23 @@ pub(crate) async fn send(
     addr: SocketAddr,
     timeouts: Timeouts,
     settings: PoolSettings,
+    request: Request<UpstreamBody>,
+) -> Result<(Response<UpstreamIncoming>, Option<Pooled>), SendFailure> {
+    // The common case, a request without a body or an upgrade, goes through our own
+    // exchange (`h1.rs`); the rest through hyper's client.
+    if request.body().flags().is_none() && !request.headers().contains_key(hyper::header::UPGRADE) {
+        let response = send_own(addr, timeouts, settings, request).await?;
+        return Ok((response.map(UpstreamIncoming::Own), None));
+    }
+    let (response, conn) = Box::pin(send_hyper(addr, timeouts, settings, request)).await?;
+    Ok((response.map(UpstreamIncoming::Hyper), Some(conn)))
+}
+
+/// [`send`] through hyper's client.
+async fn send_hyper(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    settings: PoolSettings,
     mut request: Request<UpstreamBody>,
 ) -> Result<(Response<Incoming>, Pooled), SendFailure> {
     let deadline = Instant::now() + timeouts.request;
@@ -210,11 +230,28 @@ pub(crate) async fn send(
         } else {
             None
         };
-        let (mut conn, fresh) = match pooled {
-            Some(conn) => (conn, false),
+        // An idle connection of our own exchange serves as well: hyper takes over its socket
+        // (so a request with a body after bodiless ones finds a connection ready).
+        let own = if pooled.is_none() && stale < STALE_CHECKOUTS {
+            check_out_own(addr)
+        } else {
+            None
+        };
+        let (mut conn, fresh) = match (pooled, own) {
+            (Some(conn), _) => (conn, false),
+            (None, Some(own)) => match handshake(addr, own.into_stream(), deadline, settings).await
+            {
+                Ok(conn) => (conn, false),
+                Err(error) => {
+                    return Err(SendFailure {
+                        error,
+                        unsent: Some(request),
+                    });
+                }
+            },
             // Boxed: connecting is rare, and its state would otherwise make every request's
             // future (moved around by hyper) larger.
-            None => match Box::pin(connect(addr, timeouts, deadline, settings)).await {
+            (None, None) => match Box::pin(connect(addr, timeouts, deadline, settings)).await {
                 Ok(conn) => (conn, true),
                 Err(error) => {
                     return Err(SendFailure {
@@ -353,6 +390,7 @@ fn check_out(addr: SocketAddr) -> Option<Pooled> {
 /// Closes every idle connection of this thread (before its runtime goes away).
 pub(crate) fn clear_thread() {
     let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
+    let _ = OWN_IDLE.try_with(|shared| lock(shared).lists.clear());
 }
 
 /// Connects within `timeouts.connect`, or until `deadline` (the request's) when that comes
@@ -363,6 +401,17 @@ async fn connect(
     deadline: Instant,
     settings: PoolSettings,
 ) -> Result<Pooled, UpstreamError> {
+    let stream = connect_stream(addr, timeouts, deadline).await?;
+    handshake(addr, stream, deadline, settings).await
+}
+
+/// A new connection to `addr` within `timeouts.connect`, or until `deadline` (the request's)
+/// when that comes first, which is then the request's timeout; Nagle off.
+async fn connect_stream(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    deadline: Instant,
+) -> Result<TcpStream, UpstreamError> {
     let connect_limit = Instant::now() + timeouts.connect;
     let limit = connect_limit.min(deadline);
     let stream = match tokio::time::timeout_at(limit, TcpStream::connect(addr)).await {
@@ -383,6 +432,16 @@ async fn connect(
     };
     // Small requests go out at once instead of waiting for Nagle.
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Starts hyper's client on a connected `stream`, driven by a task of its own.
+async fn handshake(
+    addr: SocketAddr,
+    stream: TcpStream,
+    deadline: Instant,
+    settings: PoolSettings,
+) -> Result<Pooled, UpstreamError> {
     let (sender, connection) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake { addr, source })?;
@@ -429,6 +488,193 @@ async fn idle_expiry(idle: &IdleWatch, idle_timeout: Duration) {
             return;
         }
         seen = uses;
+    }
+}
+
+/// Our own connections (`h1.rs`) sitting idle, per address, on one thread; shared with the
+/// thread's sweeper task, which closes those idle past the timeout (no task per connection).
+#[derive(Debug, Default)]
+struct OwnIdle {
+    lists: HashMap<SocketAddr, Vec<h1::Conn>, BuildHasherDefault<AddrHasher>>,
+    /// A sweeper task is running for this thread's lists.
+    sweeping: bool,
+    /// Sweeps so far: a connection checked in at generation `g` is closed by the first sweep
+    /// that finds the generation past `g`, i.e. after one to two idle timeouts unused (no clock
+    /// read per check-in or check-out).
+    generation: u64,
+}
+
+type SharedOwnIdle = Arc<Mutex<OwnIdle>>;
+
+thread_local! {
+    static OWN_IDLE: SharedOwnIdle = Arc::default();
+}
+
+fn lock(idle: &Mutex<OwnIdle>) -> std::sync::MutexGuard<'_, OwnIdle> {
+    // Nothing is left half-changed under the lock by a panic: a poisoned lock is still usable.
+    idle.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`send`] through our own exchange: a pooled connection that still looks open (checked
+/// without a system call unless its socket reported something) or a new one; the head written
+/// in one write, the response head read within the request timeout. A request that could not
+/// be written on a pooled connection goes out again on another one, since nothing reached the
+/// upstream.
+async fn send_own(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    settings: PoolSettings,
+    request: Request<UpstreamBody>,
+) -> Result<Response<h1::ResponseBody>, SendFailure> {
+    let deadline = Instant::now() + timeouts.request;
+    let mut stale = 0;
+    loop {
+        let pooled = if stale < STALE_CHECKOUTS {
+            check_out_own(addr)
+        } else {
+            None
+        };
+        let (mut conn, fresh) = match pooled {
+            Some(conn) => (conn, false),
+            None => match Box::pin(connect_own(addr, timeouts, deadline)).await {
+                Ok(conn) => (conn, true),
+                Err(error) => {
+                    return Err(SendFailure {
+                        error,
+                        unsent: Some(request),
+                    });
+                }
+            },
+        };
+        match conn.exchange(&request, deadline).await {
+            Ok(head) => {
+                let body = h1::ResponseBody::new(
+                    conn,
+                    &head,
+                    settings.max_idle_per_host,
+                    settings.idle_timeout,
+                );
+                let mut response = Response::new(body);
+                *response.status_mut() = head.status;
+                *response.version_mut() = head.version;
+                *response.headers_mut() = head.headers;
+                return Ok(response);
+            }
+            Err(h1::ExchangeError::Write(error)) if !fresh => {
+                tracing::debug!(%addr, %error, "pooled upstream connection closed before the request was written");
+                stale += 1;
+            }
+            Err(h1::ExchangeError::Write(error)) => {
+                return Err(SendFailure {
+                    error: UpstreamError::Exchange {
+                        addr,
+                        source: H1Error::Io(error),
+                    },
+                    unsent: None,
+                });
+            }
+            Err(h1::ExchangeError::Timeout) => {
+                return Err(SendFailure {
+                    error: UpstreamError::Timeout {
+                        addr,
+                        timeout: timeouts.request,
+                    },
+                    unsent: None,
+                });
+            }
+            Err(h1::ExchangeError::Read(source)) => {
+                return Err(SendFailure {
+                    error: UpstreamError::Exchange { addr, source },
+                    unsent: None,
+                });
+            }
+        }
+    }
+}
+
+/// A new connection of our own exchange (see [`connect_stream`]).
+async fn connect_own(
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    deadline: Instant,
+) -> Result<h1::Conn, UpstreamError> {
+    let stream = connect_stream(addr, timeouts, deadline).await?;
+    Ok(h1::Conn::new(addr, stream, deadline))
+}
+
+/// An idle connection to `addr` of this thread that is still open; those found closed on the
+/// way are dropped.
+fn check_out_own(addr: SocketAddr) -> Option<h1::Conn> {
+    OWN_IDLE
+        .try_with(|shared| {
+            let mut idle = lock(shared);
+            let list = idle.lists.get_mut(&addr)?;
+            let mut found = None;
+            while let Some(mut conn) = list.pop() {
+                if conn.idle_and_open() {
+                    found = Some(conn);
+                    break;
+                }
+            }
+            if list.is_empty() {
+                idle.lists.remove(&addr);
+            }
+            found
+        })
+        .ok()
+        .flatten()
+}
+
+/// Returns one of our own connections to this thread's pool: called by its response body,
+/// once read to its end on a connection both sides keep open. Over `max_idle` for its address,
+/// or outside a runtime (no sweeper could close it), it is closed instead.
+pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let _ = OWN_IDLE.try_with(|shared| {
+        let mut idle = lock(shared);
+        conn.idle_since = idle.generation;
+        if idle.lists.len() >= SWEEP_ABOVE_ADDRESSES && !idle.lists.contains_key(&conn.addr) {
+            // Addresses of instances long gone keep only connections the upstream closed.
+            idle.lists.retain(|_, list| {
+                list.retain_mut(h1::Conn::idle_and_open);
+                !list.is_empty()
+            });
+        }
+        let list = idle.lists.entry(conn.addr).or_default();
+        if list.len() >= max_idle {
+            return;
+        }
+        list.push(conn);
+        if !idle.sweeping {
+            idle.sweeping = true;
+            runtime.spawn(sweep_own(shared.clone(), idle_timeout));
+        }
+    });
+}
+
+/// Closes the thread's own idle connections once past `idle_timeout` (each at most twice
+/// that after it was checked in); ends when none are left, and is started again by the next
+/// check-in.
+async fn sweep_own(shared: SharedOwnIdle, idle_timeout: Duration) {
+    loop {
+        tokio::time::sleep(idle_timeout).await;
+        let mut idle = lock(&shared);
+        let generation = idle.generation;
+        idle.generation += 1;
+        idle.lists.retain(|addr, list| {
+            let before = list.len();
+            list.retain(|c| c.idle_since >= generation);
+            if list.len() < before {
+                tracing::debug!(%addr, closed = before - list.len(), "idle upstream connections closed");
+            }
+            !list.is_empty()
+        });
+        if idle.lists.is_empty() {
+            idle.sweeping = false;
+            return;
+        }
     }
 }
 
@@ -520,16 +766,18 @@ mod tests {
             .unwrap()
     }
 
-    async fn read_to_end(response: Response<Incoming>) -> String {
+    async fn read_to_end<B: hyper::body::Body<Error: std::fmt::Debug>>(
+        response: Response<B>,
+    ) -> String {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
     #[tokio::test]
-    async fn a_connection_read_to_the_end_is_reused() {
+    async fn a_hyper_connection_read_to_the_end_is_reused() {
         let (addr, accepted) = upstream().await;
         for _ in 0..3 {
-            let (response, conn) = send(addr, Timeouts::default(), SETTINGS, get())
+            let (response, conn) = send_hyper(addr, Timeouts::default(), SETTINGS, get())
                 .await
                 .unwrap();
             assert_eq!(read_to_end(response).await, "0");
@@ -537,6 +785,81 @@ mod tests {
             assert_eq!(idle_count(addr), 1);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A bodiless request takes our own exchange, whose body checks its connection in when
+    /// read to the end and dropped.
+    #[tokio::test]
+    async fn an_own_connection_read_to_the_end_is_reused() {
+        let (addr, accepted) = upstream().await;
+        for _ in 0..3 {
+            let (response, conn) = send(addr, Timeouts::default(), SETTINGS, get())
+                .await
+                .unwrap();
+            assert!(conn.is_none(), "not hyper's client");
+            assert!(matches!(response.body(), UpstreamIncoming::Own(_)));
+            assert_eq!(read_to_end(response).await, "0");
+            assert_eq!(own_idle_count(addr), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// An own connection the upstream closed while it sat idle is noticed at check-out; the
+    /// request goes out on a new connection.
+    #[tokio::test]
+    async fn an_own_connection_closed_while_idle_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::channel::<()>(4);
+        tokio::spawn(async move {
+            // Each connection answers one request, keep-alive, then closes.
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    drop(stream);
+                    let _ = closed_tx.send(()).await;
+                });
+            }
+        });
+        let (response, _) = send(addr, Timeouts::default(), SETTINGS, get())
+            .await
+            .unwrap();
+        assert_eq!(read_to_end(response).await, "ok");
+        assert_eq!(own_idle_count(addr), 1);
+        closed.recv().await.unwrap();
+        // The FIN reaches our socket's readiness once the runtime polls its driver.
+        let mut noticed = false;
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+            noticed = OWN_IDLE.with(|shared| {
+                lock(shared)
+                    .lists
+                    .get_mut(&addr)
+                    .is_some_and(|list| !list[0].idle_and_open())
+            });
+            if noticed {
+                break;
+            }
+        }
+        assert!(noticed, "the closed connection was noticed");
+        let (response, _) = send(addr, Timeouts::default(), SETTINGS, get())
+            .await
+            .unwrap();
+        assert_eq!(read_to_end(response).await, "ok");
     }
 
     #[tokio::test]
@@ -623,6 +946,10 @@ mod tests {
         let (response, _conn) = sending.await.unwrap().unwrap();
         assert_eq!(read_to_end(response).await, "7", "the body went out whole");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    fn own_idle_count(addr: SocketAddr) -> usize {
+        OWN_IDLE.with(|shared| lock(shared).lists.get(&addr).map_or(0, Vec::len))
     }
 
     fn idle_count(addr: SocketAddr) -> usize {

@@ -17,7 +17,7 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{Tried, choose_endpoint, choose_set};
-use crate::body::{BodyFlags, ProxyBody, UpstreamBody};
+use crate::body::{BodyFlags, ProxyBody, UpstreamBody, UpstreamIncoming};
 use crate::client_io::IoWatch;
 use crate::error::ProxyError;
 use crate::headers;
@@ -244,8 +244,9 @@ fn upstream_path(route: &CompiledRoute, uri: &Uri) -> PathAndQuery {
 
 /// The upstream's answer, the connection it came on, and the endpoint's in-flight guard.
 struct Attempted {
-    response: Response<Incoming>,
-    connection: Pooled,
+    response: Response<UpstreamIncoming>,
+    /// hyper's connection (`None` for our own exchange, whose body holds it).
+    connection: Option<Pooled>,
     endpoint: InFlight,
 }
 
@@ -414,8 +415,11 @@ async fn attempts(
                         endpoint: in_flight,
                     });
                 }
-                // A retried answer that had nothing more to read leaves a reusable connection.
-                if response.body().is_end_stream() {
+                // A retried answer that had nothing more to read leaves a reusable connection
+                // (our own exchange's body checks its connection in when dropped).
+                if response.body().is_end_stream()
+                    && let Some(connection) = connection
+                {
                     connection.check_in();
                 }
             }
@@ -549,7 +553,11 @@ fn relay(
     } = attempted;
     let switching = upstream.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        if let (true, Some(client)) = (websocket, client_upgrade) {
+        let (parts, body) = upstream.into_parts();
+        if let (true, Some(client), UpstreamIncoming::Hyper(body)) =
+            (websocket, client_upgrade, body)
+        {
+            let upstream = Response::from_parts(parts, body);
             return upgrade::tunnel(upstream, client, route.timeouts.tunnel, set.metrics.clone());
         }
         // A 101 we did not ask for cannot be relayed as a normal response.

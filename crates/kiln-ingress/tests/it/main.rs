@@ -17,3 +17,4 @@ mod routing;
 mod slow;
 mod tidy;
 mod tls;
+mod upstream_h1;
