@@ -1899,6 +1899,25 @@ pub(crate) fn stored_annotations(value: &serde_json::Value) -> Vec<kiln_pipeline
 mod tests {
     use super::*;
 
+    /// `git init`, everything in `dir` committed; the commit's sha.
+    fn commit_all(dir: &Path) -> String {
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.email=k@k", "-c", "user.name=k"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "workflows"]);
+        super::git(dir, &["rev-parse", "HEAD"]).unwrap()
+    }
+
     /// The control plane loads the workflows of several pushes at once: each load extracts the
     /// commit's `.github` into a scratch directory of its own, so none empties another's.
     #[test]
@@ -1913,21 +1932,7 @@ mod tests {
             )
             .unwrap();
         }
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .arg("-C")
-                .arg(repo.path())
-                .args(["-c", "user.email=k@k", "-c", "user.name=k"])
-                .args(args)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["commit", "-qm", "workflows"]);
-        let sha = super::git(repo.path(), &["rev-parse", "HEAD"]).unwrap();
+        let sha = commit_all(repo.path());
         let loads: Vec<_> = (0..6)
             .map(|n| {
                 let (dir, sha) = (repo.path().to_path_buf(), sha.clone());
@@ -1962,21 +1967,7 @@ mod tests {
         std::fs::write(dir.join("elsewhere.yml"), called).unwrap();
         std::fs::write(w("outside.yml"), caller("elsewhere.yml")).unwrap();
         std::fs::write(w("latin1.yml"), b"on: push # caf\xe9\n").unwrap();
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(["-c", "user.email=k@k", "-c", "user.name=k"])
-                .args(args)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["commit", "-qm", "workflows"]);
-        let sha = super::git(dir, &["rev-parse", "HEAD"]).unwrap();
+        let sha = commit_all(dir);
         // The working tree's copy of the called workflow is not the one loaded.
         std::fs::write(w("called.yml"), "not: [yaml").unwrap();
         let load = |rel: &str| load_committed(dir, &sha, &format!("{WORKFLOWS_DIR}/{rel}"));
