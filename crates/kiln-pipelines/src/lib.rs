@@ -76,5 +76,5 @@ pub use events::{
 };
 pub use filter::{Push, PushSkip, push_runs};
 pub use glob::hash_files;
-pub use load::{LoadError, WorkflowSet, load, parse_workflow};
+pub use load::{LoadError, WorkflowSet, load, load_with, parse_workflow};
 pub use runner::{EnvironmentScope, RunError, RunOptions, RunResult, run};

@@ -2,7 +2,8 @@
 //! mistake collected first and reported together.
 //!
 //! [`parse_workflow`] is pure (text in, model or diagnostics out); [`load`] reads the workflow and
-//! the local reusable workflows it calls from a repository checkout.
+//! the local reusable workflows it calls from a repository checkout ([`load_with`]: from
+//! wherever a reader finds them).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -180,12 +181,24 @@ fn decode_workflow(
 
 /// Loads `workflow_path` (relative to `repo`) and every local reusable workflow it calls.
 pub fn load(repo: &Path, workflow_path: &str) -> Result<WorkflowSet, Box<LoadError>> {
+    load_with(
+        &mut |rel| std::fs::read_to_string(repo.join(rel)),
+        workflow_path,
+    )
+}
+
+/// [`load`] with the files read by `read` (a path relative to the repository in, the file's
+/// text out): `kiln ci run` reads them from a commit's objects rather than from a checkout.
+pub fn load_with(
+    read: &mut dyn FnMut(&str) -> std::io::Result<String>,
+    workflow_path: &str,
+) -> Result<WorkflowSet, Box<LoadError>> {
     let mut sources = SourceMap::default();
     let mut diags = Diagnostics::default();
     let mut called = IndexMap::new();
-    let root = read_and_decode(repo, workflow_path, None, &mut sources, &mut diags);
+    let root = read_and_decode(read, workflow_path, None, &mut sources, &mut diags);
     if let Some((root, _)) = &root {
-        follow_calls(repo, root, 1, &mut called, &mut sources, &mut diags);
+        follow_calls(read, root, 1, &mut called, &mut sources, &mut diags);
     }
     let root = root.map(|(w, _)| w);
     let (root, sources) = finish(sources, diags, root)?;
@@ -197,13 +210,13 @@ pub fn load(repo: &Path, workflow_path: &str) -> Result<WorkflowSet, Box<LoadErr
 }
 
 fn read_and_decode(
-    repo: &Path,
+    read: &mut dyn FnMut(&str) -> std::io::Result<String>,
     rel: &str,
     from: Option<(Span, &str)>,
     sources: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> Option<(Workflow, FileId)> {
-    let text = match std::fs::read_to_string(repo.join(rel)) {
+    let text = match read(rel) {
         Ok(t) => t,
         Err(e) => {
             let message = format!("cannot read workflow `{rel}`: {e}");
@@ -221,7 +234,7 @@ fn read_and_decode(
 }
 
 fn follow_calls(
-    repo: &Path,
+    read: &mut dyn FnMut(&str) -> std::io::Result<String>,
     workflow: &Workflow,
     depth: usize,
     called: &mut IndexMap<String, Workflow>,
@@ -249,12 +262,12 @@ fn follow_calls(
         }
         if !called.contains_key(rel) {
             let Some((child, _)) =
-                read_and_decode(repo, rel, Some((call.uses.span, &key)), sources, diags)
+                read_and_decode(read, rel, Some((call.uses.span, &key)), sources, diags)
             else {
                 continue;
             };
             called.insert(rel.to_owned(), child.clone());
-            follow_calls(repo, &child, depth + 1, called, sources, diags);
+            follow_calls(read, &child, depth + 1, called, sources, diags);
         }
         if let Some(child) = called.get(rel) {
             check_call(job, call, child, diags);

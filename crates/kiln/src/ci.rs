@@ -37,7 +37,7 @@ use crate::render;
 mod git;
 mod select;
 
-pub(crate) use git::{Changes, PushFacts, changed_files, git, push_payload};
+pub(crate) use git::{Changes, PushFacts, git, push_payload};
 use select::{filter_matrix, select_job};
 
 /// Where workflows live, relative to the repository.
@@ -536,118 +536,150 @@ fn dispatched_inputs(
 }
 
 /// Loads `rel` as committed at `sha`, as GitHub runs the workflow of the commit, not the one
-/// being edited: `.github` (and the workflow, if it lives elsewhere) is extracted from the
-/// commit into a scratch directory under `.kiln/runs/` and loaded from there.
+/// being edited: the workflow and the reusable workflows it calls under `.github/workflows`
+/// are read from the commit's objects by one `git cat-file`, with no checkout.
 pub(crate) fn load_committed(
     dir: &Path,
     sha: &str,
     rel: &str,
 ) -> Result<kiln_pipelines::WorkflowSet, Failure> {
-    // Per load, not per process: the control plane loads the workflows of several pushes at
-    // once, and a shared directory would be emptied under another load.
-    static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let serial = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let scratch = dir
-        .join(".kiln/runs")
-        .join(format!("workflows-{}-{serial}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| Failure::State(format!("cannot create {}: {e}", scratch.display())))?;
-    let mut paths = vec![WORKFLOWS_DIR.to_owned()];
-    if !rel.starts_with(&format!("{WORKFLOWS_DIR}/")) {
-        paths.push(rel.to_owned());
-    }
-    let extracted = extract_committed(dir, sha, &paths, &scratch);
-    let result = match extracted {
-        Ok(true) if scratch.join(rel).is_file() => kiln_pipelines::load(&scratch, rel)
-            .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics))),
-        Ok(_) => Err(Failure::Refused(format!(
-            "error: {rel} is not in commit {} (commit it first)",
-            sha.get(..12).unwrap_or(sha)
-        ))),
-        Err(e) => Err(Failure::State(format!("cannot run git: {e}"))),
+    let mut objects = open_objects(dir)?;
+    load_from_objects(&mut objects, dir, sha, rel)
+}
+
+fn open_objects(dir: &Path) -> Result<git::Objects, Failure> {
+    git::Objects::open(dir).map_err(|e| Failure::State(format!("cannot run git: {e}")))
+}
+
+/// [`load_committed`] with a `git cat-file` already running (the one that resolved `sha`).
+fn load_from_objects(
+    objects: &mut git::Objects,
+    dir: &Path,
+    sha: &str,
+    rel: &str,
+) -> Result<kiln_pipelines::WorkflowSet, Failure> {
+    let short = sha.get(..12).unwrap_or(sha);
+    let cannot = |e: std::io::Error| Failure::State(format!("cannot run git: {e}"));
+    let Some(root) = objects.file(sha, rel).map_err(cannot)? else {
+        return Err(Failure::Refused(format!(
+            "error: {rel} is not in commit {short} (commit it first)"
+        )));
     };
-    if result.is_ok() && std::fs::read(dir.join(rel)).ok() != std::fs::read(scratch.join(rel)).ok()
-    {
-        eprintln!(
-            "note: running {rel} as committed in {}; the working tree's copy differs",
-            sha.get(..12).unwrap_or(sha)
-        );
+    let text = |data: Vec<u8>| {
+        String::from_utf8(data).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })
+    };
+    let differs = std::fs::read(dir.join(rel)).ok().as_ref() != Some(&root);
+    let mut root = Some(root);
+    // Only the workflows directory (and the workflow itself, wherever it is) is read from the
+    // commit, as before: reusable workflows live there.
+    let in_workflows = |path: &str| {
+        let path = path.strip_prefix("./").unwrap_or(path);
+        path.starts_with(&format!("{WORKFLOWS_DIR}/")) && !path.split('/').any(|c| c == "..")
+    };
+    let mut read = |path: &str| -> std::io::Result<String> {
+        if path == rel
+            && let Some(data) = root.take()
+        {
+            return text(data);
+        }
+        let found = if path == rel || in_workflows(path) {
+            objects.file(sha, path)?
+        } else {
+            None
+        };
+        match found {
+            Some(data) => text(data),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("not in commit {short}"),
+            )),
+        }
+    };
+    let result = kiln_pipelines::load_with(&mut read, rel)
+        .map_err(|e| Failure::Invalid(render::diagnostics(&e.sources, &e.diagnostics)));
+    if result.is_ok() && differs {
+        eprintln!("note: running {rel} as committed in {short}; the working tree's copy differs");
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
-/// Writes `paths` as committed at `sha` under `dest`: `git archive` piped into `tar`, two
-/// processes (a shell between them would be a third). True when both succeeded.
-fn extract_committed(
-    dir: &Path,
-    sha: &str,
-    paths: &[String],
-    dest: &Path,
-) -> std::io::Result<bool> {
-    use std::process::{Command, Stdio};
-    let mut archive = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["archive", "--format=tar", sha, "--"])
-        .args(paths)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let Some(tarball) = archive.stdout.take() else {
-        let _ = archive.kill();
-        archive.wait()?;
-        return Ok(false);
-    };
-    // When tar cannot start, git sees its pipe close and ends: wait for it either way.
-    let extracted = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(dest)
-        .stdin(Stdio::from(tarball))
-        .stderr(Stdio::null())
-        .status();
-    let archived = archive.wait()?;
-    Ok(extracted?.success() && archived.success())
+/// The commit a revision names, and its workflow as committed there.
+struct Resolved {
+    sha: String,
+    /// The workflow, or why it could not be loaded (told once the sha is known good).
+    loaded: Result<kiln_pipelines::WorkflowSet, Failure>,
+}
+
+/// The commit `rev` names and its workflow `rel` loaded from it, by one `git cat-file`; None
+/// when `rev` names no commit.
+fn resolve_and_load(dir: &Path, rev: &str, rel: &str) -> Result<Option<Resolved>, Failure> {
+    let mut objects = open_objects(dir)?;
+    let sha = objects
+        .commit(rev)
+        .map_err(|e| Failure::State(format!("cannot run git: {e}")))?;
+    Ok(sha.map(|sha| {
+        let loaded = load_from_objects(&mut objects, dir, &sha, rel);
+        Resolved { sha, loaded }
+    }))
 }
 
 /// `kiln ci run`.
 async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     let rel = resolve_run_workflow(dir, args.workflow.as_deref(), &args.event)?;
-    let start = git::Start::read(dir, &args.rev).await;
-    let sha = start.sha.ok_or_else(|| {
-        Failure::Refused(format!(
+    // Every question to git at once: the commit and its workflows (one `git cat-file`), the
+    // ref, the working tree, the default branch, and the pushed commit's facts (by the
+    // revision's name, checked against the sha after).
+    let resolved = tokio::task::spawn_blocking({
+        let (dir, rev, rel) = (dir.to_owned(), args.rev.clone(), rel.clone());
+        move || resolve_and_load(&dir, &rev, &rel)
+    });
+    let pushed = async {
+        if is_push_like(&args.event) {
+            Some(git::Pushed::read(dir, &args.rev).await)
+        } else {
+            None
+        }
+    };
+    let (resolved, start, pushed) =
+        tokio::join!(resolved, git::Start::read(dir, &args.rev), pushed);
+    let resolved =
+        resolved.map_err(|e| Failure::State(format!("loading the workflow stopped: {e}")))??;
+    let Some(Resolved { sha, loaded }) = resolved else {
+        return Err(Failure::Refused(format!(
             "error: `{}` is not a commit of a git repository at {} (kiln ci runs committed files: `git init` and commit first)",
             args.rev,
             dir.display()
-        ))
-    })?;
+        )));
+    };
     if let Some(changed) = start.uncommitted.filter(|n| *n > 0) {
         note_uncommitted(changed, &sha);
     }
     let git_ref = start
         .git_ref
         .unwrap_or_else(|| "refs/heads/main".to_owned());
-    // The workflow is extracted from the commit while git answers the payload's questions.
-    let load = tokio::task::spawn_blocking({
-        let (dir, sha, rel) = (dir.to_owned(), sha.clone(), rel.clone());
-        move || load_committed(&dir, &sha, &rel)
-    });
-    let push = if is_push_like(&args.event) {
-        let (head, changed) = tokio::join!(git::Commit::read(dir, &sha), changed_files(dir, &sha));
-        let facts = PushFacts {
-            head,
-            branches: start.branches,
-            repo_name: git::repo_name(dir),
-        };
-        Some((facts, changed))
-    } else {
-        None
+    let push = match pushed {
+        Some(pushed) => {
+            // The revision moved between the two questions: ask again by the sha.
+            let pushed = if pushed.sha == sha {
+                pushed
+            } else {
+                git::Pushed::read(dir, &sha).await
+            };
+            let facts = PushFacts {
+                head: pushed.commit,
+                branches: start.branches,
+                repo_name: git::repo_name(dir),
+            };
+            Some((facts, pushed.changes))
+        }
+        None => None,
     };
-    let mut set = load
-        .await
-        .map_err(|e| Failure::State(format!("loading the workflow stopped: {e}")))??;
+    let mut set = loaded?;
     print_warnings(&set);
     if let Some(job) = &args.job {
         select_job(&mut set.root, job)?;
@@ -889,7 +921,7 @@ pub(crate) async fn execute(
         .map_err(|e| Failure::State(format!("cannot resolve {}: {e}", dir.display())))?;
     let state_dir = root.join(".kiln");
     let mut opts = RunOptions::new(&root, &sha, &state_dir);
-    // `git rev-parse --verify <rev>^{commit}` gave it (`git::Start::read`).
+    // `git cat-file` resolved it from `<rev>^{commit}` (`git::Objects::commit`).
     opts.revision_is_commit = true;
     opts.run_id = run_id;
     opts.run_number = store.pipeline_run_number(run_id)?;
@@ -1867,6 +1899,25 @@ pub(crate) fn stored_annotations(value: &serde_json::Value) -> Vec<kiln_pipeline
 mod tests {
     use super::*;
 
+    /// `git init`, everything in `dir` committed; the commit's sha.
+    fn commit_all(dir: &Path) -> String {
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.email=k@k", "-c", "user.name=k"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "workflows"]);
+        super::git(dir, &["rev-parse", "HEAD"]).unwrap()
+    }
+
     /// The control plane loads the workflows of several pushes at once: each load extracts the
     /// commit's `.github` into a scratch directory of its own, so none empties another's.
     #[test]
@@ -1881,21 +1932,7 @@ mod tests {
             )
             .unwrap();
         }
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .arg("-C")
-                .arg(repo.path())
-                .args(["-c", "user.email=k@k", "-c", "user.name=k"])
-                .args(args)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["commit", "-qm", "workflows"]);
-        let sha = super::git(repo.path(), &["rev-parse", "HEAD"]).unwrap();
+        let sha = commit_all(repo.path());
         let loads: Vec<_> = (0..6)
             .map(|n| {
                 let (dir, sha) = (repo.path().to_path_buf(), sha.clone());
@@ -1909,6 +1946,58 @@ mod tests {
         for load in loads {
             assert_eq!(load.join().unwrap(), Ok(1));
         }
+    }
+
+    /// A workflow is loaded from the commit's objects: the reusable workflows it calls from
+    /// `.github/workflows` (as committed, through a link inside the tree too), not one
+    /// elsewhere, as when only `.github/workflows` was extracted; a workflow the commit lacks
+    /// is refused, and one that is not UTF-8 is reported, not a panic.
+    #[test]
+    fn committed_workflows_are_read_from_the_commit() {
+        let repo = tempfile::tempdir().unwrap();
+        let dir = repo.path();
+        std::fs::create_dir_all(dir.join(WORKFLOWS_DIR)).unwrap();
+        let caller = |called: &str| format!("on: push\njobs:\n  c:\n    uses: ./{called}\n");
+        let called = "on: workflow_call\njobs:\n  b:\n    runs-on: ubuntu-latest\n    steps: [ { run: echo b } ]\n";
+        let w = |name: &str| dir.join(WORKFLOWS_DIR).join(name);
+        std::fs::write(w("a.yml"), caller(".github/workflows/called.yml")).unwrap();
+        std::fs::write(w("called.yml"), called).unwrap();
+        std::os::unix::fs::symlink("called.yml", w("link.yml")).unwrap();
+        std::fs::write(w("via-link.yml"), caller(".github/workflows/link.yml")).unwrap();
+        std::fs::write(dir.join("elsewhere.yml"), called).unwrap();
+        std::fs::write(w("outside.yml"), caller("elsewhere.yml")).unwrap();
+        std::fs::write(w("latin1.yml"), b"on: push # caf\xe9\n").unwrap();
+        let sha = commit_all(dir);
+        // The working tree's copy of the called workflow is not the one loaded.
+        std::fs::write(w("called.yml"), "not: [yaml").unwrap();
+        let load = |rel: &str| load_committed(dir, &sha, &format!("{WORKFLOWS_DIR}/{rel}"));
+        let set = load("a.yml").map_err(|f| f.message().to_owned()).unwrap();
+        assert_eq!(set.called.len(), 1);
+        assert!(set.called[".github/workflows/called.yml"].jobs.len() == 1);
+        let set = load("via-link.yml")
+            .map_err(|f| f.message().to_owned())
+            .unwrap();
+        assert_eq!(set.called.len(), 1);
+        let outside = load("outside.yml").map(|_| ()).unwrap_err();
+        assert!(
+            outside
+                .message()
+                .contains("cannot read workflow `elsewhere.yml`"),
+            "{}",
+            outside.message()
+        );
+        let missing = load("none.yml").map(|_| ()).unwrap_err();
+        assert!(
+            missing.message().contains("is not in commit"),
+            "{}",
+            missing.message()
+        );
+        let latin1 = load("latin1.yml").map(|_| ()).unwrap_err();
+        assert!(
+            latin1.message().contains("did not contain valid UTF-8"),
+            "{}",
+            latin1.message()
+        );
     }
 
     #[test]

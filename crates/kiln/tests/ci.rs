@@ -199,6 +199,50 @@ fn a_pull_request_run_names_its_branches() {
     assert!(out.contains("[a] pr main main main"), "{out}");
 }
 
+/// The default environment names the commit and the ref the run was asked for: a branch, a
+/// tag (its commit, the tag as the ref), and a detached `HEAD` (no ref: `refs/heads/main`, as
+/// before); the push payload's head commit is that commit, and an unknown revision is refused
+/// before anything runs. (`kiln ci run` asks git all of this at once since session 16.)
+#[test]
+fn the_default_environment_names_the_revision_run() {
+    let wf = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"at $GITHUB_SHA $GITHUB_REF $GITHUB_REF_NAME $GITHUB_REF_TYPE ${{ github.event.head_commit.id }} ${{ github.event.head_commit.message }} ${{ join(github.event.head_commit.added, ',') }}\"\n";
+    let s = repo(&[("ci.yml", wf)]);
+    let first = git(s.path(), &["rev-parse", "HEAD"]);
+    git(s.path(), &["tag", "-a", "-m", "release", "v1"]);
+    std::fs::write(s.file("second.txt"), "2\n").unwrap();
+    git(s.path(), &["add", "second.txt"]);
+    git(s.path(), &["commit", "-q", "-m", "second"]);
+    let second = git(s.path(), &["rev-parse", "HEAD"]);
+    git(s.path(), &["branch", "other", &first]);
+
+    let out = s.ok(&["ci", "run"]);
+    let want = format!("[a] at {second} refs/heads/main main branch {second} second second.txt");
+    assert!(out.contains(&want), "{want}\n{out}");
+    let out = s.ok(&["ci", "run", "--rev", "v1"]);
+    let want = format!("[a] at {first} refs/tags/v1 v1 tag {first} init ");
+    assert!(out.contains(&want), "{want}\n{out}");
+    assert!(out.contains(".github/workflows/ci.yml"), "{out}");
+    let out = s.ok(&["ci", "run", "--rev", "other"]);
+    let want = format!("[a] at {first} refs/heads/other other branch {first} init ");
+    assert!(out.contains(&want), "{want}\n{out}");
+    git(s.path(), &["checkout", "-q", "--detach", &first]);
+    let out = s.ok(&["ci", "run"]);
+    let want = format!("[a] at {first} refs/heads/main main branch {first} init ");
+    assert!(out.contains(&want), "{want}\n{out}");
+
+    let refused = s.run(&["ci", "run", "--rev", "nope"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("`nope` is not a commit"), "{stderr}");
+    assert_eq!(
+        json(&s, &["ci", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
 /// A remote action refuses only the runs that include its job: `--job` runs the others (found
 /// in the third corpus: `--job` on nightly workflows with a remote action elsewhere was
 /// refused whole), and a run including it is refused before anything runs, naming it.

@@ -33,11 +33,11 @@ pub(crate) async fn git_async(dir: &Path, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// What `kiln ci run` learns from git before it loads the workflow.
+/// What `kiln ci run` learns from git besides the commit itself (which [`Objects`] resolves
+/// while it reads the workflows): none of these questions waits on another's answer, nor on
+/// the commit's sha, so all are asked at once.
 #[derive(Debug)]
 pub(super) struct Start {
-    /// The full sha of the revision; None when it names no commit.
-    pub(super) sha: Option<String>,
     /// The full ref the revision is on (`refs/heads/main`), when it is on one.
     pub(super) git_ref: Option<String>,
     /// Entries `git status` lists in the working tree (kiln's own `.kiln/` aside); asked only
@@ -48,10 +48,7 @@ pub(super) struct Start {
 
 impl Start {
     pub(super) async fn read(dir: &Path, rev: &str) -> Start {
-        let commit = format!("{rev}^{{commit}}");
-        let verify = ["rev-parse", "--verify", commit.as_str()];
-        let (sha, git_ref, uncommitted, branches) = tokio::join!(
-            git_async(dir, &verify),
+        let (git_ref, uncommitted, branches) = tokio::join!(
             ref_of(dir, rev),
             async {
                 if rev != "HEAD" {
@@ -67,10 +64,206 @@ impl Start {
             Branches::read(dir),
         );
         Start {
-            sha,
             git_ref,
             uncommitted,
             branches,
+        }
+    }
+}
+
+/// One `git cat-file --batch --follow-symlinks` process, asked for objects by name one after
+/// another: the commit a revision names, then the files of that commit a load reads. One
+/// process for what took a `git rev-parse`, a `git archive` and a `tar` writing the files
+/// into a scratch directory to be read back and removed.
+pub(crate) struct Objects {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Objects {
+    pub(crate) fn open(dir: &Path) -> std::io::Result<Objects> {
+        use std::process::Stdio;
+        let mut child = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["cat-file", "--batch", "--follow-symlinks"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            child.wait()?;
+            return Err(std::io::Error::other(
+                "git cat-file started without its pipes",
+            ));
+        };
+        Ok(Objects {
+            child,
+            input: Some(input),
+            output: std::io::BufReader::new(output),
+        })
+    }
+
+    /// The full sha of the commit `rev` names (`git rev-parse --verify REV^{commit}`'s
+    /// answer); None when it names none.
+    pub(crate) fn commit(&mut self, rev: &str) -> std::io::Result<Option<String>> {
+        let found = self.get(&format!("{rev}^{{commit}}"))?;
+        Ok(found.filter(|o| o.kind == "commit").map(|o| o.oid))
+    }
+
+    /// The contents of file `path` in commit `sha`, a symbolic link inside the tree followed;
+    /// None when the commit has no such file (or the link leads out of the tree).
+    pub(crate) fn file(&mut self, sha: &str, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let path = path.strip_prefix("./").unwrap_or(path);
+        let found = self.get(&format!("{sha}:{path}"))?;
+        Ok(found.filter(|o| o.kind == "blob").map(|o| o.data))
+    }
+
+    /// One question and its answer. Names are lines on git's stdin, so one with a line break
+    /// names nothing.
+    fn get(&mut self, name: &str) -> std::io::Result<Option<Object>> {
+        use std::io::{BufRead, Read, Write};
+        if name.contains(['\n', '\r']) {
+            return Ok(None);
+        }
+        let Some(input) = self.input.as_mut() else {
+            return Err(std::io::Error::other("git cat-file was closed"));
+        };
+        input.write_all(format!("{name}\n").as_bytes())?;
+        input.flush()?;
+        let mut header = String::new();
+        if self.output.read_line(&mut header)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "git cat-file ended",
+            ));
+        }
+        let answer = Answer::parse(header.trim_end_matches('\n'));
+        let Some(size) = answer.payload() else {
+            return Ok(None);
+        };
+        // The payload, then a line break.
+        let mut data = Vec::new();
+        let read = (&mut self.output).take(size + 1).read_to_end(&mut data)?;
+        if u64::try_from(read).ok() != Some(size + 1) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "git cat-file's answer was cut short",
+            ));
+        }
+        data.pop();
+        Ok(match answer {
+            Answer::Object { oid, kind, .. } => Some(Object { oid, kind, data }),
+            Answer::Unusable { .. } | Answer::Missing => None,
+        })
+    }
+}
+
+impl Drop for Objects {
+    fn drop(&mut self) {
+        // Its stdin closed, git ends at once.
+        drop(self.input.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Object {
+    oid: String,
+    kind: String,
+    data: Vec<u8>,
+}
+
+/// The header line of a `git cat-file --batch --follow-symlinks` answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// `<oid> <type> <size>`, the object's contents follow.
+    Object {
+        oid: String,
+        kind: String,
+        size: u64,
+    },
+    /// `symlink`, `dangling`, `loop` or `notdir` `<size>`: a path that leads nowhere in the
+    /// tree; what follows says where.
+    Unusable { size: u64 },
+    /// `<name> missing` or `<name> ambiguous`, or anything else: nothing follows.
+    Missing,
+}
+
+impl Answer {
+    fn parse(header: &str) -> Answer {
+        let fields: Vec<&str> = header.split(' ').collect();
+        match fields.as_slice() {
+            [.., "missing" | "ambiguous"] => Answer::Missing,
+            ["symlink" | "dangling" | "loop" | "notdir", size] => match size.parse() {
+                Ok(size) => Answer::Unusable { size },
+                Err(_) => Answer::Missing,
+            },
+            [oid, kind, size] => match size.parse() {
+                Ok(size) => Answer::Object {
+                    oid: (*oid).to_owned(),
+                    kind: (*kind).to_owned(),
+                    size,
+                },
+                Err(_) => Answer::Missing,
+            },
+            _ => Answer::Missing,
+        }
+    }
+
+    /// How many bytes follow the header (before the closing line break).
+    fn payload(&self) -> Option<u64> {
+        match self {
+            Answer::Object { size, .. } | Answer::Unusable { size } => Some(*size),
+            Answer::Missing => None,
+        }
+    }
+}
+
+/// The pushed commit's facts and files from one `git log`, asked with the revision's name so
+/// that it runs beside the question that resolves it; `sha` is the commit it showed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Pushed {
+    pub(crate) sha: String,
+    pub(crate) commit: Commit,
+    pub(crate) changes: Changes,
+}
+
+impl Pushed {
+    /// What [`Commit::read`] and `git diff-tree --root -r` say of `rev`, from one process: the
+    /// message ends at a NUL, then come the files against the first parent (every file,
+    /// added, for a root commit; none for a merge, as `git diff-tree` without `-m`).
+    pub(crate) async fn read(dir: &Path, rev: &str) -> Pushed {
+        let commit = format!("{rev}^{{commit}}");
+        let listed = git_async(
+            dir,
+            &[
+                "log",
+                "-1",
+                "--no-walk",
+                "--no-color",
+                "--root",
+                "--no-renames",
+                "--name-status",
+                "--format=%H%n%cI%n%an%n%ae%n%T%n%P%n%B%x00",
+                commit.as_str(),
+                "--",
+            ],
+        )
+        .await
+        .unwrap_or_default();
+        Pushed::parse(&listed)
+    }
+
+    fn parse(listed: &str) -> Pushed {
+        let (shown, files) = listed.split_once('\0').unwrap_or((listed, ""));
+        let (sha, shown) = shown.trim().split_once('\n').unwrap_or((shown.trim(), ""));
+        Pushed {
+            sha: sha.to_owned(),
+            commit: Commit::parse(shown.trim()),
+            changes: Changes::parse(files),
         }
     }
 }
@@ -240,26 +433,6 @@ impl Changes {
     }
 }
 
-/// The files a commit changed against its first parent (all of them, added, for a root
-/// commit).
-pub(crate) async fn changed_files(dir: &Path, sha: &str) -> Changes {
-    let listed = git_async(
-        dir,
-        &[
-            "diff-tree",
-            "--no-commit-id",
-            "--name-status",
-            "--no-renames",
-            "-r",
-            "--root",
-            sha,
-        ],
-    )
-    .await
-    .unwrap_or_default();
-    Changes::parse(&listed)
-}
-
 /// What a push payload needs from git besides what the push itself says.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PushFacts {
@@ -401,8 +574,8 @@ mod tests {
         assert_eq!(facts.head.author_name, "Ada");
         assert_eq!(facts.branches.default_branch("refs/heads/other"), "main");
         // The root commit's files are added, as are a later commit's new ones.
-        assert_eq!(changed_files(repo.path(), &head).await.added, ["b"]);
-        let root = changed_files(repo.path(), &first).await;
+        assert_eq!(Pushed::read(repo.path(), &head).await.changes.added, ["b"]);
+        let root = Pushed::read(repo.path(), &first).await.changes;
         assert_eq!(
             (root.added, root.removed, root.modified),
             (vec!["a".to_owned()], vec![], vec![])
@@ -412,7 +585,7 @@ mod tests {
         run(&["add", "-A"]);
         run(&["commit", "-qm", "third"]);
         let third = git(repo.path(), &["rev-parse", "HEAD"]).expect("third");
-        let changes = changed_files(repo.path(), &third).await;
+        let changes = Pushed::read(repo.path(), &third).await.changes;
         assert_eq!(changes.modified, ["a"]);
         assert_eq!(
             (changes.added, changes.removed),
@@ -421,11 +594,180 @@ mod tests {
         run(&["reset", "-q", "--hard", &head]);
 
         let start = Start::read(repo.path(), "HEAD").await;
-        assert_eq!(start.sha.as_deref(), Some(head.as_str()));
         assert_eq!(start.git_ref.as_deref(), Some("refs/heads/main"));
         assert_eq!(start.uncommitted, Some(0));
         std::fs::write(repo.path().join("c"), "3").expect("write");
         assert_eq!(Start::read(repo.path(), "HEAD").await.uncommitted, Some(1));
-        assert_eq!(Start::read(repo.path(), "nope").await.sha, None);
+    }
+
+    /// A scratch repository and a `git` that must succeed in it.
+    fn scratch() -> (tempfile::TempDir, impl Fn(&[&str]) -> String) {
+        let repo = tempfile::tempdir().expect("temp dir");
+        let dir = repo.path().to_owned();
+        let run = move |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com"])
+                .args(args)
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        (repo, run)
+    }
+
+    #[test]
+    fn cat_file_answers_are_read_whatever_follows_them() {
+        assert_eq!(
+            Answer::parse("4b825dc6 blob 12"),
+            Answer::Object {
+                oid: "4b825dc6".to_owned(),
+                kind: "blob".to_owned(),
+                size: 12
+            }
+        );
+        assert_eq!(Answer::parse("HEAD:a b missing"), Answer::Missing);
+        assert_eq!(Answer::parse("abc ambiguous"), Answer::Missing);
+        assert_eq!(Answer::parse("symlink 7"), Answer::Unusable { size: 7 });
+        assert_eq!(Answer::parse("dangling 3"), Answer::Unusable { size: 3 });
+        assert_eq!(Answer::parse(""), Answer::Missing);
+    }
+
+    /// One `git cat-file` answers every question of a load in turn, a miss or an unusable
+    /// link included, and gives what `git rev-parse --verify REV^{commit}` gives.
+    #[test]
+    fn objects_resolve_commits_and_read_committed_files() {
+        let (repo, git) = scratch();
+        git(&["init", "-q", "-b", "main"]);
+        let dir = repo.path();
+        std::fs::create_dir_all(dir.join("w")).expect("mkdir");
+        std::fs::write(dir.join("w/a.yml"), "a: 1\n").expect("write");
+        std::fs::write(dir.join("w/empty"), "").expect("write");
+        std::os::unix::fs::symlink("a.yml", dir.join("w/link.yml")).expect("link");
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("w/out.yml")).expect("link");
+        std::os::unix::fs::symlink("gone", dir.join("w/dangling.yml")).expect("link");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "files"]);
+        git(&["tag", "-a", "-m", "t", "v1"]);
+        let head = git(&["rev-parse", "HEAD"]);
+
+        let mut objects = Objects::open(dir).expect("cat-file");
+        assert_eq!(
+            objects.commit("HEAD").expect("ask").as_deref(),
+            Some(head.as_str())
+        );
+        // An annotated tag is peeled to its commit, as `rev-parse --verify v1^{commit}` does.
+        assert_eq!(
+            objects.commit("v1").expect("ask").as_deref(),
+            Some(head.as_str())
+        );
+        assert_eq!(objects.commit("nope").expect("ask"), None);
+        // A tree is not a commit.
+        let tree = format!("{head}^{{tree}}");
+        assert_eq!(objects.commit(&tree).expect("ask"), None);
+        let file = |o: &mut Objects, path: &str| o.file(&head, path).expect("ask");
+        assert_eq!(
+            file(&mut objects, "w/a.yml").as_deref(),
+            Some(&b"a: 1\n"[..])
+        );
+        assert_eq!(
+            file(&mut objects, "./w/a.yml").as_deref(),
+            Some(&b"a: 1\n"[..])
+        );
+        assert_eq!(file(&mut objects, "w/empty").as_deref(), Some(&b""[..]));
+        assert_eq!(
+            file(&mut objects, "w/link.yml").as_deref(),
+            Some(&b"a: 1\n"[..])
+        );
+        assert_eq!(
+            file(&mut objects, "w/out.yml"),
+            None,
+            "a link out of the tree"
+        );
+        assert_eq!(file(&mut objects, "w/dangling.yml"), None);
+        assert_eq!(file(&mut objects, "w"), None, "a directory");
+        assert_eq!(file(&mut objects, "w/none"), None);
+        assert_eq!(file(&mut objects, "w/a.yml\nHEAD"), None, "a line break");
+        // Still in step after all of that.
+        assert_eq!(
+            file(&mut objects, "w/a.yml").as_deref(),
+            Some(&b"a: 1\n"[..])
+        );
+        assert_eq!(
+            objects.commit(&head).expect("ask").as_deref(),
+            Some(head.as_str())
+        );
+    }
+
+    /// `Pushed` gives from one `git log` what `git show -s` and `git diff-tree` gave: the
+    /// commit's facts, its files against the first parent, none for a merge, all for a root.
+    #[tokio::test]
+    async fn the_pushed_commit_is_what_show_and_diff_tree_say() {
+        let (repo, git) = scratch();
+        let dir = repo.path();
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join("a"), "1").expect("write");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "root"]);
+        git(&["checkout", "-qb", "side"]);
+        std::fs::write(dir.join("b"), "2").expect("write");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "side\n\nwith a body\n\n"]);
+        git(&["checkout", "-q", "main"]);
+        std::fs::write(dir.join("a"), "changed").expect("write");
+        std::fs::write(dir.join("c d"), "3").expect("write");
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "main"]);
+        git(&["merge", "-q", "--no-edit", "side"]);
+        for rev in ["HEAD", "HEAD^1", "HEAD^2", "HEAD~2", "side"] {
+            let sha = git(&["rev-parse", rev]);
+            let pushed = Pushed::read(dir, rev).await;
+            assert_eq!(pushed.sha, sha, "{rev}");
+            assert_eq!(pushed.commit, Commit::read(dir, &sha).await, "{rev}");
+            let listed = git(&[
+                "diff-tree",
+                "--no-commit-id",
+                "--name-status",
+                "--no-renames",
+                "-r",
+                "--root",
+                &sha,
+            ]);
+            assert_eq!(pushed.changes, Changes::parse(&listed), "{rev}");
+        }
+        let merge = Pushed::read(dir, "HEAD").await;
+        assert_eq!(merge.changes, Changes::default(), "a merge lists no files");
+        let main = Pushed::read(dir, "HEAD^1").await.changes;
+        assert_eq!(
+            (main.added, main.modified),
+            (vec!["c d".to_owned()], vec!["a".to_owned()])
+        );
+        assert_eq!(Pushed::read(dir, "HEAD~2").await.changes.added, ["a"]);
+        assert_eq!(
+            Pushed::read(dir, "side").await.commit.message,
+            "side\n\nwith a body"
+        );
+        assert_eq!(Pushed::read(dir, "nope").await, Pushed::default());
+    }
+
+    /// The ref of a branch, a tag and a detached `HEAD`.
+    #[tokio::test]
+    async fn the_ref_of_a_branch_a_tag_and_a_detached_head() {
+        let (repo, git) = scratch();
+        let dir = repo.path();
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(&["tag", "v1"]);
+        git(&["branch", "other"]);
+        let of = |rev: &'static str| async move { Start::read(dir, rev).await.git_ref };
+        assert_eq!(of("HEAD").await.as_deref(), Some("refs/heads/main"));
+        assert_eq!(of("other").await.as_deref(), Some("refs/heads/other"));
+        assert_eq!(of("v1").await.as_deref(), Some("refs/tags/v1"));
+        git(&["checkout", "-q", "--detach"]);
+        assert_eq!(of("HEAD").await, None);
+        assert_eq!(Start::read(dir, "HEAD").await.uncommitted, Some(0));
+        assert_eq!(Start::read(dir, "v1").await.uncommitted, None);
     }
 }
