@@ -335,6 +335,8 @@ impl Pooled {
             tracing::debug!(addr = %self.addr, "upstream answered before the request body ended; connection not reused");
             return;
         }
+        // The limit counts our own idle connections to the address too.
+        let own = own_idle_to(self.addr);
         // `try_with`: a body dropped while the thread's locals are being destroyed just
         // closes its connection.
         let _ = IDLE.try_with(|idle| {
@@ -347,11 +349,11 @@ impl Pooled {
                 });
             }
             let list = idle.entry(self.addr).or_default();
-            if list.len() >= self.max_idle {
+            if list.len() + own >= self.max_idle {
                 // Full, maybe of connections closed while they sat there: make room.
                 list.retain(|conn| !conn.sender.is_closed());
             }
-            if list.len() < self.max_idle {
+            if list.len() + own < self.max_idle {
                 self.idle.idle.store(true, Ordering::Release);
                 list.push(self);
             }
@@ -602,6 +604,13 @@ async fn connect_own(
     Ok(h1::Conn::new(addr, stream, deadline))
 }
 
+/// How many of our own connections to `addr` sit idle in this thread's pool.
+fn own_idle_to(addr: SocketAddr) -> usize {
+    OWN_IDLE
+        .try_with(|shared| lock(shared).lists.get(&addr).map_or(0, Vec::len))
+        .unwrap_or(0)
+}
+
 /// An idle connection to `addr` of this thread that is still open; those found closed on the
 /// way are dropped.
 fn check_out_own(addr: SocketAddr) -> Option<h1::Conn> {
@@ -632,6 +641,10 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    // The limit counts hyper's idle connections to the address too.
+    let hypers = IDLE
+        .try_with(|idle| idle.borrow().get(&conn.addr).map_or(0, Vec::len))
+        .unwrap_or(0);
     let _ = OWN_IDLE.try_with(|shared| {
         let mut idle = lock(shared);
         conn.idle_since = idle.generation;
@@ -643,7 +656,7 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
             });
         }
         let list = idle.lists.entry(conn.addr).or_default();
-        if list.len() >= max_idle {
+        if list.len() + hypers >= max_idle {
             return;
         }
         list.push(conn);
@@ -949,7 +962,44 @@ mod tests {
     }
 
     fn own_idle_count(addr: SocketAddr) -> usize {
-        OWN_IDLE.with(|shared| lock(shared).lists.get(&addr).map_or(0, Vec::len))
+        own_idle_to(addr)
+    }
+
+    /// `max_idle_per_host` bounds the idle connections to an address of both kinds together:
+    /// one of hyper's idle leaves no room for one of ours, and the other way round.
+    #[tokio::test]
+    async fn the_idle_limit_counts_both_kinds_of_connection() {
+        let one = PoolSettings {
+            max_idle_per_host: 1,
+            ..SETTINGS
+        };
+        let (addr, _) = upstream().await;
+        let (response, conn) = send_hyper(addr, Timeouts::default(), one, get())
+            .await
+            .unwrap();
+        assert_eq!(read_to_end(response).await, "0");
+        conn.check_in();
+        assert_eq!(idle_count(addr), 1);
+        let (response, conn) = send(addr, Timeouts::default(), one, get()).await.unwrap();
+        assert!(conn.is_none(), "not hyper's client");
+        assert_eq!(read_to_end(response).await, "0");
+        assert_eq!(
+            own_idle_count(addr),
+            0,
+            "hyper's idle connection fills the limit"
+        );
+
+        // A hyper connection in use while one of ours goes idle: checked in, it is closed.
+        let (addr, _) = upstream().await;
+        let (response, conn) = send_hyper(addr, Timeouts::default(), one, get())
+            .await
+            .unwrap();
+        assert_eq!(read_to_end(response).await, "0");
+        let (response, _) = send(addr, Timeouts::default(), one, get()).await.unwrap();
+        assert_eq!(read_to_end(response).await, "0");
+        assert_eq!(own_idle_count(addr), 1);
+        conn.check_in();
+        assert_eq!(idle_count(addr), 0, "our idle connection fills the limit");
     }
 
     fn idle_count(addr: SocketAddr) -> usize {
