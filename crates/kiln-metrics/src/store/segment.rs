@@ -257,13 +257,8 @@ impl Segment {
 
     /// The bytes of a stored series' chunk records.
     fn read_stored(&self, stored: &Stored) -> io::Result<Vec<u8>> {
-        let Some(file) = &self.file else {
-            return Err(io::Error::other(
-                "a stored series in a segment without a file",
-            ));
-        };
-        let mut buf = vec![0u8; stored.len as usize];
-        file.read_exact_at(&mut buf, stored.at)?;
+        let mut buf = Vec::new();
+        self.read_span(stored.at, stored.at + u64::from(stored.len), &mut buf)?;
         Ok(buf)
     }
 
