@@ -392,11 +392,23 @@ async fn restore_cache(
             "Failed to restore cache entry. Exiting as fail-on-cache-miss is set. Input key: {key}"
         ));
     }
-    out.outputs.insert("cache-hit".to_owned(), hit.to_string());
-    out.outputs
-        .insert("cache-primary-key".to_owned(), key.clone());
-    out.outputs
-        .insert("cache-matched-key".to_owned(), matched.unwrap_or_default());
+    // As actions/cache's `restoreImpl`: a miss leaves `cache-hit` unset (its README: "an
+    // empty string"), so `!steps.c.outputs.cache-hit` is true and `== 'false'` is false;
+    // only a restored entry sets it, `true` for the key itself, `false` for a restore key.
+    if matched.is_some() {
+        out.outputs.insert("cache-hit".to_owned(), hit.to_string());
+    }
+    // Only the restore half has the key outputs (its state provider writes them as outputs;
+    // `actions/cache` keeps them as state for its post step): the primary key always, the
+    // matched key when one was restored.
+    if save == SaveAtJobEnd::Never {
+        out.outputs
+            .insert("cache-primary-key".to_owned(), key.clone());
+        if let Some(m) = &matched {
+            out.outputs
+                .insert("cache-matched-key".to_owned(), m.clone());
+        }
+    }
     let lookup_only = with.get("lookup-only").is_some_and(|v| v == "true");
     if !hit && !lookup_only && save == SaveAtJobEnd::OnMiss {
         out.post = Some(Post::SaveCache {

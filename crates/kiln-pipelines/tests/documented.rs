@@ -762,3 +762,59 @@ jobs:
     // The runner's own files (step scripts, file commands) live there too, on GitHub as here.
     assert_eq!(ran.logs("b"), ["emptied"]);
 }
+
+/// actions/cache's README, "Outputs": on a miss `cache-hit` is "an empty string" (its
+/// `restoreImpl` sets it only once an entry was restored), so the common
+/// `if: ${{ !steps.c.outputs.cache-hit }}` runs the install and `== 'false'` does not; a
+/// restore key's entry gives `false`, the key's own `true`. `cache-primary-key` and
+/// `cache-matched-key` are outputs of `actions/cache/restore` only. kiln once set `false` on a
+/// miss, which skipped that install, and gave `actions/cache` the key outputs.
+#[tokio::test]
+async fn cache_hit_is_empty_on_a_miss() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: c
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-${{ github.run_id }}
+          restore-keys: deps-
+      - id: r
+        uses: actions/cache/restore@v4
+        with:
+          path: deps
+          key: deps-${{ github.run_id }}
+          restore-keys: deps-
+      - run: echo "c=[${{ steps.c.outputs.cache-hit }}] r=[${{ steps.r.outputs.cache-hit }}]"
+      - run: echo "keys c=${{ toJSON(steps.c.outputs) }}"
+      - run: echo "keys r=[${{ steps.r.outputs.cache-primary-key }}] [${{ steps.r.outputs.cache-matched-key }}]"
+      - if: ${{ !steps.c.outputs.cache-hit }}
+        run: mkdir -p deps && echo built > deps/f && echo installed
+      - if: steps.c.outputs.cache-hit == 'false'
+        run: echo partial
+"#;
+    let repo = repo(&[(WF, yaml)]);
+    let state = TempDir::new().unwrap();
+    let first = run_in(repo.path(), state.path(), WF, |o| o.run_id = 1).await;
+    let logs = first.logs("a");
+    assert!(logs.contains(&"c=[] r=[]".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"keys c={}".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"keys r=[deps-1] []".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"installed".to_owned()), "{logs:?}");
+    assert!(!logs.contains(&"partial".to_owned()), "{logs:?}");
+
+    // Run 2 misses its own key but restores run 1's entry through the prefix.
+    let second = run_in(repo.path(), state.path(), WF, |o| o.run_id = 2).await;
+    let logs = second.logs("a");
+    assert!(logs.contains(&"c=[false] r=[false]".to_owned()), "{logs:?}");
+    assert!(
+        logs.contains(&"keys r=[deps-2] [deps-1]".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"partial".to_owned()), "{logs:?}");
+    assert!(!logs.contains(&"installed".to_owned()), "{logs:?}");
+}
