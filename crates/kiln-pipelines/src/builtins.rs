@@ -136,13 +136,24 @@ async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, S
         cone: input("sparse-checkout-cone-mode").is_empty()
             || input("sparse-checkout-cone-mode").eq_ignore_ascii_case("true"),
     };
-    let (sha, branch) = match with.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty()) {
+    let wanted = with.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty());
+    let (sha, branch) = match wanted {
         None => (
             cx.shared.sha.clone(),
             opts.git_ref.strip_prefix("refs/heads/").map(str::to_owned),
         ),
         Some(r) => checkout_ref(&opts.repo, r).await?,
     };
+    // The action's outputs: `ref` is its settings' ref (`main.ts`): the event's ref without a
+    // `ref:` input, the input as written, and '' for a commit SHA (`input-helper.ts` moves it
+    // to the commit); `commit` is the SHA checked out (`git-source-provider.ts`).
+    let ref_output = match wanted {
+        None => opts.git_ref.clone(),
+        Some(r) if is_commit_sha(r) => String::new(),
+        Some(r) => r.to_owned(),
+    };
+    out.outputs.insert("ref".to_owned(), ref_output);
+    out.outputs.insert("commit".to_owned(), sha.clone());
     extract(
         &opts.repo,
         &sha,
@@ -207,14 +218,18 @@ async fn git_lfs_installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether checkout's `ref:` is a commit SHA (`input-helper.ts`: 40 hex digits, or 64).
+fn is_commit_sha(r: &str) -> bool {
+    (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The commit and the branch (if any) that `ref:` names, as actions/checkout resolves it: a
 /// 40-digit SHA is a commit (`input-helper.ts`); `refs/heads/X` a branch, another `refs/...` that
 /// ref; an unqualified name a branch, else a tag, else "A branch or tag with the name '…'
 /// could not be found" (`ref-helper.ts`'s `getCheckoutInfo`). So an abbreviated SHA or
 /// `HEAD~1` fails as on GitHub. Nothing is touched before this succeeds.
 async fn checkout_ref(repo: &Path, r: &str) -> Result<(String, Option<String>), String> {
-    let is_sha = r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit());
-    if is_sha {
+    if is_commit_sha(r) {
         return match commit_of(repo, r).await {
             Some(sha) => Ok((sha, None)),
             // What git's fetch says of a commit the remote does not have.

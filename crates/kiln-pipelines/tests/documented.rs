@@ -818,3 +818,41 @@ jobs:
     assert!(logs.contains(&"partial".to_owned()), "{logs:?}");
     assert!(!logs.contains(&"installed".to_owned()), "{logs:?}");
 }
+
+/// actions/checkout's outputs (its `action.yml`): `commit`, the SHA checked out
+/// (`git-source-provider.ts`), and `ref`, its settings' ref (`main.ts`): the event's ref
+/// without a `ref:` input, the input as written, '' for a commit SHA. kiln once set neither,
+/// so `steps.co.outputs.commit` was empty.
+#[tokio::test]
+async fn checkout_outputs_ref_and_commit() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: plain
+        uses: actions/checkout@v4
+      - id: named
+        uses: actions/checkout@v4
+        with: { ref: main, path: named }
+      - id: sha
+        uses: actions/checkout@v4
+        with: { ref: '${{ github.sha }}', path: sha }
+      - run: |
+          echo "plain ${{ steps.plain.outputs.ref }} ${{ steps.plain.outputs.commit == github.sha }}"
+          echo "named ${{ steps.named.outputs.ref }} ${{ steps.named.outputs.commit == github.sha }}"
+          echo "sha [${{ steps.sha.outputs.ref }}] ${{ steps.sha.outputs.commit == github.sha }}"
+"#,
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"plain refs/heads/main true".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"named main true".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"sha [] true".to_owned()), "{logs:?}");
+}
