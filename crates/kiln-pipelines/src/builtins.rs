@@ -312,12 +312,21 @@ fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
         return Err("Input required and not supplied: path".to_owned());
     }
     let s = cx.shared;
+    // upload-artifact's inputs are booleans read with `core.getBooleanInput`.
+    let flag = |k: &str| {
+        with.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
     let count = cache::upload(
         &s.opts.artifacts_dir,
         s.opts.run_id,
         &name,
         &patterns,
         cx.workspace,
+        cache::Upload {
+            include_hidden: flag("include-hidden-files"),
+            overwrite: flag("overwrite"),
+        },
     )?;
     let mut out = Out::default();
     if count == 0 {

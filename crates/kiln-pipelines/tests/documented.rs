@@ -856,3 +856,58 @@ jobs:
     assert!(logs.contains(&"named main true".to_owned()), "{logs:?}");
     assert!(logs.contains(&"sha [] true".to_owned()), "{logs:?}");
 }
+
+/// actions/upload-artifact v4: hidden files and directories (named `.…`) are left out unless
+/// `include-hidden-files: true` (its README, "Uploading hidden files", since v4.4), and a
+/// second upload of a name replaces the first with `overwrite: true` (it fails without).
+/// kiln once uploaded `.env` by default and refused the overwrite.
+#[tokio::test]
+async fn upload_artifact_leaves_hidden_files_out_and_overwrites_on_request() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir -p dist/.cache && echo a > dist/a.txt && echo s > dist/.env && echo c > dist/.cache/c
+      - uses: actions/upload-artifact@v4
+        with: { name: plain, path: dist/ }
+      - uses: actions/upload-artifact@v4
+        with: { name: hidden, path: dist/, include-hidden-files: true }
+      - uses: actions/upload-artifact@v4
+        with: { name: dotfile, path: dist/.env, if-no-files-found: ignore }
+      - uses: actions/upload-artifact@v4
+        with: { name: plain, path: dist/.env, overwrite: true, include-hidden-files: true }
+      - id: again
+        uses: actions/upload-artifact@v4
+        with: { name: plain, path: dist/a.txt }
+        continue-on-error: true
+      - run: echo "again=${{ steps.again.outcome }}"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+      - run: find . -type f | sort
+"#,
+        |_| {},
+    )
+    .await;
+    assert!(
+        ran.logs("a").contains(&"again=failure".to_owned()),
+        "{:?}",
+        ran.logs("a")
+    );
+    assert_eq!(
+        ran.logs("b")[1..],
+        [
+            "./hidden/.cache/c",
+            "./hidden/.env",
+            "./hidden/a.txt",
+            "./plain/.env"
+        ],
+        "{:?}",
+        ran.logs("b")
+    );
+}
