@@ -571,23 +571,40 @@ async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out,
     else {
         return Ok(out);
     };
-    let (default_lockfiles, paths): (&[&str], Vec<String>) = match manager {
+    // setup-node's `lockFilePatterns`, in its order.
+    let (lock_files, paths): (&[&str], Vec<String>) = match manager {
         "npm" => (
-            &[
-                "**/package-lock.json",
-                "**/npm-shrinkwrap.json",
-                "**/yarn.lock",
-            ],
+            &["package-lock.json", "npm-shrinkwrap.json", "yarn.lock"],
             vec!["~/.npm".to_owned()],
         ),
-        "yarn" => (&["**/yarn.lock"], vec![yarn_cache_dir(cx).await?]),
+        "yarn" => (&["yarn.lock"], vec![yarn_cache_dir(cx).await?]),
         "pnpm" => (
-            &["**/pnpm-lock.yaml"],
+            &["pnpm-lock.yaml"],
             vec![tool_output(cx, "pnpm", &["store", "path", "--silent"]).await?],
         ),
         other => return Err(format!("Caching for '{other}' is not supported")),
     };
-    let hash = lockfile_hash(cx, with, default_lockfiles)?;
+    let hash = if with
+        .get("cache-dependency-path")
+        .is_some_and(|p| !p.trim().is_empty())
+    {
+        lockfile_hash(cx, with, &[])?
+    } else {
+        // Without `cache-dependency-path`, setup-node's `findLockFile` takes the first of its
+        // patterns found in the workspace's own directory (not below it) and hashes that file
+        // alone; none there is an error, even when a subdirectory holds one.
+        let found = lock_files
+            .iter()
+            .find(|f| cx.workspace.join(f).is_file())
+            .ok_or_else(|| {
+                format!(
+                    "Dependencies lock file is not found in {}. Supported file patterns: {}",
+                    cx.workspace.display(),
+                    lock_files.join(",")
+                )
+            })?;
+        glob::hash_files(cx.workspace, &[(*found).to_owned()]).map_err(|e| e.to_string())?
+    };
     let key = format!(
         "node-cache-Linux-{}-{manager}-{hash}",
         std::env::consts::ARCH

@@ -911,3 +911,51 @@ jobs:
         ran.logs("b")
     );
 }
+
+/// setup-node's `cache:` without `cache-dependency-path` looks for its lock files
+/// (`package-lock.json`, `npm-shrinkwrap.json`, `yarn.lock` for npm) in the workspace's own
+/// directory only (`findLockFile` reads the root's entries), so a lock file only in a
+/// subdirectory is "Dependencies lock file is not found"; `cache-dependency-path` reaches it.
+/// kiln once searched `**/` and went on.
+#[tokio::test]
+async fn setup_node_cache_looks_for_the_lock_file_at_the_root_only() {
+    let files = [
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: root
+        uses: actions/setup-node@v4
+        with: { cache: npm }
+        continue-on-error: true
+      - id: path
+        uses: actions/setup-node@v4
+        with: { cache: npm, cache-dependency-path: web/package-lock.json }
+      - run: echo "root=${{ steps.root.outcome }} path=${{ steps.path.outcome }}"
+"#,
+        ),
+        ("web/package-lock.json", "{}"),
+    ];
+    let repo = repo(&files);
+    let state = TempDir::new().unwrap();
+    let ran = run_in(repo.path(), state.path(), WF, |_| {}).await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.iter().any(
+            |l| l.starts_with("##[error]Dependencies lock file is not found in ")
+                && l.ends_with(
+                    "Supported file patterns: package-lock.json,npm-shrinkwrap.json,yarn.lock"
+                )
+        ),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"root=failure path=success".to_owned()),
+        "{logs:?}"
+    );
+}
