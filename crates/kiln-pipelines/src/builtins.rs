@@ -923,10 +923,13 @@ pub fn version_satisfies(version: &str, spec: &str) -> bool {
                 .unwrap_or(("", part));
             let want = parse_version(rest);
             let cmp = |n: usize| compare(&v, &want, n);
+            // The components written, each counted by its leading digits: `3.12-dev`
+            // (setup-python's "3.12 or its prerelease") names two, `1.x` one.
             let given = rest
                 .split('.')
-                .take_while(|c| c.parse::<u64>().is_ok())
-                .count();
+                .take_while(|c| c.starts_with(|ch: char| ch.is_ascii_digit()))
+                .count()
+                .min(3);
             match op {
                 ">=" => cmp(3) != std::cmp::Ordering::Less,
                 ">" => cmp(3) == std::cmp::Ordering::Greater,
@@ -973,6 +976,10 @@ mod tests {
         assert!(ok("20.11.1", ">=18 <21"));
         assert!(ok("20.11.1", "18 || 20"));
         assert!(ok("3.11.7", "3.x"));
+        // setup-python's `-dev` suffix: that minor version or its prerelease, not any 3.
+        assert!(!ok("3.11.7", "3.12-dev"));
+        assert!(ok("3.12.1", "3.12-dev"));
+        assert!(!ok("3.11.7", "pypy-3.11"));
         assert!(ok("20.11.1", "lts/*"));
     }
 }
