@@ -818,9 +818,16 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
     };
     let mut out = Out::default();
     let spec = wanted_version(cx, with, Tool::Python, &mut out.logs)?;
-    if !spec.is_empty() && !version_satisfies(&version, &spec) {
+    // setup-python reads `python-version` as a multi-line input: every version listed is set
+    // up (the last is the default). The host's one python must satisfy each, and a miss
+    // names the version, not the whole list.
+    if let Some(missing) = spec
+        .lines()
+        .map(str::trim)
+        .find(|v| !v.is_empty() && !version_satisfies(&version, v))
+    {
         return Err(format!(
-            "python-version `{spec}` is not satisfied by the host's python {version}; install a matching python"
+            "python-version `{missing}` is not satisfied by the host's python {version}; install a matching python"
         ));
     }
     // The real action puts a `python` on PATH; give the host's python3 that name too.

@@ -959,3 +959,45 @@ jobs:
         "{logs:?}"
     );
 }
+
+/// setup-python's `python-version` is a multi-line input (its README, "Using multiple Python
+/// versions"): each line is a version to set up. On one host python every line must be
+/// satisfied, and a miss names that line. kiln once read the list as one version.
+#[tokio::test]
+async fn setup_python_reads_one_version_a_line() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: both
+        uses: actions/setup-python@v5
+        with:
+          python-version: |
+            3.x
+            3
+      - id: old
+        uses: actions/setup-python@v5
+        with:
+          python-version: |
+            3.x
+            2.6
+        continue-on-error: true
+      - run: echo "both=${{ steps.both.outcome }} old=${{ steps.old.outcome }}"
+"#,
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"both=success old=failure".to_owned()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("##[error]python-version `2.6` is not satisfied")),
+        "{logs:?}"
+    );
+}
