@@ -136,13 +136,24 @@ async fn checkout(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, S
         cone: input("sparse-checkout-cone-mode").is_empty()
             || input("sparse-checkout-cone-mode").eq_ignore_ascii_case("true"),
     };
-    let (sha, branch) = match with.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty()) {
+    let wanted = with.get("ref").map(|r| r.trim()).filter(|r| !r.is_empty());
+    let (sha, branch) = match wanted {
         None => (
             cx.shared.sha.clone(),
             opts.git_ref.strip_prefix("refs/heads/").map(str::to_owned),
         ),
         Some(r) => checkout_ref(&opts.repo, r).await?,
     };
+    // The action's outputs: `ref` is its settings' ref (`main.ts`): the event's ref without a
+    // `ref:` input, the input as written, and '' for a commit SHA (`input-helper.ts` moves it
+    // to the commit); `commit` is the SHA checked out (`git-source-provider.ts`).
+    let ref_output = match wanted {
+        None => opts.git_ref.clone(),
+        Some(r) if is_commit_sha(r) => String::new(),
+        Some(r) => r.to_owned(),
+    };
+    out.outputs.insert("ref".to_owned(), ref_output);
+    out.outputs.insert("commit".to_owned(), sha.clone());
     extract(
         &opts.repo,
         &sha,
@@ -207,14 +218,18 @@ async fn git_lfs_installed() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether checkout's `ref:` is a commit SHA (`input-helper.ts`: 40 hex digits, or 64).
+fn is_commit_sha(r: &str) -> bool {
+    (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The commit and the branch (if any) that `ref:` names, as actions/checkout resolves it: a
 /// 40-digit SHA is a commit (`input-helper.ts`); `refs/heads/X` a branch, another `refs/...` that
 /// ref; an unqualified name a branch, else a tag, else "A branch or tag with the name '…'
 /// could not be found" (`ref-helper.ts`'s `getCheckoutInfo`). So an abbreviated SHA or
 /// `HEAD~1` fails as on GitHub. Nothing is touched before this succeeds.
 async fn checkout_ref(repo: &Path, r: &str) -> Result<(String, Option<String>), String> {
-    let is_sha = r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit());
-    if is_sha {
+    if is_commit_sha(r) {
         return match commit_of(repo, r).await {
             Some(sha) => Ok((sha, None)),
             // What git's fetch says of a commit the remote does not have.
@@ -297,12 +312,21 @@ fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
         return Err("Input required and not supplied: path".to_owned());
     }
     let s = cx.shared;
+    // upload-artifact's inputs are booleans read with `core.getBooleanInput`.
+    let flag = |k: &str| {
+        with.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
     let count = cache::upload(
         &s.opts.artifacts_dir,
         s.opts.run_id,
         &name,
         &patterns,
         cx.workspace,
+        cache::Upload {
+            include_hidden: flag("include-hidden-files"),
+            overwrite: flag("overwrite"),
+        },
     )?;
     let mut out = Out::default();
     if count == 0 {
@@ -392,11 +416,23 @@ async fn restore_cache(
             "Failed to restore cache entry. Exiting as fail-on-cache-miss is set. Input key: {key}"
         ));
     }
-    out.outputs.insert("cache-hit".to_owned(), hit.to_string());
-    out.outputs
-        .insert("cache-primary-key".to_owned(), key.clone());
-    out.outputs
-        .insert("cache-matched-key".to_owned(), matched.unwrap_or_default());
+    // As actions/cache's `restoreImpl`: a miss leaves `cache-hit` unset (its README: "an
+    // empty string"), so `!steps.c.outputs.cache-hit` is true and `== 'false'` is false;
+    // only a restored entry sets it, `true` for the key itself, `false` for a restore key.
+    if matched.is_some() {
+        out.outputs.insert("cache-hit".to_owned(), hit.to_string());
+    }
+    // Only the restore half has the key outputs (its state provider writes them as outputs;
+    // `actions/cache` keeps them as state for its post step): the primary key always, the
+    // matched key when one was restored.
+    if save == SaveAtJobEnd::Never {
+        out.outputs
+            .insert("cache-primary-key".to_owned(), key.clone());
+        if let Some(m) = &matched {
+            out.outputs
+                .insert("cache-matched-key".to_owned(), m.clone());
+        }
+    }
     let lookup_only = with.get("lookup-only").is_some_and(|v| v == "true");
     if !hit && !lookup_only && save == SaveAtJobEnd::OnMiss {
         out.post = Some(Post::SaveCache {
@@ -535,23 +571,40 @@ async fn setup_node(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out,
     else {
         return Ok(out);
     };
-    let (default_lockfiles, paths): (&[&str], Vec<String>) = match manager {
+    // setup-node's `lockFilePatterns`, in its order.
+    let (lock_files, paths): (&[&str], Vec<String>) = match manager {
         "npm" => (
-            &[
-                "**/package-lock.json",
-                "**/npm-shrinkwrap.json",
-                "**/yarn.lock",
-            ],
+            &["package-lock.json", "npm-shrinkwrap.json", "yarn.lock"],
             vec!["~/.npm".to_owned()],
         ),
-        "yarn" => (&["**/yarn.lock"], vec![yarn_cache_dir(cx).await?]),
+        "yarn" => (&["yarn.lock"], vec![yarn_cache_dir(cx).await?]),
         "pnpm" => (
-            &["**/pnpm-lock.yaml"],
+            &["pnpm-lock.yaml"],
             vec![tool_output(cx, "pnpm", &["store", "path", "--silent"]).await?],
         ),
         other => return Err(format!("Caching for '{other}' is not supported")),
     };
-    let hash = lockfile_hash(cx, with, default_lockfiles)?;
+    let hash = if with
+        .get("cache-dependency-path")
+        .is_some_and(|p| !p.trim().is_empty())
+    {
+        lockfile_hash(cx, with, &[])?
+    } else {
+        // Without `cache-dependency-path`, setup-node's `findLockFile` takes the first of its
+        // patterns found in the workspace's own directory (not below it) and hashes that file
+        // alone; none there is an error, even when a subdirectory holds one.
+        let found = lock_files
+            .iter()
+            .find(|f| cx.workspace.join(f).is_file())
+            .ok_or_else(|| {
+                format!(
+                    "Dependencies lock file is not found in {}. Supported file patterns: {}",
+                    cx.workspace.display(),
+                    lock_files.join(",")
+                )
+            })?;
+        glob::hash_files(cx.workspace, &[(*found).to_owned()]).map_err(|e| e.to_string())?
+    };
     let key = format!(
         "node-cache-Linux-{}-{manager}-{hash}",
         std::env::consts::ARCH
@@ -765,9 +818,16 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
     };
     let mut out = Out::default();
     let spec = wanted_version(cx, with, Tool::Python, &mut out.logs)?;
-    if !spec.is_empty() && !version_satisfies(&version, &spec) {
+    // setup-python reads `python-version` as a multi-line input: every version listed is set
+    // up (the last is the default). The host's one python must satisfy each, and a miss
+    // names the version, not the whole list.
+    if let Some(missing) = spec
+        .lines()
+        .map(str::trim)
+        .find(|v| !v.is_empty() && !version_satisfies(&version, v))
+    {
         return Err(format!(
-            "python-version `{spec}` is not satisfied by the host's python {version}; install a matching python"
+            "python-version `{missing}` is not satisfied by the host's python {version}; install a matching python"
         ));
     }
     // The real action puts a `python` on PATH; give the host's python3 that name too.
@@ -870,10 +930,13 @@ pub fn version_satisfies(version: &str, spec: &str) -> bool {
                 .unwrap_or(("", part));
             let want = parse_version(rest);
             let cmp = |n: usize| compare(&v, &want, n);
+            // The components written, each counted by its leading digits: `3.12-dev`
+            // (setup-python's "3.12 or its prerelease") names two, `1.x` one.
             let given = rest
                 .split('.')
-                .take_while(|c| c.parse::<u64>().is_ok())
-                .count();
+                .take_while(|c| c.starts_with(|ch: char| ch.is_ascii_digit()))
+                .count()
+                .min(3);
             match op {
                 ">=" => cmp(3) != std::cmp::Ordering::Less,
                 ">" => cmp(3) == std::cmp::Ordering::Greater,
@@ -920,6 +983,10 @@ mod tests {
         assert!(ok("20.11.1", ">=18 <21"));
         assert!(ok("20.11.1", "18 || 20"));
         assert!(ok("3.11.7", "3.x"));
+        // setup-python's `-dev` suffix: that minor version or its prerelease, not any 3.
+        assert!(!ok("3.11.7", "3.12-dev"));
+        assert!(ok("3.12.1", "3.12-dev"));
+        assert!(!ok("3.11.7", "pypy-3.11"));
         assert!(ok("20.11.1", "lts/*"));
     }
 }

@@ -202,14 +202,28 @@ fn manifest_dir(dir: &Path, run_id: u64) -> PathBuf {
 }
 
 /// Uploads the files matched by `patterns` as artifact `name`; returns the file count.
+/// upload-artifact's inputs that change what an upload does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upload {
+    /// `include-hidden-files: true`: files and directories named `.…` go too (v4.4 on,
+    /// they are left out by default).
+    pub include_hidden: bool,
+    /// `overwrite: true`: an artifact of the same name in the run is replaced, not an error.
+    pub overwrite: bool,
+}
+
 pub(crate) fn upload(
     dir: &Path,
     run_id: u64,
     name: &str,
     patterns: &[String],
     workspace: &Path,
+    how: Upload,
 ) -> Result<usize, String> {
-    let files = glob::select(workspace, patterns);
+    let mut files = glob::select(workspace, patterns);
+    if !how.include_hidden {
+        files.retain(|f| !glob::hidden_from_search_paths(workspace, patterns, f));
+    }
     let root = artifact_root(patterns, workspace);
     let mut manifest = IndexMap::new();
     for file in &files {
@@ -225,9 +239,10 @@ pub(crate) fn upload(
     let mdir = manifest_dir(dir, run_id);
     std::fs::create_dir_all(&mdir).map_err(io)?;
     let target = mdir.join(format!("{name}.json"));
-    if target.exists() {
+    if target.exists() && !how.overwrite {
         return Err(format!(
-            "an artifact named `{name}` already exists in this run"
+            "an artifact named `{name}` already exists in this run (upload-artifact's \
+             `overwrite: true` replaces it)"
         ));
     }
     write_atomic(&target, &serde_json::to_vec(&manifest).map_err(io)?)?;
@@ -356,6 +371,10 @@ mod tests {
                         &format!("job{job}"),
                         &["*.txt".to_owned()],
                         &workspace,
+                        Upload {
+                            include_hidden: false,
+                            overwrite: false,
+                        },
                     )
                 })
             })

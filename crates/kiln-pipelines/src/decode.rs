@@ -1669,6 +1669,20 @@ impl Decoder<'_> {
             text,
             span: node.span,
         };
+        if let Some(message) = crate::workflow::deprecated_builtin(&text.text) {
+            let diagnostic = Diagnostic::new(Code::Unsupported, node.span, path, message)
+                .label("GitHub fails the job as it is set up")
+                .help(
+                    "use a current release: actions/upload-artifact and actions/download-artifact @v4 or later, actions/cache @v4 (v4.2.0 or later)",
+                );
+            return if refusable {
+                self.step_refusals.push(diagnostic);
+                Some((ActionRef::Remote(text.text.clone()), text))
+            } else {
+                self.diags.push(diagnostic);
+                None
+            };
+        }
         match resolve_action(&text.text) {
             Some(action) => Some((action, text)),
             None => {

@@ -105,6 +105,38 @@ fn normalise(root: &Path, pattern: &str) -> String {
         .to_owned()
 }
 
+/// Whether `@actions/glob` with `excludeHiddenFiles` (upload-artifact's default since v4.4)
+/// skips `file`, selected under `root` by `patterns`: its globber walks from each include
+/// pattern's search path (the literal segments before the first wildcard) and skips an item
+/// whose name starts with `.`, the search path itself included, never the directories above
+/// it. So `dist/` skips `dist/.env` and `dist/.cache/x`, `.env` skips itself, and
+/// `.github/workflows/ci.yml` keeps the file (only its own name is looked at).
+pub fn hidden_from_search_paths(root: &Path, patterns: &[String], file: &str) -> bool {
+    let segs: Vec<&str> = file.split('/').filter(|s| !s.is_empty()).collect();
+    let mut found = false;
+    for p in patterns.iter().map(|p| p.trim()) {
+        if p.is_empty() || p.starts_with('!') {
+            continue;
+        }
+        let pat = normalise(root, p);
+        if !(matches(&pat, file) || matches(&format!("{pat}/**"), file)) {
+            continue;
+        }
+        found = true;
+        let literal = pat
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .take_while(|s| !s.contains(['*', '?', '[']))
+            .count();
+        // Components above the search path's own name are not looked at.
+        let unchecked = literal.saturating_sub(1).min(segs.len());
+        if !segs[unchecked..].iter().any(|s| s.starts_with('.')) {
+            return false;
+        }
+    }
+    found
+}
+
 /// GitHub's `hashFiles`.
 pub fn hash_files(root: &Path, patterns: &[String]) -> std::io::Result<String> {
     let files = select(root, patterns);
@@ -122,6 +154,28 @@ pub fn hash_files(root: &Path, patterns: &[String]) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_files_from_the_search_path_down() {
+        let root = Path::new("/w");
+        let hidden = |pats: &[&str], f: &str| {
+            let pats: Vec<String> = pats.iter().map(|p| (*p).to_owned()).collect();
+            hidden_from_search_paths(root, &pats, f)
+        };
+        assert!(hidden(&["dist/"], "dist/.env"));
+        assert!(hidden(&["dist"], "dist/.cache/x"));
+        assert!(!hidden(&["dist/"], "dist/a.txt"));
+        assert!(hidden(&[".env"], ".env"));
+        assert!(hidden(&[".hidden/**"], ".hidden/x"));
+        assert!(!hidden(
+            &[".github/workflows/ci.yml"],
+            ".github/workflows/ci.yml"
+        ));
+        assert!(hidden(&["**/*.txt"], ".a/b.txt"));
+        assert!(!hidden(&["/w/out/*.txt"], "out/b.txt"));
+        // Kept when any include pattern reaches it without a hidden name on the way.
+        assert!(!hidden(&["**/*.txt", ".a/b.txt"], ".a/b.txt"));
+    }
 
     #[test]
     fn patterns() {

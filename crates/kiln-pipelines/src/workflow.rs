@@ -505,6 +505,41 @@ pub fn resolve_action(uses: &str) -> Option<ActionRef> {
         .map(|(_, b)| ActionRef::Builtin(*b))
 }
 
+/// GitHub's refusal of a built-in action's version it no longer runs: such a job fails
+/// as it is set up ("This request has been automatically failed because it uses a
+/// deprecated version of ..."). The artifact actions before v4 (GitHub's changelog of
+/// 2024-04-16: v3 unusable from 2025-01-30, v1 and v2 before it); the cache actions before
+/// v4.2.0 or v3.4.0 (actions/cache's README: the legacy cache service shut down on
+/// 2025-02-01, so v1 and v2, and a tag pinned below those releases, fail). A moving major
+/// tag (`@v3` of the cache, `@v4`), a branch or a commit SHA is not judged.
+pub fn deprecated_builtin(uses: &str) -> Option<String> {
+    let (repo, version) = uses.split_once('@')?;
+    let (_, builtin) = Builtin::ALL
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(repo))?;
+    let digits = version.strip_prefix(['v', 'V'])?;
+    let mut parts = digits.split('.');
+    let major: u64 = parts.next()?.parse().ok()?;
+    let minor: Option<u64> = match parts.next() {
+        Some(m) => Some(m.parse().ok()?),
+        None => None,
+    };
+    let deprecated = match builtin {
+        Builtin::UploadArtifact | Builtin::DownloadArtifact => major < 4,
+        Builtin::Cache | Builtin::CacheRestore | Builtin::CacheSave => {
+            major < 3 || minor.is_some_and(|m| (major == 3 && m < 4) || (major == 4 && m < 2))
+        }
+        _ => false,
+    };
+    deprecated.then(|| {
+        format!(
+            "This request has been automatically failed because it uses a deprecated version \
+             of `{}: {version}`",
+            repo.to_ascii_lowercase()
+        )
+    })
+}
+
 /// `runs` of a JavaScript action (`using: node20`): scripts run by the host's `node`.
 #[derive(Debug, Clone)]
 pub struct NodeRuns {
@@ -538,4 +573,39 @@ pub struct CompositeAction {
     /// Injection risks in its steps, rendered as lines (`file:line:col: warning: ...`); the
     /// step that runs it logs them as warnings.
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_github_no_longer_runs() {
+        for gone in [
+            "actions/upload-artifact@v3",
+            "actions/upload-artifact@v3.1.2",
+            "actions/download-artifact@v2",
+            "actions/cache@v2",
+            "actions/cache@v1.1.0",
+            "actions/cache@v3.3.1",
+            "actions/cache/restore@v3.3.2",
+            "actions/cache@v4.0.2",
+        ] {
+            assert!(deprecated_builtin(gone).is_some(), "{gone}");
+        }
+        for fine in [
+            "actions/upload-artifact@v4",
+            "actions/download-artifact@v4.1.8",
+            "actions/cache@v3",
+            "actions/cache@v3.4.0",
+            "actions/cache@v4",
+            "actions/cache@v4.2.0",
+            "actions/cache@0c45773b623bea8c8e75f6c82b208c3cf94ea4f9",
+            "actions/upload-artifact@main",
+            "actions/checkout@v1",
+            "actions/setup-node@v1",
+        ] {
+            assert!(deprecated_builtin(fine).is_none(), "{fine}");
+        }
+    }
 }

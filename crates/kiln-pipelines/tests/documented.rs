@@ -762,3 +762,242 @@ jobs:
     // The runner's own files (step scripts, file commands) live there too, on GitHub as here.
     assert_eq!(ran.logs("b"), ["emptied"]);
 }
+
+/// actions/cache's README, "Outputs": on a miss `cache-hit` is "an empty string" (its
+/// `restoreImpl` sets it only once an entry was restored), so the common
+/// `if: ${{ !steps.c.outputs.cache-hit }}` runs the install and `== 'false'` does not; a
+/// restore key's entry gives `false`, the key's own `true`. `cache-primary-key` and
+/// `cache-matched-key` are outputs of `actions/cache/restore` only. kiln once set `false` on a
+/// miss, which skipped that install, and gave `actions/cache` the key outputs.
+#[tokio::test]
+async fn cache_hit_is_empty_on_a_miss() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: c
+        uses: actions/cache@v4
+        with:
+          path: deps
+          key: deps-${{ github.run_id }}
+          restore-keys: deps-
+      - id: r
+        uses: actions/cache/restore@v4
+        with:
+          path: deps
+          key: deps-${{ github.run_id }}
+          restore-keys: deps-
+      - run: echo "c=[${{ steps.c.outputs.cache-hit }}] r=[${{ steps.r.outputs.cache-hit }}]"
+      - run: echo "keys c=${{ toJSON(steps.c.outputs) }}"
+      - run: echo "keys r=[${{ steps.r.outputs.cache-primary-key }}] [${{ steps.r.outputs.cache-matched-key }}]"
+      - if: ${{ !steps.c.outputs.cache-hit }}
+        run: mkdir -p deps && echo built > deps/f && echo installed
+      - if: steps.c.outputs.cache-hit == 'false'
+        run: echo partial
+"#;
+    let repo = repo(&[(WF, yaml)]);
+    let state = TempDir::new().unwrap();
+    let first = run_in(repo.path(), state.path(), WF, |o| o.run_id = 1).await;
+    let logs = first.logs("a");
+    assert!(logs.contains(&"c=[] r=[]".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"keys c={}".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"keys r=[deps-1] []".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"installed".to_owned()), "{logs:?}");
+    assert!(!logs.contains(&"partial".to_owned()), "{logs:?}");
+
+    // Run 2 misses its own key but restores run 1's entry through the prefix.
+    let second = run_in(repo.path(), state.path(), WF, |o| o.run_id = 2).await;
+    let logs = second.logs("a");
+    assert!(logs.contains(&"c=[false] r=[false]".to_owned()), "{logs:?}");
+    assert!(
+        logs.contains(&"keys r=[deps-2] [deps-1]".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"partial".to_owned()), "{logs:?}");
+    assert!(!logs.contains(&"installed".to_owned()), "{logs:?}");
+}
+
+/// actions/checkout's outputs (its `action.yml`): `commit`, the SHA checked out
+/// (`git-source-provider.ts`), and `ref`, its settings' ref (`main.ts`): the event's ref
+/// without a `ref:` input, the input as written, '' for a commit SHA. kiln once set neither,
+/// so `steps.co.outputs.commit` was empty.
+#[tokio::test]
+async fn checkout_outputs_ref_and_commit() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: plain
+        uses: actions/checkout@v4
+      - id: named
+        uses: actions/checkout@v4
+        with: { ref: main, path: named }
+      - id: sha
+        uses: actions/checkout@v4
+        with: { ref: '${{ github.sha }}', path: sha }
+      - run: |
+          echo "plain ${{ steps.plain.outputs.ref }} ${{ steps.plain.outputs.commit == github.sha }}"
+          echo "named ${{ steps.named.outputs.ref }} ${{ steps.named.outputs.commit == github.sha }}"
+          echo "sha [${{ steps.sha.outputs.ref }}] ${{ steps.sha.outputs.commit == github.sha }}"
+"#,
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"plain refs/heads/main true".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"named main true".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"sha [] true".to_owned()), "{logs:?}");
+}
+
+/// actions/upload-artifact v4: hidden files and directories (named `.…`) are left out unless
+/// `include-hidden-files: true` (its README, "Uploading hidden files", since v4.4), and a
+/// second upload of a name replaces the first with `overwrite: true` (it fails without).
+/// kiln once uploaded `.env` by default and refused the overwrite.
+#[tokio::test]
+async fn upload_artifact_leaves_hidden_files_out_and_overwrites_on_request() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir -p dist/.cache && echo a > dist/a.txt && echo s > dist/.env && echo c > dist/.cache/c
+      - uses: actions/upload-artifact@v4
+        with: { name: plain, path: dist/ }
+      - uses: actions/upload-artifact@v4
+        with: { name: hidden, path: dist/, include-hidden-files: true }
+      - uses: actions/upload-artifact@v4
+        with: { name: dotfile, path: dist/.env, if-no-files-found: ignore }
+      - uses: actions/upload-artifact@v4
+        with: { name: plain, path: dist/.env, overwrite: true, include-hidden-files: true }
+      - id: again
+        uses: actions/upload-artifact@v4
+        with: { name: plain, path: dist/a.txt }
+        continue-on-error: true
+      - run: echo "again=${{ steps.again.outcome }}"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+      - run: find . -type f | sort
+"#,
+        |_| {},
+    )
+    .await;
+    assert!(
+        ran.logs("a").contains(&"again=failure".to_owned()),
+        "{:?}",
+        ran.logs("a")
+    );
+    assert_eq!(
+        ran.logs("b")[1..],
+        [
+            "./hidden/.cache/c",
+            "./hidden/.env",
+            "./hidden/a.txt",
+            "./plain/.env"
+        ],
+        "{:?}",
+        ran.logs("b")
+    );
+}
+
+/// setup-node's `cache:` without `cache-dependency-path` looks for its lock files
+/// (`package-lock.json`, `npm-shrinkwrap.json`, `yarn.lock` for npm) in the workspace's own
+/// directory only (`findLockFile` reads the root's entries), so a lock file only in a
+/// subdirectory is "Dependencies lock file is not found"; `cache-dependency-path` reaches it.
+/// kiln once searched `**/` and went on.
+#[tokio::test]
+async fn setup_node_cache_looks_for_the_lock_file_at_the_root_only() {
+    let files = [
+        (
+            WF,
+            r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - id: root
+        uses: actions/setup-node@v4
+        with: { cache: npm }
+        continue-on-error: true
+      - id: path
+        uses: actions/setup-node@v4
+        with: { cache: npm, cache-dependency-path: web/package-lock.json }
+      - run: echo "root=${{ steps.root.outcome }} path=${{ steps.path.outcome }}"
+"#,
+        ),
+        ("web/package-lock.json", "{}"),
+    ];
+    let repo = repo(&files);
+    let state = TempDir::new().unwrap();
+    let ran = run_in(repo.path(), state.path(), WF, |_| {}).await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.iter().any(
+            |l| l.starts_with("##[error]Dependencies lock file is not found in ")
+                && l.ends_with(
+                    "Supported file patterns: package-lock.json,npm-shrinkwrap.json,yarn.lock"
+                )
+        ),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains(&"root=failure path=success".to_owned()),
+        "{logs:?}"
+    );
+}
+
+/// setup-python's `python-version` is a multi-line input (its README, "Using multiple Python
+/// versions"): each line is a version to set up. On one host python every line must be
+/// satisfied, and a miss names that line. kiln once read the list as one version.
+#[tokio::test]
+async fn setup_python_reads_one_version_a_line() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: both
+        uses: actions/setup-python@v5
+        with:
+          python-version: |
+            3.x
+            3
+      - id: old
+        uses: actions/setup-python@v5
+        with:
+          python-version: |
+            3.x
+            2.6
+        continue-on-error: true
+      - run: echo "both=${{ steps.both.outcome }} old=${{ steps.old.outcome }}"
+"#,
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"both=success old=failure".to_owned()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("##[error]python-version `2.6` is not satisfied")),
+        "{logs:?}"
+    );
+}

@@ -420,3 +420,27 @@ fn an_empty_workflow_file_is_named_as_such() {
         ["1:1 the workflow file is empty: it holds no `on` and no `jobs`"]
     );
 }
+
+/// Built-in actions at a version GitHub no longer runs (the artifact actions before v4, the
+/// cache before v4.2.0/v3.4.0: GitHub fails such a job as it is set up, "automatically failed
+/// because it uses a deprecated version") are refused where they are written, as an action
+/// kiln cannot run is; a moving major tag of a current line is not. Found in the fourth
+/// corpus: kiln ran `actions/upload-artifact@v3.1.2` and `actions/cache@v2`.
+#[test]
+fn deprecated_builtin_versions_are_refused() {
+    assert_eq!(
+        refusals(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/upload-artifact@v3.1.2\n        with: { path: x }\n      - uses: actions/cache@v2\n        with: { path: x, key: k }\n      - uses: actions/cache@v3\n        with: { path: x, key: k }\n",
+        ),
+        [
+            (
+                "6:15 This request has been automatically failed because it uses a deprecated version of `actions/upload-artifact: v3.1.2`".to_owned(),
+                "GitHub fails the job as it is set up".to_owned()
+            ),
+            (
+                "8:15 This request has been automatically failed because it uses a deprecated version of `actions/cache: v2`".to_owned(),
+                "GitHub fails the job as it is set up".to_owned()
+            )
+        ]
+    );
+}
