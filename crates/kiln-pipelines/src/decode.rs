@@ -1662,26 +1662,25 @@ impl Decoder<'_> {
     }
 
     /// A step's `uses`. An action kiln cannot run is a refusal of the workflow job (its runs
-    /// only) or, in a composite action (`refusable` false), a mistake of the action.
+    /// only) or, in a composite action (`refusable` false), a mistake of the action. A built-in
+    /// action at a version GitHub no longer runs is a warning.
     fn uses(&mut self, node: &Node, path: &str, refusable: bool) -> Option<(ActionRef, Text)> {
         let text = self.plain_string(node, path)?;
         let text = Text {
             text,
             span: node.span,
         };
+        // GitHub accepts the file and fails the job as it is set up; kiln's own implementation
+        // of the action does not depend on the service GitHub retired, so the step runs, and
+        // the warning says what GitHub would do.
         if let Some(message) = crate::workflow::deprecated_builtin(&text.text) {
-            let diagnostic = Diagnostic::new(Code::Unsupported, node.span, path, message)
-                .label("GitHub fails the job as it is set up")
-                .help(
-                    "use a current release: actions/upload-artifact and actions/download-artifact @v4 or later, actions/cache @v4 (v4.2.0 or later)",
-                );
-            return if refusable {
-                self.step_refusals.push(diagnostic);
-                Some((ActionRef::Remote(text.text.clone()), text))
-            } else {
-                self.diags.push(diagnostic);
-                None
-            };
+            self.warnings.push(
+                Diagnostic::new(Code::Unsupported, node.span, path, message)
+                    .label("GitHub fails the job as it is set up; kiln runs it")
+                    .help(
+                        "use a current release: actions/upload-artifact and actions/download-artifact @v4 or later, actions/cache @v4 (v4.2.0 or later)",
+                    ),
+            );
         }
         match resolve_action(&text.text) {
             Some(action) => Some((action, text)),

@@ -505,9 +505,10 @@ pub fn resolve_action(uses: &str) -> Option<ActionRef> {
         .map(|(_, b)| ActionRef::Builtin(*b))
 }
 
-/// GitHub's refusal of a built-in action's version it no longer runs: such a job fails
-/// as it is set up ("This request has been automatically failed because it uses a
-/// deprecated version of ..."). The artifact actions before v4 (GitHub's changelog of
+/// GitHub's refusal of a built-in action's version it no longer runs (a warning in kiln,
+/// whose own implementation still runs it): such a job fails on GitHub as it is set up
+/// ("This request has been automatically failed because it uses a deprecated version of
+/// ..."). The artifact actions before v4 (GitHub's changelog of
 /// 2024-04-16: v3 unusable from 2025-01-30, v1 and v2 before it); the cache actions before
 /// v4.2.0 or v3.4.0 (actions/cache's README: the legacy cache service shut down on
 /// 2025-02-01, so v1 and v2, and a tag pinned below those releases, fail). A moving major

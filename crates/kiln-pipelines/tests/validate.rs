@@ -422,24 +422,38 @@ fn an_empty_workflow_file_is_named_as_such() {
 }
 
 /// Built-in actions at a version GitHub no longer runs (the artifact actions before v4, the
-/// cache before v4.2.0/v3.4.0: GitHub fails such a job as it is set up, "automatically failed
-/// because it uses a deprecated version") are refused where they are written, as an action
-/// kiln cannot run is; a moving major tag of a current line is not. Found in the fourth
-/// corpus: kiln ran `actions/upload-artifact@v3.1.2` and `actions/cache@v2`.
+/// cache before v4.2.0/v3.4.0: GitHub accepts the file and fails such a job as it is set up,
+/// "automatically failed because it uses a deprecated version") are warned about where they
+/// are written and still run: kiln's own implementation does not need the retired service.
+/// A moving major tag of a current line is not judged. Found in the fourth corpus
+/// (`actions/upload-artifact@v3.1.2`, `actions/cache@v2`).
 #[test]
-fn deprecated_builtin_versions_are_refused() {
+fn deprecated_builtin_versions_are_warned_about_not_refused() {
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/upload-artifact@v3.1.2\n        with: { path: x }\n      - uses: actions/cache@v2\n        with: { path: x, key: k }\n      - uses: actions/cache@v3\n        with: { path: x, key: k }\n";
+    assert_eq!(refusals(yaml), Vec::<(String, String)>::new());
+    let (w, sources) = parse_workflow(Path::new("ci.yml"), yaml).expect("the workflow loads");
+    let warned: Vec<(String, String)> = w
+        .warnings
+        .iter()
+        .map(|d| {
+            let (line, col) = d
+                .span
+                .map(|s| sources.file(s.file).line_col(s.start))
+                .unwrap_or((0, 0));
+            (format!("{line}:{col} {}", d.message), d.label.clone())
+        })
+        .collect();
+    let label = "GitHub fails the job as it is set up; kiln runs it".to_owned();
     assert_eq!(
-        refusals(
-            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/upload-artifact@v3.1.2\n        with: { path: x }\n      - uses: actions/cache@v2\n        with: { path: x, key: k }\n      - uses: actions/cache@v3\n        with: { path: x, key: k }\n",
-        ),
+        warned,
         [
             (
                 "6:15 This request has been automatically failed because it uses a deprecated version of `actions/upload-artifact: v3.1.2`".to_owned(),
-                "GitHub fails the job as it is set up".to_owned()
+                label.clone()
             ),
             (
                 "8:15 This request has been automatically failed because it uses a deprecated version of `actions/cache: v2`".to_owned(),
-                "GitHub fails the job as it is set up".to_owned()
+                label
             )
         ]
     );
