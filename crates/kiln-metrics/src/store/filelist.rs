@@ -225,16 +225,6 @@ impl FileIndex {
         }
         Ok(out)
     }
-
-    /// The labels of the symbol pairs `pairs` (see [`Symbols::labels`]).
-    pub(super) fn labels(
-        &self,
-        pairs: &[(u32, u32)],
-        cache: &mut HashMap<(u32, u32), Arc<Label>>,
-        interner: &mut Interner,
-    ) -> Result<Labels, Malformed> {
-        self.symbols.labels(pairs, cache, interner)
-    }
 }
 
 /// A matcher resolved against one file's symbols.

@@ -346,6 +346,7 @@ impl Segment {
                     continue;
                 }
                 let labels = idx
+                    .symbols()
                     .labels(entry.pairs, &mut cache, interner)
                     .map_err(invalid)?;
                 each(
@@ -1356,7 +1357,10 @@ impl<'a> Stream<'a> {
                 let Some(e) = cursor.next_entry()? else {
                     return Ok(None);
                 };
-                let labels = idx.labels(e.pairs, cache, interner).map_err(invalid)?;
+                let labels = idx
+                    .symbols()
+                    .labels(e.pairs, cache, interner)
+                    .map_err(invalid)?;
                 let body = if body {
                     let (min_t, max_t) =
                         record_bounds(e.records, e.count, seg.version).map_err(invalid)?;
@@ -1507,6 +1511,21 @@ mod tests {
         Segment::stored(seq, &path, written).unwrap()
     }
 
+    /// The segment of `series` in memory, and written to `dir` and opened as stored.
+    fn in_memory_and_stored(
+        dir: &Path,
+        series: Vec<(Labels, Vec<Sample>)>,
+    ) -> (Arc<Segment>, Arc<Segment>) {
+        let memory = Segment::new(
+            1,
+            series
+                .iter()
+                .map(|(l, samples)| SegSeries::new(l.clone(), pack(samples)))
+                .collect(),
+        );
+        (memory, stored(dir, 1, series))
+    }
+
     fn merged(dir: &Path, seq: u64, run: &[Arc<Segment>], copy: bool) -> (Arc<Segment>, Vec<u8>) {
         let path = dir.join(format!("seg-{seq}.kms"));
         let run: Vec<&Segment> = run.iter().map(|s| &**s).collect();
@@ -1582,14 +1601,7 @@ mod tests {
                 (labels, samples)
             })
             .collect();
-        let memory = Segment::new(
-            1,
-            series
-                .iter()
-                .map(|(l, samples)| SegSeries::new(l.clone(), pack(samples)))
-                .collect(),
-        );
-        let seg = stored(dir.path(), 1, series);
+        let (memory, seg) = in_memory_and_stored(dir.path(), series);
         assert!(seg.bytes() > 3 * READ_SPAN_BYTES);
         assert!(seg.listed().is_empty());
         let re = |name: &str, v: &str| Matcher::new(name, MatchOp::Re, v);
@@ -1645,14 +1657,7 @@ mod tests {
                 }
             }
         }
-        let memory = Segment::new(
-            1,
-            series
-                .iter()
-                .map(|(l, samples)| SegSeries::new(l.clone(), pack(samples)))
-                .collect(),
-        );
-        let seg = stored(dir.path(), 1, series);
+        let (memory, seg) = in_memory_and_stored(dir.path(), series);
         assert_eq!(seg.series_count(), 10_000);
         let per_series = seg.heap_bytes() as f64 / 10_000.0;
         assert!(per_series < 2.0, "{per_series} bytes a series");
@@ -1709,14 +1714,7 @@ mod tests {
                 .collect();
             series.sort_by(|a, b| a.0.cmp(&b.0));
             let dir = tempfile::tempdir().unwrap();
-            let memory = Segment::new(
-                1,
-                series
-                    .iter()
-                    .map(|(l, samples)| SegSeries::new(l.clone(), pack(samples)))
-                    .collect(),
-            );
-            let seg = stored(dir.path(), 1, series);
+            let (memory, seg) = in_memory_and_stored(dir.path(), series);
             let ms: Vec<crate::matcher::Matcher> = ms
                 .into_iter()
                 .map(|(n, op, v)| crate::matcher::Matcher::new(n, op, v))
