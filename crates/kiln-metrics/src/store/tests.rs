@@ -570,6 +570,25 @@ fn version_2_segments_still_load_and_rewrite_smaller_with_the_same_samples() {
     );
     let again = segment::Segment::decode(7, &new).unwrap();
     assert_eq!(sample_bits(&again), want);
+    // Opened from its file, its series list stays there and reads the same; a merge of it
+    // alone writes the current version with the same samples.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg-7.kms");
+    std::fs::write(&path, &old).unwrap();
+    let mut loader = segment::Loader::default();
+    let opened = segment::Segment::open(7, &path, &mut loader).unwrap();
+    assert!(opened.listed().is_empty());
+    assert_eq!(sample_bits(&opened), want);
+    assert_eq!(loader.newest().len(), 2);
+    let merged_path = dir.path().join("seg-8.kms");
+    let written = segment::merge_to(&[opened], std::fs::File::create(&merged_path).unwrap());
+    let merged = segment::Segment::stored(8, &merged_path, written.unwrap()).unwrap();
+    assert!(
+        std::fs::read(&merged_path)
+            .unwrap()
+            .starts_with(b"KMSEG03\n")
+    );
+    assert_eq!(sample_bits(&merged), want);
 }
 
 #[test]
