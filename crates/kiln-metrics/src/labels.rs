@@ -106,6 +106,14 @@ impl Labels {
         &self.0
     }
 
+    /// A set of pairs already sorted by name, with distinct names and no empty value (as a
+    /// segment file stores them); `None` when they are not.
+    pub(crate) fn from_sorted_pairs(pairs: Vec<Arc<Label>>) -> Option<Labels> {
+        let valid = pairs.windows(2).all(|w| w[0].name < w[1].name)
+            && pairs.iter().all(|l| !l.value.is_empty());
+        valid.then(|| Labels(pairs.into()))
+    }
+
     /// Builds a set from pairs; later duplicates win, empty values are dropped.
     pub fn new<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut v: Vec<Label> = pairs
@@ -266,6 +274,20 @@ impl Interner {
             return labels.clone();
         }
         Labels(pairs.into())
+    }
+
+    /// This interner's copy of the pair `name=value`, added when new.
+    pub(crate) fn pair(&mut self, name: &str, value: &str) -> Arc<Label> {
+        let label = Label {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        };
+        if let Some(p) = self.pairs.get(&label) {
+            return Arc::clone(p);
+        }
+        let p = Arc::new(label);
+        self.pairs.insert(Arc::clone(&p));
+        p
     }
 
     /// Adds the pairs of an already interned set as they are (no copy).

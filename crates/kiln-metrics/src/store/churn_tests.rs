@@ -226,13 +226,13 @@ fn segments_keep_no_spare_chunk_slots() {
     let path = dir.path().join("merged.kms");
     let written = segment::merge_to(&segs, std::fs::File::create(&path).unwrap()).unwrap();
     let merged = Segment::stored(99, &path, written).unwrap();
-    assert_eq!(merged.series().len(), 20);
-    assert!(merged.series().iter().all(|s| s.loaded().is_none()));
+    assert_eq!(merged.series_count(), 20);
+    assert!(merged.is_stored() && merged.listed().is_empty());
     let loaded = Segment::decode(99, &std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(loaded.series().len(), 20);
+    assert_eq!(loaded.listed().len(), 20);
     assert!(
         loaded
-            .series()
+            .listed()
             .iter()
             .all(|s| s.spare_chunk_slots() == Some(0))
     );

@@ -142,44 +142,67 @@ impl Index {
 #[derive(Debug, Default)]
 pub struct MetricRuns {
     /// Each run of series with one metric name (`None`: no `__name__`), by name, then id.
-    runs: Vec<(Option<Arc<Label>>, std::ops::Range<u32>)>,
+    runs: Vec<(Option<Box<str>>, std::ops::Range<u32>)>,
     /// Every label name used, sorted.
     names: Box<[String]>,
+}
+
+/// Builds [`MetricRuns`] one series at a time, in the segment's order (a segment file's
+/// writer and reader see its series one by one, never as a list).
+#[derive(Debug, Default)]
+pub struct MetricRunsBuilder {
+    runs: Vec<(Option<Box<str>>, std::ops::Range<u32>)>,
+    names: BTreeSet<String>,
+    next: u32,
+}
+
+impl MetricRunsBuilder {
+    /// Adds the next series: its metric name, if any, and its label names.
+    pub fn push<'a>(&mut self, metric: Option<&str>, names: impl IntoIterator<Item = &'a str>) {
+        let id = self.next;
+        self.next += 1;
+        match self.runs.last_mut() {
+            Some((last, ids)) if last.as_deref() == metric => ids.end = id + 1,
+            _ => self.runs.push((metric.map(Box::from), id..id + 1)),
+        }
+        for name in names {
+            if !self.names.contains(name) {
+                self.names.insert(name.to_owned());
+            }
+        }
+    }
+
+    /// The runs of the series pushed.
+    pub fn finish(self) -> MetricRuns {
+        let mut runs = self.runs;
+        runs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.start.cmp(&b.1.start)));
+        runs.shrink_to_fit();
+        MetricRuns {
+            runs,
+            names: self.names.into_iter().collect(),
+        }
+    }
 }
 
 impl MetricRuns {
     /// The runs of `series` (label sets, in the segment's sorted order).
     pub fn new<'a>(series: impl Iterator<Item = &'a Labels>) -> Self {
-        let mut runs: Vec<(Option<Arc<Label>>, std::ops::Range<u32>)> = Vec::new();
-        let mut names = BTreeSet::new();
-        for (id, labels) in (0u32..).zip(series) {
-            let name = labels
-                .pairs()
+        let mut b = MetricRunsBuilder::default();
+        for labels in series {
+            b.push(labels.metric_name(), labels.iter().map(|l| l.name.as_str()));
+        }
+        b.finish()
+    }
+
+    /// Approximate heap bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * 32
+            + self
+                .runs
                 .iter()
-                .find(|l| l.name == crate::labels::METRIC_NAME);
-            match runs.last_mut() {
-                Some((last, ids))
-                    if last.as_deref().map(|l| &l.value) == name.map(|l| &l.value) =>
-                {
-                    ids.end = id + 1;
-                }
-                _ => runs.push((name.cloned(), id..id + 1)),
-            }
-            for l in labels.pairs() {
-                if !names.contains(l.name.as_str()) {
-                    names.insert(l.name.clone());
-                }
-            }
-        }
-        runs.sort_by(|a, b| {
-            let value = |r: &(Option<Arc<Label>>, _)| r.0.as_ref().map(|l| l.value.clone());
-            value(a).cmp(&value(b)).then(a.1.start.cmp(&b.1.start))
-        });
-        runs.shrink_to_fit();
-        MetricRuns {
-            runs,
-            names: names.into_iter().collect(),
-        }
+                .filter_map(|(n, _)| n.as_ref().map(|n| n.len()))
+                .sum::<usize>()
+            + self.names.iter().map(|n| 24 + n.len()).sum::<usize>()
     }
 
     /// Candidate ids for `matchers`, ascending: the runs of the metric names they accept
@@ -198,7 +221,7 @@ impl MetricRuns {
             .iter()
             .filter(|(name, _)| {
                 name.as_ref()
-                    .is_some_and(|n| on_name.iter().all(|m| m.matches(&n.value)))
+                    .is_some_and(|n| on_name.iter().all(|m| m.matches(n)))
             })
             .flat_map(|(_, ids)| ids.clone())
             .collect();
@@ -212,10 +235,8 @@ impl MetricRuns {
     }
 
     /// The metric names, sorted (repeated when a metric is split in several runs).
-    pub fn metric_names(&self) -> impl Iterator<Item = &String> {
-        self.runs
-            .iter()
-            .filter_map(|(n, _)| n.as_ref().map(|l| &l.value))
+    pub fn metric_names(&self) -> impl Iterator<Item = &str> {
+        self.runs.iter().filter_map(|(n, _)| n.as_deref())
     }
 }
 

@@ -29,6 +29,7 @@
 
 mod codec;
 pub mod compaction;
+mod filelist;
 mod head;
 mod index;
 pub mod segment;
@@ -43,7 +44,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::chunk::Sample;
-use crate::labels::Labels;
+use crate::labels::{Interner, Labels};
 use crate::matcher::{BadRegex, CompiledMatcher, Matcher, compile_all};
 use head::{Head, HeadSeries};
 use segment::{SegSeries, Segment};
@@ -361,7 +362,7 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
-        let segments = load_segments(&dir)?;
+        let (segments, persisted) = load_segments(&dir)?;
         let next_seq = segments.last().map_or(1, |s| s.seq + 1);
         let max_t = segments.iter().map(|s| s.max_t).max().unwrap_or(i64::MIN);
         let wal_files = numbered_files(&dir, "wal-", ".log")?;
@@ -389,7 +390,7 @@ impl Store {
             flush_error: Mutex::new(None),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
         });
-        inner.replay(&wal_files)?;
+        inner.replay(&wal_files, persisted)?;
         inner.apply_retention()?;
         let mut store = Store {
             inner,
@@ -564,7 +565,9 @@ fn segment_error(e: std::io::Error, path: &Path) -> StoreError {
     }
 }
 
-fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
+/// The segments in `dir`, and the newest sample time of each series they hold (for the
+/// WAL's replay).
+fn load_segments(dir: &Path) -> Result<(Vec<Arc<Segment>>, Persisted), StoreError> {
     // Leftover temporaries are from a crash mid-write; their data is still in the WAL.
     for entry in fs::read_dir(dir)
         .map_err(io_err("read dir", dir))?
@@ -579,20 +582,16 @@ fn load_segments(dir: &Path) -> Result<Vec<Arc<Segment>>, StoreError> {
     for (seq, path) in numbered_files(dir, "seg-", ".kms")? {
         out.push(Segment::open(seq, &path, &mut loader).map_err(|e| segment_error(e, &path))?);
     }
-    Ok(out)
+    Ok((out, loader.newest()))
 }
 
+/// The newest persisted sample time of each series.
+type Persisted = std::collections::HashMap<Labels, i64>;
+
 impl Inner {
-    fn replay(&self, files: &[(u64, PathBuf)]) -> Result<(), StoreError> {
-        // Newest persisted time per series: WAL samples at or before it are already in a segment.
-        let mut persisted: std::collections::HashMap<Labels, i64> = Default::default();
-        for seg in read(&self.segments).iter() {
-            for s in seg.series() {
-                let t = s.max_t();
-                let e = persisted.entry(s.labels.clone()).or_insert(i64::MIN);
-                *e = (*e).max(t);
-            }
-        }
+    /// Replays the WAL `files`; `persisted` is the newest time per series in the segments
+    /// (WAL samples at or before it are already in a segment), dropped once replayed.
+    fn replay(&self, files: &[(u64, PathBuf)], persisted: Persisted) -> Result<(), StoreError> {
         for (_, path) in files {
             let bytes = fs::read(path).map_err(io_err("read", path))?;
             let (records, _valid) = wal::decode_all(&bytes);
@@ -955,7 +954,7 @@ impl Inner {
         // redundant, and a crash before their removal only leaves duplicates the merge ignores.
         // The run's segments keep their open files, so readers holding them still read them.
         let written = write_segment_file(&self.dir, &path, |out| segment::merge_to(run, out))?;
-        let merged = Segment::merged(newest, &path, written, run).map_err(io_err("open", &path))?;
+        let merged = Segment::stored(newest, &path, written).map_err(io_err("open", &path))?;
         {
             let mut live = write(&self.segments);
             live.retain(|s| !run.iter().any(|r| Arc::ptr_eq(r, s)));
@@ -1001,15 +1000,20 @@ impl Inner {
         newest.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         let segs = read(&self.segments).clone();
         let mut out: Vec<Series> = Vec::new();
+        // The labels segments build from their files share the head's pairs, and each
+        // other's: merging them compares pointers.
+        let mut interner = Interner::default();
+        for s in &newest {
+            interner.keep(&s.labels);
+        }
         for seg in segs.iter().filter(|s| s.max_t >= start && s.min_t <= end) {
-            // In label order: a segment's series are sorted and `select` keeps their order.
-            let selected: Vec<&SegSeries> = seg
-                .select(&ms)
-                .filter(|s| s.max_t() >= start && s.min_t() <= end)
-                .collect();
-            let mut from_segment = Vec::with_capacity(selected.len());
-            seg.samples_each(&selected, start, end, |s, samples| {
+            // In label order: a segment's series are sorted and `select_each` keeps their order.
+            let mut from_segment = Vec::new();
+            seg.select_each(&ms, start, end, &mut interner, |labels, samples| {
                 let counts = samples.overlapping_counts(start, end);
+                if counts.is_empty() {
+                    return Ok(());
+                }
                 budget(&mut counts.iter().copied())?;
                 if from_segment.len() >= limits.max_series {
                     return Err(too_many_series().into());
@@ -1017,7 +1021,7 @@ impl Inner {
                 let mut v = Vec::with_capacity(counts.iter().sum::<usize>());
                 samples.extend_within(start, end, &mut v);
                 from_segment.push(Series {
-                    labels: s.labels.clone(),
+                    labels: labels.clone(),
                     samples: v,
                 });
                 Ok(())

@@ -13,14 +13,18 @@
 //! symbol table saves ~0.1 byte/sample; the decimal encoding 0.7 on the benchmark replay).
 //!
 //! A segment cut from the head is in memory until its file is written; from then on (and for
-//! every segment merged or read at start-up) only its labels, where each metric's series lie
-//! ([`MetricRuns`]) and where each series' chunks lie in the file stay in memory (about 48
-//! bytes a series, its labels shared with the other segments and the head), and a read takes
-//! the chunks it needs from the file with a positional read. The
-//! open file is kept, so a segment whose file was replaced by a merge or removed by retention
-//! still reads what it had until its last reader lets go of it. Files are written as they are
-//! encoded (`FileWriter`, CRC computed along), so writing a large merged segment holds one
-//! series' record in memory, not the file.
+//! every segment merged or read at start-up from a version 2 or 3 file) its series list stays
+//! in the file too: memory keeps where each metric's series lie ([`MetricRuns`]), the symbol
+//! table, the file offset of every 16th series and each label name's values as symbols
+//! (`filelist.rs`: about a byte a series, against 56 for a list of series). A select reads
+//! the entries of its candidate series from the file (neighbours with one positional read),
+//! matches their labels as symbols and builds labels only for the series that match; a
+//! merge reads each segment's entries in order. A version 1 file (labels in full, no
+//! symbols) keeps its list in memory, with its chunks in the file. The open file is kept, so
+//! a segment whose file was replaced by a merge or removed by retention still reads what it
+//! had until its last reader lets go of it. Files are written as they are encoded
+//! (`FileWriter`, CRC computed along, the index built along), so writing a large merged
+//! segment holds one series' record in memory, not the file.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -30,10 +34,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use super::codec::{Crc32, Malformed, Reader, crc32, put_str, put_uvarint};
+use super::filelist::{Cursor, FileIndex, IndexBuilder, Resolved, Symbols};
 use super::index::MetricRuns;
 use crate::chunk::{Chunk, Encoding, MAX_SAMPLES, Sample};
-use crate::labels::{Interner, Labels};
+use crate::labels::{Interner, Label, Labels};
 use crate::matcher::CompiledMatcher;
 
 const MAGIC: &[u8; 8] = b"KMSEG03\n";
@@ -46,11 +53,11 @@ const MAGIC_V1: &[u8; 8] = b"KMSEG01\n";
 const READ_GAP_BYTES: u64 = 4096;
 
 /// The most [`Segment::samples_each`] reads at once.
-const READ_SPAN_BYTES: u64 = 1 << 20;
+pub(super) const READ_SPAN_BYTES: u64 = 1 << 20;
 
 /// The format versions [`Segment::decode`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+pub(super) enum Version {
     /// Labels in full, XOR chunks with a `u16` count.
     V1,
     /// Labels as symbols, XOR chunks with a `u16` count.
@@ -132,6 +139,16 @@ impl SegSeries {
     }
 }
 
+/// Where a segment's series list is.
+#[derive(Debug)]
+enum List {
+    /// In memory, each series with its labels and its chunks or where they lie in the file: a
+    /// segment not written yet, decoded whole, or read from a version 1 file (no symbols).
+    Listed(Vec<SegSeries>),
+    /// In the file: only what finds a series there stays in memory.
+    InFile(FileIndex),
+}
+
 /// An immutable, time-ordered piece of the store.
 #[derive(Debug)]
 pub struct Segment {
@@ -143,10 +160,9 @@ pub struct Segment {
     pub max_t: i64,
     /// The file's size once encoded; until then, an upper bound (see [`Segment::bytes`]).
     bytes: AtomicU64,
-    series: Vec<SegSeries>,
-    /// Shared with the same segment before its file was written (same series, same order).
-    index: Arc<MetricRuns>,
-    /// The file the stored series' chunks are read from.
+    list: List,
+    index: MetricRuns,
+    /// The file the stored series are read from.
     file: Option<File>,
     version: Version,
 }
@@ -206,8 +222,8 @@ impl Segment {
             min_t,
             max_t,
             bytes: AtomicU64::new(bytes),
-            series,
-            index: Arc::new(index),
+            list: List::Listed(series),
+            index,
             file,
             version,
         }
@@ -219,9 +235,31 @@ impl Segment {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// All series.
-    pub fn series(&self) -> &[SegSeries] {
-        &self.series
+    /// The series it keeps in memory, in label order: all of them until its file is written
+    /// (or when read from a version 1 file), none once its list is in its file.
+    pub fn listed(&self) -> &[SegSeries] {
+        match &self.list {
+            List::Listed(series) => series,
+            List::InFile(_) => &[],
+        }
+    }
+
+    /// How many series.
+    pub fn series_count(&self) -> usize {
+        match &self.list {
+            List::Listed(series) => series.len(),
+            List::InFile(idx) => idx.count() as usize,
+        }
+    }
+
+    /// Approximate heap bytes of what it keeps to find its series (not their labels or
+    /// chunks when it keeps those in memory).
+    pub fn heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
+            + match &self.list {
+                List::Listed(series) => series.capacity() * std::mem::size_of::<SegSeries>(),
+                List::InFile(idx) => idx.heap_bytes(),
+            }
     }
 
     /// Every label name, sorted.
@@ -231,28 +269,115 @@ impl Segment {
 
     /// Adds every value of label `name` to `out` (repeats included).
     pub fn label_values(&self, name: &str, out: &mut Vec<String>) {
+        let series = match &self.list {
+            List::InFile(idx) => {
+                out.extend(idx.values_of(name).map(str::to_owned));
+                return;
+            }
+            List::Listed(series) => series,
+        };
         if name == crate::labels::METRIC_NAME {
-            out.extend(self.index.metric_names().cloned());
+            out.extend(self.index.metric_names().map(str::to_owned));
             return;
         }
-        let mut values: Vec<&str> = self
-            .series
-            .iter()
-            .filter_map(|s| s.labels.get(name))
-            .collect();
+        let mut values: Vec<&str> = series.iter().filter_map(|s| s.labels.get(name)).collect();
         values.sort_unstable();
         values.dedup();
         out.extend(values.into_iter().map(str::to_owned));
     }
 
-    /// Series matching all matchers.
-    pub fn select<'a>(&'a self, ms: &'a [CompiledMatcher]) -> impl Iterator<Item = &'a SegSeries> {
-        let count = u32::try_from(self.series.len()).unwrap_or(u32::MAX);
+    /// Listed series matching all matchers.
+    fn select_listed<'a>(
+        &'a self,
+        series: &'a [SegSeries],
+        ms: &'a [CompiledMatcher],
+    ) -> impl Iterator<Item = &'a SegSeries> {
+        let count = u32::try_from(series.len()).unwrap_or(u32::MAX);
         self.index
             .candidates(ms, count)
             .into_iter()
-            .filter_map(|id| self.series.get(id as usize))
+            .filter_map(|id| series.get(id as usize))
             .filter(move |s| ms.iter().all(|m| m.matches_labels(&s.labels)))
+    }
+
+    /// Passes `each` the labels and samples (as [`Segment::samples`] gives them) of every
+    /// series matching all of `ms` that can have samples in `[start, end]`, in label order;
+    /// stops at the first error `each` returns.
+    ///
+    /// A stored segment reads its candidates' entries from the file (neighbours together, see
+    /// [`Segment::samples_each`]) and matches their labels as symbols; the labels of those
+    /// that match are built with pairs from `interner`, so a set equal to the head's or to
+    /// another segment's shares its pairs (compared by pointer) when `interner` has them.
+    pub(crate) fn select_each<E: From<io::Error>>(
+        &self,
+        ms: &[CompiledMatcher],
+        start: i64,
+        end: i64,
+        interner: &mut Interner,
+        mut each: impl FnMut(&Labels, SeriesSamples<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let idx = match &self.list {
+            List::Listed(series) => {
+                let selected: Vec<&SegSeries> = self
+                    .select_listed(series, ms)
+                    .filter(|s| s.max_t() >= start && s.min_t() <= end)
+                    .collect();
+                return self
+                    .samples_each(&selected, start, end, |s, samples| each(&s.labels, samples));
+            }
+            List::InFile(idx) => idx,
+        };
+        let file = self.file()?;
+        let resolved: Vec<Resolved> = ms.iter().map(|m| idx.resolve(m)).collect();
+        let ids = self.index.candidates(ms, idx.count());
+        let mut cache = HashMap::new();
+        for group in idx.groups(&ids, READ_GAP_BYTES).map_err(invalid)? {
+            let mut cursor = Cursor::new(file, self.version, group.from, group.to);
+            let mut id = group.first;
+            for &want in &ids[group.ids] {
+                // The entries before it: fewer than the group's span holds.
+                while id < want {
+                    cursor.next_entry()?.ok_or_else(|| invalid(Malformed))?;
+                    id += 1;
+                }
+                let entry = cursor.next_entry()?.ok_or_else(|| invalid(Malformed))?;
+                id += 1;
+                if !resolved.iter().all(|m| m.matches(entry.pairs)) {
+                    continue;
+                }
+                let labels = idx
+                    .symbols()
+                    .labels(entry.pairs, &mut cache, interner)
+                    .map_err(invalid)?;
+                each(
+                    &labels,
+                    self.decode_records(entry.records, entry.count, start, end)?,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every series with its samples, read as a query reads them.
+    #[cfg(test)]
+    pub(crate) fn contents(&self) -> Vec<(Labels, Vec<Sample>)> {
+        let mut out = Vec::new();
+        let mut interner = Interner::default();
+        self.select_each(&[], i64::MIN, i64::MAX, &mut interner, |labels, samples| {
+            let mut v = Vec::new();
+            samples.extend_within(i64::MIN, i64::MAX, &mut v);
+            out.push((labels.clone(), v));
+            Ok::<(), io::Error>(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// The file, for a segment whose series are stored.
+    fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("a stored series in a segment without a file"))
     }
 
     /// The bytes of a stored series' chunk records.
@@ -262,7 +387,8 @@ impl Segment {
         Ok(buf)
     }
 
-    /// A series' chunks, in time order: borrowed when in memory, else read from the file.
+    /// A listed series' chunks, in time order: borrowed when in memory, else read from the
+    /// file.
     pub fn chunks<'a>(&'a self, s: &'a SegSeries) -> io::Result<Cow<'a, [Chunk]>> {
         let stored = match &s.chunks {
             Chunks::Loaded(c) => return Ok(Cow::Borrowed(c)),
@@ -283,9 +409,9 @@ impl Segment {
         Ok(Cow::Owned(chunks))
     }
 
-    /// A series' samples as a read of `[start, end]` needs them: its chunks when in memory,
-    /// else the chunk records that can hold samples in that range, read from the file and
-    /// decoded once (not rebuilt into chunks).
+    /// A listed series' samples as a read of `[start, end]` needs them: its chunks when in
+    /// memory, else the chunk records that can hold samples in that range, read from the file
+    /// and decoded once (not rebuilt into chunks).
     pub fn samples<'a>(
         &'a self,
         s: &'a SegSeries,
@@ -295,13 +421,13 @@ impl Segment {
         match &s.chunks {
             Chunks::Loaded(c) => Ok(SeriesSamples::Chunks(c)),
             Chunks::Stored(stored) => {
-                self.decode_stored(&self.read_stored(stored)?, stored, start, end)
+                self.decode_records(&self.read_stored(stored)?, stored.count, start, end)
             }
         }
     }
 
-    /// [`Segment::samples`] of several series, given in the segment's order, passed to
-    /// `each` in that order. Series whose records lie close together in the file are read
+    /// [`Segment::samples`] of several listed series, given in the segment's order, passed
+    /// to `each` in that order. Series whose records lie close together in the file are read
     /// with one positional read: a query's series are mostly one metric's, which are next to
     /// each other, so thousands of series cost a few reads instead of one each. Stops at the
     /// first error `each` returns.
@@ -344,7 +470,7 @@ impl Segment {
                 let bytes = buf
                     .get(at..at + st.len as usize)
                     .ok_or_else(|| invalid(Malformed))?;
-                each(s, self.decode_stored(bytes, st, start, end)?)?;
+                each(s, self.decode_records(bytes, st.count, start, end)?)?;
             }
             rest = after;
         }
@@ -353,29 +479,25 @@ impl Segment {
 
     /// Reads bytes `from..to` of the file into `buf`.
     fn read_span(&self, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Result<()> {
-        let Some(file) = &self.file else {
-            return Err(io::Error::other(
-                "a stored series in a segment without a file",
-            ));
-        };
+        let file = self.file()?;
         buf.clear();
         buf.resize(usize::try_from(to - from).map_err(io::Error::other)?, 0);
         file.read_exact_at(buf, from)
     }
 
-    /// A stored series' records (`buf`, as read from the file) that can hold samples in
-    /// `[start, end]`, decoded. A record's first sample is decoded to place it in time; the
-    /// samples of one lie before the next one's first.
-    fn decode_stored(
+    /// A stored series' `count` chunk records (`buf`, as read from the file) that can hold
+    /// samples in `[start, end]`, decoded. A record's first sample is decoded to place it in
+    /// time; the samples of one lie before the next one's first.
+    fn decode_records(
         &self,
         buf: &[u8],
-        stored: &Stored,
+        count: u32,
         start: i64,
         end: i64,
     ) -> io::Result<SeriesSamples<'static>> {
         let mut r = Reader::new(buf);
-        let mut records = Vec::with_capacity(stored.count as usize);
-        for _ in 0..stored.count {
+        let mut records = Vec::with_capacity(count as usize);
+        for _ in 0..count {
             let (encoding, count, bytes) = read_record(&mut r, self.version).map_err(invalid)?;
             if count > 0 {
                 let first =
@@ -402,15 +524,21 @@ impl Segment {
         Ok(SeriesSamples::Decoded { samples, ends })
     }
 
-    /// Writes the file's contents to `out` as they are encoded; returns its length and each
-    /// series as the file holds it (labels and where its chunk records lie), in series order.
+    /// Writes the file's contents to `out` as they are encoded; returns its length and what
+    /// the segment stored in it keeps in memory.
     pub fn write_to(&self, out: impl Write) -> io::Result<Written> {
-        let mut w = FileWriter::new(
-            out,
-            self.series.iter().map(|s| &s.labels),
-            self.series.len(),
-        )?;
-        for s in &self.series {
+        let series = match &self.list {
+            List::Listed(series) => series,
+            // Copied entry by entry, as a merge of one segment copies them.
+            List::InFile(_) => return merge_into(&[self], out, true),
+        };
+        let mut symbols = BTreeSet::new();
+        for l in series.iter().flat_map(|s| s.labels.iter()) {
+            symbols.insert(l.name.as_str());
+            symbols.insert(l.value.as_str());
+        }
+        let mut w = FileWriter::new(out, symbols.into_iter(), series.len())?;
+        for s in series {
             w.add(&s.labels, &self.chunks(s)?)?;
         }
         let written = w.finish()?;
@@ -426,67 +554,24 @@ impl Segment {
     }
 
     /// The segment of a file just written at `path` ([`Segment::write_to`] or [`merge_to`]):
-    /// its chunks stay in the file.
+    /// its series list and chunks stay in the file.
     pub fn stored(seq: u64, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
         let file = File::open(path)?;
-        Ok(Arc::new(Segment::assemble(
-            seq,
-            written.series,
-            written.len,
-            Some(file),
-            Version::V3,
-        )))
-    }
-
-    /// The segment [`merge_to`] wrote at `path` from `run`. When it holds the same series as
-    /// one of the run's (the usual case: a window's segment merged with a persist of the same
-    /// series), it shares that one's label index instead of building another of every series.
-    pub fn merged(
-        seq: u64,
-        path: &Path,
-        written: Written,
-        run: &[Arc<Segment>],
-    ) -> io::Result<Arc<Segment>> {
-        Segment::stored_sharing(seq, path, written, run.iter().map(|s| &**s))
-    }
-
-    /// This segment once [`Segment::write_to`] wrote its file at `path`: the same series read
-    /// from the file, sharing this one's label index (a second index of every series, built
-    /// while the first is still in use, was most of a persist's passing memory).
-    pub fn stored_as(&self, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
-        Segment::stored_sharing(self.seq, path, written, [self])
-    }
-
-    /// The segment of a file just written at `path`, sharing the index of the first of
-    /// `candidates` with the same series in the same order, if any (else building its own).
-    fn stored_sharing<'a>(
-        seq: u64,
-        path: &Path,
-        written: Written,
-        candidates: impl IntoIterator<Item = &'a Segment>,
-    ) -> io::Result<Arc<Segment>> {
-        let Some(same) = candidates
-            .into_iter()
-            .find(|seg| same_labels(&written.series, &seg.series))
-        else {
-            return Segment::stored(seq, path, written);
-        };
-        let (min_t, max_t) = written
-            .series
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), s| {
-                (lo.min(s.min_t()), hi.max(s.max_t()))
-            });
         Ok(Arc::new(Segment {
             seq,
-            min_t,
-            max_t,
+            min_t: written.min_t,
+            max_t: written.max_t,
             bytes: AtomicU64::new(written.len),
-            series: written.series,
-            index: Arc::clone(&same.index),
-            file: Some(File::open(path)?),
+            list: List::InFile(written.index),
+            index: written.runs,
+            file: Some(file),
             version: Version::V3,
         }))
+    }
+
+    /// This segment once [`Segment::write_to`] wrote its file at `path`.
+    pub fn stored_as(&self, path: &Path, written: Written) -> io::Result<Arc<Segment>> {
+        Segment::stored(self.seq, path, written)
     }
 
     /// Whether its chunks are read from a file (it was written, or read at start-up).
@@ -499,9 +584,9 @@ impl Segment {
         Segment::parse(seq, buf, None, &mut Loader::default()).map(Arc::new)
     }
 
-    /// Reads the segment file at `path`, checking all of it; its chunks stay in the file.
-    /// Labels go through `loader`, so the segments a store opens share them: a series found
-    /// in every segment keeps one copy of its labels, not one per segment.
+    /// Reads the segment file at `path`, checking all of it; its series list and chunks stay
+    /// in it (a version 1 file, without symbols, keeps its list in memory). Each series'
+    /// newest time goes to `loader` ([`Loader::newest`]).
     pub fn open(seq: u64, path: &Path, loader: &mut Loader) -> io::Result<Arc<Segment>> {
         let mut file = File::open(path)?;
         let mut bytes = std::mem::take(&mut loader.buf);
@@ -534,6 +619,22 @@ impl Segment {
         if crc32(body) != u32::from_le_bytes(crc.try_into().map_err(|_| Malformed)?) {
             return Err(Malformed);
         }
+        match file {
+            Some(file) if version != Version::V1 => {
+                Segment::parse_in_file(seq, body, file, version, loader)
+            }
+            file => Segment::parse_listed(seq, body, file, version, loader),
+        }
+    }
+
+    /// Parses a file's series into a list kept in memory (with `file`, chunks left in it).
+    fn parse_listed(
+        seq: u64,
+        body: &[u8],
+        file: Option<File>,
+        version: Version,
+        loader: &mut Loader,
+    ) -> Result<Segment, Malformed> {
         let mut r = Reader::new(&body[8..]);
         // Offset in the file of what `r` reads next.
         let offset = |r: &Reader<'_>| (body.len() - r.remaining()) as u64;
@@ -568,15 +669,7 @@ impl Segment {
             let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
             for _ in 0..nc {
                 if file.is_some() {
-                    // Checked by decoding into one reused buffer: no chunk is built.
-                    let (encoding, count, bytes) = read_record(&mut r, version)?;
-                    scratch.clear();
-                    Chunk::decode_into(encoding, bytes, count, &mut scratch)
-                        .map_err(|_| Malformed)?;
-                    if let (Some(first), Some(last)) = (scratch.first(), scratch.last()) {
-                        min_t = min_t.min(first.t);
-                        max_t = max_t.max(last.t);
-                    }
+                    check_record(&mut r, version, &mut scratch, &mut min_t, &mut max_t)?;
                     continue;
                 }
                 let chunk = read_chunk(&mut r, version)?;
@@ -599,7 +692,9 @@ impl Segment {
                 Chunks::Loaded(chunks)
             };
             if min_t <= max_t || matches!(&chunks, Chunks::Loaded(c) if !c.is_empty()) {
-                series.push(SegSeries { labels, chunks });
+                let s = SegSeries { labels, chunks };
+                loader.saw(&s.labels, s.max_t());
+                series.push(s);
             }
         }
         if !r.is_empty() {
@@ -608,26 +703,97 @@ impl Segment {
         Ok(Segment::assemble(
             seq,
             series,
-            buf.len() as u64,
+            body.len() as u64 + 4,
             file,
             version,
         ))
     }
+
+    /// Parses a file (version 2 or later) whose series list stays in it: checks every
+    /// record, builds what finds the series ([`FileIndex`], [`MetricRuns`]) and tells
+    /// `loader` each series' newest time.
+    fn parse_in_file(
+        seq: u64,
+        body: &[u8],
+        file: File,
+        version: Version,
+        loader: &mut Loader,
+    ) -> Result<Segment, Malformed> {
+        let mut r = Reader::new(&body[8..]);
+        let offset = |r: &Reader<'_>| (body.len() - r.remaining()) as u64;
+        let mut symbols = Vec::new();
+        for _ in 0..r.uvarint()? {
+            symbols.push(r.str()?);
+        }
+        let mut b = IndexBuilder::new(Symbols::new(symbols)?);
+        let (mut pairs, mut scratch, mut cache) = (Vec::new(), Vec::new(), HashMap::new());
+        let (mut seg_min, mut seg_max) = (i64::MAX, i64::MIN);
+        for _ in 0..r.uvarint()? {
+            let at = offset(&r);
+            pairs.clear();
+            for _ in 0..r.uvarint()? {
+                let name = u32::try_from(r.uvarint()?).map_err(|_| Malformed)?;
+                let value = u32::try_from(r.uvarint()?).map_err(|_| Malformed)?;
+                pairs.push((name, value));
+            }
+            b.push(at, &pairs)?;
+            let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
+            for _ in 0..r.uvarint()? {
+                check_record(&mut r, version, &mut scratch, &mut min_t, &mut max_t)?;
+            }
+            if min_t <= max_t {
+                seg_min = seg_min.min(min_t);
+                seg_max = seg_max.max(max_t);
+                let labels = b.symbols().labels(&pairs, &mut cache, &mut loader.pairs)?;
+                loader.saw(&labels, max_t);
+            }
+        }
+        if !r.is_empty() {
+            return Err(Malformed);
+        }
+        let (index, runs) = b.finish(offset(&r));
+        Ok(Segment {
+            seq,
+            min_t: seg_min,
+            max_t: seg_max,
+            bytes: AtomicU64::new(body.len() as u64 + 4),
+            list: List::InFile(index),
+            index: runs,
+            file: Some(file),
+            version,
+        })
+    }
 }
 
-/// Whether two lists of series have the same label sets in the same order.
-fn same_labels(a: &[SegSeries], b: &[SegSeries]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.labels == y.labels)
+/// Checks one chunk record by decoding it into `scratch` (no chunk is built), widening
+/// `min_t..=max_t` to its samples.
+fn check_record(
+    r: &mut Reader<'_>,
+    version: Version,
+    scratch: &mut Vec<Sample>,
+    min_t: &mut i64,
+    max_t: &mut i64,
+) -> Result<(), Malformed> {
+    let (encoding, count, bytes) = read_record(r, version)?;
+    scratch.clear();
+    Chunk::decode_into(encoding, bytes, count, scratch).map_err(|_| Malformed)?;
+    if let (Some(first), Some(last)) = (scratch.first(), scratch.last()) {
+        *min_t = (*min_t).min(first.t);
+        *max_t = (*max_t).max(last.t);
+    }
+    Ok(())
 }
 
 /// What the segments a store opens at start-up share while they are read: one copy of each
-/// label set (and pair), and one buffer for the files' contents (a buffer per file would
-/// leave the allocator's heap fragmented by their sizes).
+/// label pair (and of each listed label set), one buffer for the files' contents (a buffer
+/// per file would leave the allocator's heap fragmented by their sizes), and each series'
+/// newest time, which the WAL's replay needs and then drops.
 #[derive(Debug, Default)]
 pub struct Loader {
     pairs: Interner,
-    sets: std::collections::HashSet<Labels>,
+    sets: HashSet<Labels>,
     buf: Vec<u8>,
+    newest: HashMap<Labels, i64>,
 }
 
 impl Loader {
@@ -639,6 +805,21 @@ impl Loader {
         let labels = self.pairs.intern(labels);
         self.sets.insert(labels.clone());
         labels
+    }
+
+    /// Notes a series with samples up to `max_t`.
+    fn saw(&mut self, labels: &Labels, max_t: i64) {
+        match self.newest.get_mut(labels) {
+            Some(t) => *t = (*t).max(max_t),
+            None => {
+                self.newest.insert(labels.clone(), max_t);
+            }
+        }
+    }
+
+    /// The newest sample time of each series in the segments opened, taken out.
+    pub fn newest(&mut self) -> HashMap<Labels, i64> {
+        std::mem::take(&mut self.newest)
     }
 }
 
@@ -707,7 +888,7 @@ impl SeriesSamples<'_> {
 }
 
 /// Reads one chunk record: its encoding, sample count and bytes.
-fn read_record<'a>(
+pub(super) fn read_record<'a>(
     r: &mut Reader<'a>,
     version: Version,
 ) -> Result<(Encoding, u16, &'a [u8]), Malformed> {
@@ -731,20 +912,23 @@ fn read_chunk(r: &mut Reader<'_>, version: Version) -> Result<Chunk, Malformed> 
     Chunk::from_encoded(encoding, bytes, count).map_err(|_| Malformed)
 }
 
-fn invalid(_: Malformed) -> io::Error {
+pub(super) fn invalid(_: Malformed) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "malformed segment")
 }
 
-/// A segment file as written: its length and its series, with where each one's chunk
-/// records lie in it.
+/// A segment file as written: its length, its time span, and what the segment stored in it
+/// keeps in memory ([`FileIndex`], [`MetricRuns`]).
 #[derive(Debug)]
 pub struct Written {
     len: u64,
-    series: Vec<SegSeries>,
+    min_t: i64,
+    max_t: i64,
+    index: FileIndex,
+    runs: MetricRuns,
 }
 
-/// Writes a segment file series by series (current version) as it is encoded, noting where
-/// each series' chunk records land: memory holds one series' record, not the file.
+/// Writes a segment file series by series (current version) as it is encoded, building its
+/// index as it goes: memory holds one series' record, not the file.
 struct FileWriter<'a, W> {
     out: W,
     /// Bytes written so far.
@@ -752,38 +936,40 @@ struct FileWriter<'a, W> {
     crc: Crc32,
     /// The record being encoded.
     record: Vec<u8>,
-    number: std::collections::HashMap<&'a str, u64>,
-    series: Vec<SegSeries>,
+    number: HashMap<&'a str, u64>,
+    index: IndexBuilder,
+    pairs: Vec<(u32, u32)>,
+    min_t: i64,
+    max_t: i64,
 }
 
 impl<'a, W: Write> FileWriter<'a, W> {
-    /// Starts a file of `count` series whose labels are among `labels`.
-    fn new(out: W, labels: impl Iterator<Item = &'a Labels>, count: usize) -> io::Result<Self> {
-        // Inserted one by one: collecting would first gather every series' names and values,
-        // repeats included (16 bytes each, 13 MB for 50,000 series), and sort them.
-        let mut symbols = std::collections::BTreeSet::new();
-        for l in labels.flat_map(|l| l.iter()) {
-            symbols.insert(l.name.as_str());
-            symbols.insert(l.value.as_str());
-        }
+    /// Starts a file of `count` series whose label names and values are `symbols` (sorted,
+    /// distinct).
+    fn new(out: W, symbols: impl Iterator<Item = &'a str>, count: usize) -> io::Result<Self> {
+        let symbols: Vec<&'a str> = symbols.collect();
         let mut record = MAGIC.to_vec();
         put_uvarint(&mut record, symbols.len() as u64);
         for sym in &symbols {
             put_str(&mut record, sym);
         }
+        put_uvarint(&mut record, count as u64);
+        let index = IndexBuilder::new(Symbols::new(symbols.iter().copied()).map_err(invalid)?);
         let number = symbols
             .into_iter()
             .enumerate()
             .map(|(i, s)| (s, i as u64))
             .collect();
-        put_uvarint(&mut record, count as u64);
         let mut w = FileWriter {
             out,
             at: 0,
             crc: Crc32::default(),
             record,
             number,
-            series: Vec::with_capacity(count),
+            index,
+            pairs: Vec::new(),
+            min_t: i64::MAX,
+            max_t: i64::MIN,
         };
         w.emit()?;
         Ok(w)
@@ -820,18 +1006,20 @@ impl<'a, W: Write> FileWriter<'a, W> {
     ) -> io::Result<()> {
         let out = &mut self.record;
         put_uvarint(out, labels.len() as u64);
+        self.pairs.clear();
         for l in labels {
-            let (Some(name), Some(value)) = (
+            let (Some(&name), Some(&value)) = (
                 self.number.get(l.name.as_str()),
                 self.number.get(l.value.as_str()),
             ) else {
                 return Err(io::Error::other("a label missing from the symbol table"));
             };
-            put_uvarint(out, *name);
-            put_uvarint(out, *value);
+            put_uvarint(out, name);
+            put_uvarint(out, value);
+            // Below the count of symbols, which `Symbols::new` checked fits.
+            self.pairs.push((name as u32, value as u32));
         }
         put_uvarint(out, pieces.len() as u64);
-        let start = out.len();
         for piece in pieces {
             let (encoding, count, bytes) = match piece {
                 Piece::Chunk(c) => {
@@ -845,19 +1033,9 @@ impl<'a, W: Write> FileWriter<'a, W> {
             put_uvarint(out, bytes.len() as u64);
             out.extend_from_slice(&bytes);
         }
-        let len = u32::try_from(out.len() - start)
-            .map_err(|_| io::Error::other("a series' chunks are over 4 GiB"))?;
-        let at = self.at + start as u64;
-        self.series.push(SegSeries {
-            labels: labels.clone(),
-            chunks: Chunks::Stored(Stored {
-                at,
-                len,
-                count: u32::try_from(pieces.len()).unwrap_or(u32::MAX),
-                min_t,
-                max_t,
-            }),
-        });
+        self.index.push(self.at, &self.pairs).map_err(invalid)?;
+        self.min_t = self.min_t.min(min_t);
+        self.max_t = self.max_t.max(max_t);
         self.emit()?;
         // A series with a long history must not leave its record's room behind.
         if self.record.capacity() > 1 << 20 {
@@ -871,9 +1049,13 @@ impl<'a, W: Write> FileWriter<'a, W> {
         let crc = self.crc.finish();
         self.out.write_all(&crc.to_le_bytes())?;
         self.out.flush()?;
+        let (index, runs) = self.index.finish(self.at);
         Ok(Written {
             len: self.at + 4,
-            series: self.series,
+            min_t: self.min_t,
+            max_t: self.max_t,
+            index,
+            runs,
         })
     }
 }
@@ -903,29 +1085,43 @@ enum Piece<'a> {
 /// they are stored, so merging the current window's segment with a new persist costs about
 /// a copy of its bytes, not a decoding and encoding of all its samples.
 pub fn merge_to(segs: &[Arc<Segment>], out: impl Write) -> io::Result<Written> {
-    merge_into(segs, out, true)
+    let segs: Vec<&Segment> = segs.iter().map(|s| &**s).collect();
+    merge_into(&segs, out, true)
 }
 
 /// [`merge_to`], copying the chunks it can when `copy_in_order` (else decoding them all).
-fn merge_into(segs: &[Arc<Segment>], out: impl Write, copy_in_order: bool) -> io::Result<Written> {
-    // Two passes over the run's series in label order: the symbol table and count first.
-    let distinct = LabelOrder::new(segs).count();
-    let mut w = FileWriter::new(
-        out,
-        LabelOrder::new(segs).map(|group| &group[0].1.labels),
-        distinct,
-    )?;
+fn merge_into(segs: &[&Segment], out: impl Write, copy_in_order: bool) -> io::Result<Written> {
+    // Two passes over the run's series in label order: the count first (labels only).
+    let mut distinct = 0usize;
+    let mut order = LabelOrder::new(segs, false)?;
+    while order.next_group()?.is_some() {
+        distinct += 1;
+    }
+    // A segment's symbols are those its series use: the run's are theirs together.
+    let mut symbols = BTreeSet::new();
+    for seg in segs {
+        match &seg.list {
+            List::Listed(series) => {
+                for l in series.iter().flat_map(|s| s.labels.iter()) {
+                    symbols.insert(l.name.as_str());
+                    symbols.insert(l.value.as_str());
+                }
+            }
+            List::InFile(idx) => symbols.extend(idx.symbols().iter()),
+        }
+    }
+    let mut w = FileWriter::new(out, symbols.into_iter(), distinct)?;
     let mut samples = Vec::new();
-    for group in LabelOrder::new(segs) {
-        let labels = &group[0].1.labels;
+    let mut order = LabelOrder::new(segs, true)?;
+    while let Some(group) = order.next_group()? {
+        let Some((_, first)) = group.first() else {
+            continue;
+        };
+        let labels = &first.labels;
         if let Some(stored) = in_time_order(&group).filter(|_| copy_in_order) {
-            let bufs = stored
-                .iter()
-                .map(|(seg, st)| seg.read_stored(st))
-                .collect::<io::Result<Vec<_>>>()?;
-            let mut records = Vec::with_capacity(bufs.len());
-            for ((seg, st), buf) in stored.iter().zip(&bufs) {
-                records.push(read_records(buf, st.count, seg.version).map_err(invalid)?);
+            let mut records = Vec::with_capacity(stored.len());
+            for piece in &stored {
+                records.push(read_records(piece.buf, piece.count, piece.version).map_err(invalid)?);
             }
             let (mut packed, mut layout) = (Vec::new(), Vec::new());
             append_in_order(&records, &mut samples, &mut packed, &mut layout)?;
@@ -936,14 +1132,22 @@ fn merge_into(segs: &[Arc<Segment>], out: impl Write, copy_in_order: bool) -> io
                     Placed::Copied(seg, rec) => Piece::Record(records[seg][rec]),
                 })
                 .collect();
-            let (first, last) = (stored[0].1, stored[stored.len() - 1].1);
-            w.add_pieces(labels, &pieces, first.min_t, last.max_t)?;
+            let (min_t, max_t) = (stored[0].min_t, stored[stored.len() - 1].max_t);
+            w.add_pieces(labels, &pieces, min_t, max_t)?;
         } else {
             samples.clear();
             // Oldest segment first, as `segs` lists them: samples mostly arrive in order.
-            for (seg, s) in &group {
-                seg.samples(s, i64::MIN, i64::MAX)?
-                    .extend_within(i64::MIN, i64::MAX, &mut samples);
+            for (seg, entry) in &group {
+                match &entry.body {
+                    Body::Loaded(chunks) => SeriesSamples::Chunks(chunks).extend_within(
+                        i64::MIN,
+                        i64::MAX,
+                        &mut samples,
+                    ),
+                    Body::Records { buf, count, .. } => seg
+                        .decode_records(buf, *count, i64::MIN, i64::MAX)?
+                        .extend_within(i64::MIN, i64::MAX, &mut samples),
+                }
             }
             if !samples.is_sorted_by_key(|s| s.t) {
                 samples.sort_by_key(|s| s.t);
@@ -958,20 +1162,55 @@ fn merge_into(segs: &[Arc<Segment>], out: impl Write, copy_in_order: bool) -> io
     w.finish()
 }
 
-/// A group's pieces in a file when each one's samples all come after the one before's: where
-/// they are stored, in order. `None` when any is in memory or they overlap in time.
-fn in_time_order<'a>(group: &[(&'a Segment, &'a SegSeries)]) -> Option<Vec<(&'a Segment, Stored)>> {
-    let mut out: Vec<(&Segment, Stored)> = Vec::with_capacity(group.len());
-    for (seg, s) in group {
-        let Chunks::Stored(st) = &s.chunks else {
+/// A series' chunk records as a merge copies them.
+struct StoredPiece<'g> {
+    version: Version,
+    buf: &'g [u8],
+    count: u32,
+    min_t: i64,
+    max_t: i64,
+}
+
+/// A group's pieces when each one's samples all come after the one before's: their records,
+/// in order. `None` when any is in memory or they overlap in time.
+fn in_time_order<'g>(group: &'g [(&Segment, Entry<'_>)]) -> Option<Vec<StoredPiece<'g>>> {
+    let mut out: Vec<StoredPiece<'g>> = Vec::with_capacity(group.len());
+    for (seg, entry) in group {
+        let Body::Records {
+            buf,
+            count,
+            min_t,
+            max_t,
+        } = &entry.body
+        else {
             return None;
         };
-        if out.last().is_some_and(|(_, prev)| prev.max_t >= st.min_t) {
+        if out.last().is_some_and(|prev| prev.max_t >= *min_t) {
             return None;
         }
-        out.push((seg, *st));
+        out.push(StoredPiece {
+            version: seg.version,
+            buf,
+            count: *count,
+            min_t: *min_t,
+            max_t: *max_t,
+        });
     }
     Some(out)
+}
+
+/// The oldest and newest sample times of a series' `count` records in `buf`: the first
+/// record's first sample and the last record's last (records follow one another in time).
+fn record_bounds(buf: &[u8], count: u32, version: Version) -> Result<(i64, i64), Malformed> {
+    let records = read_records(buf, count, version)?;
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Ok((i64::MAX, i64::MIN));
+    };
+    let min_t = Chunk::first_t(first.encoding, first.bytes, first.count).map_err(|_| Malformed)?;
+    let mut samples = Vec::with_capacity(usize::from(last.count));
+    Chunk::decode_into(last.encoding, last.bytes, last.count, &mut samples)
+        .map_err(|_| Malformed)?;
+    Ok((min_t, samples.last().map_or(i64::MIN, |s| s.t)))
 }
 
 /// A series' chunk records in a buffer read from its segment's file.
@@ -1043,45 +1282,159 @@ fn append_in_order(
     Ok(())
 }
 
-/// The series of several segments in label order, each label set once with the segments
-/// holding it (in the order given): a merge of their sorted lists, so no list of every
-/// series is gathered and sorted.
-struct LabelOrder<'a> {
-    segs: &'a [Arc<Segment>],
-    /// Per segment, the position of its next series.
-    next: Vec<usize>,
+/// One series of a segment as a merge reads it.
+struct Entry<'a> {
+    labels: Labels,
+    body: Body<'a>,
 }
 
-impl<'a> LabelOrder<'a> {
-    fn new(segs: &'a [Arc<Segment>]) -> Self {
-        LabelOrder {
-            segs,
-            next: vec![0; segs.len()],
+/// A series' chunks as a merge reads them.
+enum Body<'a> {
+    /// In memory (also the empty stand-in when only labels were asked for).
+    Loaded(&'a [Chunk]),
+    /// Its chunk records, read from the file, and the times of its first and last samples.
+    Records {
+        buf: Vec<u8>,
+        count: u32,
+        min_t: i64,
+        max_t: i64,
+    },
+}
+
+/// A segment's series in order, as a merge reads them.
+enum Stream<'a> {
+    Listed(std::slice::Iter<'a, SegSeries>),
+    InFile {
+        idx: &'a FileIndex,
+        cursor: Cursor<'a>,
+        cache: HashMap<(u32, u32), Arc<Label>>,
+    },
+}
+
+impl<'a> Stream<'a> {
+    fn new(seg: &'a Segment) -> io::Result<Self> {
+        Ok(match &seg.list {
+            List::Listed(series) => Stream::Listed(series.iter()),
+            List::InFile(idx) => {
+                let (from, to) = idx.span();
+                Stream::InFile {
+                    idx,
+                    cursor: Cursor::new(seg.file()?, seg.version, from, to),
+                    cache: HashMap::new(),
+                }
+            }
+        })
+    }
+
+    /// The next series of `seg` (this stream's), its chunks read only when `body`.
+    fn next(
+        &mut self,
+        seg: &'a Segment,
+        interner: &mut Interner,
+        body: bool,
+    ) -> io::Result<Option<Entry<'a>>> {
+        match self {
+            Stream::Listed(series) => {
+                let Some(s) = series.next() else {
+                    return Ok(None);
+                };
+                let body = match &s.chunks {
+                    Chunks::Loaded(chunks) => Body::Loaded(chunks),
+                    Chunks::Stored(_) if !body => Body::Loaded(&[]),
+                    Chunks::Stored(st) => Body::Records {
+                        buf: seg.read_stored(st)?,
+                        count: st.count,
+                        min_t: st.min_t,
+                        max_t: st.max_t,
+                    },
+                };
+                Ok(Some(Entry {
+                    labels: s.labels.clone(),
+                    body,
+                }))
+            }
+            Stream::InFile { idx, cursor, cache } => {
+                let Some(e) = cursor.next_entry()? else {
+                    return Ok(None);
+                };
+                let labels = idx
+                    .symbols()
+                    .labels(e.pairs, cache, interner)
+                    .map_err(invalid)?;
+                let body = if body {
+                    let (min_t, max_t) =
+                        record_bounds(e.records, e.count, seg.version).map_err(invalid)?;
+                    Body::Records {
+                        buf: e.records.to_vec(),
+                        count: e.count,
+                        min_t,
+                        max_t,
+                    }
+                } else {
+                    Body::Loaded(&[])
+                };
+                Ok(Some(Entry { labels, body }))
+            }
         }
     }
 }
 
-impl<'a> Iterator for LabelOrder<'a> {
-    type Item = Vec<(&'a Segment, &'a SegSeries)>;
+/// The series of several segments in label order, each label set once with the segments
+/// holding it (in the order given): a merge of their sorted lists, read one series at a
+/// time, so no list of every series is gathered and sorted. Labels read from files share
+/// their pairs through one interner, so comparing them mostly compares pointers.
+struct LabelOrder<'a> {
+    segs: &'a [&'a Segment],
+    streams: Vec<Stream<'a>>,
+    /// Each segment's next series.
+    heads: Vec<Option<Entry<'a>>>,
+    interner: Interner,
+    bodies: bool,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let heads = || {
-            self.segs
-                .iter()
-                .zip(&self.next)
-                .filter_map(|(seg, &i)| seg.series().get(i).map(|s| &s.labels))
+impl<'a> LabelOrder<'a> {
+    /// The series of `segs`, their chunks read only when `bodies`.
+    fn new(segs: &'a [&'a Segment], bodies: bool) -> io::Result<Self> {
+        let mut streams = segs
+            .iter()
+            .map(|s| Stream::new(s))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut interner = Interner::default();
+        let mut heads = Vec::with_capacity(segs.len());
+        for (seg, stream) in segs.iter().zip(&mut streams) {
+            heads.push(stream.next(seg, &mut interner, bodies)?);
+        }
+        Ok(LabelOrder {
+            segs,
+            streams,
+            heads,
+            interner,
+            bodies,
+        })
+    }
+
+    /// The next label set's pieces, with their segments.
+    fn next_group(&mut self) -> io::Result<Option<Vec<(&'a Segment, Entry<'a>)>>> {
+        let Some(least) = self
+            .heads
+            .iter()
+            .flatten()
+            .map(|e| &e.labels)
+            .min()
+            .cloned()
+        else {
+            return Ok(None);
         };
-        let least = heads().min()?.clone();
         let mut group = Vec::new();
-        for (seg, i) in self.segs.iter().zip(self.next.iter_mut()) {
-            if let Some(s) = seg.series().get(*i)
-                && s.labels == least
-            {
-                group.push((&**seg, s));
-                *i += 1;
+        for (i, &seg) in self.segs.iter().enumerate() {
+            if self.heads[i].as_ref().is_some_and(|e| e.labels == least) {
+                let next = self.streams[i].next(seg, &mut self.interner, self.bodies)?;
+                if let Some(entry) = std::mem::replace(&mut self.heads[i], next) {
+                    group.push((seg, entry));
+                }
             }
         }
-        Some(group)
+        Ok(Some(group))
     }
 }
 
@@ -1158,33 +1511,70 @@ mod tests {
         Segment::stored(seq, &path, written).unwrap()
     }
 
+    /// The segment of `series` in memory, and written to `dir` and opened as stored.
+    fn in_memory_and_stored(
+        dir: &Path,
+        series: Vec<(Labels, Vec<Sample>)>,
+    ) -> (Arc<Segment>, Arc<Segment>) {
+        let memory = Segment::new(
+            1,
+            series
+                .iter()
+                .map(|(l, samples)| SegSeries::new(l.clone(), pack(samples)))
+                .collect(),
+        );
+        (memory, stored(dir, 1, series))
+    }
+
     fn merged(dir: &Path, seq: u64, run: &[Arc<Segment>], copy: bool) -> (Arc<Segment>, Vec<u8>) {
         let path = dir.join(format!("seg-{seq}.kms"));
-        let written = merge_into(run, File::create(&path).unwrap(), copy).unwrap();
+        let run: Vec<&Segment> = run.iter().map(|s| &**s).collect();
+        let written = merge_into(&run, File::create(&path).unwrap(), copy).unwrap();
         let seg = Segment::stored(seq, &path, written).unwrap();
         (seg, std::fs::read(&path).unwrap())
     }
 
     fn contents(seg: &Segment) -> Vec<(Labels, Vec<Sample>)> {
-        seg.series()
-            .iter()
-            .map(|s| {
-                let mut out = Vec::new();
-                seg.samples(s, i64::MIN, i64::MAX).unwrap().extend_within(
-                    i64::MIN,
-                    i64::MAX,
-                    &mut out,
-                );
-                (s.labels.clone(), out)
-            })
-            .collect()
+        seg.contents()
     }
 
-    /// Reading a selection together gives each series what reading it alone gives, in the
-    /// selection's order, whether its neighbours in the file are selected, a few pages away
-    /// or beyond one read's span; an error from the caller stops the reading.
+    /// What `select_each` passes for `ms` over `[start, end]`: labels and the samples in
+    /// range, as bits, without the series that have none there.
+    fn selected(
+        seg: &Segment,
+        ms: &[crate::matcher::Matcher],
+        start: i64,
+        end: i64,
+    ) -> Vec<(Labels, Vec<(i64, u64)>)> {
+        let ms = crate::matcher::compile_all(ms).unwrap();
+        let mut out = Vec::new();
+        seg.select_each(
+            &ms,
+            start,
+            end,
+            &mut Interner::default(),
+            |labels, samples| {
+                let mut v = Vec::new();
+                samples.extend_within(start, end, &mut v);
+                if !v.is_empty() {
+                    out.push((
+                        labels.clone(),
+                        v.iter().map(|s| (s.t, s.v.to_bits())).collect(),
+                    ));
+                }
+                Ok::<(), io::Error>(())
+            },
+        )
+        .unwrap();
+        out
+    }
+
+    /// A stored segment, its series list in its file, selects what the same segment in
+    /// memory selects, whether the series it takes are neighbours in the file, a few pages
+    /// apart or beyond one read's span; an error from the caller stops the reading.
     #[test]
-    fn series_read_together_read_as_they_do_alone() {
+    fn a_stored_segment_selects_what_it_selected_in_memory() {
+        use crate::matcher::{MatchOp, Matcher};
         let dir = tempfile::tempdir().unwrap();
         // Noisy values compress badly: ~9 bytes a sample, so 400 series of 600 to 1,500
         // samples (of different chunk counts) make a file over three reads' span, and
@@ -1203,46 +1593,40 @@ mod tests {
                         }
                     })
                     .collect();
-                (labels(i), samples)
+                let labels = Labels::new([
+                    ("__name__", format!("m{}", i % 3)),
+                    ("s", i.to_string()),
+                    ("odd", (i % 2).to_string()),
+                ]);
+                (labels, samples)
             })
             .collect();
-        let seg = stored(dir.path(), 1, series);
+        let (memory, seg) = in_memory_and_stored(dir.path(), series);
         assert!(seg.bytes() > 3 * READ_SPAN_BYTES);
-        let alone = |s: &SegSeries, start, end| {
-            let mut out = Vec::new();
-            seg.samples(s, start, end)
-                .unwrap()
-                .extend_within(start, end, &mut out);
-            out
-        };
-        for (keep, start, end) in [
-            (1, i64::MIN, i64::MAX),
-            (3, 3_000_000, 6_000_000),
-            (50, 14_000_000, i64::MAX),
+        assert!(seg.listed().is_empty());
+        let re = |name: &str, v: &str| Matcher::new(name, MatchOp::Re, v);
+        for (ms, start, end) in [
+            (vec![], i64::MIN, i64::MAX),
+            (vec![Matcher::eq("__name__", "m1")], 3_000_000, 6_000_000),
+            (
+                vec![re("s", "1.*"), Matcher::eq("odd", "1")],
+                14_000_000,
+                i64::MAX,
+            ),
+            (
+                vec![re("s", ".*50"), Matcher::new("odd", MatchOp::Ne, "0")],
+                i64::MIN,
+                0,
+            ),
+            (vec![Matcher::eq("none", "")], 0, i64::MAX),
+            (vec![Matcher::eq("s", "nope")], i64::MIN, i64::MAX),
         ] {
-            let selected: Vec<&SegSeries> = seg.series().iter().step_by(keep).collect();
-            let mut got = Vec::new();
-            seg.samples_each(&selected, start, end, |s, samples| {
-                let mut out = Vec::new();
-                samples.extend_within(start, end, &mut out);
-                got.push((s.labels.clone(), out));
-                Ok::<(), io::Error>(())
-            })
-            .unwrap();
-            let want: Vec<(Labels, Vec<Sample>)> = selected
-                .iter()
-                .map(|s| (s.labels.clone(), alone(s, start, end)))
-                .collect();
-            assert_eq!(got.len(), want.len());
-            for (g, w) in got.iter().zip(&want) {
-                assert_eq!(g.0, w.0);
-                let bits =
-                    |v: &[Sample]| v.iter().map(|s| (s.t, s.v.to_bits())).collect::<Vec<_>>();
-                assert_eq!(bits(&g.1), bits(&w.1), "{}", g.0);
-            }
+            let want = selected(&memory, &ms, start, end);
+            assert_eq!(selected(&seg, &ms, start, end), want, "{ms:?}");
         }
+        assert_eq!(selected(&seg, &[], i64::MIN, i64::MAX).len(), 400);
         let mut calls = 0;
-        let stopped = seg.samples_each(&seg.series().iter().collect::<Vec<_>>(), 0, 1, |_, _| {
+        let stopped = seg.select_each(&[], 0, 1, &mut Interner::default(), |_, _| {
             calls += 1;
             Err(io::Error::other("enough"))
         });
@@ -1250,8 +1634,103 @@ mod tests {
         assert_eq!(calls, 1);
     }
 
+    /// A stored segment keeps a few bytes a series in memory: its series list is in its
+    /// file (the labels of a scrape: a few metrics, each over targets and a label of its
+    /// own, 10,000 series in all).
+    #[test]
+    fn a_stored_segment_keeps_a_few_bytes_a_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut series = Vec::new();
+        for metric in 0..20 {
+            for target in 0..50 {
+                for le in 0..10 {
+                    let labels = Labels::new([
+                        ("__name__", format!("metric_{metric}_total")),
+                        (
+                            "instance",
+                            format!("10.0.{}.{}:9100", target / 250, target % 250),
+                        ),
+                        ("job", "node".to_owned()),
+                        ("le", format!("0.{le}")),
+                    ]);
+                    series.push((labels, vec![Sample { t: 1, v: 1.0 }]));
+                }
+            }
+        }
+        let (memory, seg) = in_memory_and_stored(dir.path(), series);
+        assert_eq!(seg.series_count(), 10_000);
+        let per_series = seg.heap_bytes() as f64 / 10_000.0;
+        assert!(per_series < 2.0, "{per_series} bytes a series");
+        // In memory, a series costs its entry in the list (labels and chunks apart).
+        assert!(memory.heap_bytes() >= 10_000 * std::mem::size_of::<SegSeries>());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Select over a stored segment (labels matched as symbols, entries read from the
+        /// file around the metric runs) answers what the same segment in memory answers.
+        #[test]
+        fn select_over_a_stored_segment_answers_like_the_segment_in_memory(
+            sets in prop::collection::vec(
+                (
+                    prop::collection::vec(
+                        (
+                            prop::sample::select(vec!["__name__", "A", "job", "le"]),
+                            prop::sample::select(vec!["", "up", "x", "y", "z0"]),
+                        ),
+                        0..4,
+                    ),
+                    1usize..40,
+                ),
+                1..60,
+            ),
+            ms in prop::collection::vec(
+                (
+                    prop::sample::select(vec!["__name__", "A", "job", "le", "none"]),
+                    prop::sample::select(vec![
+                        crate::matcher::MatchOp::Eq,
+                        crate::matcher::MatchOp::Ne,
+                        crate::matcher::MatchOp::Re,
+                        crate::matcher::MatchOp::Nre,
+                    ]),
+                    prop::sample::select(vec!["", "up", "x", "y|z0", ".*", "z.+"]),
+                ),
+                0..3,
+            ),
+            (start, end) in (0i64..30, 0i64..30),
+        ) {
+            let mut series: Vec<(Labels, Vec<Sample>)> = sets
+                .into_iter()
+                .enumerate()
+                .map(|(i, (pairs, n))| {
+                    let mut pairs: Vec<(String, String)> =
+                        pairs.into_iter().map(|(a, b)| (a.to_owned(), b.to_owned())).collect();
+                    // Distinct sets; a few hundred of them span several table entries.
+                    pairs.push(("id".into(), i.to_string()));
+                    let samples = (0..n as i64).map(|k| Sample { t: k, v: k as f64 }).collect();
+                    (Labels::new(pairs), samples)
+                })
+                .collect();
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            let dir = tempfile::tempdir().unwrap();
+            let (memory, seg) = in_memory_and_stored(dir.path(), series);
+            let ms: Vec<crate::matcher::Matcher> = ms
+                .into_iter()
+                .map(|(n, op, v)| crate::matcher::Matcher::new(n, op, v))
+                .collect();
+            let (start, end) = (start.min(end), start.max(end));
+            prop_assert_eq!(selected(&seg, &ms, start, end), selected(&memory, &ms, start, end));
+            for name in ["__name__", "A", "job", "le", "id", "none"] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                seg.label_values(name, &mut a);
+                memory.label_values(name, &mut b);
+                // Repeats allowed (the store removes them).
+                b.dedup();
+                prop_assert_eq!(a, b);
+            }
+            prop_assert!(seg.label_names().eq(memory.label_names()));
+        }
 
         /// A window's segment merged with each persist in turn (chunks copied where they
         /// can be) is the file a merge of all the persists at once, decoding every sample,
@@ -1347,10 +1826,16 @@ mod tests {
         let bufs: Vec<(Vec<u8>, u32)> = [&big, &small]
             .iter()
             .map(|seg| {
-                let Chunks::Stored(st) = seg.series()[0].chunks else {
+                let mut stream = Stream::new(seg).unwrap();
+                let entry = stream.next(seg, &mut Interner::default(), true);
+                let Some(Entry {
+                    body: Body::Records { buf, count, .. },
+                    ..
+                }) = entry.unwrap()
+                else {
                     panic!("stored")
                 };
-                (seg.read_stored(&st).unwrap(), st.count)
+                (buf, count)
             })
             .collect();
         let records: Vec<Vec<Record<'_>>> = bufs

@@ -478,11 +478,11 @@ fn version_1_segments_still_load() {
     let crc = crc32(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     let seg = segment::Segment::decode(1, &out).unwrap();
-    assert_eq!(seg.series()[0].labels, labels);
-    assert_eq!(seg.series()[0].loaded().unwrap()[0].samples().len(), 2);
+    assert_eq!(seg.listed()[0].labels, labels);
+    assert_eq!(seg.listed()[0].loaded().unwrap()[0].samples().len(), 2);
     // Written again, it is the current version and smaller labels-wise, with the same content.
     let again = segment::Segment::decode(1, &seg.encode().unwrap()).unwrap();
-    assert_eq!(again.series()[0].labels, labels);
+    assert_eq!(again.listed()[0].labels, labels);
     assert!(seg.encode().unwrap().starts_with(b"KMSEG03\n"));
 }
 
@@ -521,14 +521,12 @@ fn version_2_file(series: &[(Labels, Vec<crate::chunk::Chunk>)]) -> Vec<u8> {
 }
 
 fn sample_bits(seg: &segment::Segment) -> Vec<(Labels, Vec<(i64, u64)>)> {
-    seg.series()
-        .iter()
-        .map(|s| {
-            let chunks = seg.chunks(s).unwrap();
-            let samples = chunks.iter().flat_map(|c| c.iter());
+    seg.contents()
+        .into_iter()
+        .map(|(labels, samples)| {
             (
-                s.labels.clone(),
-                samples.map(|x| (x.t, x.v.to_bits())).collect(),
+                labels,
+                samples.iter().map(|x| (x.t, x.v.to_bits())).collect(),
             )
         })
         .collect()
@@ -572,6 +570,25 @@ fn version_2_segments_still_load_and_rewrite_smaller_with_the_same_samples() {
     );
     let again = segment::Segment::decode(7, &new).unwrap();
     assert_eq!(sample_bits(&again), want);
+    // Opened from its file, its series list stays there and reads the same; a merge of it
+    // alone writes the current version with the same samples.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg-7.kms");
+    std::fs::write(&path, &old).unwrap();
+    let mut loader = segment::Loader::default();
+    let opened = segment::Segment::open(7, &path, &mut loader).unwrap();
+    assert!(opened.listed().is_empty());
+    assert_eq!(sample_bits(&opened), want);
+    assert_eq!(loader.newest().len(), 2);
+    let merged_path = dir.path().join("seg-8.kms");
+    let written = segment::merge_to(&[opened], std::fs::File::create(&merged_path).unwrap());
+    let merged = segment::Segment::stored(8, &merged_path, written.unwrap()).unwrap();
+    assert!(
+        std::fs::read(&merged_path)
+            .unwrap()
+            .starts_with(b"KMSEG03\n")
+    );
+    assert_eq!(sample_bits(&merged), want);
 }
 
 #[test]
@@ -673,8 +690,7 @@ fn persisted_chunks_leave_memory_and_are_read_from_the_file() {
     let stored_only = |store: &Store| {
         read(&store.inner.segments)
             .iter()
-            .flat_map(|seg| seg.series())
-            .all(|s| s.loaded().is_none())
+            .all(|seg| seg.is_stored() && seg.listed().is_empty())
     };
     assert!(stored_only(&store), "a persisted segment kept its chunks");
     let s = all(&store);
