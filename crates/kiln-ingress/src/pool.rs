@@ -560,6 +560,9 @@ async fn send_own(
                 *response.status_mut() = head.status;
                 *response.version_mut() = head.version;
                 *response.headers_mut() = head.headers;
+                // The request's header map, written and no longer needed, is the next
+                // response head's.
+                h1::recycle_headers(request.into_parts().0.headers);
                 return Ok(response);
             }
             Err(h1::ExchangeError::Write(error)) if !fresh => {
