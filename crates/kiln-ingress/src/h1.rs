@@ -114,7 +114,10 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     // Header names and values are shared with the head's bytes, not copied: their offsets
     // into `buf` are taken before the head is split off.
-    let mut spans: Vec<(usize, usize, usize, usize)>;
+    // This thread's list from the last head (kept, not freed: one allocation fewer per
+    // response), or a new one.
+    let mut spans = SPANS.try_with(std::cell::Cell::take).unwrap_or_default();
+    spans.clear();
     let (len, code, minor) = {
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -132,7 +135,6 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             Err(error) => return Err(H1Error::Head(error)),
         };
         let base = buf.as_ptr() as usize;
-        spans = Vec::with_capacity(response.headers.len());
         spans.extend(response.headers.iter().map(|h| {
             (
                 h.name.as_ptr() as usize - base,
@@ -156,7 +158,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = spare_headers(spans.len());
     let head_bytes = buf.split_to(len).freeze();
     for &(name_at, name_len, value_at, value_len) in &spans {
         let name = HeaderName::from_bytes(&head_bytes[name_at..name_at + name_len])
@@ -166,6 +168,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
                 .map_err(|_| H1Error::BadHeader)?;
         headers.append(name, value);
     }
+    // `try_with`: a list given back while the thread's locals are destroyed is just dropped.
+    let _ = SPANS.try_with(|kept| kept.set(spans));
     let keep_alive = keep_alive(version, &headers);
     let decoder = framing(method, status, &mut headers)?;
     Ok(Some(Head {
@@ -175,6 +179,48 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         keep_alive: keep_alive && !matches!(decoder, Decoder::Close),
         decoder,
     }))
+}
+
+/// Header maps with room for more entries than this are not kept for reuse.
+const MAX_SPARE_HEADERS: usize = 64;
+
+thread_local! {
+    /// A cleared header map kept for the next response head parsed on this thread: the map of
+    /// a request our exchange sent (see [`recycle_headers`]). The response's map goes on to
+    /// hyper's server connection, which clears it after writing it and parses the client's
+    /// next request into it, so one map per request cycles through instead of a new one per
+    /// response that then grew twice (the response's X-Request-Id, the next request's
+    /// forwarded headers): ≈2,000 instructions per request (docs/benchmarks.md, session 17).
+    static SPARE_HEADERS: std::cell::Cell<Option<HeaderMap>> = const { std::cell::Cell::new(None) };
+}
+
+thread_local! {
+    /// The offsets of a response head's headers, between its parse and its header map
+    /// (see [`parse_head`]).
+    static SPANS: std::cell::Cell<Vec<(usize, usize, usize, usize)>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A map for `len` headers: this thread's spare one when there is one.
+fn spare_headers(len: usize) -> HeaderMap {
+    match SPARE_HEADERS.try_with(std::cell::Cell::take).ok().flatten() {
+        Some(mut map) => {
+            map.reserve(len);
+            map
+        }
+        None => HeaderMap::with_capacity(len),
+    }
+}
+
+/// Keeps `map`, cleared, for the next response head parsed on this thread (a map grown past
+/// [`MAX_SPARE_HEADERS`] is dropped instead, so an unusual request holds no memory after it).
+pub(crate) fn recycle_headers(mut map: HeaderMap) {
+    if map.capacity() > MAX_SPARE_HEADERS {
+        return;
+    }
+    map.clear();
+    // `try_with`: a map recycled while the thread's locals are destroyed is just dropped.
+    let _ = SPARE_HEADERS.try_with(|spare| spare.set(Some(map)));
 }
 
 /// Whether the response lets the connection live on (HTTP/1.1 unless `Connection: close`;

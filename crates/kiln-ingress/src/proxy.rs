@@ -20,6 +20,7 @@ use crate::balance::{Tried, choose_endpoint, choose_set};
 use crate::body::{BodyFlags, ProxyBody, UpstreamBody, UpstreamIncoming};
 use crate::client_io::IoWatch;
 use crate::error::ProxyError;
+use crate::h1;
 use crate::headers;
 use crate::health::{Clock, InFlight};
 use crate::metrics::{InFlightRequest, MetricsRegistry};
@@ -255,10 +256,12 @@ struct Attempted {
 /// broken canary's failures are retried on the stable side); `set_index` ends as the set of
 /// the last attempt, and each abandoned set counts the failure it gave.
 ///
-/// The headers are built once and moved into the request of an attempt; they are copied first
-/// (into a [`RetryCopy`], once) only when a later attempt could need them after this one was
-/// sent (a bodiless idempotent request that may still be retried). A request nothing was sent
-/// of comes back whole, so every other retry takes its headers back from it.
+/// The headers are built once and moved into the request of an attempt. Our own exchange
+/// (a request without a body, the common case) gives them back whether or not it reached the
+/// upstream; for hyper's client, which keeps them, they are copied first (into a
+/// [`RetryCopy`], once) only when a later attempt could need them after this one was sent (a
+/// bodiless idempotent request that may still be retried). A request nothing was sent of
+/// comes back whole, so every other retry takes its headers back from it.
 #[expect(
     clippy::too_many_arguments,
     reason = "one request's pieces, each moved or borrowed differently"
@@ -326,14 +329,16 @@ async fn attempts(
         else {
             return Err(ProxyError::Upstream);
         };
-        if may_retry && resendable && copy.is_none() {
-            copy = Some(RetryCopy::of(&sent_headers));
-        }
         let request = build_request(
             outgoing,
             sent_headers,
             body.take().unwrap_or_else(UpstreamBody::empty),
         );
+        // Our own exchange gives the headers back after sending; hyper's client keeps them,
+        // so they are copied first when a retry could need them.
+        if may_retry && resendable && copy.is_none() && !pool::takes_own_exchange(&request) {
+            copy = Some(RetryCopy::of(request.headers()));
+        }
         let outcome = pool::send(endpoint.addr, route.timeouts, ctx.pool, request).await;
         match outcome {
             Err(failure) if failure.is_timeout() => {
@@ -360,7 +365,10 @@ async fn attempts(
                     return Err(ProxyError::Upstream);
                 }
             }
-            Err(failure) => {
+            Err(mut failure) => {
+                if let Some(sent) = failure.sent_headers.take() {
+                    headers.get_or_insert(sent);
+                }
                 if flags.is_some_and(BodyFlags::over_limit) {
                     return Err(ProxyError::BodyTooLarge {
                         limit: route.max_body_bytes.unwrap_or(0),
@@ -388,7 +396,14 @@ async fn attempts(
                     return Err(ProxyError::Upstream);
                 }
             }
-            Ok((response, connection)) => {
+            Ok(pool::Sent {
+                response,
+                connection,
+                headers: sent,
+            }) => {
+                if let Some(sent) = sent {
+                    headers.get_or_insert(sent);
+                }
                 let status = response.status();
                 if status.is_server_error() {
                     report_failure(ctx, route, set, index);
@@ -409,6 +424,10 @@ async fn attempts(
                             | StatusCode::GATEWAY_TIMEOUT
                     );
                 if !(retryable && withdraw(route, set)) {
+                    // Headers given back and not needed again are the next response head's.
+                    if let Some(spare) = headers.take() {
+                        h1::recycle_headers(spare);
+                    }
                     return Ok(Attempted {
                         response,
                         connection,

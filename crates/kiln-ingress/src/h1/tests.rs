@@ -358,3 +358,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_recycled_header_map_holds_only_the_next_heads_headers() {
+    let mut sent = HeaderMap::new();
+    sent.insert("x-request-only", HeaderValue::from_static("1"));
+    sent.insert(header::HOST, HeaderValue::from_static("example.test"));
+    recycle_headers(sent);
+    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: b\r\n\r\n"[..]);
+    let Some(head) = parse_head(&mut buf, &Method::GET).ok().flatten() else {
+        panic!("the head did not parse");
+    };
+    let names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+    assert_eq!(names, ["content-length", "x-a"]);
+    // The spare was taken: a second head gets a map of its own.
+    assert!(SPARE_HEADERS.with(std::cell::Cell::take).is_none());
+}
+
+#[test]
+fn a_header_map_grown_large_is_not_kept() {
+    let mut sent = HeaderMap::new();
+    for i in 0..MAX_SPARE_HEADERS + 1 {
+        sent.insert(
+            HeaderName::try_from(format!("x-{i}")).unwrap_or(header::ACCEPT),
+            HeaderValue::from_static("v"),
+        );
+    }
+    recycle_headers(sent);
+    assert!(SPARE_HEADERS.with(std::cell::Cell::take).is_none());
+    recycle_headers(HeaderMap::with_capacity(4));
+    assert!(SPARE_HEADERS.with(std::cell::Cell::take).is_some());
+}

@@ -98,14 +98,16 @@ async fn the_retry_budget_stops_a_retry_storm() {
 }
 
 /// The headers are built once per request and moved into an attempt: after a connect failure
-/// they come back with the unsent request (a POST keeps no copy), after a 503 a copy kept for
-/// the retry is sent. Either way the retry carries what a first attempt does.
+/// they come back with the unsent request (a POST keeps no copy); after a 503, or an upstream
+/// that hung up after reading the request, our own exchange gives back the headers it sent.
+/// Either way the retry carries what a first attempt does.
 #[tokio::test]
 async fn a_retried_request_carries_the_same_headers() {
     let dead = dead_addr().await;
     let failing = upstream_with_status("failing", StatusCode::SERVICE_UNAVAILABLE).await;
+    let hanging_up = hanging_up_upstream().await;
     let ok = upstream("ok").await;
-    for (first, method) in [(dead, "POST"), (failing.addr, "GET")] {
+    for (first, method) in [(dead, "POST"), (failing.addr, "GET"), (hanging_up, "GET")] {
         let mut r = route("r", "*", "/", &[first, ok.addr]);
         r.outlier.consecutive_failures = 1000;
         r.request_headers = vec![("x-env".into(), "prod".into())];
@@ -143,4 +145,29 @@ async fn a_retried_request_carries_the_same_headers() {
         let retries = h.metrics().get("r", "stable").unwrap().retries;
         assert!(retries >= 2, "{method}: only {retries} retries");
     }
+}
+
+/// An upstream that reads a request's head and closes the connection without answering (an
+/// instance killed mid-request).
+async fn hanging_up_upstream() -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            // Bounded: a test request's head comes in far fewer reads.
+            for _ in 0..64 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+                if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    });
+    addr
 }
