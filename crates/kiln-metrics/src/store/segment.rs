@@ -1746,6 +1746,9 @@ mod tests {
                 .flat_map(|s| [s.first().map(|x| x.t), s.last().map(|x| x.t)])
                 .flatten()
                 .fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+            // A history of empty series has no time span to cut (and `last - first` would
+            // overflow): every cut falls at the same instant.
+            let (first, last) = if first > last { (0, 0) } else { (first, last) };
             let mut bounds: Vec<i64> = cuts
                 .iter()
                 .map(|f| first + ((last - first) as f64 * f) as i64)
