@@ -5,19 +5,24 @@
 use std::path::Path;
 
 use kiln_pipelines::parse_workflow;
+use kiln_spec::Diagnostic;
+use kiln_spec::source::SourceMap;
+
+/// Where a diagnostic points, as `line:col` (`0:0` without a place).
+fn place(sources: &SourceMap, d: &Diagnostic) -> String {
+    let (line, col) = d
+        .span
+        .map(|s| sources.file(s.file).line_col(s.start))
+        .unwrap_or((0, 0));
+    format!("{line}:{col}")
+}
 
 /// Every diagnostic as `line:col message`, in order.
 fn errors(yaml: &str) -> Vec<String> {
     let err = parse_workflow(Path::new("ci.yml"), yaml).expect_err("expected errors");
     err.diagnostics
         .iter()
-        .map(|d| {
-            let (line, col) = d
-                .span
-                .map(|s| err.sources.file(s.file).line_col(s.start))
-                .unwrap_or((0, 0));
-            format!("{line}:{col} {}", d.message)
-        })
+        .map(|d| format!("{} {}", place(&err.sources, d), d.message))
         .collect()
 }
 
@@ -170,11 +175,10 @@ fn refusals(yaml: &str) -> Vec<(String, String)> {
         .values()
         .flat_map(|j| j.refused.iter())
         .map(|d| {
-            let (line, col) = d
-                .span
-                .map(|s| sources.file(s.file).line_col(s.start))
-                .unwrap_or((0, 0));
-            (format!("{line}:{col} {}", d.message), d.label.clone())
+            (
+                format!("{} {}", place(&sources, d), d.message),
+                d.label.clone(),
+            )
         })
         .collect()
 }
@@ -277,13 +281,7 @@ fn untrusted_event_fields_inside_run_are_flagged_as_injection_risks() {
     let flagged: Vec<String> = workflow
         .warnings
         .iter()
-        .map(|d| {
-            let (line, col) = d
-                .span
-                .map(|s| sources.file(s.file).line_col(s.start))
-                .unwrap_or((0, 0));
-            format!("{line}:{col} {}", d.message)
-        })
+        .map(|d| format!("{} {}", place(&sources, d), d.message))
         .collect();
     assert_eq!(
         flagged,
@@ -311,13 +309,7 @@ fn dispatch_defaults_that_their_types_refuse_are_warned_about() {
     let warned: Vec<String> = workflow
         .warnings
         .iter()
-        .map(|d| {
-            let (line, col) = d
-                .span
-                .map(|s| sources.file(s.file).line_col(s.start))
-                .unwrap_or((0, 0));
-            format!("{line}:{col} {} ({})", d.message, d.key_path)
-        })
+        .map(|d| format!("{} {} ({})", place(&sources, d), d.message, d.key_path))
         .collect();
     assert_eq!(
         warned,
@@ -436,11 +428,10 @@ fn deprecated_builtin_versions_are_warned_about_not_refused() {
         .warnings
         .iter()
         .map(|d| {
-            let (line, col) = d
-                .span
-                .map(|s| sources.file(s.file).line_col(s.start))
-                .unwrap_or((0, 0));
-            (format!("{line}:{col} {}", d.message), d.label.clone())
+            (
+                format!("{} {}", place(&sources, d), d.message),
+                d.label.clone(),
+            )
         })
         .collect();
     let label = "GitHub fails the job as it is set up; kiln runs it".to_owned();
