@@ -16,7 +16,7 @@ kiln-metrics (appends the scrapes in time order, timing only the appends, then p
 bytes per sample on disk and kiln's in-process ingestion rate.
 
 Usage: python3 benches/metrics.py [--kiln target/release/kiln] [--targets 100] [--series 500]
-       [--interval 1] [--seconds 240] [--runs 50] [--replay-targets 4]
+       [--interval 1] [--seconds 240] [--runs 50] [--replay-targets 4] [--query LABEL ...]
 """
 import argparse, base64, json, os, random, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, time, urllib.parse, urllib.request
@@ -222,6 +222,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=240)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--replay-targets", type=int, default=4)
+    ap.add_argument("--query", action="append", metavar="LABEL",
+                    help="time only this dashboard query (by its label; repeatable)")
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-replay", action="store_true")
     ap.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)  # internal: PORT SEED SERIES
@@ -332,6 +334,8 @@ def live(a):
         print(f"  query latency over the last 5 min, range step 15 s, {a.runs} runs each, interleaved:")
         print(f"    {'query':<24} {'kiln p50':>9} {'kiln p99':>9} {'prom p50':>9} {'prom p99':>9} {'p99 ratio':>9}")
         for label, q in QUERIES:
+            if a.query and label not in a.query:
+                continue
             times = {"kiln": [], "prometheus": []}
             for _ in range(a.runs):
                 for name, base, h in (("kiln", kiln_base, kiln_h), ("prometheus", prom_base, {})):
