@@ -540,6 +540,10 @@ struct OwnIdle {
 
 type SharedOwnIdle = Arc<Mutex<OwnIdle>>;
 
+/// A thread's pool of our own idle connections, as a connection remembers where it was made.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnIdleHome(SharedOwnIdle);
+
 thread_local! {
     static OWN_IDLE: SharedOwnIdle = Arc::default();
 }
@@ -637,7 +641,10 @@ async fn connect_own(
     deadline: Instant,
 ) -> Result<h1::Conn, UpstreamError> {
     let stream = connect_stream(addr, timeouts, deadline).await?;
-    Ok(h1::Conn::new(addr, stream, deadline))
+    // Made for this thread's pool (none while the thread's locals are being destroyed: the
+    // connection is then used once).
+    let home = OWN_IDLE.try_with(|shared| OwnIdleHome(shared.clone())).ok();
+    Ok(h1::Conn::new(addr, stream, deadline, home))
 }
 
 /// How many of our own connections to `addr` sit idle in this thread's pool.
@@ -671,18 +678,39 @@ fn check_out_own(addr: SocketAddr) -> Option<h1::Conn> {
         .flatten()
 }
 
-/// Returns one of our own connections to this thread's pool: called by its response body,
-/// once read to its end on a connection both sides keep open. Over `max_idle` for its address,
-/// or outside a runtime (no sweeper could close it), it is closed instead.
+/// Returns one of our own connections to the pool of the thread that made it: called by its
+/// response body, once read to its end on a connection both sides keep open. Over `max_idle`
+/// for its address, or outside a runtime (no sweeper could close it), it is closed instead.
+///
+/// Why that thread's pool and not the current one's: on a multi-threaded runtime a request's
+/// task can end on another worker than the one it started on (and does, every time the
+/// connection's I/O wakes it on the worker holding the driver). Checked in where it ended,
+/// the connection left its thread's pool empty, so the next request started there made a new
+/// one, while the other thread's list filled to the limit and closed the rest: 0.16 new
+/// upstream connections per request at 128 client connections (`benches/ingress_syscalls.py`).
+/// Served per core, both are this thread's pool.
 pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Duration) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    // The limit counts hyper's idle connections to the address too.
-    let hypers = IDLE
-        .try_with(|idle| idle.borrow().get(&conn.addr).map_or(0, Vec::len))
-        .unwrap_or(0);
-    let _ = OWN_IDLE.try_with(|shared| {
+    let _ = OWN_IDLE.try_with(|local| {
+        let foreign;
+        let (shared, here) = match &conn.home {
+            Some(OwnIdleHome(home)) if Arc::ptr_eq(home, local) => (local, true),
+            Some(OwnIdleHome(home)) => {
+                foreign = home.clone();
+                (&foreign, false)
+            }
+            None => return,
+        };
+        // The limit counts hyper's idle connections to the address too (this thread's: on
+        // another, they are out of reach, and only ours count).
+        let hypers = if here {
+            IDLE.try_with(|idle| idle.borrow().get(&conn.addr).map_or(0, Vec::len))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         let mut idle = lock(shared);
         conn.idle_since = idle.generation;
         if idle.lists.len() >= SWEEP_ABOVE_ADDRESSES && !idle.lists.contains_key(&conn.addr) {
@@ -854,6 +882,35 @@ mod tests {
             assert!(matches!(response.body(), UpstreamIncoming::Own(_)));
             assert_eq!(read_to_end(response).await, "0");
             assert_eq!(own_idle_count(addr), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// On a multi-threaded runtime a request's task can end on another worker than the one
+    /// it started on. Its connection goes back to the pool of the thread that made it, where
+    /// the next request started there finds it: checked in on the other thread's, that thread
+    /// made a new connection for every such request, and the other's list filled to the idle
+    /// limit and closed the rest (`benches/ingress_syscalls.py`: 0.16 connects per request at
+    /// 128 connections).
+    #[test]
+    fn an_own_connection_ended_on_another_thread_returns_to_the_thread_that_made_it() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, accepted) = runtime.block_on(upstream());
+        for _ in 0..3 {
+            let Sent { response, .. } = runtime
+                .block_on(send(addr, Timeouts::default(), SETTINGS, get()))
+                .unwrap();
+            // Read to its end and dropped on another thread, as when its task moved.
+            let handle = runtime.handle().clone();
+            let body = std::thread::spawn(move || handle.block_on(read_to_end(response)))
+                .join()
+                .unwrap();
+            assert_eq!(body, "0");
+            assert_eq!(own_idle_count(addr), 1, "back in this thread's pool");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
