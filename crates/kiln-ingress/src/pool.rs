@@ -690,9 +690,6 @@ fn check_out_own(addr: SocketAddr) -> Option<h1::Conn> {
 /// upstream connections per request at 128 client connections (`benches/ingress_syscalls.py`).
 /// Served per core, both are this thread's pool.
 pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let _ = OWN_IDLE.try_with(|local| {
         let foreign;
         let (shared, here) = match &conn.home {
@@ -712,6 +709,15 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
             0
         };
         let mut idle = lock(shared);
+        if !idle.sweeping {
+            // The runtime is asked only when a sweeper must start (asking cloned its handle
+            // for every check-in); outside one, no sweeper could close the connection.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            idle.sweeping = true;
+            runtime.spawn(sweep_own(shared.clone(), idle_timeout));
+        }
         conn.idle_since = idle.generation;
         if idle.lists.len() >= SWEEP_ABOVE_ADDRESSES && !idle.lists.contains_key(&conn.addr) {
             // Addresses of instances long gone keep only connections the upstream closed.
@@ -725,10 +731,6 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
             return;
         }
         list.push(conn);
-        if !idle.sweeping {
-            idle.sweeping = true;
-            runtime.spawn(sweep_own(shared.clone(), idle_timeout));
-        }
     });
 }
 
