@@ -35,7 +35,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -540,9 +540,11 @@ struct OwnIdle {
 
 type SharedOwnIdle = Arc<Mutex<OwnIdle>>;
 
-/// A thread's pool of our own idle connections, as a connection remembers where it was made.
+/// A thread's pool of our own idle connections, as a connection remembers where it was made:
+/// weak, since the pool holds its idle connections (a strong one would keep a pool and its
+/// sockets alive after its thread ended).
 #[derive(Debug, Clone)]
-pub(crate) struct OwnIdleHome(SharedOwnIdle);
+pub(crate) struct OwnIdleHome(Weak<Mutex<OwnIdle>>);
 
 thread_local! {
     static OWN_IDLE: SharedOwnIdle = Arc::default();
@@ -643,7 +645,9 @@ async fn connect_own(
     let stream = connect_stream(addr, timeouts, deadline).await?;
     // Made for this thread's pool (none while the thread's locals are being destroyed: the
     // connection is then used once).
-    let home = OWN_IDLE.try_with(|shared| OwnIdleHome(shared.clone())).ok();
+    let home = OWN_IDLE
+        .try_with(|shared| OwnIdleHome(Arc::downgrade(shared)))
+        .ok();
     Ok(h1::Conn::new(addr, stream, deadline, home))
 }
 
@@ -693,11 +697,18 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
     let _ = OWN_IDLE.try_with(|local| {
         let foreign;
         let (shared, here) = match &conn.home {
-            Some(OwnIdleHome(home)) if Arc::ptr_eq(home, local) => (local, true),
-            Some(OwnIdleHome(home)) => {
-                foreign = home.clone();
-                (&foreign, false)
+            // Compared without upgrading the weak reference (no atomic operation).
+            Some(OwnIdleHome(home)) if std::ptr::eq(home.as_ptr(), Arc::as_ptr(local)) => {
+                (local, true)
             }
+            Some(OwnIdleHome(home)) => match home.upgrade() {
+                Some(home) => {
+                    foreign = home;
+                    (&foreign, false)
+                }
+                // Its thread is gone: closed.
+                None => return,
+            },
             None => return,
         };
         // The limit counts hyper's idle connections to the address too (this thread's: on
@@ -915,6 +926,34 @@ mod tests {
             assert_eq!(own_idle_count(addr), 1, "back in this thread's pool");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// An idle connection does not keep its thread's pool alive: once the thread and its
+    /// runtime are gone, so are the pool and the connections in it.
+    #[test]
+    fn a_pool_ends_with_its_thread() {
+        let (pool, accepted) = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (addr, accepted) = upstream().await;
+                let Sent { response, .. } = send(addr, Timeouts::default(), SETTINGS, get())
+                    .await
+                    .unwrap();
+                assert_eq!(read_to_end(response).await, "0");
+                assert_eq!(own_idle_count(addr), 1);
+                (OWN_IDLE.with(Arc::downgrade), accepted)
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert!(
+            pool.upgrade().is_none(),
+            "the pool was dropped with its thread"
+        );
     }
 
     /// A check-out that empties an address's list leaves the list for the check-in that
