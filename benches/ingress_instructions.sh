@@ -2,8 +2,7 @@
 # User-space instructions per proxied request, counted by valgrind's callgrind: a figure that,
 # unlike time, does not move with a noisy neighbour. One serving thread; the bench_upstream
 # example behind it; wrk drives it for 2 s to warm up, then callgrind counts during the next
-# S seconds. System calls are not counted (strace -c shows two writev and two recvfrom per
-# request either way).
+# S seconds. System calls are not counted: benches/ingress_syscalls.py counts them.
 #
 # Needs: cargo build --release -p kiln-ingress --examples; valgrind, wrk (apt).
 # Usage: benches/ingress_instructions.sh PROXY_BINARY [connections=16] [seconds=5]

@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::UpstreamBody;
+use crate::pool::OwnIdleHome;
 
 /// The most headers a response head may carry (hyper's client allows 100).
 const MAX_HEADERS: usize = 100;
@@ -505,10 +506,19 @@ pub(crate) struct Conn {
     pub(crate) timer: Pin<Box<Sleep>>,
     /// The pool's sweep generation when it was last checked in (for the idle timeout).
     pub(crate) idle_since: u64,
+    /// The pool of the thread that made it, which it goes back to wherever its response
+    /// ended (see `pool::check_in_own`); none when made while the thread's locals were being
+    /// destroyed (it is then not pooled).
+    pub(crate) home: Option<OwnIdleHome>,
 }
 
 impl Conn {
-    pub(crate) fn new(addr: SocketAddr, stream: TcpStream, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        stream: TcpStream,
+        deadline: Instant,
+        home: Option<OwnIdleHome>,
+    ) -> Self {
         Self {
             addr,
             stream,
@@ -516,6 +526,7 @@ impl Conn {
             head: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             idle_since: 0,
+            home,
         }
     }
 

@@ -1,9 +1,10 @@
 //! Upstream HTTP/1.1 connections, pooled per thread.
 //!
 //! Each serving thread keeps its own idle connections per upstream address in a thread-local
-//! (`RefCell`, no lock): a request checks one out (most recently used first), sends on it, and
-//! the response body checks it back in once it was read to the end ([`Pooled::check_in`])
-//! *and* the request body was written to its end. An upstream may answer before it read the
+//! (behind a lock only another thread's check-in takes): a request checks one out (most
+//! recently used first), sends on it, and the response body checks it back in, into the pool
+//! of the thread that made it, once it was read to the end ([`Pooled::check_in`]) *and* the
+//! request body was written to its end. An upstream may answer before it read the
 //! request body (an early 413 or 401, or a server that replies and then drains), and hyper
 //! hands that response over while it is still streaming the body from the client, which may
 //! be slow or stalled: until the body ends, the connection can carry nothing else. Such a
@@ -29,13 +30,12 @@
 //! request back untouched so the caller can try another endpoint. At most
 //! `max_idle_per_host` idle connections are kept per address and thread.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -127,6 +127,9 @@ pub(crate) struct Pooled {
     /// operation, where a timer per request is registered and removed under the time
     /// driver's lock (and its handle cloned and dropped).
     timer: Pin<Box<Sleep>>,
+    /// The pool of the thread that made it (weak: the pool holds its idle connections); none
+    /// when made while the thread's locals were being destroyed (it is then not pooled).
+    home: Option<Weak<HyperIdle>>,
 }
 
 /// What a connection's driver task needs to know to close it when idle.
@@ -138,9 +141,20 @@ struct IdleWatch {
     uses: AtomicU64,
 }
 
+/// A thread's idle hyper connections by address. Behind a lock because a request's task may
+/// end on another thread than the one that made its connection (on a multi-threaded runtime),
+/// and the connection goes back to the pool it came from (see [`check_in_own`] for why).
+type HyperIdle = Mutex<HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<AddrHasher>>>;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<AddrHasher>>> =
-        RefCell::new(HashMap::default());
+    static IDLE: Arc<HyperIdle> = Arc::default();
+}
+
+fn lock_hyper(
+    idle: &HyperIdle,
+) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Pooled>, BuildHasherDefault<AddrHasher>>> {
+    // Nothing is left half-changed under the lock by a panic: a poisoned lock is still usable.
+    idle.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Hashes the pool's keys: a multiply-rotate over the few words of a `SocketAddr`, where the
@@ -354,9 +368,9 @@ async fn send_hyper(
 }
 
 impl Pooled {
-    /// Returns the connection to this thread's pool: call only once its response was read
-    /// to the end. A closed connection, one still writing its request body, or one over the
-    /// per-address limit, is dropped.
+    /// Returns the connection to the pool of the thread that made it: call only once its
+    /// response was read to the end. A closed connection, one still writing its request body,
+    /// one over the per-address limit, or one whose thread is gone, is dropped.
     pub(crate) fn check_in(mut self) {
         if self.sender.is_closed() {
             return;
@@ -367,12 +381,26 @@ impl Pooled {
             tracing::debug!(addr = %self.addr, "upstream answered before the request body ended; connection not reused");
             return;
         }
-        // The limit counts our own idle connections to the address too.
-        let own = own_idle_to(self.addr);
         // `try_with`: a body dropped while the thread's locals are being destroyed just
         // closes its connection.
-        let _ = IDLE.try_with(|idle| {
-            let mut idle = idle.borrow_mut();
+        let _ = IDLE.try_with(|local| {
+            let foreign;
+            let (shared, here) = match &self.home {
+                // Compared without upgrading the weak reference (no atomic operation).
+                Some(home) if std::ptr::eq(home.as_ptr(), Arc::as_ptr(local)) => (local, true),
+                Some(home) => match home.upgrade() {
+                    Some(home) => {
+                        foreign = home;
+                        (&foreign, false)
+                    }
+                    None => return,
+                },
+                None => return,
+            };
+            // The limit counts our own idle connections to the address too (this thread's:
+            // another's are out of reach, and only hyper's count).
+            let own = if here { own_idle_to(self.addr) } else { 0 };
+            let mut idle = lock_hyper(shared);
             if idle.len() >= SWEEP_ABOVE_ADDRESSES && !idle.contains_key(&self.addr) {
                 // Addresses of instances long gone keep only closed connections: drop them.
                 idle.retain(|_, list| {
@@ -399,7 +427,7 @@ const SWEEP_ABOVE_ADDRESSES: usize = 64;
 
 fn check_out(addr: SocketAddr) -> Option<Pooled> {
     IDLE.try_with(|idle| {
-        let mut idle = idle.borrow_mut();
+        let mut idle = lock_hyper(idle);
         let list = idle.get_mut(&addr)?;
         let mut found = None;
         while let Some(conn) = list.pop() {
@@ -423,7 +451,7 @@ fn check_out(addr: SocketAddr) -> Option<Pooled> {
 
 /// Closes every idle connection of this thread (before its runtime goes away).
 pub(crate) fn clear_thread() {
-    let _ = IDLE.try_with(|idle| idle.borrow_mut().clear());
+    let _ = IDLE.try_with(|idle| lock_hyper(idle).clear());
     let _ = OWN_IDLE.try_with(|shared| lock(shared).lists.clear());
 }
 
@@ -488,6 +516,7 @@ async fn handshake(
         max_idle: settings.max_idle_per_host,
         request_body: None,
         timer: Box::pin(tokio::time::sleep_until(deadline)),
+        home: IDLE.try_with(Arc::downgrade).ok(),
     })
 }
 
@@ -539,6 +568,12 @@ struct OwnIdle {
 }
 
 type SharedOwnIdle = Arc<Mutex<OwnIdle>>;
+
+/// A thread's pool of our own idle connections, as a connection remembers where it was made:
+/// weak, since the pool holds its idle connections (a strong one would keep a pool and its
+/// sockets alive after its thread ended).
+#[derive(Debug, Clone)]
+pub(crate) struct OwnIdleHome(Weak<Mutex<OwnIdle>>);
 
 thread_local! {
     static OWN_IDLE: SharedOwnIdle = Arc::default();
@@ -637,7 +672,12 @@ async fn connect_own(
     deadline: Instant,
 ) -> Result<h1::Conn, UpstreamError> {
     let stream = connect_stream(addr, timeouts, deadline).await?;
-    Ok(h1::Conn::new(addr, stream, deadline))
+    // Made for this thread's pool (none while the thread's locals are being destroyed: the
+    // connection is then used once).
+    let home = OWN_IDLE
+        .try_with(|shared| OwnIdleHome(Arc::downgrade(shared)))
+        .ok();
+    Ok(h1::Conn::new(addr, stream, deadline, home))
 }
 
 /// How many of our own connections to `addr` sit idle in this thread's pool.
@@ -671,19 +711,53 @@ fn check_out_own(addr: SocketAddr) -> Option<h1::Conn> {
         .flatten()
 }
 
-/// Returns one of our own connections to this thread's pool: called by its response body,
-/// once read to its end on a connection both sides keep open. Over `max_idle` for its address,
-/// or outside a runtime (no sweeper could close it), it is closed instead.
+/// Returns one of our own connections to the pool of the thread that made it: called by its
+/// response body, once read to its end on a connection both sides keep open. Over `max_idle`
+/// for its address, or outside a runtime (no sweeper could close it), it is closed instead.
+///
+/// Why that thread's pool and not the current one's: on a multi-threaded runtime a request's
+/// task can end on another worker than the one it started on (and does, every time the
+/// connection's I/O wakes it on the worker holding the driver). Checked in where it ended,
+/// the connection left its thread's pool empty, so the next request started there made a new
+/// one, while the other thread's list filled to the limit and closed the rest: 0.16 new
+/// upstream connections per request at 128 client connections (`benches/ingress_syscalls.py`).
+/// Served per core, both are this thread's pool.
 pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    // The limit counts hyper's idle connections to the address too.
-    let hypers = IDLE
-        .try_with(|idle| idle.borrow().get(&conn.addr).map_or(0, Vec::len))
-        .unwrap_or(0);
-    let _ = OWN_IDLE.try_with(|shared| {
+    let _ = OWN_IDLE.try_with(|local| {
+        let foreign;
+        let (shared, here) = match &conn.home {
+            // Compared without upgrading the weak reference (no atomic operation).
+            Some(OwnIdleHome(home)) if std::ptr::eq(home.as_ptr(), Arc::as_ptr(local)) => {
+                (local, true)
+            }
+            Some(OwnIdleHome(home)) => match home.upgrade() {
+                Some(home) => {
+                    foreign = home;
+                    (&foreign, false)
+                }
+                // Its thread is gone: closed.
+                None => return,
+            },
+            None => return,
+        };
+        // The limit counts hyper's idle connections to the address too (this thread's: on
+        // another, they are out of reach, and only ours count).
+        let hypers = if here {
+            IDLE.try_with(|idle| lock_hyper(idle).get(&conn.addr).map_or(0, Vec::len))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         let mut idle = lock(shared);
+        if !idle.sweeping {
+            // The runtime is asked only when a sweeper must start (asking cloned its handle
+            // for every check-in); outside one, no sweeper could close the connection.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            idle.sweeping = true;
+            runtime.spawn(sweep_own(shared.clone(), idle_timeout));
+        }
         conn.idle_since = idle.generation;
         if idle.lists.len() >= SWEEP_ABOVE_ADDRESSES && !idle.lists.contains_key(&conn.addr) {
             // Addresses of instances long gone keep only connections the upstream closed.
@@ -697,10 +771,6 @@ pub(crate) fn check_in_own(mut conn: h1::Conn, max_idle: usize, idle_timeout: Du
             return;
         }
         list.push(conn);
-        if !idle.sweeping {
-            idle.sweeping = true;
-            runtime.spawn(sweep_own(shared.clone(), idle_timeout));
-        }
     });
 }
 
@@ -858,6 +928,94 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
+    /// On a multi-threaded runtime a request's task can end on another worker than the one
+    /// it started on. Its connection goes back to the pool of the thread that made it, where
+    /// the next request started there finds it: checked in on the other thread's, that thread
+    /// made a new connection for every such request, and the other's list filled to the idle
+    /// limit and closed the rest (`benches/ingress_syscalls.py`: 0.16 connects per request at
+    /// 128 connections).
+    #[test]
+    fn an_own_connection_ended_on_another_thread_returns_to_the_thread_that_made_it() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, accepted) = runtime.block_on(upstream());
+        for _ in 0..3 {
+            let Sent { response, .. } = runtime
+                .block_on(send(addr, Timeouts::default(), SETTINGS, get()))
+                .unwrap();
+            // Read to its end and dropped on another thread, as when its task moved.
+            let handle = runtime.handle().clone();
+            let body = std::thread::spawn(move || handle.block_on(read_to_end(response)))
+                .join()
+                .unwrap();
+            assert_eq!(body, "0");
+            assert_eq!(own_idle_count(addr), 1, "back in this thread's pool");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// As [`an_own_connection_ended_on_another_thread_returns_to_the_thread_that_made_it`],
+    /// for hyper's connections (requests with a body).
+    #[test]
+    fn a_hyper_connection_checked_in_on_another_thread_returns_to_the_thread_that_made_it() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, accepted) = runtime.block_on(upstream());
+        for _ in 0..3 {
+            let (response, conn) = runtime
+                .block_on(send_hyper(addr, Timeouts::default(), SETTINGS, get()))
+                .unwrap();
+            // Read to its end and checked in on another thread, as when its task moved.
+            let handle = runtime.handle().clone();
+            let body = std::thread::spawn(move || {
+                handle.block_on(async move {
+                    let body = read_to_end(response).await;
+                    conn.check_in();
+                    body
+                })
+            })
+            .join()
+            .unwrap();
+            assert_eq!(body, "0");
+            assert_eq!(idle_count(addr), 1, "back in this thread's pool");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// An idle connection does not keep its thread's pool alive: once the thread and its
+    /// runtime are gone, so are the pool and the connections in it.
+    #[test]
+    fn a_pool_ends_with_its_thread() {
+        let (pool, accepted) = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (addr, accepted) = upstream().await;
+                let Sent { response, .. } = send(addr, Timeouts::default(), SETTINGS, get())
+                    .await
+                    .unwrap();
+                assert_eq!(read_to_end(response).await, "0");
+                assert_eq!(own_idle_count(addr), 1);
+                (OWN_IDLE.with(Arc::downgrade), accepted)
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert!(
+            pool.upgrade().is_none(),
+            "the pool was dropped with its thread"
+        );
+    }
+
     /// A check-out that empties an address's list leaves the list for the check-in that
     /// follows; the sweeper removes it if it is still empty then, and ends with nothing left.
     #[tokio::test]
@@ -1000,11 +1158,12 @@ mod tests {
             max_idle: 8,
             request_body: None,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(90))),
+            home: IDLE.with(|idle| Some(Arc::downgrade(idle))),
         };
         conn.check_in();
         let mut ready = false;
         for _ in 0..100 {
-            ready = IDLE.with(|idle| idle.borrow()[&addr][0].sender.is_ready());
+            ready = IDLE.with(|idle| lock_hyper(idle)[&addr][0].sender.is_ready());
             if ready {
                 break;
             }
@@ -1081,6 +1240,6 @@ mod tests {
     }
 
     fn idle_count(addr: SocketAddr) -> usize {
-        IDLE.with(|idle| idle.borrow().get(&addr).map_or(0, Vec::len))
+        IDLE.with(|idle| lock_hyper(idle).get(&addr).map_or(0, Vec::len))
     }
 }
