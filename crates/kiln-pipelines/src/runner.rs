@@ -166,6 +166,9 @@ pub enum RunError {
     Refused(String),
 }
 
+/// `github.server_url`: where links to the run's pages (artifacts, runs) point.
+pub(crate) const SERVER_URL: &str = "http://localhost";
+
 /// State shared by every job of a run.
 pub(crate) struct Shared {
     pub opts: RunOptions,
@@ -411,7 +414,7 @@ impl Shared {
             "repository_id": id(&["repository", "id"]),
             "repository_owner_id": id(&["repository", "owner", "id"]),
             "run_id": o.run_id.to_string(), "run_number": o.run_number.to_string(), "run_attempt": "1",
-            "server_url": "http://localhost", "sha": self.sha, "token": token,
+            "server_url": SERVER_URL, "sha": self.sha, "token": token,
             "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",
             "workflow_ref": workflow_ref, "workflow_sha": self.sha,

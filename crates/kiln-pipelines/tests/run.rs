@@ -588,6 +588,79 @@ jobs:
     assert_eq!(logs[5], expected);
 }
 
+/// upload-artifact v4's outputs, as its README lists them: `artifact-id` (the artifact's
+/// number, which release workflows hand to signing and attestation steps through job
+/// outputs), `artifact-url` (`<server>/<repository>/actions/runs/<run>/artifacts/<id>`) and
+/// `artifact-digest` (a SHA-256). download-artifact's `download-path` is where it wrote,
+/// with `~` expanded ("basic tilde expansion").
+#[tokio::test]
+async fn artifact_outputs_are_the_ones_upload_and_download_artifact_set() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      id: ${{ steps.upload.outputs.artifact-id }}
+    steps:
+      - run: mkdir dist && echo one > dist/a.txt
+      - uses: actions/upload-artifact@v4
+        with: { name: first, path: dist }
+      - id: upload
+        uses: actions/upload-artifact@v4
+        with: { name: second, path: dist/a.txt }
+      - run: |
+          echo "id=${{ steps.upload.outputs.artifact-id }}"
+          echo "url=${{ steps.upload.outputs.artifact-url }}"
+          echo "digest=${{ steps.upload.outputs.artifact-digest }}"
+  use:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - id: down
+        uses: actions/download-artifact@v4
+        with: { name: second, path: ~/dl }
+      - run: echo "from build ${{ needs.build.outputs.id }} at ${{ steps.down.outputs.download-path }}"
+      - run: cat "${{ steps.down.outputs.download-path }}/a.txt"
+"#,
+        )],
+        |o| o.run_id = 7,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("build");
+    let line = |key: &str| {
+        logs.iter()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {logs:?}"))
+            .to_owned()
+    };
+    assert_eq!(line("id="), "2", "the job's second upload: {logs:?}");
+    let url = line("url=");
+    assert!(
+        url.starts_with("http://localhost/") && url.ends_with("/actions/runs/7/artifacts/2"),
+        "{url}"
+    );
+    let digest = line("digest=");
+    assert!(
+        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    let used = ran.logs("use");
+    let from = used
+        .iter()
+        .find(|l| l.starts_with("from build"))
+        .unwrap_or_else(|| panic!("{used:?}"));
+    assert!(
+        from.starts_with("from build 2 at /") && from.ends_with("/home/dl"),
+        "{from}"
+    );
+    assert_eq!(used.last().map(String::as_str), Some("one"), "{used:?}");
+}
+
 /// `download-artifact` without a name: every artifact matching `pattern`, each into a
 /// directory of its name, or all into `path` itself with `merge-multiple` (matrix legs
 /// uploading one artifact each, gathered by one job: the common use).
