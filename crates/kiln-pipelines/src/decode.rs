@@ -1581,6 +1581,15 @@ impl Decoder<'_> {
                 "with" => with = Some(self.mapping(v, &p, scope)),
                 "env" => step.env = self.mapping(v, &p, scope),
                 "shell" => step.shell = self.text(v, &p, scope),
+                // `working-directory:` with no value is the workspace itself: the runner
+                // applies `defaults.run` only to a step without the key (ruby's Windows
+                // workflow makes its build directory this way before the steps that run in it).
+                "working-directory" if matches!(v.value, Y::Null) => {
+                    step.working_directory = Some(Text {
+                        text: String::new(),
+                        span: v.span,
+                    });
+                }
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),
                 "timeout-minutes" => step.timeout_minutes = self.minutes(v, &p, scope),

@@ -1076,6 +1076,37 @@ jobs:
     assert_eq!(&logs[2..], ["py 2", "no -e here"]);
 }
 
+/// A step's `working-directory:` with no value runs in the workspace: actions/runner's script
+/// handler applies `defaults.run.working-directory` only to a step without the key. The
+/// construct is from ruby/ruby's `windows.yml` (Ruby or BSD-2-Clause licence), whose first
+/// step makes the directory the defaults name for every later step; the example is our own.
+#[tokio::test]
+async fn an_empty_working_directory_is_the_workspace_not_the_default() {
+    let ran = run_workflow(
+        r#"
+on: push
+defaults:
+  run:
+    working-directory: build
+jobs:
+  make:
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir build
+        working-directory:
+      - run: pwd | xargs basename
+      - run: pwd | xargs basename
+        working-directory: ''
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("make");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[0], "build");
+    assert_ne!(logs[1], "build", "{logs:?}");
+}
+
 #[tokio::test]
 async fn each_job_gets_its_own_workspace_and_checkout_makes_a_git_repository() {
     let ran = run_one(
