@@ -1076,6 +1076,51 @@ jobs:
     assert_eq!(&logs[2..], ["py 2", "no -e here"]);
 }
 
+/// A step's own `env` is in the `env` context of its `if`: actions/runner's `StepsRunner`
+/// evaluates and merges it before the condition. polygon-edge's test workflow (Apache-2.0)
+/// guards its SonarQube steps this way, with `HAVE_SONAR_TOKEN: ${{ secrets.SONAR_TOKEN !=
+/// '' }}` in the step's env; the example here is our own. An `env` that does not evaluate
+/// fails the step, whatever its `if`.
+#[tokio::test]
+async fn a_steps_if_sees_its_own_env() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - name: scan
+        if: env.HAVE_TOKEN == 'true'
+        env:
+          HAVE_TOKEN: ${{ secrets.TOKEN != '' }}
+        run: echo "scan with $HAVE_TOKEN"
+      - if: env.HAVE_TOKEN == 'true'
+        run: echo "not the next step's"
+      - name: broken
+        if: false
+        env:
+          BAD: ${{ fromJSON('{') }}
+        run: echo never
+"#;
+    let with = run_one(&[(WF, yaml)], |o| {
+        o.secrets.insert("TOKEN".into(), "t0ken".into());
+    })
+    .await;
+    assert_eq!(with.logs("a")[0], "scan with true", "{:?}", with.events);
+    assert!(
+        !with.logs("a").iter().any(|l| l.contains("next step")),
+        "{:?}",
+        with.logs("a")
+    );
+    assert_eq!(with.result.status, Status::Failure, "the broken env fails");
+    let without = run_workflow(yaml).await;
+    assert!(
+        !without.logs("a").iter().any(|l| l.starts_with("scan")),
+        "{:?}",
+        without.logs("a")
+    );
+}
+
 /// A step's `working-directory:` with no value runs in the workspace: actions/runner's script
 /// handler applies `defaults.run.working-directory` only to a step without the key. The
 /// construct is from ruby/ruby's `windows.yml` (Ruby or BSD-2-Clause licence), whose first
