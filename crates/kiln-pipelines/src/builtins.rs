@@ -383,13 +383,16 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
             .filter(|p| !p.is_empty()),
         merge_multiple: with.get("merge-multiple").is_some_and(|v| v == "true"),
     };
-    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)?;
+    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)
+        .map_err(|e| format!("Unable to download artifact(s): {e}"))?;
     let mut out = Out::default();
-    out.logs.push(if names.is_empty() {
-        "No artifacts found to download".to_owned()
-    } else {
-        format!("Downloaded {}", names.join(", "))
-    });
+    if names.is_empty() {
+        // download-artifact sets `download-path` once it has downloaded something: a pattern
+        // that matches nothing leaves it empty.
+        out.logs.push("No artifacts found to download".to_owned());
+        return Ok(out);
+    }
+    out.logs.push(format!("Downloaded {}", names.join(", ")));
     out.outputs.insert(
         "download-path".to_owned(),
         dest.to_string_lossy().into_owned(),

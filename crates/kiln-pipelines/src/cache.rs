@@ -364,7 +364,7 @@ pub(crate) fn download(
     };
     for n in &names {
         let bytes = std::fs::read(mdir.join(format!("{n}.json")))
-            .map_err(|_| format!("artifact `{n}` not found in this run"))?;
+            .map_err(|_| format!("Artifact '{n}' not found"))?;
         let manifest: IndexMap<String, String> = serde_json::from_slice(&bytes).map_err(io)?;
         let base = if which.name.is_some() || which.merge_multiple {
             dest.to_path_buf()

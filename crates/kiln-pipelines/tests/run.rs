@@ -663,7 +663,9 @@ jobs:
 
 /// `download-artifact` without a name: every artifact matching `pattern`, each into a
 /// directory of its name, or all into `path` itself with `merge-multiple` (matrix legs
-/// uploading one artifact each, gathered by one job: the common use).
+/// uploading one artifact each, gathered by one job: the common use). As the action's
+/// source has it, `download-path` is set only once something was downloaded, and a missing
+/// artifact fails with its words.
 #[tokio::test]
 async fn artifacts_by_pattern_each_in_its_directory_or_merged() {
     let ran = run_workflow(
@@ -691,8 +693,13 @@ jobs:
       - uses: actions/download-artifact@v4
         with: { pattern: "out-*", path: merged, merge-multiple: true }
       - run: ls merged
-      - uses: actions/download-artifact@v4
+      - id: none
+        uses: actions/download-artifact@v4
         with: { pattern: "none-*" }
+      - run: echo "path=[${{ steps.none.outputs.download-path }}]"
+      - uses: actions/download-artifact@v4
+        continue-on-error: true
+        with: { name: missing }
 "#,
     )
     .await;
@@ -709,6 +716,8 @@ jobs:
             "leg-1.txt",
             "leg-2.txt",
             "No artifacts found to download",
+            "path=[]",
+            "##[error]Unable to download artifact(s): Artifact 'missing' not found",
         ],
         "{logs:?}"
     );
