@@ -236,18 +236,46 @@ pub(crate) fn upload(
     workspace: &Path,
     how: Upload,
 ) -> Result<Option<Uploaded>, String> {
-    let mut files = glob::select(workspace, patterns);
-    if !how.include_hidden {
-        files.retain(|f| !glob::hidden_from_search_paths(workspace, patterns, f));
-    }
+    // Files are named relative to the least common ancestor of the patterns' search paths,
+    // which may lie outside the workspace (`path: ${{ runner.temp }}/digests/*`): the files
+    // are then looked for below it, with every pattern made absolute, and hidden ones judged
+    // from the directory above it (the search path's own name counts).
     let root = artifact_root(patterns, workspace);
     let mut manifest = IndexMap::new();
-    for file in &files {
-        let bytes = std::fs::read(workspace.join(file)).map_err(io)?;
-        let rel = Path::new(file)
-            .strip_prefix(&root)
-            .unwrap_or(Path::new(file));
-        manifest.insert(rel.to_string_lossy().into_owned(), put_blob(dir, &bytes)?);
+    if root.starts_with(workspace) {
+        let mut files = glob::select(workspace, patterns);
+        if !how.include_hidden {
+            files.retain(|f| !glob::hidden_from_search_paths(workspace, patterns, f));
+        }
+        let prefix = root.strip_prefix(workspace).unwrap_or(Path::new(""));
+        for file in &files {
+            let bytes = std::fs::read(workspace.join(file)).map_err(io)?;
+            let rel = Path::new(file)
+                .strip_prefix(prefix)
+                .unwrap_or(Path::new(file));
+            manifest.insert(rel.to_string_lossy().into_owned(), put_blob(dir, &bytes)?);
+        }
+    } else {
+        let absolute: Vec<String> = patterns
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                let (bang, rest) = p.strip_prefix('!').map_or(("", p), |r| ("!", r));
+                format!("{bang}{}", workspace.join(rest).to_string_lossy())
+            })
+            .collect();
+        let parent = root.parent().unwrap_or(&root);
+        let own_name = root.strip_prefix(parent).unwrap_or(Path::new(""));
+        for file in glob::select(&root, &absolute) {
+            let from_parent = own_name.join(&file);
+            if !how.include_hidden
+                && glob::hidden_from_search_paths(parent, &absolute, &from_parent.to_string_lossy())
+            {
+                continue;
+            }
+            let bytes = std::fs::read(root.join(&file)).map_err(io)?;
+            manifest.insert(file, put_blob(dir, &bytes)?);
+        }
     }
     if manifest.is_empty() {
         return Ok(None);
@@ -298,20 +326,22 @@ fn next_artifact_id(mdir: &Path, name: &str) -> Result<u64, String> {
 }
 
 /// The least common ancestor of the patterns' search roots (the part before any wildcard),
-/// relative to the workspace; a plain file's root is its directory.
+/// each resolved against the workspace (an absolute pattern stays as written); a plain
+/// file's root is its directory.
 fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
     let roots: Vec<PathBuf> = patterns
         .iter()
         .map(|p| p.trim())
         .filter(|p| !p.is_empty() && !p.starts_with('!'))
         .map(|p| {
-            let p = p.trim_start_matches("./");
-            let literal: Vec<&str> = p
+            let p = workspace.join(p.trim_start_matches("./"));
+            let text = p.to_string_lossy();
+            let literal: Vec<&str> = text
                 .split('/')
                 .take_while(|s| !s.contains(['*', '?', '[']))
                 .collect();
             let path = PathBuf::from(literal.join("/"));
-            if literal.len() == p.split('/').count() && workspace.join(&path).is_file() {
+            if literal.len() == text.split('/').count() && path.is_file() {
                 path.parent().map(Path::to_path_buf).unwrap_or_default()
             } else {
                 path
@@ -319,7 +349,7 @@ fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
         })
         .collect();
     let Some(first) = roots.first() else {
-        return PathBuf::new();
+        return workspace.to_path_buf();
     };
     let mut common: Vec<_> = first.components().collect();
     for r in &roots[1..] {

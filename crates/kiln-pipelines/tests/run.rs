@@ -661,6 +661,61 @@ jobs:
     assert_eq!(used.last().map(String::as_str), Some("one"), "{used:?}");
 }
 
+/// upload-artifact takes paths outside the workspace: Docker's multi-platform build recipe,
+/// which vaultwarden's release workflow (AGPL-3.0) follows, uploads
+/// `${{ runner.temp }}/digests/*` from each leg and downloads them all into the same
+/// directory of the merging job. Files are named relative to the patterns' common search
+/// path, and a hidden search path still hides its files. The workflow here is our own.
+#[tokio::test]
+async fn artifacts_upload_from_outside_the_workspace() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  build:
+    strategy:
+      matrix:
+        arch: [amd64, arm64]
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          mkdir -p "$RUNNER_TEMP/digests" "$RUNNER_TEMP/.hidden"
+          touch "$RUNNER_TEMP/digests/${{ matrix.arch }}" "$RUNNER_TEMP/.hidden/x"
+      - uses: actions/upload-artifact@v4
+        with:
+          name: digests-${{ matrix.arch }}
+          path: ${{ runner.temp }}/digests/*
+          if-no-files-found: error
+      - uses: actions/upload-artifact@v4
+        with:
+          name: hidden-${{ matrix.arch }}
+          path: ${{ runner.temp }}/.hidden
+  merge:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          path: ${{ runner.temp }}/digests
+          pattern: digests-*
+          merge-multiple: true
+      - run: ls
+        working-directory: ${{ runner.temp }}/digests
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("merge"),
+        ["Downloaded digests-amd64, digests-arm64", "amd64", "arm64"]
+    );
+    let build = ran.logs("build (amd64)");
+    assert!(
+        build.iter().any(|l| l.contains("No files were found")),
+        "the hidden directory uploads nothing: {build:?}"
+    );
+}
+
 /// `download-artifact` without a name: every artifact matching `pattern`, each into a
 /// directory of its name, or all into `path` itself with `merge-multiple` (matrix legs
 /// uploading one artifact each, gathered by one job: the common use). As the action's
