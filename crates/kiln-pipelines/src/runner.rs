@@ -88,12 +88,14 @@ pub struct EnvironmentScope {
     pub secrets: IndexMap<String, String>,
 }
 
-/// The `runs-on` labels the host stands in for: GitHub's Linux runners and a self-hosted
-/// Linux runner of the host's architecture ([`runner_arch`]). Compared case-insensitively.
+/// The `runs-on` labels the host stands in for: GitHub's Linux runners (`ubuntu-slim` is its
+/// single-CPU one, generally available since January 2026) and a self-hosted Linux runner of
+/// the host's architecture ([`runner_arch`]). Compared case-insensitively.
 pub const HOST_LABELS: &[&str] = &[
     "self-hosted",
     "linux",
     "ubuntu-latest",
+    "ubuntu-slim",
     "ubuntu-24.04",
     "ubuntu-22.04",
     "ubuntu-20.04",

@@ -1278,6 +1278,9 @@ jobs:
       matrix: { os: [ubuntu-latest, windows-latest] }
     runs-on: ${{ matrix.os }}
     steps: [ { run: echo ran } ]
+  slim:
+    runs-on: ubuntu-slim
+    steps: [ { run: echo ran } ]
   gpu:
     runs-on: [self-hosted, gpu]
     steps: [ { run: echo ran } ]
@@ -1290,6 +1293,8 @@ jobs:
     )
     .await;
     assert_eq!(ran.logs("t (ubuntu-latest)"), ["ran"]);
+    // GitHub's single-CPU Linux runner, as astral-sh/uv's format checks use it.
+    assert_eq!(ran.logs("slim"), ["ran"]);
     assert_eq!(ran.logs("extra"), ["ran"]);
     assert_eq!(ran.job("t (windows-latest)").status, Status::Failure);
     let windows = ran.logs("t (windows-latest)");
