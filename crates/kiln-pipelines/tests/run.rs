@@ -1141,7 +1141,7 @@ jobs:
 }
 
 /// A step's own `env` is in the `env` context of its `if`: actions/runner's `StepsRunner`
-/// evaluates and merges it before the condition. polygon-edge's test workflow (Apache-2.0)
+/// evaluates and merges it before the condition. 0xPolygon/polygon-edge's test workflow
 /// guards its SonarQube steps this way, with `HAVE_SONAR_TOKEN: ${{ secrets.SONAR_TOKEN !=
 /// '' }}` in the step's env; the example here is our own. An `env` that does not evaluate
 /// fails the step, whatever its `if`.
