@@ -317,7 +317,7 @@ fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
         with.get(k)
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     };
-    let count = cache::upload(
+    let uploaded = cache::upload(
         &s.opts.artifacts_dir,
         s.opts.run_id,
         &name,
@@ -329,7 +329,7 @@ fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
         },
     )?;
     let mut out = Out::default();
-    if count == 0 {
+    let Some(uploaded) = uploaded else {
         let message = format!(
             "No files were found with the provided path: {}. No artifacts will be uploaded.",
             patterns.join(", ")
@@ -340,10 +340,26 @@ fn upload(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
             _ => out.logs.push(format!("##[warning]{message}")),
         }
         return Ok(out);
-    }
-    out.logs
-        .push(format!("Uploaded artifact `{name}` ({count} files)"));
-    out.outputs.insert("artifact-id".to_owned(), name);
+    };
+    out.logs.push(format!(
+        "Uploaded artifact `{name}` ({} files)",
+        uploaded.files
+    ));
+    // upload-artifact v4's outputs: the artifact's number, the page that downloads it
+    // (`<server>/<repository>/actions/runs/<run>/artifacts/<id>`) and its digest.
+    let id = uploaded.id.to_string();
+    out.outputs.insert(
+        "artifact-url".to_owned(),
+        format!(
+            "{}/{}/actions/runs/{}/artifacts/{id}",
+            crate::runner::SERVER_URL,
+            s.opts.repository,
+            s.opts.run_id
+        ),
+    );
+    out.outputs.insert("artifact-id".to_owned(), id);
+    out.outputs
+        .insert("artifact-digest".to_owned(), uploaded.digest);
     Ok(out)
 }
 
@@ -353,10 +369,12 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
         .get("name")
         .filter(|n| !n.is_empty())
         .map(String::as_str);
-    let dest = with
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .map_or_else(|| cx.workspace.to_path_buf(), |p| cx.workspace.join(p));
+    // download-artifact resolves `path` with "basic tilde expansion", relative to the
+    // workspace.
+    let dest = with.get("path").filter(|p| !p.is_empty()).map_or_else(
+        || cx.workspace.to_path_buf(),
+        |p| cache::resolve(p, cx.workspace, &s.opts.home),
+    );
     let which = cache::Download {
         name,
         pattern: with
@@ -365,13 +383,16 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
             .filter(|p| !p.is_empty()),
         merge_multiple: with.get("merge-multiple").is_some_and(|v| v == "true"),
     };
-    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)?;
+    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)
+        .map_err(|e| format!("Unable to download artifact(s): {e}"))?;
     let mut out = Out::default();
-    out.logs.push(if names.is_empty() {
-        "No artifacts found to download".to_owned()
-    } else {
-        format!("Downloaded {}", names.join(", "))
-    });
+    if names.is_empty() {
+        // download-artifact sets `download-path` once it has downloaded something: a pattern
+        // that matches nothing leaves it empty.
+        out.logs.push("No artifacts found to download".to_owned());
+        return Ok(out);
+    }
+    out.logs.push(format!("Downloaded {}", names.join(", ")));
     out.outputs.insert(
         "download-path".to_owned(),
         dest.to_string_lossy().into_owned(),

@@ -5,7 +5,7 @@
 //! tries the exact key, then each restore key as a prefix (newest entry first), and only
 //! entries saved for the same `path` list match, as GitHub's cache version does.
 //! Artifacts: files are blobs under `blobs/`; `runs/<run>/<name>.json` maps relative paths to
-//! blobs. Writes go to a temporary name and are renamed, so a reader never sees half a file.
+//! blobs, and `runs/<run>/ids/<n>` holds the name of the run's artifact number `n`. Writes go to a temporary name and are renamed, so a reader never sees half a file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -201,7 +201,6 @@ fn manifest_dir(dir: &Path, run_id: u64) -> PathBuf {
     dir.join("runs").join(run_id.to_string())
 }
 
-/// Uploads the files matched by `patterns` as artifact `name`; returns the file count.
 /// upload-artifact's inputs that change what an upload does.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Upload {
@@ -212,6 +211,23 @@ pub(crate) struct Upload {
     pub overwrite: bool,
 }
 
+/// What an upload stored: upload-artifact's outputs are made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Uploaded {
+    pub files: usize,
+    /// The artifact's number in the run (`artifact-id`), unique among the run's uploads.
+    pub id: u64,
+    /// The SHA-256 of what was stored (`artifact-digest`): the artifact's manifest, which
+    /// names every file and its content's own SHA-256 (GitHub hashes its zip, which kiln
+    /// does not make).
+    pub digest: String,
+}
+
+/// How many numbers an upload tries past the ones taken when it looked (uploads of other
+/// jobs may take some meanwhile); more than a run's jobs could upload at one moment.
+const ID_ATTEMPTS: u64 = 10_000;
+
+/// Uploads the files matched by `patterns` as artifact `name`; `None` when none matched.
 pub(crate) fn upload(
     dir: &Path,
     run_id: u64,
@@ -219,22 +235,50 @@ pub(crate) fn upload(
     patterns: &[String],
     workspace: &Path,
     how: Upload,
-) -> Result<usize, String> {
-    let mut files = glob::select(workspace, patterns);
-    if !how.include_hidden {
-        files.retain(|f| !glob::hidden_from_search_paths(workspace, patterns, f));
-    }
+) -> Result<Option<Uploaded>, String> {
+    // Files are named relative to the least common ancestor of the patterns' search paths,
+    // which may lie outside the workspace (`path: ${{ runner.temp }}/digests/*`): the files
+    // are then looked for below it, with every pattern made absolute, and hidden ones judged
+    // from the directory above it (the search path's own name counts).
     let root = artifact_root(patterns, workspace);
     let mut manifest = IndexMap::new();
-    for file in &files {
-        let bytes = std::fs::read(workspace.join(file)).map_err(io)?;
-        let rel = Path::new(file)
-            .strip_prefix(&root)
-            .unwrap_or(Path::new(file));
-        manifest.insert(rel.to_string_lossy().into_owned(), put_blob(dir, &bytes)?);
+    if root.starts_with(workspace) {
+        let mut files = glob::select(workspace, patterns);
+        if !how.include_hidden {
+            files.retain(|f| !glob::hidden_from_search_paths(workspace, patterns, f));
+        }
+        let prefix = root.strip_prefix(workspace).unwrap_or(Path::new(""));
+        for file in &files {
+            let bytes = std::fs::read(workspace.join(file)).map_err(io)?;
+            let rel = Path::new(file)
+                .strip_prefix(prefix)
+                .unwrap_or(Path::new(file));
+            manifest.insert(rel.to_string_lossy().into_owned(), put_blob(dir, &bytes)?);
+        }
+    } else {
+        let absolute: Vec<String> = patterns
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                let (bang, rest) = p.strip_prefix('!').map_or(("", p), |r| ("!", r));
+                format!("{bang}{}", workspace.join(rest).to_string_lossy())
+            })
+            .collect();
+        let parent = root.parent().unwrap_or(&root);
+        let own_name = root.strip_prefix(parent).unwrap_or(Path::new(""));
+        for file in glob::select(&root, &absolute) {
+            let from_parent = own_name.join(&file);
+            if !how.include_hidden
+                && glob::hidden_from_search_paths(parent, &absolute, &from_parent.to_string_lossy())
+            {
+                continue;
+            }
+            let bytes = std::fs::read(root.join(&file)).map_err(io)?;
+            manifest.insert(file, put_blob(dir, &bytes)?);
+        }
     }
     if manifest.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     let mdir = manifest_dir(dir, run_id);
     std::fs::create_dir_all(&mdir).map_err(io)?;
@@ -245,25 +289,59 @@ pub(crate) fn upload(
              `overwrite: true` replaces it)"
         ));
     }
-    write_atomic(&target, &serde_json::to_vec(&manifest).map_err(io)?)?;
-    Ok(manifest.len())
+    let bytes = serde_json::to_vec(&manifest).map_err(io)?;
+    write_atomic(&target, &bytes)?;
+    Ok(Some(Uploaded {
+        files: manifest.len(),
+        id: next_artifact_id(&mdir, name)?,
+        digest: sha_hex(&bytes),
+    }))
+}
+
+/// The run's next artifact number, recorded as `ids/<n>` holding the artifact's name. The
+/// file is created exclusively, so jobs uploading at once never get the same number; GitHub
+/// numbers a replaced (`overwrite: true`) artifact anew too.
+fn next_artifact_id(mdir: &Path, name: &str) -> Result<u64, String> {
+    use std::io::Write;
+    let ids = mdir.join("ids");
+    std::fs::create_dir_all(&ids).map_err(io)?;
+    let taken = std::fs::read_dir(&ids).map_err(io)?.count() as u64;
+    for id in taken + 1..=taken + ID_ATTEMPTS {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(ids.join(id.to_string()))
+        {
+            Ok(mut file) => {
+                file.write_all(name.as_bytes()).map_err(io)?;
+                return Ok(id);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Err(format!(
+        "no artifact number left for `{name}` after {ID_ATTEMPTS} attempts"
+    ))
 }
 
 /// The least common ancestor of the patterns' search roots (the part before any wildcard),
-/// relative to the workspace; a plain file's root is its directory.
+/// each resolved against the workspace (an absolute pattern stays as written); a plain
+/// file's root is its directory.
 fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
     let roots: Vec<PathBuf> = patterns
         .iter()
         .map(|p| p.trim())
         .filter(|p| !p.is_empty() && !p.starts_with('!'))
         .map(|p| {
-            let p = p.trim_start_matches("./");
-            let literal: Vec<&str> = p
+            let p = workspace.join(p.trim_start_matches("./"));
+            let text = p.to_string_lossy();
+            let literal: Vec<&str> = text
                 .split('/')
                 .take_while(|s| !s.contains(['*', '?', '[']))
                 .collect();
             let path = PathBuf::from(literal.join("/"));
-            if literal.len() == p.split('/').count() && workspace.join(&path).is_file() {
+            if literal.len() == text.split('/').count() && path.is_file() {
                 path.parent().map(Path::to_path_buf).unwrap_or_default()
             } else {
                 path
@@ -271,7 +349,7 @@ fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
         })
         .collect();
     let Some(first) = roots.first() else {
-        return PathBuf::new();
+        return workspace.to_path_buf();
     };
     let mut common: Vec<_> = first.components().collect();
     for r in &roots[1..] {
@@ -316,7 +394,7 @@ pub(crate) fn download(
     };
     for n in &names {
         let bytes = std::fs::read(mdir.join(format!("{n}.json")))
-            .map_err(|_| format!("artifact `{n}` not found in this run"))?;
+            .map_err(|_| format!("Artifact '{n}' not found"))?;
         let manifest: IndexMap<String, String> = serde_json::from_slice(&bytes).map_err(io)?;
         let base = if which.name.is_some() || which.merge_multiple {
             dest.to_path_buf()
@@ -379,9 +457,16 @@ mod tests {
                 })
             })
             .collect();
-        for upload in uploads {
-            assert_eq!(upload.join().unwrap(), Ok(300));
-        }
+        let mut ids: Vec<u64> = uploads
+            .into_iter()
+            .map(|upload| {
+                let uploaded = upload.join().unwrap().unwrap().expect("files matched");
+                assert_eq!(uploaded.files, 300);
+                uploaded.id
+            })
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6], "each upload has its own number");
         let dest = tempfile::tempdir().unwrap();
         let names = download(store.path(), 7, &Download::default(), dest.path()).unwrap();
         assert_eq!(names.len(), 6);

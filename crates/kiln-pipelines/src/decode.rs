@@ -105,6 +105,8 @@ const COMPOSITE_STEP: &[&str] = &[
 
 const WORKFLOW_KEYS: &[&str] = &[
     "name",
+    // GitHub's workflow schema (workflow-v1.0) takes a `description` of the workflow.
+    "description",
     "run-name",
     "on",
     "env",
@@ -188,6 +190,7 @@ const EVENTS: &[&str] = &[
     "discussion_comment",
     "fork",
     "gollum",
+    "image_version",
     "issue_comment",
     "issues",
     "label",
@@ -199,6 +202,7 @@ const EVENTS: &[&str] = &[
     "project_column",
     "public",
     "pull_request",
+    "pull_request_comment",
     "pull_request_review",
     "pull_request_review_comment",
     "pull_request_target",
@@ -615,13 +619,18 @@ impl Decoder<'_> {
                 "paths",
                 "paths-ignore",
             ],
+            "merge_group" => &["types", "branches", "branches-ignore"],
+            "image_version" => &["types", "names", "versions"],
             "workflow_dispatch" => &["inputs"],
             "workflow_call" => &["inputs", "outputs", "secrets"],
             "workflow_run" => &["workflows", "types", "branches", "branches-ignore"],
             _ => &["types"],
         };
-        self.check_keys(entries, allowed, path);
+        self.ignored_trigger_keys(entries, allowed, event, path);
         for (key, value) in entries {
+            if !allowed.contains(&key.text.as_str()) {
+                continue;
+            }
             let p = join(path, &key.text);
             match key.text.as_str() {
                 "branches" => trigger.branches = self.string_list(value, &p),
@@ -661,6 +670,42 @@ impl Decoder<'_> {
             }
         }
         trigger
+    }
+
+    /// Keys of an event's mapping that GitHub does not read. GitHub loads such a workflow
+    /// and ignores them (a misspelt `branch:` makes a push workflow run for every branch; path
+    /// filters on `merge_group` never filter), so they are warnings that say so, not errors.
+    fn ignored_trigger_keys(
+        &mut self,
+        entries: &[(Key, Node)],
+        allowed: &[&str],
+        event: &str,
+        path: &str,
+    ) {
+        for (key, _) in entries {
+            if allowed.contains(&key.text.as_str()) {
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::UnknownKey,
+                key.span,
+                join(path, &key.text),
+                format!(
+                    "`{}` is not a setting of the `{event}` event: GitHub ignores it",
+                    key.text
+                ),
+            )
+            .label("ignored");
+            d = if event == "merge_group" && key.text.starts_with("paths") {
+                d.help("GitHub runs the workflow for every merge group: filter by paths in a job's `if` or a step instead")
+            } else {
+                match closest(&key.text, allowed.iter().copied()) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.help(format!("`{event}` takes: {}", allowed.join(", "))),
+                }
+            };
+            self.warnings.push(d);
+        }
     }
 
     fn schedule(&mut self, node: &Node, path: &str) -> Trigger {
@@ -1581,6 +1626,15 @@ impl Decoder<'_> {
                 "with" => with = Some(self.mapping(v, &p, scope)),
                 "env" => step.env = self.mapping(v, &p, scope),
                 "shell" => step.shell = self.text(v, &p, scope),
+                // `working-directory:` with no value is the workspace itself: the runner
+                // applies `defaults.run` only to a step without the key (ruby's Windows
+                // workflow makes its build directory this way before the steps that run in it).
+                "working-directory" if matches!(v.value, Y::Null) => {
+                    step.working_directory = Some(Text {
+                        text: String::new(),
+                        span: v.span,
+                    });
+                }
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),
                 "timeout-minutes" => step.timeout_minutes = self.minutes(v, &p, scope),

@@ -608,14 +608,46 @@ async fn run_step(
     }
     ctx.set("steps", Value::Object(frame.steps.clone()));
     ctx.set("inputs", frame.inputs.clone());
-    ctx.set("env", object(&merged_env(state)));
     ctx.set(
         "job",
         Value::from_json(&serde_json::json!({ "status": job_status(state, frame) })),
     );
     ctx.flags.failed = frame.failed || state.failed;
     ctx.flags.cancelled = state.cancelled;
+    // As the runner's `StepsRunner`: the step's own `env` is evaluated and merged into the
+    // `env` context before its `if`, so `if: env.TOKEN != ''` over `env: { TOKEN: ${{
+    // secrets.TOKEN }} }` on the same step sees the secret; an `env` that does not evaluate
+    // fails the step whatever its `if` says.
+    ctx.set("env", object(&merged_env(state)));
+    let mut env = merged_env(state);
+    let env_error = match env_values(&ctx, &step.env) {
+        Ok(values) => {
+            env.extend(values);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    ctx.set("env", object(&env));
     let name = step_name(step, &ctx);
+    if let Some(e) = env_error {
+        shared.emit(RunEvent::StepStarted {
+            job: inst.display.clone(),
+            step: name.clone(),
+        });
+        log(shared, &inst.display, &format!("##[error]{e}"));
+        record(
+            shared,
+            inst,
+            state,
+            frame,
+            step,
+            &name,
+            StepResult::failed(Status::Failure),
+            false,
+            started,
+        );
+        return;
+    }
     let run_it = match &step.condition {
         None => !ctx.flags.failed && !ctx.flags.cancelled,
         Some(c) => match ctx.condition(c) {
@@ -659,16 +691,6 @@ async fn run_step(
         job: inst.display.clone(),
         step: name.clone(),
     });
-    let mut env = merged_env(state);
-    let mut result = None;
-    match env_values(&ctx, &step.env) {
-        Ok(values) => env.extend(values),
-        Err(e) => {
-            log(shared, &inst.display, &format!("##[error]{e}"));
-            result = Some(StepResult::failed(Status::Failure));
-        }
-    }
-    ctx.set("env", object(&env));
     let continue_on_error = ctx.flag(step.continue_on_error.as_ref()).unwrap_or(false);
     // As the runner's `StepsRunner.RunStepAsync`: a timeout that does not evaluate to a number
     // is two errors, and the step runs without one.
@@ -691,45 +713,40 @@ async fn run_step(
             None
         }
     };
-    let result = match result {
-        Some(r) => r,
-        None => {
-            let exec = Exec {
+    let exec = Exec {
+        shared,
+        job,
+        scope,
+        inst,
+        ctx: &ctx,
+        env: &env,
+        timeout,
+        action_name,
+    };
+    let result = match &step.action {
+        StepAction::Run(script) => exec.script(state, frame, step, script).await,
+        StepAction::Uses {
+            action: ActionRef::Builtin(b),
+            with,
+            ..
+        } => exec.builtin(state, *b, with).await,
+        StepAction::Uses {
+            action: ActionRef::Local(path),
+            with,
+            ..
+        } => exec.composite(state, path, with).await,
+        // Its job is refused before a run starts; a caller that skips that check
+        // (a pushed workflow) gets the step failed, not a download.
+        StepAction::Uses {
+            action: ActionRef::Remote(name),
+            ..
+        } => {
+            log(
                 shared,
-                job,
-                scope,
-                inst,
-                ctx: &ctx,
-                env: &env,
-                timeout,
-                action_name,
-            };
-            match &step.action {
-                StepAction::Run(script) => exec.script(state, frame, step, script).await,
-                StepAction::Uses {
-                    action: ActionRef::Builtin(b),
-                    with,
-                    ..
-                } => exec.builtin(state, *b, with).await,
-                StepAction::Uses {
-                    action: ActionRef::Local(path),
-                    with,
-                    ..
-                } => exec.composite(state, path, with).await,
-                // Its job is refused before a run starts; a caller that skips that check
-                // (a pushed workflow) gets the step failed, not a download.
-                StepAction::Uses {
-                    action: ActionRef::Remote(name),
-                    ..
-                } => {
-                    log(
-                        shared,
-                        &inst.display,
-                        &format!("##[error]kiln runs no remote action: `{name}` was not run"),
-                    );
-                    StepResult::failed(Status::Failure)
-                }
-            }
+                &inst.display,
+                &format!("##[error]kiln runs no remote action: `{name}` was not run"),
+            );
+            StepResult::failed(Status::Failure)
         }
     };
     record(

@@ -88,12 +88,14 @@ pub struct EnvironmentScope {
     pub secrets: IndexMap<String, String>,
 }
 
-/// The `runs-on` labels the host stands in for: GitHub's Linux runners and a self-hosted
-/// Linux runner of the host's architecture ([`runner_arch`]). Compared case-insensitively.
+/// The `runs-on` labels the host stands in for: GitHub's Linux runners (`ubuntu-slim` is its
+/// single-CPU one, generally available since January 2026) and a self-hosted Linux runner of
+/// the host's architecture ([`runner_arch`]). Compared case-insensitively.
 pub const HOST_LABELS: &[&str] = &[
     "self-hosted",
     "linux",
     "ubuntu-latest",
+    "ubuntu-slim",
     "ubuntu-24.04",
     "ubuntu-22.04",
     "ubuntu-20.04",
@@ -165,6 +167,9 @@ pub enum RunError {
     #[error("the run needs what kiln cannot run on the host, so nothing ran:\n{0}")]
     Refused(String),
 }
+
+/// `github.server_url`: where links to the run's pages (artifacts, runs) point.
+pub(crate) const SERVER_URL: &str = "http://localhost";
 
 /// State shared by every job of a run.
 pub(crate) struct Shared {
@@ -411,7 +416,7 @@ impl Shared {
             "repository_id": id(&["repository", "id"]),
             "repository_owner_id": id(&["repository", "owner", "id"]),
             "run_id": o.run_id.to_string(), "run_number": o.run_number.to_string(), "run_attempt": "1",
-            "server_url": "http://localhost", "sha": self.sha, "token": token,
+            "server_url": SERVER_URL, "sha": self.sha, "token": token,
             "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",
             "workflow_ref": workflow_ref, "workflow_sha": self.sha,

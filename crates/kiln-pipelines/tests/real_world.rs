@@ -250,3 +250,38 @@ fn yaml_core_schema_tags_are_read_as_the_runner_reads_them() {
         "{err}"
     );
 }
+
+/// Events that trigger workflows, `merge_group`: it takes `types`, `branches` and
+/// `branches-ignore` (GitHub's workflow schema). A key GitHub does not read under an event is
+/// ignored, not refused: a misspelt `branch:` makes a push workflow run on every branch, and
+/// `paths-ignore` on `merge_group` (as ruby/ruby's Windows workflow had it) never filters.
+/// kiln loads such workflows, warns about each ignored key, and does not filter by it.
+#[test]
+fn events_keys_github_does_not_read_are_warnings_and_do_not_filter() {
+    let (w, _) = parse_workflow(
+        Path::new("ci.yml"),
+        "description: builds\non:\n  push:\n    branch: main\n  merge_group:\n    branches: [main]\n    paths-ignore: ['doc/**']\n  image_version:\n    names: [base]\n  pull_request_comment:\njobs:\n  a:\n    runs-on: x\n    steps: [ { run: make } ]\n",
+    )
+    .unwrap_or_else(|e| panic!("GitHub accepts this workflow, kiln refused it:\n{e}"));
+    let warned: Vec<(&str, Option<&str>)> = w
+        .warnings
+        .iter()
+        .map(|d| (d.key_path.as_str(), d.help.as_deref()))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            ("on.push.branch", Some("did you mean `branches`?")),
+            (
+                "on.merge_group.paths-ignore",
+                Some(
+                    "GitHub runs the workflow for every merge group: filter by paths in a job's `if` or a step instead"
+                )
+            ),
+        ]
+    );
+    assert!(w.on["push"].branches.is_empty(), "`branch` is no filter");
+    assert_eq!(w.on["merge_group"].branches, ["main"]);
+    assert!(w.on["merge_group"].paths_ignore.is_empty());
+    assert!(w.on.contains_key("image_version") && w.on.contains_key("pull_request_comment"));
+}

@@ -588,9 +588,139 @@ jobs:
     assert_eq!(logs[5], expected);
 }
 
+/// upload-artifact v4's outputs, as its README lists them: `artifact-id` (the artifact's
+/// number, which release workflows hand to signing and attestation steps through job
+/// outputs), `artifact-url` (`<server>/<repository>/actions/runs/<run>/artifacts/<id>`) and
+/// `artifact-digest` (a SHA-256). download-artifact's `download-path` is where it wrote,
+/// with `~` expanded ("basic tilde expansion").
+#[tokio::test]
+async fn artifact_outputs_are_the_ones_upload_and_download_artifact_set() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      id: ${{ steps.upload.outputs.artifact-id }}
+    steps:
+      - run: mkdir dist && echo one > dist/a.txt
+      - uses: actions/upload-artifact@v4
+        with: { name: first, path: dist }
+      - id: upload
+        uses: actions/upload-artifact@v4
+        with: { name: second, path: dist/a.txt }
+      - run: |
+          echo "id=${{ steps.upload.outputs.artifact-id }}"
+          echo "url=${{ steps.upload.outputs.artifact-url }}"
+          echo "digest=${{ steps.upload.outputs.artifact-digest }}"
+  use:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - id: down
+        uses: actions/download-artifact@v4
+        with: { name: second, path: ~/dl }
+      - run: echo "from build ${{ needs.build.outputs.id }} at ${{ steps.down.outputs.download-path }}"
+      - run: cat "${{ steps.down.outputs.download-path }}/a.txt"
+"#,
+        )],
+        |o| o.run_id = 7,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("build");
+    let line = |key: &str| {
+        logs.iter()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {logs:?}"))
+            .to_owned()
+    };
+    assert_eq!(line("id="), "2", "the job's second upload: {logs:?}");
+    let url = line("url=");
+    assert!(
+        url.starts_with("http://localhost/") && url.ends_with("/actions/runs/7/artifacts/2"),
+        "{url}"
+    );
+    let digest = line("digest=");
+    assert!(
+        digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    let used = ran.logs("use");
+    let from = used
+        .iter()
+        .find(|l| l.starts_with("from build"))
+        .unwrap_or_else(|| panic!("{used:?}"));
+    assert!(
+        from.starts_with("from build 2 at /") && from.ends_with("/home/dl"),
+        "{from}"
+    );
+    assert_eq!(used.last().map(String::as_str), Some("one"), "{used:?}");
+}
+
+/// upload-artifact takes paths outside the workspace: Docker's multi-platform build recipe,
+/// which vaultwarden's release workflow (AGPL-3.0) follows, uploads
+/// `${{ runner.temp }}/digests/*` from each leg and downloads them all into the same
+/// directory of the merging job. Files are named relative to the patterns' common search
+/// path, and a hidden search path still hides its files. The workflow here is our own.
+#[tokio::test]
+async fn artifacts_upload_from_outside_the_workspace() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  build:
+    strategy:
+      matrix:
+        arch: [amd64, arm64]
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          mkdir -p "$RUNNER_TEMP/digests" "$RUNNER_TEMP/.hidden"
+          touch "$RUNNER_TEMP/digests/${{ matrix.arch }}" "$RUNNER_TEMP/.hidden/x"
+      - uses: actions/upload-artifact@v4
+        with:
+          name: digests-${{ matrix.arch }}
+          path: ${{ runner.temp }}/digests/*
+          if-no-files-found: error
+      - uses: actions/upload-artifact@v4
+        with:
+          name: hidden-${{ matrix.arch }}
+          path: ${{ runner.temp }}/.hidden
+  merge:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          path: ${{ runner.temp }}/digests
+          pattern: digests-*
+          merge-multiple: true
+      - run: ls
+        working-directory: ${{ runner.temp }}/digests
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("merge"),
+        ["Downloaded digests-amd64, digests-arm64", "amd64", "arm64"]
+    );
+    let build = ran.logs("build (amd64)");
+    assert!(
+        build.iter().any(|l| l.contains("No files were found")),
+        "the hidden directory uploads nothing: {build:?}"
+    );
+}
+
 /// `download-artifact` without a name: every artifact matching `pattern`, each into a
 /// directory of its name, or all into `path` itself with `merge-multiple` (matrix legs
-/// uploading one artifact each, gathered by one job: the common use).
+/// uploading one artifact each, gathered by one job: the common use). As the action's
+/// source has it, `download-path` is set only once something was downloaded, and a missing
+/// artifact fails with its words.
 #[tokio::test]
 async fn artifacts_by_pattern_each_in_its_directory_or_merged() {
     let ran = run_workflow(
@@ -618,8 +748,13 @@ jobs:
       - uses: actions/download-artifact@v4
         with: { pattern: "out-*", path: merged, merge-multiple: true }
       - run: ls merged
-      - uses: actions/download-artifact@v4
+      - id: none
+        uses: actions/download-artifact@v4
         with: { pattern: "none-*" }
+      - run: echo "path=[${{ steps.none.outputs.download-path }}]"
+      - uses: actions/download-artifact@v4
+        continue-on-error: true
+        with: { name: missing }
 "#,
     )
     .await;
@@ -636,6 +771,8 @@ jobs:
             "leg-1.txt",
             "leg-2.txt",
             "No artifacts found to download",
+            "path=[]",
+            "##[error]Unable to download artifact(s): Artifact 'missing' not found",
         ],
         "{logs:?}"
     );
@@ -1003,6 +1140,82 @@ jobs:
     assert_eq!(&logs[2..], ["py 2", "no -e here"]);
 }
 
+/// A step's own `env` is in the `env` context of its `if`: actions/runner's `StepsRunner`
+/// evaluates and merges it before the condition. 0xPolygon/polygon-edge's test workflow
+/// guards its SonarQube steps this way, with `HAVE_SONAR_TOKEN: ${{ secrets.SONAR_TOKEN !=
+/// '' }}` in the step's env; the example here is our own. An `env` that does not evaluate
+/// fails the step, whatever its `if`.
+#[tokio::test]
+async fn a_steps_if_sees_its_own_env() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - name: scan
+        if: env.HAVE_TOKEN == 'true'
+        env:
+          HAVE_TOKEN: ${{ secrets.TOKEN != '' }}
+        run: echo "scan with $HAVE_TOKEN"
+      - if: env.HAVE_TOKEN == 'true'
+        run: echo "not the next step's"
+      - name: broken
+        if: false
+        env:
+          BAD: ${{ fromJSON('{') }}
+        run: echo never
+"#;
+    let with = run_one(&[(WF, yaml)], |o| {
+        o.secrets.insert("TOKEN".into(), "t0ken".into());
+    })
+    .await;
+    assert_eq!(with.logs("a")[0], "scan with true", "{:?}", with.events);
+    assert!(
+        !with.logs("a").iter().any(|l| l.contains("next step")),
+        "{:?}",
+        with.logs("a")
+    );
+    assert_eq!(with.result.status, Status::Failure, "the broken env fails");
+    let without = run_workflow(yaml).await;
+    assert!(
+        !without.logs("a").iter().any(|l| l.starts_with("scan")),
+        "{:?}",
+        without.logs("a")
+    );
+}
+
+/// A step's `working-directory:` with no value runs in the workspace: actions/runner's script
+/// handler applies `defaults.run.working-directory` only to a step without the key. The
+/// construct is from ruby/ruby's `windows.yml` (Ruby or BSD-2-Clause licence), whose first
+/// step makes the directory the defaults name for every later step; the example is our own.
+#[tokio::test]
+async fn an_empty_working_directory_is_the_workspace_not_the_default() {
+    let ran = run_workflow(
+        r#"
+on: push
+defaults:
+  run:
+    working-directory: build
+jobs:
+  make:
+    runs-on: ubuntu-latest
+    steps:
+      - run: mkdir build
+        working-directory:
+      - run: pwd | xargs basename
+      - run: pwd | xargs basename
+        working-directory: ''
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("make");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[0], "build");
+    assert_ne!(logs[1], "build", "{logs:?}");
+}
+
 #[tokio::test]
 async fn each_job_gets_its_own_workspace_and_checkout_makes_a_git_repository() {
     let ran = run_one(
@@ -1065,6 +1278,9 @@ jobs:
       matrix: { os: [ubuntu-latest, windows-latest] }
     runs-on: ${{ matrix.os }}
     steps: [ { run: echo ran } ]
+  slim:
+    runs-on: ubuntu-slim
+    steps: [ { run: echo ran } ]
   gpu:
     runs-on: [self-hosted, gpu]
     steps: [ { run: echo ran } ]
@@ -1077,6 +1293,8 @@ jobs:
     )
     .await;
     assert_eq!(ran.logs("t (ubuntu-latest)"), ["ran"]);
+    // GitHub's single-CPU Linux runner, as astral-sh/uv's format checks use it.
+    assert_eq!(ran.logs("slim"), ["ran"]);
     assert_eq!(ran.logs("extra"), ["ran"]);
     assert_eq!(ran.job("t (windows-latest)").status, Status::Failure);
     let windows = ran.logs("t (windows-latest)");

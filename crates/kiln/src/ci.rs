@@ -217,18 +217,8 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
     let actions = local_actions_of(dir, &results);
     // What kiln refuses to run (`services`, `container`) loads, so that runs of the other jobs
     // go ahead, but it is a mistake here: the workflow cannot run whole.
-    let mistakes: usize = results
-        .iter()
-        .map(|(_, r)| match r {
-            Ok(set) => set.refused().len(),
-            Err(e) => e.diagnostics.len(),
-        })
-        .chain(
-            actions
-                .iter()
-                .map(|(_, r)| r.as_ref().err().map_or(0, |e| e.diagnostics.len())),
-        )
-        .sum();
+    let found = Mistakes::of(&results, &actions);
+    let mistakes = found.rendered.len();
     if output.json {
         let list: Vec<serde_json::Value> = results
             .iter()
@@ -254,59 +244,94 @@ fn validate(dir: &Path, names: &[String], output: &Output) -> Result<(), Failure
             Err(Failure::Invalid(String::new()))
         };
     }
-    let mut report = String::new();
+    // A called workflow is loaded with each of its callers too: its warnings are printed once.
+    let mut warned = std::collections::HashSet::new();
     for (path, r) in &results {
-        match r {
-            Ok(set) if !set.refused().is_empty() => {
-                report.push_str(&refused_report(set));
-                print_warnings(set);
-            }
-            Ok(set) => {
+        if let Ok(set) = r {
+            if set.refused().is_empty() {
                 let jobs = set.root.jobs.len();
                 println!(
                     "{path}: valid ({jobs} job{})",
                     if jobs == 1 { "" } else { "s" }
                 );
-                print_warnings(set);
             }
-            Err(e) => {
-                for d in &e.diagnostics {
-                    report.push_str(&render::diagnostic(&e.sources, d));
-                    report.push('\n');
+            for d in warnings(set) {
+                let text = render::warning(&set.sources, d);
+                if warned.insert(text.clone()) {
+                    eprintln!("{text}");
                 }
             }
         }
     }
     for (path, r) in &actions {
-        match r {
-            Ok(action) => {
-                println!("{path}: valid (local action)");
-                for warning in &action.warnings {
-                    eprintln!("{warning}");
-                }
-            }
-            Err(e) => {
-                for d in &e.diagnostics {
-                    report.push_str(&render::diagnostic(&e.sources, d));
-                    report.push('\n');
-                }
+        if let Ok(action) = r {
+            println!("{path}: valid (local action)");
+            for warning in &action.warnings {
+                eprintln!("{warning}");
             }
         }
     }
     if mistakes == 0 {
         return Ok(());
     }
-    let invalid = results
-        .iter()
-        .filter(|(_, r)| r.as_ref().map_or(true, |set| !set.refused().is_empty()))
-        .count()
-        + actions.iter().filter(|(_, r)| r.is_err()).count();
+    let invalid = found.files.len();
+    let mut report = String::new();
+    for text in &found.rendered {
+        report.push_str(text);
+        report.push('\n');
+    }
     report.push_str(&format!(
         "{mistakes} {} found in {invalid} {}",
         if mistakes == 1 { "mistake" } else { "mistakes" },
         if invalid == 1 { "file" } else { "files" }
     ));
     Err(Failure::Invalid(report))
+}
+
+/// Every mistake `kiln ci validate` found, rendered, each once: a workflow that others call
+/// is loaded with each of its callers too, and its mistakes are the same mistakes.
+struct Mistakes {
+    rendered: Vec<String>,
+    /// The files the mistakes are in.
+    files: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Mistakes {
+    fn of(
+        results: &[(
+            String,
+            Result<kiln_pipelines::WorkflowSet, Box<kiln_pipelines::LoadError>>,
+        )],
+        actions: &[(String, ActionLoad)],
+    ) -> Mistakes {
+        let mut found = Mistakes {
+            rendered: Vec::new(),
+            files: std::collections::BTreeSet::new(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        let loaded = results.iter().map(|(path, r)| match r {
+            Ok(set) => (path, &set.sources, set.refused()),
+            Err(e) => (path, &e.sources, e.diagnostics.iter().collect()),
+        });
+        let actions = actions.iter().filter_map(|(path, r)| {
+            r.as_ref()
+                .err()
+                .map(|e| (path, &e.sources, e.diagnostics.iter().collect::<Vec<_>>()))
+        });
+        for (path, sources, diagnostics) in loaded.chain(actions) {
+            for d in diagnostics {
+                let text = render::diagnostic(sources, d);
+                if seen.insert(text.clone()) {
+                    found.rendered.push(text);
+                    found.files.insert(d.span.map_or_else(
+                        || PathBuf::from(path),
+                        |span| sources.file(span.file).path.clone(),
+                    ));
+                }
+            }
+        }
+        found
+    }
 }
 
 /// What `kiln ci validate` reports of the jobs of `set` that kiln cannot run on the host

@@ -323,6 +323,26 @@ fn validate_reports_an_unknown_key_with_line_and_column() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml, .github/workflows/ci.yml"));
 }
 
+/// A reusable workflow is loaded with each workflow that calls it too: `kiln ci validate`
+/// reports its mistakes and warnings once, and counts the files the mistakes are in (a caller
+/// and its called workflow, as polygon-edge's nightly and test workflows are).
+#[test]
+fn validate_reports_a_called_workflows_mistakes_once() {
+    let called = "on:\n  workflow_call:\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: someone/scan@v1\n      - run: echo ${{ github.event.pull_request.title }}\n";
+    let caller = "on: pull_request\njobs:\n  test:\n    uses: ./.github/workflows/test.yml\n  notify:\n    needs: test\n    runs-on: ubuntu-latest\n    steps:\n      - uses: someone/notify@v1\n";
+    let s = repo(&[("nightly.yml", caller), ("test.yml", called)]);
+    let out = s.run(&["ci", "validate"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("someone/scan@v1`").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("warning[injection-risk]").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 mistakes found in 2 files"), "{stderr}");
+}
+
 /// An untrusted event field expanded into `run:` is flagged where it is written, with the fix,
 /// and the workflow still validates and runs, as on GitHub. A workflow is named by its file
 /// (with or without `.yml`) or by its `name:`, as `gh workflow run` takes either.
