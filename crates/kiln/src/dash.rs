@@ -102,11 +102,10 @@ impl Source {
 
     async fn evaluate(
         &self,
-        work: impl Fn(
+        work: impl FnOnce(
             &Engine<'_, kiln_metrics::Store>,
         ) -> Result<Value, kiln_metrics::query::QueryError>
         + Send
-        + Sync
         + 'static,
     ) -> Result<Vec<Series>, DataError> {
         let Some(store) = self.metrics.store.clone() else {
@@ -115,20 +114,21 @@ impl Source {
             ));
         };
         let limits = self.metrics.limits.clone();
-        let value = crate::metrics::evaluate(store, limits, work)
-            .await
-            .map_err(|e| match e {
-                crate::metrics::EvalError::Query(e) => match e {
-                    kiln_metrics::query::QueryError::Parse(_)
-                    | kiln_metrics::query::QueryError::Unsupported(_)
-                    | kiln_metrics::query::QueryError::Limit(_)
-                    | kiln_metrics::query::QueryError::Eval(_) => {
-                        DataError::BadRequest(e.to_string())
-                    }
-                    kiln_metrics::query::QueryError::Store(_) => internal(e),
-                },
-                other => internal(other),
-            })?;
+        let value =
+            crate::metrics::evaluate(move || work(&Engine::with_limits(store.as_ref(), limits)))
+                .await
+                .map_err(|e| match e {
+                    crate::metrics::EvalError::Query(e) => match e {
+                        kiln_metrics::query::QueryError::Parse(_)
+                        | kiln_metrics::query::QueryError::Unsupported(_)
+                        | kiln_metrics::query::QueryError::Limit(_)
+                        | kiln_metrics::query::QueryError::Eval(_) => {
+                            DataError::BadRequest(e.to_string())
+                        }
+                        kiln_metrics::query::QueryError::Store(_) => internal(e),
+                    },
+                    other => internal(other),
+                })?;
         series_of(value)
     }
 }

@@ -347,37 +347,12 @@ pub enum EvalError {
     Task(String),
 }
 
-/// The most series a query answered on the thread that received it may select: a handful
-/// of series over a dashboard's range (`sum by (service) (up)` over 100 targets is 100).
-const IN_PLACE_MAX_SERIES: usize = 500;
-/// The most samples such a query may load: with [`IN_PLACE_MAX_SERIES`], about a
-/// millisecond of work, the most a query may hold its thread without a hand-off.
-const IN_PLACE_MAX_SAMPLES: usize = 50_000;
-
-/// Evaluates a query for this API and the dashboard's. A query within the in-place budget
-/// is answered on the thread that received it (`block_in_place`: the runtime's other tasks
-/// move to another thread, this request does not wait for one); a query the budget stops is
-/// run again off the async threads with the full `limits`, bounded by [`QUERY_TIMEOUT`].
-///
-/// Why: a millisecond query handed to the blocking pool and back waits twice for a thread to
-/// be scheduled; on a busy machine those waits were its p99 (docs/benchmarks.md, issue 6).
-pub async fn evaluate<F>(store: Arc<Store>, limits: Limits, work: F) -> Result<Value, EvalError>
-where
-    F: Fn(&Engine<'_, Store>) -> Result<Value, QueryError> + Send + Sync + 'static,
-{
-    let budget = Limits {
-        max_series: limits.max_series.min(IN_PLACE_MAX_SERIES),
-        max_samples: limits.max_samples.min(IN_PLACE_MAX_SAMPLES),
-        ..limits.clone()
-    };
-    let tighter = budget.max_series < limits.max_series || budget.max_samples < limits.max_samples;
-    match in_place(|| work(&Engine::with_limits(store.as_ref(), budget))) {
-        Err(QueryError::Limit(_)) if tighter => {}
-        Ok(value) => return Ok(value),
-        Err(e) => return Err(EvalError::Query(e)),
-    }
-    let task =
-        tokio::task::spawn_blocking(move || work(&Engine::with_limits(store.as_ref(), limits)));
+/// Runs a query off the async threads, bounded by [`QUERY_TIMEOUT`]: for this API and the
+/// dashboard's.
+pub async fn evaluate(
+    work: impl FnOnce() -> Result<Value, QueryError> + Send + 'static,
+) -> Result<Value, EvalError> {
+    let task = tokio::task::spawn_blocking(work);
     match tokio::time::timeout(QUERY_TIMEOUT, task).await {
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(e))) => Err(EvalError::Query(e)),
@@ -386,21 +361,8 @@ where
     }
 }
 
-/// Runs bounded CPU work on this thread; on a multi-threaded runtime, tells the runtime first
-/// so its other tasks are not held up (a current-thread runtime, as in tests, just runs it).
-fn in_place<T>(work: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
-    }
-}
-
-async fn run_query<F>(store: Arc<Store>, limits: Limits, work: F) -> Response
-where
-    F: Fn(&Engine<'_, Store>) -> Result<Value, QueryError> + Send + Sync + 'static,
-{
-    match evaluate(store, limits, work).await {
+async fn run_query(work: impl FnOnce() -> Result<Value, QueryError> + Send + 'static) -> Response {
+    match evaluate(work).await {
         Ok(value) => axum::Json(result_json(&value)).into_response(),
         Err(EvalError::Query(e)) => query_error(&e),
         Err(e @ EvalError::Task(_)) => error(ErrorType::Internal, e),
@@ -421,10 +383,8 @@ async fn query(State(api): State<Api>, params: Params) -> Response {
         Ok(t) => t,
         Err(r) => return *r,
     };
-    run_query(store, api.limits.clone(), move |engine| {
-        engine.query(&expr, t)
-    })
-    .await
+    let limits = api.limits.clone();
+    run_query(move || Engine::with_limits(store.as_ref(), limits).query(&expr, t)).await
 }
 
 /// `/api/v1/query_range?query=EXPR&start=T&end=T&step=S`.
@@ -450,8 +410,9 @@ async fn query_range(State(api): State<Api>, params: Params) -> Response {
             "invalid parameter \"end\": end timestamp must not be before start time",
         );
     }
-    run_query(store, api.limits.clone(), move |engine| {
-        engine.query_range(&expr, start, end, step)
+    let limits = api.limits.clone();
+    run_query(move || {
+        Engine::with_limits(store.as_ref(), limits).query_range(&expr, start, end, step)
     })
     .await
 }
@@ -729,80 +690,5 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["errorType"], "execution");
         assert_eq!(json["error"], "query limit exceeded: more than 3 series");
-    }
-
-    fn store_of(series: usize) -> (tempfile::TempDir, Arc<Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
-        let t = now_ms();
-        let batch: Vec<(Labels, i64, f64)> = (0..series)
-            .map(|i| {
-                let labels = Labels::new([("__name__", "m"), ("i", &i.to_string())]);
-                (labels, t, 1.0)
-            })
-            .collect();
-        store.append_batch(&batch);
-        (dir, store)
-    }
-
-    /// Evaluates `count(m)` now, noting the thread of every attempt.
-    async fn count_noting_threads(
-        store: Arc<Store>,
-        limits: Limits,
-    ) -> (Result<Value, EvalError>, Vec<std::thread::ThreadId>) {
-        let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let noted = threads.clone();
-        let t = now_ms();
-        let result = evaluate(store, limits, move |engine| {
-            noted.lock().unwrap().push(std::thread::current().id());
-            engine.query("count(m)", t)
-        })
-        .await;
-        let threads = threads.lock().unwrap().clone();
-        (result, threads)
-    }
-
-    fn count_of(value: &Value) -> f64 {
-        match value {
-            Value::Vector(samples) => samples[0].v,
-            other => panic!("not a vector: {other:?}"),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_small_query_is_answered_on_the_thread_that_asked() {
-        let (_dir, store) = store_of(100);
-        let (result, threads) = count_noting_threads(store, Limits::default()).await;
-        assert_eq!(count_of(&result.unwrap()), 100.0);
-        assert_eq!(threads, [std::thread::current().id()]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_query_past_the_in_place_budget_runs_again_off_the_thread_with_the_full_limits() {
-        let series = IN_PLACE_MAX_SERIES + 10;
-        let (_dir, store) = store_of(series);
-        let (result, threads) = count_noting_threads(store, Limits::default()).await;
-        assert_eq!(count_of(&result.unwrap()), series as f64);
-        assert_eq!(threads.len(), 2, "{threads:?}");
-        assert_eq!(threads[0], std::thread::current().id());
-        assert_ne!(threads[1], threads[0]);
-    }
-
-    #[tokio::test]
-    async fn the_limit_a_query_is_refused_by_is_the_configured_one_not_the_budget() {
-        let (_dir, store) = store_of(IN_PLACE_MAX_SERIES + 10);
-        let limits = Limits {
-            max_series: IN_PLACE_MAX_SERIES + 5,
-            ..Limits::default()
-        };
-        let (result, threads) = count_noting_threads(store, limits).await;
-        match result {
-            Err(EvalError::Query(QueryError::Limit(message))) => assert_eq!(
-                message,
-                format!("more than {} series", IN_PLACE_MAX_SERIES + 5)
-            ),
-            other => panic!("expected the configured limit, got {other:?}"),
-        }
-        assert_eq!(threads.len(), 2);
     }
 }
