@@ -687,6 +687,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     let git_ref = start
         .git_ref
         .unwrap_or_else(|| "refs/heads/main".to_owned());
+    let repository = start.repository;
     let push = match pushed {
         Some(pushed) => {
             // The revision moved between the two questions: ask again by the sha.
@@ -698,7 +699,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             let facts = PushFacts {
                 head: pushed.commit,
                 branches: start.branches,
-                repo_name: git::repo_name(dir),
+                repository: repository.clone(),
             };
             Some((facts, pushed.changes))
         }
@@ -758,6 +759,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         event: args.event.clone(),
         rev: args.rev.clone(),
         payload,
+        repository,
         sha,
         git_ref,
         inputs,
@@ -786,6 +788,8 @@ pub(crate) struct RunRequest {
     pub git_ref: String,
     /// `github.event`.
     pub payload: serde_json::Value,
+    /// `github.repository` (a payload's own `repository.full_name` wins).
+    pub repository: git::Repository,
     pub inputs: IndexMap<String, String>,
     /// `vars` given for this run, over kiln.yaml's (and its environments').
     pub vars: IndexMap<String, String>,
@@ -922,6 +926,7 @@ pub(crate) async fn execute(
         sha,
         git_ref,
         payload,
+        repository,
         inputs,
         vars,
         secrets,
@@ -952,11 +957,11 @@ pub(crate) async fn execute(
     opts.run_number = store.pipeline_run_number(run_id)?;
     opts.event_name = event.clone();
     opts.git_ref = git_ref.clone();
-    let repo_name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "repo".to_owned());
-    opts.repository = format!("local/{repo_name}");
+    // A webhook payload (`--event-file`) names the repository it came from, as GitHub's do.
+    opts.repository = payload
+        .pointer("/repository/full_name")
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| repository.full_name(), str::to_owned);
     opts.event = payload;
     opts.inputs = inputs
         .iter()

@@ -308,6 +308,7 @@ impl Follower {
                     &push.after,
                     &changed,
                 ),
+                repository: facts.repository.clone(),
                 inputs: Default::default(),
                 vars: Default::default(),
                 secrets: Default::default(),

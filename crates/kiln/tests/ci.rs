@@ -199,6 +199,27 @@ fn a_pull_request_run_names_its_branches() {
     assert!(out.contains("[a] pr main main main"), "{out}");
 }
 
+/// `github.repository` comes from the `origin` remote, as nektos/act does, so a job guarded
+/// by `if: github.repository == 'owner/name'` (the usual guard on publishing jobs, found in
+/// vaultwarden's and tokio's workflows in the fifth corpus) runs in a clone of that repository;
+/// without a hosted origin it is `local/<directory>` and the guarded job is skipped.
+#[test]
+fn the_repository_is_named_by_the_origin_remote() {
+    let wf = "on: push\njobs:\n  publish:\n    if: github.repository == 'acme/widgets'\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"repo $GITHUB_REPOSITORY ${{ github.repository_owner }} ${{ github.event.repository.name }} ${{ github.event.repository.full_name }}\"\n";
+    let s = repo(&[("ci.yml", wf)]);
+    let out = s.ok(&["ci", "run"]);
+    assert!(!out.contains("[publish] repo"), "{out}");
+    git(
+        s.path(),
+        &["remote", "add", "origin", "git@github.com:acme/widgets.git"],
+    );
+    let out = s.ok(&["ci", "run"]);
+    assert!(
+        out.contains("[publish] repo acme/widgets acme widgets acme/widgets"),
+        "{out}"
+    );
+}
+
 /// The default environment names the commit and the ref the run was asked for: a branch, a
 /// tag (its commit, the tag as the ref), and a detached `HEAD` (no ref: `refs/heads/main`, as
 /// before); the push payload's head commit is that commit, and an unknown revision is refused

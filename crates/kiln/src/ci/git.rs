@@ -44,11 +44,13 @@ pub(super) struct Start {
     /// for `HEAD`, the one revision a working tree can differ from unknowingly.
     pub(super) uncommitted: Option<usize>,
     pub(super) branches: Branches,
+    /// `github.repository`, from the `origin` remote's URL.
+    pub(super) repository: Repository,
 }
 
 impl Start {
     pub(super) async fn read(dir: &Path, rev: &str) -> Start {
-        let (git_ref, uncommitted, branches) = tokio::join!(
+        let (git_ref, uncommitted, branches, repository) = tokio::join!(
             ref_of(dir, rev),
             async {
                 if rev != "HEAD" {
@@ -62,11 +64,13 @@ impl Start {
                 Some(status.lines().count())
             },
             Branches::read(dir),
+            Repository::read(dir),
         );
         Start {
             git_ref,
             uncommitted,
             branches,
+            repository,
         }
     }
 }
@@ -434,30 +438,88 @@ impl Changes {
 }
 
 /// What a push payload needs from git besides what the push itself says.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct PushFacts {
     pub(crate) head: Commit,
     pub(crate) branches: Branches,
-    /// The repository directory's name, GitHub's `repository.name`.
-    pub(crate) repo_name: String,
+    pub(crate) repository: Repository,
 }
 
 impl PushFacts {
     pub(crate) async fn read(dir: &Path, after: &str) -> PushFacts {
-        let (head, branches) = tokio::join!(Commit::read(dir, after), Branches::read(dir));
+        let (head, branches, repository) = tokio::join!(
+            Commit::read(dir, after),
+            Branches::read(dir),
+            Repository::read(dir)
+        );
         PushFacts {
             head,
             branches,
-            repo_name: repo_name(dir),
+            repository,
         }
     }
 }
 
-pub(crate) fn repo_name(dir: &Path) -> String {
-    std::fs::canonicalize(dir)
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "repo".to_owned())
+/// GitHub's `owner/name` of the repository a run is in (`github.repository`,
+/// `github.repository_owner`, the payload's `repository`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Repository {
+    pub(crate) owner: String,
+    pub(crate) name: String,
+}
+
+impl Repository {
+    /// From the `origin` remote's URL, as nektos/act does: a workflow that guards its
+    /// publishing jobs with `if: github.repository == 'owner/name'` runs them in a clone of
+    /// that repository. Without such a remote, `local/<directory name>`.
+    pub(crate) async fn read(dir: &Path) -> Repository {
+        let url = git_async(dir, &["config", "--get", "remote.origin.url"]).await;
+        url.as_deref()
+            .and_then(Repository::of_url)
+            .unwrap_or_else(|| Repository::local(dir))
+    }
+
+    /// `local/<directory name>`: a repository with no hosted origin.
+    pub(crate) fn local(dir: &Path) -> Repository {
+        let name = std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "repo".to_owned());
+        Repository {
+            owner: "local".to_owned(),
+            name,
+        }
+    }
+
+    /// The last two segments of a hosted remote's path: `https://github.com/o/n.git`,
+    /// `git@github.com:o/n.git`, `ssh://git@host:22/o/n`. None for a path on this machine
+    /// (`/srv/git/n.git`, `../n`, `file://...`), which names no owner.
+    pub(crate) fn of_url(url: &str) -> Option<Repository> {
+        let url = url.trim();
+        let path = match url.split_once("://") {
+            Some(("file", _)) => return None,
+            Some((_, rest)) => rest.split_once('/')?.1,
+            // scp-like `[user@]host:path`; a colon after a slash is part of a local path.
+            None => match url.split_once(':') {
+                Some((host, path)) if !host.is_empty() && !host.contains('/') => path,
+                _ => return None,
+            },
+        };
+        let path = path.trim_end_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        let mut segments = path.rsplit('/').filter(|s| !s.is_empty());
+        let name = segments.next()?;
+        let owner = segments.next()?;
+        Some(Repository {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// `owner/name`.
+    pub(crate) fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
 }
 
 /// GitHub's push payload for `after` on `git_ref`: the head commit (message, author, time,
@@ -483,7 +545,7 @@ pub(crate) fn push_payload(
         "modified": changed.modified,
     });
     let branch = facts.branches.default_branch(git_ref);
-    let repo_name = &facts.repo_name;
+    let repository = &facts.repository;
     serde_json::json!({
         "ref": git_ref,
         "before": before.map_or_else(|| "0".repeat(40), str::to_owned),
@@ -497,9 +559,9 @@ pub(crate) fn push_payload(
         "pusher": person,
         "sender": { "login": "kiln" },
         "repository": {
-            "name": repo_name,
-            "full_name": format!("local/{repo_name}"),
-            "owner": { "login": "local", "name": "local" },
+            "name": repository.name,
+            "full_name": repository.full_name(),
+            "owner": { "login": repository.owner, "name": repository.owner },
             "default_branch": branch,
             "master_branch": branch,
         },
@@ -521,6 +583,32 @@ mod tests {
         assert_eq!(old.default_branch("refs/heads/x"), "master");
         let none = Branches::parse("");
         assert_eq!(none.default_branch("refs/heads/feature/a"), "feature/a");
+    }
+
+    #[test]
+    fn a_hosted_remote_names_owner_and_repository() {
+        let of = |url: &str| Repository::of_url(url).map(|r| r.full_name());
+        for url in [
+            "https://github.com/acme/widgets.git",
+            "https://github.com/acme/widgets",
+            "https://github.com/acme/widgets/",
+            "git@github.com:acme/widgets.git",
+            "github.com:acme/widgets",
+            "ssh://git@github.example.com:2222/acme/widgets.git",
+            "https://gitlab.example.com/group/acme/widgets.git",
+        ] {
+            assert_eq!(of(url).as_deref(), Some("acme/widgets"), "{url}");
+        }
+        for url in [
+            "/srv/git/widgets.git",
+            "../widgets",
+            "file:///srv/git/acme/widgets.git",
+            "https://github.com/widgets",
+            "git@github.com:widgets.git",
+            "",
+        ] {
+            assert_eq!(of(url), None, "{url}");
+        }
     }
 
     #[test]
