@@ -629,49 +629,40 @@ async fn run_step(
     };
     ctx.set("env", object(&env));
     let name = step_name(step, &ctx);
-    if let Some(e) = env_error {
-        shared.emit(RunEvent::StepStarted {
-            job: inst.display.clone(),
-            step: name.clone(),
-        });
-        log(shared, &inst.display, &format!("##[error]{e}"));
-        record(
-            shared,
-            inst,
-            state,
-            frame,
-            step,
-            &name,
-            StepResult::failed(Status::Failure),
-            false,
-            started,
-        );
-        return;
-    }
-    let run_it = match &step.condition {
-        None => !ctx.flags.failed && !ctx.flags.cancelled,
-        Some(c) => match ctx.condition(c) {
-            Ok(b) => b,
-            Err(e) => {
-                log(
-                    shared,
-                    &inst.display,
-                    &format!("##[error]step `{name}`: invalid `if`: {e}"),
-                );
-                record(
-                    shared,
-                    inst,
-                    state,
-                    frame,
-                    step,
-                    &name,
-                    StepResult::failed(Status::Failure),
-                    false,
-                    started,
-                );
-                return;
-            }
+    // A step whose `env` or `if` does not evaluate fails without running (the `env` error
+    // shows as a started step, as the runner's does).
+    let decided = match env_error {
+        Some(e) => {
+            shared.emit(RunEvent::StepStarted {
+                job: inst.display.clone(),
+                step: name.clone(),
+            });
+            Err(e.to_string())
+        }
+        None => match &step.condition {
+            None => Ok(!ctx.flags.failed && !ctx.flags.cancelled),
+            Some(c) => ctx
+                .condition(c)
+                .map_err(|e| format!("step `{name}`: invalid `if`: {e}")),
         },
+    };
+    let run_it = match decided {
+        Ok(run_it) => run_it,
+        Err(message) => {
+            log(shared, &inst.display, &format!("##[error]{message}"));
+            record(
+                shared,
+                inst,
+                state,
+                frame,
+                step,
+                &name,
+                StepResult::failed(Status::Failure),
+                false,
+                started,
+            );
+            return;
+        }
     };
     if !run_it {
         record(
