@@ -158,7 +158,12 @@ fn the_example_shop_goes_from_push_to_production_through_staging() {
     );
     let event = wait_for_push(&s, &green, PIPELINE);
     assert_eq!(event["data"]["source"], "webhook", "{event:#}");
-    assert_eq!(event["data"]["runs"][0]["status"], "success", "{event:#}");
+    assert_eq!(
+        event["data"]["runs"][0]["status"],
+        "success",
+        "{event:#}\n{}",
+        newest_run_logs(&s)
+    );
     let v2 = release_of(&s, "api", &green)
         .unwrap_or_else(|| panic!("the green commit made an api release: {event:#}"));
     assert_eq!(current(&s, "api", "staging"), v2);
@@ -203,7 +208,12 @@ fn the_example_shop_goes_from_push_to_production_through_staging() {
         "api: break only when deployed",
     );
     let (sick, event) = push_and_wait(&s, &dev, PIPELINE);
-    assert_eq!(event["data"]["runs"][0]["status"], "success", "{event:#}");
+    assert_eq!(
+        event["data"]["runs"][0]["status"],
+        "success",
+        "{event:#}\n{}",
+        newest_run_logs(&s)
+    );
     let api_deploy = event["data"]["deployed"]
         .as_array()
         .unwrap()
@@ -226,4 +236,19 @@ fn the_example_shop_goes_from_push_to_production_through_staging() {
     let tally = load.finish();
     tally.assert_none_failed();
     assert!(tally.ok > 100, "the load ran: {tally:?}");
+}
+
+/// The newest pipeline run's logs, for a failure message: a run that fails in CI under load
+/// must say which step failed and what it printed.
+fn newest_run_logs(s: &Scratch) -> String {
+    let runs = s.json(&["ci", "list", "--json"]);
+    let Some(id) = runs[0]["id"].as_u64() else {
+        return format!("no run listed: {runs}");
+    };
+    let logs = s.run(&["ci", "logs", &id.to_string()]);
+    format!(
+        "logs of run {id}:\n{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    )
 }
