@@ -19,6 +19,8 @@ haproxy and wrk.
 Usage: python3 benches/ingress.py [--rounds 3] [--seconds 5] [--conns 1,16,128]
        [--only kiln,nginx,haproxy,direct] [--body 13] [--kiln-threads N (default: cores)]
        [--kiln-before PATH]   (an older build of the `proxy` example, measured in the same run)
+       [--post BYTES]   (POST requests with a body of BYTES instead of GETs: kiln sends a
+                         request with a body upstream through hyper's client, not its own exchange)
 """
 import argparse, os, re, shutil, socket, statistics, subprocess, tempfile, time
 
@@ -126,12 +128,12 @@ def cpu_seconds(root_pid):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port, conns, seconds, pid=None):
+def wrk(port, conns, seconds, pid=None, script=None):
     threads = min(conns, 2)
     cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "--latency",
-         f"http://127.0.0.1:{port}/"],
+        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "--latency"]
+        + (["-s", script] if script else []) + [f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pid) - cpu_before if pid else 0.0
     requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -153,6 +155,7 @@ def main():
     ap.add_argument("--only", default="direct,kiln,nginx,haproxy")
     ap.add_argument("--body", type=int, default=13, help="upstream response body bytes")
     ap.add_argument("--kiln-before", help="an older `proxy` example binary to compare with")
+    ap.add_argument("--post", type=int, help="POST requests with a body of this many bytes")
     ap.add_argument("--kiln-threads", type=int, default=os.cpu_count() or 1,
                     help="serving threads, as the control plane uses one per core "
                          "(0: one multi-threaded tokio runtime)")
@@ -219,14 +222,19 @@ def main():
                 pids["haproxy"] = p.pid
             names = [n for n in ("direct", "kiln-before", "kiln", "nginx", "haproxy")
                      if n in targets and n in only]
+            script = None
+            if a.post is not None:
+                script = os.path.join(d, "post.lua")
+                with open(script, "w") as f:
+                    f.write(f'wrk.method = "POST"\nwrk.body = string.rep("x", {a.post})\n')
             print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
             results = {}
             for c in conns:
                 for name in names:  # warm pools and caches
-                    wrk(targets[name], c, 1, pids[name])
+                    wrk(targets[name], c, 1, pids[name], script)
                 for r in range(a.rounds):
                     for name in names:
-                        res = wrk(targets[name], c, a.seconds, pids[name])
+                        res = wrk(targets[name], c, a.seconds, pids[name], script)
                         results.setdefault((name, c), []).append(res)
                         print(f"  c={c} round {r + 1} {name}: {res[0]:.0f} req/s, "
                               f"p50 {res[1]:.3f} ms, p99 {res[2]:.3f} ms, "

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use http_body_util::Full;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
@@ -81,7 +82,7 @@ fn epoch() -> Instant {
 
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    inner: Option<Incoming>,
+    source: Source,
     seen: u64,
     limit: Option<u64>,
     flags: Option<Arc<BodyFlags>>,
@@ -97,7 +98,7 @@ pub(crate) struct UpstreamBody {
 impl UpstreamBody {
     pub(crate) fn empty() -> Self {
         Self {
-            inner: None,
+            source: Source::Done,
             seen: 0,
             limit: None,
             flags: None,
@@ -116,7 +117,7 @@ impl UpstreamBody {
         metrics: Arc<SetMetrics>,
     ) -> Self {
         Self {
-            inner: Some(inner),
+            source: Source::Client(inner),
             seen: 0,
             limit,
             flags: Some(flags),
@@ -133,10 +134,182 @@ impl UpstreamBody {
         self
     }
 
-    /// The flags of a body that has one to send (`None` for [`UpstreamBody::empty`]).
+    /// A body read whole before it is sent ([`UpstreamBody::take_at_hand`]): nothing is left to
+    /// wait for, so it needs no flags, and a retry can send it again.
+    pub(crate) fn whole(bytes: Bytes) -> Self {
+        let mut body = Self::empty();
+        body.source = Source::Whole(bytes);
+        body
+    }
+
+    /// The flags of a body still streaming from the client (`None` for
+    /// [`UpstreamBody::empty`] and [`UpstreamBody::whole`]).
     pub(crate) fn flags(&self) -> Option<&Arc<BodyFlags>> {
         self.flags.as_ref()
     }
+
+    /// The whole body, when it was read before sending ([`UpstreamBody::whole`]).
+    pub(crate) fn whole_bytes(&self) -> Option<&Bytes> {
+        match &self.source {
+            Source::Whole(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Reads the body if all of it is already at hand: in hyper's read buffer, having come
+    /// with the head (a small body usually does), or in the socket's. The body is polled
+    /// without waiting on the client: hyper hands over what it has buffered once the request's
+    /// task yields to the connection's loop (both run in one task), so each wait is a yield
+    /// and lasts only while bytes keep coming. A body still on its way (a slow upload, a
+    /// client waiting for `100 Continue`) streams, as before, with what was read sent first;
+    /// so an upstream may still answer before the body ends. Call it only for a body whose
+    /// length is declared (no trailers) and at most [`MAX_AT_HAND`].
+    pub(crate) async fn take_at_hand(mut self) -> AtHand {
+        let mut read = BytesMut::new();
+        let mut first: Option<Bytes> = None;
+        let mut progressed = true;
+        // Bounded in count; each yield follows a pass that read something.
+        for _ in 0..MAX_AT_HAND_PASSES {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(self.poll_next(cx, false))).await;
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    progressed = true;
+                    let Ok(data) = frame.into_data() else {
+                        // Trailers: a body with a declared length has none.
+                        continue;
+                    };
+                    match first.take() {
+                        None if read.is_empty() => first = Some(data),
+                        taken => {
+                            if let Some(bytes) = taken {
+                                read.extend_from_slice(&bytes);
+                            }
+                            read.extend_from_slice(&data);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => return AtHand::Failed,
+                Poll::Ready(None) => {
+                    let bytes = first.unwrap_or_else(|| read.freeze());
+                    return AtHand::Whole(bytes);
+                }
+                Poll::Pending if progressed => {
+                    progressed = false;
+                    tokio::task::yield_now().await;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let bytes = first.unwrap_or_else(|| read.freeze());
+        if !bytes.is_empty() {
+            self.source = match std::mem::replace(&mut self.source, Source::Done) {
+                Source::Client(inner) => Source::AheadOfClient(Box::new((bytes, inner))),
+                other => other,
+            };
+        }
+        AtHand::Streaming(self)
+    }
+
+    /// The next frame; with `wait` false, `Pending` starts no silence (nothing waits yet).
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        wait: bool,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let inner = match &mut self.source {
+            Source::Client(inner) => inner,
+            Source::Done => return Poll::Ready(None),
+            Source::Whole(bytes) => {
+                let bytes = std::mem::take(bytes);
+                self.source = Source::Done;
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            Source::AheadOfClient(_) => {
+                let ahead = match std::mem::replace(&mut self.source, Source::Done) {
+                    Source::AheadOfClient(pair) => {
+                        let (bytes, inner) = *pair;
+                        self.source = Source::Client(inner);
+                        bytes
+                    }
+                    other => {
+                        self.source = other;
+                        Bytes::new()
+                    }
+                };
+                return Poll::Ready(Some(Ok(Frame::data(ahead))));
+            }
+        };
+        let frame = match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(flags) = &self.flags {
+                    flags.client_failed.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending if !wait => return Poll::Pending,
+            Poll::Pending => {
+                ready!(self.silence.poll_over(self.timeout, cx));
+                if let Some(flags) = &self.flags {
+                    flags.timed_out.store(true, Ordering::Relaxed);
+                }
+                if let Some(metrics) = &self.metrics {
+                    metrics.add_client_timeout();
+                }
+                return Poll::Ready(Some(Err(Box::new(BodyTimeout(self.timeout)))));
+            }
+        };
+        self.silence.broken();
+        if let Some(watch) = &self.watch {
+            watch.read_body_frame();
+        }
+        if let Some(data) = frame.data_ref() {
+            let n = data.len() as u64;
+            self.seen += n;
+            if let Some(metrics) = &self.metrics {
+                metrics.add_bytes_in(n);
+            }
+            if self.limit.is_some_and(|limit| self.seen > limit) {
+                if let Some(flags) = &self.flags {
+                    flags.over_limit.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Err(Box::new(OverLimit))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+/// Where an [`UpstreamBody`]'s bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// Nothing (left) to send.
+    Done,
+    /// The client's body, read as it comes.
+    Client(Incoming),
+    /// Bytes read ahead (counted and checked then), then the rest of the client's body. Boxed:
+    /// rare, and the body is moved with every request.
+    AheadOfClient(Box<(Bytes, Incoming)>),
+    /// The whole body, read before sending.
+    Whole(Bytes),
+}
+
+/// The longest body [`UpstreamBody::take_at_hand`] reads whole (nginx buffers 16 KiB of a
+/// request body in memory by default; hyper reads up to 8 KiB with the head at first).
+pub(crate) const MAX_AT_HAND: u64 = 64 * 1024;
+/// Passes of [`UpstreamBody::take_at_hand`] at most: frames plus yields.
+const MAX_AT_HAND_PASSES: usize = 256;
+
+/// What [`UpstreamBody::take_at_hand`] found.
+#[derive(Debug)]
+pub(crate) enum AtHand {
+    /// The whole body, read.
+    Whole(Bytes),
+    /// Not all of it had come: the body, to stream (what was read goes first).
+    Streaming(UpstreamBody),
+    /// The client's body broke or passed the route's limit (see the body's flags).
+    Failed,
 }
 
 impl Drop for UpstreamBody {
@@ -202,58 +375,30 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let frame = match Pin::new(inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(flags) = &this.flags {
-                    flags.client_failed.store(true, Ordering::Relaxed);
-                }
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {
-                ready!(this.silence.poll_over(this.timeout, cx));
-                if let Some(flags) = &this.flags {
-                    flags.timed_out.store(true, Ordering::Relaxed);
-                }
-                if let Some(metrics) = &this.metrics {
-                    metrics.add_client_timeout();
-                }
-                return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
-            }
-        };
-        this.silence.broken();
-        if let Some(watch) = &this.watch {
-            watch.read_body_frame();
-        }
-        if let Some(data) = frame.data_ref() {
-            let n = data.len() as u64;
-            this.seen += n;
-            if let Some(metrics) = &this.metrics {
-                metrics.add_bytes_in(n);
-            }
-            if this.limit.is_some_and(|limit| this.seen > limit) {
-                if let Some(flags) = &this.flags {
-                    flags.over_limit.store(true, Ordering::Relaxed);
-                }
-                return Poll::Ready(Some(Err(Box::new(OverLimit))));
-            }
-        }
-        Poll::Ready(Some(Ok(frame)))
+        self.get_mut().poll_next(cx, true)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.source {
+            Source::Done => true,
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Whole(_) | Source::AheadOfClient(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        let (ahead, rest) = match &self.source {
+            Source::Done => return SizeHint::with_exact(0),
+            Source::Whole(bytes) => return SizeHint::with_exact(bytes.len() as u64),
+            Source::Client(inner) => (0, inner.size_hint()),
+            Source::AheadOfClient(pair) => (pair.0.len() as u64, pair.1.size_hint()),
+        };
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + ahead);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }
 

@@ -1,9 +1,10 @@
-//! Our own upstream HTTP/1.1 exchange for the common case: a request without a body (and
-//! without an upgrade) written with one write, its response head parsed with `httparse` and its
+//! Our own upstream HTTP/1.1 exchange for the common case: a request without a body, or with a
+//! small one that came whole with its head (`body::UpstreamBody::take_at_hand`), and without an
+//! upgrade, written with one write, its response head parsed with `httparse` and its
 //! body streamed by its framing, all driven inside the request's own future (no connection
 //! task, no channel: hyper's client did ≈12,000 instructions per request whichever task polled
-//! it, docs/benchmarks.md, session 10). Requests with a body, WebSocket upgrades and anything
-//! else stay on hyper's client (`pool.rs`).
+//! it, docs/benchmarks.md, session 10). Requests with a body still streaming, WebSocket upgrades
+//! and anything else stay on hyper's client (`pool.rs`).
 //!
 //! This file holds the pure parts (the request head's encoding, the response head's parsing and
 //! framing, the body decoder over a buffer) and the connection and response body that use them.
@@ -17,6 +18,7 @@
 //! Errors: a malformed or oversized head, a bad chunk, a body cut short all become
 //! [`H1Error`]; the proxy answers 502 (before the head) or cuts the client's response (after).
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -73,8 +75,9 @@ pub(crate) enum H1Error {
 }
 
 /// Writes `request`'s head (method, origin-form target, headers, blank line) into `out`. The
-/// headers are written as they are: the proxy already stripped the hop-by-hop ones, and a
-/// bodiless request needs no framing header (hyper's client writes none either).
+/// headers are written as they are: the proxy already stripped the hop-by-hop ones, a
+/// bodiless request needs no framing header (hyper's client writes none either), and a whole
+/// body's `Content-Length` was set to its length.
 pub(crate) fn encode_request(request: &Request<UpstreamBody>, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(request.method().as_str().as_bytes());
@@ -570,8 +573,13 @@ impl Conn {
             ..
         } = self;
         encode_request(request, head);
+        let body = request.body().whole_bytes();
         let exchange = async {
-            stream.write_all(head).await.map_err(ExchangeError::Write)?;
+            match body {
+                Some(body) => write_all_two(stream, head, body).await,
+                None => stream.write_all(head).await,
+            }
+            .map_err(ExchangeError::Write)?;
             read_head(stream, buf, request.method())
                 .await
                 .map_err(ExchangeError::Read)
@@ -586,6 +594,22 @@ impl Conn {
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
         poll_fill(&mut self.stream, &mut self.buf, cx, want)
     }
+}
+
+/// Writes `head` and then `body` with as few writes as the socket takes (one, for a body
+/// that fits its buffer), without copying them together.
+async fn write_all_two(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let mut slices = [IoSlice::new(head), IoSlice::new(body)];
+    let mut left: &mut [IoSlice<'_>] = &mut slices;
+    // Bounded: every pass writes at least one byte of a finite total, or fails.
+    while !left.is_empty() {
+        let n = stream.write_vectored(left).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut left, n);
+    }
+    Ok(())
 }
 
 /// Why [`Conn::exchange`] failed.

@@ -245,7 +245,8 @@ pub(crate) struct Sent {
 }
 
 /// Whether [`send`] takes `request` through our own exchange (`h1.rs`): the common case, a
-/// request without a body or an upgrade. The rest goes through hyper's client.
+/// request without a body (or with one read whole, [`UpstreamBody::whole`]) or an upgrade. The
+/// rest goes through hyper's client.
 pub(crate) fn takes_own_exchange(request: &Request<UpstreamBody>) -> bool {
     request.body().flags().is_none() && !request.headers().contains_key(hyper::header::UPGRADE)
 }

@@ -1,8 +1,9 @@
 //! One proxied request, from route lookup to the relayed response.
 //!
 //! Expected flow: match a route (404) → its maintenance page while it has one → choose a backend set (503 when the route has none) →
-//! check the declared body size (413) → rewrite headers → try an endpoint (503 when none is
-//! available) → on a connect failure, or a 502/503/504 to a bodiless idempotent request, try
+//! check the declared body size (413) → rewrite headers → read a small body already at hand →
+//! try an endpoint (503 when none is available) → on a connect failure, or a 502/503/504 to an
+//! idempotent request without a body or with one read whole, try
 //! another endpoint while attempts and the retry budget last → relay the response (502 for an
 //! upstream error, 504 for a timeout). Every outcome feeds the endpoint's passive health and
 //! the set's metrics. Nothing here holds a lock across an await, and no input panics.
@@ -10,14 +11,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::balance::{Tried, choose_endpoint, choose_set};
-use crate::body::{BodyFlags, ProxyBody, UpstreamBody, UpstreamIncoming};
+use crate::body::{self, AtHand, BodyFlags, ProxyBody, UpstreamBody, UpstreamIncoming};
 use crate::client_io::IoWatch;
 use crate::error::ProxyError;
 use crate::h1;
@@ -107,6 +108,22 @@ struct Outgoing {
     request_id: HeaderValue,
     websocket: bool,
     bodiless: bool,
+    /// The body, when it was read whole before the first attempt: each attempt can send it.
+    whole_body: Option<Bytes>,
+}
+
+impl Outgoing {
+    /// Whether every attempt can send the whole request (no body, or one read whole).
+    fn resendable_body(&self) -> bool {
+        self.bodiless || self.whole_body.is_some()
+    }
+
+    /// The body of an attempt after the first.
+    fn body_again(&self) -> UpstreamBody {
+        self.whole_body
+            .clone()
+            .map_or_else(UpstreamBody::empty, UpstreamBody::whole)
+    }
 }
 
 /// Forwards the request; returns the response and the set that served it (a retry may have
@@ -122,17 +139,29 @@ async fn forward(
 ) -> (Response<ProxyBody>, usize) {
     let set = &route.sets[set_index];
     let (mut parts, body) = req.into_parts();
+    let bodiless = body.is_end_stream();
+    let declared = if bodiless {
+        None
+    } else {
+        declared_length(&parts)
+    };
     if let Some(limit) = route.max_body_bytes
-        && declared_length(&parts).is_some_and(|len| len > limit)
+        && declared.is_some_and(|len| len > limit)
     {
         return (local_error(&ProxyError::BodyTooLarge { limit }), set_index);
     }
     let client_upgrade = upgrade::take_client_upgrade(&mut parts);
-    let bodiless = body.is_end_stream();
-    let (outgoing, headers) = prepare(ctx, route, host, &mut parts, bodiless);
+    // A small body of an HTTP/1 request, framed by its length (so without trailers), may have
+    // come whole with its head: then it is sent with the head in one write, on our own
+    // exchange, and can be sent again by a retry.
+    let small_body = !bodiless
+        && client_upgrade.is_none()
+        && parts.version <= Version::HTTP_11
+        && declared.is_some_and(|len| len <= body::MAX_AT_HAND);
+    let (mut outgoing, mut headers) = prepare(ctx, route, host, &mut parts, bodiless);
     // A bodiless request (most of them) needs no byte counting and no flags.
-    let flags = (!bodiless).then(|| Arc::new(BodyFlags::default()));
-    let first_body = match &flags {
+    let mut flags = (!bodiless).then(|| Arc::new(BodyFlags::default()));
+    let mut first_body = match &flags {
         Some(flags) => UpstreamBody::new(
             body,
             route.max_body_bytes,
@@ -143,6 +172,29 @@ async fn forward(
         .watched_by(ctx.watch),
         None => UpstreamBody::empty(),
     };
+    if small_body && !outgoing.websocket {
+        // Boxed: only requests with a body pay for its state, not every request's future.
+        match Box::pin(first_body.take_at_hand()).await {
+            AtHand::Whole(bytes) => {
+                // The length sent is the length read (the client's, which hyper enforced).
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                outgoing.whole_body = Some(bytes.clone());
+                first_body = UpstreamBody::whole(bytes);
+                flags = None;
+            }
+            AtHand::Streaming(body) => first_body = body,
+            AtHand::Failed => {
+                let error = if flags.as_deref().is_some_and(BodyFlags::over_limit) {
+                    ProxyError::BodyTooLarge {
+                        limit: route.max_body_bytes.unwrap_or(0),
+                    }
+                } else {
+                    ProxyError::ClientBody
+                };
+                return (local_error(&error), set_index);
+            }
+        }
+    }
     let mut served = set_index;
     let result = attempts(
         ctx,
@@ -223,6 +275,7 @@ fn prepare(
         request_id,
         websocket,
         bodiless,
+        whole_body: None,
     };
     (outgoing, out)
 }
@@ -283,7 +336,7 @@ async fn attempts(
     // Whether an attempt that reached the upstream may be repeated (a 5xx or a connection
     // broken after sending): such attempts must leave a copy of the headers behind.
     let resendable = is_idempotent(&outgoing.method)
-        && outgoing.bodiless
+        && outgoing.resendable_body()
         && (route.retry.on_5xx_for_idempotent || route.retry.on_connect_failure);
     let mut attempt = 0u32;
     let mut failed_status = 0u16;
@@ -332,7 +385,7 @@ async fn attempts(
         let request = build_request(
             outgoing,
             sent_headers,
-            body.take().unwrap_or_else(UpstreamBody::empty),
+            body.take().unwrap_or_else(|| outgoing.body_again()),
         );
         // Our own exchange gives the headers back after sending; hyper's client keeps them,
         // so they are copied first when a retry could need them.
@@ -355,7 +408,7 @@ async fn attempts(
                     headers.get_or_insert(parts.headers);
                     unsent_body
                 });
-                let body_ready = outgoing.bodiless || body.is_some();
+                let body_ready = outgoing.resendable_body() || body.is_some();
                 if !(may_retry
                     && route.retry.on_connect_failure
                     && body_ready
@@ -390,7 +443,7 @@ async fn attempts(
                 let retryable = may_retry
                     && route.retry.on_connect_failure
                     && is_idempotent(&outgoing.method)
-                    && outgoing.bodiless
+                    && outgoing.resendable_body()
                     && (headers.is_some() || copy.is_some());
                 if !(retryable && withdraw(route, set)) {
                     return Err(ProxyError::Upstream);
@@ -415,7 +468,7 @@ async fn attempts(
                 let retryable = may_retry
                     && route.retry.on_5xx_for_idempotent
                     && is_idempotent(&outgoing.method)
-                    && outgoing.bodiless
+                    && outgoing.resendable_body()
                     && (headers.is_some() || copy.is_some())
                     && matches!(
                         status,

@@ -65,8 +65,8 @@ impl hyper::body::Body for Unending {
 }
 
 /// A keep-alive hyper upstream that counts its connections. `GET /slow` sends one chunk of
-/// its body and never finishes it; `GET /gate` answers once `gate` gives a permit; anything
-/// else gets `ok` once its body was read.
+/// its body and never finishes it; `GET /gate` answers once `gate` gives a permit; `/len`
+/// answers with the length of the body it read; anything else gets `ok` once its body was read.
 async fn counting_upstream(gate: Arc<Semaphore>) -> (SocketAddr, Arc<Connections>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -85,6 +85,10 @@ async fn counting_upstream(gate: Arc<Semaphore>) -> (SocketAddr, Arc<Connections
                             "/gate" => {
                                 gate.acquire().await.unwrap().forget();
                                 Full::new(Bytes::from("ok")).boxed()
+                            }
+                            "/len" => {
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                Full::new(Bytes::from(body.len().to_string())).boxed()
                             }
                             _ => {
                                 // Reads the request body before answering, as most do.
@@ -305,6 +309,75 @@ async fn a_connection_that_finished_writing_a_request_body_is_reused() {
         1,
         "every POST after the first reused the connection"
     );
+}
+
+/// A small request body that came with its head goes up with the head on the same kind of
+/// connection as a request without one: mixed GETs and POSTs share one upstream connection
+/// (before, each POST turned the idle connection into one of hyper's client, and the next GET
+/// found none of its own and connected anew).
+#[tokio::test]
+async fn gets_and_small_posts_share_one_upstream_connection() {
+    let (addr, conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let proxy = proxy_with(IngressConfig::default(), addr).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    for i in 0..10 {
+        let body = format!("payload {i}");
+        let post = format!(
+            "POST /len HTTP/1.1\r\nhost: h\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(post.as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_until(&mut client, b"\r\n\r\n9"),
+        )
+        .await
+        .expect("the POST was answered");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_until(&mut client, b"ok"))
+            .await
+            .expect("the GET was answered");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(
+        conns.accepted(),
+        1,
+        "every request after the first reused the connection"
+    );
+}
+
+/// A client that waits for `100 Continue` before its body: the body is not at hand, so it
+/// streams (the proxy's `100 Continue` comes when the body is first asked for).
+#[tokio::test]
+async fn a_client_waiting_for_100_continue_gets_it_and_its_body_goes_up() {
+    let (addr, _conns) = counting_upstream(Arc::new(Semaphore::new(0))).await;
+    let proxy = proxy_with(IngressConfig::default(), addr).await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(
+            b"POST /len HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\ncontent-length: 7\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let interim = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_until(&mut client, b"\r\n\r\n"),
+    )
+    .await
+    .expect("100 Continue came");
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+    client.write_all(b"payload").await.unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_until(&mut client, b"\r\n\r\n7"),
+    )
+    .await
+    .expect("the POST was answered with its body's length");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 /// An upstream may answer (a 413, a 401) before it read the request body and then drain it,

@@ -76,6 +76,74 @@ async fn idempotent_5xx_is_retried_but_post_is_not() {
     );
 }
 
+/// A small body that came whole with its head is read before sending, so an idempotent
+/// request with a body (a PUT) can be sent again to another endpoint after a 503, body and
+/// all; a POST still is not.
+#[tokio::test]
+async fn an_idempotent_request_with_a_small_body_is_retried_with_its_body() {
+    let failing = upstream_with_status("failing", StatusCode::SERVICE_UNAVAILABLE).await;
+    let ok = upstream("ok").await;
+    let mut r = route("r", "*", "/", &[failing.addr, ok.addr]);
+    r.outlier.consecutive_failures = 1000;
+    let (_h, proxy) = proxy(vec![r]).await;
+    for i in 0..10 {
+        let put = raw_exchange(
+            proxy,
+            b"PUT /item HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\npayload",
+        )
+        .await;
+        assert!(put.starts_with("HTTP/1.1 200"), "PUT {i}: {put}");
+        assert!(put.contains("echo-body-len: 7"), "PUT {i}: {put}");
+    }
+    // Round robin sends a request to `failing` first at least every other time; each of
+    // those was retried on `ok`, with its body.
+    assert!(
+        failing.hits() >= 5,
+        "{} PUTs sent to `failing`",
+        failing.hits()
+    );
+    let before = failing.hits();
+    let mut failed_posts = 0;
+    for _ in 0..10 {
+        let post = raw_exchange(
+            proxy,
+            b"POST /item HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\npayload",
+        )
+        .await;
+        if post.starts_with("HTTP/1.1 503") {
+            failed_posts += 1;
+        }
+    }
+    assert_eq!(
+        failed_posts,
+        failing.hits() - before,
+        "every POST sent to `failing` saw its 503: a POST is not retried"
+    );
+    assert!(failed_posts >= 5, "{failed_posts} POSTs sent to `failing`");
+}
+
+/// Sends `request` (head and body in one write) on a new connection; returns the response
+/// head.
+async fn raw_exchange(proxy: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Bounded: 100 reads, each with the test's deadline.
+    for _ in 0..100 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("no answer in 10 s")
+            .unwrap();
+        got.extend_from_slice(&chunk[..n]);
+        if n == 0 || got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[tokio::test]
 async fn the_retry_budget_stops_a_retry_storm() {
     let a = upstream_with_status("a", StatusCode::SERVICE_UNAVAILABLE).await;
