@@ -375,17 +375,30 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
         || cx.workspace.to_path_buf(),
         |p| cache::resolve(p, cx.workspace, &s.opts.home),
     );
+    let ids = artifact_ids(with.get("artifact-ids"))?;
+    if name.is_some() && ids.is_some() {
+        return Err(
+            "Unable to download artifact(s): Inputs 'name' and 'artifact-ids' cannot be \
+                    used together. Please specify only one."
+                .to_owned(),
+        );
+    }
     let which = cache::Download {
         name,
+        ids: ids.as_deref(),
         pattern: with
             .get("pattern")
             .map(|p| p.trim())
             .filter(|p| !p.is_empty()),
         merge_multiple: with.get("merge-multiple").is_some_and(|v| v == "true"),
     };
-    let names = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)
+    let downloaded = cache::download(&s.opts.artifacts_dir, s.opts.run_id, &which, &dest)
         .map_err(|e| format!("Unable to download artifact(s): {e}"))?;
+    let names = downloaded.names;
     let mut out = Out::default();
+    if let Some(warning) = downloaded.warning {
+        out.logs.push(format!("##[warning]{warning}"));
+    }
     if names.is_empty() {
         // download-artifact sets `download-path` once it has downloaded something: a pattern
         // that matches nothing leaves it empty.
@@ -398,6 +411,40 @@ fn download(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String>
         dest.to_string_lossy().into_owned(),
     );
     Ok(out)
+}
+
+/// download-artifact's `artifact-ids`: numbers separated by commas, each read as JavaScript's
+/// `parseInt` does (its leading digits); `None` when the input is absent or empty.
+fn artifact_ids(input: Option<&String>) -> Result<Option<Vec<u64>>, String> {
+    let Some(input) = input.filter(|i| !i.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let fail = |m: String| format!("Unable to download artifact(s): {m}");
+    let listed: Vec<&str> = input
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
+    if listed.is_empty() {
+        return Err(fail(
+            "No valid artifact IDs provided in 'artifact-ids' input".to_owned(),
+        ));
+    }
+    listed
+        .iter()
+        .map(|id| {
+            let digits: String = id
+                .strip_prefix('+')
+                .unwrap_or(id)
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits
+                .parse::<u64>()
+                .map_err(|_| fail(format!("Invalid artifact ID: '{id}'. Must be a number.")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Whether a cache restore leaves a save for the end of the job: `actions/cache` does on a

@@ -364,17 +364,34 @@ fn artifact_root(patterns: &[String], workspace: &Path) -> PathBuf {
     common.iter().collect()
 }
 
-/// Downloads artifact `name` (or every artifact, each into `<dest>/<name>`); returns names.
+/// Downloads artifact `name`, the artifacts numbered `ids`, or every artifact (matching
+/// `pattern`), each into `<dest>/<name>` unless it is the only one asked for or they are merged;
+/// returns the names and, for `ids`, a warning naming those not found.
 pub(crate) fn download(
     dir: &Path,
     run_id: u64,
     which: &Download<'_>,
     dest: &Path,
-) -> Result<Vec<String>, String> {
+) -> Result<Downloaded, String> {
     let mdir = manifest_dir(dir, run_id);
-    let names: Vec<String> = match which.name {
-        Some(n) => vec![n.to_owned()],
-        None => {
+    let mut warning = None;
+    let names: Vec<String> = match (which.name, which.ids) {
+        (Some(n), _) => vec![n.to_owned()],
+        (None, Some(ids)) => {
+            let (names, missing) = names_of_ids(&mdir, ids)?;
+            if names.is_empty() {
+                return Err("None of the provided artifact IDs were found".to_owned());
+            }
+            if !missing.is_empty() {
+                let missing: Vec<String> = missing.iter().map(u64::to_string).collect();
+                warning = Some(format!(
+                    "Could not find the following artifact IDs: {}",
+                    missing.join(", ")
+                ));
+            }
+            names
+        }
+        (None, None) => {
             let mut all: Vec<String> = std::fs::read_dir(&mdir)
                 .map(|rd| {
                     rd.flatten()
@@ -396,7 +413,10 @@ pub(crate) fn download(
         let bytes = std::fs::read(mdir.join(format!("{n}.json")))
             .map_err(|_| format!("Artifact '{n}' not found"))?;
         let manifest: IndexMap<String, String> = serde_json::from_slice(&bytes).map_err(io)?;
-        let base = if which.name.is_some() || which.merge_multiple {
+        // download-artifact v5: one artifact asked for by its number goes into the path
+        // itself, as one asked for by name does.
+        let alone = which.name.is_some() || (which.ids.is_some() && names.len() == 1);
+        let base = if alone || which.merge_multiple {
             dest.to_path_buf()
         } else {
             dest.join(n)
@@ -409,7 +429,51 @@ pub(crate) fn download(
             std::fs::copy(dir.join("blobs").join(blob), &target).map_err(io)?;
         }
     }
-    Ok(names)
+    Ok(Downloaded { names, warning })
+}
+
+/// What [`download`] downloaded.
+#[derive(Debug)]
+pub(crate) struct Downloaded {
+    pub(crate) names: Vec<String>,
+    /// Artifact numbers asked for and not found (when others were).
+    pub(crate) warning: Option<String>,
+}
+
+/// The names of the run's artifacts numbered `ids` (in the order asked, each once), and the
+/// numbers that name no current artifact: never given, or given to an upload since replaced
+/// (`overwrite: true` numbers the new one anew, and GitHub deletes the old).
+fn names_of_ids(mdir: &Path, ids: &[u64]) -> Result<(Vec<String>, Vec<u64>), String> {
+    let numbered = mdir.join("ids");
+    let mut newest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut name_of: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    if let Ok(entries) = std::fs::read_dir(&numbered) {
+        for entry in entries.flatten() {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let name = std::fs::read_to_string(entry.path()).map_err(io)?;
+            let latest = newest.entry(name.clone()).or_insert(id);
+            *latest = (*latest).max(id);
+            name_of.insert(id, name);
+        }
+    }
+    let (mut names, mut missing) = (Vec::new(), Vec::new());
+    for id in ids {
+        match name_of.get(id) {
+            Some(name) if newest.get(name) == Some(id) => {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            _ => missing.push(*id),
+        }
+    }
+    Ok((names, missing))
 }
 
 /// Which artifacts `actions/download-artifact` downloads, and where each goes.
@@ -417,6 +481,9 @@ pub(crate) fn download(
 pub(crate) struct Download<'a> {
     /// One artifact, into the destination itself.
     pub(crate) name: Option<&'a str>,
+    /// Without a name: the artifacts with these numbers (`artifact-ids`; a single one goes
+    /// into the destination itself).
+    pub(crate) ids: Option<&'a [u64]>,
     /// Without a name: the artifacts whose names match (all when absent).
     pub(crate) pattern: Option<&'a str>,
     /// Without a name: every artifact into the destination itself rather than into a
@@ -468,7 +535,9 @@ mod tests {
         ids.sort_unstable();
         assert_eq!(ids, [1, 2, 3, 4, 5, 6], "each upload has its own number");
         let dest = tempfile::tempdir().unwrap();
-        let names = download(store.path(), 7, &Download::default(), dest.path()).unwrap();
+        let names = download(store.path(), 7, &Download::default(), dest.path())
+            .unwrap()
+            .names;
         assert_eq!(names.len(), 6);
         for name in names {
             let text = std::fs::read_to_string(dest.path().join(name).join("f299.txt")).unwrap();

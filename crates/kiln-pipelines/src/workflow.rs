@@ -437,6 +437,7 @@ impl Builtin {
             ],
             Builtin::DownloadArtifact => &[
                 "name",
+                "artifact-ids",
                 "path",
                 "pattern",
                 "merge-multiple",

@@ -661,6 +661,75 @@ jobs:
     assert_eq!(used.last().map(String::as_str), Some("one"), "{used:?}");
 }
 
+/// download-artifact's `artifact-ids` (v4.2 and later): the artifacts with those numbers,
+/// typically handed over as a job output from upload-artifact's `artifact-id`. One artifact
+/// goes into the path itself (v5's rule, like a download by name), several each into a
+/// directory named after it; numbers not found are a warning while others are, an error when
+/// none is; `name` and `artifact-ids` together are refused, in the action's words.
+#[tokio::test]
+async fn download_artifact_takes_artifacts_by_their_numbers() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      first: ${{ steps.first.outputs.artifact-id }}
+      second: ${{ steps.second.outputs.artifact-id }}
+    steps:
+      - run: echo one > one.txt && echo two > two.txt
+      - id: first
+        uses: actions/upload-artifact@v4
+        with: { name: first, path: one.txt }
+      - id: second
+        uses: actions/upload-artifact@v4
+        with: { name: second, path: two.txt }
+  use:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/download-artifact@v5
+        with:
+          artifact-ids: ${{ needs.build.outputs.second }}
+          path: single
+      - uses: actions/download-artifact@v5
+        with:
+          artifact-ids: ${{ needs.build.outputs.first }}, ${{ needs.build.outputs.second }},99
+          path: both
+      - run: cat single/two.txt both/first/one.txt both/second/two.txt
+      - id: none
+        continue-on-error: true
+        uses: actions/download-artifact@v5
+        with: { artifact-ids: '98,99' }
+      - id: both-inputs
+        continue-on-error: true
+        uses: actions/download-artifact@v5
+        with: { name: first, artifact-ids: '1' }
+      - id: not-a-number
+        continue-on-error: true
+        uses: actions/download-artifact@v5
+        with: { artifact-ids: 'one' }
+      - run: echo "${{ steps.none.outcome }} ${{ steps.both-inputs.outcome }} ${{ steps.not-a-number.outcome }}"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let used = ran.logs("use");
+    let has = |text: &str| used.iter().any(|l| l.contains(text));
+    for text in [
+        "one",
+        "two",
+        "Could not find the following artifact IDs: 99",
+        "Unable to download artifact(s): None of the provided artifact IDs were found",
+        "Unable to download artifact(s): Inputs 'name' and 'artifact-ids' cannot be used together. Please specify only one.",
+        "Unable to download artifact(s): Invalid artifact ID: 'one'. Must be a number.",
+        "failure failure failure",
+    ] {
+        assert!(has(text), "no {text:?} in {used:?}");
+    }
+}
+
 /// upload-artifact takes paths outside the workspace: Docker's multi-platform build recipe,
 /// which vaultwarden's release workflow (AGPL-3.0) follows, uploads
 /// `${{ runner.temp }}/digests/*` from each leg and downloads them all into the same
