@@ -193,11 +193,19 @@ test('FAIL_RATE=1 fails /api/* with 500 but not /healthz', async () => {
 test('FAIL_AFTER_SECONDS delays injected failures', async () => {
   const dir = tmpDir();
   dirs.push(dir);
-  // The first request must come before the failures start: 5 s after the process started
-  // leaves room for a slow start on a loaded machine (1.5 s might not).
+  // Failures start 5 s after the process started, which is after `spawned`. A first request
+  // within those 5 s must succeed; on a machine so loaded that the service took longer to
+  // start, a failure is allowed only once 5 s have passed since `spawned` (it cannot have come
+  // earlier from a correct server), so the test does not depend on the machine's speed.
+  const spawned = Date.now();
   const faulty = await startService('api/server.js', { DATA_DIR: dir, FAIL_RATE: '1', FAIL_AFTER_SECONDS: '5' });
   try {
-    assert.equal((await request(`${faulty.url}/api/products`)).status, 200);
+    const first = (await request(`${faulty.url}/api/products`)).status;
+    const elapsed = Date.now() - spawned;
+    if (first !== 200) {
+      assert.equal(first, 500);
+      assert.ok(elapsed >= 5000, `an injected failure after ${elapsed} ms, before FAIL_AFTER_SECONDS`);
+    }
     await waitFor(async () => (await request(`${faulty.url}/api/products`)).status === 500, { intervalMs: 100, what: 'failures to start' });
   } finally {
     await faulty.stop();
