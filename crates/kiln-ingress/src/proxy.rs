@@ -151,13 +151,17 @@ async fn forward(
         return (local_error(&ProxyError::BodyTooLarge { limit }), set_index);
     }
     let client_upgrade = upgrade::take_client_upgrade(&mut parts);
-    // A small body of an HTTP/1 request, framed by its length (so without trailers), may have
-    // come whole with its head: then it is sent with the head in one write, on our own
-    // exchange, and can be sent again by a retry.
+    // A small body of an HTTP/1 request, framed by its length (so without trailers: hyper
+    // knows its exact size, which a chunked body has not), may have come whole with its head:
+    // then it is sent with the head in one write, on our own exchange, and can be sent again
+    // by a retry.
     let small_body = !bodiless
         && client_upgrade.is_none()
         && parts.version <= Version::HTTP_11
-        && declared.is_some_and(|len| len <= body::MAX_AT_HAND);
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len <= body::MAX_AT_HAND);
     let (mut outgoing, mut headers) = prepare(ctx, route, host, &mut parts, bodiless);
     // A bodiless request (most of them) needs no byte counting and no flags.
     let mut flags = (!bodiless).then(|| Arc::new(BodyFlags::default()));
