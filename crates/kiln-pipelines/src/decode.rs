@@ -346,6 +346,20 @@ impl Decoder<'_> {
         }
     }
 
+    /// A key whose schema type is a string (`run`, a job's or step's `name`): a null value (the
+    /// key with nothing after it, or only a comment) reads as '', as GitHub's template reader
+    /// converts a null literal wherever a string is allowed. Keys typed boolean or number refuse
+    /// it, so those keep [`Self::text`].
+    fn string_text(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
+        if matches!(node.value, Y::Null) {
+            return Some(Text {
+                text: String::new(),
+                span: node.span,
+            });
+        }
+        self.text(node, path, scope)
+    }
+
     /// A value that may hold `${{ }}`, checked against `scope`.
     pub(crate) fn text(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
         let text = self.scalar_text(node, path)?;
@@ -492,7 +506,12 @@ impl Decoder<'_> {
         let mut seen_jobs = false;
         for (key, value) in entries {
             match key.text.as_str() {
-                "name" => parts.name = self.scalar_text(value, "name"),
+                "name" => {
+                    parts.name = match value.value {
+                        Y::Null => Some(String::new()),
+                        _ => self.scalar_text(value, "name"),
+                    }
+                }
                 "run-name" => {
                     parts.run_name = self.text(value, "run-name", &Scope::new(RUN_NAME, &[]));
                 }
@@ -1086,7 +1105,12 @@ impl Decoder<'_> {
         for (k, v) in entries {
             let p = join(&path, &k.text);
             match k.text.as_str() {
-                "name" => job.name = self.text(v, &p, &sc(JOB_PLAIN, &[])),
+                // An empty name (`name: ''` or null) shows the job's key, as GitHub's converter does.
+                "name" => {
+                    job.name = self
+                        .string_text(v, &p, &sc(JOB_PLAIN, &[]))
+                        .filter(|t| !t.text.is_empty());
+                }
                 "needs" => job.needs = self.needs(v, &p),
                 "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
                 "runs-on" => job.runs_on = self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
@@ -1609,10 +1633,14 @@ impl Decoder<'_> {
             let p = join(path, &k.text);
             match k.text.as_str() {
                 "id" => step.id = self.step_id(v, &p),
-                "name" => step.name = self.text(v, &p, scope),
+                "name" => {
+                    step.name = self
+                        .string_text(v, &p, scope)
+                        .filter(|t| !t.text.is_empty())
+                }
                 "if" => step.condition = self.condition(v, &p, if_scope),
                 "run" => {
-                    run = self.text(v, &p, scope);
+                    run = self.string_text(v, &p, scope);
                     if let Some(text) = &run {
                         self.warnings.extend(crate::injection::check(
                             text,

@@ -1001,3 +1001,31 @@ jobs:
         "{logs:?}"
     );
 }
+
+/// Workflow syntax, `jobs.<job_id>.steps[*].run` and `name`: string keys. A key with no value
+/// (nothing, or only a comment, after the colon: fmtlib/fmt's doc workflow disabled its build
+/// step as `run: # ...`) is YAML null, which GitHub's template reader converts to '' wherever a
+/// string is allowed: the step runs an empty script and succeeds. kiln once refused the file
+/// ("must be a string, found null").
+#[tokio::test]
+async fn a_null_run_or_name_is_an_empty_string() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    name:
+    runs-on: ubuntu-latest
+    steps:
+      - id: empty
+        name:
+        run: # disabled for now
+      - run: echo "empty=${{ steps.empty.outcome }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success);
+    let logs = ran.logs("a");
+    assert!(logs.contains(&"empty=success".to_owned()), "{logs:?}");
+}
