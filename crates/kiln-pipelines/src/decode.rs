@@ -160,12 +160,15 @@ const STEP_KEYS: &[&str] = &[
     "continue-on-error",
     "timeout-minutes",
 ];
-/// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`.
+/// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`, as its workflow schema
+/// (`permissions-mapping`) lists them.
 const PERMISSION_SCOPES: &[&str] = &[
     "actions",
+    "artifact-metadata",
     "attestations",
     "checks",
     "contents",
+    "copilot-requests",
     "deployments",
     "discussions",
     "id-token",
@@ -177,7 +180,18 @@ const PERMISSION_SCOPES: &[&str] = &[
     "repository-projects",
     "security-events",
     "statuses",
+    "vulnerability-alerts",
 ];
+
+/// The access levels a scope takes: most take all three; a few only two (GitHub refuses
+/// `id-token: read` with "Unexpected value 'read'").
+fn access_levels(scope: &str) -> &'static [&'static str] {
+    match scope {
+        "id-token" | "copilot-requests" => &["write", "none"],
+        "models" | "vulnerability-alerts" => &["read", "none"],
+        _ => &["read", "write", "none"],
+    }
+}
 const EVENTS: &[&str] = &[
     "branch_protection_rule",
     "check_run",
@@ -1270,15 +1284,15 @@ impl Decoder<'_> {
             let Some(text) = self.plain_string(v, &p) else {
                 continue;
             };
+            let levels = access_levels(&k.text);
             let access = match text.as_str() {
-                "read" if k.text != "id-token" => Access::Read,
-                "write" => Access::Write,
+                "read" if levels.contains(&"read") => Access::Read,
+                "write" if levels.contains(&"write") => Access::Write,
                 "none" => Access::None,
                 _ => {
-                    let allowed = if k.text == "id-token" {
-                        "write or none"
-                    } else {
-                        "read, write or none"
+                    let allowed = match levels {
+                        [a, b] => format!("{a} or {b}"),
+                        _ => "read, write or none".to_owned(),
                     };
                     self.diags.push(
                         Diagnostic::new(

@@ -285,3 +285,27 @@ fn events_keys_github_does_not_read_are_warnings_and_do_not_filter() {
     assert!(w.on["merge_group"].paths_ignore.is_empty());
     assert!(w.on.contains_key("image_version") && w.on.contains_key("pull_request_comment"));
 }
+
+/// Controlling permissions for `GITHUB_TOKEN`: every scope GitHub's workflow schema lists is
+/// accepted (`artifact-metadata`, `copilot-requests` and `vulnerability-alerts` came later than
+/// the others), each with the levels it takes: `copilot-requests` and `id-token` only `write`
+/// or `none`, `models` and `vulnerability-alerts` only `read` or `none`.
+#[test]
+fn permissions_every_scope_with_its_levels() {
+    parse(
+        "on: push\npermissions:\n  artifact-metadata: write\n  copilot-requests: write\n  vulnerability-alerts: read\n  models: read\n  id-token: write\n  attestations: write\njobs:\n  a:\n    runs-on: ubuntu-latest\n    permissions: { artifact-metadata: read, copilot-requests: none, vulnerability-alerts: none }\n    steps: [ { run: 'true' } ]\n",
+    );
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\npermissions: { models: write, vulnerability-alerts: write, copilot-requests: read }\njobs:\n  a:\n    runs-on: x\n    steps: [ { run: 'true' } ]\n",
+    )
+    .expect_err("GitHub refuses these levels");
+    let text = err.to_string();
+    for expected in [
+        "`write` is not an access level for `models`",
+        "`write` is not an access level for `vulnerability-alerts`",
+        "`read` is not an access level for `copilot-requests`",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+}
