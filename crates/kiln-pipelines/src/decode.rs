@@ -1192,17 +1192,36 @@ impl Decoder<'_> {
             return Some(Concurrency {
                 group,
                 cancel_in_progress: None,
+                queue: None,
             });
         }
         let entries = self.map(node, path)?;
-        self.check_keys(entries, &["group", "cancel-in-progress"], path);
+        self.check_keys(entries, &["group", "cancel-in-progress", "queue"], path);
         let mut group = None;
         let mut cancel_in_progress = None;
+        let mut queue = None;
         for (k, v) in entries {
             let p = join(path, &k.text);
             match k.text.as_str() {
                 "group" => group = self.text(v, &p, scope),
                 "cancel-in-progress" => cancel_in_progress = self.text(v, &p, scope),
+                "queue" => {
+                    queue = self.text(v, &p, scope);
+                    if let Some(text) = &queue
+                        && !text.text.contains("${{")
+                        && !matches!(text.text.as_str(), "single" | "max")
+                    {
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::InvalidValue,
+                                text.span,
+                                p.clone(),
+                                format!("`{}` is not a concurrency queue mode", text.text),
+                            )
+                            .label("expected single or max"),
+                        );
+                    }
+                }
                 _ => {}
             }
         }
@@ -1210,6 +1229,7 @@ impl Decoder<'_> {
             Some(group) => Some(Concurrency {
                 group,
                 cancel_in_progress,
+                queue,
             }),
             None => {
                 self.missing(
