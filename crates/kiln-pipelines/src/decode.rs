@@ -135,6 +135,10 @@ const JOB_KEYS: &[&str] = &[
     "environment",
     "services",
     "container",
+    // GitHub's schema (`job-factory`) also takes these two; neither changes what runs on a
+    // host: `snapshot` images the runner after the job for later jobs to start from.
+    "snapshot",
+    "cancel-timeout-minutes",
 ];
 const CALL_JOB_KEYS: &[&str] = &[
     "name",
@@ -160,6 +164,29 @@ const STEP_KEYS: &[&str] = &[
     "continue-on-error",
     "timeout-minutes",
 ];
+/// A workflow's step keys: [`STEP_KEYS`] and GitHub's parallel steps (changelog 2026-06-25),
+/// which kiln reads and does not run yet (see [`Decoder::parallel_steps`]).
+const WORKFLOW_STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "if",
+    "run",
+    "uses",
+    "with",
+    "env",
+    "shell",
+    "working-directory",
+    "continue-on-error",
+    "timeout-minutes",
+    "background",
+    "wait",
+    "wait-all",
+    "cancel",
+    "parallel",
+];
+/// The keys of GitHub's parallel steps: a step in the background, and the steps that wait for,
+/// cancel or group such steps.
+const PARALLEL_STEP_KEYS: &[&str] = &["background", "wait", "wait-all", "cancel", "parallel"];
 /// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`, as its workflow schema
 /// (`permissions-mapping`) lists them.
 const PERMISSION_SCOPES: &[&str] = &[
@@ -1137,6 +1164,10 @@ impl Decoder<'_> {
                 "continue-on-error" => {
                     job.continue_on_error = self.text(v, &p, &sc(JOB_PLAIN, &[]));
                 }
+                "cancel-timeout-minutes" => {
+                    let _ = self.minutes(v, &p, &sc(JOB_PLAIN, &[]));
+                }
+                "snapshot" => self.snapshot(v, &p),
                 "strategy" => job.strategy = self.strategy(v, &p),
                 "permissions" => job.permissions = self.permissions(v, &p),
                 "concurrency" => job.concurrency = self.concurrency(v, &p, &sc(JOB_PLAIN, &[])),
@@ -1240,6 +1271,50 @@ impl Decoder<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// A job's `snapshot`: an image name, or `{ image-name, if, version }` (GitHub's custom
+    /// images). Checked as GitHub checks it; a host takes no snapshot.
+    fn snapshot(&mut self, node: &Node, path: &str) {
+        if !matches!(node.value, Y::Map(_)) {
+            if let Some(name) = self.plain_string(node, path)
+                && name.is_empty()
+            {
+                self.emit(
+                    Code::InvalidValue,
+                    node.span,
+                    path,
+                    "`snapshot` needs an image name",
+                );
+            }
+            return;
+        }
+        let Some(entries) = self.map(node, path) else {
+            return;
+        };
+        self.check_keys(entries, &["image-name", "if", "version"], path);
+        let mut named = false;
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "image-name" => named = self.plain_string(v, &p).is_some(),
+                "if" => {
+                    let _ = self.condition(v, &p, &Scope::new(JOB_PLAIN, &[]));
+                }
+                "version" => {
+                    let _ = self.plain_string(v, &p);
+                }
+                _ => {}
+            }
+        }
+        if !named {
+            self.missing(
+                node.span,
+                path,
+                "image-name",
+                "the name of the custom image",
+            );
         }
     }
 
@@ -1644,7 +1719,18 @@ impl Decoder<'_> {
         composite: bool,
     ) -> Option<Step> {
         let entries = self.map(node, path)?;
-        self.check_keys(entries, STEP_KEYS, path);
+        self.check_keys(
+            entries,
+            if composite {
+                STEP_KEYS
+            } else {
+                WORKFLOW_STEP_KEYS
+            },
+            path,
+        );
+        if !composite && self.parallel_steps(entries, path) {
+            return None;
+        }
         let mut step = Step {
             span: node.span,
             id: None,
@@ -1752,6 +1838,39 @@ impl Decoder<'_> {
             }
         }
         Some(step)
+    }
+
+    /// GitHub's parallel steps (`background: true`, and `wait`, `wait-all`, `cancel` and
+    /// `parallel` steps) are valid workflow syntax that kiln does not run yet: each refuses the
+    /// runs that include its job, as an unknown action does. True for a step made of one of
+    /// the control keys, which has no `run` or `uses` to decode.
+    fn parallel_steps(&mut self, entries: &[(Key, Node)], path: &str) -> bool {
+        let mut control = false;
+        for (k, v) in entries {
+            if !PARALLEL_STEP_KEYS.contains(&k.text.as_str()) {
+                continue;
+            }
+            let p = join(path, &k.text);
+            if k.text == "background" {
+                // `step-background` is a plain boolean: GitHub takes no expression there.
+                if !self.boolean(v, &p) {
+                    continue;
+                }
+            } else {
+                control = true;
+            }
+            self.step_refusals.push(
+                Diagnostic::new(
+                    Code::Unsupported,
+                    k.span,
+                    p,
+                    format!("kiln does not run parallel steps yet: `{}`", k.text),
+                )
+                .label("GitHub runs background steps beside the job's next steps")
+                .help("kiln runs a job's steps one at a time; run the other jobs with `kiln ci run --job J`"),
+            );
+        }
+        control
     }
 
     fn step_id(&mut self, node: &Node, path: &str) -> Option<Name> {

@@ -309,3 +309,19 @@ fn permissions_every_scope_with_its_levels() {
         assert!(text.contains(expected), "{expected}: {text}");
     }
 }
+
+/// GitHub's workflow schema (`job-factory`) takes a job's `snapshot` (custom images: an image
+/// name, or `{ image-name, if, version }`) and `cancel-timeout-minutes`; neither changes what
+/// runs on a host, and kiln once refused both as unknown keys.
+#[test]
+fn workflow_syntax_snapshot_and_cancel_timeout_minutes() {
+    parse(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    snapshot: my-image\n    cancel-timeout-minutes: 5\n    steps: [ { run: 'true' } ]\n  b:\n    runs-on: ubuntu-latest\n    snapshot:\n      image-name: my-image\n      if: github.ref == 'refs/heads/main'\n      version: 2.*\n    steps: [ { run: 'true' } ]\n",
+    );
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: x\n    snapshot: { version: 1.* }\n    steps: [ { run: 'true' } ]\n",
+    )
+    .expect_err("image-name is required");
+    assert!(err.to_string().contains("image-name"), "{err}");
+}

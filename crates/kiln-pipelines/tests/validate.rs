@@ -220,6 +220,49 @@ fn unknown_actions_are_named() {
     );
 }
 
+/// Workflow syntax, parallel steps (GitHub's changelog, 2026-06-25): `background: true`, and
+/// steps that `wait`, `wait-all` or `cancel` for background steps, or run a `parallel` group,
+/// are valid workflows that kiln does not run yet: each is named where it is written and
+/// refuses the runs that include its job, not "unknown key" errors that stop the whole file;
+/// `background: false` is an ordinary step.
+#[test]
+fn parallel_steps_are_refused_by_name() {
+    let yaml = "on: push
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - id: server
+        run: ./serve
+        background: true
+      - run: ./test
+        background: false
+      - wait: server
+      - wait-all:
+      - cancel: server
+  b:
+    runs-on: x
+    steps: [ { run: x } ]
+";
+    let found: Vec<String> = refusals(yaml).into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        found,
+        [
+            "8:9 kiln does not run parallel steps yet: `background`",
+            "11:9 kiln does not run parallel steps yet: `wait`",
+            "12:9 kiln does not run parallel steps yet: `wait-all`",
+            "13:9 kiln does not run parallel steps yet: `cancel`",
+        ]
+    );
+    let (w, _) = parse_workflow(Path::new("ci.yml"), yaml).unwrap();
+    assert!(w.jobs["b"].refused.is_empty());
+    // `background` takes a plain boolean, as GitHub's schema says.
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [ { run: x, background: '${{ true }}' } ]\n").len(),
+        1
+    );
+}
+
 #[test]
 fn invalid_matrices() {
     let e = errors(
