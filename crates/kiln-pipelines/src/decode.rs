@@ -259,6 +259,24 @@ const EVENTS: &[&str] = &[
     "workflow_run",
 ];
 
+/// Whether `uses` names another repository's reusable workflow, as GitHub's workflow syntax
+/// writes one: `{owner}/{repo}/.github/workflows/{file}.yml@{ref}` (or `.yaml`).
+fn remote_workflow(uses: &str) -> bool {
+    let Some((path, reference)) = uses.split_once('@') else {
+        return false;
+    };
+    let mut parts = path.splitn(3, '/');
+    let (Some(owner), Some(repo), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !owner.is_empty()
+        && !repo.is_empty()
+        && !reference.is_empty()
+        && file
+            .strip_prefix(".github/workflows/")
+            .is_some_and(|f| !f.contains('/') && (f.ends_with(".yml") || f.ends_with(".yaml")))
+}
+
 /// Collects diagnostics while decoding one file.
 pub(crate) struct Decoder<'a> {
     pub(crate) source: &'a str,
@@ -1460,19 +1478,25 @@ impl Decoder<'_> {
         if !uses.text.starts_with("./")
             || !(uses.text.ends_with(".yml") || uses.text.ends_with(".yaml"))
         {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::Unsupported,
-                    uses.span,
-                    join(path, "uses"),
-                    format!(
-                        "reusable workflow `{}` is not a local workflow file",
-                        uses.text
-                    ),
-                )
-                .label("kiln runs local reusable workflows only")
-                .help("use `./.github/workflows/<file>.yml`"),
-            );
+            let diagnostic = Diagnostic::new(
+                Code::Unsupported,
+                uses.span,
+                join(path, "uses"),
+                format!(
+                    "reusable workflow `{}` is not a local workflow file",
+                    uses.text
+                ),
+            )
+            .label("kiln runs local reusable workflows only")
+            .help("use `./.github/workflows/<file>.yml`");
+            // Another repository's workflow (`{owner}/{repo}/.github/workflows/{file}@{ref}`)
+            // is valid on GitHub: like a remote action it refuses only the runs that include
+            // its job, so `kiln ci run --job other` runs the rest.
+            if remote_workflow(&uses.text) {
+                self.step_refusals.push(diagnostic);
+            } else {
+                self.diags.push(diagnostic);
+            }
         }
         let with = match with {
             Some(n) => self.text_map(n, &join(path, "with"), &Scope::new(JOB_PLAIN, &[])),
