@@ -1486,16 +1486,22 @@ impl Decoder<'_> {
                     "reusable workflow `{}` is not a local workflow file",
                     uses.text
                 ),
-            )
-            .label("kiln runs local reusable workflows only")
-            .help("use `./.github/workflows/<file>.yml`");
+            );
             // Another repository's workflow (`{owner}/{repo}/.github/workflows/{file}@{ref}`)
             // is valid on GitHub: like a remote action it refuses only the runs that include
             // its job, so `kiln ci run --job other` runs the rest.
             if remote_workflow(&uses.text) {
-                self.step_refusals.push(diagnostic);
+                self.step_refusals.push(
+                    diagnostic
+                        .label("another repository's workflow: kiln downloads nothing")
+                        .help("copy it into `.github/workflows/` and call it as `./.github/workflows/<file>.yml`; `kiln ci run --job J` runs the other jobs"),
+                );
             } else {
-                self.diags.push(diagnostic);
+                self.diags.push(
+                    diagnostic
+                        .label("kiln runs local reusable workflows only")
+                        .help("use `./.github/workflows/<file>.yml`"),
+                );
             }
         }
         let with = match with {
