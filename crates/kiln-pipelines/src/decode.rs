@@ -436,9 +436,12 @@ impl Decoder<'_> {
         }
     }
 
-    /// An `if`: an expression with or without `${{ }}`.
+    /// An `if`: an expression with or without `${{ }}`; a null one is '' (then `success()`).
     fn condition(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
-        let text = self.scalar_text(node, path)?;
+        let text = match node.value {
+            Y::Null => String::new(),
+            _ => self.scalar_text(node, path)?,
+        };
         let text = Text {
             text,
             span: node.span,

@@ -1029,3 +1029,42 @@ jobs:
     let logs = ran.logs("a");
     assert!(logs.contains(&"empty=success".to_owned()), "{logs:?}");
 }
+
+/// Expressions, `if`: an empty condition (`if: ''`, blanks, or `if:` with no value, which
+/// GitHub reads as '') is the default `success()`, as GitHub's converter makes it: the job and
+/// the step run, and a failure before still skips them. kiln once skipped them (and refused a
+/// null `if` as "must be a string").
+#[tokio::test]
+async fn an_empty_if_is_success() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    if: ""
+    runs-on: ubuntu-latest
+    steps:
+      - if: " "
+        run: echo blank-ran
+      - if:
+        run: echo null-ran
+  b:
+    needs: a
+    if:
+    runs-on: ubuntu-latest
+    steps:
+      - run: "false"
+      - if: ""
+        run: echo after-failure-ran
+"#,
+        |_| {},
+    )
+    .await;
+    let a = ran.logs("a");
+    for line in ["blank-ran", "null-ran"] {
+        assert!(a.contains(&line.to_owned()), "{line}: {a:?}");
+    }
+    assert_eq!(ran.job("a").status, Status::Success);
+    assert_eq!(ran.job("b").status, Status::Failure);
+    assert!(!ran.logs("b").contains(&"after-failure-ran".to_owned()));
+}
