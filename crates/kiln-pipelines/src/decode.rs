@@ -405,6 +405,14 @@ impl Decoder<'_> {
         }
     }
 
+    /// A plain string key (a `description`): null reads as '', as in [`Self::string_text`].
+    fn string_value(&mut self, node: &Node, path: &str) -> Option<String> {
+        match node.value {
+            Y::Null => Some(String::new()),
+            _ => self.scalar_text(node, path),
+        }
+    }
+
     /// A key whose schema type is a string (`run`, a job's or step's `name`): a null value (the
     /// key with nothing after it, or only a comment) reads as '', as GitHub's template reader
     /// converts a null literal wherever a string is allowed. Keys typed boolean or number refuse
@@ -568,11 +576,9 @@ impl Decoder<'_> {
         let mut seen_jobs = false;
         for (key, value) in entries {
             match key.text.as_str() {
+                // An empty name (or none after the key) shows the file, as no name.
                 "name" => {
-                    parts.name = match value.value {
-                        Y::Null => Some(String::new()),
-                        _ => self.scalar_text(value, "name"),
-                    }
+                    parts.name = self.string_value(value, "name").filter(|n| !n.is_empty());
                 }
                 "run-name" => {
                     parts.run_name = self.text(value, "run-name", &Scope::new(RUN_NAME, &[]));
@@ -870,10 +876,11 @@ impl Decoder<'_> {
         for (key, value) in entries {
             let p = join(path, &key.text);
             match key.text.as_str() {
-                "description" => input.description = self.scalar_text(value, &p),
+                "description" => input.description = self.string_value(value, &p),
                 "required" => input.required = self.boolean(value, &p),
                 "default" => {
-                    input.default = self.text(value, &p, &Scope::new(CALL_INPUT_DEFAULT, &[]));
+                    input.default =
+                        self.string_text(value, &p, &Scope::new(CALL_INPUT_DEFAULT, &[]));
                     default_span = Some(value.span);
                 }
                 "options" => options = self.string_list(value, &p),
@@ -977,7 +984,7 @@ impl Decoder<'_> {
         for (key, value) in entries {
             let p = join(path, &key.text);
             match key.text.as_str() {
-                "description" => input.description = self.scalar_text(value, &p),
+                "description" => input.description = self.string_value(value, &p),
                 "required" => {
                     input.required = match &value.value {
                         Y::Bool(b) => *b,
@@ -987,7 +994,7 @@ impl Decoder<'_> {
                 }
                 "default" => {
                     let scope = Scope::new(ACTION_INPUT_DEFAULT, hash_only());
-                    input.default = self.text(value, &p, &scope);
+                    input.default = self.string_text(value, &p, &scope);
                 }
                 _ => {}
             }
@@ -1016,7 +1023,7 @@ impl Decoder<'_> {
             let mut text = None;
             for (k, v) in fields {
                 match k.text.as_str() {
-                    "description" => description = self.scalar_text(v, &join(&p, "description")),
+                    "description" => description = self.string_value(v, &join(&p, "description")),
                     "value" => text = self.text(v, &join(&p, "value"), &Scope::new(names, &[])),
                     _ => {}
                 }
@@ -1806,6 +1813,8 @@ impl Decoder<'_> {
                 "uses" => uses = self.uses(v, &p, !composite),
                 "with" => with = Some(self.mapping(v, &p, scope)),
                 "env" => step.env = self.mapping(v, &p, scope),
+                // No shell after the key is the default shell, as no key.
+                "shell" if matches!(v.value, Y::Null) => {}
                 "shell" => step.shell = self.text(v, &p, scope),
                 // `working-directory:` with no value is the workspace itself: the runner
                 // applies `defaults.run` only to a step without the key (ruby's Windows

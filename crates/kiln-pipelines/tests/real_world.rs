@@ -325,3 +325,23 @@ fn workflow_syntax_snapshot_and_cancel_timeout_minutes() {
     .expect_err("image-name is required");
     assert!(err.to_string().contains("image-name"), "{err}");
 }
+
+/// A key with nothing after it is YAML null, which GitHub's template reader converts to ''
+/// wherever the schema allows a string: an input's or output's `description`, an input's
+/// `default`, the workflow's `name`; a step's `shell:` with no value is the default shell.
+/// kiln once refused each as "must be a string, found null".
+#[test]
+fn null_string_keys_read_as_empty() {
+    let w = parse(
+        "name:\non:\n  workflow_dispatch:\n    inputs:\n      tag:\n        description:\n        required: true\n        default:\n  workflow_call:\n    inputs:\n      x:\n        description:\n        type: string\n        default:\n    outputs:\n      o:\n        description:\n        value: ${{ jobs.a.outputs.o }}\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo\n        shell:\n",
+    );
+    assert!(w.name.is_none());
+    let JobBody::Steps(steps) = &w.jobs["a"].body else {
+        panic!("steps")
+    };
+    assert!(steps[0].shell.is_none());
+    let action = load_action(
+        "name: a\ninputs:\n  who:\n    description:\n    default:\nruns:\n  using: composite\n  steps: [ { run: echo, shell: bash } ]\n",
+    );
+    assert!(action.is_ok(), "{:?}", action.err().map(|e| e.to_string()));
+}
