@@ -1,12 +1,14 @@
 //! `concurrency` groups, across runs and processes (two `kiln ci run`s, or the control plane
 //! and a developer's terminal), as GitHub defines them: in a group at most one run (or job)
 //! runs and one waits. A newer arrival replaces the waiting one, which ends cancelled; with
-//! `cancel-in-progress` it also cancels the running one.
+//! `cancel-in-progress` it also cancels the running one. With `queue: max` arrivals wait in
+//! line instead, and run in the order they came.
 //!
 //! A group is a directory under the work directory, named by the digest of the lower-cased
 //! group name (GitHub compares names case-insensitively). `lock` is held with an exclusive
 //! file lock by whoever runs (the kernel drops it if that process dies, so a crash never
-//! wedges a group); `pending` names the newest waiter's ticket; `running` the holder's; and
+//! wedges a group); `pending` names the waiters' tickets, one a line, the next to run first
+//! (one line, the newest waiter's, unless arrivals queue); `running` the holder's; and
 //! `cancel` the ticket of a holder asked to stop. Waiters and holders look at these files a
 //! few times a second: a group changes hands in human time, and polling needs no daemon.
 
@@ -24,6 +26,15 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// The longest a run waits for its group: GitHub's longest job (6 hours) plus margin.
 const MAX_WAIT: Duration = Duration::from_secs(7 * 3600);
+
+/// How an arrival waits for a busy group: GitHub's `concurrency.queue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// `single` (the default): the arrival replaces whoever waits.
+    Single,
+    /// `max`: the arrival waits behind whoever waits.
+    Max,
+}
 
 /// The concurrency groups of one repository's runs.
 #[derive(Debug, Clone)]
@@ -83,6 +94,7 @@ impl Groups {
         &self,
         group: &str,
         cancel_in_progress: bool,
+        queue: Queue,
         mut abandon: watch::Receiver<bool>,
         waiting: impl FnOnce(),
     ) -> io::Result<Acquired> {
@@ -91,25 +103,40 @@ impl Groups {
         let ticket = new_ticket();
         let file = open_lock(&dir.join("lock"))?;
         // A free group is taken at once: this arrival never waited, so nothing replaces it.
-        match file.try_lock() {
-            Ok(()) => return self.take(dir, file, ticket, false),
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(e)) => return Err(e),
+        // Arrivals that queue do not pass those already waiting in line.
+        let may_pass = queue == Queue::Single || with_queue(&dir, || Ok(waiters(&dir).is_empty()))?;
+        if may_pass {
+            match file.try_lock() {
+                Ok(()) => return self.take(dir, file, ticket, false),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
-        with_queue(&dir, || write_atomic(&dir.join("pending"), &ticket))?;
+        with_queue(&dir, || {
+            let mut line = match queue {
+                Queue::Single => Vec::new(),
+                Queue::Max => waiters(&dir),
+            };
+            line.push(ticket.clone());
+            write_atomic(&dir.join("pending"), &line.join("\n"))
+        })?;
         let started = Instant::now();
         let mut waiting = Some(waiting);
         loop {
             if cancel_in_progress && let Some(holder) = read(&dir.join("running")) {
                 write_atomic(&dir.join("cancel"), &holder)?;
             }
-            match file.try_lock() {
-                Ok(()) => return self.take(dir, file, ticket, true),
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(e),
-            }
-            if read(&dir.join("pending")).as_deref() != Some(ticket.as_str()) {
+            let line = waiters(&dir);
+            if !line.contains(&ticket) {
                 return Ok(Acquired::Superseded);
+            }
+            // Only the first in line takes the group.
+            if line.first() == Some(&ticket) {
+                match file.try_lock() {
+                    Ok(()) => return self.take(dir, file, ticket, true),
+                    Err(fs::TryLockError::WouldBlock) => {}
+                    Err(fs::TryLockError::Error(e)) => return Err(e),
+                }
             }
             if started.elapsed() > MAX_WAIT {
                 return Err(io::Error::new(
@@ -191,12 +218,25 @@ fn with_queue<T>(dir: &Path, change: impl FnOnce() -> io::Result<T>) -> io::Resu
 fn leave_queue(dir: &Path, ticket: &str) -> io::Result<bool> {
     with_queue(dir, || {
         let pending = dir.join("pending");
-        if read(&pending).as_deref() != Some(ticket) {
+        let mut line = waiters(dir);
+        let Some(at) = line.iter().position(|t| t == ticket) else {
             return Ok(false);
+        };
+        line.remove(at);
+        if line.is_empty() {
+            fs::remove_file(&pending)?;
+        } else {
+            write_atomic(&pending, &line.join("\n"))?;
         }
-        fs::remove_file(&pending)?;
         Ok(true)
     })
+}
+
+/// The tickets waiting for the group, the next to run first.
+fn waiters(dir: &Path) -> Vec<String> {
+    read(&dir.join("pending"))
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// The group's directory name: GitHub compares group names without regard to case.
@@ -244,7 +284,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let groups = Groups::new(dir.path());
         let Acquired::Held(first) = groups
-            .acquire("Deploy", false, never(), || {})
+            .acquire("Deploy", false, Queue::Single, never(), || {})
             .await
             .unwrap()
         else {
@@ -256,7 +296,7 @@ mod tests {
             let waited_tx = waited_tx.clone();
             tokio::spawn(async move {
                 groups
-                    .acquire("deploy", false, never(), move || {
+                    .acquire("deploy", false, Queue::Single, never(), move || {
                         let _ = waited_tx.send(2);
                     })
                     .await
@@ -268,7 +308,7 @@ mod tests {
             let groups = groups.clone();
             tokio::spawn(async move {
                 groups
-                    .acquire("DEPLOY", false, never(), move || {
+                    .acquire("DEPLOY", false, Queue::Single, never(), move || {
                         let _ = waited_tx.send(3);
                     })
                     .await
@@ -285,17 +325,71 @@ mod tests {
         };
     }
 
+    /// `queue: max`: arrivals wait in line behind the holder, none is cancelled, and they take
+    /// the group in the order they came.
+    #[tokio::test]
+    async fn queued_arrivals_run_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Groups::new(dir.path());
+        let Acquired::Held(first) = groups
+            .acquire("g", false, Queue::Max, never(), || {})
+            .await
+            .unwrap()
+        else {
+            panic!("an empty group is free");
+        };
+        let (waited_tx, mut waited) = tokio::sync::mpsc::unbounded_channel();
+        let (order_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for n in 1..=3 {
+            let groups = groups.clone();
+            let (waited_tx, order_tx) = (waited_tx.clone(), order_tx.clone());
+            waiters.push(tokio::spawn(async move {
+                let held = groups
+                    .acquire("g", false, Queue::Max, never(), move || {
+                        let _ = waited_tx.send(n);
+                    })
+                    .await
+                    .unwrap();
+                let Acquired::Held(held) = held else {
+                    panic!("waiter {n} was cancelled");
+                };
+                let _ = order_tx.send(n);
+                drop(held);
+            }));
+            // Each is in line before the next arrives.
+            assert_eq!(waited.recv().await, Some(n));
+        }
+        drop(first);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        drop(order_tx);
+        let mut ran = Vec::new();
+        while let Some(n) = order.recv().await {
+            ran.push(n);
+        }
+        assert_eq!(ran, vec![1, 2, 3]);
+    }
+
     #[tokio::test]
     async fn cancel_in_progress_asks_the_holder_to_stop() {
         let dir = tempfile::tempdir().unwrap();
         let groups = Groups::new(dir.path());
-        let Acquired::Held(mut first) = groups.acquire("g", false, never(), || {}).await.unwrap()
+        let Acquired::Held(mut first) = groups
+            .acquire("g", false, Queue::Single, never(), || {})
+            .await
+            .unwrap()
         else {
             panic!("free");
         };
         let second = {
             let groups = groups.clone();
-            tokio::spawn(async move { groups.acquire("g", true, never(), || {}).await })
+            tokio::spawn(async move {
+                groups
+                    .acquire("g", true, Queue::Single, never(), || {})
+                    .await
+            })
         };
         tokio::time::timeout(Duration::from_secs(10), first.cancel_requested())
             .await
@@ -317,13 +411,13 @@ mod tests {
             let first = tokio::spawn(async move {
                 // Held, then released at the end of this task.
                 matches!(
-                    a.acquire(&ga, false, never(), || {}).await,
+                    a.acquire(&ga, false, Queue::Single, never(), || {}).await,
                     Ok(Acquired::Held(_))
                 )
             });
             let second = tokio::spawn(async move {
                 matches!(
-                    b.acquire(&gb, false, never(), || {}).await,
+                    b.acquire(&gb, false, Queue::Single, never(), || {}).await,
                     Ok(Acquired::Held(_))
                 )
             });
@@ -336,7 +430,10 @@ mod tests {
     async fn a_waiter_can_give_up() {
         let dir = tempfile::tempdir().unwrap();
         let groups = Groups::new(dir.path());
-        let Acquired::Held(_first) = groups.acquire("g", false, never(), || {}).await.unwrap()
+        let Acquired::Held(_first) = groups
+            .acquire("g", false, Queue::Single, never(), || {})
+            .await
+            .unwrap()
         else {
             panic!("free");
         };
@@ -345,7 +442,7 @@ mod tests {
             let groups = groups.clone();
             tokio::spawn(async move {
                 groups
-                    .acquire("g", false, abandon, move || {
+                    .acquire("g", false, Queue::Single, abandon, move || {
                         let _ = give_up.send(true);
                     })
                     .await

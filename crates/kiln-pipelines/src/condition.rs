@@ -33,6 +33,11 @@ pub(crate) fn lone_expression(trimmed: &str) -> Option<&str> {
 /// Parses an `if`; on failure the message and the byte offset in `text`.
 pub fn parse(text: &str, opts: &ParseOptions) -> Result<Condition, (String, usize)> {
     let trimmed = text.trim();
+    // An empty `if` (`if: ''`, or `if:` with no value, which GitHub reads as '') is the
+    // default, `success()`, as GitHub's converter makes it.
+    if trimmed.is_empty() {
+        return parse("success()", opts);
+    }
     let lead = text.len() - text.trim_start().len();
     if let Some(inner) = lone_expression(trimmed) {
         let base = lead + 3;

@@ -135,6 +135,10 @@ const JOB_KEYS: &[&str] = &[
     "environment",
     "services",
     "container",
+    // GitHub's schema (`job-factory`) also takes these two; neither changes what runs on a
+    // host: `snapshot` images the runner after the job for later jobs to start from.
+    "snapshot",
+    "cancel-timeout-minutes",
 ];
 const CALL_JOB_KEYS: &[&str] = &[
     "name",
@@ -160,12 +164,38 @@ const STEP_KEYS: &[&str] = &[
     "continue-on-error",
     "timeout-minutes",
 ];
-/// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`.
+/// A workflow's step keys: [`STEP_KEYS`] and GitHub's parallel steps (changelog 2026-06-25),
+/// which kiln reads and does not run yet (see [`Decoder::parallel_steps`]).
+const WORKFLOW_STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "if",
+    "run",
+    "uses",
+    "with",
+    "env",
+    "shell",
+    "working-directory",
+    "continue-on-error",
+    "timeout-minutes",
+    "background",
+    "wait",
+    "wait-all",
+    "cancel",
+    "parallel",
+];
+/// The keys of GitHub's parallel steps: a step in the background, and the steps that wait for,
+/// cancel or group such steps.
+const PARALLEL_STEP_KEYS: &[&str] = &["background", "wait", "wait-all", "cancel", "parallel"];
+/// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`, as its workflow schema
+/// (`permissions-mapping`) lists them.
 const PERMISSION_SCOPES: &[&str] = &[
     "actions",
+    "artifact-metadata",
     "attestations",
     "checks",
     "contents",
+    "copilot-requests",
     "deployments",
     "discussions",
     "id-token",
@@ -177,7 +207,18 @@ const PERMISSION_SCOPES: &[&str] = &[
     "repository-projects",
     "security-events",
     "statuses",
+    "vulnerability-alerts",
 ];
+
+/// The access levels a scope takes: most take all three; a few only two (GitHub refuses
+/// `id-token: read` with "Unexpected value 'read'").
+fn access_levels(scope: &str) -> &'static [&'static str] {
+    match scope {
+        "id-token" | "copilot-requests" => &["write", "none"],
+        "models" | "vulnerability-alerts" => &["read", "none"],
+        _ => &["read", "write", "none"],
+    }
+}
 const EVENTS: &[&str] = &[
     "branch_protection_rule",
     "check_run",
@@ -217,6 +258,24 @@ const EVENTS: &[&str] = &[
     "workflow_dispatch",
     "workflow_run",
 ];
+
+/// Whether `uses` names another repository's reusable workflow, as GitHub's workflow syntax
+/// writes one: `{owner}/{repo}/.github/workflows/{file}.yml@{ref}` (or `.yaml`).
+fn remote_workflow(uses: &str) -> bool {
+    let Some((path, reference)) = uses.split_once('@') else {
+        return false;
+    };
+    let mut parts = path.splitn(3, '/');
+    let (Some(owner), Some(repo), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !owner.is_empty()
+        && !repo.is_empty()
+        && !reference.is_empty()
+        && file
+            .strip_prefix(".github/workflows/")
+            .is_some_and(|f| !f.contains('/') && (f.ends_with(".yml") || f.ends_with(".yaml")))
+}
 
 /// Collects diagnostics while decoding one file.
 pub(crate) struct Decoder<'a> {
@@ -346,6 +405,28 @@ impl Decoder<'_> {
         }
     }
 
+    /// A plain string key (a `description`): null reads as '', as in [`Self::string_text`].
+    fn string_value(&mut self, node: &Node, path: &str) -> Option<String> {
+        match node.value {
+            Y::Null => Some(String::new()),
+            _ => self.scalar_text(node, path),
+        }
+    }
+
+    /// A key whose schema type is a string (`run`, a job's or step's `name`): a null value (the
+    /// key with nothing after it, or only a comment) reads as '', as GitHub's template reader
+    /// converts a null literal wherever a string is allowed. Keys typed boolean or number refuse
+    /// it, so those keep [`Self::text`].
+    fn string_text(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
+        if matches!(node.value, Y::Null) {
+            return Some(Text {
+                text: String::new(),
+                span: node.span,
+            });
+        }
+        self.text(node, path, scope)
+    }
+
     /// A value that may hold `${{ }}`, checked against `scope`.
     pub(crate) fn text(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
         let text = self.scalar_text(node, path)?;
@@ -363,9 +444,12 @@ impl Decoder<'_> {
         }
     }
 
-    /// An `if`: an expression with or without `${{ }}`.
+    /// An `if`: an expression with or without `${{ }}`; a null one is '' (then `success()`).
     fn condition(&mut self, node: &Node, path: &str, scope: &Scope) -> Option<Text> {
-        let text = self.scalar_text(node, path)?;
+        let text = match node.value {
+            Y::Null => String::new(),
+            _ => self.scalar_text(node, path)?,
+        };
         let text = Text {
             text,
             span: node.span,
@@ -492,7 +576,10 @@ impl Decoder<'_> {
         let mut seen_jobs = false;
         for (key, value) in entries {
             match key.text.as_str() {
-                "name" => parts.name = self.scalar_text(value, "name"),
+                // An empty name (or none after the key) shows the file, as no name.
+                "name" => {
+                    parts.name = self.string_value(value, "name").filter(|n| !n.is_empty());
+                }
                 "run-name" => {
                     parts.run_name = self.text(value, "run-name", &Scope::new(RUN_NAME, &[]));
                 }
@@ -789,10 +876,11 @@ impl Decoder<'_> {
         for (key, value) in entries {
             let p = join(path, &key.text);
             match key.text.as_str() {
-                "description" => input.description = self.scalar_text(value, &p),
+                "description" => input.description = self.string_value(value, &p),
                 "required" => input.required = self.boolean(value, &p),
                 "default" => {
-                    input.default = self.text(value, &p, &Scope::new(CALL_INPUT_DEFAULT, &[]));
+                    input.default =
+                        self.string_text(value, &p, &Scope::new(CALL_INPUT_DEFAULT, &[]));
                     default_span = Some(value.span);
                 }
                 "options" => options = self.string_list(value, &p),
@@ -896,7 +984,7 @@ impl Decoder<'_> {
         for (key, value) in entries {
             let p = join(path, &key.text);
             match key.text.as_str() {
-                "description" => input.description = self.scalar_text(value, &p),
+                "description" => input.description = self.string_value(value, &p),
                 "required" => {
                     input.required = match &value.value {
                         Y::Bool(b) => *b,
@@ -906,7 +994,7 @@ impl Decoder<'_> {
                 }
                 "default" => {
                     let scope = Scope::new(ACTION_INPUT_DEFAULT, hash_only());
-                    input.default = self.text(value, &p, &scope);
+                    input.default = self.string_text(value, &p, &scope);
                 }
                 _ => {}
             }
@@ -935,7 +1023,7 @@ impl Decoder<'_> {
             let mut text = None;
             for (k, v) in fields {
                 match k.text.as_str() {
-                    "description" => description = self.scalar_text(v, &join(&p, "description")),
+                    "description" => description = self.string_value(v, &join(&p, "description")),
                     "value" => text = self.text(v, &join(&p, "value"), &Scope::new(names, &[])),
                     _ => {}
                 }
@@ -1086,7 +1174,12 @@ impl Decoder<'_> {
         for (k, v) in entries {
             let p = join(&path, &k.text);
             match k.text.as_str() {
-                "name" => job.name = self.text(v, &p, &sc(JOB_PLAIN, &[])),
+                // An empty name (`name: ''` or null) shows the job's key, as GitHub's converter does.
+                "name" => {
+                    job.name = self
+                        .string_text(v, &p, &sc(JOB_PLAIN, &[]))
+                        .filter(|t| !t.text.is_empty());
+                }
                 "needs" => job.needs = self.needs(v, &p),
                 "if" => job.condition = self.condition(v, &p, &sc(JOB_IF, status_only())),
                 "runs-on" => job.runs_on = self.runs_on(v, &p, &sc(JOB_PLAIN, &[])),
@@ -1099,6 +1192,10 @@ impl Decoder<'_> {
                 "continue-on-error" => {
                     job.continue_on_error = self.text(v, &p, &sc(JOB_PLAIN, &[]));
                 }
+                "cancel-timeout-minutes" => {
+                    let _ = self.minutes(v, &p, &sc(JOB_PLAIN, &[]));
+                }
+                "snapshot" => self.snapshot(v, &p),
                 "strategy" => job.strategy = self.strategy(v, &p),
                 "permissions" => job.permissions = self.permissions(v, &p),
                 "concurrency" => job.concurrency = self.concurrency(v, &p, &sc(JOB_PLAIN, &[])),
@@ -1154,17 +1251,36 @@ impl Decoder<'_> {
             return Some(Concurrency {
                 group,
                 cancel_in_progress: None,
+                queue: None,
             });
         }
         let entries = self.map(node, path)?;
-        self.check_keys(entries, &["group", "cancel-in-progress"], path);
+        self.check_keys(entries, &["group", "cancel-in-progress", "queue"], path);
         let mut group = None;
         let mut cancel_in_progress = None;
+        let mut queue = None;
         for (k, v) in entries {
             let p = join(path, &k.text);
             match k.text.as_str() {
                 "group" => group = self.text(v, &p, scope),
                 "cancel-in-progress" => cancel_in_progress = self.text(v, &p, scope),
+                "queue" => {
+                    queue = self.text(v, &p, scope);
+                    if let Some(text) = &queue
+                        && !text.text.contains("${{")
+                        && !matches!(text.text.as_str(), "single" | "max")
+                    {
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::InvalidValue,
+                                text.span,
+                                p.clone(),
+                                format!("`{}` is not a concurrency queue mode", text.text),
+                            )
+                            .label("expected single or max"),
+                        );
+                    }
+                }
                 _ => {}
             }
         }
@@ -1172,6 +1288,7 @@ impl Decoder<'_> {
             Some(group) => Some(Concurrency {
                 group,
                 cancel_in_progress,
+                queue,
             }),
             None => {
                 self.missing(
@@ -1182,6 +1299,50 @@ impl Decoder<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// A job's `snapshot`: an image name, or `{ image-name, if, version }` (GitHub's custom
+    /// images). Checked as GitHub checks it; a host takes no snapshot.
+    fn snapshot(&mut self, node: &Node, path: &str) {
+        if !matches!(node.value, Y::Map(_)) {
+            if let Some(name) = self.plain_string(node, path)
+                && name.is_empty()
+            {
+                self.emit(
+                    Code::InvalidValue,
+                    node.span,
+                    path,
+                    "`snapshot` needs an image name",
+                );
+            }
+            return;
+        }
+        let Some(entries) = self.map(node, path) else {
+            return;
+        };
+        self.check_keys(entries, &["image-name", "if", "version"], path);
+        let mut named = false;
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "image-name" => named = self.plain_string(v, &p).is_some(),
+                "if" => {
+                    let _ = self.condition(v, &p, &Scope::new(JOB_PLAIN, &[]));
+                }
+                "version" => {
+                    let _ = self.plain_string(v, &p);
+                }
+                _ => {}
+            }
+        }
+        if !named {
+            self.missing(
+                node.span,
+                path,
+                "image-name",
+                "the name of the custom image",
+            );
         }
     }
 
@@ -1246,15 +1407,15 @@ impl Decoder<'_> {
             let Some(text) = self.plain_string(v, &p) else {
                 continue;
             };
+            let levels = access_levels(&k.text);
             let access = match text.as_str() {
-                "read" if k.text != "id-token" => Access::Read,
-                "write" => Access::Write,
+                "read" if levels.contains(&"read") => Access::Read,
+                "write" if levels.contains(&"write") => Access::Write,
                 "none" => Access::None,
                 _ => {
-                    let allowed = if k.text == "id-token" {
-                        "write or none"
-                    } else {
-                        "read, write or none"
+                    let allowed = match levels {
+                        [a, b] => format!("{a} or {b}"),
+                        _ => "read, write or none".to_owned(),
                     };
                     self.diags.push(
                         Diagnostic::new(
@@ -1327,19 +1488,31 @@ impl Decoder<'_> {
         if !uses.text.starts_with("./")
             || !(uses.text.ends_with(".yml") || uses.text.ends_with(".yaml"))
         {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::Unsupported,
-                    uses.span,
-                    join(path, "uses"),
-                    format!(
-                        "reusable workflow `{}` is not a local workflow file",
-                        uses.text
-                    ),
-                )
-                .label("kiln runs local reusable workflows only")
-                .help("use `./.github/workflows/<file>.yml`"),
+            let diagnostic = Diagnostic::new(
+                Code::Unsupported,
+                uses.span,
+                join(path, "uses"),
+                format!(
+                    "reusable workflow `{}` is not a local workflow file",
+                    uses.text
+                ),
             );
+            // Another repository's workflow (`{owner}/{repo}/.github/workflows/{file}@{ref}`)
+            // is valid on GitHub: like a remote action it refuses only the runs that include
+            // its job, so `kiln ci run --job other` runs the rest.
+            if remote_workflow(&uses.text) {
+                self.step_refusals.push(
+                    diagnostic
+                        .label("another repository's workflow: kiln downloads nothing")
+                        .help("copy it into `.github/workflows/` and call it as `./.github/workflows/<file>.yml`; `kiln ci run --job J` runs the other jobs"),
+                );
+            } else {
+                self.diags.push(
+                    diagnostic
+                        .label("kiln runs local reusable workflows only")
+                        .help("use `./.github/workflows/<file>.yml`"),
+                );
+            }
         }
         let with = match with {
             Some(n) => self.text_map(n, &join(path, "with"), &Scope::new(JOB_PLAIN, &[])),
@@ -1586,7 +1759,18 @@ impl Decoder<'_> {
         composite: bool,
     ) -> Option<Step> {
         let entries = self.map(node, path)?;
-        self.check_keys(entries, STEP_KEYS, path);
+        self.check_keys(
+            entries,
+            if composite {
+                STEP_KEYS
+            } else {
+                WORKFLOW_STEP_KEYS
+            },
+            path,
+        );
+        if !composite && self.parallel_steps(entries, path) {
+            return None;
+        }
         let mut step = Step {
             span: node.span,
             id: None,
@@ -1609,10 +1793,14 @@ impl Decoder<'_> {
             let p = join(path, &k.text);
             match k.text.as_str() {
                 "id" => step.id = self.step_id(v, &p),
-                "name" => step.name = self.text(v, &p, scope),
+                "name" => {
+                    step.name = self
+                        .string_text(v, &p, scope)
+                        .filter(|t| !t.text.is_empty())
+                }
                 "if" => step.condition = self.condition(v, &p, if_scope),
                 "run" => {
-                    run = self.text(v, &p, scope);
+                    run = self.string_text(v, &p, scope);
                     if let Some(text) = &run {
                         self.warnings.extend(crate::injection::check(
                             text,
@@ -1625,6 +1813,8 @@ impl Decoder<'_> {
                 "uses" => uses = self.uses(v, &p, !composite),
                 "with" => with = Some(self.mapping(v, &p, scope)),
                 "env" => step.env = self.mapping(v, &p, scope),
+                // No shell after the key is the default shell, as no key.
+                "shell" if matches!(v.value, Y::Null) => {}
                 "shell" => step.shell = self.text(v, &p, scope),
                 // `working-directory:` with no value is the workspace itself: the runner
                 // applies `defaults.run` only to a step without the key (ruby's Windows
@@ -1690,6 +1880,39 @@ impl Decoder<'_> {
             }
         }
         Some(step)
+    }
+
+    /// GitHub's parallel steps (`background: true`, and `wait`, `wait-all`, `cancel` and
+    /// `parallel` steps) are valid workflow syntax that kiln does not run yet: each refuses the
+    /// runs that include its job, as an unknown action does. True for a step made of one of
+    /// the control keys, which has no `run` or `uses` to decode.
+    fn parallel_steps(&mut self, entries: &[(Key, Node)], path: &str) -> bool {
+        let mut control = false;
+        for (k, v) in entries {
+            if !PARALLEL_STEP_KEYS.contains(&k.text.as_str()) {
+                continue;
+            }
+            let p = join(path, &k.text);
+            if k.text == "background" {
+                // `step-background` is a plain boolean: GitHub takes no expression there.
+                if !self.boolean(v, &p) {
+                    continue;
+                }
+            } else {
+                control = true;
+            }
+            self.step_refusals.push(
+                Diagnostic::new(
+                    Code::Unsupported,
+                    k.span,
+                    p,
+                    format!("kiln does not run parallel steps yet: `{}`", k.text),
+                )
+                .label("GitHub runs background steps beside the job's next steps")
+                .help("kiln runs a job's steps one at a time; run the other jobs with `kiln ci run --job J`"),
+            );
+        }
+        control
     }
 
     fn step_id(&mut self, node: &Node, path: &str) -> Option<Name> {

@@ -551,10 +551,18 @@ pub(crate) async fn enter_group(
     who: &str,
 ) -> Result<crate::concurrency::Held, Status> {
     let evaluated = ctx.string(&concurrency.group).and_then(|group| {
-        ctx.flag(concurrency.cancel_in_progress.as_ref())
-            .map(|cancel| (group, cancel))
+        let cancel = ctx.flag(concurrency.cancel_in_progress.as_ref())?;
+        let queue = match &concurrency.queue {
+            None => crate::concurrency::Queue::Single,
+            Some(text) => match ctx.string(text)?.as_str() {
+                "single" => crate::concurrency::Queue::Single,
+                "max" => crate::concurrency::Queue::Max,
+                other => return Err(format!("`queue` is `{other}`, not single or max")),
+            },
+        };
+        Ok((group, cancel, queue))
     });
-    let (group, cancel_in_progress) = match evaluated {
+    let (group, cancel_in_progress, queue) = match evaluated {
         Ok(g) => g,
         Err(e) => {
             let message = shared.mask(&format!("invalid `concurrency`: {e}"));
@@ -574,7 +582,7 @@ pub(crate) async fn enter_group(
         });
     };
     match groups
-        .acquire(&group, cancel_in_progress, never, waiting)
+        .acquire(&group, cancel_in_progress, queue, never, waiting)
         .await
     {
         Ok(crate::concurrency::Acquired::Held(held)) => Ok(held),

@@ -206,6 +206,9 @@ pub struct Concurrency {
     pub group: Text,
     /// `cancel-in-progress`: `true`, `false` or an expression.
     pub cancel_in_progress: Option<Text>,
+    /// `queue`: `single` (the default, a newer waiter replaces the waiting one) or `max`
+    /// (waiters line up), or an expression giving one.
+    pub queue: Option<Text>,
 }
 
 /// `environment`: a name, or `{ name, url }` (both may hold expressions).

@@ -1001,3 +1001,70 @@ jobs:
         "{logs:?}"
     );
 }
+
+/// Workflow syntax, `jobs.<job_id>.steps[*].run` and `name`: string keys. A key with no value
+/// (nothing, or only a comment, after the colon: fmtlib/fmt's doc workflow disabled its build
+/// step as `run: # ...`) is YAML null, which GitHub's template reader converts to '' wherever a
+/// string is allowed: the step runs an empty script and succeeds. kiln once refused the file
+/// ("must be a string, found null").
+#[tokio::test]
+async fn a_null_run_or_name_is_an_empty_string() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    name:
+    runs-on: ubuntu-latest
+    steps:
+      - id: empty
+        name:
+        run: # disabled for now
+      - run: echo "empty=${{ steps.empty.outcome }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success);
+    let logs = ran.logs("a");
+    assert!(logs.contains(&"empty=success".to_owned()), "{logs:?}");
+}
+
+/// Expressions, `if`: an empty condition (`if: ''`, blanks, or `if:` with no value, which
+/// GitHub reads as '') is the default `success()`, as GitHub's converter makes it: the job and
+/// the step run, and a failure before still skips them. kiln once skipped them (and refused a
+/// null `if` as "must be a string").
+#[tokio::test]
+async fn an_empty_if_is_success() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    if: ""
+    runs-on: ubuntu-latest
+    steps:
+      - if: " "
+        run: echo blank-ran
+      - if:
+        run: echo null-ran
+  b:
+    needs: a
+    if:
+    runs-on: ubuntu-latest
+    steps:
+      - run: "false"
+      - if: ""
+        run: echo after-failure-ran
+"#,
+        |_| {},
+    )
+    .await;
+    let a = ran.logs("a");
+    for line in ["blank-ran", "null-ran"] {
+        assert!(a.contains(&line.to_owned()), "{line}: {a:?}");
+    }
+    assert_eq!(ran.job("a").status, Status::Success);
+    assert_eq!(ran.job("b").status, Status::Failure);
+    assert!(!ran.logs("b").contains(&"after-failure-ran".to_owned()));
+}

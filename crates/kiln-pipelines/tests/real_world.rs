@@ -285,3 +285,63 @@ fn events_keys_github_does_not_read_are_warnings_and_do_not_filter() {
     assert!(w.on["merge_group"].paths_ignore.is_empty());
     assert!(w.on.contains_key("image_version") && w.on.contains_key("pull_request_comment"));
 }
+
+/// Controlling permissions for `GITHUB_TOKEN`: every scope GitHub's workflow schema lists is
+/// accepted (`artifact-metadata`, `copilot-requests` and `vulnerability-alerts` came later than
+/// the others), each with the levels it takes: `copilot-requests` and `id-token` only `write`
+/// or `none`, `models` and `vulnerability-alerts` only `read` or `none`.
+#[test]
+fn permissions_every_scope_with_its_levels() {
+    parse(
+        "on: push\npermissions:\n  artifact-metadata: write\n  copilot-requests: write\n  vulnerability-alerts: read\n  models: read\n  id-token: write\n  attestations: write\njobs:\n  a:\n    runs-on: ubuntu-latest\n    permissions: { artifact-metadata: read, copilot-requests: none, vulnerability-alerts: none }\n    steps: [ { run: 'true' } ]\n",
+    );
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\npermissions: { models: write, vulnerability-alerts: write, copilot-requests: read }\njobs:\n  a:\n    runs-on: x\n    steps: [ { run: 'true' } ]\n",
+    )
+    .expect_err("GitHub refuses these levels");
+    let text = err.to_string();
+    for expected in [
+        "`write` is not an access level for `models`",
+        "`write` is not an access level for `vulnerability-alerts`",
+        "`read` is not an access level for `copilot-requests`",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+}
+
+/// GitHub's workflow schema (`job-factory`) takes a job's `snapshot` (custom images: an image
+/// name, or `{ image-name, if, version }`) and `cancel-timeout-minutes`; neither changes what
+/// runs on a host, and kiln once refused both as unknown keys.
+#[test]
+fn workflow_syntax_snapshot_and_cancel_timeout_minutes() {
+    parse(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    snapshot: my-image\n    cancel-timeout-minutes: 5\n    steps: [ { run: 'true' } ]\n  b:\n    runs-on: ubuntu-latest\n    snapshot:\n      image-name: my-image\n      if: github.ref == 'refs/heads/main'\n      version: 2.*\n    steps: [ { run: 'true' } ]\n",
+    );
+    let err = parse_workflow(
+        Path::new("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: x\n    snapshot: { version: 1.* }\n    steps: [ { run: 'true' } ]\n",
+    )
+    .expect_err("image-name is required");
+    assert!(err.to_string().contains("image-name"), "{err}");
+}
+
+/// A key with nothing after it is YAML null, which GitHub's template reader converts to ''
+/// wherever the schema allows a string: an input's or output's `description`, an input's
+/// `default`, the workflow's `name`; a step's `shell:` with no value is the default shell.
+/// kiln once refused each as "must be a string, found null".
+#[test]
+fn null_string_keys_read_as_empty() {
+    let w = parse(
+        "name:\non:\n  workflow_dispatch:\n    inputs:\n      tag:\n        description:\n        required: true\n        default:\n  workflow_call:\n    inputs:\n      x:\n        description:\n        type: string\n        default:\n    outputs:\n      o:\n        description:\n        value: ${{ jobs.a.outputs.o }}\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo\n        shell:\n",
+    );
+    assert!(w.name.is_none());
+    let JobBody::Steps(steps) = &w.jobs["a"].body else {
+        panic!("steps")
+    };
+    assert!(steps[0].shell.is_none());
+    let action = load_action(
+        "name: a\ninputs:\n  who:\n    description:\n    default:\nruns:\n  using: composite\n  steps: [ { run: echo, shell: bash } ]\n",
+    );
+    assert!(action.is_ok(), "{:?}", action.err().map(|e| e.to_string()));
+}

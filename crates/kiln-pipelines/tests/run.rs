@@ -2058,14 +2058,17 @@ on:
       tag: { type: string }
       marks: { type: string }
       cancel: { type: boolean, default: false }
+      queue: { type: choice, options: [single, max], default: single }
 concurrency:
   group: Deploy-${{ github.ref }}
   cancel-in-progress: ${{ inputs.cancel }}
+  queue: ${{ inputs.queue }}
 jobs:
   a:
     runs-on: ubuntu-latest
     steps:
       - run: |
+          echo "${{ inputs.tag }}" >> "${{ inputs.marks }}/order"
           touch "${{ inputs.marks }}/started-${{ inputs.tag }}"
           for i in $(seq 1 600); do [ -f "${{ inputs.marks }}/go" ] && exit 0; sleep 0.05; done
           exit 1
@@ -2093,6 +2096,12 @@ impl Grouped {
 
     /// Starts run `tag` in the background.
     fn start(&self, tag: &str, cancel: bool) -> tokio::task::JoinHandle<Ran> {
+        self.start_in(tag, cancel, "single")
+    }
+
+    /// Starts run `tag` in the background, waiting as `queue` says if the group is busy.
+    fn start_in(&self, tag: &str, cancel: bool, queue: &str) -> tokio::task::JoinHandle<Ran> {
+        let queue = queue.to_owned();
         let (repo, state, marks, tag) = (
             self.repo.path().to_owned(),
             self.state.path().to_owned(),
@@ -2107,6 +2116,7 @@ impl Grouped {
                 o.inputs
                     .insert("marks".into(), marks.to_string_lossy().into_owned().into());
                 o.inputs.insert("cancel".into(), cancel.into());
+                o.inputs.insert("queue".into(), queue.clone().into());
             })
             .await
         })
@@ -2173,6 +2183,34 @@ async fn a_concurrency_group_runs_one_and_the_newest_waiter_replaces_the_waiting
     assert!(!g.mark("started-B").exists());
 }
 
+/// Control the concurrency of workflows and jobs: with `queue: max` waiting runs line up
+/// instead of replacing each other, and run in the order they came. kiln once refused the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_concurrency_group_runs_every_waiter_in_order() {
+    let g = Grouped::new();
+    let a = g.start_running("A", false).await;
+    let b = g.start_in("B", false, "max");
+    eventually("B to wait", || someone_waits(g.state.path())).await;
+    let c = g.start_in("C", false, "max");
+    let pending = || {
+        std::fs::read_dir(g.state.path().join("runs/concurrency"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("pending")).ok())
+            .map(|t| t.lines().count())
+            .sum::<usize>()
+    };
+    eventually("C to wait behind B", || pending() == 2).await;
+    std::fs::write(g.mark("go"), "").unwrap();
+    for run in [a, b, c] {
+        let ran = run.await.unwrap();
+        assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    }
+    let order = std::fs::read_to_string(g.mark("order")).unwrap();
+    assert_eq!(order, "A\nB\nC\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_in_progress_cancels_the_running_run() {
     let g = Grouped::new();
@@ -2236,7 +2274,7 @@ fn permissions_concurrency_and_environment_are_checked() {
         r#"
 on: push
 permissions: { contents: read, id-token: read, secrets: write }
-concurrency: { cancel-in-progress: true }
+concurrency: { cancel-in-progress: true, queue: maximum }
 jobs:
   a:
     runs-on: ubuntu-latest
@@ -2255,6 +2293,7 @@ jobs:
         "`read` is not an access level for `id-token`",
         "unknown key `secrets` in `permissions`",
         "`concurrency` is missing `group`",
+        "`maximum` is not a concurrency queue mode",
         "`read-some` is not a permissions value",
         "secrets",
         "`jobs.a.environment` is missing `name`",

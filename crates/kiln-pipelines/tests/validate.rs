@@ -220,6 +220,73 @@ fn unknown_actions_are_named() {
     );
 }
 
+/// Reusing workflows: another repository's workflow (`{owner}/{repo}/.github/workflows/{file}@{ref}`,
+/// fmtlib/fmt's release calls slsa-github-generator's) is valid on GitHub; kiln downloads
+/// nothing, so like a remote action it refuses only the runs that include its job (kiln once
+/// refused the whole file, so `kiln ci run --job build` did not run). A `uses` that is neither
+/// form is still a mistake of the file.
+#[test]
+fn remote_reusable_workflows_refuse_only_their_job() {
+    let yaml = "on: push\njobs:\n  build:\n    runs-on: x\n    steps: [ { run: x } ]\n  provenance:\n    needs: build\n    uses: slsa-framework/slsa-github-generator/.github/workflows/generator_generic_slsa3.yml@v2.1.0\n    with: { upload-assets: false }\n    secrets: inherit\n";
+    let found: Vec<String> = refusals(yaml).into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        found,
+        [
+            "8:11 reusable workflow `slsa-framework/slsa-github-generator/.github/workflows/generator_generic_slsa3.yml@v2.1.0` is not a local workflow file"
+        ]
+    );
+    let (w, _) = parse_workflow(Path::new("ci.yml"), yaml).unwrap();
+    assert!(w.jobs["build"].refused.is_empty());
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    uses: octo/repo/ci.yml\n").len(),
+        1,
+        "no `@ref` and not under .github/workflows: not a reusable workflow reference"
+    );
+}
+
+/// Workflow syntax, parallel steps (GitHub's changelog, 2026-06-25): `background: true`, and
+/// steps that `wait`, `wait-all` or `cancel` for background steps, or run a `parallel` group,
+/// are valid workflows that kiln does not run yet: each is named where it is written and
+/// refuses the runs that include its job, not "unknown key" errors that stop the whole file;
+/// `background: false` is an ordinary step.
+#[test]
+fn parallel_steps_are_refused_by_name() {
+    let yaml = "on: push
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - id: server
+        run: ./serve
+        background: true
+      - run: ./test
+        background: false
+      - wait: server
+      - wait-all:
+      - cancel: server
+  b:
+    runs-on: x
+    steps: [ { run: x } ]
+";
+    let found: Vec<String> = refusals(yaml).into_iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        found,
+        [
+            "8:9 kiln does not run parallel steps yet: `background`",
+            "11:9 kiln does not run parallel steps yet: `wait`",
+            "12:9 kiln does not run parallel steps yet: `wait-all`",
+            "13:9 kiln does not run parallel steps yet: `cancel`",
+        ]
+    );
+    let (w, _) = parse_workflow(Path::new("ci.yml"), yaml).unwrap();
+    assert!(w.jobs["b"].refused.is_empty());
+    // `background` takes a plain boolean, as GitHub's schema says.
+    assert_eq!(
+        errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [ { run: x, background: '${{ true }}' } ]\n").len(),
+        1
+    );
+}
+
 #[test]
 fn invalid_matrices() {
     let e = errors(

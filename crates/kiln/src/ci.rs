@@ -368,10 +368,11 @@ fn local_actions_of(
                 ..
             } = &step.action
             {
-                let path = path
-                    .trim_start_matches("./")
-                    .trim_end_matches('/')
-                    .to_owned();
+                let path = match path.trim_start_matches("./").trim_end_matches('/') {
+                    // `uses: ./`: the action at the repository's root, named `.` in reports.
+                    "" => ".".to_owned(),
+                    path => path.to_owned(),
+                };
                 if !out.contains(&path) {
                     out.push(path);
                 }

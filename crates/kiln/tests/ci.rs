@@ -855,4 +855,17 @@ fn validate_reads_the_local_actions_the_workflows_use() {
         out.contains(".github/actions/inner: valid (local action)"),
         "{out}"
     );
+
+    // `uses: ./` is the action at the repository's root: named `.`, not an empty path.
+    action(
+        "inner",
+        "name: inner\nruns:\n  using: composite\n  steps:\n    - uses: ./\n",
+    );
+    std::fs::write(
+        s.file("action.yml"),
+        "name: root\nruns:\n  using: composite\n  steps:\n    - run: echo root\n      shell: bash\n",
+    )
+    .unwrap();
+    let out = s.ok(&["ci", "validate"]);
+    assert!(out.contains("\n.: valid (local action)"), "{out}");
 }
