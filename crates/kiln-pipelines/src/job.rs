@@ -19,7 +19,7 @@ use crate::builtins::{self, Post};
 use crate::commands::{
     deprecated_command, is_command, parse_command, parse_env_file, parse_legacy_command,
 };
-use crate::context::{Ctx, object};
+use crate::context::{Ctx, Flags, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::matchers::{MatcherError, Matchers};
 use crate::process::{self, Exit, Spawn};
@@ -612,8 +612,11 @@ async fn run_step(
         "job",
         Value::from_json(&serde_json::json!({ "status": job_status(state, frame) })),
     );
-    ctx.flags.failed = frame.failed || state.failed;
-    ctx.flags.cancelled = state.cancelled;
+    ctx.flags = Flags {
+        failed: frame.failed || state.failed,
+        cancelled: state.cancelled,
+        unfinished: false,
+    };
     // As the runner's `StepsRunner`: the step's own `env` is evaluated and merged into the
     // `env` context before its `if`, so `if: env.TOKEN != ''` over `env: { TOKEN: ${{
     // secrets.TOKEN }} }` on the same step sees the secret; an `env` that does not evaluate
@@ -640,7 +643,7 @@ async fn run_step(
             Err(e.to_string())
         }
         None => match &step.condition {
-            None => Ok(!ctx.flags.failed && !ctx.flags.cancelled),
+            None => Ok(ctx.flags.success()),
             Some(c) => ctx
                 .condition(c)
                 .map_err(|e| format!("step `{name}`: invalid `if`: {e}")),

@@ -906,22 +906,11 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
                     continue;
                 };
                 let needs = needs_context(&job, &done);
-                let flags = Flags {
-                    failed: ancestor_failed(&workflow, &id, &done),
-                    cancelled: false,
-                };
-                let all_needs_ok = job.needs.iter().all(|n| {
-                    done.get(&n.name)
-                        .is_some_and(|r| r.status == Status::Success)
-                });
                 let mut ctx = base_ctx(&shared, &scope, &id);
                 ctx.set("needs", needs.clone());
-                ctx.flags = Flags {
-                    failed: flags.failed || !all_needs_ok,
-                    cancelled: false,
-                };
+                ctx.flags = ancestor_flags(&workflow, &id, &done);
                 let run_it = match &job.condition {
-                    None => all_needs_ok,
+                    None => ctx.flags.success(),
                     Some(c) => match ctx.condition(c) {
                         Ok(b) => b,
                         Err(e) => {
@@ -964,7 +953,10 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
         .collect()
 }
 
-fn ancestor_failed(workflow: &Workflow, id: &str, done: &IndexMap<String, JobResult>) -> bool {
+/// The status functions of a job's `if`, over every job it depends on, directly or not
+/// (GitHub's job-level `success()` and `failure()`; see [`Flags::unfinished`]).
+fn ancestor_flags(workflow: &Workflow, id: &str, done: &IndexMap<String, JobResult>) -> Flags {
+    let mut flags = Flags::default();
     let mut stack = vec![id.to_owned()];
     let mut seen = Vec::new();
     while let Some(j) = stack.pop() {
@@ -976,16 +968,15 @@ fn ancestor_failed(workflow: &Workflow, id: &str, done: &IndexMap<String, JobRes
                 continue;
             }
             seen.push(n.name.clone());
-            if done
-                .get(&n.name)
-                .is_some_and(|r| r.status == Status::Failure)
-            {
-                return true;
+            match done.get(&n.name).map(|r| r.status) {
+                Some(Status::Success) => {}
+                Some(Status::Failure) => flags.failed = true,
+                _ => flags.unfinished = true,
             }
             stack.push(n.name.clone());
         }
     }
-    false
+    flags
 }
 
 fn needs_context(job: &Job, done: &IndexMap<String, JobResult>) -> Value {

@@ -3038,3 +3038,70 @@ async fn a_long_steps_output_streams_live() {
         .collect();
     assert_eq!(logs, ["first", "got now"]);
 }
+
+/// A job's status functions look at every job it depends on, not only those it names
+/// (actions/runner#2205): past a skipped or failed job, a job that ran with `always()` does not
+/// make its own dependents run by default; `failure()` is true only when one of them failed, so
+/// `!failure()` (the usual way around it) runs past a skipped one.
+#[tokio::test]
+async fn a_jobs_status_functions_see_every_job_it_depends_on() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  skipped:
+    if: false
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  after-skipped:
+    needs: skipped
+    if: always()
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after-skipped } ]
+  default-past-skipped:
+    needs: after-skipped
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  failure-past-skipped:
+    needs: after-skipped
+    if: failure()
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  not-failure-past-skipped:
+    needs: after-skipped
+    if: "!failure()"
+    runs-on: ubuntu-latest
+    steps: [ { run: echo not-failure } ]
+  fails:
+    runs-on: ubuntu-latest
+    steps: [ { run: exit 1 } ]
+  after-failed:
+    needs: fails
+    if: always()
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after-failed } ]
+  default-past-failed:
+    needs: after-failed
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  failure-past-failed:
+    needs: after-failed
+    if: failure()
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo failure-past-failed ${{ needs.after-failed.result }}" } ]
+"#,
+    )
+    .await;
+    let status = |name: &str| ran.job(name).status;
+    assert_eq!(status("after-skipped"), Status::Success, "{:?}", ran.events);
+    assert_eq!(status("default-past-skipped"), Status::Skipped);
+    assert_eq!(status("failure-past-skipped"), Status::Skipped);
+    assert_eq!(status("not-failure-past-skipped"), Status::Success);
+    assert_eq!(status("after-failed"), Status::Success);
+    assert_eq!(status("default-past-failed"), Status::Skipped);
+    assert_eq!(status("failure-past-failed"), Status::Success);
+    assert_eq!(
+        ran.logs("failure-past-failed"),
+        ["failure-past-failed success"]
+    );
+}
