@@ -45,11 +45,13 @@ pub fn deprecated_command(name: &str) -> String {
 /// `name<<DELIM` blocks, as the runner's `EnvFileKeyValuePairs` reads them.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut out = Vec::new();
-    // Each line with whether a newline ended it (the last one may have none).
+    // Each line with whether a newline ended it (the last one may have none). Only `\n` ends a
+    // line: the runner reads `\r\n` as a line end on Windows alone, so on Linux a `\r` before
+    // it stays in the name, the value or the delimiter line (`printf 'v=1\r\n'` sets "1\r").
     let mut lines = text
         .split_inclusive('\n')
         .map(|l| match l.strip_suffix('\n') {
-            Some(l) => (l.strip_suffix('\r').unwrap_or(l), true),
+            Some(l) => (l, true),
             None => (l, false),
         });
     while let Some((line, _)) = lines.next() {
@@ -258,6 +260,19 @@ impl Masker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_carriage_return_is_part_of_the_line_as_on_a_linux_runner() {
+        assert_eq!(
+            parse_env_file("A=1\r\nB<<EOF\r\nx\r\nEOF\r\n").unwrap(),
+            vec![("A".into(), "1\r".into()), ("B".into(), "x\r".into())]
+        );
+        // `EOF\r` is not the delimiter `EOF`.
+        assert_eq!(
+            parse_env_file("B<<EOF\nx\r\nEOF\r\n").unwrap_err(),
+            EnvFileError::Unterminated("EOF".into())
+        );
+    }
 
     #[test]
     fn env_files() {

@@ -33,6 +33,9 @@ const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 /// steps) may take before they are killed too: GitHub's job cancel timeout (5 minutes).
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
+/// The largest `$GITHUB_STEP_SUMMARY` a step may write, in bytes (the runner's 1 MiB).
+const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
+
 /// One instance of a job (one matrix combination).
 pub(crate) struct Instance {
     pub display: String,
@@ -473,7 +476,9 @@ fn log(shared: &Shared, job: &str, line: &str) {
     });
 }
 
-/// Job outputs; like GitHub, an output that would reveal a secret is dropped with a warning.
+/// Job outputs, as the runner's `JobExtension` sets them: an output that evaluates to an empty
+/// string is not set (`needs.<job>.outputs` has no such key), and one that would reveal a
+/// secret is dropped with a warning.
 fn job_outputs(
     shared: &Shared,
     inst: &Instance,
@@ -487,6 +492,7 @@ fn job_outputs(
     let mut out = IndexMap::new();
     for (name, text) in &job.outputs {
         match ctx.string(text) {
+            Ok(v) if v.is_empty() => {}
             Ok(v) if shared.mask(&v) != v => {
                 log(
                     shared,
@@ -605,6 +611,15 @@ async fn run_step(
             ("env", file("set_env")),
             ("path", file("add_path")),
         ];
+        // Inside a composite action: its directory and its result so far, as the runner's
+        // `CompositeActionHandler` sets them on each of its steps (`action_path`,
+        // `action_status`; "Contexts reference", `github` context).
+        if let Some(dir) = &frame.action_path {
+            ctx.github_step
+                .push(("action_path", dir.to_string_lossy().into_owned()));
+            let status = if frame.failed { "failure" } else { "success" };
+            ctx.github_step.push(("action_status", status.to_owned()));
+        }
     }
     ctx.set("steps", Value::Object(frame.steps.clone()));
     ctx.set("inputs", frame.inputs.clone());
@@ -1266,8 +1281,23 @@ impl<'a> Exec<'a> {
             }
             Err(e) => fail("path", e),
         }
+        let mut errors = Vec::new();
         match pairs(&files.env) {
-            Ok(pairs) => state.added_env.extend(pairs),
+            Ok(pairs) => {
+                for (name, value) in pairs {
+                    // The runner refuses it (actions/runner#2775): an error annotation, the
+                    // step's result unchanged.
+                    if name.eq_ignore_ascii_case("NODE_OPTIONS") {
+                        errors.push(
+                            "Can't store NODE_OPTIONS output parameter using '$GITHUB_ENV' \
+                             command."
+                                .to_owned(),
+                        );
+                    } else {
+                        state.added_env.insert(name, value);
+                    }
+                }
+            }
             Err(e) => fail("env", e),
         }
         match pairs(&files.output) {
@@ -1275,8 +1305,22 @@ impl<'a> Exec<'a> {
             Err(e) => fail("output", e),
         }
         match read(&files.summary) {
+            // The runner's limit: a larger summary is dropped whole with an error annotation
+            // (`CreateStepSummaryCommand`), the step's result unchanged.
+            Ok(text) if text.len() > STEP_SUMMARY_LIMIT => errors.push(format!(
+                "$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of {}k, got \
+                 {}k. For more information see: https://docs.github.com/actions/using-workflows/\
+                 workflow-commands-for-github-actions#adding-a-markdown-summary",
+                STEP_SUMMARY_LIMIT / 1024,
+                text.len() / 1024
+            )),
             Ok(text) => state.summary.push_str(&text),
             Err(e) => fail("step_summary", e),
+        }
+        for message in errors {
+            self.log(&format!("##[error]{message}"));
+            self.shared
+                .annotate(&self.inst.display, Annotation::new(Level::Error, message));
         }
         failed
     }

@@ -3105,3 +3105,122 @@ jobs:
         ["failure-past-failed success"]
     );
 }
+
+/// A composite action's steps read `github.action_path` (the action's directory, as
+/// `$GITHUB_ACTION_PATH`) and `github.action_status` (the action's result so far).
+#[tokio::test]
+async fn composite_steps_see_the_actions_path_and_status_in_the_github_context() {
+    let action = r#"
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: |
+        [ "${{ github.action_path }}" = "$GITHUB_ACTION_PATH" ] && echo "path ${GITHUB_ACTION_PATH#$GITHUB_WORKSPACE}"
+        echo "status ${{ github.action_status }}"
+    - shell: bash
+      continue-on-error: false
+      run: exit 3
+    - if: always()
+      shell: bash
+      run: echo "status ${{ github.action_status }}"
+"#;
+    let ran = run_one(
+        &[
+            ("tools/act/action.yml", action),
+            (
+                WF,
+                "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./tools/act\n      - if: always()\n        run: echo \"outside '${{ github.action_path }}'\"\n",
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Failure, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(
+        logs[1..],
+        [
+            "path /tools/act",
+            "status success",
+            "##[error]Process completed with exit code 3.",
+            "status failure",
+            "outside ''"
+        ],
+        "{logs:?}"
+    );
+}
+
+/// A job output that evaluates to an empty string is not set, as the runner's
+/// `JobExtension` skips it: `needs.<job>.outputs` has no such key.
+#[tokio::test]
+async fn empty_job_outputs_are_not_set() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      set: ${{ steps.s.outputs.v }}
+      from-skipped: ${{ steps.k.outputs.v }}
+      empty: ''
+    steps:
+      - id: s
+        run: echo "v=1" >> "$GITHUB_OUTPUT"
+      - id: k
+        if: false
+        run: echo "v=2" >> "$GITHUB_OUTPUT"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo '${{ toJSON(needs.a.outputs) }}' | tr -d ' \n'; echo
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("b"), [r#"{"set":"1"}"#]);
+}
+
+/// `$GITHUB_ENV` cannot set `NODE_OPTIONS` (actions/runner#2775): an error annotation, the
+/// variable unchanged, the step's result too. A summary over 1 MiB is dropped whole with an
+/// error annotation, the step's result unchanged. A `\r` before a line's `\n` belongs to the
+/// value, as on a Linux runner.
+#[tokio::test]
+async fn file_commands_refuse_node_options_and_oversized_summaries_and_keep_carriage_returns() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    env: { NODE_OPTIONS: --from-job }
+    steps:
+      - id: s
+        run: |
+          echo "node_options=--max-old-space-size=10" >> "$GITHUB_ENV"
+          echo "OTHER=kept" >> "$GITHUB_ENV"
+          printf 'cr=v\r\n' >> "$GITHUB_OUTPUT"
+          head -c 1048577 /dev/zero | tr '\0' x >> "$GITHUB_STEP_SUMMARY"
+      - env:
+          CR: ${{ steps.s.outputs.cr }}
+        run: |
+          echo "$NODE_OPTIONS ${node_options:-unset} $OTHER ${#CR}"
+          echo "small" >> "$GITHUB_STEP_SUMMARY"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "##[error]Can't store NODE_OPTIONS output parameter using '$GITHUB_ENV' command.",
+            "##[error]$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of 1024k, got 1024k. For more information see: https://docs.github.com/actions/using-workflows/workflow-commands-for-github-actions#adding-a-markdown-summary",
+            "--from-job unset kept 2",
+        ]
+    );
+    let job = ran.job("a");
+    assert_eq!(job.summary, "small\n");
+    assert_eq!(job.annotations.len(), 2, "{:?}", job.annotations);
+}
