@@ -347,10 +347,11 @@ impl Shared {
     /// The base `github` context (its `workspace` is set per job instance).
     pub fn github(&self, workflow: &Workflow, job_id: &str) -> Value {
         let o = &self.opts;
-        let ref_name = o
-            .git_ref
-            .rsplit('/')
-            .next()
+        // The ref without its kind: `feature/login` for `refs/heads/feature/login`, `1/merge`
+        // for `refs/pull/1/merge` (a branch name may hold slashes).
+        let ref_name = ["refs/heads/", "refs/tags/", "refs/pull/"]
+            .iter()
+            .find_map(|kind| o.git_ref.strip_prefix(kind))
             .unwrap_or(&o.git_ref)
             .to_owned();
         let ref_type = if o.git_ref.starts_with("refs/tags/") {
@@ -462,6 +463,20 @@ pub async fn run(
         resolve_commit(&opts.repo, &opts.revision).await?
     };
     std::fs::create_dir_all(&temp).map_err(|e| RunError::Workspace(e.to_string()))?;
+    let mut opts = opts;
+    // A `schedule` payload names the cron entry that fired (`github.event.schedule`, how a
+    // workflow with several tells them apart): a local run is the first one's, unless the
+    // payload given names one.
+    if opts.event_name == "schedule"
+        && let serde_json::Value::Object(event) = &mut opts.event
+        && !event.contains_key("schedule")
+        && let Some(cron) = set.root.on.get("schedule").and_then(|t| t.cron.first())
+    {
+        event.insert(
+            "schedule".to_owned(),
+            serde_json::Value::String(cron.clone()),
+        );
+    }
     // GITHUB_EVENT_PATH: actions and scripts read the payload from this file.
     std::fs::write(temp.join("event.json"), opts.event.to_string())
         .map_err(|e| RunError::Workspace(e.to_string()))?;

@@ -3224,3 +3224,29 @@ jobs:
     assert_eq!(job.summary, "small\n");
     assert_eq!(job.annotations.len(), 2, "{:?}", job.annotations);
 }
+
+/// `github.ref_name` is the ref without its kind, slashes kept (`feature/login`); a `schedule`
+/// run's payload names the cron entry that fired (`github.event.schedule`).
+#[tokio::test]
+async fn ref_names_keep_their_slashes_and_a_schedule_names_its_cron() {
+    let yaml = r#"
+on:
+  schedule: [ { cron: '30 5 * * 1' }, { cron: '0 0 * * *' } ]
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "${{ github.ref_name }} $GITHUB_REF_NAME ${{ github.event.schedule }}"
+"#;
+    let ran = run_one(&[(WF, yaml)], |o| {
+        o.event_name = "schedule".into();
+        o.git_ref = "refs/heads/feature/login".into();
+    })
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        ["feature/login feature/login 30 5 * * 1"],
+        "{:?}",
+        ran.events
+    );
+}
