@@ -753,6 +753,13 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             push.as_ref(),
         ),
     };
+    // A pull request's run is at its merge ref on GitHub (`GITHUB_REF` is
+    // `refs/pull/<number>/merge`, `GITHUB_REF_NAME` `<number>/merge`), so a step guarded by
+    // `github.ref == 'refs/heads/main'` does not run for one.
+    let git_ref = match args.event.as_str() {
+        "pull_request" => format!("refs/pull/{}/merge", pull_request_number(&payload)),
+        _ => git_ref,
+    };
 
     let request = RunRequest {
         rel,
@@ -1183,7 +1190,9 @@ fn event_payload(
         // webhook payload); `github.head_ref` and `github.base_ref` are read from them.
         ("pull_request" | "pull_request_target", _) => serde_json::json!({
             "action": "opened",
+            "number": 1,
             "pull_request": {
+                "number": 1,
                 "head": { "sha": sha, "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref) },
                 "base": { "ref": "main" },
             },
@@ -1193,6 +1202,14 @@ fn event_payload(
         }
         (_, None) => serde_json::json!({ "ref": git_ref }),
     }
+}
+
+/// The pull request's number in a payload (`number`, or `pull_request.number`); 1 without one.
+fn pull_request_number(payload: &serde_json::Value) -> u64 {
+    ["/number", "/pull_request/number"]
+        .iter()
+        .find_map(|p| payload.pointer(p).and_then(serde_json::Value::as_u64))
+        .unwrap_or(1)
 }
 
 /// kiln-pipelines' [`RunStore`] over the state store: each finished job is one transaction.

@@ -188,15 +188,20 @@ fn a_failed_job_allowed_to_fail_shows_failed_in_a_green_run() {
 
 /// `--event pull_request` runs the branch as a pull request's head: the payload's
 /// `pull_request.head.ref` is the branch name (not a ref), and `github.head_ref` and
-/// `github.base_ref` name the branches, as on GitHub.
+/// `github.base_ref` name the branches, as on GitHub. The run's ref is the pull request's merge
+/// ref, as on GitHub, so a step kept for the main branch does not run.
 #[test]
 fn a_pull_request_run_names_its_branches() {
     let s = repo(&[(
         "ci.yml",
-        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }}\"\n",
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }} $GITHUB_REF $GITHUB_REF_NAME ${{ github.event.number }}\"\n      - if: github.ref == 'refs/heads/main'\n        run: echo deploy\n",
     )]);
     let out = s.ok(&["ci", "run", "--event", "pull_request"]);
-    assert!(out.contains("[a] pr main main main"), "{out}");
+    assert!(
+        out.contains("[a] pr main main main refs/pull/1/merge 1/merge 1"),
+        "{out}"
+    );
+    assert!(!out.contains("[a] deploy"), "{out}");
 }
 
 /// `github.repository` comes from the `origin` remote, as nektos/act does, so a job guarded
