@@ -306,7 +306,7 @@ fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<S
 /// `$RUNNER_TEMP` are.
 fn place(shared: &Shared, ctx: &mut Ctx, workspace: &Path, temp: &Path) {
     ctx.workspace = workspace.to_path_buf();
-    let mut runner = runner_context(temp, &shared.tool_cache());
+    let mut runner = runner_context(shared, temp);
     // `runner.workspace` (not in the contexts reference, but set by GitHub's runner and read by
     // real-world workflows, e.g. `working-directory: ${{ runner.workspace }}/build`) is the
     // directory above the workspace, as `$RUNNER_WORKSPACE` is.
@@ -1022,6 +1022,9 @@ impl<'a> Exec<'a> {
                     .into_owned(),
             ),
         ]);
+        if s.step_debug() {
+            env.push(("RUNNER_DEBUG".into(), "1".into()));
+        }
         if let Some(p) = action_path {
             env.push((
                 "GITHUB_ACTION_PATH".into(),
@@ -1802,6 +1805,9 @@ impl Lines<'_> {
             "stop-commands" => self.stop_commands(line, cmd.data),
             "group" => log(shared, job, &format!("##[group]{}", cmd.data)),
             "endgroup" => log(shared, job, "##[endgroup]"),
+            "debug" if shared.step_debug() => {
+                log(shared, job, &format!("##[debug]{}", cmd.data));
+            }
             "debug" => {}
             "error" | "warning" | "notice" => {
                 let level = match cmd.name.as_str() {

@@ -320,6 +320,22 @@ impl Shared {
         }
     }
 
+    /// Whether step debug logging is on: a secret or a variable `ACTIONS_STEP_DEBUG` that is
+    /// true, as GitHub's "Enabling debug logging" says (the runner reads it as a boolean:
+    /// `true`, `1` or `$true`, without case). `::debug::` lines are then shown, and
+    /// `runner.debug` and `$RUNNER_DEBUG` are `1`.
+    pub fn step_debug(&self) -> bool {
+        let o = &self.opts;
+        [o.secrets.get(STEP_DEBUG), o.vars.get(STEP_DEBUG)]
+            .into_iter()
+            .flatten()
+            .any(|v| {
+                ["true", "1", "$true"]
+                    .iter()
+                    .any(|t| v.eq_ignore_ascii_case(t))
+            })
+    }
+
     /// `runner.tool_cache` and `$RUNNER_TOOL_CACHE`: shared by the run's jobs.
     pub fn tool_cache(&self) -> PathBuf {
         self.temp.join("tool-cache")
@@ -1024,18 +1040,25 @@ pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
     ctx.set("matrix", Value::Null);
     ctx.set("env", Value::Object(IndexMap::new()));
     ctx.set("steps", Value::Object(IndexMap::new()));
-    ctx.set("runner", runner_context(&shared.temp, &shared.tool_cache()));
+    ctx.set("runner", runner_context(shared, &shared.temp));
     ctx
 }
 
+/// The secret or variable that turns step debug logging on.
+const STEP_DEBUG: &str = "ACTIONS_STEP_DEBUG";
+
 /// The `runner` context. `temp` is the job's own temporary directory once the job has one (the
-/// same directory as `$RUNNER_TEMP`); the tool cache is shared by the run's jobs.
-pub(crate) fn runner_context(temp: &Path, tool_cache: &Path) -> Value {
-    Value::from_json(&serde_json::json!({
+/// same directory as `$RUNNER_TEMP`); the tool cache is shared by the run's jobs. `debug` is
+/// there only with debug logging on, as the runner sets it.
+pub(crate) fn runner_context(shared: &Shared, temp: &Path) -> Value {
+    let mut runner = serde_json::json!({
         "os": "Linux", "arch": runner_arch(), "name": "kiln", "environment": "self-hosted",
-        "temp": temp.to_string_lossy(), "tool_cache": tool_cache.to_string_lossy(),
-        "debug": "",
-    }))
+        "temp": temp.to_string_lossy(), "tool_cache": shared.tool_cache().to_string_lossy(),
+    });
+    if shared.step_debug() {
+        runner["debug"] = serde_json::Value::String("1".to_owned());
+    }
+    Value::from_json(&runner)
 }
 
 pub(crate) fn runner_arch() -> &'static str {

@@ -3250,3 +3250,35 @@ jobs:
         ran.events
     );
 }
+
+/// Step debug logging ("Enabling debug logging"): with a secret or variable
+/// `ACTIONS_STEP_DEBUG` true, `::debug::` lines are shown and `runner.debug` and
+/// `$RUNNER_DEBUG` are `1`; without it the lines are hidden and `runner.debug` is not set.
+#[tokio::test]
+async fn actions_step_debug_shows_debug_lines_and_sets_runner_debug() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "::debug::looking closer"
+          echo "debug=${{ runner.debug }}|$RUNNER_DEBUG has=${{ contains(toJSON(runner), '"debug"') }}"
+"#;
+    let quiet = run_one(&[(WF, yaml)], |_| {}).await;
+    assert_eq!(quiet.logs("a"), ["debug=| has=false"]);
+    let by_secret = run_one(&[(WF, yaml)], |o| {
+        o.secrets.insert("ACTIONS_STEP_DEBUG".into(), "True".into());
+    })
+    .await;
+    assert_eq!(
+        by_secret.logs("a"),
+        ["##[debug]looking closer", "debug=1|1 has=true"]
+    );
+    let by_variable = run_one(&[(WF, yaml)], |o| {
+        o.vars.insert("ACTIONS_STEP_DEBUG".into(), "TRUE".into());
+    })
+    .await;
+    assert_eq!(by_variable.logs("a"), by_secret.logs("a"));
+}
