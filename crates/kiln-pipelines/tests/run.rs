@@ -3282,3 +3282,32 @@ jobs:
     .await;
     assert_eq!(by_variable.logs("a"), by_secret.logs("a"));
 }
+
+/// A secret printed encoded is masked as the runner's value encoders write it: in base64 (also
+/// after a prefix, as in a basic-auth header), JSON-escaped and URL-encoded.
+#[tokio::test]
+async fn secrets_are_masked_in_base64_json_and_urls_too() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          TOKEN: ${{ secrets.TOKEN }}
+        run: |
+          printf '%s' "$TOKEN" | base64
+          printf 'user:%s' "$TOKEN" | base64
+          echo '${{ toJSON(secrets) }}' | grep TOKEN
+          python3 -c 'import os, urllib.parse; print("url=" + urllib.parse.quote(os.environ["TOKEN"], safe=""))'
+"#;
+    let ran = run_one(&[(WF, yaml)], |o| {
+        o.secrets.insert("TOKEN".into(), "s3cr\"t/v@lue".into());
+    })
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        ["***", "dXNlcjpz***", r#"  "TOKEN": "***""#, "url=***"]
+    );
+}
