@@ -603,13 +603,17 @@ async fn run_step(
     let started = Instant::now();
     let mut ctx = inst.ctx.clone();
     if matches!(ctx.get("github"), Some(Value::Object(_))) {
-        // `github.env` and `github.path`: the step's `$GITHUB_ENV` and `$GITHUB_PATH` files.
+        // `github.env`, `path`, `output`, `state` and `step_summary`: the step's files, as the
+        // runner's `FileCommandManager` names each in the `github` context.
         let files = state.temp.join(crate::runner::RUNNER_FILES_DIR);
         let file = |name: &str| files.join(name).to_string_lossy().into_owned();
         ctx.github_step = vec![
             ("action", action_name.to_owned()),
             ("env", file("set_env")),
             ("path", file("add_path")),
+            ("output", file("set_output")),
+            ("state", file("save_state")),
+            ("step_summary", file("step_summary")),
         ];
         // Inside a composite action: its directory and its result so far, as the runner's
         // `CompositeActionHandler` sets them on each of its steps (`action_path`,

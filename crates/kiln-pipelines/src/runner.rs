@@ -437,7 +437,7 @@ impl Shared {
             "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",
             "workflow_ref": workflow_ref, "workflow_sha": self.sha,
-            "retention_days": "90",
+            "retention_days": "90", "secret_source": "Actions",
         }))
     }
 }

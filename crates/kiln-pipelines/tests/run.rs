@@ -3311,3 +3311,30 @@ jobs:
         ["***", "dXNlcjpz***", r#"  "TOKEN": "***""#, "url=***"]
     );
 }
+
+/// The `github` context names the step's files as the runner does (`github.output`,
+/// `github.state`, `github.step_summary`, `github.env`, `github.path`: the files of the
+/// `$GITHUB_*` variables), and where its secrets come from (`github.secret_source`).
+#[tokio::test]
+async fn the_github_context_names_the_steps_files() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          [ "${{ github.output }}" = "$GITHUB_OUTPUT" ] && [ "${{ github.state }}" = "$GITHUB_STATE" ] \
+            && [ "${{ github.step_summary }}" = "$GITHUB_STEP_SUMMARY" ] && [ "${{ github.env }}" = "$GITHUB_ENV" ] \
+            && [ "${{ github.path }}" = "$GITHUB_PATH" ] && echo "same files, secrets from ${{ github.secret_source }}"
+"#,
+    )
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        ["same files, secrets from Actions"],
+        "{:?}",
+        ran.events
+    );
+}
