@@ -3338,3 +3338,29 @@ jobs:
         ran.events
     );
 }
+
+/// Output is read in lines as the runner reads it (`StreamReader.ReadLine`): a lone `\r`
+/// ends a line as `\n` and `\r\n` do, so a progress bar's frames are lines of their own and a
+/// workflow command after one is carried out.
+#[tokio::test]
+async fn a_carriage_return_ends_an_output_line() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          printf '10%%\r50%%\r100%%\r\ndone\n'
+          printf 'progress\r::add-mask::hidden-value\n'
+          echo "hidden-value"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        ["10%", "50%", "100%", "done", "progress", "***"]
+    );
+}
