@@ -751,6 +751,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             &sha,
             &dispatched_inputs(&set.root, &args.event, &inputs),
             push.as_ref(),
+            &repository,
         ),
     };
     // A pull request's run is at its merge ref on GitHub (`GITHUB_REF` is
@@ -1183,7 +1184,17 @@ fn event_payload(
     sha: &str,
     inputs: &IndexMap<String, String>,
     push: Option<&(PushFacts, Changes)>,
+    repository: &git::Repository,
 ) -> serde_json::Value {
+    // The repository as a payload names it; a local pull request is the repository's own
+    // (not from a fork), so the usual guard `github.event.pull_request.head.repo.full_name ==
+    // github.repository` holds, as it does on GitHub for a branch of the repository.
+    let repo = serde_json::json!({
+        "name": repository.name,
+        "full_name": repository.full_name(),
+        "owner": { "login": repository.owner },
+        "fork": false,
+    });
     match (event, push) {
         ("workflow_dispatch", _) => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
         // A pull request's `head.ref` and `base.ref` are branch names, not refs (GitHub's
@@ -1193,9 +1204,19 @@ fn event_payload(
             "number": 1,
             "pull_request": {
                 "number": 1,
-                "head": { "sha": sha, "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref) },
-                "base": { "ref": "main" },
+                "state": "open",
+                "draft": false,
+                "merged": false,
+                "user": { "login": "kiln" },
+                "head": {
+                    "sha": sha,
+                    "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref),
+                    "repo": repo,
+                },
+                "base": { "ref": "main", "repo": repo },
             },
+            "repository": repo,
+            "sender": { "login": "kiln" },
         }),
         (_, Some((facts, changed))) => {
             push_payload(facts, git_ref, facts.head.parent.as_deref(), sha, changed)

@@ -194,7 +194,7 @@ fn a_failed_job_allowed_to_fail_shows_failed_in_a_green_run() {
 fn a_pull_request_run_names_its_branches() {
     let s = repo(&[(
         "ci.yml",
-        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }} $GITHUB_REF $GITHUB_REF_NAME ${{ github.event.number }}\"\n      - if: github.ref == 'refs/heads/main'\n        run: echo deploy\n",
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }} $GITHUB_REF $GITHUB_REF_NAME ${{ github.event.number }}\"\n      - if: github.ref == 'refs/heads/main'\n        run: echo deploy\n      - if: github.event.pull_request.head.repo.full_name == github.repository\n        run: echo not a fork\n",
     )]);
     let out = s.ok(&["ci", "run", "--event", "pull_request"]);
     assert!(
@@ -202,6 +202,7 @@ fn a_pull_request_run_names_its_branches() {
         "{out}"
     );
     assert!(!out.contains("[a] deploy"), "{out}");
+    assert!(out.contains("[a] not a fork"), "{out}");
 }
 
 /// `github.repository` comes from the `origin` remote, as nektos/act does, so a job guarded
