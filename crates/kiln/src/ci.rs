@@ -1196,7 +1196,12 @@ fn event_payload(
         "fork": false,
     });
     match (event, push) {
-        ("workflow_dispatch", _) => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
+        ("workflow_dispatch", _) => serde_json::json!({
+            "ref": git_ref,
+            "inputs": inputs,
+            "repository": repo,
+            "sender": { "login": "kiln" },
+        }),
         // A pull request's `head.ref` and `base.ref` are branch names, not refs (GitHub's
         // webhook payload); `github.head_ref` and `github.base_ref` are read from them.
         ("pull_request" | "pull_request_target", _) => serde_json::json!({

@@ -468,6 +468,7 @@ jobs:
       - run: echo "event dry=${{ github.event.inputs.dry }} n=${{ github.event.inputs.n }} same=${{ github.event.inputs.n == '3' }} target=${{ github.event.inputs.target }}"
       - if: inputs.dry
         run: echo never-printed
+      - run: echo "repository ${{ github.event.repository.full_name == github.repository }}"
 "#;
     let s = repo(&[("dispatch.yml", dispatch)]);
     let out = s.ok(&[
@@ -484,6 +485,8 @@ jobs:
         "{out}"
     );
     assert!(out.contains("\nrun-name: Release v1 to staging\n"), "{out}");
+    // GitHub's dispatch payload names the repository, as a push's does.
+    assert!(out.contains("[a] repository true"), "{out}");
     // The run-name is kept with the run: `ci list` and `ci show` name it.
     let listed = s.ok(&["ci", "list"]);
     assert!(
