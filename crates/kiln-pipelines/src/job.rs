@@ -1281,8 +1281,12 @@ impl<'a> Exec<'a> {
             failed = true;
         };
         match read(&files.path) {
+            // As the runner's `AddPathFileCommand`: each non-empty line (`ReadAllLines`: `\n`,
+            // `\r\n` or `\r` ends one) as written, the newest first, and a directory added
+            // again moves to the front rather than appearing twice.
             Ok(text) => {
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
+                    state.path.retain(|p| p != line);
                     state.path.insert(0, line.to_owned());
                 }
             }

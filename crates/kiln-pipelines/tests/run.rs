@@ -3364,3 +3364,27 @@ jobs:
         ["10%", "50%", "100%", "done", "progress", "***"]
     );
 }
+
+/// `$GITHUB_PATH` as the runner reads it: each non-empty line as written (blanks kept), the
+/// newest first, a directory added again moved to the front instead of listed twice.
+#[tokio::test]
+async fn github_path_lines_are_taken_as_written_newest_first_without_duplicates() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          printf '/opt/a\r\n/opt/b\n\n' >> "$GITHUB_PATH"
+      - run: |
+          printf '/opt/a\n /opt/c\n' >> "$GITHUB_PATH"
+      - run: |
+          echo "$PATH" | cut -d: -f1-3
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("a"), [" /opt/c:/opt/a:/opt/b"]);
+}
