@@ -1245,6 +1245,10 @@ impl<'a> Exec<'a> {
                 self.log(&format!("##[error]cannot start the step: {e}"));
                 (Status::Failure, None)
             }
+            Exit::NoDirectory(e) => {
+                self.log(&format!("##[error]{e}"));
+                (Status::Failure, None)
+            }
         };
         StepResult {
             outcome,
@@ -2145,6 +2149,7 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
                         Exit::TimedOut => "The job has exceeded the maximum execution time".into(),
                         Exit::Cancelled => "The operation was canceled.".into(),
                         Exit::SpawnFailed(e) => format!("cannot start the post script: {e}"),
+                        Exit::NoDirectory(e) => e,
                     };
                     log(shared, &inst.display, &format!("##[error]{how}"));
                 }

@@ -43,6 +43,9 @@ pub(crate) enum Exit {
     Cancelled,
     /// It could not start.
     SpawnFailed(String),
+    /// It could not start in its working directory, which does not exist: the runner's
+    /// message, which names the program by the path it was found at.
+    NoDirectory(String),
 }
 
 /// Runs the process, passing each output line to `on_line`. Returns how it ended and its
@@ -56,6 +59,9 @@ pub(crate) async fn run(
         Some(path) => Some(path),
         None => program_on_path(&spec),
     };
+    let shown = found
+        .as_ref()
+        .map_or_else(|| spec.program.clone(), |p| p.display().to_string());
     let mut cmd = match found {
         Some(path) => {
             let mut cmd = Command::new(path);
@@ -92,9 +98,8 @@ pub(crate) async fn run(
         // The runner's words: a missing `working-directory` is not a missing shell.
         Err(_) if !spec.cwd.is_dir() => {
             return (
-                Exit::SpawnFailed(format!(
-                    "An error occurred trying to start process '{}' with working directory '{}'. No such file or directory",
-                    spec.program,
+                Exit::NoDirectory(format!(
+                    "An error occurred trying to start process '{shown}' with working directory '{}'. No such file or directory",
                     spec.cwd.display()
                 )),
                 None,

@@ -2573,7 +2573,8 @@ jobs:
 /// Contexts reference, `github.workspace`: workflow and job `env` are read on the runner, so
 /// `${{ github.workspace }}/data` there names the job's workspace (seaborn's `SEABORN_DATA`).
 /// A `working-directory` that does not exist fails its step with the runner's message rather
-/// than one that reads like a missing shell.
+/// than one that reads like a missing shell: the .NET error it logs as it is, naming the shell
+/// by the path it was found at (`/usr/bin/bash`).
 #[tokio::test]
 async fn workflow_env_sees_the_job_workspace_and_a_missing_working_directory_is_named() {
     let ran = run_workflow(
@@ -2583,9 +2584,15 @@ async fn workflow_env_sees_the_job_workspace_and_a_missing_working_directory_is_
     let logs = ran.logs("a");
     assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
     assert_eq!(logs[0], "data ok");
+    let bash = Command::new("sh")
+        .args(["-c", "command -v bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout).trim().to_owned();
     assert!(
-        logs[1].starts_with("##[error]cannot start the step: An error occurred trying to start process 'bash' with working directory '")
-            && logs[1].ends_with("/nowhere'. No such file or directory"),
+        logs[1].starts_with(&format!(
+            "##[error]An error occurred trying to start process '{bash}' with working directory '"
+        )) && logs[1].ends_with("/nowhere'. No such file or directory"),
         "{logs:?}"
     );
 }
