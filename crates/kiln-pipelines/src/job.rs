@@ -1162,7 +1162,7 @@ impl<'a> Exec<'a> {
             timeout: self.remaining(state),
             grace: self.shared.opts.kill_grace,
         };
-        self.execute(state, spawn, &files).await
+        self.execute(state, spawn, &files, true).await
     }
 
     /// `defaults.run` of the job, then of the workflow.
@@ -1179,7 +1179,16 @@ impl<'a> Exec<'a> {
         Some(self.timeout.map_or(left, |t| t.min(left)))
     }
 
-    async fn execute(&self, state: &mut JobState, spawn: Spawn, files: &Files) -> StepResult {
+    /// Runs a step's process. `script`: a `run` step, whose non-zero exit the runner's
+    /// `ScriptHandler` reports ("Process completed with exit code N."); a JavaScript action's
+    /// only fails the step (`NodeScriptActionHandler`: the action reports its own error).
+    async fn execute(
+        &self,
+        state: &mut JobState,
+        spawn: Spawn,
+        files: &Files,
+        script: bool,
+    ) -> StepResult {
         let mut handler = Lines {
             exec: self,
             matchers: std::mem::take(&mut state.matchers),
@@ -1219,9 +1228,11 @@ impl<'a> Exec<'a> {
             Exit::Code(0) if command_failed => (Status::Failure, Some(0)),
             Exit::Code(0) => (Status::Success, Some(0)),
             Exit::Code(code) => {
-                self.log(&format!(
-                    "##[error]Process completed with exit code {code}."
-                ));
+                if script {
+                    self.log(&format!(
+                        "##[error]Process completed with exit code {code}."
+                    ));
+                }
                 (Status::Failure, Some(code))
             }
             Exit::TimedOut if Instant::now() >= state.deadline => {
@@ -1457,7 +1468,7 @@ impl<'a> Exec<'a> {
             inputs.insert(name, Value::String(value));
         }
         if let Some(runs) = &action.node {
-            return self.node_action(state, &dir, runs, &inputs).await;
+            return self.node_action(state, path, &dir, runs, &inputs).await;
         }
         let mut frame = Frame {
             steps: IndexMap::new(),
@@ -1499,80 +1510,64 @@ impl<'a> Exec<'a> {
 }
 
 impl Exec<'_> {
-    /// A JavaScript action: `pre` (if any) then `main` on the host's `node`, inputs as
-    /// `INPUT_<NAME>`; `post` is queued for the end of the job with what `main` saved in
-    /// `GITHUB_STATE` as `STATE_<name>`.
+    /// A JavaScript action: `main` on the host's `node`, inputs as `INPUT_<NAME>`; `post` is
+    /// queued for the end of the job, whatever `main` did, with what `main` saved in
+    /// `GITHUB_STATE` as `STATE_<name>`. As the runner's `ActionRunner`: a local action's
+    /// `pre` does not run (the repository is not checked out when the job's pre steps are set
+    /// up), which it says in a warning, and the post step is added as `main` starts.
     async fn node_action(
         &self,
         state: &mut JobState,
+        uses: &str,
         dir: &Path,
         runs: &crate::workflow::NodeRuns,
         inputs: &IndexMap<String, Value>,
     ) -> StepResult {
-        let input_env: Vec<(String, String)> = inputs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    format!("INPUT_{}", k.replace(' ', "_").to_uppercase()),
-                    v.to_display_string(),
-                )
-            })
-            .collect();
-        let mut scripts = Vec::new();
-        if let Some(pre) = &runs.pre {
-            match runs.pre_if.as_ref().map(|c| self.ctx.condition(c)) {
-                None | Some(Ok(true)) => scripts.push(pre.as_str()),
-                Some(Ok(false)) => {}
-                Some(Err(e)) => {
-                    self.log(&format!("##[error]pre-if: {e}"));
-                    return StepResult::failed(Status::Failure);
-                }
-            }
+        if runs.pre.is_some() {
+            let message =
+                format!("`pre` execution is not supported for local action from '{uses}'");
+            self.log(&format!("##[warning]{message}"));
+            self.shared
+                .annotate(&self.inst.display, Annotation::new(Level::Warning, message));
         }
-        scripts.push(runs.main.as_str());
-        let mut result = StepResult::failed(Status::Failure);
-        let mut saved = Vec::new();
-        let mut env = Vec::new();
-        for script in scripts {
-            let files = match self.files(state) {
-                Ok(f) => f,
-                Err(e) => {
-                    self.log(&format!("##[error]cannot write the step's files: {e}"));
-                    return StepResult::failed(Status::Failure);
-                }
-            };
-            env = self.process_env(state, &files, Some(dir));
-            env.extend(input_env.iter().cloned());
-            env.extend(saved.iter().cloned());
-            let spawn = Spawn {
-                program: "node".to_owned(),
-                found: None,
-                args: vec![dir.join(script).to_string_lossy().into_owned()],
-                cwd: state.workspace.clone(),
-                env: env.clone(),
-                timeout: self.remaining(state),
-                grace: self.shared.opts.kill_grace,
-            };
-            result = self.execute(state, spawn, &files).await;
-            match std::fs::read_to_string(&files.state)
-                .map_err(|e| e.to_string())
-                .and_then(|t| parse_env_file(&t).map_err(|e| e.to_string()))
-            {
-                Ok(pairs) => {
-                    saved.extend(pairs.into_iter().map(|(k, v)| (format!("STATE_{k}"), v)))
-                }
-                Err(e) => {
-                    // The runner's `state` file command: two errors, and the step fails.
-                    for message in [crate::commands::file_command_failed("state"), e] {
-                        self.log(&format!("##[error]{message}"));
-                        self.shared
-                            .annotate(&self.inst.display, Annotation::new(Level::Error, message));
-                    }
-                    result.outcome = Status::Failure;
-                }
+        let files = match self.files(state) {
+            Ok(f) => f,
+            Err(e) => {
+                self.log(&format!("##[error]cannot write the step's files: {e}"));
+                return StepResult::failed(Status::Failure);
             }
-            if result.outcome != Status::Success {
-                return result;
+        };
+        let mut env = self.process_env(state, &files, Some(dir));
+        env.extend(inputs.iter().map(|(k, v)| {
+            (
+                format!("INPUT_{}", k.replace(' ', "_").to_uppercase()),
+                v.to_display_string(),
+            )
+        }));
+        let spawn = Spawn {
+            program: "node".to_owned(),
+            found: None,
+            args: vec![dir.join(&runs.main).to_string_lossy().into_owned()],
+            cwd: state.workspace.clone(),
+            env: env.clone(),
+            timeout: self.remaining(state),
+            grace: self.shared.opts.kill_grace,
+        };
+        let mut result = self.execute(state, spawn, &files, false).await;
+        let mut saved = Vec::new();
+        match std::fs::read_to_string(&files.state)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_env_file(&t).map_err(|e| e.to_string()))
+        {
+            Ok(pairs) => saved.extend(pairs.into_iter().map(|(k, v)| (format!("STATE_{k}"), v))),
+            Err(e) => {
+                // The runner's `state` file command: two errors, and the step fails.
+                for message in [crate::commands::file_command_failed("state"), e] {
+                    self.log(&format!("##[error]{message}"));
+                    self.shared
+                        .annotate(&self.inst.display, Annotation::new(Level::Error, message));
+                }
+                result.outcome = Status::Failure;
             }
         }
         if let Some(post) = &runs.post {
@@ -2142,16 +2137,21 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
                     state.pgids.push(p);
                 }
                 if exit != Exit::Code(0) {
-                    // A failed post step fails the job, as on GitHub.
+                    // A failed post step fails the job, as on GitHub; a non-zero exit is the
+                    // action's to explain (see `Exec::execute`).
                     state.failed = true;
                     let how = match exit {
-                        Exit::Code(c) => format!("Process completed with exit code {c}."),
-                        Exit::TimedOut => "The job has exceeded the maximum execution time".into(),
-                        Exit::Cancelled => "The operation was canceled.".into(),
-                        Exit::SpawnFailed(e) => format!("cannot start the post script: {e}"),
-                        Exit::NoDirectory(e) => e,
+                        Exit::Code(_) => None,
+                        Exit::TimedOut => {
+                            Some("The job has exceeded the maximum execution time".into())
+                        }
+                        Exit::Cancelled => Some("The operation was canceled.".into()),
+                        Exit::SpawnFailed(e) => Some(format!("cannot start the post script: {e}")),
+                        Exit::NoDirectory(e) => Some(e),
                     };
-                    log(shared, &inst.display, &format!("##[error]{how}"));
+                    if let Some(how) = how {
+                        log(shared, &inst.display, &format!("##[error]{how}"));
+                    }
                 }
             }
         }

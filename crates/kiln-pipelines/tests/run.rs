@@ -3395,3 +3395,44 @@ jobs:
     assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
     assert_eq!(ran.logs("a"), [" /opt/c:/opt/a:/opt/b"]);
 }
+
+/// A local JavaScript action as the runner's `ActionRunner` runs one: its `pre` does not run
+/// (a warning says so: the repository is not checked out when the job's pre steps are set
+/// up), its `post` runs though `main` failed (it is queued as `main` starts), and a non-zero
+/// exit fails the step without the "Process completed" error a `run` step gets
+/// (`NodeScriptActionHandler` leaves the explaining to the action: `core.setFailed` writes
+/// `::error::`), in its main and post scripts alike.
+#[tokio::test]
+async fn a_failing_javascript_action_reports_only_its_own_error() {
+    let action = "runs:\n  using: node20\n  pre: pre.js\n  main: main.js\n  post: post.js\n";
+    let ran = run_one(
+        &[
+            ("act/action.yml", action),
+            ("act/pre.js", "console.log('pre ran');\n"),
+            ("act/main.js", "console.log('::error::boom');\nprocess.exit(3);\n"),
+            ("act/post.js", "console.log('post ran');\nprocess.exit(4);\n"),
+            (
+                WF,
+                "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - id: js\n        uses: ./act\n      - if: failure()\n        run: echo \"outcome ${{ steps.js.outcome }}\"\n",
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Failure, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(
+        logs[1..],
+        [
+            "##[warning]`pre` execution is not supported for local action from './act'",
+            "##[error]boom",
+            "outcome failure",
+            "post ran"
+        ],
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("Process completed")),
+        "{logs:?}"
+    );
+}
