@@ -56,8 +56,8 @@ pub(crate) struct Ctx {
     values: IndexMap<String, Arc<Value>>,
     /// Properties of the running step laid over the `github` context when it is read
     /// (`github.action`, its files `github.env`, `path`, `output`, `state`, `step_summary`, and
-    /// in a composite action `action_path` and `action_status`), in this order, so the shared `github`
-    /// value is not copied for every step.
+    /// in a composite action `action_path` and `action_status`), in this order, so the shared
+    /// `github` value is not copied for every step.
     pub github_step: Vec<(&'static str, String)>,
     pub flags: Flags,
     pub workspace: PathBuf,
