@@ -45,11 +45,13 @@ pub fn deprecated_command(name: &str) -> String {
 /// `name<<DELIM` blocks, as the runner's `EnvFileKeyValuePairs` reads them.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, EnvFileError> {
     let mut out = Vec::new();
-    // Each line with whether a newline ended it (the last one may have none).
+    // Each line with whether a newline ended it (the last one may have none). Only `\n` ends a
+    // line: the runner reads `\r\n` as a line end on Windows alone, so on Linux a `\r` before
+    // it stays in the name, the value or the delimiter line (`printf 'v=1\r\n'` sets "1\r").
     let mut lines = text
         .split_inclusive('\n')
         .map(|l| match l.strip_suffix('\n') {
-            Some(l) => (l.strip_suffix('\r').unwrap_or(l), true),
+            Some(l) => (l, true),
             None => (l, false),
         });
     while let Some((line, _)) = lines.next() {
@@ -236,8 +238,14 @@ impl Masker {
             );
         }
         for v in new {
-            if !self.secrets.contains(&v) {
-                self.secrets.push(v);
+            // The runner's secret masker also masks each value as its value encoders write it
+            // (registered in its `HostContext`), so a secret printed in base64 or inside JSON or
+            // a URL is hidden too.
+            let encoded = encodings(&v);
+            for e in std::iter::once(v).chain(encoded) {
+                if !e.is_empty() && !self.secrets.contains(&e) {
+                    self.secrets.push(e);
+                }
             }
         }
         self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -255,9 +263,110 @@ impl Masker {
     }
 }
 
+/// A secret as the runner's value encoders write it (`ValueEncoders`, in the order its
+/// `HostContext` registers them); an encoder that does not apply gives ''.
+fn encodings(value: &str) -> Vec<String> {
+    let bytes = value.as_bytes();
+    // Base64 of the value and of the value without its first one or two bytes: a secret after
+    // a prefix (`base64("user:" + password)`) starts at any of three places in a 3-byte group.
+    let shifted = |n: usize| base64(bytes.get(n..).filter(|b| !b.is_empty()).unwrap_or(bytes));
+    // `Uri.EscapeDataString`: all but RFC 3986's unreserved characters percent-encoded.
+    let uri = bytes
+        .iter()
+        .map(|&b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    // `SecurityElement.Escape`.
+    let xml = value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;");
+    // `TrimDoubleQuotes`: a quoted value longer than eight characters, without its quotes.
+    let unquoted = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner) if value.chars().count() > 8 => inner.to_owned(),
+        _ => String::new(),
+    };
+    // PowerShell prints a command it fails to run in two parts around an `&` (after `&+` it
+    // also drops the next character); each part of six characters or more is masked.
+    let (before, after) = match (value.find("&+"), value.rfind('&')) {
+        (Some(i), _) => (&value[..i + 2], value.get(i + 3..).unwrap_or_default()),
+        (None, Some(i)) => (&value[..=i], &value[i + 1..]),
+        (None, None) => ("", ""),
+    };
+    let part = |p: &str| {
+        if p.len() >= 6 {
+            p.to_owned()
+        } else {
+            String::new()
+        }
+    };
+    vec![
+        shifted(0),
+        shifted(1),
+        shifted(2),
+        value.replace('"', "\\\""),
+        value.replace('\'', "''"),
+        json_escape(value),
+        uri,
+        xml,
+        unquoted,
+        part(before),
+        part(after),
+    ]
+}
+
+/// A JSON string's inside, as `JsonConvert.ToString` writes it without the quotes.
+fn json_escape(value: &str) -> String {
+    let quoted = serde_json::Value::String(value.to_owned()).to_string();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted)
+        .to_owned()
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_carriage_return_is_part_of_the_line_as_on_a_linux_runner() {
+        assert_eq!(
+            parse_env_file("A=1\r\nB<<EOF\r\nx\r\nEOF\r\n").unwrap(),
+            vec![("A".into(), "1\r".into()), ("B".into(), "x\r".into())]
+        );
+        // `EOF\r` is not the delimiter `EOF`.
+        assert_eq!(
+            parse_env_file("B<<EOF\nx\r\nEOF\r\n").unwrap_err(),
+            EnvFileError::Unterminated("EOF".into())
+        );
+    }
 
     #[test]
     fn env_files() {
@@ -347,6 +456,45 @@ mod tests {
                 proptest::prop_assert!(!parsed.name.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn base64_is_the_standard_alphabet_with_padding() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+            ("\u{ff}\u{fe}", "w7/Dvg=="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
+
+    /// The runner's value encoders: a secret printed encoded is masked as well.
+    #[test]
+    fn secrets_are_masked_as_the_runners_encoders_write_them() {
+        let mut m = Masker::default();
+        m.add("p4ss\"w'rd&+ab/cdefg");
+        for (line, masked) in [
+            // base64 of the secret, and after a prefix of one or two bytes ("u:", "us:").
+            ("cDRzcyJ3J3JkJithYi9jZGVmZw==", "***"),
+            ("dTpwNHNzIncncmQmK2FiL2NkZWZn", "dTpw***"),
+            (
+                "JSON {\"k\":\"p4ss\\\"w'rd&+ab/cdefg\"}",
+                "JSON {\"k\":\"***\"}",
+            ),
+            ("url=p4ss%22w%27rd%26%2Bab%2Fcdefg", "url=***"),
+            ("<a>p4ss&quot;w&apos;rd&amp;+ab/cdefg</a>", "<a>***</a>"),
+            ("expr 'p4ss\"w''rd&+ab/cdefg'", "expr '***'"),
+            ("ps p4ss\"w'rd&+ and b/cdefg", "ps *** and ***"),
+        ] {
+            assert_eq!(m.mask(line), masked, "{line}");
+        }
+        let mut quoted = Masker::default();
+        quoted.add("\"long-secret\"");
+        assert_eq!(quoted.mask("v=long-secret"), "v=***");
     }
 
     #[test]

@@ -27,10 +27,23 @@ pub(crate) fn all_options() -> ParseOptions<'static> {
 /// What the status functions return in one place.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Flags {
-    /// Something before failed (a step in this job, or an ancestor job).
+    /// Something before failed (a step in this job, or an ancestor job): `failure()`.
     pub failed: bool,
     /// The job or run is being cancelled.
     pub cancelled: bool,
+    /// A job's `if` only: an ancestor job, direct or not, ended neither in success nor in
+    /// failure (it was skipped or cancelled), so `success()` is false while `failure()` is not
+    /// true. GitHub evaluates a job's status functions over every job it depends on, not only
+    /// those it names (actions/runner#2205: a job after one that ran with `always()` past a
+    /// skipped job is skipped too).
+    pub unfinished: bool,
+}
+
+impl Flags {
+    /// What `success()` returns.
+    pub fn success(&self) -> bool {
+        !self.failed && !self.cancelled && !self.unfinished
+    }
 }
 
 /// Contexts plus status flags.
@@ -42,8 +55,9 @@ pub(crate) struct Flags {
 pub(crate) struct Ctx {
     values: IndexMap<String, Arc<Value>>,
     /// Properties of the running step laid over the `github` context when it is read
-    /// (`github.action`, `github.env`, `github.path`), in this order, so the shared `github`
-    /// value is not copied for every step.
+    /// (`github.action`, its files `github.env`, `path`, `output`, `state`, `step_summary`, and
+    /// in a composite action `action_path` and `action_status`), in this order, so the shared
+    /// `github` value is not copied for every step.
     pub github_step: Vec<(&'static str, String)>,
     pub flags: Flags,
     pub workspace: PathBuf,
@@ -73,8 +87,8 @@ impl Ctx {
     /// Evaluates an `if`.
     pub fn condition(&self, text: &Text) -> Result<bool, String> {
         let cond: Condition = condition::parse(&text.text, &all_options()).map_err(|(m, _)| m)?;
-        let success = !self.flags.failed && !self.flags.cancelled;
-        cond.evaluate(self, success).map_err(|e| e.message)
+        cond.evaluate(self, self.flags.success())
+            .map_err(|e| e.message)
     }
 
     /// A boolean setting such as `continue-on-error` (`true`, or an expression).
@@ -138,9 +152,8 @@ impl Host for Ctx {
     }
 
     fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, EvalError>> {
-        let ok = !self.flags.failed && !self.flags.cancelled;
         Some(Ok(match name {
-            "success" => Value::Bool(ok),
+            "success" => Value::Bool(self.flags.success()),
             "always" => Value::Bool(true),
             "failure" => Value::Bool(self.flags.failed && !self.flags.cancelled),
             "cancelled" => Value::Bool(self.flags.cancelled),

@@ -19,7 +19,7 @@ use crate::builtins::{self, Post};
 use crate::commands::{
     deprecated_command, is_command, parse_command, parse_env_file, parse_legacy_command,
 };
-use crate::context::{Ctx, object};
+use crate::context::{Ctx, Flags, object};
 use crate::events::{Annotation, JobRecord, Level, RunEvent, SourceLocation, Status, StepRecord};
 use crate::matchers::{MatcherError, Matchers};
 use crate::process::{self, Exit, Spawn};
@@ -32,6 +32,9 @@ const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 /// How long the steps that run after a job's timeout (`if: always()`, `cancelled()`, post
 /// steps) may take before they are killed too: GitHub's job cancel timeout (5 minutes).
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The largest `$GITHUB_STEP_SUMMARY` a step may write, in bytes (the runner's 1 MiB).
+const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
 
 /// One instance of a job (one matrix combination).
 pub(crate) struct Instance {
@@ -303,7 +306,7 @@ fn runs_on_unmet(shared: &Shared, job: &Job, inst: &Instance) -> Result<Option<S
 /// `$RUNNER_TEMP` are.
 fn place(shared: &Shared, ctx: &mut Ctx, workspace: &Path, temp: &Path) {
     ctx.workspace = workspace.to_path_buf();
-    let mut runner = runner_context(temp, &shared.tool_cache());
+    let mut runner = runner_context(shared, temp);
     // `runner.workspace` (not in the contexts reference, but set by GitHub's runner and read by
     // real-world workflows, e.g. `working-directory: ${{ runner.workspace }}/build`) is the
     // directory above the workspace, as `$RUNNER_WORKSPACE` is.
@@ -473,7 +476,9 @@ fn log(shared: &Shared, job: &str, line: &str) {
     });
 }
 
-/// Job outputs; like GitHub, an output that would reveal a secret is dropped with a warning.
+/// Job outputs, as the runner's `JobExtension` sets them: an output that evaluates to an empty
+/// string is not set (`needs.<job>.outputs` has no such key), and one that would reveal a
+/// secret is dropped with a warning.
 fn job_outputs(
     shared: &Shared,
     inst: &Instance,
@@ -487,6 +492,7 @@ fn job_outputs(
     let mut out = IndexMap::new();
     for (name, text) in &job.outputs {
         match ctx.string(text) {
+            Ok(v) if v.is_empty() => {}
             Ok(v) if shared.mask(&v) != v => {
                 log(
                     shared,
@@ -597,14 +603,27 @@ async fn run_step(
     let started = Instant::now();
     let mut ctx = inst.ctx.clone();
     if matches!(ctx.get("github"), Some(Value::Object(_))) {
-        // `github.env` and `github.path`: the step's `$GITHUB_ENV` and `$GITHUB_PATH` files.
+        // `github.env`, `path`, `output`, `state` and `step_summary`: the step's files, as the
+        // runner's `FileCommandManager` names each in the `github` context.
         let files = state.temp.join(crate::runner::RUNNER_FILES_DIR);
         let file = |name: &str| files.join(name).to_string_lossy().into_owned();
         ctx.github_step = vec![
             ("action", action_name.to_owned()),
             ("env", file("set_env")),
             ("path", file("add_path")),
+            ("output", file("set_output")),
+            ("state", file("save_state")),
+            ("step_summary", file("step_summary")),
         ];
+        // Inside a composite action: its directory and its result so far, as the runner's
+        // `CompositeActionHandler` sets them on each of its steps (`action_path`,
+        // `action_status`; "Contexts reference", `github` context).
+        if let Some(dir) = &frame.action_path {
+            ctx.github_step
+                .push(("action_path", dir.to_string_lossy().into_owned()));
+            let status = if frame.failed { "failure" } else { "success" };
+            ctx.github_step.push(("action_status", status.to_owned()));
+        }
     }
     ctx.set("steps", Value::Object(frame.steps.clone()));
     ctx.set("inputs", frame.inputs.clone());
@@ -612,8 +631,11 @@ async fn run_step(
         "job",
         Value::from_json(&serde_json::json!({ "status": job_status(state, frame) })),
     );
-    ctx.flags.failed = frame.failed || state.failed;
-    ctx.flags.cancelled = state.cancelled;
+    ctx.flags = Flags {
+        failed: frame.failed || state.failed,
+        cancelled: state.cancelled,
+        unfinished: false,
+    };
     // As the runner's `StepsRunner`: the step's own `env` is evaluated and merged into the
     // `env` context before its `if`, so `if: env.TOKEN != ''` over `env: { TOKEN: ${{
     // secrets.TOKEN }} }` on the same step sees the secret; an `env` that does not evaluate
@@ -640,7 +662,7 @@ async fn run_step(
             Err(e.to_string())
         }
         None => match &step.condition {
-            None => Ok(!ctx.flags.failed && !ctx.flags.cancelled),
+            None => Ok(ctx.flags.success()),
             Some(c) => ctx
                 .condition(c)
                 .map_err(|e| format!("step `{name}`: invalid `if`: {e}")),
@@ -1004,6 +1026,9 @@ impl<'a> Exec<'a> {
                     .into_owned(),
             ),
         ]);
+        if s.step_debug() {
+            env.push(("RUNNER_DEBUG".into(), "1".into()));
+        }
         if let Some(p) = action_path {
             env.push((
                 "GITHUB_ACTION_PATH".into(),
@@ -1137,7 +1162,7 @@ impl<'a> Exec<'a> {
             timeout: self.remaining(state),
             grace: self.shared.opts.kill_grace,
         };
-        self.execute(state, spawn, &files).await
+        self.execute(state, spawn, &files, true).await
     }
 
     /// `defaults.run` of the job, then of the workflow.
@@ -1154,7 +1179,16 @@ impl<'a> Exec<'a> {
         Some(self.timeout.map_or(left, |t| t.min(left)))
     }
 
-    async fn execute(&self, state: &mut JobState, spawn: Spawn, files: &Files) -> StepResult {
+    /// Runs a step's process. `script`: a `run` step, whose non-zero exit the runner's
+    /// `ScriptHandler` reports ("Process completed with exit code N."); a JavaScript action's
+    /// only fails the step (`NodeScriptActionHandler`: the action reports its own error).
+    async fn execute(
+        &self,
+        state: &mut JobState,
+        spawn: Spawn,
+        files: &Files,
+        script: bool,
+    ) -> StepResult {
         let mut handler = Lines {
             exec: self,
             matchers: std::mem::take(&mut state.matchers),
@@ -1194,9 +1228,11 @@ impl<'a> Exec<'a> {
             Exit::Code(0) if command_failed => (Status::Failure, Some(0)),
             Exit::Code(0) => (Status::Success, Some(0)),
             Exit::Code(code) => {
-                self.log(&format!(
-                    "##[error]Process completed with exit code {code}."
-                ));
+                if script {
+                    self.log(&format!(
+                        "##[error]Process completed with exit code {code}."
+                    ));
+                }
                 (Status::Failure, Some(code))
             }
             Exit::TimedOut if Instant::now() >= state.deadline => {
@@ -1218,6 +1254,10 @@ impl<'a> Exec<'a> {
             }
             Exit::SpawnFailed(e) => {
                 self.log(&format!("##[error]cannot start the step: {e}"));
+                (Status::Failure, None)
+            }
+            Exit::NoDirectory(e) => {
+                self.log(&format!("##[error]{e}"));
                 (Status::Failure, None)
             }
         };
@@ -1256,15 +1296,34 @@ impl<'a> Exec<'a> {
             failed = true;
         };
         match read(&files.path) {
+            // As the runner's `AddPathFileCommand`: each non-empty line (`ReadAllLines`: `\n`,
+            // `\r\n` or `\r` ends one) as written, the newest first, and a directory added
+            // again moves to the front rather than appearing twice.
             Ok(text) => {
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
+                    state.path.retain(|p| p != line);
                     state.path.insert(0, line.to_owned());
                 }
             }
             Err(e) => fail("path", e),
         }
+        let mut errors = Vec::new();
         match pairs(&files.env) {
-            Ok(pairs) => state.added_env.extend(pairs),
+            Ok(pairs) => {
+                for (name, value) in pairs {
+                    // The runner refuses it (actions/runner#2775): an error annotation, the
+                    // step's result unchanged.
+                    if name.eq_ignore_ascii_case("NODE_OPTIONS") {
+                        errors.push(
+                            "Can't store NODE_OPTIONS output parameter using '$GITHUB_ENV' \
+                             command."
+                                .to_owned(),
+                        );
+                    } else {
+                        state.added_env.insert(name, value);
+                    }
+                }
+            }
             Err(e) => fail("env", e),
         }
         match pairs(&files.output) {
@@ -1272,8 +1331,22 @@ impl<'a> Exec<'a> {
             Err(e) => fail("output", e),
         }
         match read(&files.summary) {
+            // The runner's limit: a larger summary is dropped whole with an error annotation
+            // (`CreateStepSummaryCommand`), the step's result unchanged.
+            Ok(text) if text.len() > STEP_SUMMARY_LIMIT => errors.push(format!(
+                "$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of {}k, got \
+                 {}k. For more information see: https://docs.github.com/actions/using-workflows/\
+                 workflow-commands-for-github-actions#adding-a-markdown-summary",
+                STEP_SUMMARY_LIMIT / 1024,
+                text.len() / 1024
+            )),
             Ok(text) => state.summary.push_str(&text),
             Err(e) => fail("step_summary", e),
+        }
+        for message in errors {
+            self.log(&format!("##[error]{message}"));
+            self.shared
+                .annotate(&self.inst.display, Annotation::new(Level::Error, message));
         }
         failed
     }
@@ -1395,7 +1468,7 @@ impl<'a> Exec<'a> {
             inputs.insert(name, Value::String(value));
         }
         if let Some(runs) = &action.node {
-            return self.node_action(state, &dir, runs, &inputs).await;
+            return self.node_action(state, path, &dir, runs, &inputs).await;
         }
         let mut frame = Frame {
             steps: IndexMap::new(),
@@ -1437,80 +1510,64 @@ impl<'a> Exec<'a> {
 }
 
 impl Exec<'_> {
-    /// A JavaScript action: `pre` (if any) then `main` on the host's `node`, inputs as
-    /// `INPUT_<NAME>`; `post` is queued for the end of the job with what `main` saved in
-    /// `GITHUB_STATE` as `STATE_<name>`.
+    /// A JavaScript action: `main` on the host's `node`, inputs as `INPUT_<NAME>`; `post` is
+    /// queued for the end of the job, whatever `main` did, with what `main` saved in
+    /// `GITHUB_STATE` as `STATE_<name>`. As the runner's `ActionRunner`: a local action's
+    /// `pre` does not run (the repository is not checked out when the job's pre steps are set
+    /// up), which it says in a warning, and the post step is added as `main` starts.
     async fn node_action(
         &self,
         state: &mut JobState,
+        uses: &str,
         dir: &Path,
         runs: &crate::workflow::NodeRuns,
         inputs: &IndexMap<String, Value>,
     ) -> StepResult {
-        let input_env: Vec<(String, String)> = inputs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    format!("INPUT_{}", k.replace(' ', "_").to_uppercase()),
-                    v.to_display_string(),
-                )
-            })
-            .collect();
-        let mut scripts = Vec::new();
-        if let Some(pre) = &runs.pre {
-            match runs.pre_if.as_ref().map(|c| self.ctx.condition(c)) {
-                None | Some(Ok(true)) => scripts.push(pre.as_str()),
-                Some(Ok(false)) => {}
-                Some(Err(e)) => {
-                    self.log(&format!("##[error]pre-if: {e}"));
-                    return StepResult::failed(Status::Failure);
-                }
-            }
+        if runs.pre.is_some() {
+            let message =
+                format!("`pre` execution is not supported for local action from '{uses}'");
+            self.log(&format!("##[warning]{message}"));
+            self.shared
+                .annotate(&self.inst.display, Annotation::new(Level::Warning, message));
         }
-        scripts.push(runs.main.as_str());
-        let mut result = StepResult::failed(Status::Failure);
-        let mut saved = Vec::new();
-        let mut env = Vec::new();
-        for script in scripts {
-            let files = match self.files(state) {
-                Ok(f) => f,
-                Err(e) => {
-                    self.log(&format!("##[error]cannot write the step's files: {e}"));
-                    return StepResult::failed(Status::Failure);
-                }
-            };
-            env = self.process_env(state, &files, Some(dir));
-            env.extend(input_env.iter().cloned());
-            env.extend(saved.iter().cloned());
-            let spawn = Spawn {
-                program: "node".to_owned(),
-                found: None,
-                args: vec![dir.join(script).to_string_lossy().into_owned()],
-                cwd: state.workspace.clone(),
-                env: env.clone(),
-                timeout: self.remaining(state),
-                grace: self.shared.opts.kill_grace,
-            };
-            result = self.execute(state, spawn, &files).await;
-            match std::fs::read_to_string(&files.state)
-                .map_err(|e| e.to_string())
-                .and_then(|t| parse_env_file(&t).map_err(|e| e.to_string()))
-            {
-                Ok(pairs) => {
-                    saved.extend(pairs.into_iter().map(|(k, v)| (format!("STATE_{k}"), v)))
-                }
-                Err(e) => {
-                    // The runner's `state` file command: two errors, and the step fails.
-                    for message in [crate::commands::file_command_failed("state"), e] {
-                        self.log(&format!("##[error]{message}"));
-                        self.shared
-                            .annotate(&self.inst.display, Annotation::new(Level::Error, message));
-                    }
-                    result.outcome = Status::Failure;
-                }
+        let files = match self.files(state) {
+            Ok(f) => f,
+            Err(e) => {
+                self.log(&format!("##[error]cannot write the step's files: {e}"));
+                return StepResult::failed(Status::Failure);
             }
-            if result.outcome != Status::Success {
-                return result;
+        };
+        let mut env = self.process_env(state, &files, Some(dir));
+        env.extend(inputs.iter().map(|(k, v)| {
+            (
+                format!("INPUT_{}", k.replace(' ', "_").to_uppercase()),
+                v.to_display_string(),
+            )
+        }));
+        let spawn = Spawn {
+            program: "node".to_owned(),
+            found: None,
+            args: vec![dir.join(&runs.main).to_string_lossy().into_owned()],
+            cwd: state.workspace.clone(),
+            env: env.clone(),
+            timeout: self.remaining(state),
+            grace: self.shared.opts.kill_grace,
+        };
+        let mut result = self.execute(state, spawn, &files, false).await;
+        let mut saved = Vec::new();
+        match std::fs::read_to_string(&files.state)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_env_file(&t).map_err(|e| e.to_string()))
+        {
+            Ok(pairs) => saved.extend(pairs.into_iter().map(|(k, v)| (format!("STATE_{k}"), v))),
+            Err(e) => {
+                // The runner's `state` file command: two errors, and the step fails.
+                for message in [crate::commands::file_command_failed("state"), e] {
+                    self.log(&format!("##[error]{message}"));
+                    self.shared
+                        .annotate(&self.inst.display, Annotation::new(Level::Error, message));
+                }
+                result.outcome = Status::Failure;
             }
         }
         if let Some(post) = &runs.post {
@@ -1755,6 +1812,9 @@ impl Lines<'_> {
             "stop-commands" => self.stop_commands(line, cmd.data),
             "group" => log(shared, job, &format!("##[group]{}", cmd.data)),
             "endgroup" => log(shared, job, "##[endgroup]"),
+            "debug" if shared.step_debug() => {
+                log(shared, job, &format!("##[debug]{}", cmd.data));
+            }
             "debug" => {}
             "error" | "warning" | "notice" => {
                 let level = match cmd.name.as_str() {
@@ -2077,15 +2137,21 @@ async fn run_posts(shared: &Shared, inst: &Instance, state: &mut JobState) {
                     state.pgids.push(p);
                 }
                 if exit != Exit::Code(0) {
-                    // A failed post step fails the job, as on GitHub.
+                    // A failed post step fails the job, as on GitHub; a non-zero exit is the
+                    // action's to explain (see `Exec::execute`).
                     state.failed = true;
                     let how = match exit {
-                        Exit::Code(c) => format!("Process completed with exit code {c}."),
-                        Exit::TimedOut => "The job has exceeded the maximum execution time".into(),
-                        Exit::Cancelled => "The operation was canceled.".into(),
-                        Exit::SpawnFailed(e) => format!("cannot start the post script: {e}"),
+                        Exit::Code(_) => None,
+                        Exit::TimedOut => {
+                            Some("The job has exceeded the maximum execution time".into())
+                        }
+                        Exit::Cancelled => Some("The operation was canceled.".into()),
+                        Exit::SpawnFailed(e) => Some(format!("cannot start the post script: {e}")),
+                        Exit::NoDirectory(e) => Some(e),
                     };
-                    log(shared, &inst.display, &format!("##[error]{how}"));
+                    if let Some(how) = how {
+                        log(shared, &inst.display, &format!("##[error]{how}"));
+                    }
                 }
             }
         }

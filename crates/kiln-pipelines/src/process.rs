@@ -43,6 +43,9 @@ pub(crate) enum Exit {
     Cancelled,
     /// It could not start.
     SpawnFailed(String),
+    /// It could not start in its working directory, which does not exist: the runner's
+    /// message, which names the program by the path it was found at.
+    NoDirectory(String),
 }
 
 /// Runs the process, passing each output line to `on_line`. Returns how it ended and its
@@ -56,6 +59,9 @@ pub(crate) async fn run(
         Some(path) => Some(path),
         None => program_on_path(&spec),
     };
+    let shown = found
+        .as_ref()
+        .map_or_else(|| spec.program.clone(), |p| p.display().to_string());
     let mut cmd = match found {
         Some(path) => {
             let mut cmd = Command::new(path);
@@ -92,9 +98,8 @@ pub(crate) async fn run(
         // The runner's words: a missing `working-directory` is not a missing shell.
         Err(_) if !spec.cwd.is_dir() => {
             return (
-                Exit::SpawnFailed(format!(
-                    "An error occurred trying to start process '{}' with working directory '{}'. No such file or directory",
-                    spec.program,
+                Exit::NoDirectory(format!(
+                    "An error occurred trying to start process '{shown}' with working directory '{}'. No such file or directory",
                     spec.cwd.display()
                 )),
                 None,
@@ -263,15 +268,25 @@ async fn read_to_end(
     }
 }
 
-/// Cuts a byte stream into lines (without `\n` or `\r\n`), as the runner logs them.
+/// Cuts a byte stream into lines as the runner reads them (`StreamReader.ReadLine`): a line
+/// ends at `\n`, `\r\n` or a lone `\r`, so each frame of a progress bar redrawn with `\r` is
+/// a line of its own, and a workflow command after one is read.
 #[derive(Default)]
 struct LineSplitter {
     partial: Vec<u8>,
+    /// The last byte seen was a `\r` that ended a line: a `\n` right after it ends nothing.
+    after_cr: bool,
 }
 
 impl LineSplitter {
     fn push(&mut self, mut bytes: &[u8], on_line: &mut impl FnMut(String)) {
-        while let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+        if self.after_cr && !bytes.is_empty() {
+            self.after_cr = false;
+            if bytes[0] == b'\n' {
+                bytes = &bytes[1..];
+            }
+        }
+        while let Some(end) = bytes.iter().position(|b| matches!(b, b'\n' | b'\r')) {
             if self.partial.is_empty() {
                 on_line(line_text(&bytes[..end]));
             } else {
@@ -279,24 +294,30 @@ impl LineSplitter {
                 on_line(line_text(&self.partial));
                 self.partial.clear();
             }
+            let cr = bytes[end] == b'\r';
             bytes = &bytes[end + 1..];
+            if cr {
+                match bytes.first() {
+                    Some(b'\n') => bytes = &bytes[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
         }
         self.partial.extend_from_slice(bytes);
     }
 
-    /// The last line, when the output did not end with a newline.
+    /// The last line, when the output did not end with a line end.
     fn finish(&mut self, on_line: &mut impl FnMut(String)) {
         if !self.partial.is_empty() {
             on_line(line_text(&self.partial));
             self.partial.clear();
         }
+        self.after_cr = false;
     }
 }
 
-fn line_text(mut line: &[u8]) -> String {
-    while let [rest @ .., b'\r' | b'\n'] = line {
-        line = rest;
-    }
+fn line_text(line: &[u8]) -> String {
     String::from_utf8_lossy(line).into_owned()
 }
 
@@ -437,9 +458,12 @@ mod tests {
             }
             splitter.finish(&mut |l| pieces.push(l));
             proptest::prop_assert_eq!(&pieces, &whole);
+            // `ReadLine`'s lines: `\r\n`, `\r` and `\n` each end one.
             let expected: Vec<String> = text
+                .replace("\r\n", "\n")
+                .replace('\r', "\n")
                 .split_inclusive('\n')
-                .map(|l| l.trim_end_matches(['\r', '\n']).to_owned())
+                .map(|l| l.trim_end_matches('\n').to_owned())
                 .collect();
             proptest::prop_assert_eq!(whole, expected);
         }

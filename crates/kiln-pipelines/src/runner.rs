@@ -320,6 +320,22 @@ impl Shared {
         }
     }
 
+    /// Whether step debug logging is on: a secret or a variable `ACTIONS_STEP_DEBUG` that is
+    /// true, as GitHub's "Enabling debug logging" says (the runner reads it as a boolean:
+    /// `true`, `1` or `$true`, without case). `::debug::` lines are then shown, and
+    /// `runner.debug` and `$RUNNER_DEBUG` are `1`.
+    pub fn step_debug(&self) -> bool {
+        let o = &self.opts;
+        [o.secrets.get(STEP_DEBUG), o.vars.get(STEP_DEBUG)]
+            .into_iter()
+            .flatten()
+            .any(|v| {
+                ["true", "1", "$true"]
+                    .iter()
+                    .any(|t| v.eq_ignore_ascii_case(t))
+            })
+    }
+
     /// `runner.tool_cache` and `$RUNNER_TOOL_CACHE`: shared by the run's jobs.
     pub fn tool_cache(&self) -> PathBuf {
         self.temp.join("tool-cache")
@@ -347,10 +363,11 @@ impl Shared {
     /// The base `github` context (its `workspace` is set per job instance).
     pub fn github(&self, workflow: &Workflow, job_id: &str) -> Value {
         let o = &self.opts;
-        let ref_name = o
-            .git_ref
-            .rsplit('/')
-            .next()
+        // The ref without its kind: `feature/login` for `refs/heads/feature/login`, `1/merge`
+        // for `refs/pull/1/merge` (a branch name may hold slashes).
+        let ref_name = ["refs/heads/", "refs/tags/", "refs/pull/"]
+            .iter()
+            .find_map(|kind| o.git_ref.strip_prefix(kind))
             .unwrap_or(&o.git_ref)
             .to_owned();
         let ref_type = if o.git_ref.starts_with("refs/tags/") {
@@ -420,7 +437,7 @@ impl Shared {
             "triggering_actor": actor,
             "workflow": workflow_name(workflow), "workspace": "",
             "workflow_ref": workflow_ref, "workflow_sha": self.sha,
-            "retention_days": "90",
+            "retention_days": "90", "secret_source": "Actions",
         }))
     }
 }
@@ -462,6 +479,20 @@ pub async fn run(
         resolve_commit(&opts.repo, &opts.revision).await?
     };
     std::fs::create_dir_all(&temp).map_err(|e| RunError::Workspace(e.to_string()))?;
+    let mut opts = opts;
+    // A `schedule` payload names the cron entry that fired (`github.event.schedule`, how a
+    // workflow with several tells them apart): a local run is the first one's, unless the
+    // payload given names one.
+    if opts.event_name == "schedule"
+        && let serde_json::Value::Object(event) = &mut opts.event
+        && !event.contains_key("schedule")
+        && let Some(cron) = set.root.on.get("schedule").and_then(|t| t.cron.first())
+    {
+        event.insert(
+            "schedule".to_owned(),
+            serde_json::Value::String(cron.clone()),
+        );
+    }
     // GITHUB_EVENT_PATH: actions and scripts read the payload from this file.
     std::fs::write(temp.join("event.json"), opts.event.to_string())
         .map_err(|e| RunError::Workspace(e.to_string()))?;
@@ -914,22 +945,11 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
                     continue;
                 };
                 let needs = needs_context(&job, &done);
-                let flags = Flags {
-                    failed: ancestor_failed(&workflow, &id, &done),
-                    cancelled: false,
-                };
-                let all_needs_ok = job.needs.iter().all(|n| {
-                    done.get(&n.name)
-                        .is_some_and(|r| r.status == Status::Success)
-                });
                 let mut ctx = base_ctx(&shared, &scope, &id);
                 ctx.set("needs", needs.clone());
-                ctx.flags = Flags {
-                    failed: flags.failed || !all_needs_ok,
-                    cancelled: false,
-                };
+                ctx.flags = ancestor_flags(&workflow, &id, &done);
                 let run_it = match &job.condition {
-                    None => all_needs_ok,
+                    None => ctx.flags.success(),
                     Some(c) => match ctx.condition(c) {
                         Ok(b) => b,
                         Err(e) => {
@@ -972,7 +992,10 @@ async fn graph_loop(shared: Arc<Shared>, scope: Arc<Scope>) -> IndexMap<String, 
         .collect()
 }
 
-fn ancestor_failed(workflow: &Workflow, id: &str, done: &IndexMap<String, JobResult>) -> bool {
+/// The status functions of a job's `if`, over every job it depends on, directly or not
+/// (GitHub's job-level `success()` and `failure()`; see [`Flags::unfinished`]).
+fn ancestor_flags(workflow: &Workflow, id: &str, done: &IndexMap<String, JobResult>) -> Flags {
+    let mut flags = Flags::default();
     let mut stack = vec![id.to_owned()];
     let mut seen = Vec::new();
     while let Some(j) = stack.pop() {
@@ -984,16 +1007,15 @@ fn ancestor_failed(workflow: &Workflow, id: &str, done: &IndexMap<String, JobRes
                 continue;
             }
             seen.push(n.name.clone());
-            if done
-                .get(&n.name)
-                .is_some_and(|r| r.status == Status::Failure)
-            {
-                return true;
+            match done.get(&n.name).map(|r| r.status) {
+                Some(Status::Success) => {}
+                Some(Status::Failure) => flags.failed = true,
+                _ => flags.unfinished = true,
             }
             stack.push(n.name.clone());
         }
     }
-    false
+    flags
 }
 
 fn needs_context(job: &Job, done: &IndexMap<String, JobResult>) -> Value {
@@ -1026,18 +1048,25 @@ pub(crate) fn base_ctx(shared: &Shared, scope: &Scope, job_id: &str) -> Ctx {
     ctx.set("matrix", Value::Null);
     ctx.set("env", Value::Object(IndexMap::new()));
     ctx.set("steps", Value::Object(IndexMap::new()));
-    ctx.set("runner", runner_context(&shared.temp, &shared.tool_cache()));
+    ctx.set("runner", runner_context(shared, &shared.temp));
     ctx
 }
 
+/// The secret or variable that turns step debug logging on.
+const STEP_DEBUG: &str = "ACTIONS_STEP_DEBUG";
+
 /// The `runner` context. `temp` is the job's own temporary directory once the job has one (the
-/// same directory as `$RUNNER_TEMP`); the tool cache is shared by the run's jobs.
-pub(crate) fn runner_context(temp: &Path, tool_cache: &Path) -> Value {
-    Value::from_json(&serde_json::json!({
+/// same directory as `$RUNNER_TEMP`); the tool cache is shared by the run's jobs. `debug` is
+/// there only with debug logging on, as the runner sets it.
+pub(crate) fn runner_context(shared: &Shared, temp: &Path) -> Value {
+    let mut runner = serde_json::json!({
         "os": "Linux", "arch": runner_arch(), "name": "kiln", "environment": "self-hosted",
-        "temp": temp.to_string_lossy(), "tool_cache": tool_cache.to_string_lossy(),
-        "debug": "",
-    }))
+        "temp": temp.to_string_lossy(), "tool_cache": shared.tool_cache().to_string_lossy(),
+    });
+    if shared.step_debug() {
+        runner["debug"] = serde_json::Value::String("1".to_owned());
+    }
+    Value::from_json(&runner)
 }
 
 pub(crate) fn runner_arch() -> &'static str {

@@ -2681,7 +2681,8 @@ jobs:
 /// Contexts reference, `github.workspace`: workflow and job `env` are read on the runner, so
 /// `${{ github.workspace }}/data` there names the job's workspace (seaborn's `SEABORN_DATA`).
 /// A `working-directory` that does not exist fails its step with the runner's message rather
-/// than one that reads like a missing shell.
+/// than one that reads like a missing shell: the .NET error it logs as it is, naming the shell
+/// by the path it was found at (`/usr/bin/bash`).
 #[tokio::test]
 async fn workflow_env_sees_the_job_workspace_and_a_missing_working_directory_is_named() {
     let ran = run_workflow(
@@ -2691,9 +2692,15 @@ async fn workflow_env_sees_the_job_workspace_and_a_missing_working_directory_is_
     let logs = ran.logs("a");
     assert_eq!(ran.result.status, Status::Failure, "{logs:?}");
     assert_eq!(logs[0], "data ok");
+    let bash = Command::new("sh")
+        .args(["-c", "command -v bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8_lossy(&bash.stdout).trim().to_owned();
     assert!(
-        logs[1].starts_with("##[error]cannot start the step: An error occurred trying to start process 'bash' with working directory '")
-            && logs[1].ends_with("/nowhere'. No such file or directory"),
+        logs[1].starts_with(&format!(
+            "##[error]An error occurred trying to start process '{bash}' with working directory '"
+        )) && logs[1].ends_with("/nowhere'. No such file or directory"),
         "{logs:?}"
     );
 }
@@ -3145,4 +3152,395 @@ async fn a_long_steps_output_streams_live() {
         })
         .collect();
     assert_eq!(logs, ["first", "got now"]);
+}
+
+/// A job's status functions look at every job it depends on, not only those it names
+/// (actions/runner#2205): past a skipped or failed job, a job that ran with `always()` does not
+/// make its own dependents run by default; `failure()` is true only when one of them failed, so
+/// `!failure()` (the usual way around it) runs past a skipped one.
+#[tokio::test]
+async fn a_jobs_status_functions_see_every_job_it_depends_on() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  skipped:
+    if: false
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  after-skipped:
+    needs: skipped
+    if: always()
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after-skipped } ]
+  default-past-skipped:
+    needs: after-skipped
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  failure-past-skipped:
+    needs: after-skipped
+    if: failure()
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  not-failure-past-skipped:
+    needs: after-skipped
+    if: "!failure()"
+    runs-on: ubuntu-latest
+    steps: [ { run: echo not-failure } ]
+  fails:
+    runs-on: ubuntu-latest
+    steps: [ { run: exit 1 } ]
+  after-failed:
+    needs: fails
+    if: always()
+    runs-on: ubuntu-latest
+    steps: [ { run: echo after-failed } ]
+  default-past-failed:
+    needs: after-failed
+    runs-on: ubuntu-latest
+    steps: [ { run: echo never } ]
+  failure-past-failed:
+    needs: after-failed
+    if: failure()
+    runs-on: ubuntu-latest
+    steps: [ { run: "echo failure-past-failed ${{ needs.after-failed.result }}" } ]
+"#,
+    )
+    .await;
+    let status = |name: &str| ran.job(name).status;
+    assert_eq!(status("after-skipped"), Status::Success, "{:?}", ran.events);
+    assert_eq!(status("default-past-skipped"), Status::Skipped);
+    assert_eq!(status("failure-past-skipped"), Status::Skipped);
+    assert_eq!(status("not-failure-past-skipped"), Status::Success);
+    assert_eq!(status("after-failed"), Status::Success);
+    assert_eq!(status("default-past-failed"), Status::Skipped);
+    assert_eq!(status("failure-past-failed"), Status::Success);
+    assert_eq!(
+        ran.logs("failure-past-failed"),
+        ["failure-past-failed success"]
+    );
+}
+
+/// A composite action's steps read `github.action_path` (the action's directory, as
+/// `$GITHUB_ACTION_PATH`) and `github.action_status` (the action's result so far).
+#[tokio::test]
+async fn composite_steps_see_the_actions_path_and_status_in_the_github_context() {
+    let action = r#"
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: |
+        [ "${{ github.action_path }}" = "$GITHUB_ACTION_PATH" ] && echo "path ${GITHUB_ACTION_PATH#$GITHUB_WORKSPACE}"
+        echo "status ${{ github.action_status }}"
+    - shell: bash
+      continue-on-error: false
+      run: exit 3
+    - if: always()
+      shell: bash
+      run: echo "status ${{ github.action_status }}"
+"#;
+    let ran = run_one(
+        &[
+            ("tools/act/action.yml", action),
+            (
+                WF,
+                "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./tools/act\n      - if: always()\n        run: echo \"outside '${{ github.action_path }}'\"\n",
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Failure, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(
+        logs[1..],
+        [
+            "path /tools/act",
+            "status success",
+            "##[error]Process completed with exit code 3.",
+            "status failure",
+            "outside ''"
+        ],
+        "{logs:?}"
+    );
+}
+
+/// A job output that evaluates to an empty string is not set, as the runner's
+/// `JobExtension` skips it: `needs.<job>.outputs` has no such key.
+#[tokio::test]
+async fn empty_job_outputs_are_not_set() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      set: ${{ steps.s.outputs.v }}
+      from-skipped: ${{ steps.k.outputs.v }}
+      empty: ''
+    steps:
+      - id: s
+        run: echo "v=1" >> "$GITHUB_OUTPUT"
+      - id: k
+        if: false
+        run: echo "v=2" >> "$GITHUB_OUTPUT"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo '${{ toJSON(needs.a.outputs) }}' | tr -d ' \n'; echo
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("b"), [r#"{"set":"1"}"#]);
+}
+
+/// `$GITHUB_ENV` cannot set `NODE_OPTIONS` (actions/runner#2775): an error annotation, the
+/// variable unchanged, the step's result too. A summary over 1 MiB is dropped whole with an
+/// error annotation, the step's result unchanged. A `\r` before a line's `\n` belongs to the
+/// value, as on a Linux runner.
+#[tokio::test]
+async fn file_commands_refuse_node_options_and_oversized_summaries_and_keep_carriage_returns() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    env: { NODE_OPTIONS: --from-job }
+    steps:
+      - id: s
+        run: |
+          echo "node_options=--max-old-space-size=10" >> "$GITHUB_ENV"
+          echo "OTHER=kept" >> "$GITHUB_ENV"
+          printf 'cr=v\r\n' >> "$GITHUB_OUTPUT"
+          head -c 1048577 /dev/zero | tr '\0' x >> "$GITHUB_STEP_SUMMARY"
+      - env:
+          CR: ${{ steps.s.outputs.cr }}
+        run: |
+          echo "$NODE_OPTIONS ${node_options:-unset} $OTHER ${#CR}"
+          echo "small" >> "$GITHUB_STEP_SUMMARY"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        [
+            "##[error]Can't store NODE_OPTIONS output parameter using '$GITHUB_ENV' command.",
+            "##[error]$GITHUB_STEP_SUMMARY upload aborted, supports content up to a size of 1024k, got 1024k. For more information see: https://docs.github.com/actions/using-workflows/workflow-commands-for-github-actions#adding-a-markdown-summary",
+            "--from-job unset kept 2",
+        ]
+    );
+    let job = ran.job("a");
+    assert_eq!(job.summary, "small\n");
+    assert_eq!(job.annotations.len(), 2, "{:?}", job.annotations);
+}
+
+/// `github.ref_name` is the ref without its kind, slashes kept (`feature/login`); a `schedule`
+/// run's payload names the cron entry that fired (`github.event.schedule`).
+#[tokio::test]
+async fn ref_names_keep_their_slashes_and_a_schedule_names_its_cron() {
+    let yaml = r#"
+on:
+  schedule: [ { cron: '30 5 * * 1' }, { cron: '0 0 * * *' } ]
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "${{ github.ref_name }} $GITHUB_REF_NAME ${{ github.event.schedule }}"
+"#;
+    let ran = run_one(&[(WF, yaml)], |o| {
+        o.event_name = "schedule".into();
+        o.git_ref = "refs/heads/feature/login".into();
+    })
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        ["feature/login feature/login 30 5 * * 1"],
+        "{:?}",
+        ran.events
+    );
+}
+
+/// Step debug logging ("Enabling debug logging"): with a secret or variable
+/// `ACTIONS_STEP_DEBUG` true, `::debug::` lines are shown and `runner.debug` and
+/// `$RUNNER_DEBUG` are `1`; without it the lines are hidden and `runner.debug` is not set.
+#[tokio::test]
+async fn actions_step_debug_shows_debug_lines_and_sets_runner_debug() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "::debug::looking closer"
+          echo "debug=${{ runner.debug }}|$RUNNER_DEBUG has=${{ contains(toJSON(runner), '"debug"') }}"
+"#;
+    let quiet = run_one(&[(WF, yaml)], |_| {}).await;
+    assert_eq!(quiet.logs("a"), ["debug=| has=false"]);
+    let by_secret = run_one(&[(WF, yaml)], |o| {
+        o.secrets.insert("ACTIONS_STEP_DEBUG".into(), "True".into());
+    })
+    .await;
+    assert_eq!(
+        by_secret.logs("a"),
+        ["##[debug]looking closer", "debug=1|1 has=true"]
+    );
+    let by_variable = run_one(&[(WF, yaml)], |o| {
+        o.vars.insert("ACTIONS_STEP_DEBUG".into(), "TRUE".into());
+    })
+    .await;
+    assert_eq!(by_variable.logs("a"), by_secret.logs("a"));
+}
+
+/// A secret printed encoded is masked as the runner's value encoders write it: in base64 (also
+/// after a prefix, as in a basic-auth header), JSON-escaped and URL-encoded.
+#[tokio::test]
+async fn secrets_are_masked_in_base64_json_and_urls_too() {
+    let yaml = r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          TOKEN: ${{ secrets.TOKEN }}
+        run: |
+          printf '%s' "$TOKEN" | base64
+          printf 'user:%s' "$TOKEN" | base64
+          echo '${{ toJSON(secrets) }}' | grep TOKEN
+          python3 -c 'import os, urllib.parse; print("url=" + urllib.parse.quote(os.environ["TOKEN"], safe=""))'
+"#;
+    let ran = run_one(&[(WF, yaml)], |o| {
+        o.secrets.insert("TOKEN".into(), "s3cr\"t/v@lue".into());
+    })
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        ["***", "dXNlcjpz***", r#"  "TOKEN": "***""#, "url=***"]
+    );
+}
+
+/// The `github` context names the step's files as the runner does (`github.output`,
+/// `github.state`, `github.step_summary`, `github.env`, `github.path`: the files of the
+/// `$GITHUB_*` variables), and where its secrets come from (`github.secret_source`).
+#[tokio::test]
+async fn the_github_context_names_the_steps_files() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          [ "${{ github.output }}" = "$GITHUB_OUTPUT" ] && [ "${{ github.state }}" = "$GITHUB_STATE" ] \
+            && [ "${{ github.step_summary }}" = "$GITHUB_STEP_SUMMARY" ] && [ "${{ github.env }}" = "$GITHUB_ENV" ] \
+            && [ "${{ github.path }}" = "$GITHUB_PATH" ] && echo "same files, secrets from ${{ github.secret_source }}"
+"#,
+    )
+    .await;
+    assert_eq!(
+        ran.logs("a"),
+        ["same files, secrets from Actions"],
+        "{:?}",
+        ran.events
+    );
+}
+
+/// Output is read in lines as the runner reads it (`StreamReader.ReadLine`): a lone `\r`
+/// ends a line as `\n` and `\r\n` do, so a progress bar's frames are lines of their own and a
+/// workflow command after one is carried out.
+#[tokio::test]
+async fn a_carriage_return_ends_an_output_line() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          printf '10%%\r50%%\r100%%\r\ndone\n'
+          printf 'progress\r::add-mask::hidden-value\n'
+          echo "hidden-value"
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(
+        ran.logs("a"),
+        ["10%", "50%", "100%", "done", "progress", "***"]
+    );
+}
+
+/// `$GITHUB_PATH` as the runner reads it: each non-empty line as written (blanks kept), the
+/// newest first, a directory added again moved to the front instead of listed twice.
+#[tokio::test]
+async fn github_path_lines_are_taken_as_written_newest_first_without_duplicates() {
+    let ran = run_workflow(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          printf '/opt/a\r\n/opt/b\n\n' >> "$GITHUB_PATH"
+      - run: |
+          printf '/opt/a\n /opt/c\n' >> "$GITHUB_PATH"
+      - run: |
+          echo "$PATH" | cut -d: -f1-3
+"#,
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    assert_eq!(ran.logs("a"), [" /opt/c:/opt/a:/opt/b"]);
+}
+
+/// A local JavaScript action as the runner's `ActionRunner` runs one: its `pre` does not run
+/// (a warning says so: the repository is not checked out when the job's pre steps are set
+/// up), its `post` runs though `main` failed (it is queued as `main` starts), and a non-zero
+/// exit fails the step without the "Process completed" error a `run` step gets
+/// (`NodeScriptActionHandler` leaves the explaining to the action: `core.setFailed` writes
+/// `::error::`), in its main and post scripts alike.
+#[tokio::test]
+async fn a_failing_javascript_action_reports_only_its_own_error() {
+    let action = "runs:\n  using: node20\n  pre: pre.js\n  main: main.js\n  post: post.js\n";
+    let ran = run_one(
+        &[
+            ("act/action.yml", action),
+            ("act/pre.js", "console.log('pre ran');\n"),
+            ("act/main.js", "console.log('::error::boom');\nprocess.exit(3);\n"),
+            ("act/post.js", "console.log('post ran');\nprocess.exit(4);\n"),
+            (
+                WF,
+                "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - id: js\n        uses: ./act\n      - if: failure()\n        run: echo \"outcome ${{ steps.js.outcome }}\"\n",
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Failure, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    assert_eq!(
+        logs[1..],
+        [
+            "##[warning]`pre` execution is not supported for local action from './act'",
+            "##[error]boom",
+            "outcome failure",
+            "post ran"
+        ],
+        "{logs:?}"
+    );
+    assert!(
+        !logs.iter().any(|l| l.contains("Process completed")),
+        "{logs:?}"
+    );
 }

@@ -752,7 +752,15 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
             &sha,
             &dispatched_inputs(&set.root, &args.event, &inputs),
             push.as_ref(),
+            &repository,
         ),
+    };
+    // A pull request's run is at its merge ref on GitHub (`GITHUB_REF` is
+    // `refs/pull/<number>/merge`, `GITHUB_REF_NAME` `<number>/merge`), so a step guarded by
+    // `github.ref == 'refs/heads/main'` does not run for one.
+    let git_ref = match args.event.as_str() {
+        "pull_request" => format!("refs/pull/{}/merge", pull_request_number(&payload)),
+        _ => git_ref,
     };
 
     let request = RunRequest {
@@ -1177,23 +1185,58 @@ fn event_payload(
     sha: &str,
     inputs: &IndexMap<String, String>,
     push: Option<&(PushFacts, Changes)>,
+    repository: &git::Repository,
 ) -> serde_json::Value {
+    // The repository as a payload names it; a local pull request is the repository's own
+    // (not from a fork), so the usual guard `github.event.pull_request.head.repo.full_name ==
+    // github.repository` holds, as it does on GitHub for a branch of the repository.
+    let repo = serde_json::json!({
+        "name": repository.name,
+        "full_name": repository.full_name(),
+        "owner": { "login": repository.owner },
+        "fork": false,
+    });
     match (event, push) {
-        ("workflow_dispatch", _) => serde_json::json!({ "ref": git_ref, "inputs": inputs }),
+        ("workflow_dispatch", _) => serde_json::json!({
+            "ref": git_ref,
+            "inputs": inputs,
+            "repository": repo,
+            "sender": { "login": "kiln" },
+        }),
         // A pull request's `head.ref` and `base.ref` are branch names, not refs (GitHub's
         // webhook payload); `github.head_ref` and `github.base_ref` are read from them.
         ("pull_request" | "pull_request_target", _) => serde_json::json!({
             "action": "opened",
+            "number": 1,
             "pull_request": {
-                "head": { "sha": sha, "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref) },
-                "base": { "ref": "main" },
+                "number": 1,
+                "state": "open",
+                "draft": false,
+                "merged": false,
+                "user": { "login": "kiln" },
+                "head": {
+                    "sha": sha,
+                    "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref),
+                    "repo": repo,
+                },
+                "base": { "ref": "main", "repo": repo },
             },
+            "repository": repo,
+            "sender": { "login": "kiln" },
         }),
         (_, Some((facts, changed))) => {
             push_payload(facts, git_ref, facts.head.parent.as_deref(), sha, changed)
         }
         (_, None) => serde_json::json!({ "ref": git_ref }),
     }
+}
+
+/// The pull request's number in a payload (`number`, or `pull_request.number`); 1 without one.
+fn pull_request_number(payload: &serde_json::Value) -> u64 {
+    ["/number", "/pull_request/number"]
+        .iter()
+        .find_map(|p| payload.pointer(p).and_then(serde_json::Value::as_u64))
+        .unwrap_or(1)
 }
 
 /// kiln-pipelines' [`RunStore`] over the state store: each finished job is one transaction.

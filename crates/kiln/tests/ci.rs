@@ -188,15 +188,21 @@ fn a_failed_job_allowed_to_fail_shows_failed_in_a_green_run() {
 
 /// `--event pull_request` runs the branch as a pull request's head: the payload's
 /// `pull_request.head.ref` is the branch name (not a ref), and `github.head_ref` and
-/// `github.base_ref` name the branches, as on GitHub.
+/// `github.base_ref` name the branches, as on GitHub. The run's ref is the pull request's merge
+/// ref, as on GitHub, so a step kept for the main branch does not run.
 #[test]
 fn a_pull_request_run_names_its_branches() {
     let s = repo(&[(
         "ci.yml",
-        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }}\"\n",
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"pr ${{ github.event.pull_request.head.ref }} $GITHUB_HEAD_REF ${{ github.base_ref }} $GITHUB_REF $GITHUB_REF_NAME ${{ github.event.number }}\"\n      - if: github.ref == 'refs/heads/main'\n        run: echo deploy\n      - if: github.event.pull_request.head.repo.full_name == github.repository\n        run: echo not a fork\n",
     )]);
     let out = s.ok(&["ci", "run", "--event", "pull_request"]);
-    assert!(out.contains("[a] pr main main main"), "{out}");
+    assert!(
+        out.contains("[a] pr main main main refs/pull/1/merge 1/merge 1"),
+        "{out}"
+    );
+    assert!(!out.contains("[a] deploy"), "{out}");
+    assert!(out.contains("[a] not a fork"), "{out}");
 }
 
 /// `github.repository` comes from the `origin` remote, as nektos/act does, so a job guarded
@@ -462,6 +468,7 @@ jobs:
       - run: echo "event dry=${{ github.event.inputs.dry }} n=${{ github.event.inputs.n }} same=${{ github.event.inputs.n == '3' }} target=${{ github.event.inputs.target }}"
       - if: inputs.dry
         run: echo never-printed
+      - run: echo "repository ${{ github.event.repository.full_name == github.repository }}"
 "#;
     let s = repo(&[("dispatch.yml", dispatch)]);
     let out = s.ok(&[
@@ -478,6 +485,8 @@ jobs:
         "{out}"
     );
     assert!(out.contains("\nrun-name: Release v1 to staging\n"), "{out}");
+    // GitHub's dispatch payload names the repository, as a push's does.
+    assert!(out.contains("[a] repository true"), "{out}");
     // The run-name is kept with the run: `ci list` and `ci show` name it.
     let listed = s.ok(&["ci", "list"]);
     assert!(
