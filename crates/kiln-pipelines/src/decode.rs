@@ -855,6 +855,7 @@ impl Decoder<'_> {
             required: false,
             default: None,
             kind: InputType::String,
+            deprecation_message: None,
             span,
         };
         if matches!(node.value, Y::Null) {
@@ -996,6 +997,7 @@ impl Decoder<'_> {
                     let scope = Scope::new(ACTION_INPUT_DEFAULT, hash_only());
                     input.default = self.string_text(value, &p, &scope);
                 }
+                "deprecationMessage" => input.deprecation_message = self.string_value(value, &p),
                 _ => {}
             }
         }

@@ -1436,7 +1436,18 @@ impl<'a> Exec<'a> {
         let mut inputs = IndexMap::new();
         for (name, input) in &action.inputs {
             let value = match given.shift_remove(name) {
-                Some(value) => value,
+                Some(value) => {
+                    if let Some(message) = &input.deprecation_message {
+                        // ActionRunner's warning (an annotation too), for an input the step
+                        // gives.
+                        let warning =
+                            format!("Input '{name}' has been deprecated with message: {message}");
+                        self.log(&format!("##[warning]{warning}"));
+                        self.shared
+                            .annotate(&self.inst.display, Annotation::new(Level::Warning, warning));
+                    }
+                    value
+                }
                 None => {
                     if input.required && input.default.is_none() {
                         self.log(&format!(

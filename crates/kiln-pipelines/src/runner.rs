@@ -430,6 +430,8 @@ impl Shared {
             "ref": o.git_ref, "ref_name": ref_name, "ref_type": ref_type,
             "ref_protected": false, "head_ref": pull_branch("head"), "base_ref": pull_branch("base"),
             "repository": o.repository, "repository_owner": owner,
+            // GitHub's form (`git://github.com/owner/repo.git`) on kiln's host.
+            "repositoryUrl": format!("git://localhost/{}.git", o.repository),
             "repository_id": id(&["repository", "id"]),
             "repository_owner_id": id(&["repository", "owner", "id"]),
             "run_id": o.run_id.to_string(), "run_number": o.run_number.to_string(), "run_attempt": "1",

@@ -133,6 +133,9 @@ pub struct Input {
     pub default: Option<Text>,
     /// `type`.
     pub kind: InputType,
+    /// An action input's `deprecationMessage`: the runner warns with it when a step gives the
+    /// input.
+    pub deprecation_message: Option<String>,
     /// Where the input is declared.
     pub span: Span,
 }

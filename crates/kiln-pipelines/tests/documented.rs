@@ -229,6 +229,18 @@ jobs:
     assert_eq!(ran.logs("a"), ["kiln/   token=unset", "   true "]);
 }
 
+/// `github.repositoryUrl`: the repository's git URL in GitHub's form
+/// (`git://<host>/<owner>/<repo>.git`), on kiln's host as `github.server_url` is.
+#[tokio::test]
+async fn repository_url_is_the_git_form_of_the_repository() {
+    let ran = run_with(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"${{ github.repositoryUrl }}\"\n",
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.logs("a"), ["git://localhost/local/repo.git"]);
+}
+
 /// `github.run_number` / `GITHUB_RUN_NUMBER` number the runs of one workflow (kiln ci asks the
 /// state store for it); kiln once gave the run id, unique over every workflow's runs.
 #[tokio::test]

@@ -333,6 +333,57 @@ jobs:
     assert_eq!(job.summary, "summary line\n");
 }
 
+/// An action input's `deprecationMessage` (action metadata syntax): the runner warns with it
+/// when a step gives the input, and says nothing when the step leaves it out.
+#[tokio::test]
+async fn a_deprecated_action_input_warns_when_given() {
+    let ran = run_one(
+        &[
+            (
+                ".github/actions/old/action.yml",
+                r#"
+name: old
+inputs:
+  token: { description: a token, deprecationMessage: "use `auth` instead" }
+  auth: { description: the new way }
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: echo "ran with '${{ inputs.token }}${{ inputs.auth }}'"
+"#,
+            ),
+            (
+                WF,
+                r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: ./.github/actions/old
+        with: { token: t }
+      - uses: ./.github/actions/old
+        with: { auth: a }
+"#,
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.events);
+    let logs = ran.logs("a");
+    let warning = "##[warning]Input 'token' has been deprecated with message: use `auth` instead";
+    assert_eq!(
+        logs.iter().filter(|l| l.as_str() == warning).count(),
+        1,
+        "one warning, for the step that gave the input: {logs:?}"
+    );
+    assert!(logs.iter().any(|l| l == "ran with 't'"), "{logs:?}");
+    assert!(logs.iter().any(|l| l == "ran with 'a'"), "{logs:?}");
+}
+
 #[tokio::test]
 async fn composite_actions_and_reusable_workflows() {
     let ran = run_one(
