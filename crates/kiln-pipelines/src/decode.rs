@@ -166,24 +166,13 @@ const STEP_KEYS: &[&str] = &[
 ];
 /// A workflow's step keys: [`STEP_KEYS`] and GitHub's parallel steps (changelog 2026-06-25),
 /// which kiln reads and does not run yet (see [`Decoder::parallel_steps`]).
-const WORKFLOW_STEP_KEYS: &[&str] = &[
-    "id",
-    "name",
-    "if",
-    "run",
-    "uses",
-    "with",
-    "env",
-    "shell",
-    "working-directory",
-    "continue-on-error",
-    "timeout-minutes",
-    "background",
-    "wait",
-    "wait-all",
-    "cancel",
-    "parallel",
-];
+static WORKFLOW_STEP_KEYS: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(|| {
+    STEP_KEYS
+        .iter()
+        .chain(PARALLEL_STEP_KEYS)
+        .copied()
+        .collect()
+});
 /// The keys of GitHub's parallel steps: a step in the background, and the steps that wait for,
 /// cancel or group such steps.
 const PARALLEL_STEP_KEYS: &[&str] = &["background", "wait", "wait-all", "cancel", "parallel"];
@@ -1766,7 +1755,7 @@ impl Decoder<'_> {
             if composite {
                 STEP_KEYS
             } else {
-                WORKFLOW_STEP_KEYS
+                &WORKFLOW_STEP_KEYS
             },
             path,
         );
