@@ -164,8 +164,8 @@ const STEP_KEYS: &[&str] = &[
     "continue-on-error",
     "timeout-minutes",
 ];
-/// A workflow's step keys: [`STEP_KEYS`] and GitHub's parallel steps (changelog 2026-06-25),
-/// which kiln reads and does not run yet (see [`Decoder::parallel_steps`]).
+/// A workflow's step keys: [`STEP_KEYS`] and those of GitHub's parallel steps (changelog
+/// 2026-06-25), which a composite action's steps may not use.
 static WORKFLOW_STEP_KEYS: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(|| {
     STEP_KEYS
         .iter()
@@ -176,6 +176,8 @@ static WORKFLOW_STEP_KEYS: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock:
 /// The keys of GitHub's parallel steps: a step in the background, and the steps that wait for,
 /// cancel or group such steps.
 const PARALLEL_STEP_KEYS: &[&str] = &["background", "wait", "wait-all", "cancel", "parallel"];
+/// The keys that make a step a control step (see [`StepAction::is_control`]).
+const CONTROL_STEP_KEYS: &[&str] = &["wait", "wait-all", "cancel", "parallel"];
 /// The `GITHUB_TOKEN` scopes GitHub documents for `permissions`, as its workflow schema
 /// (`permissions-mapping`) lists them.
 const PERMISSION_SCOPES: &[&str] = &[
@@ -1715,7 +1717,55 @@ impl Decoder<'_> {
             .filter_map(|(i, n)| self.step(n, &format!("{path}[{i}]"), scope, if_scope, false))
             .collect();
         self.unique_step_ids(&steps, path);
+        self.control_targets(&steps, path);
         steps
+    }
+
+    /// The steps a `wait` or `cancel` names must be written before it, by `id`, in the same
+    /// list (a `parallel` group's steps are not named from outside it), as GitHub's workflow
+    /// parser requires.
+    fn control_targets(&mut self, steps: &[Step], path: &str) {
+        let mut known: Vec<&str> = Vec::new();
+        for step in steps {
+            let targets: &[Name] = match &step.action {
+                StepAction::Wait(targets) => targets,
+                StepAction::Cancel(target) => std::slice::from_ref(target),
+                _ => &[],
+            };
+            for target in targets {
+                let (message, help) = if target.name.starts_with("__") {
+                    (
+                        format!(
+                            "The identifier '{}' is invalid. IDs starting with '__' are reserved.",
+                            target.name
+                        ),
+                        "give the background step an `id` of your own and name that",
+                    )
+                } else if step
+                    .id
+                    .as_ref()
+                    .is_some_and(|own| own.name.eq_ignore_ascii_case(&target.name))
+                {
+                    (
+                        format!("Step '{}' cannot reference itself", target.name),
+                        "name the `id` of the background step written before this one",
+                    )
+                } else if !known.contains(&target.name.as_str()) {
+                    (
+                        format!("Step references unknown step ID '{}'", target.name),
+                        "name the `id` of a step written before this one in the same list",
+                    )
+                } else {
+                    continue;
+                };
+                self.diags.push(
+                    Diagnostic::new(Code::UnknownReference, target.span, path, message)
+                        .label("no such step before this one")
+                        .help(help),
+                );
+            }
+            known.extend(step.id.as_ref().map(|id| id.name.as_str()));
+        }
     }
 
     fn unique_step_ids(&mut self, steps: &[Step], path: &str) {
@@ -1750,17 +1800,19 @@ impl Decoder<'_> {
         composite: bool,
     ) -> Option<Step> {
         let entries = self.map(node, path)?;
-        self.check_keys(
-            entries,
-            if composite {
-                STEP_KEYS
-            } else {
-                &WORKFLOW_STEP_KEYS
-            },
-            path,
-        );
-        if !composite && self.parallel_steps(entries, path) {
-            return None;
+        if composite {
+            self.no_parallel_steps_in_action(entries, path);
+            let others: Vec<(Key, Node)> = entries
+                .iter()
+                .filter(|(k, _)| !PARALLEL_STEP_KEYS.contains(&k.text.as_str()))
+                .cloned()
+                .collect();
+            self.check_keys(&others, STEP_KEYS, path);
+        } else {
+            self.check_keys(entries, &WORKFLOW_STEP_KEYS, path);
+            if let Some(control) = self.control_step(node, entries, path, scope, if_scope) {
+                return control;
+            }
         }
         let mut step = Step {
             span: node.span,
@@ -1776,6 +1828,7 @@ impl Decoder<'_> {
             working_directory: None,
             continue_on_error: None,
             timeout_minutes: None,
+            background: false,
         };
         let mut run = None;
         let mut uses = None;
@@ -1819,6 +1872,8 @@ impl Decoder<'_> {
                 "working-directory" => step.working_directory = self.text(v, &p, scope),
                 "continue-on-error" => step.continue_on_error = self.text(v, &p, scope),
                 "timeout-minutes" => step.timeout_minutes = self.minutes(v, &p, scope),
+                // `step-background` is a plain boolean: GitHub takes no expression there.
+                "background" if !composite => step.background = self.boolean(v, &p),
                 _ => {}
             }
         }
@@ -1873,37 +1928,235 @@ impl Decoder<'_> {
         Some(step)
     }
 
-    /// GitHub's parallel steps (`background: true`, and `wait`, `wait-all`, `cancel` and
-    /// `parallel` steps) are valid workflow syntax that kiln does not run yet: each refuses the
-    /// runs that include its job, as an unknown action does. True for a step made of one of
-    /// the control keys, which has no `run` or `uses` to decode.
-    fn parallel_steps(&mut self, entries: &[(Key, Node)], path: &str) -> bool {
-        let mut control = false;
-        for (k, v) in entries {
-            if !PARALLEL_STEP_KEYS.contains(&k.text.as_str()) {
-                continue;
+    /// GitHub's note on `background`: a composite action may itself run in the background, but
+    /// its own steps may not be background, wait, cancel or parallel steps.
+    fn no_parallel_steps_in_action(&mut self, entries: &[(Key, Node)], path: &str) {
+        for (k, _) in entries {
+            if PARALLEL_STEP_KEYS.contains(&k.text.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::UnknownKey,
+                        k.span,
+                        join(path, &k.text),
+                        format!("`{}` is not allowed in a composite action's steps", k.text),
+                    )
+                    .label("only a workflow's job steps run in the background")
+                    .help("run the action itself as a background step of the workflow's job (`background: true` on its `uses:` step)"),
+                );
             }
-            let p = join(path, &k.text);
-            if k.text == "background" {
-                // `step-background` is a plain boolean: GitHub takes no expression there.
-                if !self.boolean(v, &p) {
-                    continue;
-                }
-            } else {
-                control = true;
-            }
-            self.step_refusals.push(
+        }
+    }
+
+    /// A `wait`, `wait-all`, `cancel` or `parallel` step (`None` for any other step), with the
+    /// keys GitHub's workflow schema gives each: `id`, `name` and `continue-on-error` beside
+    /// the first three, nothing beside `parallel`.
+    fn control_step(
+        &mut self,
+        node: &Node,
+        entries: &[(Key, Node)],
+        path: &str,
+        scope: &Scope,
+        if_scope: &Scope,
+    ) -> Option<Option<Step>> {
+        let mut controls = entries
+            .iter()
+            .filter(|(k, _)| CONTROL_STEP_KEYS.contains(&k.text.as_str()));
+        let (kind_key, value) = controls.next()?;
+        let kind = kind_key.text.as_str();
+        if let Some((second, _)) = controls.next() {
+            self.diags.push(
                 Diagnostic::new(
-                    Code::Unsupported,
-                    k.span,
-                    p,
-                    format!("kiln does not run parallel steps yet: `{}`", k.text),
+                    Code::InvalidValue,
+                    second.span,
+                    join(path, &second.text),
+                    format!("a step is one `wait`, `wait-all`, `cancel` or `parallel` step, not both `{kind}` and `{}`", second.text),
                 )
-                .label("GitHub runs background steps beside the job's next steps")
-                .help("kiln runs a job's steps one at a time; run the other jobs with `kiln ci run --job J`"),
+                .label("second kind of step")
+                .help("write them as two steps"),
+            );
+            return Some(None);
+        }
+        let allowed: &[&str] = if kind == "parallel" {
+            &["parallel"]
+        } else {
+            &["id", "name", "continue-on-error", kind]
+        };
+        let mut fine = true;
+        for (k, _) in entries
+            .iter()
+            .filter(|(k, _)| !allowed.contains(&k.text.as_str()))
+        {
+            if !WORKFLOW_STEP_KEYS.contains(&k.text.as_str()) {
+                continue; // reported by `check_keys`
+            }
+            fine = false;
+            let (message, help) = match (kind, k.text.as_str()) {
+                (_, "if") if kind != "parallel" => (
+                    format!("a `{kind}` step always runs: it takes no `if`"),
+                    format!("put the condition on the background steps the `{kind}` step names"),
+                ),
+                ("parallel", other) => (
+                    format!("a `parallel` step holds only its list of steps, not `{other}`"),
+                    format!("put `{other}` on the steps inside the group"),
+                ),
+                (_, other) => (
+                    format!("`{other}` is not allowed on a `{kind}` step"),
+                    format!("a `{kind}` step takes only `id`, `name` and `continue-on-error`"),
+                ),
+            };
+            self.diags.push(
+                Diagnostic::new(Code::InvalidValue, k.span, join(path, &k.text), message)
+                    .label("not allowed here")
+                    .help(help),
             );
         }
-        control
+        let mut step = Step {
+            span: node.span,
+            id: None,
+            name: None,
+            condition: None,
+            action: StepAction::WaitAll,
+            env: Env::default(),
+            shell: None,
+            working_directory: None,
+            continue_on_error: None,
+            timeout_minutes: None,
+            background: false,
+        };
+        let p = join(path, kind);
+        for (k, v) in entries {
+            let p = join(path, &k.text);
+            match k.text.as_str() {
+                "id" if kind != "parallel" => step.id = self.step_id(v, &p),
+                "name" if kind != "parallel" => {
+                    step.name = self
+                        .string_text(v, &p, scope)
+                        .filter(|t| !t.text.is_empty());
+                }
+                "continue-on-error" if kind != "parallel" => {
+                    step.continue_on_error = self.text(v, &p, scope);
+                }
+                _ => {}
+            }
+        }
+        let action = match kind {
+            "wait" => self.wait_targets(value, &p).map(StepAction::Wait),
+            "cancel" => self.target(value, &p).map(StepAction::Cancel),
+            "wait-all" => match &value.value {
+                Y::Null | Y::Bool(true) => Some(StepAction::WaitAll),
+                Y::Bool(false) => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            value.span,
+                            &p,
+                            "The value of 'wait-all' must be true or omitted",
+                        )
+                        .label("false")
+                        .help("write `wait-all:` with no value, or remove the step"),
+                    );
+                    None
+                }
+                _ => {
+                    self.wrong_type(value, &p, "empty or `true`");
+                    None
+                }
+            },
+            _ => self
+                .parallel_members(value, &p, scope, if_scope)
+                .map(StepAction::Parallel),
+        };
+        let Some(action) = action else {
+            return Some(None);
+        };
+        step.action = action;
+        Some(fine.then_some(step))
+    }
+
+    /// `wait`: one step id, or a list of them.
+    fn wait_targets(&mut self, node: &Node, path: &str) -> Option<Vec<Name>> {
+        match &node.value {
+            Y::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.target(item, &format!("{path}[{i}]")))
+                .collect(),
+            Y::String { .. } => self.target(node, path).map(|t| vec![t]),
+            _ => {
+                self.wrong_type(node, path, "a step id or a list of step ids");
+                None
+            }
+        }
+    }
+
+    /// The id of a background step a `wait` or `cancel` names (checked against the steps
+    /// before it by [`Self::control_targets`]).
+    fn target(&mut self, node: &Node, path: &str) -> Option<Name> {
+        let name = self.plain_string(node, path)?;
+        if name.is_empty() {
+            self.emit(
+                Code::InvalidValue,
+                node.span,
+                path,
+                "a step id cannot be empty",
+            );
+            return None;
+        }
+        Some(Name {
+            name,
+            span: node.span,
+        })
+    }
+
+    /// The steps of a `parallel` group: `run` and `uses` steps only, as GitHub's parser
+    /// checks them (in its words), with ids of their own scope.
+    fn parallel_members(
+        &mut self,
+        node: &Node,
+        path: &str,
+        scope: &Scope,
+        if_scope: &Scope,
+    ) -> Option<Vec<Step>> {
+        let Y::Seq(items) = &node.value else {
+            self.wrong_type(node, path, "a list of steps");
+            return None;
+        };
+        let mut members = Vec::new();
+        let mut fine = true;
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if let Y::Map(entries) = &item.value {
+                let mut refused = false;
+                for (k, _) in entries {
+                    let message = match k.text.as_str() {
+                        "background" => {
+                            "'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps."
+                        }
+                        "wait" => "'wait' is not allowed inside a parallel block.",
+                        "wait-all" => "'wait-all' is not allowed inside a parallel block.",
+                        "cancel" => "'cancel' is not allowed inside a parallel block.",
+                        "parallel" => "Nested 'parallel' blocks are not allowed.",
+                        _ => continue,
+                    };
+                    refused = true;
+                    self.diags.push(
+                        Diagnostic::new(Code::InvalidValue, k.span, join(&p, &k.text), message)
+                            .label("not allowed in a `parallel` group")
+                            .help("a `parallel` group holds `run` and `uses` steps; write this step after the group"),
+                    );
+                }
+                if refused {
+                    fine = false;
+                    continue;
+                }
+            }
+            match self.step(item, &p, scope, if_scope, false) {
+                Some(step) => members.push(step),
+                None => fine = false,
+            }
+        }
+        self.unique_step_ids(&members, path);
+        fine.then_some(members)
     }
 
     fn step_id(&mut self, node: &Node, path: &str) -> Option<Name> {
@@ -1921,6 +2174,14 @@ impl Decoder<'_> {
                 node.span,
                 path,
                 format!("invalid step id `{name}`: start with a letter or `_`, then letters, digits, `-` or `_`"),
+            );
+        } else if name.starts_with("__") {
+            // GitHub names steps without an id `__run`, `__wait`, ... itself.
+            self.emit(
+                Code::InvalidValue,
+                node.span,
+                path,
+                format!("The identifier '{name}' is invalid. IDs starting with '__' are reserved."),
             );
         }
         Some(Name {

@@ -26,6 +26,9 @@ use crate::process::{self, Exit, Spawn};
 use crate::runner::{Scope, Shared, runner_arch, runner_context};
 use crate::workflow::{ActionRef, Env, Job, JobBody, Mapping, Step, StepAction, Text};
 
+mod background;
+use background::{Background, control_step};
+
 /// GitHub's default job timeout.
 const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 
@@ -68,9 +71,86 @@ struct JobState {
     cancel: watch::Receiver<bool>,
     /// `::add-matcher::` problem matchers: the job's, for every later step.
     matchers: Matchers,
+    /// Where the steps' environment files and scripts are written: one set for the job's
+    /// steps, one for each background step (see [`JobState::fork`]).
+    files_dir: PathBuf,
+    /// A background step's `GITHUB_ENV` and `GITHUB_PATH` changes, in order, for the job to
+    /// apply when the step is waited for (`None` for the job's own state).
+    writes: Option<Vec<Write>>,
+}
+
+/// A change a step made to the job's environment.
+#[derive(Debug, Clone)]
+enum Write {
+    Env(String, String),
+    /// A directory put first in `PATH`.
+    PathFirst(String),
+    /// A directory put first in `PATH`, leaving its old place.
+    PathMoved(String),
 }
 
 impl JobState {
+    fn set_env(&mut self, name: String, value: String) {
+        if let Some(writes) = &mut self.writes {
+            writes.push(Write::Env(name.clone(), value.clone()));
+        }
+        self.added_env.insert(name, value);
+    }
+
+    fn path_first(&mut self, dir: String) {
+        if let Some(writes) = &mut self.writes {
+            writes.push(Write::PathFirst(dir.clone()));
+        }
+        self.path.insert(0, dir);
+    }
+
+    fn path_moved(&mut self, dir: String) {
+        if let Some(writes) = &mut self.writes {
+            writes.push(Write::PathMoved(dir.clone()));
+        }
+        self.path.retain(|p| *p != dir);
+        self.path.insert(0, dir);
+    }
+
+    /// A background step's own state (see [`JobState::fork`]).
+    fn is_background(&self) -> bool {
+        self.writes.is_some()
+    }
+
+    fn apply(&mut self, write: Write) {
+        match write {
+            Write::Env(name, value) => self.set_env(name, value),
+            Write::PathFirst(dir) => self.path_first(dir),
+            Write::PathMoved(dir) => self.path_moved(dir),
+        }
+    }
+
+    /// The state a background step starts from: the job's environment as it is now, its own
+    /// files and cancellation, and nothing of what the job's steps recorded or queued, which
+    /// the step's own are added to when it is waited for.
+    fn fork(&self, files_dir: PathBuf, cancel: watch::Receiver<bool>) -> JobState {
+        JobState {
+            env: self.env.clone(),
+            added_env: self.added_env.clone(),
+            path: self.path.clone(),
+            failed: self.failed,
+            cancelled: self.cancelled,
+            timed_out: self.timed_out,
+            timeout_minutes: self.timeout_minutes,
+            posts: Vec::new(),
+            summary: String::new(),
+            pgids: Vec::new(),
+            records: Vec::new(),
+            workspace: self.workspace.clone(),
+            temp: self.temp.clone(),
+            deadline: self.deadline,
+            cancel,
+            matchers: self.matchers.clone(),
+            files_dir,
+            writes: Some(Vec::new()),
+        }
+    }
+
     /// The job's `timeout-minutes` expired. GitHub cancels the job (workflow syntax,
     /// `jobs.<job_id>.timeout-minutes`), and the runner handles that cancellation as any other:
     /// the job's status becomes `cancelled` (whatever it was), the running step is cancelled,
@@ -159,7 +239,13 @@ pub(crate) async fn run_instance(
         failed: false,
     };
     if let JobBody::Steps(steps) = &job.body {
-        run_steps(shared, job, scope, &inst, &mut state, &mut frame, steps).await;
+        let cx = JobCx {
+            shared,
+            job,
+            scope,
+            inst: &inst,
+        };
+        run_job_steps(cx, &mut state, &mut frame, steps).await;
     }
     state.failed |= frame.failed;
     run_posts(shared, &inst, &mut state).await;
@@ -405,10 +491,12 @@ fn prepare(shared: &Shared, scope: &Scope, job: &Job, inst: &Instance) -> Result
         pgids: Vec::new(),
         records: Vec::new(),
         workspace,
-        temp,
         deadline: Instant::now() + shared.opts.minute.mul_f64(minutes),
         cancel: inst.cancel.clone(),
         matchers: Matchers::default(),
+        files_dir: temp.join(crate::runner::RUNNER_FILES_DIR),
+        writes: None,
+        temp,
     })
 }
 
@@ -519,11 +607,70 @@ fn merged_env(state: &JobState) -> IndexMap<String, String> {
     env
 }
 
-fn run_steps<'a>(
+/// What every step of a job instance runs within.
+#[derive(Clone, Copy)]
+struct JobCx<'a> {
     shared: &'a Shared,
     job: &'a Job,
     scope: &'a Scope,
     inst: &'a Instance,
+}
+
+impl JobCx<'_> {
+    fn log(&self, line: &str) {
+        log(self.shared, &self.inst.display, line);
+    }
+}
+
+/// Before each step: a cancelled run cancels the job, and an expired `timeout-minutes` too.
+fn check_job(cx: JobCx<'_>, state: &mut JobState) {
+    if *state.cancel.borrow() {
+        state.cancelled = true;
+    }
+    if Instant::now() >= state.deadline
+        && let Some(message) = state.time_out()
+    {
+        cx.log(&message);
+    }
+}
+
+/// The job's own steps, with GitHub's parallel steps: a background step runs beside the steps
+/// after it until a `wait`, `wait-all` or `cancel` step, or the job's end, completes it.
+async fn run_job_steps(cx: JobCx<'_>, state: &mut JobState, frame: &mut Frame, steps: &[Step]) {
+    let mut background = Background::new();
+    let names = action_names(steps);
+    for (step, action_name) in steps.iter().zip(&names) {
+        check_job(cx, state);
+        if step.action.is_control() {
+            control_step(cx, state, frame, &mut background, step, action_name).await;
+        } else if step.background {
+            let started = Instant::now();
+            if let Some(ready) = ready_step(cx, state, frame, step, action_name, started) {
+                background.start(cx, state, frame, step, action_name, ready, true);
+            }
+        } else {
+            let work = run_step(cx, state, frame, step, action_name);
+            background
+                .beside(cx.shared.hold_events(crate::runner::HOLD_STEP_EVENTS, work))
+                .await;
+        }
+    }
+    // GitHub's implicit `wait-all` before the post steps: background steps never waited for
+    // are, and every background step's result counts in the job's (a step cancelled by a
+    // `cancel` step excepted).
+    let unwaited = background.unwaited();
+    background.wait(&unwaited).await;
+    background.complete(cx, &unwaited, state, frame);
+    match background.job_result() {
+        Status::Failure => state.failed = true,
+        Status::Cancelled => state.cancelled = true,
+        _ => {}
+    }
+}
+
+/// A composite action's steps, one after the other.
+fn run_steps<'a>(
+    cx: JobCx<'a>,
     state: &'a mut JobState,
     frame: &'a mut Frame,
     steps: &'a [Step],
@@ -531,16 +678,9 @@ fn run_steps<'a>(
     Box::pin(async move {
         let names = action_names(steps);
         for (step, action_name) in steps.iter().zip(&names) {
-            if *state.cancel.borrow() {
-                state.cancelled = true;
-            }
-            if Instant::now() >= state.deadline
-                && let Some(message) = state.time_out()
-            {
-                log(shared, &inst.display, &message);
-            }
-            let step = run_step(shared, job, scope, inst, state, frame, step, action_name);
-            shared
+            check_job(cx, state);
+            let step = run_step(cx, state, frame, step, action_name);
+            cx.shared
                 .hold_events(crate::runner::HOLD_STEP_EVENTS, step)
                 .await;
         }
@@ -549,7 +689,8 @@ fn run_steps<'a>(
 
 /// `GITHUB_ACTION` / `github.action` of each step, as the runner names them: the step's `id`;
 /// without one `__run` for a script, `__self` for an action of the repository and
-/// `__owner_repo` for another action, with `_2`, `_3`, ... when the same name comes again.
+/// `__owner_repo` for another action, `__wait`, `__wait-all`, `__cancel` and `__parallel` for
+/// the control steps, with `_2`, `_3`, ... when the same name comes again.
 fn action_names(steps: &[Step]) -> Vec<String> {
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     steps
@@ -568,6 +709,10 @@ fn action_names(steps: &[Step]) -> Vec<String> {
                     let repository = uses.text.split('@').next().unwrap_or_default();
                     format!("__{}", repository.replace('/', "_"))
                 }
+                StepAction::Wait(_) => "__wait".to_owned(),
+                StepAction::WaitAll => "__wait-all".to_owned(),
+                StepAction::Cancel(_) => "__cancel".to_owned(),
+                StepAction::Parallel(_) => "__parallel".to_owned(),
             };
             let count = seen.entry(base.clone()).or_default();
             *count += 1;
@@ -586,27 +731,28 @@ fn step_name(step: &Step, ctx: &Ctx) -> String {
     match &step.action {
         StepAction::Run(t) => format!("Run {}", t.text.lines().next().unwrap_or_default().trim()),
         StepAction::Uses { uses, .. } => format!("Run {}", uses.text),
+        // The names GitHub's workflow parser gives these steps.
+        StepAction::Wait(_) => "Wait".to_owned(),
+        StepAction::WaitAll => "Wait for all".to_owned(),
+        StepAction::Cancel(_) => "Cancel".to_owned(),
+        StepAction::Parallel(_) => "Parallel group".to_owned(),
     }
 }
 
-#[allow(clippy::too_many_arguments)] // The step's whole surroundings; bundled into `Exec` below.
-async fn run_step(
-    shared: &Shared,
-    job: &Job,
-    scope: &Scope,
-    inst: &Instance,
-    state: &mut JobState,
-    frame: &mut Frame,
-    step: &Step,
-    action_name: &str,
-) {
-    let started = Instant::now();
-    let mut ctx = inst.ctx.clone();
+/// A step whose `env` and `if` said it runs, with what it runs with.
+struct Ready {
+    ctx: Ctx,
+    env: IndexMap<String, String>,
+    name: String,
+}
+
+/// The expression context of a step, as the job is now (its `env` not yet evaluated).
+fn step_context(cx: JobCx<'_>, state: &JobState, frame: &Frame, action_name: &str) -> Ctx {
+    let mut ctx = cx.inst.ctx.clone();
     if matches!(ctx.get("github"), Some(Value::Object(_))) {
         // `github.env`, `path`, `output`, `state` and `step_summary`: the step's files, as the
         // runner's `FileCommandManager` names each in the `github` context.
-        let files = state.temp.join(crate::runner::RUNNER_FILES_DIR);
-        let file = |name: &str| files.join(name).to_string_lossy().into_owned();
+        let file = |name: &str| state.files_dir.join(name).to_string_lossy().into_owned();
         ctx.github_step = vec![
             ("action", action_name.to_owned()),
             ("env", file("set_env")),
@@ -636,11 +782,25 @@ async fn run_step(
         cancelled: state.cancelled,
         unfinished: false,
     };
+    ctx.set("env", object(&merged_env(state)));
+    ctx
+}
+
+/// Evaluates a step's `env` and `if` against the job as it is now. `None` when that decided
+/// the step (skipped, or failed because one did not evaluate), which is then recorded.
+fn ready_step(
+    cx: JobCx<'_>,
+    state: &mut JobState,
+    frame: &mut Frame,
+    step: &Step,
+    action_name: &str,
+    started: Instant,
+) -> Option<Ready> {
+    let mut ctx = step_context(cx, state, frame, action_name);
     // As the runner's `StepsRunner`: the step's own `env` is evaluated and merged into the
     // `env` context before its `if`, so `if: env.TOKEN != ''` over `env: { TOKEN: ${{
     // secrets.TOKEN }} }` on the same step sees the secret; an `env` that does not evaluate
     // fails the step whatever its `if` says.
-    ctx.set("env", object(&merged_env(state)));
     let mut env = merged_env(state);
     let env_error = match env_values(&ctx, &step.env) {
         Ok(values) => {
@@ -655,8 +815,8 @@ async fn run_step(
     // shows as a started step, as the runner's does).
     let decided = match env_error {
         Some(e) => {
-            shared.emit(RunEvent::StepStarted {
-                job: inst.display.clone(),
+            cx.shared.emit(RunEvent::StepStarted {
+                job: cx.inst.display.clone(),
                 step: name.clone(),
             });
             Err(e.to_string())
@@ -668,42 +828,59 @@ async fn run_step(
                 .map_err(|e| format!("step `{name}`: invalid `if`: {e}")),
         },
     };
-    let run_it = match decided {
-        Ok(run_it) => run_it,
+    let outcome = match decided {
+        Ok(true) => return Some(Ready { ctx, env, name }),
+        Ok(false) => Status::Skipped,
         Err(message) => {
-            log(shared, &inst.display, &format!("##[error]{message}"));
-            record(
-                shared,
-                inst,
-                state,
-                frame,
-                step,
-                &name,
-                StepResult::failed(Status::Failure),
-                false,
-                started,
-            );
-            return;
+            cx.log(&format!("##[error]{message}"));
+            Status::Failure
         }
     };
-    if !run_it {
-        record(
-            shared,
-            inst,
-            state,
-            frame,
-            step,
-            &name,
-            StepResult::failed(Status::Skipped),
-            false,
-            started,
-        );
-        return;
+    let result = StepResult::failed(outcome);
+    record(
+        cx.shared, cx.inst, state, frame, step, &name, result, false, started,
+    );
+    None
+}
+
+async fn run_step(
+    cx: JobCx<'_>,
+    state: &mut JobState,
+    frame: &mut Frame,
+    step: &Step,
+    action_name: &str,
+) {
+    let started = Instant::now();
+    if let Some(ready) = ready_step(cx, state, frame, step, action_name, started) {
+        started_step(cx, &ready.name);
+        execute_step(cx, state, frame, step, action_name, ready, started).await;
     }
-    shared.emit(RunEvent::StepStarted {
-        job: inst.display.clone(),
-        step: name.clone(),
+}
+
+fn started_step(cx: JobCx<'_>, name: &str) {
+    cx.shared.emit(RunEvent::StepStarted {
+        job: cx.inst.display.clone(),
+        step: name.to_owned(),
     });
+}
+
+/// Runs a step that is ready (and said to have started), and records it: its conclusion.
+async fn execute_step(
+    cx: JobCx<'_>,
+    state: &mut JobState,
+    frame: &mut Frame,
+    step: &Step,
+    action_name: &str,
+    ready: Ready,
+    started: Instant,
+) -> Status {
+    let JobCx {
+        shared,
+        job,
+        scope,
+        inst,
+    } = cx;
+    let Ready { ctx, env, name } = ready;
     let continue_on_error = ctx.flag(step.continue_on_error.as_ref()).unwrap_or(false);
     // As the runner's `StepsRunner.RunStepAsync`: a timeout that does not evaluate to a number
     // is two errors, and the step runs without one.
@@ -754,11 +931,18 @@ async fn run_step(
             action: ActionRef::Remote(name),
             ..
         } => {
-            log(
-                shared,
-                &inst.display,
-                &format!("##[error]kiln runs no remote action: `{name}` was not run"),
-            );
+            cx.log(&format!(
+                "##[error]kiln runs no remote action: `{name}` was not run"
+            ));
+            StepResult::failed(Status::Failure)
+        }
+        // Only a job's own steps are control steps (its loader refuses them in an action's);
+        // `run_job_steps` runs them.
+        StepAction::Wait(_)
+        | StepAction::WaitAll
+        | StepAction::Cancel(_)
+        | StepAction::Parallel(_) => {
+            cx.log("##[error]a `wait`, `wait-all`, `cancel` or `parallel` step runs only among a job's steps");
             StepResult::failed(Status::Failure)
         }
     };
@@ -772,7 +956,7 @@ async fn run_step(
         result,
         continue_on_error,
         started,
-    );
+    )
 }
 
 fn job_status(state: &JobState, frame: &Frame) -> &'static str {
@@ -796,7 +980,7 @@ fn record(
     result: StepResult,
     continue_on_error: bool,
     started: Instant,
-) {
+) -> Status {
     let conclusion = if result.outcome == Status::Failure && continue_on_error {
         Status::Success
     } else {
@@ -843,6 +1027,7 @@ fn record(
         outputs: result.outputs,
         duration,
     });
+    conclusion
 }
 
 /// Everything a running step needs, bundled.
@@ -893,7 +1078,7 @@ impl<'a> Exec<'a> {
     /// and truncating an empty file still dirties its inode in the journal: only files with
     /// something in them are truncated.
     fn files(&self, state: &JobState) -> std::io::Result<Files> {
-        let dir = state.temp.join(crate::runner::RUNNER_FILES_DIR);
+        let dir = &state.files_dir;
         let make = |what: &str| -> std::io::Result<PathBuf> {
             let p = dir.join(what);
             let empty = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0);
@@ -901,7 +1086,7 @@ impl<'a> Exec<'a> {
                 match std::fs::File::create(&p) {
                     // The first step of the job, or a step removed the directory.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        std::fs::create_dir_all(&dir)?;
+                        std::fs::create_dir_all(dir)?;
                         std::fs::File::create(&p)?;
                     }
                     r => {
@@ -1146,7 +1331,7 @@ impl<'a> Exec<'a> {
         } else {
             format!("step.{}", line.extension)
         };
-        let script_path = state.temp.join(crate::runner::RUNNER_FILES_DIR).join(name);
+        let script_path = state.files_dir.join(name);
         let body = shell_script(&line.program, body);
         if let Err(e) = rewrite_in_place(&script_path, body.as_bytes()) {
             self.log(&format!("##[error]cannot write the step's script: {e}"));
@@ -1209,9 +1394,11 @@ impl<'a> Exec<'a> {
         let (exit, pgid) = process::run(spawn, &mut cancel, |line| handler.line(&line)).await;
         state.matchers = std::mem::take(&mut handler.matchers);
         let mut outputs = std::mem::take(&mut handler.outputs);
-        state.added_env.extend(std::mem::take(&mut handler.set_env));
+        for (name, value) in std::mem::take(&mut handler.set_env) {
+            state.set_env(name, value);
+        }
         for dir in std::mem::take(&mut handler.add_path) {
-            state.path.insert(0, dir);
+            state.path_first(dir);
         }
         let command_failed = handler.command_failed;
         if let Err(e) = append_state(&files.state, &handler.saved_state) {
@@ -1249,7 +1436,11 @@ impl<'a> Exec<'a> {
                 (Status::Failure, None)
             }
             Exit::Cancelled => {
-                self.log("##[error]The operation was canceled.");
+                // The runner's coordinator logs nothing for a background step it cancels
+                // (by a `cancel` step or with the job): its result says it.
+                if !state.is_background() {
+                    self.log("##[error]The operation was canceled.");
+                }
                 (Status::Cancelled, None)
             }
             Exit::SpawnFailed(e) => {
@@ -1301,8 +1492,7 @@ impl<'a> Exec<'a> {
             // again moves to the front rather than appearing twice.
             Ok(text) => {
                 for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
-                    state.path.retain(|p| p != line);
-                    state.path.insert(0, line.to_owned());
+                    state.path_moved(line.to_owned());
                 }
             }
             Err(e) => fail("path", e),
@@ -1320,7 +1510,7 @@ impl<'a> Exec<'a> {
                                 .to_owned(),
                         );
                     } else {
-                        state.added_env.insert(name, value);
+                        state.set_env(name, value);
                     }
                 }
             }
@@ -1379,8 +1569,13 @@ impl<'a> Exec<'a> {
                 for line in &out.logs {
                     self.log(line);
                 }
-                state.path.splice(0..0, out.path);
-                state.added_env.extend(out.env);
+                // Each put first, the last first: the list keeps its order at the front.
+                for dir in out.path.into_iter().rev() {
+                    state.path_first(dir);
+                }
+                for (name, value) in out.env {
+                    state.set_env(name, value);
+                }
                 state.posts.extend(out.post.map(JobPost::Builtin));
                 if let Some(matchers) = crate::matchers::for_builtin(builtin)
                     && let Err(e) = state.matchers.add(matchers, "the built-in setup action")
@@ -1487,16 +1682,13 @@ impl<'a> Exec<'a> {
             action_path: Some(dir),
             failed: false,
         };
-        run_steps(
-            self.shared,
-            self.job,
-            self.scope,
-            self.inst,
-            state,
-            &mut frame,
-            &action.steps,
-        )
-        .await;
+        let cx = JobCx {
+            shared: self.shared,
+            job: self.job,
+            scope: self.scope,
+            inst: self.inst,
+        };
+        run_steps(cx, state, &mut frame, &action.steps).await;
         let mut ctx = self.ctx.clone();
         ctx.set("steps", Value::Object(frame.steps.clone()));
         ctx.set("inputs", frame.inputs.clone());

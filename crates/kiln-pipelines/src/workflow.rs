@@ -343,6 +343,9 @@ pub struct Step {
     pub continue_on_error: Option<Text>,
     /// `timeout-minutes`.
     pub timeout_minutes: Option<Text>,
+    /// `background: true`: the step runs beside the job's next steps until a `wait`,
+    /// `wait-all` or `cancel` step (or the job's end) completes it.
+    pub background: bool,
 }
 
 /// What a step does.
@@ -359,6 +362,33 @@ pub enum StepAction {
         /// `with`.
         with: Mapping,
     },
+    /// `wait`: blocks until these background steps (by `id`) finish.
+    Wait(Vec<Name>),
+    /// `wait-all`: blocks until every background step not yet waited for finishes.
+    WaitAll,
+    /// `cancel`: stops this background step (by `id`).
+    Cancel(Name),
+    /// `parallel`: these steps run as background steps, then are waited for together.
+    Parallel(Vec<Step>),
+}
+
+impl StepAction {
+    /// A step that only waits for or cancels background steps (or groups them): it runs no
+    /// process of its own and has no `if`.
+    pub fn is_control(&self) -> bool {
+        !matches!(self, StepAction::Run(_) | StepAction::Uses { .. })
+    }
+}
+
+/// Every step of `steps` and of the `parallel` groups among them, in order.
+pub fn each_step(steps: &[Step]) -> impl Iterator<Item = &Step> {
+    steps.iter().flat_map(|step| {
+        let members: &[Step] = match &step.action {
+            StepAction::Parallel(members) => members,
+            _ => &[],
+        };
+        std::iter::once(step).chain(members)
+    })
 }
 
 /// An action kiln can run.

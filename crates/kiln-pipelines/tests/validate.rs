@@ -244,13 +244,12 @@ fn remote_reusable_workflows_refuse_only_their_job() {
     );
 }
 
-/// Workflow syntax, parallel steps (GitHub's changelog, 2026-06-25): `background: true`, and
-/// steps that `wait`, `wait-all` or `cancel` for background steps, or run a `parallel` group,
-/// are valid workflows that kiln does not run yet: each is named where it is written and
-/// refuses the runs that include its job, not "unknown key" errors that stop the whole file;
-/// `background: false` is an ordinary step.
+/// Workflow syntax, parallel steps (GitHub's changelog, 2026-06-25; its workflow schema and
+/// parser, @actions/workflow-parser): `background: true` on a `run` or `uses` step, and
+/// `wait`, `wait-all`, `cancel` and `parallel` steps read into the model.
 #[test]
-fn parallel_steps_are_refused_by_name() {
+fn parallel_steps_are_read() {
+    use kiln_pipelines::workflow::{JobBody, StepAction};
     let yaml = "on: push
 jobs:
   a:
@@ -261,29 +260,129 @@ jobs:
         background: true
       - run: ./test
         background: false
+      - id: db
+        uses: ./.github/actions/db
+        background: true
       - wait: server
+        continue-on-error: true
+      - name: both
+        wait: [server, db]
       - wait-all:
+      - wait-all: true
       - cancel: server
-  b:
-    runs-on: x
-    steps: [ { run: x } ]
+      - parallel:
+          - run: a
+          - id: server
+            run: b
 ";
-    let found: Vec<String> = refusals(yaml).into_iter().map(|(m, _)| m).collect();
+    let (w, _) = parse_workflow(Path::new("ci.yml"), yaml).unwrap();
+    assert!(w.jobs["a"].refused.is_empty());
+    let JobBody::Steps(steps) = &w.jobs["a"].body else {
+        panic!("steps")
+    };
+    let kinds: Vec<String> = steps
+        .iter()
+        .map(|s| match &s.action {
+            StepAction::Run(_) | StepAction::Uses { .. } => {
+                format!("step background={}", s.background)
+            }
+            StepAction::Wait(ids) => format!(
+                "wait {}",
+                ids.iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            StepAction::WaitAll => "wait-all".to_owned(),
+            StepAction::Cancel(id) => format!("cancel {}", id.name),
+            StepAction::Parallel(members) => format!("parallel of {}", members.len()),
+        })
+        .collect();
     assert_eq!(
-        found,
+        kinds,
         [
-            "8:9 kiln does not run parallel steps yet: `background`",
-            "11:9 kiln does not run parallel steps yet: `wait`",
-            "12:9 kiln does not run parallel steps yet: `wait-all`",
-            "13:9 kiln does not run parallel steps yet: `cancel`",
+            "step background=true",
+            "step background=false",
+            "step background=true",
+            "wait server",
+            "wait server,db",
+            "wait-all",
+            "wait-all",
+            "cancel server",
+            "parallel of 2",
         ]
     );
-    let (w, _) = parse_workflow(Path::new("ci.yml"), yaml).unwrap();
-    assert!(w.jobs["b"].refused.is_empty());
-    // `background` takes a plain boolean, as GitHub's schema says.
+    assert!(steps[3].continue_on_error.is_some());
+}
+
+/// What GitHub's workflow parser refuses in parallel steps, in its words where it has them,
+/// each at its place and all at once.
+#[test]
+fn parallel_step_mistakes_are_reported_where_they_are() {
+    let yaml = "on: push
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - id: late
+        run: x
+        background: '${{ true }}'
+      - wait: later
+      - wait: [late, __run]
+      - id: self
+        cancel: self
+      - wait-all: false
+      - wait: late
+        if: always()
+      - wait: late
+        cancel: late
+      - parallel:
+          - run: a
+            background: true
+          - wait-all:
+        name: group
+      - id: later
+        run: x
+      - id: __mine
+        run: x
+";
     assert_eq!(
-        errors("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [ { run: x, background: '${{ true }}' } ]\n").len(),
-        1
+        errors(yaml),
+        [
+            "8:21 `jobs.a.steps[0].background` must be a boolean, found a string",
+            "9:15 Step references unknown step ID 'later'",
+            "10:22 The identifier '__run' is invalid. IDs starting with '__' are reserved.",
+            "12:17 Step 'self' cannot reference itself",
+            "13:19 The value of 'wait-all' must be true or omitted",
+            "15:9 a `wait` step always runs: it takes no `if`",
+            "17:9 a step is one `wait`, `wait-all`, `cancel` or `parallel` step, not both `wait` and `cancel`",
+            "20:13 'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps.",
+            "21:13 'wait-all' is not allowed inside a parallel block.",
+            "22:9 a `parallel` step holds only its list of steps, not `name`",
+            "25:13 The identifier '__mine' is invalid. IDs starting with '__' are reserved.",
+        ]
+    );
+}
+
+/// GitHub's note: a composite action may run as a background step, but its own steps may not
+/// be background, wait, cancel or parallel steps.
+#[test]
+fn an_action_s_steps_may_not_be_parallel_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("action.yml"),
+        "name: a\nruns:\n  using: composite\n  steps:\n    - run: x\n      shell: bash\n      background: true\n    - wait-all:\n",
+    )
+    .unwrap();
+    let err = kiln_pipelines::load::load_action(dir.path()).expect_err("refused");
+    let found: Vec<&str> = err.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert!(
+        found.contains(&"`background` is not allowed in a composite action's steps"),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&"`wait-all` is not allowed in a composite action's steps"),
+        "{found:?}"
     );
 }
 

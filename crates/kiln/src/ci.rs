@@ -360,9 +360,9 @@ fn local_actions_of(
         Result<kiln_pipelines::WorkflowSet, Box<kiln_pipelines::LoadError>>,
     )],
 ) -> Vec<(String, ActionLoad)> {
-    use kiln_pipelines::workflow::{ActionRef, JobBody, Step, StepAction};
+    use kiln_pipelines::workflow::{ActionRef, JobBody, Step, StepAction, each_step};
     fn named(steps: &[Step], out: &mut Vec<String>) {
-        for step in steps {
+        for step in each_step(steps) {
             if let StepAction::Uses {
                 action: ActionRef::Local(path),
                 ..
