@@ -344,3 +344,45 @@ jobs:
     );
     assert!(logs.contains(&"after cancelled".to_owned()), "{logs:?}");
 }
+
+/// A cancelled job (here by its matrix's fail-fast) cancels its background steps at once, as
+/// the runner links their cancellation to the job's; its waiting step then ends.
+#[tokio::test]
+async fn a_cancelled_job_cancels_its_background_steps() {
+    let started = Instant::now();
+    let ran = run_workflow(
+        r###"
+on: push
+jobs:
+  t:
+    runs-on: ubuntu-latest
+    strategy:
+      matrix: { kind: [fail, slow] }
+    steps:
+      - id: slow
+        background: true
+        run: |
+          if [ "${{ matrix.kind }}" = fail ]; then exit 0; fi
+          sleep 100
+      - run: |
+          if [ "${{ matrix.kind }}" = fail ]; then exit 1; fi
+      - wait: slow
+      - if: always()
+        run: echo "slow ${{ steps.slow.outcome }}"
+"###,
+        |o| {
+            o.max_parallel = 2;
+            o.kill_grace = Duration::from_millis(200);
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ran.job("t (fail)").status, Status::Failure);
+    assert_eq!(ran.job("t (slow)").status, Status::Cancelled);
+    let logs = ran.logs("t (slow)");
+    assert!(logs.contains(&"slow cancelled".to_owned()), "{logs:?}");
+}
