@@ -884,7 +884,15 @@ async fn execute_step(
     let continue_on_error = ctx.flag(step.continue_on_error.as_ref()).unwrap_or(false);
     // As the runner's `StepsRunner.RunStepAsync`: a timeout that does not evaluate to a number
     // is two errors, and the step runs without one.
-    let timeout = match ctx.minutes(step.timeout_minutes.as_ref()) {
+    let minutes = ctx.minutes(step.timeout_minutes.as_ref());
+    // The runner's coordinator words a background step's own timeout its way.
+    let timed_out = match &minutes {
+        Ok(Some(m)) if state.is_background() && frame.action_path.is_none() => Some(format!(
+            "The background step '{name}' has timed out after {m} minutes."
+        )),
+        _ => None,
+    };
+    let timeout = match minutes {
         Ok(t) => t.map(|m| {
             shared
                 .opts
@@ -911,6 +919,7 @@ async fn execute_step(
         ctx: &ctx,
         env: &env,
         timeout,
+        timed_out,
         action_name,
     };
     let result = match &step.action {
@@ -1039,6 +1048,8 @@ struct Exec<'a> {
     ctx: &'a Ctx,
     env: &'a IndexMap<String, String>,
     timeout: Option<Duration>,
+    /// What to say when the step's own timeout expires, if not the runner's usual line.
+    timed_out: Option<String>,
     action_name: &'a str,
 }
 
@@ -1432,7 +1443,11 @@ impl<'a> Exec<'a> {
                 (Status::Cancelled, None)
             }
             Exit::TimedOut => {
-                self.log("##[error]The action has timed out.");
+                let message = self.timed_out.as_deref();
+                self.log(&format!(
+                    "##[error]{}",
+                    message.unwrap_or("The action has timed out.")
+                ));
                 (Status::Failure, None)
             }
             Exit::Cancelled => {

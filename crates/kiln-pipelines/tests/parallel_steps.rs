@@ -386,3 +386,41 @@ jobs:
     let logs = ran.logs("t (slow)");
     assert!(logs.contains(&"slow cancelled".to_owned()), "{logs:?}");
 }
+
+/// A background step's own `timeout-minutes` fails it (in the coordinator's words), and its
+/// failure reaches the job at its wait.
+#[tokio::test]
+async fn a_background_step_s_own_timeout_fails_it() {
+    let ran = run_workflow(
+        r###"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - id: slow
+        name: slow
+        background: true
+        timeout-minutes: 1
+        run: sleep 100
+      - wait: slow
+      - if: failure()
+        run: echo "slow ${{ steps.slow.outcome }}"
+"###,
+        |o| {
+            o.kill_grace = Duration::from_millis(200);
+            o.minute = Duration::from_millis(300);
+        },
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Failure);
+    let logs = ran.logs("a");
+    assert_eq!(
+        lines_starting(&logs, &["##[error]", "  ", "slow"]),
+        [
+            "##[error]The background step 'slow' has timed out after 1 minutes.",
+            "  slow: Failed",
+            "slow failure",
+        ]
+    );
+}
