@@ -5,7 +5,9 @@
 //! outputs and outcome in `steps`, `GITHUB_ENV`, `GITHUB_PATH`, its summary, post steps and
 //! record) reaches the job only when a `wait`, `wait-all` or `cancel` step completes it, or
 //! the job's end does (GitHub's implicit `wait-all` before the post steps). A `parallel` group
-//! is its steps started in the background and then waited for together.
+//! is its steps started in the background and then waited for together. Problem matchers a
+//! background step adds (`::add-matcher::`) stay its own: the runner keeps them per execution
+//! context, and a step that runs beside others should not change how their output is read.
 //!
 //! Everything runs on the job's task: the background steps are futures this module polls while
 //! the job's own step runs ([`Background::beside`]) or while a control step waits, so the job's
