@@ -6,8 +6,8 @@
 //! record) reaches the job only when a `wait`, `wait-all` or `cancel` step completes it, or
 //! the job's end does (GitHub's implicit `wait-all` before the post steps). A `parallel` group
 //! is its steps started in the background and then waited for together. Problem matchers a
-//! background step adds (`::add-matcher::`) stay its own: the runner keeps them per execution
-//! context, and a step that runs beside others should not change how their output is read.
+//! background step adds (`::add-matcher::`) stay its own, so that a step running beside others
+//! does not change how their output is read while they run.
 //!
 //! Everything runs on the job's task: the background steps are futures this module polls while
 //! the job's own step runs ([`Background::beside`]) or while a control step waits, so the job's
