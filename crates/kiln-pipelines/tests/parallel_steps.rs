@@ -88,11 +88,10 @@ jobs:
     let job = ran.job("a");
     assert_eq!(job.outputs["port"], "8080");
     assert_eq!(job.summary, "## server\n");
+    // In the order the steps started, as GitHub lists them.
     let names: Vec<&str> = job.steps.iter().map(|s| s.name.as_str()).collect();
-    assert!(
-        names.contains(&"server") && names.contains(&"Wait"),
-        "{names:?}"
-    );
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!([names[0], names[2]], ["server", "Wait"], "{names:?}");
 }
 
 #[tokio::test]
@@ -265,6 +264,12 @@ jobs:
         ]
     );
     let steps = ran.job("a").steps;
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names[..4],
+        ["a", "b", "Run echo never", "Parallel group"],
+        "{names:?}"
+    );
     let group = steps.iter().find(|s| s.name == "Parallel group").unwrap();
     assert_eq!(group.conclusion, Status::Success);
     let skipped = steps.iter().find(|s| s.name == "Run echo never").unwrap();

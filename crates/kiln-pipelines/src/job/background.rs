@@ -22,7 +22,7 @@ use super::{
     Frame, IndexMap, Instant, JobCx, JobState, Pin, Ready, Status, Step, StepAction, StepResult,
     action_names, execute_step, ready_step, record, started_step, step_context, step_name,
 };
-use crate::events::RunEvent;
+use crate::events::{RunEvent, StepRecord};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -43,6 +43,9 @@ pub(super) struct Background<'a> {
     /// The futures of those still running, with their index.
     running: Vec<(usize, Running<'a>)>,
     slots: Arc<Semaphore>,
+    /// The step records put in the job's so far: where the job's stood when each step
+    /// started, and how many.
+    placed: Vec<(usize, usize)>,
 }
 
 struct Started {
@@ -56,6 +59,9 @@ struct Started {
     progress: Progress,
     /// A `cancel` step stopped it: its being cancelled does not count in the job's result.
     cancelled_by_step: bool,
+    /// How many records the job had when it started: its own go there, as the runner's
+    /// timeline lists steps in the order they start.
+    records_at: usize,
 }
 
 enum Progress {
@@ -84,6 +90,7 @@ impl<'a> Background<'a> {
             steps: Vec::new(),
             running: Vec::new(),
             slots: Arc::new(Semaphore::new(MAX_RUNNING)),
+            placed: Vec::new(),
         }
     }
 
@@ -119,6 +126,7 @@ impl<'a> Background<'a> {
             cancel,
             progress: Progress::Running,
             cancelled_by_step: false,
+            records_at: state.records.len(),
         });
         // A free slot is taken now, so the step shows as started where it is written.
         let free = self.slots.clone().try_acquire_owned().ok();
@@ -232,7 +240,17 @@ impl<'a> Background<'a> {
             );
             let conclusion = match progress {
                 Progress::Finished(finished) => {
-                    apply(cx, *finished, started.id.as_deref(), state, frame)
+                    let (conclusion, records) =
+                        apply(cx, *finished, started.id.as_deref(), state, frame);
+                    // After the records of steps that started before it and were placed.
+                    let shift: usize = (self.placed.iter())
+                        .filter(|(at, _)| *at <= started.records_at)
+                        .map(|(_, n)| n)
+                        .sum();
+                    let at = (started.records_at + shift).min(state.records.len());
+                    self.placed.push((started.records_at, records.len()));
+                    state.records.splice(at..at, records);
+                    conclusion
                 }
                 Progress::Completed(conclusion) => conclusion,
                 // Abandoned after its grace period.
@@ -446,14 +464,14 @@ async fn cancel_step(
 }
 
 /// Applies an ended background step's changes to the job, in the order it made them: its
-/// conclusion.
+/// conclusion and its records (for the caller to place).
 fn apply(
     cx: JobCx<'_>,
     finished: Finished,
     id: Option<&str>,
     state: &mut JobState,
     frame: &mut Frame,
-) -> Status {
+) -> (Status, Vec<StepRecord>) {
     let Finished {
         state: fork,
         frame: fork_frame,
@@ -464,7 +482,6 @@ fn apply(
     }
     state.posts.extend(fork.posts);
     state.pgids.extend(fork.pgids);
-    state.records.extend(fork.records);
     state.summary.push_str(&fork.summary);
     if fork.timed_out
         && let Some(message) = state.time_out()
@@ -476,7 +493,7 @@ fn apply(
     {
         frame.steps.insert(id.to_owned(), entry.clone());
     }
-    conclusion
+    (conclusion, fork.records)
 }
 
 /// The runner's `MergeTaskResults` over the results kiln has: the first that is not a
