@@ -1726,11 +1726,11 @@ impl Decoder<'_> {
     /// parser requires.
     fn control_targets(&mut self, steps: &[Step], path: &str) {
         let mut known: Vec<&str> = Vec::new();
-        for step in steps {
-            let targets: &[Name] = match &step.action {
-                StepAction::Wait(targets) => targets,
-                StepAction::Cancel(target) => std::slice::from_ref(target),
-                _ => &[],
+        for (i, step) in steps.iter().enumerate() {
+            let (key, targets): (&str, &[Name]) = match &step.action {
+                StepAction::Wait(targets) => ("wait", targets),
+                StepAction::Cancel(target) => ("cancel", std::slice::from_ref(target)),
+                _ => ("", &[]),
             };
             for target in targets {
                 let (message, help) = if target.name.starts_with("__") {
@@ -1739,7 +1739,7 @@ impl Decoder<'_> {
                             "The identifier '{}' is invalid. IDs starting with '__' are reserved.",
                             target.name
                         ),
-                        "give the background step an `id` of your own and name that",
+                        "give the background step an `id` of your own and name that".to_owned(),
                     )
                 } else if step
                     .id
@@ -1748,18 +1748,24 @@ impl Decoder<'_> {
                 {
                     (
                         format!("Step '{}' cannot reference itself", target.name),
-                        "name the `id` of the background step written before this one",
+                        "name the `id` of the background step written before this one".to_owned(),
                     )
                 } else if !known.contains(&target.name.as_str()) {
+                    let help = match closest(&target.name, known.iter().copied()) {
+                        Some(near) => format!("did you mean `{near}`?"),
+                        None => "name the `id` of a step written before this one in the same list"
+                            .to_owned(),
+                    };
                     (
                         format!("Step references unknown step ID '{}'", target.name),
-                        "name the `id` of a step written before this one in the same list",
+                        help,
                     )
                 } else {
                     continue;
                 };
+                let key_path = format!("{path}[{i}].{key}");
                 self.diags.push(
-                    Diagnostic::new(Code::UnknownReference, target.span, path, message)
+                    Diagnostic::new(Code::UnknownReference, target.span, key_path, message)
                         .label("no such step before this one")
                         .help(help),
                 );
@@ -1981,7 +1987,8 @@ impl Decoder<'_> {
         } else {
             &["id", "name", "continue-on-error", kind]
         };
-        let mut fine = true;
+        // Each refused key is an error, and the step is still read so that what it names is
+        // checked too (all mistakes at once).
         for (k, _) in entries
             .iter()
             .filter(|(k, _)| !allowed.contains(&k.text.as_str()))
@@ -1989,7 +1996,6 @@ impl Decoder<'_> {
             if !WORKFLOW_STEP_KEYS.contains(&k.text.as_str()) {
                 continue; // reported by `check_keys`
             }
-            fine = false;
             let (message, help) = match (kind, k.text.as_str()) {
                 (_, "if") if kind != "parallel" => (
                     format!("a `{kind}` step always runs: it takes no `if`"),
@@ -2070,7 +2076,7 @@ impl Decoder<'_> {
             return Some(None);
         };
         step.action = action;
-        Some(fine.then_some(step))
+        Some(Some(step))
     }
 
     /// `wait`: one step id, or a list of them.
@@ -2122,7 +2128,6 @@ impl Decoder<'_> {
             return None;
         };
         let mut members = Vec::new();
-        let mut fine = true;
         for (i, item) in items.iter().enumerate() {
             let p = format!("{path}[{i}]");
             if let Y::Map(entries) = &item.value {
@@ -2146,17 +2151,13 @@ impl Decoder<'_> {
                     );
                 }
                 if refused {
-                    fine = false;
                     continue;
                 }
             }
-            match self.step(item, &p, scope, if_scope, false) {
-                Some(step) => members.push(step),
-                None => fine = false,
-            }
+            members.extend(self.step(item, &p, scope, if_scope, false));
         }
         self.unique_step_ids(&members, path);
-        fine.then_some(members)
+        Some(members)
     }
 
     fn step_id(&mut self, node: &Node, path: &str) -> Option<Name> {

@@ -332,7 +332,7 @@ jobs:
       - id: self
         cancel: self
       - wait-all: false
-      - wait: late
+      - wait: lat
         if: always()
       - wait: late
         cancel: late
@@ -354,6 +354,7 @@ jobs:
             "10:22 The identifier '__run' is invalid. IDs starting with '__' are reserved.",
             "12:17 Step 'self' cannot reference itself",
             "13:19 The value of 'wait-all' must be true or omitted",
+            "14:15 Step references unknown step ID 'lat'",
             "15:9 a `wait` step always runs: it takes no `if`",
             "17:9 a step is one `wait`, `wait-all`, `cancel` or `parallel` step, not both `wait` and `cancel`",
             "20:13 'background' is not allowed inside a parallel block. Steps in a parallel block are automatically run as background steps.",

@@ -350,6 +350,19 @@ fn validate_reports_an_unknown_key_with_line_and_column() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml, .github/workflows/ci.yml"));
 }
 
+/// GitHub's parallel steps: each mistake where it is written, with its key path and a fix,
+/// all at once (the rendering `kiln ci validate` prints).
+#[test]
+fn validate_renders_parallel_step_mistakes() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - id: server\n        run: ./serve\n        background: true\n      - wait: sever\n        if: always()\n      - parallel:\n          - run: a\n            background: true\n",
+    )]);
+    let out = s.run(&["ci", "validate"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+}
+
 /// A reusable workflow is loaded with each workflow that calls it too: `kiln ci validate`
 /// reports its mistakes and warnings once, and counts the files the mistakes are in (a caller
 /// and its called workflow, as polygon-edge's nightly and test workflows are).
