@@ -1,0 +1,523 @@
+//! `github.event` (and `$GITHUB_EVENT_PATH`'s file) of a local run: GitHub's webhook payload of
+//! the event, in the shape its "Webhook events and payloads" documentation gives, filled from
+//! what the local repository truthfully says (the commit, its branch and tags, the default
+//! branch and the merge base, the `origin` remote). What only GitHub knows (ids, node ids,
+//! counts of reviews) is left out rather than made up; a workflow that needs it is run with
+//! `--event-file`.
+
+use indexmap::IndexMap;
+use kiln_pipelines::workflow::Trigger;
+use serde_json::{Value, json};
+
+use super::git::{Branches, Changes, Commit, Pointing, PullBase, PushFacts, Repository};
+
+/// `github.server_url` of a local run (kiln-pipelines' runner): the payload's web addresses
+/// are on it, so that `format('{0}/{1}', github.server_url, github.repository)` is the
+/// repository's `html_url` here as on GitHub.
+const SERVER_URL: &str = "http://localhost";
+/// `github.api_url` of a local run.
+const API_URL: &str = "http://localhost/api";
+/// `github.actor` of a local run, and so the payload's `sender`.
+const SENDER: &str = "kiln";
+
+/// The pull request number of a local run (there is one pull request: the run's commit).
+const PULL_NUMBER: u64 = 1;
+
+/// What a local run's payload is made of.
+#[derive(Debug)]
+pub(crate) struct Local<'a> {
+    pub(crate) event: &'a str,
+    /// The revision's ref (`refs/heads/feature`, `refs/tags/v1`).
+    pub(crate) git_ref: &'a str,
+    pub(crate) sha: &'a str,
+    pub(crate) head: &'a Commit,
+    /// The commit's files against its first parent.
+    pub(crate) changes: &'a Changes,
+    pub(crate) branches: &'a Branches,
+    pub(crate) repository: &'a Repository,
+    /// The workflow file, relative to the repository (`.github/workflows/ci.yml`).
+    pub(crate) workflow: &'a str,
+    /// The workflow's `on.<event>`, when it has one.
+    pub(crate) trigger: Option<&'a Trigger>,
+    /// `workflow_dispatch`'s inputs, every declared one.
+    pub(crate) inputs: &'a IndexMap<String, String>,
+    /// The `on.schedule` cron line that fired.
+    pub(crate) schedule: Option<&'a str>,
+    /// The tags and branches at the commit (asked for the events that use them).
+    pub(crate) pointing: Option<&'a Pointing>,
+    /// The pull request's base (asked for `pull_request*` and `merge_group`).
+    pub(crate) pull: Option<&'a PullBase>,
+}
+
+/// `sender` (and a pull request's or release's `user`/`author`): who ran it.
+fn sender() -> Value {
+    json!({ "login": SENDER, "type": "User", "html_url": format!("{SERVER_URL}/{SENDER}") })
+}
+
+/// The repository as every payload names it.
+pub(crate) fn repository(repository: &Repository, default_branch: &str) -> Value {
+    let full = repository.full_name();
+    let owner = &repository.owner;
+    let html = format!("{SERVER_URL}/{full}");
+    json!({
+        "name": repository.name,
+        "full_name": full,
+        "owner": {
+            "login": owner,
+            "name": owner,
+            "type": "User",
+            "html_url": format!("{SERVER_URL}/{owner}"),
+        },
+        // A local pull request is the repository's own branch (never a fork), so the usual
+        // guard `github.event.pull_request.head.repo.full_name == github.repository` holds.
+        "private": false,
+        "fork": false,
+        "archived": false,
+        "disabled": false,
+        "is_template": false,
+        "visibility": "public",
+        "html_url": html,
+        "url": format!("{API_URL}/repos/{full}"),
+        "clone_url": format!("{html}.git"),
+        "git_url": format!("git://localhost/{full}.git"),
+        "ssh_url": format!("git@localhost:{full}.git"),
+        "svn_url": html,
+        "description": null,
+        "homepage": null,
+        "topics": [],
+        "default_branch": default_branch,
+    })
+}
+
+/// A commit as push, merge group and workflow run payloads show it.
+fn commit(sha: &str, commit: &Commit, repository: &Repository, changes: &Changes) -> Value {
+    let person = json!({ "name": commit.author_name, "email": commit.author_email });
+    json!({
+        "id": sha,
+        "tree_id": commit.tree,
+        "distinct": true,
+        "message": commit.message,
+        "timestamp": commit.timestamp,
+        "url": format!("{SERVER_URL}/{}/commit/{sha}", repository.full_name()),
+        "author": person,
+        "committer": person,
+        "added": changes.added,
+        "removed": changes.removed,
+        "modified": changes.modified,
+    })
+}
+
+/// GitHub's push payload for `after` on `git_ref`: the head commit (message, author, time,
+/// files), the commit before (zeros for a new branch), the repository and the pusher.
+pub(crate) fn push_payload(
+    facts: &PushFacts,
+    git_ref: &str,
+    before: Option<&str>,
+    after: &str,
+    changed: &Changes,
+) -> Value {
+    let head = commit(after, &facts.head, &facts.repository, changed);
+    let branch = facts.branches.default_branch(git_ref);
+    let mut repository = repository(&facts.repository, &branch);
+    // The push payload's repository alone also names it `master_branch`.
+    if let Value::Object(fields) = &mut repository {
+        fields.insert("master_branch".to_owned(), Value::String(branch.clone()));
+    }
+    let before = before.map_or_else(|| "0".repeat(40), str::to_owned);
+    let html = format!("{SERVER_URL}/{}", facts.repository.full_name());
+    let compare = if before.bytes().all(|b| b == b'0') {
+        format!("{html}/compare/{}", ref_name(git_ref).0)
+    } else {
+        format!(
+            "{html}/compare/{}...{}",
+            before.get(..12).unwrap_or(&before),
+            after.get(..12).unwrap_or(after)
+        )
+    };
+    json!({
+        "ref": git_ref,
+        "before": before,
+        "after": after,
+        "created": before.bytes().all(|b| b == b'0'),
+        "deleted": false,
+        "forced": false,
+        "base_ref": null,
+        "compare": compare,
+        "commits": [head.clone()],
+        "head_commit": head,
+        "pusher": { "name": facts.head.author_name, "email": facts.head.author_email },
+        "sender": sender(),
+        "repository": repository,
+    })
+}
+
+/// A push of a tag, as GitHub sends it: the tag is new (`before` zeros, `created`), it brings
+/// no commits of its own (`commits` empty, `head_commit` the tagged one), and `base_ref` is the
+/// branch whose head it tags (the default branch first), null when it tags no branch's head.
+fn tag_push(mut payload: Value, pointing: Option<&Pointing>, default_branch: &str) -> Value {
+    let base_ref = pointing.and_then(|p| {
+        let branch = p
+            .branches
+            .iter()
+            .find(|b| *b == default_branch)
+            .or_else(|| p.branches.first())?;
+        Some(format!("refs/heads/{branch}"))
+    });
+    if let Value::Object(fields) = &mut payload {
+        fields.insert("before".to_owned(), Value::String("0".repeat(40)));
+        fields.insert("created".to_owned(), Value::Bool(true));
+        fields.insert("commits".to_owned(), json!([]));
+        fields.insert("base_ref".to_owned(), json!(base_ref));
+        let html = fields
+            .get("repository")
+            .and_then(|r| r.get("html_url"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let tag = fields
+            .get("ref")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let compare = format!("{html}/compare/{}", ref_name(tag).0);
+        fields.insert("compare".to_owned(), Value::String(compare));
+    }
+    payload
+}
+
+/// The payload of `local.event`.
+pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
+    let default_branch = local.branches.default_branch(local.git_ref);
+    let repo = repository(local.repository, &default_branch);
+    let mut payload = match local.event {
+        "workflow_dispatch" => json!({
+            "ref": local.git_ref,
+            "inputs": local.inputs,
+            "workflow": local.workflow,
+        }),
+        "pull_request" | "pull_request_target" => pull_request(local, &default_branch, &repo),
+        "schedule" => json!({ "schedule": local.schedule, "workflow": local.workflow }),
+        "release" => release(local, &default_branch),
+        "merge_group" => merge_group(local, &default_branch),
+        "create" | "delete" => {
+            let (name, kind) = ref_name(local.git_ref);
+            json!({
+                "ref": name,
+                "ref_type": kind,
+                "master_branch": default_branch,
+                "pusher_type": "user",
+                "description": null,
+            })
+        }
+        "issues" => json!({ "action": action(local, "opened"), "issue": issue(local) }),
+        "issue_comment" => json!({
+            "action": action(local, "created"),
+            "issue": issue(local),
+            "comment": {
+                "body": "",
+                "user": sender(),
+                "author_association": "OWNER",
+            },
+        }),
+        "workflow_run" => workflow_run(local, &repo),
+        _ => match push {
+            Some(facts) => {
+                let before = facts.head.parent.as_deref();
+                let pushed = push_payload(facts, local.git_ref, before, local.sha, local.changes);
+                if local.git_ref.starts_with("refs/tags/") {
+                    tag_push(pushed, local.pointing, &default_branch)
+                } else {
+                    pushed
+                }
+            }
+            None => json!({ "ref": local.git_ref }),
+        },
+    };
+    if let Value::Object(fields) = &mut payload {
+        fields.entry("repository").or_insert(repo);
+        fields.entry("sender").or_insert_with(sender);
+    }
+    payload
+}
+
+/// `feature/a`, `branch` for `refs/heads/feature/a`; `v1`, `tag` for `refs/tags/v1`.
+fn ref_name(git_ref: &str) -> (&str, &'static str) {
+    match git_ref.strip_prefix("refs/tags/") {
+        Some(tag) => (tag, "tag"),
+        None => (
+            git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref),
+            "branch",
+        ),
+    }
+}
+
+/// The activity type: `preferred` when the workflow's `types:` allow it (or it has none),
+/// else the first type it lists, so that a workflow `on: pull_request: types: [closed]` sees
+/// the event it runs for.
+fn action(local: &Local<'_>, preferred: &str) -> String {
+    let types = local
+        .trigger
+        .map(|t| t.types.as_slice())
+        .unwrap_or_default();
+    if types.is_empty() || types.iter().any(|t| t == preferred) {
+        preferred.to_owned()
+    } else {
+        types[0].clone()
+    }
+}
+
+/// The commit message's first line (a pull request's title, as GitHub proposes it for a
+/// branch of one commit) and the rest (its body; null when empty, as GitHub sends it).
+fn title_and_body(message: &str) -> (&str, Option<&str>) {
+    let (title, body) = message.split_once('\n').unwrap_or((message, ""));
+    let body = body.trim();
+    (title.trim(), (!body.is_empty()).then_some(body))
+}
+
+/// A pull request from the run's branch into the default branch, in the repository itself.
+/// `head` is the run's commit; `base` is the default branch, its `sha` the merge base of the
+/// two (so `git diff base.sha github.sha` is the pull request's change, as it is on GitHub
+/// against the merge commit). Run on the default branch itself, the pull request is its last
+/// commit (`base.sha` its parent).
+fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value {
+    let full = local.repository.full_name();
+    let owner = &local.repository.owner;
+    let html = format!("{SERVER_URL}/{full}/pull/{PULL_NUMBER}");
+    let api = format!("{API_URL}/repos/{full}");
+    let head_branch = ref_name(local.git_ref).0;
+    let merge_base = local
+        .pull
+        .and_then(|p| p.sha.as_deref())
+        .filter(|base| *base != local.sha);
+    let (base_sha, commits) = match merge_base {
+        Some(base) => (Some(base), local.pull.map_or(1, |p| p.commits.max(1))),
+        None => (local.head.parent.as_deref(), 1),
+    };
+    let action = action(local, "opened");
+    let closed = action == "closed";
+    let (title, body) = title_and_body(&local.head.message);
+    let side = |branch: &str, sha: Option<&str>| {
+        json!({
+            "label": format!("{owner}:{branch}"),
+            "ref": branch,
+            "sha": sha,
+            "user": { "login": owner, "type": "User" },
+            "repo": repo,
+        })
+    };
+    json!({
+        "action": action,
+        "number": PULL_NUMBER,
+        "pull_request": {
+            "url": format!("{api}/pulls/{PULL_NUMBER}"),
+            "html_url": html,
+            "diff_url": format!("{html}.diff"),
+            "patch_url": format!("{html}.patch"),
+            "issue_url": format!("{api}/issues/{PULL_NUMBER}"),
+            "number": PULL_NUMBER,
+            "state": if closed { "closed" } else { "open" },
+            "locked": false,
+            "title": title,
+            "body": body,
+            "user": sender(),
+            "author_association": "OWNER",
+            "labels": [],
+            "assignees": [],
+            "assignee": null,
+            "requested_reviewers": [],
+            "requested_teams": [],
+            "milestone": null,
+            "draft": false,
+            "merged": false,
+            "mergeable": null,
+            "rebaseable": null,
+            "mergeable_state": "unknown",
+            "merge_commit_sha": null,
+            "auto_merge": null,
+            "created_at": local.head.timestamp,
+            "updated_at": local.head.timestamp,
+            "closed_at": null,
+            "merged_at": null,
+            "commits": commits,
+            "head": side(head_branch, Some(local.sha)),
+            "base": side(default_branch, base_sha),
+        },
+    })
+}
+
+/// The release of the newest tag at the commit (or the one the revision names): published,
+/// named after its tag, its notes the annotated tag's message, a pre-release when its version
+/// has a pre-release part (`v2.0.0-rc.1`), as release tools mark them. Without a tag there is
+/// no release to describe: the payload has none (the run says so).
+fn release(local: &Local<'_>, default_branch: &str) -> Value {
+    let Some(tag) = local.pointing.and_then(|p| p.tag(local.git_ref)) else {
+        return json!({ "action": action(local, "published") });
+    };
+    let full = local.repository.full_name();
+    let name = &tag.name;
+    json!({
+        "action": action(local, "published"),
+        "release": {
+            "url": format!("{API_URL}/repos/{full}/releases/tags/{name}"),
+            "html_url": format!("{SERVER_URL}/{full}/releases/tag/{name}"),
+            "tarball_url": format!("{API_URL}/repos/{full}/tarball/{name}"),
+            "zipball_url": format!("{API_URL}/repos/{full}/zipball/{name}"),
+            "tag_name": name,
+            "target_commitish": default_branch,
+            "name": name,
+            "body": tag.message,
+            "draft": false,
+            "prerelease": is_prerelease(name),
+            "created_at": local.head.timestamp,
+            "published_at": tag.date,
+            "author": sender(),
+            "assets": [],
+        },
+    })
+}
+
+/// A version tag with a pre-release part: `v1.2.0-rc.1`, `2.0.0-beta` (a hyphen after the
+/// digits of a version), not `release-2024` nor `v1.2.0`.
+fn is_prerelease(tag: &str) -> bool {
+    let version = tag.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let Some((core, pre)) = version.split_once('-') else {
+        return false;
+    };
+    !core.is_empty()
+        && !pre.is_empty()
+        && core.contains('.')
+        && core
+            .split('.')
+            .all(|n| n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// A merge queue's group: the run's commit as the group's head on GitHub's queue branch for
+/// the default branch, its base the merge base.
+fn merge_group(local: &Local<'_>, default_branch: &str) -> Value {
+    let base_sha = local
+        .pull
+        .and_then(|p| p.sha.as_deref())
+        .filter(|base| *base != local.sha)
+        .or(local.head.parent.as_deref());
+    json!({
+        "action": "checks_requested",
+        "merge_group": {
+            "head_sha": local.sha,
+            "head_ref": merge_group_ref(default_branch, base_sha.unwrap_or(local.sha)),
+            "base_sha": base_sha,
+            "base_ref": format!("refs/heads/{default_branch}"),
+            "head_commit": commit(local.sha, local.head, local.repository, local.changes),
+        },
+    })
+}
+
+/// The branch GitHub's merge queue runs a group on (`github.ref` of a `merge_group` run).
+pub(crate) fn merge_group_ref(default_branch: &str, base_sha: &str) -> String {
+    format!("refs/heads/gh-readonly-queue/{default_branch}/pr-{PULL_NUMBER}-{base_sha}")
+}
+
+/// The issue of an `issues` or `issue_comment` event: a local repository has none, so it is
+/// issue 1, open, with no title, text or labels (give `--event-file` for a real one).
+fn issue(local: &Local<'_>) -> Value {
+    let full = local.repository.full_name();
+    json!({
+        "number": PULL_NUMBER,
+        "title": "",
+        "body": null,
+        "state": "open",
+        "locked": false,
+        "user": sender(),
+        "author_association": "OWNER",
+        "labels": [],
+        "assignees": [],
+        "comments": 0,
+        "html_url": format!("{SERVER_URL}/{full}/issues/{PULL_NUMBER}"),
+        "url": format!("{API_URL}/repos/{full}/issues/{PULL_NUMBER}"),
+    })
+}
+
+/// A `workflow_run` event: the run of the commit, by a push to its branch, completed
+/// successfully (what `types: [completed]` workflows usually wait for; `--event-file` for
+/// another conclusion).
+fn workflow_run(local: &Local<'_>, repo: &Value) -> Value {
+    let full = local.repository.full_name();
+    let head_branch = ref_name(local.git_ref).0;
+    json!({
+        "action": action(local, "completed"),
+        "workflow_run": {
+            "event": "push",
+            "status": "completed",
+            "conclusion": "success",
+            "head_branch": head_branch,
+            "head_sha": local.sha,
+            "head_commit": commit(local.sha, local.head, local.repository, local.changes),
+            "run_attempt": 1,
+            "html_url": format!("{SERVER_URL}/{full}/actions"),
+            "pull_requests": [],
+            "repository": repo,
+            "head_repository": repo,
+            "actor": sender(),
+            "triggering_actor": sender(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prerelease_is_a_version_with_a_prerelease_part() {
+        for tag in ["v1.2.0-rc.1", "2.0.0-beta", "release/v3.1-alpha.2"] {
+            assert!(is_prerelease(tag), "{tag}");
+        }
+        for tag in ["v1.2.0", "release-2024", "v1", "nightly", "v1.2.0-", "1-2"] {
+            assert!(!is_prerelease(tag), "{tag}");
+        }
+    }
+
+    #[test]
+    fn a_title_is_the_first_line_and_an_empty_body_is_null() {
+        assert_eq!(
+            title_and_body("Add login\n\nFixes the form.\n"),
+            ("Add login", Some("Fixes the form."))
+        );
+        assert_eq!(title_and_body("Add login"), ("Add login", None));
+        assert_eq!(title_and_body("Add login\n\n"), ("Add login", None));
+    }
+
+    #[test]
+    fn a_workflow_limited_to_other_activity_types_sees_its_first() {
+        let (commit, changes, branches) =
+            (Commit::default(), Changes::default(), Branches::default());
+        let repository = Repository {
+            owner: "acme".to_owned(),
+            name: "widgets".to_owned(),
+        };
+        let inputs = IndexMap::new();
+        let closed = Trigger {
+            types: vec!["closed".to_owned(), "labeled".to_owned()],
+            ..Trigger::default()
+        };
+        let any = Trigger::default();
+        let local = |trigger| Local {
+            event: "pull_request",
+            git_ref: "refs/heads/feature",
+            sha: "abc",
+            head: &commit,
+            changes: &changes,
+            branches: &branches,
+            repository: &repository,
+            workflow: ".github/workflows/ci.yml",
+            trigger,
+            inputs: &inputs,
+            schedule: None,
+            pointing: None,
+            pull: None,
+        };
+        let closed = payload(&local(Some(&closed)), None);
+        assert_eq!(closed["action"], "closed");
+        assert_eq!(closed["pull_request"]["state"], "closed");
+        assert_eq!(payload(&local(Some(&any)), None)["action"], "opened");
+        assert_eq!(payload(&local(None), None)["pull_request"]["state"], "open");
+    }
+}
