@@ -761,7 +761,11 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
                 Some(base)
                     if matches!(
                         args.event.as_str(),
-                        "pull_request" | "pull_request_target" | "merge_group"
+                        "pull_request"
+                            | "pull_request_target"
+                            | "pull_request_review"
+                            | "pull_request_review_comment"
+                            | "merge_group"
                     ) =>
                 {
                     Some(git::PullBase::read(dir, base, &sha).await)
@@ -1214,7 +1218,9 @@ fn run_ref(event: &str, payload: &serde_json::Value, git_ref: String) -> String 
             .filter(|s| !s.is_empty())
     };
     match event {
-        "pull_request" => format!("refs/pull/{}/merge", pull_request_number(payload)),
+        "pull_request" | "pull_request_review" | "pull_request_review_comment" => {
+            format!("refs/pull/{}/merge", pull_request_number(payload))
+        }
         "pull_request_target" => {
             text("/pull_request/base/ref").map_or(git_ref, |base| format!("refs/heads/{base}"))
         }

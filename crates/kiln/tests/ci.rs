@@ -1170,3 +1170,47 @@ fn every_payload_names_the_repository_and_the_sender() {
         }
     }
 }
+
+/// A review of the pull request is the pull request's payload with a review, at the merge
+/// ref; a `repository_dispatch` is of the first event type the workflow listens for; a called
+/// workflow runs in its caller's event, as on GitHub.
+#[test]
+fn reviews_dispatches_and_called_workflows_have_their_events() {
+    let caller = r#"on:
+  pull_request_review:
+  repository_dispatch:
+    types: [deploy, rollback]
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "event $(cat "$GITHUB_EVENT_PATH")"
+      - run: echo "refs $GITHUB_REF [$GITHUB_BASE_REF] [$GITHUB_HEAD_REF]"
+  called:
+    uses: ./.github/workflows/called.yml
+"#;
+    let called = "on: workflow_call\njobs:\n  b:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"called ${{ github.event_name }} ${{ github.event.action }} ${{ github.event.repository.default_branch }}\"\n";
+    let s = repo(&[("caller.yml", caller), ("called.yml", called)]);
+    git(s.path(), &["checkout", "-qb", "feature"]);
+    git(s.path(), &["commit", "-q", "--allow-empty", "-m", "Tidy"]);
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "pull_request_review"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "submitted", "{out}");
+    assert_eq!(event["review"]["state"], "commented");
+    assert_eq!(event["pull_request"]["title"], "Tidy");
+    assert_eq!(line_of(&out, "refs"), "refs/pull/1/merge [main] [feature]");
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with("called pull_request_review submitted main")),
+        "{out}"
+    );
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "repository_dispatch"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "deploy", "{out}");
+    assert_eq!(event["client_payload"], serde_json::json!({}));
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with("called repository_dispatch deploy main")),
+        "{out}"
+    );
+}

@@ -195,6 +195,49 @@ pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
             "workflow": local.workflow,
         }),
         "pull_request" | "pull_request_target" => pull_request(local, &default_branch, &repo),
+        // A review of the pull request, or a comment on its change: the pull request as
+        // above, and a review with no text (its state neither approves nor asks for changes).
+        "pull_request_review" | "pull_request_review_comment" => {
+            let mut payload = pull_request(local, &default_branch, &repo);
+            let pr_url = payload
+                .pointer("/pull_request/html_url")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut payload {
+                let (key, action, value) = if local.event == "pull_request_review" {
+                    let review = json!({
+                        "state": "commented",
+                        "body": null,
+                        "user": sender(),
+                        "author_association": "OWNER",
+                        "commit_id": local.sha,
+                        "submitted_at": local.head.timestamp,
+                        "pull_request_url": pr_url,
+                    });
+                    ("review", action(local, "submitted"), review)
+                } else {
+                    let comment = json!({
+                        "body": "",
+                        "user": sender(),
+                        "author_association": "OWNER",
+                        "commit_id": local.sha,
+                        "path": local.changes.paths().first(),
+                        "pull_request_url": pr_url,
+                    });
+                    ("comment", action(local, "created"), comment)
+                };
+                fields.insert("action".to_owned(), Value::String(action));
+                fields.insert(key.to_owned(), value);
+            }
+            payload
+        }
+        // The event type is the first the workflow listens for (`on.repository_dispatch.types`),
+        // the client payload empty (`--event-file` for one).
+        "repository_dispatch" => json!({
+            "action": local.trigger.and_then(|t| t.types.first()),
+            "branch": default_branch,
+            "client_payload": {},
+        }),
         "schedule" => json!({ "schedule": local.schedule, "workflow": local.workflow }),
         "release" => release(local, &default_branch),
         "merge_group" => merge_group(local, &default_branch),
