@@ -1172,7 +1172,8 @@ fn every_payload_names_the_repository_and_the_sender() {
 }
 
 /// A review of the pull request is the pull request's payload with a review, at the merge
-/// ref; a `repository_dispatch` is of the first event type the workflow listens for; a called
+/// ref; a `repository_dispatch` is of the first event type the workflow listens for; a
+/// `workflow_run` is of the activity it waits for; a called
 /// workflow runs in its caller's event, as on GitHub.
 #[test]
 fn reviews_dispatches_and_called_workflows_have_their_events() {
@@ -1180,6 +1181,9 @@ fn reviews_dispatches_and_called_workflows_have_their_events() {
   pull_request_review:
   repository_dispatch:
     types: [deploy, rollback]
+  workflow_run:
+    workflows: [ci]
+    types: [requested]
 jobs:
   a:
     runs-on: ubuntu-latest
@@ -1213,4 +1217,12 @@ jobs:
             .any(|l| l.ends_with("called repository_dispatch deploy main")),
         "{out}"
     );
+    // The activity it listens for. (Its `workflows:` name is not asserted: kiln-pipelines
+    // keeps `workflows:` and `types:` in one field, the later written replacing the other.)
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "workflow_run"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "requested", "{out}");
+    assert_eq!(event["workflow_run"]["status"], "queued");
+    assert_eq!(event["workflow_run"]["conclusion"], serde_json::Value::Null);
+    assert_eq!(event["workflow_run"]["head_branch"], "feature");
 }

@@ -478,18 +478,42 @@ fn issue(local: &Local<'_>) -> Value {
     })
 }
 
-/// A `workflow_run` event: the run of the commit, by a push to its branch, completed
-/// successfully (what `types: [completed]` workflows usually wait for; `--event-file` for
-/// another conclusion).
+/// A `workflow_run` event: a run of the workflow the trigger names, for a push of the
+/// commit, completed successfully (what `types: [completed]` workflows usually wait for;
+/// `--event-file` for another conclusion). kiln-pipelines keeps `workflows:` and `types:` in one
+/// field (the later written replacing the other), so activity types are told apart by name,
+/// and the workflow's name is known only when no `types:` replaced it.
 fn workflow_run(local: &Local<'_>, repo: &Value) -> Value {
+    const ACTIVITIES: [&str; 3] = ["completed", "requested", "in_progress"];
+    let listed = local
+        .trigger
+        .map(|t| t.types.as_slice())
+        .unwrap_or_default();
+    let activities: Vec<&String> = listed
+        .iter()
+        .filter(|t| ACTIVITIES.contains(&t.as_str()))
+        .collect();
+    let action = if activities.is_empty() || activities.iter().any(|t| *t == "completed") {
+        "completed"
+    } else {
+        activities[0].as_str()
+    };
+    let (status, conclusion) = match action {
+        "completed" => ("completed", Some("success")),
+        "requested" => ("queued", None),
+        _ => ("in_progress", None),
+    };
+    let name = listed.iter().find(|t| !ACTIVITIES.contains(&t.as_str()));
     let full = local.repository.full_name();
     let head_branch = ref_name(local.git_ref).0;
     json!({
-        "action": action(local, "completed"),
+        "action": action,
         "workflow_run": {
+            "name": name,
+            "display_title": title_and_body(&local.head.message).0,
             "event": "push",
-            "status": "completed",
-            "conclusion": "success",
+            "status": status,
+            "conclusion": conclusion,
             "head_branch": head_branch,
             "head_sha": local.sha,
             "head_commit": commit(local.sha, local.head, local.repository, local.changes),
@@ -501,6 +525,7 @@ fn workflow_run(local: &Local<'_>, repo: &Value) -> Value {
             "actor": sender(),
             "triggering_actor": sender(),
         },
+        "workflow": { "name": name },
     })
 }
 
