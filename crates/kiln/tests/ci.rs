@@ -981,6 +981,14 @@ fn a_pull_request_payload_is_githubs_for_the_branch_into_the_default_branch() {
     assert_eq!(pr["title"], "Add login");
     assert_eq!(pr["body"], "Fixes the form.");
     assert_eq!(pr["commits"], 2);
+    assert_eq!(
+        (&pr["changed_files"], &pr["additions"], &pr["deletions"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        )
+    );
     assert_eq!(pr["labels"], serde_json::json!([]));
     assert_eq!(pr["html_url"], "http://localhost/acme/widgets/pull/1");
     assert_eq!(

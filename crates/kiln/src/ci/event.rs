@@ -335,6 +335,7 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
         Some(base) => (Some(base), local.pull.map_or(1, |p| p.commits.max(1))),
         None => (local.head.parent.as_deref(), 1),
     };
+    let diff = local.pull.map(|p| p.diff).unwrap_or_default();
     let action = action(local, "opened");
     let closed = action == "closed";
     let (title, body) = title_and_body(&local.head.message);
@@ -381,6 +382,9 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
             "closed_at": null,
             "merged_at": null,
             "commits": commits,
+            "changed_files": diff.files,
+            "additions": diff.additions,
+            "deletions": diff.deletions,
             "head": side(head_branch, Some(local.sha)),
             "base": side(default_branch, base_sha),
         },

@@ -448,26 +448,74 @@ impl Pointing {
 }
 
 /// Where a local pull request from the run's commit starts: the merge base with the default
-/// branch and how many commits the head has past it, from two `git` processes run together.
+/// branch, how many commits the head has past it and what they change, from three `git`
+/// processes run together.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct PullBase {
     /// The merge base of the head and the default branch's commit.
     pub(crate) sha: Option<String>,
     /// Commits on the head that the default branch lacks.
     pub(crate) commits: u64,
+    /// What the pull request changes (`git diff --shortstat`).
+    pub(crate) diff: DiffStat,
+}
+
+/// `git diff --shortstat`'s figures.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiffStat {
+    pub(crate) files: u64,
+    pub(crate) additions: u64,
+    pub(crate) deletions: u64,
+}
+
+impl DiffStat {
+    /// ` 2 files changed, 18 insertions(+), 3 deletions(-)`; a part with nothing is left out,
+    /// and nothing at all for no change.
+    fn parse(shortstat: &str) -> DiffStat {
+        let mut stat = DiffStat::default();
+        for part in shortstat.split(',') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse() else { continue };
+            if what.starts_with("file") {
+                stat.files = n;
+            } else if what.starts_with("insertion") {
+                stat.additions = n;
+            } else if what.starts_with("deletion") {
+                stat.deletions = n;
+            }
+        }
+        stat
+    }
 }
 
 impl PullBase {
     pub(crate) async fn read(dir: &Path, base: &str, head: &str) -> PullBase {
-        let range = format!("{base}..{head}");
-        let (merge_base, count) = (
+        let (range, both) = (format!("{base}..{head}"), format!("{base}...{head}"));
+        let (merge_base, count, stat) = (
             ["merge-base", base, head],
             ["rev-list", "--count", range.as_str()],
+            ["diff", "--shortstat", both.as_str()],
         );
-        let (sha, count) = tokio::join!(git_async(dir, &merge_base), git_async(dir, &count));
+        let (sha, count, stat) = tokio::join!(
+            git_async(dir, &merge_base),
+            git_async(dir, &count),
+            git_async(dir, &stat)
+        );
+        let sha = sha.filter(|s| !s.is_empty());
+        // On the default branch itself, the pull request is its last commit.
+        let stat = if sha.as_deref() == Some(head) {
+            let parent = format!("{head}^");
+            git_async(dir, &["diff", "--shortstat", parent.as_str(), head]).await
+        } else {
+            stat
+        };
         PullBase {
-            sha: sha.filter(|s| !s.is_empty()),
+            sha,
             commits: count.and_then(|c| c.parse().ok()).unwrap_or(0),
+            diff: DiffStat::parse(&stat.unwrap_or_default()),
         }
     }
 }
@@ -956,6 +1004,15 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(Pointing::read(dir, "nope").await, Pointing::default());
+    }
+
+    #[test]
+    fn a_shortstat_gives_files_additions_and_deletions() {
+        let stat = DiffStat::parse(" 2 files changed, 18 insertions(+), 3 deletions(-)");
+        assert_eq!((stat.files, stat.additions, stat.deletions), (2, 18, 3));
+        let stat = DiffStat::parse(" 1 file changed, 1 deletion(-)");
+        assert_eq!((stat.files, stat.additions, stat.deletions), (1, 0, 1));
+        assert_eq!(DiffStat::parse(""), DiffStat::default());
     }
 
     /// The ref of a branch, a tag and a detached `HEAD`.
