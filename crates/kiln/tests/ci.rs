@@ -1234,3 +1234,36 @@ jobs:
     assert_eq!(event["workflow_run"]["conclusion"], serde_json::Value::Null);
     assert_eq!(event["workflow_run"]["head_branch"], "feature");
 }
+
+/// The push payload's whole shape (the commit and its parent, its files, the repository, the
+/// pusher and the sender), as a snapshot: the control plane's push runs build the same one.
+#[test]
+fn a_push_payload_is_githubs_for_the_commit_and_its_parent() {
+    let (s, _, _) = branched();
+    let dir = s.path();
+    let out = s.ok(&[
+        "ci",
+        "run",
+        "dump.yml",
+        "--event",
+        "push",
+        "--rev",
+        "feature~1",
+    ]);
+    let event = event_of(&out);
+    let (sha, parent) = (
+        git(dir, &["rev-parse", "feature~1"]),
+        git(dir, &["rev-parse", "feature~2"]),
+    );
+    let tree = git(dir, &["rev-parse", "feature~1^{tree}"]);
+    let time = git(dir, &["log", "-1", "--format=%cI", "feature~1"]);
+    let text = serde_json::to_string_pretty(&event)
+        .unwrap()
+        .replace(&sha, "<sha>")
+        .replace(&sha[..12], "<sha:12>")
+        .replace(&parent, "<parent>")
+        .replace(&parent[..12], "<parent:12>")
+        .replace(&tree, "<tree>")
+        .replace(&time, "<commit time>");
+    insta::assert_snapshot!(text);
+}
