@@ -1181,7 +1181,8 @@ fn every_payload_names_the_repository_and_the_sender() {
 
 /// A review of the pull request is the pull request's payload with a review, at the merge
 /// ref; a `repository_dispatch` is of the first event type the workflow listens for; a
-/// `workflow_run` is of the activity it waits for; a called
+/// `workflow_run` is of the activity it waits for; a `deployment_status` is a deployment's
+/// success; a called
 /// workflow runs in its caller's event, as on GitHub.
 #[test]
 fn reviews_dispatches_and_called_workflows_have_their_events() {
@@ -1192,6 +1193,7 @@ fn reviews_dispatches_and_called_workflows_have_their_events() {
   workflow_run:
     workflows: [ci]
     types: [requested]
+  deployment_status:
 jobs:
   a:
     runs-on: ubuntu-latest
@@ -1233,6 +1235,11 @@ jobs:
     assert_eq!(event["workflow_run"]["status"], "queued");
     assert_eq!(event["workflow_run"]["conclusion"], serde_json::Value::Null);
     assert_eq!(event["workflow_run"]["head_branch"], "feature");
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "deployment_status"]);
+    let event = event_of(&out);
+    assert_eq!(event["deployment_status"]["state"], "success", "{out}");
+    assert_eq!(event["deployment"]["environment"], "production");
+    assert_eq!(event["deployment"]["ref"], "feature");
 }
 
 /// The push payload's whole shape (the commit and its parent, its files, the repository, the

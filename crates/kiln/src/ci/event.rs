@@ -262,6 +262,26 @@ pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
             },
         }),
         "workflow_run" => workflow_run(local, &repo),
+        "deployment" => json!({
+            "action": "created",
+            "deployment": deployment(local),
+        }),
+        // A deployment of the commit that succeeded (what `deployment_status` workflows run
+        // their checks after), with no address (`--event-file` for a preview's URL).
+        "deployment_status" => json!({
+            "action": "created",
+            "deployment": deployment(local),
+            "deployment_status": {
+                "state": "success",
+                "environment": DEPLOYMENT_ENVIRONMENT,
+                "environment_url": "",
+                "target_url": "",
+                "log_url": "",
+                "description": "",
+                "creator": sender(),
+                "created_at": local.head.timestamp,
+            },
+        }),
         _ => match push {
             Some(facts) => {
                 let before = facts.head.parent.as_deref();
@@ -454,6 +474,28 @@ fn merge_group(local: &Local<'_>, default_branch: &str) -> Value {
             "base_ref": format!("refs/heads/{default_branch}"),
             "head_commit": commit(local.sha, local.head, local.repository, local.changes),
         },
+    })
+}
+
+/// The environment of a deployment nothing names (GitHub's API's default).
+const DEPLOYMENT_ENVIRONMENT: &str = "production";
+
+/// A deployment of the run's commit from its branch, as GitHub's API creates one by default
+/// (task `deploy`, environment `production`, no payload).
+fn deployment(local: &Local<'_>) -> Value {
+    json!({
+        "sha": local.sha,
+        "ref": ref_name(local.git_ref).0,
+        "task": "deploy",
+        "payload": {},
+        "environment": DEPLOYMENT_ENVIRONMENT,
+        "original_environment": DEPLOYMENT_ENVIRONMENT,
+        "description": null,
+        "creator": sender(),
+        "created_at": local.head.timestamp,
+        "updated_at": local.head.timestamp,
+        "transient_environment": false,
+        "production_environment": true,
     })
 }
 
