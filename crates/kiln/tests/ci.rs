@@ -1204,9 +1204,26 @@ jobs:
     uses: ./.github/workflows/called.yml
 "#;
     let called = "on: workflow_call\njobs:\n  b:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"called ${{ github.event_name }} ${{ github.event.action }} ${{ github.event.repository.default_branch }}\"\n";
-    let s = repo(&[("caller.yml", caller), ("called.yml", called)]);
+    let sync = "on:\n  pull_request:\n    types: [synchronize, closed]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"event $(cat \"$GITHUB_EVENT_PATH\")\"\n";
+    let s = repo(&[
+        ("caller.yml", caller),
+        ("called.yml", called),
+        ("sync.yml", sync),
+    ]);
     git(s.path(), &["checkout", "-qb", "feature"]);
     git(s.path(), &["commit", "-q", "--allow-empty", "-m", "Tidy"]);
+    // A workflow for other activity types sees the first of them: a push to the branch.
+    let out = s.ok(&["ci", "run", "sync.yml", "--event", "pull_request"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "synchronize", "{out}");
+    assert_eq!(
+        event["after"],
+        git(s.path(), &["rev-parse", "HEAD"]).as_str()
+    );
+    assert_eq!(
+        event["before"],
+        git(s.path(), &["rev-parse", "HEAD^"]).as_str()
+    );
     let out = s.ok(&["ci", "run", "caller.yml", "--event", "pull_request_review"]);
     let event = event_of(&out);
     assert_eq!(event["action"], "submitted", "{out}");

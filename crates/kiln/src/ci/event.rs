@@ -368,7 +368,7 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
             "repo": repo,
         })
     };
-    json!({
+    let mut payload = json!({
         "action": action,
         "number": PULL_NUMBER,
         "pull_request": {
@@ -399,7 +399,7 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
             "auto_merge": null,
             "created_at": local.head.timestamp,
             "updated_at": local.head.timestamp,
-            "closed_at": null,
+            "closed_at": closed.then_some(&local.head.timestamp),
             "merged_at": null,
             "commits": commits,
             "changed_files": diff.files,
@@ -408,7 +408,15 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
             "head": side(head_branch, Some(local.sha)),
             "base": side(default_branch, base_sha),
         },
-    })
+    });
+    // A push to the pull request's branch: its head moved from the last commit's parent.
+    if action == "synchronize"
+        && let Value::Object(fields) = &mut payload
+    {
+        fields.insert("before".to_owned(), json!(local.head.parent));
+        fields.insert("after".to_owned(), json!(local.sha));
+    }
+    payload
 }
 
 /// The release of the newest tag at the commit (or the one the revision names): published,
@@ -631,7 +639,19 @@ mod tests {
         let closed = payload(&local(Some(&closed)), None);
         assert_eq!(closed["action"], "closed");
         assert_eq!(closed["pull_request"]["state"], "closed");
+        assert_eq!(closed["pull_request"]["closed_at"], "");
+        let synchronize = Trigger {
+            types: vec!["synchronize".to_owned()],
+            ..Trigger::default()
+        };
+        let pushed = payload(&local(Some(&synchronize)), None);
+        assert_eq!(
+            (&pushed["before"], &pushed["after"]),
+            (&Value::Null, &json!("abc")),
+            "a root commit has no parent"
+        );
         assert_eq!(payload(&local(Some(&any)), None)["action"], "opened");
+        assert_eq!(payload(&local(Some(&any)), None).get("before"), None);
         assert_eq!(payload(&local(None), None)["pull_request"]["state"], "open");
     }
 }
