@@ -891,6 +891,7 @@ const DUMP: &str = r#"on:
   issues:
   issue_comment:
   create:
+  delete:
   schedule:
     - cron: '0 1 * * *'
     - cron: '30 5 * * 1'
@@ -1142,6 +1143,7 @@ fn every_payload_names_the_repository_and_the_sender() {
         "issue_comment",
         "merge_group",
         "create",
+        "delete",
         "pull_request",
         "release",
     ] {
@@ -1172,7 +1174,14 @@ fn every_payload_names_the_repository_and_the_sender() {
                 assert_eq!(payload["merge_group"]["base_sha"], fork_point.as_str());
                 assert!(line_of(&out, "refs").starts_with(&queue), "{out}");
             }
-            "create" => assert_eq!(payload["ref_type"], "branch"),
+            "create" => assert_eq!(payload["master_branch"], "main"),
+            "delete" => {
+                assert_eq!(
+                    (&payload["ref"], &payload["ref_type"]),
+                    (&serde_json::json!("feature"), &serde_json::json!("branch"))
+                );
+                assert_eq!(payload.get("master_branch"), None, "{out}");
+            }
             "issue_comment" => assert_eq!(payload["action"], "created"),
             _ => {}
         }

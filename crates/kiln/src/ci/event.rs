@@ -241,7 +241,9 @@ pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
         "schedule" => json!({ "schedule": local.schedule, "workflow": local.workflow }),
         "release" => release(local, &default_branch),
         "merge_group" => merge_group(local, &default_branch),
-        "create" | "delete" => {
+        // The ref's short name and kind; a creation also names the default branch and the
+        // repository's description.
+        "create" => {
             let (name, kind) = ref_name(local.git_ref);
             json!({
                 "ref": name,
@@ -250,6 +252,10 @@ pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
                 "pusher_type": "user",
                 "description": null,
             })
+        }
+        "delete" => {
+            let (name, kind) = ref_name(local.git_ref);
+            json!({ "ref": name, "ref_type": kind, "pusher_type": "user" })
         }
         "issues" => json!({ "action": action(local, "opened"), "issue": issue(local) }),
         "issue_comment" => json!({
