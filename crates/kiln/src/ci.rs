@@ -777,10 +777,8 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
                 event: &args.event,
                 git_ref: &git_ref,
                 sha: &sha,
-                head: &push.head,
+                facts: &push,
                 changes: &changed,
-                branches: &push.branches,
-                repository: &repository,
                 workflow: &rel,
                 trigger: set.root.on.get(&args.event),
                 inputs: &inputs,
@@ -788,7 +786,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
                 pointing: pointing.as_ref(),
                 pull: pull.as_ref(),
             };
-            let payload = event::payload(&local, Some(&push));
+            let payload = event::payload(&local);
             if args.event == "release" && payload.get("release").is_none() {
                 eprintln!(
                     "warning: no tag points at {}: `github.event.release` is absent (tag the commit, or give the release with --event-file)",

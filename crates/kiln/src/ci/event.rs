@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use kiln_pipelines::workflow::Trigger;
 use serde_json::{Value, json};
 
-use super::git::{Branches, Changes, Commit, Pointing, PullBase, PushFacts, Repository};
+use super::git::{Changes, Commit, Pointing, PullBase, PushFacts, Repository};
 
 /// `github.server_url` of a local run (kiln-pipelines' runner): the payload's web addresses
 /// are on it, so that `format('{0}/{1}', github.server_url, github.repository)` is the
@@ -30,11 +30,10 @@ pub(crate) struct Local<'a> {
     /// The revision's ref (`refs/heads/feature`, `refs/tags/v1`).
     pub(crate) git_ref: &'a str,
     pub(crate) sha: &'a str,
-    pub(crate) head: &'a Commit,
+    /// The commit, the default branch and the repository.
+    pub(crate) facts: &'a PushFacts,
     /// The commit's files against its first parent.
     pub(crate) changes: &'a Changes,
-    pub(crate) branches: &'a Branches,
-    pub(crate) repository: &'a Repository,
     /// The workflow file, relative to the repository (`.github/workflows/ci.yml`).
     pub(crate) workflow: &'a str,
     /// The workflow's `on.<event>`, when it has one.
@@ -185,9 +184,9 @@ fn tag_push(mut payload: Value, pointing: Option<&Pointing>, default_branch: &st
 }
 
 /// The payload of `local.event`.
-pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
-    let default_branch = local.branches.default_branch(local.git_ref);
-    let repo = repository(local.repository, &default_branch);
+pub(crate) fn payload(local: &Local<'_>) -> Value {
+    let default_branch = local.facts.branches.default_branch(local.git_ref);
+    let repo = repository(&local.facts.repository, &default_branch);
     let mut payload = match local.event {
         "workflow_dispatch" => json!({
             "ref": local.git_ref,
@@ -211,7 +210,7 @@ pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
                         "user": sender(),
                         "author_association": "OWNER",
                         "commit_id": local.sha,
-                        "submitted_at": local.head.timestamp,
+                        "submitted_at": local.facts.head.timestamp,
                         "pull_request_url": pr_url,
                     });
                     ("review", action(local, "submitted"), review)
@@ -285,21 +284,18 @@ pub(crate) fn payload(local: &Local<'_>, push: Option<&PushFacts>) -> Value {
                 "log_url": "",
                 "description": "",
                 "creator": sender(),
-                "created_at": local.head.timestamp,
+                "created_at": local.facts.head.timestamp,
             },
         }),
-        _ => match push {
-            Some(facts) => {
-                let before = facts.head.parent.as_deref();
-                let pushed = push_payload(facts, local.git_ref, before, local.sha, local.changes);
-                if local.git_ref.starts_with("refs/tags/") {
-                    tag_push(pushed, local.pointing, &default_branch)
-                } else {
-                    pushed
-                }
+        _ => {
+            let before = local.facts.head.parent.as_deref();
+            let pushed = push_payload(local.facts, local.git_ref, before, local.sha, local.changes);
+            if local.git_ref.starts_with("refs/tags/") {
+                tag_push(pushed, local.pointing, &default_branch)
+            } else {
+                pushed
             }
-            None => json!({ "ref": local.git_ref }),
-        },
+        }
     };
     if let Value::Object(fields) = &mut payload {
         fields.entry("repository").or_insert(repo);
@@ -348,8 +344,8 @@ fn title_and_body(message: &str) -> (&str, Option<&str>) {
 /// against the merge commit). Run on the default branch itself, the pull request is its last
 /// commit (`base.sha` its parent).
 fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value {
-    let full = local.repository.full_name();
-    let owner = &local.repository.owner;
+    let full = local.facts.repository.full_name();
+    let owner = &local.facts.repository.owner;
     let html = format!("{SERVER_URL}/{full}/pull/{PULL_NUMBER}");
     let api = format!("{API_URL}/repos/{full}");
     let head_branch = ref_name(local.git_ref).0;
@@ -359,12 +355,12 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
         .filter(|base| *base != local.sha);
     let (base_sha, commits) = match merge_base {
         Some(base) => (Some(base), local.pull.map_or(1, |p| p.commits.max(1))),
-        None => (local.head.parent.as_deref(), 1),
+        None => (local.facts.head.parent.as_deref(), 1),
     };
     let diff = local.pull.map(|p| p.diff).unwrap_or_default();
     let action = action(local, "opened");
     let closed = action == "closed";
-    let (title, body) = title_and_body(&local.head.message);
+    let (title, body) = title_and_body(&local.facts.head.message);
     let side = |branch: &str, sha: Option<&str>| {
         json!({
             "label": format!("{owner}:{branch}"),
@@ -403,9 +399,9 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
             "mergeable_state": "unknown",
             "merge_commit_sha": null,
             "auto_merge": null,
-            "created_at": local.head.timestamp,
-            "updated_at": local.head.timestamp,
-            "closed_at": closed.then_some(&local.head.timestamp),
+            "created_at": local.facts.head.timestamp,
+            "updated_at": local.facts.head.timestamp,
+            "closed_at": closed.then_some(&local.facts.head.timestamp),
             "merged_at": null,
             "commits": commits,
             "changed_files": diff.files,
@@ -419,7 +415,7 @@ fn pull_request(local: &Local<'_>, default_branch: &str, repo: &Value) -> Value 
     if action == "synchronize"
         && let Value::Object(fields) = &mut payload
     {
-        fields.insert("before".to_owned(), json!(local.head.parent));
+        fields.insert("before".to_owned(), json!(local.facts.head.parent));
         fields.insert("after".to_owned(), json!(local.sha));
     }
     payload
@@ -433,7 +429,7 @@ fn release(local: &Local<'_>, default_branch: &str) -> Value {
     let Some(tag) = local.pointing.and_then(|p| p.tag(local.git_ref)) else {
         return json!({ "action": action(local, "published") });
     };
-    let full = local.repository.full_name();
+    let full = local.facts.repository.full_name();
     let name = &tag.name;
     json!({
         "action": action(local, "published"),
@@ -448,7 +444,7 @@ fn release(local: &Local<'_>, default_branch: &str) -> Value {
             "body": tag.message,
             "draft": false,
             "prerelease": is_prerelease(name),
-            "created_at": local.head.timestamp,
+            "created_at": local.facts.head.timestamp,
             "published_at": tag.date,
             "author": sender(),
             "assets": [],
@@ -478,7 +474,7 @@ fn merge_group(local: &Local<'_>, default_branch: &str) -> Value {
         .pull
         .and_then(|p| p.sha.as_deref())
         .filter(|base| *base != local.sha)
-        .or(local.head.parent.as_deref());
+        .or(local.facts.head.parent.as_deref());
     json!({
         "action": "checks_requested",
         "merge_group": {
@@ -486,7 +482,7 @@ fn merge_group(local: &Local<'_>, default_branch: &str) -> Value {
             "head_ref": merge_group_ref(default_branch, base_sha.unwrap_or(local.sha)),
             "base_sha": base_sha,
             "base_ref": format!("refs/heads/{default_branch}"),
-            "head_commit": commit(local.sha, local.head, local.repository, local.changes),
+            "head_commit": head_commit(local),
         },
     })
 }
@@ -506,11 +502,17 @@ fn deployment(local: &Local<'_>) -> Value {
         "original_environment": DEPLOYMENT_ENVIRONMENT,
         "description": null,
         "creator": sender(),
-        "created_at": local.head.timestamp,
-        "updated_at": local.head.timestamp,
+        "created_at": local.facts.head.timestamp,
+        "updated_at": local.facts.head.timestamp,
         "transient_environment": false,
         "production_environment": true,
     })
+}
+
+/// The run's commit as a merge group's or workflow run's `head_commit`.
+fn head_commit(local: &Local<'_>) -> Value {
+    let facts = local.facts;
+    commit(local.sha, &facts.head, &facts.repository, local.changes)
 }
 
 /// The branch GitHub's merge queue runs a group on (`github.ref` of a `merge_group` run).
@@ -521,7 +523,7 @@ pub(crate) fn merge_group_ref(default_branch: &str, base_sha: &str) -> String {
 /// The issue of an `issues` or `issue_comment` event: a local repository has none, so it is
 /// issue 1, open, with no title, text or labels (give `--event-file` for a real one).
 fn issue(local: &Local<'_>) -> Value {
-    let full = local.repository.full_name();
+    let full = local.facts.repository.full_name();
     json!({
         "number": PULL_NUMBER,
         "title": "",
@@ -564,19 +566,19 @@ fn workflow_run(local: &Local<'_>, repo: &Value) -> Value {
         _ => ("in_progress", None),
     };
     let name = listed.iter().find(|t| !ACTIVITIES.contains(&t.as_str()));
-    let full = local.repository.full_name();
+    let full = local.facts.repository.full_name();
     let head_branch = ref_name(local.git_ref).0;
     json!({
         "action": action,
         "workflow_run": {
             "name": name,
-            "display_title": title_and_body(&local.head.message).0,
+            "display_title": title_and_body(&local.facts.head.message).0,
             "event": "push",
             "status": status,
             "conclusion": conclusion,
             "head_branch": head_branch,
             "head_sha": local.sha,
-            "head_commit": commit(local.sha, local.head, local.repository, local.changes),
+            "head_commit": head_commit(local),
             "run_attempt": 1,
             "html_url": format!("{SERVER_URL}/{full}/actions"),
             "pull_requests": [],
@@ -591,6 +593,7 @@ fn workflow_run(local: &Local<'_>, repo: &Value) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::git::Branches;
     use super::*;
 
     #[test]
@@ -615,12 +618,15 @@ mod tests {
 
     #[test]
     fn a_workflow_limited_to_other_activity_types_sees_its_first() {
-        let (commit, changes, branches) =
-            (Commit::default(), Changes::default(), Branches::default());
-        let repository = Repository {
-            owner: "acme".to_owned(),
-            name: "widgets".to_owned(),
+        let facts = PushFacts {
+            head: Commit::default(),
+            branches: Branches::default(),
+            repository: Repository {
+                owner: "acme".to_owned(),
+                name: "widgets".to_owned(),
+            },
         };
+        let changes = Changes::default();
         let inputs = IndexMap::new();
         let closed = Trigger {
             types: vec!["closed".to_owned(), "labeled".to_owned()],
@@ -631,10 +637,8 @@ mod tests {
             event: "pull_request",
             git_ref: "refs/heads/feature",
             sha: "abc",
-            head: &commit,
+            facts: &facts,
             changes: &changes,
-            branches: &branches,
-            repository: &repository,
             workflow: ".github/workflows/ci.yml",
             trigger,
             inputs: &inputs,
@@ -642,7 +646,7 @@ mod tests {
             pointing: None,
             pull: None,
         };
-        let closed = payload(&local(Some(&closed)), None);
+        let closed = payload(&local(Some(&closed)));
         assert_eq!(closed["action"], "closed");
         assert_eq!(closed["pull_request"]["state"], "closed");
         assert_eq!(closed["pull_request"]["closed_at"], "");
@@ -650,14 +654,14 @@ mod tests {
             types: vec!["synchronize".to_owned()],
             ..Trigger::default()
         };
-        let pushed = payload(&local(Some(&synchronize)), None);
+        let pushed = payload(&local(Some(&synchronize)));
         assert_eq!(
             (&pushed["before"], &pushed["after"]),
             (&Value::Null, &json!("abc")),
             "a root commit has no parent"
         );
-        assert_eq!(payload(&local(Some(&any)), None)["action"], "opened");
-        assert_eq!(payload(&local(Some(&any)), None).get("before"), None);
-        assert_eq!(payload(&local(None), None)["pull_request"]["state"], "open");
+        assert_eq!(payload(&local(Some(&any)))["action"], "opened");
+        assert_eq!(payload(&local(Some(&any))).get("before"), None);
+        assert_eq!(payload(&local(None))["pull_request"]["state"], "open");
     }
 }
