@@ -756,8 +756,13 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         Some(path) => read_event_file(path)?,
         None => {
             // A pull request (or merge group) starts where the run's commit and the default
-            // branch meet.
-            let pull = match push.branches.default_commit() {
+            // branch meet; in a repository with no default branch git can tell, it is the
+            // commit's own (its parent as the base).
+            let base = push
+                .branches
+                .default_commit()
+                .or(push.head.parent.as_deref());
+            let pull = match base {
                 Some(base)
                     if matches!(
                         args.event.as_str(),

@@ -1047,6 +1047,25 @@ fn a_pull_request_targets_the_default_branch_git_knows() {
     assert_eq!(pr["base"]["sha"], parent.as_str(), "{out}");
     assert_eq!(pr["title"], "main moves on");
     assert_eq!(pr["body"], serde_json::Value::Null);
+
+    // With no default branch git can tell (no origin/HEAD, main or master), the pull request
+    // is the commit's own, against its parent, on its branch.
+    git(
+        dir,
+        &["symbolic-ref", "--delete", "refs/remotes/origin/HEAD"],
+    );
+    std::fs::write(s.file("notes.txt"), "a\nb\n").unwrap();
+    git(dir, &["add", "notes.txt"]);
+    git(dir, &["commit", "-qm", "Notes"]);
+    let parent = git(dir, &["rev-parse", "HEAD^"]);
+    let out = s.ok(&["ci", "run", "dump.yml", "--event", "pull_request"]);
+    let pr = &event_of(&out)["pull_request"];
+    assert_eq!(pr["base"]["ref"], "trunk", "{out}");
+    assert_eq!(pr["base"]["sha"], parent.as_str());
+    assert_eq!(
+        (&pr["changed_files"], &pr["additions"]),
+        (&serde_json::json!(1), &serde_json::json!(2))
+    );
 }
 
 /// `github.event.schedule` is the cron line that fired: the workflow's first unless
