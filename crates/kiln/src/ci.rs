@@ -34,10 +34,12 @@ use crate::cli::{CiCommand, CiRunArgs, Output};
 use crate::ops::{self, Failure};
 use crate::render;
 
+mod event;
 mod git;
 mod select;
 
-pub(crate) use git::{Changes, PushFacts, git, push_payload};
+pub(crate) use event::push_payload;
+pub(crate) use git::{Changes, PushFacts, git};
 use select::{filter_matrix, select_job};
 
 /// Where workflows live, relative to the repository.
@@ -664,15 +666,21 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         let (dir, rev, rel) = (dir.to_owned(), args.rev.clone(), rel.clone());
         move || resolve_and_load(&dir, &rev, &rel)
     });
-    let pushed = async {
-        if is_push_like(&args.event) {
-            Some(git::Pushed::read(dir, &args.rev).await)
+    // The commit's facts fill every event's payload (a pull request's title, a release's
+    // date); the tags at it a release's (and a tag push's, asked once the ref is known).
+    let pointing = async {
+        if args.event == "release" {
+            Some(git::Pointing::read(dir, &args.rev).await)
         } else {
             None
         }
     };
-    let (resolved, start, pushed) =
-        tokio::join!(resolved, git::Start::read(dir, &args.rev), pushed);
+    let (resolved, start, pushed, pointing) = tokio::join!(
+        resolved,
+        git::Start::read(dir, &args.rev),
+        git::Pushed::read(dir, &args.rev),
+        pointing
+    );
     let resolved =
         resolved.map_err(|e| Failure::State(format!("loading the workflow stopped: {e}")))??;
     let Some(Resolved { sha, loaded }) = resolved else {
@@ -689,22 +697,23 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
         .git_ref
         .unwrap_or_else(|| "refs/heads/main".to_owned());
     let repository = start.repository;
-    let push = match pushed {
-        Some(pushed) => {
-            // The revision moved between the two questions: ask again by the sha.
-            let pushed = if pushed.sha == sha {
-                pushed
-            } else {
-                git::Pushed::read(dir, &sha).await
-            };
-            let facts = PushFacts {
-                head: pushed.commit,
-                branches: start.branches,
-                repository: repository.clone(),
-            };
-            Some((facts, pushed.changes))
+    // The revision moved between the two questions: ask again by the sha.
+    let pushed = if pushed.sha == sha {
+        pushed
+    } else {
+        git::Pushed::read(dir, &sha).await
+    };
+    let push = PushFacts {
+        head: pushed.commit,
+        branches: start.branches,
+        repository: repository.clone(),
+    };
+    let changed = pushed.changes;
+    let pointing = match pointing {
+        None if args.event == "push" && git_ref.starts_with("refs/tags/") => {
+            Some(git::Pointing::read(dir, &sha).await)
         }
-        None => None,
+        pointing => pointing,
     };
     let mut set = loaded?;
     print_warnings(&set);
@@ -723,9 +732,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     check_trigger(&set.root, &args.event, &inputs)?;
     // A push GitHub would not run the workflow for (its branch, tag or paths filters) still
     // runs here, as a trigger the workflow lacks does, but the user is told.
-    if args.event == "push"
-        && let Some((_, changed)) = &push
-    {
+    if args.event == "push" {
         let paths = changed.paths();
         let git_push = kiln_pipelines::filter::Push {
             git_ref: &git_ref,
@@ -744,24 +751,57 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     };
     secrets.extend(pairs(&args.secrets, "--secret")?);
     let vars = pairs(&args.vars, "--var")?;
+    let schedule = chosen_schedule(&set.root, &args.event, args.schedule.as_deref())?;
     let payload = match &args.event_file {
         Some(path) => read_event_file(path)?,
-        None => event_payload(
-            &args.event,
-            &git_ref,
-            &sha,
-            &dispatched_inputs(&set.root, &args.event, &inputs),
-            push.as_ref(),
-            &repository,
-        ),
+        None => {
+            // A pull request (or merge group) starts where the run's commit and the default
+            // branch meet; in a repository with no default branch git can tell, it is the
+            // commit's own (its parent as the base).
+            let base = push
+                .branches
+                .default_commit()
+                .or(push.head.parent.as_deref());
+            let pull = match base {
+                Some(base)
+                    if matches!(
+                        args.event.as_str(),
+                        "pull_request"
+                            | "pull_request_target"
+                            | "pull_request_review"
+                            | "pull_request_review_comment"
+                            | "merge_group"
+                    ) =>
+                {
+                    Some(git::PullBase::read(dir, base, &sha).await)
+                }
+                _ => None,
+            };
+            let inputs = dispatched_inputs(&set.root, &args.event, &inputs);
+            let local = event::Local {
+                event: &args.event,
+                git_ref: &git_ref,
+                sha: &sha,
+                facts: &push,
+                changes: &changed,
+                workflow: &rel,
+                trigger: set.root.on.get(&args.event),
+                inputs: &inputs,
+                schedule: schedule.as_deref(),
+                pointing: pointing.as_ref(),
+                pull: pull.as_ref(),
+            };
+            let payload = event::payload(&local);
+            if args.event == "release" && payload.get("release").is_none() {
+                eprintln!(
+                    "warning: no tag points at {}: `github.event.release` is absent (tag the commit, or give the release with --event-file)",
+                    sha.get(..12).unwrap_or(&sha)
+                );
+            }
+            payload
+        }
     };
-    // A pull request's run is at its merge ref on GitHub (`GITHUB_REF` is
-    // `refs/pull/<number>/merge`, `GITHUB_REF_NAME` `<number>/merge`), so a step guarded by
-    // `github.ref == 'refs/heads/main'` does not run for one.
-    let git_ref = match args.event.as_str() {
-        "pull_request" => format!("refs/pull/{}/merge", pull_request_number(&payload)),
-        _ => git_ref,
-    };
+    let git_ref = run_ref(&args.event, &payload, git_ref);
 
     let request = RunRequest {
         rel,
@@ -1148,16 +1188,6 @@ fn note_uncommitted(changed: usize, sha: &str) {
     );
 }
 
-/// Events whose `github.event` is a push payload (every event but those with their own).
-fn is_push_like(event: &str) -> bool {
-    !matches!(
-        event,
-        "workflow_dispatch" | "pull_request" | "pull_request_target"
-    )
-}
-
-/// `github.event` for a local run: enough of GitHub's payload for the usual expressions; a push
-/// is GitHub's push payload of the commit and its parent (`push`, read from git).
 /// `--event-file`: a webhook payload, which must be a JSON object as GitHub's are.
 fn read_event_file(path: &Path) -> Result<serde_json::Value, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -1179,55 +1209,69 @@ fn read_event_file(path: &Path) -> Result<serde_json::Value, Failure> {
     }
 }
 
-fn event_payload(
-    event: &str,
-    git_ref: &str,
-    sha: &str,
-    inputs: &IndexMap<String, String>,
-    push: Option<&(PushFacts, Changes)>,
-    repository: &git::Repository,
-) -> serde_json::Value {
-    // The repository as a payload names it; a local pull request is the repository's own
-    // (not from a fork), so the usual guard `github.event.pull_request.head.repo.full_name ==
-    // github.repository` holds, as it does on GitHub for a branch of the repository.
-    let repo = serde_json::json!({
-        "name": repository.name,
-        "full_name": repository.full_name(),
-        "owner": { "login": repository.owner },
-        "fork": false,
-    });
-    match (event, push) {
-        ("workflow_dispatch", _) => serde_json::json!({
-            "ref": git_ref,
-            "inputs": inputs,
-            "repository": repo,
-            "sender": { "login": "kiln" },
-        }),
-        // A pull request's `head.ref` and `base.ref` are branch names, not refs (GitHub's
-        // webhook payload); `github.head_ref` and `github.base_ref` are read from them.
-        ("pull_request" | "pull_request_target", _) => serde_json::json!({
-            "action": "opened",
-            "number": 1,
-            "pull_request": {
-                "number": 1,
-                "state": "open",
-                "draft": false,
-                "merged": false,
-                "user": { "login": "kiln" },
-                "head": {
-                    "sha": sha,
-                    "ref": git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref),
-                    "repo": repo,
-                },
-                "base": { "ref": "main", "repo": repo },
-            },
-            "repository": repo,
-            "sender": { "login": "kiln" },
-        }),
-        (_, Some((facts, changed))) => {
-            push_payload(facts, git_ref, facts.head.parent.as_deref(), sha, changed)
+/// `github.ref` of a run with `payload`, as GitHub sets it for the event: a pull request's
+/// run is at its merge ref (`refs/pull/<number>/merge`, so a step guarded by `github.ref ==
+/// 'refs/heads/main'` does not run for one), a `pull_request_target` run at its base branch, a
+/// release's at its tag, a merge group's on its queue branch; other events at the revision's.
+fn run_ref(event: &str, payload: &serde_json::Value, git_ref: String) -> String {
+    let text = |pointer: &str| {
+        payload
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match event {
+        "pull_request" | "pull_request_review" | "pull_request_review_comment" => {
+            format!("refs/pull/{}/merge", pull_request_number(payload))
         }
-        (_, None) => serde_json::json!({ "ref": git_ref }),
+        "pull_request_target" => {
+            text("/pull_request/base/ref").map_or(git_ref, |base| format!("refs/heads/{base}"))
+        }
+        "release" => text("/release/tag_name").map_or(git_ref, |tag| format!("refs/tags/{tag}")),
+        "merge_group" => text("/merge_group/head_ref").map_or(git_ref, str::to_owned),
+        _ => git_ref,
+    }
+}
+
+/// The `on.schedule` cron line a `schedule` run is for (`github.event.schedule`, which a
+/// workflow with several crons reads to tell them apart): `--schedule` names one of them, else
+/// the first, as written. None for other events and a workflow without crons.
+fn chosen_schedule(
+    workflow: &Workflow,
+    event: &str,
+    given: Option<&str>,
+) -> Result<Option<String>, Failure> {
+    let crons = workflow
+        .on
+        .get("schedule")
+        .map(|t| t.cron.as_slice())
+        .unwrap_or_default();
+    let Some(given) = given else {
+        return Ok((event == "schedule")
+            .then(|| crons.first().cloned())
+            .flatten());
+    };
+    if event != "schedule" {
+        return Err(Failure::Refused(format!(
+            "error: --schedule is for `--event schedule` runs, not `{event}`"
+        )));
+    }
+    // Cron fields are separated by any run of blanks; GitHub sends the line as written.
+    let words = |cron: &str| cron.split_whitespace().collect::<Vec<_>>().join(" ");
+    match crons.iter().find(|c| words(c) == words(given)) {
+        Some(cron) => Ok(Some(cron.clone())),
+        None => Err(Failure::Refused(format!(
+            "error: --schedule `{given}` is not one of the workflow's `on.schedule` crons: {}",
+            if crons.is_empty() {
+                "(none)".to_owned()
+            } else {
+                crons
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))),
     }
 }
 

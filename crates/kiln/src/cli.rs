@@ -470,10 +470,17 @@ pub struct CiRunArgs {
     #[arg(long, default_value = "push")]
     pub event: String,
     /// The event's webhook payload (`github.event`, `$GITHUB_EVENT_PATH`), a JSON object, in
-    /// place of the one kiln builds; its `sender` and `repository` give `github.actor`,
-    /// `actor_id`, `repository_id` and `repository_owner_id` (empty without them).
+    /// place of the one kiln builds from the repository (a pull request from the revision's
+    /// branch into the default branch, a release of the tag at the commit, ...); for what git
+    /// cannot tell (a comment's text, a label, a fork). Its `sender` and `repository` give
+    /// `github.actor`, `actor_id`, `repository_id` and `repository_owner_id` (empty without
+    /// them).
     #[arg(long = "event-file", value_name = "FILE")]
     pub event_file: Option<PathBuf>,
+    /// For `--event schedule`: the `on.schedule` cron line that fired
+    /// (`github.event.schedule`); default: the workflow's first.
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
     /// A `workflow_dispatch` input (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     pub inputs: Vec<String>,

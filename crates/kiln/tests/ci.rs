@@ -891,3 +891,444 @@ fn validate_reads_the_local_actions_the_workflows_use() {
     let out = s.ok(&["ci", "validate"]);
     assert!(out.contains("\n.: valid (local action)"), "{out}");
 }
+
+/// A workflow for every event whose payload kiln builds: it prints the payload as
+/// `$GITHUB_EVENT_PATH` holds it, the run's refs, and a few fields as expressions read them.
+const DUMP: &str = r#"on:
+  push:
+  pull_request:
+  pull_request_target:
+  release:
+  workflow_dispatch:
+  merge_group:
+  issues:
+  issue_comment:
+  create:
+  delete:
+  schedule:
+    - cron: '0 1 * * *'
+    - cron: '30 5 * * 1'
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "event $(cat "$GITHUB_EVENT_PATH")"
+      - run: echo "refs $GITHUB_REF $GITHUB_SHA [$GITHUB_BASE_REF] [$GITHUB_HEAD_REF] $GITHUB_REF_TYPE"
+      - run: echo "expr ${{ github.event.repository.html_url == format('{0}/{1}', github.server_url, github.repository) }} ${{ github.event.sender.login }} ${{ github.event.repository.default_branch }} [${{ github.event.schedule }}]"
+"#;
+
+/// The payload a run of DUMP printed.
+fn event_of(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("[a] event "))
+        .unwrap_or_else(|| panic!("no payload printed:\n{out}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// The line of DUMP's run that starts with `what`.
+fn line_of<'a>(out: &'a str, what: &str) -> &'a str {
+    let prefix = format!("[a] {what} ");
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no `{what}` line:\n{out}"))
+}
+
+/// A DUMP repository named `acme/widgets` by its origin: `main` with the workflow, then
+/// `feature` with two commits, while `main` moved on by one. Returns it with the fork point and
+/// `main`'s tip.
+fn branched() -> (Scratch, String, String) {
+    let s = repo(&[("dump.yml", DUMP)]);
+    let dir = s.path();
+    git(
+        dir,
+        &[
+            "remote",
+            "add",
+            "origin",
+            "https://github.com/acme/widgets.git",
+        ],
+    );
+    let fork_point = git(dir, &["rev-parse", "HEAD"]);
+    git(dir, &["checkout", "-qb", "feature"]);
+    std::fs::write(s.file("login.txt"), "form\n").unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "Start the login page"]);
+    git(
+        dir,
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "Add login\n\nFixes the form.",
+        ],
+    );
+    git(dir, &["checkout", "-q", "main"]);
+    git(
+        dir,
+        &["commit", "-q", "--allow-empty", "-m", "main moves on"],
+    );
+    let main_tip = git(dir, &["rev-parse", "HEAD"]);
+    git(dir, &["checkout", "-q", "feature"]);
+    (s, fork_point, main_tip)
+}
+
+/// `--event pull_request` from a branch: GitHub's pull request payload of a branch of the
+/// repository into its default branch. `base.sha` is the merge base (not `main`'s newer tip,
+/// not a made-up value), so `git diff base.sha github.sha` is the pull request's change as on
+/// GitHub; the title and body are the head commit's message; the run is at the merge ref. The
+/// whole shape is a snapshot.
+#[test]
+fn a_pull_request_payload_is_githubs_for_the_branch_into_the_default_branch() {
+    let (s, fork_point, main_tip) = branched();
+    let head = git(s.path(), &["rev-parse", "HEAD"]);
+    let out = s.ok(&["ci", "run", "dump.yml", "--event", "pull_request"]);
+    let event = event_of(&out);
+    let pr = &event["pull_request"];
+    assert_eq!(pr["base"]["sha"], fork_point.as_str(), "{out}");
+    assert_ne!(pr["base"]["sha"], main_tip.as_str());
+    assert_eq!(pr["head"]["sha"], head.as_str());
+    assert_eq!(pr["base"]["ref"], "main");
+    assert_eq!(pr["base"]["label"], "acme:main");
+    assert_eq!(pr["head"]["label"], "acme:feature");
+    assert_eq!(pr["title"], "Add login");
+    assert_eq!(pr["body"], "Fixes the form.");
+    assert_eq!(pr["commits"], 2);
+    assert_eq!(
+        (&pr["changed_files"], &pr["additions"], &pr["deletions"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        )
+    );
+    assert_eq!(pr["labels"], serde_json::json!([]));
+    assert_eq!(pr["html_url"], "http://localhost/acme/widgets/pull/1");
+    assert_eq!(
+        pr["head"]["repo"]["full_name"],
+        event["repository"]["full_name"]
+    );
+    assert_eq!(
+        line_of(&out, "refs"),
+        format!("refs/pull/1/merge {head} [main] [feature] branch")
+    );
+    assert_eq!(line_of(&out, "expr"), "true kiln main []");
+
+    // The whole payload, its commits and times named.
+    let time = git(s.path(), &["log", "-1", "--format=%cI"]);
+    let text = serde_json::to_string_pretty(&event)
+        .unwrap()
+        .replace(&head, "<head>")
+        .replace(&fork_point, "<merge base>")
+        .replace(&time, "<commit time>");
+    insta::assert_snapshot!(text);
+}
+
+/// `pull_request_target` runs at the base branch's ref, as on GitHub, and the base is the
+/// default branch git knows (`origin/HEAD`, here `trunk`), not always `main`. Run on the default
+/// branch itself, the pull request is its last commit.
+#[test]
+fn a_pull_request_targets_the_default_branch_git_knows() {
+    let (s, fork_point, _) = branched();
+    let dir = s.path();
+    git(dir, &["branch", "-qm", "main", "trunk"]);
+    let trunk = git(dir, &["rev-parse", "trunk"]);
+    git(dir, &["update-ref", "refs/remotes/origin/trunk", &trunk]);
+    git(
+        dir,
+        &[
+            "symbolic-ref",
+            "refs/remotes/origin/HEAD",
+            "refs/remotes/origin/trunk",
+        ],
+    );
+    let head = git(dir, &["rev-parse", "HEAD"]);
+    let out = s.ok(&["ci", "run", "dump.yml", "--event", "pull_request_target"]);
+    let pr = &event_of(&out)["pull_request"];
+    assert_eq!(pr["base"]["ref"], "trunk", "{out}");
+    assert_eq!(pr["base"]["sha"], fork_point.as_str());
+    assert_eq!(
+        line_of(&out, "refs"),
+        format!("refs/heads/trunk {head} [trunk] [feature] branch")
+    );
+
+    git(dir, &["checkout", "-q", "trunk"]);
+    let parent = git(dir, &["rev-parse", "HEAD^"]);
+    let out = s.ok(&["ci", "run", "dump.yml", "--event", "pull_request"]);
+    let pr = &event_of(&out)["pull_request"];
+    assert_eq!(pr["base"]["sha"], parent.as_str(), "{out}");
+    assert_eq!(pr["title"], "main moves on");
+    assert_eq!(pr["body"], serde_json::Value::Null);
+
+    // With no default branch git can tell (no origin/HEAD, main or master), the pull request
+    // is the commit's own, against its parent, on its branch.
+    git(
+        dir,
+        &["symbolic-ref", "--delete", "refs/remotes/origin/HEAD"],
+    );
+    std::fs::write(s.file("notes.txt"), "a\nb\n").unwrap();
+    git(dir, &["add", "notes.txt"]);
+    git(dir, &["commit", "-qm", "Notes"]);
+    let parent = git(dir, &["rev-parse", "HEAD^"]);
+    let out = s.ok(&["ci", "run", "dump.yml", "--event", "pull_request"]);
+    let pr = &event_of(&out)["pull_request"];
+    assert_eq!(pr["base"]["ref"], "trunk", "{out}");
+    assert_eq!(pr["base"]["sha"], parent.as_str());
+    assert_eq!(
+        (&pr["changed_files"], &pr["additions"]),
+        (&serde_json::json!(1), &serde_json::json!(2))
+    );
+}
+
+/// `github.event.schedule` is the cron line that fired: the workflow's first unless
+/// `--schedule` names another of its lines; one it does not have is refused.
+#[test]
+fn a_schedule_run_names_its_cron_line() {
+    let s = repo(&[("dump.yml", DUMP)]);
+    let out = s.ok(&["ci", "run", "--event", "schedule"]);
+    assert_eq!(event_of(&out)["schedule"], "0 1 * * *", "{out}");
+    let out = s.ok(&[
+        "ci",
+        "run",
+        "--event",
+        "schedule",
+        "--schedule",
+        "30 5  * * 1",
+    ]);
+    assert!(line_of(&out, "expr").ends_with("[30 5 * * 1]"), "{out}");
+    let refused = s.run(&[
+        "ci",
+        "run",
+        "--event",
+        "schedule",
+        "--schedule",
+        "0 2 * * *",
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("is not one of the workflow's `on.schedule` crons: `0 1 * * *`, `30 5 * * 1`"),
+        "{err}"
+    );
+    let refused = s.run(&["ci", "run", "--event", "push", "--schedule", "0 1 * * *"]);
+    assert!(!refused.status.success());
+}
+
+/// `--event release` is the release of the tag at the commit: its name, notes (the annotated
+/// tag's message), pre-release from its version, and the run at the tag's ref. A push of the
+/// tag is a new ref with no commits of its own, based on the branch whose head it tags.
+/// Without a tag there is no release, and the run says so.
+#[test]
+fn a_release_and_a_tag_push_are_the_tags_at_the_commit() {
+    let s = repo(&[("dump.yml", DUMP)]);
+    let dir = s.path();
+    let out = s.run(&["ci", "run", "--event", "release"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: no tag points at"), "{err}");
+    git(dir, &["tag", "v2.0.0"]);
+    git(dir, &["commit", "-q", "--allow-empty", "-m", "next"]);
+    git(
+        dir,
+        &["tag", "-a", "v2.1.0-rc.1", "-m", "Second release\n\nNotes."],
+    );
+    let head = git(dir, &["rev-parse", "HEAD"]);
+    let out = s.ok(&["ci", "run", "--event", "release"]);
+    let release = &event_of(&out)["release"];
+    assert_eq!(release["tag_name"], "v2.1.0-rc.1", "{out}");
+    assert_eq!(release["name"], "v2.1.0-rc.1");
+    assert_eq!(release["body"], "Second release\n\nNotes.");
+    assert_eq!(release["prerelease"], true);
+    assert_eq!(release["draft"], false);
+    assert_eq!(release["target_commitish"], "main");
+    assert_eq!(
+        line_of(&out, "refs"),
+        format!("refs/tags/v2.1.0-rc.1 {head} [] [] tag")
+    );
+
+    let out = s.ok(&["ci", "run", "--rev", "v2.1.0-rc.1", "--event", "push"]);
+    let push = event_of(&out);
+    assert_eq!(push["ref"], "refs/tags/v2.1.0-rc.1", "{out}");
+    assert_eq!(push["base_ref"], "refs/heads/main");
+    assert_eq!(push["created"], true);
+    assert_eq!(push["before"], "0".repeat(40));
+    assert_eq!(push["commits"], serde_json::json!([]));
+    assert_eq!(push["head_commit"]["id"], head.as_str());
+    // A tag of a commit no branch is at the head of has no base.
+    let out = s.ok(&["ci", "run", "--rev", "v2.0.0", "--event", "push"]);
+    assert_eq!(event_of(&out)["base_ref"], serde_json::Value::Null, "{out}");
+    let out = s.ok(&["ci", "run", "--rev", "v2.0.0", "--event", "release"]);
+    assert_eq!(event_of(&out)["release"]["prerelease"], false, "{out}");
+}
+
+/// Every payload names the repository as GitHub's do (web and clone addresses on kiln's
+/// `github.server_url`, the default branch, not private nor a fork) and the sender; a dispatch
+/// names its workflow; a merge group runs on its queue branch.
+#[test]
+fn every_payload_names_the_repository_and_the_sender() {
+    let (s, fork_point, _) = branched();
+    for event in [
+        "push",
+        "workflow_dispatch",
+        "schedule",
+        "issues",
+        "issue_comment",
+        "merge_group",
+        "create",
+        "delete",
+        "pull_request",
+        "release",
+    ] {
+        let out = s.ok(&["ci", "run", "dump.yml", "--event", event]);
+        let payload = event_of(&out);
+        let repository = &payload["repository"];
+        assert_eq!(repository["full_name"], "acme/widgets", "{event}: {out}");
+        assert_eq!(repository["owner"]["login"], "acme", "{event}");
+        assert_eq!(repository["default_branch"], "main", "{event}");
+        assert_eq!(
+            repository["clone_url"], "http://localhost/acme/widgets.git",
+            "{event}"
+        );
+        assert_eq!(repository["private"], false, "{event}");
+        assert_eq!(repository["fork"], false, "{event}");
+        assert_eq!(payload["sender"]["login"], "kiln", "{event}");
+        assert!(
+            line_of(&out, "expr").starts_with("true kiln main"),
+            "{event}: {out}"
+        );
+        match event {
+            "workflow_dispatch" => {
+                assert_eq!(payload["workflow"], ".github/workflows/dump.yml");
+            }
+            "merge_group" => {
+                let queue = format!("refs/heads/gh-readonly-queue/main/pr-1-{fork_point}");
+                assert_eq!(payload["merge_group"]["head_ref"], queue.as_str(), "{out}");
+                assert_eq!(payload["merge_group"]["base_sha"], fork_point.as_str());
+                assert!(line_of(&out, "refs").starts_with(&queue), "{out}");
+            }
+            "create" => assert_eq!(payload["master_branch"], "main"),
+            "delete" => {
+                assert_eq!(
+                    (&payload["ref"], &payload["ref_type"]),
+                    (&serde_json::json!("feature"), &serde_json::json!("branch"))
+                );
+                assert_eq!(payload.get("master_branch"), None, "{out}");
+            }
+            "issue_comment" => assert_eq!(payload["action"], "created"),
+            _ => {}
+        }
+    }
+}
+
+/// A review of the pull request is the pull request's payload with a review, at the merge
+/// ref; a `repository_dispatch` is of the first event type the workflow listens for; a
+/// `workflow_run` is of the activity it waits for; a `deployment_status` is a deployment's
+/// success; a called
+/// workflow runs in its caller's event, as on GitHub.
+#[test]
+fn reviews_dispatches_and_called_workflows_have_their_events() {
+    let caller = r#"on:
+  pull_request_review:
+  repository_dispatch:
+    types: [deploy, rollback]
+  workflow_run:
+    workflows: [ci]
+    types: [requested]
+  deployment_status:
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "event $(cat "$GITHUB_EVENT_PATH")"
+      - run: echo "refs $GITHUB_REF [$GITHUB_BASE_REF] [$GITHUB_HEAD_REF]"
+  called:
+    uses: ./.github/workflows/called.yml
+"#;
+    let called = "on: workflow_call\njobs:\n  b:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"called ${{ github.event_name }} ${{ github.event.action }} ${{ github.event.repository.default_branch }}\"\n";
+    let sync = "on:\n  pull_request:\n    types: [synchronize, closed]\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"event $(cat \"$GITHUB_EVENT_PATH\")\"\n";
+    let s = repo(&[
+        ("caller.yml", caller),
+        ("called.yml", called),
+        ("sync.yml", sync),
+    ]);
+    git(s.path(), &["checkout", "-qb", "feature"]);
+    git(s.path(), &["commit", "-q", "--allow-empty", "-m", "Tidy"]);
+    // A workflow for other activity types sees the first of them: a push to the branch.
+    let out = s.ok(&["ci", "run", "sync.yml", "--event", "pull_request"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "synchronize", "{out}");
+    assert_eq!(
+        event["after"],
+        git(s.path(), &["rev-parse", "HEAD"]).as_str()
+    );
+    assert_eq!(
+        event["before"],
+        git(s.path(), &["rev-parse", "HEAD^"]).as_str()
+    );
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "pull_request_review"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "submitted", "{out}");
+    assert_eq!(event["review"]["state"], "commented");
+    assert_eq!(event["pull_request"]["title"], "Tidy");
+    assert_eq!(line_of(&out, "refs"), "refs/pull/1/merge [main] [feature]");
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with("called pull_request_review submitted main")),
+        "{out}"
+    );
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "repository_dispatch"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "deploy", "{out}");
+    assert_eq!(event["client_payload"], serde_json::json!({}));
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with("called repository_dispatch deploy main")),
+        "{out}"
+    );
+    // The activity it listens for. (Its `workflows:` name is not asserted: kiln-pipelines
+    // keeps `workflows:` and `types:` in one field, the later written replacing the other.)
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "workflow_run"]);
+    let event = event_of(&out);
+    assert_eq!(event["action"], "requested", "{out}");
+    assert_eq!(event["workflow_run"]["status"], "queued");
+    assert_eq!(event["workflow_run"]["conclusion"], serde_json::Value::Null);
+    assert_eq!(event["workflow_run"]["head_branch"], "feature");
+    let out = s.ok(&["ci", "run", "caller.yml", "--event", "deployment_status"]);
+    let event = event_of(&out);
+    assert_eq!(event["deployment_status"]["state"], "success", "{out}");
+    assert_eq!(event["deployment"]["environment"], "production");
+    assert_eq!(event["deployment"]["ref"], "feature");
+}
+
+/// The push payload's whole shape (the commit and its parent, its files, the repository, the
+/// pusher and the sender), as a snapshot: the control plane's push runs build the same one.
+#[test]
+fn a_push_payload_is_githubs_for_the_commit_and_its_parent() {
+    let (s, _, _) = branched();
+    let dir = s.path();
+    let out = s.ok(&[
+        "ci",
+        "run",
+        "dump.yml",
+        "--event",
+        "push",
+        "--rev",
+        "feature~1",
+    ]);
+    let event = event_of(&out);
+    let (sha, parent) = (
+        git(dir, &["rev-parse", "feature~1"]),
+        git(dir, &["rev-parse", "feature~2"]),
+    );
+    let tree = git(dir, &["rev-parse", "feature~1^{tree}"]);
+    let time = git(dir, &["log", "-1", "--format=%cI", "feature~1"]);
+    let text = serde_json::to_string_pretty(&event)
+        .unwrap()
+        .replace(&sha, "<sha>")
+        .replace(&sha[..12], "<sha:12>")
+        .replace(&parent, "<parent>")
+        .replace(&parent[..12], "<parent:12>")
+        .replace(&tree, "<tree>")
+        .replace(&time, "<commit time>");
+    insta::assert_snapshot!(text);
+}

@@ -283,13 +283,14 @@ async fn ref_of(dir: &Path, rev: &str) -> Option<String> {
     }
 }
 
-/// The refs that decide the repository's default branch.
+/// The refs that decide the repository's default branch, each with the commit it names.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Branches {
-    /// The branch the clone's `origin/HEAD` points at.
-    origin_head: Option<String>,
-    main: bool,
-    master: bool,
+    /// The branch the clone's `origin/HEAD` points at, and its commit.
+    origin_head: Option<(String, String)>,
+    /// The commit of `main`, when there is one.
+    main: Option<String>,
+    master: Option<String>,
 }
 
 impl Branches {
@@ -299,7 +300,7 @@ impl Branches {
             dir,
             &[
                 "for-each-ref",
-                "--format=%(refname)%00%(symref)",
+                "--format=%(refname)%00%(symref)%00%(objectname)",
                 "refs/remotes/origin/HEAD",
                 "refs/heads/main",
                 "refs/heads/master",
@@ -313,15 +314,18 @@ impl Branches {
     fn parse(listed: &str) -> Branches {
         let mut branches = Branches::default();
         for line in listed.lines() {
-            let (name, target) = line.split_once('\0').unwrap_or((line, ""));
+            let mut fields = line.split('\0');
+            let name = fields.next().unwrap_or_default();
+            let target = fields.next().unwrap_or_default();
+            let commit = fields.next().unwrap_or_default().to_owned();
             match name {
-                "refs/heads/main" => branches.main = true,
-                "refs/heads/master" => branches.master = true,
+                "refs/heads/main" => branches.main = Some(commit),
+                "refs/heads/master" => branches.master = Some(commit),
                 "refs/remotes/origin/HEAD" => {
                     branches.origin_head = target
                         .strip_prefix("refs/remotes/origin/")
                         .filter(|b| !b.is_empty())
-                        .map(str::to_owned);
+                        .map(|b| (b.to_owned(), commit));
                 }
                 _ => {}
             }
@@ -335,19 +339,184 @@ impl Branches {
     /// branch, so guessing the pushed branch first would make every branch look like the
     /// default one.
     pub(crate) fn default_branch(&self, git_ref: &str) -> String {
-        if let Some(branch) = &self.origin_head {
+        if let Some((branch, _)) = &self.origin_head {
             return branch.clone();
         }
-        if self.main {
+        if self.main.is_some() {
             return "main".to_owned();
         }
-        if self.master {
+        if self.master.is_some() {
             return "master".to_owned();
         }
         git_ref
             .strip_prefix("refs/heads/")
             .unwrap_or(git_ref)
             .to_owned()
+    }
+
+    /// The commit of the default branch (`origin/HEAD`'s, else `main`'s or `master`'s): the
+    /// base a local pull request is opened against. None when the repository has none of them.
+    pub(crate) fn default_commit(&self) -> Option<&str> {
+        let commit = match &self.origin_head {
+            Some((_, commit)) => Some(commit),
+            None => self.main.as_ref().or(self.master.as_ref()),
+        };
+        commit.map(String::as_str).filter(|c| !c.is_empty())
+    }
+}
+
+/// The tags and branches that point at the run's commit, from one `git for-each-ref`: a
+/// `release` is the newest tag's, a tag push's `base_ref` the branch whose head it tags.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Pointing {
+    /// Newest first.
+    pub(crate) tags: Vec<Tag>,
+    /// Branch names, local ones and the `origin` remote's (`main`, not `refs/heads/main`).
+    pub(crate) branches: Vec<String>,
+}
+
+/// A tag of the run's commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Tag {
+    pub(crate) name: String,
+    /// When it was made: an annotated tag's own date, else its commit's.
+    pub(crate) date: String,
+    /// An annotated tag's message; empty for a lightweight tag.
+    pub(crate) message: String,
+}
+
+impl Pointing {
+    pub(crate) async fn read(dir: &Path, rev: &str) -> Pointing {
+        let points_at = format!("--points-at={rev}^{{commit}}");
+        let listed = git_async(
+            dir,
+            &[
+                "for-each-ref",
+                "--sort=-creatordate",
+                points_at.as_str(),
+                "--format=%(refname)%1f%(objecttype)%1f%(creatordate:iso-strict)%1f%(contents)%1e",
+                "refs/tags",
+                "refs/heads",
+                "refs/remotes/origin",
+            ],
+        )
+        .await
+        .unwrap_or_default();
+        Pointing::parse(&listed)
+    }
+
+    fn parse(listed: &str) -> Pointing {
+        let mut pointing = Pointing::default();
+        for record in listed.split('\x1e') {
+            let mut fields = record.trim_start_matches('\n').split('\x1f');
+            let name = fields.next().unwrap_or_default();
+            let kind = fields.next().unwrap_or_default();
+            let date = fields.next().unwrap_or_default();
+            let contents = fields.next().unwrap_or_default();
+            if let Some(tag) = name.strip_prefix("refs/tags/") {
+                pointing.tags.push(Tag {
+                    name: tag.to_owned(),
+                    date: date.to_owned(),
+                    message: if kind == "tag" {
+                        contents.trim_end().to_owned()
+                    } else {
+                        String::new()
+                    },
+                });
+                continue;
+            }
+            let branch = name
+                .strip_prefix("refs/heads/")
+                .or_else(|| name.strip_prefix("refs/remotes/origin/"))
+                .filter(|b| *b != "HEAD");
+            if let Some(branch) = branch
+                && !pointing.branches.iter().any(|b| b == branch)
+            {
+                pointing.branches.push(branch.to_owned());
+            }
+        }
+        pointing
+    }
+
+    /// The tag a run at `git_ref` is for: the one the ref names, else the newest.
+    pub(crate) fn tag(&self, git_ref: &str) -> Option<&Tag> {
+        let named = git_ref.strip_prefix("refs/tags/");
+        named
+            .and_then(|n| self.tags.iter().find(|t| t.name == n))
+            .or_else(|| self.tags.first())
+    }
+}
+
+/// Where a local pull request from the run's commit starts: the merge base with the default
+/// branch, how many commits the head has past it and what they change, from three `git`
+/// processes run together.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct PullBase {
+    /// The merge base of the head and the default branch's commit.
+    pub(crate) sha: Option<String>,
+    /// Commits on the head that the default branch lacks.
+    pub(crate) commits: u64,
+    /// What the pull request changes (`git diff --shortstat`).
+    pub(crate) diff: DiffStat,
+}
+
+/// `git diff --shortstat`'s figures.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiffStat {
+    pub(crate) files: u64,
+    pub(crate) additions: u64,
+    pub(crate) deletions: u64,
+}
+
+impl DiffStat {
+    /// ` 2 files changed, 18 insertions(+), 3 deletions(-)`; a part with nothing is left out,
+    /// and nothing at all for no change.
+    fn parse(shortstat: &str) -> DiffStat {
+        let mut stat = DiffStat::default();
+        for part in shortstat.split(',') {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse() else { continue };
+            if what.starts_with("file") {
+                stat.files = n;
+            } else if what.starts_with("insertion") {
+                stat.additions = n;
+            } else if what.starts_with("deletion") {
+                stat.deletions = n;
+            }
+        }
+        stat
+    }
+}
+
+impl PullBase {
+    pub(crate) async fn read(dir: &Path, base: &str, head: &str) -> PullBase {
+        let (range, both) = (format!("{base}..{head}"), format!("{base}...{head}"));
+        let (merge_base, count, stat) = (
+            ["merge-base", base, head],
+            ["rev-list", "--count", range.as_str()],
+            ["diff", "--shortstat", both.as_str()],
+        );
+        let (sha, count, stat) = tokio::join!(
+            git_async(dir, &merge_base),
+            git_async(dir, &count),
+            git_async(dir, &stat)
+        );
+        let sha = sha.filter(|s| !s.is_empty());
+        // On the default branch itself, the pull request is its last commit.
+        let stat = if sha.as_deref() == Some(head) {
+            let parent = format!("{head}^");
+            git_async(dir, &["diff", "--shortstat", parent.as_str(), head]).await
+        } else {
+            stat
+        };
+        PullBase {
+            sha,
+            commits: count.and_then(|c| c.parse().ok()).unwrap_or(0),
+            diff: DiffStat::parse(&stat.unwrap_or_default()),
+        }
     }
 }
 
@@ -522,67 +691,26 @@ impl Repository {
     }
 }
 
-/// GitHub's push payload for `after` on `git_ref`: the head commit (message, author, time,
-/// files), the commit before (zeros for a new branch), the repository and the pusher.
-pub(crate) fn push_payload(
-    facts: &PushFacts,
-    git_ref: &str,
-    before: Option<&str>,
-    after: &str,
-    changed: &Changes,
-) -> serde_json::Value {
-    let commit = &facts.head;
-    let person = serde_json::json!({ "name": commit.author_name, "email": commit.author_email });
-    let head = serde_json::json!({
-        "id": after,
-        "tree_id": commit.tree,
-        "message": commit.message,
-        "timestamp": commit.timestamp,
-        "author": person,
-        "committer": person,
-        "added": changed.added,
-        "removed": changed.removed,
-        "modified": changed.modified,
-    });
-    let branch = facts.branches.default_branch(git_ref);
-    let repository = &facts.repository;
-    serde_json::json!({
-        "ref": git_ref,
-        "before": before.map_or_else(|| "0".repeat(40), str::to_owned),
-        "after": after,
-        "created": before.is_none(),
-        "deleted": false,
-        "forced": false,
-        "base_ref": null,
-        "commits": [head.clone()],
-        "head_commit": head,
-        "pusher": person,
-        "sender": { "login": "kiln" },
-        "repository": {
-            "name": repository.name,
-            "full_name": repository.full_name(),
-            "owner": { "login": repository.owner, "name": repository.owner },
-            "default_branch": branch,
-            "master_branch": branch,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn branches_prefer_origin_head_then_main_then_master_then_the_pushed_branch() {
-        let listed = "refs/heads/main\0\nrefs/remotes/origin/HEAD\0refs/remotes/origin/trunk";
+        let listed =
+            "refs/heads/main\0\0a1\nrefs/remotes/origin/HEAD\0refs/remotes/origin/trunk\0b2";
         let all = Branches::parse(listed);
         assert_eq!(all.default_branch("refs/heads/x"), "trunk");
-        let local = Branches::parse("refs/heads/main\0\nrefs/heads/master\0");
+        assert_eq!(all.default_commit(), Some("b2"));
+        let local = Branches::parse("refs/heads/main\0\0a1\nrefs/heads/master\0\0c3");
         assert_eq!(local.default_branch("refs/heads/x"), "main");
-        let old = Branches::parse("refs/heads/master\0");
+        assert_eq!(local.default_commit(), Some("a1"));
+        let old = Branches::parse("refs/heads/master\0\0c3");
         assert_eq!(old.default_branch("refs/heads/x"), "master");
+        assert_eq!(old.default_commit(), Some("c3"));
         let none = Branches::parse("");
         assert_eq!(none.default_branch("refs/heads/feature/a"), "feature/a");
+        assert_eq!(none.default_commit(), None);
     }
 
     #[test]
@@ -838,6 +966,53 @@ mod tests {
             "side\n\nwith a body"
         );
         assert_eq!(Pushed::read(dir, "nope").await, Pushed::default());
+    }
+
+    /// The tags at a commit, newest first, an annotated one with its message, and the branches
+    /// whose head it is, local or the origin's, each once.
+    #[tokio::test]
+    async fn the_tags_and_branches_at_a_commit() {
+        let (repo, git) = scratch();
+        let dir = repo.path();
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(&["tag", "old"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "two"]);
+        let head = git(&["rev-parse", "HEAD"]);
+        git(&["tag", "light"]);
+        git(&["tag", "-a", "v1", "-m", "Release one\n\nNotes."]);
+        git(&["update-ref", "refs/remotes/origin/main", &head]);
+        git(&["branch", "other"]);
+        let pointing = Pointing::read(dir, "v1").await;
+        let mut tags: Vec<(&str, &str)> = pointing
+            .tags
+            .iter()
+            .map(|t| (t.name.as_str(), t.message.as_str()))
+            .collect();
+        tags.sort_unstable();
+        assert_eq!(tags, [("light", ""), ("v1", "Release one\n\nNotes.")]);
+        let mut branches = pointing.branches.clone();
+        branches.sort_unstable();
+        assert_eq!(branches, ["main", "other"]);
+        assert_eq!(
+            pointing.tag("refs/tags/light").map(|t| t.name.as_str()),
+            Some("light")
+        );
+        assert!(pointing.tags.iter().all(|t| !t.date.is_empty()));
+        assert_eq!(
+            Pointing::read(dir, "old").await.branches,
+            Vec::<String>::new()
+        );
+        assert_eq!(Pointing::read(dir, "nope").await, Pointing::default());
+    }
+
+    #[test]
+    fn a_shortstat_gives_files_additions_and_deletions() {
+        let stat = DiffStat::parse(" 2 files changed, 18 insertions(+), 3 deletions(-)");
+        assert_eq!((stat.files, stat.additions, stat.deletions), (2, 18, 3));
+        let stat = DiffStat::parse(" 1 file changed, 1 deletion(-)");
+        assert_eq!((stat.files, stat.additions, stat.deletions), (1, 0, 1));
+        assert_eq!(DiffStat::parse(""), DiffStat::default());
     }
 
     /// The ref of a branch, a tag and a detached `HEAD`.
