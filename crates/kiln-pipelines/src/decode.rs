@@ -717,7 +717,8 @@ impl Decoder<'_> {
                 "tags-ignore" => trigger.tags_ignore = self.string_list(value, &p),
                 "paths" => trigger.paths = self.string_list(value, &p),
                 "paths-ignore" => trigger.paths_ignore = self.string_list(value, &p),
-                "types" | "workflows" => trigger.types = self.string_list(value, &p),
+                "types" => trigger.types = self.string_list(value, &p),
+                "workflows" => trigger.workflows = self.string_list(value, &p),
                 "inputs" => {
                     let of = if event == "workflow_call" {
                         InputsOf::Call

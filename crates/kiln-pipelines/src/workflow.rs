@@ -97,6 +97,8 @@ pub struct Trigger {
     pub paths_ignore: Vec<String>,
     /// `types` (activity types).
     pub types: Vec<String>,
+    /// `workflows` of `workflow_run`: the workflows whose runs trigger this one.
+    pub workflows: Vec<String>,
     /// `cron` entries of `schedule`.
     pub cron: Vec<String>,
     /// `inputs` of `workflow_dispatch` / `workflow_call`.

@@ -1285,11 +1285,11 @@ jobs:
             .any(|l| l.ends_with("called repository_dispatch deploy main")),
         "{out}"
     );
-    // The activity it listens for. (Its `workflows:` name is not asserted: kiln-pipelines
-    // keeps `workflows:` and `types:` in one field, the later written replacing the other.)
+    // The activity it listens for, of the workflow it names.
     let out = s.ok(&["ci", "run", "caller.yml", "--event", "workflow_run"]);
     let event = event_of(&out);
     assert_eq!(event["action"], "requested", "{out}");
+    assert_eq!(event["workflow_run"]["name"], "ci");
     assert_eq!(event["workflow_run"]["status"], "queued");
     assert_eq!(event["workflow_run"]["conclusion"], serde_json::Value::Null);
     assert_eq!(event["workflow_run"]["head_branch"], "feature");

@@ -565,7 +565,8 @@ fn workflow_run(local: &Local<'_>, repo: &Value) -> Value {
         "requested" => ("queued", None),
         _ => ("in_progress", None),
     };
-    let name = listed.iter().find(|t| !ACTIVITIES.contains(&t.as_str()));
+    // The first workflow `on.workflow_run.workflows` names (GitHub sends the one that ran).
+    let name = local.trigger.and_then(|t| t.workflows.first());
     let full = local.facts.repository.full_name();
     let head_branch = ref_name(local.git_ref).0;
     json!({
