@@ -51,9 +51,27 @@ impl Store {
         Self::init(conn, true)
     }
 
-    /// Opens the state of the stack in `stack_dir` (its `.kiln/state.db`).
+    /// Opens the state of the stack in `stack_dir` (its `.kiln/state.db`). `.kiln` gets a
+    /// `.gitignore` that ignores all of it, so that `git add -A` in the stack's repository does
+    /// not commit the state database, logs and releases (a tool's own cache directory does the
+    /// same); one already there is left as it is.
     pub fn open_in_stack(stack_dir: &Path) -> Result<Store, StateError> {
-        Self::open(&stack_dir.join(crate::STATE_DB_PATH))
+        let path = stack_dir.join(crate::STATE_DB_PATH);
+        let store = Self::open(&path)?;
+        if let Some(dir) = path.parent() {
+            let ignore = dir.join(".gitignore");
+            if !ignore.exists() {
+                std::fs::write(
+                    &ignore,
+                    "# kiln's state, logs and releases: never committed.\n*\n",
+                )
+                .map_err(|source| StateError::Io {
+                    path: ignore.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(store)
     }
 
     /// A private in-memory store, for tests.
@@ -210,6 +228,17 @@ mod tests {
         }
         assert_eq!(store.serial()?, 0);
         assert_eq!(store.schema_version()?, schema::supported_version());
+        // `.kiln` ignores itself; a `.gitignore` of the user's own is kept.
+        let ignore = dir.path().join("stack/.kiln/.gitignore");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert!(read(&ignore).lines().any(|l| l == "*"), "{}", read(&ignore));
+        std::fs::write(&ignore, "state.db\n").map_err(|source| StateError::Io {
+            path: ignore.clone(),
+            source,
+        })?;
+        drop(store);
+        Store::open_in_stack(&dir.path().join("stack"))?;
+        assert_eq!(read(&ignore), "state.db\n");
         Ok(())
     }
 
