@@ -1062,6 +1062,45 @@ jobs:
     );
 }
 
+/// `strategy.matrix.exclude`: "an excluded configuration only has to be a partial match",
+/// and that holds inside an object vector's items. microsoft/TypeScript's CI (Apache-2.0)
+/// lists its configurations as objects, marks those to leave out of merge queues with
+/// `skip: ${{ github.event_name == 'merge_group' }}`, and excludes `config: {skip: true}`.
+/// kiln compared whole objects, so nothing was excluded and every configuration ran.
+#[tokio::test]
+async fn exclude_matches_part_of_an_object_in_the_matrix() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  test:
+    name: test ${{ matrix.config.v }}
+    strategy:
+      matrix:
+        config:
+          - v: main
+          - v: on-push-only
+            skip: ${{ github.event_name != 'push' }}
+          - v: not-on-push
+            skip: ${{ github.event_name == 'push' }}
+        exclude:
+          - config:
+              skip: true
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "ran ${{ matrix.config.v }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success);
+    assert_eq!(ran.logs("test main"), ["ran main"]);
+    assert_eq!(ran.logs("test on-push-only"), ["ran on-push-only"]);
+    assert!(ran.logs("test not-on-push").is_empty());
+    let names: Vec<String> = ran.store.jobs().into_iter().map(|(_, j)| j.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
 /// Workflow syntax, `jobs.<job_id>.steps[*].run` and `name`: string keys. A key with no value
 /// (nothing, or only a comment, after the colon: fmtlib/fmt's doc workflow disabled its build
 /// step as `run: # ...`) is YAML null, which GitHub's template reader converts to '' wherever a
