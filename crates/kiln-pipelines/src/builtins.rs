@@ -875,7 +875,7 @@ fn wanted_version(
 }
 
 async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Out, String> {
-    let (program, version) = match tool_version("python3", "--version").await {
+    let (program, host_version) = match tool_version("python3", "--version").await {
         Some(v) => ("python3", v),
         None => (
             "python",
@@ -887,29 +887,52 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
     let mut out = Out::default();
     let spec = wanted_version(cx, with, Tool::Python, &mut out.logs)?;
     // setup-python reads `python-version` as a multi-line input: every version listed is set
-    // up (the last is the default). The host's one python must satisfy each, and a miss
-    // names the version, not the whole list.
-    if let Some(missing) = spec
-        .lines()
-        .map(str::trim)
-        .find(|v| !v.is_empty() && !version_satisfies(&version, v))
-    {
-        return Err(format!(
-            "python-version `{missing}` is not satisfied by the host's python {version}; install a matching python"
-        ));
+    // up, the last one first on PATH (the default). Each is the host's python when it
+    // satisfies the version, else the newest other installation that does (pyenv's, or a
+    // runner tool cache's, where setup-python itself looks); a miss names the version, not
+    // the whole list.
+    let mut installations = None;
+    let mut chosen: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for wanted in spec.lines().map(str::trim).filter(|v| !v.is_empty()) {
+        if version_satisfies(&host_version, wanted) {
+            let shim = host_python_dir(cx, program)?;
+            chosen.push((host_version.clone(), shim));
+            continue;
+        }
+        let found = installations
+            .get_or_insert_with(|| python_installations(&cx.shared.tool_cache()))
+            .iter()
+            .rev()
+            .filter(|(version, _)| version_satisfies(version, wanted))
+            // The newest; of equal ones, the first place looked.
+            .max_by_key(|(version, _)| parse_version(version));
+        let Some((version, bin)) = found else {
+            return Err(format!(
+                "python-version `{wanted}` is not satisfied by the host's python {host_version} or another installed one; install a matching python"
+            ));
+        };
+        chosen.push((version.clone(), bin.clone()));
     }
-    // The real action puts a `python` on PATH; give the host's python3 that name too.
-    let shim = cx.temp.join("setup-python-bin");
-    std::fs::create_dir_all(&shim).map_err(|e| e.to_string())?;
-    let link = shim.join("python");
-    if !link.exists() {
-        let target = which(program).ok_or("python3 is not on PATH")?;
-        std::os::unix::fs::symlink(target, &link).map_err(|e| e.to_string())?;
+    if chosen.is_empty() {
+        chosen.push((host_version.clone(), host_python_dir(cx, program)?));
     }
-    out.path.push(shim.to_string_lossy().into_owned());
-    out.logs.push(format!("Using the host's python {version}"));
+    for (version, bin) in &chosen {
+        out.path.insert(0, bin.to_string_lossy().into_owned());
+        if *version == host_version {
+            out.logs.push(format!("Using the host's python {version}"));
+        } else {
+            out.logs
+                .push(format!("Using python {version} from {}", bin.display()));
+        }
+    }
+    let Some((version, bin)) = chosen.pop() else {
+        return Err("no python to set up".to_owned());
+    };
+    let link = bin.join("python");
+    let program = link.to_string_lossy().into_owned();
+    let program = program.as_str();
     // `update-environment` (default true): the variables the real action exports for build
-    // tools and cache keys (`${{ env.pythonLocation }}`), at the host's installation.
+    // tools and cache keys (`${{ env.pythonLocation }}`), at the default installation.
     let update = with
         .get("update-environment")
         .is_none_or(|u| !u.trim().eq_ignore_ascii_case("false"));
@@ -964,6 +987,63 @@ async fn setup_python(cx: &Cx<'_>, with: &IndexMap<String, String>) -> Result<Ou
     }
     out.outputs.insert("python-version".to_owned(), version);
     Ok(out)
+}
+
+/// A directory holding `python`, the host's python (`program` on PATH) under that name, as the
+/// real action puts a `python` on PATH.
+fn host_python_dir(cx: &Cx<'_>, program: &str) -> Result<std::path::PathBuf, String> {
+    let shim = cx.temp.join("setup-python-bin");
+    std::fs::create_dir_all(&shim).map_err(|e| e.to_string())?;
+    let link = shim.join("python");
+    if !link.exists() {
+        let target = which(program).ok_or("python3 is not on PATH")?;
+        std::os::unix::fs::symlink(target, &link).map_err(|e| e.to_string())?;
+    }
+    Ok(shim)
+}
+
+/// The python installations besides the one on PATH, each as its version and its `bin`
+/// directory (holding `python`): where setup-python looks, a runner tool cache's
+/// `Python/<version>/x64` (the run's own `$RUNNER_TOOL_CACHE`, which a step may fill, then
+/// kiln's own `$RUNNER_TOOL_CACHE` or `/opt/hostedtoolcache`), and pyenv's versions
+/// (`$PYENV_ROOT/versions/<version>`, by default `~/.pyenv`). A directory whose name is not
+/// a version (`pypy3.10-7.3`, `miniconda3-latest`) is not one.
+fn python_installations(run_tool_cache: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let host_tool_cache = var("RUNNER_TOOL_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/hostedtoolcache".into());
+    let pyenv = var("PYENV_ROOT")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|home| Path::new(&home).join(".pyenv")))
+        .map(|root| root.join("versions"));
+    let roots = [
+        (Some(run_tool_cache.join("Python")), Some("x64")),
+        (Some(host_tool_cache.join("Python")), Some("x64")),
+        (pyenv, None),
+    ];
+    let mut found = Vec::new();
+    for (root, arch_dir) in roots {
+        let Some(entries) = root.and_then(|r| std::fs::read_dir(r).ok()) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_version = name.split('.').count() >= 2
+                && name
+                    .split('.')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+            let mut dir = entry.path();
+            if let Some(arch) = arch_dir {
+                dir.push(arch);
+            }
+            let bin = dir.join("bin");
+            if is_version && bin.join("python").is_file() {
+                found.push((name, bin));
+            }
+        }
+    }
+    found
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

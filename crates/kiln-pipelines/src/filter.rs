@@ -314,9 +314,66 @@ pub fn push_runs(on: &IndexMap<String, Trigger>, push: &Push<'_>) -> Result<(), 
     Ok(())
 }
 
+/// The strings that keep a commit from triggering `push` and `pull_request` workflows when its
+/// message contains one ("Skipping workflow runs").
+pub const SKIP_MARKERS: [&str; 5] = [
+    "[skip ci]",
+    "[ci skip]",
+    "[no ci]",
+    "[skip actions]",
+    "[actions skip]",
+];
+
+/// Why GitHub would not start `push` or `pull_request` workflows for a head commit with this
+/// message: one of [`SKIP_MARKERS`] anywhere in it, or a `skip-checks:true` (or
+/// `skip-checks: true`) trailer, the last line of a paragraph after the subject. `None` when
+/// the message asks for nothing.
+pub fn commit_skips_workflows(message: &str) -> Option<&'static str> {
+    if let Some(marker) = SKIP_MARKERS.iter().find(|m| message.contains(*m)) {
+        return Some(marker);
+    }
+    let mut lines = message.trim_end().lines();
+    let last = lines.next_back()?.trim_end();
+    let after_subject = lines.clone().any(|l| l.trim().is_empty());
+    (after_subject && (last == "skip-checks:true" || last == "skip-checks: true"))
+        .then_some("the skip-checks trailer")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skip_markers_and_the_skip_checks_trailer_skip_a_commit() {
+        assert_eq!(
+            commit_skips_workflows("docs: typo [skip ci]"),
+            Some("[skip ci]")
+        );
+        assert_eq!(
+            commit_skips_workflows("bump\n\nrelease notes [actions skip] here"),
+            Some("[actions skip]")
+        );
+        for marker in SKIP_MARKERS {
+            assert_eq!(commit_skips_workflows(&format!("x {marker}")), Some(marker));
+        }
+        assert_eq!(
+            commit_skips_workflows("fix\n\nbody\n\nskip-checks: true\n"),
+            Some("the skip-checks trailer")
+        );
+        assert_eq!(
+            commit_skips_workflows("fix\n\nskip-checks:true"),
+            Some("the skip-checks trailer")
+        );
+        // Not a trailer: the subject itself, not the last line, or another value.
+        assert_eq!(commit_skips_workflows("skip-checks: true"), None);
+        assert_eq!(
+            commit_skips_workflows("fix\n\nskip-checks: true\nSigned-off-by: a"),
+            None
+        );
+        assert_eq!(commit_skips_workflows("fix\n\nskip-checks: false"), None);
+        assert_eq!(commit_skips_workflows("skip ci please"), None);
+        assert_eq!(commit_skips_workflows(""), None);
+    }
 
     /// GitHub's "Patterns to match branches and tags" and "Patterns to match file paths"
     /// tables: (pattern, matches, does not match).

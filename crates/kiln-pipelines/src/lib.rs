@@ -74,7 +74,7 @@ pub use events::{
     Annotation, JobRecord, Level, MemoryStore, RunEvent, RunRecord, RunStore, SourceLocation,
     Status, StepRecord,
 };
-pub use filter::{Push, PushSkip, push_runs};
+pub use filter::{Push, PushSkip, commit_skips_workflows, push_runs};
 pub use glob::hash_files;
 pub use load::{LoadError, WorkflowSet, load, load_with, parse_workflow};
 pub use runner::{EnvironmentScope, RunError, RunOptions, RunResult, run};

@@ -1,7 +1,8 @@
 //! Planning a job's instances: matrix expansion and display names, exactly as GitHub documents.
 //!
 //! Expansion order: the cartesian product of the vectors (first key outermost), then `exclude`
-//! (an entry removes every combination it matches, partial matches included), then `include`
+//! (an entry removes every combination it matches, partial matches included, down into object
+//! values), then `include`
 //! (each entry extends every combination whose original values it does not overwrite; an entry
 //! that extends none becomes a combination of its own). Pure: values in, values out.
 
@@ -162,7 +163,22 @@ fn objects(list: &[Value], what: &'static str) -> Result<Vec<Combination>, Matri
 }
 
 fn matches(combo: &Combination, pattern: &Combination) -> bool {
-    pattern.iter().all(|(k, v)| combo.get(k) == Some(v))
+    pattern
+        .iter()
+        .all(|(k, v)| combo.get(k).is_some_and(|c| partial_match(c, v)))
+}
+
+/// Whether a matrix value matches an exclude entry's value: an object matches when each key
+/// the entry gives matches its value (an entry may name only part of an object vector's
+/// items, as microsoft/TypeScript's `exclude: [{config: {skip: true}}]` does); anything else
+/// matches an equal value.
+fn partial_match(value: &Value, pattern: &Value) -> bool {
+    match (value, pattern) {
+        (Value::Object(value), Value::Object(pattern)) => pattern
+            .iter()
+            .all(|(k, p)| value.get(k).is_some_and(|v| partial_match(v, p))),
+        _ => value == pattern,
+    }
 }
 
 /// The display name of a job instance as GitHub shows it: the job's name (or id), followed by
@@ -303,6 +319,34 @@ mod tests {
                 {"fruit":"banana","animal":"cat"}
             ])
         );
+    }
+
+    /// An exclude entry matches an object vector's items by the keys it gives, at any depth
+    /// (microsoft/TypeScript's CI skips configs whose `skip` evaluated to true this way).
+    #[test]
+    fn exclude_matches_part_of_an_object_value() {
+        let c = expand_matrix(
+            &vectors(json!({"config": [
+                {"os": "ubuntu", "node": {"v": 20, "lts": true}},
+                {"os": "windows", "node": {"v": 20, "lts": true}, "skip": true},
+                {"os": "macos", "node": {"v": 18, "lts": false}, "skip": false}
+            ]})),
+            &[],
+            &list(json!([{"config": {"skip": true}}, {"config": {"node": {"lts": false}}}])),
+        )
+        .unwrap();
+        assert_eq!(
+            as_json(&c),
+            json!([{"config": {"os": "ubuntu", "node": {"v": 20, "lts": true}}}])
+        );
+        // A list still matches only an equal list.
+        let c = expand_matrix(
+            &vectors(json!({"l": [[1, 2], [1]]})),
+            &[],
+            &list(json!([{"l": [1]}])),
+        )
+        .unwrap();
+        assert_eq!(as_json(&c), json!([{"l": [1, 2]}]));
     }
 
     #[test]

@@ -1180,11 +1180,7 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
                         (cancel, Some(guard))
                     }
                     Err(status) => {
-                        shared.emit(RunEvent::JobFinished {
-                            job: display,
-                            status,
-                            duration: Duration::ZERO,
-                        });
+                        ended_without_steps(&shared, &scope, &job.id.name, display, status);
                         return (status, false, IndexMap::new());
                     }
                 },
@@ -1200,12 +1196,10 @@ async fn run_job(shared: Arc<Shared>, scope: Arc<Scope>, job: Job, ctx: Ctx) -> 
                 JobBody::Steps(_) => Some(shared.slots.acquire().await),
                 JobBody::Call(_) => None,
             };
+            // Cancelled before it started (fail-fast, a cancelled run): recorded as cancelled,
+            // as GitHub lists such a job in the run.
             if *cancel.borrow_and_update() {
-                shared.emit(RunEvent::JobFinished {
-                    job: display,
-                    status: Status::Cancelled,
-                    duration: Duration::ZERO,
-                });
+                ended_without_steps(&shared, &scope, &job.id.name, display, Status::Cancelled);
                 return (Status::Cancelled, false, IndexMap::new());
             }
             let instance = Instance {

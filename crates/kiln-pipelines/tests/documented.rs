@@ -1014,6 +1014,93 @@ jobs:
     );
 }
 
+/// setup-python sets up the version asked for from the runner's tool cache
+/// (`$RUNNER_TOOL_CACHE/Python/<version>/x64`), whichever python is first on PATH: a matrix
+/// over python versions (pypa/pip's tests, `python-version: ${{ matrix.python }}`) gets each
+/// leg its own. kiln once used only the host's python and failed every other version, even
+/// installed ones (pyenv's, a tool cache's). Here a step fills the run's tool cache.
+#[tokio::test]
+async fn setup_python_takes_a_version_the_host_python_is_not_from_the_tool_cache() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          bin="$RUNNER_TOOL_CACHE/Python/3.99.1/x64/bin"
+          mkdir -p "$bin"
+          printf '#!/bin/sh\n[ "$1" = --version ] && exec echo Python 3.99.1\nexec python3 "$@"\n' > "$bin/python"
+          chmod +x "$bin/python"
+      - id: sp
+        uses: actions/setup-python@v5
+        with:
+          python-version: '3.99'
+      - run: |
+          echo "version=${{ steps.sp.outputs.python-version }} $(python --version)"
+          [ "${{ steps.sp.outputs.python-path }}" = "$RUNNER_TOOL_CACHE/Python/3.99.1/x64/bin/python" ] && echo path-ok
+      - id: missing
+        uses: actions/setup-python@v5
+        with:
+          python-version: '3.98'
+        continue-on-error: true
+"#,
+        |_| {},
+    )
+    .await;
+    let logs = ran.logs("a");
+    assert!(
+        logs.contains(&"version=3.99.1 Python 3.99.1".to_owned()),
+        "{logs:?}"
+    );
+    assert!(logs.contains(&"path-ok".to_owned()), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("##[error]python-version `3.98` is not satisfied")),
+        "{logs:?}"
+    );
+}
+
+/// `strategy.matrix.exclude`: "an excluded configuration only has to be a partial match",
+/// and that holds inside an object vector's items. microsoft/TypeScript's CI (Apache-2.0)
+/// lists its configurations as objects, marks those to leave out of merge queues with
+/// `skip: ${{ github.event_name == 'merge_group' }}`, and excludes `config: {skip: true}`.
+/// kiln compared whole objects, so nothing was excluded and every configuration ran.
+#[tokio::test]
+async fn exclude_matches_part_of_an_object_in_the_matrix() {
+    let ran = run_with(
+        r#"
+on: push
+jobs:
+  test:
+    name: test ${{ matrix.config.v }}
+    strategy:
+      matrix:
+        config:
+          - v: main
+          - v: on-push-only
+            skip: ${{ github.event_name != 'push' }}
+          - v: not-on-push
+            skip: ${{ github.event_name == 'push' }}
+        exclude:
+          - config:
+              skip: true
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "ran ${{ matrix.config.v }}"
+"#,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success);
+    assert_eq!(ran.logs("test main"), ["ran main"]);
+    assert_eq!(ran.logs("test on-push-only"), ["ran on-push-only"]);
+    assert!(ran.logs("test not-on-push").is_empty());
+    let names: Vec<String> = ran.store.jobs().into_iter().map(|(_, j)| j.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
 /// Workflow syntax, `jobs.<job_id>.steps[*].run` and `name`: string keys. A key with no value
 /// (nothing, or only a comment, after the colon: fmtlib/fmt's doc workflow disabled its build
 /// step as `run: # ...`) is YAML null, which GitHub's template reader converts to '' wherever a

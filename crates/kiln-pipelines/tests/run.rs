@@ -1224,6 +1224,35 @@ jobs:
     assert_eq!(ran.result.status, Status::Failure);
 }
 
+/// A leg fail-fast cancels before it started is still a job of the run, cancelled, as GitHub
+/// lists it; kiln printed "job cancelled" for it but recorded no job, so `kiln ci show` left it
+/// out (found running microsoft/TypeScript's CI, `fail-fast` on and `max-parallel` reached).
+#[tokio::test]
+async fn legs_cancelled_before_they_start_are_recorded() {
+    let ran = run_one(
+        &[(
+            WF,
+            r#"
+on: push
+jobs:
+  t:
+    runs-on: ubuntu-latest
+    strategy:
+      max-parallel: 1
+      matrix: { n: [1, 2, 3] }
+    steps:
+      - run: exit ${{ matrix.n == 1 && 1 || 0 }}
+"#,
+        )],
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.job("t (1)").status, Status::Failure);
+    assert_eq!(ran.job("t (2)").status, Status::Cancelled);
+    assert_eq!(ran.job("t (3)").status, Status::Cancelled);
+    assert!(ran.job("t (3)").steps.is_empty());
+}
+
 #[tokio::test]
 async fn shells_and_working_directory() {
     let ran = run_one(

@@ -311,6 +311,41 @@ fn a_push_the_filters_skip_runs_with_a_warning() {
     );
 }
 
+/// A pushed commit whose message has `[skip ci]` (or another of GitHub's skip markers) starts
+/// no `push` workflow on GitHub ("Skipping workflow runs"): `kiln ci run` still runs it, as it
+/// runs a push the filters skip, but says GitHub would not. A message without one is quiet.
+#[test]
+fn a_push_whose_commit_says_skip_ci_runs_with_a_warning() {
+    let s = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ran\n",
+    )]);
+    let out = s.run(&["ci", "run", "--event", "push"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("GitHub would not run"), "{stderr}");
+    git(
+        s.path(),
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "docs: typo [ci skip]",
+        ],
+    );
+    let out = s.run(&["ci", "run", "--event", "push"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: GitHub would not run this workflow for this push (the head commit's message has [ci skip]); running it anyway"
+        ),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[a] ran"));
+}
+
 #[test]
 fn validate_reports_an_unknown_key_with_line_and_column() {
     let s = repo(&[
