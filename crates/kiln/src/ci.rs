@@ -748,8 +748,7 @@ async fn run(dir: &Path, args: &CiRunArgs) -> Result<(), Failure> {
     // So does a push whose head commit asks GitHub to skip its workflows ("[skip ci]", ...).
     if args.event == "push"
         && set.root.on.contains_key("push")
-        && let Some((facts, _)) = &push
-        && let Some(marker) = kiln_pipelines::commit_skips_workflows(&facts.head.message)
+        && let Some(marker) = kiln_pipelines::commit_skips_workflows(&push.head.message)
     {
         eprintln!(
             "warning: GitHub would not run this workflow for this push (the head commit's message has {marker}); running it anyway"
