@@ -287,11 +287,11 @@ impl Follower {
             Ok(Err(why)) => return self.finished(&push, &[], &[], Some(why)),
             Err(e) => return self.finished(&push, &[], &[], Some(e.to_string())),
         };
-        let (to_run, mut runs) = match runs_of(&push, &changed, workflows) {
+        let facts = crate::ci::PushFacts::read(&self.dir, &push.after).await;
+        let (to_run, mut runs) = match runs_of(&push, &changed, &facts.head.message, workflows) {
             Ok(planned) => planned,
             Err((skipped, why)) => return self.finished(&push, &skipped, &[], Some(why)),
         };
-        let facts = crate::ci::PushFacts::read(&self.dir, &push.after).await;
         let mut deployed = Vec::new();
         for (rel, set) in to_run {
             let name = set.root.name.clone().unwrap_or_else(|| rel.clone());
@@ -448,16 +448,19 @@ type Planned = (
 /// The records of the skipped workflows, and why the push runs nothing.
 type Refusal = (Vec<serde_json::Value>, String);
 
-/// The workflows a push runs (its `on.push` filters match) and the records of those it skips.
-/// A push is refused before anything runs when a workflow it would run has a job kiln cannot
+/// The workflows a push runs (its `on.push` filters match, and its head commit's `message`
+/// does not ask GitHub to skip them with `[skip ci]` or the like) and the records of those it
+/// skips. A push is refused before anything runs when a workflow it would run has a job kiln cannot
 /// run on the host (`services`, `container`, remote actions): running the others and failing
 /// that one half-way would deploy a commit whose pipeline never ran whole. The refusal says
 /// what `kiln ci validate` says of it.
 fn runs_of(
     push: &Push,
     changed: &crate::ci::Changes,
+    message: &str,
     workflows: Vec<(String, kiln_pipelines::WorkflowSet)>,
 ) -> Result<Planned, Refusal> {
+    let skip_marker = kiln_pipelines::commit_skips_workflows(message);
     let paths = changed.paths();
     let git_push = kiln_pipelines::filter::Push {
         git_ref: &push.git_ref,
@@ -466,11 +469,16 @@ fn runs_of(
     let mut to_run = Vec::new();
     let mut skipped = Vec::new();
     for (rel, set) in workflows {
-        match kiln_pipelines::filter::push_runs(&set.root.on, &git_push) {
-            Ok(()) => to_run.push((rel, set)),
-            Err(skip) => {
-                skipped.push(serde_json::json!({ "workflow": rel, "skipped": skip.to_string() }));
+        let verdict = match skip_marker {
+            Some(marker) if set.root.on.contains_key("push") => {
+                Err(format!("the head commit's message has {marker}"))
             }
+            _ => kiln_pipelines::filter::push_runs(&set.root.on, &git_push)
+                .map_err(|skip| skip.to_string()),
+        };
+        match verdict {
+            Ok(()) => to_run.push((rel, set)),
+            Err(skip) => skipped.push(serde_json::json!({ "workflow": rel, "skipped": skip })),
         }
     }
     let refusals: Vec<String> = to_run
@@ -752,6 +760,7 @@ mod tests {
         let (skipped, why) = runs_of(
             &push,
             &changed,
+            "change",
             vec![workflow(green, green_yaml), workflow(db, db_yaml)],
         )
         .expect_err("refused");
@@ -770,6 +779,7 @@ mod tests {
         let (to_run, skipped) = runs_of(
             &push,
             &changed,
+            "change",
             vec![workflow(green, green_yaml), workflow(docs, docs_yaml)],
         )
         .expect("runs");
@@ -779,6 +789,21 @@ mod tests {
         );
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0]["workflow"], docs);
+
+        // GitHub starts no push workflow for a head commit that asks it not to.
+        let (to_run, skipped) = runs_of(
+            &push,
+            &changed,
+            "docs: typo [skip ci]",
+            vec![workflow(green, green_yaml), workflow(db, db_yaml)],
+        )
+        .expect("nothing to refuse");
+        assert!(to_run.is_empty());
+        assert_eq!(
+            skipped[0]["skipped"],
+            "the head commit's message has [skip ci]"
+        );
+        assert_eq!(skipped.len(), 2);
     }
 
     #[test]
