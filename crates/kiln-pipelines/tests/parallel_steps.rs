@@ -429,3 +429,43 @@ jobs:
         ]
     );
 }
+
+/// A job's records list its steps in the order they started, whenever each background step
+/// is waited for: here the first one is waited for last, after a group that started later.
+#[tokio::test]
+async fn records_list_steps_in_the_order_they_started() {
+    let ran = run_workflow(
+        r###"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - { id: first, name: first, background: true, run: "true" }
+      - parallel:
+          - { name: lint, run: "true" }
+          - { name: unit, run: "true" }
+      - { name: own, run: "true" }
+      - { id: second, name: second, background: true, run: "true" }
+      - { name: both, wait: [second, first] }
+      - { name: last, run: "true" }
+"###,
+        |_| {},
+    )
+    .await;
+    assert_eq!(ran.result.status, Status::Success, "{:?}", ran.logs("a"));
+    let names: Vec<String> = ran.job("a").steps.into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "first",
+            "lint",
+            "unit",
+            "Parallel group",
+            "own",
+            "second",
+            "both",
+            "last"
+        ]
+    );
+}

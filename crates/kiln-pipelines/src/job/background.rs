@@ -43,9 +43,9 @@ pub(super) struct Background<'a> {
     /// The futures of those still running, with their index.
     running: Vec<(usize, Running<'a>)>,
     slots: Arc<Semaphore>,
-    /// The step records put in the job's so far: where the job's stood when each step
-    /// started, and how many.
-    placed: Vec<(usize, usize)>,
+    /// The background steps' records put in the job's so far: for each step, its place
+    /// (`records_at`, then its index) and how many.
+    placed: Vec<((usize, usize), usize)>,
 }
 
 struct Started {
@@ -59,8 +59,9 @@ struct Started {
     progress: Progress,
     /// A `cancel` step stopped it: its being cancelled does not count in the job's result.
     cancelled_by_step: bool,
-    /// How many records the job had when it started: its own go there, as the runner's
-    /// timeline lists steps in the order they start.
+    /// How many records of the job's own steps (not background ones) there were when it
+    /// started: its own go after those, and after the background steps that started before
+    /// it, as the runner's timeline lists steps in the order they start.
     records_at: usize,
 }
 
@@ -126,7 +127,7 @@ impl<'a> Background<'a> {
             cancel,
             progress: Progress::Running,
             cancelled_by_step: false,
-            records_at: state.records.len(),
+            records_at: state.records.len() - self.placed.iter().map(|(_, n)| n).sum::<usize>(),
         });
         // A free slot is taken now, so the step shows as started where it is written.
         let free = self.slots.clone().try_acquire_owned().ok();
@@ -242,13 +243,15 @@ impl<'a> Background<'a> {
                 Progress::Finished(finished) => {
                     let (conclusion, records) =
                         apply(cx, *finished, started.id.as_deref(), state, frame);
-                    // After the records of steps that started before it and were placed.
+                    // After the job's own records before it and the background steps' records
+                    // placed so far that started before it.
+                    let place = (started.records_at, index);
                     let shift: usize = (self.placed.iter())
-                        .filter(|(at, _)| *at <= started.records_at)
+                        .filter(|(other, _)| *other < place)
                         .map(|(_, n)| n)
                         .sum();
                     let at = (started.records_at + shift).min(state.records.len());
-                    self.placed.push((started.records_at, records.len()));
+                    self.placed.push((place, records.len()));
                     state.records.splice(at..at, records);
                     conclusion
                 }
