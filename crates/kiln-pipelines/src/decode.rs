@@ -1821,22 +1821,13 @@ impl Decoder<'_> {
                 return control;
             }
         }
-        let mut step = Step {
-            span: node.span,
-            id: None,
-            name: None,
-            condition: None,
-            action: StepAction::Run(Text {
+        let mut step = bare_step(
+            node.span,
+            StepAction::Run(Text {
                 text: String::new(),
                 span: node.span,
             }),
-            env: Env::default(),
-            shell: None,
-            working_directory: None,
-            continue_on_error: None,
-            timeout_minutes: None,
-            background: false,
-        };
+        );
         let mut run = None;
         let mut uses = None;
         let mut with = None;
@@ -2017,19 +2008,7 @@ impl Decoder<'_> {
                     .help(help),
             );
         }
-        let mut step = Step {
-            span: node.span,
-            id: None,
-            name: None,
-            condition: None,
-            action: StepAction::WaitAll,
-            env: Env::default(),
-            shell: None,
-            working_directory: None,
-            continue_on_error: None,
-            timeout_minutes: None,
-            background: false,
-        };
+        let mut step = bare_step(node.span, StepAction::WaitAll);
         let p = join(path, kind);
         for (k, v) in entries {
             let p = join(path, &k.text);
@@ -2427,5 +2406,22 @@ fn display_path(path: &str) -> &str {
         "the workflow"
     } else {
         path
+    }
+}
+
+/// A step written at `span` that does `action`, its keys not yet read.
+fn bare_step(span: Span, action: StepAction) -> Step {
+    Step {
+        span,
+        id: None,
+        name: None,
+        condition: None,
+        action,
+        env: Env::default(),
+        shell: None,
+        working_directory: None,
+        continue_on_error: None,
+        timeout_minutes: None,
+        background: false,
     }
 }
